@@ -1,0 +1,144 @@
+"""``lesionseg``: predict / evaluate / train / finetune from the command line.
+
+User errors (bad files, bad configs, missing folders) print one line ``error: ...`` and exit
+with status 2; with ``--keep-going`` a batch continues past bad files, lists them at the end
+and exits with status 1. Never a bare traceback for a user error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
+    p.add_argument("--tta", choices=["none", "hflip", "flips"], default=None,
+                   help="test-time augmentation (default: the model's setting)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("predict", help="segment photographs; writes masks, probabilities, fuzzy maps, CSVs")
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    _add_model_args(p)
+    p.add_argument("--mm-per-px", type=float, default=None, help="calibration for lesion areas in mm2")
+    p.add_argument("--keep-going", action="store_true", help="continue past bad files; exit 1 at the end if any failed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="score a model on images with ground-truth masks")
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--masks", type=Path, required=True)
+    _add_model_args(p)
+    p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
+    p.add_argument("--out", type=Path, default=None, help="metrics JSON (a PR-curve PNG and per-image CSV go beside it)")
+    p.add_argument("--keep-going", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    from lesionseg_training.cli import add_finetune_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_finetune_parser(sub)
+    return parser
+
+
+def _load_model(path: Path | None, device: str):
+    from .core.bundled import default_model_dir
+    from .core.model_folder import load_model_folder
+    from .core.runtime import pick_device
+
+    dev = pick_device(device)
+    return load_model_folder(path or default_model_dir(), dev), dev
+
+
+def _bar(total: int, quiet: bool, unit: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+
+def _drive(gen, bar) -> object:
+    """Iterate a batch generator, feeding the bar; returns the generator's value."""
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        kind = ev["event"]
+        if kind == "tile":
+            bar.set_postfix_str(f"{ev['image']} tile {ev['done']}/{ev['total']}", refresh=True)
+        elif kind in ("image", "failed"):
+            bar.update(1)
+            if kind == "failed":
+                bar.write(f"error: {ev['message']}", file=sys.stderr)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .core.batch import collect_images, predict_files
+
+    paths = collect_images(args.inputs)
+    model, dev = _load_model(args.model, args.device)
+    with _bar(len(paths), args.quiet, "img") as bar:
+        res = _drive(predict_files(model, paths, args.out, keep_going=args.keep_going, mm_per_px=args.mm_per_px,
+                                   device=str(dev), tta=args.tta), bar)
+    print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}' -> {args.out}")
+    return _report_failures(res.failures)
+
+
+def _report_failures(failures) -> int:
+    if not failures:
+        return EXIT_OK
+    print(f"{len(failures)} file(s) failed:", file=sys.stderr)
+    for f in failures:
+        print(f"  {f.message}", file=sys.stderr)
+    return EXIT_FAILURES
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .core.batch import evaluate_pairs, find_eval_pairs
+    from .core.report import write_report
+
+    pairs = find_eval_pairs(args.images, args.masks)
+    model, dev = _load_model(args.model, args.device)
+    with _bar(len(pairs), args.quiet, "img") as bar:
+        ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
+                                        threshold=args.threshold), bar)
+    s = res.summary
+    print(f"model '{model.version}' on {int(s['images'])} images (threshold {ds.threshold:.3f}):")
+    for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95"):
+        print(f"  {k:13s} {s[k]:.4f}")
+    if args.out is not None:
+        files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
+                                            "images": str(args.images), "masks": str(args.masks)})
+        print("wrote " + ", ".join(str(f) for f in files))
+    return _report_failures(res.failures)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .core.configs import ConfigError
+    from .core.errors import LesionsegInputError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (LesionsegInputError, ConfigError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

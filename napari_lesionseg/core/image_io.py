@@ -1,0 +1,305 @@
+"""Reading fundus photographs and masks, writing lossless label maps.
+
+Every failure raises :class:`LesionsegInputError` naming the file and the problem.
+Images come back as RGB ``uint8`` arrays of shape ``(H, W, 3)`` (EXIF orientation applied);
+masks as ``uint8`` arrays of shape ``(H, W)`` with 0 = background, 1 = lesion,
+255 = unsure / ignore.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .atomic import atomic_open
+from .errors import LesionsegInputError
+
+#: Default upper bound on width x height; above it an image is refused (decompression bombs).
+DEFAULT_MAX_PIXELS = 150_000_000
+IGNORE_LABEL = 255
+LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What was read: source path, original size, mode and bit depth, and file hash."""
+
+    path: str
+    width: int
+    height: int
+    mode: str
+    format: str
+    bit_depth: int
+    exif_orientation: int
+    sha256: str
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise LesionsegInputError(path, "no such file")
+    if path.is_dir():
+        raise LesionsegInputError(path, "is a directory, not an image file")
+    try:
+        data = path.read_bytes()
+    except PermissionError:
+        raise LesionsegInputError(path, "cannot be read (permission denied)") from None
+    except OSError as err:
+        raise LesionsegInputError(path, f"cannot be read ({err.strerror or err})") from None
+    if not data:
+        raise LesionsegInputError(path, "file is empty (0 bytes)")
+    return data
+
+
+def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as err:
+            raise LesionsegInputError(path, f"image is too large to decode safely ({err})") from None
+        except UnidentifiedImageError:
+            raise LesionsegInputError(
+                path, "not a recognised image file (expected JPEG, PNG, TIFF or BMP)"
+            ) from None
+        except OSError as err:
+            raise LesionsegInputError(path, f"cannot be decoded: {err}") from None
+    w, h = im.size
+    if w < 1 or h < 1:
+        raise LesionsegInputError(path, f"image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise LesionsegInputError(
+            path,
+            f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+            "(a possible decompression bomb; raise max_pixels if the image is genuine)",
+        )
+    return im
+
+
+def _load(path: Path, im: Image.Image) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise LesionsegInputError(path, f"image data is truncated or corrupt ({err})") from None
+    return im
+
+
+def _tiff_array(path: Path, data: bytes) -> NDArray | None:
+    """Fallback decoder for TIFFs Pillow cannot turn into RGB (16-bit colour, float)."""
+    try:
+        import tifffile
+    except ImportError:  # pragma: no cover - tifffile is a dependency
+        return None
+    try:
+        return np.asarray(tifffile.imread(io.BytesIO(data)))
+    except Exception as err:  # noqa: BLE001 - any decoder failure is a bad file
+        raise LesionsegInputError(path, f"TIFF cannot be decoded ({err})") from None
+
+
+def _to_rgb_uint8(path: Path, arr: NDArray) -> NDArray[np.uint8]:
+    """Turn a decoded array (gray, gray+alpha, RGB, RGBA; any numeric dtype) into RGB uint8."""
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar TIFF
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
+        raise LesionsegInputError(path, f"unsupported image layout with shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise LesionsegInputError(path, "image contains NaN or infinite values")
+        hi = float(arr.max()) if arr.size else 1.0
+        scale = 1.0 if hi <= 1.0 else hi
+        arr = np.clip(arr / scale, 0.0, 1.0) * 255.0 + 0.5
+        arr = arr.astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype.kind in "ui" and arr.dtype.itemsize > 1:
+        bits = 16 if arr.max(initial=0) > 255 or arr.dtype.itemsize == 2 else 8
+        arr = (np.clip(arr, 0, 2**bits - 1).astype(np.float64) * (255.0 / (2**bits - 1)) + 0.5)
+        arr = arr.astype(np.uint8)
+    else:
+        arr = arr.astype(np.uint8, copy=False)
+    channels = arr.shape[-1]
+    if channels in (1, 2):
+        arr = np.repeat(arr[..., :1], 3, axis=-1)
+    elif channels == 4:
+        arr = arr[..., :3]
+    return np.ascontiguousarray(arr)
+
+
+def _bit_depth(im: Image.Image) -> int:
+    return {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}.get(im.mode, 8)
+
+
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[NDArray[np.uint8], ImageMeta]:
+    """Read a photograph as RGB.
+
+    Returns ``(rgb, meta)``: ``rgb`` is ``uint8`` of shape ``(H, W, 3)`` after EXIF
+    orientation; gray is replicated, alpha dropped, palette expanded, CMYK converted, 16-bit
+    and float scaled to 0..255.
+    """
+    p = Path(path)
+    data = _read_bytes(p)
+    im = _open(p, data, max_pixels)
+    fmt = im.format or "?"
+    bit_depth = _bit_depth(im)
+    orientation = int(im.getexif().get(0x0112, 1) or 1)
+    im = _load(p, im)
+    arr: NDArray
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im)
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise LesionsegInputError(p, "image contains NaN or infinite values")
+    elif fmt == "TIFF" and im.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "YCbCr"):
+        arr = _tiff_array(p, data)  # type: ignore[assignment]
+    else:
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
+            pass
+        if im.mode not in ("L", "RGB"):
+            im = im.convert("RGBA" if "A" in im.mode or im.mode == "P" else "RGB")
+        arr = np.asarray(im)
+    if fmt == "TIFF" and arr is not None and arr.ndim == 3 and arr.shape[-1] > 4:
+        arr = _tiff_array(p, data)  # type: ignore[assignment]
+    rgb = _to_rgb_uint8(p, arr)
+    meta = ImageMeta(
+        path=str(p),
+        width=rgb.shape[1],
+        height=rgb.shape[0],
+        mode=im.mode,
+        format=fmt,
+        bit_depth=bit_depth,
+        exif_orientation=orientation,
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    return rgb, meta
+
+
+def to_float(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
+    """RGB uint8 ``(H, W, 3)`` to float32 in [0, 1]."""
+    return rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def read_mask(
+    path: str | os.PathLike[str],
+    *,
+    shape: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> NDArray[np.uint8]:
+    """Read a lesion mask or label map as ``uint8 (H, W)`` with values in {0, 1, 255}.
+
+    Accepted encodings: 1-bit / palette TIFF with indices {0, 1} (IDRiD), 0/1 or 0/255 PNG
+    (255 then means lesion), and label maps holding 0, 1 and 255 (255 = unsure, ignored).
+    JPEG is refused: its compression invents values along every edge. ``shape`` is the
+    ``(H, W)`` of the image the mask belongs to; a different size is an error.
+    """
+    p = Path(path)
+    if p.suffix.lower() in (".jpg", ".jpeg"):
+        raise LesionsegInputError(
+            p, "masks must be lossless (PNG, TIFF or BMP); JPEG compression alters mask values"
+        )
+    data = _read_bytes(p)
+    im = _open(p, data, max_pixels)
+    if im.format == "JPEG":
+        raise LesionsegInputError(
+            p, "file holds JPEG data; masks must be lossless (PNG, TIFF or BMP)"
+        )
+    im = _load(p, im)
+    if im.mode == "P":
+        arr = np.asarray(im)  # palette indices, as IDRiD stores them
+    elif im.mode == "1":
+        arr = np.asarray(im).astype(np.uint8)
+    else:
+        arr = np.asarray(im)
+        if arr.ndim == 3:
+            if arr.shape[-1] == 4:
+                arr = arr[..., :3]
+            if not (arr == arr[..., :1]).all():
+                raise LesionsegInputError(
+                    p, "mask is a colour image with differing channels; expected one channel"
+                )
+            arr = arr[..., 0]
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise LesionsegInputError(
+            p,
+            f"mask is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}",
+        )
+    values = np.unique(arr)
+    vals = {int(v) for v in values}
+    if vals <= {0, 1}:
+        out = arr.astype(np.uint8)
+    elif vals <= {0, 255} or vals <= {0, 65535}:
+        out = (arr > 0).astype(np.uint8)
+    elif vals <= {0, 1, 255}:
+        out = arr.astype(np.uint8)
+    else:
+        shown = ", ".join(str(v) for v in sorted(vals)[:8]) + (" ..." if len(vals) > 8 else "")
+        raise LesionsegInputError(
+            p, f"mask has values other than 0/1/255 ({shown}); cannot tell lesion from background"
+        )
+    return np.ascontiguousarray(out)
+
+
+def _check_lossless(path: Path) -> None:
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        raise LesionsegInputError(
+            path,
+            "labels are written lossless only; JPEG would blur label values along every edge "
+            "(use .png or .tif)",
+        )
+    if path.suffix.lower() not in LOSSLESS_SUFFIXES:
+        raise LesionsegInputError(path, f"unsupported label format {path.suffix!r} (use .png or .tif)")
+
+
+def encode_png(arr: NDArray[np.uint8]) -> bytes:
+    """Encode a ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)`` array as PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def write_label(path: str | os.PathLike[str], label: NDArray) -> None:
+    """Write a label map (values 0..255) losslessly and atomically; JPEG is refused."""
+    p = Path(path)
+    _check_lossless(p)
+    arr = np.asarray(label)
+    if arr.ndim != 2:
+        raise LesionsegInputError(p, f"a label map must be 2-D, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if arr.size and (arr.min() < 0 or arr.max() > 255):
+            raise LesionsegInputError(p, "label values must lie in 0..255")
+        arr = arr.astype(np.uint8)
+    fmt = {".png": "PNG", ".bmp": "BMP"}.get(p.suffix.lower(), "TIFF")
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt)
+    with atomic_open(p) as fh:
+        fh.write(buf.getvalue())
+
+
+def write_png(path: str | os.PathLike[str], arr: NDArray[np.uint8]) -> None:
+    """Write a ``uint8`` gray or RGB array as PNG, atomically."""
+    p = Path(path)
+    with atomic_open(p) as fh:
+        fh.write(encode_png(arr))
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files directly in ``folder`` (sorted, hidden and temp files skipped)."""
+    d = Path(folder)
+    return sorted(
+        f for f in d.iterdir()
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+    )

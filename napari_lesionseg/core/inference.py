@@ -1,0 +1,184 @@
+"""Tiled inference as a generator: yields :class:`Progress` per tile, returns :class:`Prediction`.
+
+The photo is brought to the model's working grid (disc crop, rescale), cut into overlapping
+tiles blended with a Gaussian window, each tile run under optional flip TTA, then mapped back
+to the input's full size. Consumers: the CLI (terminal bar), the plugin (``thread_worker``:
+cancelling stops at the next yield), tests (iterate directly; ``run_to_end`` helps).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+
+from .fov import FieldOfView
+from .fuzzy import fuzzy_map
+from .lesions import Lesion, lesion_table, threshold_mask
+from .model_config import InferenceConfig
+from .model_folder import LoadedModel
+from .preprocess import Geometry, from_work, prepare
+from .runtime import tune_allocator
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``done`` of ``total`` units of ``stage`` finished."""
+
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass
+class Prediction:
+    """Full-size results for one image (``H x W`` of the input).
+
+    ``probability`` float32 in [0, 1] (0 outside the disc); ``mask`` uint8 0/1 after threshold
+    and minimum area; ``fuzzy`` float32 in [0, 1]; ``labels`` int32 lesion ids matching
+    ``lesions``.
+    """
+
+    probability: NDArray[np.float32]
+    mask: NDArray[np.uint8]
+    fuzzy: NDArray[np.float32]
+    labels: NDArray[np.int32]
+    lesions: list[Lesion]
+    geometry: Geometry
+    model_version: str
+    threshold: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Start offsets covering ``[0, length)`` with tiles of ``tile`` px overlapping by ``overlap``."""
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1.0 - overlap)))
+    n = math.ceil((length - tile) / step) + 1
+    return [min(i * step, length - tile) for i in range(n)]
+
+
+def gaussian_window(h: int, w: int, sigma_frac: float = 0.125) -> NDArray[np.float32]:
+    """Separable Gaussian weights peaking at the tile centre (floor 1e-3 so edges still count)."""
+    def g(n: int) -> NDArray[np.float64]:
+        x = np.arange(n) - (n - 1) / 2.0
+        return np.exp(-0.5 * (x / max(sigma_frac * n, 1e-6)) ** 2)
+
+    win = np.outer(g(h), g(w))
+    return np.maximum(win / win.max(), 1e-3).astype(np.float32)
+
+
+def _views(tta: str) -> list[tuple[int, ...]]:
+    return {"none": [()], "hflip": [(), (3,)], "flips": [(), (3,), (2,), (2, 3)]}[tta]
+
+
+def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean probability and view disagreement (max - min) for one tile ``(C, h, w)``."""
+    c, h, w = x.shape
+    ph, pw = (-h) % stride, (-w) % stride
+    t = F.pad(x[None], (0, pw, 0, ph)).to(device).contiguous(memory_format=torch.channels_last)
+    views = _views(tta)
+    batch = torch.cat([t.flip(d) if d else t for d in views]).contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null()
+    with autocast:
+        logits = net(batch).logits.float()
+    probs = torch.sigmoid(logits)
+    probs = torch.stack([p.flip([a - 1 for a in d]) if d else p for p, d in zip(probs, views)])[:, 0, :h, :w]
+    mean = probs.mean(0).cpu()
+    dis = (probs.max(0).values - probs.min(0).values).cpu() if len(views) > 1 else None
+    return mean, dis
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: object) -> None:
+        return None
+
+
+def apply_calibration(prob: NDArray[np.float32], knots: list[list[float]] | None) -> NDArray[np.float32]:
+    """Monotone piecewise-linear remapping of probabilities (identity without knots)."""
+    if not knots:
+        return prob
+    return np.interp(prob, knots[0], knots[1]).astype(np.float32)
+
+
+def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device | str | None = None,
+            tta: str | None = None, threshold: float | None = None, mm_per_px: float | None = None,
+            fov: FieldOfView | None = None) -> Generator[Progress, None, Prediction]:
+    """Segment one RGB ``uint8 (H, W, 3)`` photo. Yields Progress; returns Prediction."""
+    tune_allocator()
+    cfg: InferenceConfig = model.config.inference
+    pre = model.config.preprocess
+    dev = torch.device(device) if device is not None else next(model.net.parameters()).device
+    tta = tta or cfg.tta
+    thr = cfg.threshold if threshold is None else threshold
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
+    timings["preprocess"] = time.perf_counter() - t0
+    h, w = geom.work_shape
+    ts = cfg.tile_size
+    ys, xs = tile_starts(h, ts, cfg.tile_overlap), tile_starts(w, ts, cfg.tile_overlap)
+    total = len(ys) * len(xs)
+    yield Progress("tiles", 0, total)
+    t1 = time.perf_counter()
+    xt = torch.from_numpy(x)
+    acc = torch.zeros(h, w)
+    dacc = torch.zeros(h, w)
+    wacc = torch.zeros(h, w)
+    net = model.net.to(dev, memory_format=torch.channels_last).eval()
+    stride = model.config.network.stride
+    done = 0
+    with torch.inference_mode():
+        for y0 in ys:
+            for x0 in xs:
+                tile = xt[:, y0:y0 + ts, x0:x0 + ts]
+                th, tw = tile.shape[-2:]
+                mean, dis = _run_tile(net, tile, stride, tta, dev)
+                win = torch.from_numpy(gaussian_window(th, tw)) if total > 1 else torch.ones(th, tw)
+                acc[y0:y0 + th, x0:x0 + tw] += mean * win
+                wacc[y0:y0 + th, x0:x0 + tw] += win
+                if dis is not None:
+                    dacc[y0:y0 + th, x0:x0 + tw] += dis * win
+                done += 1
+                yield Progress("tiles", done, total)
+    timings["network"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    prob_w = (acc / wacc).numpy() * disc
+    prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
+    dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
+    fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy.tau_ae, cfg.fuzzy.tau_d, cfg.fuzzy.delta) * disc
+    prob = from_work(prob_w, geom)
+    fuzzy = from_work(fz_w, geom)
+    full_disc = geom.input_fov_mask()
+    prob *= full_disc
+    fuzzy *= full_disc
+    mask = threshold_mask(prob, thr, cfg.min_lesion_area)
+    lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px)
+    timings["postprocess"] = time.perf_counter() - t2
+    yield Progress("done", total, total)
+    return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings)
+
+
+def run_to_end(gen: Generator[object, None, T]) -> T:
+    """Drive a progress generator to its end and return its result."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+
+

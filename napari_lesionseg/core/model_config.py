@@ -1,0 +1,85 @@
+"""The full config of a trained model: network, preprocessing and inference settings.
+
+Working resolution, normalisation, threshold and tile size travel with the model, so the
+plugin, the CLI and evaluation run one code path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .configs import require
+from .models.config import NetworkConfig
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PreprocessConfig:
+    fov_diameter: int = 896  # disc diameter on the working grid, px
+    green_contrast_sigma: float | None = 24.0  # working px; None: RGB input only
+
+    def __post_init__(self) -> None:
+        require(32 <= self.fov_diameter <= 8192, "preprocess.fov_diameter", "out of range 32..8192")
+        if self.green_contrast_sigma is not None:
+            require(0.5 <= self.green_contrast_sigma <= 500, "preprocess.green_contrast_sigma",
+                    "out of range 0.5..500")
+
+    @property
+    def channels(self) -> int:
+        return 3 + (self.green_contrast_sigma is not None)
+
+
+@dataclass
+class FuzzyConfig:
+    """Soft thresholds of the label-free DALE partition (ARCHITECTURE.md 3)."""
+
+    tau_ae: float = 0.5
+    tau_d: float = 0.05
+    delta: float = 0.2
+
+    def __post_init__(self) -> None:
+        require(0 <= self.tau_ae < 1 and 0 <= self.tau_d < 1, "inference.fuzzy", "taus must lie in [0, 1)")
+        require(0 < self.delta <= 1, "inference.fuzzy.delta", "must lie in (0, 1]")
+
+
+@dataclass
+class InferenceConfig:
+    threshold: float = 0.5
+    min_lesion_area: int = 0  # input pixels; smaller connected components are dropped
+    tile_size: int = 1024  # working px; smaller images run in one tile
+    tile_overlap: float = 0.25
+    tta: Literal["none", "hflip", "flips"] = "flips"
+    fuzzy: FuzzyConfig = field(default_factory=FuzzyConfig)
+    # monotone piecewise-linear map of raw probabilities (x and y knots), fitted on validation
+    calibration: list[list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        require(0.0 < self.threshold < 1.0, "inference.threshold", "must lie in (0, 1)")
+        require(0 <= self.min_lesion_area <= 10_000_000, "inference.min_lesion_area", "out of range")
+        require(32 <= self.tile_size <= 8192, "inference.tile_size", "out of range 32..8192")
+        require(0.0 <= self.tile_overlap < 0.9, "inference.tile_overlap", "must lie in [0, 0.9)")
+        if self.calibration is not None:
+            require(len(self.calibration) == 2 and len(self.calibration[0]) == len(self.calibration[1])
+                    and 2 <= len(self.calibration[0]) <= 1024, "inference.calibration",
+                    "needs two equal lists of 2..1024 knots")
+
+
+@dataclass
+class ModelConfig:
+    """``config.json`` of a model folder."""
+
+    format_version: int = FORMAT_VERSION
+    name: str = "unnamed"
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    weights_sha256: str | None = None  # set when the folder is written
+
+    def __post_init__(self) -> None:
+        require(self.format_version == FORMAT_VERSION, "format_version",
+                f"{self.format_version} is not supported (this version reads {FORMAT_VERSION})")
+        require(self.network.in_channels == self.preprocess.channels, "network.in_channels",
+                f"{self.network.in_channels} does not match the preprocessing's "
+                f"{self.preprocess.channels} channels")

@@ -1,0 +1,28 @@
+"""``build_model(config)``: the one place networks are constructed, for training and inference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from ..configs import from_dict
+from .config import NetworkConfig
+
+
+def build_model(config: NetworkConfig | dict[str, Any]) -> nn.Module:
+    """Build the generator described by ``config`` (a NetworkConfig or its dict form)."""
+    cfg = config if isinstance(config, NetworkConfig) else from_dict(NetworkConfig, config, "network")
+    if cfg.arch == "unet_small":
+        from .unet_small import UNetSmall
+
+        return UNetSmall(cfg)
+    if cfg.arch == "dynsegnet_unet":
+        from .dynsegnet import DynSegNet
+
+        return DynSegNet(cfg)
+    if cfg.arch == "segan_segmentor":
+        from .segan import SeganSegmentor
+
+        return SeganSegmentor(cfg)
+    raise ValueError(f"unknown arch {cfg.arch!r}")  # pragma: no cover - Literal-checked

@@ -1,0 +1,55 @@
+"""The files ``lesionseg predict`` writes (ARCHITECTURE.md 6), each atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .atomic import atomic_write_bytes, atomic_write_text
+from .image_io import encode_png
+from .inference import Prediction
+from .lesions import LESION_COLUMNS
+
+
+def to_uint8(p: np.ndarray) -> np.ndarray:
+    """Map [0, 1] floats to 0..255 with ``round(255 p)``."""
+    return np.clip(np.rint(np.asarray(p, np.float32) * 255.0), 0, 255).astype(np.uint8)
+
+
+def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:
+    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (round(255 p)), ``<stem>_fuzzy.png``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        out_dir / f"{stem}_mask.png": (pred.mask * 255).astype(np.uint8),
+        out_dir / f"{stem}_prob.png": to_uint8(pred.probability),
+        out_dir / f"{stem}_fuzzy.png": to_uint8(pred.fuzzy),
+    }
+    for path, arr in files.items():
+        atomic_write_bytes(path, encode_png(arr))
+    return list(files)
+
+
+def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def lesion_rows(image: str, pred: Prediction) -> list[dict[str, Any]]:
+    return [{"image": image, **les.row()} for les in pred.lesions]
+
+
+LESION_CSV_COLUMNS = ["image"] + LESION_COLUMNS
+SUMMARY_COLUMNS = ["image", "status", "width", "height", "lesions", "lesion_px", "fuzzy_px",
+                   "model", "threshold", "seconds", "error"]
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    atomic_write_text(path, csv_text(rows, columns))

@@ -1,0 +1,141 @@
+"""From an input photograph to the network's working image, and back.
+
+The working image is the field-of-view box, rescaled so that the disc's diameter is
+``fov_diameter`` pixels (the model's working resolution, stored in its config). The network
+input has the normalised RGB channels (zero mean, unit variance inside the disc) and,
+optionally, a green-contrast channel: green minus its local background, which makes small
+dark hemorrhages stand out independently of illumination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from numpy.typing import NDArray
+from PIL import Image
+from scipy import ndimage
+
+from .fov import FieldOfView, detect_fov
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the working image maps onto the input image.
+
+    ``box = (y0, y1, x0, x1)`` in input pixels; the working image of ``work_shape`` covers the
+    box exactly (its pixel edges coincide with the box's edges), so resizing the working grid
+    back to the box size and pasting it at ``box`` is the exact inverse mapping.
+    """
+
+    input_shape: tuple[int, int]
+    box: tuple[int, int, int, int]
+    work_shape: tuple[int, int]
+    fov: FieldOfView
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        y0, y1, x0, x1 = self.box
+        return self.work_shape[0] / (y1 - y0), self.work_shape[1] / (x1 - x0)
+
+    def work_fov_mask(self) -> NDArray[np.bool_]:
+        """The disc on the working grid."""
+        sy, sx = self.scale
+        y0, _, x0, _ = self.box
+        h, w = self.work_shape
+        ys = y0 + (np.arange(h) + 0.5) / sy - 0.5
+        xs = x0 + (np.arange(w) + 0.5) / sx - 0.5
+        return ((ys[:, None] - self.fov.cy) ** 2 + (xs[None, :] - self.fov.cx) ** 2
+                ) <= self.fov.radius**2
+
+    def input_fov_mask(self) -> NDArray[np.bool_]:
+        """The disc on the input grid."""
+        return self.fov.mask(self.input_shape)
+
+
+def plan_geometry(shape: tuple[int, int], fov: FieldOfView, fov_diameter: int) -> Geometry:
+    """Box and working size for an input of ``shape`` with its disc ``fov``."""
+    y0, y1, x0, x1 = fov.box(shape)
+    s = float(fov_diameter) / max(fov.diameter, 1.0)
+    wh = max(1, int(round((y1 - y0) * s)))
+    ww = max(1, int(round((x1 - x0) * s)))
+    return Geometry((int(shape[0]), int(shape[1])), (y0, y1, x0, x1), (wh, ww), fov)
+
+
+def to_work(rgb: NDArray[np.uint8], geom: Geometry) -> NDArray[np.uint8]:
+    """Crop ``rgb (H, W, 3)`` to the box and resize it to ``work_shape`` (area-weighted)."""
+    y0, y1, x0, x1 = geom.box
+    crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+    h, w = geom.work_shape
+    if crop.shape[:2] == (h, w):
+        return crop
+    return np.asarray(Image.fromarray(crop).resize((w, h), Image.Resampling.BOX if h < crop.shape[0]
+                                                   else Image.Resampling.BILINEAR))
+
+
+def mask_to_work(mask: NDArray[np.uint8], geom: Geometry) -> NDArray[np.uint8]:
+    """Bring a label map (0/1/255) onto the working grid.
+
+    A working pixel is lesion when at least a third of the input pixels it covers are lesion
+    (so thin lesions survive downscaling), and 255 (ignore) when more of it is unsure than
+    lesion.
+    """
+    y0, y1, x0, x1 = geom.box
+    crop = mask[y0:y1, x0:x1]
+    h, w = geom.work_shape
+    les = np.asarray(Image.fromarray((crop == 1).astype(np.float32)).resize((w, h), Image.Resampling.BOX))
+    ign = np.asarray(Image.fromarray((crop == 255).astype(np.float32)).resize((w, h), Image.Resampling.BOX))
+    out = (les >= 1.0 / 3.0).astype(np.uint8)
+    out[(ign > les) & (ign > 0.5)] = 255
+    return out
+
+
+def from_work(work: NDArray[np.float32] | torch.Tensor, geom: Geometry) -> NDArray[np.float32]:
+    """Resize a working-grid map ``(h, w)`` back to the box and paste it into a zero image."""
+    y0, y1, x0, x1 = geom.box
+    t = torch.as_tensor(work, dtype=torch.float32)[None, None]
+    up = F.interpolate(t, size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
+    out = np.zeros(geom.input_shape, dtype=np.float32)
+    out[y0:y1, x0:x1] = up.numpy()
+    return out
+
+
+def green_contrast(green: NDArray[np.float32], fov_mask: NDArray[np.bool_], sigma: float) -> NDArray[np.float32]:
+    """Green minus its local background (normalised Gaussian blur inside the disc)."""
+    m = fov_mask.astype(np.float32)
+    num = ndimage.gaussian_filter(green * m, sigma, mode="constant", truncate=3.0)
+    den = ndimage.gaussian_filter(m, sigma, mode="constant", truncate=3.0)
+    bg = num / np.maximum(den, 1e-3)
+    return ((green - bg) * m).astype(np.float32)
+
+
+def network_input(work_rgb: NDArray[np.uint8], fov_mask: NDArray[np.bool_],
+                  green_contrast_sigma: float | None) -> NDArray[np.float32]:
+    """The network's input ``float32 (C, h, w)``: RGB standardised inside the disc (C = 3),
+    plus the standardised green-contrast channel when ``green_contrast_sigma`` is set (C = 4).
+    Zero outside the disc."""
+    x = work_rgb.astype(np.float32) * np.float32(1.0 / 255.0)
+    m = fov_mask if fov_mask.any() else np.ones(fov_mask.shape, bool)
+    chans = []
+    for c in range(3):
+        ch = x[..., c]
+        v = ch[m]
+        chans.append((ch - v.mean()) / max(float(v.std()), 1e-3))
+    if green_contrast_sigma:
+        gc = green_contrast(x[..., 1], m, green_contrast_sigma)
+        chans.append(gc / max(float(gc[m].std()), 1e-3))
+    out = np.stack(chans).astype(np.float32)
+    out *= m[None]
+    return out
+
+
+def prepare(rgb: NDArray[np.uint8], fov_diameter: int, green_contrast_sigma: float | None,
+            fov: FieldOfView | None = None) -> tuple[NDArray[np.float32], Geometry, NDArray[np.bool_]]:
+    """Input photograph to ``(network input (C, h, w), geometry, working-grid disc mask)``."""
+    fov = fov or detect_fov(rgb)
+    geom = plan_geometry(rgb.shape[:2], fov, fov_diameter)
+    work = to_work(rgb, geom)
+    disc = geom.work_fov_mask()
+    return network_input(work, disc, green_contrast_sigma), geom, disc

@@ -1,0 +1,58 @@
+"""Shared fixtures: real IDRiD sample photos (from sample_data/), small copies of them, and
+tiny model folders. Everything runs on the CPU; nothing reads ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from napari_lesionseg.core.bundled import SAMPLES, sample_paths
+from napari_lesionseg.core.model_folder import save_model_folder
+from napari_lesionseg.core.models import build_model
+from helpers import tiny_config
+
+torch.set_num_threads(2)
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+@pytest.fixture(autouse=True)
+def _cpu_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    net = build_model(cfg.network)
+    return save_model_folder(tmp_path_factory.mktemp("models") / "tiny", net, cfg, {"note": "random init"},
+                             {"kind": "test"})
+
+
+@pytest.fixture(scope="session")
+def small_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``images/`` and ``masks/`` with the bundled samples downscaled 4x (536x356)."""
+    root = tmp_path_factory.mktemp("pairs")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for key in SAMPLES:
+        img, mask = sample_paths(key)
+        im = Image.open(img)
+        size = (im.width // 4, im.height // 4)
+        im.resize(size, Image.Resampling.BOX).save(root / "images" / img.name, quality=95)
+        m = np.asarray(Image.open(mask)) > 0
+        ms = np.asarray(Image.fromarray(m.astype(np.float32)).resize(size, Image.Resampling.BOX)) > 0.25
+        Image.fromarray((ms * 255).astype(np.uint8)).save(root / "masks" / mask.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def sample_rgb() -> np.ndarray:
+    from napari_lesionseg.core.image_io import read_image
+
+    rgb, _ = read_image(sample_paths("idrid_04")[0])
+    return rgb

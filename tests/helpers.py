@@ -1,0 +1,19 @@
+"""Test helpers shared across test modules (importable: tests/ is on sys.path under pytest)."""
+
+from __future__ import annotations
+
+from napari_lesionseg.core.configs import from_dict
+from napari_lesionseg.core.model_config import ModelConfig
+
+TINY = {
+    "name": "tiny-test",
+    "network": {"arch": "unet_small", "in_channels": 4, "widths": [4, 8, 16], "prior": 0.05},
+    "preprocess": {"fov_diameter": 128, "green_contrast_sigma": 4.0},
+    "inference": {"tile_size": 64, "tile_overlap": 0.25, "tta": "hflip"},
+}
+
+
+def tiny_config(**inference: object) -> ModelConfig:
+    """A random-init-sized config: 3-level U-Net of 4-16 channels at a 128 px disc."""
+    data = {**TINY, "inference": {**TINY["inference"], **inference}}
+    return from_dict(ModelConfig, data)

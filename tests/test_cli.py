@@ -1,0 +1,119 @@
+"""The real ``lesionseg`` command in a subprocess, on real (downscaled) photos."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_lesionseg.core.image_io import read_mask
+from napari_lesionseg.core.model_folder import load_model_folder
+
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2"}
+
+
+def lesionseg(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    exe = shutil.which("lesionseg", path=str(Path(sys.executable).parent)) or shutil.which("lesionseg")
+    cmd = [exe] if exe else [sys.executable, "-m", "napari_lesionseg.cli"]
+    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_console_script_is_installed() -> None:
+    r = lesionseg("--help")
+    assert r.returncode == 0 and "predict" in r.stdout and "finetune" in r.stdout
+
+
+def test_predict_writes_outputs_at_input_size_and_keeps_going(tmp_path: Path, small_pairs: Path,
+                                                              tiny_model_dir: Path) -> None:
+    imgs = tmp_path / "in"
+    shutil.copytree(small_pairs / "images", imgs)
+    (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path / "out"
+    r = lesionseg("predict", imgs, "--out", out, "--model", tiny_model_dir, "--keep-going", "--quiet")
+    assert r.returncode == 1, r.stderr
+    assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
+    for stem in ("IDRiD_04", "IDRiD_16"):
+        w, h = Image.open(imgs / f"{stem}.jpg").size
+        for kind in ("mask", "prob", "fuzzy"):
+            im = Image.open(out / f"{stem}_{kind}.png")
+            assert im.size == (w, h) and im.mode == "L"
+        assert set(np.unique(np.asarray(Image.open(out / f"{stem}_mask.png")))) <= {0, 255}
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert {r["image"]: r["status"] for r in rows} == {"IDRiD_04.jpg": "ok", "IDRiD_16.jpg": "ok", "broken.jpg": "failed"}
+    header = open(out / "lesions.csv").readline().strip().split(",")
+    assert header[:4] == ["image", "id", "area_px", "area_mm2"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files
+
+
+def test_bad_file_without_keep_going_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    bad = tmp_path / "empty.png"
+    bad.write_bytes(b"")
+    r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tiny_model_dir, "--quiet")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == f"error: {bad}: file is empty (0 bytes)"
+    r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tmp_path / "no-model", "--quiet")
+    assert r.returncode == 2 and "model folder does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "rep" / "metrics.json"
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--model", tiny_model_dir, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "aupr" in r.stdout and "dice_ds" in r.stdout
+    rep = json.loads(out.read_text())
+    assert rep["summary"]["images"] == 2 and len(rep["per_image"]) == 2
+    assert 0 <= rep["summary"]["aupr"] <= 1
+    assert (out.parent / "metrics_pr.png").stat().st_size > 1000
+    assert len((out.parent / "metrics_per_image.csv").read_text().splitlines()) == 3
+
+
+def test_evaluate_unmatched_masks_listed(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    masks = tmp_path / "masks"
+    shutil.copytree(small_pairs / "masks", masks)
+    (masks / "IDRiD_16_HE.png").unlink()
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", masks, "--model", tiny_model_dir)
+    assert r.returncode == 2 and "images without a mask: IDRiD_16.jpg" in r.stderr
+
+
+def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs: Path) -> None:
+    run = tmp_path / "run"
+    r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--steps", "4", "--out", run, "--quiet")
+    assert r.returncode == 0, r.stderr
+    model = load_model_folder(run / "best")
+    assert model.metrics["step"] in (3, 4) and "val_aupr" in model.metrics  # evaluated at 3 and at the end
+    assert load_model_folder(run / "last").metrics["step"] == 4
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events][-1] == "done"
+    r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", tmp_path / "o", "--model",
+                  run / "best", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert read_mask(tmp_path / "o" / "IDRiD_16_mask.png").shape == (356, 536)
+
+
+def test_train_refuses_bad_config(tmp_path: Path) -> None:
+    r = lesionseg("train", "--config", "tiny", "--set", "data.batch_size=0", "--images", tmp_path, "--out", tmp_path / "r")
+    assert r.returncode == 2 and "data.batch_size" in r.stderr
+    r = lesionseg("train", "--config", "no-such-preset", "--out", tmp_path / "r")
+    assert r.returncode == 2 and "config file not found" in r.stderr
+
+
+def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pairs: Path) -> None:
+    from napari_lesionseg.core.bundled import default_model_dir
+
+    default = load_model_folder(default_model_dir())
+    assert default.version == "default" and default.metrics["val_aupr"] > 0.3
+    r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", tmp_path, "--quiet", "--tta", "none")
+    assert r.returncode == 0, r.stderr
+    assert "model 'default'" in r.stdout
+    rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
+    assert rows[0]["model"] == "default" and rows[0]["status"] == "ok"

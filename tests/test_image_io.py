@@ -1,0 +1,184 @@
+"""Image and mask IO: formats, bit depths, orientation, bad files, lossless-only labels."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from napari_lesionseg.core.bundled import sample_paths
+from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.image_io import read_image, read_mask, write_label
+
+
+def _rgb(h: int = 20, w: int = 30) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("ext", ["png", "tif", "bmp"])
+def test_lossless_rgb_roundtrip(tmp_path: Path, ext: str) -> None:
+    a = _rgb()
+    p = tmp_path / f"x.{ext}"
+    Image.fromarray(a).save(p)
+    b, meta = read_image(p)
+    assert b.dtype == np.uint8 and b.shape == (20, 30, 3)
+    np.testing.assert_array_equal(a, b)
+    assert (meta.width, meta.height) == (30, 20) and len(meta.sha256) == 64
+
+
+def test_jpeg_sample_reads(tmp_path: Path) -> None:
+    rgb, meta = read_image(sample_paths("idrid_04")[0])
+    assert rgb.shape == (1424, 2144, 3) and meta.format == "JPEG"
+
+
+def test_gray_rgba_palette_and_cmyk(tmp_path: Path) -> None:
+    a = _rgb()
+    Image.fromarray(a[..., 0]).save(tmp_path / "g.png")
+    g, _ = read_image(tmp_path / "g.png")
+    assert g.shape == (20, 30, 3) and (g[..., 0] == a[..., 0]).all() and (g[..., 2] == a[..., 0]).all()
+    rgba = np.dstack([a, np.full(a.shape[:2], 7, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png")[0], a)
+    Image.fromarray(a).convert("P").save(tmp_path / "p.png")
+    p, _ = read_image(tmp_path / "p.png")
+    assert p.shape == (20, 30, 3)
+    Image.fromarray(a).convert("CMYK").save(tmp_path / "c.jpg")
+    c, meta = read_image(tmp_path / "c.jpg")
+    assert c.shape == (20, 30, 3) and meta.mode == "RGB"
+
+
+def test_16bit_gray_and_rgb_tiff(tmp_path: Path) -> None:
+    g16 = (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    tifffile.imwrite(tmp_path / "g16.tif", g16)
+    g, meta = read_image(tmp_path / "g16.tif")
+    assert g.dtype == np.uint8 and meta.bit_depth == 16
+    np.testing.assert_array_equal(g[..., 0], np.rint(g16 / 257.0).astype(np.uint8))
+    rgb16 = (_rgb().astype(np.uint16) * 257)
+    tifffile.imwrite(tmp_path / "rgb16.tif", rgb16, photometric="rgb")
+    r, _ = read_image(tmp_path / "rgb16.tif")
+    np.testing.assert_array_equal(r, _rgb())
+
+
+def test_float_tiff_and_nan(tmp_path: Path) -> None:
+    f = np.linspace(0, 1, 600, dtype=np.float32).reshape(20, 30)
+    tifffile.imwrite(tmp_path / "f.tif", f)
+    g, _ = read_image(tmp_path / "f.tif")
+    assert g[0, 0, 0] == 0 and g[-1, -1, 0] == 255
+    f[3, 3] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", f)
+    with pytest.raises(LesionsegInputError, match="NaN"):
+        read_image(tmp_path / "nan.tif")
+
+
+def test_exif_orientation_applied(tmp_path: Path) -> None:
+    a = np.zeros((10, 20, 3), np.uint8)
+    a[:, :5] = 255  # white band on the left
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    p = tmp_path / "o.jpg"
+    im.save(p, exif=exif, quality=100)
+    b, meta = read_image(p)
+    assert meta.exif_orientation == 6
+    assert b.shape == (20, 10, 3)
+    assert b[:5].mean() > 200 and b[-5:].mean() < 50  # the left band is now on top
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_bytes(b"this is not an image at all"), "not a recognised image"),
+        (lambda p: p.mkdir(), "directory"),
+    ],
+)
+def test_bad_files_name_file_and_problem(tmp_path: Path, make, message: str) -> None:
+    p = tmp_path / "bad.jpg"
+    make(p)
+    with pytest.raises(LesionsegInputError, match=message) as info:
+        read_image(p)
+    assert str(p) in str(info.value)
+
+
+def test_missing_and_truncated(tmp_path: Path) -> None:
+    with pytest.raises(LesionsegInputError, match="no such file"):
+        read_image(tmp_path / "nope.png")
+    data = sample_paths("idrid_16")[0].read_bytes()
+    p = tmp_path / "trunc.jpg"
+    p.write_bytes(data[: len(data) // 3])
+    with pytest.raises(LesionsegInputError, match="truncated|corrupt") as info:
+        read_image(p)
+    assert "trunc.jpg" in str(info.value)
+
+
+def test_pixel_limit_and_bomb_header(tmp_path: Path) -> None:
+    Image.fromarray(_rgb(100, 100)).save(tmp_path / "big.png")
+    with pytest.raises(LesionsegInputError, match="over the limit"):
+        read_image(tmp_path / "big.png", max_pixels=5000)
+    # a PNG whose header claims 100000 x 100000 pixels: refused before any decoding
+    buf = io.BytesIO()
+    Image.new("L", (1, 1)).save(buf, format="PNG")
+    raw = bytearray(buf.getvalue())
+    raw[16:24] = (100000).to_bytes(4, "big") + (100000).to_bytes(4, "big")
+    import zlib
+
+    raw[29:33] = zlib.crc32(bytes(raw[12:29])).to_bytes(4, "big")
+    (tmp_path / "bomb.png").write_bytes(bytes(raw))
+    with pytest.raises(LesionsegInputError, match="too large|over the limit") as info:
+        read_image(tmp_path / "bomb.png")
+    assert "bomb.png" in str(info.value)
+
+
+def test_masks_encodings(tmp_path: Path) -> None:
+    m = np.zeros((8, 9), np.uint8)
+    m[2:4, 3:6] = 1
+    Image.fromarray(m).save(tmp_path / "01.png")
+    Image.fromarray(m * 255).save(tmp_path / "0255.png")
+    pal = Image.fromarray(m, mode="L").convert("P")
+    pal.save(tmp_path / "pal.tif")
+    Image.fromarray(m.astype(bool)).save(tmp_path / "bit.tif")
+    for name in ("01.png", "0255.png", "bit.tif"):
+        np.testing.assert_array_equal(read_mask(tmp_path / name), m, err_msg=name)
+    lab = m.copy()
+    lab[0, 0] = 255
+    Image.fromarray(lab).save(tmp_path / "lab.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "lab.png"), lab)
+
+
+def test_idrid_style_palette_mask_from_sample() -> None:
+    img, mask = sample_paths("idrid_04")
+    m = read_mask(mask, shape=(1424, 2144))
+    assert set(np.unique(m)) == {0, 1}
+
+
+def test_bad_masks(tmp_path: Path) -> None:
+    m = np.zeros((8, 9), np.uint8)
+    m[1, 1] = 7
+    Image.fromarray(m).save(tmp_path / "odd.png")
+    with pytest.raises(LesionsegInputError, match="0/1/255"):
+        read_mask(tmp_path / "odd.png")
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "m.png")
+    with pytest.raises(LesionsegInputError, match="mask is 9x8 but its image is 10x8"):
+        read_mask(tmp_path / "m.png", shape=(8, 10))
+    Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "m.jpg")
+    with pytest.raises(LesionsegInputError, match="lossless"):
+        read_mask(tmp_path / "m.jpg")
+
+
+def test_write_label_lossless_only(tmp_path: Path) -> None:
+    lab = np.zeros((5, 6), np.uint8)
+    lab[1:3, 2:4] = 1
+    lab[4, 5] = 255
+    write_label(tmp_path / "l.png", lab)
+    np.testing.assert_array_equal(read_mask(tmp_path / "l.png"), lab)
+    write_label(tmp_path / "l.tif", lab)
+    np.testing.assert_array_equal(read_mask(tmp_path / "l.tif"), lab)
+    with pytest.raises(LesionsegInputError, match="lossless only"):
+        write_label(tmp_path / "l.jpg", lab)
+    assert not (tmp_path / "l.jpg").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.png", "l.tif"]  # no temp files left

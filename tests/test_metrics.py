@@ -1,0 +1,97 @@
+"""Metrics (METHODS.md 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lesionseg.core.metrics import DatasetScores, PooledPR, confusion, hd95, scores
+
+
+def _square(shift: int = 0) -> np.ndarray:
+    m = np.zeros((40, 40), bool)
+    m[10:20, 10 + shift:20 + shift] = True
+    return m
+
+
+def test_perfect_prediction() -> None:
+    s = scores(confusion(_square(), _square()))
+    assert all(s[k] == 1.0 for k in ("dice", "iou", "precision", "recall", "accuracy"))
+    assert hd95(_square(), _square()) == 0.0
+
+
+@pytest.mark.parametrize("convention", ["medpy", "max_directed"])
+def test_one_pixel_shift_gives_hd95_one(convention: str) -> None:
+    assert hd95(_square(1), _square(), convention) == pytest.approx(1.0)
+
+
+def test_hd95_conventions_differ_on_asymmetric_case() -> None:
+    a = np.zeros((60, 60), bool)
+    a[10:20, 10:20] = True
+    b = a.copy()
+    b[40:42, 40:42] = True  # a far blob only in b
+    assert hd95(a, b, "max_directed") >= hd95(a, b, "medpy")
+    assert np.isnan(hd95(np.zeros((5, 5), bool), a[:5, :5]))
+
+
+def test_per_image_and_dataset_dice_differ() -> None:
+    big_gt = np.zeros((100, 100), bool)
+    big_gt[:50] = True
+    big_pred = big_gt.copy()  # perfect on the big lesion
+    small_gt = np.zeros((100, 100), bool)
+    small_gt[0, :4] = True
+    small_pred = np.zeros((100, 100), bool)
+    small_pred[0, 2:6] = True  # half right on the small one
+    ds = DatasetScores(threshold=0.5)
+    ds.add("big", big_pred.astype(float), big_gt)
+    ds.add("small", small_pred.astype(float), small_gt)
+    s = ds.summary()
+    assert s["dice_img"] == pytest.approx((1.0 + 0.5) / 2)
+    assert s["dice_ds"] == pytest.approx(2 * 5002 / (2 * 5002 + 2 + 2))
+    assert s["dice_ds"] > s["dice_img"]
+
+
+def test_empty_conventions() -> None:
+    e = np.zeros((10, 10), bool)
+    assert scores(confusion(e, e))["dice"] == 1.0
+    p = e.copy()
+    p[0, 0] = True
+    assert scores(confusion(p, e))["dice"] == 0.0
+    ds = DatasetScores(empty="exclude")
+    ds.add("empty", e.astype(float), e)
+    ds.add("real", _square().astype(float), _square())
+    assert ds.summary()["empty_gt_images"] == 1 and ds.summary()["dice_img"] == 1.0
+
+
+def test_ignore_pixels_are_excluded() -> None:
+    gt = _square()
+    pred = gt.copy()
+    pred[0, 0] = True
+    valid = np.ones_like(gt)
+    valid[0, 0] = False
+    assert scores(confusion(pred, gt, valid))["dice"] == 1.0
+
+
+def test_pooled_aupr_matches_average_precision_by_hand() -> None:
+    prob = np.array([0.9, 0.8, 0.7, 0.6, 0.2])
+    gt = np.array([1, 0, 1, 0, 1], bool)
+    pr = PooledPR(bins=100)
+    pr.add(prob, gt)
+    # ranked: 1 (P=1, R=1/3), 0, 1 (P=2/3, R=2/3), 0, 1 (P=3/5, R=1)
+    expected = (1 / 3) * 1.0 + (1 / 3) * (2 / 3) + (1 / 3) * (3 / 5)
+    assert pr.aupr() == pytest.approx(expected)
+    perfect = PooledPR(bins=256)
+    perfect.add(np.array([0.9, 0.1]), np.array([True, False]))
+    assert perfect.aupr() == 1.0
+
+
+def test_pooled_over_images_equals_one_big_image() -> None:
+    rng = np.random.default_rng(0)
+    p1, p2 = rng.random((20, 20)), rng.random((20, 20))
+    g1, g2 = rng.random((20, 20)) > 0.8, rng.random((20, 20)) > 0.9
+    a = PooledPR(256)
+    a.add(p1, g1)
+    a.add(p2, g2)
+    b = PooledPR(256)
+    b.add(np.concatenate([p1, p2]), np.concatenate([g1, g2]))
+    assert a.aupr() == b.aupr()

@@ -1,0 +1,114 @@
+"""``lesionseg train`` / ``lesionseg finetune`` and ``python -m lesionseg_training ...``: one
+parser, one code path. Under ``torchrun`` the same ``train`` runs distributed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model from a config (a preset name or a TOML file)")
+    p.add_argument("--config", required=True, help="TOML file, or a preset: default, tiny, ...")
+    p.add_argument("--images", default=None, help="IDRiD-layout root, or an images folder (with --masks)")
+    p.add_argument("--masks", default=None)
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--out", type=Path, required=True, help="run folder (best model ends in OUT/best)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+
+def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a model folder on corrected image/mask pairs")
+    p.add_argument("--images", type=Path, required=True)
+    p.add_argument("--masks", type=Path, required=True)
+    p.add_argument("--model", type=Path, default=None, help="base model folder (default: the shipped model)")
+    p.add_argument("--out", type=Path, required=True, help="the new model folder (must not exist)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--steps", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--freeze-encoder", action="store_true")
+    p.add_argument("--events", choices=["text", "jsonl"], default="text",
+                   help="jsonl: one JSON event per line on stdout (what the plugin reads)")
+    p.set_defaults(func=cmd_finetune)
+
+
+def _emit(ev: dict, mode: str) -> None:
+    if mode == "jsonl":
+        print(json.dumps(ev), flush=True)
+        return
+    kind = ev.get("event")
+    if kind == "step":
+        print(f"step {ev['step']:6d}  loss {ev['loss']:.4f}  lr {ev['lr']:.2e}  {ev['elapsed']:.0f}s", flush=True)
+    elif kind in ("eval", "baseline", "finished", "plan", "error", "done", "data", "resumed"):
+        print(kind + ": " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in ev.items() if k != "event"), flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .distributed import train_maybe_distributed
+
+    overrides = list(args.set)
+    if args.images:
+        overrides.append(f"data.images={args.images}")
+    if args.masks:
+        overrides.append(f"data.masks={args.masks}")
+    if args.minutes is not None:
+        overrides.append(f"run.minutes={args.minutes}")
+    if args.steps is not None:
+        overrides.append(f"run.steps={args.steps}")
+    cfg = load_config(args.config, overrides)
+    best = None
+    for ev in train_maybe_distributed(cfg, args.out, resume=args.resume):
+        if not args.quiet:
+            _emit(ev, "text")
+        if ev.get("event") == "done":
+            best = ev["best"]
+    if best:
+        print(f"best model: {best}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.pairs import match_pairs
+
+    from .finetune import Budget, fine_tune
+
+    pairs = match_pairs(args.images, args.masks)
+    budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
+                    freeze_encoder=args.freeze_encoder)
+    gen = fine_tune(args.model or default_model_dir(), pairs, budget, args.out)
+    while True:
+        try:
+            _emit(next(gen), args.events)
+        except StopIteration as stop:
+            out = stop.value
+            break
+    if args.events == "text":
+        print(f"new model: {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_lesionseg.core.configs import ConfigError
+    from napari_lesionseg.core.errors import LesionsegInputError
+
+    parser = argparse.ArgumentParser(prog="python -m lesionseg_training")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_train_parser(sub)
+    add_finetune_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (LesionsegInputError, ConfigError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,141 @@
+"""Training config: one dataclass tree, read from TOML, overridden by ``--set key=value``.
+
+The resolved config is written into the run folder (``config.toml`` as JSON-compatible TOML
+would need a writer; we write ``config.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from napari_lesionseg.core.configs import ConfigError, from_dict, merge, require, set_dotted
+from napari_lesionseg.core.model_config import ModelConfig
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class AugmentConfig:
+    hflip: bool = True
+    vflip: bool = True
+    rot90: bool = True
+    brightness: float = 0.15  # +- shift of the standardised channels
+    contrast: float = 0.15  # +- relative gain
+    gaussian_noise_sigma: float = 0.05
+    noise_p: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    images: str | None = None
+    masks: str | None = None
+    layout: Literal["auto", "idrid", "pairs", "corrections"] = "auto"
+    val_ids: list[str] | None = None  # explicit validation image ids (file stems)
+    val_every: int = 6  # otherwise every n-th image (sorted by id) validates
+    val_offset: int = 3
+    exclude_ids: list[str] = field(default_factory=list)
+    crop_size: int = 256
+    batch_size: int = 8
+    lesion_crop_fraction: float = 0.625
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        require(16 <= self.crop_size <= 4096, "data.crop_size", "out of range 16..4096")
+        require(1 <= self.batch_size <= 1024, "data.batch_size", "out of range 1..1024")
+        require(0.0 <= self.lesion_crop_fraction <= 1.0, "data.lesion_crop_fraction", "must lie in [0, 1]")
+        require(self.val_every >= 2, "data.val_every", "must be at least 2")
+
+
+@dataclass
+class OptimConfig:
+    type: Literal["adam", "adamw", "rmsprop"] = "adam"
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.0
+    warmup_steps: int = 150
+    schedule: Literal["cosine", "none"] = "cosine"
+    min_lr_frac: float = 0.02
+
+    def __post_init__(self) -> None:
+        require(0 < self.lr < 1, "optim.lr", "must lie in (0, 1)")
+        require(len(self.betas) == 2, "optim.betas", "needs two values")
+
+
+@dataclass
+class LossConfig:
+    bce_weight: float = 1.0
+    dice_weight: float = 1.0
+    pos_weight: float = 3.0
+    dice_over_batch: bool = True
+
+
+@dataclass
+class RunConfig:
+    steps: int = 1000
+    minutes: float | None = None  # wall-clock budget; stops early when reached
+    eval_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+    threads: int | None = None
+    freeze_encoder: bool = False
+
+    def __post_init__(self) -> None:
+        require(1 <= self.steps <= 10_000_000, "run.steps", "out of range")
+        require(self.eval_every >= 1 and self.log_every >= 1, "run", "eval_every/log_every must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a TOML config (a name like ``tiny`` means ``training/configs/tiny.toml``), apply
+    ``key=value`` overrides (values parsed as JSON, else kept as strings), validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists() and (CONFIG_DIR / f"{path}.toml").exists():
+            p = CONFIG_DIR / f"{path}.toml"
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: config file not found (presets: {', '.join(presets())})") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{p}: invalid TOML ({err})") from None
+        base = data.pop("base", None)
+        if base is not None:
+            parent = load_config_dict(CONFIG_DIR / f"{base}.toml")
+            data = merge(parent, data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = item.split("=", 1)
+        set_dotted(data, key.strip(), _parse_value(value.strip()))
+    return from_dict(TrainConfig, data)
+
+
+def load_config_dict(path: Path) -> dict[str, Any]:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    base = data.pop("base", None)
+    return merge(load_config_dict(CONFIG_DIR / f"{base}.toml"), data) if base else data
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))

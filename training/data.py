@@ -1,0 +1,182 @@
+"""Training data: finding image/mask pairs, preparing them on the working grid (cached), and
+lesion-aware random crops with augmentation.
+
+Layouts: ``idrid`` (``<root>/images/*.jpg`` with ``<root>/masks_HE/<stem>_HE.tif``) and
+``pairs`` (any images folder and masks folder, matched by file stem; a mask named
+``<stem>.png``, ``<stem>_mask.png`` or ``<stem>_HE.tif`` matches image ``<stem>.jpg``).
+Label 255 in a mask means "unsure": ignored by the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.image_io import IMAGE_SUFFIXES, read_image, read_mask
+from napari_lesionseg.core.pairs import Pair, match_pairs
+from napari_lesionseg.core.model_config import PreprocessConfig
+from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
+from napari_lesionseg.core.fov import detect_fov
+
+from .config import AugmentConfig, DataConfig
+
+def find_pairs(cfg: DataConfig) -> list[Pair]:
+    """The pairs a data config names (idrid root, or an images/masks folder pair)."""
+    if cfg.images is None:
+        raise LesionsegInputError(None, "no training data: set data.images (and data.masks) or pass --images/--masks")
+    root = Path(cfg.images)
+    layout = cfg.layout
+    if layout == "auto":
+        layout = "idrid" if (root / "images").is_dir() and (root / "masks_HE").is_dir() else "pairs"
+    if layout == "idrid":
+        pairs = match_pairs(root / "images", root / "masks_HE", allow_unmatched_images=True)
+    else:
+        if cfg.masks is None:
+            raise LesionsegInputError(root, "data.masks (--masks) is required for an images/masks folder pair")
+        pairs = match_pairs(root, Path(cfg.masks))
+    return [p for p in pairs if p.id not in set(cfg.exclude_ids)]
+
+
+def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
+    """Deterministic train/validation split; validation is never empty (with one pair, that
+    pair validates and trains)."""
+    ordered = sorted(pairs, key=lambda p: p.id)
+    if cfg.val_ids is not None:
+        val = [p for p in ordered if p.id in set(cfg.val_ids)]
+    else:
+        val = [p for i, p in enumerate(ordered) if i % cfg.val_every == cfg.val_offset % cfg.val_every]
+    train = [p for p in ordered if p not in val]
+    if not val:
+        val = ordered[-1:]
+    if not train:
+        train = list(val)
+    return train, val
+
+
+@dataclass
+class Prepared:
+    """One pair on the working grid: ``x (C, h, w) float32``, ``y (h, w) uint8`` (0/1/255),
+    ``fov (h, w) bool``."""
+
+    id: str
+    x: NDArray[np.float32]
+    y: NDArray[np.uint8]
+    fov: NDArray[np.bool_]
+
+    def lesion_pixels(self) -> NDArray[np.int64]:
+        return np.flatnonzero(self.y == 1)
+
+
+def _cache_key(pair: Pair, pre: PreprocessConfig) -> str:
+    h = hashlib.sha256()
+    for f in (pair.image, pair.mask):
+        st = f.stat()
+        h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    h.update(json.dumps(asdict(pre), sort_keys=True).encode())
+    return h.hexdigest()[:20]
+
+
+def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = None) -> Prepared:
+    """Read, find the disc, crop, rescale and normalise one pair (cached as .npz if asked)."""
+    if cache_dir is not None:
+        cf = cache_dir / f"{pair.id}-{_cache_key(pair, pre)}.npz"
+        if cf.exists():
+            z = np.load(cf)
+            return Prepared(pair.id, z["x"].astype(np.float32), z["y"], z["fov"])
+    rgb, _ = read_image(pair.image)
+    mask = read_mask(pair.mask, shape=rgb.shape[:2])
+    geom = plan_geometry(rgb.shape[:2], detect_fov(rgb), pre.fov_diameter)
+    disc = geom.work_fov_mask()
+    x = network_input(to_work(rgb, geom), disc, pre.green_contrast_sigma)
+    y = mask_to_work(mask, geom)
+    out = Prepared(pair.id, x, y, disc)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cf.with_suffix(".tmp.npz")
+        np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc)
+        tmp.replace(cf)
+    return out
+
+
+def _crop(arr: NDArray, y0: int, x0: int, size: int) -> NDArray:
+    """Crop ``size x size`` at (y0, x0) from the last two axes, zero-padding past the edges."""
+    h, w = arr.shape[-2:]
+    out = np.zeros(arr.shape[:-2] + (size, size), arr.dtype)
+    ys, xs = max(0, y0), max(0, x0)
+    ye, xe = min(h, y0 + size), min(w, x0 + size)
+    if ye > ys and xe > xs:
+        out[..., ys - y0:ye - y0, xs - x0:xe - x0] = arr[..., ys:ye, xs:xe]
+    return out
+
+
+class PatchSampler:
+    """Random training crops: a fraction centred (with jitter) on a lesion pixel, the rest
+    anywhere inside the disc; augmented with flips, 90-degree rotations, brightness/contrast
+    jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8``."""
+
+    def __init__(self, items: list[Prepared], cfg: DataConfig, seed: int) -> None:
+        if not items:
+            raise ValueError("no training images")
+        self.items = items
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        self.lesions = [it.lesion_pixels() for it in items]
+        self.fov_idx = [np.flatnonzero(it.fov) for it in items]
+
+    def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
+        s = self.cfg.crop_size
+        i = int(self.rng.integers(len(self.items)))
+        it = self.items[i]
+        w = it.y.shape[1]
+        les = self.lesions[i]
+        if len(les) and self.rng.random() < self.cfg.lesion_crop_fraction:
+            flat = int(les[self.rng.integers(len(les))])
+            jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
+        else:
+            pool = self.fov_idx[i]
+            flat = int(pool[self.rng.integers(len(pool))]) if len(pool) else int(self.rng.integers(it.y.size))
+            jitter = np.zeros(2, int)
+        cy, cx = divmod(flat, w)
+        y0, x0 = cy - s // 2 + int(jitter[0]), cx - s // 2 + int(jitter[1])
+        x = _crop(it.x, y0, x0, s).astype(np.float32)
+        y = _crop(it.y, y0, x0, s)
+        return augment(x, y, self.cfg.augment, self.rng)
+
+    def batch(self) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
+        xs, ys = zip(*(self._one() for _ in range(self.cfg.batch_size)))
+        return np.stack(xs), np.stack(ys)
+
+
+def augment(x: NDArray[np.float32], y: NDArray[np.uint8], cfg: AugmentConfig,
+            rng: np.random.Generator) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
+    """Geometric transforms shared by image ``(C, s, s)`` and mask ``(s, s)``; photometric
+    ones on the image only (the zero surround stays zero)."""
+    if cfg.hflip and rng.random() < 0.5:
+        x, y = x[..., ::-1], y[..., ::-1]
+    if cfg.vflip and rng.random() < 0.5:
+        x, y = x[..., ::-1, :], y[..., ::-1, :]
+    if cfg.rot90:
+        k = int(rng.integers(4))
+        if k:
+            x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))
+    x = np.ascontiguousarray(x)
+    y = np.ascontiguousarray(y)
+    inside = np.any(x != 0, axis=0)
+    if cfg.contrast or cfg.brightness:
+        c = x.shape[0]
+        gain = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast, size=(c, 1, 1))
+        shift = rng.uniform(-cfg.brightness, cfg.brightness, size=(c, 1, 1))
+        x = (x * gain + shift * inside).astype(np.float32)
+    if cfg.gaussian_noise_sigma and rng.random() < cfg.noise_p:
+        x = x + (rng.standard_normal(x.shape).astype(np.float32) * cfg.gaussian_noise_sigma) * inside
+    return x.astype(np.float32), y
+
+
+def image_ids(folder: Path) -> list[str]:
+    return [f.stem for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]

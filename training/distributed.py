@@ -1,0 +1,68 @@
+"""DistributedDataParallel under ``torchrun``: gloo on CPU, NCCL on GPU; rank 0 alone writes.
+
+``torchrun --nproc_per_node N -m lesionseg_training train ...`` sets ``WORLD_SIZE``/``RANK``;
+``train_maybe_distributed`` then joins the process group, and the trainer wraps the network in
+DDP, seeds each rank's crop sampler differently, and lets only rank 0 validate and save.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .config import TrainConfig
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    def any_flag(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank (keeps ranks in lockstep)."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_from_env() -> DistContext:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistContext(dist.get_rank(), dist.get_world_size())
+
+
+def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False
+                            ) -> Generator[dict[str, Any], None, Path]:
+    from .trainer import train
+
+    ctx = init_from_env()
+    try:
+        result = yield from train(cfg, run_dir, resume=resume, dist_ctx=ctx)
+    finally:
+        if ctx.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+    return result

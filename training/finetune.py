@@ -1,0 +1,119 @@
+"""``fine_tune``: a new model version from a model folder and a few corrected image/mask
+pairs. Yields training events (for the plugin's live plot); returns the new model folder,
+whose ``metrics.json`` and ``lineage.json`` record old-vs-new scores on held-out pairs, the
+parent model and the hashes of the data it saw."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from napari_lesionseg.core.batch import evaluate_pairs
+from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
+from napari_lesionseg.core.pairs import Pair
+
+from .config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from .trainer import train
+
+CROPS_PER_IMAGE_EPOCH = 8
+
+
+@dataclass
+class Budget:
+    """Stop after ``steps`` (or ``epochs`` worth of steps), or after ``minutes``, whichever first."""
+
+    steps: int | None = None
+    epochs: int | None = None
+    minutes: float | None = None
+    lr: float = 2e-4
+    freeze_encoder: bool = False
+    batch_size: int = 4
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def split_for_finetune(pairs: list[Pair]) -> tuple[list[Pair], list[Pair], str]:
+    """Hold out about a quarter (at least one) when there are 3+ pairs; otherwise validate on
+    the training pairs and say so."""
+    ordered = sorted(pairs, key=lambda p: p.id)
+    if len(ordered) >= 3:
+        n_val = max(1, len(ordered) // 4)
+        val = ordered[-n_val:]
+        return ordered[:-n_val], val, f"{len(val)} of {len(ordered)} corrected images held out for validation"
+    return ordered, ordered, (f"only {len(ordered)} corrected image(s): validating on the training images "
+                              "themselves (scores are optimistic)")
+
+
+def _score(model_dir: Path, pairs: list[Pair]) -> dict[str, float]:
+    model = load_model_folder(model_dir)
+    gen = evaluate_pairs(model, pairs, tta="none")
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            ds, _ = stop.value
+            break
+    s = ds.summary()
+    return {k: s[k] for k in ("aupr", "dice_ds", "dice_img", "recall_ds", "precision_ds")}
+
+
+def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out_dir: str | Path,
+              *, threads: int | None = None) -> Generator[dict[str, Any], None, Path]:
+    """Fine-tune the model in ``base_model_dir`` on ``pairs``; write the new model folder to
+    ``out_dir`` (which must not exist) and the run's events to ``<out_dir>.run/``."""
+    out = Path(out_dir)
+    if out.exists():
+        raise FileExistsError(f"{out}: already exists; fine-tuning never overwrites a model")
+    if not pairs:
+        raise LesionsegInputError(None, "no corrected images to fine-tune on: save at least one correction first")
+    base = load_model_folder(base_model_dir)
+    train_pairs, val_pairs, how = split_for_finetune(pairs)
+    yield {"event": "plan", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs],
+           "validation": how, "base": str(base_model_dir), "base_version": base.version}
+    steps_per_epoch = max(1, math.ceil(len(train_pairs) * CROPS_PER_IMAGE_EPOCH / budget.batch_size))
+    steps = budget.steps or (budget.epochs or 5) * steps_per_epoch
+    val_ids = [p.id for p in val_pairs]
+    cfg = TrainConfig(
+        model=replace(base.config, name=f"{base.version}-ft-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
+                      weights_sha256=None),
+        data=DataConfig(batch_size=budget.batch_size, crop_size=256),
+        optim=OptimConfig(lr=budget.lr, warmup_steps=min(20, steps // 5)),
+        run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=max(1, steps), log_every=1,
+                      threads=threads, freeze_encoder=budget.freeze_encoder),
+    )
+    run_dir = out.with_name(out.name + ".run")
+    t0 = time.time()
+    old = _score(Path(base_model_dir), val_pairs)
+    yield {"event": "baseline", **{f"old_{k}": v for k, v in old.items()}}
+    net = base.net.train()
+    gen = train(cfg, run_dir, init_from=net, pairs=(train_pairs, val_pairs if val_ids else train_pairs))
+    while True:
+        try:
+            yield next(gen)
+        except StopIteration as stop:
+            best = stop.value
+            break
+    new = _score(best, val_pairs)
+    tuned = load_model_folder(best)
+    metrics = {"validation": how, "val_images": val_ids, "old": old, "new": new,
+               "seconds": round(time.time() - t0, 1), "steps": steps}
+    lineage = {
+        "parent": {"path": str(base_model_dir), "version": base.version, "weights_sha256": base.config.weights_sha256},
+        "data": {p.id: {"image_sha256": _sha(p.image), "mask_sha256": _sha(p.mask)} for p in pairs},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "kind": "finetune",
+    }
+    save_model_folder(out, tuned.net, tuned.config, metrics, lineage)
+    yield {"event": "finished", "model": str(out), **{f"old_{k}": v for k, v in old.items()},
+           **{f"new_{k}": v for k, v in new.items()}}
+    return out
+

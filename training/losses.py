@@ -1,0 +1,40 @@
+"""Supervised losses. Shapes: ``logits (B, 1, H, W)``, ``target (B, H, W)`` uint8 with
+0 = background, 1 = lesion, 255 = ignore (excluded from every term)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .config import LossConfig
+
+
+def soft_dice(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, over_batch: bool,
+              eps: float = 1.0) -> torch.Tensor:
+    """Soft Dice in [0, 1]; over the whole batch (one ratio) or per image then averaged."""
+    p = prob * valid
+    t = target * valid
+    dims = (0, 1, 2) if over_batch else (1, 2)
+    inter = (p * t).sum(dims)
+    den = p.sum(dims) + t.sum(dims)
+    return ((2 * inter + eps) / (den + eps)).mean()
+
+
+def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """``bce_weight * BCE(pos_weight) + dice_weight * (1 - soft Dice)`` over valid pixels."""
+    z = logits[:, 0].float()
+    valid = (target != 255).float()
+    t = (target == 1).float()
+    logs: dict[str, float] = {}
+    loss = z.new_zeros(())
+    if cfg.bce_weight:
+        pw = torch.tensor(cfg.pos_weight, dtype=z.dtype)
+        bce = F.binary_cross_entropy_with_logits(z, t, pos_weight=pw, reduction="none")
+        bce = (bce * valid).sum() / valid.sum().clamp_min(1.0)
+        loss = loss + cfg.bce_weight * bce
+        logs["bce"] = float(bce.detach())
+    if cfg.dice_weight:
+        dice = soft_dice(torch.sigmoid(z), t, valid, cfg.dice_over_batch)
+        loss = loss + cfg.dice_weight * (1.0 - dice)
+        logs["soft_dice"] = float(dice.detach())
+    return loss, logs

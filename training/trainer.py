@@ -1,0 +1,189 @@
+"""The training loop: ``train(config, run_dir)`` is a generator of events whose return value
+is the best model folder. Readable top to bottom: set up, then ``train_one_step`` until the
+step or time budget is spent, validating every ``eval_every`` steps."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Generator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_lesionseg.core.configs import to_dict
+from napari_lesionseg.core.model_folder import save_model_folder
+from napari_lesionseg.core.models import build_model
+from napari_lesionseg.core.runtime import default_threads, tune_allocator
+
+from .config import OptimConfig, TrainConfig
+from napari_lesionseg.core.pairs import Pair
+
+from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
+from .distributed import DistContext
+from .events import EventLog
+from .losses import supervised_loss
+from .validate import validate
+
+Event = dict[str, Any]
+ENCODER_PREFIXES = ("encoder.", "down.", "e1.", "e2.", "e3.", "e4.")  # frozen by run.freeze_encoder
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def lr_at(step: int, progress: float, cfg: OptimConfig) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to ``min_lr_frac * lr`` as the
+    budget's ``progress`` (0..1, steps or time, whichever is further along) runs out."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "none":
+        return cfg.lr
+    t = min(1.0, max(0.0, progress))
+    return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def budget_progress(step: int, steps: int, elapsed: float, minutes: float | None) -> float:
+    """Fraction of the budget used: steps done, or wall time spent, whichever is larger."""
+    p = step / steps
+    if minutes:
+        p = max(p, elapsed / (60.0 * minutes))
+    return min(1.0, p)
+
+
+def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    if cfg.type == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    if cfg.type == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
+                   cfg: TrainConfig) -> dict[str, float]:
+    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
+    yt = torch.from_numpy(y)
+    out = net(xt)
+    loss, logs = supervised_loss(out.logits, yt, cfg.loss)
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"loss became {float(loss)}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return {"loss": float(loss.detach()), **logs}
+
+
+def prepare_items(pairs: list, cfg: TrainConfig) -> list[Prepared]:
+    cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
+    return [prepare_pair(p, cfg.model.preprocess, cache) for p in pairs]
+
+
+def _save(folder: Path, net: nn.Module, cfg: TrainConfig, metrics: dict, lineage: dict,
+          threshold: float | None = None) -> Path:
+    model_cfg = cfg.model
+    if threshold is not None:
+        model_cfg = replace(model_cfg, inference=replace(model_cfg.inference, threshold=threshold))
+    return save_model_folder(folder, net, model_cfg, metrics, lineage, overwrite=True)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          init_from: nn.Module | None = None, lineage: dict | None = None,
+          pairs: tuple[list[Pair], list[Pair]] | None = None,
+          dist_ctx: DistContext | None = None) -> Generator[Event, None, Path]:
+    """Train ``cfg.model`` on ``cfg.data``; write ``run_dir/{config.json, events.jsonl,
+    metrics.csv, best/, last/, state.pt}``. Yields events; returns the best model folder."""
+    ctx = dist_ctx or DistContext()
+    run = Path(run_dir)
+    tune_allocator()
+    threads = cfg.run.threads or max(1, default_threads() // ctx.world)
+    torch.set_num_threads(threads)
+    torch.manual_seed(cfg.run.seed)
+    log = EventLog(run)
+    if ctx.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+
+    train_pairs, val_pairs = pairs if pairs is not None else split_pairs(find_pairs(cfg.data), cfg.data)
+    yield {"event": "data", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs]}
+    t0 = time.time()
+    train_items = prepare_items(train_pairs, cfg)
+    val_items = prepare_items(val_pairs, cfg)
+    yield {"event": "prepared", "seconds": round(time.time() - t0, 1)}
+
+    net = build_model(cfg.model.network) if init_from is None else init_from
+    net = net.to(memory_format=torch.channels_last).train()
+    model: nn.Module = net
+    if ctx.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(net)
+    frozen = ENCODER_PREFIXES if cfg.run.freeze_encoder else ()
+    params = [p for n, p in net.named_parameters() if not n.startswith(frozen)]
+    opt = make_optimizer(params, cfg.optim)
+    start, best, elapsed0 = 0, -1.0, 0.0
+    state_file = run / "state.pt"
+    if resume and state_file.exists():
+        state = torch.load(state_file, weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        start, best = int(state["step"]), float(state["best"])
+        elapsed0 = float(state.get("elapsed", 0.0))
+        yield {"event": "resumed", "step": start}
+    sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank)
+    stride = cfg.model.network.stride
+    lineage = {"data": {p.id: None for p in train_pairs}, **(lineage or {})}
+    deadline = None if cfg.run.minutes is None else time.time() + 60 * cfg.run.minutes - elapsed0
+    t_start = time.time()
+    step = start
+    last_good = None
+    while step < cfg.run.steps:
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, budget_progress(step, cfg.run.steps, time.time() - t_start + elapsed0,
+                                                  cfg.run.minutes), cfg.optim)
+        x, y = sampler.batch()
+        try:
+            logs = train_one_step(model, opt, x, y, cfg)
+        except TrainingDiverged as err:
+            msg = f"training stopped at step {step}: {err}; the last good model is kept"
+            ev = {"event": "error", "step": step, "message": msg}
+            if ctx.is_main:
+                log.write(ev)
+            yield ev
+            if last_good is None:
+                raise
+            return last_good
+        step += 1
+        if ctx.is_main and (step % cfg.run.log_every == 0 or step == 1):
+            ev = {"event": "step", "step": step, "lr": opt.param_groups[0]["lr"],
+                  "elapsed": round(time.time() - t_start, 2), **logs}
+            log.write(ev)
+            yield ev
+        out_of_time = ctx.any_flag(deadline is not None and time.time() > deadline)
+        if ctx.is_main and (step % cfg.run.eval_every == 0 or step == cfg.run.steps or out_of_time):
+            metrics = validate(net, val_items, stride, cfg.model.inference.threshold)
+            ev = {"event": "eval", "step": step, "elapsed": round(time.time() - t_start, 1), **metrics}
+            log.write(ev)
+            yield ev
+            meta = {"step": step, "val_images": [p.id for p in val_pairs], **metrics}
+            last_good = _save(run / "last", net, cfg, meta, lineage, metrics["val_best_threshold"])
+            score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
+            if score > best:
+                best = score
+                _save(run / "best", net, cfg, meta, lineage, metrics["val_best_threshold"])
+            torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
+                        "elapsed": time.time() - t_start + elapsed0},
+                       run / ".state.tmp")
+            (run / ".state.tmp").replace(state_file)
+        if out_of_time:
+            break
+    ctx.barrier()
+    ev = {"event": "done", "step": step, "best": str(run / "best"), "best_score": best,
+          "elapsed": round(time.time() - t_start, 1), "rank": ctx.rank, "world": ctx.world}
+    if ctx.is_main:
+        log.write(ev)
+    yield ev
+    return run / "best"
