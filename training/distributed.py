@@ -40,6 +40,22 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def weights_identical(self, net: torch.nn.Module) -> bool:
+        """True when every rank holds bit-identical parameters. (BatchNorm running statistics
+        are rank 0's: DDP broadcasts them from rank 0 before every forward, and rank 0 saves.)"""
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(net.named_parameters()):
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+        digest = h.hexdigest()
+        if not self.enabled:
+            return True
+        gathered: list[str | None] = [None] * self.world
+        dist.all_gather_object(gathered, digest)
+        return len(set(gathered)) == 1
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

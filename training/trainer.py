@@ -180,9 +180,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             (run / ".state.tmp").replace(state_file)
         if out_of_time:
             break
+    in_sync = ctx.weights_identical(net)
     ctx.barrier()
     ev = {"event": "done", "step": step, "best": str(run / "best"), "best_score": best,
-          "elapsed": round(time.time() - t_start, 1), "rank": ctx.rank, "world": ctx.world}
+          "elapsed": round(time.time() - t_start, 1), "rank": ctx.rank, "world": ctx.world,
+          "ranks_identical": in_sync}
     if ctx.is_main:
         log.write(ev)
     yield ev

@@ -1,0 +1,145 @@
+"""The training module: config validation, the loop, fine-tuning and DDP, on tiny configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lesionseg.core.configs import ConfigError
+from napari_lesionseg.core.model_folder import load_model_folder
+from napari_lesionseg.core.pairs import match_pairs
+
+from lesionseg_training.config import load_config, presets
+from lesionseg_training.data import PatchSampler, Prepared, augment, split_pairs
+from lesionseg_training.config import AugmentConfig, DataConfig, OptimConfig
+from lesionseg_training.losses import soft_dice, supervised_loss
+from lesionseg_training.config import LossConfig
+from lesionseg_training.trainer import budget_progress, lr_at
+
+ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+
+def test_presets_load_and_validate() -> None:
+    assert {"default", "tiny"} <= set(presets())
+    for name in presets():
+        cfg = load_config(name)
+        assert cfg.model.network.in_channels == cfg.model.preprocess.channels
+    with pytest.raises(ConfigError, match="data.crop_size"):
+        load_config("tiny", ["data.crop_size=3"])
+    with pytest.raises(ConfigError, match="optim.colour: unknown key"):
+        load_config("tiny", ["optim.colour=1"])
+    with pytest.raises(ConfigError, match="network.in_channels"):
+        load_config("tiny", ["model.preprocess.green_contrast_sigma=null"])
+
+
+def test_lr_schedule_warmup_and_cosine() -> None:
+    cfg = OptimConfig(lr=1e-3, warmup_steps=10, min_lr_frac=0.1)
+    assert lr_at(0, 0.0, cfg) == pytest.approx(1e-4)
+    assert lr_at(10, 0.0, cfg) == pytest.approx(1e-3)
+    assert lr_at(50, 0.5, cfg) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(99, 1.0, cfg) == pytest.approx(1e-4)
+    assert budget_progress(10, 100, 30.0, 1.0) == pytest.approx(0.5)  # time is further along
+    assert budget_progress(80, 100, 30.0, None) == pytest.approx(0.8)
+
+
+def test_loss_ignores_label_255() -> None:
+    logits = torch.randn(2, 1, 8, 8)
+    y = (torch.rand(2, 8, 8) > 0.7).to(torch.uint8)
+    base, _ = supervised_loss(logits, y, LossConfig())
+    y2 = y.clone()
+    y2[:, :2] = 255
+    changed = logits.clone()
+    changed[:, :, :2] = 40.0  # whatever the network says on ignored pixels...
+    a, _ = supervised_loss(changed, y2, LossConfig())
+    b, _ = supervised_loss(logits, y2, LossConfig())
+    torch.testing.assert_close(a, b)  # ...does not count
+    p = torch.ones(1, 4, 4)
+    assert float(soft_dice(p, p, torch.ones_like(p), True)) == pytest.approx(1.0)
+
+
+def test_sampler_centres_lesions_and_augment_keeps_pairs_aligned() -> None:
+    y = np.zeros((100, 120), np.uint8)
+    y[50, 60] = 1
+    x = np.zeros((4, 100, 120), np.float32)
+    x[:, 50, 60] = 5.0
+    item = Prepared("a", x, y, np.ones((100, 120), bool))
+    cfg = DataConfig(crop_size=32, batch_size=16, lesion_crop_fraction=1.0,
+                     augment=AugmentConfig(brightness=0, contrast=0, gaussian_noise_sigma=0))
+    xb, yb = PatchSampler([item], cfg, seed=0).batch()
+    assert xb.shape == (16, 4, 32, 32) and yb.shape == (16, 32, 32)
+    assert (yb.reshape(16, -1).sum(1) == 1).all()  # every crop holds the lesion
+    for xi, yi in zip(xb, yb):  # image and mask transformed together
+        assert xi[0][yi == 1][0] == 5.0
+    rng = np.random.default_rng(0)
+    xa, ya = augment(x[:, :32, :32], y[:32, :32], AugmentConfig(), rng)
+    assert xa.shape == (4, 32, 32) and ya.dtype == np.uint8
+
+
+def test_split_is_deterministic_and_never_empty(small_pairs: Path) -> None:
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    tr, va = split_pairs(pairs, DataConfig(val_every=6))
+    assert va and tr
+    tr1, va1 = split_pairs(pairs[:1], DataConfig())
+    assert tr1 == va1 == pairs[:1]
+
+
+def _three_pairs(root: Path, small_pairs: Path) -> tuple[Path, Path]:
+    imgs, masks = root / "images", root / "masks"
+    shutil.copytree(small_pairs / "images", imgs)
+    shutil.copytree(small_pairs / "masks", masks)
+    shutil.copy(imgs / "IDRiD_04.jpg", imgs / "IDRiD_04b.jpg")
+    shutil.copy(masks / "IDRiD_04_HE.png", masks / "IDRiD_04b_HE.png")
+    return imgs, masks
+
+
+def test_finetune_makes_a_new_version_with_lineage_and_scores(tmp_path: Path, small_pairs: Path,
+                                                              tiny_model_dir: Path) -> None:
+    imgs, masks = _three_pairs(tmp_path / "data", small_pairs)
+    out = tmp_path / "v2"
+    cmd = [sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(imgs), "--masks", str(masks),
+           "--model", str(tiny_model_dir), "--out", str(out), "--steps", "3", "--events", "jsonl"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "plan" and "baseline" in kinds and "step" in kinds and kinds[-1] == "finished"
+    assert events[0]["val"] == ["IDRiD_16"] and "held out" in events[0]["validation"]
+    new = load_model_folder(out)
+    assert new.metrics["old"]["dice_ds"] >= 0 and "aupr" in new.metrics["new"]
+    base = load_model_folder(tiny_model_dir)
+    assert new.lineage["parent"]["weights_sha256"] == base.config.weights_sha256
+    assert set(new.lineage["data"]) == {"IDRiD_04", "IDRiD_04b", "IDRiD_16"}
+    assert new.config.weights_sha256 != base.config.weights_sha256
+    # never overwrites
+    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    assert r2.returncode == 2 and "already exists" in r2.stderr
+
+
+def test_finetune_with_no_pairs_says_what_to_do(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from lesionseg_training.finetune import Budget, fine_tune
+
+    with pytest.raises(ValueError, match="save at least one correction"):
+        next(fine_tune(tiny_model_dir, [], Budget(steps=1), tmp_path / "x"))
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_ranks_end_identical(tmp_path: Path, small_pairs: Path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
+        "--standalone", "--nproc_per_node", "2", "-m", "lesionseg_training", "train", "--config", "tiny",
+        "--images", str(small_pairs / "images"), "--masks", str(small_pairs / "masks"), "--steps", "3",
+        "--out", str(tmp_path / "run"), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    done = events[-1]
+    assert done["event"] == "done" and done["world"] == 2 and done["ranks_identical"] is True
+    load_model_folder(tmp_path / "run" / "best")
