@@ -1,0 +1,273 @@
+"""The "Segment lesions" dock widget: pick an image and a model, Run (in a worker thread,
+with per-tile progress and Cancel), get probability / lesions / fuzzy layers; move the
+threshold to re-threshold instantly; save the corrected mask into a project folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+                            QPushButton, QSlider, QVBoxLayout, QWidget)
+
+from ..core.bundled import default_model_dir
+from ..core.errors import LesionsegInputError
+from ..core.inference import Prediction, Progress, predict
+from ..core.lesions import threshold_mask
+from ..core.model_folder import LoadedModel, load_model_folder
+from ..core.runtime import pick_device
+from ..core.segment_layers import labels_to_label_map, layer_names, prediction_layers
+from ..core.store import Project
+
+if TYPE_CHECKING:
+    import napari
+
+DEFAULT_LABEL = "default (shipped)"
+LOAD_LABEL = "load model folder..."
+
+
+class SegmentWidget(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.results: dict[str, Prediction] = {}  # by image layer name
+        self.auto_masks: dict[str, np.ndarray] = {}
+        self._model_cache: dict[tuple[str, str], LoadedModel] = {}
+        self._model_paths: dict[str, Path] = {DEFAULT_LABEL: default_model_dir()}
+
+        self.image_combo = QComboBox()
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([DEFAULT_LABEL, LOAD_LABEL])
+        self.model_combo.activated.connect(self._on_model_chosen)
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.threshold = QSlider(Qt.Horizontal)
+        self.threshold.setRange(1, 99)
+        self.threshold.setValue(50)
+        self.threshold_label = QLabel("0.50 (model)")
+        self.threshold.valueChanged.connect(self._on_threshold)
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.rethreshold_button = QPushButton("Re-threshold (discard edits)")
+        self.rethreshold_button.setEnabled(False)
+        self.rethreshold_button.clicked.connect(lambda: self.apply_threshold(force=True))
+        self.progress = QProgressBar()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.project_edit = QLineEdit()
+        self.project_edit.setPlaceholderText("project folder for corrections")
+        browse = QPushButton("...")
+        browse.clicked.connect(self._browse_project)
+        self.save_button = QPushButton("Save correction")
+        self.save_button.clicked.connect(self.save_correction)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_combo)
+        form.addRow("device", self.device_combo)
+        row = QHBoxLayout()
+        row.addWidget(self.threshold)
+        row.addWidget(self.threshold_label)
+        form.addRow("threshold", row)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        proj = QHBoxLayout()
+        proj.addWidget(self.project_edit)
+        proj.addWidget(browse)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.rethreshold_button)
+        lay.addLayout(proj)
+        lay.addWidget(self.save_button)
+        lay.addWidget(self.status)
+        lay.addStretch(1)
+
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._refresh_images()
+
+    # ---- choices ---------------------------------------------------------------------------
+    def _refresh_images(self, *_: object) -> None:
+        from napari.layers import Image
+
+        current = self.image_combo.currentText()
+        names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and
+                 (ly.rgb or ly.data.ndim == 2) and not ly.metadata.get("lesionseg")]
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        active = self.viewer.layers.selection.active
+        pick = current if current in names else (active.name if active is not None and active.name in names else None)
+        if pick:
+            self.image_combo.setCurrentText(pick)
+
+    def _on_model_chosen(self, index: int) -> None:
+        if self.model_combo.itemText(index) == LOAD_LABEL:
+            folder = QFileDialog.getExistingDirectory(self, "Model folder")
+            if folder:
+                self.set_model_folder(folder)
+            else:
+                self.model_combo.setCurrentText(DEFAULT_LABEL)
+
+    def set_model_folder(self, folder: str | Path) -> None:
+        """Use the model folder ``folder`` (adds it to the model list)."""
+        path = Path(folder)
+        label = f"{path.name} ({path.parent})"
+        self._model_paths[label] = path
+        if self.model_combo.findText(label) < 0:
+            self.model_combo.insertItem(self.model_combo.count() - 1, label)
+        self.model_combo.setCurrentText(label)
+
+    def _browse_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Project folder")
+        if folder:
+            self.project_edit.setText(folder)
+
+    def model(self) -> LoadedModel:
+        path = self._model_paths[self.model_combo.currentText()]
+        device = str(pick_device(self.device_combo.currentText()))
+        key = (str(path), device)
+        if key not in self._model_cache:
+            self._model_cache[key] = load_model_folder(path, device)
+            thr = self._model_cache[key].config.inference.threshold
+            self.threshold.blockSignals(True)
+            self.threshold.setValue(int(round(thr * 100)))
+            self.threshold.blockSignals(False)
+            self.threshold_label.setText(f"{thr:.2f} (model)")
+        return self._model_cache[key]
+
+    # ---- running -----------------------------------------------------------------------------
+    def run(self) -> Any:
+        """Start segmentation of the chosen image layer; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        name = self.image_combo.currentText()
+        if not name:
+            self._error("open a fundus photograph first (File > Open, or File > Open Sample)")
+            return None
+        layer = self.viewer.layers[name]
+        try:
+            model = self.model()
+            rgb = _as_rgb_uint8(layer.data)
+        except (LesionsegInputError, ValueError) as err:
+            self._error(str(err))
+            return None
+        self.worker = create_worker(predict, model, rgb, _start_thread=False)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(lambda pred, n=name, ly=layer: self._on_result(n, ly, pred))
+        self.worker.errored.connect(lambda err: self._error(f"segmentation failed: {err}"))
+        self.worker.finished.connect(self._on_finished)
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.progress.setValue(0)
+        self.status.setText(f"segmenting {name} with '{model.version}'...")
+        self.worker.start()
+        return self.worker
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.quit()
+            self.status.setText("cancelled")
+
+    def _on_progress(self, prog: Progress) -> None:
+        self.progress.setMaximum(max(prog.total, 1))
+        self.progress.setValue(prog.done)
+
+    def _on_finished(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+
+    def _on_result(self, name: str, layer: Any, pred: Prediction) -> None:
+        self.results[name] = pred
+        self.auto_masks[name] = pred.mask.copy()
+        names = layer_names(name)
+        for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate)):
+            lname = kwargs["name"]
+            if lname in self.viewer.layers:
+                self.viewer.layers[lname].data = data
+            else:
+                getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        self.viewer.layers.selection.active = self.viewer.layers[names["lesions"]]
+        n = len(pred.lesions)
+        fuzzy = float((pred.fuzzy > 0.5).mean() * 100)
+        self.status.setText(f"{n} lesion(s), {int(pred.mask.sum())} px; fuzzy region {fuzzy:.1f}% of the image")
+        self.rethreshold_button.setEnabled(False)
+
+    # ---- threshold -------------------------------------------------------------------------
+    def _on_threshold(self, value: int) -> None:
+        self.threshold_label.setText(f"{value / 100:.2f}")
+        self.apply_threshold(force=False)
+
+    def apply_threshold(self, force: bool = False) -> bool:
+        """Re-threshold the stored probability (no model run). Refuses, unless ``force``, when
+        the mask was edited by hand; returns whether the mask was replaced."""
+        name = self.image_combo.currentText()
+        pred = self.results.get(name)
+        lname = layer_names(name)["lesions"]
+        if pred is None or lname not in self.viewer.layers:
+            return False
+        labels = self.viewer.layers[lname]
+        if not force and not np.array_equal(labels.data, self.auto_masks[name]):
+            self.rethreshold_button.setEnabled(True)
+            self.status.setText("the mask was edited by hand: press 'Re-threshold' to replace it (edits are lost)")
+            return False
+        t = self.threshold.value() / 100
+        mask = threshold_mask(pred.probability, t, self.model().config.inference.min_lesion_area)
+        labels.data = mask
+        self.auto_masks[name] = mask.copy()
+        self.rethreshold_button.setEnabled(False)
+        return True
+
+    # ---- saving ------------------------------------------------------------------------------
+    def save_correction(self) -> Path | None:
+        """Append the current mask as a new label version in the project folder."""
+        name = self.image_combo.currentText()
+        lname = layer_names(name)["lesions"]
+        if not self.project_edit.text():
+            self._error("choose a project folder first")
+            return None
+        if lname not in self.viewer.layers:
+            self._error(f"no '{lname}' layer to save: run the segmentation first")
+            return None
+        try:
+            proj = Project(self.project_edit.text())
+            src = self.viewer.layers[name].metadata.get("path") or getattr(self.viewer.layers[name].source, "path", None)
+            if not src:
+                raise LesionsegInputError(None, f"layer '{name}' has no source file; open the photo from disk")
+            iid = proj.add_image(src)
+            pred = self.results.get(name)
+            version = proj.save_label(iid, labels_to_label_map(self.viewer.layers[lname].data),
+                                      model_version=pred.model_version if pred else None,
+                                      model_mask=self.auto_masks.get(name))
+        except (LesionsegInputError, OSError) as err:
+            self._error(str(err))
+            return None
+        self.status.setText(f"saved {version.path.relative_to(proj.root)}")
+        return version.path
+
+    def _error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.setText(message)
+        show_error(message)
+
+
+def _as_rgb_uint8(data: Any) -> np.ndarray:
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f"expected a 2-D RGB photograph, got an array of shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype != np.uint8:
+        hi = float(arr.max()) if arr.size else 1.0
+        arr = np.clip(arr.astype(np.float32) / (hi if hi > 1.0 else 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)

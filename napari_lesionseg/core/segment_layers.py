@@ -1,0 +1,43 @@
+"""What the plugin shows for a prediction, as napari layer-data tuples (no napari import):
+``<image> probability`` (Image), ``<image> lesions`` (Labels, editable), ``<image> fuzzy``
+(Image, translucent). Also the rules for turning painted Labels into a stored label map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .inference import Prediction
+from .image_io import IGNORE_LABEL
+
+LESION, UNSURE = 1, IGNORE_LABEL
+
+
+def layer_names(image_name: str) -> dict[str, str]:
+    return {"probability": f"{image_name} probability", "lesions": f"{image_name} lesions",
+            "fuzzy": f"{image_name} fuzzy"}
+
+
+def prediction_layers(image_name: str, pred: Prediction, scale: tuple[float, float] = (1.0, 1.0),
+                      translate: tuple[float, float] = (0.0, 0.0)) -> list[tuple[Any, dict[str, Any], str]]:
+    """Layer-data tuples for one prediction, aligned with the source image layer."""
+    names = layer_names(image_name)
+    common = {"scale": scale, "translate": translate}
+    meta = {"model_version": pred.model_version, "threshold": pred.threshold, "lesionseg": True}
+    return [
+        (pred.probability, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
+                            "visible": False, "metadata": meta, **common}, "image"),
+        (pred.fuzzy, {"name": names["fuzzy"], "colormap": "cyan", "contrast_limits": (0.0, 1.0),
+                      "opacity": 0.45, "blending": "additive", "metadata": meta, **common}, "image"),
+        (pred.mask.copy(), {"name": names["lesions"], "opacity": 0.6, "metadata": meta, **common}, "labels"),
+    ]
+
+
+def labels_to_label_map(data: NDArray) -> NDArray[np.uint8]:
+    """Painted Labels data to a stored label map: 0 background, 255 unsure, any other label
+    value lesion (1)."""
+    arr = np.asarray(data)
+    out = np.where(arr == UNSURE, UNSURE, np.where(arr != 0, LESION, 0)).astype(np.uint8)
+    return out

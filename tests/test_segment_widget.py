@@ -1,0 +1,105 @@
+"""The "Segment lesions" widget in a real viewer under Xvfb, opened through the manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture()
+def segment(make_napari_viewer, tiny_model_dir: Path):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lesionseg", "idrid_16")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    widget.set_model_folder(tiny_model_dir)
+    return viewer, widget
+
+
+def _run(qtbot, widget):
+    worker = widget.run()
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    return worker
+
+
+def test_run_adds_the_three_layers_and_keeps_the_event_loop_alive(qtbot, segment) -> None:
+    from qtpy.QtCore import QTimer
+
+    viewer, widget = segment
+    assert widget.image_combo.currentText() == "IDRiD_16"
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(10)
+    _run(qtbot, widget)
+    timer.stop()
+    assert len(ticks) >= 3  # the GUI thread kept running while the worker computed
+    names = [ly.name for ly in viewer.layers]
+    for suffix in ("probability", "fuzzy", "lesions"):
+        assert f"IDRiD_16 {suffix}" in names
+    lab = viewer.layers["IDRiD_16 lesions"]
+    assert lab.data.shape == (1424, 2144) and isinstance(lab, napari.layers.Labels)
+    prob = viewer.layers["IDRiD_16 probability"].data
+    assert prob.dtype == np.float32 and prob.shape == (1424, 2144)
+    assert widget.progress.value() == widget.progress.maximum() > 0
+
+
+def test_threshold_rethresholds_without_model_run_unless_edited(qtbot, segment) -> None:
+    viewer, widget = segment
+    _run(qtbot, widget)
+    prob = widget.results["IDRiD_16"].probability
+    widget.threshold.setValue(20)
+    np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, (prob > 0.2).astype(np.uint8))
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.paint((700, 1000), 1)  # a hand edit through the Labels API
+    edited = lab.data.copy()
+    widget.threshold.setValue(80)
+    np.testing.assert_array_equal(lab.data, edited)  # edits are kept...
+    assert widget.rethreshold_button.isEnabled() and "edited by hand" in widget.status.text()
+    assert widget.apply_threshold(force=True)  # ...until the user says otherwise
+    np.testing.assert_array_equal(lab.data, (prob > 0.8).astype(np.uint8))
+
+
+def test_paint_and_save_correction(qtbot, segment, tmp_path: Path) -> None:
+    viewer, widget = segment
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[100:110, 500:520] = 1
+    lab.data[200:205, 600:610] = 255  # unsure
+    lab.refresh()
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    saved = widget.save_correction()
+    assert saved is not None and saved.name == "v0001.png"
+    from napari_lesionseg.core.image_io import read_mask
+
+    stored = read_mask(saved)
+    assert stored.shape == (1424, 2144)
+    assert (stored[100:110, 500:520] == 1).all() and (stored[200:205, 600:610] == 255).all()
+    rec = json.loads((tmp_path / "proj" / "manifest.jsonl").read_text().splitlines()[-1])
+    assert rec["image_id"] == "IDRiD_16" and rec["version"] == 1 and rec["model_version"] == "tiny-test"
+    assert rec["edited_px"] >= 200
+    assert widget.save_correction().name == "v0002.png"  # a second save appends
+
+
+def test_cancel_stops_without_adding_layers(qtbot, segment) -> None:
+    viewer, widget = segment
+    n = len(viewer.layers)
+    worker = widget.run()
+    widget.cancel()
+    with qtbot.waitSignal(worker.finished, timeout=120_000):
+        pass
+    assert len(viewer.layers) == n and widget.run_button.isEnabled()
+
+
+def test_bad_model_folder_is_a_notification_not_a_crash(qtbot, segment, tmp_path: Path) -> None:
+    viewer, widget = segment
+    widget.set_model_folder(tmp_path / "missing")
+    assert widget.run() is None
+    assert "does not exist" in widget.status.text()
