@@ -1,0 +1,159 @@
+"""The "Review lesions" dock widget: lesions and fuzzy regions in a table sorted by
+uncertainty; Next / Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete,
+accept or mark a region unsure (label 255, excluded from training); Alt-F toggles the fuzzy
+overlay."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton, QTableWidget,
+                            QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..core.review import Region, ReviewSet, review_regions
+from ..core.segment_layers import LESION, UNSURE, layer_names
+
+if TYPE_CHECKING:
+    import napari
+
+COLUMNS = ["kind", "area px", "mean p", "fuzziness", "status"]
+VIEW_PX = 500.0  # a region is shown about this many screen pixels across (with its margin)
+
+
+class ReviewWidget(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.review: ReviewSet | None = None
+        self.status: dict[int, str] = {}
+        self.current = -1
+        self.image_combo = QComboBox()
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.cellClicked.connect(lambda row, _c: self.go(row))
+        buttons = {}
+        for text, slot in [("Previous", self.previous), ("Next", self.next), ("Accept", self.accept),
+                           ("Delete", self.delete), ("Mark unsure", self.mark_unsure),
+                           ("Toggle fuzzy", self.toggle_fuzzy)]:
+            b = QPushButton(text)
+            b.clicked.connect(slot)
+            buttons[text] = b
+        self.info = QLabel("run 'Segment lesions' first, then Refresh")
+        self.info.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(self.image_combo, 1)
+        top.addWidget(refresh)
+        nav = QHBoxLayout()
+        for t in ("Previous", "Next"):
+            nav.addWidget(buttons[t])
+        act = QHBoxLayout()
+        for t in ("Accept", "Delete", "Mark unsure", "Toggle fuzzy"):
+            act.addWidget(buttons[t])
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.table, 1)
+        lay.addLayout(nav)
+        lay.addLayout(act)
+        lay.addWidget(self.info)
+        self.viewer.bind_key("Alt-Right", lambda _v: self.next(), overwrite=True)
+        self.viewer.bind_key("Alt-Left", lambda _v: self.previous(), overwrite=True)
+        self.viewer.bind_key("Alt-F", lambda _v: self.toggle_fuzzy(), overwrite=True)
+        self.viewer.layers.events.inserted.connect(self._refresh_images)
+        self.viewer.layers.events.removed.connect(self._refresh_images)
+        self._refresh_images()
+
+    def _refresh_images(self, *_: object) -> None:
+        names = [ly.name[: -len(" lesions")] for ly in self.viewer.layers
+                 if ly.name.endswith(" lesions") and ly.metadata.get("lesionseg")]
+        current = self.image_combo.currentText()
+        self.image_combo.clear()
+        self.image_combo.addItems(names)
+        if current in names:
+            self.image_combo.setCurrentText(current)
+
+    def _layers(self):
+        names = layer_names(self.image_combo.currentText())
+        get = self.viewer.layers
+        if any(n not in get for n in names.values()):
+            return None
+        return get[names["lesions"]], get[names["probability"]], get[names["fuzzy"]]
+
+    def refresh(self) -> ReviewSet | None:
+        """Recompute the regions from the current (possibly edited) mask."""
+        layers = self._layers()
+        if layers is None:
+            self.info.setText("no segmentation for this image yet: run 'Segment lesions' first")
+            return None
+        lab, prob, fuzzy = layers
+        self.review = review_regions(lab.data, prob.data, fuzzy.data)
+        self.status = {}
+        self.current = -1
+        self.table.setRowCount(len(self.review.regions))
+        for row, r in enumerate(self.review.regions):
+            for col, text in enumerate([r.kind, str(r.area_px), f"{r.mean_prob:.2f}", f"{r.fuzziness:.2f}", ""]):
+                self.table.setItem(row, col, QTableWidgetItem(text))
+        n_les = sum(r.kind == "lesion" for r in self.review.regions)
+        self.info.setText(f"{n_les} lesion(s), {len(self.review.regions) - n_les} uncovered fuzzy region(s)")
+        return self.review
+
+    def region(self) -> Region | None:
+        if self.review is None or not (0 <= self.current < len(self.review.regions)):
+            return None
+        return self.review.regions[self.current]
+
+    def go(self, row: int) -> Region | None:
+        """Centre and zoom the camera on region ``row``."""
+        if self.review is None and self.refresh() is None:
+            return None
+        assert self.review is not None
+        if not self.review.regions:
+            return None
+        self.current = row % len(self.review.regions)
+        r = self.review.regions[self.current]
+        lab = self._layers()[0]
+        sy, sx = lab.scale[-2:]
+        ty, tx = lab.translate[-2:]
+        y0, x0, y1, x1 = r.bbox
+        self.viewer.camera.center = (ty + sy * r.centroid[0], tx + sx * r.centroid[1])
+        extent = max((y1 - y0) * sy, (x1 - x0) * sx, 40.0) * 3.0
+        self.viewer.camera.zoom = VIEW_PX / extent
+        self.table.selectRow(self.current)
+        return r
+
+    def next(self) -> Region | None:
+        return self.go(self.current + 1)
+
+    def previous(self) -> Region | None:
+        return self.go(self.current - 1 if self.current > 0 else -1)
+
+    def _set_pixels(self, value: int | None, status: str) -> None:
+        r = self.region()
+        if r is None or self.review is None:
+            return
+        if value is not None:
+            lab = self._layers()[0]
+            data = lab.data
+            data[self.review.pixels(r)] = value
+            lab.data = data
+        self.status[self.current] = status
+        self.table.setItem(self.current, 4, QTableWidgetItem(status))
+
+    def accept(self) -> None:
+        """Keep the region as it is (a fuzzy region becomes a lesion)."""
+        r = self.region()
+        self._set_pixels(LESION if r is not None and r.kind == "fuzzy" else None, "accepted")
+
+    def delete(self) -> None:
+        self._set_pixels(0, "deleted")
+
+    def mark_unsure(self) -> None:
+        self._set_pixels(UNSURE, "unsure")
+
+    def toggle_fuzzy(self) -> None:
+        layers = self._layers()
+        if layers is not None:
+            layers[2].visible = not layers[2].visible

@@ -1,0 +1,75 @@
+"""Regions to review, most uncertain first: the lesions of a mask and the fuzzy regions the
+mask does not cover (where the model is unsure whether there is a lesion)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from .lesions import FUZZY_CUTOFF
+
+
+@dataclass(frozen=True)
+class Region:
+    """``kind`` is ``lesion`` or ``fuzzy``; ``label`` its id in ``components`` of its kind;
+    ``fuzziness`` the mean fuzzy membership over the region (the sort key)."""
+
+    kind: str
+    label: int
+    area_px: int
+    centroid: tuple[float, float]
+    bbox: tuple[int, int, int, int]  # y0, x0, y1, x1 (half-open)
+    mean_prob: float
+    fuzziness: float
+
+
+@dataclass
+class ReviewSet:
+    regions: list[Region]
+    lesion_components: NDArray[np.int32]
+    fuzzy_components: NDArray[np.int32]
+
+    def pixels(self, region: Region) -> NDArray[np.bool_]:
+        comp = self.lesion_components if region.kind == "lesion" else self.fuzzy_components
+        return comp == region.label
+
+
+def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: NDArray,
+             min_area: int) -> list[Region]:
+    if n == 0:
+        return []
+    idx = np.flatnonzero(comp.ravel())
+    ids = comp.ravel()[idx]
+    area = np.bincount(ids, minlength=n + 1)
+    psum = np.bincount(ids, weights=prob.ravel()[idx].astype(np.float64), minlength=n + 1)
+    fsum = np.bincount(ids, weights=fuzzy.ravel()[idx].astype(np.float64), minlength=n + 1)
+    yy, xx = np.divmod(idx, comp.shape[1])
+    cy = np.bincount(ids, weights=yy.astype(np.float64), minlength=n + 1)
+    cx = np.bincount(ids, weights=xx.astype(np.float64), minlength=n + 1)
+    boxes = ndimage.find_objects(comp)
+    out = []
+    for i in range(1, n + 1):
+        a = int(area[i])
+        if a < min_area or boxes[i - 1] is None:
+            continue
+        sl = boxes[i - 1]
+        out.append(Region(kind, i, a, (float(cy[i] / a), float(cx[i] / a)),
+                          (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop),
+                          float(psum[i] / a), float(fsum[i] / a)))
+    return out
+
+
+def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32],
+                   min_fuzzy_area: int = 20) -> ReviewSet:
+    """Lesions (``mask == 1`` components) and uncovered fuzzy regions, most uncertain first."""
+    st = np.ones((3, 3), bool)
+    lesion = np.asarray(mask) == 1
+    les_comp, n_les = ndimage.label(lesion, structure=st)
+    fz_comp, n_fz = ndimage.label((fuzzy > FUZZY_CUTOFF) & ~lesion, structure=st)
+    regions = (_regions("lesion", les_comp.astype(np.int32), n_les, prob, fuzzy, 1)
+               + _regions("fuzzy", fz_comp.astype(np.int32), n_fz, prob, fuzzy, min_fuzzy_area))
+    regions.sort(key=lambda r: (-r.fuzziness, -r.area_px))
+    return ReviewSet(regions, les_comp.astype(np.int32), fz_comp.astype(np.int32))

@@ -1,0 +1,68 @@
+"""Review: regions sorted by uncertainty (core) and the "Review lesions" widget in a viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lesionseg.core.review import review_regions
+
+
+def _scene():
+    mask = np.zeros((300, 400), np.uint8)
+    prob = np.zeros((300, 400), np.float32)
+    fuzzy = np.zeros((300, 400), np.float32)
+    mask[50:60, 50:60] = 1  # a confident lesion
+    prob[50:60, 50:60] = 0.95
+    mask[100:160, 200:290] = 1  # an unsure lesion
+    prob[100:160, 200:290] = 0.55
+    fuzzy[100:160, 200:290] = 0.9
+    fuzzy[250:260, 300:320] = 0.7  # fuzzy, not in the mask
+    prob[250:260, 300:320] = 0.4
+    return mask, prob, fuzzy
+
+
+def test_regions_sorted_by_uncertainty() -> None:
+    rs = review_regions(*_scene())
+    kinds = [(r.kind, r.area_px) for r in rs.regions]
+    assert kinds == [("lesion", 5400), ("fuzzy", 200), ("lesion", 100)]
+    top = rs.regions[0]
+    assert top.bbox == (100, 200, 160, 290) and top.mean_prob == pytest.approx(0.55)
+    assert rs.pixels(rs.regions[1]).sum() == 200
+
+
+@pytest.mark.gui
+def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
+    from napari_lesionseg.core.inference import Prediction
+    from napari_lesionseg.core.segment_layers import prediction_layers
+
+    viewer = make_napari_viewer()
+    mask, prob, fuzzy = _scene()
+    pred = Prediction(prob, mask, fuzzy, np.zeros_like(mask, np.int32), [], None, "m1", 0.5)  # type: ignore[arg-type]
+    for data, kwargs, kind in prediction_layers("photo", pred):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    assert w.image_combo.currentText() == "photo"
+    w.refresh()
+    assert w.table.rowCount() == 3 and w.table.item(0, 0).text() == "lesion"
+    r = w.next()
+    assert r.area_px == 5400
+    np.testing.assert_allclose(viewer.camera.center[-2:], (129.5, 244.5))
+    zoom_big = viewer.camera.zoom
+    w.mark_unsure()
+    lab = viewer.layers["photo lesions"].data
+    assert (lab[100:160, 200:290] == 255).all() and w.table.item(0, 4).text() == "unsure"
+    w.next()
+    w.accept()  # the uncovered fuzzy region becomes a lesion
+    assert (viewer.layers["photo lesions"].data[250:260, 300:320] == 1).all()
+    w.next()
+    assert viewer.camera.zoom > zoom_big  # a smaller region is shown closer
+    w.delete()
+    assert (viewer.layers["photo lesions"].data[50:60, 50:60] == 0).all()
+    w.next()  # wraps around
+    assert w.current == 0
+    w.previous()
+    assert w.current == 2
+    visible = viewer.layers["photo fuzzy"].visible
+    w.toggle_fuzzy()
+    assert viewer.layers["photo fuzzy"].visible is not visible
