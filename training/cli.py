@@ -25,8 +25,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a model folder on corrected image/mask pairs")
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--masks", type=Path, required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path, help="images folder (with --masks)")
+    src.add_argument("--project", type=Path, help="a plugin project folder: its latest saved corrections")
+    p.add_argument("--masks", type=Path, default=None)
     p.add_argument("--model", type=Path, default=None, help="base model folder (default: the shipped model)")
     p.add_argument("--out", type=Path, required=True, help="the new model folder (must not exist)")
     g = p.add_mutually_exclusive_group()
@@ -83,7 +85,16 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     from .finetune import Budget, fine_tune
 
-    pairs = match_pairs(args.images, args.masks)
+    if args.project is not None:
+        from napari_lesionseg.core.store import Project
+
+        pairs = Project(args.project).corrected_pairs()
+    else:
+        if args.masks is None:
+            from napari_lesionseg.core.errors import LesionsegInputError
+
+            raise LesionsegInputError(args.images, "--masks is required with --images")
+        pairs = match_pairs(args.images, args.masks)
     budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
                     freeze_encoder=args.freeze_encoder)
     gen = fine_tune(args.model or default_model_dir(), pairs, budget, args.out)

@@ -80,7 +80,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
     yield {"event": "plan", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs],
            "validation": how, "base": str(base_model_dir), "base_version": base.version}
     steps_per_epoch = max(1, math.ceil(len(train_pairs) * CROPS_PER_IMAGE_EPOCH / budget.batch_size))
-    steps = budget.steps or (budget.epochs or 5) * steps_per_epoch
+    steps = budget.steps if budget.steps is not None else (budget.epochs or 5) * steps_per_epoch
     val_ids = [p.id for p in val_pairs]
     cfg = TrainConfig(
         model=replace(base.config, name=f"{base.version}-ft-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",

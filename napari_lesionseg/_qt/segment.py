@@ -17,6 +17,7 @@ from ..core.errors import LesionsegInputError
 from ..core.inference import Prediction, Progress, predict
 from ..core.lesions import threshold_mask
 from ..core.model_folder import LoadedModel, load_model_folder
+from ..core.registry import Registry
 from ..core.runtime import pick_device
 from ..core.segment_layers import labels_to_label_map, layer_names, prediction_layers
 from ..core.store import Project
@@ -62,6 +63,7 @@ class SegmentWidget(QWidget):
         self.status.setWordWrap(True)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("project folder for corrections")
+        self.project_edit.editingFinished.connect(self.load_project_models)
         browse = QPushButton("...")
         browse.clicked.connect(self._browse_project)
         self.save_button = QPushButton("Save correction")
@@ -130,6 +132,20 @@ class SegmentWidget(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Project folder")
         if folder:
             self.project_edit.setText(folder)
+            self.load_project_models()
+
+    def load_project_models(self) -> None:
+        """List the project's model versions and select its active one."""
+        if not self.project_edit.text():
+            return
+        reg = Registry(self.project_edit.text())
+        for version in reg.versions():
+            self.set_model_folder(reg.dir / version)
+        active = reg.active()
+        if active != default_model_dir():
+            self.set_model_folder(active)
+        else:
+            self.model_combo.setCurrentText(DEFAULT_LABEL)
 
     def model(self) -> LoadedModel:
         path = self._model_paths[self.model_combo.currentText()]

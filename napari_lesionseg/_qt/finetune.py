@@ -1,0 +1,250 @@
+"""The "Fine-tune model" dock widget: one click fine-tunes the active model on the project's
+saved corrections in a subprocess (``python -m lesionseg_training finetune --events jsonl``),
+plots its loss live, and afterwards shows old vs new scores with Promote and Discard.
+
+The subprocess keeps napari safe: a crash, out-of-memory or NaN there ends that process only,
+and the active model changes only when the user promotes the new version."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
+from qtpy.QtWidgets import (QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                            QVBoxLayout, QWidget)
+
+from ..core.errors import LesionsegInputError
+from ..core.registry import Registry
+from ..core.store import Project
+
+if TYPE_CHECKING:
+    import napari
+
+SCORE_KEYS = ("aupr", "dice_ds", "recall_ds", "precision_ds")
+
+
+class FinetuneWidget(QWidget):
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.process: QProcess | None = None
+        self.events: list[dict[str, Any]] = []
+        self.new_version: Path | None = None
+        self._stdout_buf = b""
+        self._stderr = b""
+        self.extra_args: list[str] = []  # for tests and power users (e.g. ["--steps", "3"])
+
+        self.project_edit = QLineEdit()
+        self.project_edit.setPlaceholderText("project folder with saved corrections")
+        self.project_edit.editingFinished.connect(self.preflight)
+        browse = QPushButton("...")
+        browse.clicked.connect(self._browse)
+        self.minutes = QDoubleSpinBox()
+        self.minutes.setRange(0.1, 240.0)
+        self.minutes.setValue(2.0)
+        self.minutes.setSuffix(" min")
+        self.preflight_label = QLabel("")
+        self.preflight_label.setWordWrap(True)
+        self.start_button = QPushButton("Fine-tune")
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.promote_button = QPushButton("Promote")
+        self.promote_button.setEnabled(False)
+        self.promote_button.clicked.connect(self.promote)
+        self.discard_button = QPushButton("Discard")
+        self.discard_button.setEnabled(False)
+        self.discard_button.clicked.connect(self.discard)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.scores = QLabel("")
+
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.5, 2.2), dpi=90)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.ax = self.figure.add_subplot(1, 1, 1)
+
+        row = QHBoxLayout()
+        row.addWidget(self.project_edit, 1)
+        row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("project", row)
+        form.addRow("time budget", self.minutes)
+        run = QHBoxLayout()
+        run.addWidget(self.start_button)
+        run.addWidget(self.cancel_button)
+        decide = QHBoxLayout()
+        decide.addWidget(self.promote_button)
+        decide.addWidget(self.discard_button)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.preflight_label)
+        lay.addLayout(run)
+        lay.addWidget(self.canvas)
+        lay.addWidget(self.status)
+        lay.addWidget(self.scores)
+        lay.addLayout(decide)
+        lay.addStretch(1)
+
+    # ---- preflight -------------------------------------------------------------------------
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Project folder")
+        if folder:
+            self.project_edit.setText(folder)
+            self.preflight()
+
+    def preflight(self) -> dict[str, Any]:
+        """How many corrected images, which base model, and the time it will take."""
+        if not self.project_edit.text():
+            self.preflight_label.setText("choose the project folder your corrections are saved in")
+            return {}
+        proj = Project(self.project_edit.text())
+        pairs = proj.corrected_pairs()
+        base = Registry(proj.root).active()
+        n_val = max(1, len(pairs) // 4) if len(pairs) >= 3 else len(pairs)
+        minutes = self.minutes.value()
+        text = (f"{len(pairs)} corrected image(s); base model: {base.name}; about {minutes:.1f} min of training "
+                f"plus scoring old and new model on {n_val} held-out image(s) (~10 s each on a CPU)")
+        if not pairs:
+            text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
+        self.preflight_label.setText(text)
+        return {"pairs": len(pairs), "base": base, "minutes": minutes}
+
+    # ---- the subprocess ----------------------------------------------------------------------
+    def start(self) -> QProcess | None:
+        info = self.preflight()
+        if not info.get("pairs"):
+            self._error(self.preflight_label.text() or "choose a project folder first")
+            return None
+        reg = Registry(self.project_edit.text())
+        out = reg.new_version_path()
+        args = ["-m", "lesionseg_training", "finetune", "--project", self.project_edit.text(),
+                "--model", str(info["base"]), "--out", str(out), "--events", "jsonl",
+                "--minutes", f"{self.minutes.value():.2f}", *self.extra_args]
+        self.events, self._stdout_buf, self._stderr = [], b"", b""
+        self.new_version = None
+        proc = QProcess(self)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        proc.setProcessEnvironment(env)
+        proc.readyReadStandardOutput.connect(self._read_stdout)
+        proc.readyReadStandardError.connect(lambda: self._collect_stderr())
+        proc.finished.connect(self._on_finished)
+        self.process = proc
+        self._target = out
+        self.ax.clear()
+        self.canvas.draw_idle()
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.promote_button.setEnabled(False)
+        self.discard_button.setEnabled(False)
+        self.status.setText("fine-tuning...")
+        proc.start(sys.executable, args)
+        return proc
+
+    def _collect_stderr(self) -> None:
+        if self.process is not None:
+            self._stderr = (self._stderr + bytes(self.process.readAllStandardError()))[-20000:]
+
+    def _read_stdout(self) -> None:
+        if self.process is None:
+            return
+        self._stdout_buf += bytes(self.process.readAllStandardOutput())
+        *lines, self._stdout_buf = self._stdout_buf.split(b"\n")
+        for line in lines:
+            try:
+                ev = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            self.events.append(ev)
+            self._on_event(ev)
+
+    def _on_event(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("event")
+        if kind == "plan":
+            self.status.setText(f"training on {len(ev['train'])} image(s); {ev['validation']}")
+        elif kind == "baseline":
+            self.status.setText("old model scored; training...")
+        elif kind == "step":
+            steps = [e["step"] for e in self.events if e.get("event") == "step"]
+            losses = [e["loss"] for e in self.events if e.get("event") == "step"]
+            self.ax.clear()
+            self.ax.plot(steps, losses, color="tab:red", lw=1)
+            self.ax.set_xlabel("step", fontsize=8)
+            self.ax.set_ylabel("training loss", fontsize=8)
+            self.ax.tick_params(labelsize=7)
+            self.canvas.draw_idle()
+        elif kind == "eval":
+            self.status.setText(f"step {ev['step']}: validation Dice {ev['val_dice']:.3f}, AUPR {ev['val_aupr']:.3f}")
+        elif kind == "finished":
+            self.new_version = Path(ev["model"])
+
+    def cancel(self) -> None:
+        """End the subprocess: terminate, then kill if it has not gone in 3 s."""
+        proc = self.process
+        if proc is None or proc.state() == QProcess.NotRunning:
+            return
+        self._cancelled = True
+        proc.terminate()
+        QTimer.singleShot(3000, lambda: proc.kill() if proc.state() != QProcess.NotRunning else None)
+
+    def _on_finished(self, code: int, _status: object) -> None:
+        self._read_stdout()
+        self._collect_stderr()
+        self.start_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        cancelled = getattr(self, "_cancelled", False)
+        self._cancelled = False
+        if cancelled:
+            self.status.setText("cancelled: the active model is unchanged")
+            return
+        if code != 0 or self.new_version is None:
+            tail = self._stderr.decode(errors="replace").strip().splitlines()
+            reason = next((ln for ln in reversed(tail) if ln.startswith("error:")), tail[-1] if tail else "")
+            if "MemoryError" in self._stderr.decode(errors="replace") or code in (-9, 137):
+                reason = "the training process ran out of memory or was killed; try a shorter budget"
+            self._error(f"fine-tuning failed (exit {code}): {reason}. The active model is unchanged.")
+            return
+        done = next(e for e in reversed(self.events) if e.get("event") == "finished")
+        rows = [f"{k}: {done.get('old_' + k, float('nan')):.3f} -> {done.get('new_' + k, float('nan')):.3f}"
+                for k in SCORE_KEYS]
+        self.scores.setText("old -> new on held-out corrections\n" + "\n".join(rows))
+        self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
+        self.promote_button.setEnabled(True)
+        self.discard_button.setEnabled(True)
+
+    # ---- decisions ---------------------------------------------------------------------------
+    def promote(self) -> Path | None:
+        if self.new_version is None:
+            return None
+        path = Registry(self.project_edit.text()).promote(self.new_version.name)
+        self.status.setText(f"{path.name} is now the active model of this project")
+        self.promote_button.setEnabled(False)
+        self.discard_button.setEnabled(False)
+        return path
+
+    def discard(self) -> Path | None:
+        if self.new_version is None:
+            return None
+        try:
+            dest = Registry(self.project_edit.text()).discard(self.new_version.name)
+        except LesionsegInputError as err:
+            self._error(str(err))
+            return None
+        self.status.setText(f"discarded (kept in {dest.parent})")
+        self.promote_button.setEnabled(False)
+        self.discard_button.setEnabled(False)
+        self.new_version = None
+        return dest
+
+    def _error(self, message: str) -> None:
+        from napari.utils.notifications import show_error
+
+        self.status.setText(message)
+        show_error(message)

@@ -1,0 +1,76 @@
+"""Model versions of a project (``<project>/models/<version>/``) and which one is active.
+
+``active.json`` names the active version; promoting writes it atomically. Discarding moves a
+version into ``models/.discarded/`` rather than deleting it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .atomic import atomic_write_text
+from .bundled import default_model_dir
+from .errors import LesionsegInputError
+from .model_folder import CONFIG, WEIGHTS
+
+ACTIVE = "active.json"
+
+
+class Registry:
+    def __init__(self, project_root: str | os.PathLike[str]) -> None:
+        self.dir = Path(project_root) / "models"
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def versions(self) -> list[str]:
+        """Version names with a complete model folder, oldest first."""
+        out = [p for p in self.dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and not p.name.endswith(".run") and (p / CONFIG).exists() and (p / WEIGHTS).exists()]
+        return [p.name for p in sorted(out, key=lambda p: (p.stat().st_mtime, p.name))]
+
+    def path(self, version: str) -> Path:
+        p = self.dir / version
+        if version not in self.versions():
+            raise LesionsegInputError(p, "no such model version in this project")
+        return p
+
+    def new_version_path(self, base: str = "finetuned") -> Path:
+        """A fresh, unused folder name: ``<base>-YYYYmmdd-HHMMSS[-n]``."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        p = self.dir / f"{base}-{stamp}"
+        n = 1
+        while p.exists() or p.with_name(p.name + ".run").exists():
+            n += 1
+            p = self.dir / f"{base}-{stamp}-{n}"
+        return p
+
+    def active(self) -> Path:
+        """The active model folder (the shipped default when none was promoted)."""
+        f = self.dir / ACTIVE
+        if f.exists():
+            try:
+                name = json.loads(f.read_text())["version"]
+                if name in self.versions():
+                    return self.dir / name
+            except (ValueError, KeyError, OSError):
+                pass
+        return default_model_dir()
+
+    def promote(self, version: str) -> Path:
+        p = self.path(version)
+        atomic_write_text(self.dir / ACTIVE, json.dumps({"version": version, "time": time.time()}))
+        return p
+
+    def use_default(self) -> None:
+        atomic_write_text(self.dir / ACTIVE, json.dumps({"version": None, "time": time.time()}))
+
+    def discard(self, version: str) -> Path:
+        p = self.path(version)
+        if self.active() == p:
+            raise LesionsegInputError(p, "is the active model; make another version active first")
+        dest = self.dir / ".discarded" / version
+        dest.parent.mkdir(exist_ok=True)
+        os.replace(p, dest)
+        return dest

@@ -1,0 +1,99 @@
+"""One-click fine-tuning from the plugin: a real subprocess, live events, promote/discard,
+cancel and failure, with the viewer's event loop running throughout."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_lesionseg.core.image_io import read_mask
+from napari_lesionseg.core.registry import Registry
+from napari_lesionseg.core.store import Project
+
+napari = pytest.importorskip("napari")
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture()
+def project(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> Path:
+    proj = Project(tmp_path / "proj")
+    for img in sorted((small_pairs / "images").iterdir()):
+        iid = proj.add_image(img)
+        proj.save_label(iid, read_mask(small_pairs / "masks" / f"{img.stem}_HE.png"), model_version="tiny-test")
+    shutil.copytree(tiny_model_dir, proj.root / "models" / "tiny")
+    Registry(proj.root).promote("tiny")
+    return proj.root
+
+
+@pytest.fixture()
+def widget(make_napari_viewer, project: Path):
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Fine-tune model")
+    w.project_edit.setText(str(project))
+    w.minutes.setValue(1.0)
+    return w
+
+
+def test_preflight_counts_corrections(widget) -> None:
+    info = widget.preflight()
+    assert info["pairs"] == 2 and info["base"].name == "tiny"
+    assert "2 corrected image(s)" in widget.preflight_label.text()
+
+
+def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
+    from qtpy.QtCore import QTimer
+
+    widget.extra_args = ["--steps", "3"]
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    proc = widget.start()
+    with qtbot.waitSignal(proc.finished, timeout=240_000):
+        pass
+    timer.stop()
+    assert len(ticks) > 10
+    kinds = [e["event"] for e in widget.events]
+    assert "plan" in kinds and "baseline" in kinds and kinds.count("step") >= 3 and kinds[-1] == "finished"
+    assert widget.ax.lines and len(widget.ax.lines[0].get_xdata()) >= 3  # the live plot
+    assert "old -> new" in widget.scores.text() and widget.promote_button.isEnabled()
+    reg = Registry(project)
+    new = widget.new_version.name
+    assert new in reg.versions() and reg.active().name == "tiny"  # not active until promoted
+    widget.promote()
+    assert reg.active().name == new
+
+
+def test_discard_keeps_a_copy(qtbot, widget, project: Path) -> None:
+    widget.extra_args = ["--steps", "2"]
+    proc = widget.start()
+    with qtbot.waitSignal(proc.finished, timeout=240_000):
+        pass
+    name = widget.new_version.name
+    dest = widget.discard()
+    assert dest is not None and dest.exists() and name not in Registry(project).versions()
+    assert Registry(project).active().name == "tiny"
+
+
+def test_cancel_and_failure_leave_the_active_model(qtbot, widget, project: Path) -> None:
+    widget.extra_args = ["--steps", "500"]
+    proc = widget.start()
+    qtbot.wait(1500)
+    widget.cancel()
+    with qtbot.waitSignal(proc.finished, timeout=30_000):
+        pass
+    assert "cancelled" in widget.status.text()
+    assert Registry(project).versions() == ["tiny"] and Registry(project).active().name == "tiny"
+    weights = project / "models" / "tiny" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the base model got damaged on disk: the subprocess refuses it
+    weights.write_bytes(bytes(data))
+    widget.extra_args = ["--steps", "2"]
+    proc = widget.start()
+    with qtbot.waitSignal(proc.finished, timeout=120_000):
+        pass
+    assert "fine-tuning failed" in widget.status.text() and "sha256" in widget.status.text()
+    assert Registry(project).active().name == "tiny" and widget.start_button.isEnabled()
