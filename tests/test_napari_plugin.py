@@ -27,3 +27,41 @@ def test_open_sample_through_the_manifest(make_napari_viewer) -> None:
     assert img.rgb and img.data.shape == (1424, 2144, 3)
     assert gt.data.shape == (1424, 2144) and set(np.unique(gt.data)) == {0, 1}
     assert len(layers) == 2
+
+
+@pytest.mark.gui
+def test_reader_writer_and_export(make_napari_viewer, tmp_path, small_pairs) -> None:
+    from napari_lesionseg.core.export import export_project
+    from napari_lesionseg.core.image_io import read_mask
+    from napari_lesionseg.core.store import Project
+
+    viewer = make_napari_viewer()
+    # a plain photo still opens with napari's own reader (ours does not claim it)
+    viewer.open(str(small_pairs / "images" / "IDRiD_04.jpg"))
+    assert viewer.layers[-1].rgb
+    # an IDRiD-style mask TIFF opens as Labels through our reader
+    mask = read_mask(small_pairs / "masks" / "IDRiD_04_HE.png")
+    from PIL import Image
+
+    Image.fromarray(mask.astype(bool)).save(tmp_path / "idrid_04_he.tif")
+    viewer.open(str(tmp_path / "idrid_04_he.tif"), plugin="napari-lesionseg")
+    assert viewer.layers[-1].name == "idrid_04_he" and viewer.layers[-1].data.sum() == mask.sum()
+    assert isinstance(viewer.layers[-1], napari.layers.Labels)
+    # the labels writer is lossless and refuses nothing it offers
+    viewer.layers[-1].save(str(tmp_path / "out.png"), plugin="napari-lesionseg")
+    np.testing.assert_array_equal(read_mask(tmp_path / "out.png"), mask)
+    # a project opens through its manifest: photo + latest correction
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
+    proj.save_label(iid, mask)
+    viewer.open(str(proj.root / "manifest.jsonl"), plugin="napari-lesionseg")
+    assert [ly.name for ly in viewer.layers][-1] == "IDRiD_04 correction"
+    n = len(viewer.layers)
+    viewer.open(str(proj.root), plugin="napari-lesionseg")  # the folder itself, with our reader chosen
+    assert len(viewer.layers) == n + 2
+    files = export_project(proj, tmp_path / "export", mm_per_px=0.01)
+    names = sorted(f.name for f in files)
+    assert names == ["IDRiD_04_lesions.csv", "IDRiD_04_mask.png", "IDRiD_04_overlay.png", "lesions.csv"]
+    np.testing.assert_array_equal(read_mask(tmp_path / "export" / "IDRiD_04_mask.png"), mask)
+    header = (tmp_path / "export" / "lesions.csv").read_text().splitlines()
+    assert len(header) > 1 and header[1].split(",")[3] != ""  # area_mm2 filled in

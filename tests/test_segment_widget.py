@@ -86,6 +86,9 @@ def test_paint_and_save_correction(qtbot, segment, tmp_path: Path) -> None:
     assert rec["image_id"] == "IDRiD_16" and rec["version"] == 1 and rec["model_version"] == "tiny-test"
     assert rec["edited_px"] >= 200
     assert widget.save_correction().name == "v0002.png"  # a second save appends
+    files = widget.export()
+    assert sorted(f.name for f in files) == ["IDRiD_16_lesions.csv", "IDRiD_16_mask.png", "IDRiD_16_overlay.png"]
+    np.testing.assert_array_equal(read_mask(files[0]), stored)
 
 
 def test_cancel_stops_without_adding_layers(qtbot, segment) -> None:

@@ -68,6 +68,8 @@ class SegmentWidget(QWidget):
         browse.clicked.connect(self._browse_project)
         self.save_button = QPushButton("Save correction")
         self.save_button.clicked.connect(self.save_correction)
+        self.export_button = QPushButton("Export (mask, CSV, overlay)")
+        self.export_button.clicked.connect(self.export)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -90,6 +92,7 @@ class SegmentWidget(QWidget):
         lay.addWidget(self.rethreshold_button)
         lay.addLayout(proj)
         lay.addWidget(self.save_button)
+        lay.addWidget(self.export_button)
         lay.addWidget(self.status)
         lay.addStretch(1)
 
@@ -268,6 +271,23 @@ class SegmentWidget(QWidget):
             return None
         self.status.setText(f"saved {version.path.relative_to(proj.root)}")
         return version.path
+
+    def export(self) -> list[Path]:
+        """Write the current mask (lossless), lesion CSV and overlay PNG to <project>/exports/."""
+        from ..core.export import export_image
+
+        name = self.image_combo.currentText()
+        lname = layer_names(name)["lesions"]
+        if not self.project_edit.text() or lname not in self.viewer.layers:
+            self._error("choose a project folder and run the segmentation first")
+            return []
+        pred = self.results.get(name)
+        files = export_image(Path(self.project_edit.text()) / "exports", name,
+                             _as_rgb_uint8(self.viewer.layers[name].data),
+                             labels_to_label_map(self.viewer.layers[lname].data),
+                             pred.probability if pred else None, pred.fuzzy if pred else None)
+        self.status.setText(f"exported {len(files)} files to {files[0].parent}")
+        return files
 
     def _error(self, message: str) -> None:
         from napari.utils.notifications import show_error
