@@ -75,6 +75,45 @@ class LossConfig:
 
 
 @dataclass
+class PatchganConfig:
+    ndf: int = 64
+    n_layers: int = 3
+    spectral_norm: bool = True
+    loss: Literal["bce", "lsgan", "hinge"] = "bce"
+
+
+@dataclass
+class SeganCriticConfig:
+    ndf: int = 64
+    n_layers: int = 3
+    weighting: Literal["per_layer_mean", "concat_code"] = "per_layer_mean"
+    clamp: float = 0.01
+    clamp_bn: bool = True
+
+
+@dataclass
+class AdvOptimConfig:
+    type: Literal["adam", "rmsprop"] = "adam"
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+
+
+@dataclass
+class AdversaryConfig:
+    """METHODS.md 6.4 ``adversary``: none, PatchGAN (spectral norm), ImageGAN or SegAN critic."""
+
+    type: Literal["none", "patchgan", "imagegan", "segan_critic"] = "none"
+    weight: float = 0.5
+    patchgan: PatchganConfig = field(default_factory=PatchganConfig)
+    segan_critic: SeganCriticConfig = field(default_factory=SeganCriticConfig)
+    optimizer: AdvOptimConfig = field(default_factory=AdvOptimConfig)
+    d_steps: int = 1
+
+    def __post_init__(self) -> None:
+        require(1 <= self.d_steps <= 100, "adversary.d_steps", "out of range 1..100")
+
+
+@dataclass
 class RunConfig:
     steps: int = 1000
     minutes: float | None = None  # wall-clock budget; stops early when reached
@@ -95,7 +134,24 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
     run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        """Refuse impossible combinations (METHODS.md 6.3)."""
+        net = self.model.network
+        if net.dynamic.mode != "off":
+            require(self.adversary.type != "none", "model.network.dynamic.mode",
+                    f"'{net.dynamic.mode}' adapts the generator from the adversarial loss: it needs an "
+                    "adversary (set adversary.type to patchgan, imagegan or segan_critic)")
+            require(net.arch == "dynsegnet_unet", "model.network.dynamic.mode",
+                    "dynamic adaptation exists only in the dynsegnet_unet generator")
+        if net.sgdc.enabled:
+            require(net.arch in ("dynsegnet_unet", "segan_segmentor"), "model.network.sgdc.enabled",
+                    "SGDC needs a generator with a stride-4 skip and a deep feature "
+                    "(dynsegnet_unet or segan_segmentor)")
+        require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0 or self.adversary.type != "none",
+                "loss", "nothing to learn from: no supervised term and no adversary")
 
 
 def _parse_value(text: str) -> Any:

@@ -27,11 +27,13 @@ from napari_lesionseg.core.pairs import Pair
 from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
 from .distributed import DistContext
 from .events import EventLog
+from .adversary import Adversary, edge_loss
 from .losses import supervised_loss
 from .validate import validate
 
 Event = dict[str, Any]
 ENCODER_PREFIXES = ("encoder.", "down.", "e1.", "e2.", "e3.", "e4.")  # frozen by run.freeze_encoder
+GATE_PARAM = "dyn.logits"
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,17 +68,61 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
 
 
 def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
-                   cfg: TrainConfig) -> dict[str, float]:
+                   cfg: TrainConfig, adv: Adversary | None = None) -> dict[str, float]:
+    """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
+    the generator on supervised + SGDC edge + adversarial terms, then the dynamic gates."""
     xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
     yt = torch.from_numpy(y)
     out = net(xt)
-    loss, logs = supervised_loss(out.logits, yt, cfg.loss)
-    if not torch.isfinite(loss):
-        raise TrainingDiverged(f"loss became {float(loss)}")
+    p = torch.sigmoid(out.logits.float())
+    logs: dict[str, float] = {}
+    if adv is not None:
+        logs["d_loss"] = adv.step_d(xt, yt, p.detach())
+    total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
+    logs.update(sup_logs)
+    netcfg = cfg.model.network
+    if out.edge_logits is not None:
+        le = edge_loss(out.edge_logits, yt)
+        total = total + netcfg.sgdc.edge_lambda * le
+        logs["edge"] = float(le.detach())
+    gate_grad = None
+    if adv is not None:
+        adv.freeze(True)
+        l_adv = adv.g_loss(xt, yt, p)
+        adv.freeze(False)
+        if netcfg.dynamic.mode == "gates" and out.gates is not None:
+            gate_grad = torch.autograd.grad(l_adv, out.gates, retain_graph=True)[0]
+        total = total + cfg.adversary.weight * l_adv
+        logs["adv"] = float(l_adv.detach())
+    if not torch.isfinite(total):
+        raise TrainingDiverged(f"loss became {float(total)}")
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     opt.step()
-    return {"loss": float(loss.detach()), **logs}
+    if gate_grad is not None:
+        with torch.no_grad():  # a <- a - eta * clip(dL_adv/da): the gates follow the adversary only
+            out.gates -= netcfg.dynamic.eta * gate_grad.clamp(-netcfg.dynamic.clip, netcfg.dynamic.clip)
+            out.gates.grad = None
+    if adv is not None and netcfg.dynamic.mode == "literal":
+        literal_adaptation_step(net, adv, xt, yt, netcfg.dynamic.eta)
+    return {"loss": float(total.detach()), **logs}
+
+
+def literal_adaptation_step(net: nn.Module, adv: Adversary, xt: torch.Tensor, yt: torch.Tensor, eta: float) -> None:
+    """DynSegNet's update taken literally: W <- W - eta * grad L_adv on the decoder residual
+    blocks and attention gates (plain SGD, gradient norm clipped to 1)."""
+    params = [p for n, p in net.named_parameters() if n.split(".")[0] in ("blocks", "gates")]
+    p = torch.sigmoid(net(xt).logits.float())
+    adv.freeze(True)
+    l_adv = adv.g_loss(xt, yt, p)
+    adv.freeze(False)
+    grads = torch.autograd.grad(l_adv, params, allow_unused=True)
+    pairs = [(prm, g) for prm, g in zip(params, grads) if g is not None]
+    norm = torch.sqrt(sum((g.float() ** 2).sum() for _, g in pairs)) if pairs else torch.zeros(())
+    scale = min(1.0, 1.0 / (float(norm) + 1e-12))
+    with torch.no_grad():
+        for prm, g in pairs:
+            prm -= eta * scale * g
 
 
 def prepare_items(pairs: list, cfg: TrainConfig) -> list[Prepared]:
@@ -122,8 +168,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(net)
     frozen = ENCODER_PREFIXES if cfg.run.freeze_encoder else ()
-    params = [p for n, p in net.named_parameters() if not n.startswith(frozen)]
+    # dynamic-gate logits are updated by the adversarial gradient only, never by the optimiser
+    params = [p for n, p in net.named_parameters() if not n.startswith(frozen) and not n.endswith(GATE_PARAM)]
     opt = make_optimizer(params, cfg.optim)
+    adv = Adversary(cfg.adversary, cfg.model.network.in_channels) if cfg.adversary.type != "none" else None
     start, best, elapsed0 = 0, -1.0, 0.0
     state_file = run / "state.pt"
     if resume and state_file.exists():
@@ -146,7 +194,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                                                   cfg.run.minutes), cfg.optim)
         x, y = sampler.batch()
         try:
-            logs = train_one_step(model, opt, x, y, cfg)
+            logs = train_one_step(model, opt, x, y, cfg, adv)
         except TrainingDiverged as err:
             msg = f"training stopped at step {step}: {err}; the last good model is kept"
             ev = {"event": "error", "step": step, "message": msg}

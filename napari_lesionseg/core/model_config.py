@@ -18,9 +18,11 @@ FORMAT_VERSION = 1
 @dataclass
 class PreprocessConfig:
     fov_diameter: int = 896  # disc diameter on the working grid, px
-    green_contrast_sigma: float | None = 24.0  # working px; None: RGB input only
+    green_contrast_sigma: float | None = 24.0  # working px; None (or 0, TOML has no null): RGB only
 
     def __post_init__(self) -> None:
+        if self.green_contrast_sigma == 0:
+            self.green_contrast_sigma = None
         require(32 <= self.fov_diameter <= 8192, "preprocess.fov_diameter", "out of range 32..8192")
         if self.green_contrast_sigma is not None:
             require(0.5 <= self.green_contrast_sigma <= 500, "preprocess.green_contrast_sigma",
