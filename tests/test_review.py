@@ -34,6 +34,7 @@ def test_regions_sorted_by_uncertainty() -> None:
 @pytest.mark.gui
 def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     from napari_lesionseg.core.inference import Prediction
+    from napari_lesionseg._qt.review import camera
     from napari_lesionseg.core.segment_layers import prediction_layers
 
     viewer = make_napari_viewer()
@@ -47,8 +48,8 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     assert w.table.rowCount() == 3 and w.table.item(0, 0).text() == "lesion"
     r = w.next()
     assert r.area_px == 5400
-    np.testing.assert_allclose(viewer.camera.center[-2:], (129.5, 244.5))
-    zoom_big = viewer.camera.zoom
+    np.testing.assert_allclose(camera(viewer).center[-2:], (129.5, 244.5))
+    zoom_big = camera(viewer).zoom
     w.mark_unsure()
     lab = viewer.layers["photo lesions"].data
     assert (lab[100:160, 200:290] == 255).all() and w.table.item(0, 4).text() == "unsure"
@@ -56,7 +57,7 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     w.accept()  # the uncovered fuzzy region becomes a lesion
     assert (viewer.layers["photo lesions"].data[250:260, 300:320] == 1).all()
     w.next()
-    assert viewer.camera.zoom > zoom_big  # a smaller region is shown closer
+    assert camera(viewer).zoom > zoom_big  # a smaller region is shown closer
     w.delete()
     assert (viewer.layers["photo lesions"].data[50:60, 50:60] == 0).all()
     w.next()  # wraps around

@@ -114,6 +114,38 @@ class AdversaryConfig:
 
 
 @dataclass
+class DaleConfig:
+    """METHODS.md 2 (our interpretation [A]); fractions of the step budget, intervals in steps."""
+
+    warmup_frac: float = 0.1
+    stable_frac: float = 0.2
+    partition_every: int = 200
+    alternate_every: int = 1
+    tau_ae: float = 0.5
+    tau_er: float = 0.3
+    delta: float = 0.2
+    hist_momentum: float = 0.5
+    omega_beta: float = 0.9
+    lambda_align: float = 0.1
+    lambda_keep: float = 0.5
+    stats_momentum: float = 0.9
+    min_pixels: float = 16.0
+
+    def __post_init__(self) -> None:
+        require(0 <= self.warmup_frac < 1 and 0 <= self.stable_frac < 1 and self.warmup_frac + self.stable_frac < 1,
+                "paradigm.dale", "warmup_frac + stable_frac must stay below 1")
+        require(self.partition_every >= 1 and self.alternate_every >= 1, "paradigm.dale",
+                "partition_every and alternate_every must be >= 1")
+        require(0 < self.delta <= 1, "paradigm.dale.delta", "must lie in (0, 1]")
+
+
+@dataclass
+class ParadigmConfig:
+    type: Literal["standard", "dale"] = "standard"
+    dale: DaleConfig = field(default_factory=DaleConfig)
+
+
+@dataclass
 class RunConfig:
     steps: int = 1000
     minutes: float | None = None  # wall-clock budget; stops early when reached
@@ -135,6 +167,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     adversary: AdversaryConfig = field(default_factory=AdversaryConfig)
+    paradigm: ParadigmConfig = field(default_factory=ParadigmConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
@@ -150,6 +183,9 @@ class TrainConfig:
             require(net.arch in ("dynsegnet_unet", "segan_segmentor"), "model.network.sgdc.enabled",
                     "SGDC needs a generator with a stride-4 skip and a deep feature "
                     "(dynsegnet_unet or segan_segmentor)")
+        if self.paradigm.type == "dale":
+            require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0, "paradigm.type",
+                    "DALE reweights the supervised loss: it needs bce_weight or dice_weight > 0")
         require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0 or self.adversary.type != "none",
                 "loss", "nothing to learn from: no supervised term and no adversary")
 

@@ -128,8 +128,11 @@ class PatchSampler:
         self.rng = np.random.default_rng(seed)
         self.lesions = [it.lesion_pixels() for it in items]
         self.fov_idx = [np.flatnonzero(it.fov) for it in items]
+        self.fuzzy: list[NDArray[np.float32]] | None = None  # DALE's per-image fuzzy maps, when set
+        self.last_idx = np.zeros(0, np.int64)
+        self.last_fuzzy = np.zeros((0,), np.float32)
 
-    def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
+    def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8], int, NDArray[np.float32]]:
         s = self.cfg.crop_size
         i = int(self.rng.integers(len(self.items)))
         it = self.items[i]
@@ -146,27 +149,36 @@ class PatchSampler:
         y0, x0 = cy - s // 2 + int(jitter[0]), cx - s // 2 + int(jitter[1])
         x = _crop(it.x, y0, x0, s).astype(np.float32)
         y = _crop(it.y, y0, x0, s)
-        return augment(x, y, self.cfg.augment, self.rng)
+        f = _crop(self.fuzzy[i], y0, x0, s) if self.fuzzy is not None else np.zeros((s, s), np.float32)
+        x, y, f = augment(x, y, self.cfg.augment, self.rng, f)
+        return x, y, i, f
 
     def batch(self) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
-        xs, ys = zip(*(self._one() for _ in range(self.cfg.batch_size)))
+        """``(x, y)``; the crops' image indices and fuzzy maps are kept in ``last_idx`` and
+        ``last_fuzzy``."""
+        xs, ys, idx, fs = zip(*(self._one() for _ in range(self.cfg.batch_size)))
+        self.last_idx = np.asarray(idx, np.int64)
+        self.last_fuzzy = np.stack(fs).astype(np.float32)
         return np.stack(xs), np.stack(ys)
 
 
 def augment(x: NDArray[np.float32], y: NDArray[np.uint8], cfg: AugmentConfig,
-            rng: np.random.Generator) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
-    """Geometric transforms shared by image ``(C, s, s)`` and mask ``(s, s)``; photometric
-    ones on the image only (the zero surround stays zero)."""
+            rng: np.random.Generator, extra: NDArray | None = None) -> tuple:
+    """Geometric transforms shared by image ``(C, s, s)``, mask ``(s, s)`` and an optional
+    extra map (DALE's fuzzy map); photometric ones on the image only (the zero surround stays
+    zero). Returns ``(x, y)``, or ``(x, y, extra)`` when ``extra`` is given."""
+    e = extra if extra is not None else np.zeros(y.shape, np.float32)
     if cfg.hflip and rng.random() < 0.5:
-        x, y = x[..., ::-1], y[..., ::-1]
+        x, y, e = x[..., ::-1], y[..., ::-1], e[..., ::-1]
     if cfg.vflip and rng.random() < 0.5:
-        x, y = x[..., ::-1, :], y[..., ::-1, :]
+        x, y, e = x[..., ::-1, :], y[..., ::-1, :], e[..., ::-1, :]
     if cfg.rot90:
         k = int(rng.integers(4))
         if k:
-            x, y = np.rot90(x, k, axes=(-2, -1)), np.rot90(y, k, axes=(-2, -1))
+            x, y, e = (np.rot90(a, k, axes=(-2, -1)) for a in (x, y, e))
     x = np.ascontiguousarray(x)
     y = np.ascontiguousarray(y)
+    e = np.ascontiguousarray(e)
     inside = np.any(x != 0, axis=0)
     if cfg.contrast or cfg.brightness:
         c = x.shape[0]
@@ -175,6 +187,8 @@ def augment(x: NDArray[np.float32], y: NDArray[np.uint8], cfg: AugmentConfig,
         x = (x * gain + shift * inside).astype(np.float32)
     if cfg.gaussian_noise_sigma and rng.random() < cfg.noise_p:
         x = x + (rng.standard_normal(x.shape).astype(np.float32) * cfg.gaussian_noise_sigma) * inside
+    if extra is not None:
+        return x.astype(np.float32), y, e
     return x.astype(np.float32), y
 
 

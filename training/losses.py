@@ -20,10 +20,14 @@ def soft_dice(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, ove
     return ((2 * inter + eps) / (den + eps)).mean()
 
 
-def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """``bce_weight * BCE(pos_weight) + dice_weight * (1 - soft Dice)`` over valid pixels."""
+def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig,
+                    weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """``bce_weight * BCE(pos_weight) + dice_weight * (1 - soft Dice)`` over valid pixels,
+    each pixel weighted by ``weight (B, H, W)`` when given (DALE's reliable-pixel weights)."""
     z = logits[:, 0].float()
     valid = (target != 255).float()
+    if weight is not None:
+        valid = valid * weight
     t = (target == 1).float()
     logs: dict[str, float] = {}
     loss = z.new_zeros(())

@@ -28,6 +28,7 @@ from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
 from .distributed import DistContext
 from .events import EventLog
 from .adversary import Adversary, edge_loss
+from .dale import Dale
 from .losses import supervised_loss
 from .validate import validate
 
@@ -68,7 +69,8 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
 
 
 def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
-                   cfg: TrainConfig, adv: Adversary | None = None) -> dict[str, float]:
+                   cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
+                   fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0) -> dict[str, float]:
     """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
     the generator on supervised + SGDC edge + adversarial terms, then the dynamic gates."""
     xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
@@ -78,7 +80,10 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     logs: dict[str, float] = {}
     if adv is not None:
         logs["d_loss"] = adv.step_d(xt, yt, p.detach())
-    total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
+    if dale is not None and fuzzy is not None and idx is not None:
+        total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy), idx, step)
+    else:
+        total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
     logs.update(sup_logs)
     netcfg = cfg.model.network
     if out.edge_logits is not None:
@@ -183,6 +188,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         yield {"event": "resumed", "step": start}
     sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank)
     stride = cfg.model.network.stride
+    dale = Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps) if cfg.paradigm.type == "dale" else None
     lineage = {"data": {p.id: None for p in train_pairs}, **(lineage or {})}
     deadline = None if cfg.run.minutes is None else time.time() + 60 * cfg.run.minutes - elapsed0
     t_start = time.time()
@@ -192,9 +198,16 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         for g in opt.param_groups:
             g["lr"] = lr_at(step, budget_progress(step, cfg.run.steps, time.time() - t_start + elapsed0,
                                                   cfg.run.minutes), cfg.optim)
+        if dale is not None and dale.wants_partition(step):
+            frac = dale.partition(net, stride)
+            sampler.fuzzy = dale.state.fuzzy
+            if ctx.is_main:
+                ev = {"event": "partition", "step": step, "fuzzy_fraction": frac}
+                log.write(ev)
+                yield ev
         x, y = sampler.batch()
         try:
-            logs = train_one_step(model, opt, x, y, cfg, adv)
+            logs = train_one_step(model, opt, x, y, cfg, adv, dale, sampler.last_fuzzy, sampler.last_idx, step)
         except TrainingDiverged as err:
             msg = f"training stopped at step {step}: {err}; the last good model is kept"
             ev = {"event": "error", "step": step, "message": msg}

@@ -118,9 +118,10 @@ class ReviewWidget(QWidget):
         sy, sx = lab.scale[-2:]
         ty, tx = lab.translate[-2:]
         y0, x0, y1, x1 = r.bbox
-        self.viewer.camera.center = (ty + sy * r.centroid[0], tx + sx * r.centroid[1])
+        cam = camera(self.viewer)
+        cam.center = (ty + sy * r.centroid[0], tx + sx * r.centroid[1])
         extent = max((y1 - y0) * sy, (x1 - x0) * sx, 40.0) * 3.0
-        self.viewer.camera.zoom = VIEW_PX / extent
+        cam.zoom = VIEW_PX / extent
         self.table.selectRow(self.current)
         return r
 
@@ -157,3 +158,9 @@ class ReviewWidget(QWidget):
         layers = self._layers()
         if layers is not None:
             layers[2].visible = not layers[2].visible
+
+
+def camera(viewer: napari.Viewer):
+    """The viewer's camera (``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return getattr(scene, "camera", None) or viewer.camera

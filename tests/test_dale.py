@@ -1,0 +1,127 @@
+"""DALE (METHODS.md 2.8 unit-test properties) and a short DALE run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lesionseg.core.models import build_model
+from napari_lesionseg.core.model_folder import load_model_folder
+
+from lesionseg_training.config import DaleConfig, LossConfig, load_config
+from lesionseg_training.dale import Dale, fuzzy_membership, omega_star, w2_squared, weighted_moments
+from lesionseg_training.data import Prepared
+from lesionseg_training.losses import supervised_loss
+from lesionseg_training.trainer import train
+from napari_lesionseg.core.fuzzy import binary_entropy
+from napari_lesionseg.core.models.output import SegOutput
+
+
+def test_membership_properties() -> None:
+    y = np.array([1, 0, 1, 0], np.float32)
+    p = np.array([0.999, 0.001, 0.999, 0.001], np.float32)
+    er = np.abs((p > 0.5) - y)
+    assert fuzzy_membership(binary_entropy(p), er, 0.5, 0.3, 0.2).max() == 0.0
+    half = np.full(4, 0.5, np.float32)
+    assert (fuzzy_membership(binary_entropy(half), np.zeros(4), 0.5, 0.3, 0.2) == 1.0).all()
+    ae = np.linspace(0, 1, 50)
+    f_ae = fuzzy_membership(ae, np.zeros(50), 0.5, 0.3, 0.2)
+    f_er = fuzzy_membership(np.zeros(50), ae, 0.5, 0.3, 0.2)
+    assert (np.diff(f_ae) >= 0).all() and (np.diff(f_er) >= 0).all()
+    assert f_ae.min() >= 0 and f_ae.max() <= 1
+
+
+def test_omega_star() -> None:
+    assert omega_star(2.0, 0.2, 0.3) == pytest.approx(1 / 18)
+    assert omega_star(0.2, 0.1, 0.3) == 1.0  # label loss below the reference: trust the label
+    assert omega_star(100.0, 0.1, 0.2) < 0.002  # label loss far above, prediction loss below
+    assert omega_star(0.5, 0.5, 0.1) == 1.0
+    for a, b, r in np.random.default_rng(0).random((100, 3)) * 3:
+        assert 0.0 <= omega_star(a, b, r) <= 1.0
+
+
+def test_w2_and_alignment_zero_when_stats_coincide() -> None:
+    mu, sd = torch.randn(8), torch.rand(8) + 0.1
+    mu2, sd2 = torch.randn(8), torch.rand(8) + 0.1
+    assert float(w2_squared(mu, sd, mu, sd)) == 0.0
+    assert float(w2_squared(mu, sd, mu2, sd2)) == pytest.approx(float(w2_squared(mu2, sd2, mu, sd)))
+    assert float(w2_squared(mu, sd, mu2, sd2)) >= 0
+    phi = torch.randn(1, 4, 8, 8)
+    m, s, n = weighted_moments(phi, torch.ones(1, 8, 8))
+    torch.testing.assert_close(m, phi.mean(dim=(0, 2, 3)))
+    assert float(n) == 64
+
+
+def _dale(items=None, **kw) -> Dale:
+    items = items or [Prepared("a", np.zeros((1, 16, 16), np.float32), np.zeros((16, 16), np.uint8),
+                               np.ones((16, 16), bool))]
+    return Dale(DaleConfig(**kw), LossConfig(), items, total_steps=100)
+
+
+def test_stable_phase_gives_zero_gradient_on_fuzzy_pixels() -> None:
+    d = _dale()
+    d.state.passes = 1
+    z = torch.randn(2, 1, 8, 8, requires_grad=True)
+    y = (torch.rand(2, 8, 8) > 0.5).to(torch.uint8)
+    f = torch.zeros(2, 8, 8)
+    f[:, :3] = 1.0
+    step = d.warmup_end  # first stable step
+    assert d.phase(step) == "stable"
+    loss, _ = d.loss(SegOutput(z), y, f, np.array([0, 0]), step)
+    loss.backward()
+    assert (z.grad[:, 0, :3] == 0).all() and z.grad[:, 0, 3:].abs().sum() > 0
+
+
+def test_dale_equals_standard_when_nothing_is_fuzzy() -> None:
+    d = _dale(lambda_align=0.0)
+    d.state.passes = 1
+    z = torch.randn(2, 1, 8, 8)
+    y = (torch.rand(2, 8, 8) > 0.7).to(torch.uint8)
+    f = torch.zeros(2, 8, 8)
+    std, _ = supervised_loss(z, y, LossConfig())
+    for step in (d.warmup_end, d.stable_end + 1):  # a stable step and a fuzzy step
+        loss, _ = d.loss(SegOutput(z, features=torch.randn(2, 4, 8, 8)), y, f, np.array([0, 0]), step)
+        if d.phase(step) == "fuzzy":
+            torch.testing.assert_close(loss, d.cfg.lambda_keep * std)  # L_f = 0 with no fuzzy pixel
+        else:
+            torch.testing.assert_close(loss, std)
+    assert d.state.omega[0] == 1.0
+
+
+def test_stable_statistics_get_no_gradient() -> None:
+    d = _dale()
+    phi = torch.randn(2, 4, 8, 8, requires_grad=True)
+    y = (torch.rand(2, 8, 8) > 0.5).to(torch.uint8)
+    f = torch.rand(2, 8, 8)
+    loss = d.align_loss(phi, y, (y == 1).float(), f)
+    assert all(not t.requires_grad for t in list(d.state.stable_mu.values()) + list(d.state.stable_sd.values()))
+    loss.backward()
+    assert phi.grad is not None
+
+
+def test_partition_pass_is_eval_only() -> None:
+    cfg = load_config("dale_small")
+    net = build_model(cfg.model.network).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng = np.random.default_rng(0)
+    items = [Prepared(str(i), rng.standard_normal((3, 64, 64)).astype(np.float32),
+                      (rng.random((64, 64)) > 0.9).astype(np.uint8), np.ones((64, 64), bool)) for i in range(2)]
+    d = Dale(cfg.paradigm.dale, cfg.loss, items, 10)
+    frac = d.partition(net, cfg.model.network.stride)
+    assert 0.0 <= frac <= 1.0 and net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(0 <= f.min() and f.max() <= 1 for f in d.state.fuzzy)
+
+
+def test_dale_run_end_to_end(tmp_path: Path, small_pairs: Path) -> None:
+    cfg = load_config("dale_small", [f'data.images="{small_pairs / "images"}"',
+                                     f'data.masks="{small_pairs / "masks"}"', "data.val_every=2"])
+    events = list(train(cfg, tmp_path / "run"))
+    kinds = [e["event"] for e in events]
+    assert "partition" in kinds and kinds[-1] == "done"
+    phases = {e.get("phase") for e in events if e["event"] == "step"}
+    assert {0.0, 1.0, 2.0} <= phases
+    load_model_folder(tmp_path / "run" / "best")

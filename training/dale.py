@@ -1,0 +1,192 @@
+"""DALE (METHODS.md 2): fuzzy/reliable partition by soft-thresholded average entropy (AE) and
+error rate (ER), label confidence omega chosen for loss consistency, Wasserstein alignment of
+unstable features, and the warm-up / stable / alternating schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_lesionseg.core.fuzzy import binary_entropy, soft_threshold
+
+from .config import DaleConfig, LossConfig
+from .data import Prepared
+from .losses import supervised_loss
+from .validate import predict_work
+
+EPS = 1.0
+
+
+def fuzzy_membership(ae: np.ndarray, er: np.ndarray, tau_ae: float, tau_er: float, delta: float) -> np.ndarray:
+    """``F = clip(max(S_tau_ae(AE), S_tau_er(ER)) / delta, 0, 1)``."""
+    return np.clip(np.maximum(soft_threshold(ae, tau_ae), soft_threshold(er, tau_er)) / delta, 0, 1).astype(np.float32)
+
+
+def omega_star(a: float, bp: float, r: float) -> float:
+    """Loss-consistent label confidence: ``clip((R - Bp) / (A - Bp), 0, 1)`` (1 when A == Bp)."""
+    if abs(a - bp) < 1e-8:
+        return 1.0
+    return float(np.clip((r - bp) / (a - bp), 0.0, 1.0))
+
+
+def w2_squared(mu1: torch.Tensor, sd1: torch.Tensor, mu2: torch.Tensor, sd2: torch.Tensor) -> torch.Tensor:
+    """Squared 2-Wasserstein distance between diagonal Gaussians."""
+    return ((mu1 - mu2) ** 2).sum() + ((sd1 - sd2) ** 2).sum()
+
+
+def weighted_moments(phi: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel weighted mean and std of ``phi (B, D, h, w)`` under ``w (B, h, w)``; and the weight sum."""
+    ws = w.sum()
+    wn = w[:, None] / ws.clamp_min(1e-6)
+    mu = (phi * wn).sum(dim=(0, 2, 3))
+    var = (((phi - mu[None, :, None, None]) ** 2) * wn).sum(dim=(0, 2, 3))
+    return mu, torch.sqrt(var + 1e-6), ws
+
+
+@dataclass
+class DaleState:
+    """Per-image statistics on the working grid, omega per image, stable feature statistics."""
+
+    ae: list[np.ndarray] = field(default_factory=list)
+    er: list[np.ndarray] = field(default_factory=list)
+    fuzzy: list[np.ndarray] = field(default_factory=list)
+    omega: np.ndarray = field(default_factory=lambda: np.ones(0, np.float32))
+    stable_mu: dict[int, torch.Tensor] = field(default_factory=dict)
+    stable_sd: dict[int, torch.Tensor] = field(default_factory=dict)
+    passes: int = 0
+
+
+class Dale:
+    def __init__(self, cfg: DaleConfig, loss_cfg: LossConfig, items: list[Prepared], total_steps: int) -> None:
+        self.cfg = cfg
+        self.loss_cfg = loss_cfg
+        self.items = items
+        self.total = total_steps
+        self.state = DaleState(omega=np.ones(len(items), np.float32))
+        self.warmup_end = max(1, int(np.ceil(cfg.warmup_frac * total_steps)))
+        self.stable_end = self.warmup_end + int(np.ceil(cfg.stable_frac * total_steps))
+
+    # ---- schedule --------------------------------------------------------------------------
+    def phase(self, step: int) -> str:
+        if step < self.warmup_end:
+            return "warmup"
+        if step < self.stable_end:
+            return "stable"
+        return "fuzzy" if (step - self.stable_end) % (2 * self.cfg.alternate_every) >= self.cfg.alternate_every else "stable"
+
+    def wants_partition(self, step: int) -> bool:
+        return step == self.warmup_end or (step > self.warmup_end and
+                                           (step - self.warmup_end) % self.cfg.partition_every == 0)
+
+    # ---- partition pass ----------------------------------------------------------------------
+    @torch.no_grad()
+    def partition(self, net: nn.Module, stride: int) -> float:
+        """Eval-mode pass over the unaugmented training images: update AE/ER histories and F.
+        Returns the fuzzy fraction of valid pixels."""
+        was = net.training
+        net.eval()
+        m = self.cfg.hist_momentum
+        first = self.state.passes == 0
+        fz_sum = n_sum = 0.0
+        for i, it in enumerate(self.items):
+            p = predict_work(net, it.x, stride)
+            h = binary_entropy(p)
+            e = np.abs((p > 0.5).astype(np.float32) - (it.y == 1).astype(np.float32))
+            if first:
+                self.state.ae.append(h)
+                self.state.er.append(e)
+            else:
+                self.state.ae[i] = m * self.state.ae[i] + (1 - m) * h
+                self.state.er[i] = m * self.state.er[i] + (1 - m) * e
+            f = fuzzy_membership(self.state.ae[i], self.state.er[i], self.cfg.tau_ae, self.cfg.tau_er, self.cfg.delta)
+            f[~it.fov] = 0.0
+            if first:
+                self.state.fuzzy.append(f)
+            else:
+                self.state.fuzzy[i] = f
+            valid = it.fov & (it.y != 255)
+            fz_sum += float(f[valid].sum())
+            n_sum += float(valid.sum())
+        self.state.passes += 1
+        net.train(was)
+        return fz_sum / max(n_sum, 1.0)
+
+    # ---- losses ----------------------------------------------------------------------------
+    def loss(self, out, y: torch.Tensor, fuzzy: torch.Tensor, idx: np.ndarray, step: int
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The supervised term for this step's phase. ``fuzzy (B, H, W)`` in [0, 1]."""
+        phase = self.phase(step)
+        if phase == "warmup" or self.state.passes == 0:
+            loss, logs = supervised_loss(out.logits, y, self.loss_cfg)
+            return loss, {**logs, "phase": 0.0}
+        reliable = 1.0 - fuzzy
+        l_nf, logs = supervised_loss(out.logits, y, self.loss_cfg, weight=reliable)
+        if phase == "stable":
+            return l_nf, {**logs, "phase": 1.0}
+        l_f, omega_logs, y_tilde = self.fuzzy_loss(out.logits, y, fuzzy, reliable, idx)
+        l_align = self.align_loss(out.features, y, y_tilde, fuzzy) if out.features is not None else l_f * 0
+        total = l_f + self.cfg.lambda_align * l_align + self.cfg.lambda_keep * l_nf
+        return total, {**logs, **omega_logs, "l_f": float(l_f.detach()), "l_align": float(l_align.detach()),
+                       "phase": 2.0}
+
+    def fuzzy_loss(self, logits: torch.Tensor, y: torch.Tensor, fuzzy: torch.Tensor, reliable: torch.Tensor,
+                   idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        z = logits[:, 0].float()
+        valid = (y != 255).float()
+        t = (y == 1).float()
+        y_hat = (torch.sigmoid(z.detach()) > 0.5).float()  # the detached current model as teacher
+        l_label = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+        l_pred = F.binary_cross_entropy_with_logits(z, y_hat, reduction="none")
+        fw = fuzzy * valid
+        rw = reliable * valid
+        losses = []
+        omegas = []
+        y_tilde = t.clone()
+        for b in range(z.shape[0]):
+            fs = float(fw[b].sum())
+            i = int(idx[b])
+            if fs >= 1.0:
+                with torch.no_grad():
+                    a = float((fw[b] * l_label[b]).sum()) / fs
+                    bp = float((fw[b] * l_pred[b]).sum()) / fs
+                    r = float((rw[b] * l_label[b]).sum()) / max(float(rw[b].sum()), 1e-6)
+                w_star = omega_star(a, bp, r)
+                beta = self.cfg.omega_beta
+                self.state.omega[i] = beta * self.state.omega[i] + (1 - beta) * w_star
+            w = float(self.state.omega[i])
+            omegas.append(w)
+            y_tilde[b] = ((w * t[b] + (1 - w) * y_hat[b]) > 0.5).float()
+            per = fw[b] * (w * l_label[b] + (1 - w) * l_pred[b])
+            losses.append(per.sum() / (fw[b].sum() + EPS) if fs >= 1.0 else per.sum() * 0)
+        return torch.stack(losses).mean(), {"omega": float(np.mean(omegas))}, y_tilde
+
+    def align_loss(self, phi: torch.Tensor, y: torch.Tensor, y_tilde: torch.Tensor, fuzzy: torch.Tensor) -> torch.Tensor:
+        """Mean over classes of W2^2(unstable, stable EMA) / D, for classes with enough unstable pixels."""
+        hw = phi.shape[-2:]
+        f = F.interpolate(fuzzy[:, None], size=hw, mode="area")[:, 0]
+        yl = F.interpolate((y == 1).float()[:, None], size=hw, mode="nearest")[:, 0]
+        yt = F.interpolate(y_tilde[:, None], size=hw, mode="nearest")[:, 0]
+        valid = F.interpolate((y != 255).float()[:, None], size=hw, mode="nearest")[:, 0]
+        phi = phi.float()
+        terms = []
+        for c in (0, 1):
+            s_w = (1 - f) * (yl == c).float() * valid
+            u_w = f * (yt == c).float() * valid
+            with torch.no_grad():
+                mu_s, sd_s, n_s = weighted_moments(phi.detach(), s_w)
+                if n_s > 1:
+                    if c in self.state.stable_mu:
+                        mom = self.cfg.stats_momentum
+                        self.state.stable_mu[c] = mom * self.state.stable_mu[c] + (1 - mom) * mu_s
+                        self.state.stable_sd[c] = mom * self.state.stable_sd[c] + (1 - mom) * sd_s
+                    else:
+                        self.state.stable_mu[c], self.state.stable_sd[c] = mu_s.clone(), sd_s.clone()
+            if c not in self.state.stable_mu or float(u_w.sum()) < self.cfg.min_pixels:
+                continue
+            mu_u, sd_u, _ = weighted_moments(phi, u_w)
+            terms.append(w2_squared(mu_u, sd_u, self.state.stable_mu[c], self.state.stable_sd[c]) / phi.shape[1])
+        return torch.stack(terms).mean() if terms else phi.sum() * 0
