@@ -115,11 +115,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                         threshold=args.threshold), bar)
     s = res.summary
     print(f"model '{model.version}' on {int(s['images'])} images (threshold {ds.threshold:.3f}):")
-    for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95"):
-        print(f"  {k:13s} {s[k]:.4f}")
+    for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
+              "fuzzy_error_capture", "fuzzy_area_fraction"):
+        print(f"  {k:20s} {s[k]:.4f}")
     if args.out is not None:
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
-                                            "images": str(args.images), "masks": str(args.masks)})
+                                            "images": str(args.images), "masks": str(args.masks),
+                                            "fuzzy_error_capture": s["fuzzy_error_capture"],
+                                            "fuzzy_area_fraction": s["fuzzy_area_fraction"]})
         print("wrote " + ", ".join(str(f) for f in files))
     return _report_failures(res.failures)
 

@@ -72,6 +72,7 @@ def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, ti
     rep = json.loads(out.read_text())
     assert rep["summary"]["images"] == 2 and len(rep["per_image"]) == 2
     assert 0 <= rep["summary"]["aupr"] <= 1
+    assert 0 <= rep["fuzzy_area_fraction"] <= 1 and "fuzzy_error_capture" in r.stdout
     assert (out.parent / "metrics_pr.png").stat().st_size > 1000
     assert len((out.parent / "metrics_per_image.csv").read_text().splitlines()) == 3
 

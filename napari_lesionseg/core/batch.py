@@ -120,6 +120,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     thr = model.config.inference.threshold if threshold is None else threshold
     ds = DatasetScores(threshold=thr, pr_bins=pr_bins)
     result = BatchResult()
+    fz = {"errors": 0, "errors_in_fuzzy": 0, "fuzzy_px": 0, "fov_px": 0}
     for i, pair in enumerate(pairs):
         try:
             rgb, _ = read_image(pair.image)
@@ -142,9 +143,19 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         # score on the probability as written to disk (8-bit) so figures match the files
         p8 = np.rint(pred.probability * 255.0) / 255.0
         row = ds.add(pair.id, p8, gt == 1, valid)
+        # is the fuzzy map useful? the share of wrong pixels it holds vs the share of the disc it covers
+        fov = pred.geometry.input_fov_mask() & valid
+        wrong = (pred.mask == 1) != (gt == 1)
+        fuzzy = pred.fuzzy > 0.5
+        fz["errors"] += int(np.count_nonzero(wrong & fov))
+        fz["errors_in_fuzzy"] += int(np.count_nonzero(wrong & fuzzy & fov))
+        fz["fuzzy_px"] += int(np.count_nonzero(fuzzy & fov))
+        fz["fov_px"] += int(np.count_nonzero(fov))
         result.done.append(str(pair.image))
         yield {"event": "image", "image": pair.image.name, "index": i, **{k: v for k, v in row.items() if k != "image"}}
     result.summary = ds.summary()
+    result.summary["fuzzy_error_capture"] = fz["errors_in_fuzzy"] / fz["errors"] if fz["errors"] else float("nan")
+    result.summary["fuzzy_area_fraction"] = fz["fuzzy_px"] / fz["fov_px"] if fz["fov_px"] else float("nan")
     return ds, result
 
 

@@ -1,0 +1,171 @@
+"""Benchmark: predict one full IDRiD photo end to end with the shipped default model.
+
+Each variant runs in its own process (the allocator setting is per process):
+- ``tuned``: the product's path (``lesionseg predict``'s code: glibc mallopt, channels_last,
+  inference_mode), read + FOV + inference + PNG/CSV writing;
+- ``plain``: the same network on the same tiles the plain way (eager, NCHW, fp32, default
+  allocator, no_grad), same preprocessing and writing.
+Prints a table (median, min, max over the runs; ratio; % of the CPU's fp32 peak for the
+network part; peak RSS) and writes JSON next to this script (results/predict_speed.json).
+
+    python benchmarks/predict_speed.py [--image PATH] [--runs 5] [--tta flips|hflip|none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_IMAGE = HERE.parent.parent / "shared" / "data" / "idrid" / "train" / "images" / "IDRiD_10.jpg"
+
+
+def _cpu_peak_gflops() -> tuple[float, str]:
+    """fp32 peak = cores x GHz x FLOP/cycle (AVX-512: 64, AVX2+FMA: 32 with two FMA ports)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
+    mhz = [float(ln.split(":")[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
+    ghz = (max(mhz) / 1000.0) if mhz else 3.0
+    per_cycle = 64 if "avx512f" in flags else 32 if "avx2" in flags else 16
+    cores = len(os.sched_getaffinity(0))
+    model = next((ln.split(":")[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+    return cores * ghz * per_cycle, f"{model}, {cores} cores, {ghz:.2f} GHz, {per_cycle} FLOP/cycle/core fp32"
+
+
+def worker(variant: str, image: str, runs: int, tta: str, out_json: str) -> None:
+    import resource
+
+    import numpy as np
+    import torch
+
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.image_io import read_image
+    from napari_lesionseg.core.inference import predict, run_to_end
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.outputs import write_prediction
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    model = load_model_folder(default_model_dir())
+    times, net_times = [], []
+    pred = None
+    out_dir = Path(tempfile.mkdtemp())
+    if variant == "plain":
+        import napari_lesionseg.core.inference as inf
+
+        def plain_tile(net, x, stride, tta_, device):  # eager NCHW fp32 under no_grad
+            import torch.nn.functional as F
+
+            c, h, w = x.shape
+            t = F.pad(x[None], (0, (-w) % stride, 0, (-h) % stride)).contiguous()
+            views = inf._views(tta_)
+            with torch.no_grad():
+                net = net.to(memory_format=torch.contiguous_format)
+                probs = torch.stack([
+                    (lambda p: p.flip([a - 1 for a in d]) if d else p)(
+                        torch.sigmoid(net((t.flip(d) if d else t).contiguous()).logits[0]))
+                    for d in views])[:, 0, :h, :w]
+            mean = probs.mean(0)
+            dis = (probs.max(0).values - probs.min(0).values) if len(views) > 1 else None
+            return mean, dis
+
+        inf._run_tile = plain_tile
+        inf.tune_allocator = lambda: False
+        torch.inference_mode = torch.no_grad  # type: ignore[assignment]
+    for _ in range(runs + 1):  # the first run warms up and is not counted
+        t0 = time.perf_counter()
+        rgb, _ = read_image(image)
+        pred = run_to_end(predict(model, rgb, tta=tta))
+        write_prediction(out_dir, "bench", pred)
+        times.append(time.perf_counter() - t0)
+        net_times.append(pred.timings["network"])
+    from torch.utils.flop_counter import FlopCounterMode
+    from napari_lesionseg.core.preprocess import prepare
+
+    x, geom, _ = prepare(rgb, model.config.preprocess.fov_diameter, model.config.preprocess.green_contrast_sigma)
+    ts = model.config.inference.tile_size
+    st = model.config.network.stride
+    h, w = min(ts, x.shape[1]), min(ts, x.shape[2])
+    tile = torch.zeros(1, x.shape[0], h + (-h) % st, w + (-w) % st)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model.net.eval()(tile)
+    from napari_lesionseg.core.inference import _views, tile_starts
+
+    n_tiles = len(tile_starts(x.shape[1], ts, model.config.inference.tile_overlap)) * len(
+        tile_starts(x.shape[2], ts, model.config.inference.tile_overlap))
+    flops = fc.get_total_flops() * n_tiles * len(_views(tta))
+    np.save(out_json + ".prob.npy", pred.probability)
+    np.save(out_json + ".mask.npy", pred.mask)
+    Path(out_json).write_text(json.dumps({
+        "variant": variant, "times": times[1:], "network_times": net_times[1:], "flops": flops,
+        "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": len(_views(tta)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "timings_last": pred.timings,
+    }))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--image", default=str(DEFAULT_IMAGE))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tta", default=None, help="default: the model's setting")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.tta is None:
+        from napari_lesionseg.core.bundled import default_model_dir
+        from napari_lesionseg.core.model_folder import load_model_folder
+
+        args.tta = load_model_folder(default_model_dir()).config.inference.tta
+    if args.worker:
+        worker(args.worker, args.image, args.runs, args.tta, args.out)
+        return
+    import numpy as np
+
+    peak, cpu = _cpu_peak_gflops()
+    res = {}
+    tmp = Path(tempfile.mkdtemp())
+    for variant in ("plain", "tuned"):
+        out = tmp / f"{variant}.json"
+        subprocess.run([sys.executable, __file__, "--worker", variant, "--image", args.image, "--runs",
+                        str(args.runs), "--tta", args.tta, "--out", str(out)], check=True)
+        res[variant] = json.loads(out.read_text())
+    p_plain, p_tuned = np.load(tmp / "plain.json.prob.npy"), np.load(tmp / "tuned.json.prob.npy")
+    m_plain, m_tuned = np.load(tmp / "plain.json.mask.npy"), np.load(tmp / "tuned.json.mask.npy")
+    inter = float(np.logical_and(m_plain, m_tuned).sum())
+    dice = 2 * inter / max(float(m_plain.sum() + m_tuned.sum()), 1.0)
+    rows = []
+    for v in ("plain", "tuned"):
+        r = res[v]
+        med = statistics.median(r["times"])
+        net_med = statistics.median(r["network_times"])
+        rows.append({"variant": v, "median_s": med, "min_s": min(r["times"]), "max_s": max(r["times"]),
+                     "network_median_s": net_med, "gflop": r["flops"] / 1e9,
+                     "pct_of_fp32_peak": 100 * r["flops"] / 1e9 / net_med / peak, "peak_rss_mb": r["peak_rss_mb"]})
+    speedup = rows[0]["median_s"] / rows[1]["median_s"]
+    print(f"image {args.image} (tta {args.tta}, {args.runs} runs each; CPU: {cpu}; fp32 peak {peak:.0f} GFLOP/s)")
+    print(f"{'variant':8s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'net s':>7s} {'GFLOP':>7s} {'%peak':>6s} {'RSS MB':>7s}")
+    for r in rows:
+        print(f"{r['variant']:8s} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['max_s']:7.3f} {r['network_median_s']:7.3f} "
+              f"{r['gflop']:7.1f} {r['pct_of_fp32_peak']:6.1f} {r['peak_rss_mb']:7.0f}")
+    print(f"end-to-end speed-up tuned vs plain: {speedup:.2f}x; probability max |diff| "
+          f"{float(np.abs(p_plain - p_tuned).max()):.2e}; mask Dice {dice:.5f}")
+    out = {"image": args.image, "tta": args.tta, "runs": args.runs, "cpu": cpu, "fp32_peak_gflops": peak,
+           "python": platform.python_version(), "rows": rows, "speedup": speedup,
+           "prob_max_abs_diff": float(np.abs(p_plain - p_tuned).max()), "mask_dice": dice,
+           "work_shape": res["tuned"]["work_shape"], "tiles": res["tuned"]["tiles"],
+           "timings_last_tuned": res["tuned"]["timings_last"], "date": time.strftime("%Y-%m-%d %H:%M")}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "predict_speed.json").write_text(json.dumps(out, indent=2))
+    print(f"wrote {HERE / 'results' / 'predict_speed.json'}")
+
+
+if __name__ == "__main__":
+    main()
