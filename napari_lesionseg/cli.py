@@ -77,6 +77,8 @@ def _drive(gen, bar) -> object:
         kind = ev["event"]
         if kind == "tile":
             bar.set_postfix_str(f"{ev['image']} tile {ev['done']}/{ev['total']}", refresh=True)
+        elif kind == "note":
+            bar.write(f"note: {ev['image']}: {ev['message']}", file=sys.stderr)
         elif kind in ("image", "failed"):
             bar.update(1)
             if kind == "failed":

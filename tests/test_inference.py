@@ -130,3 +130,32 @@ def test_device_choice() -> None:
         pick_device("cuda")
     with pytest.raises(ConfigError, match="unknown device"):
         pick_device("tpu")
+
+
+def test_out_of_memory_retries_smaller_tiles_then_falls_back_to_cpu(monkeypatch, small_rgb: np.ndarray) -> None:
+    """GPU stand-in: a device that 'runs out of memory' on tiles over 150 px, or always."""
+    import napari_lesionseg.core.inference as inf
+
+    real_run = inf._run_tile
+    seen = []
+
+    def fake_run(net, tile, stride, tta, device):
+        seen.append((device.type, tile.shape[-1]))
+        if device.type == "cuda" and (always_oom or max(tile.shape[-2:]) > 150):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(net, tile, stride, tta, torch.device("cpu"))
+
+    monkeypatch.setattr(inf, "_run_tile", fake_run)
+    monkeypatch.setattr(inf, "_place", lambda net, dev: net.eval())  # no real GPU to move to
+    model = _constant_model(-3.0, tile_size=512, tta="none")
+    model.config.preprocess.fov_diameter = 400
+    always_oom = False
+    pred = run_to_end(predict(model, small_rgb, device=torch.device("cuda")))
+    assert pred.notes == ["cuda ran out of memory: retrying with 256-px tiles",
+                          "cuda ran out of memory: retrying with 128-px tiles"]
+    assert seen[-1] == ("cuda", 128) and pred.probability.max() > 0
+    always_oom = True
+    seen.clear()
+    pred = run_to_end(predict(model, small_rgb, device=torch.device("cuda")))
+    assert pred.notes[-1] == "cuda ran out of memory even with 128-px tiles: finished on the CPU"
+    assert seen[-1][0] == "cpu"

@@ -219,6 +219,11 @@ class SegmentWidget(QWidget):
         fuzzy = float((pred.fuzzy > 0.5).mean() * 100)
         self.status.setText(f"{n} lesion(s), {int(pred.mask.sum())} px; fuzzy region {fuzzy:.1f}% of the image")
         self.rethreshold_button.setEnabled(False)
+        if pred.notes:
+            from napari.utils.notifications import show_warning
+
+            for note in pred.notes:
+                show_warning(note)
 
     # ---- threshold -------------------------------------------------------------------------
     def _on_threshold(self, value: int) -> None:

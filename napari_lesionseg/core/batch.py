@@ -89,6 +89,8 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                         break
                     yield {"event": "tile", "image": path.name, "index": i, "done": prog.done, "total": prog.total}
                 write_prediction(out_dir, path.stem, pred)
+                for note in pred.notes:
+                    yield {"event": "note", "image": path.name, "message": note}
             except LesionsegInputError as err:
                 result.failures.append(Failure(str(path), str(err)))
                 summary_rows.append({"image": path.name, "status": "failed", "error": err.problem})

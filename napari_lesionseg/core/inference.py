@@ -57,6 +57,7 @@ class Prediction:
     model_version: str
     threshold: float
     timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. an out-of-memory fallback that happened
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -131,30 +132,26 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     timings["preprocess"] = time.perf_counter() - t0
     h, w = geom.work_shape
     ts = cfg.tile_size
-    ys, xs = tile_starts(h, ts, cfg.tile_overlap), tile_starts(w, ts, cfg.tile_overlap)
-    total = len(ys) * len(xs)
-    yield Progress("tiles", 0, total)
     t1 = time.perf_counter()
     xt = torch.from_numpy(x)
-    acc = torch.zeros(h, w)
-    dacc = torch.zeros(h, w)
-    wacc = torch.zeros(h, w)
-    net = model.net.to(dev, memory_format=torch.channels_last).eval()
     stride = model.config.network.stride
-    done = 0
-    with torch.inference_mode():
-        for y0 in ys:
-            for x0 in xs:
-                tile = xt[:, y0:y0 + ts, x0:x0 + ts]
-                th, tw = tile.shape[-2:]
-                mean, dis = _run_tile(net, tile, stride, tta, dev)
-                win = torch.from_numpy(gaussian_window(th, tw)) if total > 1 else torch.ones(th, tw)
-                acc[y0:y0 + th, x0:x0 + tw] += mean * win
-                wacc[y0:y0 + th, x0:x0 + tw] += win
-                if dis is not None:
-                    dacc[y0:y0 + th, x0:x0 + tw] += dis * win
-                done += 1
-                yield Progress("tiles", done, total)
+    notes: list[str] = []
+    while True:
+        net = _place(model.net, dev)
+        try:
+            acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, cfg.tile_overlap, stride, tta, dev)
+            break
+        except Exception as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not is_out_of_memory(err) or dev.type == "cpu":
+                raise
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+            if ts // 2 >= MIN_TILE:
+                ts //= 2
+                notes.append(f"{dev.type} ran out of memory: retrying with {ts}-px tiles")
+            else:
+                notes.append(f"{dev.type} ran out of memory even with {ts}-px tiles: finished on the CPU")
+                dev = torch.device("cpu")
     timings["network"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     prob_w = (acc / wacc).numpy() * disc
@@ -169,8 +166,45 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     mask = threshold_mask(prob, thr, cfg.min_lesion_area)
     lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px)
     timings["postprocess"] = time.perf_counter() - t2
-    yield Progress("done", total, total)
-    return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings)
+    yield Progress("done", 1, 1)
+    return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes)
+
+
+MIN_TILE = 128
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    oom = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (bool(oom) and isinstance(err, oom)) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
+
+
+def _place(net: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
+    return net.to(dev, memory_format=torch.channels_last).eval()
+
+
+def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float, stride: int, tta: str,
+                 dev: torch.device) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Run every tile, accumulating Gaussian-weighted probabilities, disagreements and weights."""
+    _, h, w = xt.shape
+    ys, xs = tile_starts(h, ts, overlap), tile_starts(w, ts, overlap)
+    total = len(ys) * len(xs)
+    acc, dacc, wacc = torch.zeros(h, w), torch.zeros(h, w), torch.zeros(h, w)
+    yield Progress("tiles", 0, total)
+    done = 0
+    with torch.inference_mode():
+        for y0 in ys:
+            for x0 in xs:
+                tile = xt[:, y0:y0 + ts, x0:x0 + ts]
+                th, tw = tile.shape[-2:]
+                mean, dis = _run_tile(net, tile, stride, tta, dev)
+                win = torch.from_numpy(gaussian_window(th, tw)) if total > 1 else torch.ones(th, tw)
+                acc[y0:y0 + th, x0:x0 + tw] += mean * win
+                wacc[y0:y0 + th, x0:x0 + tw] += win
+                if dis is not None:
+                    dacc[y0:y0 + th, x0:x0 + tw] += dis * win
+                done += 1
+                yield Progress("tiles", done, total)
+    return acc, dacc, wacc
 
 
 def run_to_end(gen: Generator[object, None, T]) -> T:
