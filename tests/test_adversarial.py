@@ -3,7 +3,6 @@ METHODS.md 1.7, 3.7 and 4.6, and a smoke run of every small preset."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np

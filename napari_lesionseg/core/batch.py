@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .errors import LesionsegInputError
-from .image_io import IMAGE_SUFFIXES, ImageMeta, list_images, read_image, read_mask
+from .image_io import ImageMeta, list_images, read_image, read_mask
 from .inference import Prediction, Progress, predict
 from .metrics import DatasetScores
 from .model_folder import LoadedModel
@@ -44,9 +44,8 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             found = list_images(p)
-            if not found:
-                raise LesionsegInputError(p, f"folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-            out.extend(found)
+            # a folder without images stays in the list and fails in turn ("is a directory")
+            out.extend(found or [p])
         else:
             out.append(p)
     stems: dict[str, Path] = {}

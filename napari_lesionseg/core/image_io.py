@@ -47,7 +47,9 @@ def _read_bytes(path: Path) -> bytes:
     if not path.exists():
         raise LesionsegInputError(path, "no such file")
     if path.is_dir():
-        raise LesionsegInputError(path, "is a directory, not an image file")
+        raise LesionsegInputError(path, f"is a directory, not an image file (it holds no {'/'.join(IMAGE_SUFFIXES)} files)"
+                                  if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir())
+                                  else "is a directory, not an image file")
     try:
         data = path.read_bytes()
     except PermissionError:
