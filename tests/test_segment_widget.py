@@ -24,8 +24,8 @@ def segment(make_napari_viewer, tiny_model_dir: Path):
 def _run(qtbot, widget):
     worker = widget.run()
     assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    # the widget re-enables Run when the worker has finished (robust to a fast worker)
+    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
     return worker
 
 
@@ -94,11 +94,10 @@ def test_paint_and_save_correction(qtbot, segment, tmp_path: Path) -> None:
 def test_cancel_stops_without_adding_layers(qtbot, segment) -> None:
     viewer, widget = segment
     n = len(viewer.layers)
-    worker = widget.run()
+    widget.run()
     widget.cancel()
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
-    assert len(viewer.layers) == n and widget.run_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
+    assert len(viewer.layers) == n and "cancelled" in widget.status.text()
 
 
 def test_bad_model_folder_is_a_notification_not_a_crash(qtbot, segment, tmp_path: Path) -> None:
@@ -106,3 +105,21 @@ def test_bad_model_folder_is_a_notification_not_a_crash(qtbot, segment, tmp_path
     widget.set_model_folder(tmp_path / "missing")
     assert widget.run() is None
     assert "does not exist" in widget.status.text()
+
+
+def test_switching_images_saves_edits_automatically(qtbot, segment, tmp_path: Path) -> None:
+    viewer, widget = segment
+    _run(qtbot, widget)
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    viewer.open_sample("napari-lesionseg", "idrid_04")
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    widget.image_combo.setCurrentText("IDRiD_04")  # switching away saves IDRiD_16's edit
+    saved = tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png"
+    assert saved.exists()
+    from napari_lesionseg.core.image_io import read_mask
+
+    assert (read_mask(saved)[300:310, 300:310] == 1).all()
+    widget.image_combo.setCurrentText("IDRiD_16")
+    widget.image_combo.setCurrentText("IDRiD_04")  # nothing new edited: no second version
+    assert not (saved.parent / "v0002.png").exists()

@@ -40,6 +40,9 @@ class SegmentWidget(QWidget):
         self._model_paths: dict[str, Path] = {DEFAULT_LABEL: default_model_dir()}
 
         self.image_combo = QComboBox()
+        self._current_image = ""
+        self._saved: dict[str, np.ndarray] = {}  # the mask as last saved (or as the model made it)
+        self.image_combo.currentTextChanged.connect(self._on_image_switched)
         self.model_combo = QComboBox()
         self.model_combo.addItems([DEFAULT_LABEL, LOAD_LABEL])
         self.model_combo.activated.connect(self._on_model_chosen)
@@ -207,6 +210,7 @@ class SegmentWidget(QWidget):
     def _on_result(self, name: str, layer: Any, pred: Prediction) -> None:
         self.results[name] = pred
         self.auto_masks[name] = pred.mask.copy()
+        self._saved[name] = pred.mask.copy()
         names = layer_names(name)
         for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate)):
             lname = kwargs["name"]
@@ -251,9 +255,22 @@ class SegmentWidget(QWidget):
         return True
 
     # ---- saving ------------------------------------------------------------------------------
-    def save_correction(self) -> Path | None:
+    def _on_image_switched(self, new: str) -> None:
+        """Switching images saves the previous image's hand edits (when a project is set)."""
+        old, self._current_image = self._current_image, new
+        if old and old != new and self.project_edit.text() and self.is_edited(old):
+            self.save_correction(old)
+
+    def is_edited(self, name: str) -> bool:
+        """True when the mask of ``name`` differs from what was last saved or segmented."""
+        lname = layer_names(name)["lesions"]
+        if lname not in self.viewer.layers or name not in self._saved:
+            return False
+        return not np.array_equal(self.viewer.layers[lname].data, self._saved[name])
+
+    def save_correction(self, name: str | None = None) -> Path | None:
         """Append the current mask as a new label version in the project folder."""
-        name = self.image_combo.currentText()
+        name = name or self.image_combo.currentText()
         lname = layer_names(name)["lesions"]
         if not self.project_edit.text():
             self._error("choose a project folder first")
@@ -274,6 +291,7 @@ class SegmentWidget(QWidget):
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
             return None
+        self._saved[name] = np.asarray(self.viewer.layers[lname].data).copy()
         self.status.setText(f"saved {version.path.relative_to(proj.root)}")
         return version.path
 
