@@ -67,3 +67,39 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     visible = viewer.layers["photo fuzzy"].visible
     w.toggle_fuzzy()
     assert viewer.layers["photo fuzzy"].visible is not visible
+
+
+@pytest.mark.gui
+def test_step_through_project_images_by_uncertainty(make_napari_viewer, tmp_path, small_pairs) -> None:
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    fuzz = {}
+    for k, img in enumerate(sorted((small_pairs / "images").iterdir())):
+        iid = proj.add_image(img)
+        from PIL import Image
+
+        w, h = Image.open(img).size
+        prob = np.full((h, w), 0.1, np.float32)
+        mask = np.zeros((h, w), np.uint8)
+        mask[50:60, 50:60] = 1
+        fuzzy = np.zeros((h, w), np.float32)
+        fuzzy[: 20 * (k + 1)] = 1.0  # the second image is the more uncertain one
+        proj.save_prediction(iid, "m1", prob, mask, fuzzy)
+        fuzz[iid] = k
+    assert [i for i, _ in proj.images_by_uncertainty()] == ["IDRiD_16", "IDRiD_04"]
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.project_edit.setText(str(proj.root))
+    assert w.open_next_image() == "IDRiD_16"
+    names = [ly.name for ly in viewer.layers]
+    assert names == ["IDRiD_16", "IDRiD_16 probability", "IDRiD_16 fuzzy", "IDRiD_16 lesions"]
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[100:110, 100:110] = 1
+    lab.refresh()
+    assert w.open_next_image() == "IDRiD_04"  # leaving IDRiD_16 keeps its edit
+    assert proj.latest("IDRiD_16").version == 1
+    assert [ly.name for ly in viewer.layers][0] == "IDRiD_04"
+    assert w.open_next_image() == "IDRiD_16"  # wraps; the correction is what comes back
+    assert (viewer.layers["IDRiD_16 lesions"].data[100:110, 100:110] == 1).all()
+    assert proj.latest("IDRiD_04") is None  # an unedited image gets no version

@@ -123,3 +123,17 @@ def test_switching_images_saves_edits_automatically(qtbot, segment, tmp_path: Pa
     widget.image_combo.setCurrentText("IDRiD_16")
     widget.image_combo.setCurrentText("IDRiD_04")  # nothing new edited: no second version
     assert not (saved.parent / "v0002.png").exists()
+
+
+def test_prediction_is_kept_in_the_project(qtbot, segment, tmp_path: Path) -> None:
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    d = proj.latest_prediction("IDRiD_16")
+    assert d is not None and d.name == "tiny-test"
+    assert sorted(p.name for p in d.iterdir()) == ["IDRiD_16.json", "IDRiD_16_fuzzy.png", "IDRiD_16_mask.png",
+                                                   "IDRiD_16_prob.png"]
+    assert proj.images_by_uncertainty()[0][0] == "IDRiD_16"

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QPushButton, QTableWidget,
-                            QTableWidgetItem, QVBoxLayout, QWidget)
+import numpy as np
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.review import Region, ReviewSet, review_regions
-from ..core.segment_layers import LESION, UNSURE, layer_names
+from ..core.image_io import read_mask
+from ..core.segment_layers import LESION, UNSURE, labels_to_label_map, layer_names, project_image_layers
+from ..core.store import Project
 
 if TYPE_CHECKING:
     import napari
@@ -42,6 +45,11 @@ class ReviewWidget(QWidget):
             b = QPushButton(text)
             b.clicked.connect(slot)
             buttons[text] = b
+        self.project_edit = QLineEdit()
+        self.project_edit.setPlaceholderText("project folder: step through its images, most uncertain first")
+        self.next_image_button = QPushButton("Open next image")
+        self.next_image_button.clicked.connect(self.open_next_image)
+        self._image_order: list[str] = []
         self.info = QLabel("run 'Segment lesions' first, then Refresh")
         self.info.setWordWrap(True)
         top = QHBoxLayout()
@@ -58,6 +66,10 @@ class ReviewWidget(QWidget):
         lay.addWidget(self.table, 1)
         lay.addLayout(nav)
         lay.addLayout(act)
+        proj = QHBoxLayout()
+        proj.addWidget(self.project_edit, 1)
+        proj.addWidget(self.next_image_button)
+        lay.addLayout(proj)
         lay.addWidget(self.info)
         self.viewer.bind_key("Alt-Right", lambda _v: self.next(), overwrite=True)
         self.viewer.bind_key("Alt-Left", lambda _v: self.previous(), overwrite=True)
@@ -153,6 +165,50 @@ class ReviewWidget(QWidget):
 
     def mark_unsure(self) -> None:
         self._set_pixels(UNSURE, "unsure")
+
+    def open_next_image(self) -> str | None:
+        """Open the project's next image (most uncertain first) with its prediction and latest
+        correction, replacing the layers of the image shown before."""
+        if not self.project_edit.text():
+            self.info.setText("choose a project folder first")
+            return None
+        proj = Project(self.project_edit.text())
+        order = [iid for iid, _ in proj.images_by_uncertainty()]
+        if not order:
+            self.info.setText("the project holds no images yet")
+            return None
+        current = self.image_combo.currentText()
+        nxt = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
+        if current:
+            self._save_if_edited(proj, current)
+        for name in [current, *layer_names(current).values()] if current else []:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        for data, kwargs, kind in project_image_layers(proj, nxt):
+            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        self._refresh_images()
+        if self.image_combo.findText(nxt) >= 0:
+            self.image_combo.setCurrentText(nxt)
+            self.refresh()
+        self.info.setText(f"{nxt}: image {order.index(nxt) + 1} of {len(order)} by uncertainty")
+        return nxt
+
+    def _save_if_edited(self, proj: Project, name: str) -> None:
+        """Before an image's layers go away, keep its hand edits as a new label version."""
+        lname = layer_names(name)["lesions"]
+        if lname not in self.viewer.layers or name not in self.viewer.layers:
+            return
+        src = self.viewer.layers[name].metadata.get("path") or getattr(self.viewer.layers[name].source, "path", None)
+        if not src:
+            return
+        data = labels_to_label_map(self.viewer.layers[lname].data)
+        iid = proj.add_image(src)
+        ref = proj.latest_label(iid)
+        if ref is None:
+            d = proj.latest_prediction(iid)
+            ref = read_mask(d / f"{iid}_mask.png") if d is not None else None
+        if ref is None or not np.array_equal(ref, data):
+            proj.save_label(iid, data, model_version=self.viewer.layers[lname].metadata.get("model_version"))
 
     def toggle_fuzzy(self) -> None:
         layers = self._layers()

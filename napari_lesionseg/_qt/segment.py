@@ -223,11 +223,24 @@ class SegmentWidget(QWidget):
         fuzzy = float((pred.fuzzy > 0.5).mean() * 100)
         self.status.setText(f"{n} lesion(s), {int(pred.mask.sum())} px; fuzzy region {fuzzy:.1f}% of the image")
         self.rethreshold_button.setEnabled(False)
+        self._store_prediction(name, layer, pred)
         if pred.notes:
             from napari.utils.notifications import show_warning
 
             for note in pred.notes:
                 show_warning(note)
+
+    def _store_prediction(self, name: str, layer: Any, pred: Prediction) -> None:
+        """With a project set, keep the prediction there (orders the review by uncertainty)."""
+        src = layer.metadata.get("path") or getattr(layer.source, "path", None)
+        if not self.project_edit.text() or not src:
+            return
+        try:
+            proj = Project(self.project_edit.text())
+            iid = proj.add_image(src)
+            proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy)
+        except (LesionsegInputError, OSError) as err:
+            self._error(f"could not store the prediction in the project: {err}")
 
     # ---- threshold -------------------------------------------------------------------------
     def _on_threshold(self, value: int) -> None:

@@ -41,3 +41,31 @@ def labels_to_label_map(data: NDArray) -> NDArray[np.uint8]:
     arr = np.asarray(data)
     out = np.where(arr == UNSURE, UNSURE, np.where(arr != 0, LESION, 0)).astype(np.uint8)
     return out
+
+
+def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, Any], str]]:
+    """The photo of ``image_id`` with its latest prediction (probability, fuzzy) and its latest
+    correction (or the predicted mask) as the editable lesions layer."""
+    from .image_io import read_image, read_mask
+
+    path = project.image_path(image_id)
+    rgb, _ = read_image(path)
+    out: list[tuple[Any, dict[str, Any], str]] = [
+        (rgb, {"name": image_id, "rgb": True, "metadata": {"path": str(path)}}, "image")]
+    names = layer_names(image_id)
+    d = project.latest_prediction(image_id)
+    meta = {"lesionseg": True, "model_version": d.name if d is not None else None}
+    mask = project.latest_label(image_id)
+    if d is not None:
+        from PIL import Image
+
+        load = lambda kind: np.asarray(Image.open(d / f"{image_id}_{kind}.png"), np.float32) / 255.0  # noqa: E731
+        out.append((load("prob"), {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
+                                   "visible": False, "metadata": meta}, "image"))
+        out.append((load("fuzzy"), {"name": names["fuzzy"], "colormap": "cyan", "contrast_limits": (0.0, 1.0),
+                                    "opacity": 0.45, "blending": "additive", "metadata": meta}, "image"))
+        if mask is None:
+            mask = read_mask(d / f"{image_id}_mask.png")
+    if mask is not None:
+        out.append((mask, {"name": names["lesions"], "opacity": 0.6, "metadata": meta}, "labels"))
+    return out

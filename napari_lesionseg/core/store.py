@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .atomic import atomic_open as open_atomic
 from .atomic import atomic_write_text, fsync_dir, is_temp_file
 from .errors import LesionsegInputError
 from .image_io import IMAGE_SUFFIXES, encode_png, read_image, read_mask
@@ -269,3 +270,41 @@ class Project:
 
     def prediction_dir(self, model_version: str) -> Path:
         return self.root / "predictions" / _safe_id(model_version)
+
+    # ---- predictions (to order the review by uncertainty) -----------------------------------
+    def save_prediction(self, image_id: str, model_version: str, prob: NDArray, mask: NDArray,
+                        fuzzy: NDArray) -> Path:
+        """``predictions/<model>/<id>_{prob,mask,fuzzy}.png`` and ``<id>.json`` (uncertainty summary)."""
+        d = self.prediction_dir(model_version)
+        d.mkdir(parents=True, exist_ok=True)
+        to8 = lambda a: np.clip(np.rint(np.asarray(a, np.float32) * 255), 0, 255).astype(np.uint8)  # noqa: E731
+        for kind, arr in (("prob", to8(prob)), ("mask", (np.asarray(mask) > 0).astype(np.uint8) * 255),
+                          ("fuzzy", to8(fuzzy))):
+            with open_atomic(d / f"{image_id}_{kind}.png") as fh:
+                fh.write(encode_png(arr))
+        f = np.asarray(fuzzy) > 0.5
+        lit = np.asarray(prob) > 0
+        summary = {"image_id": image_id, "model_version": model_version,
+                   "fuzzy_fraction": float(f.sum() / max(int(lit.sum()), 1)),
+                   "mean_fuzzy": float(np.asarray(fuzzy)[lit].mean()) if lit.any() else 0.0,
+                   "lesion_px": int((np.asarray(mask) > 0).sum())}
+        atomic_write_text(d / f"{image_id}.json", json.dumps(summary))
+        return d
+
+    def latest_prediction(self, image_id: str) -> Path | None:
+        """The newest predictions folder holding this image."""
+        hits = [d for d in (self.root / "predictions").iterdir() if (d / f"{image_id}.json").exists()]
+        return max(hits, key=lambda d: (d / f"{image_id}.json").stat().st_mtime) if hits else None
+
+    def images_by_uncertainty(self) -> list[tuple[str, float | None]]:
+        """Image ids, most uncertain first (fuzzy fraction of their latest prediction); images
+        never segmented come last (``None``)."""
+        out: list[tuple[str, float | None]] = []
+        for iid in self.image_ids():
+            d = self.latest_prediction(iid)
+            score = None
+            if d is not None:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    score = float(json.loads((d / f"{iid}.json").read_text())["fuzzy_fraction"])
+            out.append((iid, score))
+        return sorted(out, key=lambda t: (t[1] is None, -(t[1] or 0.0), t[0]))
