@@ -143,3 +143,18 @@ def test_torchrun_two_cpu_ranks_end_identical(tmp_path: Path, small_pairs: Path)
     done = events[-1]
     assert done["event"] == "done" and done["world"] == 2 and done["ranks_identical"] is True
     load_model_folder(tmp_path / "run" / "best")
+
+
+def test_platt_calibration_keeps_ranking_and_unties_the_top() -> None:
+    from lesionseg_training.calibrate import apply_knots, platt_fit, platt_knots
+
+    rng = np.random.default_rng(0)
+    t = rng.normal(-5, 3, 200_000)  # true log-odds
+    y = rng.random(t.size) < 1 / (1 + np.exp(-t))
+    p = 1 / (1 + np.exp(-3 * t))  # an over-confident model: three times the true log-odds
+    a, b = platt_fit(p, y)
+    assert 0 < a < 1  # the fit softens an over-confident model
+    q = apply_knots(p, platt_knots(a, b))
+    order = np.argsort(p)
+    assert (np.diff(q[order]) >= -1e-12).all()  # monotone: the ranking is kept
+    assert (q >= 254.5 / 255).mean() < (p >= 254.5 / 255).mean()  # fewer ties at the top byte

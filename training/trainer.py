@@ -28,6 +28,7 @@ from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
 from .distributed import DistContext
 from .events import EventLog
 from .adversary import Adversary, edge_loss
+from .calibrate import calibrate
 from .dale import Dale
 from .losses import supervised_loss
 from .validate import validate
@@ -241,6 +242,17 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             (run / ".state.tmp").replace(state_file)
         if out_of_time:
             break
+    if ctx.is_main and (run / "best").exists() and val_items:
+        # fit the probability calibration on the validation images and store it in best/
+        from napari_lesionseg.core.model_folder import load_model_folder
+
+        best_model = load_model_folder(run / "best")
+        calibrated, figures = calibrate(best_model.net, best_model.config, val_items)
+        save_model_folder(run / "best", best_model.net, calibrated, {**best_model.metrics, "calibration": figures},
+                          best_model.lineage, overwrite=True)
+        ev = {"event": "calibrated", **figures}
+        log.write(ev)
+        yield ev
     in_sync = ctx.weights_identical(net)
     ctx.barrier()
     ev = {"event": "done", "step": step, "best": str(run / "best"), "best_score": best,
