@@ -64,6 +64,14 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     assert new in reg.versions() and reg.active().name == "tiny"  # not active until promoted
     widget.promote()
     assert reg.active().name == new
+    # side by side on a photo: old mask on it, new mask on a copy to its right
+    widget.viewer.open_sample("napari-lesionseg", "idrid_16")
+    worker = widget.compare()
+    qtbot.waitUntil(lambda: widget.compare_button.isEnabled(), timeout=120_000)
+    names = [ly.name for ly in widget.viewer.layers]
+    assert any(n.startswith("IDRiD_16 old model") for n in names)
+    right = next(ly for ly in widget.viewer.layers if ly.name.startswith("IDRiD_16 new model"))
+    assert right.translate[-1] > 2144 and worker is not None
 
 
 def test_discard_keeps_a_copy(qtbot, widget, project: Path) -> None:

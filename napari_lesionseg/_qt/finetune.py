@@ -16,6 +16,8 @@ from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QVBoxLayout, QWidget)
 
+import numpy as np
+
 from ..core.errors import LesionsegInputError
 from ..core.registry import Registry
 from ..core.store import Project
@@ -56,6 +58,9 @@ class FinetuneWidget(QWidget):
         self.promote_button = QPushButton("Promote")
         self.promote_button.setEnabled(False)
         self.promote_button.clicked.connect(self.promote)
+        self.compare_button = QPushButton("Compare old / new on the selected image")
+        self.compare_button.setEnabled(False)
+        self.compare_button.clicked.connect(self.compare)
         self.discard_button = QPushButton("Discard")
         self.discard_button.setEnabled(False)
         self.discard_button.clicked.connect(self.discard)
@@ -89,6 +94,7 @@ class FinetuneWidget(QWidget):
         lay.addWidget(self.canvas)
         lay.addWidget(self.status)
         lay.addWidget(self.scores)
+        lay.addWidget(self.compare_button)
         lay.addLayout(decide)
         lay.addStretch(1)
 
@@ -124,6 +130,7 @@ class FinetuneWidget(QWidget):
             return None
         reg = Registry(self.project_edit.text())
         out = reg.new_version_path()
+        self.base_model: Path = Path(info["base"])
         args = ["-m", "lesionseg_training", "finetune", "--project", self.project_edit.text(),
                 "--model", str(info["base"]), "--out", str(out), "--events", "jsonl",
                 "--minutes", f"{self.minutes.value():.2f}", *self.extra_args]
@@ -218,6 +225,44 @@ class FinetuneWidget(QWidget):
         self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
         self.promote_button.setEnabled(True)
         self.discard_button.setEnabled(True)
+        self.compare_button.setEnabled(True)
+
+    # ---- side by side ------------------------------------------------------------------------
+    def compare(self) -> Any:
+        """Segment the selected photo with the old and the new model (in a worker thread) and
+        show them side by side: old on the photo, new on a copy placed to its right."""
+        from napari.layers import Image
+        from napari.qt.threading import create_worker
+
+        if self.new_version is None:
+            return None
+        active = self.viewer.layers.selection.active
+        photos = [ly for ly in self.viewer.layers if isinstance(ly, Image) and ly.rgb]
+        layer = active if isinstance(active, Image) and active.rgb else (photos[0] if photos else None)
+        if layer is None:
+            self._error("open a photograph to compare the models on")
+            return None
+        worker = create_worker(_compare_job, self.base_model, self.new_version, layer.data, _start_thread=False)
+        worker.returned.connect(lambda res, ly=layer: self._show_comparison(ly, *res))
+        worker.errored.connect(lambda err: self._error(f"comparison failed: {err}"))
+        self.compare_button.setEnabled(False)
+        worker.finished.connect(lambda: self.compare_button.setEnabled(True))
+        self.status.setText(f"segmenting {layer.name} with the old and the new model...")
+        worker.start()
+        return worker
+
+    def _show_comparison(self, layer: Any, old: Any, new: Any) -> None:
+        shift = (0.0, float(layer.data.shape[1] * layer.scale[-1]) * 1.03)
+        translate = tuple(np.add(layer.translate[-2:], shift))
+        name = layer.name
+        self.viewer.add_labels(old.mask, name=f"{name} old model ({old.model_version})", opacity=0.6,
+                               scale=layer.scale[-2:], translate=layer.translate[-2:])
+        self.viewer.add_image(layer.data, name=f"{name} (copy for the new model)", rgb=True,
+                              scale=layer.scale, translate=translate)
+        self.viewer.add_labels(new.mask, name=f"{name} new model ({new.model_version})", opacity=0.6,
+                               scale=layer.scale[-2:], translate=translate)
+        self.viewer.reset_view()
+        self.status.setText(f"left: old model, {len(old.lesions)} lesion(s); right: new model, {len(new.lesions)} lesion(s)")
 
     # ---- decisions ---------------------------------------------------------------------------
     def promote(self) -> Path | None:
@@ -248,3 +293,17 @@ class FinetuneWidget(QWidget):
 
         self.status.setText(message)
         show_error(message)
+
+
+def _compare_job(old_dir: Path, new_dir: Path, data: Any) -> Any:
+    """Worker body: both models' predictions for one photo (yields progress)."""
+    from ..core.inference import predict
+    from ..core.model_folder import load_model_folder
+    from ._arrays import as_rgb_uint8
+
+    rgb = as_rgb_uint8(data)
+    results = []
+    for folder in (old_dir, new_dir):
+        pred = yield from predict(load_model_folder(folder), rgb)
+        results.append(pred)
+    return tuple(results)

@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QL
                             QPushButton, QSlider, QVBoxLayout, QWidget)
 
 from ..core.bundled import default_model_dir
+from ._arrays import as_rgb_uint8
 from ..core.errors import LesionsegInputError
 from ..core.inference import Prediction, Progress, predict
 from ..core.lesions import threshold_mask
@@ -178,7 +179,7 @@ class SegmentWidget(QWidget):
         layer = self.viewer.layers[name]
         try:
             model = self.model()
-            rgb = _as_rgb_uint8(layer.data)
+            rgb = as_rgb_uint8(layer.data)
         except (LesionsegInputError, ValueError) as err:
             self._error(str(err))
             return None
@@ -319,7 +320,7 @@ class SegmentWidget(QWidget):
             return []
         pred = self.results.get(name)
         files = export_image(Path(self.project_edit.text()) / "exports", name,
-                             _as_rgb_uint8(self.viewer.layers[name].data),
+                             as_rgb_uint8(self.viewer.layers[name].data),
                              labels_to_label_map(self.viewer.layers[lname].data),
                              pred.probability if pred else None, pred.fuzzy if pred else None)
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
@@ -330,16 +331,3 @@ class SegmentWidget(QWidget):
 
         self.status.setText(message)
         show_error(message)
-
-
-def _as_rgb_uint8(data: Any) -> np.ndarray:
-    arr = np.asarray(data)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ValueError(f"expected a 2-D RGB photograph, got an array of shape {arr.shape}")
-    arr = arr[..., :3]
-    if arr.dtype != np.uint8:
-        hi = float(arr.max()) if arr.size else 1.0
-        arr = np.clip(arr.astype(np.float32) / (hi if hi > 1.0 else 1.0) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)
