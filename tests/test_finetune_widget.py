@@ -72,6 +72,11 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     assert any(n.startswith("IDRiD_16 old model") for n in names)
     right = next(ly for ly in widget.viewer.layers if ly.name.startswith("IDRiD_16 new model"))
     assert right.translate[-1] > 2144 and worker is not None
+    # any version can be made active again
+    widget.versions.setCurrentText("tiny")
+    assert widget.make_active().name == "tiny"
+    widget.versions.setCurrentText("default (shipped)")
+    assert widget.make_active().name == "default" and reg.active().name == "default"
 
 
 def test_discard_keeps_a_copy(qtbot, widget, project: Path) -> None:

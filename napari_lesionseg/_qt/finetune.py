@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
-from qtpy.QtWidgets import (QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
                             QVBoxLayout, QWidget)
 
 import numpy as np
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import napari
 
 SCORE_KEYS = ("aupr", "dice_ds", "recall_ds", "precision_ds")
+DEFAULT_VERSION = "default (shipped)"
 
 
 class FinetuneWidget(QWidget):
@@ -67,6 +68,9 @@ class FinetuneWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.scores = QLabel("")
+        self.versions = QComboBox()
+        self.activate_button = QPushButton("Make active")
+        self.activate_button.clicked.connect(self.make_active)
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -96,6 +100,10 @@ class FinetuneWidget(QWidget):
         lay.addWidget(self.scores)
         lay.addWidget(self.compare_button)
         lay.addLayout(decide)
+        versions = QHBoxLayout()
+        versions.addWidget(self.versions, 1)
+        versions.addWidget(self.activate_button)
+        lay.addLayout(versions)
         lay.addStretch(1)
 
     # ---- preflight -------------------------------------------------------------------------
@@ -112,7 +120,11 @@ class FinetuneWidget(QWidget):
             return {}
         proj = Project(self.project_edit.text())
         pairs = proj.corrected_pairs()
-        base = Registry(proj.root).active()
+        reg = Registry(proj.root)
+        base = reg.active()
+        self.versions.clear()
+        self.versions.addItems([DEFAULT_VERSION, *reg.versions()])
+        self.versions.setCurrentText(base.name if base.parent == reg.dir else DEFAULT_VERSION)
         n_val = max(1, len(pairs) // 4) if len(pairs) >= 3 else len(pairs)
         minutes = self.minutes.value()
         text = (f"{len(pairs)} corrected image(s); base model: {base.name}; about {minutes:.1f} min of training "
@@ -265,10 +277,23 @@ class FinetuneWidget(QWidget):
         self.status.setText(f"left: old model, {len(old.lesions)} lesion(s); right: new model, {len(new.lesions)} lesion(s)")
 
     # ---- decisions ---------------------------------------------------------------------------
+    def make_active(self) -> Path:
+        """Make the version chosen in the list the project's active model (any version, any time)."""
+        reg = Registry(self.project_edit.text())
+        choice = self.versions.currentText()
+        if choice == DEFAULT_VERSION:
+            reg.use_default()
+        else:
+            reg.promote(choice)
+        self.status.setText(f"active model: {reg.active().name}")
+        self.preflight()
+        return reg.active()
+
     def promote(self) -> Path | None:
         if self.new_version is None:
             return None
         path = Registry(self.project_edit.text()).promote(self.new_version.name)
+        self.preflight()
         self.status.setText(f"{path.name} is now the active model of this project")
         self.promote_button.setEnabled(False)
         self.discard_button.setEnabled(False)
