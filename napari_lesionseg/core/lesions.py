@@ -51,6 +51,38 @@ def threshold_mask(prob: NDArray[np.float32], threshold: float, min_area: int,
     return m.astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class ComponentStats:
+    """Per-component sums for components ``1..n`` of a label image (index 0 unused)."""
+
+    area: NDArray[np.float64]
+    prob_sum: NDArray[np.float64]
+    prob_max: NDArray[np.float64]
+    weight_sum: NDArray[np.float64]
+    cy: NDArray[np.float64]
+    cx: NDArray[np.float64]
+    boxes: list
+
+
+def component_stats(comp: NDArray[np.int32], n: int, prob: NDArray, weight: NDArray | None = None,
+                    with_max: bool = False) -> ComponentStats:
+    """Area, probability sum (and max), ``weight`` sum, centroid sums and bounding boxes of the
+    components of ``comp``, computed over component pixels only (a tiny fraction of a photo)."""
+    idx = np.flatnonzero(comp.ravel())
+    ids = comp.ravel()[idx]
+    p = prob.ravel()[idx].astype(np.float64)
+    count = lambda w=None: np.bincount(ids, weights=w, minlength=n + 1).astype(np.float64)  # noqa: E731
+    pmax = np.zeros(n + 1)
+    if with_max:
+        np.maximum.at(pmax, ids, p)
+    yy, xx = np.divmod(idx, comp.shape[1])
+    return ComponentStats(
+        area=count(), prob_sum=count(p), prob_max=pmax,
+        weight_sum=count(np.asarray(weight).ravel()[idx].astype(np.float64)) if weight is not None else np.zeros(n + 1),
+        cy=count(yy.astype(np.float64)), cx=count(xx.astype(np.float64)), boxes=ndimage.find_objects(comp, n),
+    )
+
+
 def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32] | None = None,
                  mm_per_px: float | None = None) -> tuple[list[Lesion], NDArray[np.int32]]:
     """Label the mask's 8-connected components and describe each.
@@ -62,28 +94,18 @@ def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.flo
     lab = lab.astype(np.int32)
     if n == 0:
         return [], lab
-    # statistics over lesion pixels only (a tiny fraction of a 12 Mpx photo)
-    idx = np.flatnonzero(lab.ravel())
-    ids = lab.ravel()[idx]
-    p = prob.ravel()[idx].astype(np.float64)
-    area = np.bincount(ids, minlength=n + 1).astype(np.float64)
-    psum = np.bincount(ids, weights=p, minlength=n + 1)
-    pmax = np.zeros(n + 1)
-    np.maximum.at(pmax, ids, p)
-    fz = (np.bincount(ids, weights=(fuzzy.ravel()[idx] > FUZZY_CUTOFF).astype(np.float64), minlength=n + 1)
-          if fuzzy is not None else np.zeros(n + 1))
-    yy, xx = np.divmod(idx, lab.shape[1])
-    cy = np.bincount(ids, weights=yy.astype(np.float64), minlength=n + 1)
-    cx = np.bincount(ids, weights=xx.astype(np.float64), minlength=n + 1)
-    boxes = ndimage.find_objects(lab)
+    fz = None if fuzzy is None else (fuzzy > FUZZY_CUTOFF)
+    st = component_stats(lab, n, prob, fz, with_max=True)
+    area, boxes = st.area, st.boxes
     out = []
     for i in range(1, n + 1):
         sl = boxes[i - 1]
         a = int(area[i])
         out.append(Lesion(
             id=i, area_px=a, area_mm2=None if mm_per_px is None else a * mm_per_px**2,
-            centroid_y=float(cy[i] / a), centroid_x=float(cx[i] / a),
+            centroid_y=float(st.cy[i] / a), centroid_x=float(st.cx[i] / a),
             y0=sl[0].start, x0=sl[1].start, y1=sl[0].stop, x1=sl[1].stop,
-            mean_prob=float(psum[i] / a), max_prob=float(pmax[i]), fuzzy_fraction=float(fz[i] / a),
+            mean_prob=float(st.prob_sum[i] / a), max_prob=float(st.prob_max[i]),
+            fuzzy_fraction=float(st.weight_sum[i] / a),
         ))
     return out, lab

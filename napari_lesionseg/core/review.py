@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from .lesions import FUZZY_CUTOFF
+from .lesions import FUZZY_CUTOFF, component_stats
 
 
 @dataclass(frozen=True)
@@ -41,24 +41,16 @@ def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: N
              min_area: int) -> list[Region]:
     if n == 0:
         return []
-    idx = np.flatnonzero(comp.ravel())
-    ids = comp.ravel()[idx]
-    area = np.bincount(ids, minlength=n + 1)
-    psum = np.bincount(ids, weights=prob.ravel()[idx].astype(np.float64), minlength=n + 1)
-    fsum = np.bincount(ids, weights=fuzzy.ravel()[idx].astype(np.float64), minlength=n + 1)
-    yy, xx = np.divmod(idx, comp.shape[1])
-    cy = np.bincount(ids, weights=yy.astype(np.float64), minlength=n + 1)
-    cx = np.bincount(ids, weights=xx.astype(np.float64), minlength=n + 1)
-    boxes = ndimage.find_objects(comp)
+    st = component_stats(comp, n, prob, fuzzy)
     out = []
     for i in range(1, n + 1):
-        a = int(area[i])
-        if a < min_area or boxes[i - 1] is None:
+        a = int(st.area[i])
+        sl = st.boxes[i - 1]
+        if a < min_area or sl is None:
             continue
-        sl = boxes[i - 1]
-        out.append(Region(kind, i, a, (float(cy[i] / a), float(cx[i] / a)),
+        out.append(Region(kind, i, a, (float(st.cy[i] / a), float(st.cx[i] / a)),
                           (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop),
-                          float(psum[i] / a), float(fsum[i] / a)))
+                          float(st.prob_sum[i] / a), float(st.weight_sum[i] / a)))
     return out
 
 

@@ -1,0 +1,57 @@
+"""Benchmark: one-click fine-tuning on 5 corrected full IDRiD photos, end to end, as the
+plugin runs it (``python -m lesionseg_training finetune --events jsonl`` in a subprocess),
+from the shipped default model to a new model folder. The corrections are the photos' own
+ground-truth masks. Prints a table and writes results/finetune_speed.json.
+
+    python benchmarks/finetune_speed.py [--minutes 1.0] [--ids IDRiD_01,IDRiD_02,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=1.0, help="training budget inside the fine-tune")
+    ap.add_argument("--ids", default="IDRiD_01,IDRiD_02,IDRiD_03,IDRiD_05,IDRiD_06")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "images").mkdir()
+    (tmp / "masks").mkdir()
+    for i in args.ids.split(","):
+        os.symlink(DATA / "images" / f"{i}.jpg", tmp / "images" / f"{i}.jpg")
+        os.symlink(DATA / "masks_HE" / f"{i}_HE.tif", tmp / "masks" / f"{i}_HE.tif")
+    cmd = [sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(tmp / "images"), "--masks",
+           str(tmp / "masks"), "--out", str(tmp / "new"), "--minutes", str(args.minutes), "--events", "jsonl"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    total = time.perf_counter() - t0
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    steps = [e for e in events if e["event"] == "step"]
+    fin = events[-1]
+    train_s = steps[-1]["elapsed"] if steps else float("nan")
+    row = {"photos": len(args.ids.split(",")), "budget_min": args.minutes, "total_s": round(total, 1),
+           "train_s": train_s, "steps": len(steps), "s_per_step": round(train_s / max(len(steps), 1), 2),
+           "crops_per_s": round(len(steps) * 4 / max(train_s, 1e-9), 2),
+           "old_dice": fin.get("old_dice_ds"), "new_dice": fin.get("new_dice_ds"),
+           "old_aupr": fin.get("old_aupr"), "new_aupr": fin.get("new_aupr")}
+    print(f"{'photos':>6s} {'total s':>8s} {'train s':>8s} {'steps':>6s} {'s/step':>7s} {'crops/s':>8s}  old->new Dice (held out)")
+    print(f"{row['photos']:6d} {row['total_s']:8.1f} {row['train_s']:8.1f} {row['steps']:6d} {row['s_per_step']:7.2f} "
+          f"{row['crops_per_s']:8.2f}  {row['old_dice']:.3f} -> {row['new_dice']:.3f}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "finetune_speed.json").write_text(json.dumps({**row, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
