@@ -58,6 +58,7 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     kinds = [e["event"] for e in widget.events]
     assert "plan" in kinds and "baseline" in kinds and kinds.count("step") >= 3 and kinds[-1] == "finished"
     assert widget.ax.lines and len(widget.ax.lines[0].get_xdata()) >= 3  # the live plot
+    assert "eval" in kinds  # validation during training, not only at the end
     assert "old -> new" in widget.scores.text() and widget.promote_button.isEnabled()
     reg = Registry(project)
     new = widget.new_version.name

@@ -89,6 +89,8 @@ def test_paint_and_save_correction(qtbot, segment, tmp_path: Path) -> None:
     files = widget.export()
     assert sorted(f.name for f in files) == ["IDRiD_16_lesions.csv", "IDRiD_16_mask.png", "IDRiD_16_overlay.png"]
     np.testing.assert_array_equal(read_mask(files[0]), stored)
+    everything = widget.export_project()
+    assert (tmp_path / "proj" / "exports" / "lesions.csv") in everything
 
 
 def test_cancel_stops_without_adding_layers(qtbot, segment) -> None:

@@ -87,7 +87,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
                       weights_sha256=None),
         data=DataConfig(batch_size=budget.batch_size, crop_size=256),
         optim=OptimConfig(lr=budget.lr, warmup_steps=min(20, steps // 5)),
-        run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=max(1, steps), log_every=1,
+        run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=max(1, steps // 4), log_every=1,
                       threads=threads, freeze_encoder=budget.freeze_encoder),
     )
     run_dir = out.with_name(out.name + ".run")

@@ -190,19 +190,29 @@ class FinetuneWidget(QWidget):
             self.status.setText(f"training on {len(ev['train'])} image(s); {ev['validation']}")
         elif kind == "baseline":
             self.status.setText("old model scored; training...")
-        elif kind == "step":
-            steps = [e["step"] for e in self.events if e.get("event") == "step"]
-            losses = [e["loss"] for e in self.events if e.get("event") == "step"]
-            self.ax.clear()
-            self.ax.plot(steps, losses, color="tab:red", lw=1)
-            self.ax.set_xlabel("step", fontsize=8)
-            self.ax.set_ylabel("training loss", fontsize=8)
-            self.ax.tick_params(labelsize=7)
-            self.canvas.draw_idle()
-        elif kind == "eval":
-            self.status.setText(f"step {ev['step']}: validation Dice {ev['val_dice']:.3f}, AUPR {ev['val_aupr']:.3f}")
+        elif kind in ("step", "eval"):
+            self._plot()
+            if kind == "eval":
+                self.status.setText(f"step {ev['step']}: validation Dice {ev['val_dice']:.3f}, AUPR {ev['val_aupr']:.3f}")
         elif kind == "finished":
             self.new_version = Path(ev["model"])
+
+    def _plot(self) -> None:
+        """Training loss (red) and validation Dice (blue, right axis) against the step."""
+        steps = [e for e in self.events if e.get("event") == "step"]
+        evals = [e for e in self.events if e.get("event") == "eval"]
+        self.figure.clear()
+        self.ax = self.figure.add_subplot(1, 1, 1)
+        self.ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], color="tab:red", lw=1)
+        self.ax.set_xlabel("step", fontsize=8)
+        self.ax.set_ylabel("training loss", fontsize=8, color="tab:red")
+        self.ax.tick_params(labelsize=7)
+        if evals:
+            ax2 = self.ax.twinx()
+            ax2.plot([e["step"] for e in evals], [e["val_dice"] for e in evals], "o-", color="tab:blue", ms=3)
+            ax2.set_ylabel("validation Dice", fontsize=8, color="tab:blue")
+            ax2.tick_params(labelsize=7)
+        self.canvas.draw_idle()
 
     def cancel(self) -> None:
         """End the subprocess: terminate, then kill if it has not gone in 3 s."""

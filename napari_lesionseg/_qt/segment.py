@@ -74,6 +74,8 @@ class SegmentWidget(QWidget):
         self.save_button.clicked.connect(self.save_correction)
         self.export_button = QPushButton("Export (mask, CSV, overlay)")
         self.export_button.clicked.connect(self.export)
+        self.export_project_button = QPushButton("Export whole project")
+        self.export_project_button.clicked.connect(self.export_project)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -97,6 +99,7 @@ class SegmentWidget(QWidget):
         lay.addLayout(proj)
         lay.addWidget(self.save_button)
         lay.addWidget(self.export_button)
+        lay.addWidget(self.export_project_button)
         lay.addWidget(self.status)
         lay.addStretch(1)
 
@@ -324,6 +327,22 @@ class SegmentWidget(QWidget):
                              labels_to_label_map(self.viewer.layers[lname].data),
                              pred.probability if pred else None, pred.fuzzy if pred else None)
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
+        return files
+
+    def export_project(self) -> list[Path]:
+        """Export the latest correction of every image in the project to <project>/exports/."""
+        from ..core.export import export_project
+
+        if not self.project_edit.text():
+            self._error("choose a project folder first")
+            return []
+        proj = Project(self.project_edit.text())
+        try:
+            files = export_project(proj, proj.root / "exports")
+        except (LesionsegInputError, OSError) as err:
+            self._error(str(err))
+            return []
+        self.status.setText(f"exported {len(proj.corrected_pairs())} corrected image(s) to {proj.root / 'exports'}")
         return files
 
     def _error(self, message: str) -> None:
