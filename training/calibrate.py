@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 from scipy.optimize import minimize
 
+from napari_lesionseg.core.inference import apply_calibration
 from napari_lesionseg.core.metrics import PooledPR
 from napari_lesionseg.core.model_config import ModelConfig
 
@@ -51,7 +52,8 @@ def platt_knots(a: float, b: float, n: int = 513) -> list[list[float]]:
 
 
 def apply_knots(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
-    return np.interp(p, knots[0], knots[1])
+    """The mapping inference applies (``core.inference.apply_calibration``)."""
+    return apply_calibration(p, knots)
 
 
 def calibrate(net, config: ModelConfig, items: list[Prepared]) -> tuple[ModelConfig, dict[str, float]]:

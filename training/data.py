@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_lesionseg.core.errors import LesionsegInputError
-from napari_lesionseg.core.image_io import IMAGE_SUFFIXES, read_image, read_mask
+from napari_lesionseg.core.image_io import read_image, read_mask
 from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
@@ -190,7 +190,3 @@ def augment(x: NDArray[np.float32], y: NDArray[np.uint8], cfg: AugmentConfig,
     if extra is not None:
         return x.astype(np.float32), y, e
     return x.astype(np.float32), y
-
-
-def image_ids(folder: Path) -> list[str]:
-    return [f.stem for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
