@@ -140,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LesionsegInputError, ConfigError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as err:  # noqa: BLE001 - training divergence is a user-facing outcome, not a crash
+        if type(err).__name__ != "TrainingDiverged":
+            raise
+        print(f"error: training diverged ({err}) before any model was saved; lower the learning rate "
+              "or check the data; no model was changed", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -110,3 +110,19 @@ def test_cancel_and_failure_leave_the_active_model(qtbot, widget, project: Path)
         pass
     assert "fine-tuning failed" in widget.status.text() and "sha256" in widget.status.text()
     assert Registry(project).active().name == "tiny" and widget.start_button.isEnabled()
+
+
+def test_killed_training_process_is_reported(qtbot, widget, project: Path) -> None:
+    """The out-of-memory killer's SIGKILL, simulated: napari keeps running, nothing changes."""
+    import os
+    import signal
+
+    widget.extra_args = ["--steps", "500"]
+    proc = widget.start()
+    qtbot.waitUntil(lambda: any(e.get("event") == "step" for e in widget.events), timeout=120_000)
+    os.kill(int(proc.processId()), signal.SIGKILL)
+    with qtbot.waitSignal(proc.finished, timeout=30_000):
+        pass
+    assert "killed or ran out of memory" in widget.status.text()
+    assert Registry(project).versions() == ["tiny"] and Registry(project).active().name == "tiny"
+    assert widget.start_button.isEnabled()

@@ -158,3 +158,49 @@ def test_platt_calibration_keeps_ranking_and_unties_the_top() -> None:
     order = np.argsort(p)
     assert (np.diff(q[order]) >= -1e-12).all()  # monotone: the ranking is kept
     assert (q >= 254.5 / 255).mean() < (p >= 254.5 / 255).mean()  # fewer ties at the top byte
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_model(tmp_path: Path, small_pairs: Path, monkeypatch) -> None:
+    import lesionseg_training.trainer as trainer
+    from lesionseg_training.trainer import train
+
+    real = trainer.supervised_loss
+    calls = {"n": 0}
+
+    def flaky(logits, target, cfg, weight=None):
+        calls["n"] += 1
+        loss, logs = real(logits, target, cfg, weight)
+        return (loss * float("nan") if calls["n"] >= 3 else loss), logs
+
+    monkeypatch.setattr(trainer, "supervised_loss", flaky)
+    cfg = load_config("tiny", [f'data.images="{small_pairs / "images"}"', f'data.masks="{small_pairs / "masks"}"',
+                               "run.steps=10", "run.eval_every=1"])
+    gen = train(cfg, tmp_path / "run")
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            kept = stop.value
+            break
+    err = [e for e in events if e["event"] == "error"]
+    assert err and "nan" in err[0]["message"] and "last good model is kept" in err[0]["message"]
+    assert load_model_folder(kept).metrics["step"] == 2
+
+
+def test_finetune_on_a_model_that_outputs_nan_fails_clearly(tmp_path: Path, small_pairs: Path) -> None:
+    from napari_lesionseg.core.model_folder import save_model_folder
+    from napari_lesionseg.core.models import build_model
+    from helpers import tiny_config
+
+    cfg = tiny_config()
+    net = build_model(cfg.network)
+    with torch.no_grad():
+        net.head.bias.fill_(float("nan"))
+    broken = save_model_folder(tmp_path / "broken", net, cfg)
+    imgs, masks = _three_pairs(tmp_path / "data", small_pairs)
+    r = subprocess.run([sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(imgs), "--masks",
+                        str(masks), "--model", str(broken), "--out", str(tmp_path / "v2"), "--steps", "2"],
+                       capture_output=True, text=True, timeout=300, env=ENV)
+    assert r.returncode == 2 and "NaN" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "v2").exists()

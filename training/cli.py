@@ -118,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     add_train_parser(sub)
     add_finetune_parser(sub)
     args = parser.parse_args(argv)
+    from .trainer import TrainingDiverged
+
     try:
         return int(args.func(args))
     except (LesionsegInputError, ConfigError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"error: training diverged ({err}) before any model was saved; lower the learning rate "
+              "or check the corrections; no model was changed", file=sys.stderr)
+        return 3

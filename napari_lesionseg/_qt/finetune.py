@@ -223,7 +223,7 @@ class FinetuneWidget(QWidget):
         proc.terminate()
         QTimer.singleShot(3000, lambda: proc.kill() if proc.state() != QProcess.NotRunning else None)
 
-    def _on_finished(self, code: int, _status: object) -> None:
+    def _on_finished(self, code: int, status: object) -> None:
         self._read_stdout()
         self._collect_stderr()
         self.start_button.setEnabled(True)
@@ -236,8 +236,10 @@ class FinetuneWidget(QWidget):
         if code != 0 or self.new_version is None:
             tail = self._stderr.decode(errors="replace").strip().splitlines()
             reason = next((ln for ln in reversed(tail) if ln.startswith("error:")), tail[-1] if tail else "")
-            if "MemoryError" in self._stderr.decode(errors="replace") or code in (-9, 137):
-                reason = "the training process ran out of memory or was killed; try a shorter budget"
+            crashed = status == QProcess.CrashExit or code in (-9, 137)
+            if "MemoryError" in self._stderr.decode(errors="replace") or crashed:
+                reason = ("the training process was killed or ran out of memory; close other programs or "
+                          "fine-tune on fewer images")
             self._error(f"fine-tuning failed (exit {code}): {reason}. The active model is unchanged.")
             return
         done = next(e for e in reversed(self.events) if e.get("event") == "finished")

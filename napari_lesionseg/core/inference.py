@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from .errors import LesionsegInputError
 from .fov import FieldOfView
 from .fuzzy import fuzzy_map
 from .lesions import Lesion, lesion_table, threshold_mask
@@ -152,6 +153,9 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
             else:
                 notes.append(f"{dev.type} ran out of memory even with {ts}-px tiles: finished on the CPU")
                 dev = torch.device("cpu")
+    if not bool(torch.isfinite(acc).all()):
+        raise LesionsegInputError(model.path, "the model produced NaN or infinite probabilities: its weights are "
+                                              "broken (choose another model version)")
     timings["network"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     prob_w = (acc / wacc).numpy() * disc
