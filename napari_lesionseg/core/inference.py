@@ -86,19 +86,26 @@ def _views(tta: str) -> list[tuple[int, ...]]:
 
 def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean probability and view disagreement (max - min) for one tile ``(C, h, w)``."""
+    """Mean probability and view disagreement (max - min) for one tile ``(C, h, w)``.
+
+    The TTA views run one after another (not as one batch), so peak memory is that of a
+    single view."""
     c, h, w = x.shape
     ph, pw = (-h) % stride, (-w) % stride
-    t = F.pad(x[None], (0, pw, 0, ph)).to(device).contiguous(memory_format=torch.channels_last)
+    t = F.pad(x[None], (0, pw, 0, ph)).to(device)
     views = _views(tta)
-    batch = torch.cat([t.flip(d) if d else t for d in views]).contiguous(memory_format=torch.channels_last)
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null()
-    with autocast:
-        logits = net(batch).logits.float()
-    probs = torch.sigmoid(logits)
-    probs = torch.stack([p.flip([a - 1 for a in d]) if d else p for p, d in zip(probs, views)])[:, 0, :h, :w]
-    mean = probs.mean(0).cpu()
-    dis = (probs.max(0).values - probs.min(0).values).cpu() if len(views) > 1 else None
+    total = lo = hi = None
+    for d in views:
+        v = (t.flip(d) if d else t).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null():
+            logits = net(v).logits.float()
+        p = torch.sigmoid(logits.flip(d) if d else logits)[0, 0, :h, :w]
+        total = p if total is None else total + p
+        lo = p if lo is None else torch.minimum(lo, p)
+        hi = p if hi is None else torch.maximum(hi, p)
+    assert total is not None and lo is not None and hi is not None
+    mean = (total / len(views)).cpu()
+    dis = (hi - lo).cpu() if len(views) > 1 else None
     return mean, dis
 
 
