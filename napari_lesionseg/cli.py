@@ -131,6 +131,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from .core.configs import ConfigError
+    from lesionseg_training.trainer import TrainingDiverged
+
     from .core.errors import LesionsegInputError
 
     parser = build_parser()
@@ -140,9 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LesionsegInputError, ConfigError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    except Exception as err:  # noqa: BLE001 - training divergence is a user-facing outcome, not a crash
-        if type(err).__name__ != "TrainingDiverged":
-            raise
+    except TrainingDiverged as err:
         print(f"error: training diverged ({err}) before any model was saved; lower the learning rate "
               "or check the data; no model was changed", file=sys.stderr)
         return 3

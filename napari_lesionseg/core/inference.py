@@ -8,6 +8,7 @@ cancelling stops at the next yield), tests (iterate directly; ``run_to_end`` hel
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Generator
@@ -97,7 +98,7 @@ def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str,
     total = lo = hi = None
     for d in views:
         v = (t.flip(d) if d else t).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else _null():
+        with torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext():
             logits = net(v).logits.float()
         p = torch.sigmoid(logits.flip(d) if d else logits)[0, 0, :h, :w]
         total = p if total is None else total + p
@@ -107,14 +108,6 @@ def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str,
     mean = (total / len(views)).cpu()
     dis = (hi - lo).cpu() if len(views) > 1 else None
     return mean, dis
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: object) -> None:
-        return None
 
 
 def apply_calibration(prob: NDArray[np.float32], knots: list[list[float]] | None) -> NDArray[np.float32]:
