@@ -7,7 +7,7 @@ same wall-clock budget on this machine; the best checkpoint's validation AUPR an
 working-grid images, ARCHITECTURE's validation) are tabulated. Prints a table and writes
 results/compare_presets.json.
 
-    python benchmarks/compare_presets.py --minutes 20 [--images ../shared/data/idrid/train] [--only dale,sgdc]
+    python benchmarks/compare_presets.py --minutes 20 [--images ../shared/data/idrid/train] [--cache DIR] [--only dale,sgdc]
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--images", default=str(DATA))
     ap.add_argument("--out", default=str(HERE / "results" / "compare_runs"))
+    ap.add_argument("--cache", default=None, help="folder for prepared working-grid arrays (reused between variants)")
     ap.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(VARIANTS))
     args = ap.parse_args()
     names = args.only.split(",") if args.only else list(VARIANTS)
@@ -52,6 +53,7 @@ def main() -> None:
     for name in names:
         cfg = load_config("default", [f'data.images="{args.images}"', f"run.minutes={args.minutes}",
                                       "run.steps=100000", "run.eval_every=250", f'model.name="cmp-{name}"',
+                                      *([f'data.cache_dir="{args.cache}"'] if args.cache else []),
                                       *HOST, *VARIANTS[name]])
         t0 = time.time()
         best = {"val_aupr": float("nan"), "val_dice": float("nan")}

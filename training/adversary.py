@@ -40,6 +40,13 @@ class Adversary:
         else:
             self.opt = torch.optim.Adam(self.net.parameters(), lr=o.lr, betas=tuple(o.betas))
 
+    def state_dict(self) -> dict:
+        return {"net": self.net.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.net.load_state_dict(d["net"])
+        self.opt.load_state_dict(d["opt"])
+
     # ---- losses --------------------------------------------------------------------------
     def _gan(self, logits: torch.Tensor, real: bool) -> torch.Tensor:
         loss = self.cfg.patchgan.loss

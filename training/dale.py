@@ -70,6 +70,22 @@ class Dale:
         self.warmup_end = max(1, int(np.ceil(cfg.warmup_frac * total_steps)))
         self.stable_end = self.warmup_end + int(np.ceil(cfg.stable_frac * total_steps))
 
+    # ---- checkpointing (tensors only, so ``torch.load(weights_only=True)`` reads it) -------------
+    def state_dict(self) -> dict:
+        st = self.state
+        return {"ae": [torch.from_numpy(a) for a in st.ae], "er": [torch.from_numpy(a) for a in st.er],
+                "fuzzy": [torch.from_numpy(a) for a in st.fuzzy], "omega": torch.from_numpy(st.omega),
+                "stable_mu": dict(st.stable_mu), "stable_sd": dict(st.stable_sd), "passes": st.passes}
+
+    def load_state_dict(self, d: dict) -> None:
+        if len(d["omega"]) != len(self.items):
+            raise ValueError(f"the saved DALE state is for {len(d['omega'])} training images, "
+                             f"this run has {len(self.items)}")
+        self.state = DaleState(ae=[t.numpy() for t in d["ae"]], er=[t.numpy() for t in d["er"]],
+                               fuzzy=[t.numpy() for t in d["fuzzy"]], omega=d["omega"].numpy().copy(),
+                               stable_mu=dict(d["stable_mu"]), stable_sd=dict(d["stable_sd"]),
+                               passes=int(d["passes"]))
+
     # ---- schedule --------------------------------------------------------------------------
     def phase(self, step: int) -> str:
         if step < self.warmup_end:

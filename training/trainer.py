@@ -144,6 +144,29 @@ def _save(folder: Path, net: nn.Module, cfg: TrainConfig, metrics: dict, lineage
     return save_model_folder(folder, net, model_cfg, metrics, lineage, overwrite=True)
 
 
+def _extras(adv: Adversary | None, dale: Dale | None, sampler: PatchSampler) -> dict:
+    """What a resumed run needs besides the network and its optimiser to continue exactly:
+    the adversary and its optimiser, DALE's histories, omega and stable statistics, and the
+    random streams (crops/augmentation, torch)."""
+    return {"adversary": adv.state_dict() if adv is not None else None,
+            "dale": dale.state_dict() if dale is not None else None,
+            "rng": {"sampler": sampler.rng.bit_generator.state, "torch": torch.get_rng_state()}}
+
+
+def _restore_extras(state: dict, adv: Adversary | None, dale: Dale | None, sampler: PatchSampler,
+                    ctx: DistContext) -> None:
+    if adv is not None and state.get("adversary") is not None:
+        adv.load_state_dict(state["adversary"])
+    if dale is not None and state.get("dale") is not None:
+        dale.load_state_dict(state["dale"])
+        if dale.state.passes:
+            sampler.fuzzy = dale.state.fuzzy
+    rng = state.get("rng")
+    if rng is not None and ctx.rank == 0:  # other ranks reseed from (seed, step, rank)
+        sampler.rng.bit_generator.state = rng["sampler"]
+        torch.set_rng_state(rng["torch"])
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           init_from: nn.Module | None = None, lineage: dict | None = None,
           pairs: tuple[list[Pair], list[Pair]] | None = None,
@@ -180,16 +203,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     adv = Adversary(cfg.adversary, cfg.model.network.in_channels) if cfg.adversary.type != "none" else None
     start, best, elapsed0 = 0, -1.0, 0.0
     state_file = run / "state.pt"
-    if resume and state_file.exists():
-        state = torch.load(state_file, weights_only=True)
+    state = torch.load(state_file, weights_only=True) if resume and state_file.exists() else None
+    if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         start, best = int(state["step"]), float(state["best"])
         elapsed0 = float(state.get("elapsed", 0.0))
-        yield {"event": "resumed", "step": start}
     sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank)
     stride = cfg.model.network.stride
     dale = Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps) if cfg.paradigm.type == "dale" else None
+    if state is not None:
+        _restore_extras(state, adv, dale, sampler, ctx)
+        yield {"event": "resumed", "step": start}
     lineage = {"data": {p.id: None for p in train_pairs}, **(lineage or {})}
     deadline = None if cfg.run.minutes is None else time.time() + 60 * cfg.run.minutes - elapsed0
     t_start = time.time()
@@ -237,7 +262,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                 best = score
                 _save(run / "best", net, cfg, meta, lineage, metrics["val_best_threshold"])
             torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
-                        "elapsed": time.time() - t_start + elapsed0},
+                        "elapsed": time.time() - t_start + elapsed0, **_extras(adv, dale, sampler)},
                        run / ".state.tmp")
             (run / ".state.tmp").replace(state_file)
         if out_of_time:
