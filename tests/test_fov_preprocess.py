@@ -83,3 +83,18 @@ def test_network_input_is_standardised_inside_disc(sample_rgb: np.ndarray) -> No
     assert np.all(x[:, ~disc] == 0)
     x3 = network_input(to_work(sample_rgb, geom), disc, None)
     assert x3.shape[0] == 3
+
+
+@pytest.mark.parametrize("sigma", [1.5, 4.0, 24.0])
+def test_fft_blur_equals_scipy_gaussian_filter(sigma: float) -> None:
+    from scipy import ndimage
+
+    from napari_lesionseg.core.preprocess import blur_zero_padded
+
+    rng = np.random.default_rng(3)
+    planes = rng.random((2, 97, 140)).astype(np.float32)
+    planes[1] = planes[1] > 0.5
+    got = blur_zero_padded(planes, sigma)
+    for a, b in zip(planes, got):
+        ref = ndimage.gaussian_filter(a, sigma, mode="constant", truncate=3.0)
+        np.testing.assert_allclose(b, ref, atol=1e-5)

@@ -182,3 +182,18 @@ def test_write_label_lossless_only(tmp_path: Path) -> None:
         write_label(tmp_path / "l.jpg", lab)
     assert not (tmp_path / "l.jpg").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.png", "l.tif"]  # no temp files left
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (37, 53), (40, 31, 3)])
+def test_encode_png_roundtrips_through_pillow(shape: tuple[int, ...]) -> None:
+    import io
+
+    from PIL import Image
+
+    from napari_lesionseg.core.image_io import encode_png
+
+    a = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    back = np.asarray(Image.open(io.BytesIO(encode_png(a))))
+    assert back.dtype == np.uint8 and back.shape == a.shape and np.array_equal(back, a)
+    with pytest.raises(ValueError, match="uint8"):
+        encode_png(a.astype(np.uint16))

@@ -159,3 +159,35 @@ def test_out_of_memory_retries_smaller_tiles_then_falls_back_to_cpu(monkeypatch,
     pred = run_to_end(predict(model, small_rgb, device=torch.device("cuda")))
     assert pred.notes[-1] == "cuda ran out of memory even with 128-px tiles: finished on the CPU"
     assert seen[-1][0] == "cpu"
+
+
+def test_batchnorm_folding_keeps_results_and_follows_weight_changes() -> None:
+    import torch
+
+    from napari_lesionseg.core.inference import inference_net
+    from napari_lesionseg.core.models import build_model
+    from napari_lesionseg.core.models.fuse import fold_batchnorm
+
+    cfg = tiny_config()
+    net = build_model(cfg.network)
+    net.train()
+    with torch.no_grad():  # give BatchNorm non-trivial statistics and affine parameters
+        for _ in range(3):
+            net(torch.randn(2, cfg.network.in_channels, 32, 32) * 3 + 1)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-1, 1)
+    net.eval()
+    fused, n = fold_batchnorm(net)
+    assert n > 0 and not any(isinstance(m, torch.nn.BatchNorm2d) and not isinstance(m, torch.nn.Identity)
+                             for m in fused.modules())
+    x = torch.randn(1, cfg.network.in_channels, 48, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x).logits, net(x).logits, atol=1e-4, rtol=1e-4)
+        first = inference_net(net)
+        assert inference_net(net) is first  # cached
+        next(net.parameters()).mul_(0.5)  # weights changed in place (as training does)
+        second = inference_net(net)
+        assert second is not first
+        torch.testing.assert_close(second(x).logits, net(x).logits, atol=1e-4, rtol=1e-4)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -266,11 +268,26 @@ def _check_lossless(path: Path) -> None:
         raise LesionsegInputError(path, f"unsupported label format {path.suffix!r} (use .png or .tif)")
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
 def encode_png(arr: NDArray[np.uint8]) -> bytes:
-    """Encode a ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)`` array as PNG bytes."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """Encode a ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)`` array as an 8-bit PNG.
+
+    Written directly (filter "none", zlib level 1): about 3x faster than Pillow's encoder on
+    a full-size probability map for files ~25 % larger, and ``zlib`` releases the GIL, so
+    several maps encode in parallel threads."""
+    a = np.asarray(arr)
+    if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"encode_png takes uint8 (H, W) or (H, W, 3), got {a.dtype} {a.shape}")
+    h, w = a.shape[:2]
+    ch = 1 if a.ndim == 2 else 3
+    raw = np.zeros((h, 1 + w * ch), np.uint8)  # a leading 0 on every row: filter type "none"
+    raw[:, 1:] = a.reshape(h, w * ch)
+    header = struct.pack(">IIBBBBB", w, h, 8, 0 if ch == 1 else 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(raw.data, 1)) + _png_chunk(b"IEND", b""))
 
 
 def write_label(path: str | os.PathLike[str], label: NDArray) -> None:

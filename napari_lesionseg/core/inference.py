@@ -9,8 +9,10 @@ cancelling stops at the next yield), tests (iterate directly; ``run_to_end`` hel
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
+import weakref
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -26,6 +28,7 @@ from .fuzzy import fuzzy_map
 from .lesions import Lesion, lesion_table, threshold_mask
 from .model_config import InferenceConfig
 from .model_folder import LoadedModel
+from .models.fuse import fold_batchnorm
 from .preprocess import Geometry, from_work, prepare
 from .runtime import tune_allocator
 
@@ -182,8 +185,23 @@ def is_out_of_memory(err: BaseException) -> bool:
     return (bool(oom) and isinstance(err, oom)) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
 
 
+_FUSED: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], torch.nn.Module]] = (
+    weakref.WeakKeyDictionary())
+
+
+def inference_net(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` with its BatchNorms folded into the convolutions (a cached copy; rebuilt when
+    any parameter or buffer of ``net`` has changed in place since, e.g. by training)."""
+    key = tuple(t._version for t in itertools.chain(net.parameters(), net.buffers()))
+    hit = _FUSED.get(net)
+    if hit is None or hit[0] != key:
+        hit = (key, fold_batchnorm(net)[0])
+        _FUSED[net] = hit
+    return hit[1]
+
+
 def _place(net: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
-    return net.to(dev, memory_format=torch.channels_last).eval()
+    return inference_net(net).to(dev, memory_format=torch.channels_last).eval()
 
 
 def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float, stride: int, tta: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,10 @@ def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:
         out_dir / f"{stem}_prob.png": to_uint8(pred.probability),
         out_dir / f"{stem}_fuzzy.png": to_uint8(pred.fuzzy),
     }
-    for path, arr in files.items():
-        atomic_write_bytes(path, encode_png(arr))
+    with ThreadPoolExecutor(len(files)) as pool:  # zlib releases the GIL: the three encode in parallel
+        encoded = list(pool.map(encode_png, files.values()))
+    for path, data in zip(files, encoded):
+        atomic_write_bytes(path, data)
     return list(files)
 
 
