@@ -90,8 +90,7 @@ def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.flo
     Returns ``(lesions, labels)``: ``labels`` is ``int32 (H, W)`` with 0 = background and
     lesion ``i`` painted ``i`` (ids from 1, in raster order).
     """
-    lab, n = ndimage.label(np.asarray(mask) == 1, structure=np.ones((3, 3), bool))
-    lab = lab.astype(np.int32)
+    lab, n = ndimage.label(np.asarray(mask) == 1, structure=np.ones((3, 3), bool), output=np.int32)
     if n == 0:
         return [], lab
     fz = None if fuzzy is None else (fuzzy > FUZZY_CUTOFF)

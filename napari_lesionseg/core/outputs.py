@@ -16,9 +16,17 @@ from .inference import Prediction
 from .lesions import LESION_COLUMNS
 
 
-def to_uint8(p: np.ndarray) -> np.ndarray:
-    """Map [0, 1] floats to 0..255 with ``round(255 p)``."""
-    return np.clip(np.rint(np.asarray(p, np.float32) * 255.0), 0, 255).astype(np.uint8)
+def to_uint8(p: np.ndarray, rows: int = 512) -> np.ndarray:
+    """Map [0, 1] floats to 0..255 with ``round(255 p)``, ``rows`` rows at a time (so a
+    100-megapixel map needs no full-size float temporaries)."""
+    a = np.asarray(p)
+    out = np.empty(a.shape, np.uint8)
+    for r in range(0, max(a.shape[0], 1), rows):
+        blk = a[r:r + rows].astype(np.float32) * np.float32(255.0)
+        np.rint(blk, out=blk)
+        np.clip(blk, 0, 255, out=blk)
+        out[r:r + rows] = blk
+    return out
 
 
 def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:

@@ -16,11 +16,14 @@ _tuned = False
 
 
 def tune_allocator() -> bool:
-    """Keep large activations in the glibc heap instead of mmap/munmap on every pass.
+    """Keep activations (up to 256 MB each) in the glibc heap instead of mmap/munmap on every pass.
 
     glibc returns allocations over its mmap threshold to the kernel and page-faults them back
     on the next forward pass; raising the thresholds keeps them (measured 1.2-3x on CPU
-    inference). Works in-process (no LD_PRELOAD), so also inside napari. Returns True when
+    inference). Full-resolution maps of very large photos (a float map of a 100-megapixel
+    image is 400 MB) stay above the threshold and go back to the kernel when freed, and at most
+    512 MB of free heap is kept: with a 1 GB threshold a 10000x10000 photo peaked at 3.2 GB
+    instead of 2.6 GB. Works in-process (no LD_PRELOAD), so also inside napari. Returns True when
     applied; a no-op on non-glibc platforms.
     """
     global _tuned
@@ -34,8 +37,8 @@ def tune_allocator() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30))
-    ok &= bool(mallopt(_M_TRIM_THRESHOLD, 1 << 31 - 1))
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, 256 << 20))
+    ok &= bool(mallopt(_M_TRIM_THRESHOLD, 512 << 20))
     ok &= bool(mallopt(_M_TOP_PAD, 256 << 20))
     _tuned = ok
     return ok
