@@ -6,7 +6,8 @@ Each variant runs in its own process (the allocator setting is per process):
 - ``plain``: the same network on the same tiles the plain way (eager, NCHW, fp32, default
   allocator, no_grad), same preprocessing and writing.
 Prints a table (median, min, max over the runs; ratio; % of the CPU's fp32 peak for the
-network part; peak RSS) and writes JSON next to this script (results/predict_speed.json).
+network part; peak RSS) and writes JSON next to this script (results/predict_speed.json, or
+results/predict_speed_tta_<mode>.json for a TTA other than the model's).
 
     python benchmarks/predict_speed.py [--image PATH] [--runs 5] [--tta flips|hflip|none]
 """
@@ -111,6 +112,13 @@ def worker(variant: str, image: str, runs: int, tta: str, out_json: str) -> None
     }))
 
 
+def model_tta() -> str:
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    return load_model_folder(default_model_dir()).config.inference.tta
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", default=str(DEFAULT_IMAGE))
@@ -120,10 +128,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.tta is None:
-        from napari_lesionseg.core.bundled import default_model_dir
-        from napari_lesionseg.core.model_folder import load_model_folder
-
-        args.tta = load_model_folder(default_model_dir()).config.inference.tta
+        args.tta = model_tta()
     if args.worker:
         worker(args.worker, args.image, args.runs, args.tta, args.out)
         return
@@ -163,8 +168,9 @@ def main() -> None:
            "work_shape": res["tuned"]["work_shape"], "tiles": res["tuned"]["tiles"],
            "timings_last_tuned": res["tuned"]["timings_last"], "date": time.strftime("%Y-%m-%d %H:%M")}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "predict_speed.json").write_text(json.dumps(out, indent=2))
-    print(f"wrote {HERE / 'results' / 'predict_speed.json'}")
+    name = "predict_speed.json" if args.tta == model_tta() else f"predict_speed_tta_{args.tta}.json"
+    (HERE / "results" / name).write_text(json.dumps(out, indent=2))
+    print(f"wrote {HERE / 'results' / name}")
 
 
 if __name__ == "__main__":

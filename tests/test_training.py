@@ -204,3 +204,22 @@ def test_finetune_on_a_model_that_outputs_nan_fails_clearly(tmp_path: Path, smal
                        capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 2 and "NaN" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "v2").exists()
+
+
+def test_training_device_and_backend_follow_the_hardware(monkeypatch) -> None:
+    """No GPU here: the device logic is checked with ``torch.cuda.is_available`` stood in."""
+    from lesionseg_training.distributed import backend_for, init_from_env, train_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train_device("auto") == torch.device("cpu") and backend_for(torch.device("cpu")) == "gloo"
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        train_device("cuda")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_from_env("auto").device == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train_device("auto", local_rank=1) == torch.device("cuda:1")  # torchrun rank on its own GPU
+    assert train_device("cuda:0", local_rank=1) == torch.device("cuda:0")
+    assert train_device("cpu", local_rank=1) == torch.device("cpu")
+    assert backend_for(torch.device("cuda:1")) == "nccl"
+    with pytest.raises(ConfigError, match="run.device"):
+        load_config("tiny", ['run.device="tpu"'])

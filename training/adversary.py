@@ -25,7 +25,7 @@ class Adversary:
     """``d_loss`` / ``g_loss`` / ``after_d_step`` and a ``step_d`` that runs ``d_steps``
     optimiser steps on the discriminator (the generator gets no gradient there)."""
 
-    def __init__(self, cfg: AdversaryConfig, image_channels: int) -> None:
+    def __init__(self, cfg: AdversaryConfig, image_channels: int, device: torch.device | str = "cpu") -> None:
         self.cfg = cfg
         if cfg.type == "segan_critic":
             c = cfg.segan_critic
@@ -34,6 +34,7 @@ class Adversary:
             pg = cfg.patchgan
             cls = PatchGAN if cfg.type == "patchgan" else ImageGAN
             self.net = cls(image_channels + 1, pg.ndf, pg.n_layers, pg.spectral_norm)
+        self.net.to(device)
         o = cfg.optimizer
         if o.type == "rmsprop":
             self.opt: torch.optim.Optimizer = torch.optim.RMSprop(self.net.parameters(), lr=o.lr)

@@ -154,9 +154,13 @@ class RunConfig:
     seed: int = 0
     threads: int | None = None
     freeze_encoder: bool = False
+    device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
+    amp: bool = True  # bf16 autocast of the forward pass on CUDA GPUs that support it
 
     def __post_init__(self) -> None:
         require(1 <= self.steps <= 10_000_000, "run.steps", "out of range")
+        require(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), "run.device",
+                f"{self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
         require(self.eval_every >= 1 and self.log_every >= 1, "run", "eval_every/log_every must be >= 1")
 
 

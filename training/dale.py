@@ -188,6 +188,9 @@ class Dale:
         yt = F.interpolate(y_tilde[:, None], size=hw, mode="nearest")[:, 0]
         valid = F.interpolate((y != 255).float()[:, None], size=hw, mode="nearest")[:, 0]
         phi = phi.float()
+        for stats in (self.state.stable_mu, self.state.stable_sd):  # resumed state is loaded on the CPU
+            for c in stats:
+                stats[c] = stats[c].to(phi.device)
         terms = []
         for c in (0, 1):
             s_w = (1 - f) * (yl == c).float() * valid

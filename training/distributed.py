@@ -1,4 +1,5 @@
-"""DistributedDataParallel under ``torchrun``: gloo on CPU, NCCL on GPU; rank 0 alone writes.
+"""Where training runs, and DistributedDataParallel under ``torchrun``: gloo on CPU, NCCL on
+GPU (rank ``LOCAL_RANK`` takes ``cuda:LOCAL_RANK``); rank 0 alone writes.
 
 ``torchrun --nproc_per_node N -m lesionseg_training train ...`` sets ``WORLD_SIZE``/``RANK``;
 ``train_maybe_distributed`` then joins the process group, and the trainer wraps the network in
@@ -16,13 +17,34 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from napari_lesionseg.core.configs import ConfigError
+
 from .config import TrainConfig
+
+
+def train_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: ``cuda:<local rank>`` when PyTorch sees a GPU, else the CPU (Apple MPS only
+    when asked for by name). A GPU asked for but not present is a clear error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"run.device {name!r} was asked for, but PyTorch sees no CUDA GPU")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("run.device 'mps' was asked for, but PyTorch sees no Apple GPU")
+    return torch.device(name)
+
+
+def backend_for(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 @dataclass(frozen=True)
 class DistContext:
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +58,7 @@ class DistContext:
         """True on every rank when ``flag`` is true on any rank (keeps ranks in lockstep)."""
         if not self.enabled:
             return flag
-        t = torch.tensor([1.0 if flag else 0.0])
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
@@ -61,21 +83,23 @@ class DistContext:
             dist.barrier()
 
 
-def init_from_env() -> DistContext:
+def init_from_env(device: str = "auto") -> DistContext:
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = train_device(device, int(os.environ.get("LOCAL_RANK", "0")))
     if world <= 1:
-        return DistContext()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
+        return DistContext(device=dev)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
-    return DistContext(dist.get_rank(), dist.get_world_size())
+        dist.init_process_group(backend=backend_for(dev))
+    return DistContext(dist.get_rank(), dist.get_world_size(), dev)
 
 
 def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False
                             ) -> Generator[dict[str, Any], None, Path]:
     from .trainer import train
 
-    ctx = init_from_env()
+    ctx = init_from_env(cfg.run.device)
     try:
         result = yield from train(cfg, run_dir, resume=resume, dist_ctx=ctx)
     finally:

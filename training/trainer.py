@@ -4,6 +4,7 @@ step or time budget is spent, validating every ``eval_every`` steps."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -25,7 +26,7 @@ from .config import OptimConfig, TrainConfig
 from napari_lesionseg.core.pairs import Pair
 
 from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
-from .distributed import DistContext
+from .distributed import DistContext, train_device
 from .events import EventLog
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
@@ -69,20 +70,29 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
     return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def _autocast(dev: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA GPUs with bf16 (no loss scaling needed); otherwise full fp32."""
+    if amp and dev.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
                    cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
                    fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0) -> dict[str, float]:
     """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
     the generator on supervised + SGDC edge + adversarial terms, then the dynamic gates."""
-    xt = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-    yt = torch.from_numpy(y)
-    out = net(xt)
+    dev = next(net.parameters()).device
+    xt = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    yt = torch.from_numpy(y).to(dev, non_blocking=True)
+    with _autocast(dev, cfg.run.amp):
+        out = net(xt)
     p = torch.sigmoid(out.logits.float())
     logs: dict[str, float] = {}
     if adv is not None:
         logs["d_loss"] = adv.step_d(xt, yt, p.detach())
     if dale is not None and fuzzy is not None and idx is not None:
-        total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy), idx, step)
+        total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy).to(dev), idx, step)
     else:
         total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
     logs.update(sup_logs)
@@ -173,7 +183,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           dist_ctx: DistContext | None = None) -> Generator[Event, None, Path]:
     """Train ``cfg.model`` on ``cfg.data``; write ``run_dir/{config.json, events.jsonl,
     metrics.csv, best/, last/, state.pt}``. Yields events; returns the best model folder."""
-    ctx = dist_ctx or DistContext()
+    ctx = dist_ctx or DistContext(device=train_device(cfg.run.device))
+    dev = ctx.device
     run = Path(run_dir)
     tune_allocator()
     threads = cfg.run.threads or max(1, default_threads() // ctx.world)
@@ -192,18 +203,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     yield {"event": "prepared", "seconds": round(time.time() - t0, 1)}
 
     net = build_model(cfg.model.network) if init_from is None else init_from
-    net = net.to(memory_format=torch.channels_last).train()
+    net = net.to(dev, memory_format=torch.channels_last).train()
     model: nn.Module = net
     if ctx.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(net)
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     frozen = ENCODER_PREFIXES if cfg.run.freeze_encoder else ()
     # dynamic-gate logits are updated by the adversarial gradient only, never by the optimiser
     params = [p for n, p in net.named_parameters() if not n.startswith(frozen) and not n.endswith(GATE_PARAM)]
     opt = make_optimizer(params, cfg.optim)
-    adv = Adversary(cfg.adversary, cfg.model.network.in_channels) if cfg.adversary.type != "none" else None
+    adv = Adversary(cfg.adversary, cfg.model.network.in_channels, dev) if cfg.adversary.type != "none" else None
     start, best, elapsed0 = 0, -1.0, 0.0
     state_file = run / "state.pt"
-    state = torch.load(state_file, weights_only=True) if resume and state_file.exists() else None
+    state = torch.load(state_file, weights_only=True, map_location="cpu") if resume and state_file.exists() else None
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])

@@ -18,9 +18,10 @@ def predict_work(net: nn.Module, x: np.ndarray, stride: int) -> np.ndarray:
     c, h, w = x.shape
     ph, pw = (-h) % stride, (-w) % stride
     t = torch.from_numpy(np.ascontiguousarray(x))[None]
-    t = F.pad(t, (0, pw, 0, ph)).contiguous(memory_format=torch.channels_last)
+    dev = next(net.parameters()).device
+    t = F.pad(t, (0, pw, 0, ph)).to(dev).contiguous(memory_format=torch.channels_last)
     logits = net(t).logits[0, 0, :h, :w]
-    return torch.sigmoid(logits.float()).numpy()
+    return torch.sigmoid(logits.float()).cpu().numpy()
 
 
 def validate(net: nn.Module, items: list[Prepared], stride: int, threshold: float = 0.5) -> dict[str, float]:
