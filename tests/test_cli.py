@@ -98,6 +98,18 @@ def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs
                   run / "best", "--quiet")
     assert r.returncode == 0, r.stderr
     assert read_mask(tmp_path / "o" / "IDRiD_16_mask.png").shape == (356, 536)
+    # a warm start from that model folder records where it came from
+    r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--steps", "2", "--init", run / "best", "--out", tmp_path / "run2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    lineage = load_model_folder(tmp_path / "run2" / "best").lineage
+    assert lineage["parent_path"] == str(run / "best") and lineage["parent_weights_sha256"] == model.config.weights_sha256
+
+
+def test_train_init_refuses_a_different_network(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--steps", "2", "--init", tiny_model_dir, "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 2 and "model.network differs" in r.stderr and not (tmp_path / "run").exists()
 
 
 def test_train_refuses_bad_config(tmp_path: Path) -> None:

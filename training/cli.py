@@ -19,6 +19,8 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--out", type=Path, required=True, help="run folder (best model ends in OUT/best)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
+                   help="start from a model folder's weights (same network and preprocessing as the config)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -68,8 +70,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         overrides.append(f"run.steps={args.steps}")
     cfg = load_config(args.config, overrides)
+    init_net, lineage = None, None
+    if args.init is not None:
+        from napari_lesionseg.core.configs import ConfigError
+        from napari_lesionseg.core.model_folder import load_model_folder
+
+        init = load_model_folder(args.init)
+        for part in ("network", "preprocess"):
+            if getattr(init.config, part) != getattr(cfg.model, part):
+                raise ConfigError(f"--init {args.init}: its model.{part} differs from the config's "
+                                  f"(a warm start needs the same {part})")
+        init_net = init.net.train()
+        lineage = {"parent": init.version, "parent_path": str(args.init),
+                   "parent_weights_sha256": init.config.weights_sha256}
     best = None
-    for ev in train_maybe_distributed(cfg, args.out, resume=args.resume):
+    for ev in train_maybe_distributed(cfg, args.out, resume=args.resume, init_from=init_net, lineage=lineage):
         if not args.quiet:
             _emit(ev, "text")
         if ev.get("event") == "done":

@@ -95,13 +95,14 @@ def init_from_env(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), dev)
 
 
-def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False
+def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+                            init_from: torch.nn.Module | None = None, lineage: dict | None = None
                             ) -> Generator[dict[str, Any], None, Path]:
     from .trainer import train
 
     ctx = init_from_env(cfg.run.device)
     try:
-        result = yield from train(cfg, run_dir, resume=resume, dist_ctx=ctx)
+        result = yield from train(cfg, run_dir, resume=resume, dist_ctx=ctx, init_from=init_from, lineage=lineage)
     finally:
         if ctx.enabled and dist.is_initialized():
             dist.destroy_process_group()
