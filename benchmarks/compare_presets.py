@@ -65,11 +65,18 @@ def main() -> None:
                     best = {"val_aupr": ev["val_aupr"], "val_dice": ev["val_dice"], "step": ev["step"]}
         rows.append({"variant": name, **best, "steps": steps, "minutes": round((time.time() - t0) / 60, 1)})
         print(rows[-1], flush=True)
+    results = HERE / "results" / "compare_presets.json"
+    if args.only and results.exists():  # a re-run of some variants keeps the others' rows
+        old = json.loads(results.read_text())
+        if old.get("minutes") == args.minutes:
+            fresh = {r["variant"] for r in rows}
+            rows = [r if r["variant"] not in fresh else next(x for x in rows if x["variant"] == r["variant"])
+                    for r in old["rows"]] + [r for r in rows if r["variant"] not in {x["variant"] for x in old["rows"]}]
     print(f"{'variant':14s} {'val AUPR':>9s} {'val Dice':>9s} {'steps':>6s} {'min':>5s}")
     for r in rows:
         print(f"{r['variant']:14s} {r['val_aupr']:9.3f} {r['val_dice']:9.3f} {r['steps']:6d} {r['minutes']:5.1f}")
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "compare_presets.json").write_text(json.dumps({"minutes": args.minutes, "rows": rows}, indent=2))
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps({"minutes": args.minutes, "rows": rows, "date": time.strftime("%Y-%m-%d")}, indent=2))
 
 
 if __name__ == "__main__":

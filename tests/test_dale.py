@@ -75,6 +75,24 @@ def test_stable_phase_gives_zero_gradient_on_fuzzy_pixels() -> None:
     assert (z.grad[:, 0, :3] == 0).all() and z.grad[:, 0, 3:].abs().sum() > 0
 
 
+def test_phases_follow_a_time_budget() -> None:
+    """With a wall-clock budget the run ends long before run.steps: the phases must follow the
+    budget's progress, or DALE never leaves warm-up."""
+    d = Dale(DaleConfig(warmup_frac=0.1, stable_frac=0.2, partition_every=40), LossConfig(),
+             _dale().items, total_steps=100_000)
+    for step in range(50):
+        d.follow_budget(step, 0.05)  # 5 % of the time used
+        assert d.phase(step) == "warmup" and not d.wants_partition(step)
+    d.follow_budget(50, 0.1)  # 10 % of the time: warm-up ends here
+    assert d.wants_partition(50) and d.phase(50) == "stable" and d.wants_partition(90)
+    d.follow_budget(80, 0.3)  # 30 %: the alternating phase starts
+    assert d.stable_end == 80 and {d.phase(s) for s in range(80, 84)} == {"stable", "fuzzy"}
+    state = d.state_dict()
+    again = Dale(d.cfg, LossConfig(), d.items, total_steps=100_000)
+    again.load_state_dict(state)
+    assert (again.warmup_end, again.stable_end) == (50, 80)
+
+
 def test_dale_equals_standard_when_nothing_is_fuzzy() -> None:
     d = _dale(lambda_align=0.0)
     d.state.passes = 1

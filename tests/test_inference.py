@@ -191,3 +191,20 @@ def test_batchnorm_folding_keeps_results_and_follows_weight_changes() -> None:
         second = inference_net(net)
         assert second is not first
         torch.testing.assert_close(second(x).logits, net(x).logits, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("min_area", [1, 5, 30])
+def test_labelled_mask_equals_threshold_then_label(min_area: int) -> None:
+    from scipy import ndimage
+
+    from napari_lesionseg.core.lesions import labelled_mask
+
+    rng = np.random.default_rng(7)
+    prob = ndimage.gaussian_filter(rng.random((120, 150)).astype(np.float32), 2.0)
+    thr = float(np.quantile(prob, 0.9))
+    mask, labels = labelled_mask(prob, thr, min_area)
+    ref_mask = threshold_mask(prob, thr, min_area)
+    _, ref_labels = lesion_table(ref_mask, prob)
+    assert mask.dtype == np.uint8 and np.array_equal(mask, ref_mask)
+    assert labels.dtype == np.int32 and np.array_equal(labels, ref_labels)
+    assert ref_labels.max() > 3  # the case is not trivial

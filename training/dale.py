@@ -75,7 +75,8 @@ class Dale:
         st = self.state
         return {"ae": [torch.from_numpy(a) for a in st.ae], "er": [torch.from_numpy(a) for a in st.er],
                 "fuzzy": [torch.from_numpy(a) for a in st.fuzzy], "omega": torch.from_numpy(st.omega),
-                "stable_mu": dict(st.stable_mu), "stable_sd": dict(st.stable_sd), "passes": st.passes}
+                "stable_mu": dict(st.stable_mu), "stable_sd": dict(st.stable_sd), "passes": st.passes,
+                "warmup_end": self.warmup_end, "stable_end": self.stable_end}
 
     def load_state_dict(self, d: dict) -> None:
         if len(d["omega"]) != len(self.items):
@@ -85,8 +86,20 @@ class Dale:
                                fuzzy=[t.numpy() for t in d["fuzzy"]], omega=d["omega"].numpy().copy(),
                                stable_mu=dict(d["stable_mu"]), stable_sd=dict(d["stable_sd"]),
                                passes=int(d["passes"]))
+        self.warmup_end, self.stable_end = int(d["warmup_end"]), int(d["stable_end"])
 
     # ---- schedule --------------------------------------------------------------------------
+    def follow_budget(self, step: int, progress: float) -> None:
+        """Move the phase boundaries to the step where the budget's progress (steps or wall
+        time, whichever is further along: what the LR schedule follows) reaches their
+        fractions. With a time budget the run ends long before ``total_steps``; without this,
+        a large ``run.steps`` kept DALE in warm-up (plain training) for the whole run."""
+        eps = 1e-9  # 0.1 + 0.2 > 0.3 in floating point
+        if step < self.warmup_end and progress >= self.cfg.warmup_frac - eps:
+            self.warmup_end = max(1, step)
+        if step < self.stable_end and progress >= self.cfg.warmup_frac + self.cfg.stable_frac - eps:
+            self.stable_end = max(self.warmup_end, step)
+
     def phase(self, step: int) -> str:
         if step < self.warmup_end:
             return "warmup"

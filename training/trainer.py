@@ -232,9 +232,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     step = start
     last_good = None
     while step < cfg.run.steps:
+        progress = budget_progress(step, cfg.run.steps, time.time() - t_start + elapsed0, cfg.run.minutes)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, budget_progress(step, cfg.run.steps, time.time() - t_start + elapsed0,
-                                                  cfg.run.minutes), cfg.optim)
+            g["lr"] = lr_at(step, progress, cfg.optim)
+        if dale is not None:
+            dale.follow_budget(step, progress)
         if dale is not None and dale.wants_partition(step):
             frac = dale.partition(net, stride)
             sampler.fuzzy = dale.state.fuzzy

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from .errors import LesionsegInputError
 from .fov import FieldOfView
 from .fuzzy import fuzzy_map
-from .lesions import Lesion, lesion_table, threshold_mask
+from .lesions import Lesion, labelled_mask, lesion_table
 from .model_config import InferenceConfig
 from .model_folder import LoadedModel
 from .models.fuse import fold_batchnorm
@@ -170,8 +170,8 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     full_disc = geom.input_fov_mask()
     prob *= full_disc
     fuzzy *= full_disc
-    mask = threshold_mask(prob, thr, cfg.min_lesion_area)
-    lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px)
+    mask, labels = labelled_mask(prob, thr, cfg.min_lesion_area)
+    lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px, labels=labels)
     timings["postprocess"] = time.perf_counter() - t2
     yield Progress("done", 1, 1)
     return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes)

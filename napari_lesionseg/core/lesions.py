@@ -51,6 +51,20 @@ def threshold_mask(prob: NDArray[np.float32], threshold: float, min_area: int,
     return m.astype(np.uint8)
 
 
+def labelled_mask(prob: NDArray[np.float32], threshold: float, min_area: int
+                  ) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
+    """``threshold_mask`` and its 8-connected lesion labels from one labelling pass: the same
+    mask, and the same ids (raster order of each lesion's first pixel) as labelling it again."""
+    lab, n = ndimage.label(prob > threshold, structure=np.ones((3, 3), bool), output=np.int32)
+    if min_area > 1 and n:
+        sizes = np.bincount(lab.ravel(), minlength=n + 1)
+        keep = sizes >= min_area
+        keep[0] = False
+        if not keep[1:].all():  # drop the small ones and renumber the rest in order
+            lab = (np.cumsum(keep) * keep).astype(np.int32)[lab]
+    return (lab > 0).view(np.uint8), lab
+
+
 @dataclass(frozen=True)
 class ComponentStats:
     """Per-component sums for components ``1..n`` of a label image (index 0 unused)."""
@@ -84,13 +98,18 @@ def component_stats(comp: NDArray[np.int32], n: int, prob: NDArray, weight: NDAr
 
 
 def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32] | None = None,
-                 mm_per_px: float | None = None) -> tuple[list[Lesion], NDArray[np.int32]]:
-    """Label the mask's 8-connected components and describe each.
+                 mm_per_px: float | None = None, labels: NDArray[np.int32] | None = None
+                 ) -> tuple[list[Lesion], NDArray[np.int32]]:
+    """Label the mask's 8-connected components (or take ``labels`` from ``labelled_mask``)
+    and describe each.
 
     Returns ``(lesions, labels)``: ``labels`` is ``int32 (H, W)`` with 0 = background and
     lesion ``i`` painted ``i`` (ids from 1, in raster order).
     """
-    lab, n = ndimage.label(np.asarray(mask) == 1, structure=np.ones((3, 3), bool), output=np.int32)
+    if labels is not None:
+        lab, n = labels, int(labels.max(initial=0))
+    else:
+        lab, n = ndimage.label(np.asarray(mask) == 1, structure=np.ones((3, 3), bool), output=np.int32)
     if n == 0:
         return [], lab
     fz = None if fuzzy is None else (fuzzy > FUZZY_CUTOFF)
