@@ -221,7 +221,12 @@ class FinetuneWidget(QWidget):
             return
         self._cancelled = True
         proc.terminate()
-        QTimer.singleShot(3000, lambda: proc.kill() if proc.state() != QProcess.NotRunning else None)
+        # The timer is the process's child: if the process object goes first (the widget closed),
+        # the timer goes with it instead of firing on a deleted object.
+        killer = QTimer(proc)
+        killer.setSingleShot(True)
+        killer.timeout.connect(proc.kill)
+        killer.start(3000)
 
     def _on_finished(self, code: int, status: object) -> None:
         self._read_stdout()
