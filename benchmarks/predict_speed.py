@@ -1,15 +1,22 @@
 """Benchmark: predict one full IDRiD photo end to end with the shipped default model.
 
 Each variant runs in its own process (the allocator setting is per process):
-- ``tuned``: the product's path (``lesionseg predict``'s code: glibc mallopt, channels_last,
-  inference_mode), read + FOV + inference + PNG/CSV writing;
+- ``tuned``: the product's path (``lesionseg predict``'s code: glibc mallopt, BatchNorm folded,
+  channels_last, inference_mode, bf16 autocast on a CPU with native bf16 and the TTA views two
+  at a time), read + FOV + inference + PNG/CSV writing;
 - ``plain``: the same network on the same tiles the plain way (eager, NCHW, fp32, default
   allocator, no_grad), same preprocessing and writing.
-Prints a table (median, min, max over the runs; ratio; % of the CPU's fp32 peak for the
-network part; peak RSS) and writes JSON next to this script (results/predict_speed.json, or
-results/predict_speed_tta_<mode>.json for a TTA other than the model's).
+Prints a table (median, min, max over the runs; ratio; the network's GFLOP/s as % of the CPU's
+peak for the precision it ran in; peak RSS) and writes JSON next to this script
+(results/predict_speed.json, or results/predict_speed_<tta>_<precision>.json for other settings).
+
+Two peaks are given: the nominal one the performance issue states for this machine (2 Zen 5
+cores at 3.45 GHz: 442 GFLOP/s fp32, 883 bf16; override with --peak-fp32/--peak-bf16) and the
+rate PyTorch's own 4096x4096 matrix product reaches here in the same precision (measured at the
+start, so a slower or shared CPU shows up in both).
 
     python benchmarks/predict_speed.py [--image PATH] [--runs 5] [--tta flips|hflip|none]
+                                       [--precision auto|fp32|bf16]
 """
 
 from __future__ import annotations
@@ -29,19 +36,33 @@ HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGE = HERE.parent.parent / "shared" / "data" / "idrid" / "train" / "images" / "IDRiD_10.jpg"
 
 
-def _cpu_peak_gflops() -> tuple[float, str]:
-    """fp32 peak = cores x GHz x FLOP/cycle (AVX-512: 64, AVX2+FMA: 32 with two FMA ports)."""
+def cpu_description() -> str:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-    mhz = [float(ln.split(":")[1]) for ln in info.splitlines() if ln.startswith("cpu MHz")]
-    ghz = (max(mhz) / 1000.0) if mhz else 3.0
-    per_cycle = 64 if "avx512f" in flags else 32 if "avx2" in flags else 16
-    cores = len(os.sched_getaffinity(0))
-    model = next((ln.split(":")[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-    return cores * ghz * per_cycle, f"{model}, {cores} cores, {ghz:.2f} GHz, {per_cycle} FLOP/cycle/core fp32"
+    first = lambda key: next((ln.split(":", 1)[1].strip() for ln in info.splitlines()  # noqa: E731
+                              if ln.split(":")[0].strip() == key), "?")
+    flags = first("flags").split()
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return (f"{first('model name')} (family {first('cpu family')} model {first('model')}), "
+            f"{len(os.sched_getaffinity(0))} cores, {'+'.join(isa)}")
 
 
-def worker(variant: str, image: str, runs: int, tta: str, out_json: str) -> None:
+def gemm_gflops(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
+    """Best rate of an n x n matrix product on all cores: what this CPU's BLAS reaches."""
+    import torch
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(n, n).to(dt), torch.randn(n, n).to(dt)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_json: str) -> None:
     import resource
 
     import numpy as np
@@ -61,7 +82,7 @@ def worker(variant: str, image: str, runs: int, tta: str, out_json: str) -> None
     if variant == "plain":
         import napari_lesionseg.core.inference as inf
 
-        def plain_tile(net, x, stride, tta_, device):  # eager NCHW fp32 under no_grad
+        def plain_tile(net, x, stride, tta_, device, dtype=None):  # eager NCHW fp32 under no_grad
             import torch.nn.functional as F
 
             c, h, w = x.shape
@@ -83,7 +104,7 @@ def worker(variant: str, image: str, runs: int, tta: str, out_json: str) -> None
     for _ in range(runs + 1):  # the first run warms up and is not counted
         t0 = time.perf_counter()
         rgb, _ = read_image(image)
-        pred = run_to_end(predict(model, rgb, tta=tta))
+        pred = run_to_end(predict(model, rgb, tta=tta, precision="fp32" if variant == "plain" else precision))
         write_prediction(out_dir, "bench", pred)
         times.append(time.perf_counter() - t0)
         net_times.append(pred.timings["network"])
@@ -108,7 +129,7 @@ def worker(variant: str, image: str, runs: int, tta: str, out_json: str) -> None
         "variant": variant, "times": times[1:], "network_times": net_times[1:], "flops": flops,
         "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": len(_views(tta)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "timings_last": pred.timings,
+        "timings_last": pred.timings, "precision": pred.precision,
     }))
 
 
@@ -124,23 +145,29 @@ def main() -> None:
     ap.add_argument("--image", default=str(DEFAULT_IMAGE))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tta", default=None, help="default: the model's setting")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="the tuned path's")
+    ap.add_argument("--peak-fp32", type=float, default=442.0, help="nominal fp32 GFLOP/s of all cores")
+    ap.add_argument("--peak-bf16", type=float, default=883.0, help="nominal bf16 GFLOP/s of all cores")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.tta is None:
         args.tta = model_tta()
     if args.worker:
-        worker(args.worker, args.image, args.runs, args.tta, args.out)
+        worker(args.worker, args.image, args.runs, args.tta, args.precision, args.out)
         return
     import numpy as np
 
-    peak, cpu = _cpu_peak_gflops()
+    cpu = cpu_description()
+    nominal = {"fp32": args.peak_fp32, "bf16": args.peak_bf16}
+    gemm = {p: gemm_gflops(p) for p in ("fp32", "bf16")}
     res = {}
     tmp = Path(tempfile.mkdtemp())
     for variant in ("plain", "tuned"):
         out = tmp / f"{variant}.json"
         subprocess.run([sys.executable, __file__, "--worker", variant, "--image", args.image, "--runs",
-                        str(args.runs), "--tta", args.tta, "--out", str(out)], check=True)
+                        str(args.runs), "--tta", args.tta, "--precision", args.precision, "--out", str(out)],
+                       check=True)
         res[variant] = json.loads(out.read_text())
     p_plain, p_tuned = np.load(tmp / "plain.json.prob.npy"), np.load(tmp / "tuned.json.prob.npy")
     m_plain, m_tuned = np.load(tmp / "plain.json.mask.npy"), np.load(tmp / "tuned.json.mask.npy")
@@ -151,24 +178,34 @@ def main() -> None:
         r = res[v]
         med = statistics.median(r["times"])
         net_med = statistics.median(r["network_times"])
-        rows.append({"variant": v, "median_s": med, "min_s": min(r["times"]), "max_s": max(r["times"]),
-                     "network_median_s": net_med, "gflop": r["flops"] / 1e9,
-                     "pct_of_fp32_peak": 100 * r["flops"] / 1e9 / net_med / peak, "peak_rss_mb": r["peak_rss_mb"]})
+        prec = "bf16" if r["precision"] == "bf16" else "fp32"
+        rate = r["flops"] / 1e9 / net_med
+        rows.append({"variant": v, "precision": r["precision"], "median_s": med, "min_s": min(r["times"]),
+                     "max_s": max(r["times"]), "network_median_s": net_med, "gflop": r["flops"] / 1e9,
+                     "gflops_per_s": rate, "pct_of_nominal_peak": 100 * rate / nominal[prec],
+                     "pct_of_gemm": 100 * rate / gemm[prec], "peak_rss_mb": r["peak_rss_mb"],
+                     "timings_last": r["timings_last"]})
     speedup = rows[0]["median_s"] / rows[1]["median_s"]
-    print(f"image {args.image} (tta {args.tta}, {args.runs} runs each; CPU: {cpu}; fp32 peak {peak:.0f} GFLOP/s)")
-    print(f"{'variant':8s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'net s':>7s} {'GFLOP':>7s} {'%peak':>6s} {'RSS MB':>7s}")
+    print(f"image {args.image} (tta {args.tta}, {args.runs} runs each)\nCPU: {cpu}; nominal peak fp32 "
+          f"{nominal['fp32']:.0f} / bf16 {nominal['bf16']:.0f} GFLOP/s; 4096^2 matmul here: fp32 {gemm['fp32']:.0f} / "
+          f"bf16 {gemm['bf16']:.0f} GFLOP/s")
+    print(f"{'variant':8s} {'prec':>5s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'net s':>7s} {'GFLOP':>6s} "
+          f"{'GFLOP/s':>8s} {'%nominal':>9s} {'%matmul':>8s} {'RSS MB':>7s}")
     for r in rows:
-        print(f"{r['variant']:8s} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['max_s']:7.3f} {r['network_median_s']:7.3f} "
-              f"{r['gflop']:7.1f} {r['pct_of_fp32_peak']:6.1f} {r['peak_rss_mb']:7.0f}")
+        print(f"{r['variant']:8s} {r['precision']:>5s} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['max_s']:7.3f} "
+              f"{r['network_median_s']:7.3f} {r['gflop']:6.1f} {r['gflops_per_s']:8.1f} {r['pct_of_nominal_peak']:9.1f} "
+              f"{r['pct_of_gemm']:8.1f} {r['peak_rss_mb']:7.0f}")
     print(f"end-to-end speed-up tuned vs plain: {speedup:.2f}x; probability max |diff| "
           f"{float(np.abs(p_plain - p_tuned).max()):.2e}; mask Dice {dice:.5f}")
-    out = {"image": args.image, "tta": args.tta, "runs": args.runs, "cpu": cpu, "fp32_peak_gflops": peak,
+    out = {"image": args.image, "tta": args.tta, "runs": args.runs, "cpu": cpu, "nominal_peak_gflops": nominal,
+           "matmul_gflops": gemm, "precision_requested": args.precision,
            "python": platform.python_version(), "rows": rows, "speedup": speedup,
            "prob_max_abs_diff": float(np.abs(p_plain - p_tuned).max()), "mask_dice": dice,
            "work_shape": res["tuned"]["work_shape"], "tiles": res["tuned"]["tiles"],
            "timings_last_tuned": res["tuned"]["timings_last"], "date": time.strftime("%Y-%m-%d %H:%M")}
     (HERE / "results").mkdir(exist_ok=True)
-    name = "predict_speed.json" if args.tta == model_tta() else f"predict_speed_tta_{args.tta}.json"
+    default = args.tta == model_tta() and args.precision == "auto"
+    name = "predict_speed.json" if default else f"predict_speed_{args.tta}_{args.precision}.json"
     (HERE / "results" / name).write_text(json.dumps(out, indent=2))
     print(f"wrote {HERE / 'results' / name}")
 

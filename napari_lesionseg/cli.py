@@ -20,6 +20,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     p.add_argument("--tta", choices=["none", "hflip", "flips"], default=None,
                    help="test-time augmentation (default: the model's setting)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="network arithmetic: auto = bf16 on CPUs with native bf16 (AVX512_BF16/AMX), fp16 on "
+                        "CUDA, fp32 elsewhere (default: auto)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +95,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, dev = _load_model(args.model, args.device)
     with _bar(len(paths), args.quiet, "img") as bar:
         res = _drive(predict_files(model, paths, args.out, keep_going=args.keep_going, mm_per_px=args.mm_per_px,
-                                   device=str(dev), tta=args.tta), bar)
+                                   device=str(dev), tta=args.tta, precision=args.precision), bar)
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}' -> {args.out}")
     return _report_failures(res.failures)
 
@@ -114,7 +117,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, dev = _load_model(args.model, args.device)
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
-                                        threshold=args.threshold), bar)
+                                        threshold=args.threshold, precision=args.precision), bar)
     s = res.summary
     print(f"model '{model.version}' on {int(s['images'])} images (threshold {ds.threshold:.3f}):")
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",

@@ -139,7 +139,7 @@ def test_out_of_memory_retries_smaller_tiles_then_falls_back_to_cpu(monkeypatch,
     real_run = inf._run_tile
     seen = []
 
-    def fake_run(net, tile, stride, tta, device):
+    def fake_run(net, tile, stride, tta, device, dtype=None):
         seen.append((device.type, tile.shape[-1]))
         if device.type == "cuda" and (always_oom or max(tile.shape[-2:]) > 150):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -208,3 +208,42 @@ def test_labelled_mask_equals_threshold_then_label(min_area: int) -> None:
     assert mask.dtype == np.uint8 and np.array_equal(mask, ref_mask)
     assert labels.dtype == np.int32 and np.array_equal(labels, ref_labels)
     assert ref_labels.max() > 3  # the case is not trivial
+
+
+def test_precision_choice(monkeypatch) -> None:
+    import napari_lesionseg.core.runtime as rt
+
+    cpu, cuda, mps = torch.device("cpu"), torch.device("cuda"), torch.device("mps")
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    assert rt.autocast_dtype("auto", cpu) == torch.bfloat16
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: False)
+    assert rt.autocast_dtype("auto", cpu) is None  # emulated bf16 is slower than fp32
+    assert rt.autocast_dtype("bf16", cpu) == torch.bfloat16  # asked for: given
+    assert rt.autocast_dtype("auto", cuda) == torch.float16
+    assert rt.autocast_dtype("auto", mps) is None
+    assert rt.autocast_dtype("fp32", cuda) is None and rt.autocast_dtype("fp32", cpu) is None
+    with pytest.raises(ConfigError, match="unknown precision 'half'"):
+        rt.autocast_dtype("half", cpu)
+
+
+def test_bf16_matches_fp32_and_parallel_views_match_sequential(tiny_model_dir: Path, small_rgb: np.ndarray,
+                                                               monkeypatch) -> None:
+    """bf16 changes probabilities by rounding only; views run two at a time (bf16 on a CPU)
+    give what one at a time gives, and leave the caller's thread count alone."""
+    import napari_lesionseg.core.inference as inf
+
+    model = load_model_folder(tiny_model_dir)
+    threads = torch.get_num_threads()
+    p32 = run_to_end(predict(model, small_rgb, tta="flips", precision="fp32"))
+    assert p32.precision == "fp32"
+    monkeypatch.setattr(inf, "default_threads", lambda: 2)
+    assert inf.views_in_parallel(torch.device("cpu"), torch.bfloat16, 4)
+    assert not inf.views_in_parallel(torch.device("cpu"), None, 4)
+    par = run_to_end(predict(model, small_rgb, tta="flips", precision="bf16"))
+    assert par.precision == "bf16" and torch.get_num_threads() == threads
+    monkeypatch.setattr(inf, "views_in_parallel", lambda *a: False)
+    seq = run_to_end(predict(model, small_rgb, tta="flips", precision="bf16"))
+    np.testing.assert_allclose(par.probability, seq.probability, atol=1e-6)
+    np.testing.assert_allclose(par.fuzzy, seq.fuzzy, atol=1e-6)
+    diff = np.abs(par.probability - p32.probability).max()
+    assert 0 < diff < 0.02  # bf16 really ran, and only rounded

@@ -62,7 +62,7 @@ def _read(path: Path) -> tuple[np.ndarray, ImageMeta]:
 
 def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_going: bool = False,
                   mm_per_px: float | None = None, device: str | None = None,
-                  tta: str | None = None) -> Generator[dict[str, Any], None, BatchResult]:
+                  tta: str | None = None, precision: str = "auto") -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``. Events: ``{"event": "tile", ...}`` per tile,
     ``"image"`` per finished image, ``"failed"`` per bad file. The next image is read in a
     background thread while the current one computes."""
@@ -79,7 +79,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
             try:
                 assert fut is not None
                 rgb, meta = fut.result()
-                gen = predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px)
+                gen = predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision)
                 while True:
                     try:
                         prog: Progress = next(gen)
@@ -115,7 +115,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
 
 def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = False, device: str | None = None,
                    tta: str | None = None, threshold: float | None = None,
-                   pr_bins: int = 256) -> Generator[dict[str, Any], None, tuple[DatasetScores, BatchResult]]:
+                   pr_bins: int = 256, precision: str = "auto") -> Generator[dict[str, Any], None, tuple[DatasetScores, BatchResult]]:
     """Score the model on image/mask pairs at full input resolution. ``pr_bins=256`` scores
     the probabilities as the 8-bit PNGs ``predict`` writes would be scored."""
     thr = model.config.inference.threshold if threshold is None else threshold
@@ -126,7 +126,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         try:
             rgb, _ = read_image(pair.image)
             gt = read_mask(pair.mask, shape=rgb.shape[:2])
-            gen = predict(model, rgb, device=device, tta=tta, threshold=thr)
+            gen = predict(model, rgb, device=device, tta=tta, threshold=thr, precision=precision)
             while True:
                 try:
                     prog = next(gen)

@@ -71,3 +71,40 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX512_BF16 or AMX): there oneDNN's bf16
+    convolutions run about twice as fast as fp32. Elsewhere bf16 is emulated and slower."""
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        if probe is not None and (probe() or (amx is not None and amx())):
+            return True
+    except RuntimeError:  # pragma: no cover - a build without the probe
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((ln for ln in fh if ln.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for inference with ``precision`` on ``device`` (None: plain fp32).
+
+    ``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, fp32 elsewhere (MPS, older
+    CPUs). ``bf16`` asks for bfloat16 wherever it runs; ``fp32`` turns autocast off."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    if precision == "fp32" or device.type not in ("cpu", "cuda"):
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else None
