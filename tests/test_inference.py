@@ -247,3 +247,38 @@ def test_bf16_matches_fp32_and_parallel_views_match_sequential(tiny_model_dir: P
     np.testing.assert_allclose(par.fuzzy, seq.fuzzy, atol=1e-6)
     diff = np.abs(par.probability - p32.probability).max()
     assert 0 < diff < 0.02  # bf16 really ran, and only rounded
+
+
+def _random_masks():
+    rng = np.random.default_rng(11)
+    yield np.zeros((5, 7), bool)
+    yield np.ones((5, 7), bool)
+    yield np.ones((1, 9), bool)
+    yield np.ones((9, 1), bool)
+    yield np.eye(6, dtype=bool)  # diagonal chain: one component under 8-connectivity
+    wrap = np.zeros((3, 4), bool)
+    wrap[0, 3] = wrap[1, 0] = True  # consecutive in memory, not neighbours
+    yield wrap
+    for density in (0.02, 0.2, 0.45, 0.6, 0.9):
+        for shape in ((1, 50), (40, 1), (37, 53), (128, 96)):
+            yield rng.random(shape) < density
+
+
+def test_run_labelling_equals_scipy_label_and_find_objects() -> None:
+    """The run-based labelling and the pixel-list statistics against scipy's pixel-wise ones."""
+    from scipy import ndimage
+
+    from napari_lesionseg.core.lesions import component_stats, label_runs
+
+    for mask in _random_masks():
+        ref, n_ref = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        lab, n, idx, ids = label_runs(mask)
+        assert n == n_ref and lab.dtype == np.int32 and np.array_equal(lab, ref), mask.shape
+        np.testing.assert_array_equal(idx, np.flatnonzero(mask))
+        np.testing.assert_array_equal(ids, ref.ravel()[idx])
+        prob = np.linspace(0, 1, mask.size, dtype=np.float32).reshape(mask.shape)
+        st = component_stats(lab, n, prob, with_max=True)
+        assert st.boxes == ndimage.find_objects(ref)
+        np.testing.assert_array_equal(st.area[1:], np.bincount(ref.ravel(), minlength=n + 1)[1:])
+        if n:
+            np.testing.assert_allclose(st.prob_max[1:], ndimage.maximum(prob, ref, np.arange(1, n + 1)))

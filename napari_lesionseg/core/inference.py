@@ -208,12 +208,15 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
     dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
     fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy.tau_ae, cfg.fuzzy.tau_d, cfg.fuzzy.delta) * disc
-    prob = from_work(prob_w, geom)
-    fuzzy = from_work(fz_w, geom)
-    full_disc = geom.input_fov_mask()
-    prob *= full_disc
-    fuzzy *= full_disc
-    mask, labels = labelled_mask(prob, thr, cfg.min_lesion_area)
+    with ThreadPoolExecutor(1) as helper:  # the fuzzy map's half of the work on the other core
+        fuzzy_job = helper.submit(from_work, fz_w, geom)
+        full_disc = geom.input_fov_mask()
+        prob = from_work(prob_w, geom)
+        prob *= full_disc
+        fuzzy = fuzzy_job.result()
+        masked = helper.submit(np.multiply, fuzzy, full_disc, out=fuzzy)
+        mask, labels = labelled_mask(prob, thr, cfg.min_lesion_area)
+        masked.result()
     lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px, labels=labels)
     timings["postprocess"] = time.perf_counter() - t2
     yield Progress("done", 1, 1)

@@ -6,6 +6,7 @@ import csv
 import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,18 +31,25 @@ def to_uint8(p: np.ndarray, rows: int = 512) -> np.ndarray:
 
 
 def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:
-    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (round(255 p)), ``<stem>_fuzzy.png``."""
+    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (round(255 p)), ``<stem>_fuzzy.png``.
+
+    Each map is converted, encoded and written in its own thread (NumPy and zlib release the
+    GIL), the probability map, the slowest, first."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = {
-        out_dir / f"{stem}_mask.png": (pred.mask * 255).astype(np.uint8),
-        out_dir / f"{stem}_prob.png": to_uint8(pred.probability),
-        out_dir / f"{stem}_fuzzy.png": to_uint8(pred.fuzzy),
+    jobs = {
+        out_dir / f"{stem}_prob.png": lambda: to_uint8(pred.probability),
+        out_dir / f"{stem}_fuzzy.png": lambda: to_uint8(pred.fuzzy),
+        out_dir / f"{stem}_mask.png": lambda: pred.mask * np.uint8(255),
     }
-    with ThreadPoolExecutor(len(files)) as pool:  # zlib releases the GIL: the three encode in parallel
-        encoded = list(pool.map(encode_png, files.values()))
-    for path, data in zip(files, encoded):
-        atomic_write_bytes(path, data)
-    return list(files)
+
+    def write(item: tuple[Path, Callable[[], np.ndarray]]) -> Path:
+        path, make = item
+        atomic_write_bytes(path, encode_png(make()))
+        return path
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        list(pool.map(write, jobs.items()))
+    return [out_dir / f"{stem}_{kind}.png" for kind in ("mask", "prob", "fuzzy")]
 
 
 def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
