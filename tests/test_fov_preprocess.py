@@ -98,3 +98,17 @@ def test_fft_blur_equals_scipy_gaussian_filter(sigma: float) -> None:
     for a, b in zip(planes, got):
         ref = ndimage.gaussian_filter(a, sigma, mode="constant", truncate=3.0)
         np.testing.assert_allclose(b, ref, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape,out", [((2848, 3400), (695, 832)), ((999, 1001), (250, 333)), ((37, 41), (9, 10)),
+                                       ((13, 17), (1, 5)), ((400, 300), (397, 299))])
+def test_banded_box_downscale_equals_one_resize(shape: tuple[int, int], out: tuple[int, int]) -> None:
+    from PIL import Image
+
+    from napari_lesionseg.core.preprocess import box_downscale
+
+    rng = np.random.default_rng(sum(shape))
+    img = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    ref = np.asarray(Image.fromarray(img).resize(out[::-1], Image.Resampling.BOX))
+    for bands in (1, 2, 3):
+        np.testing.assert_array_equal(box_downscale(img, *out, bands=bands), ref)
