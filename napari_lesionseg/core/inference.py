@@ -208,8 +208,13 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
     dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
     fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy.tau_ae, cfg.fuzzy.tau_d, cfg.fuzzy.delta) * disc
-    with ThreadPoolExecutor(1) as helper:  # the fuzzy map's half of the work on the other core
+    # The fuzzy map's half of the work goes to the other core; for a very large photo (100
+    # megapixels) not at the same time as the probability's, as two full-size maps in the making
+    # at once would raise the peak.
+    with ThreadPoolExecutor(1) as helper:
         fuzzy_job = helper.submit(from_work, fz_w, geom)
+        if rgb.shape[0] * rgb.shape[1] > PARALLEL_MAPS_MAX_PX:
+            fuzzy_job.result()
         full_disc = geom.input_fov_mask()
         prob = from_work(prob_w, geom)
         prob *= full_disc
@@ -225,6 +230,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
 
 
 MIN_TILE = 128
+PARALLEL_MAPS_MAX_PX = 40_000_000  # above this the full-size maps are made one after the other
 
 
 def is_out_of_memory(err: BaseException) -> bool:
