@@ -282,3 +282,14 @@ def test_run_labelling_equals_scipy_label_and_find_objects() -> None:
         np.testing.assert_array_equal(st.area[1:], np.bincount(ref.ravel(), minlength=n + 1)[1:])
         if n:
             np.testing.assert_allclose(st.prob_max[1:], ndimage.maximum(prob, ref, np.arange(1, n + 1)))
+
+
+def test_calibration_in_row_blocks_equals_one_interp() -> None:
+    from napari_lesionseg.core.inference import apply_calibration
+
+    knots = [[0.0, 0.1, 0.5, 0.9, 1.0], [0.0, 0.02, 0.3, 0.95, 1.0]]
+    p = np.random.default_rng(3).random((97, 61)).astype(np.float32)
+    ref = np.interp(p, knots[0], knots[1]).astype(np.float32)
+    np.testing.assert_array_equal(apply_calibration(p, knots), ref)
+    np.testing.assert_array_equal(apply_calibration(p[0], knots), ref[0])
+    assert apply_calibration(p, None) is p

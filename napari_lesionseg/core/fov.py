@@ -49,7 +49,10 @@ class FieldOfView:
         xs = ox + (np.arange(w, dtype=np.float64) + 0.5) / scale - 0.5
         dy2 = (ys - self.cy) ** 2
         dx2 = (xs - self.cx) ** 2
-        return (dy2[:, None] + dx2[None, :]) <= self.radius**2
+        out = np.empty((h, w), bool)
+        for r in range(0, h, 256):  # in row blocks: no full-size float64 temporary (96 MB for IDRiD)
+            np.less_equal(dy2[r:r + 256, None] + dx2[None, :], self.radius**2, out=out[r:r + 256])
+        return out
 
     @property
     def diameter(self) -> float:

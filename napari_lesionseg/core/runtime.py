@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
@@ -112,3 +113,22 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.float16
     return torch.bfloat16 if cpu_has_bf16() else None
+
+
+_CPU_POOL: ThreadPoolExecutor | None = None
+
+
+def cpu_pool() -> ThreadPoolExecutor:
+    """Shared worker threads (one per core) for NumPy, Pillow and zlib work that releases the
+    GIL. Tasks given to it must not wait on it themselves."""
+    global _CPU_POOL
+    if _CPU_POOL is None:
+        _CPU_POOL = ThreadPoolExecutor(max(2, default_threads()), thread_name_prefix="lesionseg-cpu")
+    return _CPU_POOL
+
+
+def row_blocks(rows: int, parts: int) -> list[slice]:
+    """``parts`` (at most ``rows``) contiguous, nearly equal row ranges covering ``[0, rows)``."""
+    parts = max(1, min(parts, rows))
+    cuts = [round(i * rows / parts) for i in range(parts + 1)]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
