@@ -112,3 +112,18 @@ def test_banded_box_downscale_equals_one_resize(shape: tuple[int, int], out: tup
     ref = np.asarray(Image.fromarray(img).resize(out[::-1], Image.Resampling.BOX))
     for bands in (1, 2, 3):
         np.testing.assert_array_equal(box_downscale(img, *out, bands=bands), ref)
+
+
+def test_from_work_with_the_disc_equals_paste_then_mask(sample_rgb: np.ndarray) -> None:
+    import torch
+
+    _, geom, _ = prepare(sample_rgb, 400, None)
+    work = np.random.default_rng(5).random(geom.work_shape).astype(np.float32)
+    plain = from_work(work, geom)
+    y0, y1, x0, x1 = geom.box
+    ref = np.zeros(geom.input_shape, np.float32)
+    ref[y0:y1, x0:x1] = torch.nn.functional.interpolate(
+        torch.from_numpy(work)[None, None], size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)[0, 0]
+    np.testing.assert_array_equal(plain, ref)
+    np.testing.assert_array_equal(geom.box_fov_mask(), geom.input_fov_mask()[y0:y1, x0:x1])
+    np.testing.assert_array_equal(from_work(work, geom, geom.box_fov_mask()), ref * geom.input_fov_mask())

