@@ -4,7 +4,8 @@ Each variant runs in its own process (the allocator setting is per process):
 - ``tuned``: the product's path (``lesionseg predict``'s code: glibc mallopt, BatchNorm folded,
   channels_last, inference_mode, bf16 autocast on a CPU with native bf16 and the TTA views two
   at a time), read + FOV + inference + PNG/CSV writing;
-- ``plain``: the same network on the same tiles the plain way (eager, NCHW, fp32, default
+- ``plain``: the same network on the same tiles the plain way (the model as trained, BatchNorm and
+  ReLU as separate layers; eager, NCHW, fp32, default
   allocator, no_grad), same preprocessing and writing.
 Prints a table (median, min, max over the runs; ratio; the network's GFLOP/s as % of the CPU's
 peak for the precision it ran in; peak RSS) and writes JSON next to this script
@@ -99,6 +100,7 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
             return mean, dis
 
         inf._run_tile = plain_tile
+        inf._place = lambda net, dev: net.to(dev).eval()  # the model as trained: BatchNorm, ReLU, NCHW
         inf.tune_allocator = lambda: False
         torch.inference_mode = torch.no_grad  # type: ignore[assignment]
     for _ in range(runs + 1):  # the first run warms up and is not counted
