@@ -223,3 +223,22 @@ def test_training_device_and_backend_follow_the_hardware(monkeypatch) -> None:
     assert backend_for(torch.device("cuda:1")) == "nccl"
     with pytest.raises(ConfigError, match="run.device"):
         load_config("tiny", ['run.device="tpu"'])
+
+
+def test_training_autocast_follows_the_hardware(monkeypatch) -> None:
+    """bf16 autocast on CPUs with native bf16 (and CUDA GPUs with bf16), fp32 elsewhere or
+    when run.amp is off."""
+    import lesionseg_training.trainer as trainer
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
+    with trainer._autocast(cpu, True):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    with trainer._autocast(cpu, False):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)
+    with trainer._autocast(cpu, True):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    ctx = trainer._autocast(torch.device("cuda"), True)
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16 and ctx.device == "cuda"

