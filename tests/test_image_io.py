@@ -209,3 +209,40 @@ def test_encode_png_roundtrips_through_pillow(shape: tuple[int, ...], backend: s
     assert back.dtype == np.uint8 and back.shape == a.shape and np.array_equal(back, a)
     with pytest.raises(ValueError, match="uint8"):
         encode_png(a.astype(np.uint16))
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    """Outputs are readable like any file the user writes (mkstemp's temp files are 0600), and
+    replacing a file keeps its mode."""
+    import os
+    import stat
+
+    from napari_lesionseg.core.atomic import _UMASK, atomic_write_bytes
+
+    new = tmp_path / "new.png"
+    atomic_write_bytes(new, b"x")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~_UMASK
+    kept = tmp_path / "kept.csv"
+    kept.write_bytes(b"old")
+    os.chmod(kept, 0o640)
+    atomic_write_bytes(kept, b"new")
+    assert kept.read_bytes() == b"new" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+
+
+def test_model_folders_and_saved_corrections_get_ordinary_permissions(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import stat
+
+    from napari_lesionseg.core.atomic import ordinary_mode
+    from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
+    from napari_lesionseg.core.store import Project
+
+    m = load_model_folder(tiny_model_dir)
+    out = save_model_folder(tmp_path / "m2", m.net, m.config)
+    assert stat.S_IMODE(out.stat().st_mode) == ordinary_mode(directory=True)
+    proj = Project(tmp_path / "proj")
+    img = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
+    iid = proj.add_image(img)
+    v = proj.save_label(iid, np.zeros((8, 8), np.uint8))
+    for f in (proj.image_path(iid), v.path):
+        assert stat.S_IMODE(Path(f).stat().st_mode) == ordinary_mode(), f

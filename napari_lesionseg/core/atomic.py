@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,38 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+# The process's umask, read once at import (os.umask can only be read by setting it, which is
+# not safe while other threads create files).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def ordinary_mode(directory: bool = False) -> int:
+    """The mode ``open()`` / ``mkdir()`` would give a new file / folder under this umask (the
+    temp files and folders made by ``tempfile`` are 0600 / 0700: outputs must not stay so)."""
+    return (0o777 if directory else 0o666) & ~_UMASK
+
+
+def make_ordinary(fd_or_path: int | str | os.PathLike[str], directory: bool = False) -> None:
+    """Give a temp file (by descriptor or path) or temp folder the :func:`ordinary_mode`."""
+    with contextlib.suppress(OSError, AttributeError, NotImplementedError):  # e.g. no fchmod on Windows
+        if isinstance(fd_or_path, int):
+            os.fchmod(fd_or_path, ordinary_mode(directory))
+        else:
+            os.chmod(fd_or_path, ordinary_mode(directory))
+
+
+def _set_mode(fd: int, target: Path) -> None:
+    """Give the temp file (created 0600 by mkstemp) the mode a plain ``open(target, "w")``
+    would leave: the existing file's mode when replacing one, else 0666 minus the umask."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = ordinary_mode()
+    with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows
+        os.fchmod(fd, mode)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit fsync it and move it onto ``path``."""
@@ -40,6 +73,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
+            _set_mode(fh.fileno(), target)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:

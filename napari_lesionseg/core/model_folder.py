@@ -29,7 +29,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from .atomic import fsync_dir
+from .atomic import fsync_dir, make_ordinary
 from .configs import ConfigError, from_dict, to_dict
 from .errors import LesionsegInputError
 from .model_config import ModelConfig
@@ -92,6 +92,7 @@ def save_model_folder(
     cfg = replace(config, weights_sha256=_sha256(weights))
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
+        make_ordinary(tmp, directory=True)
         _write_file(tmp / WEIGHTS, weights)
         _write_file(tmp / CONFIG, json.dumps(to_dict(cfg), indent=2).encode())
         _write_file(tmp / METRICS, json.dumps(metrics or {}, indent=2).encode())

@@ -35,7 +35,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .atomic import atomic_open as open_atomic
-from .atomic import atomic_write_text, fsync_dir, is_temp_file
+from .atomic import atomic_write_text, fsync_dir, is_temp_file, make_ordinary
 from .errors import LesionsegInputError
 from .image_io import IMAGE_SUFFIXES, encode_png, read_image, read_mask
 from .metrics import confusion, scores
@@ -107,6 +107,7 @@ class Project:
                 dst = self.root / "images" / f"{iid}{src.suffix.lower()}"
                 fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
                 os.close(fd)
+                make_ordinary(tmp)
                 shutil.copyfile(src, tmp)
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
@@ -205,6 +206,7 @@ class Project:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(data)
                     fh.flush()
+                    make_ordinary(fh.fileno())
                     os.fsync(fh.fileno())
                 os.link(tmp, target)  # fails if target exists: never overwrite a version
             finally:
