@@ -123,13 +123,16 @@ class ComponentStats:
     boxes: list
 
 
-def component_stats(comp: NDArray[np.int32], n: int, prob: NDArray, weight: NDArray | None = None,
+def component_stats(comp: NDArray[np.int32], n: int | None, prob: NDArray, weight: NDArray | None = None,
                     with_max: bool = False) -> ComponentStats:
     """Area, probability sum (and max), ``weight`` sum, centroid sums and bounding boxes of the
-    components of ``comp``, computed over component pixels only (a tiny fraction of a photo)."""
+    components ``1..n`` of ``comp`` (``n=None``: the largest id present), computed over
+    component pixels only (a tiny fraction of a photo)."""
     flat = comp.ravel()
     idx = np.flatnonzero(flat != 0)  # nonzero() on a bool array is 10x faster than on int32
     ids = flat[idx]
+    if n is None:
+        n = int(ids.max(initial=0))
     p = prob.ravel()[idx].astype(np.float64)
     count = lambda w=None: np.bincount(ids, weights=w, minlength=n + 1).astype(np.float64)  # noqa: E731
     pmax = np.zeros(n + 1)
@@ -161,13 +164,16 @@ def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.flo
     lesion ``i`` painted ``i`` (ids from 1, in raster order).
     """
     if labels is not None:
-        lab, n = labels, int(labels.max(initial=0))
+        lab, n = labels, None  # the count comes from the lesion pixels, not a full-image max
     else:
         lab, n, _, _ = label_runs(np.asarray(mask) == 1)
-    if n == 0:
-        return [], lab
+        if n == 0:
+            return [], lab
     fz = None if fuzzy is None else (fuzzy > FUZZY_CUTOFF)
     st = component_stats(lab, n, prob, fz, with_max=True)
+    n = len(st.boxes)
+    if n == 0:
+        return [], lab
     area, boxes = st.area, st.boxes
     out = []
     for i in range(1, n + 1):
