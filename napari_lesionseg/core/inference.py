@@ -107,12 +107,14 @@ _VIEW_POOL: ThreadPoolExecutor | None = None
 
 
 def _view_pool() -> ThreadPoolExecutor:
-    """Two worker threads, each running its views single-threaded (``torch.set_num_threads``
-    in a thread sets that thread's own OpenMP team; the caller's stays as it was)."""
+    """Two worker threads, each running its views on half the cores (one each on 2 cores;
+    ``torch.set_num_threads`` in a thread sets that thread's own OpenMP team, the caller's
+    stays as it was)."""
     global _VIEW_POOL
     if _VIEW_POOL is None:
+        per_worker = max(1, default_threads() // 2)
         _VIEW_POOL = ThreadPoolExecutor(2, thread_name_prefix="lesionseg-view",
-                                        initializer=lambda: torch.set_num_threads(1))
+                                        initializer=lambda: torch.set_num_threads(per_worker))
     return _VIEW_POOL
 
 
