@@ -217,11 +217,11 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
     import os
     import stat
 
-    from napari_lesionseg.core.atomic import _UMASK, atomic_write_bytes
+    from napari_lesionseg.core.atomic import atomic_write_bytes, ordinary_mode
 
     new = tmp_path / "new.png"
     atomic_write_bytes(new, b"x")
-    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~_UMASK
+    assert stat.S_IMODE(new.stat().st_mode) == ordinary_mode()
     kept = tmp_path / "kept.csv"
     kept.write_bytes(b"old")
     os.chmod(kept, 0o640)

@@ -43,24 +43,19 @@ def ordinary_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~_UMASK
 
 
-def make_ordinary(fd_or_path: int | str | os.PathLike[str], directory: bool = False) -> None:
-    """Give a temp file (by descriptor or path) or temp folder the :func:`ordinary_mode`."""
+def make_ordinary(fd_or_path: int | str | os.PathLike[str], directory: bool = False,
+                  like: Path | None = None) -> None:
+    """Give a temp file (by descriptor or path) or temp folder the :func:`ordinary_mode`, or the
+    mode of ``like`` when that file exists (replacing a file keeps its mode)."""
+    try:
+        mode = stat.S_IMODE(os.stat(like).st_mode) if like is not None else ordinary_mode(directory)
+    except OSError:
+        mode = ordinary_mode(directory)
     with contextlib.suppress(OSError, AttributeError, NotImplementedError):  # e.g. no fchmod on Windows
         if isinstance(fd_or_path, int):
-            os.fchmod(fd_or_path, ordinary_mode(directory))
+            os.fchmod(fd_or_path, mode)
         else:
-            os.chmod(fd_or_path, ordinary_mode(directory))
-
-
-def _set_mode(fd: int, target: Path) -> None:
-    """Give the temp file (created 0600 by mkstemp) the mode a plain ``open(target, "w")``
-    would leave: the existing file's mode when replacing one, else 0666 minus the umask."""
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        mode = ordinary_mode()
-    with contextlib.suppress(OSError, AttributeError):  # no fchmod on Windows
-        os.fchmod(fd, mode)
+            os.chmod(fd_or_path, mode)
 
 
 @contextlib.contextmanager
@@ -73,7 +68,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
-            _set_mode(fh.fileno(), target)
+            make_ordinary(fh.fileno(), like=target)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:

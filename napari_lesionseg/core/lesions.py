@@ -43,13 +43,9 @@ def threshold_mask(prob: NDArray[np.float32], threshold: float, min_area: int,
     m = prob > threshold
     if fov is not None:
         m &= fov
-    if min_area > 1 and m.any():
-        lab, n, _, _ = label_runs(m)
-        sizes = np.bincount(lab.ravel(), minlength=n + 1)
-        small = sizes < min_area
-        small[0] = False
-        m[small[lab]] = False
-    return m.astype(np.uint8)
+    if min_area <= 1:
+        return m.view(np.uint8)
+    return _labelled(m, min_area)[0]
 
 
 def label_runs(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int, NDArray[np.intp], NDArray[np.int32]]:
@@ -99,14 +95,17 @@ def labelled_mask(prob: NDArray[np.float32], threshold: float, min_area: int
                   ) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
     """``threshold_mask`` and its 8-connected lesion labels from one labelling pass: the same
     mask, and the same ids (raster order of each lesion's first pixel) as labelling it again."""
-    lab, n, idx, ids = label_runs(prob > threshold)
+    return _labelled(prob > threshold, min_area)
+
+
+def _labelled(m: NDArray[np.bool_], min_area: int) -> tuple[NDArray[np.uint8], NDArray[np.int32]]:
+    """Label ``m``, drop components under ``min_area`` px and renumber the rest in order."""
+    lab, n, idx, ids = label_runs(m)
     if min_area > 1 and n:
-        sizes = np.bincount(ids, minlength=n + 1)
-        keep = sizes >= min_area
+        keep = np.bincount(ids, minlength=n + 1) >= min_area
         keep[0] = False
-        if not keep[1:].all():  # drop the small ones and renumber the rest in order
-            new = (np.cumsum(keep) * keep).astype(np.int32)
-            lab.ravel()[idx] = new[ids]
+        if not keep[1:].all():
+            lab.ravel()[idx] = (np.cumsum(keep) * keep).astype(np.int32)[ids]
     return (lab > 0).view(np.uint8), lab
 
 
@@ -163,14 +162,9 @@ def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.flo
     Returns ``(lesions, labels)``: ``labels`` is ``int32 (H, W)`` with 0 = background and
     lesion ``i`` painted ``i`` (ids from 1, in raster order).
     """
-    if labels is not None:
-        lab, n = labels, None  # the count comes from the lesion pixels, not a full-image max
-    else:
-        lab, n, _, _ = label_runs(np.asarray(mask) == 1)
-        if n == 0:
-            return [], lab
+    lab = labels if labels is not None else label_runs(np.asarray(mask) == 1)[0]
     fz = None if fuzzy is None else (fuzzy > FUZZY_CUTOFF)
-    st = component_stats(lab, n, prob, fz, with_max=True)
+    st = component_stats(lab, None, prob, fz, with_max=True)  # the count from the lesion pixels
     n = len(st.boxes)
     if n == 0:
         return [], lab

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,23 +33,17 @@ def to_uint8(p: np.ndarray, rows: int = 512) -> np.ndarray:
 def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:
     """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (round(255 p)), ``<stem>_fuzzy.png``.
 
-    Each map is converted, encoded and written in its own thread (NumPy and zlib release the
-    GIL), the probability map, the slowest, first."""
+    Each map is converted, encoded and written in its own thread (NumPy and the deflate of
+    ``encode_png`` release the GIL)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = {
+    jobs: dict[Path, Callable[[], np.ndarray]] = {
+        out_dir / f"{stem}_mask.png": lambda: pred.mask * np.uint8(255),
         out_dir / f"{stem}_prob.png": lambda: to_uint8(pred.probability),
         out_dir / f"{stem}_fuzzy.png": lambda: to_uint8(pred.fuzzy),
-        out_dir / f"{stem}_mask.png": lambda: pred.mask * np.uint8(255),
     }
-
-    def write(item: tuple[Path, Callable[[], np.ndarray]]) -> Path:
-        path, make = item
-        atomic_write_bytes(path, encode_png(make()))
-        return path
-
     with ThreadPoolExecutor(len(jobs)) as pool:
-        list(pool.map(write, jobs.items()))
-    return [out_dir / f"{stem}_{kind}.png" for kind in ("mask", "prob", "fuzzy")]
+        list(pool.map(lambda path: atomic_write_bytes(path, encode_png(jobs[path]())), jobs))
+    return list(jobs)
 
 
 def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:

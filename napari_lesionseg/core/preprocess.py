@@ -89,7 +89,8 @@ def box_downscale(img: NDArray[np.uint8], h: int, w: int, bands: int = 2) -> NDA
     Pillow releases the GIL while resampling, and each band converts only its own rows: the
     same bytes as one ``Image.resize`` (each band gets the input rows its filter windows reach,
     plus a margin, and the box argument places every window exactly where the whole resize
-    puts it), in a third of the time on 2 cores (IDRiD photo: 68 -> 21 ms)."""
+    puts it); on 2 cores an IDRiD photo took 21-23 ms against 33-68 ms in one piece (the
+    VM's speed varied between the runs)."""
     src_h, src_w = img.shape[:2]
     scale = src_h / h
 

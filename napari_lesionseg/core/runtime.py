@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -81,9 +82,11 @@ def default_threads() -> int:
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (AVX512_BF16 or AMX): there oneDNN's bf16
-    convolutions run about twice as fast as fp32. Elsewhere bf16 is emulated and slower."""
+    convolutions run about twice as fast as fp32. Elsewhere bf16 is emulated and slower.
+    Probed once per process (it is asked on every prediction and training step)."""
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     try:
