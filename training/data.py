@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_lesionseg.core.errors import LesionsegInputError
-from napari_lesionseg.core.image_io import read_image, read_mask
+from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
@@ -79,6 +79,7 @@ def _cache_key(pair: Pair, pre: PreprocessConfig) -> str:
         st = f.stat()
         h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(json.dumps(asdict(pre), sort_keys=True).encode())
+    h.update(b"label_map" if pair.label_map else b"mask")
     return h.hexdigest()[:20]
 
 
@@ -90,7 +91,7 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
             z = np.load(cf)
             return Prepared(pair.id, z["x"].astype(np.float32), z["y"], z["fov"])
     rgb, _ = read_image(pair.image)
-    mask = read_mask(pair.mask, shape=rgb.shape[:2])
+    mask = pair.read_mask(shape=rgb.shape[:2])
     geom = plan_geometry(rgb.shape[:2], detect_fov(rgb), pre.fov_diameter)
     disc = geom.work_fov_mask()
     x = network_input(to_work(rgb, geom), disc, pre.green_contrast_sigma)

@@ -202,20 +202,8 @@ def to_float(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     return rgb.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
-def read_mask(
-    path: str | os.PathLike[str],
-    *,
-    shape: tuple[int, int] | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> NDArray[np.uint8]:
-    """Read a lesion mask or label map as ``uint8 (H, W)`` with values in {0, 1, 255}.
-
-    Accepted encodings: 1-bit / palette TIFF with indices {0, 1} (IDRiD), 0/1 or 0/255 PNG
-    (255 then means lesion), and label maps holding 0, 1 and 255 (255 = unsure, ignored).
-    JPEG is refused: its compression invents values along every edge. ``shape`` is the
-    ``(H, W)`` of the image the mask belongs to; a different size is an error.
-    """
-    p = Path(path)
+def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArray:
+    """One-channel array of a lossless mask or label file, size-checked against ``shape``."""
     if p.suffix.lower() in (".jpg", ".jpeg"):
         raise LesionsegInputError(
             p, "masks must be lossless (PNG, TIFF or BMP); JPEG compression alters mask values"
@@ -246,8 +234,31 @@ def read_mask(
             p,
             f"mask is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}",
         )
-    values = np.unique(arr)
-    vals = {int(v) for v in values}
+    return arr
+
+
+def _values_text(vals: set[int]) -> str:
+    return ", ".join(str(v) for v in sorted(vals)[:8]) + (" ..." if len(vals) > 8 else "")
+
+
+def read_mask(
+    path: str | os.PathLike[str],
+    *,
+    shape: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> NDArray[np.uint8]:
+    """Read a lesion mask someone made, as ``uint8 (H, W)`` with values in {0, 1, 255}.
+
+    Accepted encodings: 1-bit / palette TIFF with indices {0, 1} (IDRiD), 0/1 or 0/255 PNG
+    (255 then means lesion), and label maps holding 0, 1 and 255 (255 = unsure, ignored).
+    A file holding only 0 and 255 is read as a 0/255 *lesion* mask: label maps this package
+    wrote itself (where 255 is "unsure") are read with :func:`read_label`, which never guesses.
+    JPEG is refused: its compression invents values along every edge. ``shape`` is the
+    ``(H, W)`` of the image the mask belongs to; a different size is an error.
+    """
+    p = Path(path)
+    arr = _read_gray(p, shape, max_pixels)
+    vals = {int(v) for v in np.unique(arr)}
     if vals <= {0, 1}:
         out = arr.astype(np.uint8)
     elif vals <= {0, 255} or vals <= {0, 65535}:
@@ -255,11 +266,48 @@ def read_mask(
     elif vals <= {0, 1, 255}:
         out = arr.astype(np.uint8)
     else:
-        shown = ", ".join(str(v) for v in sorted(vals)[:8]) + (" ..." if len(vals) > 8 else "")
         raise LesionsegInputError(
-            p, f"mask has values other than 0/1/255 ({shown}); cannot tell lesion from background"
+            p, f"mask has values other than 0/1/255 ({_values_text(vals)}); cannot tell lesion from background"
         )
     return np.ascontiguousarray(out)
+
+
+def read_label(
+    path: str | os.PathLike[str],
+    *,
+    shape: tuple[int, int] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> NDArray[np.uint8]:
+    """Read a label map exactly as written: 0 background, 1 lesion, 255 unsure; any other
+    value is an error. Unlike :func:`read_mask` nothing is reinterpreted, so a map holding only
+    0 and 255 (background and unsure) stays so."""
+    p = Path(path)
+    arr = _read_gray(p, shape, max_pixels)
+    return check_label_values(arr, p)
+
+
+def check_label_values(label: NDArray, path: str | os.PathLike[str] | None = None) -> NDArray[np.uint8]:
+    """``label`` as a 2-D ``uint8`` array, checked *before* any cast: every value must be
+    exactly 0, 1 or 255 (booleans are 0/1). 256, -1 or 0.7 are errors, never wrapped or
+    truncated into a valid-looking value."""
+    arr = np.asarray(label)
+    if arr.ndim != 2:
+        raise LesionsegInputError(path, f"a label map must be 2-D, got shape {arr.shape}")
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8)
+    if arr.dtype.kind not in "uif":
+        raise LesionsegInputError(path, f"a label map must hold numbers, got dtype {arr.dtype}")
+    if arr.dtype != np.uint8:
+        ok = (arr == 0) | (arr == 1) | (arr == 255)
+        if not ok.all():
+            bad = {float(v) if arr.dtype.kind == "f" else int(v) for v in np.unique(arr[~ok])[:8]}
+            raise LesionsegInputError(path, f"label values must be 0, 1 or 255 (unsure); found {sorted(bad)[:5]}")
+        return arr.astype(np.uint8)
+    vals = {int(v) for v in np.unique(arr)}
+    bad = vals - {0, 1, 255}
+    if bad:
+        raise LesionsegInputError(path, f"label values must be 0, 1 or 255 (unsure); found {sorted(bad)[:5]}")
+    return np.ascontiguousarray(arr)
 
 
 def _check_lossless(path: Path) -> None:

@@ -7,14 +7,16 @@ import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .image_io import encode_png
-from .inference import Prediction
 from .lesions import LESION_COLUMNS
+
+if TYPE_CHECKING:
+    from .inference import Prediction
 
 
 def to_uint8(p: np.ndarray, rows: int = 512) -> np.ndarray:
@@ -31,18 +33,38 @@ def to_uint8(p: np.ndarray, rows: int = 512) -> np.ndarray:
 
 
 def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:
-    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (round(255 p)), ``<stem>_fuzzy.png``.
+    """The maps of a :class:`Prediction`: see :func:`write_maps`."""
+    return write_maps(out_dir, stem, pred.probability, pred.mask, pred.fuzzy)
+
+
+def write_maps(out_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray, fuzzy: np.ndarray) -> list[Path]:
+    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (round(255 p)), ``<stem>_fuzzy.png``:
+    the one writer of prediction maps (``lesionseg predict`` and the project store).
 
     Each map is converted, encoded and written in its own thread (NumPy and the deflate of
     ``encode_png`` release the GIL)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs: dict[Path, Callable[[], np.ndarray]] = {
-        out_dir / f"{stem}_mask.png": lambda: pred.mask * np.uint8(255),
-        out_dir / f"{stem}_prob.png": lambda: to_uint8(pred.probability),
-        out_dir / f"{stem}_fuzzy.png": lambda: to_uint8(pred.fuzzy),
+        out_dir / f"{stem}_mask.png": lambda: (np.asarray(mask) > 0).view(np.uint8) * np.uint8(255),
+        out_dir / f"{stem}_prob.png": lambda: to_uint8(prob),
+        out_dir / f"{stem}_fuzzy.png": lambda: to_uint8(fuzzy),
     }
-    with ThreadPoolExecutor(len(jobs)) as pool:
-        list(pool.map(lambda path: atomic_write_bytes(path, encode_png(jobs[path]())), jobs))
+    written: list[Path] = []
+
+    def write(path: Path) -> None:
+        try:
+            atomic_write_bytes(path, encode_png(jobs[path]()))
+        except OSError as err:  # name the file (a failed write() names none)
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        written.append(path)
+
+    try:
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            list(pool.map(write, jobs))
+    except BaseException:
+        for path in written:  # one photo's maps are written all together or not at all
+            path.unlink(missing_ok=True)
+        raise
     return list(jobs)
 
 

@@ -5,17 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from numpy.typing import NDArray
+
 from .errors import LesionsegInputError
-from .image_io import list_images
+from .image_io import list_images, read_label, read_mask
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+MASK_TAGS = ("HE", "mask", "label", "gt", "seg")  # <stem>_<tag> names a photo's mask
 
 
 @dataclass(frozen=True)
 class Pair:
+    """A photo and its mask. ``label_map``: the mask is a label map this package wrote (a
+    corrections-store version, 255 = unsure), read exactly; otherwise it is someone's mask
+    file, where a 0/255 file means lesion (see :func:`read_mask`)."""
+
     id: str
     image: Path
     mask: Path
+    label_map: bool = False
+
+    def read_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.uint8]:
+        """The mask as 0 background, 1 lesion, 255 unsure."""
+        return (read_label if self.label_map else read_mask)(self.mask, shape=shape)
 
 
 def _mask_index(mask_dir: Path) -> dict[str, Path]:
@@ -36,10 +49,17 @@ def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = Fal
         if not d.is_dir():
             raise LesionsegInputError(d, "is not a folder")
     idx = _mask_index(masks)
+    photos = list_images(images)
+    if images.resolve() == masks.resolve():
+        # photos and masks side by side (as the bundled samples are): a file that is another
+        # file's mask by name is a mask, not a photo, and a photo is never its own mask
+        mask_names = {f"{img.stem}_{s}" for img in photos for s in MASK_TAGS}
+        photos = [img for img in photos if img.stem not in mask_names]
+        idx = {stem: f for stem, f in idx.items() if stem in mask_names}
     pairs, missing = [], []
     used: set[str] = set()
-    for img in list_images(images):
-        cands = [img.stem] + [f"{img.stem}_{s}" for s in ("HE", "mask", "label", "gt", "seg")]
+    for img in photos:
+        cands = [img.stem] + [f"{img.stem}_{s}" for s in MASK_TAGS]
         hit = next((c for c in cands if c in idx), None)
         if hit is None:
             missing.append(img.name)

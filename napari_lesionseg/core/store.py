@@ -10,22 +10,22 @@
 ```
 A version file is created with ``os.link`` from a fsynced temp file, which fails rather than
 replace an existing file: no version is ever overwritten, even by two processes racing. A lock
-file serialises saves. ``latest.json`` is only a hint: readers fall back to the highest version
-that reads. A torn last manifest line (a crash mid-append) is skipped with a warning.
+file serialises saves and image registrations. Versions are read back exactly
+(:func:`read_label`: 0, 1 and 255, never the 0/255-means-lesion reading of foreign masks). The
+current version is the highest that reads (``latest.json`` is written for people and other
+tools, never trusted). A torn last manifest line (a crash mid-append) is skipped with a
+warning. Opening a project repairs what an interrupted save left: versions without a manifest
+line get one marked ``recovered``, and stale temp files are removed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .atomic import atomic_open as open_atomic
-from .atomic import atomic_write_text, fsync_dir, is_temp_file, make_ordinary
+from .atomic import atomic_copy, atomic_write_text, create_new, file_lock, is_temp_file, remove_stale_temp
 from .errors import LesionsegInputError
-from .image_io import IMAGE_SUFFIXES, encode_png, read_image, read_mask
+from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_image, read_label
+from .jsonfile import parse_json, read_json
 from .metrics import confusion, scores
+from .outputs import write_maps
 from .pairs import Pair
 
 VERSION_RE = re.compile(r"^v(\d{4,})\.png$")
@@ -68,54 +69,80 @@ def _safe_id(name: str) -> str:
 
 
 class Project:
-    """A project folder; created on first use."""
+    """A project folder; created on first use, repaired on opening (see the module's text)."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise LesionsegInputError(self.root, "a project must be a folder")
-        for sub in ("images", "labels", "predictions", "models"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("images", "labels", "predictions", "models"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LesionsegInputError(self.root, f"cannot be used as a project folder ({err.strerror or err})") from None
+        self.recovered: list[LabelVersion] = []
+        if os.access(self.root, os.W_OK):
+            self._repair()
 
     # ---- locking ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Exclusive lock across processes (``<project>/.lock``, flock)."""
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Exclusive lock across processes (``<project>/.lock``)."""
+        return file_lock(self.root / ".lock")
+
+    def _repair(self) -> None:
+        """Remove stale temp files; give versions saved without a manifest line (the saver was
+        killed between the two writes) a line marked ``recovered``."""
+        folders = [self.root / "images", self.root / "models", self.root]
+        for sub in ("labels", "predictions"):
+            with contextlib.suppress(OSError):
+                folders += [d for d in (self.root / sub).iterdir() if d.is_dir()]
+            folders.append(self.root / sub)
+        for d in folders:
+            remove_stale_temp(d)
+        on_disk = {(v.image_id, v.version): v for iid in self._label_ids() for v in self.versions(iid)}
+        if not on_disk:
+            return
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            recorded = {(r.get("image_id"), r.get("version")) for r in self.manifest()}
+        if set(on_disk) <= recorded:
+            return
+        with self.lock():
+            recorded = {(r.get("image_id"), r.get("version")) for r in self.manifest()}
+            for key in sorted(set(on_disk) - recorded):
+                v = on_disk[key]
+                try:
+                    lab = read_label(v.path)
+                except LesionsegInputError:
+                    continue  # unreadable: never current, never used
+                data = v.path.read_bytes()
+                self._append_manifest(self._record(v, lab, data, None, "recovered: saved before an interruption"))
+                self.recovered.append(v)
+
+    def _label_ids(self) -> list[str]:
+        d = self.root / "labels"
+        return sorted(f.name for f in d.iterdir() if f.is_dir() and not f.name.startswith(".")) if d.is_dir() else []
 
     # ---- images ----------------------------------------------------------------------------
     def add_image(self, path: str | os.PathLike[str], *, copy: bool = True, image_id: str | None = None) -> str:
         """Register a photo; returns its image id (the file stem unless given). Adding the same
-        photo again returns the same id; a different photo under a taken id is refused."""
+        photo again returns the same id; a different photo under a taken id is refused (the
+        check and the write happen under the project's lock, so two processes adding different
+        photos with one id cannot both succeed)."""
         src = Path(path)
         read_image(src)  # refuse bad files before anything is written
         iid = _safe_id(image_id or src.stem)
         sha = _sha256_file(src)
-        existing = self.image_path(iid)
-        if existing is not None:
-            if self.image_sha256(iid) != sha:
-                raise LesionsegInputError(src, f"the project already holds a different image with id {iid!r}")
-            return iid
         with self.lock():
+            if self.image_path(iid) is not None:
+                if self.image_sha256(iid) != sha:
+                    raise LesionsegInputError(src, f"the project already holds a different image with id {iid!r}")
+                return iid
             if copy:
-                dst = self.root / "images" / f"{iid}{src.suffix.lower()}"
-                fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-                os.close(fd)
-                make_ordinary(tmp)
-                shutil.copyfile(src, tmp)
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, dst)
+                atomic_copy(src, self.root / "images" / f"{iid}{src.suffix.lower()}")
             else:
                 atomic_write_text(self.root / "images" / f"{iid}.ref.json",
                                   json.dumps({"path": str(src.resolve()), "sha256": sha}))
-            fsync_dir(self.root / "images")
         return iid
 
     def image_ids(self) -> list[str]:
@@ -133,7 +160,7 @@ class Project:
         d = self.root / "images"
         ref = d / f"{image_id}.ref.json"
         if ref.exists():
-            return Path(json.loads(ref.read_text())["path"])
+            return Path(self._ref(ref)["path"])
         for suf in IMAGE_SUFFIXES:
             p = d / f"{image_id}{suf}"
             if p.exists():
@@ -143,11 +170,18 @@ class Project:
     def image_sha256(self, image_id: str) -> str:
         ref = self.root / "images" / f"{image_id}.ref.json"
         if ref.exists():
-            return str(json.loads(ref.read_text())["sha256"])
+            return self._ref(ref)["sha256"]
         p = self.image_path(image_id)
         if p is None:
             raise LesionsegInputError(self.root / "images", f"no image with id {image_id!r}")
         return _sha256_file(p)
+
+    @staticmethod
+    def _ref(path: Path) -> dict[str, str]:
+        data = read_json(path)
+        if not (isinstance(data.get("path"), str) and isinstance(data.get("sha256"), str)):
+            raise LesionsegInputError(path, "image reference lacks its path or sha256")
+        return data
 
     # ---- labels ----------------------------------------------------------------------------
     def versions(self, image_id: str) -> list[LabelVersion]:
@@ -161,37 +195,29 @@ class Project:
                 out.append(LabelVersion(image_id, int(m.group(1)), f))
         return sorted(out, key=lambda v: v.version)
 
-    def latest(self, image_id: str) -> LabelVersion | None:
-        """The current version: what latest.json names, else the highest version that reads."""
-        d = self.root / "labels" / image_id
-        hint = d / "latest.json"
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            v = int(json.loads(hint.read_text())["version"])
-            p = d / f"v{v:04d}.png"
-            if p.exists():
-                return LabelVersion(image_id, v, p)
+    def _latest_read(self, image_id: str) -> tuple[LabelVersion, NDArray[np.uint8]] | None:
         for v in reversed(self.versions(image_id)):
             try:
-                read_mask(v.path)
-                return v
+                return v, read_label(v.path)
             except LesionsegInputError:
-                warnings.warn(f"{v.path}: unreadable label version skipped", stacklevel=2)
+                warnings.warn(f"{v.path}: unreadable label version skipped", stacklevel=3)
         return None
 
+    def latest(self, image_id: str) -> LabelVersion | None:
+        """The current version: the highest that reads."""
+        hit = self._latest_read(image_id)
+        return None if hit is None else hit[0]
+
     def latest_label(self, image_id: str) -> NDArray[np.uint8] | None:
-        v = self.latest(image_id)
-        return None if v is None else read_mask(v.path)
+        """The current version's label map, exactly as saved (0, 1, 255)."""
+        hit = self._latest_read(image_id)
+        return None if hit is None else hit[1]
 
     def save_label(self, image_id: str, label: NDArray, *, model_version: str | None = None,
                    model_mask: NDArray | None = None, note: str = "") -> LabelVersion:
-        """Append a new label version (never overwriting one) and its manifest line."""
-        lab = np.asarray(label)
-        if lab.ndim != 2:
-            raise LesionsegInputError(None, f"a label map must be 2-D, got shape {lab.shape}")
-        lab = lab.astype(np.uint8)
-        bad = set(np.unique(lab).tolist()) - {0, 1, 255}
-        if bad:
-            raise LesionsegInputError(None, f"label values must be 0, 1 or 255 (unsure); found {sorted(bad)[:5]}")
+        """Append a new label version (never overwriting one) and its manifest line. Values
+        must be exactly 0, 1 or 255 (checked before any conversion)."""
+        lab = check_label_values(label)
         if self.image_path(image_id) is None:
             raise LesionsegInputError(self.root / "images", f"no image with id {image_id!r}; add it first")
         d = self.root / "labels" / image_id
@@ -201,33 +227,29 @@ class Project:
             prev = self.versions(image_id)
             version = (prev[-1].version + 1) if prev else 1
             target = d / f"v{version:04d}.png"
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=d)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    make_ordinary(fh.fileno())
-                    os.fsync(fh.fileno())
-                os.link(tmp, target)  # fails if target exists: never overwrite a version
-            finally:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-            fsync_dir(d)
+            create_new(target, data)  # fails if target exists: never overwrite a version
             atomic_write_text(d / "latest.json", json.dumps({"version": version, "file": target.name}))
-            record: dict[str, Any] = {
-                "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "image_id": image_id, "image_sha256": self.image_sha256(image_id),
-                "version": version, "file": str(target.relative_to(self.root)),
-                "label_sha256": hashlib.sha256(data).hexdigest(),
-                "model_version": model_version, "lesion_px": int((lab == 1).sum()),
-                "unsure_px": int((lab == 255).sum()), "note": note,
-            }
-            if model_mask is not None:
-                mm = np.asarray(model_mask) > 0
-                record["edited_px"] = int(np.count_nonzero(mm != (lab == 1)))
-                record["dice_model_vs_corrected"] = scores(confusion(mm, lab == 1, lab != 255))["dice"]
-            self._append_manifest(record)
-        return LabelVersion(image_id, version, target)
+            v = LabelVersion(image_id, version, target)
+            self._append_manifest(self._record(v, lab, data, model_mask, note, model_version))
+        return v
+
+    def _record(self, v: LabelVersion, lab: NDArray[np.uint8], data: bytes, model_mask: NDArray | None,
+                note: str, model_version: str | None = None) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "image_id": v.image_id, "image_sha256": self.image_sha256(v.image_id) if self.image_path(v.image_id) else None,
+            "version": v.version, "file": v.path.relative_to(self.root).as_posix(),
+            "label_sha256": hashlib.sha256(data).hexdigest(),
+            "model_version": model_version, "lesion_px": int((lab == 1).sum()),
+            "unsure_px": int((lab == 255).sum()), "note": note,
+        }
+        if note.startswith("recovered"):
+            record["recovered"] = True
+        if model_mask is not None:
+            mm = np.asarray(model_mask) > 0
+            record["edited_px"] = int(np.count_nonzero(mm != (lab == 1)))
+            record["dice_model_vs_corrected"] = scores(confusion(mm, lab == 1, lab != 255))["dice"]
+        return record
 
     # ---- manifest --------------------------------------------------------------------------
     def _append_manifest(self, record: dict[str, Any]) -> None:
@@ -254,8 +276,11 @@ class Project:
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
-            except (json.JSONDecodeError, UnicodeDecodeError):
+                rec = parse_json(line.decode("utf-8"), path)
+                if not isinstance(rec, dict):
+                    raise LesionsegInputError(path, "not an object")
+                out.append(rec)
+            except (LesionsegInputError, UnicodeDecodeError):
                 warnings.warn(f"{path}: line {i} is damaged (interrupted write?) and was skipped", stacklevel=2)
         return out
 
@@ -267,7 +292,7 @@ class Project:
             v = self.latest(iid)
             img = self.image_path(iid)
             if v is not None and img is not None:
-                pairs.append(Pair(iid, img, v.path))
+                pairs.append(Pair(iid, img, v.path, label_map=True))
         return pairs
 
     def prediction_dir(self, model_version: str) -> Path:
@@ -278,12 +303,7 @@ class Project:
                         fuzzy: NDArray) -> Path:
         """``predictions/<model>/<id>_{prob,mask,fuzzy}.png`` and ``<id>.json`` (uncertainty summary)."""
         d = self.prediction_dir(model_version)
-        d.mkdir(parents=True, exist_ok=True)
-        to8 = lambda a: np.clip(np.rint(np.asarray(a, np.float32) * 255), 0, 255).astype(np.uint8)  # noqa: E731
-        for kind, arr in (("prob", to8(prob)), ("mask", (np.asarray(mask) > 0).astype(np.uint8) * 255),
-                          ("fuzzy", to8(fuzzy))):
-            with open_atomic(d / f"{image_id}_{kind}.png") as fh:
-                fh.write(encode_png(arr))
+        write_maps(d, image_id, prob, mask, fuzzy)
         f = np.asarray(fuzzy) > 0.5
         lit = np.asarray(prob) > 0
         summary = {"image_id": image_id, "model_version": model_version,
@@ -306,7 +326,7 @@ class Project:
             d = self.latest_prediction(iid)
             score = None
             if d is not None:
-                with contextlib.suppress(OSError, ValueError, KeyError):
-                    score = float(json.loads((d / f"{iid}.json").read_text())["fuzzy_fraction"])
+                with contextlib.suppress(LesionsegInputError, TypeError, ValueError, KeyError):
+                    score = float(read_json(d / f"{iid}.json")["fuzzy_fraction"])
             out.append((iid, score))
         return sorted(out, key=lambda t: (t[1] is None, -(t[1] or 0.0), t[0]))
