@@ -116,7 +116,7 @@ def test_wrong_shape_names_the_key(tmp_path: Path) -> None:
     (folder / "weights.safetensors").write_bytes(data)
     cfg = json.loads((folder / "config.json").read_text())
     cfg["weights_sha256"] = hashlib.sha256(data).hexdigest()
-    (folder / "config.json").write_text(json.dumps(cfg))
+    _write_config(folder, cfg)
     with pytest.raises(LesionsegInputError, match="head.weight"):
         load_model_folder(folder)
 
@@ -130,3 +130,116 @@ def test_not_a_folder(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(LesionsegInputError, match="config.json is missing"):
         load_model_folder(tmp_path / "empty")
+
+
+def _write_config(folder: Path, raw: dict) -> None:
+    """Rewrite config.json as a crafted folder would, with a matching config_sha256."""
+    from napari_lesionseg.core.configs import from_dict
+    from napari_lesionseg.core.model_config import ModelConfig
+    from napari_lesionseg.core.model_folder import config_digest
+
+    raw = {**raw, "config_sha256": None}
+    raw["config_sha256"] = config_digest(from_dict(ModelConfig, raw))
+    (folder / "config.json").write_text(json.dumps(raw))
+
+
+def _crafted(tmp_path: Path, kind: str) -> Path:
+    folder = _save(tmp_path)
+    if kind == "fifo_config":
+        (folder / "config.json").unlink()
+        os.mkfifo(folder / "config.json")
+    elif kind == "dir_config":
+        (folder / "config.json").unlink()
+        (folder / "config.json").mkdir()
+    elif kind == "dir_metrics":
+        (folder / "metrics.json").unlink()
+        (folder / "metrics.json").mkdir()
+    elif kind == "symlink_loop":
+        (folder / "lineage.json").unlink()
+        os.symlink(folder / "lineage.json", folder / "lineage.json")
+    elif kind == "deep_json":
+        (folder / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif kind == "huge_int":
+        (folder / "metrics.json").write_text('{"n": ' + "9" * 5000 + "}")
+    elif kind == "weights_path":
+        raw = json.loads((folder / "config.json").read_text())
+        raw["network"]["encoder"]["weights_path"] = "/etc/passwd"
+        _write_config(folder, raw)
+    elif kind == "edited_config":
+        raw = json.loads((folder / "config.json").read_text())
+        raw["inference"]["threshold"] = 0.9
+        (folder / "config.json").write_text(json.dumps(raw))
+    elif kind == "not_utf8":
+        (folder / "lineage.json").write_bytes(b"\xff\xfe{}")
+    return folder
+
+
+CRAFTED = {
+    "fifo_config": "config.json is not a regular file",
+    "dir_config": "config.json is a folder",
+    "dir_metrics": "metrics.json is a folder",
+    "symlink_loop": "symlink is broken or loops",
+    "deep_json": "nested more than",
+    "huge_int": "not valid JSON",
+    "weights_path": "weights_path names a file outside",
+    "edited_config": "changed after the model was saved",
+    "not_utf8": "not UTF-8",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CRAFTED))
+def test_crafted_folders_give_a_clear_error(tmp_path: Path, kind: str) -> None:
+    folder = _crafted(tmp_path, kind)
+    with pytest.raises(LesionsegInputError, match=CRAFTED[kind]) as err:
+        load_model_folder(folder)
+    assert str(folder) in str(err.value)
+
+
+def test_crafted_folders_through_the_cli(tmp_path: Path, sample_rgb) -> None:
+    """The real command: one line, exit 2, no traceback, no hang (a FIFO config once hung)."""
+    from test_cli import lesionseg
+
+    photo = tmp_path / "p.png"
+    from PIL import Image
+
+    Image.fromarray(sample_rgb[::8, ::8]).save(photo)
+    for kind in ("fifo_config", "deep_json", "huge_int", "weights_path"):
+        folder = _crafted(tmp_path / kind, kind)
+        r = lesionseg("predict", photo, "--out", tmp_path / "out", "--model", folder, "--quiet", timeout=120)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (kind, r.stderr)
+        assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and CRAFTED[kind] in r.stderr
+
+
+def test_shapes_are_checked_before_the_network_is_allocated(tmp_path: Path) -> None:
+    """A wide network with a small weights file is refused on shapes (network on the meta
+    device), not after allocating it (it once peaked at 2.2 GB); an enormous one is refused on
+    its parameter count."""
+    import subprocess
+    import sys
+
+    folder = _save(tmp_path)
+    raw = json.loads((folder / "config.json").read_text())
+    raw["network"]["widths"] = [4096, 4096, 4096]
+    _write_config(folder, raw)
+    code = ("import sys\n"
+            "from napari_lesionseg.core.model_folder import load_model_folder\n"
+            "from napari_lesionseg.core.errors import LesionsegInputError\n"
+            "try:\n    load_model_folder(sys.argv[1])\nexcept LesionsegInputError as e:\n    print(e)\n"
+            "print(open('/proc/self/status').read().split('VmHWM:')[1].split()[0])\n")  # kB, this program only
+    r = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, timeout=300)
+    message, peak_kb = r.stdout.strip().splitlines()
+    assert "has shape" in message or "parameters" in message, r.stdout + r.stderr
+    assert int(peak_kb) < 900_000, f"peak RSS {int(peak_kb) // 1024} MB"
+    raw["network"]["widths"] = [4096] * 7
+    _write_config(folder, raw)
+    with pytest.raises(LesionsegInputError, match="parameters, over the limit"):
+        load_model_folder(folder)
+
+
+def test_saving_drops_an_encoder_weights_path(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    cfg = tiny_config()
+    cfg = replace(cfg, network=replace(cfg.network, encoder=replace(cfg.network.encoder, weights_path="/x.pt")))
+    folder = save_model_folder(tmp_path / "m", build_model(tiny_config().network), cfg)
+    assert load_model_folder(folder).config.network.encoder.weights_path is None

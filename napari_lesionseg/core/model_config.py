@@ -13,6 +13,10 @@ from .configs import require
 from .models.config import NetworkConfig
 
 FORMAT_VERSION = 1
+# Bounds that keep inference memory predictable (the working grid is about fov_diameter^2
+# pixels and a tile's activations grow with tile_size^2): see benchmarks/memory_large.py.
+MAX_FOV_DIAMETER = 4096
+MAX_TILE_SIZE = 2048
 
 
 @dataclass
@@ -23,7 +27,8 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if self.green_contrast_sigma == 0:
             self.green_contrast_sigma = None
-        require(32 <= self.fov_diameter <= 8192, "preprocess.fov_diameter", "out of range 32..8192")
+        require(32 <= self.fov_diameter <= MAX_FOV_DIAMETER, "preprocess.fov_diameter",
+                f"out of range 32..{MAX_FOV_DIAMETER}")
         if self.green_contrast_sigma is not None:
             require(0.5 <= self.green_contrast_sigma <= 500, "preprocess.green_contrast_sigma",
                     "out of range 0.5..500")
@@ -60,7 +65,7 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         require(0.0 < self.threshold < 1.0, "inference.threshold", "must lie in (0, 1)")
         require(0 <= self.min_lesion_area <= 10_000_000, "inference.min_lesion_area", "out of range")
-        require(32 <= self.tile_size <= 8192, "inference.tile_size", "out of range 32..8192")
+        require(32 <= self.tile_size <= MAX_TILE_SIZE, "inference.tile_size", f"out of range 32..{MAX_TILE_SIZE}")
         require(0.0 <= self.tile_overlap < 0.9, "inference.tile_overlap", "must lie in [0, 0.9)")
         if self.calibration is not None:
             require(len(self.calibration) == 2 and len(self.calibration[0]) == len(self.calibration[1])
@@ -78,6 +83,7 @@ class ModelConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     weights_sha256: str | None = None  # set when the folder is written
+    config_sha256: str | None = None  # this config's own digest, set when the folder is written
 
     def __post_init__(self) -> None:
         require(self.format_version == FORMAT_VERSION, "format_version",

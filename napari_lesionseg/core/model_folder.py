@@ -8,18 +8,18 @@
 ```
 A folder is written into a hidden temp folder beside the target and moved into place with
 one ``os.replace``; an existing folder is never overwritten. Loading treats the folder as
-untrusted: only known file names, no symlinks leaving the folder, bounded JSON, a strict
-config, the weights' sha256, and every tensor's key and shape are checked.
+untrusted: only known file names, regular files only (a FIFO cannot hang the loader), no
+symlinks leaving the folder, bounded JSON (size, nesting, digits), a strict config that names
+no file outside the folder, the config's and the weights' sha256, and every tensor's key and
+shape checked against the network built on PyTorch's ``meta`` device (no memory) before the
+real network is allocated; networks over ``MAX_PARAMETERS`` are refused.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
 
-from .atomic import fsync_dir, make_ordinary
+from .atomic import atomic_folder
 from .configs import ConfigError, from_dict, to_dict
 from .errors import LesionsegInputError
+from .jsonfile import read_json, read_regular_file
 from .model_config import ModelConfig
 from .models import build_model
 
@@ -40,6 +41,7 @@ ALLOWED_FILES = {CONFIG, WEIGHTS, METRICS, LINEAGE, "README.md"}
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz", ".tar"}
 MAX_JSON_BYTES = 2_000_000
 MAX_WEIGHTS_BYTES = 2_000_000_000
+MAX_PARAMETERS = 200_000_000  # the paper-size DynSegNet has 44.8 M
 
 
 @dataclass
@@ -67,11 +69,12 @@ def state_dict_bytes(net: nn.Module) -> bytes:
     return st_save(sd)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+def config_digest(cfg: ModelConfig) -> str:
+    """sha256 of the config as saved, without its own ``config_sha256`` (it covers the
+    weights too, through ``weights_sha256``)."""
+    d = to_dict(cfg)
+    d.pop("config_sha256", None)
+    return _sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
 
 
 def save_model_folder(
@@ -83,52 +86,31 @@ def save_model_folder(
     *,
     overwrite: bool = False,
 ) -> Path:
-    """Write a model folder atomically; refuses to replace an existing one unless ``overwrite``."""
+    """Write a model folder atomically; refuses to replace an existing one unless ``overwrite``.
+    The folder holds every weight: an encoder's ``weights_path`` (an initialisation for
+    training) is not kept."""
     target = Path(folder)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target}: a model folder already exists there; choose a new name")
-    target.parent.mkdir(parents=True, exist_ok=True)
     weights = state_dict_bytes(net)
-    cfg = replace(config, weights_sha256=_sha256(weights))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
-        make_ordinary(tmp, directory=True)
-        _write_file(tmp / WEIGHTS, weights)
-        _write_file(tmp / CONFIG, json.dumps(to_dict(cfg), indent=2).encode())
-        _write_file(tmp / METRICS, json.dumps(metrics or {}, indent=2).encode())
-        _write_file(tmp / LINEAGE, json.dumps(lineage or {}, indent=2).encode())
-        fsync_dir(tmp)
-        if target.exists():  # overwrite: move the old one aside first, then drop it
-            old = target.with_name(f".{target.name}.old.tmp")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-        fsync_dir(target.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp)
-        raise
-    return target
+    net_cfg = replace(config.network, encoder=replace(config.network.encoder, weights_path=None))
+    cfg = replace(config, network=net_cfg, weights_sha256=_sha256(weights), config_sha256=None)
+    cfg = replace(cfg, config_sha256=config_digest(cfg))
+
+    def fill(tmp: Path) -> None:
+        (tmp / WEIGHTS).write_bytes(weights)
+        (tmp / CONFIG).write_text(json.dumps(to_dict(cfg), indent=2), encoding="utf-8")
+        (tmp / METRICS).write_text(json.dumps(metrics or {}, indent=2), encoding="utf-8")
+        (tmp / LINEAGE).write_text(json.dumps(lineage or {}, indent=2), encoding="utf-8")
+
+    return atomic_folder(target, fill, overwrite=overwrite)
 
 
 def _read_json(folder: Path, name: str, required: bool) -> dict[str, Any]:
     p = folder / name
-    if not p.exists():
-        if required:
-            raise LesionsegInputError(folder, f"not a model folder: {name} is missing")
+    if not required and not os.path.lexists(p):
         return {}
-    if p.stat().st_size > MAX_JSON_BYTES:
-        raise LesionsegInputError(p, f"file is too large for a model folder ({p.stat().st_size} bytes)")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise LesionsegInputError(p, f"is not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise LesionsegInputError(p, "must hold a JSON object")
-    return data
+    return read_json(p, max_bytes=MAX_JSON_BYTES, what=name)
 
 
 def check_folder_files(folder: Path) -> None:
@@ -138,10 +120,17 @@ def check_folder_files(folder: Path) -> None:
     if not folder.is_dir():
         raise LesionsegInputError(folder, "is not a folder (a model is a folder with config.json "
                                           "and weights.safetensors)")
-    root = folder.resolve()
-    for entry in folder.iterdir():
+    try:
+        root = folder.resolve()
+        entries = list(folder.iterdir())
+    except (OSError, RuntimeError) as err:
+        raise LesionsegInputError(folder, f"model folder cannot be read ({err})") from None
+    for entry in entries:
         if entry.is_symlink():
-            dest = entry.resolve()
+            try:
+                dest = entry.resolve(strict=True)
+            except (OSError, RuntimeError):
+                raise LesionsegInputError(entry, "symlink is broken or loops; refused") from None
             if root != dest and root not in dest.parents:
                 raise LesionsegInputError(entry, "symlink points outside the model folder; refused")
         if entry.suffix.lower() in PICKLE_SUFFIXES:
@@ -155,6 +144,13 @@ def check_folder_files(folder: Path) -> None:
 
 def load_state_checked(net: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
     """Load ``state`` into ``net``, naming the first key that is missing, unexpected or misshapen."""
+    check_state(net, state, source)
+    net.load_state_dict(state, strict=True)
+
+
+def check_state(net: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Name the first key of ``state`` that is missing, unexpected, misshapen or of another
+    dtype than ``net`` (which may live on the ``meta`` device)."""
     own = net.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -169,26 +165,46 @@ def load_state_checked(net: nn.Module, state: dict[str, torch.Tensor], source: s
                                               f"expects {tuple(own[k].shape)}")
         if v.dtype != own[k].dtype:
             raise LesionsegInputError(source, f"key {k!r} has dtype {v.dtype}, expected {own[k].dtype}")
-    net.load_state_dict(state, strict=True)
+
+
+def _check_config(path: Path, raw: dict[str, Any]) -> ModelConfig:
+    try:
+        cfg = from_dict(ModelConfig, raw)
+    except ConfigError as err:
+        raise LesionsegInputError(path / CONFIG, f"invalid model config: {err}") from None
+    if cfg.network.encoder.weights_path is not None:
+        raise LesionsegInputError(path / CONFIG, "network.encoder.weights_path names a file outside the model "
+                                                 "folder; a model folder holds all its weights (set it to null)")
+    if cfg.weights_sha256 is None:
+        raise LesionsegInputError(path / CONFIG, "weights_sha256 is missing; cannot verify the weights")
+    if cfg.config_sha256 is not None and cfg.config_sha256 != config_digest(cfg):
+        raise LesionsegInputError(path / CONFIG, "was changed after the model was saved (config_sha256 does not "
+                                                 "match): the settings may not be the ones the model was validated "
+                                                 "with; restore it, or save a new model folder")
+    return cfg
+
+
+def _meta_network(path: Path, cfg: ModelConfig) -> nn.Module:
+    """The network built on the ``meta`` device: shapes without memory."""
+    try:
+        with torch.device("meta"):
+            net = build_model(cfg.network)
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise LesionsegInputError(path / CONFIG, f"network cannot be built ({err})") from None
+    n = sum(p.numel() for p in net.parameters())
+    if n > MAX_PARAMETERS:
+        raise LesionsegInputError(path / CONFIG, f"network would have {n:,} parameters, over the limit of "
+                                                 f"{MAX_PARAMETERS:,}; refused before allocating it")
+    return net
 
 
 def load_model_folder(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a network from a model folder alone, in eval mode, on ``device``."""
     path = Path(folder)
     check_folder_files(path)
-    raw = _read_json(path, CONFIG, required=True)
-    try:
-        cfg = from_dict(ModelConfig, raw)
-    except ConfigError as err:
-        raise LesionsegInputError(path / CONFIG, f"invalid model config: {err}") from None
+    cfg = _check_config(path, _read_json(path, CONFIG, required=True))
     wpath = path / WEIGHTS
-    if not wpath.is_file():
-        raise LesionsegInputError(path, f"not a model folder: {WEIGHTS} is missing")
-    if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
-        raise LesionsegInputError(wpath, "weights file is implausibly large")
-    data = wpath.read_bytes()
-    if cfg.weights_sha256 is None:
-        raise LesionsegInputError(path / CONFIG, "weights_sha256 is missing; cannot verify the weights")
+    data = read_regular_file(wpath, MAX_WEIGHTS_BYTES, WEIGHTS)
     digest = _sha256(data)
     if digest != cfg.weights_sha256:
         raise LesionsegInputError(wpath, f"sha256 {digest[:12]}... does not match the recorded "
@@ -197,10 +213,11 @@ def load_model_folder(folder: str | os.PathLike[str], device: str | torch.device
         state = st_load(data)
     except Exception as err:  # noqa: BLE001 - any parse failure is a damaged file
         raise LesionsegInputError(wpath, f"is not a valid safetensors file ({err})") from None
+    check_state(_meta_network(path, cfg), state, wpath)
     try:
         net = build_model(cfg.network)
     except (ValueError, RuntimeError, MemoryError) as err:
         raise LesionsegInputError(path / CONFIG, f"network cannot be built ({err})") from None
-    load_state_checked(net, state, wpath)
+    net.load_state_dict(state, strict=True)
     net.eval().to(device)
     return LoadedModel(net, cfg, path, _read_json(path, METRICS, False), _read_json(path, LINEAGE, False))
