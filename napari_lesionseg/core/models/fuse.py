@@ -55,7 +55,7 @@ class ConvReLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = _cpu_autocast_dtype() or x.dtype
-        if x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not pointwise_works():
+        if x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not pointwise_works(dtype):
             return F.relu(self.conv(x))
         w, b = self._weights(dtype)
         c = self.conv
@@ -73,9 +73,11 @@ _POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise
 
 
 @functools.cache
-def pointwise_works() -> bool:
-    """The fused op exists in this PyTorch build and agrees with conv + relu on a tiny case
-    (checked once, on first use)."""
+def pointwise_works(dtype: torch.dtype = torch.float32) -> bool:
+    """The fused op exists in this PyTorch build, runs in ``dtype`` on this CPU and agrees with
+    conv + relu on a tiny case (checked once per dtype, on first use). oneDNN's bf16 path needs
+    AVX-512 (BW/VL/DQ) or AVX-NE-CONVERT: on an AVX2 CPU bf16 takes the plain pair, which
+    PyTorch runs there."""
     if _POINTWISE is None or not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -83,8 +85,10 @@ def pointwise_works() -> bool:
         x = torch.randn(1, 2, 5, 5).contiguous(memory_format=torch.channels_last)
         w = conv.weight.detach().contiguous(memory_format=torch.channels_last)
         with torch.no_grad(), torch.autocast("cpu", enabled=False):  # may first run under autocast
-            got = _POINTWISE(x, w, conv.bias.detach(), [1, 1], [1, 1], [1, 1], 1, "relu", [None], "")
-            return bool(torch.allclose(got, F.relu(conv(x)), atol=1e-5))
+            got = _POINTWISE(x.to(dtype), w.to(dtype), conv.bias.detach().to(dtype), [1, 1], [1, 1], [1, 1], 1,
+                             "relu", [None], "")
+            tol = 1e-5 if dtype == torch.float32 else 5e-2
+            return bool(torch.allclose(got.float(), F.relu(conv(x)), atol=tol, rtol=tol))
     except (RuntimeError, TypeError):
         return False
 
