@@ -1,8 +1,11 @@
 """``lesionseg``: predict / evaluate / train / finetune from the command line.
 
-User errors (bad files, bad configs, missing folders) print one line ``error: ...`` and exit
-with status 2; with ``--keep-going`` a batch continues past bad files, lists them at the end
-and exits with status 1. Never a bare traceback for a user error.
+User errors (bad files, bad configs, missing folders, files that cannot be written: a
+read-only or full disk, ``--out`` below a file) print one line ``error: ...`` naming the file
+and exit with status 2; with ``--keep-going`` a batch continues past bad files, lists them at
+the end and exits with status 1; a diverged training exits with 3, Ctrl-C with 130. Never a
+bare traceback for a user error. :func:`run_command` is the one error policy, shared with
+``python -m lesionseg_training``.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -71,12 +74,10 @@ def _bar(total: int, quiet: bool, unit: str):
 
 
 def _drive(gen, bar) -> object:
-    """Iterate a batch generator, feeding the bar; returns the generator's value."""
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
+    """Run a batch generator to its end, feeding the bar; returns the generator's value."""
+    from .core.progress import run_to_end
+
+    def show(ev: dict) -> None:
         kind = ev["event"]
         if kind == "tile":
             bar.set_postfix_str(f"{ev['image']} tile {ev['done']}/{ev['total']}", refresh=True)
@@ -86,6 +87,8 @@ def _drive(gen, bar) -> object:
             bar.update(1)
             if kind == "failed":
                 bar.write(f"error: {ev['message']}", file=sys.stderr)
+
+    return run_to_end(gen, show)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -132,26 +135,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _report_failures(res.failures)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def error_line(err: BaseException) -> str:
+    """One line for a user: the file and the problem."""
+    from .core.errors import TrainingDiverged
+
+    if isinstance(err, TrainingDiverged):
+        return (f"training diverged ({err}) before any model was saved; lower the learning rate or check the "
+                "data; no model was changed")
+    if isinstance(err, MemoryError):
+        return "not enough memory: use a smaller model, a smaller inference.tile_size, or fewer photos at once"
+    if isinstance(err, OSError) and err.filename is not None:
+        where = f"{err.filename} -> {err.filename2}" if err.filename2 else str(err.filename)
+        return f"{where}: {err.strerror or err}"
+    return str(err)
+
+
+def run_command(func, args: argparse.Namespace) -> int:
+    """Run a subcommand under the one error policy (module text)."""
     from .core.configs import ConfigError
-    from lesionseg_training.trainer import TrainingDiverged
+    from .core.errors import LesionsegInputError, TrainingDiverged
+    from .core.runtime import tune_allocator
 
-    from .core.errors import LesionsegInputError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    tune_allocator()  # a process-wide malloc setting: only in our own command-line processes
     try:
-        return int(args.func(args))
-    except (LesionsegInputError, ConfigError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        return int(func(args))
+    except (LesionsegInputError, ConfigError, FileExistsError, OSError, MemoryError) as err:
+        print(f"error: {error_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as err:
-        print(f"error: training diverged ({err}) before any model was saved; lower the learning rate "
-              "or check the data; no model was changed", file=sys.stderr)
-        return 3
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_DIVERGED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from napari_lesionseg.core.image_io import read_mask
@@ -129,3 +130,93 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
     assert "model 'default'" in r.stdout
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert rows[0]["model"] == "default" and rows[0]["status"] == "ok"
+
+
+def _tmpfs(path: Path, options: str) -> bool:
+    """Mount a small tmpfs at ``path`` (root only); False where this system does not allow it."""
+    path.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return r.returncode == 0
+
+
+def _one_clear_line(r: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and all(n in line for n in needles), line
+    return line
+
+
+def test_unwritable_outputs_are_one_clear_line_before_any_work(tmp_path: Path, small_pairs: Path,
+                                                              tiny_model_dir: Path) -> None:
+    photo = small_pairs / "images" / "IDRiD_16.jpg"
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    r = lesionseg("predict", photo, "--out", afile / "out", "--model", tiny_model_dir, "--quiet")
+    _one_clear_line(r, str(afile / "out"), "below a file")
+    r = lesionseg("predict", photo, "--out", afile, "--model", tiny_model_dir, "--quiet")
+    _one_clear_line(r, str(afile), "is a file")
+    ro = tmp_path / "ro"
+    if not _tmpfs(ro, "size=1m,ro"):
+        pytest.skip("cannot mount a read-only tmpfs here")
+    try:
+        r = lesionseg("predict", photo, "--out", ro / "out", "--model", tiny_model_dir, "--quiet")
+        _one_clear_line(r, str(ro / "out"), "Read-only file system")
+    finally:
+        subprocess.run(["umount", str(ro)])
+
+
+def test_full_disk_says_which_photos_are_complete(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    imgs = tmp_path / "in"
+    imgs.mkdir()
+    for k in range(6):
+        shutil.copy(small_pairs / "images" / "IDRiD_16.jpg", imgs / f"p{k}.jpg")
+    full = tmp_path / "full"
+    if not _tmpfs(full, "size=28k"):  # seven 4-KB pages: two photos' three small maps, then full
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = lesionseg("predict", imgs, "--out", full, "--model", tiny_model_dir, "--quiet")
+        line = _one_clear_line(r, str(full / "p2_"), "No space left on device")
+        assert line.endswith("the outputs of 2 photo(s) before it are complete (p0, p1)")
+        left = sorted(p.name for p in full.iterdir() if p.suffix == ".png")
+        assert left == [f"p{k}_{m}.png" for k in (0, 1) for m in ("fuzzy", "mask", "prob")]  # nothing half-done
+    finally:
+        subprocess.run(["umount", str(full)])
+
+
+def test_ctrl_c_keeps_the_finished_photos_rows(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    import signal
+    import time
+
+    imgs = tmp_path / "in"
+    imgs.mkdir()
+    for k in range(60):
+        shutil.copy(small_pairs / "images" / "IDRiD_04.jpg", imgs / f"p{k:02d}.jpg")
+    out = tmp_path / "out"
+    exe = shutil.which("lesionseg", path=str(Path(sys.executable).parent)) or shutil.which("lesionseg")
+    proc = subprocess.Popen([exe, "predict", str(imgs), "--out", str(out), "--model", str(tiny_model_dir), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    deadline = time.time() + 120
+    while not (out / "p01_fuzzy.png").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    status = {r["image"]: r["status"] for r in rows}
+    assert len(status) == 60 and status["p00.jpg"] == "ok"
+    assert "not run (interrupted)" in status.values()
+    done = {r["image"] for r in rows if r["status"] == "ok"}
+    lesion_images = {r["image"] for r in csv.DictReader(open(out / "lesions.csv"))}
+    assert lesion_images <= done
+
+
+def test_photos_and_masks_in_one_folder(tmp_path: Path) -> None:
+    """``--images sample_data --masks sample_data``: a photo is never taken for its own mask."""
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.pairs import match_pairs
+
+    folder = sample_paths("idrid_16")[0].parent
+    pairs = match_pairs(folder, folder)
+    assert sorted((p.image.name, p.mask.name) for p in pairs) == [("IDRiD_04.jpg", "IDRiD_04_HE.png"),
+                                                                    ("IDRiD_16.jpg", "IDRiD_16_HE.png")]

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from napari_lesionseg.core.configs import ConfigError
+from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder
 from napari_lesionseg.core.pairs import match_pairs
 
@@ -118,9 +120,42 @@ def test_finetune_makes_a_new_version_with_lineage_and_scores(tmp_path: Path, sm
     assert new.lineage["parent"]["weights_sha256"] == base.config.weights_sha256
     assert set(new.lineage["data"]) == {"IDRiD_04", "IDRiD_04b", "IDRiD_16"}
     assert new.config.weights_sha256 != base.config.weights_sha256
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".run")]  # no run left
     # never overwrites
     r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert r2.returncode == 2 and "already exists" in r2.stderr
+
+
+def test_finetune_on_masks_without_any_lesion_is_refused(tmp_path: Path, small_pairs: Path,
+                                                          tiny_model_dir: Path) -> None:
+    """All-empty corrections once "succeeded" with held-out Dice 0.00 -> 1.00 for a model that
+    then found nothing."""
+    from napari_lesionseg.core.pairs import Pair
+
+    from lesionseg_training.finetune import Budget, fine_tune
+
+    pairs = []
+    for stem in ("IDRiD_04", "IDRiD_16"):
+        empty = tmp_path / f"{stem}_HE.png"
+        h, w = np.asarray(Image.open(small_pairs / "masks" / f"{stem}_HE.png")).shape
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(empty)
+        pairs.append(Pair(stem, small_pairs / "images" / f"{stem}.jpg", empty))
+    with pytest.raises(LesionsegInputError, match="marks any lesion"):
+        next(fine_tune(tiny_model_dir, pairs, Budget(steps=1), tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_finetune_holds_out_only_photos_with_lesions(small_pairs: Path, tmp_path: Path) -> None:
+    from napari_lesionseg.core.pairs import Pair
+
+    from lesionseg_training.finetune import split_for_finetune
+
+    img = small_pairs / "images" / "IDRiD_04.jpg"
+    pairs = [Pair(k, img, img) for k in ("a", "b", "c", "d")]
+    train, val, _ = split_for_finetune(pairs, {"a", "b"})
+    assert [p.id for p in val] == ["b"] and [p.id for p in train] == ["a", "c", "d"]
+    train, val, how = split_for_finetune(pairs, {"c"})
+    assert train == val and "optimistic" in how
 
 
 def test_finetune_with_no_pairs_says_what_to_do(tmp_path: Path, tiny_model_dir: Path) -> None:

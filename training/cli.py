@@ -98,6 +98,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.pairs import match_pairs
 
+    from napari_lesionseg.core.progress import run_to_end
+
     from .finetune import Budget, fine_tune
 
     if args.project is not None:
@@ -112,35 +114,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         pairs = match_pairs(args.images, args.masks)
     budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
                     freeze_encoder=args.freeze_encoder)
-    gen = fine_tune(args.model or default_model_dir(), pairs, budget, args.out)
-    while True:
-        try:
-            _emit(next(gen), args.events)
-        except StopIteration as stop:
-            out = stop.value
-            break
+    out = run_to_end(fine_tune(args.model or default_model_dir(), pairs, budget, args.out),
+                     lambda ev: _emit(ev, args.events))
     if args.events == "text":
         print(f"new model: {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_lesionseg.core.configs import ConfigError
-    from napari_lesionseg.core.errors import LesionsegInputError
+    from napari_lesionseg.cli import run_command
 
     parser = argparse.ArgumentParser(prog="python -m lesionseg_training")
     sub = parser.add_subparsers(dest="command", required=True)
     add_train_parser(sub)
     add_finetune_parser(sub)
     args = parser.parse_args(argv)
-    from .trainer import TrainingDiverged
-
-    try:
-        return int(args.func(args))
-    except (LesionsegInputError, ConfigError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        print(f"error: training diverged ({err}) before any model was saved; lower the learning rate "
-              "or check the corrections; no model was changed", file=sys.stderr)
-        return 3
+    return run_command(args.func, args)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, replace
@@ -14,10 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from napari_lesionseg.core.atomic import TMP_SUFFIX
 from napari_lesionseg.core.batch import evaluate_pairs
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
 from napari_lesionseg.core.pairs import Pair
+from napari_lesionseg.core.progress import run_to_end
 
 from .config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from .trainer import train
@@ -41,27 +45,41 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def split_for_finetune(pairs: list[Pair]) -> tuple[list[Pair], list[Pair], str]:
-    """Hold out about a quarter (at least one) when there are 3+ pairs; otherwise validate on
-    the training pairs and say so."""
+def lesion_pairs(pairs: list[Pair]) -> set[str]:
+    """Ids of the pairs whose mask marks at least one lesion pixel."""
+    return {p.id for p in pairs if (p.read_mask() == 1).any()}
+
+
+def check_has_lesions(pairs: list[Pair], with_lesions: set[str]) -> None:
+    """Refuse corrections that hold no lesion pixel at all: training on them teaches the model
+    to find nothing, and validation on empty masks scores that as perfect (Dice 0 -> 1)."""
+    if with_lesions:
+        return
+    names = ", ".join(p.mask.name if not p.label_map else p.id for p in pairs[:5])
+    raise LesionsegInputError(pairs[0].mask.parent if len(pairs) > 1 else pairs[0].mask,
+                              f"none of the {len(pairs)} corrected mask(s) ({names}) marks any lesion: "
+                              "fine-tuning on them would teach the model to find nothing; correct at least "
+                              "one photo with lesions")
+
+
+def split_for_finetune(pairs: list[Pair], with_lesions: set[str] | None = None) -> tuple[list[Pair], list[Pair], str]:
+    """Hold out about a quarter (at least one) when there are 3+ pairs, taken from the pairs
+    with lesions (a held-out set without lesions would score any empty model as perfect) and
+    leaving at least one with lesions to train on; otherwise validate on the training pairs
+    and say so."""
     ordered = sorted(pairs, key=lambda p: p.id)
-    if len(ordered) >= 3:
-        n_val = max(1, len(ordered) // 4)
-        val = ordered[-n_val:]
-        return ordered[:-n_val], val, f"{len(val)} of {len(ordered)} corrected images held out for validation"
-    return ordered, ordered, (f"only {len(ordered)} corrected image(s): validating on the training images "
-                              "themselves (scores are optimistic)")
+    positive = [p for p in ordered if with_lesions is None or p.id in with_lesions]
+    if len(ordered) >= 3 and len(positive) >= 2:
+        n_val = min(max(1, len(ordered) // 4), len(positive) - 1)
+        val = positive[-n_val:]
+        train = [p for p in ordered if p not in val]
+        return train, val, f"{len(val)} of {len(ordered)} corrected images held out for validation"
+    return ordered, ordered, (f"{len(ordered)} corrected image(s), {len(positive)} with lesions: validating on the "
+                              "training images themselves (scores are optimistic)")
 
 
 def _score(model_dir: Path, pairs: list[Pair]) -> dict[str, float]:
-    model = load_model_folder(model_dir)
-    gen = evaluate_pairs(model, pairs, tta="none")
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            ds, _ = stop.value
-            break
+    ds, _ = run_to_end(evaluate_pairs(load_model_folder(model_dir), pairs, tta="none"))
     s = ds.summary()
     return {k: s[k] for k in ("aupr", "dice_ds", "dice_img", "recall_ds", "precision_ds")}
 
@@ -69,14 +87,16 @@ def _score(model_dir: Path, pairs: list[Pair]) -> dict[str, float]:
 def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out_dir: str | Path,
               *, threads: int | None = None) -> Generator[dict[str, Any], None, Path]:
     """Fine-tune the model in ``base_model_dir`` on ``pairs``; write the new model folder to
-    ``out_dir`` (which must not exist) and the run's events to ``<out_dir>.run/``."""
+    ``out_dir`` (which must not exist). Nothing else is left behind."""
     out = Path(out_dir)
     if out.exists():
         raise FileExistsError(f"{out}: already exists; fine-tuning never overwrites a model")
     if not pairs:
         raise LesionsegInputError(None, "no corrected images to fine-tune on: save at least one correction first")
+    with_lesions = lesion_pairs(pairs)
+    check_has_lesions(pairs, with_lesions)
     base = load_model_folder(base_model_dir)
-    train_pairs, val_pairs, how = split_for_finetune(pairs)
+    train_pairs, val_pairs, how = split_for_finetune(pairs, with_lesions)
     yield {"event": "plan", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs],
            "validation": how, "base": str(base_model_dir), "base_version": base.version}
     steps_per_epoch = max(1, math.ceil(len(train_pairs) * CROPS_PER_IMAGE_EPOCH / budget.batch_size))
@@ -90,20 +110,21 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=max(1, steps // 4), log_every=1,
                       threads=threads, freeze_encoder=budget.freeze_encoder),
     )
-    run_dir = out.with_name(out.name + ".run")
-    t0 = time.time()
-    old = _score(Path(base_model_dir), val_pairs)
-    yield {"event": "baseline", **{f"old_{k}": v for k, v in old.items()}}
-    net = base.net.train()
-    gen = train(cfg, run_dir, init_from=net, pairs=(train_pairs, val_pairs if val_ids else train_pairs))
-    while True:
-        try:
-            yield next(gen)
-        except StopIteration as stop:
-            best = stop.value
-            break
-    new = _score(best, val_pairs)
-    tuned = load_model_folder(best)
+    # The run's checkpoints live in a hidden temp folder, removed when the run ends however it
+    # ends; one left by a killed process is never taken for a model (Registry skips hidden
+    # folders) and is removed as stale when the project is next opened.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.run.", suffix=TMP_SUFFIX, dir=out.parent))
+    try:
+        t0 = time.time()
+        old = _score(Path(base_model_dir), val_pairs)
+        yield {"event": "baseline", **{f"old_{k}": v for k, v in old.items()}}
+        net = base.net.train()
+        best = yield from train(cfg, run_dir, init_from=net, pairs=(train_pairs, val_pairs if val_ids else train_pairs))
+        new = _score(best, val_pairs)
+        tuned = load_model_folder(best)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
     metrics = {"validation": how, "val_images": val_ids, "old": old, "new": new,
                "seconds": round(time.time() - t0, 1), "steps": steps}
     lineage = {

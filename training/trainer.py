@@ -20,7 +20,8 @@ from torch import nn
 from napari_lesionseg.core.configs import to_dict
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models import build_model
-from napari_lesionseg.core.runtime import cpu_has_bf16, default_threads, tune_allocator
+from napari_lesionseg.core.errors import TrainingDiverged
+from napari_lesionseg.core.runtime import cpu_has_bf16, default_threads
 
 from .config import OptimConfig, TrainConfig
 from napari_lesionseg.core.pairs import Pair
@@ -37,10 +38,6 @@ from .validate import validate
 Event = dict[str, Any]
 ENCODER_PREFIXES = ("encoder.", "down.", "e1.", "e2.", "e3.", "e4.")  # frozen by run.freeze_encoder
 GATE_PARAM = "dyn.logits"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
 
 
 def lr_at(step: int, progress: float, cfg: OptimConfig) -> float:
@@ -190,7 +187,6 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     ctx = dist_ctx or DistContext(device=train_device(cfg.run.device))
     dev = ctx.device
     run = Path(run_dir)
-    tune_allocator()
     threads = cfg.run.threads or max(1, default_threads() // ctx.world)
     torch.set_num_threads(threads)
     torch.manual_seed(cfg.run.seed)

@@ -5,22 +5,28 @@ raises :class:`LesionsegInputError`; outputs already written are never touched a
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from .errors import LesionsegInputError
-from .image_io import ImageMeta, list_images, read_image, read_mask
+from .image_io import list_images, read_image
 from .inference import Prediction, Progress, predict
 from .metrics import DatasetScores
 from .model_folder import LoadedModel
 from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_csv, write_prediction
 from .pairs import Pair, match_pairs
+from .progress import relay
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,8 +62,26 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _read(path: Path) -> tuple[np.ndarray, ImageMeta]:
-    return read_image(path)
+def writable_folder(out_dir: Path) -> Path:
+    """Create ``out_dir`` if needed and prove it takes files, before any work is done: a path
+    below a file, a read-only or a full disk fail here with one clear error, not after the
+    whole inference."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LesionsegInputError(out_dir, "is a file, not a folder; choose an output folder") from None
+    except NotADirectoryError:
+        raise LesionsegInputError(out_dir, "lies below a file, not a folder; choose another output folder") from None
+    except OSError as err:
+        raise LesionsegInputError(out_dir, f"cannot be created ({err.strerror or err})") from None
+    try:
+        with tempfile.TemporaryFile(dir=out_dir) as fh:
+            fh.write(b"x" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise LesionsegInputError(out_dir, f"cannot be written to ({err.strerror or err})") from None
+    return out_dir
 
 
 def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_going: bool = False,
@@ -65,52 +89,79 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                   tta: str | None = None, precision: str = "auto") -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``. Events: ``{"event": "tile", ...}`` per tile,
     ``"image"`` per finished image, ``"failed"`` per bad file. The next image is read in a
-    background thread while the current one computes."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    background thread while the current one computes.
+
+    ``summary.csv`` and ``lesions.csv`` are written however the run ends (Ctrl-C, a cancelled
+    generator, an error): the finished photos' rows are never lost, the rest are marked
+    ``not run``. A file that cannot be written (disk full) stops the run with an error that
+    says which photos' outputs are complete."""
+    writable_folder(out_dir)
     result = BatchResult()
     summary_rows: list[dict[str, Any]] = []
     lesion_rows_all: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt: Future | None = pool.submit(_read, paths[0]) if paths else None
-        for i, path in enumerate(paths):
-            fut = nxt
-            nxt = pool.submit(_read, paths[i + 1]) if i + 1 < len(paths) else None
-            t0 = time.perf_counter()
-            try:
-                assert fut is not None
-                rgb, meta = fut.result()
-                gen = predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision)
-                while True:
-                    try:
-                        prog: Progress = next(gen)
-                    except StopIteration as stop:
-                        pred: Prediction = stop.value
-                        break
-                    yield {"event": "tile", "image": path.name, "index": i, "done": prog.done, "total": prog.total}
-                write_prediction(out_dir, path.stem, pred)
+    stopped = "interrupted"
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            nxt: Future | None = pool.submit(read_image, paths[0]) if paths else None
+            for i, path in enumerate(paths):
+                fut = nxt
+                nxt = pool.submit(read_image, paths[i + 1]) if i + 1 < len(paths) else None
+                t0 = time.perf_counter()
+                try:
+                    assert fut is not None
+                    rgb, meta = fut.result()
+                    pred: Prediction = yield from _tile_events(
+                        predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision),
+                        path.name, i)
+                except LesionsegInputError as err:
+                    result.failures.append(Failure(str(path), str(err)))
+                    summary_rows.append({"image": path.name, "status": "failed", "error": err.problem})
+                    yield {"event": "failed", "image": str(path), "message": str(err)}
+                    if not keep_going:
+                        stopped = "stopped"
+                        raise
+                    continue
+                try:
+                    write_prediction(out_dir, path.stem, pred)
+                except OSError as err:
+                    stopped = "stopped"
+                    raise _write_error(err, out_dir, result) from None
                 for note in pred.notes:
                     yield {"event": "note", "image": path.name, "message": note}
-            except LesionsegInputError as err:
-                result.failures.append(Failure(str(path), str(err)))
-                summary_rows.append({"image": path.name, "status": "failed", "error": err.problem})
-                yield {"event": "failed", "image": str(path), "message": str(err)}
-                if not keep_going:
-                    raise
-                continue
-            secs = time.perf_counter() - t0
-            rows = lesion_rows(path.name, pred)
-            lesion_rows_all.extend(rows)
-            summary_rows.append({
-                "image": path.name, "status": "ok", "width": meta.width, "height": meta.height,
-                "lesions": len(pred.lesions), "lesion_px": int(pred.mask.sum()),
-                "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
-                "threshold": pred.threshold, "seconds": round(secs, 3), "error": "",
-            })
-            result.done.append(str(path))
-            yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(pred.lesions)}
-    write_csv(out_dir / "lesions.csv", lesion_rows_all, LESION_CSV_COLUMNS)
-    write_csv(out_dir / "summary.csv", summary_rows, SUMMARY_COLUMNS)
+                secs = time.perf_counter() - t0
+                lesion_rows_all.extend(lesion_rows(path.name, pred))
+                summary_rows.append({
+                    "image": path.name, "status": "ok", "width": meta.width, "height": meta.height,
+                    "lesions": len(pred.lesions), "lesion_px": int(pred.mask.sum()),
+                    "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
+                    "threshold": pred.threshold, "seconds": round(secs, 3), "error": "",
+                })
+                result.done.append(str(path))
+                yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(pred.lesions)}
+        stopped = ""
+    finally:
+        seen = {r["image"] for r in summary_rows}
+        summary_rows += [{"image": p.name, "status": f"not run ({stopped})", "error": ""}
+                         for p in paths if stopped and p.name not in seen]
+        try:
+            write_csv(out_dir / "lesions.csv", lesion_rows_all, LESION_CSV_COLUMNS)
+            write_csv(out_dir / "summary.csv", summary_rows, SUMMARY_COLUMNS)
+        except OSError as err:
+            if not stopped:
+                raise _write_error(err, out_dir, result) from None
     return result
+
+
+def _write_error(err: OSError, out_dir: Path, result: BatchResult) -> LesionsegInputError:
+    done = [Path(p).stem for p in result.done]
+    finished = (f"the outputs of {len(done)} photo(s) before it are complete ({', '.join(done[:5])}"
+                f"{' ...' if len(done) > 5 else ''})" if done else "no photo's outputs were complete")
+    return LesionsegInputError(err.filename or out_dir, f"cannot be written ({err.strerror or err}); {finished}")
+
+
+def _tile_events(gen: Generator[Progress, None, T], image: str, index: int) -> Generator[dict[str, Any], None, T]:
+    """Pass on one photo's inference as ``tile`` events; return its result."""
+    return relay(gen, lambda p: {"event": "tile", "image": image, "index": index, "done": p.done, "total": p.total})
 
 
 def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = False, device: str | None = None,
@@ -125,15 +176,9 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     for i, pair in enumerate(pairs):
         try:
             rgb, _ = read_image(pair.image)
-            gt = read_mask(pair.mask, shape=rgb.shape[:2])
-            gen = predict(model, rgb, device=device, tta=tta, threshold=thr, precision=precision)
-            while True:
-                try:
-                    prog = next(gen)
-                except StopIteration as stop:
-                    pred = stop.value
-                    break
-                yield {"event": "tile", "image": pair.image.name, "index": i, "done": prog.done, "total": prog.total}
+            gt = pair.read_mask(shape=rgb.shape[:2])
+            pred = yield from _tile_events(predict(model, rgb, device=device, tta=tta, threshold=thr,
+                                                   precision=precision), pair.image.name, i)
         except LesionsegInputError as err:
             result.failures.append(Failure(str(pair.image), str(err)))
             yield {"event": "failed", "image": str(pair.image), "message": str(err)}

@@ -16,3 +16,7 @@ class LesionsegInputError(ValueError):
         self.path = None if path is None else os.fspath(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite before any model was saved."""

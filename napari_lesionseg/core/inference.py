@@ -31,7 +31,8 @@ from .model_config import InferenceConfig
 from .model_folder import LoadedModel
 from .models.fuse import fold_batchnorm, fuse_conv_relu
 from .preprocess import Geometry, from_work, prepare
-from .runtime import autocast_dtype, cpu_pool, default_threads, row_blocks, tune_allocator
+from .progress import run_to_end  # noqa: F401 - re-exported for callers of inference
+from .runtime import autocast_dtype, cpu_pool, default_threads, row_blocks
 
 T = TypeVar("T")
 
@@ -179,7 +180,6 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     ``precision``: ``auto`` computes the network in bfloat16 on a CPU with native bf16 and in
     float16 on CUDA (fp32 elsewhere); ``fp32`` or ``bf16`` force one (see runtime.autocast_dtype).
     """
-    tune_allocator()
     cfg: InferenceConfig = model.config.inference
     pre = model.config.preprocess
     dev = torch.device(device) if device is not None else next(model.net.parameters()).device
@@ -288,14 +288,3 @@ def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float
                 done += 1
                 yield Progress("tiles", done, total)
     return acc, dacc, wacc
-
-
-def run_to_end(gen: Generator[object, None, T]) -> T:
-    """Drive a progress generator to its end and return its result."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
-

@@ -41,7 +41,7 @@ class Registry:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         p = self.dir / f"{base}-{stamp}"
         n = 1
-        while p.exists() or p.with_name(p.name + ".run").exists():
+        while p.exists():
             n += 1
             p = self.dir / f"{base}-{stamp}-{n}"
         return p
