@@ -319,3 +319,30 @@ def test_conv_relu_fusion_keeps_results() -> None:
 
 def net_in(net: torch.nn.Module) -> int:
     return next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+
+
+def test_cpu_out_of_memory_retries_smaller_tiles_then_is_a_clear_error(monkeypatch, small_rgb: np.ndarray) -> None:
+    """On the CPU an allocation failure (a config with huge tiles) once ended in an allocator
+    traceback: now smaller tiles are tried, then a clear error naming the model."""
+    import napari_lesionseg.core.inference as inf
+    from napari_lesionseg.core.errors import LesionsegInputError
+
+    real_run = inf._run_tile
+
+    def fake_run(net, tile, stride, tta, device, dtype=None):
+        if always_oom or max(tile.shape[-2:]) > 150:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 19327352832 bytes. Error code 12")
+        return real_run(net, tile, stride, tta, device)
+
+    monkeypatch.setattr(inf, "_run_tile", fake_run)
+    model = _constant_model(-3.0, tile_size=512, tta="none")
+    model.config.preprocess.fov_diameter = 400
+    always_oom = False
+    pred = run_to_end(predict(model, small_rgb, device=torch.device("cpu")))
+    assert pred.notes == ["cpu ran out of memory: retrying with 256-px tiles",
+                          "cpu ran out of memory: retrying with 128-px tiles"]
+    always_oom = True
+    with pytest.raises(LesionsegInputError, match="not enough memory .* even with 128-px tiles"):
+        run_to_end(predict(model, small_rgb, device=torch.device("cpu")))
+    assert inf.is_out_of_memory(MemoryError()) and not inf.is_out_of_memory(RuntimeError("shape mismatch"))

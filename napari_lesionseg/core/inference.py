@@ -201,17 +201,20 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
         try:
             acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, cfg.tile_overlap, stride, tta, dev, dtype)
             break
-        except Exception as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
-            if not is_out_of_memory(err) or dev.type == "cpu":
+        except (Exception, MemoryError) as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
+            if not is_out_of_memory(err):
                 raise
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
             if ts // 2 >= MIN_TILE:
                 ts //= 2
                 notes.append(f"{dev.type} ran out of memory: retrying with {ts}-px tiles")
-            else:
+            elif dev.type != "cpu":
                 notes.append(f"{dev.type} ran out of memory even with {ts}-px tiles: finished on the CPU")
                 dev = torch.device("cpu")
+            else:
+                raise LesionsegInputError(model.path, f"not enough memory to run this model even with {ts}-px "
+                                                      "tiles: close other programs or use a smaller model") from None
     if not bool(torch.isfinite(acc).all()):
         raise LesionsegInputError(model.path, "the model produced NaN or infinite probabilities: its weights are "
                                               "broken (choose another model version)")
@@ -239,8 +242,13 @@ MIN_TILE = 128
 
 
 def is_out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: CUDA's OutOfMemoryError, Python's MemoryError, or the RuntimeError
+    PyTorch's CPU allocator raises ("DefaultCPUAllocator: can't allocate memory")."""
     oom = getattr(torch.cuda, "OutOfMemoryError", ())
-    return (bool(oom) and isinstance(err, oom)) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
+    if isinstance(err, MemoryError) or (bool(oom) and isinstance(err, oom)):
+        return True
+    text = str(err)
+    return isinstance(err, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 _FUSED: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], torch.nn.Module]] = (
