@@ -38,7 +38,7 @@ VARIANTS = {
 
 
 def main() -> None:
-    from lesionseg_training.config import load_config
+    from lesionseg_training.train_config import load_config
     from lesionseg_training.trainer import train
 
     ap = argparse.ArgumentParser()

@@ -111,6 +111,7 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
         times.append(time.perf_counter() - t0)
         net_times.append(pred.timings["network"])
     from torch.utils.flop_counter import FlopCounterMode
+
     from napari_lesionseg.core.preprocess import prepare
 
     x, geom, _ = prepare(rgb, model.config.preprocess.fov_diameter, model.config.preprocess.green_contrast_sigma)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .core.errors import LesionsegInputError
 from .core.image_io import read_image, read_mask, write_label

@@ -152,7 +152,7 @@ def error_line(err: BaseException) -> str:
 
 def run_command(func, args: argparse.Namespace) -> int:
     """Run a subcommand under the one error policy (module text)."""
-    from .core.configs import ConfigError
+    from .core.dataclass_io import ConfigError
     from .core.errors import LesionsegInputError, TrainingDiverged
     from .core.runtime import tune_allocator
 

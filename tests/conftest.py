@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import tiny_config
 from napari_lesionseg.core.bundled import SAMPLES, sample_paths
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models import build_model
-from helpers import tiny_config
 
 torch.set_num_threads(2)
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")

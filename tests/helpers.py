@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from napari_lesionseg.core.configs import from_dict
+from napari_lesionseg.core.dataclass_io import from_dict
 from napari_lesionseg.core.model_config import ModelConfig
 
 TINY = {

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lesionseg.core.configs import ConfigError
+from lesionseg_training.adversary import Adversary, edge_target
+from lesionseg_training.train_config import load_config
+from lesionseg_training.trainer import GATE_PARAM, make_optimizer, train, train_one_step
+from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.model_folder import load_model_folder
 from napari_lesionseg.core.models import build_model
-
-from lesionseg_training.adversary import Adversary, edge_target
-from lesionseg_training.config import load_config
-from lesionseg_training.trainer import GATE_PARAM, make_optimizer, train, train_one_step
 
 
 def _batch(cfg, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import corpus
 import numpy as np
 import pytest
 
-import corpus
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.image_io import read_image, read_mask
 

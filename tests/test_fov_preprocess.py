@@ -8,8 +8,7 @@ import pytest
 from napari_lesionseg.core.bundled import sample_paths
 from napari_lesionseg.core.fov import FieldOfView, detect_fov
 from napari_lesionseg.core.image_io import read_image
-from napari_lesionseg.core.preprocess import (from_work, mask_to_work, network_input, plan_geometry, prepare,
-                                              to_work)
+from napari_lesionseg.core.preprocess import from_work, mask_to_work, network_input, plan_geometry, prepare, to_work
 
 # Measured independently of detect_fov on the bundled 2144x1424 samples: on every 50th row the
 # disc's left and right rims were read off (first/last pixel brighter than 25 in max(R,G,B), rows

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from napari_lesionseg.core.configs import ConfigError
+from helpers import tiny_config
+from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.fuzzy import binary_entropy, fuzzy_map
 from napari_lesionseg.core.inference import Progress, gaussian_window, predict, run_to_end, tile_starts
 from napari_lesionseg.core.lesions import lesion_table, threshold_mask
 from napari_lesionseg.core.model_folder import LoadedModel, load_model_folder
 from napari_lesionseg.core.models import build_model
 from napari_lesionseg.core.runtime import pick_device
-
-from helpers import tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import tiny_config
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
 from napari_lesionseg.core.models import build_model
-
-from helpers import tiny_config
 
 
 def _save(tmp_path: Path, name: str = "m") -> Path:
@@ -105,9 +104,10 @@ def test_bad_config_is_refused_with_the_key(tmp_path: Path, edit, message: str) 
 
 
 def test_wrong_shape_names_the_key(tmp_path: Path) -> None:
+    import hashlib
+
     from safetensors.torch import load as st_load
     from safetensors.torch import save as st_save
-    import hashlib
 
     folder = _save(tmp_path)
     state = st_load((folder / "weights.safetensors").read_bytes())
@@ -134,7 +134,7 @@ def test_not_a_folder(tmp_path: Path) -> None:
 
 def _write_config(folder: Path, raw: dict) -> None:
     """Rewrite config.json as a crafted folder would, with a matching config_sha256."""
-    from napari_lesionseg.core.configs import from_dict
+    from napari_lesionseg.core.dataclass_io import from_dict
     from napari_lesionseg.core.model_config import ModelConfig
     from napari_lesionseg.core.model_folder import config_digest
 

@@ -7,8 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from napari_lesionseg.core.models import (AsppConfig, DynamicConfig, EncoderConfig, NetworkConfig, SgdcConfig,
-                                          build_model)
+from napari_lesionseg.core.models import (
+    AsppConfig,
+    DynamicConfig,
+    EncoderConfig,
+    NetworkConfig,
+    SgdcConfig,
+    build_model,
+)
 from napari_lesionseg.core.models.blocks import ASPP, AttentionGate
 from napari_lesionseg.core.models.discriminators import ImageGAN, PatchGAN, SeganCritic, mask_image, multiscale_l1
 from napari_lesionseg.core.models.output import adaptive_logistic

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lesionseg_training.config import load_config
+from lesionseg_training.train_config import load_config
 from lesionseg_training.trainer import train
 
 

@@ -33,8 +33,8 @@ def test_regions_sorted_by_uncertainty() -> None:
 
 @pytest.mark.gui
 def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
-    from napari_lesionseg.core.inference import Prediction
     from napari_lesionseg._qt.review import camera
+    from napari_lesionseg.core.inference import Prediction
     from napari_lesionseg.core.segment_layers import prediction_layers
 
     viewer = make_napari_viewer()

@@ -14,17 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from napari_lesionseg.core.configs import ConfigError
+from lesionseg_training.data import PatchSampler, Prepared, augment, split_pairs
+from lesionseg_training.losses import soft_dice, supervised_loss
+from lesionseg_training.train_config import AugmentConfig, DataConfig, LossConfig, OptimConfig, load_config, presets
+from lesionseg_training.trainer import budget_progress, lr_at
+from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder
 from napari_lesionseg.core.pairs import match_pairs
-
-from lesionseg_training.config import load_config, presets
-from lesionseg_training.data import PatchSampler, Prepared, augment, split_pairs
-from lesionseg_training.config import AugmentConfig, DataConfig, OptimConfig
-from lesionseg_training.losses import soft_dice, supervised_loss
-from lesionseg_training.config import LossConfig
-from lesionseg_training.trainer import budget_progress, lr_at
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
@@ -130,9 +127,8 @@ def test_finetune_on_masks_without_any_lesion_is_refused(tmp_path: Path, small_p
                                                           tiny_model_dir: Path) -> None:
     """All-empty corrections once "succeeded" with held-out Dice 0.00 -> 1.00 for a model that
     then found nothing."""
-    from napari_lesionseg.core.pairs import Pair
-
     from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.pairs import Pair
 
     pairs = []
     for stem in ("IDRiD_04", "IDRiD_16"):
@@ -146,9 +142,8 @@ def test_finetune_on_masks_without_any_lesion_is_refused(tmp_path: Path, small_p
 
 
 def test_finetune_holds_out_only_photos_with_lesions(small_pairs: Path, tmp_path: Path) -> None:
-    from napari_lesionseg.core.pairs import Pair
-
     from lesionseg_training.finetune import split_for_finetune
+    from napari_lesionseg.core.pairs import Pair
 
     img = small_pairs / "images" / "IDRiD_04.jpg"
     pairs = [Pair(k, img, img) for k in ("a", "b", "c", "d")]
@@ -224,9 +219,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_model(tmp_path: Path, sm
 
 
 def test_finetune_on_a_model_that_outputs_nan_fails_clearly(tmp_path: Path, small_pairs: Path) -> None:
+    from helpers import tiny_config
     from napari_lesionseg.core.model_folder import save_model_folder
     from napari_lesionseg.core.models import build_model
-    from helpers import tiny_config
 
     cfg = tiny_config()
     net = build_model(cfg.network)
@@ -243,7 +238,8 @@ def test_finetune_on_a_model_that_outputs_nan_fails_clearly(tmp_path: Path, smal
 
 def test_training_device_and_backend_follow_the_hardware(monkeypatch) -> None:
     """No GPU here: the device logic is checked with ``torch.cuda.is_available`` stood in."""
-    from lesionseg_training.distributed import backend_for, init_from_env, train_device
+    from lesionseg_training.distributed import backend_for, init_from_env
+    from napari_lesionseg.core.runtime import pick_device as train_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert train_device("auto") == torch.device("cpu") and backend_for(torch.device("cpu")) == "gloo"
@@ -263,17 +259,23 @@ def test_training_device_and_backend_follow_the_hardware(monkeypatch) -> None:
 def test_training_autocast_follows_the_hardware(monkeypatch) -> None:
     """bf16 autocast on CPUs with native bf16 (and CUDA GPUs with bf16), fp32 elsewhere or
     when run.amp is off."""
-    import lesionseg_training.trainer as trainer
+    import napari_lesionseg.core.runtime as rt
+
+    def training_autocast(dev, amp):  # what the trainer does with run.amp
+        return rt.autocast(dev, rt.autocast_dtype("auto" if amp else "fp32", dev, training=True))
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: True)
-    with trainer._autocast(cpu, True):
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: True)
+    with training_autocast(cpu, True):
         assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    with trainer._autocast(cpu, False):
+    with training_autocast(cpu, False):
         assert not torch.is_autocast_enabled("cpu")
-    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: False)
-    with trainer._autocast(cpu, True):
+    monkeypatch.setattr(rt, "cpu_has_bf16", lambda: False)
+    with training_autocast(cpu, True):
         assert not torch.is_autocast_enabled("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    ctx = trainer._autocast(torch.device("cuda"), True)
+    ctx = training_autocast(torch.device("cuda"), True)
     assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16 and ctx.device == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert rt.autocast_dtype("auto", torch.device("cuda"), training=True) is None  # no fp16 without loss scaling
+    assert rt.autocast_dtype("auto", torch.device("cuda")) == torch.float16  # inference: fp16 is fine

@@ -10,7 +10,7 @@ from torch import nn
 
 from napari_lesionseg.core.models.discriminators import ImageGAN, PatchGAN, SeganCritic, mask_image, multiscale_l1
 
-from .config import AdversaryConfig
+from .train_config import AdversaryConfig
 
 
 def real_map(y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:

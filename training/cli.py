@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 
@@ -57,8 +56,8 @@ def _emit(ev: dict, mode: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .distributed import train_maybe_distributed
+    from .train_config import load_config
+    from .trainer import train_maybe_distributed
 
     overrides = list(args.set)
     if args.images:
@@ -72,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     init_net, lineage = None, None
     if args.init is not None:
-        from napari_lesionseg.core.configs import ConfigError
+        from napari_lesionseg.core.dataclass_io import ConfigError
         from napari_lesionseg.core.model_folder import load_model_folder
 
         init = load_model_folder(args.init)
@@ -97,7 +96,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.pairs import match_pairs
-
     from napari_lesionseg.core.progress import run_to_end
 
     from .finetune import Budget, fine_tune

@@ -13,9 +13,9 @@ from torch import nn
 
 from napari_lesionseg.core.fuzzy import binary_entropy, soft_threshold
 
-from .config import DaleConfig, LossConfig
 from .data import Prepared
 from .losses import supervised_loss
+from .train_config import DaleConfig, LossConfig
 from .validate import predict_work
 
 EPS = 1.0

@@ -19,12 +19,12 @@ from numpy.typing import NDArray
 
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.image_io import read_image
-from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.model_config import PreprocessConfig
-from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
-from napari_lesionseg.core.fov import detect_fov
+from napari_lesionseg.core.pairs import Pair, match_pairs
+from napari_lesionseg.core.preprocess import mask_to_work, prepare
 
-from .config import AugmentConfig, DataConfig
+from .train_config import AugmentConfig, DataConfig
+
 
 def find_pairs(cfg: DataConfig) -> list[Pair]:
     """The pairs a data config names (idrid root, or an images/masks folder pair)."""
@@ -36,6 +36,15 @@ def find_pairs(cfg: DataConfig) -> list[Pair]:
         layout = "idrid" if (root / "images").is_dir() and (root / "masks_HE").is_dir() else "pairs"
     if layout == "idrid":
         pairs = match_pairs(root / "images", root / "masks_HE", allow_unmatched_images=True)
+    elif layout == "corrections":  # a plugin project folder: its photos and latest corrections
+        from napari_lesionseg.core.store import Project
+
+        if not (root / "labels").is_dir():
+            raise LesionsegInputError(root, "is not a project folder (no labels/): data.layout = 'corrections' "
+                                            "needs the folder the plugin saves corrections in")
+        pairs = Project(root).corrected_pairs()
+        if not pairs:
+            raise LesionsegInputError(root, "the project holds no saved correction")
     else:
         if cfg.masks is None:
             raise LesionsegInputError(root, "data.masks (--masks) is required for an images/masks folder pair")
@@ -92,9 +101,7 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
             return Prepared(pair.id, z["x"].astype(np.float32), z["y"], z["fov"])
     rgb, _ = read_image(pair.image)
     mask = pair.read_mask(shape=rgb.shape[:2])
-    geom = plan_geometry(rgb.shape[:2], detect_fov(rgb), pre.fov_diameter)
-    disc = geom.work_fov_mask()
-    x = network_input(to_work(rgb, geom), disc, pre.green_contrast_sigma)
+    x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma)  # exactly what inference sees
     y = mask_to_work(mask, geom)
     out = Prepared(pair.id, x, y, disc)
     if cache_dir is not None:

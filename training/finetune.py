@@ -23,7 +23,7 @@ from napari_lesionseg.core.model_folder import load_model_folder, save_model_fol
 from napari_lesionseg.core.pairs import Pair
 from napari_lesionseg.core.progress import run_to_end
 
-from .config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from .train_config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from .trainer import train
 
 CROPS_PER_IMAGE_EPOCH = 8

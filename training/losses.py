@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import LossConfig
+from .train_config import LossConfig
 
 
 def soft_dice(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, over_batch: bool,

@@ -4,7 +4,6 @@ step or time budget is spent, validating every ``eval_every`` steps."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -17,22 +16,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_lesionseg.core.configs import to_dict
+from napari_lesionseg.core.dataclass_io import to_dict
+from napari_lesionseg.core.errors import TrainingDiverged
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models import build_model
-from napari_lesionseg.core.errors import TrainingDiverged
-from napari_lesionseg.core.runtime import cpu_has_bf16, default_threads
-
-from .config import OptimConfig, TrainConfig
 from napari_lesionseg.core.pairs import Pair
+from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_threads, pick_device
 
-from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
-from .distributed import DistContext, train_device
-from .events import EventLog
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
 from .dale import Dale
+from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
+from .distributed import DistContext, init_from_env, leave_process_group
+from .events import EventLog
 from .losses import supervised_loss
+from .train_config import OptimConfig, TrainConfig
 from .validate import validate
 
 Event = dict[str, Any]
@@ -67,17 +65,6 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
     return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _autocast(dev: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast of the forward pass (no loss scaling needed) on CUDA GPUs with bf16 and
-    on CPUs with native bf16 (AVX512_BF16/AMX: a default-model step on 8 crops of 256x256 takes
-    0.62-0.70 s instead of 1.06-1.09 s on the 2-core Zen 4); otherwise full fp32."""
-    if amp and dev.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if amp and dev.type == "cpu" and cpu_has_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
                    cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
                    fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0) -> dict[str, float]:
@@ -86,7 +73,7 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     dev = next(net.parameters()).device
     xt = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
     yt = torch.from_numpy(y).to(dev, non_blocking=True)
-    with _autocast(dev, cfg.run.amp):
+    with autocast(dev, autocast_dtype("auto" if cfg.run.amp else "fp32", dev, training=True)):
         out = net(xt)
     p = torch.sigmoid(out.logits.float())
     logs: dict[str, float] = {}
@@ -184,7 +171,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           dist_ctx: DistContext | None = None) -> Generator[Event, None, Path]:
     """Train ``cfg.model`` on ``cfg.data``; write ``run_dir/{config.json, events.jsonl,
     metrics.csv, best/, last/, state.pt}``. Yields events; returns the best model folder."""
-    ctx = dist_ctx or DistContext(device=train_device(cfg.run.device))
+    ctx = dist_ctx or DistContext(device=pick_device(cfg.run.device))
     dev = ctx.device
     run = Path(run_dir)
     threads = cfg.run.threads or max(1, default_threads() // ctx.world)
@@ -300,3 +287,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         log.write(ev)
     yield ev
     return run / "best"
+
+
+def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+                            init_from: nn.Module | None = None, lineage: dict | None = None
+                            ) -> Generator[Event, None, Path]:
+    """:func:`train`, joining the process group first when started by ``torchrun``."""
+    ctx = init_from_env(cfg.run.device)
+    try:
+        return (yield from train(cfg, run_dir, resume=resume, dist_ctx=ctx, init_from=init_from, lineage=lineage))
+    finally:
+        leave_process_group(ctx)

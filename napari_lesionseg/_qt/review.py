@@ -8,11 +8,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ..core.review import Region, ReviewSet, review_regions
 from ..core.image_io import read_mask
+from ..core.review import Region, ReviewSet, review_regions
 from ..core.segment_layers import LESION, UNSURE, labels_to_label_map, layer_names, project_image_layers
 from ..core.store import Project
 

@@ -9,11 +9,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
-                            QPushButton, QSlider, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..core.bundled import default_model_dir
-from ._arrays import as_rgb_uint8
 from ..core.errors import LesionsegInputError
 from ..core.inference import Prediction, Progress, predict
 from ..core.lesions import threshold_mask
@@ -22,6 +32,7 @@ from ..core.registry import Registry
 from ..core.runtime import pick_device
 from ..core.segment_layers import labels_to_label_map, layer_names, prediction_layers
 from ..core.store import Project
+from ._arrays import as_rgb_uint8
 
 if TYPE_CHECKING:
     import napari

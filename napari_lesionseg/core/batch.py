@@ -25,7 +25,6 @@ from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_csv
 from .pairs import Pair, match_pairs
 from .progress import relay
 
-
 T = TypeVar("T")
 
 

@@ -115,8 +115,10 @@ def _tiff_array(path: Path, data: bytes) -> NDArray | None:
         raise LesionsegInputError(path, f"TIFF cannot be decoded ({err})") from None
 
 
-def _to_rgb_uint8(path: Path, arr: NDArray) -> NDArray[np.uint8]:
-    """Turn a decoded array (gray, gray+alpha, RGB, RGBA; any numeric dtype) into RGB uint8."""
+def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
+    """Turn a decoded array or a napari layer's data (gray, gray+alpha, RGB, RGBA; any numeric
+    dtype) into RGB uint8: the one rule for files and layers (16-bit scaled by 65535, 8-bit
+    values kept, floats by their maximum when it is over 1)."""
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar TIFF
     if arr.ndim == 2:
@@ -183,7 +185,7 @@ def read_image(
         arr = np.asarray(im)
     if fmt == "TIFF" and arr is not None and arr.ndim == 3 and arr.shape[-1] > 4:
         arr = _tiff_array(p, data)  # type: ignore[assignment]
-    rgb = _to_rgb_uint8(p, arr)
+    rgb = to_rgb_uint8(arr, p)
     meta = ImageMeta(
         path=str(p),
         width=rgb.shape[1],
@@ -195,11 +197,6 @@ def read_image(
         sha256=hashlib.sha256(data).hexdigest(),
     )
     return rgb, meta
-
-
-def to_float(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
-    """RGB uint8 ``(H, W, 3)`` to float32 in [0, 1]."""
-    return rgb.astype(np.float32) * np.float32(1.0 / 255.0)
 
 
 def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArray:
@@ -359,13 +356,6 @@ def write_label(path: str | os.PathLike[str], label: NDArray) -> None:
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt)
     with atomic_open(p) as fh:
         fh.write(buf.getvalue())
-
-
-def write_png(path: str | os.PathLike[str], arr: NDArray[np.uint8]) -> None:
-    """Write a ``uint8`` gray or RGB array as PNG, atomically."""
-    p = Path(path)
-    with atomic_open(p) as fh:
-        fh.write(encode_png(arr))
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

@@ -8,7 +8,6 @@ cancelling stops at the next yield), tests (iterate directly; ``run_to_end`` hel
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import time
@@ -32,7 +31,7 @@ from .model_folder import LoadedModel
 from .models.fuse import fold_batchnorm, fuse_conv_relu
 from .preprocess import Geometry, from_work, prepare
 from .progress import run_to_end  # noqa: F401 - re-exported for callers of inference
-from .runtime import autocast_dtype, cpu_pool, default_threads, row_blocks
+from .runtime import autocast, autocast_dtype, cpu_pool, default_threads, row_blocks
 
 T = TypeVar("T")
 
@@ -98,7 +97,7 @@ def _run_view(net: torch.nn.Module, t: torch.Tensor, d: tuple[int, ...], h: int,
     Autocast and inference mode are set here because both are thread-local (views may run in
     worker threads)."""
     v = (t.flip(d) if d else t).contiguous(memory_format=torch.channels_last)
-    cast = torch.autocast(t.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    cast = autocast(t.device, dtype)
     with torch.inference_mode(), cast:
         logits = net(v).logits.float()
     return torch.sigmoid(logits.flip(d) if d else logits)[0, 0, :h, :w]
@@ -178,7 +177,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     """Segment one RGB ``uint8 (H, W, 3)`` photo. Yields Progress; returns Prediction.
 
     ``precision``: ``auto`` computes the network in bfloat16 on a CPU with native bf16 and in
-    float16 on CUDA (fp32 elsewhere); ``fp32`` or ``bf16`` force one (see runtime.autocast_dtype).
+    bfloat16 or float16 on CUDA (fp32 elsewhere); ``fp32`` or ``bf16`` force one (see runtime.autocast_dtype).
     """
     cfg: InferenceConfig = model.config.inference
     pre = model.config.preprocess

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .configs import require
-from .models.config import NetworkConfig
+from .dataclass_io import require
+from .models.network_config import NetworkConfig
 
 FORMAT_VERSION = 1
 # Bounds that keep inference memory predictable (the working grid is about fov_diameter^2

@@ -30,7 +30,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from .atomic import atomic_folder
-from .configs import ConfigError, from_dict, to_dict
+from .dataclass_io import ConfigError, from_dict, to_dict
 from .errors import LesionsegInputError
 from .jsonfile import read_json, read_regular_file
 from .model_config import ModelConfig

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from .configs import ConfigError
+from .dataclass_io import ConfigError
 
 _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -2, -3, -8
 _tuned = False
@@ -50,24 +52,27 @@ def tune_allocator() -> bool:
     return ok
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit name that is unavailable raises."""
+def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The one device rule, for inference and training. ``auto`` picks CUDA (``cuda:<local
+    rank>`` under torchrun), then Apple MPS, then the CPU; ``cuda`` means the local rank's GPU;
+    an explicit device that is unavailable is a clear error."""
     name = name.lower()
+    mps = getattr(torch.backends, "mps", None)
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
+            name = "cuda"
+        elif mps is not None and mps.is_available():
             return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for, but PyTorch sees no CUDA GPU")
-    if name == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError("device 'mps' was asked for, but Apple MPS is not available")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda or mps)")
+        else:
+            return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but PyTorch sees no CUDA GPU")
+    if name == "cuda":
+        return torch.device("cuda", local_rank) if local_rank else torch.device("cuda")
+    if name == "mps" and (mps is None or not mps.is_available()):
+        raise ConfigError("device 'mps' was asked for, but Apple MPS is not available")
+    if name not in ("cpu", "mps") and not re.fullmatch(r"cuda:\d+", name):
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
     return torch.device(name)
 
 
@@ -102,11 +107,20 @@ def cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for inference with ``precision`` on ``device`` (None: plain fp32).
+def _cuda_bf16() -> bool:
+    try:
+        return bool(torch.cuda.is_bf16_supported())
+    except (RuntimeError, AssertionError, AttributeError):  # no CUDA build or driver
+        return False
 
-    ``auto``: float16 on CUDA, bfloat16 on a CPU with native bf16, fp32 elsewhere (MPS, older
-    CPUs). ``bf16`` asks for bfloat16 wherever it runs; ``fp32`` turns autocast off."""
+
+def autocast_dtype(precision: str, device: torch.device, *, training: bool = False) -> torch.dtype | None:
+    """The one autocast rule, for inference and training (None: plain fp32).
+
+    ``auto``: bfloat16 on CUDA GPUs with bf16 and on CPUs with native bf16 (AVX512_BF16/AMX);
+    float16 on other CUDA GPUs for inference only (training in fp16 would need loss scaling);
+    fp32 elsewhere (MPS, older CPUs, where bf16 is emulated and slower). ``bf16`` asks for
+    bfloat16 wherever it runs; ``fp32`` turns autocast off."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
     if precision == "fp32" or device.type not in ("cpu", "cuda"):
@@ -114,8 +128,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.float16
+        return torch.bfloat16 if _cuda_bf16() else (None if training else torch.float16)
     return torch.bfloat16 if cpu_has_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` for ``dtype`` on ``device``, or nothing for plain fp32."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 _CPU_POOL: ThreadPoolExecutor | None = None

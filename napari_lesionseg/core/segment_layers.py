@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .inference import Prediction
 from .image_io import IGNORE_LABEL
+from .inference import Prediction
 
 LESION, UNSURE = 1, IGNORE_LABEL
 

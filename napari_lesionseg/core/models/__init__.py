@@ -1,7 +1,7 @@
 """The model family: one factory for every generator and adversary network."""
 
-from .config import AsppConfig, DynamicConfig, EncoderConfig, NetworkConfig, SgdcConfig
 from .factory import build_model
+from .network_config import AsppConfig, DynamicConfig, EncoderConfig, NetworkConfig, SgdcConfig
 from .output import SegOutput
 
 __all__ = [

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ASPP, AttentionGate, DoubleConv, DynamicGates, ResBlock
-from .config import NetworkConfig
+from .network_config import NetworkConfig
 from .output import SegOutput, conv_bn_relu, init_prior_bias
 from .resnet import ResNetEncoder
 from .sgdc import SGDC, SGE

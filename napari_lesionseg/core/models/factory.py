@@ -6,8 +6,8 @@ from typing import Any
 
 from torch import nn
 
-from ..configs import from_dict
-from .config import NetworkConfig
+from ..dataclass_io import from_dict
+from .network_config import NetworkConfig
 
 
 def build_model(config: NetworkConfig | dict[str, Any]) -> nn.Module:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import EncoderConfig
+from .network_config import EncoderConfig
 
 STANDARD_BLOCKS = {"resnet18": [2, 2, 2, 2], "resnet34": [3, 4, 6, 3], "resnet50": [3, 4, 6, 3]}
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import NetworkConfig
+from .network_config import NetworkConfig
 from .output import SegOutput, init_prior_bias
 from .sgdc import SGDC, SGE
 

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import AttentionGate, DoubleConv, ResBlock
-from .config import NetworkConfig
+from .network_config import NetworkConfig
 from .output import SegOutput, init_prior_bias
 
 

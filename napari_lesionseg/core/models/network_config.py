@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..configs import require
+from ..dataclass_io import require
 
 MAX_WIDTH = 4096
 

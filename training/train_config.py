@@ -7,12 +7,13 @@ would need a writer; we write ``config.json``).
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from napari_lesionseg.core.configs import ConfigError, from_dict, merge, require, set_dotted
+import tomllib
+
+from napari_lesionseg.core.dataclass_io import ConfigError, from_dict, merge, require, set_dotted
 from napari_lesionseg.core.model_config import ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
