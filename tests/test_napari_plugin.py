@@ -61,7 +61,46 @@ def test_reader_writer_and_export(make_napari_viewer, tmp_path, small_pairs) -> 
     assert len(viewer.layers) == n + 2
     files = export_project(proj, tmp_path / "export", mm_per_px=0.01)
     names = sorted(f.name for f in files)
-    assert names == ["IDRiD_04_lesions.csv", "IDRiD_04_mask.png", "IDRiD_04_overlay.png", "lesions.csv"]
+    assert names == ["IDRiD_04_label.png", "IDRiD_04_lesions.csv", "IDRiD_04_mask.png", "IDRiD_04_overlay.png",
+                     "lesions.csv"]
     np.testing.assert_array_equal(read_mask(tmp_path / "export" / "IDRiD_04_mask.png"), mask)
     header = (tmp_path / "export" / "lesions.csv").read_text().splitlines()
     assert len(header) > 1 and header[1].split(",")[3] != ""  # area_mm2 filled in
+
+
+def test_project_export_uses_the_stored_prediction_and_keeps_unsure(tmp_path, small_pairs) -> None:
+    """Export once wrote placeholder values (mean = max probability 1.0, fuzzy fraction 0) and a
+    0/1/255 mask that looks black in ordinary viewers."""
+    import csv
+
+    from napari_lesionseg.core.export import export_project
+    from napari_lesionseg.core.image_io import read_label
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
+    lab = np.zeros((356, 536), np.uint8)
+    lab[100:120, 200:230] = 1
+    lab[300:310, 50:60] = 255
+    proj.save_label(iid, lab)
+    out = export_project(proj, tmp_path / "ex")
+    row = next(csv.DictReader(open(tmp_path / "ex" / "lesions.csv")))
+    assert row["mean_prob"] == "" and row["max_prob"] == "" and row["fuzzy_fraction"] == ""  # no stand-ins
+    prob = np.zeros((356, 536), np.float32)
+    prob[100:120, 200:230] = 0.6
+    prob[110, 210] = 0.8
+    fuzzy = np.zeros_like(prob)
+    fuzzy[100:110, 200:230] = 0.9
+    proj.save_prediction(iid, "m1", prob, prob > 0.5, fuzzy)
+    out = export_project(proj, tmp_path / "ex")
+    (row,) = list(csv.DictReader(open(tmp_path / "ex" / "lesions.csv")))
+    assert abs(float(row["max_prob"]) - 0.8) < 0.003 and 0.59 < float(row["mean_prob"]) < 0.62
+    assert abs(float(row["fuzzy_fraction"]) - 0.5) < 1e-6
+    assert (tmp_path / "ex" / "IDRiD_04_lesions.csv").read_text().splitlines()[1:] == \
+        (tmp_path / "ex" / "lesions.csv").read_text().splitlines()[1:]
+    from PIL import Image
+
+    shown = np.asarray(Image.open(tmp_path / "ex" / "IDRiD_04_mask.png"))
+    assert set(np.unique(shown)) == {0, 255} and int((shown == 255).sum()) == 600  # lesion only, visible
+    np.testing.assert_array_equal(read_label(tmp_path / "ex" / "IDRiD_04_label.png"), lab)  # exact
+    assert len(out) == 5

@@ -87,8 +87,12 @@ def test_paint_and_save_correction(qtbot, segment, tmp_path: Path) -> None:
     assert rec["edited_px"] >= 200
     assert widget.save_correction().name == "v0002.png"  # a second save appends
     files = widget.export()
-    assert sorted(f.name for f in files) == ["IDRiD_16_lesions.csv", "IDRiD_16_mask.png", "IDRiD_16_overlay.png"]
-    np.testing.assert_array_equal(read_mask(files[0]), stored)
+    assert [f.name for f in files] == ["IDRiD_16_mask.png", "IDRiD_16_label.png", "IDRiD_16_lesions.csv",
+                                       "IDRiD_16_overlay.png"]
+    from napari_lesionseg.core.image_io import read_label
+
+    np.testing.assert_array_equal(read_label(files[1]), stored)  # the exact label map, unsure kept
+    np.testing.assert_array_equal(read_mask(files[0]), stored == 1)  # 0/255: lesion only
     everything = widget.export_project()
     assert (tmp_path / "proj" / "exports" / "lesions.csv") in everything
 

@@ -333,7 +333,7 @@ class SegmentWidget(QWidget):
             self._error("choose a project folder and run the segmentation first")
             return []
         pred = self.results.get(name)
-        files = export_image(Path(self.project_edit.text()) / "exports", name,
+        files, _ = export_image(Path(self.project_edit.text()) / "exports", name,
                              as_rgb_uint8(self.viewer.layers[name].data),
                              labels_to_label_map(self.viewer.layers[lname].data),
                              pred.probability if pred else None, pred.fuzzy if pred else None)

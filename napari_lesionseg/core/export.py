@@ -10,7 +10,8 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from .atomic import atomic_write_bytes
-from .image_io import encode_png, read_image, write_label
+from .errors import LesionsegInputError
+from .image_io import check_label_values, encode_png, read_gray_u8, read_image, write_label
 from .lesions import lesion_table
 from .outputs import LESION_CSV_COLUMNS, write_csv
 from .store import Project
@@ -33,31 +34,69 @@ def overlay(rgb: NDArray[np.uint8], label: NDArray, fuzzy: NDArray[np.float32] |
     return out
 
 
+def lesion_rows(stem: str, label: NDArray[np.uint8], prob: NDArray[np.float32] | None,
+                fuzzy: NDArray[np.float32] | None, mm_per_px: float | None) -> list[dict]:
+    """The lesion table of a label map. Without the model's probability (or fuzzy map) the
+    columns that describe it are left empty, never filled with a stand-in."""
+    lesion = (label == 1).astype(np.uint8)
+    lesions, _ = lesion_table(lesion, prob if prob is not None else lesion.astype(np.float32), fuzzy, mm_per_px)
+    rows = []
+    for les in lesions:
+        row = {"image": stem, **les.row()}
+        if prob is None:
+            row.update(mean_prob=None, max_prob=None)
+        if fuzzy is None:
+            row.update(fuzzy_fraction=None)
+        rows.append(row)
+    return rows
+
+
 def export_image(out_dir: Path, stem: str, rgb: NDArray[np.uint8], label: NDArray,
                  prob: NDArray[np.float32] | None = None, fuzzy: NDArray[np.float32] | None = None,
-                 mm_per_px: float | None = None) -> list[Path]:
-    """``<stem>_mask.png`` (0/1/255 label map), ``<stem>_lesions.csv``, ``<stem>_overlay.png``."""
+                 mm_per_px: float | None = None) -> tuple[list[Path], list[dict]]:
+    """``<stem>_mask.png`` (0/255 lesion mask, as ``lesionseg predict`` writes, legible in any
+    viewer), ``<stem>_label.png`` (the exact 0/1/255 label map, 255 = unsure, for re-import),
+    ``<stem>_lesions.csv`` and ``<stem>_overlay.png``. Returns the files and the lesion rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    lab = np.asarray(label).astype(np.uint8)
-    p = prob if prob is not None else (lab == 1).astype(np.float32)
-    lesions, _ = lesion_table((lab == 1).astype(np.uint8), p, fuzzy, mm_per_px)
-    files = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_lesions.csv", out_dir / f"{stem}_overlay.png"]
-    write_label(files[0], lab)
-    write_csv(files[1], [{"image": stem, **les.row()} for les in lesions], LESION_CSV_COLUMNS)
-    atomic_write_bytes(files[2], encode_png(overlay(rgb, lab, fuzzy)))
-    return files
+    lab = check_label_values(label)
+    rows = lesion_rows(stem, lab, prob, fuzzy, mm_per_px)
+    files = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_label.png", out_dir / f"{stem}_lesions.csv",
+             out_dir / f"{stem}_overlay.png"]
+    atomic_write_bytes(files[0], encode_png((lab == 1).view(np.uint8) * np.uint8(255)))
+    write_label(files[1], lab)
+    write_csv(files[2], rows, LESION_CSV_COLUMNS)
+    atomic_write_bytes(files[3], encode_png(overlay(rgb, lab, fuzzy)))
+    return files, rows
+
+
+def _stored_maps(project: Project, image_id: str, shape: tuple[int, ...]
+                 ) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
+    """The probability and fuzzy maps of the image's latest stored prediction, if they fit."""
+    d = project.latest_prediction(image_id)
+    if d is None:
+        return None, None
+    maps = []
+    for kind in ("prob", "fuzzy"):
+        try:
+            m = read_gray_u8(d / f"{image_id}_{kind}.png")
+        except LesionsegInputError:
+            m = None
+        maps.append(None if m is None or m.shape != shape else m.astype(np.float32) / np.float32(255.0))
+    return maps[0], maps[1]
 
 
 def export_project(project: Project, out_dir: Path, mm_per_px: float | None = None) -> list[Path]:
-    """Export the latest correction of every image in the project; one lesions.csv for all."""
+    """Export the latest correction of every image in the project, with the probabilities and
+    fuzzy fractions of its latest stored prediction where there is one; one lesions.csv for all."""
     files: list[Path] = []
-    rows = []
+    rows: list[dict] = []
     for pair in project.corrected_pairs():
         rgb, _ = read_image(pair.image)
         lab = project.latest_label(pair.id)
         assert lab is not None
-        files += export_image(out_dir, pair.id, rgb, lab, mm_per_px=mm_per_px)
-        lesions, _ = lesion_table((lab == 1).astype(np.uint8), (lab == 1).astype(np.float32), None, mm_per_px)
-        rows += [{"image": pair.id, **les.row()} for les in lesions]
+        prob, fuzzy = _stored_maps(project, pair.id, lab.shape)
+        f, r = export_image(out_dir, pair.id, rgb, lab, prob, fuzzy, mm_per_px=mm_per_px)
+        files += f
+        rows += r
     write_csv(out_dir / "lesions.csv", rows, LESION_CSV_COLUMNS)
     return files + [out_dir / "lesions.csv"]

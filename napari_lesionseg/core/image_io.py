@@ -234,6 +234,15 @@ def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArr
     return arr
 
 
+def read_gray_u8(path: str | os.PathLike[str]) -> NDArray[np.uint8]:
+    """An 8-bit one-channel map as written by ``encode_png`` (probability, fuzzy), unchanged."""
+    p = Path(path)
+    arr = _read_gray(p, None, DEFAULT_MAX_PIXELS)
+    if arr.dtype != np.uint8:
+        raise LesionsegInputError(p, f"expected an 8-bit map, got {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
 def _values_text(vals: set[int]) -> str:
     return ", ".join(str(v) for v in sorted(vals)[:8]) + (" ..." if len(vals) > 8 else "")
 
