@@ -8,7 +8,7 @@ import json
 import math
 import time
 from collections.abc import Generator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,23 +165,91 @@ def _restore_extras(state: dict, adv: Adversary | None, dale: Dale | None, sampl
         torch.set_rng_state(rng["torch"])
 
 
+@dataclass
+class _Run:
+    """Everything one training run holds between steps."""
+
+    cfg: TrainConfig
+    ctx: DistContext
+    dir: Path
+    log: EventLog
+    net: nn.Module
+    model: nn.Module  # ``net``, or ``net`` wrapped in DDP
+    opt: torch.optim.Optimizer
+    adv: Adversary | None
+    dale: Dale | None
+    sampler: PatchSampler
+    val_items: list[Prepared]
+    val_ids: list[str]
+    lineage: dict
+    step: int = 0
+    best: float = -1.0
+    elapsed0: float = 0.0  # seconds spent before a resume
+    t_start: float = field(default_factory=time.time)
+    last_good: Path | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return time.time() - self.t_start + self.elapsed0
+
+    def out_of_time(self) -> bool:
+        minutes = self.cfg.run.minutes
+        return self.ctx.any_flag(minutes is not None and self.elapsed > 60 * minutes)
+
+    def emit(self, ev: Event, *, every_rank: bool = False) -> Generator[Event, None, None]:
+        """Log and yield an event (rank 0 only, unless ``every_rank``)."""
+        if self.ctx.is_main:
+            self.log.write(ev)
+        if self.ctx.is_main or every_rank:
+            yield ev
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           init_from: nn.Module | None = None, lineage: dict | None = None,
           pairs: tuple[list[Pair], list[Pair]] | None = None,
           dist_ctx: DistContext | None = None) -> Generator[Event, None, Path]:
     """Train ``cfg.model`` on ``cfg.data``; write ``run_dir/{config.json, events.jsonl,
     metrics.csv, best/, last/, state.pt}``. Yields events; returns the best model folder."""
-    ctx = dist_ctx or DistContext(device=pick_device(cfg.run.device))
+    r = yield from _start(cfg, Path(run_dir), resume, init_from, lineage, pairs,
+                          dist_ctx or DistContext(device=pick_device(cfg.run.device)))
+    while r.step < cfg.run.steps:
+        yield from _follow_schedule(r)
+        try:
+            logs = train_one_step(r.model, r.opt, *r.sampler.batch(), cfg, r.adv, r.dale, r.sampler.last_fuzzy,
+                                  r.sampler.last_idx, r.step)
+        except TrainingDiverged as err:
+            yield from r.emit({"event": "error", "step": r.step, "message": f"training stopped at step {r.step}: "
+                               f"{err}; the last good model is kept"}, every_rank=True)
+            if r.last_good is None:
+                raise
+            return r.last_good
+        r.step += 1
+        if r.step % cfg.run.log_every == 0 or r.step == 1:
+            yield from r.emit({"event": "step", "step": r.step, "lr": r.opt.param_groups[0]["lr"],
+                               "elapsed": round(time.time() - r.t_start, 2), **logs})
+        out_of_time = r.out_of_time()
+        if r.ctx.is_main and (r.step % cfg.run.eval_every == 0 or r.step == cfg.run.steps or out_of_time):
+            yield from _validate_and_save(r)
+        if out_of_time:
+            break
+    yield from _calibrate_best(r)
+    in_sync = r.ctx.weights_identical(r.net)
+    r.ctx.barrier()
+    yield from r.emit({"event": "done", "step": r.step, "best": str(r.dir / "best"), "best_score": r.best,
+                       "elapsed": round(time.time() - r.t_start, 1), "rank": r.ctx.rank, "world": r.ctx.world,
+                       "ranks_identical": in_sync}, every_rank=True)
+    return r.dir / "best"
+
+
+def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | None, lineage: dict | None,
+           pairs: tuple[list[Pair], list[Pair]] | None, ctx: DistContext) -> Generator[Event, None, _Run]:
+    """Threads, seed, run folder, data, network, optimiser, adversary, DALE; a resume's state."""
     dev = ctx.device
-    run = Path(run_dir)
-    threads = cfg.run.threads or max(1, default_threads() // ctx.world)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(cfg.run.threads or max(1, default_threads() // ctx.world))
     torch.manual_seed(cfg.run.seed)
-    log = EventLog(run)
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-
     train_pairs, val_pairs = pairs if pairs is not None else split_pairs(find_pairs(cfg.data), cfg.data)
     yield {"event": "data", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs]}
     t0 = time.time()
@@ -199,94 +267,64 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     params = [p for n, p in net.named_parameters() if not n.startswith(frozen) and not n.endswith(GATE_PARAM)]
     opt = make_optimizer(params, cfg.optim)
     adv = Adversary(cfg.adversary, cfg.model.network.in_channels, dev) if cfg.adversary.type != "none" else None
-    start, best, elapsed0 = 0, -1.0, 0.0
     state_file = run / "state.pt"
     state = torch.load(state_file, weights_only=True, map_location="cpu") if resume and state_file.exists() else None
+    start = 0
     if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
-        start, best = int(state["step"]), float(state["best"])
-        elapsed0 = float(state.get("elapsed", 0.0))
+        start = int(state["step"])
     sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank)
-    stride = cfg.model.network.stride
     dale = Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps) if cfg.paradigm.type == "dale" else None
+    r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
+             [p.id for p in val_pairs], {"data": {p.id: None for p in train_pairs}, **(lineage or {})}, step=start)
     if state is not None:
+        r.best, r.elapsed0 = float(state["best"]), float(state.get("elapsed", 0.0))
         _restore_extras(state, adv, dale, sampler, ctx)
         yield {"event": "resumed", "step": start}
-    lineage = {"data": {p.id: None for p in train_pairs}, **(lineage or {})}
-    deadline = None if cfg.run.minutes is None else time.time() + 60 * cfg.run.minutes - elapsed0
-    t_start = time.time()
-    step = start
-    last_good = None
-    while step < cfg.run.steps:
-        progress = budget_progress(step, cfg.run.steps, time.time() - t_start + elapsed0, cfg.run.minutes)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, progress, cfg.optim)
-        if dale is not None:
-            dale.follow_budget(step, progress)
-        if dale is not None and dale.wants_partition(step):
-            frac = dale.partition(net, stride)
-            sampler.fuzzy = dale.state.fuzzy
-            if ctx.is_main:
-                ev = {"event": "partition", "step": step, "fuzzy_fraction": frac}
-                log.write(ev)
-                yield ev
-        x, y = sampler.batch()
-        try:
-            logs = train_one_step(model, opt, x, y, cfg, adv, dale, sampler.last_fuzzy, sampler.last_idx, step)
-        except TrainingDiverged as err:
-            msg = f"training stopped at step {step}: {err}; the last good model is kept"
-            ev = {"event": "error", "step": step, "message": msg}
-            if ctx.is_main:
-                log.write(ev)
-            yield ev
-            if last_good is None:
-                raise
-            return last_good
-        step += 1
-        if ctx.is_main and (step % cfg.run.log_every == 0 or step == 1):
-            ev = {"event": "step", "step": step, "lr": opt.param_groups[0]["lr"],
-                  "elapsed": round(time.time() - t_start, 2), **logs}
-            log.write(ev)
-            yield ev
-        out_of_time = ctx.any_flag(deadline is not None and time.time() > deadline)
-        if ctx.is_main and (step % cfg.run.eval_every == 0 or step == cfg.run.steps or out_of_time):
-            metrics = validate(net, val_items, stride, cfg.model.inference.threshold)
-            ev = {"event": "eval", "step": step, "elapsed": round(time.time() - t_start, 1), **metrics}
-            log.write(ev)
-            yield ev
-            meta = {"step": step, "val_images": [p.id for p in val_pairs], **metrics}
-            last_good = _save(run / "last", net, cfg, meta, lineage, metrics["val_best_threshold"])
-            score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
-            if score > best:
-                best = score
-                _save(run / "best", net, cfg, meta, lineage, metrics["val_best_threshold"])
-            torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": step, "best": best,
-                        "elapsed": time.time() - t_start + elapsed0, **_extras(adv, dale, sampler)},
-                       run / ".state.tmp")
-            (run / ".state.tmp").replace(state_file)
-        if out_of_time:
-            break
-    if ctx.is_main and (run / "best").exists() and val_items:
-        # fit the probability calibration on the validation images and store it in best/
-        from napari_lesionseg.core.model_folder import load_model_folder
+    return r
 
-        best_model = load_model_folder(run / "best")
-        calibrated, figures = calibrate(best_model.net, best_model.config, val_items)
-        save_model_folder(run / "best", best_model.net, calibrated, {**best_model.metrics, "calibration": figures},
-                          best_model.lineage, overwrite=True)
-        ev = {"event": "calibrated", **figures}
-        log.write(ev)
-        yield ev
-    in_sync = ctx.weights_identical(net)
-    ctx.barrier()
-    ev = {"event": "done", "step": step, "best": str(run / "best"), "best_score": best,
-          "elapsed": round(time.time() - t_start, 1), "rank": ctx.rank, "world": ctx.world,
-          "ranks_identical": in_sync}
-    if ctx.is_main:
-        log.write(ev)
-    yield ev
-    return run / "best"
+
+def _follow_schedule(r: _Run) -> Generator[Event, None, None]:
+    """The learning rate and DALE's phase for this step; DALE's partition passes when due."""
+    progress = budget_progress(r.step, r.cfg.run.steps, r.elapsed, r.cfg.run.minutes)
+    for g in r.opt.param_groups:
+        g["lr"] = lr_at(r.step, progress, r.cfg.optim)
+    if r.dale is None:
+        return
+    r.dale.follow_budget(r.step, progress)
+    if r.dale.wants_partition(r.step):
+        frac = r.dale.partition(r.net, r.cfg.model.network.stride)
+        r.sampler.fuzzy = r.dale.state.fuzzy
+        yield from r.emit({"event": "partition", "step": r.step, "fuzzy_fraction": frac})
+
+
+def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
+    """Validate; write ``last/``, ``best/`` when the score improved, and the resume state."""
+    metrics = validate(r.net, r.val_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold)
+    yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(time.time() - r.t_start, 1), **metrics})
+    meta = {"step": r.step, "val_images": r.val_ids, **metrics}
+    r.last_good = _save(r.dir / "last", r.net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
+    score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
+    if score > r.best:
+        r.best = score
+        _save(r.dir / "best", r.net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
+    torch.save({"model": r.net.state_dict(), "optim": r.opt.state_dict(), "step": r.step, "best": r.best,
+                "elapsed": r.elapsed, **_extras(r.adv, r.dale, r.sampler)}, r.dir / ".state.tmp")
+    (r.dir / ".state.tmp").replace(r.dir / "state.pt")
+
+
+def _calibrate_best(r: _Run) -> Generator[Event, None, None]:
+    """Fit the probability calibration on the validation images and store it in ``best/``."""
+    if not (r.ctx.is_main and (r.dir / "best").exists() and r.val_items):
+        return
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    best_model = load_model_folder(r.dir / "best")
+    calibrated, figures = calibrate(best_model.net, best_model.config, r.val_items)
+    save_model_folder(r.dir / "best", best_model.net, calibrated, {**best_model.metrics, "calibration": figures},
+                      best_model.lineage, overwrite=True)
+    yield from r.emit({"event": "calibrated", **figures})
 
 
 def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
