@@ -80,33 +80,10 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
     times, net_times = [], []
     pred = None
     out_dir = Path(tempfile.mkdtemp())
-    if variant == "plain":
-        import napari_lesionseg.core.inference as inf
-
-        def plain_tile(net, x, stride, tta_, device, dtype=None):  # eager NCHW fp32 under no_grad
-            import torch.nn.functional as F
-
-            c, h, w = x.shape
-            t = F.pad(x[None], (0, (-w) % stride, 0, (-h) % stride)).contiguous()
-            views = inf._views(tta_)
-            with torch.no_grad():
-                net = net.to(memory_format=torch.contiguous_format)
-                probs = torch.stack([
-                    (lambda p: p.flip([a - 1 for a in d]) if d else p)(
-                        torch.sigmoid(net((t.flip(d) if d else t).contiguous()).logits[0]))
-                    for d in views])[:, 0, :h, :w]
-            mean = probs.mean(0)
-            dis = (probs.max(0).values - probs.min(0).values) if len(views) > 1 else None
-            return mean, dis
-
-        inf._run_tile = plain_tile
-        inf._place = lambda net, dev: net.to(dev).eval()  # the model as trained: BatchNorm, ReLU, NCHW
-        inf.tune_allocator = lambda: False
-        torch.inference_mode = torch.no_grad  # type: ignore[assignment]
     for _ in range(runs + 1):  # the first run warms up and is not counted
         t0 = time.perf_counter()
         rgb, _ = read_image(image)
-        pred = run_to_end(predict(model, rgb, tta=tta, precision="fp32" if variant == "plain" else precision))
+        pred = run_to_end(predict(model, rgb, tta=tta, precision=precision, speedups=variant != "plain"))
         write_prediction(out_dir, "bench", pred)
         times.append(time.perf_counter() - t0)
         net_times.append(pred.timings["network"])

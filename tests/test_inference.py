@@ -345,3 +345,13 @@ def test_cpu_out_of_memory_retries_smaller_tiles_then_is_a_clear_error(monkeypat
     with pytest.raises(LesionsegInputError, match="not enough memory .* even with 128-px tiles"):
         run_to_end(predict(model, small_rgb, device=torch.device("cpu")))
     assert inf.is_out_of_memory(MemoryError()) and not inf.is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+def test_the_model_as_trained_gives_what_the_tuned_path_gives(tiny_model_dir: Path, small_rgb: np.ndarray) -> None:
+    """``speedups=False`` (the speed benchmark's baseline, no private functions patched) runs
+    the unfused NCHW fp32 model and agrees with the tuned fp32 path."""
+    model = load_model_folder(tiny_model_dir)
+    tuned = run_to_end(predict(model, small_rgb, tta="flips", precision="fp32"))
+    plain = run_to_end(predict(model, small_rgb, tta="flips", precision="bf16", speedups=False))
+    assert plain.precision == "fp32"  # the baseline ignores the precision asked for
+    np.testing.assert_allclose(plain.probability, tuned.probability, atol=1e-4)

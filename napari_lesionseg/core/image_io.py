@@ -24,7 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .atomic import atomic_open
 from .errors import LesionsegInputError
 
-try:  # Intel ISA-L's deflate: 5-20x faster than zlib at level 1 on our maps, files as small
+try:  # Intel ISA-L's deflate: faster than zlib at level 1 on our maps, files as small (benchmarks/README.md)
     from isal import isal_zlib as _deflate
 except ImportError:  # pragma: no cover - a platform without isal wheels: the standard zlib
     _deflate = zlib  # type: ignore[assignment]
@@ -334,9 +334,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def encode_png(arr: NDArray[np.uint8]) -> bytes:
     """Encode a ``uint8`` gray ``(H, W)`` or RGB ``(H, W, 3)`` array as an 8-bit PNG.
 
-    Written directly (filter "none", deflate level 1 by ISA-L where installed, else zlib):
-    a full-size IDRiD probability map in 5 ms (zlib level 1: 27 ms; Pillow's encoder about
-    3x that), and both release the GIL, so several maps encode in parallel threads."""
+    Written directly (filter "none", deflate level 1 by ISA-L where installed, else zlib;
+    both faster than Pillow's encoder, benchmarks/README.md), and both release the GIL, so
+    several maps encode in parallel threads."""
     a = np.asarray(arr)
     if a.dtype != np.uint8 or not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
         raise ValueError(f"encode_png takes uint8 (H, W) or (H, W, 3), got {a.dtype} {a.shape}")

@@ -91,12 +91,12 @@ def _views(tta: str) -> list[tuple[int, ...]]:
 
 
 def _run_view(net: torch.nn.Module, t: torch.Tensor, d: tuple[int, ...], h: int, w: int,
-              dtype: torch.dtype | None) -> torch.Tensor:
+              dtype: torch.dtype | None, fmt: torch.memory_format = torch.channels_last) -> torch.Tensor:
     """Probability ``(h, w)`` of one flip view of the padded tile ``t (1, C, H, W)``.
 
     Autocast and inference mode are set here because both are thread-local (views may run in
     worker threads)."""
-    v = (t.flip(d) if d else t).contiguous(memory_format=torch.channels_last)
+    v = (t.flip(d) if d else t).contiguous(memory_format=fmt)
     cast = autocast(t.device, dtype)
     with torch.inference_mode(), cast:
         logits = net(v).logits.float()
@@ -121,16 +121,15 @@ def _view_pool() -> ThreadPoolExecutor:
 def views_in_parallel(device: torch.device, dtype: torch.dtype | None, n_views: int) -> bool:
     """Run TTA views two at a time, one core each, instead of one at a time on all cores?
 
-    Measured on the 2-core CPU with the default model (one 704x832 tile, 4 views): bf16 0.84 s
-    one at a time vs 0.71 s two at a time (the upsampling, concatenation, pooling and ReLU
-    between the convolutions scale poorly across threads); fp32 1.48 vs 1.57 s (twice the
-    activation bytes: memory-bound), so only bf16 on a CPU with two or more cores does it.
-    Peak memory is that of two views instead of one."""
+    Only bf16 on a CPU with two or more cores does it: there two at a time was faster (the
+    layers between the convolutions scale poorly across threads), in fp32 slower (twice the
+    activation bytes: memory-bound); figures in benchmarks/README.md. Peak memory is that of
+    two views instead of one."""
     return device.type == "cpu" and dtype == torch.bfloat16 and n_views > 1 and default_threads() >= 2
 
 
 def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, device: torch.device,
-              dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+              dtype: torch.dtype | None = None, speedups: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Mean probability and view disagreement (max - min) for one tile ``(C, h, w)``.
 
     The TTA views run one after another (peak memory of a single view), or two at a time on
@@ -139,10 +138,11 @@ def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, devi
     ph, pw = (-h) % stride, (-w) % stride
     t = F.pad(x[None], (0, pw, 0, ph)).to(device)
     views = _views(tta)
-    if views_in_parallel(device, dtype, len(views)):
+    if speedups and views_in_parallel(device, dtype, len(views)):
         probs = list(_view_pool().map(lambda d: _run_view(net, t, d, h, w, dtype), views))
     else:
-        probs = [_run_view(net, t, d, h, w, dtype) for d in views]
+        fmt = torch.channels_last if speedups else torch.contiguous_format
+        probs = [_run_view(net, t, d, h, w, dtype, fmt) for d in views]
     total, lo, hi = probs[0], probs[0], probs[0]
     for p in probs[1:]:
         total = total + p
@@ -155,8 +155,7 @@ def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, devi
 
 def apply_calibration(prob: NDArray[np.float32], knots: list[list[float]] | None) -> NDArray[np.float32]:
     """Monotone piecewise-linear remapping of probabilities (identity without knots); 2-D maps
-    are done in row blocks on all cores (``np.interp`` releases the GIL: 9.3 -> 5.1 ms on
-    IDRiD_10's working-grid probabilities)."""
+    are done in row blocks on all cores (``np.interp`` releases the GIL)."""
     if not knots:
         return prob
     kx, ky = np.asarray(knots[0]), np.asarray(knots[1])
@@ -173,7 +172,8 @@ def apply_calibration(prob: NDArray[np.float32], knots: list[list[float]] | None
 
 def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device | str | None = None,
             tta: str | None = None, threshold: float | None = None, mm_per_px: float | None = None,
-            fov: FieldOfView | None = None, precision: str = "auto") -> Generator[Progress, None, Prediction]:
+            fov: FieldOfView | None = None, precision: str = "auto",
+            speedups: bool = True) -> Generator[Progress, None, Prediction]:
     """Segment one RGB ``uint8 (H, W, 3)`` photo. Yields Progress; returns Prediction.
 
     ``precision``: ``auto`` computes the network in bfloat16 on a CPU with native bf16 and in
@@ -195,10 +195,11 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     stride = model.config.network.stride
     notes: list[str] = []
     while True:
-        net = _place(model.net, dev)
-        dtype = autocast_dtype(precision, dev)
+        net = _place(model.net, dev) if speedups else model.net.to(dev).eval()
+        dtype = autocast_dtype(precision if speedups else "fp32", dev)
         try:
-            acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, cfg.tile_overlap, stride, tta, dev, dtype)
+            acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, cfg.tile_overlap, stride, tta, dev, dtype,
+                                                      speedups)
             break
         except (Exception, MemoryError) as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             if not is_out_of_memory(err):
@@ -273,7 +274,7 @@ def _place(net: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
 
 
 def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float, stride: int, tta: str,
-                 dev: torch.device, dtype: torch.dtype | None = None) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+                 dev: torch.device, dtype: torch.dtype | None = None, speedups: bool = True) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run every tile, accumulating Gaussian-weighted probabilities, disagreements and weights."""
     _, h, w = xt.shape
     ys, xs = tile_starts(h, ts, overlap), tile_starts(w, ts, overlap)
@@ -286,7 +287,7 @@ def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float
             for x0 in xs:
                 tile = xt[:, y0:y0 + ts, x0:x0 + ts]
                 th, tw = tile.shape[-2:]
-                mean, dis = _run_tile(net, tile, stride, tta, dev, dtype)
+                mean, dis = _run_tile(net, tile, stride, tta, dev, dtype, speedups)
                 win = torch.from_numpy(gaussian_window(th, tw)) if total > 1 else torch.ones(th, tw)
                 acc[y0:y0 + th, x0:x0 + tw] += mean * win
                 wacc[y0:y0 + th, x0:x0 + tw] += win

@@ -14,9 +14,8 @@ from .models.network_config import NetworkConfig
 
 FORMAT_VERSION = 1
 # Bounds that keep inference memory predictable (the working grid is about fov_diameter^2
-# pixels and a tile's activations grow with tile_size^2). The shipped network at both bounds
-# peaked at 3.1 GB on a 536x356 photo (4.3 GB at 4096/2048, 4.8 GB and an allocator error at
-# 8192/8192); at its own 896/1024, 1.1-1.3 GB.
+# pixels and a tile's activations grow with tile_size^2); peaks at the bounds in
+# benchmarks/README.md.
 MAX_FOV_DIAMETER = 2048
 MAX_TILE_SIZE = 2048
 

@@ -89,8 +89,7 @@ def box_downscale(img: NDArray[np.uint8], h: int, w: int, bands: int = 2) -> NDA
     Pillow releases the GIL while resampling, and each band converts only its own rows: the
     same bytes as one ``Image.resize`` (each band gets the input rows its filter windows reach,
     plus a margin, and the box argument places every window exactly where the whole resize
-    puts it); on 2 cores an IDRiD photo took 21-23 ms against 33-68 ms in one piece (the
-    VM's speed varied between the runs)."""
+    puts it). Measured: benchmarks/README.md."""
     src_h, src_w = img.shape[:2]
     scale = src_h / h
 
@@ -154,8 +153,8 @@ def gaussian_kernel(sigma: float, truncate: float = 3.0) -> NDArray[np.float64]:
 
 def blur_zero_padded(planes: NDArray[np.float32], sigma: float) -> NDArray[np.float32]:
     """Gaussian blur of ``(n, h, w)`` planes with zeros outside (``gaussian_filter(mode=
-    "constant", truncate=3)``) by one 2-D FFT convolution: 4x faster than the separable
-    direct filter at sigma 24 px, equal to it within 1e-6."""
+    "constant", truncate=3)``) by one 2-D FFT convolution, equal to it within 1e-6 and faster
+    at the sigmas we use (benchmarks/README.md)."""
     k = gaussian_kernel(sigma)
     k2 = np.outer(k, k).astype(np.float32)
     return signal.fftconvolve(planes, k2[None], mode="same", axes=(1, 2)).astype(np.float32)

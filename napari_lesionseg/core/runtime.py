@@ -23,15 +23,13 @@ def tune_allocator() -> bool:
     """Keep activations (up to 256 MB each) in the glibc heap instead of mmap/munmap on every pass.
 
     glibc returns allocations over its mmap threshold to the kernel and page-faults them back
-    on the next forward pass; raising the thresholds keeps them (measured 1.2-3x on CPU
-    inference). Full-resolution maps of very large photos (a float map of a 100-megapixel
-    image is 400 MB) stay above the threshold and go back to the kernel when freed, and at most
-    512 MB of free heap is kept: with a 1 GB threshold a 10000x10000 photo peaked at 3.2 GB
-    instead of 2.6 GB. One malloc arena for all threads: the TTA views and the output writers
-    run in worker threads, and with an arena per thread each kept its own free memory (IDRiD
-    photo peak 1.68 GB with per-thread arenas, 1.02 GB with one, at the same speed). Works
-    in-process (no LD_PRELOAD), so also inside napari. Returns True when applied; a no-op on
-    non-glibc platforms.
+    on the next forward pass; raising the thresholds keeps them. Full-resolution maps of very
+    large photos (a float map of a 100-megapixel image is 400 MB) stay above the threshold and
+    go back to the kernel when freed, and at most 512 MB of free heap is kept. One malloc arena
+    for all threads: the TTA views and the output writers run in worker threads, and with an
+    arena per thread each kept its own free memory. Figures: benchmarks/README.md. A setting of
+    the whole process: called by our command-line entry points only, never inside napari.
+    Returns True when applied; a no-op on non-glibc platforms.
     """
     global _tuned
     if _tuned:
