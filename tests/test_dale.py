@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lesionseg_training.dale import Dale, fuzzy_membership, omega_star, w2_squared, weighted_moments
+from lesionseg_training.dale import Dale, omega_star, w2_squared, weighted_moments
 from lesionseg_training.data import Prepared
 from lesionseg_training.losses import supervised_loss
 from lesionseg_training.train_config import DaleConfig, LossConfig, load_config
 from lesionseg_training.trainer import train
-from napari_lesionseg.core.fuzzy import binary_entropy
+from napari_lesionseg.core.fuzzy import binary_entropy, fuzzy_membership
 from napari_lesionseg.core.model_folder import load_model_folder
 from napari_lesionseg.core.models import build_model
 from napari_lesionseg.core.models.output import SegOutput

@@ -96,10 +96,10 @@ def test_closing_the_generator_cancels(tiny_model_dir: Path, small_rgb: np.ndarr
 def test_fuzzy_map_soft_threshold() -> None:
     p = np.array([0.5, 0.01, 0.99, 0.3])
     assert binary_entropy(np.array([0.5]))[0] == pytest.approx(1.0)
-    f = fuzzy_map(p, None, tau_ae=0.5, tau_d=0.05, delta=0.2)
+    f = fuzzy_map(p, None, tau_ae=0.5, tau_er=0.05, delta=0.2)
     assert f[0] == 1.0 and f[1] == 0.0 and f[2] == 0.0 and 0 < f[3] <= 1
     d = np.array([0.0, 0.2, 0.0, 0.0])
-    f2 = fuzzy_map(p, d, tau_ae=0.5, tau_d=0.05, delta=0.2)
+    f2 = fuzzy_map(p, d, tau_ae=0.5, tau_er=0.05, delta=0.2)
     assert f2[1] == pytest.approx(0.75) and f2[2] == 0.0
 
 
@@ -138,7 +138,7 @@ def test_out_of_memory_retries_smaller_tiles_then_falls_back_to_cpu(monkeypatch,
     real_run = inf._run_tile
     seen = []
 
-    def fake_run(net, tile, stride, tta, device, dtype=None):
+    def fake_run(net, tile, stride, tta, device, dtype=None, speedups=True):
         seen.append((device.type, tile.shape[-1]))
         if device.type == "cuda" and (always_oom or max(tile.shape[-2:]) > 150):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -328,7 +328,7 @@ def test_cpu_out_of_memory_retries_smaller_tiles_then_is_a_clear_error(monkeypat
 
     real_run = inf._run_tile
 
-    def fake_run(net, tile, stride, tta, device, dtype=None):
+    def fake_run(net, tile, stride, tta, device, dtype=None, speedups=True):
         if always_oom or max(tile.shape[-2:]) > 150:
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
                                "memory: you tried to allocate 19327352832 bytes. Error code 12")

@@ -243,3 +243,14 @@ def test_saving_drops_an_encoder_weights_path(tmp_path: Path) -> None:
     cfg = replace(cfg, network=replace(cfg.network, encoder=replace(cfg.network.encoder, weights_path="/x.pt")))
     folder = save_model_folder(tmp_path / "m", build_model(tiny_config().network), cfg)
     assert load_model_folder(folder).config.network.encoder.weights_path is None
+
+
+def test_a_config_of_an_earlier_version_loads(tmp_path: Path) -> None:
+    """``inference.fuzzy.tau_d`` (before it took DALE's name ``tau_er``), with no config_sha256."""
+    folder = _save(tmp_path)
+    raw = json.loads((folder / "config.json").read_text())
+    raw["inference"]["fuzzy"]["tau_d"] = raw["inference"]["fuzzy"].pop("tau_er")
+    raw["inference"]["fuzzy"]["tau_d"] = 0.07
+    raw.pop("config_sha256")
+    (folder / "config.json").write_text(json.dumps(raw))
+    assert load_model_folder(folder).config.inference.fuzzy.tau_er == 0.07

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_lesionseg.core.fuzzy import binary_entropy, soft_threshold
+from napari_lesionseg.core.fuzzy import binary_entropy, fuzzy_membership
 
 from .data import Prepared
 from .losses import supervised_loss
@@ -21,9 +21,6 @@ from .validate import predict_work
 EPS = 1.0
 
 
-def fuzzy_membership(ae: np.ndarray, er: np.ndarray, tau_ae: float, tau_er: float, delta: float) -> np.ndarray:
-    """``F = clip(max(S_tau_ae(AE), S_tau_er(ER)) / delta, 0, 1)``."""
-    return np.clip(np.maximum(soft_threshold(ae, tau_ae), soft_threshold(er, tau_er)) / delta, 0, 1).astype(np.float32)
 
 
 def omega_star(a: float, bp: float, r: float) -> float:

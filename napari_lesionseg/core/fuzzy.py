@@ -1,8 +1,10 @@
 """The fuzzy-region map: DALE's partition with label-free statistics (ARCHITECTURE.md 3).
 
-``AE`` is the normalised binary entropy of the (TTA-averaged) probability, ``D`` the
-disagreement between TTA views (max minus min probability), and
-``F = clip(max(S_tau_ae(AE), S_tau_d(D)) / delta, 0, 1)`` with ``S_tau(u) = max(u - tau, 0)``.
+DALE's rule is ``F = clip(max(S_tau_ae(AE), S_tau_er(ER)) / delta, 0, 1)`` with
+``S_tau(u) = max(u - tau, 0)`` (:func:`fuzzy_membership`, shared with training's partition).
+In training ``ER`` is the error against the label; at inference, with no label, ``AE`` is the
+normalised binary entropy of the (TTA-averaged) probability and the disagreement between TTA
+views (max minus min probability) stands in for ``ER``, with the same threshold name.
 """
 
 from __future__ import annotations
@@ -22,10 +24,17 @@ def soft_threshold(u: NDArray[np.floating], tau: float) -> NDArray[np.float32]:
     return np.maximum(np.asarray(u, np.float32) - np.float32(tau), 0).astype(np.float32)
 
 
-def fuzzy_map(prob: NDArray[np.floating], disagreement: NDArray[np.floating] | None,
-              tau_ae: float, tau_d: float, delta: float) -> NDArray[np.float32]:
-    """Fuzzy membership in [0, 1] per pixel, same shape as ``prob``."""
-    s = soft_threshold(binary_entropy(prob), tau_ae)
-    if disagreement is not None:
-        s = np.maximum(s, soft_threshold(disagreement, tau_d))
+def fuzzy_membership(ae: NDArray[np.floating], er: NDArray[np.floating] | None, tau_ae: float, tau_er: float,
+                     delta: float) -> NDArray[np.float32]:
+    """DALE's membership ``clip(max(S_tau_ae(AE), S_tau_er(ER)) / delta, 0, 1)`` (``ER``
+    optional)."""
+    s = soft_threshold(ae, tau_ae)
+    if er is not None:
+        s = np.maximum(s, soft_threshold(er, tau_er))
     return np.clip(s / np.float32(delta), 0.0, 1.0).astype(np.float32)
+
+
+def fuzzy_map(prob: NDArray[np.floating], disagreement: NDArray[np.floating] | None,
+              tau_ae: float, tau_er: float, delta: float) -> NDArray[np.float32]:
+    """Label-free fuzzy membership in [0, 1] per pixel, same shape as ``prob``."""
+    return fuzzy_membership(binary_entropy(prob), disagreement, tau_ae, tau_er, delta)

@@ -223,7 +223,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     prob_w = (acc / wacc).numpy() * disc
     prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
     dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
-    fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy.tau_ae, cfg.fuzzy.tau_d, cfg.fuzzy.delta) * disc
+    fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy.tau_ae, cfg.fuzzy.tau_er, cfg.fuzzy.delta) * disc
     # One after the other: torch's upsampling already uses every core (running the two maps'
     # upsampling on two threads measured slower, and two full-size maps in the making at once
     # raise the peak for very large photos).

@@ -44,11 +44,11 @@ class FuzzyConfig:
     """Soft thresholds of the label-free DALE partition (ARCHITECTURE.md 3)."""
 
     tau_ae: float = 0.5
-    tau_d: float = 0.05
+    tau_er: float = 0.05  # on the TTA views' disagreement, the label-free stand-in for DALE's ER
     delta: float = 0.2
 
     def __post_init__(self) -> None:
-        require(0 <= self.tau_ae < 1 and 0 <= self.tau_d < 1, "inference.fuzzy", "taus must lie in [0, 1)")
+        require(0 <= self.tau_ae < 1 and 0 <= self.tau_er < 1, "inference.fuzzy", "taus must lie in [0, 1)")
         require(0 < self.delta <= 1, "inference.fuzzy.delta", "must lie in (0, 1]")
 
 
@@ -72,6 +72,16 @@ class InferenceConfig:
             require(len(self.calibration) == 2 and len(self.calibration[0]) == len(self.calibration[1])
                     and 2 <= len(self.calibration[0]) <= 1024, "inference.calibration",
                     "needs two equal lists of 2..1024 knots")
+
+
+def upgrade_config(raw: dict) -> dict:
+    """A ``config.json`` written by an earlier version, in today's names (``inference.fuzzy.
+    tau_d`` is ``tau_er``, DALE's name for the same threshold); other content unchanged."""
+    fuzzy = raw.get("inference", {}).get("fuzzy") if isinstance(raw.get("inference"), dict) else None
+    if isinstance(fuzzy, dict) and "tau_d" in fuzzy and "tau_er" not in fuzzy:
+        fuzzy = {("tau_er" if k == "tau_d" else k): v for k, v in fuzzy.items()}
+        raw = {**raw, "inference": {**raw["inference"], "fuzzy": fuzzy}}
+    return raw
 
 
 @dataclass

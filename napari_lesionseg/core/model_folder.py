@@ -33,7 +33,7 @@ from .atomic import atomic_folder
 from .dataclass_io import ConfigError, from_dict, to_dict
 from .errors import LesionsegInputError
 from .jsonfile import read_json, read_regular_file
-from .model_config import ModelConfig
+from .model_config import ModelConfig, upgrade_config
 from .models import build_model
 
 CONFIG, WEIGHTS, METRICS, LINEAGE = "config.json", "weights.safetensors", "metrics.json", "lineage.json"
@@ -72,8 +72,12 @@ def state_dict_bytes(net: nn.Module) -> bytes:
 def config_digest(cfg: ModelConfig) -> str:
     """sha256 of the config as saved, without its own ``config_sha256`` (it covers the
     weights too, through ``weights_sha256``)."""
-    d = to_dict(cfg)
-    d.pop("config_sha256", None)
+    return _raw_digest(to_dict(cfg))
+
+
+def _raw_digest(raw: dict[str, Any]) -> str:
+    """The digest of ``config.json``'s content as read (before any upgrade of old names)."""
+    d = {k: v for k, v in raw.items() if k != "config_sha256"}
     return _sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -169,18 +173,18 @@ def check_state(net: nn.Module, state: dict[str, torch.Tensor], source: str | Pa
 
 def _check_config(path: Path, raw: dict[str, Any]) -> ModelConfig:
     try:
-        cfg = from_dict(ModelConfig, raw)
+        cfg = from_dict(ModelConfig, upgrade_config(raw))
     except ConfigError as err:
         raise LesionsegInputError(path / CONFIG, f"invalid model config: {err}") from None
+    if cfg.config_sha256 is not None and cfg.config_sha256 != _raw_digest(raw):
+        raise LesionsegInputError(path / CONFIG, "was changed after the model was saved (config_sha256 does not "
+                                                 "match): the settings may not be the ones the model was validated "
+                                                 "with; restore it, or save a new model folder")
     if cfg.network.encoder.weights_path is not None:
         raise LesionsegInputError(path / CONFIG, "network.encoder.weights_path names a file outside the model "
                                                  "folder; a model folder holds all its weights (set it to null)")
     if cfg.weights_sha256 is None:
         raise LesionsegInputError(path / CONFIG, "weights_sha256 is missing; cannot verify the weights")
-    if cfg.config_sha256 is not None and cfg.config_sha256 != config_digest(cfg):
-        raise LesionsegInputError(path / CONFIG, "was changed after the model was saved (config_sha256 does not "
-                                                 "match): the settings may not be the ones the model was validated "
-                                                 "with; restore it, or save a new model folder")
     return cfg
 
 
