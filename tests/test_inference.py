@@ -355,3 +355,27 @@ def test_the_model_as_trained_gives_what_the_tuned_path_gives(tiny_model_dir: Pa
     plain = run_to_end(predict(model, small_rgb, tta="flips", precision="bf16", speedups=False))
     assert plain.precision == "fp32"  # the baseline ignores the precision asked for
     np.testing.assert_allclose(plain.probability, tuned.probability, atol=1e-4)
+
+
+def test_lesion_table_equals_scikit_image_regionprops() -> None:
+    """The hand-written lesion table (kept for speed, benchmarks/lesion_table_speed.py) against
+    scikit-image's label + regionprops on random masks with a probability and a fuzzy map."""
+    skimage_measure = pytest.importorskip("skimage.measure")
+    from napari_lesionseg.core.lesions import lesion_table
+
+    rng = np.random.default_rng(5)
+    for k in range(6):
+        mask = (rng.random((60 + k, 90)) > 0.8).astype(np.uint8)
+        prob = rng.random(mask.shape).astype(np.float32)
+        fuzzy = rng.random(mask.shape).astype(np.float32)
+        lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px=0.01)
+        ref = skimage_measure.label(mask, connectivity=2)
+        np.testing.assert_array_equal(labels, ref)
+        props = skimage_measure.regionprops(ref, intensity_image=np.stack([prob, (fuzzy > 0.5) * 1.0], -1))
+        assert len(props) == len(lesions)
+        for les, p in zip(lesions, props):
+            assert les.area_px == p.area and (les.y0, les.x0, les.y1, les.x1) == p.bbox
+            np.testing.assert_allclose((les.centroid_y, les.centroid_x), p.centroid, atol=1e-9)
+            np.testing.assert_allclose([les.mean_prob, les.fuzzy_fraction], p.intensity_mean, atol=1e-6)
+            assert abs(les.max_prob - p.intensity_max[0]) < 1e-7
+            assert abs(les.area_mm2 - p.area * 1e-4) < 1e-12

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import ndimage
 
-from .lesions import FUZZY_CUTOFF, component_stats
+from .lesions import FUZZY_CUTOFF, component_stats, label_runs
 
 
 @dataclass(frozen=True)
@@ -57,11 +56,10 @@ def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: N
 def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32],
                    min_fuzzy_area: int = 20) -> ReviewSet:
     """Lesions (``mask == 1`` components) and uncovered fuzzy regions, most uncertain first."""
-    st = np.ones((3, 3), bool)
     lesion = np.asarray(mask) == 1
-    les_comp, n_les = ndimage.label(lesion, structure=st)
-    fz_comp, n_fz = ndimage.label((fuzzy > FUZZY_CUTOFF) & ~lesion, structure=st)
-    regions = (_regions("lesion", les_comp.astype(np.int32), n_les, prob, fuzzy, 1)
-               + _regions("fuzzy", fz_comp.astype(np.int32), n_fz, prob, fuzzy, min_fuzzy_area))
+    les_comp, n_les = label_runs(lesion)[:2]  # 8-connected, as the lesion table labels
+    fz_comp, n_fz = label_runs((fuzzy > FUZZY_CUTOFF) & ~lesion)[:2]
+    regions = (_regions("lesion", les_comp, n_les, prob, fuzzy, 1)
+               + _regions("fuzzy", fz_comp, n_fz, prob, fuzzy, min_fuzzy_area))
     regions.sort(key=lambda r: (-r.fuzziness, -r.area_px))
-    return ReviewSet(regions, les_comp.astype(np.int32), fz_comp.astype(np.int32))
+    return ReviewSet(regions, les_comp, fz_comp)
