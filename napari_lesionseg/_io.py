@@ -8,6 +8,7 @@ from typing import Any
 
 from .core.errors import LesionsegInputError
 from .core.image_io import read_image, read_mask, write_label
+from .core.segment_layers import lesion_style
 from .core.store import MANIFEST, Project
 
 IDRID_MASK_SUFFIXES = ("_HE", "_MA", "_EX", "_SE", "_OD")
@@ -52,7 +53,7 @@ def read_project(path: str) -> LayerData:
         out.append((rgb, {"name": iid, "rgb": True, "metadata": {"path": str(img)}}, "image"))
         lab = proj.latest_label(iid)
         if lab is not None:
-            out.append((lab, {"name": f"{iid} correction", "opacity": 0.6}, "labels"))
+            out.append((lab, {"name": f"{iid} correction", **lesion_style()}, "labels"))
     return out
 
 

@@ -55,12 +55,12 @@ def test_threshold_rethresholds_without_model_run_unless_edited(qtbot, segment) 
     viewer, widget = segment
     _run(qtbot, widget)
     prob = widget.results["IDRiD_16"].probability
-    widget.threshold.setValue(20)
+    widget.threshold.setValue(200)
     np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, (prob > 0.2).astype(np.uint8))
     lab = viewer.layers["IDRiD_16 lesions"]
     lab.paint((700, 1000), 1)  # a hand edit through the Labels API
     edited = lab.data.copy()
-    widget.threshold.setValue(80)
+    widget.threshold.setValue(800)
     np.testing.assert_array_equal(lab.data, edited)  # edits are kept...
     assert widget.rethreshold_button.isEnabled() and "edited by hand" in widget.status.text()
     assert widget.apply_threshold(force=True)  # ...until the user says otherwise
@@ -138,8 +138,79 @@ def test_prediction_is_kept_in_the_project(qtbot, segment, tmp_path: Path) -> No
     from napari_lesionseg.core.store import Project
 
     proj = Project(tmp_path / "proj")
+    # stored off the GUI thread: wait for it
+    qtbot.waitUntil(lambda: proj.latest_prediction("IDRiD_16") is not None, timeout=60_000)
     d = proj.latest_prediction("IDRiD_16")
     assert d is not None and d.name == "tiny-test"
     assert sorted(p.name for p in d.iterdir()) == ["IDRiD_16.json", "IDRiD_16_fuzzy.png", "IDRiD_16_mask.png",
                                                    "IDRiD_16_prob.png"]
     assert proj.images_by_uncertainty()[0][0] == "IDRiD_16"
+
+
+def test_run_again_keeps_hand_edits(qtbot, segment) -> None:
+    """Pressing Run again once silently deleted a painted pixel."""
+    viewer, widget = segment
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.paint((700, 1000), 1)
+    lab.paint((40, 40), 255)
+    painted = lab.data.copy()
+    _run(qtbot, widget)
+    np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, painted)
+    assert "hand edits were kept" in widget.status.text() and widget.rethreshold_button.isEnabled()
+    assert [ly.name for ly in viewer.layers].count("IDRiD_16 lesions") == 1
+
+
+def test_adding_layers_after_an_edit_saves_nothing(qtbot, segment, tmp_path: Path) -> None:
+    """Adding any layer after an edit once created a new label version."""
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    viewer.layers["IDRiD_16 lesions"].paint((700, 1000), 1)
+    viewer.add_points(np.zeros((0, 2)))
+    viewer.add_image(np.zeros((8, 8), np.uint8), name="another")
+    viewer.layers.remove("another")
+    assert not (tmp_path / "proj" / "labels" / "IDRiD_16").exists()
+    assert widget.image_combo.currentText() == "IDRiD_16"
+
+
+def test_reopening_a_photo_brings_back_its_correction(make_napari_viewer, qtbot, segment, tmp_path: Path) -> None:
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[:] = 0
+    lab.data[50:60, 70:80] = 255  # only "unsure"
+    widget.save_correction()
+    # napari opened anew: the sample, the dock, the project
+    viewer2 = make_napari_viewer()
+    viewer2.open_sample("napari-lesionseg", "idrid_16")
+    _, w2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    w2.project_edit.setText(str(tmp_path / "proj"))
+    back = viewer2.layers["IDRiD_16 lesions"].data
+    assert int((back == 255).sum()) == 100 and int((back == 1).sum()) == 0  # unsure stays unsure
+    assert "brought back" in w2.status.text()
+
+
+def test_threshold_shows_the_models_own_before_any_run_and_counts_follow(qtbot, segment) -> None:
+    viewer, widget = segment
+    from napari_lesionseg.core.model_folder import load_model_config
+
+    thr = load_model_config(widget._model_paths[widget.model_combo.currentText()]).inference.threshold
+    assert widget.threshold_label.text() == f"{thr:.3f} (model)"
+    assert abs(widget.threshold.value() / 1000 - thr) < 1e-9
+    _run(qtbot, widget)
+    widget.threshold.setValue(300)
+    px = int((viewer.layers["IDRiD_16 lesions"].data == 1).sum())
+    assert f"{px} px at threshold 0.300" in widget.status.text()
+
+
+def test_lesions_are_drawn_in_a_visible_colour(qtbot, segment) -> None:
+    viewer, widget = segment
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    rgba = lab.colormap.map(np.array([1, 255]))
+    assert rgba[0][2] > 0.9 and rgba[0][0] < 0.1  # lesion: saturated cyan on the orange fundus
+    assert abs(rgba[1][0] - rgba[1][1]) < 0.01  # unsure: grey, not the loudest colour
+    fuzzy = viewer.layers["IDRiD_16 fuzzy"]
+    assert fuzzy.blending == "translucent" and fuzzy.colormap.colors[0][3] == 0  # transparent where sure

@@ -1,6 +1,9 @@
 """The "Segment lesions" dock widget: pick an image and a model, Run (in a worker thread,
 with per-tile progress and Cancel), get probability / lesions / fuzzy layers; move the
-threshold to re-threshold instantly; save the corrected mask into a project folder."""
+threshold to re-threshold instantly; save the corrected mask into a project folder.
+
+The state lives in the viewer's :class:`~napari_lesionseg.core.session.AnnotationSession`
+(shared with the other docks); each button is one call to it."""
 
 from __future__ import annotations
 
@@ -25,14 +28,14 @@ from qtpy.QtWidgets import (
 
 from ..core.bundled import default_model_dir
 from ..core.errors import LesionsegInputError
-from ..core.inference import Prediction, Progress, predict
-from ..core.lesions import threshold_mask
-from ..core.model_folder import LoadedModel, load_model_folder
+from ..core.inference import Prediction, Progress
+from ..core.model_folder import LoadedModel, load_model_config
 from ..core.registry import Registry
 from ..core.runtime import pick_device
-from ..core.segment_layers import labels_to_label_map, layer_names, prediction_layers
-from ..core.store import Project
+from ..core.segment_layers import labels_to_label_map, layer_names, lesion_style, prediction_layers
+from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
+from .shared import session_for
 
 if TYPE_CHECKING:
     import napari
@@ -45,25 +48,22 @@ class SegmentWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
         self.worker: Any = None
-        self.results: dict[str, Prediction] = {}  # by image layer name
-        self.auto_masks: dict[str, np.ndarray] = {}
-        self._model_cache: dict[tuple[str, str], LoadedModel] = {}
         self._model_paths: dict[str, Path] = {DEFAULT_LABEL: default_model_dir()}
 
         self.image_combo = QComboBox()
         self._current_image = ""
-        self._saved: dict[str, np.ndarray] = {}  # the mask as last saved (or as the model made it)
         self.image_combo.currentTextChanged.connect(self._on_image_switched)
         self.model_combo = QComboBox()
         self.model_combo.addItems([DEFAULT_LABEL, LOAD_LABEL])
         self.model_combo.activated.connect(self._on_model_chosen)
+        self.model_combo.currentTextChanged.connect(self._on_model_changed)
         self.device_combo = QComboBox()
         self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
         self.threshold = QSlider(Qt.Horizontal)
-        self.threshold.setRange(1, 99)
-        self.threshold.setValue(50)
-        self.threshold_label = QLabel("0.50 (model)")
+        self.threshold.setRange(1, 999)  # thousandths: a calibrated threshold such as 0.236 is reachable
+        self.threshold_label = QLabel("")
         self.threshold.valueChanged.connect(self._on_threshold)
         self.run_button = QPushButton("Run")
         self.run_button.clicked.connect(self.run)
@@ -78,7 +78,10 @@ class SegmentWidget(QWidget):
         self.status.setWordWrap(True)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("project folder for corrections")
+        self.project_edit.textChanged.connect(self._on_project_changed)
         self.project_edit.editingFinished.connect(self.load_project_models)
+        if self.session.project_dir is not None:  # another dock set it already
+            self.project_edit.setText(str(self.session.project_dir))
         browse = QPushButton("...")
         browse.clicked.connect(self._browse_project)
         self.save_button = QPushButton("Save correction")
@@ -117,20 +120,32 @@ class SegmentWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
+        self._on_model_changed(self.model_combo.currentText())
+
+    @property
+    def results(self) -> dict[str, Prediction]:
+        """The predictions of this viewer's photos, by image layer name."""
+        return {n: p.prediction for n, p in self.session.photos.items() if p.prediction is not None}
 
     # ---- choices ---------------------------------------------------------------------------
     def _refresh_images(self, *_: object) -> None:
+        """Rebuild the image list when layers come and go. Only a real change of the chosen
+        image counts as switching images (adding any layer once did, and saved again)."""
         from napari.layers import Image
 
         current = self.image_combo.currentText()
         names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and
                  (ly.rgb or ly.data.ndim == 2) and not ly.metadata.get("lesionseg")]
+        self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems(names)
         active = self.viewer.layers.selection.active
         pick = current if current in names else (active.name if active is not None and active.name in names else None)
         if pick:
             self.image_combo.setCurrentText(pick)
+        self.image_combo.blockSignals(False)
+        if self.image_combo.currentText() != self._current_image:
+            self._on_image_switched(self.image_combo.currentText())
 
     def _on_model_chosen(self, index: int) -> None:
         if self.model_combo.itemText(index) == LOAD_LABEL:
@@ -140,6 +155,22 @@ class SegmentWidget(QWidget):
             else:
                 self.model_combo.setCurrentText(DEFAULT_LABEL)
 
+    def _on_model_changed(self, label: str) -> None:
+        """A model was chosen: the session uses it and the slider shows its threshold."""
+        path = self._model_paths.get(label)
+        if path is None:
+            return
+        self.session.set_model(path)
+        try:
+            thr = load_model_config(path).inference.threshold
+        except LesionsegInputError as err:
+            self.status.setText(str(err))
+            return
+        self.threshold.blockSignals(True)
+        self.threshold.setValue(int(round(thr * 1000)))
+        self.threshold.blockSignals(False)
+        self.threshold_label.setText(f"{thr:.3f} (model)")
+
     def set_model_folder(self, folder: str | Path) -> None:
         """Use the model folder ``folder`` (adds it to the model list)."""
         path = Path(folder)
@@ -147,7 +178,16 @@ class SegmentWidget(QWidget):
         self._model_paths[label] = path
         if self.model_combo.findText(label) < 0:
             self.model_combo.insertItem(self.model_combo.count() - 1, label)
+        if self.model_combo.currentText() == label:
+            self._on_model_changed(label)
         self.model_combo.setCurrentText(label)
+
+    def _on_project_changed(self, text: str) -> None:
+        """One project for all docks; the open photo's correction comes back from it."""
+        self.session.set_project(text or None)
+        name = self.image_combo.currentText()
+        if text and name and name in self.viewer.layers and self._lesions(name) is None:
+            self._restore_correction(name)
 
     def _browse_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Project folder")
@@ -169,17 +209,19 @@ class SegmentWidget(QWidget):
             self.model_combo.setCurrentText(DEFAULT_LABEL)
 
     def model(self) -> LoadedModel:
-        path = self._model_paths[self.model_combo.currentText()]
-        device = str(pick_device(self.device_combo.currentText()))
-        key = (str(path), device)
-        if key not in self._model_cache:
-            self._model_cache[key] = load_model_folder(path, device)
-            thr = self._model_cache[key].config.inference.threshold
-            self.threshold.blockSignals(True)
-            self.threshold.setValue(int(round(thr * 100)))
-            self.threshold.blockSignals(False)
-            self.threshold_label.setText(f"{thr:.2f} (model)")
-        return self._model_cache[key]
+        self.session.device = str(pick_device(self.device_combo.currentText()))
+        return self.session.model()
+
+    def _threshold(self) -> float:
+        return self.threshold.value() / 1000
+
+    def _source(self, name: str) -> str | None:
+        layer = self.viewer.layers[name]
+        return layer.metadata.get("path") or getattr(layer.source, "path", None)
+
+    def _lesions(self, name: str) -> Any:
+        lname = layer_names(name)["lesions"]
+        return self.viewer.layers[lname] if lname in self.viewer.layers else None
 
     # ---- running -----------------------------------------------------------------------------
     def run(self) -> Any:
@@ -194,10 +236,11 @@ class SegmentWidget(QWidget):
         try:
             model = self.model()
             rgb = as_rgb_uint8(layer.data)
+            self.session.open_photo(name, self._source(name))
         except (LesionsegInputError, ValueError) as err:
             self._error(str(err))
             return None
-        self.worker = create_worker(predict, model, rgb, _start_thread=False)
+        self.worker = create_worker(self.session.run, name, rgb, threshold=self._threshold(), _start_thread=False)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda pred, n=name, ly=layer: self._on_result(n, ly, pred))
         self.worker.errored.connect(lambda err: self._error(f"segmentation failed: {err}"))
@@ -223,104 +266,130 @@ class SegmentWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
     def _on_result(self, name: str, layer: Any, pred: Prediction) -> None:
-        self.results[name] = pred
-        self.auto_masks[name] = pred.mask.copy()
-        self._saved[name] = pred.mask.copy()
-        names = layer_names(name)
+        lesions = self._lesions(name)
+        current = None if lesions is None else lesions.data
+        edited = current is not None and self.session.is_edited(name, current)
+        label = self.session.accept_run(name, pred, current)
         for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate)):
             lname = kwargs["name"]
             if lname in self.viewer.layers:
-                self.viewer.layers[lname].data = data
+                if kind != "labels":
+                    self.viewer.layers[lname].data = data
+                elif not edited:
+                    self.viewer.layers[lname].data = label
             else:
-                getattr(self.viewer, f"add_{kind}")(data, **kwargs)
-        self.viewer.layers.selection.active = self.viewer.layers[names["lesions"]]
-        n = len(pred.lesions)
-        fuzzy = float((pred.fuzzy > 0.5).mean() * 100)
-        self.status.setText(f"{n} lesion(s), {int(pred.mask.sum())} px; fuzzy region {fuzzy:.1f}% of the image")
-        self.rethreshold_button.setEnabled(False)
-        self._store_prediction(name, layer, pred)
+                getattr(self.viewer, f"add_{kind}")(label if kind == "labels" else data, **kwargs)
+        self.viewer.layers.selection.active = self._lesions(name)
+        self._show_counts(name, pred)
+        if edited:
+            self.rethreshold_button.setEnabled(True)
+            self.status.setText(self.status.text() + "; your hand edits were kept (press 'Re-threshold (discard "
+                                "edits)' to take the model's mask instead)")
+        else:
+            self.rethreshold_button.setEnabled(False)
+        self._store_prediction(name)
         if pred.notes:
             from napari.utils.notifications import show_warning
 
             for note in pred.notes:
                 show_warning(note)
 
-    def _store_prediction(self, name: str, layer: Any, pred: Prediction) -> None:
-        """With a project set, keep the prediction there (orders the review by uncertainty)."""
-        src = layer.metadata.get("path") or getattr(layer.source, "path", None)
-        if not self.project_edit.text() or not src:
+    def _show_counts(self, name: str, pred: Prediction | None = None) -> None:
+        photo = self.session.photos.get(name)
+        lesions = self._lesions(name)
+        if photo is None or photo.prediction is None or lesions is None:
             return
-        try:
-            proj = Project(self.project_edit.text())
-            iid = proj.add_image(src)
-            proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy)
-        except (LesionsegInputError, OSError) as err:
-            self._error(f"could not store the prediction in the project: {err}")
+        lab = np.asarray(lesions.data)
+        from ..core.lesions import label_runs
+
+        n = label_runs(lab == 1)[1]
+        fuzzy = float((photo.prediction.fuzzy > 0.5).mean() * 100)
+        self.status.setText(f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}; "
+                            f"fuzzy region {fuzzy:.1f}% of the image")
+
+    def _store_prediction(self, name: str) -> None:
+        """With a project set, keep the prediction there (orders the review by uncertainty),
+        off the GUI thread."""
+        if self.session.project is None or not self._source(name):
+            return
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(self.session.store, name, _start_thread=False)
+        worker.errored.connect(lambda err: self._error(f"could not store the prediction in the project: {err}"))
+        self._store_worker = worker
+        worker.start()
 
     # ---- threshold -------------------------------------------------------------------------
     def _on_threshold(self, value: int) -> None:
-        self.threshold_label.setText(f"{value / 100:.2f}")
+        self.threshold_label.setText(f"{value / 1000:.3f}")
         self.apply_threshold(force=False)
 
     def apply_threshold(self, force: bool = False) -> bool:
         """Re-threshold the stored probability (no model run). Refuses, unless ``force``, when
         the mask was edited by hand; returns whether the mask was replaced."""
         name = self.image_combo.currentText()
-        pred = self.results.get(name)
-        lname = layer_names(name)["lesions"]
-        if pred is None or lname not in self.viewer.layers:
+        lesions = self._lesions(name)
+        photo = self.session.photos.get(name)
+        if lesions is None or photo is None or photo.prediction is None:
             return False
-        labels = self.viewer.layers[lname]
-        if not force and not np.array_equal(labels.data, self.auto_masks[name]):
+        try:
+            mask = self.session.rethreshold(name, self._threshold(), lesions.data, force=force)
+        except EditsWouldBeLost:
             self.rethreshold_button.setEnabled(True)
             self.status.setText("the mask was edited by hand: press 'Re-threshold' to replace it (edits are lost)")
             return False
-        t = self.threshold.value() / 100
-        mask = threshold_mask(pred.probability, t, self.model().config.inference.min_lesion_area)
-        labels.data = mask
-        self.auto_masks[name] = mask.copy()
+        lesions.data = mask
         self.rethreshold_button.setEnabled(False)
+        self._show_counts(name)
         return True
 
     # ---- saving ------------------------------------------------------------------------------
     def _on_image_switched(self, new: str) -> None:
-        """Switching images saves the previous image's hand edits (when a project is set)."""
+        """Switching images saves the previous image's hand edits (when a project is set) and
+        brings back the new image's latest correction from the project."""
         old, self._current_image = self._current_image, new
-        if old and old != new and self.project_edit.text() and self.is_edited(old):
+        if old and old != new and self.session.project is not None and self.is_edited(old):
             self.save_correction(old)
+        if new and new in self.viewer.layers:
+            self._restore_correction(new)
+
+    def _restore_correction(self, new: str) -> None:
+        """Show the project's latest correction of the photo ``new`` when none is shown."""
+        try:
+            photo = self.session.open_photo(new, self._source(new))
+        except (LesionsegInputError, OSError) as err:
+            self._error(str(err))
+            return
+        if photo.saved is not None and self._lesions(new) is None:
+            layer = self.viewer.layers[new]
+            self.viewer.add_labels(photo.saved.copy(), name=layer_names(new)["lesions"], scale=tuple(layer.scale),
+                                   translate=tuple(layer.translate),
+                                   metadata={"lesionseg": True, "model_version": None}, **lesion_style())
+            self.status.setText(f"{new}: brought back correction v{photo.saved_version:04d} from the project")
 
     def is_edited(self, name: str) -> bool:
         """True when the mask of ``name`` differs from what was last saved or segmented."""
-        lname = layer_names(name)["lesions"]
-        if lname not in self.viewer.layers or name not in self._saved:
-            return False
-        return not np.array_equal(self.viewer.layers[lname].data, self._saved[name])
+        lesions = self._lesions(name)
+        return lesions is not None and self.session.is_edited(name, lesions.data)
 
     def save_correction(self, name: str | None = None) -> Path | None:
         """Append the current mask as a new label version in the project folder."""
         name = name or self.image_combo.currentText()
-        lname = layer_names(name)["lesions"]
-        if not self.project_edit.text():
+        lesions = self._lesions(name)
+        if self.session.project is None:
             self._error("choose a project folder first")
             return None
-        if lname not in self.viewer.layers:
-            self._error(f"no '{lname}' layer to save: run the segmentation first")
+        if lesions is None:
+            self._error(f"no '{layer_names(name)['lesions']}' layer to save: run the segmentation first")
             return None
         try:
-            proj = Project(self.project_edit.text())
-            src = self.viewer.layers[name].metadata.get("path") or getattr(self.viewer.layers[name].source, "path", None)
-            if not src:
-                raise LesionsegInputError(None, f"layer '{name}' has no source file; open the photo from disk")
-            iid = proj.add_image(src)
-            pred = self.results.get(name)
-            version = proj.save_label(iid, labels_to_label_map(self.viewer.layers[lname].data),
-                                      model_version=pred.model_version if pred else None,
-                                      model_mask=self.auto_masks.get(name))
+            self.session.open_photo(name, self._source(name))
+            version = self.session.save_correction(name, lesions.data)
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
             return None
-        self._saved[name] = np.asarray(self.viewer.layers[lname].data).copy()
-        self.status.setText(f"saved {version.path.relative_to(proj.root)}")
+        assert version is not None
+        self.status.setText(f"saved {version.path.relative_to(self.session.project.root)}")
         return version.path
 
     def export(self) -> list[Path]:
@@ -328,15 +397,14 @@ class SegmentWidget(QWidget):
         from ..core.export import export_image
 
         name = self.image_combo.currentText()
-        lname = layer_names(name)["lesions"]
-        if not self.project_edit.text() or lname not in self.viewer.layers:
+        lesions = self._lesions(name)
+        if self.session.project is None or lesions is None:
             self._error("choose a project folder and run the segmentation first")
             return []
         pred = self.results.get(name)
-        files, _ = export_image(Path(self.project_edit.text()) / "exports", name,
-                             as_rgb_uint8(self.viewer.layers[name].data),
-                             labels_to_label_map(self.viewer.layers[lname].data),
-                             pred.probability if pred else None, pred.fuzzy if pred else None)
+        files, _ = export_image(self.session.project.root / "exports", name,
+                                as_rgb_uint8(self.viewer.layers[name].data), labels_to_label_map(lesions.data),
+                                pred.probability if pred else None, pred.fuzzy if pred else None)
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
         return files
 
@@ -344,10 +412,10 @@ class SegmentWidget(QWidget):
         """Export the latest correction of every image in the project to <project>/exports/."""
         from ..core.export import export_project
 
-        if not self.project_edit.text():
+        proj = self.session.project
+        if proj is None:
             self._error("choose a project folder first")
             return []
-        proj = Project(self.project_edit.text())
         try:
             files = export_project(proj, proj.root / "exports")
         except (LesionsegInputError, OSError) as err:

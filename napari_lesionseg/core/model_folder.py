@@ -202,6 +202,14 @@ def _meta_network(path: Path, cfg: ModelConfig) -> nn.Module:
     return net
 
 
+def load_model_config(folder: str | os.PathLike[str]) -> ModelConfig:
+    """A model folder's checked config alone (no weights read): e.g. its threshold for a
+    form before anything runs."""
+    path = Path(folder)
+    check_folder_files(path)
+    return _check_config(path, _read_json(path, CONFIG, required=True))
+
+
 def load_model_folder(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a network from a model folder alone, in eval mode, on ``device``."""
     path = Path(folder)

@@ -4,15 +4,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .image_io import IGNORE_LABEL
-from .inference import Prediction
+
+if TYPE_CHECKING:
+    from .inference import Prediction
 
 LESION, UNSURE = 1, IGNORE_LABEL
+
+# Colours chosen to be seen on an orange-red fundus (layer-keyword dicts, no napari import):
+# lesions saturated cyan, the complement of the fundus; "unsure" a quiet grey; the fuzzy map
+# magenta fading to fully transparent where the model is sure (translucent, not additive: an
+# additive cyan rendered cream-white, like a hard exudate).
+LESION_RGBA = "#00e5ff"
+UNSURE_RGBA = "#a0a0a0"
+
+
+def lesion_style() -> dict[str, Any]:
+    """Keywords of the lesions Labels layer (a fresh dict each time: napari may keep it)."""
+    return {"colormap": {0: "transparent", LESION: LESION_RGBA, UNSURE: UNSURE_RGBA, None: "#ff9900"},
+            "opacity": 0.75}
+
+
+def fuzzy_style() -> dict[str, Any]:
+    """Keywords of the fuzzy-map Image layer."""
+    return {"colormap": {"name": "lesionseg fuzzy", "colors": [[1.0, 0.0, 0.85, 0.0], [1.0, 0.0, 0.85, 1.0]]},
+            "contrast_limits": (0.0, 1.0), "opacity": 0.45, "blending": "translucent"}
 
 
 def layer_names(image_name: str) -> dict[str, str]:
@@ -29,9 +50,8 @@ def prediction_layers(image_name: str, pred: Prediction, scale: tuple[float, flo
     return [
         (pred.probability, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
                             "visible": False, "metadata": meta, **common}, "image"),
-        (pred.fuzzy, {"name": names["fuzzy"], "colormap": "cyan", "contrast_limits": (0.0, 1.0),
-                      "opacity": 0.45, "blending": "additive", "metadata": meta, **common}, "image"),
-        (pred.mask.copy(), {"name": names["lesions"], "opacity": 0.6, "metadata": meta, **common}, "labels"),
+        (pred.fuzzy, {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta, **common}, "image"),
+        (pred.mask.copy(), {"name": names["lesions"], **lesion_style(), "metadata": meta, **common}, "labels"),
     ]
 
 
@@ -62,10 +82,9 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
         load = lambda kind: np.asarray(Image.open(d / f"{image_id}_{kind}.png"), np.float32) / 255.0  # noqa: E731
         out.append((load("prob"), {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
                                    "visible": False, "metadata": meta}, "image"))
-        out.append((load("fuzzy"), {"name": names["fuzzy"], "colormap": "cyan", "contrast_limits": (0.0, 1.0),
-                                    "opacity": 0.45, "blending": "additive", "metadata": meta}, "image"))
+        out.append((load("fuzzy"), {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta}, "image"))
         if mask is None:
             mask = read_mask(d / f"{image_id}_mask.png")
     if mask is not None:
-        out.append((mask, {"name": names["lesions"], "opacity": 0.6, "metadata": meta}, "labels"))
+        out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": meta}, "labels"))
     return out

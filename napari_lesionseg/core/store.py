@@ -145,6 +145,20 @@ class Project:
                                   json.dumps({"path": str(src.resolve()), "sha256": sha}))
         return iid
 
+    def find_image(self, path: str | os.PathLike[str]) -> str | None:
+        """The id under which this photo (same name stem and content) is in the project."""
+        src = Path(path)
+        try:
+            iid = _safe_id(src.stem)
+        except LesionsegInputError:
+            return None
+        if self.image_path(iid) is None:
+            return None
+        try:
+            return iid if self.image_sha256(iid) == _sha256_file(src) else None
+        except (OSError, LesionsegInputError):
+            return None
+
     def image_ids(self) -> list[str]:
         ids = set()
         for f in (self.root / "images").iterdir():

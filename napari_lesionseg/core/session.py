@@ -1,0 +1,250 @@
+"""The annotation session: the Qt-free state under the plugin's docks (ARCHITECTURE.md: a
+Qt-free core the widgets only call), scriptable and tested without a viewer.
+
+One :class:`AnnotationSession` per project (or none) holds, for each open photo, what the
+model predicted, the mask the model made at the current threshold, the label map as last
+saved (or brought back from the project) and so whether the annotator's label map is edited.
+The widgets keep the label map in a napari Labels layer and pass it in; every button is one
+call here. Long work is a generator of progress (:meth:`run`); disk work (:meth:`store`,
+:meth:`save_correction`) never needs the GUI thread.
+
+Rules an annotator can rely on:
+- a new run never replaces hand edits: :meth:`accept_run` keeps the edited label map unless
+  told to replace it (``replace_edits=True``);
+- re-thresholding never replaces hand edits unless forced;
+- a photo's correction is saved only when it differs from what was last saved;
+- opening a photo the project knows brings back its latest correction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from .bundled import default_model_dir
+from .errors import LesionsegInputError
+from .image_io import read_image
+from .inference import Prediction, Progress, predict
+from .lesions import threshold_mask
+from .model_folder import LoadedModel, load_model_folder
+from .registry import Registry
+from .store import LabelVersion, Project
+
+UNSURE = 255
+
+
+class EditsWouldBeLost(LesionsegInputError):
+    """The label map was edited by hand and the call would replace it."""
+
+    def __init__(self, name: str, action: str) -> None:
+        super().__init__(None, f"the mask of {name} was edited by hand: {action} would replace the edits "
+                               "(save them first, or confirm to discard them)")
+
+
+@dataclass
+class Photo:
+    """One open photo. ``label`` is what the session last handed out or was given; the
+    widget's layer is the live copy."""
+
+    name: str
+    source: Path | None = None  # the file on disk (None: an array with no file)
+    image_id: str | None = None  # its id in the project, once registered
+    prediction: Prediction | None = None
+    threshold: float | None = None  # the threshold ``auto_mask`` was made at
+    auto_mask: NDArray[np.uint8] | None = None  # the model's 0/1 mask at ``threshold``
+    saved: NDArray[np.uint8] | None = None  # the label map as last saved (or read from the project)
+    saved_version: int | None = None
+
+    @property
+    def reference(self) -> NDArray[np.uint8] | None:
+        """What "unedited" means: the saved label map, else the model's mask."""
+        return self.saved if self.saved is not None else self.auto_mask
+
+
+@dataclass
+class AnnotationSession:
+    """The state of one annotation session (see the module's text)."""
+
+    project_dir: Path | None = None
+    model_dir: Path | None = None  # None: the project's active model, else the shipped default
+    device: str = "cpu"
+    photos: dict[str, Photo] = field(default_factory=dict)
+    _model: LoadedModel | None = field(default=None, repr=False)
+    _model_device: str = field(default="", repr=False)
+    _project: Project | None = field(default=None, repr=False)
+
+    # ---- project and model -------------------------------------------------------------------
+    @property
+    def project(self) -> Project | None:
+        if self.project_dir is None:
+            return None
+        if self._project is None or self._project.root != self.project_dir:
+            self._project = Project(self.project_dir)
+        return self._project
+
+    def set_project(self, folder: str | os.PathLike[str] | None) -> None:
+        """Use ``folder`` for corrections, predictions and model versions (one setting for all
+        docks); the model follows the project's active version unless one was chosen."""
+        self.project_dir = Path(folder) if folder else None
+        self._project = None
+        self._model = None if self.model_dir is None else self._model
+
+    def set_model(self, folder: str | os.PathLike[str] | None) -> None:
+        """Use the model folder ``folder`` (None: the project's active one, else the default)."""
+        self.model_dir = Path(folder) if folder is not None else None
+        self._model = None
+
+    def model_path(self) -> Path:
+        if self.model_dir is not None:
+            return self.model_dir
+        if self.project_dir is not None:
+            return Registry(self.project_dir).active()
+        return default_model_dir()
+
+    def model(self) -> LoadedModel:
+        """The current model, loaded on first use (a promoted version is picked up at once:
+        the path is asked for every time)."""
+        path = self.model_path()
+        if self._model is None or self._model.path != path or str(self._model_device) != self.device:
+            self._model = load_model_folder(path, self.device)
+            self._model_device = self.device
+        return self._model
+
+    def model_threshold(self) -> float:
+        return self.model().config.inference.threshold
+
+    # ---- photos ------------------------------------------------------------------------------
+    def open_photo(self, name: str, source: str | os.PathLike[str] | None = None) -> Photo:
+        """Register an open photo; with a project that holds it (same file content), its
+        latest correction becomes the saved label map, to be shown."""
+        photo = self.photos.get(name)
+        if photo is None:
+            photo = self.photos[name] = Photo(name, Path(source) if source else None)
+        elif source and photo.source is None:
+            photo.source = Path(source)
+        proj = self.project
+        if proj is not None and photo.source is not None and photo.saved is None:
+            iid = proj.find_image(photo.source)
+            if iid is not None:
+                photo.image_id = iid
+                v = proj.latest(iid)
+                if v is not None:
+                    photo.saved, photo.saved_version = proj.latest_label(iid), v.version
+        return photo
+
+    def close_photo(self, name: str) -> None:
+        self.photos.pop(name, None)
+
+    def is_edited(self, name: str, label: NDArray) -> bool:
+        """True when ``label`` differs from the photo's saved label map (or, never saved, from
+        the model's mask). A photo with neither has no edits to lose."""
+        photo = self.photos.get(name)
+        ref = None if photo is None else photo.reference
+        if ref is None:
+            return False
+        return not np.array_equal(to_label_map(label), ref)
+
+    # ---- running the model ---------------------------------------------------------------------
+    def run(self, name: str, rgb: NDArray[np.uint8] | None = None, *, threshold: float | None = None,
+            precision: str = "auto") -> Generator[Progress, None, Prediction]:
+        """Segment the photo ``name`` (its ``rgb``, else its source file); yields per-tile
+        progress, returns the prediction. Nothing the annotator made is touched: the result
+        is applied by :meth:`accept_run`."""
+        photo = self.photos.get(name) or self.open_photo(name)
+        if rgb is None:
+            if photo.source is None:
+                raise LesionsegInputError(None, f"{name}: no pixels and no source file to segment")
+            rgb, _ = read_image(photo.source)
+        pred = yield from predict(self.model(), rgb, device=self.device, threshold=threshold, precision=precision)
+        return pred
+
+    def accept_run(self, name: str, pred: Prediction, label: NDArray | None = None, *,
+                   replace_edits: bool = False) -> NDArray[np.uint8]:
+        """Take a finished run's prediction; returns the label map to show. When ``label`` (the
+        annotator's current map) is edited, it is kept and returned unless ``replace_edits``."""
+        photo = self.photos.get(name) or self.open_photo(name)
+        edited = label is not None and self.is_edited(name, label)
+        photo.prediction = pred
+        photo.threshold = pred.threshold
+        photo.auto_mask = pred.mask.copy()
+        if edited and not replace_edits:
+            return to_label_map(label)
+        if photo.saved is not None and not replace_edits:
+            return photo.saved.copy()  # a saved correction outranks the model's new guess
+        return pred.mask.copy()
+
+    def rethreshold(self, name: str, threshold: float, label: NDArray | None = None, *,
+                    force: bool = False) -> NDArray[np.uint8]:
+        """The model's mask at ``threshold`` from the stored probability (no model run).
+        Raises :class:`EditsWouldBeLost` when ``label`` is edited, unless ``force``."""
+        photo = self.photos.get(name)
+        if photo is None or photo.prediction is None:
+            raise LesionsegInputError(None, f"{name}: run the segmentation first")
+        if label is not None and not force and self.is_edited(name, label):
+            raise EditsWouldBeLost(name, "re-thresholding")
+        mask = threshold_mask(photo.prediction.probability, threshold, self.model().config.inference.min_lesion_area)
+        photo.threshold, photo.auto_mask = threshold, mask
+        return mask.copy()
+
+    # ---- disk ----------------------------------------------------------------------------------
+    def _registered(self, photo: Photo) -> tuple[Project, str]:
+        proj = self.project
+        if proj is None:
+            raise LesionsegInputError(None, "choose a project folder first")
+        if photo.source is None:
+            raise LesionsegInputError(None, f"'{photo.name}' has no source file; open the photo from disk")
+        if photo.image_id is None:
+            photo.image_id = proj.add_image(photo.source)
+        return proj, photo.image_id
+
+    def store(self, name: str) -> Path | None:
+        """Keep the photo's prediction in the project (orders the review by uncertainty)."""
+        photo = self.photos[name]
+        if photo.prediction is None or self.project is None or photo.source is None:
+            return None
+        proj, iid = self._registered(photo)
+        pred = photo.prediction
+        return proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy)
+
+    def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
+        """Append ``label`` as the photo's new version (with the model's mask for provenance).
+        With ``only_if_edited`` nothing is written when it equals what was last saved."""
+        photo = self.photos.get(name) or self.open_photo(name)
+        lab = to_label_map(label)
+        if only_if_edited and not self.is_edited(name, lab):
+            return None
+        proj, iid = self._registered(photo)
+        pred = photo.prediction
+        v = proj.save_label(iid, lab, model_version=pred.model_version if pred else None,
+                            model_mask=photo.auto_mask)
+        photo.saved, photo.saved_version = lab, v.version
+        return v
+
+    def next_image(self, current: str | None = None) -> str | None:
+        """The project's next image to review: most uncertain first, after ``current``."""
+        proj = self.project
+        if proj is None:
+            return None
+        order = [iid for iid, _ in proj.images_by_uncertainty()]
+        if not order:
+            return None
+        cur = None if current is None else (self.photos[current].image_id if current in self.photos else current)
+        if cur in order:
+            i = order.index(cur)
+            rest = order[i + 1:] + order[:i]
+            return rest[0] if rest else None
+        return order[0]
+
+
+def to_label_map(data: NDArray) -> NDArray[np.uint8]:
+    """Painted Labels data to a stored label map: 0 background, 255 unsure, any other label
+    value lesion (1)."""
+    arr = np.asarray(data)
+    if arr.dtype == np.uint8 and (not arr.size or int(arr.max()) <= 1):
+        return arr.copy()  # never the layer's own array: napari paints it in place
+    return np.where(arr == UNSURE, UNSURE, np.where(arr != 0, 1, 0)).astype(np.uint8)

@@ -1,0 +1,112 @@
+"""The Qt-free annotation session under the docks: scripted as the widgets drive it, no viewer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_lesionseg.core.progress import run_to_end
+from napari_lesionseg.core.session import AnnotationSession, EditsWouldBeLost, to_label_map
+
+
+@pytest.fixture()
+def session(tmp_path: Path, tiny_model_dir: Path, small_pairs: Path) -> AnnotationSession:
+    s = AnnotationSession()
+    s.set_project(tmp_path / "proj")
+    s.set_model(tiny_model_dir)
+    return s
+
+
+def _photo(small_pairs: Path, stem: str = "IDRiD_04") -> Path:
+    return small_pairs / "images" / f"{stem}.jpg"
+
+
+def test_run_gives_progress_per_tile_and_a_mask(session: AnnotationSession, small_pairs: Path) -> None:
+    session.open_photo("a", _photo(small_pairs))
+    events = []
+    pred = run_to_end(session.run("a"), events.append)
+    assert len(events) >= 3 and events[-1].done == events[-1].total  # more than 0 -> 1
+    label = session.accept_run("a", pred)
+    np.testing.assert_array_equal(label, pred.mask)
+    assert not session.is_edited("a", label)
+
+
+def test_run_again_keeps_hand_edits_unless_told(session: AnnotationSession, small_pairs: Path) -> None:
+    """Pressing Run again once silently deleted hand corrections."""
+    session.open_photo("a", _photo(small_pairs))
+    label = session.accept_run("a", run_to_end(session.run("a")))
+    label[10:20, 10:20] = 1  # a painted lesion
+    assert session.is_edited("a", label)
+    again = session.accept_run("a", run_to_end(session.run("a")), label)
+    assert (again[10:20, 10:20] == 1).all()
+    replaced = session.accept_run("a", session.photos["a"].prediction, label, replace_edits=True)
+    np.testing.assert_array_equal(replaced, session.photos["a"].prediction.mask)
+
+
+def test_rethreshold_refuses_over_edits_unless_forced(session: AnnotationSession, small_pairs: Path) -> None:
+    session.open_photo("a", _photo(small_pairs))
+    label = session.accept_run("a", run_to_end(session.run("a")))
+    prob = session.photos["a"].prediction.probability
+    low = session.rethreshold("a", 0.2, label)
+    np.testing.assert_array_equal(low, (prob > 0.2).astype(np.uint8))
+    low[0, 0] = 255
+    with pytest.raises(EditsWouldBeLost):
+        session.rethreshold("a", 0.3, low)
+    forced = session.rethreshold("a", 0.3, low, force=True)
+    np.testing.assert_array_equal(forced, (prob > 0.3).astype(np.uint8))
+
+
+def test_saves_only_real_edits_and_reopening_brings_them_back(session: AnnotationSession, small_pairs: Path,
+                                                               tmp_path: Path) -> None:
+    """Spurious saves (an unchanged layer saved again on every switch) and corrections not
+    coming back on reopening were both reported."""
+    session.open_photo("a", _photo(small_pairs))
+    label = session.accept_run("a", run_to_end(session.run("a")))
+    assert session.save_correction("a", label, only_if_edited=True) is None  # nothing to save
+    label = np.zeros_like(label)
+    label[5:9, 5:9] = 255  # only "unsure": must come back as unsure, not as lesion
+    v = session.save_correction("a", label, only_if_edited=True)
+    assert v is not None and v.version == 1
+    assert session.save_correction("a", label, only_if_edited=True) is None
+    proj = session.project
+    assert [r["version"] for r in proj.manifest()] == [1]
+    # a new session (napari restarted), the same photo opened again
+    again = AnnotationSession(project_dir=tmp_path / "proj", model_dir=session.model_dir)
+    photo = again.open_photo("IDRiD_04", _photo(small_pairs))
+    np.testing.assert_array_equal(photo.saved, label)
+    assert not again.is_edited("IDRiD_04", label)
+    # a run does not replace the saved correction
+    shown = again.accept_run("IDRiD_04", run_to_end(again.run("IDRiD_04")), label)
+    np.testing.assert_array_equal(shown, label)
+
+
+def test_layer_data_is_copied_not_aliased(session: AnnotationSession, small_pairs: Path) -> None:
+    """napari paints into the layer's array in place: the session must keep its own copy."""
+    session.open_photo("a", _photo(small_pairs))
+    layer_data = session.accept_run("a", run_to_end(session.run("a")))
+    session.save_correction("a", layer_data)
+    layer_data[0:3, 0:3] = 1  # painted after saving
+    assert session.is_edited("a", layer_data)
+
+
+def test_next_image_follows_uncertainty_and_model_follows_promotion(session: AnnotationSession,
+                                                                    small_pairs: Path, tmp_path: Path) -> None:
+    for stem in ("IDRiD_04", "IDRiD_16"):
+        session.open_photo(stem, _photo(small_pairs, stem))
+        session.accept_run(stem, run_to_end(session.run(stem)))
+        assert session.store(stem) is not None
+    first = session.next_image()
+    assert first in ("IDRiD_04", "IDRiD_16")
+    assert session.next_image(first) not in (first, None)
+    # the model is the project's active version, asked for each time (no stale model after Promote)
+    s2 = AnnotationSession(project_dir=tmp_path / "proj2")
+    from napari_lesionseg.core.bundled import default_model_dir
+
+    assert s2.model_path() == default_model_dir()
+
+
+def test_to_label_map() -> None:
+    data = np.array([[0, 1, 2], [255, 7, 0]], np.int32)
+    np.testing.assert_array_equal(to_label_map(data), [[0, 1, 1], [255, 1, 0]])
