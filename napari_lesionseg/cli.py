@@ -150,6 +150,19 @@ def error_line(err: BaseException) -> str:
     return str(err)
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (the plugin's Cancel or closed dock, a scheduler) ends the command as Ctrl-C does:
+    ``finally`` blocks run, so temp folders go and finished rows are written."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def raise_interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, raise_interrupt)
+
+
 def run_command(func, args: argparse.Namespace) -> int:
     """Run a subcommand under the one error policy (module text)."""
     from .core.dataclass_io import ConfigError
@@ -157,6 +170,7 @@ def run_command(func, args: argparse.Namespace) -> int:
     from .core.runtime import tune_allocator
 
     tune_allocator()  # a process-wide malloc setting: only in our own command-line processes
+    _interrupt_on_sigterm()
     try:
         return int(func(args))
     except (LesionsegInputError, ConfigError, FileExistsError, OSError, MemoryError) as err:

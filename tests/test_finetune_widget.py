@@ -126,3 +126,18 @@ def test_killed_training_process_is_reported(qtbot, widget, project: Path) -> No
     assert "killed or ran out of memory" in widget.status.text()
     assert Registry(project).versions() == ["tiny"] and Registry(project).active().name == "tiny"
     assert widget.start_button.isEnabled()
+
+
+def test_closing_the_dock_stops_fine_tuning_and_leaves_nothing(qtbot, widget, project: Path) -> None:
+    """Closing Fine-tune mid-run once let the process finish, write a new version and leave a
+    55 MB run folder."""
+    widget.extra_args = ["--steps", "2000"]
+    proc = widget.start()
+    qtbot.waitUntil(lambda: any(e.get("event") == "baseline" for e in widget.events), timeout=240_000)
+    before = set(Registry(project).versions())
+    widget.viewer.window.remove_dock_widget(widget)  # what the dock's close button does
+    from qtpy.QtCore import QProcess
+
+    assert proc.state() == QProcess.NotRunning
+    assert set(Registry(project).versions()) == before
+    assert not [p for p in (project / "models").iterdir() if p.name.startswith(".") or p.name.endswith(".run")]

@@ -103,3 +103,33 @@ def test_step_through_project_images_by_uncertainty(make_napari_viewer, tmp_path
     assert w.open_next_image() == "IDRiD_16"  # wraps; the correction is what comes back
     assert (viewer.layers["IDRiD_16 lesions"].data[100:110, 100:110] == 1).all()
     assert proj.latest("IDRiD_04") is None  # an unedited image gets no version
+
+
+@pytest.mark.gui
+def test_closing_review_drops_its_key_bindings(make_napari_viewer) -> None:
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    n_bound = len(viewer.keymap)
+    assert n_bound >= 3
+    viewer.window.remove_dock_widget(w)
+    assert len(viewer.keymap) == n_bound - 3
+    viewer.add_image(np.zeros((8, 8), np.uint8))  # the closed dock no longer follows the layer list
+    assert w.image_combo.count() == 0
+
+
+@pytest.mark.gui
+def test_a_reopened_segment_dock_keeps_the_results(make_napari_viewer, qtbot, tiny_model_dir) -> None:
+    """A reopened Segment dock once lost its results and its slider silently did nothing."""
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lesionseg", "idrid_16")
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    w.set_model_folder(tiny_model_dir)
+    w.run()
+    qtbot.waitUntil(lambda: w.run_button.isEnabled() and "lesion(s)" in w.status.text(), timeout=120_000)
+    viewer.window.remove_dock_widget(w)
+    _, w2 = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    w2.set_model_folder(tiny_model_dir)
+    assert "IDRiD_16" in w2.results
+    w2.threshold.setValue(100)
+    prob = w2.results["IDRiD_16"].probability
+    np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, (prob > 0.1).astype(np.uint8))

@@ -24,12 +24,12 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..core.errors import LesionsegInputError
 from ..core.registry import Registry
 from ..core.store import Project
+from .shared import DockWidget
 
 if TYPE_CHECKING:
     import napari
@@ -38,7 +38,7 @@ SCORE_KEYS = ("aupr", "dice_ds", "recall_ds", "precision_ds")
 DEFAULT_VERSION = "default (shipped)"
 
 
-class FinetuneWidget(QWidget):
+class FinetuneWidget(DockWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
@@ -222,6 +222,18 @@ class FinetuneWidget(QWidget):
             ax2.set_ylabel("validation Dice", fontsize=8, color="tab:blue")
             ax2.tick_params(labelsize=7)
         self.canvas.draw_idle()
+
+    def release(self) -> None:
+        """The dock was closed: a running fine-tune is stopped and writes no new version (its
+        process cleans up its run folder on SIGTERM; it is killed if it has not ended in 3 s)."""
+        proc = self.process
+        if proc is None or proc.state() == QProcess.NotRunning:
+            return
+        self._cancelled = True
+        proc.terminate()
+        if not proc.waitForFinished(3000):
+            proc.kill()
+            proc.waitForFinished(3000)
 
     def cancel(self) -> None:
         """End the subprocess: terminate, then kill if it has not gone in 3 s."""

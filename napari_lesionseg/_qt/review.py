@@ -18,22 +18,23 @@ from qtpy.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..core.image_io import read_mask
 from ..core.review import Region, ReviewSet, review_regions
 from ..core.segment_layers import LESION, UNSURE, labels_to_label_map, layer_names, project_image_layers
 from ..core.store import Project
+from .shared import DockWidget
 
 if TYPE_CHECKING:
     import napari
 
 COLUMNS = ["kind", "area px", "mean p", "fuzziness", "status"]
+KEYS = {"Alt-Right": "next", "Alt-Left": "previous", "Alt-F": "toggle_fuzzy"}
 VIEW_PX = 500.0  # a region is shown about this many screen pixels across (with its margin)
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(DockWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
@@ -81,12 +82,18 @@ class ReviewWidget(QWidget):
         proj.addWidget(self.next_image_button)
         lay.addLayout(proj)
         lay.addWidget(self.info)
-        self.viewer.bind_key("Alt-Right", lambda _v: self.next(), overwrite=True)
-        self.viewer.bind_key("Alt-Left", lambda _v: self.previous(), overwrite=True)
-        self.viewer.bind_key("Alt-F", lambda _v: self.toggle_fuzzy(), overwrite=True)
+        for key, action in KEYS.items():
+            self.viewer.bind_key(key, lambda _v, a=action: getattr(self, a)(), overwrite=True)
         self.viewer.layers.events.inserted.connect(self._refresh_images)
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
+
+    def release(self) -> None:
+        """The dock was closed: its key bindings and layer-list connections go with it."""
+        for key in KEYS:
+            self.viewer.bind_key(key, None)
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            ev.disconnect(self._refresh_images)
 
     def _refresh_images(self, *_: object) -> None:
         names = [ly.name[: -len(" lesions")] for ly in self.viewer.layers

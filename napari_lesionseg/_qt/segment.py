@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSlider,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..core.bundled import default_model_dir
@@ -35,7 +34,7 @@ from ..core.runtime import pick_device
 from ..core.segment_layers import labels_to_label_map, layer_names, lesion_style, prediction_layers
 from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
-from .shared import session_for
+from .shared import DockWidget, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -44,7 +43,7 @@ DEFAULT_LABEL = "default (shipped)"
 LOAD_LABEL = "load model folder..."
 
 
-class SegmentWidget(QWidget):
+class SegmentWidget(DockWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
@@ -121,6 +120,14 @@ class SegmentWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self._refresh_images()
         self._on_model_changed(self.model_combo.currentText())
+
+    def release(self) -> None:
+        """The dock was closed: stop the run, stop following the layer list (the session and
+        its results stay with the viewer for a reopened dock)."""
+        if self.worker is not None:
+            self.worker.quit()
+        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            ev.disconnect(self._refresh_images)
 
     @property
     def results(self) -> dict[str, Prediction]:

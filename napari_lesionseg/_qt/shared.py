@@ -5,6 +5,9 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from qtpy.QtCore import QEvent
+from qtpy.QtWidgets import QWidget
+
 from ..core.session import AnnotationSession
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, AnnotationSession] = weakref.WeakKeyDictionary()
@@ -16,3 +19,32 @@ def session_for(viewer: Any) -> AnnotationSession:
     if session is None:
         session = _SESSIONS[viewer] = AnnotationSession()
     return session
+
+
+class DockWidget(QWidget):
+    """A dock that cleans up after itself: napari removes a closed dock by taking it out of
+    its parent (the widget lives on while the viewer's events refer to it), so the first
+    change to no parent after being docked, or a close, calls :meth:`release` once."""
+
+    _docked = False
+    _released = False
+
+    def event(self, e: QEvent) -> bool:
+        if e.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self._release_once()
+        return super().event(e)
+
+    def closeEvent(self, e: Any) -> None:  # noqa: N802 - Qt's name
+        self._release_once()
+        super().closeEvent(e)
+
+    def _release_once(self) -> None:
+        if not self._released:
+            self._released = True
+            self.release()
+
+    def release(self) -> None:
+        """Stop workers and processes, drop key bindings and event connections."""
