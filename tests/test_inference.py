@@ -142,7 +142,7 @@ def test_out_of_memory_retries_smaller_tiles_then_falls_back_to_cpu(monkeypatch,
         seen.append((device.type, tile.shape[-1]))
         if device.type == "cuda" and (always_oom or max(tile.shape[-2:]) > 150):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_run(net, tile, stride, tta, torch.device("cpu"))
+        return (yield from real_run(net, tile, stride, tta, torch.device("cpu")))
 
     monkeypatch.setattr(inf, "_run_tile", fake_run)
     monkeypatch.setattr(inf, "_place", lambda net, dev: net.eval())  # no real GPU to move to
@@ -332,7 +332,7 @@ def test_cpu_out_of_memory_retries_smaller_tiles_then_is_a_clear_error(monkeypat
         if always_oom or max(tile.shape[-2:]) > 150:
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
                                "memory: you tried to allocate 19327352832 bytes. Error code 12")
-        return real_run(net, tile, stride, tta, device)
+        return (yield from real_run(net, tile, stride, tta, device))
 
     monkeypatch.setattr(inf, "_run_tile", fake_run)
     model = _constant_model(-3.0, tile_size=512, tta="none")
@@ -379,3 +379,14 @@ def test_lesion_table_equals_scikit_image_regionprops() -> None:
             np.testing.assert_allclose([les.mean_prob, les.fuzzy_fraction], p.intensity_mean, atol=1e-6)
             assert abs(les.max_prob - p.intensity_max[0]) < 1e-7
             assert abs(les.area_mm2 - p.area * 1e-4) < 1e-12
+
+
+def test_one_tile_photo_still_shows_progress_per_view(tiny_model_dir: Path, small_rgb: np.ndarray) -> None:
+    """Progress once went 0 -> 1 in one step when a whole photo is one tile (the default model
+    on an IDRiD photo): it now counts the TTA views."""
+    model = load_model_folder(tiny_model_dir)
+    model.config.inference.tile_size = 2048  # the whole working grid in one tile
+    events: list[Progress] = []
+    run_to_end(predict(model, small_rgb, tta="flips", precision="fp32"), events.append)  # views one by one
+    tiles = [e for e in events if e.stage == "tiles"]
+    assert tiles[-1].total == 4 and [e.done for e in tiles] == [0, 1, 2, 3, 4]

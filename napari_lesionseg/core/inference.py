@@ -30,7 +30,7 @@ from .model_config import InferenceConfig
 from .model_folder import LoadedModel
 from .models.fuse import fold_batchnorm, fuse_conv_relu
 from .preprocess import Geometry, from_work, prepare
-from .progress import run_to_end  # noqa: F401 - re-exported for callers of inference
+from .progress import relay, run_to_end  # noqa: F401 - run_to_end re-exported for callers of inference
 from .runtime import autocast, autocast_dtype, cpu_pool, default_threads, row_blocks
 
 T = TypeVar("T")
@@ -129,8 +129,10 @@ def views_in_parallel(device: torch.device, dtype: torch.dtype | None, n_views: 
 
 
 def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, device: torch.device,
-              dtype: torch.dtype | None = None, speedups: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Mean probability and view disagreement (max - min) for one tile ``(C, h, w)``.
+              dtype: torch.dtype | None = None, speedups: bool = True
+              ) -> Generator[int, None, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Mean probability and view disagreement (max - min) for one tile ``(C, h, w)``; yields
+    how many TTA views just finished (progress within a tile: a whole photo is often one).
 
     The TTA views run one after another (peak memory of a single view), or two at a time on
     a bf16 CPU (see :func:`views_in_parallel`); the reduction is in view order either way."""
@@ -138,11 +140,16 @@ def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, devi
     ph, pw = (-h) % stride, (-w) % stride
     t = F.pad(x[None], (0, pw, 0, ph)).to(device)
     views = _views(tta)
+    probs: list[torch.Tensor] = []
     if speedups and views_in_parallel(device, dtype, len(views)):
-        probs = list(_view_pool().map(lambda d: _run_view(net, t, d, h, w, dtype), views))
+        for i in range(0, len(views), 2):
+            probs += list(_view_pool().map(lambda d: _run_view(net, t, d, h, w, dtype), views[i:i + 2]))
+            yield len(views[i:i + 2])
     else:
         fmt = torch.channels_last if speedups else torch.contiguous_format
-        probs = [_run_view(net, t, d, h, w, dtype, fmt) for d in views]
+        for d in views:
+            probs.append(_run_view(net, t, d, h, w, dtype, fmt))
+            yield 1
     total, lo, hi = probs[0], probs[0], probs[0]
     for p in probs[1:]:
         total = total + p
@@ -275,24 +282,30 @@ def _place(net: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
 
 def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float, stride: int, tta: str,
                  dev: torch.device, dtype: torch.dtype | None = None, speedups: bool = True) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Run every tile, accumulating Gaussian-weighted probabilities, disagreements and weights."""
+    """Run every tile, accumulating Gaussian-weighted probabilities, disagreements and weights;
+    progress counts TTA views over all tiles."""
     _, h, w = xt.shape
     ys, xs = tile_starts(h, ts, overlap), tile_starts(w, ts, overlap)
-    total = len(ys) * len(xs)
+    n_tiles = len(ys) * len(xs)
+    total = n_tiles * len(_views(tta))
     acc, dacc, wacc = torch.zeros(h, w), torch.zeros(h, w), torch.zeros(h, w)
     yield Progress("tiles", 0, total)
     done = 0
+
+    def advance(n_views: int) -> Progress:
+        nonlocal done
+        done += n_views
+        return Progress("tiles", done, total)
+
     with torch.inference_mode():
         for y0 in ys:
             for x0 in xs:
                 tile = xt[:, y0:y0 + ts, x0:x0 + ts]
                 th, tw = tile.shape[-2:]
-                mean, dis = _run_tile(net, tile, stride, tta, dev, dtype, speedups)
-                win = torch.from_numpy(gaussian_window(th, tw)) if total > 1 else torch.ones(th, tw)
+                mean, dis = yield from relay(_run_tile(net, tile, stride, tta, dev, dtype, speedups), advance)
+                win = torch.from_numpy(gaussian_window(th, tw)) if n_tiles > 1 else torch.ones(th, tw)
                 acc[y0:y0 + th, x0:x0 + tw] += mean * win
                 wacc[y0:y0 + th, x0:x0 + tw] += win
                 if dis is not None:
                     dacc[y0:y0 + th, x0:x0 + tw] += dis * win
-                done += 1
-                yield Progress("tiles", done, total)
     return acc, dacc, wacc
