@@ -126,3 +126,30 @@ def test_from_work_with_the_disc_equals_paste_then_mask(sample_rgb: np.ndarray) 
     np.testing.assert_array_equal(plain, ref)
     np.testing.assert_array_equal(geom.box_fov_mask(), geom.input_fov_mask()[y0:y1, x0:x1])
     np.testing.assert_array_equal(from_work(work, geom, geom.box_fov_mask()), ref * geom.input_fov_mask())
+
+
+def test_non_fundus_photos_get_a_warning_fundus_photos_do_not(tmp_path) -> None:
+    """napari's astronaut once got 53 "hemorrhages" without a word."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.fov import detect_fov, fundus_doubts
+    from napari_lesionseg.core.image_io import read_image
+
+    for key in ("idrid_04", "idrid_16"):
+        rgb, _ = read_image(sample_paths(key)[0])
+        assert fundus_doubts(rgb, detect_fov(rgb)) is None
+        crop = rgb[400:1000, 600:1500]  # a crop with no dark surround: judged on colour
+        assert fundus_doubts(crop, detect_fov(crop)) is None
+    for name in ("astronaut", "chelsea", "rocket", "immunohistochemistry"):
+        rgb = getattr(skimage_data, name)()
+        doubt = fundus_doubts(rgb, detect_fov(rgb))
+        assert doubt is not None and "does not look like a fundus photograph" in doubt, name
+
+
+def test_the_warning_reaches_the_prediction_notes(tiny_model_dir) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    from napari_lesionseg.core.inference import predict, run_to_end
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    pred = run_to_end(predict(load_model_folder(tiny_model_dir), skimage_data.astronaut()))
+    assert any("fundus photograph" in n for n in pred.notes)

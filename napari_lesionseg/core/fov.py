@@ -138,3 +138,35 @@ def detect_fov(rgb: NDArray[np.uint8]) -> FieldOfView:
     if not (0.1 * min(h, w) < fov.radius < 2.0 * max(h, w)):
         return whole_image((h, w))
     return fov
+
+
+def fundus_doubts(rgb: NDArray[np.uint8], fov: FieldOfView) -> str | None:
+    """Why ``rgb`` may not be a fundus photograph, or None. A warning, never a refusal.
+
+    Two cues, measured on 221 IDRiD photos (none flagged) and on ordinary photographs:
+    a fundus camera leaves the outside of its round field of view black (every IDRiD photo:
+    all of it below 40; ordinary photos: a third at most), and the retina is red-dominant
+    (red share of R+G+B inside the field: IDRiD 0.47 and more, median 0.63). A photo with no
+    dark surround but a red share of 0.5 or more passes as a cropped fundus photo: so
+    scikit-image's astronaut, cat and rocket are flagged, its (brown) coffee cup is not."""
+    h, w = rgb.shape[:2]
+    step = max(1, max(h, w) // 512)
+    s = rgb[::step, ::step]
+    yy, xx = np.mgrid[0:s.shape[0], 0:s.shape[1]]
+    d2 = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2
+    inside = d2 <= (0.9 * fov.radius) ** 2
+    outside = d2 >= (1.05 * fov.radius) ** 2
+    if not inside.any():
+        return None
+    px = s[inside].astype(np.float32)
+    red = float((px[:, 0] / (px.sum(axis=1) + 1e-3)).mean())
+    if outside.mean() >= 0.02 and red < 0.5:  # a red-dominant photo without surround: a crop
+        dark = float((s[outside].max(axis=1) < 40).mean())
+        if dark < 0.8:
+            return (f"does not look like a fundus photograph: the outside of the round field of view is not dark "
+                    f"({dark:.0%} of it is) and the image is not clearly red (red share {red:.2f}); results may "
+                    "be meaningless")
+    if red < 0.42:
+        return (f"does not look like a fundus photograph: it is not red-dominant (red share {red:.2f}); "
+                "results may be meaningless")
+    return None

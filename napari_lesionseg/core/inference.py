@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 
 from .errors import LesionsegInputError
-from .fov import FieldOfView
+from .fov import FieldOfView, detect_fov, fundus_doubts
 from .fuzzy import fuzzy_map
 from .lesions import Lesion, labelled_mask, lesion_table
 from .model_config import InferenceConfig
@@ -193,14 +193,16 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     thr = cfg.threshold if threshold is None else threshold
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    fov = fov or detect_fov(rgb)
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
+    doubt = fundus_doubts(rgb, fov)
     timings["preprocess"] = time.perf_counter() - t0
     h, w = geom.work_shape
     ts = cfg.tile_size
     t1 = time.perf_counter()
     xt = torch.from_numpy(x)
     stride = model.config.network.stride
-    notes: list[str] = []
+    notes: list[str] = [doubt] if doubt else []
     while True:
         net = _place(model.net, dev) if speedups else model.net.to(dev).eval()
         dtype = autocast_dtype(precision if speedups else "fp32", dev)
