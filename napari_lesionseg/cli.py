@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
+    p = sub.add_parser("gui", help="open napari with photos (default: the bundled sample) and the Segment dock",
+                       description="Open napari with photos (default: the bundled sample) and the Segment dock.")
+    p.add_argument("photos", nargs="*", help="photos to open (default: the bundled IDRiD sample)")
+    p.add_argument("--project", type=Path, default=None, help="project folder for corrections")
+    p.set_defaults(func=cmd_gui)
+
     p = sub.add_parser("predict", help="segment photographs; writes masks, probabilities, fuzzy maps, CSVs")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -89,6 +95,22 @@ def _drive(gen, bar) -> object:
                 bar.write(f"error: {ev['message']}", file=sys.stderr)
 
     return run_to_end(gen, show)
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    """The plugin's main job: napari with the photos (or the sample) and the Segment dock."""
+    from .core.errors import LesionsegInputError
+
+    try:
+        import napari
+    except ImportError:
+        raise LesionsegInputError(None, "the plugin needs napari and a Qt binding: pip install -e '.[pyqt5]'") from None
+    from ._qt.launch import open_segment_window
+
+    viewer = napari.Viewer(title="napari-lesionseg")
+    open_segment_window(viewer, args.photos, args.project)
+    napari.run()
+    return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

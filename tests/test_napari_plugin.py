@@ -104,3 +104,27 @@ def test_project_export_uses_the_stored_prediction_and_keeps_unsure(tmp_path, sm
     assert set(np.unique(shown)) == {0, 255} and int((shown == 255).sum()) == 600  # lesion only, visible
     np.testing.assert_array_equal(read_label(tmp_path / "ex" / "IDRiD_04_label.png"), lab)  # exact
     assert len(out) == 5
+
+
+@pytest.mark.gui
+def test_the_main_job_opens_the_sample_with_the_segment_dock(make_napari_viewer, tmp_path) -> None:
+    """What the README's first command (``lesionseg gui``) shows, with a screenshot."""
+    from PIL import Image
+
+    from napari_lesionseg._qt.launch import open_segment_window
+
+    viewer = make_napari_viewer()
+    viewer.window._qt_window.resize(1600, 1000)
+    widget = open_segment_window(viewer)
+    assert "IDRiD_04" in viewer.layers and widget.image_combo.currentText() == "IDRiD_04"
+    assert any(name.startswith("Segment lesions") for name in viewer.window._dock_widgets)
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    Image.fromarray(shot).save(tmp_path / "main_job.png")
+    assert shot.shape[0] > 400 and shot.shape[1] > 800 and shot[..., :3].std() > 10  # a real picture
+
+
+def test_gui_command_is_there() -> None:
+    from test_cli import lesionseg
+
+    r = lesionseg("gui", "--help")
+    assert r.returncode == 0 and "--project" in r.stdout and "photos" in r.stdout

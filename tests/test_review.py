@@ -133,3 +133,30 @@ def test_a_reopened_segment_dock_keeps_the_results(make_napari_viewer, qtbot, ti
     w2.threshold.setValue(100)
     prob = w2.results["IDRiD_16"].probability
     np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, (prob > 0.1).astype(np.uint8))
+
+
+@pytest.mark.gui
+def test_open_next_image_never_duplicates_and_docks_share_the_project(make_napari_viewer, tmp_path,
+                                                                      small_pairs) -> None:
+    """"Open next image" once opened an image already shown a second time ("IDRiD_04 [1]"); the
+    project folder had to be typed into every dock."""
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(sample_paths("idrid_04")[0])
+    from PIL import Image
+
+    w, h = Image.open(sample_paths("idrid_04")[0]).size
+    proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
+                         np.ones((h, w), np.float32))
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lesionseg", "idrid_04")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    _, ft = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Fine-tune model")
+    seg.project_edit.setText(str(proj.root))
+    assert rev.project_edit.text() == ft.project_edit.text() == str(proj.root)
+    assert rev.open_next_image() == "IDRiD_04"
+    names = [ly.name for ly in viewer.layers]
+    assert names.count("IDRiD_04") == 1 and not any("[" in n for n in names), names

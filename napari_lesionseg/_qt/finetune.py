@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import LesionsegInputError
 from ..core.registry import Registry
 from ..core.store import Project
-from .shared import DockWidget
+from .shared import DockWidget, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
@@ -49,8 +49,10 @@ class FinetuneWidget(DockWidget):
         self._stderr = b""
         self.extra_args: list[str] = []  # for tests and power users (e.g. ["--steps", "3"])
 
+        self.session = session_for(napari_viewer)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("project folder with saved corrections")
+        follow_project(self.project_edit, self.session)
         self.project_edit.editingFinished.connect(self.preflight)
         browse = QPushButton("...")
         browse.clicked.connect(self._browse)
@@ -226,6 +228,7 @@ class FinetuneWidget(DockWidget):
     def release(self) -> None:
         """The dock was closed: a running fine-tune is stopped and writes no new version (its
         process cleans up its run folder on SIGTERM; it is killed if it has not ended in 3 s)."""
+        unfollow_project(self.project_edit, self.session)
         proc = self.process
         if proc is None or proc.state() == QProcess.NotRunning:
             return

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -20,11 +19,9 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..core.image_io import read_mask
 from ..core.review import Region, ReviewSet, review_regions
-from ..core.segment_layers import LESION, UNSURE, labels_to_label_map, layer_names, project_image_layers
-from ..core.store import Project
-from .shared import DockWidget
+from ..core.segment_layers import LESION, UNSURE, layer_names, project_image_layers
+from .shared import DockWidget, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
@@ -56,8 +53,10 @@ class ReviewWidget(DockWidget):
             b = QPushButton(text)
             b.clicked.connect(slot)
             buttons[text] = b
+        self.session = session_for(napari_viewer)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("project folder: step through its images, most uncertain first")
+        follow_project(self.project_edit, self.session)
         self.next_image_button = QPushButton("Open next image")
         self.next_image_button.clicked.connect(self.open_next_image)
         self._image_order: list[str] = []
@@ -92,6 +91,7 @@ class ReviewWidget(DockWidget):
         """The dock was closed: its key bindings and layer-list connections go with it."""
         for key in KEYS:
             self.viewer.bind_key(key, None)
+        unfollow_project(self.project_edit, self.session)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.disconnect(self._refresh_images)
 
@@ -185,24 +185,32 @@ class ReviewWidget(DockWidget):
 
     def open_next_image(self) -> str | None:
         """Open the project's next image (most uncertain first) with its prediction and latest
-        correction, replacing the layers of the image shown before."""
-        if not self.project_edit.text():
+        correction. The image shown before is saved if edited and its layers closed (memory);
+        an image already open is switched to, never opened twice."""
+        proj = self.session.project
+        if proj is None:
             self.info.setText("choose a project folder first")
             return None
-        proj = Project(self.project_edit.text())
         order = [iid for iid, _ in proj.images_by_uncertainty()]
         if not order:
             self.info.setText("the project holds no images yet")
             return None
         current = self.image_combo.currentText()
         nxt = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
-        if current:
-            self._save_if_edited(proj, current)
-        for name in [current, *layer_names(current).values()] if current else []:
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        for data, kwargs, kind in project_image_layers(proj, nxt):
-            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        if current and current != nxt:
+            self._save_if_edited(current)
+            for name in [current, *layer_names(current).values()]:
+                if name in self.viewer.layers:
+                    self.viewer.layers.remove(name)
+            self.session.close_photo(current)
+        if nxt not in self.viewer.layers:
+            for data, kwargs, kind in project_image_layers(proj, nxt):
+                if kwargs["name"] not in self.viewer.layers:
+                    getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        lname = layer_names(nxt)["lesions"]
+        if lname in self.viewer.layers:
+            self.session.open_photo(nxt, proj.image_path(nxt))
+            self.session.shown(nxt, self.viewer.layers[lname].data)
         self._refresh_images()
         if self.image_combo.findText(nxt) >= 0:
             self.image_combo.setCurrentText(nxt)
@@ -210,22 +218,17 @@ class ReviewWidget(DockWidget):
         self.info.setText(f"{nxt}: image {order.index(nxt) + 1} of {len(order)} by uncertainty")
         return nxt
 
-    def _save_if_edited(self, proj: Project, name: str) -> None:
-        """Before an image's layers go away, keep its hand edits as a new label version."""
+    def _save_if_edited(self, name: str) -> None:
+        """Before an image's layers go away, keep its hand edits as a new label version (the
+        session's one rule: only when it differs from what was saved or shown)."""
         lname = layer_names(name)["lesions"]
         if lname not in self.viewer.layers or name not in self.viewer.layers:
             return
         src = self.viewer.layers[name].metadata.get("path") or getattr(self.viewer.layers[name].source, "path", None)
         if not src:
             return
-        data = labels_to_label_map(self.viewer.layers[lname].data)
-        iid = proj.add_image(src)
-        ref = proj.latest_label(iid)
-        if ref is None:
-            d = proj.latest_prediction(iid)
-            ref = read_mask(d / f"{iid}_mask.png") if d is not None else None
-        if ref is None or not np.array_equal(ref, data):
-            proj.save_label(iid, data, model_version=self.viewer.layers[lname].metadata.get("model_version"))
+        self.session.open_photo(name, src)
+        self.session.save_correction(name, self.viewer.layers[lname].data, only_if_edited=True)
 
     def toggle_fuzzy(self) -> None:
         layers = self._layers()

@@ -34,7 +34,7 @@ from ..core.runtime import pick_device
 from ..core.segment_layers import labels_to_label_map, layer_names, lesion_style, prediction_layers
 from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
-from .shared import DockWidget, session_for
+from .shared import DockWidget, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
@@ -77,10 +77,9 @@ class SegmentWidget(DockWidget):
         self.status.setWordWrap(True)
         self.project_edit = QLineEdit()
         self.project_edit.setPlaceholderText("project folder for corrections")
-        self.project_edit.textChanged.connect(self._on_project_changed)
+        follow_project(self.project_edit, self.session)
+        self.session.project_listeners.append(self._on_project_changed)
         self.project_edit.editingFinished.connect(self.load_project_models)
-        if self.session.project_dir is not None:  # another dock set it already
-            self.project_edit.setText(str(self.session.project_dir))
         browse = QPushButton("...")
         browse.clicked.connect(self._browse_project)
         self.save_button = QPushButton("Save correction")
@@ -128,6 +127,9 @@ class SegmentWidget(DockWidget):
             self.worker.quit()
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.disconnect(self._refresh_images)
+        unfollow_project(self.project_edit, self.session)
+        if self._on_project_changed in self.session.project_listeners:
+            self.session.project_listeners.remove(self._on_project_changed)
 
     @property
     def results(self) -> dict[str, Prediction]:
@@ -189,11 +191,10 @@ class SegmentWidget(DockWidget):
             self._on_model_changed(label)
         self.model_combo.setCurrentText(label)
 
-    def _on_project_changed(self, text: str) -> None:
+    def _on_project_changed(self, folder: Path | None) -> None:
         """One project for all docks; the open photo's correction comes back from it."""
-        self.session.set_project(text or None)
         name = self.image_combo.currentText()
-        if text and name and name in self.viewer.layers and self._lesions(name) is None:
+        if folder and name and name in self.viewer.layers and self._lesions(name) is None:
             self._restore_correction(name)
 
     def _browse_project(self) -> None:

@@ -21,6 +21,29 @@ def session_for(viewer: Any) -> AnnotationSession:
     return session
 
 
+def follow_project(edit: Any, session: AnnotationSession) -> None:
+    """Keep a dock's project field and the viewer's one project setting in step, both ways."""
+    if session.project_dir is not None and not edit.text():
+        edit.setText(str(session.project_dir))
+
+    def from_session(folder: Any) -> None:
+        text = "" if folder is None else str(folder)
+        if edit.text() != text:
+            edit.blockSignals(True)
+            edit.setText(text)
+            edit.blockSignals(False)
+
+    edit._lesionseg_listener = from_session
+    session.project_listeners.append(from_session)
+    edit.textChanged.connect(lambda text: session.set_project(text or None))
+
+
+def unfollow_project(edit: Any, session: AnnotationSession) -> None:
+    listener = getattr(edit, "_lesionseg_listener", None)
+    if listener in session.project_listeners:
+        session.project_listeners.remove(listener)
+
+
 class DockWidget(QWidget):
     """A dock that cleans up after itself: napari removes a closed dock by taking it out of
     its parent (the widget lives on while the viewer's events refer to it), so the first

@@ -19,7 +19,7 @@ Rules an annotator can rely on:
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,6 +74,7 @@ class AnnotationSession:
     model_dir: Path | None = None  # None: the project's active model, else the shipped default
     device: str = "cpu"
     photos: dict[str, Photo] = field(default_factory=dict)
+    project_listeners: list[Callable[[Path | None], object]] = field(default_factory=list, repr=False)
     _model: LoadedModel | None = field(default=None, repr=False)
     _model_device: str = field(default="", repr=False)
     _project: Project | None = field(default=None, repr=False)
@@ -90,9 +91,14 @@ class AnnotationSession:
     def set_project(self, folder: str | os.PathLike[str] | None) -> None:
         """Use ``folder`` for corrections, predictions and model versions (one setting for all
         docks); the model follows the project's active version unless one was chosen."""
-        self.project_dir = Path(folder) if folder else None
+        new = Path(folder) if folder else None
+        if new == self.project_dir:
+            return
+        self.project_dir = new
         self._project = None
         self._model = None if self.model_dir is None else self._model
+        for listener in list(self.project_listeners):
+            listener(new)
 
     def set_model(self, folder: str | os.PathLike[str] | None) -> None:
         """Use the model folder ``folder`` (None: the project's active one, else the default)."""
@@ -136,6 +142,13 @@ class AnnotationSession:
                 if v is not None:
                     photo.saved, photo.saved_version = proj.latest_label(iid), v.version
         return photo
+
+    def shown(self, name: str, label: NDArray) -> None:
+        """``label`` is what is shown for a photo that has neither a saved correction nor a run
+        here (e.g. a stored prediction's mask): edits are measured against it."""
+        photo = self.photos.get(name) or self.open_photo(name)
+        if photo.saved is None and photo.auto_mask is None:
+            photo.auto_mask = to_label_map(label)
 
     def close_photo(self, name: str) -> None:
         self.photos.pop(name, None)
