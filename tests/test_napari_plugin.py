@@ -107,6 +107,7 @@ def test_project_export_uses_the_stored_prediction_and_keeps_unsure(tmp_path, sm
 
 
 @pytest.mark.gui
+@pytest.mark.smoke
 def test_the_main_job_opens_the_sample_with_the_segment_dock(make_napari_viewer, tmp_path) -> None:
     """What the README's first command (``lesionseg gui``) shows, with a screenshot."""
     from PIL import Image

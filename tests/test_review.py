@@ -70,6 +70,7 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
 
 
 @pytest.mark.gui
+@pytest.mark.smoke
 def test_step_through_project_images_by_uncertainty(make_napari_viewer, tmp_path, small_pairs) -> None:
     from napari_lesionseg.core.store import Project
 

@@ -29,6 +29,7 @@ def _run(qtbot, widget):
     return worker
 
 
+@pytest.mark.smoke
 def test_run_adds_the_three_layers_and_keeps_the_event_loop_alive(qtbot, segment) -> None:
     from qtpy.QtCore import QTimer
 
@@ -67,6 +68,7 @@ def test_threshold_rethresholds_without_model_run_unless_edited(qtbot, segment) 
     np.testing.assert_array_equal(lab.data, (prob > 0.8).astype(np.uint8))
 
 
+@pytest.mark.smoke
 def test_paint_and_save_correction(qtbot, segment, tmp_path: Path) -> None:
     viewer, widget = segment
     _run(qtbot, widget)
@@ -147,6 +149,7 @@ def test_prediction_is_kept_in_the_project(qtbot, segment, tmp_path: Path) -> No
     assert proj.images_by_uncertainty()[0][0] == "IDRiD_16"
 
 
+@pytest.mark.smoke
 def test_run_again_keeps_hand_edits(qtbot, segment) -> None:
     """Pressing Run again once silently deleted a painted pixel."""
     viewer, widget = segment
