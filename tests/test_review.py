@@ -161,3 +161,44 @@ def test_open_next_image_never_duplicates_and_docks_share_the_project(make_napar
     assert rev.open_next_image() == "IDRiD_04"
     names = [ly.name for ly in viewer.layers]
     assert names.count("IDRiD_04") == 1 and not any("[" in n for n in names), names
+
+
+@pytest.mark.gui
+def test_review_actions_can_be_undone_and_the_region_is_framed(make_napari_viewer) -> None:
+    """Accept / Delete / Mark unsure could not be undone; the current region was not shown."""
+    from napari_lesionseg.core.inference import Prediction
+    from napari_lesionseg.core.segment_layers import prediction_layers
+
+    viewer = make_napari_viewer()
+    mask, prob, fuzzy = _scene()
+    pred = Prediction(prob, mask, fuzzy, np.zeros_like(mask, np.int32), [], None, "m1", 0.5)  # type: ignore[arg-type]
+    for data, kwargs, kind in prediction_layers("photo", pred):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.refresh()
+    before = viewer.layers["photo lesions"].data.copy()
+    w.next()
+    frame = viewer.layers["photo current region"]
+    y0, x0, y1, x1 = w.region().bbox
+    corners = frame.data[0]
+    assert corners[:, 0].min() < y0 and corners[:, 0].max() > y1 and corners[:, 1].min() < x0
+    assert viewer.layers.selection.active.name == "photo lesions"  # painting still goes to the mask
+    w.delete()
+    assert not (viewer.layers["photo lesions"].data == before).all()
+    w.undo()
+    np.testing.assert_array_equal(viewer.layers["photo lesions"].data, before)
+    assert w.table.item(0, 4).text() == ""
+    w.mark_unsure()
+    viewer.layers["photo lesions"].undo()  # napari's own Ctrl-Z takes it back as well
+    np.testing.assert_array_equal(viewer.layers["photo lesions"].data, before)
+
+
+def test_specks_are_listed_last() -> None:
+    mask = np.zeros((200, 200), np.uint8)
+    mask[10:12, 10:12] = 1  # a 4-px speck
+    mask[100:130, 100:130] = 1
+    prob = np.full(mask.shape, 0.6, np.float32)
+    fuzzy = np.zeros(mask.shape, np.float32)
+    fuzzy[10:12, 10:12] = 1.0  # the speck is the fuzziest
+    rs = review_regions(mask, prob, fuzzy)
+    assert [r.area_px for r in rs.regions] == [900, 4]

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -46,10 +48,13 @@ class ReviewWidget(DockWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.cellClicked.connect(lambda row, _c: self.go(row))
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self._undo: list[tuple[int, str, bool]] = []
         buttons = {}
         for text, slot in [("Previous", self.previous), ("Next", self.next), ("Accept", self.accept),
                            ("Delete", self.delete), ("Mark unsure", self.mark_unsure),
-                           ("Toggle fuzzy", self.toggle_fuzzy)]:
+                           ("Toggle fuzzy", self.toggle_fuzzy), ("Undo", self.undo)]:
             b = QPushButton(text)
             b.clicked.connect(slot)
             buttons[text] = b
@@ -69,7 +74,7 @@ class ReviewWidget(DockWidget):
         for t in ("Previous", "Next"):
             nav.addWidget(buttons[t])
         act = QHBoxLayout()
-        for t in ("Accept", "Delete", "Mark unsure", "Toggle fuzzy"):
+        for t in ("Accept", "Delete", "Mark unsure", "Undo", "Toggle fuzzy"):
             act.addWidget(buttons[t])
         lay = QVBoxLayout(self)
         lay.addLayout(top)
@@ -91,6 +96,9 @@ class ReviewWidget(DockWidget):
         """The dock was closed: its key bindings and layer-list connections go with it."""
         for key in KEYS:
             self.viewer.bind_key(key, None)
+        for layer in [ly for ly in self.viewer.layers if ly.name.endswith(" current region")
+                      and ly.metadata.get("lesionseg")]:
+            self.viewer.layers.remove(layer)
         unfollow_project(self.project_edit, self.session)
         for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
             ev.disconnect(self._refresh_images)
@@ -120,6 +128,7 @@ class ReviewWidget(DockWidget):
         lab, prob, fuzzy = layers
         self.review = review_regions(lab.data, prob.data, fuzzy.data)
         self.status = {}
+        self._undo = []
         self.current = -1
         self.table.setRowCount(len(self.review.regions))
         for row, r in enumerate(self.review.regions):
@@ -152,7 +161,23 @@ class ReviewWidget(DockWidget):
         extent = max((y1 - y0) * sy, (x1 - x0) * sx, 40.0) * 3.0
         cam.zoom = VIEW_PX / extent
         self.table.selectRow(self.current)
+        self._highlight(r, lab)
         return r
+
+    def _highlight(self, r: Region, lab) -> None:
+        """A yellow frame around the current region (a Shapes layer of its own)."""
+        name = f"{self.image_combo.currentText()} current region"
+        y0, x0, y1, x1 = r.bbox
+        pad = max(3, (max(y1 - y0, x1 - x0)) // 4)
+        rect = np.array([[y0 - pad, x0 - pad], [y0 - pad, x1 + pad], [y1 + pad, x1 + pad], [y1 + pad, x0 - pad]],
+                        float)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = [rect]
+        else:
+            self.viewer.add_shapes([rect], shape_type="rectangle", name=name, edge_color="yellow",
+                                   face_color="transparent", edge_width=max(2.0, pad / 3), scale=lab.scale,
+                                   translate=lab.translate, metadata={"lesionseg": True})
+            self.viewer.layers.selection.active = lab  # painting stays on the lesions layer
 
     def next(self) -> Region | None:
         return self.go(self.current + 1)
@@ -166,11 +191,23 @@ class ReviewWidget(DockWidget):
             return
         if value is not None:
             lab = self._layers()[0]
-            data = lab.data
-            data[self.review.pixels(r)] = value
-            lab.data = data
+            # through napari's edit history: Ctrl-Z on the lesions layer (or Undo here) takes it back
+            lab.data_setitem(np.nonzero(self.review.pixels(r)), value)
+        self._undo.append((self.current, self.status.get(self.current, ""), value is not None))
         self.status[self.current] = status
         self.table.setItem(self.current, 4, QTableWidgetItem(status))
+
+    def undo(self) -> None:
+        """Take back the last Accept / Delete / Mark unsure (its pixels and its status)."""
+        if not self._undo:
+            self.info.setText("nothing to undo")
+            return
+        row, old_status, painted = self._undo.pop()
+        layers = self._layers()
+        if painted and layers is not None:
+            layers[0].undo()
+        self.status[row] = old_status
+        self.table.setItem(row, 4, QTableWidgetItem(old_status))
 
     def accept(self) -> None:
         """Keep the region as it is (a fuzzy region becomes a lesion)."""

@@ -10,6 +10,8 @@ from numpy.typing import NDArray
 
 from .lesions import FUZZY_CUTOFF, component_stats, label_runs
 
+MIN_FIRST_AREA = 20  # px; smaller regions are listed after all larger ones
+
 
 @dataclass(frozen=True)
 class Region:
@@ -61,5 +63,6 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
     fz_comp, n_fz = label_runs((fuzzy > FUZZY_CUTOFF) & ~lesion)[:2]
     regions = (_regions("lesion", les_comp, n_les, prob, fuzzy, 1)
                + _regions("fuzzy", fz_comp, n_fz, prob, fuzzy, min_fuzzy_area))
-    regions.sort(key=lambda r: (-r.fuzziness, -r.area_px))
+    # specks (a few pixels) go last: the list must not open on a 4-px dot
+    regions.sort(key=lambda r: (r.area_px < MIN_FIRST_AREA, -r.fuzziness, -r.area_px))
     return ReviewSet(regions, les_comp, fz_comp)
