@@ -31,9 +31,8 @@ def test_regions_sorted_by_uncertainty() -> None:
     assert rs.pixels(rs.regions[1]).sum() == 200
 
 
-@pytest.mark.gui
-def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
-    from napari_lesionseg._qt.review import camera
+def _scene_in_review(make_napari_viewer):
+    """A viewer with the test scene's layers, as Segment would add them, and the Review dock."""
     from napari_lesionseg.core.inference import Prediction
     from napari_lesionseg.core.segment_layers import prediction_layers
 
@@ -43,6 +42,13 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     for data, kwargs, kind in prediction_layers("photo", pred):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    return viewer, w
+
+
+@pytest.mark.gui
+def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
+    from napari_lesionseg._qt.review import camera
+    viewer, w = _scene_in_review(make_napari_viewer)
     assert w.image_combo.currentText() == "photo"
     w.refresh()
     assert w.table.rowCount() == 3 and w.table.item(0, 0).text() == "lesion"
@@ -166,15 +172,7 @@ def test_open_next_image_never_duplicates_and_docks_share_the_project(make_napar
 @pytest.mark.gui
 def test_review_actions_can_be_undone_and_the_region_is_framed(make_napari_viewer) -> None:
     """Accept / Delete / Mark unsure could not be undone; the current region was not shown."""
-    from napari_lesionseg.core.inference import Prediction
-    from napari_lesionseg.core.segment_layers import prediction_layers
-
-    viewer = make_napari_viewer()
-    mask, prob, fuzzy = _scene()
-    pred = Prediction(prob, mask, fuzzy, np.zeros_like(mask, np.int32), [], None, "m1", 0.5)  # type: ignore[arg-type]
-    for data, kwargs, kind in prediction_layers("photo", pred):
-        getattr(viewer, f"add_{kind}")(data, **kwargs)
-    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    viewer, w = _scene_in_review(make_napari_viewer)
     w.refresh()
     before = viewer.layers["photo lesions"].data.copy()
     w.next()
