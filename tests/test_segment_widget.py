@@ -217,3 +217,23 @@ def test_lesions_are_drawn_in_a_visible_colour(qtbot, segment) -> None:
     assert abs(rgba[1][0] - rgba[1][1]) < 0.01  # unsure: grey, not the loudest colour
     fuzzy = viewer.layers["IDRiD_16 fuzzy"]
     assert fuzzy.blending == "translucent" and fuzzy.colormap.colors[0][3] == 0  # transparent where sure
+
+
+def test_legend_outlines_and_mm_per_px_in_the_export(qtbot, segment, tmp_path: Path) -> None:
+    import csv
+
+    viewer, widget = segment
+    assert "lesion" in widget.legend.text() and "unsure" in widget.legend.text() and "fuzzy" in widget.legend.text()
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[100:110, 500:520] = 1
+    lab.refresh()
+    widget.outlines.setChecked(True)
+    assert lab.contour == 2
+    widget.outlines.setChecked(False)
+    assert lab.contour == 0
+    widget.mm_per_px.setValue(0.01)
+    files = widget.export()
+    rows = list(csv.DictReader(open(files[2])))
+    assert rows and all(abs(float(r["area_mm2"]) - int(r["area_px"]) * 1e-4) < 1e-9 for r in rows)

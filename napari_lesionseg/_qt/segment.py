@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -31,7 +33,14 @@ from ..core.inference import Prediction, Progress
 from ..core.model_folder import LoadedModel, load_model_config
 from ..core.registry import Registry
 from ..core.runtime import pick_device
-from ..core.segment_layers import labels_to_label_map, layer_names, lesion_style, prediction_layers
+from ..core.segment_layers import (
+    LESION_RGBA,
+    UNSURE_RGBA,
+    labels_to_label_map,
+    layer_names,
+    lesion_style,
+    prediction_layers,
+)
 from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
 from .shared import DockWidget, follow_project, session_for, unfollow_project
@@ -41,6 +50,9 @@ if TYPE_CHECKING:
 
 DEFAULT_LABEL = "default (shipped)"
 LOAD_LABEL = "load model folder..."
+LEGEND = (f'<span style="color:{LESION_RGBA}">&#9632;</span> lesion &nbsp; '
+          f'<span style="color:{UNSURE_RGBA}">&#9632;</span> unsure (255) &nbsp; '
+          '<span style="color:#ff00d9">&#9632;</span> fuzzy: the model is unsure')
 
 
 class SegmentWidget(DockWidget):
@@ -88,6 +100,16 @@ class SegmentWidget(DockWidget):
         self.export_button.clicked.connect(self.export)
         self.export_project_button = QPushButton("Export whole project")
         self.export_project_button.clicked.connect(self.export_project)
+        self.mm_per_px = QDoubleSpinBox()
+        self.mm_per_px.setDecimals(5)
+        self.mm_per_px.setRange(0.0, 1.0)
+        self.mm_per_px.setSingleStep(0.001)
+        self.mm_per_px.setSpecialValueText("not set (areas in px only)")
+        self.mm_per_px.setToolTip("the photo's scale, for lesion areas in mm2 in the exported CSVs")
+        self.outlines = QCheckBox("outlines only")
+        self.outlines.setToolTip("draw lesions as outlines, to see the fundus under them")
+        self.outlines.toggled.connect(self._on_outlines)
+        self.legend = QLabel(LEGEND)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -97,6 +119,9 @@ class SegmentWidget(DockWidget):
         row.addWidget(self.threshold)
         row.addWidget(self.threshold_label)
         form.addRow("threshold", row)
+        form.addRow("legend", self.legend)
+        form.addRow("", self.outlines)
+        form.addRow("mm per px", self.mm_per_px)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -220,6 +245,14 @@ class SegmentWidget(DockWidget):
         self.session.device = str(pick_device(self.device_combo.currentText()))
         return self.session.model()
 
+    def _on_outlines(self, on: bool) -> None:
+        lesions = self._lesions(self.image_combo.currentText())
+        if lesions is not None:
+            lesions.contour = 2 if on else 0
+
+    def _mm(self) -> float | None:
+        return self.mm_per_px.value() or None
+
     def _threshold(self) -> float:
         return self.threshold.value() / 1000
 
@@ -288,6 +321,7 @@ class SegmentWidget(DockWidget):
             else:
                 getattr(self.viewer, f"add_{kind}")(label if kind == "labels" else data, **kwargs)
         self.viewer.layers.selection.active = self._lesions(name)
+        self._on_outlines(self.outlines.isChecked())
         self._show_counts(name, pred)
         if edited:
             self.rethreshold_button.setEnabled(True)
@@ -412,7 +446,7 @@ class SegmentWidget(DockWidget):
         pred = self.results.get(name)
         files, _ = export_image(self.session.project.root / "exports", name,
                                 as_rgb_uint8(self.viewer.layers[name].data), labels_to_label_map(lesions.data),
-                                pred.probability if pred else None, pred.fuzzy if pred else None)
+                                pred.probability if pred else None, pred.fuzzy if pred else None, self._mm())
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
         return files
 
@@ -425,7 +459,7 @@ class SegmentWidget(DockWidget):
             self._error("choose a project folder first")
             return []
         try:
-            files = export_project(proj, proj.root / "exports")
+            files = export_project(proj, proj.root / "exports", self._mm())
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
             return []
