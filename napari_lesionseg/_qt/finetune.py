@@ -326,6 +326,7 @@ class FinetuneWidget(DockWidget):
             reg.use_default()
         else:
             reg.promote(choice)
+        self.session.activated(reg.active())
         self.status.setText(f"active model: {reg.active().name}")
         self.preflight()
         return reg.active()
@@ -334,6 +335,7 @@ class FinetuneWidget(DockWidget):
         if self.new_version is None:
             return None
         path = Registry(self.project_edit.text()).promote(self.new_version.name)
+        self.session.activated(path)  # Segment uses it at once (it once needed Enter in its project field)
         self.preflight()
         self.status.setText(f"{path.name} is now the active model of this project")
         self.promote_button.setEnabled(False)

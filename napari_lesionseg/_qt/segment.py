@@ -91,6 +91,7 @@ class SegmentWidget(DockWidget):
         self.project_edit.setPlaceholderText("project folder for corrections")
         follow_project(self.project_edit, self.session)
         self.session.project_listeners.append(self._on_project_changed)
+        self.session.active_model_listeners.append(self._on_activated)
         self.project_edit.editingFinished.connect(self.load_project_models)
         browse = QPushButton("...")
         browse.clicked.connect(self._browse_project)
@@ -155,6 +156,8 @@ class SegmentWidget(DockWidget):
         unfollow_project(self.project_edit, self.session)
         if self._on_project_changed in self.session.project_listeners:
             self.session.project_listeners.remove(self._on_project_changed)
+        if self._on_activated in self.session.active_model_listeners:
+            self.session.active_model_listeners.remove(self._on_activated)
 
     @property
     def results(self) -> dict[str, Prediction]:
@@ -204,6 +207,13 @@ class SegmentWidget(DockWidget):
         self.threshold.setValue(int(round(thr * 1000)))
         self.threshold.blockSignals(False)
         self.threshold_label.setText(f"{thr:.3f} (model)")
+
+    def _on_activated(self, folder: Path) -> None:
+        """Another dock made ``folder`` the project's active model: use it from now on."""
+        if Path(folder) == default_model_dir():
+            self.model_combo.setCurrentText(DEFAULT_LABEL)
+        else:
+            self.set_model_folder(folder)
 
     def set_model_folder(self, folder: str | Path) -> None:
         """Use the model folder ``folder`` (adds it to the model list)."""

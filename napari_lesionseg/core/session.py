@@ -75,6 +75,7 @@ class AnnotationSession:
     device: str = "cpu"
     photos: dict[str, Photo] = field(default_factory=dict)
     project_listeners: list[Callable[[Path | None], object]] = field(default_factory=list, repr=False)
+    active_model_listeners: list[Callable[[Path], object]] = field(default_factory=list, repr=False)
     _model: LoadedModel | None = field(default=None, repr=False)
     _model_device: str = field(default="", repr=False)
     _project: Project | None = field(default=None, repr=False)
@@ -104,6 +105,13 @@ class AnnotationSession:
         """Use the model folder ``folder`` (None: the project's active one, else the default)."""
         self.model_dir = Path(folder) if folder is not None else None
         self._model = None
+
+    def activated(self, folder: Path) -> None:
+        """The project's active model changed (Promote, or an older version made active): the
+        session follows it, and so do the docks listening."""
+        self.set_model(folder)
+        for listener in list(self.active_model_listeners):
+            listener(folder)
 
     def model_path(self) -> Path:
         if self.model_dir is not None:
