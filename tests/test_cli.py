@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -132,11 +133,18 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
     assert rows[0]["model"] == "default" and rows[0]["status"] == "ok"
 
 
-def _tmpfs(path: Path, options: str) -> bool:
-    """Mount a small tmpfs at ``path`` (root only); False where this system does not allow it."""
+@contextlib.contextmanager
+def _tmpfs(path: Path, options: str):
+    """A small tmpfs mounted at ``path`` for the block (root only); skips the test where this
+    system does not allow it."""
     path.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
-    return r.returncode == 0
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode(errors='replace').strip()})")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)])
 
 
 def _one_clear_line(r: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -156,14 +164,9 @@ def test_unwritable_outputs_are_one_clear_line_before_any_work(tmp_path: Path, s
     _one_clear_line(r, str(afile / "out"), "below a file")
     r = lesionseg("predict", photo, "--out", afile, "--model", tiny_model_dir, "--quiet")
     _one_clear_line(r, str(afile), "is a file")
-    ro = tmp_path / "ro"
-    if not _tmpfs(ro, "size=1m,ro"):
-        pytest.skip("cannot mount a read-only tmpfs here")
-    try:
+    with _tmpfs(tmp_path / "ro", "size=1m,ro") as ro:
         r = lesionseg("predict", photo, "--out", ro / "out", "--model", tiny_model_dir, "--quiet")
         _one_clear_line(r, str(ro / "out"), "Read-only file system")
-    finally:
-        subprocess.run(["umount", str(ro)])
 
 
 def test_full_disk_says_which_photos_are_complete(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
@@ -171,17 +174,13 @@ def test_full_disk_says_which_photos_are_complete(tmp_path: Path, small_pairs: P
     imgs.mkdir()
     for k in range(6):
         shutil.copy(small_pairs / "images" / "IDRiD_16.jpg", imgs / f"p{k}.jpg")
-    full = tmp_path / "full"
-    if not _tmpfs(full, "size=28k"):  # seven 4-KB pages: two photos' three small maps, then full
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    # seven 4-KB pages: two photos' three small maps, then full
+    with _tmpfs(tmp_path / "full", "size=28k") as full:
         r = lesionseg("predict", imgs, "--out", full, "--model", tiny_model_dir, "--quiet")
         line = _one_clear_line(r, str(full / "p2_"), "No space left on device")
         assert line.endswith("the outputs of 2 photo(s) before it are complete (p0, p1)")
         left = sorted(p.name for p in full.iterdir() if p.suffix == ".png")
         assert left == [f"p{k}_{m}.png" for k in (0, 1) for m in ("fuzzy", "mask", "prob")]  # nothing half-done
-    finally:
-        subprocess.run(["umount", str(full)])
 
 
 def test_ctrl_c_keeps_the_finished_photos_rows(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from napari_lesionseg.core.progress import run_to_end
-from napari_lesionseg.core.session import AnnotationSession, EditsWouldBeLost, to_label_map
+from napari_lesionseg.core.segment_layers import labels_to_label_map as to_label_map
+from napari_lesionseg.core.session import AnnotationSession, EditsWouldBeLost
 
 
 @pytest.fixture()
@@ -28,26 +29,28 @@ def test_run_gives_progress_per_tile_and_a_mask(session: AnnotationSession, smal
     events = []
     pred = run_to_end(session.run("a"), events.append)
     assert len(events) >= 3 and events[-1].done == events[-1].total  # more than 0 -> 1
-    label = session.accept_run("a", pred)
+    label, kept = session.accept_run("a", pred)
     np.testing.assert_array_equal(label, pred.mask)
+    assert not kept
     assert not session.is_edited("a", label)
 
 
 def test_run_again_keeps_hand_edits_unless_told(session: AnnotationSession, small_pairs: Path) -> None:
     """Pressing Run again once silently deleted hand corrections."""
     session.open_photo("a", _photo(small_pairs))
-    label = session.accept_run("a", run_to_end(session.run("a")))
+    label = session.accept_run("a", run_to_end(session.run("a"))).label
     label[10:20, 10:20] = 1  # a painted lesion
     assert session.is_edited("a", label)
-    again = session.accept_run("a", run_to_end(session.run("a")), label)
-    assert (again[10:20, 10:20] == 1).all()
-    replaced = session.accept_run("a", session.photos["a"].prediction, label, replace_edits=True)
+    again, kept = session.accept_run("a", run_to_end(session.run("a")), label)
+    assert kept and (again[10:20, 10:20] == 1).all()
+    replaced, kept = session.accept_run("a", session.photos["a"].prediction, label, replace_edits=True)
+    assert not kept
     np.testing.assert_array_equal(replaced, session.photos["a"].prediction.mask)
 
 
 def test_rethreshold_refuses_over_edits_unless_forced(session: AnnotationSession, small_pairs: Path) -> None:
     session.open_photo("a", _photo(small_pairs))
-    label = session.accept_run("a", run_to_end(session.run("a")))
+    label = session.accept_run("a", run_to_end(session.run("a"))).label
     prob = session.photos["a"].prediction.probability
     low = session.rethreshold("a", 0.2, label)
     np.testing.assert_array_equal(low, (prob > 0.2).astype(np.uint8))
@@ -63,7 +66,7 @@ def test_saves_only_real_edits_and_reopening_brings_them_back(session: Annotatio
     """Spurious saves (an unchanged layer saved again on every switch) and corrections not
     coming back on reopening were both reported."""
     session.open_photo("a", _photo(small_pairs))
-    label = session.accept_run("a", run_to_end(session.run("a")))
+    label = session.accept_run("a", run_to_end(session.run("a"))).label
     assert session.save_correction("a", label, only_if_edited=True) is None  # nothing to save
     label = np.zeros_like(label)
     label[5:9, 5:9] = 255  # only "unsure": must come back as unsure, not as lesion
@@ -78,14 +81,14 @@ def test_saves_only_real_edits_and_reopening_brings_them_back(session: Annotatio
     np.testing.assert_array_equal(photo.saved, label)
     assert not again.is_edited("IDRiD_04", label)
     # a run does not replace the saved correction
-    shown = again.accept_run("IDRiD_04", run_to_end(again.run("IDRiD_04")), label)
+    shown = again.accept_run("IDRiD_04", run_to_end(again.run("IDRiD_04")), label).label
     np.testing.assert_array_equal(shown, label)
 
 
 def test_layer_data_is_copied_not_aliased(session: AnnotationSession, small_pairs: Path) -> None:
     """napari paints into the layer's array in place: the session must keep its own copy."""
     session.open_photo("a", _photo(small_pairs))
-    layer_data = session.accept_run("a", run_to_end(session.run("a")))
+    layer_data = session.accept_run("a", run_to_end(session.run("a"))).label
     session.save_correction("a", layer_data)
     layer_data[0:3, 0:3] = 1  # painted after saving
     assert session.is_edited("a", layer_data)
@@ -97,9 +100,11 @@ def test_next_image_follows_uncertainty_and_model_follows_promotion(session: Ann
         session.open_photo(stem, _photo(small_pairs, stem))
         session.accept_run(stem, run_to_end(session.run(stem)))
         assert session.store(stem) is not None
-    first = session.next_image()
-    assert first in ("IDRiD_04", "IDRiD_16")
-    assert session.next_image(first) not in (first, None)
+    first, place, count = session.next_image()
+    assert first in ("IDRiD_04", "IDRiD_16") and (place, count) == (1, 2)
+    second, place, _ = session.next_image(first)
+    assert second != first and place == 2
+    assert session.next_image(second)[0] == first  # wraps round
     # the model is the project's active version, asked for each time (no stale model after Promote)
     s2 = AnnotationSession(project_dir=tmp_path / "proj2")
     from napari_lesionseg.core.bundled import default_model_dir

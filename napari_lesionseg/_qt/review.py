@@ -228,12 +228,12 @@ class ReviewWidget(DockWidget):
         if proj is None:
             self.info.setText("choose a project folder first")
             return None
-        order = [iid for iid, _ in proj.images_by_uncertainty()]
-        if not order:
+        current = self.image_combo.currentText()
+        found = self.session.next_image(current or None)
+        if found is None:
             self.info.setText("the project holds no images yet")
             return None
-        current = self.image_combo.currentText()
-        nxt = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
+        nxt, place, count = found
         if current and current != nxt:
             self._save_if_edited(current)
             for name in [current, *layer_names(current).values()]:
@@ -252,7 +252,7 @@ class ReviewWidget(DockWidget):
         if self.image_combo.findText(nxt) >= 0:
             self.image_combo.setCurrentText(nxt)
             self.refresh()
-        self.info.setText(f"{nxt}: image {order.index(nxt) + 1} of {len(order)} by uncertainty")
+        self.info.setText(f"{nxt}: image {place} of {count} by uncertainty")
         return nxt
 
     def _save_if_edited(self, name: str) -> None:

@@ -318,9 +318,7 @@ class SegmentWidget(DockWidget):
 
     def _on_result(self, name: str, layer: Any, pred: Prediction) -> None:
         lesions = self._lesions(name)
-        current = None if lesions is None else lesions.data
-        edited = current is not None and self.session.is_edited(name, current)
-        label = self.session.accept_run(name, pred, current)
+        label, edited = self.session.accept_run(name, pred, None if lesions is None else lesions.data)
         for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate)):
             lname = kwargs["name"]
             if lname in self.viewer.layers:
@@ -332,7 +330,7 @@ class SegmentWidget(DockWidget):
                 getattr(self.viewer, f"add_{kind}")(label if kind == "labels" else data, **kwargs)
         self.viewer.layers.selection.active = self._lesions(name)
         self._on_outlines(self.outlines.isChecked())
-        self._show_counts(name, pred)
+        self._show_counts(name)
         if edited:
             self.rethreshold_button.setEnabled(True)
             self.status.setText(self.status.text() + "; your hand edits were kept (press 'Re-threshold (discard "
@@ -346,7 +344,7 @@ class SegmentWidget(DockWidget):
             for note in pred.notes:
                 show_warning(note)
 
-    def _show_counts(self, name: str, pred: Prediction | None = None) -> None:
+    def _show_counts(self, name: str) -> None:
         photo = self.session.photos.get(name)
         lesions = self._lesions(name)
         if photo is None or photo.prediction is None or lesions is None:

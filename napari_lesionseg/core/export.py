@@ -10,8 +10,7 @@ from numpy.typing import NDArray
 from scipy import ndimage
 
 from .atomic import atomic_write_bytes
-from .errors import LesionsegInputError
-from .image_io import check_label_values, encode_png, read_gray_u8, read_image, write_label
+from .image_io import check_label_values, encode_png, read_image, write_label
 from .lesions import lesion_table
 from .outputs import LESION_CSV_COLUMNS, write_csv
 from .store import Project
@@ -72,17 +71,8 @@ def export_image(out_dir: Path, stem: str, rgb: NDArray[np.uint8], label: NDArra
 def _stored_maps(project: Project, image_id: str, shape: tuple[int, ...]
                  ) -> tuple[NDArray[np.float32] | None, NDArray[np.float32] | None]:
     """The probability and fuzzy maps of the image's latest stored prediction, if they fit."""
-    d = project.latest_prediction(image_id)
-    if d is None:
-        return None, None
-    maps = []
-    for kind in ("prob", "fuzzy"):
-        try:
-            m = read_gray_u8(d / f"{image_id}_{kind}.png")
-        except LesionsegInputError:
-            m = None
-        maps.append(None if m is None or m.shape != shape else m.astype(np.float32) / np.float32(255.0))
-    return maps[0], maps[1]
+    maps = [project.prediction_map(image_id, kind) for kind in ("prob", "fuzzy")]
+    return tuple(None if m is None or m.shape != shape else m for m in maps)  # type: ignore[return-value]
 
 
 def export_project(project: Project, out_dir: Path, mm_per_px: float | None = None) -> list[Path]:

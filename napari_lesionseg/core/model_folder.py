@@ -213,8 +213,7 @@ def load_model_config(folder: str | os.PathLike[str]) -> ModelConfig:
 def load_model_folder(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild a network from a model folder alone, in eval mode, on ``device``."""
     path = Path(folder)
-    check_folder_files(path)
-    cfg = _check_config(path, _read_json(path, CONFIG, required=True))
+    cfg = load_model_config(path)
     wpath = path / WEIGHTS
     data = read_regular_file(wpath, MAX_WEIGHTS_BYTES, WEIGHTS)
     digest = _sha256(data)

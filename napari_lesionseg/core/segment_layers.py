@@ -59,14 +59,15 @@ def labels_to_label_map(data: NDArray) -> NDArray[np.uint8]:
     """Painted Labels data to a stored label map: 0 background, 255 unsure, any other label
     value lesion (1)."""
     arr = np.asarray(data)
-    out = np.where(arr == UNSURE, UNSURE, np.where(arr != 0, LESION, 0)).astype(np.uint8)
-    return out
+    if arr.dtype == np.uint8 and (not arr.size or int(arr.max()) <= LESION):
+        return arr.copy()  # a copy, never the layer's own array: napari paints it in place
+    return np.where(arr == UNSURE, UNSURE, np.where(arr != 0, LESION, 0)).astype(np.uint8)
 
 
 def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, Any], str]]:
     """The photo of ``image_id`` with its latest prediction (probability, fuzzy) and its latest
     correction (or the predicted mask) as the editable lesions layer."""
-    from .image_io import read_image, read_mask
+    from .image_io import read_image
 
     path = project.image_path(image_id)
     rgb, _ = read_image(path)
@@ -76,15 +77,14 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
     d = project.latest_prediction(image_id)
     meta = {"lesionseg": True, "model_version": d.name if d is not None else None}
     mask = project.latest_label(image_id)
-    if d is not None:
-        from PIL import Image
-
-        load = lambda kind: np.asarray(Image.open(d / f"{image_id}_{kind}.png"), np.float32) / 255.0  # noqa: E731
-        out.append((load("prob"), {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
-                                   "visible": False, "metadata": meta}, "image"))
-        out.append((load("fuzzy"), {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta}, "image"))
-        if mask is None:
-            mask = read_mask(d / f"{image_id}_mask.png")
+    prob, fuzzy = project.prediction_map(image_id, "prob"), project.prediction_map(image_id, "fuzzy")
+    if prob is not None and fuzzy is not None:
+        out.append((prob, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
+                           "visible": False, "metadata": meta}, "image"))
+        out.append((fuzzy, {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta}, "image"))
+    if mask is None:
+        predicted = project.prediction_map(image_id, "mask")
+        mask = None if predicted is None else (predicted > 0.5).astype(np.uint8)
     if mask is not None:
         out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": meta}, "labels"))
     return out

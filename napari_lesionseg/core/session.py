@@ -22,6 +22,7 @@ import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -33,9 +34,16 @@ from .inference import Prediction, Progress, predict
 from .lesions import threshold_mask
 from .model_folder import LoadedModel, load_model_folder
 from .registry import Registry
+from .segment_layers import labels_to_label_map as to_label_map
 from .store import LabelVersion, Project
 
-UNSURE = 255
+
+class Accepted(NamedTuple):
+    """What :meth:`AnnotationSession.accept_run` gives: the label map to show, and whether it
+    is the annotator's edited map (kept over the new prediction)."""
+
+    label: NDArray[np.uint8]
+    edits_kept: bool
 
 
 class EditsWouldBeLost(LesionsegInputError):
@@ -48,15 +56,14 @@ class EditsWouldBeLost(LesionsegInputError):
 
 @dataclass
 class Photo:
-    """One open photo. ``label`` is what the session last handed out or was given; the
-    widget's layer is the live copy."""
+    """One open photo. The label map itself lives in the widget's layer (the live copy); the
+    photo holds what it is compared with."""
 
     name: str
     source: Path | None = None  # the file on disk (None: an array with no file)
     image_id: str | None = None  # its id in the project, once registered
     prediction: Prediction | None = None
-    threshold: float | None = None  # the threshold ``auto_mask`` was made at
-    auto_mask: NDArray[np.uint8] | None = None  # the model's 0/1 mask at ``threshold``
+    auto_mask: NDArray[np.uint8] | None = None  # the model's 0/1 mask at the current threshold
     saved: NDArray[np.uint8] | None = None  # the label map as last saved (or read from the project)
     saved_version: int | None = None
 
@@ -129,9 +136,6 @@ class AnnotationSession:
             self._model_device = self.device
         return self._model
 
-    def model_threshold(self) -> float:
-        return self.model().config.inference.threshold
-
     # ---- photos ------------------------------------------------------------------------------
     def open_photo(self, name: str, source: str | os.PathLike[str] | None = None) -> Photo:
         """Register an open photo; with a project that holds it (same file content), its
@@ -146,9 +150,9 @@ class AnnotationSession:
             iid = proj.find_image(photo.source)
             if iid is not None:
                 photo.image_id = iid
-                v = proj.latest(iid)
-                if v is not None:
-                    photo.saved, photo.saved_version = proj.latest_label(iid), v.version
+                hit = proj.latest_with_label(iid)
+                if hit is not None:
+                    photo.saved_version, photo.saved = hit[0].version, hit[1]
         return photo
 
     def shown(self, name: str, label: NDArray) -> None:
@@ -185,19 +189,18 @@ class AnnotationSession:
         return pred
 
     def accept_run(self, name: str, pred: Prediction, label: NDArray | None = None, *,
-                   replace_edits: bool = False) -> NDArray[np.uint8]:
-        """Take a finished run's prediction; returns the label map to show. When ``label`` (the
-        annotator's current map) is edited, it is kept and returned unless ``replace_edits``."""
+                   replace_edits: bool = False) -> Accepted:
+        """Take a finished run's prediction; returns the label map to show and whether it is
+        the annotator's edited ``label``, kept (unless ``replace_edits``)."""
         photo = self.photos.get(name) or self.open_photo(name)
         edited = label is not None and self.is_edited(name, label)
         photo.prediction = pred
-        photo.threshold = pred.threshold
         photo.auto_mask = pred.mask.copy()
         if edited and not replace_edits:
-            return to_label_map(label)
+            return Accepted(to_label_map(label), True)
         if photo.saved is not None and not replace_edits:
-            return photo.saved.copy()  # a saved correction outranks the model's new guess
-        return pred.mask.copy()
+            return Accepted(photo.saved.copy(), False)  # a saved correction outranks the model's new guess
+        return Accepted(pred.mask.copy(), False)
 
     def rethreshold(self, name: str, threshold: float, label: NDArray | None = None, *,
                     force: bool = False) -> NDArray[np.uint8]:
@@ -209,7 +212,7 @@ class AnnotationSession:
         if label is not None and not force and self.is_edited(name, label):
             raise EditsWouldBeLost(name, "re-thresholding")
         mask = threshold_mask(photo.prediction.probability, threshold, self.model().config.inference.min_lesion_area)
-        photo.threshold, photo.auto_mask = threshold, mask
+        photo.auto_mask = mask
         return mask.copy()
 
     # ---- disk ----------------------------------------------------------------------------------
@@ -246,26 +249,16 @@ class AnnotationSession:
         photo.saved, photo.saved_version = lab, v.version
         return v
 
-    def next_image(self, current: str | None = None) -> str | None:
-        """The project's next image to review: most uncertain first, after ``current``."""
+    def next_image(self, current: str | None = None) -> tuple[str, int, int] | None:
+        """The project's next image to review, most uncertain first, after ``current`` (wrapping
+        round): ``(image id, its 1-based place, how many)``."""
         proj = self.project
         if proj is None:
             return None
         order = [iid for iid, _ in proj.images_by_uncertainty()]
         if not order:
             return None
-        cur = None if current is None else (self.photos[current].image_id if current in self.photos else current)
-        if cur in order:
-            i = order.index(cur)
-            rest = order[i + 1:] + order[:i]
-            return rest[0] if rest else None
-        return order[0]
-
-
-def to_label_map(data: NDArray) -> NDArray[np.uint8]:
-    """Painted Labels data to a stored label map: 0 background, 255 unsure, any other label
-    value lesion (1)."""
-    arr = np.asarray(data)
-    if arr.dtype == np.uint8 and (not arr.size or int(arr.max()) <= 1):
-        return arr.copy()  # never the layer's own array: napari paints it in place
-    return np.where(arr == UNSURE, UNSURE, np.where(arr != 0, 1, 0)).astype(np.uint8)
+        photo = self.photos.get(current) if current else None
+        cur = photo.image_id if photo is not None and photo.image_id else current
+        i = (order.index(cur) + 1) % len(order) if cur in order else 0
+        return order[i], i + 1, len(order)

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from .atomic import atomic_copy, atomic_write_text, create_new, file_lock, is_temp_file, remove_stale_temp
 from .errors import LesionsegInputError
-from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_image, read_label
+from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_gray_u8, read_image, read_label
 from .jsonfile import parse_json, read_json
 from .metrics import confusion, scores
 from .outputs import write_maps
@@ -116,7 +116,8 @@ class Project:
                 except LesionsegInputError:
                     continue  # unreadable: never current, never used
                 data = v.path.read_bytes()
-                self._append_manifest(self._record(v, lab, data, None, "recovered: saved before an interruption"))
+                self._append_manifest(self._record(v, lab, data, None, "saved before an interruption",
+                                                   recovered=True))
                 self.recovered.append(v)
 
     def _label_ids(self) -> list[str]:
@@ -209,7 +210,8 @@ class Project:
                 out.append(LabelVersion(image_id, int(m.group(1)), f))
         return sorted(out, key=lambda v: v.version)
 
-    def _latest_read(self, image_id: str) -> tuple[LabelVersion, NDArray[np.uint8]] | None:
+    def latest_with_label(self, image_id: str) -> tuple[LabelVersion, NDArray[np.uint8]] | None:
+        """The current version (the highest that reads) and its label map, read once."""
         for v in reversed(self.versions(image_id)):
             try:
                 return v, read_label(v.path)
@@ -219,12 +221,12 @@ class Project:
 
     def latest(self, image_id: str) -> LabelVersion | None:
         """The current version: the highest that reads."""
-        hit = self._latest_read(image_id)
+        hit = self.latest_with_label(image_id)
         return None if hit is None else hit[0]
 
     def latest_label(self, image_id: str) -> NDArray[np.uint8] | None:
         """The current version's label map, exactly as saved (0, 1, 255)."""
-        hit = self._latest_read(image_id)
+        hit = self.latest_with_label(image_id)
         return None if hit is None else hit[1]
 
     def save_label(self, image_id: str, label: NDArray, *, model_version: str | None = None,
@@ -248,7 +250,7 @@ class Project:
         return v
 
     def _record(self, v: LabelVersion, lab: NDArray[np.uint8], data: bytes, model_mask: NDArray | None,
-                note: str, model_version: str | None = None) -> dict[str, Any]:
+                note: str, model_version: str | None = None, recovered: bool = False) -> dict[str, Any]:
         record: dict[str, Any] = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "image_id": v.image_id, "image_sha256": self.image_sha256(v.image_id) if self.image_path(v.image_id) else None,
@@ -257,7 +259,7 @@ class Project:
             "model_version": model_version, "lesion_px": int((lab == 1).sum()),
             "unsure_px": int((lab == 255).sum()), "note": note,
         }
-        if note.startswith("recovered"):
+        if recovered:
             record["recovered"] = True
         if model_mask is not None:
             mm = np.asarray(model_mask) > 0
@@ -326,6 +328,17 @@ class Project:
                    "lesion_px": int((np.asarray(mask) > 0).sum())}
         atomic_write_text(d / f"{image_id}.json", json.dumps(summary))
         return d
+
+    def prediction_map(self, image_id: str, kind: str) -> NDArray[np.float32] | None:
+        """One map (``prob``, ``fuzzy`` or ``mask``) of the image's latest stored prediction, as
+        floats in [0, 1]; None when there is none or it does not read."""
+        d = self.latest_prediction(image_id)
+        if d is None:
+            return None
+        try:
+            return read_gray_u8(d / f"{image_id}_{kind}.png").astype(np.float32) / np.float32(255.0)
+        except LesionsegInputError:
+            return None
 
     def latest_prediction(self, image_id: str) -> Path | None:
         """The newest predictions folder holding this image."""
