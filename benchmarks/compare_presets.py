@@ -1,24 +1,43 @@
-"""Compare the methods at an equal CPU budget on our IDRiD validation split.
+"""Compare training methods on cross-validation folds of the IDRiD training photos, at an equal
+wall-clock budget, with the score at an equal step count from the same runs; optionally with
+noisy training masks (the validation masks stay clean).
 
-One host network (a small DynSegNet U-Net: ResNet-18 encoder of width 16, ASPP, attention
-gates, residual decoder) trained the same way, switching one component at a time:
-standard | + PatchGAN (spectral norm) | + SegAN critic | DALE | + SGDC. Each variant gets the
-same wall-clock budget on this machine; the best checkpoint's validation AUPR and Dice (whole
-working-grid images, ARCHITECTURE's validation) are tabulated. Prints a table and writes
-results/compare_presets.json.
+Variants: the shipped recipe (``default``) and the same with DALE (``default_dale``); and, on
+one small DynSegNet host (ResNet-18-layout encoder of width 16, ASPP, attention gates, residual
+decoder), one component at a time: ``standard``, ``patchgan`` (spectral norm, no dynamic gates),
+``patchgan_gates`` (the same with DynSegNet's dynamic gates), ``segan_critic``, ``dale``,
+``sgdc``.
 
-    python benchmarks/compare_presets.py --minutes 20 [--images ../shared/data/idrid/train] [--cache DIR] [--only dale,sgdc]
+Folds: the 53 annotated photos sorted by id, photo i in fold ``i % 5``; each run trains on four
+folds and reports on the fifth. No checkpoint is chosen: the score is the run's last
+validation (the learning rate has decayed to its end by then), so the photos that report a
+score chose nothing. Prints a table (mean and spread over folds) and writes
+``results/compare_presets.json`` (every run's curve too).
+
+Label noise (``--noise missed=0.5,outline=8``): in the training folds' masks, each lesion
+smaller than the median lesion is dropped with probability ``missed`` (a grader who misses small
+lesions), and each remaining lesion's outline is moved by ``outline`` full-resolution pixels,
+outwards or inwards at random (loose or tight outlines); written once under ``--work``.
+
+    python benchmarks/compare_presets.py --minutes 10 --variants default,default_dale --folds 0,1,2 \\
+        --cache /tmp/cache [--noise missed=0.5,outline=8] [--threads 2]
+
+Run it on an otherwise idle machine: the budget is wall clock.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
+N_FOLDS = 5
 
 HOST = [
     'model.network.arch="dynsegnet_unet"', "model.network.in_channels=4", "model.network.attention_gates=true",
@@ -26,57 +45,207 @@ HOST = [
     'model.network.encoder={"type": "resnet18", "width": 16}', "model.network.aspp.channels=64",
     'model.network.dynamic={"mode": "off"}', 'adversary.type="none"', "data.batch_size=4",
 ]
-VARIANTS = {
-    "standard": [],
-    "patchgan": ['adversary.type="patchgan"', "adversary.weight=0.5", 'adversary.patchgan={"ndf": 32}',
-                 'model.network.dynamic={"mode": "gates"}'],
-    "segan_critic": ['adversary.type="segan_critic"', "adversary.weight=1.0",
-                     'adversary.segan_critic={"ndf": 32, "clamp": 0.05}'],
-    "dale": ['paradigm.type="dale"', 'paradigm.dale={"partition_every": 300}'],
-    "sgdc": ['model.network.sgdc={"enabled": true, "bottleneck": 64, "guide_ch": 16, "kernel": 5}'],
+PATCHGAN = ['adversary.type="patchgan"', "adversary.weight=0.5", 'adversary.patchgan={"ndf": 32}']
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "default": ("default", []),
+    "default_dale": ("default_dale", []),
+    "standard": ("default", HOST),
+    "patchgan": ("default", HOST + PATCHGAN),
+    "patchgan_gates": ("default", HOST + PATCHGAN + ['model.network.dynamic={"mode": "gates"}']),
+    "segan_critic": ("default", HOST + ['adversary.type="segan_critic"', "adversary.weight=1.0",
+                                        'adversary.segan_critic={"ndf": 32, "clamp": 0.05}']),
+    "dale": ("default", HOST + ['paradigm.type="dale"', 'paradigm.dale={"partition_every": 300}']),
+    "sgdc": ("default", HOST + ['model.network.sgdc={"enabled": true, "bottleneck": 64, "guide_ch": 16, "kernel": 5}']),
 }
 
 
-def main() -> None:
+def noisy_copy(src: Path, work: Path, missed: float, outline: int, seed: int = 0) -> Path:
+    """An IDRiD-layout folder whose hemorrhage masks are corrupted (images are symlinks). Every
+    photo is corrupted; the benchmark gives the validation fold its clean masks back."""
+    from PIL import Image
+    from scipy import ndimage
+
+    out = work / f"noisy_m{missed}_o{outline}_s{seed}"
+    if (out / "done").exists():
+        return out
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "masks_HE").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    disk = ndimage.generate_binary_structure(2, 1)
+    for img in sorted((src / "images").glob("*.jpg")):
+        link = out / "images" / img.name
+        if not link.exists():
+            link.symlink_to(img.resolve())
+        mpath = src / "masks_HE" / f"{img.stem}_HE.tif"
+        if not mpath.exists():
+            continue
+        m = np.asarray(Image.open(mpath)) > 0
+        if m.ndim == 3:
+            m = m.any(axis=2)
+        lab, n = ndimage.label(m)
+        areas = ndimage.sum_labels(m, lab, index=np.arange(1, n + 1)) if n else np.zeros(0)
+        small = float(np.median(areas)) if n else 0.0
+        new = np.zeros_like(m)
+        for k, sl in enumerate(ndimage.find_objects(lab), start=1):
+            if areas[k - 1] < small and rng.random() < missed:
+                continue  # missed by the grader
+            pad = outline + 2
+            y0, x0 = max(sl[0].start - pad, 0), max(sl[1].start - pad, 0)
+            y1, x1 = min(sl[0].stop + pad, m.shape[0]), min(sl[1].stop + pad, m.shape[1])
+            comp = lab[y0:y1, x0:x1] == k
+            if outline:
+                if rng.random() < 0.5:
+                    comp = ndimage.binary_dilation(comp, disk, iterations=outline)
+                else:
+                    eroded = ndimage.binary_erosion(comp, disk, iterations=outline)
+                    comp = eroded if eroded.any() else comp
+            new[y0:y1, x0:x1] |= comp
+        Image.fromarray((new * 255).astype(np.uint8)).save(out / "masks_HE" / f"{img.stem}_HE.png")
+    (out / "done").write_text("ok")
+    return out
+
+
+def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, clean: Path) -> dict:
+    from lesionseg_training.data import find_pairs, split_pairs
     from lesionseg_training.train_config import load_config
     from lesionseg_training.trainer import train
 
+    base, overrides = VARIANTS[variant]
+    cfg = load_config(base, [f'data.images="{images}"', f"run.minutes={args.minutes}", "run.steps=100000",
+                             f"run.eval_every={args.eval_every}", f'model.name="cmp-{variant}"',
+                             f"data.val_every={N_FOLDS}", f"data.val_offset={fold}", f"run.seed={args.seed}",
+                             *([f"run.threads={args.threads}"] if args.threads else []),
+                             *([f'data.cache_dir="{args.cache}"'] if args.cache else []), *overrides])
+    train_pairs, val_pairs = split_pairs(find_pairs(cfg.data), cfg.data)
+    if images != clean:  # the reporting fold keeps its clean masks
+        clean_cfg = load_config(base, [f'data.images="{clean}"', f"data.val_every={N_FOLDS}", f"data.val_offset={fold}"])
+        val_pairs = split_pairs(find_pairs(clean_cfg.data), clean_cfg.data)[1]
+    tag = f"{variant}-f{fold}" + (f"-{args.noise}" if args.noise else "")
+    curve = []
+    done: dict = {}
+    t0 = time.time()
+    for ev in train(cfg, Path(args.out) / tag.replace("=", "").replace(",", "_"), pairs=(train_pairs, val_pairs)):
+        if ev.get("event") == "eval":
+            curve.append({"step": ev["step"], "val_aupr": ev["val_aupr"], "val_dice": ev["val_dice"]})
+        if ev.get("event") == "done":
+            done = ev
+    last = curve[-1] if curve else {"step": 0, "val_aupr": float("nan"), "val_dice": float("nan")}
+    return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
+            "val_aupr": last["val_aupr"], "val_dice": last["val_dice"], "minutes": round((time.time() - t0) / 60, 1),
+            "val_ids": [p.id for p in val_pairs], "curve": curve}
+
+
+def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
+    """This fold's variants as simultaneous child processes, one thread each; their rows."""
+    import subprocess
+    import sys
+
+    procs, outs = [], []
+    for variant in args.variants.split(","):
+        out = Path(args.work) / f"rows-{variant}-f{fold}-{args.noise or 'none'}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, __file__, "--variants", variant, "--folds", str(fold), "--threads", "1",
+               "--minutes", str(args.minutes), "--images", args.images, "--seed", str(args.seed),
+               "--eval-every", str(args.eval_every), "--out", args.out, "--work", args.work, "--results", str(out)]
+        cmd += (["--noise", args.noise] if args.noise else []) + (["--cache", args.cache] if args.cache else [])
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
+        outs.append(out)
+    for p in procs:
+        if p.wait() != 0:
+            raise SystemExit(f"a side-by-side run failed: {p.args}")
+    return [r for out in outs for r in json.loads(out.read_text())["runs"]]
+
+
+def at_equal_steps(rows: list[dict]) -> dict[tuple[str, int], dict]:
+    """Per (variant, fold): the score at the largest validation step every variant of that fold
+    reached (the equal-steps comparison from the same runs)."""
+    out = {}
+    for fold in {r["fold"] for r in rows}:
+        same = [r for r in rows if r["fold"] == fold and r["curve"]]
+        if not same:
+            continue
+        common = min(max(c["step"] for c in r["curve"]) for r in same)
+        for r in same:
+            before = [c for c in r["curve"] if c["step"] <= common]
+            if before:
+                out[(r["variant"], fold)] = max(before, key=lambda c: c["step"])
+    return out
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    eq = at_equal_steps(rows)
+    table = []
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        rs = [r for r in rows if r["variant"] == variant]
+
+        def ms(vals: list[float]) -> str:
+            return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+
+        eqs = [eq[(variant, r["fold"])] for r in rs if (variant, r["fold"]) in eq]
+        table.append({"variant": variant, "folds": len(rs), "aupr": ms([r["val_aupr"] for r in rs]),
+                      "dice": ms([r["val_dice"] for r in rs]), "steps": round(statistics.mean(r["steps"] for r in rs)),
+                      "s_per_step": round(statistics.mean(60 * r["minutes"] / max(r["steps"], 1) for r in rs), 2),
+                      "eq_step": min((e["step"] for e in eqs), default=0),
+                      "eq_aupr": ms([e["val_aupr"] for e in eqs]) if eqs else "-",
+                      "eq_dice": ms([e["val_dice"] for e in eqs]) if eqs else "-"})
+    return table
+
+
+def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=20.0)
+    ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--images", default=str(DATA))
-    ap.add_argument("--out", default=str(HERE / "results" / "compare_runs"))
-    ap.add_argument("--cache", default=None, help="folder for prepared working-grid arrays (reused between variants)")
-    ap.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(VARIANTS))
+    ap.add_argument("--variants", default="default,default_dale", help="comma-separated: " + ",".join(VARIANTS))
+    ap.add_argument("--folds", default="0,1,2", help=f"comma-separated fold numbers (0..{N_FOLDS - 1})")
+    ap.add_argument("--noise", default=None, help="e.g. missed=0.5,outline=8 (training masks only)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="run a fold's variants at the same time, one thread each (fair under the same load)")
+    ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--out", default="/tmp/compare_runs")
+    ap.add_argument("--work", default="/tmp/compare_work")
+    ap.add_argument("--cache", default=None, help="folder for prepared working-grid arrays (reused between runs)")
+    ap.add_argument("--results", default=str(HERE / "results" / "compare_presets.json"))
     args = ap.parse_args()
-    names = args.only.split(",") if args.only else list(VARIANTS)
+    clean = Path(args.images)
+    images = clean
+    if args.noise:
+        kv = dict(item.split("=") for item in args.noise.split(","))
+        images = noisy_copy(clean, Path(args.work), float(kv.get("missed", 0)), int(kv.get("outline", 0)))
+    if args.side_by_side and args.cache:  # prepare every photo once, before the children share the cache
+        from lesionseg_training.data import find_pairs, prepare_pair
+        from lesionseg_training.train_config import load_config
+
+        base = VARIANTS[args.variants.split(",")[0]][0]
+        for root in dict.fromkeys([clean, images]):
+            cfg = load_config(base, [f'data.images="{root}"'])
+            for pair in find_pairs(cfg.data):
+                prepare_pair(pair, cfg.model.preprocess, Path(args.cache))
     rows = []
-    for name in names:
-        cfg = load_config("default", [f'data.images="{args.images}"', f"run.minutes={args.minutes}",
-                                      "run.steps=100000", "run.eval_every=250", f'model.name="cmp-{name}"',
-                                      *([f'data.cache_dir="{args.cache}"'] if args.cache else []),
-                                      *HOST, *VARIANTS[name]])
-        t0 = time.time()
-        best = {"val_aupr": float("nan"), "val_dice": float("nan")}
-        steps = 0
-        for ev in train(cfg, Path(args.out) / name):
-            if ev.get("event") == "eval":
-                steps = ev["step"]
-                if not ev["val_aupr"] <= best["val_aupr"]:
-                    best = {"val_aupr": ev["val_aupr"], "val_dice": ev["val_dice"], "step": ev["step"]}
-        rows.append({"variant": name, **best, "steps": steps, "minutes": round((time.time() - t0) / 60, 1)})
-        print(rows[-1], flush=True)
-    results = HERE / "results" / "compare_presets.json"
-    if args.only and results.exists():  # a re-run of some variants keeps the others' rows
-        old = json.loads(results.read_text())
-        if old.get("minutes") == args.minutes:
-            fresh = {r["variant"] for r in rows}
-            rows = [r if r["variant"] not in fresh else next(x for x in rows if x["variant"] == r["variant"])
-                    for r in old["rows"]] + [r for r in rows if r["variant"] not in {x["variant"] for x in old["rows"]}]
-    print(f"{'variant':14s} {'val AUPR':>9s} {'val Dice':>9s} {'steps':>6s} {'min':>5s}")
-    for r in rows:
-        print(f"{r['variant']:14s} {r['val_aupr']:9.3f} {r['val_dice']:9.3f} {r['steps']:6d} {r['minutes']:5.1f}")
+    for fold in [int(f) for f in args.folds.split(",")]:
+        if args.side_by_side:
+            rows += side_by_side(fold, args)
+        else:
+            rows += [run_one(variant, fold, args, images, clean) for variant in args.variants.split(",")]
+        for r in rows[-len(args.variants.split(",")):]:
+            print(f"{r['variant']:15s} fold {fold}  AUPR {r['val_aupr']:.3f}  Dice {r['val_dice']:.3f}  "
+                  f"steps {r['steps']}  {r['minutes']} min", flush=True)
+    table = summarise(rows)
+    print(f"\nnoise: {args.noise or 'none'}; {args.minutes} min per run; last validation, mean ± sd over folds")
+    print(f"{'variant':15s} {'folds':>5s} {'AUPR':>15s} {'Dice':>15s} {'steps':>6s} {'s/step':>6s} "
+          f"{'@step':>6s} {'AUPR @step':>15s} {'Dice @step':>15s}")
+    for t in table:
+        print(f"{t['variant']:15s} {t['folds']:5d} {t['aupr']:>15s} {t['dice']:>15s} {t['steps']:6d} "
+              f"{t['s_per_step']:6.2f} {t['eq_step']:6d} {t['eq_aupr']:>15s} {t['eq_dice']:>15s}")
+    results = Path(args.results)
+    old = json.loads(results.read_text()) if results.exists() else {}
+    runs = [r for r in old.get("runs", []) if not any(
+        (r["variant"], r["fold"], r["noise"], r.get("minutes_budget")) ==
+        (x["variant"], x["fold"], x["noise"], args.minutes) for x in rows)]
+    runs += [{**r, "minutes_budget": args.minutes, "date": time.strftime("%Y-%m-%d")} for r in rows]
     results.parent.mkdir(exist_ok=True)
-    results.write_text(json.dumps({"minutes": args.minutes, "rows": rows, "date": time.strftime("%Y-%m-%d")}, indent=2))
+    results.write_text(json.dumps({"runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lesionseg_training.adversary import Adversary, edge_target
+from lesionseg_training.adversary import Adversary, edge_loss, edge_target
 from lesionseg_training.train_config import load_config
 from lesionseg_training.trainer import GATE_PARAM, make_optimizer, train, train_one_step
 from napari_lesionseg.core.dataclass_io import ConfigError
@@ -121,13 +121,6 @@ def test_gates_frozen_with_eta_zero_and_under_pure_supervision() -> None:
     assert torch.equal(net2.gate_logits.detach(), before)
 
 
-def test_literal_mode_runs_and_changes_decoder() -> None:
-    cfg, net, opt, adv = _setup("dynsegnet_small", "model.network.dynamic.mode=\"literal\"")
-    assert net.gate_logits is None
-    x, y = _batch(cfg)
-    assert np.isfinite(train_one_step(net, opt, x, y, cfg, adv)["loss"])
-
-
 def test_segan_critic_step_clamps_and_segmentor_step_spares_critic() -> None:
     cfg, net, opt, adv = _setup("segan_small")
     x, y = _batch(cfg)
@@ -153,13 +146,139 @@ def test_segan_critic_step_clamps_and_segmentor_step_spares_critic() -> None:
 
 def test_edge_target() -> None:
     y = torch.zeros(1, 16, 16, dtype=torch.uint8)
-    assert edge_target(y).sum() == 0
-    assert edge_target(torch.ones_like(y)).sum() == 0
+    assert edge_target(y)[0].sum() == 0
+    assert edge_target(torch.ones_like(y))[0].sum() == 0
     y[0, 5:10, 5:10] = 1
-    e = edge_target(y)[0, 0]
+    e, known = edge_target(y)
+    e = e[0, 0]
     assert e.sum() > 0 and e[7, 7] == 0 and e[0, 0] == 0 and e[5, 5] == 1 and e[4, 5] == 1
+    assert known.min() == 1
+    y[0, 12:, 12:] = 255  # not annotated: neither edge nor background there
+    e2, known = edge_target(y)
+    assert known[0, 0, 14, 14] == 0 and known[0, 0, 11, 11] == 0 and known[0, 0, 5, 5] == 1
+    assert torch.equal(e2[0, 0, :10, :10], e[:10, :10])
 
 
+def test_edge_loss_ignores_unannotated_pixels() -> None:
+    y = torch.zeros(1, 16, 16, dtype=torch.uint8)
+    y[0, 4:8, 4:8] = 1
+    logits = torch.full((1, 1, 4, 4), -5.0)
+    base = float(edge_loss(logits, y))
+    y2 = y.clone()
+    y2[0, 10:, 10:] = 255
+    logits2 = logits.clone()
+    logits2[0, 0, 3, 3] = 5.0  # a confident edge claim inside the unannotated corner only
+    assert float(edge_loss(logits2, y2)) == pytest.approx(float(edge_loss(logits, y2)), rel=0.02)
+    assert float(edge_loss(logits2, y)) > base  # ... which costs where the corner is annotated
+
+
+@pytest.mark.parametrize("loss", ["bce", "lsgan", "hinge"])
+def test_discriminator_learns_to_tell_real_from_fake(loss: str) -> None:
+    """The direction of d_loss: a few discriminator steps raise its score of the annotation over
+    the generator's map (swapping the targets in d_loss makes this fail)."""
+    torch.manual_seed(0)
+    cfg = load_config("dynsegnet_small", [f'adversary.patchgan.loss="{loss}"', "adversary.optimizer.lr=1e-3"])
+    adv = Adversary(cfg.adversary, cfg.model.network.in_channels)
+    x, y = _batch(cfg)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    fake = torch.full((x.shape[0], 1, *y.shape[1:]), 0.3)  # a blurry, unsure map
+    real = (yt == 1).float()[:, None]
+    for _ in range(15):
+        adv.step_d(xt, yt, fake)
+    with torch.no_grad():
+        assert float(adv.net(xt, real).mean()) > float(adv.net(xt, fake).mean())
+    with torch.no_grad():
+        assert float(adv.g_loss(xt, yt, fake)) > float(adv.g_loss(xt, yt, real))  # the generator is rewarded for looking real
+
+
+def test_segan_critic_maximises_the_difference() -> None:
+    torch.manual_seed(0)
+    cfg = load_config("segan_small", ["adversary.optimizer.lr=1e-3"])
+    adv = Adversary(cfg.adversary, cfg.model.network.in_channels)
+    x, y = _batch(cfg)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    fake = torch.full((x.shape[0], 1, *y.shape[1:]), 0.3)
+    adv.step_d(xt, yt, fake)  # the first step clamps the initial weights (a drop of its own)
+    with torch.no_grad():
+        before = float(adv.g_loss(xt, yt, fake))
+    for _ in range(10):
+        adv.step_d(xt, yt, fake)
+    with torch.no_grad():
+        assert float(adv.g_loss(xt, yt, fake)) > before * 1.02
+
+
+def test_clamp_spares_batchnorm_only_when_asked() -> None:
+    cfg = load_config("segan_small", ["adversary.segan_critic.clamp_bn=false"])
+    adv = Adversary(cfg.adversary, cfg.model.network.in_channels)
+    with torch.no_grad():
+        for prm in adv.net.parameters():
+            prm.fill_(1.0)
+    adv.after_d_step()
+    c = cfg.adversary.segan_critic.clamp
+    for module in adv.net.modules():
+        for prm in module.parameters(recurse=False):
+            bn = isinstance(module, torch.nn.BatchNorm2d)
+            assert float(prm.max()) == (1.0 if bn else pytest.approx(c)), module
+
+
+def test_segan_code_critic_is_the_released_one() -> None:
+    cfg = load_config("segan_code")
+    c = cfg.adversary.segan_critic
+    assert (c.layout, c.weighting, c.clamp) == ("code", "concat_code", 0.05)
+    adv = Adversary(cfg.adversary, 3)
+    convs = [m for m in adv.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [m.kernel_size[0] for m in convs] == [7, 5, 4, 4, 4, 3] and all(m.stride == (2, 2) for m in convs)
+    feats = adv.net.features(torch.randn(1, 3, 128, 128))
+    assert len(feats) == 7 and feats[-1].shape[-1] == 2
+
+
+def test_imagegan_judges_the_whole_image() -> None:
+    from napari_lesionseg.core.models.discriminators import ImageGAN
+
+    torch.manual_seed(0)
+    d = ImageGAN(4, 8, 3, True).eval()
+    x, m = torch.randn(2, 3, 128, 128), torch.rand(2, 1, 128, 128)
+    assert d(x, m).shape == (2, 1)
+    # one decision from pooled features through a nonlinearity (a linear head after pooling
+    # would be the mean of per-patch scores, i.e. the PatchGAN again)
+    kinds = (torch.nn.Linear, torch.nn.LeakyReLU, torch.nn.Linear)
+    assert len(d.mlp) == 3 and all(isinstance(mod, k) for mod, k in zip(d.mlp, kinds))
+    grad_x = x.clone().requires_grad_(True)
+    d(grad_x, m).sum().backward()
+    assert all(float(grad_x.grad[:, :, r, c].abs().sum()) > 0 for r in (0, -1) for c in (0, -1))
+
+
+def _ddp_single_rank(tmp_path: Path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    return dist
+
+
+def test_literal_step_moves_only_the_decoder_even_under_ddp(tmp_path: Path) -> None:
+    """The literal adaptation updates the decoder (residual blocks, attention gates), also when
+    the network is wrapped in DDP, from the step's own forward pass (BatchNorm counts one)."""
+    cfg, net, opt, adv = _setup("dynsegnet_small", 'model.network.dynamic.mode="literal"')
+    cfg0, net0, opt0, adv0 = _setup("dynsegnet_small", 'model.network.dynamic.mode="literal"',
+                                    "model.network.dynamic.eta=0.0")
+    x, y = _batch(cfg)
+    dist = _ddp_single_rank(tmp_path)
+    try:
+        model = torch.nn.parallel.DistributedDataParallel(net)
+        model0 = torch.nn.parallel.DistributedDataParallel(net0)
+        torch.manual_seed(1)  # the same dropout masks in both
+        logs = train_one_step(model, opt, x, y, cfg, adv)
+        torch.manual_seed(1)
+        train_one_step(model0, opt0, x, y, cfg0, adv0)
+    finally:
+        dist.destroy_process_group()
+    assert logs["literal_norm"] > 0
+    a, b = dict(net.named_parameters()), dict(net0.named_parameters())
+    moved = {k for k in a if not torch.equal(a[k], b[k])}
+    assert moved and all(k.split(".")[0] in ("blocks", "gates") for k in moved)
+    assert any(k.startswith("blocks") for k in moved)
+    counts = {int(m.num_batches_tracked) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert counts == {1}
 def test_impossible_combinations_refused() -> None:
     with pytest.raises(ConfigError, match="needs an adversary"):
         load_config("dynsegnet_small", ['adversary.type="none"'])

@@ -62,7 +62,7 @@ def _dale(items=None, **kw) -> Dale:
 
 def test_stable_phase_gives_zero_gradient_on_fuzzy_pixels() -> None:
     d = _dale()
-    d.state.passes = 1
+    d.state.passes = d.cfg.min_passes
     z = torch.randn(2, 1, 8, 8, requires_grad=True)
     y = (torch.rand(2, 8, 8) > 0.5).to(torch.uint8)
     f = torch.zeros(2, 8, 8)
@@ -94,7 +94,7 @@ def test_phases_follow_a_time_budget() -> None:
 
 def test_dale_equals_standard_when_nothing_is_fuzzy() -> None:
     d = _dale(lambda_align=0.0)
-    d.state.passes = 1
+    d.state.passes = d.cfg.min_passes
     z = torch.randn(2, 1, 8, 8)
     y = (torch.rand(2, 8, 8) > 0.7).to(torch.uint8)
     f = torch.zeros(2, 8, 8)
@@ -142,3 +142,156 @@ def test_dale_run_end_to_end(tmp_path: Path, small_pairs: Path) -> None:
     phases = {e.get("phase") for e in events if e["event"] == "step"}
     assert {0.0, 1.0, 2.0} <= phases
     load_model_folder(tmp_path / "run" / "best")
+
+
+# ---- the method, not only its formulas: tests that fail when DALE is wrong --------------------
+class _Fixed(torch.nn.Module):
+    """A 'network' whose logits are fixed, to drive a partition pass."""
+
+    def __init__(self, logits: np.ndarray) -> None:
+        super().__init__()
+        self.z = torch.nn.Parameter(torch.from_numpy(logits.astype(np.float32))[None, None], requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        h, w = self.z.shape[-2:]
+        return SegOutput(torch.nn.functional.pad(self.z, (0, x.shape[-1] - w, 0, x.shape[-2] - h)))
+
+
+def _lesion_scene():
+    """A 32x32 disc with two annotated lesions: one the model finds with unsure borders, one it
+    misses entirely (confident background over the whole lesion)."""
+    y = np.zeros((32, 32), np.uint8)
+    y[4:12, 4:12] = 1  # found: p = 0.97 inside, 0.5 on the ring around it
+    y[18:28, 18:28] = 1  # missed: p = 0.002 everywhere on it
+    p = np.full((32, 32), 0.002, np.float32)
+    p[3:13, 3:13] = 0.5
+    p[5:11, 5:11] = 0.97
+    z = np.log(p / (1 - p))
+    item = Prepared("a", np.zeros((1, 32, 32), np.float32), y, np.ones((32, 32), bool))
+    return item, z
+
+
+def test_labels_enter_the_partition_and_a_missed_lesion_stays_supervised() -> None:
+    item, z = _lesion_scene()
+    d = Dale(DaleConfig(), LossConfig(), [item], total_steps=100)
+    for _ in range(2):
+        d.partition(_Fixed(z), stride=1)
+    f = d.state.fuzzy[0]
+    assert f[3:13, 3:13].max() == 1.0  # the unsure border ring of the found lesion is fuzzy
+    assert f[20:26, 20:26].max() == 0.0  # the interior of the missed lesion is not: it keeps its label
+    assert f[0, 31] == 0.0 and f[16, 16] == 0.0  # confident, agreeing background
+    # another annotation of the same photo gives another partition
+    other = Prepared("a", item.x, np.where(item.y == 1, 0, 0).astype(np.uint8), item.fov)
+    d2 = Dale(DaleConfig(), LossConfig(), [other], total_steps=100)
+    for _ in range(2):
+        d2.partition(_Fixed(z), stride=1)
+    assert not np.array_equal(d2.state.fuzzy[0], f)
+    # with the paper's literal 'or' and no band, the missed lesion would be erased from training
+    d3 = Dale(DaleConfig(combine="or", band_px=0), LossConfig(), [item], total_steps=100)
+    for _ in range(2):
+        d3.partition(_Fixed(z), stride=1)
+    assert d3.state.fuzzy[0][20:26, 20:26].min() == 1.0
+
+
+def test_fuzziness_stays_in_the_border_band() -> None:
+    item, z = _lesion_scene()
+    z = np.zeros_like(z)  # p = 0.5 everywhere: everything unsure, the label disagrees half the time
+    d = Dale(DaleConfig(band_px=2, combine="or"), LossConfig(), [item], total_steps=100)
+    d.partition(_Fixed(z), stride=1)
+    f = d.state.fuzzy[0]
+    assert f[15, 15] == 0.0 and f[0, 31] == 0.0 and f[8, 8] == 0.0  # >2 px from any lesion border
+    assert f[4, 4] == 1.0 and f[3, 8] == 1.0
+    empty = Prepared("b", item.x, np.zeros_like(item.y), item.fov)
+    d = Dale(DaleConfig(band_px=2, combine="or"), LossConfig(), [empty], total_steps=100)
+    d.partition(_Fixed(np.full_like(z, -6.0)), stride=1)
+    assert d.state.fuzzy[0].max() == 0.0  # an all-background mask and no prediction: no band
+
+
+def _fuzzy_step_setup(**kw):
+    d = _dale(**kw)
+    d.state.passes = d.cfg.min_passes
+    step = d.stable_end + d.cfg.alternate_every  # a fuzzy step
+    assert d.phase(step) == "fuzzy"
+    y = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    y[0, :, :4] = 1  # left half annotated lesion
+    z = torch.full((1, 1, 8, 8), -3.0)  # the model says background everywhere ...
+    z[0, 0, :, 6:] = 3.0  # ... except the right edge, which is annotated background
+    f = torch.zeros(1, 8, 8)
+    f[0, :4] = 1.0  # the top half is fuzzy
+    return d, step, y, z.requires_grad_(True), f
+
+
+def test_fuzzy_step_pushes_the_right_pixels_the_right_way() -> None:
+    d, step, y, z, f = _fuzzy_step_setup(omega_min=0.0, lambda_align=0.0, lambda_keep=0.0)
+    d.state.omega[:] = 0.0  # labels not trusted at all in fuzzy regions
+    loss, logs = d.loss(SegOutput(z), y, f, np.array([0]), step)
+    loss.backward()
+    g = z.grad[0, 0]
+    assert (g[:4, :4] < 0).all()  # fuzzy annotated lesion: pushed up, never flipped to background
+    assert (g[:4, 6:] < 0).all()  # fuzzy background the model calls lesion: follows the model
+    assert (g[4:] == 0).all()  # reliable pixels: not L_f's business (lambda_keep = 0)
+    _, _, y_tilde = d.fuzzy_loss(z, y, f, 1 - f, np.array([0]))
+    assert (y_tilde[0][y[0] == 1] == 1).all()
+    # with full confidence in the labels, the same background pixels are pushed down
+    d.state.omega[:] = 1.0
+    z.grad = None
+    loss, _ = d.loss(SegOutput(z), y, f, np.array([0]), step)
+    loss.backward()
+    assert (z.grad[0, 0, :4, 6:] > 0).all()
+
+
+def test_omega_moves_with_the_losses_and_keeps_its_floor() -> None:
+    d, step, y, z, f = _fuzzy_step_setup(omega_min=0.3)
+    z = z.detach()
+    for _ in range(40):  # labelled background where the model is sure of a lesion: label loss high
+        d.fuzzy_loss(z, y, f, 1 - f, np.array([0]))
+    low = float(d.state.omega[0])
+    assert 0.3 <= low < 0.5
+    agree = torch.where(y[:, None] == 1, 3.0, -3.0)  # the model agrees with every label
+    for _ in range(40):
+        d.fuzzy_loss(agree, y, f, 1 - f, np.array([0]))
+    assert float(d.state.omega[0]) > 0.95 > low
+    d2, *_ = _fuzzy_step_setup(omega_min=0.6)
+    for _ in range(40):
+        d2.fuzzy_loss(z, y, f, 1 - f, np.array([0]))
+    assert float(d2.state.omega[0]) == pytest.approx(0.6)
+
+
+def test_fuzzy_map_unused_before_two_partition_passes() -> None:
+    d, step, y, z, f = _fuzzy_step_setup()
+    d.state.passes = 1
+    loss, logs = d.loss(SegOutput(z), y, f, np.array([0]), step)
+    std, _ = supervised_loss(z, y, LossConfig())
+    torch.testing.assert_close(loss, std)
+    assert logs["phase"] == 0.0
+
+
+def test_ema_teacher_follows_the_network_slowly() -> None:
+    cfg = load_config("dale_small")
+    net = build_model(cfg.model.network)
+    d = Dale(cfg.paradigm.dale, cfg.loss, _dale().items, 10)
+    d.attach(net)
+    assert d.teacher is not None and not any(p.requires_grad for p in d.teacher.parameters())
+    before = [p.detach().clone() for p in d.teacher.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    d.after_step(net)
+    k = 1 - cfg.paradigm.dale.teacher_decay
+    for b, t in zip(before, d.teacher.parameters()):
+        torch.testing.assert_close(t, b + k, rtol=0, atol=1e-5)
+    again = Dale(cfg.paradigm.dale, cfg.loss, _dale().items, 10)
+    again.attach(build_model(cfg.model.network))
+    again.load_state_dict(d.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(again.teacher.parameters(), d.teacher.parameters()))
+
+
+def test_partition_passes_follow_budget_fractions() -> None:
+    d = Dale(DaleConfig(warmup_frac=0.1, stable_frac=0.2, partition_every_frac=0.2), LossConfig(),
+             _dale().items, total_steps=100_000)
+    passes = []
+    for step in range(1000):
+        d.follow_budget(step, step / 1000)
+        if d.wants_partition(step):
+            passes.append(step)
+    assert passes == [100, 300, 500, 700, 900]

@@ -17,7 +17,6 @@ from napari_lesionseg.core.models import (
 )
 from napari_lesionseg.core.models.blocks import ASPP, AttentionGate
 from napari_lesionseg.core.models.discriminators import ImageGAN, PatchGAN, SeganCritic, mask_image, multiscale_l1
-from napari_lesionseg.core.models.output import adaptive_logistic
 from napari_lesionseg.core.models.resnet import ResNetEncoder, load_encoder_weights
 from napari_lesionseg.core.models.sgdc import SGDC, SGE, SOBEL_X, SOBEL_Y
 
@@ -235,15 +234,64 @@ def test_masking_broadcasts_over_channels() -> None:
         torch.testing.assert_close(out[:, ch], x[:, ch] * m[:, 0])
 
 
-def test_adaptive_logistic() -> None:
-    z = torch.linspace(-4, 4, 9)
-    torch.testing.assert_close(adaptive_logistic(z, 1.0), torch.sigmoid(z))
-    assert adaptive_logistic(torch.tensor(1.0), 0.3) > adaptive_logistic(torch.tensor(1.0), 1.0)
-
-
 # ---- the light default ----------------------------------------------------------------------
 def test_unet_small_shapes_and_prior_bias() -> None:
     net = build_model(NetworkConfig(widths=[8, 16, 32], prior=0.02, attention_gates=True, residual_decoder=True))
     out = net(torch.randn(2, 4, 32, 48))
     assert out.logits.shape == (2, 1, 32, 48)
     assert abs(float(net.head.bias) - float(torch.logit(torch.tensor(0.02)))) < 1e-6
+
+
+# ---- DynSegNet's parts are the ones METHODS.md 1 names ------------------------------------------
+def test_aspp_branches_are_dilated_at_their_rates() -> None:
+    from napari_lesionseg.core.models.blocks import ASPP
+
+    aspp = ASPP(4, 8, [1, 2, 5], pool_norm="none").eval()
+    convs = [b[0] for b in aspp.branches]
+    assert [c.kernel_size for c in convs] == [(1, 1), (3, 3), (3, 3)]
+    assert [c.dilation for c in convs] == [(1, 1), (2, 2), (5, 5)]
+    # behaviour, not only attributes: a point input reaches exactly the taps at +-rate
+    x = torch.zeros(1, 4, 21, 21)
+    x[0, :, 10, 10] = 1.0
+    with torch.no_grad():
+        resp = convs[2](x).abs().sum(dim=(0, 1))
+    hit = {(r - 10, c - 10) for r, c in zip(*torch.nonzero(resp, as_tuple=True)) for r, c in [(int(r), int(c))]}
+    assert hit == {(dr, dc) for dr in (-5, 0, 5) for dc in (-5, 0, 5)}
+    # the image-pool conv has a bias when no norm follows it, none when GroupNorm does
+    assert aspp.pool[1].bias is not None
+    assert ASPP(4, 8, [1, 6], pool_norm="gn").pool[1].bias is None
+
+
+@pytest.mark.parametrize(("kind", "blocks", "block_cls"), [
+    ("resnet18", [2, 2, 2, 2], "BasicBlock"), ("resnet34", [3, 4, 6, 3], "BasicBlock"),
+    ("resnet50", [3, 4, 6, 3], "Bottleneck")])
+def test_resnet_encoder_layouts(kind: str, blocks: list[int], block_cls: str) -> None:
+    from napari_lesionseg.core.models.network_config import EncoderConfig
+    from napari_lesionseg.core.models.resnet import ResNetEncoder
+
+    enc = ResNetEncoder(EncoderConfig(type=kind, width=8))
+    layers = [enc.layer1, enc.layer2, enc.layer3, enc.layer4]
+    assert [len(layer) for layer in layers] == blocks
+    assert {type(b).__name__ for layer in layers for b in layer} == {block_cls}
+    strides = [layer[0].conv1.stride if block_cls == "BasicBlock" else layer[0].conv2.stride for layer in layers]
+    assert strides == [(1, 1), (2, 2), (2, 2), (2, 2)]
+
+
+def test_sgdc_heads_own_their_channel_groups() -> None:
+    """Head j's kernel acts on channel group j only: head 0 takes the centre tap, head 1 the
+    left neighbour; a wrong head/channel grouping mixes them."""
+    blk = SGDC(4, guide_ch=2, heads=2, kernel=3, ls_init=1.0).eval()
+    with torch.no_grad():
+        for m in (blk.weights, blk.local):
+            m.weight.zero_()
+            m.bias.zero_()
+        blk.gamma2.zero_()
+        c = 4
+        blk.weights.bias[c: 2 * c] = 30.0  # a2: the dynamic branch fully open
+        blk.weights.bias[2 * c + 4] = 30.0  # head 0: centre tap (k*k index 4)
+        blk.weights.bias[2 * c + 9 + 3] = 30.0  # head 1: tap (row 1, col 0), the left neighbour
+        x = torch.randn(1, 4, 6, 6)
+        out = blk(x, torch.zeros(1, 2, 6, 6)) - x
+        n = blk.norm1(x)
+    torch.testing.assert_close(out[:, :2], n[:, :2], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out[:, 2:, :, 1:], n[:, 2:, :, :-1], atol=1e-5, rtol=1e-4)

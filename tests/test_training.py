@@ -161,10 +161,13 @@ def test_finetune_with_no_pairs_says_what_to_do(tmp_path: Path, tiny_model_dir: 
 
 
 @pytest.mark.slow
-def test_torchrun_two_cpu_ranks_end_identical(tmp_path: Path, small_pairs: Path) -> None:
+@pytest.mark.parametrize("preset", ["tiny", "dynsegnet_small"])  # the second: PatchGAN + dynamic gates
+def test_torchrun_two_cpu_ranks_end_identical(tmp_path: Path, small_pairs: Path, preset: str) -> None:
+    """Ranks see different crops; the generator, the dynamic gates and the one discriminator
+    must still end bit-identical on every rank (``ranks_identical`` covers the adversary)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
-        "--standalone", "--nproc_per_node", "2", "-m", "lesionseg_training", "train", "--config", "tiny",
+        "--standalone", "--nproc_per_node", "2", "-m", "lesionseg_training", "train", "--config", preset,
         "--images", str(small_pairs / "images"), "--masks", str(small_pairs / "masks"), "--steps", "3",
         "--out", str(tmp_path / "run"), "--quiet"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)

@@ -10,6 +10,7 @@ from torch import nn
 
 from napari_lesionseg.core.models.discriminators import ImageGAN, PatchGAN, SeganCritic, mask_image, multiscale_l1
 
+from .distributed import average_gradients_, broadcast_module_
 from .train_config import AdversaryConfig
 
 
@@ -29,12 +30,13 @@ class Adversary:
         self.cfg = cfg
         if cfg.type == "segan_critic":
             c = cfg.segan_critic
-            self.net: nn.Module = SeganCritic(image_channels, c.ndf, c.n_layers)
+            self.net: nn.Module = SeganCritic(image_channels, c.ndf, c.n_layers, c.layout)
         else:
             pg = cfg.patchgan
             cls = PatchGAN if cfg.type == "patchgan" else ImageGAN
             self.net = cls(image_channels + 1, pg.ndf, pg.n_layers, pg.spectral_norm)
         self.net.to(device)
+        broadcast_module_(self.net)  # under torchrun: one discriminator, the same on every rank
         o = cfg.optimizer
         if o.type == "rmsprop":
             self.opt: torch.optim.Optimizer = torch.optim.RMSprop(self.net.parameters(), lr=o.lr)
@@ -80,10 +82,11 @@ class Adversary:
         if self.cfg.type != "segan_critic":
             return
         c = self.cfg.segan_critic
-        for name, prm in self.net.named_parameters():
-            if not c.clamp_bn and ".1." in name:  # BatchNorm sits at index 1 of each block
+        for module in self.net.modules():
+            if not c.clamp_bn and isinstance(module, nn.modules.batchnorm._BatchNorm):
                 continue
-            prm.clamp_(-c.clamp, c.clamp)
+            for prm in module.parameters(recurse=False):
+                prm.clamp_(-c.clamp, c.clamp)
 
     def step_d(self, x: torch.Tensor, y: torch.Tensor, p_det: torch.Tensor) -> float:
         self.net.train()
@@ -92,6 +95,7 @@ class Adversary:
             loss = self.d_loss(x, y, p_det.detach())
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            average_gradients_(self.net)  # DDP does not wrap the discriminator: average by hand
             self.opt.step()
             self.after_d_step()
         return float(loss.detach())
@@ -101,15 +105,21 @@ class Adversary:
             prm.requires_grad_(not frozen)
 
 
-def edge_target(y: torch.Tensor) -> torch.Tensor:
-    """Morphological gradient of the lesion mask (dilate3x3 - erode3x3): ``B x 1 x H x W``."""
+def edge_target(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Morphological gradient of the lesion mask (dilate3x3 - erode3x3): ``B x 1 x H x W``, and
+    the map of pixels it is defined at: a pixel whose 3x3 neighbourhood holds an ignored (255)
+    pixel has an unknown edge and is left out."""
     m = (y == 1).float()[:, None]
     dil = F.max_pool2d(m, 3, 1, 1)
     ero = -F.max_pool2d(-m, 3, 1, 1)
-    return dil - ero
+    known = 1.0 - F.max_pool2d((y == 255).float()[:, None], 3, 1, 1)
+    return dil - ero, known
 
 
 def edge_loss(edge_logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """BCE between the SGE edge logits (upsampled to the mask's size) and the edge target."""
+    """BCE between the SGE edge logits (upsampled to the mask's size) and the edge target, over
+    the pixels where the target is known."""
     up = F.interpolate(edge_logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-    return F.binary_cross_entropy_with_logits(up, edge_target(y))
+    target, known = edge_target(y)
+    bce = F.binary_cross_entropy_with_logits(up.float(), target, reduction="none")
+    return (bce * known).sum() / known.sum().clamp_min(1.0)

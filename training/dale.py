@@ -1,9 +1,13 @@
-"""DALE (METHODS.md 2): fuzzy/reliable partition by soft-thresholded average entropy (AE) and
-error rate (ER), label confidence omega chosen for loss consistency, Wasserstein alignment of
-unstable features, and the warm-up / stable / alternating schedule."""
+"""DALE (METHODS.md 2, with the changes training/README.md "Our DALE" gives the reasons for):
+a fuzzy/reliable partition by soft-thresholded average entropy (AE) *and* error rate (ER) near
+lesion borders, label confidence omega chosen for loss consistency (never below a floor, and
+never turning an annotated lesion pixel into background), an EMA teacher for the model-side
+target, Wasserstein alignment of unstable features, and the warm-up / stable / alternating
+schedule."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,9 +22,20 @@ from .losses import supervised_loss
 from .train_config import DaleConfig, LossConfig
 from .validate import predict_work
 
-EPS = 1.0
+
+def border_band(mask: np.ndarray, r: int) -> np.ndarray:
+    """Pixels within ``r`` px (chessboard) of the border of ``mask``: ``dilate_r - erode_r``."""
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    k = 2 * r + 1
+    dil = F.max_pool2d(t, k, 1, r)
+    ero = -F.max_pool2d(-t, k, 1, r)
+    return ((dil - ero)[0, 0] > 0).numpy()
 
 
+def expected_loss(z: torch.Tensor) -> torch.Tensor:
+    """The BCE a label drawn from the model's own belief would cost: the entropy of
+    ``sigmoid(z)`` in nats (between ``min`` and ``max`` of the two labels' losses)."""
+    return F.binary_cross_entropy_with_logits(z, torch.sigmoid(z), reduction="none")
 
 
 def omega_star(a: float, bp: float, r: float) -> float:
@@ -66,6 +81,37 @@ class Dale:
         self.state = DaleState(omega=np.ones(len(items), np.float32))
         self.warmup_end = max(1, int(np.ceil(cfg.warmup_frac * total_steps)))
         self.stable_end = self.warmup_end + int(np.ceil(cfg.stable_frac * total_steps))
+        self.teacher: nn.Module | None = None
+        self.progress = 0.0  # of the budget, as of the last follow_budget
+        self.next_pass = cfg.warmup_frac  # progress of the next partition pass (partition_every_frac)
+
+    # ---- the EMA teacher (the model-side target of L_f) -------------------------------------
+    def attach(self, net: nn.Module) -> None:
+        """Start the EMA teacher from ``net`` (the unwrapped network); no-op for ``teacher="current"``."""
+        if self.cfg.teacher != "ema":
+            return
+        self.teacher = copy.deepcopy(net).eval()
+        for prm in self.teacher.parameters():
+            prm.requires_grad_(False)
+
+    @torch.no_grad()
+    def after_step(self, net: nn.Module) -> None:
+        """``teacher <- decay * teacher + (1 - decay) * net`` (parameters; buffers copied)."""
+        if self.teacher is None:
+            return
+        d = self.cfg.teacher_decay
+        for tp, p in zip(self.teacher.parameters(), net.parameters()):
+            tp.lerp_(p.detach(), 1.0 - d)
+        for tb, b in zip(self.teacher.buffers(), net.buffers()):
+            tb.copy_(b)
+
+    @torch.no_grad()
+    def teacher_prob(self, x: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+        """The model-side belief ``p_bar (B, H, W)``: the EMA teacher's on ``x``, else the
+        current model's (detached)."""
+        if self.teacher is None or x is None:
+            return torch.sigmoid(logits[:, 0].detach().float())
+        return torch.sigmoid(self.teacher(x).logits[:, 0].float())
 
     # ---- checkpointing (tensors only, so ``torch.load(weights_only=True)`` reads it) -------------
     def state_dict(self) -> dict:
@@ -73,7 +119,8 @@ class Dale:
         return {"ae": [torch.from_numpy(a) for a in st.ae], "er": [torch.from_numpy(a) for a in st.er],
                 "fuzzy": [torch.from_numpy(a) for a in st.fuzzy], "omega": torch.from_numpy(st.omega),
                 "stable_mu": dict(st.stable_mu), "stable_sd": dict(st.stable_sd), "passes": st.passes,
-                "warmup_end": self.warmup_end, "stable_end": self.stable_end}
+                "warmup_end": self.warmup_end, "stable_end": self.stable_end, "next_pass": self.next_pass,
+                "teacher": self.teacher.state_dict() if self.teacher is not None else None}
 
     def load_state_dict(self, d: dict) -> None:
         if len(d["omega"]) != len(self.items):
@@ -84,6 +131,9 @@ class Dale:
                                stable_mu=dict(d["stable_mu"]), stable_sd=dict(d["stable_sd"]),
                                passes=int(d["passes"]))
         self.warmup_end, self.stable_end = int(d["warmup_end"]), int(d["stable_end"])
+        self.next_pass = float(d.get("next_pass", self.next_pass))
+        if self.teacher is not None and d.get("teacher") is not None:
+            self.teacher.load_state_dict(d["teacher"])
 
     # ---- schedule --------------------------------------------------------------------------
     def follow_budget(self, step: int, progress: float) -> None:
@@ -92,6 +142,7 @@ class Dale:
         fractions. With a time budget the run ends long before ``total_steps``; without this,
         a large ``run.steps`` kept DALE in warm-up (plain training) for the whole run."""
         eps = 1e-9  # 0.1 + 0.2 > 0.3 in floating point
+        self.progress = progress
         if step < self.warmup_end and progress >= self.cfg.warmup_frac - eps:
             self.warmup_end = max(1, step)
         if step < self.stable_end and progress >= self.cfg.warmup_frac + self.cfg.stable_frac - eps:
@@ -105,10 +156,35 @@ class Dale:
         return "fuzzy" if (step - self.stable_end) % (2 * self.cfg.alternate_every) >= self.cfg.alternate_every else "stable"
 
     def wants_partition(self, step: int) -> bool:
-        return step == self.warmup_end or (step > self.warmup_end and
-                                           (step - self.warmup_end) % self.cfg.partition_every == 0)
+        """At the end of warm-up, then every ``partition_every`` steps, or, with
+        ``partition_every_frac``, every time the budget's progress passes another such fraction
+        (short time budgets: a fixed step interval would give one pass, or none)."""
+        if step < self.warmup_end:
+            return False
+        frac = self.cfg.partition_every_frac
+        if frac is None:
+            return (step - self.warmup_end) % self.cfg.partition_every == 0
+        if step == self.warmup_end or self.progress >= self.next_pass - 1e-9:
+            self.next_pass = max(self.next_pass, self.progress) + frac
+            return True
+        return False
+
+    @property
+    def partitioned(self) -> bool:
+        """True once enough partition passes have run for F to be used."""
+        return self.state.passes >= self.cfg.min_passes
 
     # ---- partition pass ----------------------------------------------------------------------
+    def membership(self, ae: np.ndarray, er: np.ndarray, y: np.ndarray, p: np.ndarray, fov: np.ndarray) -> np.ndarray:
+        """F from the histories: AE&ER soft-thresholding, kept to the band around the borders of
+        annotated and predicted lesions, zero outside the disc and on ignored pixels."""
+        c = self.cfg
+        f = fuzzy_membership(ae, er, c.tau_ae, c.tau_er, c.delta, combine=c.combine)
+        if c.band_px:
+            f = f * border_band((y == 1) | (p > 0.5), c.band_px)
+        f[~fov | (y == 255)] = 0.0
+        return f.astype(np.float32)
+
     @torch.no_grad()
     def partition(self, net: nn.Module, stride: int) -> float:
         """Eval-mode pass over the unaugmented training images: update AE/ER histories and F.
@@ -122,14 +198,14 @@ class Dale:
             p = predict_work(net, it.x, stride)
             h = binary_entropy(p)
             e = np.abs((p > 0.5).astype(np.float32) - (it.y == 1).astype(np.float32))
+            e[it.y == 255] = 0.0
             if first:
                 self.state.ae.append(h)
                 self.state.er.append(e)
             else:
                 self.state.ae[i] = m * self.state.ae[i] + (1 - m) * h
                 self.state.er[i] = m * self.state.er[i] + (1 - m) * e
-            f = fuzzy_membership(self.state.ae[i], self.state.er[i], self.cfg.tau_ae, self.cfg.tau_er, self.cfg.delta)
-            f[~it.fov] = 0.0
+            f = self.membership(self.state.ae[i], self.state.er[i], it.y, p, it.fov)
             if first:
                 self.state.fuzzy.append(f)
             else:
@@ -142,53 +218,72 @@ class Dale:
         return fz_sum / max(n_sum, 1.0)
 
     # ---- losses ----------------------------------------------------------------------------
-    def loss(self, out, y: torch.Tensor, fuzzy: torch.Tensor, idx: np.ndarray, step: int
-             ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The supervised term for this step's phase. ``fuzzy (B, H, W)`` in [0, 1]."""
+    def loss(self, out, y: torch.Tensor, fuzzy: torch.Tensor, idx: np.ndarray, step: int,
+             x: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The supervised term for this step's phase. ``fuzzy (B, H, W)`` in [0, 1]; ``x`` the
+        batch, for the EMA teacher."""
         phase = self.phase(step)
-        if phase == "warmup" or self.state.passes == 0:
+        if phase == "warmup" or not self.partitioned:
             loss, logs = supervised_loss(out.logits, y, self.loss_cfg)
             return loss, {**logs, "phase": 0.0}
         reliable = 1.0 - fuzzy
         l_nf, logs = supervised_loss(out.logits, y, self.loss_cfg, weight=reliable)
         if phase == "stable":
             return l_nf, {**logs, "phase": 1.0}
-        l_f, omega_logs, y_tilde = self.fuzzy_loss(out.logits, y, fuzzy, reliable, idx)
+        p_bar = self.teacher_prob(x, out.logits)
+        l_f, omega_logs, y_tilde = self.fuzzy_loss(out.logits, y, fuzzy, reliable, idx, p_bar)
         l_align = self.align_loss(out.features, y, y_tilde, fuzzy) if out.features is not None else l_f * 0
         total = l_f + self.cfg.lambda_align * l_align + self.cfg.lambda_keep * l_nf
         return total, {**logs, **omega_logs, "l_f": float(l_f.detach()), "l_align": float(l_align.detach()),
                        "phase": 2.0}
 
     def fuzzy_loss(self, logits: torch.Tensor, y: torch.Tensor, fuzzy: torch.Tensor, reliable: torch.Tensor,
-                   idx: np.ndarray) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+                   idx: np.ndarray, p_bar: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """``L_f``: the standard loss (same pos_weight and Dice) on the fuzzy pixels against the
+        label-confidence blend ``omega * y + (1 - omega) * y_hat`` (``y_hat = 1[p_bar > 0.5]``);
+        with ``protect_positives`` an annotated lesion pixel keeps target 1. One omega per
+        training image, updated where its crop has fuzzy blended pixels. Returns the loss, the
+        logs and the corrected hard label ``y_tilde``."""
+        c = self.cfg
         z = logits[:, 0].float()
         valid = (y != 255).float()
         t = (y == 1).float()
-        y_hat = (torch.sigmoid(z.detach()) > 0.5).float()  # the detached current model as teacher
-        l_label = F.binary_cross_entropy_with_logits(z, t, reduction="none")
-        l_pred = F.binary_cross_entropy_with_logits(z, y_hat, reduction="none")
-        fw = fuzzy * valid
-        rw = reliable * valid
-        losses = []
-        omegas = []
-        y_tilde = t.clone()
+        if p_bar is None:
+            p_bar = torch.sigmoid(z.detach())
+        y_hat = (p_bar > 0.5).float()
+        blend = fuzzy * valid * ((1.0 - t) if c.protect_positives else 1.0)  # where omega acts
+        with torch.no_grad():
+            l_label = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+            l_pred = F.binary_cross_entropy_with_logits(z, y_hat, reduction="none")
+            ref = expected_loss(z) if c.omega_reference == "expected" else None
+        omegas = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
         for b in range(z.shape[0]):
-            fs = float(fw[b].sum())
             i = int(idx[b])
+            fs = float(blend[b].sum())
             if fs >= 1.0:
                 with torch.no_grad():
-                    a = float((fw[b] * l_label[b]).sum()) / fs
-                    bp = float((fw[b] * l_pred[b]).sum()) / fs
-                    r = float((rw[b] * l_label[b]).sum()) / max(float(rw[b].sum()), 1e-6)
+                    a = float((blend[b] * l_label[b]).sum()) / fs
+                    bp = float((blend[b] * l_pred[b]).sum()) / fs
+                    if ref is not None:
+                        r = float((blend[b] * ref[b]).sum()) / fs
+                    else:
+                        rw = reliable[b] * valid[b]
+                        r = float((rw * l_label[b]).sum()) / max(float(rw.sum()), 1e-6)
                 w_star = omega_star(a, bp, r)
-                beta = self.cfg.omega_beta
-                self.state.omega[i] = beta * self.state.omega[i] + (1 - beta) * w_star
-            w = float(self.state.omega[i])
-            omegas.append(w)
-            y_tilde[b] = ((w * t[b] + (1 - w) * y_hat[b]) > 0.5).float()
-            per = fw[b] * (w * l_label[b] + (1 - w) * l_pred[b])
-            losses.append(per.sum() / (fw[b].sum() + EPS) if fs >= 1.0 else per.sum() * 0)
-        return torch.stack(losses).mean(), {"omega": float(np.mean(omegas))}, y_tilde
+                new = c.omega_beta * float(self.state.omega[i]) + (1 - c.omega_beta) * w_star
+                self.state.omega[i] = np.float32(min(1.0, max(c.omega_min, new)))
+            omegas[b] = float(self.state.omega[i])
+        w = omegas[:, None, None]
+        soft = w * t + (1 - w) * y_hat
+        if c.protect_positives:
+            soft = torch.maximum(soft, t)
+        y_tilde = (soft > 0.5).float()
+        fw = fuzzy * valid
+        if float(fw.sum()) < 1.0:
+            return z.sum() * 0, {"omega": float(omegas.mean())}, y_tilde
+        l_f, _ = supervised_loss(logits, y, self.loss_cfg, weight=fuzzy, soft_target=soft)
+        return l_f, {"omega": float(omegas.mean())}, y_tilde
 
     def align_loss(self, phi: torch.Tensor, y: torch.Tensor, y_tilde: torch.Tensor, fuzzy: torch.Tensor) -> torch.Tensor:
         """Mean over classes of W2^2(unstable, stable EMA) / D, for classes with enough unstable pixels."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
     out = Prepared(pair.id, x, y, disc)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cf.with_suffix(".tmp.npz")
+        tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")  # processes preparing the same photo do not collide
         np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc)
         tmp.replace(cf)
     return out

@@ -46,13 +46,7 @@ class DistContext:
     def weights_identical(self, net: torch.nn.Module) -> bool:
         """True when every rank holds bit-identical parameters. (BatchNorm running statistics
         are rank 0's: DDP broadcasts them from rank 0 before every forward, and rank 0 saves.)"""
-        import hashlib
-
-        h = hashlib.sha256()
-        for k, v in sorted(net.named_parameters()):
-            h.update(k.encode())
-            h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        digest = h.hexdigest()
+        digest = module_digest(net)
         if not self.enabled:
             return True
         gathered: list[str | None] = [None] * self.world
@@ -79,3 +73,44 @@ def init_from_env(device: str = "auto") -> DistContext:
 def leave_process_group(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def average_(tensors: list[torch.Tensor]) -> None:
+    """Replace each tensor by its mean over the ranks, in place (no-op outside a process group).
+    For gradients DDP does not see: the discriminator's, the dynamic gates' and the literal
+    adaptation step's, all taken with ``torch.autograd.grad`` or on a module DDP does not wrap."""
+    if not _active():
+        return
+    world = dist.get_world_size()
+    for t in tensors:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t.div_(world)
+
+
+def average_gradients_(module: torch.nn.Module) -> None:
+    """Average the ``.grad`` of every parameter of ``module`` over the ranks."""
+    average_([p.grad for p in module.parameters() if p.grad is not None])
+
+
+def broadcast_module_(module: torch.nn.Module, src: int = 0) -> None:
+    """Make every rank's parameters and buffers rank ``src``'s (a module DDP does not wrap)."""
+    if not _active():
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src)
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters (by name), to compare ranks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in sorted(module.named_parameters()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

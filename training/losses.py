@@ -21,14 +21,17 @@ def soft_dice(prob: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, ove
 
 
 def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig,
-                    weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+                    weight: torch.Tensor | None = None, soft_target: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
     """``bce_weight * BCE(pos_weight) + dice_weight * (1 - soft Dice)`` over valid pixels,
-    each pixel weighted by ``weight (B, H, W)`` when given (DALE's reliable-pixel weights)."""
+    each pixel weighted by ``weight (B, H, W)`` when given (DALE's reliable or fuzzy weights).
+    ``soft_target (B, H, W)`` in [0, 1] replaces ``target == 1`` as the target (DALE's
+    label-confidence blend); ``target`` still says which pixels are ignored."""
     z = logits[:, 0].float()
     valid = (target != 255).float()
     if weight is not None:
         valid = valid * weight
-    t = (target == 1).float()
+    t = (target == 1).float() if soft_target is None else soft_target.float()
     logs: dict[str, float] = {}
     loss = z.new_zeros(())
     if cfg.bce_weight:

@@ -88,6 +88,7 @@ class SeganCriticConfig:
     ndf: int = 64
     n_layers: int = 3
     weighting: Literal["per_layer_mean", "concat_code"] = "per_layer_mean"
+    layout: Literal["journal", "code"] = "journal"
     clamp: float = 0.01
     clamp_bn: bool = True
 
@@ -121,6 +122,7 @@ class DaleConfig:
     warmup_frac: float = 0.1
     stable_frac: float = 0.2
     partition_every: int = 200
+    partition_every_frac: float | None = None  # instead: a pass every this fraction of the budget
     alternate_every: int = 1
     tau_ae: float = 0.5
     tau_er: float = 0.3
@@ -131,6 +133,15 @@ class DaleConfig:
     lambda_keep: float = 0.5
     stats_momentum: float = 0.9
     min_pixels: float = 16.0
+    # what makes our DALE learn from fuzzy regions instead of erasing lesions (training/README.md)
+    combine: Literal["and", "or"] = "and"   # fuzzy where AE *and* ER are high ("or": either)
+    band_px: int = 3                        # only within this many working px of a lesion border (0: anywhere)
+    min_passes: int = 2                     # partition passes before F is used (F = 0 until then)
+    omega_min: float = 0.5                  # floor of the label confidence
+    omega_reference: Literal["expected", "reliable"] = "expected"
+    protect_positives: bool = True          # an annotated lesion pixel keeps its label in L_f
+    teacher: Literal["ema", "current"] = "ema"
+    teacher_decay: float = 0.99
 
     def __post_init__(self) -> None:
         require(0 <= self.warmup_frac < 1 and 0 <= self.stable_frac < 1 and self.warmup_frac + self.stable_frac < 1,
@@ -138,6 +149,12 @@ class DaleConfig:
         require(self.partition_every >= 1 and self.alternate_every >= 1, "paradigm.dale",
                 "partition_every and alternate_every must be >= 1")
         require(0 < self.delta <= 1, "paradigm.dale.delta", "must lie in (0, 1]")
+        require(0 <= self.omega_min <= 1, "paradigm.dale.omega_min", "must lie in [0, 1]")
+        require(0 <= self.teacher_decay < 1, "paradigm.dale.teacher_decay", "must lie in [0, 1)")
+        require(self.partition_every_frac is None or 0 < self.partition_every_frac <= 1,
+                "paradigm.dale.partition_every_frac", "must lie in (0, 1]")
+        require(self.band_px >= 0 and self.min_passes >= 1, "paradigm.dale",
+                "band_px must be >= 0 and min_passes >= 1")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
 from .dale import Dale
 from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
-from .distributed import DistContext, init_from_env, leave_process_group
+from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
 from .losses import supervised_loss
 from .train_config import OptimConfig, TrainConfig
@@ -69,18 +69,23 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
                    cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
                    fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0) -> dict[str, float]:
     """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
-    the generator on supervised + SGDC edge + adversarial terms, then the dynamic gates."""
+    the generator on supervised + SGDC edge + adversarial terms, then the dynamic adaptation
+    (gates, or the literal step on the decoder) from the same forward pass. ``net`` may be
+    wrapped in DDP; gradients DDP does not see are averaged over the ranks here."""
+    raw = getattr(net, "module", net)
     dev = next(net.parameters()).device
     xt = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
     yt = torch.from_numpy(y).to(dev, non_blocking=True)
-    with autocast(dev, autocast_dtype("auto" if cfg.run.amp else "fp32", dev, training=True)):
+    amp = autocast_dtype("auto" if cfg.run.amp else "fp32", dev, training=True)
+    with autocast(dev, amp):
         out = net(xt)
     p = torch.sigmoid(out.logits.float())
     logs: dict[str, float] = {}
     if adv is not None:
         logs["d_loss"] = adv.step_d(xt, yt, p.detach())
     if dale is not None and fuzzy is not None and idx is not None:
-        total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy).to(dev), idx, step)
+        with autocast(dev, amp):  # the EMA teacher's forward, when the step needs it
+            total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy).to(dev), idx, step, x=xt)
     else:
         total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
     logs.update(sup_logs)
@@ -89,13 +94,18 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
         le = edge_loss(out.edge_logits, yt)
         total = total + netcfg.sgdc.edge_lambda * le
         logs["edge"] = float(le.detach())
-    gate_grad = None
+    gate_grad: torch.Tensor | None = None
+    literal: list[tuple[nn.Parameter, torch.Tensor]] = []
     if adv is not None:
         adv.freeze(True)
         l_adv = adv.g_loss(xt, yt, p)
         adv.freeze(False)
         if netcfg.dynamic.mode == "gates" and out.gates is not None:
             gate_grad = torch.autograd.grad(l_adv, out.gates, retain_graph=True)[0]
+        elif netcfg.dynamic.mode == "literal":
+            params = literal_params(raw)
+            grads = torch.autograd.grad(l_adv, params, retain_graph=True, allow_unused=True)
+            literal = [(prm, g) for prm, g in zip(params, grads) if g is not None]
         total = total + cfg.adversary.weight * l_adv
         logs["adv"] = float(l_adv.detach())
     if not torch.isfinite(total):
@@ -104,29 +114,37 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     total.backward()
     opt.step()
     if gate_grad is not None:
+        average_([gate_grad])
         with torch.no_grad():  # a <- a - eta * clip(dL_adv/da): the gates follow the adversary only
             out.gates -= netcfg.dynamic.eta * gate_grad.clamp(-netcfg.dynamic.clip, netcfg.dynamic.clip)
             out.gates.grad = None
-    if adv is not None and netcfg.dynamic.mode == "literal":
-        literal_adaptation_step(net, adv, xt, yt, netcfg.dynamic.eta)
+    if literal:
+        logs["literal_norm"] = literal_adaptation_step(literal, netcfg.dynamic.eta)
+    if dale is not None:
+        dale.after_step(raw)
     return {"loss": float(total.detach()), **logs}
 
 
-def literal_adaptation_step(net: nn.Module, adv: Adversary, xt: torch.Tensor, yt: torch.Tensor, eta: float) -> None:
-    """DynSegNet's update taken literally: W <- W - eta * grad L_adv on the decoder residual
-    blocks and attention gates (plain SGD, gradient norm clipped to 1)."""
-    params = [p for n, p in net.named_parameters() if n.split(".")[0] in ("blocks", "gates")]
-    p = torch.sigmoid(net(xt).logits.float())
-    adv.freeze(True)
-    l_adv = adv.g_loss(xt, yt, p)
-    adv.freeze(False)
-    grads = torch.autograd.grad(l_adv, params, allow_unused=True)
-    pairs = [(prm, g) for prm, g in zip(params, grads) if g is not None]
-    norm = torch.sqrt(sum((g.float() ** 2).sum() for _, g in pairs)) if pairs else torch.zeros(())
-    scale = min(1.0, 1.0 / (float(norm) + 1e-12))
+LITERAL_PREFIXES = ("blocks", "gates")  # DynSegNet's decoder residual blocks and attention gates
+
+
+def literal_params(net: nn.Module) -> list[nn.Parameter]:
+    """The parameters DynSegNet's literal adaptation updates (of the unwrapped network)."""
+    return [p for n, p in net.named_parameters() if n.split(".")[0] in LITERAL_PREFIXES and p.requires_grad]
+
+
+def literal_adaptation_step(pairs: list[tuple[nn.Parameter, torch.Tensor]], eta: float) -> float:
+    """DynSegNet's update taken literally: ``W <- W - eta * grad L_adv`` on the decoder residual
+    blocks and attention gates (plain SGD, gradient norm clipped to 1), with the gradient of
+    this step's forward pass, averaged over the ranks. Returns the gradient norm."""
+    grads = [g.detach().float().clone() for _, g in pairs]
+    average_(grads)
+    norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads))) if grads else 0.0
+    scale = min(1.0, 1.0 / (norm + 1e-12))
     with torch.no_grad():
-        for prm, g in pairs:
-            prm -= eta * scale * g
+        for (prm, _), g in zip(pairs, grads):
+            prm -= (eta * scale * g).to(prm.dtype)
+    return norm
 
 
 def prepare_items(pairs: list, cfg: TrainConfig) -> list[Prepared]:
@@ -233,7 +251,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         if out_of_time:
             break
     yield from _calibrate_best(r)
-    in_sync = r.ctx.weights_identical(r.net)
+    in_sync = r.ctx.weights_identical(r.net) and (r.adv is None or r.ctx.weights_identical(r.adv.net))
     r.ctx.barrier()
     yield from r.emit({"event": "done", "step": r.step, "best": str(r.dir / "best"), "best_score": r.best,
                        "elapsed": round(time.time() - r.t_start, 1), "rank": r.ctx.rank, "world": r.ctx.world,
@@ -276,6 +294,8 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         start = int(state["step"])
     sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank)
     dale = Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps) if cfg.paradigm.type == "dale" else None
+    if dale is not None:
+        dale.attach(net)
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
              [p.id for p in val_pairs], {"data": {p.id: None for p in train_pairs}, **(lineage or {})}, step=start)
     if state is not None:

@@ -25,12 +25,16 @@ def soft_threshold(u: NDArray[np.floating], tau: float) -> NDArray[np.float32]:
 
 
 def fuzzy_membership(ae: NDArray[np.floating], er: NDArray[np.floating] | None, tau_ae: float, tau_er: float,
-                     delta: float) -> NDArray[np.float32]:
+                     delta: float, combine: str = "or") -> NDArray[np.float32]:
     """DALE's membership ``clip(max(S_tau_ae(AE), S_tau_er(ER)) / delta, 0, 1)`` (``ER``
-    optional)."""
+    optional). ``combine="and"`` takes the minimum instead: a pixel is fuzzy only where the
+    model is unsure *and* keeps disagreeing with the label (training's partition)."""
+    if combine not in ("or", "and"):
+        raise ValueError(f"combine must be 'or' or 'and', not {combine!r}")
     s = soft_threshold(ae, tau_ae)
     if er is not None:
-        s = np.maximum(s, soft_threshold(er, tau_er))
+        other = soft_threshold(er, tau_er)
+        s = np.maximum(s, other) if combine == "or" else np.minimum(s, other)
     return np.clip(s / np.float32(delta), 0.0, 1.0).astype(np.float32)
 
 

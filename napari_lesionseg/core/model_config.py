@@ -76,11 +76,16 @@ class InferenceConfig:
 
 def upgrade_config(raw: dict) -> dict:
     """A ``config.json`` written by an earlier version, in today's names (``inference.fuzzy.
-    tau_d`` is ``tau_er``, DALE's name for the same threshold); other content unchanged."""
+    tau_d`` is ``tau_er``, DALE's name for the same threshold; the unused
+    ``network.output_activation`` is dropped); other content unchanged."""
     fuzzy = raw.get("inference", {}).get("fuzzy") if isinstance(raw.get("inference"), dict) else None
     if isinstance(fuzzy, dict) and "tau_d" in fuzzy and "tau_er" not in fuzzy:
         fuzzy = {("tau_er" if k == "tau_d" else k): v for k, v in fuzzy.items()}
         raw = {**raw, "inference": {**raw["inference"], "fuzzy": fuzzy}}
+    net = raw.get("network")
+    if isinstance(net, dict) and "output_activation" in net:
+        # never applied (every model's output was the plain sigmoid); the option was removed
+        raw = {**raw, "network": {k: v for k, v in net.items() if k != "output_activation"}}
     return raw
 
 

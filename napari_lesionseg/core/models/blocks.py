@@ -40,7 +40,7 @@ class ASPP(nn.Module):
         for r in rates:
             branches.append(conv_bn_relu(cin, cout, 1) if r == 1 else conv_bn_relu(cin, cout, 3, r))
         self.branches = nn.ModuleList(branches)
-        pool: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=pool_norm != "none")]
+        pool: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=pool_norm == "none")]  # a norm after it makes a bias redundant
         if pool_norm == "gn":
             pool.append(nn.GroupNorm(min(32, cout), cout))
         pool.append(nn.ReLU(inplace=True))

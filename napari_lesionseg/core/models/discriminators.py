@@ -36,25 +36,50 @@ class PatchGAN(nn.Module):
         return self.head(self.trunk(torch.cat([x, m], 1)))
 
 
-class ImageGAN(PatchGAN):
-    """The PatchGAN trunk pooled to one logit per image: ``B x 1``."""
+class ImageGAN(nn.Module):
+    """One logit per image (``B x 1``) with a global view: the PatchGAN trunk, two more
+    stride-2 convs, global average pooling and a two-layer MLP on the pooled features (a
+    linear head on pooled features would only be the mean of patch logits)."""
+
+    def __init__(self, in_channels: int = 4, ndf: int = 64, n_layers: int = 3, spectral: bool = True) -> None:
+        super().__init__()
+        self.trunk = PatchGAN(in_channels, ndf, n_layers, spectral).trunk
+        nc = ndf * min(2**n_layers, 8)
+        self.down = nn.Sequential(
+            _sn(nn.Conv2d(nc, nc, 4, 2, 1), spectral), nn.LeakyReLU(0.2, True),
+            _sn(nn.Conv2d(nc, nc, 4, 2, 1), spectral), nn.LeakyReLU(0.2, True),
+        )
+        self.mlp = nn.Sequential(_sn(nn.Linear(nc, nc), spectral), nn.LeakyReLU(0.2, True),
+                                 _sn(nn.Linear(nc, 1), spectral))
 
     def forward(self, x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-        return super().forward(x, m).mean(dim=(2, 3))
+        h = self.down(self.trunk(torch.cat([x, m], 1)))
+        return self.mlp(h.mean(dim=(2, 3)))
+
+
+# (kernel, width multiplier, batch norm) per block
+CRITIC_LAYOUTS = {
+    "journal": [(4, 1, False), (4, 2, True), (4, 4, True)],  # SegAN journal: three 4x4 blocks
+    "code": [(7, 1, False), (5, 2, True), (4, 4, True), (4, 8, True), (4, 8, True), (3, 8, True)],  # released net.py
+}
 
 
 class SeganCritic(nn.Module):
-    """Three 4x4 stride-2 blocks (no BN on the first), LeakyReLU 0.2. ``features(v)`` returns
-    ``[v, f1 (ndf, H/2), f2 (2ndf, H/4), f3 (4ndf, H/8)]`` for a masked image ``v``."""
+    """Stride-2 blocks (no BN on the first), LeakyReLU 0.2. ``features(v)`` returns the masked
+    image ``v`` and every block's output. ``layout="journal"``: three 4x4 blocks (``n_layers``
+    of them); ``"code"``: the released code's six blocks (7, 5, 4, 4, 4, 3; widths 1, 2, 4, 8,
+    8, 8 times ``ndf``)."""
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3) -> None:
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, layout: str = "journal") -> None:
         super().__init__()
+        spec = CRITIC_LAYOUTS[layout] if layout == "code" else [
+            (4, 2**i, i > 0) for i in range(n_layers)]
         blocks = []
         c = in_channels
-        for i in range(n_layers):
-            nc = ndf * 2**i
-            mods: list[nn.Module] = [nn.Conv2d(c, nc, 4, 2, 1, bias=i == 0)]
-            if i:
+        for k, mult, bn in spec:
+            nc = ndf * mult
+            mods: list[nn.Module] = [nn.Conv2d(c, nc, k, 2, (k - 1) // 2, bias=not bn)]
+            if bn:
                 mods.append(nn.BatchNorm2d(nc))
             mods.append(nn.LeakyReLU(0.2, True))
             blocks.append(nn.Sequential(*mods))

@@ -96,7 +96,6 @@ class NetworkConfig:
     dynamic: DynamicConfig = field(default_factory=DynamicConfig)
     sgdc: SgdcConfig = field(default_factory=SgdcConfig)
     segan_width: int = 64
-    output_activation: Literal["sigmoid", "adaptive_logistic"] = "sigmoid"
     prior: float = 0.01  # the output bias starts at logit(prior)
 
     def __post_init__(self) -> None:

@@ -35,7 +35,3 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, dilation: int = 1) -> nn.Seque
         nn.ReLU(inplace=True),
     )
 
-
-def adaptive_logistic(z: torch.Tensor, k: float = 1.0) -> torch.Tensor:
-    """SegAN-ISBI's output ``1 / (1 + exp(-z / k))``; k = 1 is the sigmoid, smaller is steeper."""
-    return torch.sigmoid(z / k)
