@@ -294,4 +294,18 @@ def test_partition_passes_follow_budget_fractions() -> None:
         d.follow_budget(step, step / 1000)
         if d.wants_partition(step):
             passes.append(step)
-    assert passes == [100, 300, 500, 700, 900]
+    assert passes == [100, 301, 502, 703, 904]  # 0.2 of the budget after each pass ended
+
+
+def test_a_slow_partition_pass_does_not_trigger_the_next() -> None:
+    """The next pass is due a fraction after the previous one ended, however long it took."""
+    d = Dale(DaleConfig(warmup_frac=0.1, stable_frac=0.2, partition_every_frac=0.2), LossConfig(),
+             _dale().items, total_steps=100_000)
+    passes, progress = [], 0.0
+    for step in range(600):
+        d.follow_budget(step, progress)
+        if d.wants_partition(step):
+            passes.append(step)
+            progress += 0.25  # a pass that takes a quarter of the budget
+        progress += 0.001
+    assert passes == [100, 301, 502]

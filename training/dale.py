@@ -84,6 +84,7 @@ class Dale:
         self.teacher: nn.Module | None = None
         self.progress = 0.0  # of the budget, as of the last follow_budget
         self.next_pass = cfg.warmup_frac  # progress of the next partition pass (partition_every_frac)
+        self._after_pass = False
 
     # ---- the EMA teacher (the model-side target of L_f) -------------------------------------
     def attach(self, net: nn.Module) -> None:
@@ -143,6 +144,9 @@ class Dale:
         a large ``run.steps`` kept DALE in warm-up (plain training) for the whole run."""
         eps = 1e-9  # 0.1 + 0.2 > 0.3 in floating point
         self.progress = progress
+        if self._after_pass:  # the next pass is due a fraction after this one *ended*
+            self.next_pass = progress + (self.cfg.partition_every_frac or 0.0)
+            self._after_pass = False
         if step < self.warmup_end and progress >= self.cfg.warmup_frac - eps:
             self.warmup_end = max(1, step)
         if step < self.stable_end and progress >= self.cfg.warmup_frac + self.cfg.stable_frac - eps:
@@ -166,6 +170,7 @@ class Dale:
             return (step - self.warmup_end) % self.cfg.partition_every == 0
         if step == self.warmup_end or self.progress >= self.next_pass - 1e-9:
             self.next_pass = max(self.next_pass, self.progress) + frac
+            self._after_pass = True
             return True
         return False
 
