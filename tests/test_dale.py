@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,12 @@ def test_dale_equals_standard_when_nothing_is_fuzzy() -> None:
     std, _ = supervised_loss(z, y, LossConfig())
     for step in (d.warmup_end, d.stable_end + 1):  # a stable step and a fuzzy step
         loss, _ = d.loss(SegOutput(z, features=torch.randn(2, 4, 8, 8)), y, f, np.array([0, 0]), step)
-        if d.phase(step) == "fuzzy":
-            torch.testing.assert_close(loss, d.cfg.lambda_keep * std)  # L_f = 0 with no fuzzy pixel
-        else:
-            torch.testing.assert_close(loss, std)
+        torch.testing.assert_close(loss, std)  # the fuzzy step: the standard loss, every target the label
     assert d.state.omega[0] == 1.0
+    d = _dale(lambda_align=0.0, fuzzy_step="separate")
+    d.state.passes = d.cfg.min_passes
+    loss, _ = d.loss(SegOutput(z, features=torch.randn(2, 4, 8, 8)), y, f, np.array([0, 0]), d.stable_end + 1)
+    torch.testing.assert_close(loss, d.cfg.lambda_keep * std)  # METHODS' form: L_f = 0 with no fuzzy pixel
 
 
 def test_stable_statistics_get_no_gradient() -> None:
@@ -126,7 +128,7 @@ def test_partition_pass_is_eval_only() -> None:
     rng = np.random.default_rng(0)
     items = [Prepared(str(i), rng.standard_normal((3, 64, 64)).astype(np.float32),
                       (rng.random((64, 64)) > 0.9).astype(np.uint8), np.ones((64, 64), bool)) for i in range(2)]
-    d = Dale(cfg.paradigm.dale, cfg.loss, items, 10)
+    d = Dale(replace(cfg.paradigm.dale, stats="passes"), cfg.loss, items, 10)
     frac = d.partition(net, cfg.model.network.stride)
     assert 0.0 <= frac <= 1.0 and net.training
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -173,7 +175,7 @@ def _lesion_scene():
 
 def test_labels_enter_the_partition_and_a_missed_lesion_stays_supervised() -> None:
     item, z = _lesion_scene()
-    d = Dale(DaleConfig(), LossConfig(), [item], total_steps=100)
+    d = Dale(DaleConfig(stats="passes"), LossConfig(), [item], total_steps=100)
     for _ in range(2):
         d.partition(_Fixed(z), stride=1)
     f = d.state.fuzzy[0]
@@ -182,12 +184,12 @@ def test_labels_enter_the_partition_and_a_missed_lesion_stays_supervised() -> No
     assert f[0, 31] == 0.0 and f[16, 16] == 0.0  # confident, agreeing background
     # another annotation of the same photo gives another partition
     other = Prepared("a", item.x, np.where(item.y == 1, 0, 0).astype(np.uint8), item.fov)
-    d2 = Dale(DaleConfig(), LossConfig(), [other], total_steps=100)
+    d2 = Dale(DaleConfig(stats="passes"), LossConfig(), [other], total_steps=100)
     for _ in range(2):
         d2.partition(_Fixed(z), stride=1)
     assert not np.array_equal(d2.state.fuzzy[0], f)
     # with the paper's literal 'or' and no band, the missed lesion would be erased from training
-    d3 = Dale(DaleConfig(combine="or", band_px=0), LossConfig(), [item], total_steps=100)
+    d3 = Dale(DaleConfig(combine="or", band_px=0, stats="passes"), LossConfig(), [item], total_steps=100)
     for _ in range(2):
         d3.partition(_Fixed(z), stride=1)
     assert d3.state.fuzzy[0][20:26, 20:26].min() == 1.0
@@ -196,13 +198,13 @@ def test_labels_enter_the_partition_and_a_missed_lesion_stays_supervised() -> No
 def test_fuzziness_stays_in_the_border_band() -> None:
     item, z = _lesion_scene()
     z = np.zeros_like(z)  # p = 0.5 everywhere: everything unsure, the label disagrees half the time
-    d = Dale(DaleConfig(band_px=2, combine="or"), LossConfig(), [item], total_steps=100)
+    d = Dale(DaleConfig(band_px=2, combine="or", stats="passes"), LossConfig(), [item], total_steps=100)
     d.partition(_Fixed(z), stride=1)
     f = d.state.fuzzy[0]
     assert f[15, 15] == 0.0 and f[0, 31] == 0.0 and f[8, 8] == 0.0  # >2 px from any lesion border
     assert f[4, 4] == 1.0 and f[3, 8] == 1.0
     empty = Prepared("b", item.x, np.zeros_like(item.y), item.fov)
-    d = Dale(DaleConfig(band_px=2, combine="or"), LossConfig(), [empty], total_steps=100)
+    d = Dale(DaleConfig(band_px=2, combine="or", stats="passes"), LossConfig(), [empty], total_steps=100)
     d.partition(_Fixed(np.full_like(z, -6.0)), stride=1)
     assert d.state.fuzzy[0].max() == 0.0  # an all-background mask and no prediction: no band
 
@@ -221,19 +223,24 @@ def _fuzzy_step_setup(**kw):
     return d, step, y, z.requires_grad_(True), f
 
 
-def test_fuzzy_step_pushes_the_right_pixels_the_right_way() -> None:
-    d, step, y, z, f = _fuzzy_step_setup(omega_min=0.0, lambda_align=0.0, lambda_keep=0.0)
+@pytest.mark.parametrize("form", ["blend", "separate"])
+def test_fuzzy_step_pushes_the_right_pixels_the_right_way(form: str) -> None:
+    d, step, y, z, f = _fuzzy_step_setup(omega_min=0.0, lambda_align=0.0, lambda_keep=0.0, fuzzy_step=form)
     d.state.omega[:] = 0.0  # labels not trusted at all in fuzzy regions
     loss, logs = d.loss(SegOutput(z), y, f, np.array([0]), step)
     loss.backward()
     g = z.grad[0, 0]
     assert (g[:4, :4] < 0).all()  # fuzzy annotated lesion: pushed up, never flipped to background
     assert (g[:4, 6:] < 0).all()  # fuzzy background the model calls lesion: follows the model
-    assert (g[4:] == 0).all()  # reliable pixels: not L_f's business (lambda_keep = 0)
+    if form == "separate":
+        assert (g[4:] == 0).all()  # reliable pixels: not L_f's business (lambda_keep = 0)
+    else:
+        assert (g[4:, 6:] > 0).all()  # reliable background the model calls lesion: pushed down
     _, _, y_tilde = d.fuzzy_loss(z, y, f, 1 - f, np.array([0]))
     assert (y_tilde[0][y[0] == 1] == 1).all()
     # with full confidence in the labels, the same background pixels are pushed down
     d.state.omega[:] = 1.0
+    d.cfg.omega_min = 1.0  # (omega is updated by the step itself; keep it at 1)
     z.grad = None
     loss, _ = d.loss(SegOutput(z), y, f, np.array([0]), step)
     loss.backward()
@@ -258,7 +265,7 @@ def test_omega_moves_with_the_losses_and_keeps_its_floor() -> None:
 
 
 def test_fuzzy_map_unused_before_two_partition_passes() -> None:
-    d, step, y, z, f = _fuzzy_step_setup()
+    d, step, y, z, f = _fuzzy_step_setup(stats="passes")
     d.state.passes = 1
     loss, logs = d.loss(SegOutput(z), y, f, np.array([0]), step)
     std, _ = supervised_loss(z, y, LossConfig())
@@ -309,3 +316,40 @@ def test_a_slow_partition_pass_does_not_trigger_the_next() -> None:
             progress += 0.25  # a pass that takes a quarter of the budget
         progress += 0.001
     assert passes == [100, 301, 502]
+
+
+def test_crops_know_where_their_pixels_come_from() -> None:
+    """The sampler's source-pixel map survives flips and rotations: looking the crop's pixels up
+    in the image gives back the crop's labels (what DALE's online statistics rely on)."""
+    from lesionseg_training.data import PatchSampler
+    from lesionseg_training.train_config import DataConfig
+
+    rng = np.random.default_rng(0)
+    items = [Prepared(str(i), rng.standard_normal((3, 40, 52)).astype(np.float32),
+                      rng.integers(0, 2, (40, 52)).astype(np.uint8), np.ones((40, 52), bool)) for i in range(2)]
+    sampler = PatchSampler(items, DataConfig(crop_size=24, batch_size=16), seed=1)
+    for _ in range(3):
+        _, y = sampler.batch()
+        for b, i in enumerate(sampler.last_idx):
+            where = sampler.last_where[b]
+            inside = where >= 0
+            assert inside.any()
+            np.testing.assert_array_equal(items[i].y.reshape(-1)[where[inside]], y[b][inside])
+
+
+def test_online_statistics_build_the_partition_without_a_forward_pass() -> None:
+    item, z = _lesion_scene()
+    d = Dale(DaleConfig(), LossConfig(), [item], total_steps=100)
+    assert d.cfg.stats == "online"
+    where = np.arange(32 * 32).reshape(1, 32, 32)
+    logits = torch.from_numpy(z.astype(np.float32))[None, None]
+    y = torch.from_numpy(item.y)[None]
+    d.observe(logits, y, np.array([0]), where, step=d.warmup_end)
+    assert d.partition(None, stride=1) == 0.0  # one observation per pixel is not enough
+    d.observe(logits, y, np.array([0]), where, step=d.warmup_end + 1)
+    d.partition(None, stride=1)
+    f = d.state.fuzzy[0]
+    assert f[3:13, 3:13].max() == 1.0 and f[20:26, 20:26].max() == 0.0 and f[0, 31] == 0.0
+    before = [a.copy() for a in d.state.ae]
+    d.observe(logits, y, np.array([0]), where, step=0)  # warm-up: not recorded
+    assert all(np.array_equal(a, b) for a, b in zip(before, d.state.ae))

@@ -70,6 +70,8 @@ class DaleState:
     stable_mu: dict[int, torch.Tensor] = field(default_factory=dict)
     stable_sd: dict[int, torch.Tensor] = field(default_factory=dict)
     passes: int = 0
+    seen: list[np.ndarray] = field(default_factory=list)  # online: observations per pixel (uint8, saturating)
+    pred: list[np.ndarray] = field(default_factory=list)  # online: the last prediction > 0.5 per pixel
 
 
 class Dale:
@@ -120,6 +122,7 @@ class Dale:
         return {"ae": [torch.from_numpy(a) for a in st.ae], "er": [torch.from_numpy(a) for a in st.er],
                 "fuzzy": [torch.from_numpy(a) for a in st.fuzzy], "omega": torch.from_numpy(st.omega),
                 "stable_mu": dict(st.stable_mu), "stable_sd": dict(st.stable_sd), "passes": st.passes,
+                "seen": [torch.from_numpy(a) for a in st.seen], "pred": [torch.from_numpy(a) for a in st.pred],
                 "warmup_end": self.warmup_end, "stable_end": self.stable_end, "next_pass": self.next_pass,
                 "teacher": self.teacher.state_dict() if self.teacher is not None else None}
 
@@ -130,7 +133,8 @@ class Dale:
         self.state = DaleState(ae=[t.numpy() for t in d["ae"]], er=[t.numpy() for t in d["er"]],
                                fuzzy=[t.numpy() for t in d["fuzzy"]], omega=d["omega"].numpy().copy(),
                                stable_mu=dict(d["stable_mu"]), stable_sd=dict(d["stable_sd"]),
-                               passes=int(d["passes"]))
+                               passes=int(d["passes"]), seen=[t.numpy().copy() for t in d.get("seen", [])],
+                               pred=[t.numpy().copy() for t in d.get("pred", [])])
         self.warmup_end, self.stable_end = int(d["warmup_end"]), int(d["stable_end"])
         self.next_pass = float(d.get("next_pass", self.next_pass))
         if self.teacher is not None and d.get("teacher") is not None:
@@ -176,8 +180,61 @@ class Dale:
 
     @property
     def partitioned(self) -> bool:
-        """True once enough partition passes have run for F to be used."""
-        return self.state.passes >= self.cfg.min_passes
+        """True once F may be used: after ``min_passes`` partition passes; online, after the
+        first membership update (each pixel then needs ``min_passes`` observations)."""
+        return self.state.passes >= (1 if self.cfg.stats == "online" else self.cfg.min_passes)
+
+    # ---- online statistics: the training steps' own predictions -----------------------------
+    def _init_online(self) -> None:
+        st = self.state
+        if not st.ae:
+            for it in self.items:
+                st.ae.append(np.zeros(it.y.shape, np.float32))
+                st.er.append(np.zeros(it.y.shape, np.float32))
+                st.fuzzy.append(np.zeros(it.y.shape, np.float32))
+                st.seen.append(np.zeros(it.y.shape, np.uint8))
+                st.pred.append(np.zeros(it.y.shape, bool))
+
+    @torch.no_grad()
+    def observe(self, logits: torch.Tensor, y: torch.Tensor, idx: np.ndarray, where: np.ndarray, step: int) -> None:
+        """Online AE/ER (``stats = "online"``): fold this step's predictions on its crops into
+        each source pixel's history (EMA with ``hist_momentum``; the first observation plainly),
+        through ``where``, the crops' source pixels (-1 outside the image). From the end of
+        warm-up on; no extra forward pass."""
+        if self.cfg.stats != "online" or step < self.warmup_end or where is None or len(where) != len(idx):
+            return
+        self._init_online()
+        st, m = self.state, self.cfg.hist_momentum
+        p = torch.sigmoid(logits[:, 0].detach().float()).cpu().numpy()
+        yy = y.cpu().numpy()
+        h = binary_entropy(p)
+        e = np.abs((p > 0.5).astype(np.float32) - (yy == 1).astype(np.float32))
+        for b in range(len(idx)):
+            i = int(idx[b])
+            ok = (where[b] >= 0) & (yy[b] != 255)
+            flat = where[b][ok]
+            seen = st.seen[i].reshape(-1)
+            first = seen[flat] == 0
+            for hist, new in ((st.ae[i].reshape(-1), h[b][ok]), (st.er[i].reshape(-1), e[b][ok])):
+                hist[flat] = np.where(first, new, m * hist[flat] + (1 - m) * new)
+            st.pred[i].reshape(-1)[flat] = p[b][ok] > 0.5
+            seen[flat] = np.minimum(seen[flat].astype(np.int32) + 1, 255).astype(np.uint8)
+
+    def _update_online(self) -> float:
+        """F of every image from its online histories; 0 where a pixel was seen fewer than
+        ``min_passes`` times. Returns the fuzzy fraction of valid pixels."""
+        self._init_online()
+        st = self.state
+        fz_sum = n_sum = 0.0
+        for i, it in enumerate(self.items):
+            f = self.membership(st.ae[i], st.er[i], it.y, st.pred[i].astype(np.float32), it.fov)
+            f[st.seen[i] < self.cfg.min_passes] = 0.0
+            st.fuzzy[i] = f
+            valid = it.fov & (it.y != 255)
+            fz_sum += float(f[valid].sum())
+            n_sum += float(valid.sum())
+        st.passes += 1
+        return fz_sum / max(n_sum, 1.0)
 
     # ---- partition pass ----------------------------------------------------------------------
     def membership(self, ae: np.ndarray, er: np.ndarray, y: np.ndarray, p: np.ndarray, fov: np.ndarray) -> np.ndarray:
@@ -192,8 +249,11 @@ class Dale:
 
     @torch.no_grad()
     def partition(self, net: nn.Module, stride: int) -> float:
-        """Eval-mode pass over the unaugmented training images: update AE/ER histories and F.
-        Returns the fuzzy fraction of valid pixels."""
+        """Eval-mode pass over the unaugmented training images: update AE/ER histories and F
+        (``stats = "online"``: only F, from the histories the training steps built). Returns the
+        fuzzy fraction of valid pixels."""
+        if self.cfg.stats == "online":
+            return self._update_online()
         was = net.training
         net.eval()
         m = self.cfg.hist_momentum
@@ -236,11 +296,38 @@ class Dale:
         if phase == "stable":
             return l_nf, {**logs, "phase": 1.0}
         p_bar = self.teacher_prob(x, out.logits)
-        l_f, omega_logs, y_tilde = self.fuzzy_loss(out.logits, y, fuzzy, reliable, idx, p_bar)
+        if self.cfg.fuzzy_step == "blend":
+            soft, omega_logs, y_tilde = self.blended_target(out.logits, y, fuzzy, reliable, idx, p_bar)
+            l_f, logs = supervised_loss(out.logits, y, self.loss_cfg, soft_target=soft)
+            body = l_f
+        else:
+            l_f, omega_logs, y_tilde = self.fuzzy_loss(out.logits, y, fuzzy, reliable, idx, p_bar)
+            body = l_f + self.cfg.lambda_keep * l_nf
         l_align = self.align_loss(out.features, y, y_tilde, fuzzy) if out.features is not None else l_f * 0
-        total = l_f + self.cfg.lambda_align * l_align + self.cfg.lambda_keep * l_nf
+        total = body + self.cfg.lambda_align * l_align
         return total, {**logs, **omega_logs, "l_f": float(l_f.detach()), "l_align": float(l_align.detach()),
                        "phase": 2.0}
+
+    def blended_target(self, logits: torch.Tensor, y: torch.Tensor, fuzzy: torch.Tensor, reliable: torch.Tensor,
+                       idx: np.ndarray, p_bar: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """The fuzzy step's target for the standard loss over every valid pixel: the label on
+        reliable pixels, the label-confidence blend on fuzzy ones, mixed by F. Each pixel keeps
+        the weight it has in the standard loss (``fuzzy_step = "separate"`` normalises L_f by
+        the fuzzy pixels alone, which gives a pixel in a small fuzzy region hundreds of times the
+        weight of any other)."""
+        _, logs, _ = self.fuzzy_loss(logits.detach(), y, fuzzy, reliable, idx, p_bar)  # omega update only
+        c = self.cfg
+        t = (y == 1).float()
+        if p_bar is None:
+            p_bar = torch.sigmoid(logits[:, 0].detach().float())
+        y_hat = (p_bar > 0.5).float()
+        w = torch.as_tensor(self.state.omega[np.asarray(idx, np.int64)], dtype=t.dtype, device=t.device)[:, None, None]
+        blend = w * t + (1 - w) * y_hat
+        if c.protect_positives:
+            blend = torch.maximum(blend, t)
+        soft = (1 - fuzzy) * t + fuzzy * blend
+        return soft, logs, (blend > 0.5).float()
 
     def fuzzy_loss(self, logits: torch.Tensor, y: torch.Tensor, fuzzy: torch.Tensor, reliable: torch.Tensor,
                    idx: np.ndarray, p_bar: torch.Tensor | None = None

@@ -140,6 +140,7 @@ class PatchSampler:
         self.fuzzy: list[NDArray[np.float32]] | None = None  # DALE's per-image fuzzy maps, when set
         self.last_idx = np.zeros(0, np.int64)
         self.last_fuzzy = np.zeros((0,), np.float32)
+        self.last_where = np.zeros((0,), np.int64)  # (B, s, s) flat image index of each crop pixel, -1 outside
 
     def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8], int, NDArray[np.float32]]:
         s = self.cfg.crop_size
@@ -159,15 +160,23 @@ class PatchSampler:
         x = _crop(it.x, y0, x0, s).astype(np.float32)
         y = _crop(it.y, y0, x0, s)
         f = _crop(self.fuzzy[i], y0, x0, s) if self.fuzzy is not None else np.zeros((s, s), np.float32)
-        x, y, f = augment(x, y, self.cfg.augment, self.rng, f)
-        return x, y, i, f
+        # where each crop pixel comes from (flat index into the image, -1 outside it), carried
+        # through the same geometric transforms: DALE's online statistics map predictions back
+        h = it.y.shape[0]
+        rows, cols = np.arange(y0, y0 + s), np.arange(x0, x0 + s)
+        inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+        where = np.where(inside, rows[:, None] * w + cols[None, :], -1).astype(np.float32)  # exact below 2**24
+        x, y, fw = augment(x, y, self.cfg.augment, self.rng, np.stack([f, where]))
+        return x, y, i, fw
 
     def batch(self) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
-        """``(x, y)``; the crops' image indices and fuzzy maps are kept in ``last_idx`` and
-        ``last_fuzzy``."""
-        xs, ys, idx, fs = zip(*(self._one() for _ in range(self.cfg.batch_size)))
+        """``(x, y)``; the crops' image indices, fuzzy maps and source pixels are kept in
+        ``last_idx``, ``last_fuzzy`` and ``last_where``."""
+        xs, ys, idx, fws = zip(*(self._one() for _ in range(self.cfg.batch_size)))
+        fw = np.stack(fws)
         self.last_idx = np.asarray(idx, np.int64)
-        self.last_fuzzy = np.stack(fs).astype(np.float32)
+        self.last_fuzzy = fw[:, 0].astype(np.float32)
+        self.last_where = fw[:, 1].astype(np.int64)
         return np.stack(xs), np.stack(ys)
 
 

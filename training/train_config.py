@@ -134,9 +134,11 @@ class DaleConfig:
     stats_momentum: float = 0.9
     min_pixels: float = 16.0
     # what makes our DALE learn from fuzzy regions instead of erasing lesions (training/README.md)
+    stats: Literal["online", "passes"] = "online"  # AE/ER from the training steps' own predictions, or eval passes
+    fuzzy_step: Literal["blend", "separate"] = "blend"  # one loss with blended fuzzy targets, or L_f + lambda_keep L_nf
     combine: Literal["and", "or"] = "and"   # fuzzy where AE *and* ER are high ("or": either)
     band_px: int = 3                        # only within this many working px of a lesion border (0: anywhere)
-    min_passes: int = 2                     # partition passes before F is used (F = 0 until then)
+    min_passes: int = 2                     # passes (or, online, observations of a pixel) before F is used
     omega_min: float = 0.5                  # floor of the label confidence
     omega_reference: Literal["expected", "reliable"] = "expected"
     protect_positives: bool = True          # an annotated lesion pixel keeps its label in L_f

@@ -67,7 +67,8 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
 
 def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
                    cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
-                   fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0) -> dict[str, float]:
+                   fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0,
+                   where: np.ndarray | None = None) -> dict[str, float]:
     """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
     the generator on supervised + SGDC edge + adversarial terms, then the dynamic adaptation
     (gates, or the literal step on the decoder) from the same forward pass. ``net`` may be
@@ -84,6 +85,7 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     if adv is not None:
         logs["d_loss"] = adv.step_d(xt, yt, p.detach())
     if dale is not None and fuzzy is not None and idx is not None:
+        dale.observe(out.logits, yt, idx, where, step)  # online AE/ER: this step's own predictions
         with autocast(dev, amp):  # the EMA teacher's forward, when the step needs it
             total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy).to(dev), idx, step, x=xt)
     else:
@@ -234,7 +236,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         yield from _follow_schedule(r)
         try:
             logs = train_one_step(r.model, r.opt, *r.sampler.batch(), cfg, r.adv, r.dale, r.sampler.last_fuzzy,
-                                  r.sampler.last_idx, r.step)
+                                  r.sampler.last_idx, r.step, r.sampler.last_where)
         except TrainingDiverged as err:
             yield from r.emit({"event": "error", "step": r.step, "message": f"training stopped at step {r.step}: "
                                f"{err}; the last good model is kept"}, every_rank=True)
