@@ -24,12 +24,16 @@ from .validate import predict_work
 
 
 def border_band(mask: np.ndarray, r: int) -> np.ndarray:
-    """Pixels within ``r`` px (chessboard) of the border of ``mask``: ``dilate_r - erode_r``."""
+    """Pixels within ``r`` px (chessboard) of the border of ``mask``: ``dilate_r - erode_r``
+    (square windows, as two separable 1-D max filters each)."""
     t = torch.from_numpy(mask.astype(np.float32))[None, None]
     k = 2 * r + 1
-    dil = F.max_pool2d(t, k, 1, r)
-    ero = -F.max_pool2d(-t, k, 1, r)
-    return ((dil - ero)[0, 0] > 0).numpy()
+
+    def dilate(a: torch.Tensor) -> torch.Tensor:
+        a = F.max_pool2d(a, (1, k), 1, (0, r))
+        return F.max_pool2d(a, (k, 1), 1, (r, 0))
+
+    return ((dilate(t) + dilate(-t))[0, 0] > 0).numpy()
 
 
 def expected_loss(z: torch.Tensor) -> torch.Tensor:
@@ -87,6 +91,7 @@ class Dale:
         self.progress = 0.0  # of the budget, as of the last follow_budget
         self.next_pass = cfg.warmup_frac  # progress of the next partition pass (partition_every_frac)
         self._after_pass = False
+        self._dirty: set[int] = set()  # online: images observed since F was last computed
 
     # ---- the EMA teacher (the model-side target of L_f) -------------------------------------
     def attach(self, net: nn.Module) -> None:
@@ -218,6 +223,7 @@ class Dale:
             for hist, new in ((st.ae[i].reshape(-1), h[b][ok]), (st.er[i].reshape(-1), e[b][ok])):
                 hist[flat] = np.where(first, new, m * hist[flat] + (1 - m) * new)
             st.pred[i].reshape(-1)[flat] = p[b][ok] > 0.5
+            self._dirty.add(i)
             seen[flat] = np.minimum(seen[flat].astype(np.int32) + 1, 255).astype(np.uint8)
 
     def _update_online(self) -> float:
@@ -227,13 +233,16 @@ class Dale:
         st = self.state
         fz_sum = n_sum = 0.0
         for i, it in enumerate(self.items):
-            f = self.membership(st.ae[i], st.er[i], it.y, st.pred[i].astype(np.float32), it.fov)
-            f[st.seen[i] < self.cfg.min_passes] = 0.0
-            st.fuzzy[i] = f
+            if i in self._dirty:  # an image not seen since the last update keeps its F
+                f = self.membership(st.ae[i], st.er[i], it.y, st.pred[i].astype(np.float32), it.fov)
+                f[st.seen[i] < self.cfg.min_passes] = 0.0
+                st.fuzzy[i] = f
+            f = st.fuzzy[i]
             valid = it.fov & (it.y != 255)
             fz_sum += float(f[valid].sum())
             n_sum += float(valid.sum())
         st.passes += 1
+        self._dirty.clear()
         return fz_sum / max(n_sum, 1.0)
 
     # ---- partition pass ----------------------------------------------------------------------
