@@ -157,18 +157,18 @@ def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
 
 
 def at_equal_steps(rows: list[dict]) -> dict[tuple[str, int], dict]:
-    """Per (variant, fold): the score at the largest validation step every variant of that fold
-    reached (the equal-steps comparison from the same runs)."""
+    """Per (variant, fold): the score at the largest step at which every variant of that fold
+    validated (the equal-steps comparison from the same runs)."""
     out = {}
     for fold in {r["fold"] for r in rows}:
         same = [r for r in rows if r["fold"] == fold and r["curve"]]
         if not same:
             continue
-        common = min(max(c["step"] for c in r["curve"]) for r in same)
+        common = set.intersection(*({c["step"] for c in r["curve"]} for r in same))
+        if not common:
+            continue
         for r in same:
-            before = [c for c in r["curve"] if c["step"] <= common]
-            if before:
-                out[(r["variant"], fold)] = max(before, key=lambda c: c["step"])
+            out[(r["variant"], fold)] = next(c for c in r["curve"] if c["step"] == max(common))
     return out
 
 
