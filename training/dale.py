@@ -301,11 +301,13 @@ class Dale:
             loss, logs = supervised_loss(out.logits, y, self.loss_cfg)
             return loss, {**logs, "phase": 0.0}
         reliable = 1.0 - fuzzy
-        l_nf, logs = supervised_loss(out.logits, y, self.loss_cfg, weight=reliable)
-        if phase == "stable":
-            return l_nf, {**logs, "phase": 1.0}
+        blend_step = phase == "fuzzy" and self.cfg.fuzzy_step == "blend"
+        if not blend_step:  # L_nf: the stable step, and METHODS' separate fuzzy step
+            l_nf, logs = supervised_loss(out.logits, y, self.loss_cfg, weight=reliable)
+            if phase == "stable":
+                return l_nf, {**logs, "phase": 1.0}
         p_bar = self.teacher_prob(x, out.logits)
-        if self.cfg.fuzzy_step == "blend":
+        if blend_step:
             soft, omega_logs, y_tilde = self.blended_target(out.logits, y, fuzzy, reliable, idx, p_bar)
             l_f, logs = supervised_loss(out.logits, y, self.loss_cfg, soft_target=soft)
             body = l_f
@@ -325,66 +327,59 @@ class Dale:
         the weight it has in the standard loss (``fuzzy_step = "separate"`` normalises L_f by
         the fuzzy pixels alone, which gives a pixel in a small fuzzy region hundreds of times the
         weight of any other)."""
-        _, logs, _ = self.fuzzy_loss(logits.detach(), y, fuzzy, reliable, idx, p_bar)  # omega update only
-        c = self.cfg
+        blend, logs = self.label_blend(logits, y, fuzzy, reliable, idx, p_bar)
         t = (y == 1).float()
-        if p_bar is None:
-            p_bar = torch.sigmoid(logits[:, 0].detach().float())
-        y_hat = (p_bar > 0.5).float()
-        w = torch.as_tensor(self.state.omega[np.asarray(idx, np.int64)], dtype=t.dtype, device=t.device)[:, None, None]
-        blend = w * t + (1 - w) * y_hat
-        if c.protect_positives:
-            blend = torch.maximum(blend, t)
-        soft = (1 - fuzzy) * t + fuzzy * blend
-        return soft, logs, (blend > 0.5).float()
+        return (1 - fuzzy) * t + fuzzy * blend, logs, (blend > 0.5).float()
 
     def fuzzy_loss(self, logits: torch.Tensor, y: torch.Tensor, fuzzy: torch.Tensor, reliable: torch.Tensor,
                    idx: np.ndarray, p_bar: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
-        """``L_f``: the standard loss (same pos_weight and Dice) on the fuzzy pixels against the
-        label-confidence blend ``omega * y + (1 - omega) * y_hat`` (``y_hat = 1[p_bar > 0.5]``);
-        with ``protect_positives`` an annotated lesion pixel keeps target 1. One omega per
-        training image, updated where its crop has fuzzy blended pixels. Returns the loss, the
-        logs and the corrected hard label ``y_tilde``."""
+        """METHODS' ``L_f``: the standard loss (same pos_weight and Dice) on the fuzzy pixels
+        alone against the label-confidence blend. Returns the loss, the logs and the corrected
+        hard label ``y_tilde``."""
+        blend, logs = self.label_blend(logits, y, fuzzy, reliable, idx, p_bar)
+        y_tilde = (blend > 0.5).float()
+        if float((fuzzy * (y != 255).float()).sum()) < 1.0:
+            return logits.sum() * 0, logs, y_tilde
+        l_f, _ = supervised_loss(logits, y, self.loss_cfg, weight=fuzzy, soft_target=blend)
+        return l_f, logs, y_tilde
+
+    def label_blend(self, logits: torch.Tensor, y: torch.Tensor, fuzzy: torch.Tensor, reliable: torch.Tensor,
+                    idx: np.ndarray, p_bar: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The label-confidence blend ``omega * y + (1 - omega) * y_hat`` (``y_hat = 1[p_bar >
+        0.5]``; with ``protect_positives`` an annotated lesion pixel keeps 1), after updating
+        each crop's image's omega where the crop has fuzzy blended pixels (no gradient)."""
         c = self.cfg
-        z = logits[:, 0].float()
+        z = logits[:, 0].detach().float()
         valid = (y != 255).float()
         t = (y == 1).float()
         if p_bar is None:
-            p_bar = torch.sigmoid(z.detach())
+            p_bar = torch.sigmoid(z)
         y_hat = (p_bar > 0.5).float()
-        blend = fuzzy * valid * ((1.0 - t) if c.protect_positives else 1.0)  # where omega acts
-        with torch.no_grad():
-            l_label = F.binary_cross_entropy_with_logits(z, t, reduction="none")
-            l_pred = F.binary_cross_entropy_with_logits(z, y_hat, reduction="none")
-            ref = expected_loss(z) if c.omega_reference == "expected" else None
+        where = fuzzy * valid * ((1.0 - t) if c.protect_positives else 1.0)  # where omega acts
+        l_label = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+        l_pred = F.binary_cross_entropy_with_logits(z, y_hat, reduction="none")
+        ref = expected_loss(z) if c.omega_reference == "expected" else None
         omegas = torch.ones(z.shape[0], dtype=z.dtype, device=z.device)
         for b in range(z.shape[0]):
             i = int(idx[b])
-            fs = float(blend[b].sum())
+            fs = float(where[b].sum())
             if fs >= 1.0:
-                with torch.no_grad():
-                    a = float((blend[b] * l_label[b]).sum()) / fs
-                    bp = float((blend[b] * l_pred[b]).sum()) / fs
-                    if ref is not None:
-                        r = float((blend[b] * ref[b]).sum()) / fs
-                    else:
-                        rw = reliable[b] * valid[b]
-                        r = float((rw * l_label[b]).sum()) / max(float(rw.sum()), 1e-6)
-                w_star = omega_star(a, bp, r)
-                new = c.omega_beta * float(self.state.omega[i]) + (1 - c.omega_beta) * w_star
+                a = float((where[b] * l_label[b]).sum()) / fs
+                bp = float((where[b] * l_pred[b]).sum()) / fs
+                if ref is not None:
+                    r = float((where[b] * ref[b]).sum()) / fs
+                else:
+                    rw = reliable[b] * valid[b]
+                    r = float((rw * l_label[b]).sum()) / max(float(rw.sum()), 1e-6)
+                new = c.omega_beta * float(self.state.omega[i]) + (1 - c.omega_beta) * omega_star(a, bp, r)
                 self.state.omega[i] = np.float32(min(1.0, max(c.omega_min, new)))
             omegas[b] = float(self.state.omega[i])
         w = omegas[:, None, None]
-        soft = w * t + (1 - w) * y_hat
+        blend = w * t + (1 - w) * y_hat
         if c.protect_positives:
-            soft = torch.maximum(soft, t)
-        y_tilde = (soft > 0.5).float()
-        fw = fuzzy * valid
-        if float(fw.sum()) < 1.0:
-            return z.sum() * 0, {"omega": float(omegas.mean())}, y_tilde
-        l_f, _ = supervised_loss(logits, y, self.loss_cfg, weight=fuzzy, soft_target=soft)
-        return l_f, {"omega": float(omegas.mean())}, y_tilde
+            blend = torch.maximum(blend, t)
+        return blend, {"omega": float(omegas.mean())}
 
     def align_loss(self, phi: torch.Tensor, y: torch.Tensor, y_tilde: torch.Tensor, fuzzy: torch.Tensor) -> torch.Tensor:
         """Mean over classes of W2^2(unstable, stable EMA) / D, for classes with enough unstable pixels."""
