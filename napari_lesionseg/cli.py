@@ -148,11 +148,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
               "fuzzy_error_capture", "fuzzy_area_fraction"):
         print(f"  {k:20s} {s[k]:.4f}")
+    print(f"  does the fuzzy map lead to the mask's mistakes? ({model.config.inference.fuzzy.map} map; entropy of "
+          "the same probability beside it)")
+    print(f"  {'':36s} {'fuzzy':>8s} {'entropy':>8s}")
+    for pct in (1, 5, 10):
+        k = f"top{pct}pct_error_capture"
+        print(f"  {'wrong pixels in the top ' + str(pct) + ' % of the disc':36s} {s['fuzzy_' + k]:8.3f} {s['entropy_' + k]:8.3f}")
+    n = int(s["fuzzy_queue_missed_lesions"])
+    print(f"  {f'missed lesions ({n}) in the first 20 regions':36s} {s['fuzzy_queue_missed_reached']:8.3f} "
+          f"{s['entropy_queue_missed_reached']:8.3f}")
+    n = int(s["fuzzy_queue_false_alarms"])
+    print(f"  {f'false alarms ({n}) in the first 20 regions':36s} {s['fuzzy_queue_false_alarms_shown']:8.3f} "
+          f"{s['entropy_queue_false_alarms_shown']:8.3f}")
     if args.out is not None:
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
                                             "images": str(args.images), "masks": str(args.masks),
-                                            "fuzzy_error_capture": s["fuzzy_error_capture"],
-                                            "fuzzy_area_fraction": s["fuzzy_area_fraction"]})
+                                            **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))}})
         print("wrote " + ", ".join(str(f) for f in files))
     return _report_failures(res.failures)
 

@@ -43,9 +43,9 @@ def test_predict_writes_outputs_at_input_size_and_keeps_going(tmp_path: Path, sm
     assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
     for stem in ("IDRiD_04", "IDRiD_16"):
         w, h = Image.open(imgs / f"{stem}.jpg").size
-        for kind in ("mask", "prob", "fuzzy"):
+        for kind, mode in (("mask", "L"), ("prob", "L"), ("fuzzy", "I;16")):  # the fuzzy map in 16 bits
             im = Image.open(out / f"{stem}_{kind}.png")
-            assert im.size == (w, h) and im.mode == "L"
+            assert im.size == (w, h) and im.mode == mode
         assert set(np.unique(np.asarray(Image.open(out / f"{stem}_mask.png")))) <= {0, 255}
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert {r["image"]: r["status"] for r in rows} == {"IDRiD_04.jpg": "ok", "IDRiD_16.jpg": "ok", "broken.jpg": "failed"}
@@ -74,6 +74,12 @@ def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, ti
     assert rep["summary"]["images"] == 2 and len(rep["per_image"]) == 2
     assert 0 <= rep["summary"]["aupr"] <= 1
     assert 0 <= rep["fuzzy_area_fraction"] <= 1 and "fuzzy_error_capture" in r.stdout
+    # the fuzzy map beside the entropy of the same probability: wrong pixels in the top k %, queue reach
+    assert "wrong pixels in the top 5 % of the disc" in r.stdout and "missed lesions (" in r.stdout
+    for name in ("fuzzy", "entropy"):
+        caps = [rep[f"{name}_top{k}pct_error_capture"] for k in (1, 5, 10)]
+        assert all(0 <= c <= 1 for c in caps) and caps == sorted(caps)
+        assert rep[f"{name}_queue_missed_lesions"] >= 0 and f"{name}_queue_false_alarms_shown" in rep
     assert (out.parent / "metrics_pr.png").stat().st_size > 1000
     assert len((out.parent / "metrics_per_image.csv").read_text().splitlines()) == 3
 
@@ -174,8 +180,9 @@ def test_full_disk_says_which_photos_are_complete(tmp_path: Path, small_pairs: P
     imgs.mkdir()
     for k in range(6):
         shutil.copy(small_pairs / "images" / "IDRiD_16.jpg", imgs / f"p{k}.jpg")
-    # seven 4-KB pages: two photos' three small maps, then full
-    with _tmpfs(tmp_path / "full", "size=28k") as full:
+    # 65 4-KB pages: two photos' three maps (27 pages each, most of it the 16-bit fuzzy map of a
+    # random network), then full
+    with _tmpfs(tmp_path / "full", "size=260k") as full:
         r = lesionseg("predict", imgs, "--out", full, "--model", tiny_model_dir, "--quiet")
         line = _one_clear_line(r, str(full / "p2_"), "No space left on device")
         assert line.endswith("the outputs of 2 photo(s) before it are complete (p0, p1)")

@@ -207,8 +207,31 @@ def test_encode_png_roundtrips_through_pillow(shape: tuple[int, ...], backend: s
         a[100:300, 200:500] = np.add.outer(np.arange(200), np.arange(300)) % 256
     back = np.asarray(Image.open(io.BytesIO(encode_png(a))))
     assert back.dtype == np.uint8 and back.shape == a.shape and np.array_equal(back, a)
-    with pytest.raises(ValueError, match="uint8"):
-        encode_png(a.astype(np.uint16))
+    if a.ndim == 2:  # 16-bit gray (the fuzzy map; written with PNG's "sub" filter)
+        a16 = a.astype(np.uint16) * 257 + np.random.default_rng(2).integers(0, 257, size=a.shape, dtype=np.uint16)
+        back = np.asarray(Image.open(io.BytesIO(encode_png(a16))))
+        assert back.shape == a.shape and np.array_equal(back.astype(np.int64), a16.astype(np.int64))
+    else:
+        with pytest.raises(ValueError, match="uint16 \\(H, W\\)"):
+            encode_png(a.astype(np.uint16))
+
+
+def test_unit_maps_read_back_at_their_precision(tmp_path: Path) -> None:
+    """The fuzzy map is written in 16 bits (distinct values stay distinct), the probability in
+    8; ``read_unit_map`` reads both (and older 8-bit fuzzy maps) as [0, 1] floats."""
+    from napari_lesionseg.core.image_io import read_unit_map
+    from napari_lesionseg.core.outputs import write_maps
+
+    f = np.linspace(0, 1, 100 * 120, dtype=np.float32).reshape(100, 120)
+    write_maps(tmp_path, "x", f, f > 0.5, f)
+    fuzzy, prob = read_unit_map(tmp_path / "x_fuzzy.png"), read_unit_map(tmp_path / "x_prob.png")
+    assert np.abs(fuzzy - f).max() <= 0.5 / 65535 + 1e-7 and len(np.unique(fuzzy)) == f.size
+    assert np.abs(prob - f).max() <= 0.5 / 255 + 1e-7 and len(np.unique(prob)) == 256
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    with pytest.raises(LesionsegInputError, match="rgb.png"):
+        read_unit_map(tmp_path / "rgb.png")
 
 
 def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:

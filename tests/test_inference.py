@@ -13,6 +13,7 @@ from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.fuzzy import binary_entropy, fuzzy_map
 from napari_lesionseg.core.inference import Progress, gaussian_window, predict, run_to_end, tile_starts
 from napari_lesionseg.core.lesions import lesion_table, threshold_mask
+from napari_lesionseg.core.model_config import FuzzyConfig
 from napari_lesionseg.core.model_folder import LoadedModel, load_model_folder
 from napari_lesionseg.core.models import build_model
 from napari_lesionseg.core.runtime import pick_device
@@ -68,8 +69,8 @@ def test_blending_is_normalised_across_tiles(small_rgb: np.ndarray, tile: int) -
     interior = ndimage.binary_erosion(inside, iterations=8)
     expected = 1 / (1 + np.exp(3.0))
     assert np.allclose(pred.probability[interior], expected, atol=1e-5)
-    # all TTA views agree on a constant model: no disagreement; p = 0.047 is confident, not fuzzy
-    assert pred.fuzzy[interior].max() < 1e-5
+    # the default fuzzy map is the probability's entropy, the same everywhere on a constant model
+    assert np.allclose(pred.fuzzy[interior], binary_entropy(np.array([expected]))[0], atol=1e-4)
 
 
 def test_tile_starts_cover_the_range() -> None:
@@ -93,14 +94,29 @@ def test_closing_the_generator_cancels(tiny_model_dir: Path, small_rgb: np.ndarr
         next(gen)
 
 
-def test_fuzzy_map_soft_threshold() -> None:
+def test_fuzzy_map_kinds() -> None:
     p = np.array([0.5, 0.01, 0.99, 0.3])
     assert binary_entropy(np.array([0.5]))[0] == pytest.approx(1.0)
-    f = fuzzy_map(p, None, tau_ae=0.5, tau_er=0.05, delta=0.2)
+    soft = FuzzyConfig(map="soft_threshold", tau_ae=0.5, tau_er=0.05, delta=0.2)
+    f = fuzzy_map(p, None, soft)
     assert f[0] == 1.0 and f[1] == 0.0 and f[2] == 0.0 and 0 < f[3] <= 1
     d = np.array([0.0, 0.2, 0.0, 0.0])
-    f2 = fuzzy_map(p, d, tau_ae=0.5, tau_er=0.05, delta=0.2)
+    f2 = fuzzy_map(p, d, soft)
     assert f2[1] == pytest.approx(0.75) and f2[2] == 0.0
+    # the default: plain entropy, continuous (no clipping: 0.3 and 0.5 stay apart)
+    np.testing.assert_allclose(fuzzy_map(p, d, FuzzyConfig()), binary_entropy(p))
+    # error_rate: the knots read off at each probability, linearly between knots
+    knots = [[0.0, 0.2, 0.25, 1.0], [0.0, 0.3, 0.7, 0.1]]
+    er = fuzzy_map(np.array([0.0, 0.1, 0.2, 0.225, 0.625, 1.0]), None, FuzzyConfig(map="error_rate", error_rate=knots))
+    np.testing.assert_allclose(er, [0.0, 0.15, 0.3, 0.5, 0.4, 0.1], atol=1e-6)
+
+
+def test_error_rate_map_needs_knots() -> None:
+
+    with pytest.raises(ConfigError, match="error_rate"):
+        FuzzyConfig(map="error_rate")
+    with pytest.raises(ConfigError, match="increase"):
+        FuzzyConfig(map="error_rate", error_rate=[[0.5, 0.2], [0.1, 0.1]])
 
 
 def test_lesion_table_and_minimum_area() -> None:

@@ -200,3 +200,49 @@ def test_specks_are_listed_last() -> None:
     fuzzy[10:12, 10:12] = 1.0  # the speck is the fuzziest
     rs = review_regions(mask, prob, fuzzy)
     assert [r.area_px for r in rs.regions] == [900, 4]
+
+
+def _miss_scene():
+    """threshold 0.5: a found lesion (p 0.9), a borderline lesion (p 0.55), and two sub-threshold
+    blobs outside the mask (p 0.2 and 0.03) where the fuzzy map (here: 0) shows nothing."""
+    mask = np.zeros((200, 300), np.uint8)
+    prob = np.zeros((200, 300), np.float32)
+    mask[10:30, 10:30] = 1
+    prob[10:30, 10:30] = 0.9
+    mask[60:70, 60:70] = 1
+    prob[60:70, 60:70] = 0.55
+    prob[120:140, 200:230] = 0.2
+    prob[160:170, 100:110] = 0.03
+    return mask, prob, np.zeros_like(prob)
+
+
+def test_candidate_misses_come_from_the_probability_below_threshold() -> None:
+    from napari_lesionseg.core.model_config import ReviewConfig
+
+    mask, prob, fuzzy = _miss_scene()
+    # the map alone (no threshold known) finds no candidate: nothing is fuzzy
+    assert [r.kind for r in review_regions(mask, prob, fuzzy).regions] == ["lesion", "lesion"]
+    # floor 5 % of the threshold: both blobs are candidates (the 0.03 one too)
+    rs = review_regions(mask, prob, fuzzy, threshold=0.5)
+    assert sorted((r.kind, r.area_px) for r in rs.regions) == [("fuzzy", 100), ("fuzzy", 600), ("lesion", 100),
+                                                               ("lesion", 400)]
+    rs = review_regions(mask, prob, fuzzy, threshold=0.5, review=ReviewConfig(floor=0.1))
+    assert sorted((r.kind, r.area_px) for r in rs.regions) == [("fuzzy", 600), ("lesion", 100), ("lesion", 400)]
+    # with rates, regions are ordered by the chance of being a mistake at their highest probability
+    review = ReviewConfig(missed_rate=[[0.025, 0.5], [0.05, 0.6]], false_alarm_rate=[[0.5, 1.0], [0.7, 0.1]])
+    rs = review_regions(mask, prob, fuzzy, threshold=0.5, review=review)
+    assert [(r.kind, r.area_px) for r in rs.regions] == [("lesion", 100), ("fuzzy", 600), ("lesion", 400),
+                                                         ("fuzzy", 100)]
+    np.testing.assert_allclose([r.score for r in rs.regions], [0.64, 0.05 + 0.55 * 0.175 / 0.475, 0.22,
+                                                                0.05 + 0.55 * 0.005 / 0.475], rtol=1e-5)
+    assert rs.regions[1].max_prob == pytest.approx(0.2)
+
+
+def test_review_settings_from_layer_metadata() -> None:
+    from napari_lesionseg.core.review import review_settings
+
+    thr, review = review_settings({"threshold": 0.3, "review": {"floor": 0.02, "missed_rate": None,
+                                                                "false_alarm_rate": None}})
+    assert thr == 0.3 and review is not None and review.floor == 0.02
+    assert review_settings({}) == (None, None)
+    assert review_settings({"threshold": "x", "review": {"floor": 7}}) == (None, None)  # unreadable: ignored

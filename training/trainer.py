@@ -29,6 +29,7 @@ from .dale import Dale
 from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
+from .fit_review import fit_review
 from .losses import supervised_loss
 from .train_config import OptimConfig, TrainConfig
 from .validate import validate
@@ -336,16 +337,27 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     (r.dir / ".state.tmp").replace(r.dir / "state.pt")
 
 
+MIN_REVIEW_FIT_IMAGES = 10  # fewer training photos keep the review rates the config already has
+
+
 def _calibrate_best(r: _Run) -> Generator[Event, None, None]:
-    """Fit the probability calibration on the validation images and store it in ``best/``."""
+    """Fit the probability calibration on the validation images and store it in ``best/``;
+    then the fuzzy map's error rate and the review rates on the training images
+    (training/fit_review.py), when there are at least ``MIN_REVIEW_FIT_IMAGES`` of them (a
+    fine-tuning on a few corrections keeps its parent's)."""
     if not (r.ctx.is_main and (r.dir / "best").exists() and r.val_items):
         return
     from napari_lesionseg.core.model_folder import load_model_folder
 
     best_model = load_model_folder(r.dir / "best")
     calibrated, figures = calibrate(best_model.net, best_model.config, r.val_items)
-    save_model_folder(r.dir / "best", best_model.net, calibrated, {**best_model.metrics, "calibration": figures},
-                      best_model.lineage, overwrite=True)
+    metrics = {**best_model.metrics, "calibration": figures}
+    train_items = r.sampler.items
+    if len(train_items) >= MIN_REVIEW_FIT_IMAGES:
+        calibrated, fit = fit_review(best_model.net, calibrated, train_items)
+        metrics["review_fit"] = fit
+        yield from r.emit({"event": "review_fitted", **fit})
+    save_model_folder(r.dir / "best", best_model.net, calibrated, metrics, best_model.lineage, overwrite=True)
     yield from r.emit({"event": "calibrated", **figures})
 
 

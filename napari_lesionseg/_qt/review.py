@@ -1,5 +1,5 @@
-"""The "Review lesions" dock widget: lesions and fuzzy regions in a table sorted by
-uncertainty; Next / Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete,
+"""The "Review lesions" dock widget: lesions and possible missed lesions in a table, likeliest
+mistakes first (core/review.py); Next / Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete,
 accept or mark a region unsure (label 255, excluded from training); Alt-F toggles the fuzzy
 overlay."""
 
@@ -21,14 +21,15 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from ..core.review import Region, ReviewSet, review_regions
+from ..core.review import Region, ReviewSet, review_regions, review_settings
 from ..core.segment_layers import LESION, UNSURE, layer_names, project_image_layers
 from .shared import DockWidget, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
 
-COLUMNS = ["kind", "area px", "mean p", "fuzziness", "status"]
+COLUMNS = ["kind", "area px", "mean p", "score", "status"]
+KIND_TEXT = {"lesion": "lesion", "fuzzy": "possible miss"}
 KEYS = {"Alt-Right": "next", "Alt-Left": "previous", "Alt-F": "toggle_fuzzy"}
 VIEW_PX = 500.0  # a region is shown about this many screen pixels across (with its margin)
 
@@ -126,16 +127,17 @@ class ReviewWidget(DockWidget):
             self.info.setText("no segmentation for this image yet: run 'Segment lesions' first")
             return None
         lab, prob, fuzzy = layers
-        self.review = review_regions(lab.data, prob.data, fuzzy.data)
+        threshold, review = review_settings(prob.metadata)
+        self.review = review_regions(lab.data, prob.data, fuzzy.data, threshold=threshold, review=review)
         self.status = {}
         self._undo = []
         self.current = -1
         self.table.setRowCount(len(self.review.regions))
         for row, r in enumerate(self.review.regions):
-            for col, text in enumerate([r.kind, str(r.area_px), f"{r.mean_prob:.2f}", f"{r.fuzziness:.2f}", ""]):
+            for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}", ""]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
         n_les = sum(r.kind == "lesion" for r in self.review.regions)
-        self.info.setText(f"{n_les} lesion(s), {len(self.review.regions) - n_les} uncovered fuzzy region(s)")
+        self.info.setText(f"{n_les} lesion(s), {len(self.review.regions) - n_les} possible missed lesion(s)")
         return self.review
 
     def region(self) -> Region | None:

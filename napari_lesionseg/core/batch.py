@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .errors import LesionsegInputError
+from .fuzzy import binary_entropy
 from .image_io import list_images, read_image
 from .inference import Prediction, Progress, predict
 from .metrics import DatasetScores
@@ -24,6 +25,8 @@ from .model_folder import LoadedModel
 from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_csv, write_prediction
 from .pairs import Pair, match_pairs
 from .progress import relay
+from .review import review_regions
+from .review_metrics import QueueReach, ReviewTally, queue_reach, top_capture
 
 T = TypeVar("T")
 
@@ -172,6 +175,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     ds = DatasetScores(threshold=thr, pr_bins=pr_bins)
     result = BatchResult()
     fz = {"errors": 0, "errors_in_fuzzy": 0, "fuzzy_px": 0, "fov_px": 0}
+    tally = ReviewTally()
     for i, pair in enumerate(pairs):
         try:
             rgb, _ = read_image(pair.image)
@@ -196,12 +200,28 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         fz["errors_in_fuzzy"] += int(np.count_nonzero(wrong & fuzzy & fov))
         fz["fuzzy_px"] += int(np.count_nonzero(fuzzy & fov))
         fz["fov_px"] += int(np.count_nonzero(fov))
+        tally.add(*_review_figures(pred, gt, fov, wrong))
         result.done.append(str(pair.image))
         yield {"event": "image", "image": pair.image.name, "index": i, **{k: v for k, v in row.items() if k != "image"}}
     result.summary = ds.summary()
     result.summary["fuzzy_error_capture"] = fz["errors_in_fuzzy"] / fz["errors"] if fz["errors"] else float("nan")
     result.summary["fuzzy_area_fraction"] = fz["fuzzy_px"] / fz["fov_px"] if fz["fov_px"] else float("nan")
+    result.summary.update(tally.summary())
     return ds, result
+
+
+def _review_figures(pred: Prediction, gt: np.ndarray, fov: np.ndarray, wrong: np.ndarray
+                    ) -> tuple[int, dict[str, np.ndarray], dict[str, QueueReach]]:
+    """One photo's top-k capture and queue reach for the fuzzy map and for the entropy of the
+    same probability (its queue: today's regions where entropy > 0.5, by mean entropy)."""
+    ent = binary_entropy(pred.probability)
+    wrong_in = wrong & fov
+    captured = {"fuzzy": top_capture(pred.fuzzy, wrong_in, fov), "entropy": top_capture(ent, wrong_in, fov)}
+    truth = (gt == 1) & fov
+    queues = {"fuzzy": queue_reach(review_regions(pred.mask, pred.probability, pred.fuzzy, threshold=pred.threshold,
+                                                  review=pred.review), truth),
+              "entropy": queue_reach(review_regions(pred.mask, pred.probability, ent), truth)}
+    return int(np.count_nonzero(wrong_in)), captured, queues
 
 
 def find_eval_pairs(images: Path, masks: Path) -> list[Pair]:

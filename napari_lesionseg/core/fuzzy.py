@@ -1,16 +1,30 @@
-"""The fuzzy-region map: DALE's partition with label-free statistics (ARCHITECTURE.md 3).
+"""The fuzzy map: where the model's mask is likely wrong (ARCHITECTURE.md 3).
 
-DALE's rule is ``F = clip(max(S_tau_ae(AE), S_tau_er(ER)) / delta, 0, 1)`` with
-``S_tau(u) = max(u - tau, 0)`` (:func:`fuzzy_membership`, shared with training's partition).
-In training ``ER`` is the error against the label; at inference, with no label, ``AE`` is the
-normalised binary entropy of the (TTA-averaged) probability and the disagreement between TTA
-views (max minus min probability) stands in for ``ER``, with the same threshold name.
+DALE partitions training pixels by ``F = clip(max(S_tau_ae(AE), S_tau_er(ER)) / delta, 0, 1)``
+with ``S_tau(u) = max(u - tau, 0)``, AE and ER the histories of the model's entropy and of its
+error against the label (:func:`fuzzy_membership`, shared with training's partition). A photo
+at inference has no label, so no ER; what the plugin shows is chosen per model
+(``inference.fuzzy.map``):
+
+- ``error_rate``: an estimate of ER itself: the share of pixels at the same calibrated
+  probability where the thresholded mask disagreed with the annotation on the model's training
+  photos (knots fitted by ``training/fit_review.py``), read off at each pixel's probability;
+  in [0, 1], "the probability that the mask is wrong here";
+- ``entropy``: the normalised binary entropy of the probability (AE's quantity at one moment);
+  what models without the knots get;
+- ``soft_threshold``: the earlier rule, DALE's formula with the TTA views' disagreement
+  standing in for ER; measured worse at finding the mask's errors than plain entropy
+  (training/README.md, "The fuzzy map").
+
+All three are continuous and written as 16-bit PNG (``<stem>_fuzzy.png``, ``round(65535 f)``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+
+from .model_config import FuzzyConfig
 
 
 def binary_entropy(p: NDArray[np.floating]) -> NDArray[np.float32]:
@@ -38,7 +52,18 @@ def fuzzy_membership(ae: NDArray[np.floating], er: NDArray[np.floating] | None, 
     return np.clip(s / np.float32(delta), 0.0, 1.0).astype(np.float32)
 
 
+def error_rate_map(prob: NDArray[np.floating], knots: list[list[float]]) -> NDArray[np.float32]:
+    """The estimated probability that the thresholded mask is wrong, per pixel: the knots
+    (calibrated probability -> error share) interpolated linearly at ``prob``."""
+    return np.interp(np.asarray(prob, np.float32), knots[0], knots[1]).astype(np.float32)
+
+
 def fuzzy_map(prob: NDArray[np.floating], disagreement: NDArray[np.floating] | None,
-              tau_ae: float, tau_er: float, delta: float) -> NDArray[np.float32]:
-    """Label-free fuzzy membership in [0, 1] per pixel, same shape as ``prob``."""
-    return fuzzy_membership(binary_entropy(prob), disagreement, tau_ae, tau_er, delta)
+              cfg: FuzzyConfig) -> NDArray[np.float32]:
+    """The fuzzy map ``cfg.map`` names, in [0, 1] per pixel, same shape as ``prob``
+    (``disagreement``: the TTA views' spread, used by ``soft_threshold`` only)."""
+    if cfg.map == "error_rate" and cfg.error_rate is not None:
+        return error_rate_map(prob, cfg.error_rate)
+    if cfg.map == "soft_threshold":
+        return fuzzy_membership(binary_entropy(prob), disagreement, cfg.tau_ae, cfg.tau_er, cfg.delta)
+    return binary_entropy(prob)

@@ -26,7 +26,7 @@ from .errors import LesionsegInputError
 from .fov import FieldOfView, detect_fov, fundus_doubts
 from .fuzzy import fuzzy_map
 from .lesions import Lesion, labelled_mask, lesion_table
-from .model_config import InferenceConfig
+from .model_config import InferenceConfig, ReviewConfig
 from .model_folder import LoadedModel
 from .models.fuse import fold_batchnorm, fuse_conv_relu
 from .preprocess import Geometry, from_work, prepare
@@ -50,7 +50,8 @@ class Prediction:
     """Full-size results for one image (``H x W`` of the input).
 
     ``probability`` float32 in [0, 1] (0 outside the disc); ``mask`` uint8 0/1 after threshold
-    and minimum area; ``fuzzy`` float32 in [0, 1]; ``labels`` int32 lesion ids matching
+    and minimum area; ``fuzzy`` float32 in [0, 1], the map ``inference.fuzzy.map`` names
+    (core/fuzzy.py); ``labels`` int32 lesion ids matching
     ``lesions``.
     """
 
@@ -65,6 +66,7 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # e.g. an out-of-memory fallback that happened
     precision: str = "fp32"  # what the network computed in: fp32, bf16 or fp16
+    review: ReviewConfig = field(default_factory=ReviewConfig)  # the model's, for the review queue
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -232,7 +234,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     prob_w = (acc / wacc).numpy() * disc
     prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
     dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
-    fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy.tau_ae, cfg.fuzzy.tau_er, cfg.fuzzy.delta) * disc
+    fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy) * disc
     # One after the other: torch's upsampling already uses every core (running the two maps'
     # upsampling on two threads measured slower, and two full-size maps in the making at once
     # raise the peak for very large photos).
@@ -244,7 +246,8 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     timings["postprocess"] = time.perf_counter() - t2
     yield Progress("done", 1, 1)
     precision_used = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes, precision_used)
+    return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes, precision_used,
+                      cfg.review)
 
 
 MIN_TILE = 128

@@ -39,17 +39,61 @@ class PreprocessConfig:
         return 3 + (self.green_contrast_sigma is not None)
 
 
+def _check_knots(knots: list[list[float]] | None, name: str, lo: float = 0.0, hi: float = 1.0) -> None:
+    """Piecewise-linear knots ``[xs, ys]``: equal lengths 2..1024, xs increasing, all in [lo, hi]."""
+    if knots is None:
+        return
+    require(len(knots) == 2 and len(knots[0]) == len(knots[1]) and 2 <= len(knots[0]) <= 1024, name,
+            "needs two equal lists of 2..1024 knots")
+    xs, ys = knots
+    require(all(b > a for a, b in zip(xs, xs[1:])), name, "x knots must increase")
+    require(all(lo <= v <= hi for v in list(xs) + list(ys)), name, f"knots must lie in [{lo}, {hi}]")
+
+
 @dataclass
 class FuzzyConfig:
-    """Soft thresholds of the label-free DALE partition (ARCHITECTURE.md 3)."""
+    """What the fuzzy map is (core/fuzzy.py has the formulas).
 
-    tau_ae: float = 0.5
-    tau_er: float = 0.05  # on the TTA views' disagreement, the label-free stand-in for DALE's ER
-    delta: float = 0.2
+    ``map = "error_rate"``: the estimated probability that the mask is wrong at the pixel, read
+    from ``error_rate`` (knots: calibrated probability -> share of pixels at that probability
+    where the thresholded mask disagreed with the annotation, counted on the model's training
+    photos: DALE's ER, its expectation given the prediction). ``"entropy"`` (the default, and
+    what folders without knots get): the binary entropy of the probability. ``"soft_threshold"``:
+    the earlier rule, ``clip(max(S_tau_ae(entropy), S_tau_er(TTA spread)) / delta, 0, 1)``."""
+
+    map: Literal["error_rate", "entropy", "soft_threshold"] = "entropy"
+    error_rate: list[list[float]] | None = None
+    tau_ae: float = 0.5  # soft_threshold only
+    tau_er: float = 0.05  # soft_threshold only: on the TTA views' disagreement
+    delta: float = 0.2  # soft_threshold only
 
     def __post_init__(self) -> None:
         require(0 <= self.tau_ae < 1 and 0 <= self.tau_er < 1, "inference.fuzzy", "taus must lie in [0, 1)")
         require(0 < self.delta <= 1, "inference.fuzzy.delta", "must lie in (0, 1]")
+        _check_knots(self.error_rate, "inference.fuzzy.error_rate")
+        require(self.map != "error_rate" or self.error_rate is not None, "inference.fuzzy.error_rate",
+                "map = 'error_rate' needs the error_rate knots (fit them with python -m training.fit_review)")
+
+
+@dataclass
+class ReviewConfig:
+    """How the review queue finds and orders regions (core/review.py).
+
+    Candidate misses are the connected regions outside the mask where the probability exceeds
+    ``floor`` (None: 5 % of the threshold). ``missed_rate`` (knots: a candidate's highest
+    probability -> share of such regions that overlapped an annotated lesion) and
+    ``false_alarm_rate`` (knots: a lesion's highest probability -> share of such lesions that
+    overlapped none) are counted on the model's training photos; without them regions are
+    ordered by their mean fuzzy value."""
+
+    floor: float | None = None
+    missed_rate: list[list[float]] | None = None
+    false_alarm_rate: list[list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        require(self.floor is None or 0.0 < self.floor < 1.0, "inference.review.floor", "must lie in (0, 1)")
+        _check_knots(self.missed_rate, "inference.review.missed_rate")
+        _check_knots(self.false_alarm_rate, "inference.review.false_alarm_rate")
 
 
 @dataclass
@@ -60,6 +104,7 @@ class InferenceConfig:
     tile_overlap: float = 0.25
     tta: Literal["none", "hflip", "flips"] = "flips"
     fuzzy: FuzzyConfig = field(default_factory=FuzzyConfig)
+    review: ReviewConfig = field(default_factory=ReviewConfig)
     # monotone piecewise-linear map of raw probabilities (x and y knots), fitted on validation
     calibration: list[list[float]] | None = None
 
@@ -72,6 +117,11 @@ class InferenceConfig:
             require(len(self.calibration) == 2 and len(self.calibration[0]) == len(self.calibration[1])
                     and 2 <= len(self.calibration[0]) <= 1024, "inference.calibration",
                     "needs two equal lists of 2..1024 knots")
+
+    @property
+    def review_floor(self) -> float:
+        """The probability above which a region outside the mask is a candidate miss."""
+        return self.review.floor if self.review.floor is not None else 0.05 * self.threshold
 
 
 def upgrade_config(raw: dict) -> dict:

@@ -22,12 +22,22 @@ if TYPE_CHECKING:
 def to_uint8(p: np.ndarray, rows: int = 512) -> np.ndarray:
     """Map [0, 1] floats to 0..255 with ``round(255 p)``, ``rows`` rows at a time (so a
     100-megapixel map needs no full-size float temporaries)."""
+    return _to_unsigned(p, np.uint8, rows)
+
+
+def to_uint16(p: np.ndarray, rows: int = 512) -> np.ndarray:
+    """Map [0, 1] floats to 0..65535 with ``round(65535 p)``, ``rows`` rows at a time."""
+    return _to_unsigned(p, np.uint16, rows)
+
+
+def _to_unsigned(p: np.ndarray, dtype: type[np.unsignedinteger], rows: int) -> np.ndarray:
     a = np.asarray(p)
-    out = np.empty(a.shape, np.uint8)
+    top = np.float32(np.iinfo(dtype).max)
+    out = np.empty(a.shape, dtype)
     for r in range(0, max(a.shape[0], 1), rows):
-        blk = a[r:r + rows].astype(np.float32) * np.float32(255.0)
+        blk = a[r:r + rows].astype(np.float32) * top
         np.rint(blk, out=blk)
-        np.clip(blk, 0, 255, out=blk)
+        np.clip(blk, 0, top, out=blk)
         out[r:r + rows] = blk
     return out
 
@@ -38,8 +48,9 @@ def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:
 
 
 def write_maps(out_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray, fuzzy: np.ndarray) -> list[Path]:
-    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (round(255 p)), ``<stem>_fuzzy.png``:
-    the one writer of prediction maps (``lesionseg predict`` and the project store).
+    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (8-bit, round(255 p)),
+    ``<stem>_fuzzy.png`` (16-bit, round(65535 f): the map ranks pixels, so it keeps the
+    precision 8 bits would tie away): the one writer of prediction maps (``lesionseg predict`` and the project store).
 
     Each map is converted, encoded and written in its own thread (NumPy and the deflate of
     ``encode_png`` release the GIL)."""
@@ -47,7 +58,7 @@ def write_maps(out_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray, fuz
     jobs: dict[Path, Callable[[], np.ndarray]] = {
         out_dir / f"{stem}_mask.png": lambda: (np.asarray(mask) > 0).view(np.uint8) * np.uint8(255),
         out_dir / f"{stem}_prob.png": lambda: to_uint8(prob),
-        out_dir / f"{stem}_fuzzy.png": lambda: to_uint8(fuzzy),
+        out_dir / f"{stem}_fuzzy.png": lambda: to_uint16(fuzzy),
     }
     written: list[Path] = []
 

@@ -1,5 +1,16 @@
-"""Regions to review, most uncertain first: the lesions of a mask and the fuzzy regions the
-mask does not cover (where the model is unsure whether there is a lesion)."""
+"""Regions to review, likeliest mistakes first: the lesions of a mask (each possibly a false
+alarm) and the candidate misses outside it (each possibly a lesion the mask missed).
+
+Candidate misses are the connected regions outside the mask where the probability exceeds a
+floor well below the threshold (``inference.review.floor``; 5 % of the threshold by default):
+a lesion the mask misses usually still lifts the probability a little, which the fuzzy map's
+largest values (the uncertain edges of lesions already found) do not show. Each region's
+score is the estimated chance that it is a mistake, read from the model's
+``inference.review`` rates at the region's highest probability (counted on its training
+photos by ``training/fit_review.py``); models without the rates order regions by their mean
+fuzzy value. Without a threshold (layers of unknown origin) the candidates are the regions
+where the fuzzy map exceeds ``FUZZY_CUTOFF``. Specks come last either way.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +20,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .lesions import FUZZY_CUTOFF, component_stats, label_runs
+from .model_config import ReviewConfig
 
 MIN_FIRST_AREA = 20  # px; smaller regions are listed after all larger ones
 
 
 @dataclass(frozen=True)
 class Region:
-    """``kind`` is ``lesion`` or ``fuzzy``; ``label`` its id in ``components`` of its kind;
-    ``fuzziness`` the mean fuzzy membership over the region (the sort key)."""
+    """``kind`` is ``lesion`` or ``fuzzy`` (a candidate miss); ``label`` its id in
+    ``components`` of its kind; ``fuzziness`` the mean fuzzy value over the region; ``score``
+    the sort key (the estimated chance that the region is a mistake, or ``fuzziness``)."""
 
     kind: str
     label: int
@@ -25,6 +38,8 @@ class Region:
     bbox: tuple[int, int, int, int]  # y0, x0, y1, x1 (half-open)
     mean_prob: float
     fuzziness: float
+    max_prob: float = 0.0
+    score: float = 0.0
 
 
 @dataclass
@@ -38,31 +53,57 @@ class ReviewSet:
         return comp == region.label
 
 
-def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: NDArray,
-             min_area: int) -> list[Region]:
+def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: NDArray, min_area: int,
+             rate: list[list[float]] | None) -> list[Region]:
     if n == 0:
         return []
-    st = component_stats(comp, n, prob, fuzzy)
+    st = component_stats(comp, n, prob, fuzzy, with_max=True)
     out = []
     for i in range(1, n + 1):
         a = int(st.area[i])
         sl = st.boxes[i - 1]
         if a < min_area or sl is None:
             continue
+        fz = float(st.weight_sum[i] / a)
+        pmax = float(st.prob_max[i])
+        score = float(np.interp(pmax, rate[0], rate[1])) if rate is not None else fz
         out.append(Region(kind, i, a, (float(st.cy[i] / a), float(st.cx[i] / a)),
                           (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop),
-                          float(st.prob_sum[i] / a), float(st.weight_sum[i] / a)))
+                          float(st.prob_sum[i] / a), fz, pmax, score))
     return out
 
 
 def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32],
-                   min_fuzzy_area: int = 20) -> ReviewSet:
-    """Lesions (``mask == 1`` components) and uncovered fuzzy regions, most uncertain first."""
+                   min_fuzzy_area: int = 20, *, threshold: float | None = None,
+                   review: ReviewConfig | None = None) -> ReviewSet:
+    """Lesions (``mask == 1`` components) and candidate misses, likeliest mistakes first
+    (module text). ``threshold``: the model's; ``review``: its ``inference.review``."""
+    review = review or ReviewConfig()
     lesion = np.asarray(mask) == 1
     les_comp, n_les = label_runs(lesion)[:2]  # 8-connected, as the lesion table labels
-    fz_comp, n_fz = label_runs((fuzzy > FUZZY_CUTOFF) & ~lesion)[:2]
-    regions = (_regions("lesion", les_comp, n_les, prob, fuzzy, 1)
-               + _regions("fuzzy", fz_comp, n_fz, prob, fuzzy, min_fuzzy_area))
+    if threshold is not None:
+        floor = review.floor if review.floor is not None else 0.05 * threshold
+        candidates = (np.asarray(prob) > floor) & ~lesion
+    else:
+        candidates = (np.asarray(fuzzy) > FUZZY_CUTOFF) & ~lesion
+    fz_comp, n_fz = label_runs(candidates)[:2]
+    rated = threshold is not None and review.missed_rate is not None and review.false_alarm_rate is not None
+    regions = (_regions("lesion", les_comp, n_les, prob, fuzzy, 1, review.false_alarm_rate if rated else None)
+               + _regions("fuzzy", fz_comp, n_fz, prob, fuzzy, min_fuzzy_area, review.missed_rate if rated else None))
     # specks (a few pixels) go last: the list must not open on a 4-px dot
-    regions.sort(key=lambda r: (r.area_px < MIN_FIRST_AREA, -r.fuzziness, -r.area_px))
+    regions.sort(key=lambda r: (r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px))
     return ReviewSet(regions, les_comp, fz_comp)
+
+
+def review_settings(metadata: dict) -> tuple[float | None, ReviewConfig | None]:
+    """``(threshold, review config)`` from a prediction layer's metadata (None where absent or
+    unreadable: older layers and projects)."""
+    from .dataclass_io import ConfigError, from_dict
+
+    thr = metadata.get("threshold")
+    raw = metadata.get("review")
+    try:
+        review = from_dict(ReviewConfig, raw, "review") if isinstance(raw, dict) else None
+    except (ConfigError, TypeError, ValueError):
+        review = None
+    return (float(thr) if isinstance(thr, (int, float)) else None), review

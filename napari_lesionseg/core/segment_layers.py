@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,7 +47,8 @@ def prediction_layers(image_name: str, pred: Prediction, scale: tuple[float, flo
     """Layer-data tuples for one prediction, aligned with the source image layer."""
     names = layer_names(image_name)
     common = {"scale": scale, "translate": translate}
-    meta = {"model_version": pred.model_version, "threshold": pred.threshold, "lesionseg": True}
+    meta = {"model_version": pred.model_version, "threshold": pred.threshold, "lesionseg": True,
+            "review": asdict(pred.review)}
     return [
         (pred.probability, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
                             "visible": False, "metadata": meta, **common}, "image"),
@@ -75,7 +77,8 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
         (rgb, {"name": image_id, "rgb": True, "metadata": {"path": str(path)}}, "image")]
     names = layer_names(image_id)
     d = project.latest_prediction(image_id)
-    meta = {"lesionseg": True, "model_version": d.name if d is not None else None}
+    meta = {"lesionseg": True, "model_version": d.name if d is not None else None,
+            **(project.prediction_settings(image_id) if d is not None else {})}
     mask = project.latest_label(image_id)
     prob, fuzzy = project.prediction_map(image_id, "prob"), project.prediction_map(image_id, "fuzzy")
     if prob is not None and fuzzy is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -233,7 +233,8 @@ class AnnotationSession:
             return None
         proj, iid = self._registered(photo)
         pred = photo.prediction
-        return proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy)
+        return proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy,
+                                    {"threshold": pred.threshold, "review": asdict(pred.review)})
 
     def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
         """Append ``label`` as the photo's new version (with the model's mask for provenance).

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from .atomic import atomic_copy, atomic_write_text, create_new, file_lock, is_temp_file, remove_stale_temp
 from .errors import LesionsegInputError
-from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_gray_u8, read_image, read_label
+from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_image, read_label, read_unit_map
 from .jsonfile import parse_json, read_json
 from .metrics import confusion, scores
 from .outputs import write_maps
@@ -316,8 +316,9 @@ class Project:
 
     # ---- predictions (to order the review by uncertainty) -----------------------------------
     def save_prediction(self, image_id: str, model_version: str, prob: NDArray, mask: NDArray,
-                        fuzzy: NDArray) -> Path:
-        """``predictions/<model>/<id>_{prob,mask,fuzzy}.png`` and ``<id>.json`` (uncertainty summary)."""
+                        fuzzy: NDArray, settings: dict[str, Any] | None = None) -> Path:
+        """``predictions/<model>/<id>_{prob,mask,fuzzy}.png`` and ``<id>.json`` (uncertainty
+        summary, and ``settings``: the model's threshold and review config, for the queue)."""
         d = self.prediction_dir(model_version)
         write_maps(d, image_id, prob, mask, fuzzy)
         f = np.asarray(fuzzy) > 0.5
@@ -325,7 +326,7 @@ class Project:
         summary = {"image_id": image_id, "model_version": model_version,
                    "fuzzy_fraction": float(f.sum() / max(int(lit.sum()), 1)),
                    "mean_fuzzy": float(np.asarray(fuzzy)[lit].mean()) if lit.any() else 0.0,
-                   "lesion_px": int((np.asarray(mask) > 0).sum())}
+                   "lesion_px": int((np.asarray(mask) > 0).sum()), **(settings or {})}
         atomic_write_text(d / f"{image_id}.json", json.dumps(summary))
         return d
 
@@ -336,9 +337,20 @@ class Project:
         if d is None:
             return None
         try:
-            return read_gray_u8(d / f"{image_id}_{kind}.png").astype(np.float32) / np.float32(255.0)
+            return read_unit_map(d / f"{image_id}_{kind}.png")
         except LesionsegInputError:
             return None
+
+    def prediction_settings(self, image_id: str) -> dict[str, Any]:
+        """The threshold and review config saved with the image's latest prediction (empty for
+        predictions saved before they were)."""
+        d = self.latest_prediction(image_id)
+        if d is None:
+            return {}
+        with contextlib.suppress(LesionsegInputError, TypeError, ValueError, OSError):
+            raw = read_json(d / f"{image_id}.json")
+            return {k: raw[k] for k in ("threshold", "review") if k in raw}
+        return {}
 
     def latest_prediction(self, image_id: str) -> Path | None:
         """The newest predictions folder holding this image."""
@@ -346,14 +358,15 @@ class Project:
         return max(hits, key=lambda d: (d / f"{image_id}.json").stat().st_mtime) if hits else None
 
     def images_by_uncertainty(self) -> list[tuple[str, float | None]]:
-        """Image ids, most uncertain first (fuzzy fraction of their latest prediction); images
-        never segmented come last (``None``)."""
+        """Image ids, most uncertain first (the mean fuzzy value over the disc of their latest
+        prediction: with an ``error_rate`` map, the expected share of wrong pixels); images never
+        segmented come last (``None``)."""
         out: list[tuple[str, float | None]] = []
         for iid in self.image_ids():
             d = self.latest_prediction(iid)
             score = None
             if d is not None:
                 with contextlib.suppress(LesionsegInputError, TypeError, ValueError, KeyError):
-                    score = float(read_json(d / f"{iid}.json")["fuzzy_fraction"])
+                    score = float(read_json(d / f"{iid}.json")["mean_fuzzy"])
             out.append((iid, score))
         return sorted(out, key=lambda t: (t[1] is None, -(t[1] or 0.0), t[0]))
