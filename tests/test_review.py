@@ -246,3 +246,24 @@ def test_review_settings_from_layer_metadata() -> None:
     assert thr == 0.3 and review is not None and review.floor == 0.02
     assert review_settings({}) == (None, None)
     assert review_settings({"threshold": "x", "review": {"floor": 7}}) == (None, None)  # unreadable: ignored
+
+
+def test_a_found_lesions_rim_is_not_a_possible_miss_and_accept_paints_the_core() -> None:
+    from napari_lesionseg.core.review import candidate_misses
+
+    mask = np.zeros((120, 120), np.uint8)
+    prob = np.zeros((120, 120), np.float32)
+    prob[20:50, 20:50] = 0.1  # rim ...
+    prob[25:45, 25:45] = 0.9  # ... of a found lesion
+    mask[25:45, 25:45] = 1
+    prob[80:100, 80:100] = 0.05  # a faint halo ...
+    prob[86:94, 86:94] = 0.3  # ... around a sub-threshold core: a possible miss
+    cand = candidate_misses(prob, mask == 1, 0.025)
+    assert not cand[20:50, 20:50].any() and cand[80:100, 80:100].all() and cand.sum() == 400
+    rs = review_regions(mask, prob, np.zeros_like(prob), threshold=0.5)
+    (miss,) = [r for r in rs.regions if r.kind == "fuzzy"]
+    assert miss.area_px == 400 and miss.max_prob == pytest.approx(0.3)
+    core = rs.lesion_pixels(miss, prob)
+    assert core.sum() == 64 and core[86:94, 86:94].all()
+    (found,) = [r for r in rs.regions if r.kind == "lesion"]
+    assert rs.lesion_pixels(found, prob).sum() == 400

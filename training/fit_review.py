@@ -4,8 +4,8 @@
 - **Pixel error rate** (DALE's ER, its expectation given the prediction): the share of pixels
   at each calibrated probability where the thresholded mask disagrees with the annotation;
   the fuzzy map reads it off at each pixel's probability (``map = "error_rate"``).
-- **Review rates**: a candidate miss (a region outside the mask where the probability exceeds
-  the review floor) overlapped an annotated lesion in this share of cases, by the region's
+- **Review rates**: a candidate miss (a region where the probability exceeds the review floor
+  that holds no mask pixel, ``core.review.candidate_misses``) overlapped an annotated lesion in this share of cases, by the region's
   highest probability (kept non-decreasing); a predicted lesion overlapped none in this share,
   by its highest probability (kept non-increasing).
 
@@ -29,6 +29,7 @@ from scipy import ndimage as ndi
 
 from napari_lesionseg.core.inference import apply_calibration
 from napari_lesionseg.core.model_config import ModelConfig
+from napari_lesionseg.core.review import candidate_misses
 
 from .data import Prepared
 from .validate import predict_work
@@ -121,7 +122,7 @@ def fit_review(net: torch.nn.Module, config: ModelConfig, items: Iterable[Prepar
             gt = (it.y == 1) & valid
             pred = (p > thr) & it.fov
             pixels.add(p[valid].astype(float), (pred != gt)[valid])
-            pm, touched = _component_max(p, (p > floor) & it.fov & ~pred, gt)
+            pm, touched = _component_max(p, candidate_misses(p, pred, floor) & it.fov, gt)
             cand.add(pm, touched)
             pm, touched = _component_max(p, pred, gt)
             les.add(pm, ~touched)

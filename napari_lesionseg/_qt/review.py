@@ -187,14 +187,15 @@ class ReviewWidget(DockWidget):
     def previous(self) -> Region | None:
         return self.go(self.current - 1 if self.current > 0 else -1)
 
-    def _set_pixels(self, value: int | None, status: str) -> None:
+    def _set_pixels(self, value: int | None, status: str, core: bool = False) -> None:
         r = self.region()
         if r is None or self.review is None:
             return
         if value is not None:
-            lab = self._layers()[0]
+            lab, prob, _ = self._layers()
+            pix = self.review.lesion_pixels(r, prob.data) if core else self.review.pixels(r)
             # through napari's edit history: Ctrl-Z on the lesions layer (or Undo here) takes it back
-            lab.data_setitem(np.nonzero(self.review.pixels(r)), value)
+            lab.data_setitem(np.nonzero(pix), value)
         self._undo.append((self.current, self.status.get(self.current, ""), value is not None))
         self.status[self.current] = status
         self.table.setItem(self.current, 4, QTableWidgetItem(status))
@@ -212,9 +213,10 @@ class ReviewWidget(DockWidget):
         self.table.setItem(row, 4, QTableWidgetItem(old_status))
 
     def accept(self) -> None:
-        """Keep the region as it is (a fuzzy region becomes a lesion)."""
+        """Keep the region as it is (a possible miss becomes a lesion: its core, see
+        ``ReviewSet.lesion_pixels``)."""
         r = self.region()
-        self._set_pixels(LESION if r is not None and r.kind == "fuzzy" else None, "accepted")
+        self._set_pixels(LESION if r is not None and r.kind == "fuzzy" else None, "accepted", core=True)
 
     def delete(self) -> None:
         self._set_pixels(0, "deleted")

@@ -52,7 +52,7 @@ DEFAULT_LABEL = "default (shipped)"
 LOAD_LABEL = "load model folder..."
 LEGEND = (f'<span style="color:{LESION_RGBA}">&#9632;</span> lesion &nbsp; '
           f'<span style="color:{UNSURE_RGBA}">&#9632;</span> unsure (255) &nbsp; '
-          '<span style="color:#ff00d9">&#9632;</span> fuzzy: the model is unsure')
+          '<span style="color:#ff00d9">&#9632;</span> fuzzy: the mask may be wrong')
 
 
 class SegmentWidget(DockWidget):
@@ -355,7 +355,7 @@ class SegmentWidget(DockWidget):
         n = label_runs(lab == 1)[1]
         fuzzy = float((photo.prediction.fuzzy > 0.5).mean() * 100)
         self.status.setText(f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}; "
-                            f"fuzzy region {fuzzy:.1f}% of the image")
+                            f"fuzzy > 0.5 on {fuzzy:.1f}% of the image")
 
     def _store_prediction(self, name: str) -> None:
         """With a project set, keep the prediction there (orders the review by uncertainty),

@@ -1,8 +1,9 @@
 """Regions to review, likeliest mistakes first: the lesions of a mask (each possibly a false
 alarm) and the candidate misses outside it (each possibly a lesion the mask missed).
 
-Candidate misses are the connected regions outside the mask where the probability exceeds a
-floor well below the threshold (``inference.review.floor``; 5 % of the threshold by default):
+Candidate misses are the connected regions where the probability exceeds a floor well below
+the threshold (``inference.review.floor``; 5 % of the threshold by default) and that hold no
+mask pixel (the rim of a found lesion is not a miss; :func:`candidate_misses`):
 a lesion the mask misses usually still lifts the probability a little, which the fuzzy map's
 largest values (the uncertain edges of lesions already found) do not show. Each region's
 score is the estimated chance that it is a mistake, read from the model's
@@ -52,6 +53,15 @@ class ReviewSet:
         comp = self.lesion_components if region.kind == "lesion" else self.fuzzy_components
         return comp == region.label
 
+    def lesion_pixels(self, region: Region, prob: NDArray) -> NDArray[np.bool_]:
+        """What accepting the region makes lesion: a lesion's pixels; of a candidate miss, the
+        pixels at half its highest probability or more (its core, not the faint halo that
+        makes the region)."""
+        pix = self.pixels(region)
+        if region.kind == "fuzzy" and region.max_prob > 0:
+            pix &= np.asarray(prob) >= 0.5 * region.max_prob
+        return pix
+
 
 def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: NDArray, min_area: int,
              rate: list[list[float]] | None) -> list[Region]:
@@ -83,7 +93,7 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
     les_comp, n_les = label_runs(lesion)[:2]  # 8-connected, as the lesion table labels
     if threshold is not None:
         floor = review.floor if review.floor is not None else 0.05 * threshold
-        candidates = (np.asarray(prob) > floor) & ~lesion
+        candidates = candidate_misses(prob, lesion, floor)
     else:
         candidates = (np.asarray(fuzzy) > FUZZY_CUTOFF) & ~lesion
     fz_comp, n_fz = label_runs(candidates)[:2]
@@ -93,6 +103,21 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
     # specks (a few pixels) go last: the list must not open on a 4-px dot
     regions.sort(key=lambda r: (r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px))
     return ReviewSet(regions, les_comp, fz_comp)
+
+
+def candidate_misses(prob: NDArray, lesion: NDArray[np.bool_], floor: float) -> NDArray[np.bool_]:
+    """Pixels of the regions where the probability exceeds ``floor`` that hold no pixel of
+    ``lesion``: blobs of their own, not the rim of a lesion the mask found (a rim's highest
+    probability is always just below the threshold; it is reviewed with its lesion)."""
+    comp, n, idx, ids = label_runs(np.asarray(prob) > floor)
+    if n == 0:
+        return np.zeros(comp.shape, bool)
+    touches = np.zeros(n + 1, bool)
+    touches[ids[np.asarray(lesion).ravel()[idx]]] = True
+    keep = ~touches[ids]
+    out = np.zeros(comp.size, bool)
+    out[idx[keep]] = True
+    return out.reshape(comp.shape)
 
 
 def review_settings(metadata: dict) -> tuple[float | None, ReviewConfig | None]:
