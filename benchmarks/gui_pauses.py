@@ -1,0 +1,115 @@
+"""Benchmark: how long the GUI thread stalls while *Segment lesions* runs on the bundled sample
+(4288x2848) with the shipped model, as an annotator sees it: a 10-ms Qt timer on the main thread
+records when it fires; a gap longer than its period is a stall (the viewer does not repaint or
+take input). Each measurement in a new process (a new napari, as an annotator starts it); three
+runs each of: the first run (layers added), a second run (layer data
+replaced), and a first run with a project folder set (the prediction stored, off the GUI
+thread). Reports the longest stall, the stall inside ``_on_result`` (adding/replacing the
+layers), and the total stalled time; writes results/gui_pauses.json.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/gui_pauses.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _measure(kind: str) -> dict[str, float]:
+    import napari
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-lesionseg", "idrid_04")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    tmp = tempfile.TemporaryDirectory()
+    if kind == "with project":
+        seg.project_edit.setText(tmp.name)
+        seg.project_edit.editingFinished.emit()
+
+    def run_once() -> None:
+        seg.run()
+        while not (seg.run_button.isEnabled() and "lesion(s)" in seg.status.text()):
+            QApplication.processEvents()
+            time.sleep(0.002)
+        w = getattr(seg, "_store_worker", None)
+        while w is not None and w.is_running:
+            QApplication.processEvents()
+            time.sleep(0.002)
+
+    if kind == "second run":
+        run_once()
+    on_result = []
+    real = seg._on_result
+
+    def timed(*a):
+        t0 = time.perf_counter()
+        real(*a)
+        on_result.append(time.perf_counter() - t0)
+
+    seg._on_result = timed
+    seg.worker = None
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    # the returned signal was connected to the bound method at run(): rebind through a lambda
+    run_once_start = time.perf_counter()
+    run_once()
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    timer.stop()
+    total = time.perf_counter() - run_once_start
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    stalls = [g for g in gaps if g > 0.05]
+    viewer.close()
+    tmp.cleanup()
+    return {"longest_stall_s": max(gaps, default=0.0), "stalled_s": sum(stalls), "stalls_over_50ms": len(stalls),
+            "on_result_s": on_result[0] if on_result else float("nan"), "run_s": total}
+
+
+def _in_new_process(kind: str) -> dict[str, float]:
+    """One measurement in a fresh napari process, as an annotator starts it."""
+    out = subprocess.run([sys.executable, __file__, "--worker", kind], capture_output=True, text=True, check=True)
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print("RESULT " + json.dumps(_measure(args.worker)))
+        return
+    rows = {}
+    for kind in ("first run", "second run", "with project"):
+        res = [_in_new_process(kind) for _ in range(args.runs)]
+        rows[kind] = {k: statistics.median(r[k] for r in res) for k in res[0]} | {"runs": res}
+    print(f"{'':14s} {'longest stall':>14s} {'in _on_result':>14s} {'stalled total':>14s} {'run':>8s}  (medians, s)")
+    for kind, r in rows.items():
+        print(f"{kind:14s} {r['longest_stall_s']:14.3f} {r['on_result_s']:14.3f} {r['stalled_s']:14.3f} {r['run_s']:8.2f}")
+    out = HERE / "results" / "gui_pauses.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+                               "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
