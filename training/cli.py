@@ -38,6 +38,8 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--minutes", type=float, default=None)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--freeze-encoder", action="store_true")
+    p.add_argument("--freeze-batchnorm", action="store_true",
+                   help="keep the base model's BatchNorm statistics (benchmarks/adapt.py measures it)")
     p.add_argument("--events", choices=["text", "jsonl"], default="text",
                    help="jsonl: one JSON event per line on stdout (what the plugin reads)")
     p.set_defaults(func=cmd_finetune)
@@ -111,7 +113,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise LesionsegInputError(args.images, "--masks is required with --images")
         pairs = match_pairs(args.images, args.masks)
     budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
-                    freeze_encoder=args.freeze_encoder)
+                    freeze_encoder=args.freeze_encoder, freeze_batchnorm=args.freeze_batchnorm)
     out = run_to_end(fine_tune(args.model or default_model_dir(), pairs, budget, args.out),
                      lambda ev: _emit(ev, args.events))
     if args.events == "text":

@@ -38,6 +38,7 @@ class Budget:
     minutes: float | None = None
     lr: float = 2e-4
     freeze_encoder: bool = False
+    freeze_batchnorm: bool = False
     batch_size: int = 4
 
 
@@ -108,7 +109,8 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         data=DataConfig(batch_size=budget.batch_size, crop_size=256),
         optim=OptimConfig(lr=budget.lr, warmup_steps=min(20, steps // 5)),
         run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=max(1, steps // 4), log_every=1,
-                      threads=threads, freeze_encoder=budget.freeze_encoder),
+                      threads=threads, freeze_encoder=budget.freeze_encoder,
+                      freeze_batchnorm=budget.freeze_batchnorm),
     )
     # The run's checkpoints live in a hidden temp folder, removed when the run ends however it
     # ends; one left by a killed process is never taken for a model (Registry skips hidden

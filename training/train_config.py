@@ -174,6 +174,7 @@ class RunConfig:
     seed: int = 0
     threads: int | None = None
     freeze_encoder: bool = False
+    freeze_batchnorm: bool = False  # keep every BatchNorm's running statistics (fine-tuning on a few photos)
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast of the forward pass on CUDA GPUs and CPUs with native bf16
 

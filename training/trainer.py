@@ -280,6 +280,8 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
 
     net = build_model(cfg.model.network) if init_from is None else init_from
     net = net.to(dev, memory_format=torch.channels_last).train()
+    if cfg.run.freeze_batchnorm:
+        freeze_batchnorm(net)
     model: nn.Module = net
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -338,6 +340,18 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
 
 
 MIN_REVIEW_FIT_IMAGES = 10  # fewer training photos keep the review rates the config already has
+
+
+def freeze_batchnorm(net: nn.Module) -> int:
+    """Keep every BatchNorm in eval mode from now on (its running mean and variance are used,
+    never updated; its scale and shift still learn), whatever ``net.train()`` later says;
+    returns how many. A few photos' crops in batches of four otherwise overwrite statistics
+    gathered over a whole training set."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.train = (lambda mode=True, _m=m: nn.Module.train(_m, False))  # type: ignore[method-assign]
+        nn.Module.train(m, False)
+    return len(bns)
 
 
 def _calibrate_best(r: _Run) -> Generator[Event, None, None]:

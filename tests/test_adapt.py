@@ -1,0 +1,72 @@
+"""training/adapt.py: BatchNorm statistics re-estimated on a new camera's photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from helpers import tiny_config
+from lesionseg_training.adapt import reestimate_batchnorm
+from lesionseg_training.data import Prepared
+from napari_lesionseg.core.models import build_model
+
+
+def _items(offset: float) -> list[Prepared]:
+    rng = np.random.default_rng(0)
+    out = []
+    for k in range(2):
+        x = (rng.normal(offset, 2.0, size=(4, 96, 128))).astype(np.float32)
+        fov = np.zeros((96, 128), bool)
+        fov[10:90, 10:120] = True
+        out.append(Prepared(f"p{k}", x, np.zeros((96, 128), np.uint8), fov))
+    return out
+
+
+def test_running_statistics_become_the_new_photos_and_nothing_else_changes() -> None:
+    torch.manual_seed(0)
+    net = build_model(tiny_config().network).eval()
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    weights = {k: v.clone() for k, v in net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    seen: list[torch.Tensor] = []
+    hook = bns[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach().clone()))
+    n = reestimate_batchnorm(net, _items(3.0), crop=64, crops_per_image=8, batch_size=4)
+    hook.remove()
+    assert n == len(bns) and not net.training and all(not m.training for m in net.modules())
+    assert len(seen) == 4  # 16 crops in batches of 4
+    expected = torch.stack([s.mean(dim=(0, 2, 3)) for s in seen]).mean(0)  # the cumulative average of batch means
+    torch.testing.assert_close(bns[0].running_mean, expected, rtol=1e-4, atol=1e-5)
+    assert all(m.momentum == 0.1 for m in bns)  # the training momentum is back
+    for k, v in net.state_dict().items():
+        if k in weights:
+            torch.testing.assert_close(v, weights[k])  # weights untouched
+
+
+def test_keep_blends_old_and_new_statistics() -> None:
+    torch.manual_seed(0)
+    net = build_model(tiny_config().network).eval()
+    bn = next(m for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    old = bn.running_mean.clone()
+    fresh = build_model(tiny_config().network).eval()
+    fresh.load_state_dict(net.state_dict())
+    reestimate_batchnorm(fresh, _items(3.0), crop=64, crops_per_image=8)
+    new = next(m for m in fresh.modules() if isinstance(m, nn.BatchNorm2d)).running_mean
+    reestimate_batchnorm(net, _items(3.0), crop=64, crops_per_image=8, keep=0.25)
+    torch.testing.assert_close(bn.running_mean, 0.25 * old + 0.75 * new)
+
+
+def test_frozen_batchnorm_keeps_its_statistics_through_training_mode() -> None:
+    from lesionseg_training.trainer import freeze_batchnorm
+
+    torch.manual_seed(0)
+    net = build_model(tiny_config().network)
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert freeze_batchnorm(net) == len(bns) > 0
+    before = [m.running_mean.clone() for m in bns]
+    net.train()  # what the trainer and validation call
+    assert net.training and not any(m.training for m in bns)
+    out = net(torch.randn(2, 4, 64, 64) * 5 + 3).logits
+    out.mean().backward()
+    for m, b in zip(bns, before):
+        torch.testing.assert_close(m.running_mean, b)
+    assert bns[0].weight.grad is not None  # scale and shift still learn
