@@ -1,0 +1,187 @@
+"""Benchmark: adapting the shipped model to simulated cameras: without labels (BatchNorm
+statistics re-estimated on the new camera's photos, ``training/adapt.py``) and with them
+(``fine_tune`` on N corrected photos with the Fine-tune button's defaults: 2 minutes, as
+``lesionseg finetune --images --masks --minutes 2`` runs it; "corrected" = their IDRiD masks).
+
+Photos: the shipped model's 9 validation photos (``metrics.json``'s ``val_images``, from
+``../shared/data/idrid/train``), passed through simulated cameras (size, colour cast,
+brightness, gamma, blur, vignetting, JPEG). Adaptation uses the first N of the 9 (N = 1, 3, 5,
+their images only); scores (full resolution, through ``lesionseg evaluate``'s code) are on the
+last 4, never used to adapt. Recovery = (adapted - shifted) / (unshifted - shifted) in dataset
+Dice; "original" = the adapted model on the unshifted last 4 (what adapting costs the old
+camera). Prints a table, writes results/adapt.json.
+
+    python benchmarks/adapt.py [--cameras A,B,C] [--n 1,3,5] [--keep 0.0] [--finetune-n 5]
+                               [--freeze-batchnorm] [--out adapt.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
+
+# name: (scale, RGB gains, brightness, gamma, blur sigma (output px), vignetting, JPEG quality)
+CAMERAS = {
+    "A": (0.6, (0.9, 1.0, 1.1), 1.0, 1.0, 0.0, 0.2, 50),  # smaller, cool cast, JPEG
+    "B": (0.45, (1.15, 0.9, 0.75), 0.75, 1.3, 1.5, 0.4, 30),  # smaller still, warm, dark, blurred
+    "C": (0.8, (1.0, 1.05, 1.0), 1.25, 0.85, 2.5, 0.0, 70),  # bright, soft focus
+}
+
+
+def shoot(rgb: np.ndarray, camera: tuple) -> np.ndarray:
+    from PIL import Image
+    from scipy.ndimage import gaussian_filter
+
+    scale, gains, bright, gamma, blur, vignette, quality = camera
+    h, w = rgb.shape[:2]
+    size = (round(w * scale), round(h * scale))
+    a = np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS), np.float32) / 255.0
+    a = np.clip(a * np.asarray(gains, np.float32) * bright, 0, 1) ** gamma
+    if vignette:
+        yy, xx = np.mgrid[0:a.shape[0], 0:a.shape[1]].astype(np.float32)
+        r2 = ((yy - a.shape[0] / 2) / (a.shape[0] / 2)) ** 2 + ((xx - a.shape[1] / 2) / (a.shape[1] / 2)) ** 2
+        a *= np.clip(1 - vignette * r2 / 2, 0, 1)[..., None]
+    if blur:
+        a = gaussian_filter(a, (blur, blur, 0))
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def _write_set(root: Path, ids: list[str], camera: tuple | None) -> tuple[Path, Path]:
+    from PIL import Image
+
+    from napari_lesionseg.core.image_io import read_image, read_mask
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for iid in ids:
+        rgb, _ = read_image(DATA / "images" / f"{iid}.jpg")
+        mask = read_mask(DATA / "masks_HE" / f"{iid}_HE.tif", shape=rgb.shape[:2])
+        if camera is not None:
+            rgb = shoot(rgb, camera)
+            mask = np.asarray(Image.fromarray(mask).resize((rgb.shape[1], rgb.shape[0]), Image.NEAREST))
+        Image.fromarray(rgb).save(root / "images" / f"{iid}.png")
+        Image.fromarray(np.where(mask == 1, 255, 0).astype(np.uint8)).save(root / "masks" / f"{iid}.png")
+    return root / "images", root / "masks"
+
+
+def _score(model, images: Path, masks: Path) -> dict[str, float]:
+    from napari_lesionseg.core.batch import evaluate_pairs, find_eval_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    _, res = run_to_end(evaluate_pairs(model, find_eval_pairs(images, masks)))
+    return {"dice_ds": res.summary["dice_ds"], "aupr": res.summary["aupr"], "dice_img": res.summary["dice_img"]}
+
+
+def _adapted(images: Path, ids: list[str], keep: float):
+    from lesionseg_training.adapt import reestimate_batchnorm
+    from lesionseg_training.data import Prepared
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.image_io import read_image
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.preprocess import prepare
+
+    model = load_model_folder(default_model_dir())
+    pre = model.config.preprocess
+    items = []
+    for iid in ids:
+        rgb, _ = read_image(images / f"{iid}.png")
+        x, _, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma)
+        items.append(Prepared(iid, x, np.zeros(disc.shape, np.uint8), disc))
+    t0 = time.perf_counter()
+    reestimate_batchnorm(model.net, items, keep=keep)
+    return model, time.perf_counter() - t0
+
+
+def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: float, scored: tuple[Path, Path],
+               orig: tuple[Path, Path], lost: float, shifted: float, freeze_bn: bool) -> dict[str, float]:
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
+    t0 = time.perf_counter()
+    run_to_end(fine_tune(default_model_dir(), pairs, Budget(minutes=minutes, freeze_batchnorm=freeze_bn), out))
+    secs = time.perf_counter() - t0
+    model = load_model_folder(out)
+    got = _score(model, *scored)
+    got["recovery"] = (got["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
+    got["seconds"] = secs
+    got["original_dice_ds"] = _score(model, *orig)["dice_ds"]
+    return got
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cameras", default="A,B,C")
+    ap.add_argument("--n", default="1,3,5")
+    ap.add_argument("--keep", type=float, default=0.0, help="share of the old statistics kept")
+    ap.add_argument("--finetune-n", type=int, default=5, help="fine-tune on this many corrected photos (0: skip)")
+    ap.add_argument("--minutes", type=float, default=2.0, help="fine-tuning budget")
+    ap.add_argument("--freeze-batchnorm", action="store_true", help="fine-tune with the BatchNorm statistics kept")
+    ap.add_argument("--out", default="adapt.json", help="file name under results/")
+    args = ap.parse_args()
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    base = load_model_folder(default_model_dir())
+    ids = list(base.metrics["val_images"])
+    adapt_pool, scored = ids[:5], ids[5:]
+    ns = [int(n) for n in args.n.split(",") if n]
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        orig = _write_set(root / "orig", scored, None)
+        unshifted = _score(base, *orig)
+        print(f"unshifted, last 4 photos: Dice {unshifted['dice_ds']:.3f} AUPR {unshifted['aupr']:.3f}")
+        for cam in args.cameras.split(","):
+            shot_scored = _write_set(root / cam / "scored", scored, CAMERAS[cam])
+            shot_pool = _write_set(root / cam / "pool", adapt_pool, CAMERAS[cam])
+            shifted = _score(base, *shot_scored)
+            row = {"shifted": shifted, "adapted": {}}
+            for n in ns:
+                model, secs = _adapted(shot_pool[0], adapt_pool[:n], args.keep)
+                got = _score(model, *shot_scored)
+                lost = unshifted["dice_ds"] - shifted["dice_ds"]
+                got["recovery"] = (got["dice_ds"] - shifted["dice_ds"]) / lost if abs(lost) > 1e-9 else float("nan")
+                got["seconds"] = secs
+                if n == max(ns):
+                    got["original_dice_ds"] = _score(model, *orig)["dice_ds"]
+                row["adapted"][n] = got
+            if args.finetune_n:
+                row["finetune"] = _finetuned(shot_pool, adapt_pool[:args.finetune_n], root / cam / "ft", args.minutes,
+                                             shot_scored, orig, unshifted["dice_ds"] - shifted["dice_ds"],
+                                             shifted["dice_ds"], args.freeze_batchnorm)
+            rows[cam] = row
+            print(f"camera {cam}: shifted Dice {shifted['dice_ds']:.3f} (AUPR {shifted['aupr']:.3f}); "
+                  + "; ".join(f"N={n}: {g['dice_ds']:.3f} (recovery {g['recovery']:+.0%}, {g['seconds']:.1f} s)"
+                              for n, g in row["adapted"].items())
+                  + (f"; original domain after N={max(ns)}: {row['adapted'][max(ns)]['original_dice_ds']:.3f}"
+                     if ns else ""), flush=True)
+            if "finetune" in row:
+                f = row["finetune"]
+                print(f"camera {cam}: fine-tuned on {args.finetune_n}: Dice {f['dice_ds']:.3f} (recovery "
+                      f"{f['recovery']:+.0%}) in {f['seconds']:.0f} s; original domain {f['original_dice_ds']:.3f}",
+                      flush=True)
+    out = HERE / "results" / args.out
+    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+                               "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm, "unshifted": unshifted, "cameras": rows,
+                               "camera_settings": CAMERAS}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
