@@ -56,7 +56,7 @@ def test_keep_blends_old_and_new_statistics() -> None:
 
 
 def test_frozen_batchnorm_keeps_its_statistics_through_training_mode() -> None:
-    from lesionseg_training.trainer import freeze_batchnorm
+    from lesionseg_training.adapt import freeze_batchnorm
 
     torch.manual_seed(0)
     net = build_model(tiny_config().network)

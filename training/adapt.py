@@ -20,6 +20,23 @@ from torch import nn
 from .data import Prepared
 
 
+def batchnorms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``net``."""
+    return [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def freeze_batchnorm(net: nn.Module) -> int:
+    """Keep every BatchNorm in eval mode from now on (its running mean and variance are used,
+    never updated; its scale and shift still learn), whatever ``net.train()`` later says;
+    returns how many. A few photos' crops in batches of four otherwise overwrite statistics
+    gathered over a whole training set (``run.freeze_batchnorm``)."""
+    bns = batchnorms(net)
+    for m in bns:
+        m.train = (lambda mode=True, _m=m: nn.Module.train(_m, False))  # type: ignore[method-assign]
+        nn.Module.train(m, False)
+    return len(bns)
+
+
 def _crops(items: Sequence[Prepared], size: int, per_image: int, rng: np.random.Generator) -> list[np.ndarray]:
     out = []
     for it in items:
@@ -41,7 +58,7 @@ def reestimate_batchnorm(net: nn.Module, items: Sequence[Prepared], *, crop: int
     cumulative average over all of them), blended as ``keep * old + (1 - keep) * new``;
     returns how many BatchNorm layers changed. The network is left in eval mode; its weights
     are not touched."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = batchnorms(net)
     if not bns or not items:
         return 0
     old = [(m.running_mean.clone(), m.running_var.clone(), m.momentum) for m in bns]

@@ -108,10 +108,13 @@ def fit_review(net: torch.nn.Module, config: ModelConfig, items: Iterable[Prepar
     ``inference.review`` (floor and rates) fitted on ``items``; and what was counted."""
     inf = config.inference
     thr = inf.threshold
-    floor = inf.review.floor if inf.review.floor is not None else 0.05 * thr
+    floor = inf.review.floor_for(thr)
     pixels = _Tally(PIXEL_EDGES)
     cand = _Tally(np.geomspace(floor, thr, 9))
-    les = _Tally(np.concatenate([np.linspace(thr, 0.9, 8), [0.95, 0.99, 1.0 + 1e-9]]))
+    # bins of a lesion's highest probability: 7 up to 0.9, then finer to 1 (a threshold above
+    # 0.9 keeps only the fine ones)
+    top = [e for e in (0.9, 0.95, 0.99) if e > thr] + [1.0 + 1e-9]
+    les = _Tally(np.concatenate([np.linspace(thr, 0.9, 8)[:-1] if thr < 0.9 else [thr], top]))
     net.eval()
     n_images = 0
     with torch.inference_mode():

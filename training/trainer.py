@@ -23,6 +23,7 @@ from napari_lesionseg.core.models import build_model
 from napari_lesionseg.core.pairs import Pair
 from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_threads, pick_device
 
+from .adapt import freeze_batchnorm
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
 from .dale import Dale
@@ -340,18 +341,6 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
 
 
 MIN_REVIEW_FIT_IMAGES = 10  # fewer training photos keep the review rates the config already has
-
-
-def freeze_batchnorm(net: nn.Module) -> int:
-    """Keep every BatchNorm in eval mode from now on (its running mean and variance are used,
-    never updated; its scale and shift still learn), whatever ``net.train()`` later says;
-    returns how many. A few photos' crops in batches of four otherwise overwrite statistics
-    gathered over a whole training set."""
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns:
-        m.train = (lambda mode=True, _m=m: nn.Module.train(_m, False))  # type: ignore[method-assign]
-        nn.Module.train(m, False)
-    return len(bns)
 
 
 def _calibrate_best(r: _Run) -> Generator[Event, None, None]:

@@ -16,7 +16,8 @@ at inference has no label, so no ER; what the plugin shows is chosen per model
   standing in for ER; measured worse at finding the mask's errors than plain entropy
   (training/README.md, "The fuzzy map").
 
-All three are continuous and written as 16-bit PNG (``<stem>_fuzzy.png``, ``round(65535 f)``).
+Whichever it is, it is written as 16-bit PNG (``<stem>_fuzzy.png``, ``round(65535 f)``); the
+first two are continuous, ``soft_threshold`` saturates at 0 and 1 by its clip.
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ class FuzzyConfig:
 class ReviewConfig:
     """How the review queue finds and orders regions (core/review.py).
 
-    Candidate misses are the connected regions outside the mask where the probability exceeds
-    ``floor`` (None: 5 % of the threshold). ``missed_rate`` (knots: a candidate's highest
+    Candidate misses are the connected regions where the probability exceeds ``floor`` (None:
+    5 % of the threshold) that hold no mask pixel. ``missed_rate`` (knots: a candidate's highest
     probability -> share of such regions that overlapped an annotated lesion) and
     ``false_alarm_rate`` (knots: a lesion's highest probability -> share of such lesions that
     overlapped none) are counted on the model's training photos; without them regions are
@@ -94,6 +94,10 @@ class ReviewConfig:
         require(self.floor is None or 0.0 < self.floor < 1.0, "inference.review.floor", "must lie in (0, 1)")
         _check_knots(self.missed_rate, "inference.review.missed_rate")
         _check_knots(self.false_alarm_rate, "inference.review.false_alarm_rate")
+
+    def floor_for(self, threshold: float) -> float:
+        """The probability above which a region is a candidate miss, for a model's threshold."""
+        return self.floor if self.floor is not None else 0.05 * threshold
 
 
 @dataclass
@@ -117,11 +121,6 @@ class InferenceConfig:
             require(len(self.calibration) == 2 and len(self.calibration[0]) == len(self.calibration[1])
                     and 2 <= len(self.calibration[0]) <= 1024, "inference.calibration",
                     "needs two equal lists of 2..1024 knots")
-
-    @property
-    def review_floor(self) -> float:
-        """The probability above which a region outside the mask is a candidate miss."""
-        return self.review.floor if self.review.floor is not None else 0.05 * self.threshold
 
 
 def upgrade_config(raw: dict) -> dict:

@@ -15,7 +15,7 @@ where the fuzzy map exceeds ``FUZZY_CUTOFF``. Specks come last either way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from numpy.typing import NDArray
@@ -92,8 +92,7 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
     lesion = np.asarray(mask) == 1
     les_comp, n_les = label_runs(lesion)[:2]  # 8-connected, as the lesion table labels
     if threshold is not None:
-        floor = review.floor if review.floor is not None else 0.05 * threshold
-        candidates = candidate_misses(prob, lesion, floor)
+        candidates = candidate_misses(prob, lesion, review.floor_for(threshold))
     else:
         candidates = (np.asarray(fuzzy) > FUZZY_CUTOFF) & ~lesion
     fz_comp, n_fz = label_runs(candidates)[:2]
@@ -118,6 +117,12 @@ def candidate_misses(prob: NDArray, lesion: NDArray[np.bool_], floor: float) -> 
     out = np.zeros(comp.size, bool)
     out[idx[keep]] = True
     return out.reshape(comp.shape)
+
+
+def settings_metadata(threshold: float, review: ReviewConfig) -> dict:
+    """What the queue needs of a model, as plain data: kept with a prediction's layers and its
+    stored copy in a project; read back by :func:`review_settings`."""
+    return {"threshold": threshold, "review": asdict(review)}
 
 
 def review_settings(metadata: dict) -> tuple[float | None, ReviewConfig | None]:

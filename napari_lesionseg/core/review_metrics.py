@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,10 +50,8 @@ class QueueReach:
     false_alarms_shown: int = 0
 
     def __iadd__(self, other: QueueReach) -> QueueReach:
-        self.missed += other.missed
-        self.missed_reached += other.missed_reached
-        self.false_alarms += other.false_alarms
-        self.false_alarms_shown += other.false_alarms_shown
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
         return self
 
 

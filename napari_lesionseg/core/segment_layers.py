@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from .image_io import IGNORE_LABEL
+from .review import settings_metadata
 
 if TYPE_CHECKING:
     from .inference import Prediction
@@ -49,8 +49,8 @@ def prediction_layers(image_name: str, pred: Prediction, scale: tuple[float, flo
     """Layer-data tuples for one prediction, aligned with the source image layer."""
     names = layer_names(image_name)
     common = {"scale": scale, "translate": translate}
-    meta = {"model_version": pred.model_version, "threshold": pred.threshold, "lesionseg": True,
-            "review": asdict(pred.review)}
+    meta = {"model_version": pred.model_version, "lesionseg": True,
+            **settings_metadata(pred.threshold, pred.review)}
     return [
         (pred.probability, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
                             "visible": False, "metadata": meta, **common}, "image"),

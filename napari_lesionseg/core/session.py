@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,6 +34,7 @@ from .inference import Prediction, Progress, predict
 from .lesions import threshold_mask
 from .model_folder import LoadedModel, load_model_folder
 from .registry import Registry
+from .review import settings_metadata
 from .segment_layers import labels_to_label_map as to_label_map
 from .store import LabelVersion, Project
 
@@ -234,7 +235,7 @@ class AnnotationSession:
         proj, iid = self._registered(photo)
         pred = photo.prediction
         return proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy,
-                                    {"threshold": pred.threshold, "review": asdict(pred.review)})
+                                    settings_metadata(pred.threshold, pred.review))
 
     def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
         """Append ``label`` as the photo's new version (with the model's mask for provenance).
