@@ -63,7 +63,7 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     reg = Registry(project)
     new = widget.new_version.name
     assert new in reg.versions() and reg.active().name == "tiny"  # not active until promoted
-    widget.promote()
+    widget.promote(anyway=True)  # a 3-step tiny model may score worse
     assert reg.active().name == new
     # side by side on a photo: old mask on it, new mask on a copy to its right
     widget.viewer.open_sample("napari-lesionseg", "idrid_16")
@@ -141,3 +141,36 @@ def test_closing_the_dock_stops_fine_tuning_and_leaves_nothing(qtbot, widget, pr
     assert proc.state() == QProcess.NotRunning
     assert set(Registry(project).versions()) == before
     assert not [p for p in (project / "models").iterdir() if p.name.startswith(".") or p.name.endswith(".run")]
+
+
+def _finish_with(widget, project: Path, plan: dict, old: float, new: float) -> Path:
+    """The widget's state after a fine-tune whose events were ``plan`` and a finish with
+    these Dice/AUPR scores (the process itself is exercised above)."""
+    version = Registry(project).new_version_path()
+    shutil.copytree(project / "models" / "tiny", version)
+    widget.events = [{"event": "plan", **plan},
+                     {"event": "finished", "model": str(version), **{f"old_{k}": old for k in ("aupr", "dice_ds")},
+                      **{f"new_{k}": new for k in ("aupr", "dice_ds")}, "old_recall_ds": 0.5, "new_recall_ds": 0.5,
+                      "old_precision_ds": 0.5, "new_precision_ds": 0.5}]
+    widget.new_version = version
+    widget._on_finished(0, None)
+    return version
+
+
+def test_a_worse_version_needs_a_second_click_to_promote(widget, project: Path) -> None:
+    version = _finish_with(widget, project, {"train": ["a", "b", "c"], "val": ["d"]}, old=0.60, new=0.55)
+    assert "WORSE" in widget.status.text() and "dice_ds 0.600 -> 0.550" in widget.status.text()
+    assert "on 1 held-out photo(s) (d)" in widget.scores.text()
+    reg = Registry(project)
+    assert widget.promote() is None and reg.active().name == "tiny"  # first click: a warning only
+    assert widget.promote_button.text() == "Promote anyway"
+    widget.promote_button.click()
+    assert reg.active().name == version.name
+
+
+def test_a_better_version_promotes_at_once_and_in_sample_scores_say_so(widget, project: Path) -> None:
+    version = _finish_with(widget, project, {"train": ["a", "b"], "val": ["a", "b"]}, old=0.50, new=0.60)
+    assert "WORSE" not in widget.status.text()
+    assert "on the 2 photo(s) it trained on" in widget.scores.text() and "optimistic" in widget.scores.text()
+    widget.promote_button.click()
+    assert Registry(project).active().name == version.name

@@ -67,7 +67,7 @@ def test_the_whole_workflow(make_napari_viewer, qtbot, tmp_path: Path, tiny_mode
     with qtbot.waitSignal(proc.finished, timeout=300_000):
         pass
     assert ft.new_version is not None, ft.status.text()
-    ft.promote()
+    ft.promote(anyway=True)  # a 3-step tiny model may score worse
     assert Registry(project).active().name == ft.new_version.name
     # Segment uses the promoted model at once (it once kept the old one until Enter was pressed)
     assert seg.session.model_path() == Registry(project).active()

@@ -45,6 +45,7 @@ class FinetuneWidget(DockWidget):
         self.process: QProcess | None = None
         self.events: list[dict[str, Any]] = []
         self.new_version: Path | None = None
+        self.worse = ""  # what the new version scored worse on, when it did
         self._stdout_buf = b""
         self._stderr = b""
         self.extra_args: list[str] = []  # for tests and power users (e.g. ["--steps", "3"])
@@ -69,7 +70,7 @@ class FinetuneWidget(DockWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.promote_button = QPushButton("Promote")
         self.promote_button.setEnabled(False)
-        self.promote_button.clicked.connect(self.promote)
+        self.promote_button.clicked.connect(lambda: self.promote())
         self.compare_button = QPushButton("Compare old / new on the selected image")
         self.compare_button.setEnabled(False)
         self.compare_button.clicked.connect(self.compare)
@@ -158,7 +159,7 @@ class FinetuneWidget(DockWidget):
                 "--model", str(info["base"]), "--out", str(out), "--events", "jsonl",
                 "--minutes", f"{self.minutes.value():.2f}", *self.extra_args]
         self.events, self._stdout_buf, self._stderr = [], b"", b""
-        self.new_version = None
+        self.new_version, self.worse = None, ""
         proc = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
@@ -272,10 +273,17 @@ class FinetuneWidget(DockWidget):
             self._error(f"fine-tuning failed (exit {code}): {reason}. The active model is unchanged.")
             return
         done = next(e for e in reversed(self.events) if e.get("event") == "finished")
+        plan = next((e for e in self.events if e.get("event") == "plan"), {})
         rows = [f"{k}: {done.get('old_' + k, float('nan')):.3f} -> {done.get('new_' + k, float('nan')):.3f}"
                 for k in SCORE_KEYS]
-        self.scores.setText("old -> new on held-out corrections\n" + "\n".join(rows))
-        self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
+        self.scores.setText(f"old -> new {scored_on(plan)}\n" + "\n".join(rows))
+        self.worse = scores_worse(done)
+        self.promote_button.setText("Promote")
+        if self.worse:
+            self.status.setText(f"new version {self.new_version.name} scores WORSE than the old model "
+                                f"({self.worse}): discard it, or promote it anyway")
+        else:
+            self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
         self.promote_button.setEnabled(True)
         self.discard_button.setEnabled(True)
         self.compare_button.setEnabled(True)
@@ -331,9 +339,17 @@ class FinetuneWidget(DockWidget):
         self.preflight()
         return reg.active()
 
-    def promote(self) -> Path | None:
+    def promote(self, anyway: bool = False) -> Path | None:
+        """Make the new version active. When it scored worse than the old model, the first
+        click only warns (the button then reads "Promote anyway"); a second click promotes."""
         if self.new_version is None:
             return None
+        if self.worse and not anyway and self.promote_button.text() != "Promote anyway":
+            self.promote_button.setText("Promote anyway")
+            self.status.setText(f"{self.new_version.name} scored worse than the old model ({self.worse}); "
+                                "click 'Promote anyway' to use it all the same")
+            return None
+        self.promote_button.setText("Promote")
         path = Registry(self.project_edit.text()).promote(self.new_version.name)
         self.session.activated(path)  # Segment uses it at once (it once needed Enter in its project field)
         self.preflight()
@@ -361,6 +377,25 @@ class FinetuneWidget(DockWidget):
 
         self.status.setText(message)
         show_error(message)
+
+
+def scored_on(plan: dict[str, Any]) -> str:
+    """Which photos the old -> new scores rest on, from the fine-tune's plan event."""
+    train, val = plan.get("train", []), plan.get("val", [])
+    if not val:
+        return "(no validation photos)"
+    if set(val) <= set(train):
+        return (f"on the {len(val)} photo(s) it trained on (too few corrections to hold any out: "
+                "optimistic)")
+    return f"on {len(val)} held-out photo(s) ({', '.join(val)})"
+
+
+def scores_worse(done: dict[str, Any]) -> str:
+    """What the new model scores worse on (Dice or AUPR by more than 0.005), or ''."""
+    worse = [f"{k} {done['old_' + k]:.3f} -> {done['new_' + k]:.3f}" for k in ("dice_ds", "aupr")
+             if done.get("old_" + k) is not None and done.get("new_" + k) is not None
+             and done["new_" + k] < done["old_" + k] - 0.005]
+    return "; ".join(worse)
 
 
 def _compare_job(old_dir: Path, new_dir: Path, data: Any) -> Any:
