@@ -11,8 +11,11 @@ last 4, never used to adapt. Recovery = (adapted - shifted) / (unshifted - shift
 Dice; "original" = the adapted model on the unshifted last 4 (what adapting costs the old
 camera). Prints a table, writes results/adapt.json.
 
-    python benchmarks/adapt.py [--cameras A,B,C] [--n 1,3,5] [--keep 0.0] [--finetune-n 5]
-                               [--freeze-batchnorm] [--out adapt.json]
+    python benchmarks/adapt.py [--cameras A,B,C] [--finetune-n 1,3,5] [--minutes 2]
+                               [--replay-share S] [--calibration keep|all|held_out]
+                               [--freeze-batchnorm] [--n 1,3,5 --keep 0.0] [--out adapt.json]
+
+``--n``: BatchNorm re-estimation alone (no labels) on that many photos.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ def _adapted(images: Path, ids: list[str], keep: float):
 
 
 def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: float, scored: tuple[Path, Path],
-               orig: tuple[Path, Path], lost: float, shifted: float, freeze_bn: bool) -> dict[str, float]:
+               orig: tuple[Path, Path], lost: float, shifted: float, args: argparse.Namespace) -> dict[str, float]:
     from lesionseg_training.finetune import Budget, fine_tune
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.model_folder import load_model_folder
@@ -114,7 +117,9 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
 
     pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
     t0 = time.perf_counter()
-    run_to_end(fine_tune(default_model_dir(), pairs, Budget(minutes=minutes, freeze_batchnorm=freeze_bn), out))
+    extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration)) if v is not None}
+    run_to_end(fine_tune(default_model_dir(), pairs, Budget(minutes=minutes, freeze_batchnorm=args.freeze_batchnorm,
+                                                            **extra), out))
     secs = time.perf_counter() - t0
     model = load_model_folder(out)
     got = _score(model, *scored)
@@ -127,11 +132,13 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--cameras", default="A,B,C")
-    ap.add_argument("--n", default="1,3,5")
+    ap.add_argument("--n", default="", help="BatchNorm re-estimation on these many photos (e.g. 1,3,5)")
     ap.add_argument("--keep", type=float, default=0.0, help="share of the old statistics kept")
-    ap.add_argument("--finetune-n", type=int, default=5, help="fine-tune on this many corrected photos (0: skip)")
+    ap.add_argument("--finetune-n", default="1,3,5", help="fine-tune on these many corrected photos ('': skip)")
     ap.add_argument("--minutes", type=float, default=2.0, help="fine-tuning budget")
     ap.add_argument("--freeze-batchnorm", action="store_true", help="fine-tune with the BatchNorm statistics kept")
+    ap.add_argument("--replay-share", type=float, default=None, help="share of replay crops (default: the button's)")
+    ap.add_argument("--calibration", default=None, help="held_out / all / keep (default: the button's)")
     ap.add_argument("--out", default="adapt.json", help="file name under results/")
     args = ap.parse_args()
     from napari_lesionseg.core.bundled import default_model_dir
@@ -161,24 +168,25 @@ def main() -> None:
                 if n == max(ns):
                     got["original_dice_ds"] = _score(model, *orig)["dice_ds"]
                 row["adapted"][n] = got
-            if args.finetune_n:
-                row["finetune"] = _finetuned(shot_pool, adapt_pool[:args.finetune_n], root / cam / "ft", args.minutes,
-                                             shot_scored, orig, unshifted["dice_ds"] - shifted["dice_ds"],
-                                             shifted["dice_ds"], args.freeze_batchnorm)
+            row["finetune"] = {}
+            for n in [int(n) for n in args.finetune_n.split(",") if n]:
+                row["finetune"][n] = _finetuned(shot_pool, adapt_pool[:n], root / cam / f"ft{n}", args.minutes,
+                                                shot_scored, orig, unshifted["dice_ds"] - shifted["dice_ds"],
+                                                shifted["dice_ds"], args)
             rows[cam] = row
             print(f"camera {cam}: shifted Dice {shifted['dice_ds']:.3f} (AUPR {shifted['aupr']:.3f}); "
                   + "; ".join(f"N={n}: {g['dice_ds']:.3f} (recovery {g['recovery']:+.0%}, {g['seconds']:.1f} s)"
                               for n, g in row["adapted"].items())
                   + (f"; original domain after N={max(ns)}: {row['adapted'][max(ns)]['original_dice_ds']:.3f}"
                      if ns else ""), flush=True)
-            if "finetune" in row:
-                f = row["finetune"]
-                print(f"camera {cam}: fine-tuned on {args.finetune_n}: Dice {f['dice_ds']:.3f} (recovery "
+            for n, f in row["finetune"].items():
+                print(f"camera {cam}: fine-tuned on {n}: Dice {f['dice_ds']:.3f} (recovery "
                       f"{f['recovery']:+.0%}) in {f['seconds']:.0f} s; original domain {f['original_dice_ds']:.3f}",
                       flush=True)
     out = HERE / "results" / args.out
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-                               "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm, "unshifted": unshifted, "cameras": rows,
+                               "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm,
+                               "replay_share": args.replay_share, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))
     print(f"wrote {out}")
 

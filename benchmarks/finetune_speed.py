@@ -1,9 +1,11 @@
 """Benchmark: one-click fine-tuning on 5 corrected full IDRiD photos, end to end, as the
 plugin runs it (``python -m lesionseg_training finetune --events jsonl`` in a subprocess),
 from the shipped default model to a new model folder. The corrections are the photos' own
-ground-truth masks. Prints a table and writes results/finetune_speed.json.
+ground-truth masks. ``--minutes`` is the whole fine-tune's budget, as the button promises it
+(scoring old and new, training, writing); the table says whether the click, process start
+included, kept to it. Prints a table and writes results/finetune_speed.json.
 
-    python benchmarks/finetune_speed.py [--minutes 1.0] [--ids IDRiD_01,IDRiD_02,...]
+    python benchmarks/finetune_speed.py [--minutes 2.0] [--ids IDRiD_01,IDRiD_02,...]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--minutes", type=float, default=1.0, help="training budget inside the fine-tune")
+    ap.add_argument("--minutes", type=float, default=2.0, help="the whole fine-tune's budget (the button's default)")
     ap.add_argument("--ids", default="IDRiD_01,IDRiD_02,IDRiD_03,IDRiD_05,IDRiD_06")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -45,10 +47,12 @@ def main() -> None:
            "train_s": train_s, "steps": len(steps), "s_per_step": round(train_s / max(len(steps), 1), 2),
            "crops_per_s": round(len(steps) * 4 / max(train_s, 1e-9), 2),
            "old_dice": fin.get("old_dice_ds"), "new_dice": fin.get("new_dice_ds"),
-           "old_aupr": fin.get("old_aupr"), "new_aupr": fin.get("new_aupr")}
-    print(f"{'photos':>6s} {'total s':>8s} {'train s':>8s} {'steps':>6s} {'s/step':>7s} {'crops/s':>8s}  old->new Dice (held out)")
-    print(f"{row['photos']:6d} {row['total_s']:8.1f} {row['train_s']:8.1f} {row['steps']:6d} {row['s_per_step']:7.2f} "
-          f"{row['crops_per_s']:8.2f}  {row['old_dice']:.3f} -> {row['new_dice']:.3f}")
+           "old_aupr": fin.get("old_aupr"), "new_aupr": fin.get("new_aupr"),
+           "within_budget": total <= 60 * args.minutes}
+    print(f"{'photos':>6s} {'budget s':>8s} {'total s':>8s} {'train s':>8s} {'steps':>6s} {'s/step':>7s} {'crops/s':>8s}"
+          "  old->new Dice (held out)")
+    print(f"{row['photos']:6d} {60 * args.minutes:8.0f} {row['total_s']:8.1f} {row['train_s']:8.1f} {row['steps']:6d} "
+          f"{row['s_per_step']:7.2f} {row['crops_per_s']:8.2f}  {row['old_dice']:.3f} -> {row['new_dice']:.3f}")
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "finetune_speed.json").write_text(json.dumps({**row, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
 

@@ -84,6 +84,11 @@ def test_training_fits_the_review_rates_on_its_training_photos(tmp_path, small_p
                                "run.steps=2"])
     best = load_model_folder(run_to_end(trainer.train(cfg, tmp_path / "run")))
     assert best.config.inference.fuzzy.map == "error_rate" and best.metrics["review_fit"]["fit_images"] == 1
+    # and it keeps training photos with lesions for fine-tunes to replay, never a validation photo
+    from lesionseg_training.replay import replay_ids
+
+    assert replay_ids(best.path) and not set(replay_ids(best.path)) & set(best.metrics["val_images"])
     monkeypatch.setattr(trainer, "MIN_REVIEW_FIT_IMAGES", 2)  # too few: the config keeps what it had
     best = load_model_folder(run_to_end(trainer.train(cfg, tmp_path / "run2")))
     assert best.config.inference.fuzzy.map == "entropy" and "review_fit" not in best.metrics
+    assert replay_ids(best.path) == []

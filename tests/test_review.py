@@ -104,9 +104,11 @@ def test_step_through_project_images_by_uncertainty(make_napari_viewer, tmp_path
     lab = viewer.layers["IDRiD_16 lesions"]
     lab.data[100:110, 100:110] = 1
     lab.refresh()
+    assert w.go(0) is not None and "IDRiD_16 current region" in viewer.layers  # the review's frame
     assert w.open_next_image() == "IDRiD_04"  # leaving IDRiD_16 keeps its edit
     assert proj.latest("IDRiD_16").version == 1
     assert [ly.name for ly in viewer.layers][0] == "IDRiD_04"
+    assert not [ly.name for ly in viewer.layers if ly.name.startswith("IDRiD_16")]  # its frame went too
     assert w.open_next_image() == "IDRiD_16"  # wraps; the correction is what comes back
     assert (viewer.layers["IDRiD_16 lesions"].data[100:110, 100:110] == 1).all()
     assert proj.latest("IDRiD_04") is None  # an unedited image gets no version

@@ -35,8 +35,17 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--steps", type=int, default=None)
-    p.add_argument("--minutes", type=float, default=None)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget of the whole fine-tune (scoring old and new, training, writing); "
+                        "without --steps/--epochs the training fills what scoring leaves")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--replay-share", type=float, default=0.5,
+                   help="share of the crops drawn from the base model's replay photos (0: none)")
+    p.add_argument("--calibration", choices=["keep", "all", "held_out"], default="keep",
+                   help="threshold and calibration of the new model: the base model's (keep), refit on every "
+                        "corrected photo (all) or on the held-out ones (held_out)")
+    p.add_argument("--no-hold-out", action="store_true",
+                   help="train on every corrected photo (the scores are then on the training photos)")
     p.add_argument("--freeze-encoder", action="store_true")
     p.add_argument("--freeze-batchnorm", action="store_true",
                    help="keep the base model's BatchNorm statistics (benchmarks/adapt.py measures it)")
@@ -113,7 +122,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise LesionsegInputError(args.images, "--masks is required with --images")
         pairs = match_pairs(args.images, args.masks)
     budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
-                    freeze_encoder=args.freeze_encoder, freeze_batchnorm=args.freeze_batchnorm)
+                    freeze_encoder=args.freeze_encoder, freeze_batchnorm=args.freeze_batchnorm,
+                    replay_share=args.replay_share, calibration=args.calibration, hold_out=not args.no_hold_out)
     out = run_to_end(fine_tune(args.model or default_model_dir(), pairs, budget, args.out),
                      lambda ev: _emit(ev, args.events))
     if args.events == "text":

@@ -129,14 +129,21 @@ class PatchSampler:
     anywhere inside the disc; augmented with flips, 90-degree rotations, brightness/contrast
     jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8``."""
 
-    def __init__(self, items: list[Prepared], cfg: DataConfig, seed: int) -> None:
+    def __init__(self, items: list[Prepared], cfg: DataConfig, seed: int,
+                 replay: list[Prepared] | None = None, replay_share: float = 0.0) -> None:
+        """``replay``: photos of the base model's own training set, drawn for ``replay_share``
+        of the crops (a fine-tune's guard against forgetting); ``items`` stay the training
+        images every other user of the sampler sees."""
         if not items:
             raise ValueError("no training images")
         self.items = items
+        self.replay = list(replay or [])
+        self.replay_share = replay_share if self.replay else 0.0
+        self._all = items + self.replay
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
-        self.lesions = [it.lesion_pixels() for it in items]
-        self.fov_idx = [np.flatnonzero(it.fov) for it in items]
+        self.lesions = [it.lesion_pixels() for it in self._all]
+        self.fov_idx = [np.flatnonzero(it.fov) for it in self._all]
         self.fuzzy: list[NDArray[np.float32]] | None = None  # DALE's per-image fuzzy maps, when set
         self.last_idx = np.zeros(0, np.int64)
         self.last_fuzzy = np.zeros((0,), np.float32)
@@ -144,8 +151,11 @@ class PatchSampler:
 
     def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8], int, NDArray[np.float32]]:
         s = self.cfg.crop_size
-        i = int(self.rng.integers(len(self.items)))
-        it = self.items[i]
+        if self.replay_share and self.rng.random() < self.replay_share:
+            i = len(self.items) + int(self.rng.integers(len(self.replay)))
+        else:
+            i = int(self.rng.integers(len(self.items)))
+        it = self._all[i]
         w = it.y.shape[1]
         les = self.lesions[i]
         if len(les) and self.rng.random() < self.cfg.lesion_crop_fraction:
@@ -159,7 +169,8 @@ class PatchSampler:
         y0, x0 = cy - s // 2 + int(jitter[0]), cx - s // 2 + int(jitter[1])
         x = _crop(it.x, y0, x0, s).astype(np.float32)
         y = _crop(it.y, y0, x0, s)
-        f = _crop(self.fuzzy[i], y0, x0, s) if self.fuzzy is not None else np.zeros((s, s), np.float32)
+        f = (_crop(self.fuzzy[i], y0, x0, s) if self.fuzzy is not None and i < len(self.items)
+             else np.zeros((s, s), np.float32))
         # where each crop pixel comes from (flat index into the image, -1 outside it), carried
         # through the same geometric transforms: DALE's online statistics map predictions back
         h = it.y.shape[0]

@@ -27,11 +27,16 @@ from .train_config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from .trainer import train
 
 CROPS_PER_IMAGE_EPOCH = 8
+MAX_TIME_BOUND_STEPS = 100_000  # with only a time budget, the clock ends the training
+TIME_BOUND_EVAL_EVERY = 15
+WRITE_SECONDS = 8.0  # calibration, writing the model folder and slack: 4.0 overshot 2 min by up to 2 s (benchmarks/adapt.py)
 
 
 @dataclass
 class Budget:
-    """Stop after ``steps`` (or ``epochs`` worth of steps), or after ``minutes``, whichever first."""
+    """Stop after ``steps`` (or ``epochs`` worth of steps), or after ``minutes``, whichever
+    first. ``minutes`` is the whole fine-tune's (scoring the old and the new model, training,
+    writing the folder); with neither steps nor epochs, training fills what scoring leaves."""
 
     steps: int | None = None
     epochs: int | None = None
@@ -40,6 +45,15 @@ class Budget:
     freeze_encoder: bool = False
     freeze_batchnorm: bool = False
     batch_size: int = 4
+    # hold out about a quarter of the pairs (3+) to score old vs new and choose the checkpoint;
+    # False: train on all of them, scores then said to be on the training photos
+    hold_out: bool = True
+    # threshold and calibration of the new model: "held_out" refit on the held-out pairs,
+    # "all" refit on every corrected pair, "keep" the base model's
+    calibration: str = "keep"
+    # share of the training crops drawn from the base model's replay photos (its folder's
+    # replay/, training/replay.py), against forgetting the photos it was trained on
+    replay_share: float = 0.5
 
 
 def _sha(path: Path) -> str:
@@ -85,8 +99,28 @@ def _score(model_dir: Path, pairs: list[Pair]) -> dict[str, float]:
     return {k: s[k] for k in ("aupr", "dice_ds", "dice_img", "recall_ds", "precision_ds")}
 
 
+def _final_calibration(best: Path, base, pairs: list[Pair], cfg: TrainConfig, how: str, out: Path) -> Path:
+    """The trained model's threshold and calibration: as the trainer fitted them on the
+    held-out pairs, refit on every corrected pair, or the base model's."""
+    if how == "held_out":
+        return best
+    tuned = load_model_folder(best)
+    if how == "keep":
+        inf = replace(tuned.config.inference, threshold=base.config.inference.threshold,
+                      calibration=base.config.inference.calibration)
+        config = replace(tuned.config, inference=inf)
+    else:
+        from .calibrate import calibrate
+        from .trainer import prepare_items
+
+        config, _ = calibrate(tuned.net, replace(tuned.config, inference=replace(tuned.config.inference,
+                                                                                 calibration=None)),
+                              prepare_items(pairs, cfg))
+    return save_model_folder(out, tuned.net, config, tuned.metrics, tuned.lineage)
+
+
 def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out_dir: str | Path,
-              *, threads: int | None = None) -> Generator[dict[str, Any], None, Path]:
+              *, threads: int | None = None, replay: list | None = None) -> Generator[dict[str, Any], None, Path]:
     """Fine-tune the model in ``base_model_dir`` on ``pairs``; write the new model folder to
     ``out_dir`` (which must not exist). Nothing else is left behind."""
     out = Path(out_dir)
@@ -96,20 +130,36 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         raise LesionsegInputError(None, "no corrected images to fine-tune on: save at least one correction first")
     with_lesions = lesion_pairs(pairs)
     check_has_lesions(pairs, with_lesions)
+    t0 = time.time()
     base = load_model_folder(base_model_dir)
-    train_pairs, val_pairs, how = split_for_finetune(pairs, with_lesions)
+    if replay is None and budget.replay_share:
+        from .replay import load_replay
+
+        replay = load_replay(base_model_dir, base.config.preprocess)
+    if budget.calibration not in ("held_out", "all", "keep"):
+        raise ValueError(f"calibration must be held_out, all or keep, not {budget.calibration!r}")
+    if budget.hold_out:
+        train_pairs, val_pairs, how = split_for_finetune(pairs, with_lesions)
+    else:
+        train_pairs = val_pairs = sorted(pairs, key=lambda p: p.id)
+        how = (f"all {len(pairs)} corrected image(s) trained on: validating on the training images themselves "
+               "(scores are optimistic)")
     yield {"event": "plan", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs],
-           "validation": how, "base": str(base_model_dir), "base_version": base.version}
+           "validation": how, "base": str(base_model_dir), "base_version": base.version,
+           "replay": len(replay) if replay else 0}
+    time_bound = budget.minutes is not None and budget.steps is None and budget.epochs is None
     steps_per_epoch = max(1, math.ceil(len(train_pairs) * CROPS_PER_IMAGE_EPOCH / budget.batch_size))
     steps = budget.steps if budget.steps is not None else (budget.epochs or 5) * steps_per_epoch
+    if time_bound:
+        steps = MAX_TIME_BOUND_STEPS
     val_ids = [p.id for p in val_pairs]
     cfg = TrainConfig(
         model=replace(base.config, name=f"{base.version}-ft-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
                       weights_sha256=None),
         data=DataConfig(batch_size=budget.batch_size, crop_size=256),
-        optim=OptimConfig(lr=budget.lr, warmup_steps=min(20, steps // 5)),
-        run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=max(1, steps // 4), log_every=1,
-                      threads=threads, freeze_encoder=budget.freeze_encoder,
+        optim=OptimConfig(lr=budget.lr, warmup_steps=5 if time_bound else min(20, steps // 5)),
+        run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=TIME_BOUND_EVAL_EVERY if time_bound
+                      else max(1, steps // 4), log_every=1, threads=threads, freeze_encoder=budget.freeze_encoder,
                       freeze_batchnorm=budget.freeze_batchnorm),
     )
     # The run's checkpoints live in a hidden temp folder, removed when the run ends however it
@@ -118,11 +168,29 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
     out.parent.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.run.", suffix=TMP_SUFFIX, dir=out.parent))
     try:
-        t0 = time.time()
+        t_score = time.time()
         old = _score(Path(base_model_dir), val_pairs)
+        score_s = time.time() - t_score
         yield {"event": "baseline", **{f"old_{k}": v for k, v in old.items()}}
+        if budget.minutes is not None:
+            # the whole run keeps to budget.minutes: training gets what is left after preparing
+            # its photos, scoring the new model (as long as the old took) and writing it
+            prep_s = 0.5 * score_s / max(1, len(val_pairs)) * len(train_pairs)
+            left = 60.0 * budget.minutes - (time.time() - t0) - prep_s - 1.1 * score_s - WRITE_SECONDS
+            cfg = replace(cfg, run=replace(cfg.run, minutes=max(left, 5.0) / 60.0))
+            yield {"event": "training_budget", "seconds": round(max(left, 5.0), 1)}
         net = base.net.train()
-        best = yield from train(cfg, run_dir, init_from=net, pairs=(train_pairs, val_pairs if val_ids else train_pairs))
+        run = train(cfg, run_dir, init_from=net, pairs=(train_pairs, val_pairs if val_ids else train_pairs),
+                    replay=(replay, budget.replay_share) if replay and budget.replay_share else None)
+        while True:
+            try:
+                ev = next(run)
+            except StopIteration as done:
+                best = done.value
+                break
+            steps = ev["step"] if ev.get("event") == "done" else steps
+            yield ev
+        best = _final_calibration(best, base, pairs, cfg, budget.calibration, run_dir / "final")
         new = _score(best, val_pairs)
         tuned = load_model_folder(best)
     finally:
@@ -135,7 +203,10 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "kind": "finetune",
     }
-    save_model_folder(out, tuned.net, tuned.config, metrics, lineage)
+    from .replay import copy_replay
+
+    save_model_folder(out, tuned.net, tuned.config, metrics, lineage,
+                      fill_more=lambda tmp: copy_replay(base_model_dir, tmp))
     yield {"event": "finished", "model": str(out), **{f"old_{k}": v for k, v in old.items()},
            **{f"new_{k}": v for k, v in new.items()}}
     return out

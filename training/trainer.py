@@ -32,6 +32,7 @@ from .distributed import DistContext, average_, init_from_env, leave_process_gro
 from .events import EventLog
 from .fit_review import fit_review
 from .losses import supervised_loss
+from .replay import write_replay
 from .train_config import OptimConfig, TrainConfig
 from .validate import validate
 
@@ -209,6 +210,7 @@ class _Run:
     elapsed0: float = 0.0  # seconds spent before a resume
     t_start: float = field(default_factory=time.time)
     last_good: Path | None = None
+    train_pairs: list[Pair] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:
@@ -229,11 +231,14 @@ class _Run:
 def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           init_from: nn.Module | None = None, lineage: dict | None = None,
           pairs: tuple[list[Pair], list[Pair]] | None = None,
-          dist_ctx: DistContext | None = None) -> Generator[Event, None, Path]:
+          dist_ctx: DistContext | None = None,
+          replay: tuple[list[Prepared], float] | None = None) -> Generator[Event, None, Path]:
     """Train ``cfg.model`` on ``cfg.data``; write ``run_dir/{config.json, events.jsonl,
-    metrics.csv, best/, last/, state.pt}``. Yields events; returns the best model folder."""
+    metrics.csv, best/, last/, state.pt}``. Yields events; returns the best model folder.
+    ``replay = (items, share)``: prepared photos drawn for that share of the crops besides
+    the training pairs (a fine-tune's guard against forgetting)."""
     r = yield from _start(cfg, Path(run_dir), resume, init_from, lineage, pairs,
-                          dist_ctx or DistContext(device=pick_device(cfg.run.device)))
+                          dist_ctx or DistContext(device=pick_device(cfg.run.device)), replay)
     while r.step < cfg.run.steps:
         yield from _follow_schedule(r)
         try:
@@ -264,7 +269,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
 
 
 def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | None, lineage: dict | None,
-           pairs: tuple[list[Pair], list[Pair]] | None, ctx: DistContext) -> Generator[Event, None, _Run]:
+           pairs: tuple[list[Pair], list[Pair]] | None, ctx: DistContext,
+           replay: tuple[list[Prepared], float] | None = None) -> Generator[Event, None, _Run]:
     """Threads, seed, run folder, data, network, optimiser, adversary, DALE; a resume's state."""
     dev = ctx.device
     torch.set_num_threads(cfg.run.threads or max(1, default_threads() // ctx.world))
@@ -298,12 +304,16 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         start = int(state["step"])
-    sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank)
+    if replay is not None and cfg.paradigm.type == "dale":
+        raise ValueError("replay is not supported with DALE (its statistics index the training images only)")
+    sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank,
+                           replay=replay[0] if replay else None, replay_share=replay[1] if replay else 0.0)
     dale = Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps) if cfg.paradigm.type == "dale" else None
     if dale is not None:
         dale.attach(net)
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
-             [p.id for p in val_pairs], {"data": {p.id: None for p in train_pairs}, **(lineage or {})}, step=start)
+             [p.id for p in val_pairs], {"data": {p.id: None for p in train_pairs}, **(lineage or {})}, step=start,
+             train_pairs=list(train_pairs))
     if state is not None:
         r.best, r.elapsed0 = float(state["best"]), float(state.get("elapsed", 0.0))
         _restore_extras(state, adv, dale, sampler, ctx)
@@ -341,6 +351,7 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
 
 
 MIN_REVIEW_FIT_IMAGES = 10  # fewer training photos keep the review rates the config already has
+REPLAY_PHOTOS = 8  # a trained model keeps this many of its training photos for fine-tunes to replay
 
 
 def _calibrate_best(r: _Run) -> Generator[Event, None, None]:
@@ -362,6 +373,12 @@ def _calibrate_best(r: _Run) -> Generator[Event, None, None]:
         yield from r.emit({"event": "review_fitted", **fit})
     save_model_folder(r.dir / "best", best_model.net, calibrated, metrics, best_model.lineage, overwrite=True)
     yield from r.emit({"event": "calibrated", **figures})
+    if len(train_items) >= MIN_REVIEW_FIT_IMAGES:
+        keep = [p for p, it in zip(r.train_pairs, train_items) if (it.y == 1).any()]
+        keep = keep[::max(1, len(keep) // REPLAY_PHOTOS)][:REPLAY_PHOTOS]
+        if keep:
+            write_replay(r.dir / "best", keep, r.cfg.model.preprocess)
+            yield from r.emit({"event": "replay_written", "photos": [p.id for p in keep]})
 
 
 def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,

@@ -137,10 +137,14 @@ class FinetuneWidget(DockWidget):
         self.versions.clear()
         self.versions.addItems([DEFAULT_VERSION, *reg.versions()])
         self.versions.setCurrentText(base.name if base.parent == reg.dir else DEFAULT_VERSION)
-        n_val = max(1, len(pairs) // 4) if len(pairs) >= 3 else len(pairs)
         minutes = self.minutes.value()
-        text = (f"{len(pairs)} corrected image(s); base model: {base.name}; about {minutes:.1f} min of training "
-                f"plus scoring old and new model on {n_val} held-out image(s) (~10 s each on a CPU)")
+        if len(pairs) >= 3:
+            n_val = max(1, len(pairs) // 4)
+            scored = f"{n_val} held-out image(s)"
+        else:
+            scored = f"the {len(pairs)} training image(s) (too few to hold any out: optimistic)"
+        text = (f"{len(pairs)} corrected image(s); base model: {base.name}; about {minutes:.1f} min in all: "
+                f"scoring the old model on {scored}, training, then scoring the new one")
         if not pairs:
             text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
         self.preflight_label.setText(text)

@@ -173,6 +173,9 @@ class ReviewWidget(DockWidget):
         pad = max(3, (max(y1 - y0, x1 - x0)) // 4)
         rect = np.array([[y0 - pad, x0 - pad], [y0 - pad, x1 + pad], [y1 + pad, x1 + pad], [y1 + pad, x0 - pad]],
                         float)
+        for old in [ly for ly in self.viewer.layers if ly.name.endswith(" current region")
+                    and ly.metadata.get("lesionseg") and ly.name != name]:
+            self.viewer.layers.remove(old)  # another photo's frame
         if name in self.viewer.layers:
             self.viewer.layers[name].data = [rect]
         else:
@@ -240,7 +243,7 @@ class ReviewWidget(DockWidget):
         nxt, place, count = found
         if current and current != nxt:
             self._save_if_edited(current)
-            for name in [current, *layer_names(current).values()]:
+            for name in [current, *layer_names(current).values(), f"{current} current region"]:
                 if name in self.viewer.layers:
                     self.viewer.layers.remove(name)
             self.session.close_photo(current)

@@ -5,6 +5,7 @@
 <folder>/weights.safetensors  tensors only: loading never unpickles anything
 <folder>/metrics.json         validation figures
 <folder>/lineage.json         parent model, data hashes, command, time
+<folder>/replay/              optional: a few training photos a fine-tune replays (training/replay.py)
 ```
 A folder is written into a hidden temp folder beside the target and moved into place with
 one ``os.replace``; an existing folder is never overwritten. Loading treats the folder as
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from .model_config import ModelConfig, upgrade_config
 from .models import build_model
 
 CONFIG, WEIGHTS, METRICS, LINEAGE = "config.json", "weights.safetensors", "metrics.json", "lineage.json"
-ALLOWED_FILES = {CONFIG, WEIGHTS, METRICS, LINEAGE, "README.md"}
+ALLOWED_FILES = {CONFIG, WEIGHTS, METRICS, LINEAGE, "README.md", "replay"}
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".joblib", ".npy", ".npz", ".tar"}
 MAX_JSON_BYTES = 2_000_000
 MAX_WEIGHTS_BYTES = 2_000_000_000
@@ -89,10 +91,12 @@ def save_model_folder(
     lineage: dict[str, Any] | None = None,
     *,
     overwrite: bool = False,
+    fill_more: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write a model folder atomically; refuses to replace an existing one unless ``overwrite``.
     The folder holds every weight: an encoder's ``weights_path`` (an initialisation for
-    training) is not kept."""
+    training) is not kept. ``fill_more(tmp)`` adds more content (a replay set) before the
+    folder is moved into place."""
     target = Path(folder)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target}: a model folder already exists there; choose a new name")
@@ -106,6 +110,8 @@ def save_model_folder(
         (tmp / CONFIG).write_text(json.dumps(to_dict(cfg), indent=2), encoding="utf-8")
         (tmp / METRICS).write_text(json.dumps(metrics or {}, indent=2), encoding="utf-8")
         (tmp / LINEAGE).write_text(json.dumps(lineage or {}, indent=2), encoding="utf-8")
+        if fill_more is not None:
+            fill_more(tmp)
 
     return atomic_folder(target, fill, overwrite=overwrite)
 

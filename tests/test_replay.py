@@ -1,0 +1,89 @@
+"""Replay photos: a model folder's own training photos that a fine-tune mixes into its crops
+against forgetting; written, read back as training items, drawn by the sampler in their
+share, carried into the fine-tuned version; a time-bound fine-tune and the base model's
+calibration kept."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesionseg_training.data import PatchSampler, prepare_pair
+from lesionseg_training.finetune import Budget, fine_tune
+from lesionseg_training.replay import load_replay, replay_ids, write_replay
+from lesionseg_training.train_config import DataConfig
+from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.model_folder import load_model_folder
+from napari_lesionseg.core.pairs import match_pairs
+from napari_lesionseg.core.progress import run_to_end
+
+
+@pytest.fixture()
+def model_with_replay(tmp_path: Path, tiny_model_dir: Path, small_pairs: Path) -> Path:
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, model)
+    write_replay(model, match_pairs(small_pairs / "images", small_pairs / "masks"),
+                 load_model_folder(model).config.preprocess)
+    return model
+
+
+def test_replay_photos_read_back_as_the_training_items_they_were(model_with_replay: Path, small_pairs: Path) -> None:
+    model = load_model_folder(model_with_replay)  # a folder with replay/ still loads
+    assert replay_ids(model_with_replay) == ["IDRiD_04", "IDRiD_16"]
+    items = load_replay(model_with_replay, model.config.preprocess)
+    pair = next(p for p in match_pairs(small_pairs / "images", small_pairs / "masks") if p.id == "IDRiD_16")
+    direct = prepare_pair(pair, model.config.preprocess)
+    got = next(it for it in items if it.id == "IDRiD_16")
+    assert got.x.shape == direct.x.shape and np.array_equal(got.y, direct.y) and np.array_equal(got.fov, direct.fov)
+    assert (got.y == 1).any()
+    assert np.allclose(got.x, direct.x, atol=1e-5)  # stored losslessly: the same network input
+
+
+def test_the_sampler_draws_replay_crops_in_their_share(model_with_replay: Path, small_pairs: Path) -> None:
+    pre = load_model_folder(model_with_replay).config.preprocess
+    replay = load_replay(model_with_replay, pre)
+    own = [prepare_pair(p, pre) for p in match_pairs(small_pairs / "images", small_pairs / "masks")][:1]
+    cfg = DataConfig(crop_size=32, batch_size=200)
+    for share, lo, hi in ((0.0, 0, 0), (1.0, 200, 200), (0.5, 70, 130)):
+        sampler = PatchSampler(own, cfg, seed=3, replay=replay, replay_share=share)
+        sampler.batch()
+        drawn = int((sampler.last_idx >= len(own)).sum())
+        assert lo <= drawn <= hi, (share, drawn)
+        assert sampler.items == own  # fitting and DALE see the training images only
+
+
+def test_a_time_bound_finetune_replays_keeps_the_calibration_and_passes_the_set_on(
+        tmp_path: Path, model_with_replay: Path, small_pairs: Path) -> None:
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    out = tmp_path / "v2"
+    events: list[dict] = []
+    run_to_end(fine_tune(model_with_replay, pairs, Budget(minutes=0.4), out), events.append)
+    plan = events[0]
+    assert plan["event"] == "plan" and plan["replay"] == 2
+    budget = next(e for e in events if e["event"] == "training_budget")
+    assert 0 < budget["seconds"] <= 0.4 * 60
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    new = load_model_folder(out)
+    assert new.metrics["steps"] == max(steps) >= 1  # the steps done, not the cap
+    base = load_model_folder(model_with_replay)
+    assert new.config.inference.threshold == base.config.inference.threshold
+    assert new.config.inference.calibration == base.config.inference.calibration
+    assert replay_ids(out) == replay_ids(model_with_replay)
+
+
+def test_write_replay_refuses_a_folder_that_is_no_model(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    pre = load_model_folder(tiny_model_dir).config.preprocess
+    with pytest.raises(LesionsegInputError, match="not a model folder"):
+        write_replay(tmp_path, match_pairs(small_pairs / "images", small_pairs / "masks"), pre)
+
+
+def test_the_shipped_model_carries_its_replay_photos() -> None:
+    from napari_lesionseg.core.bundled import default_model_dir
+
+    ids = replay_ids(default_model_dir())
+    model = load_model_folder(default_model_dir())
+    assert len(ids) == 8 and not set(ids) & set(model.metrics["val_images"])
+    assert set(ids) <= set(model.lineage["data"])

@@ -1,0 +1,127 @@
+"""A model's replay photos: a few of its own training photos, kept in its folder on the
+working grid, that a fine-tune mixes into its crops so the model does not forget the photos
+it was trained on while it learns a clinic's corrections (benchmarks/adapt.py measures it).
+
+```
+<model folder>/replay/<id>.png        the working image (disc box at the model's resolution), lossless:
+                                      JPEG even at quality 95 moved the blue and green-contrast
+                                      inputs by 0.26 and 0.12 of their standard deviation
+<model folder>/replay/<id>_label.png  0 background, 1 lesion, 255 unsure, on the same grid
+<model folder>/replay/<id>_disc.png   the field of view on the same grid (0/255)
+```
+About 0.6 MB a photo. A fine-tuned version carries its parent's set forward. Add a set to a
+model folder with ``python -m lesionseg_training.replay --model DIR --images ROOT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.fov import detect_fov
+from napari_lesionseg.core.image_io import read_image
+from napari_lesionseg.core.model_config import PreprocessConfig
+from napari_lesionseg.core.pairs import Pair
+from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
+
+from .data import Prepared
+
+REPLAY = "replay"
+MAX_REPLAY_PHOTOS = 64
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+def write_replay(model_dir: str | Path, pairs: list[Pair], pre: PreprocessConfig) -> Path:
+    """Write ``pairs`` (photo + mask) as ``model_dir/replay/``, replacing a set already there."""
+    folder = Path(model_dir)
+    if not (folder / "config.json").exists():
+        raise LesionsegInputError(folder, "is not a model folder (no config.json)")
+    tmp = Path(tempfile.mkdtemp(prefix=".replay.", dir=folder))
+    try:
+        for p in pairs:
+            if not _ID.match(p.id):
+                raise LesionsegInputError(p.image, "photo name unusable as a replay id")
+            rgb, _ = read_image(p.image)
+            geom = plan_geometry(rgb.shape[:2], detect_fov(rgb), pre.fov_diameter)
+            Image.fromarray(to_work(rgb, geom)).save(tmp / f"{p.id}.png", optimize=True)
+            Image.fromarray(mask_to_work(p.read_mask(shape=rgb.shape[:2]), geom)).save(tmp / f"{p.id}_label.png")
+            Image.fromarray(geom.work_fov_mask().astype(np.uint8) * 255).save(tmp / f"{p.id}_disc.png")
+        old = folder / REPLAY
+        if old.exists():
+            shutil.rmtree(old)
+        tmp.replace(old)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder / REPLAY
+
+
+def replay_ids(model_dir: str | Path) -> list[str]:
+    """The ids of the replay photos in a model folder (none: [])."""
+    folder = Path(model_dir) / REPLAY
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    return sorted(f.stem for f in folder.glob("*.png") if _ID.match(f.stem) and not f.is_symlink()
+                  and not f.stem.endswith(("_label", "_disc")))
+
+
+def load_replay(model_dir: str | Path, pre: PreprocessConfig) -> list[Prepared]:
+    """The replay photos as training items for a model with preprocessing ``pre``."""
+    folder = Path(model_dir) / REPLAY
+    ids = replay_ids(model_dir)[:MAX_REPLAY_PHOTOS]
+    items = []
+    for iid in ids:
+        work, _ = read_image(folder / f"{iid}.png")
+        label = np.asarray(Image.open(folder / f"{iid}_label.png").convert("L"))
+        disc = np.asarray(Image.open(folder / f"{iid}_disc.png").convert("L")) > 127
+        if label.shape != work.shape[:2] or disc.shape != work.shape[:2]:
+            raise LesionsegInputError(folder / f"{iid}_label.png", "replay label or disc does not match its photo")
+        label = np.where(np.isin(label, (0, 1, 255)), label, 255).astype(np.uint8)
+        items.append(Prepared(iid, network_input(work, disc, pre.green_contrast_sigma), label, disc))
+    return items
+
+
+def copy_replay(src_model: str | Path, dst_folder: Path) -> None:
+    """Carry a parent's replay set into a new model folder being written (``dst_folder``)."""
+    ids = replay_ids(src_model)
+    if not ids:
+        return
+    (dst_folder / REPLAY).mkdir()
+    for iid in ids:
+        for name in (f"{iid}.png", f"{iid}_label.png", f"{iid}_disc.png"):
+            shutil.copyfile(Path(src_model) / REPLAY / name, dst_folder / REPLAY / name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    from .data import find_pairs
+    from .train_config import DataConfig
+
+    ap = argparse.ArgumentParser(prog="python -m lesionseg_training.replay", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="model folder to add the replay photos to")
+    ap.add_argument("--images", required=True, help="IDRiD-layout root, or an images folder (with --masks)")
+    ap.add_argument("--masks", default=None)
+    ap.add_argument("--n", type=int, default=8, help="how many photos (spread evenly over the training photos)")
+    args = ap.parse_args(argv)
+    model = load_model_folder(args.model)
+    trained_on = list(model.lineage.get("data", {}))
+    pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks))
+             if not trained_on or p.id in trained_on]  # never a photo the model was validated on
+    with_lesions = [p for p in pairs if (p.read_mask() == 1).any()]
+    if not with_lesions:
+        raise LesionsegInputError(Path(args.images), "no photo with lesions among the model's training photos")
+    pick = with_lesions[::max(1, len(with_lesions) // args.n)][:args.n]
+    out = write_replay(args.model, pick, model.config.preprocess)
+    print(f"{len(pick)} replay photos in {out}: {', '.join(p.id for p in pick)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
