@@ -44,6 +44,7 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration", choices=["keep", "all", "held_out"], default="keep",
                    help="threshold and calibration of the new model: the base model's (keep), refit on every "
                         "corrected photo (all) or on the held-out ones (held_out)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the crops and augmentation")
     p.add_argument("--no-hold-out", action="store_true",
                    help="train on every corrected photo (the scores are then on the training photos)")
     p.add_argument("--freeze-encoder", action="store_true")
@@ -123,7 +124,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         pairs = match_pairs(args.images, args.masks)
     budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
                     freeze_encoder=args.freeze_encoder, freeze_batchnorm=args.freeze_batchnorm,
-                    replay_share=args.replay_share, calibration=args.calibration, hold_out=not args.no_hold_out)
+                    replay_share=args.replay_share, calibration=args.calibration, hold_out=not args.no_hold_out,
+                    seed=args.seed)
     out = run_to_end(fine_tune(args.model or default_model_dir(), pairs, budget, args.out),
                      lambda ev: _emit(ev, args.events))
     if args.events == "text":

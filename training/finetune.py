@@ -54,6 +54,7 @@ class Budget:
     # share of the training crops drawn from the base model's replay photos (its folder's
     # replay/, training/replay.py), against forgetting the photos it was trained on
     replay_share: float = 0.5
+    seed: int = 0  # crops, augmentation and initial randomness of the run
 
 
 def _sha(path: Path) -> str:
@@ -159,7 +160,8 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         data=DataConfig(batch_size=budget.batch_size, crop_size=256),
         optim=OptimConfig(lr=budget.lr, warmup_steps=5 if time_bound else min(20, steps // 5)),
         run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=TIME_BOUND_EVAL_EVERY if time_bound
-                      else max(1, steps // 4), log_every=1, threads=threads, freeze_encoder=budget.freeze_encoder,
+                      else max(1, steps // 4), log_every=1, threads=threads, seed=budget.seed,
+                      freeze_encoder=budget.freeze_encoder,
                       freeze_batchnorm=budget.freeze_batchnorm),
     )
     # The run's checkpoints live in a hidden temp folder, removed when the run ends however it
