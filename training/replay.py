@@ -26,7 +26,7 @@ from PIL import Image
 
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.fov import detect_fov
-from napari_lesionseg.core.image_io import read_image
+from napari_lesionseg.core.image_io import read_gray_u8, read_image, read_label, write_label
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.pairs import Pair
 from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
@@ -51,7 +51,7 @@ def write_replay(model_dir: str | Path, pairs: list[Pair], pre: PreprocessConfig
             rgb, _ = read_image(p.image)
             geom = plan_geometry(rgb.shape[:2], detect_fov(rgb), pre.fov_diameter)
             Image.fromarray(to_work(rgb, geom)).save(tmp / f"{p.id}.png", optimize=True)
-            Image.fromarray(mask_to_work(p.read_mask(shape=rgb.shape[:2]), geom)).save(tmp / f"{p.id}_label.png")
+            write_label(tmp / f"{p.id}_label.png", mask_to_work(p.read_mask(shape=rgb.shape[:2]), geom))
             Image.fromarray(geom.work_fov_mask().astype(np.uint8) * 255).save(tmp / f"{p.id}_disc.png")
         old = folder / REPLAY
         if old.exists():
@@ -60,6 +60,11 @@ def write_replay(model_dir: str | Path, pairs: list[Pair], pre: PreprocessConfig
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder / REPLAY
+
+
+def pick_replay(with_lesions: list[Pair], n: int) -> list[Pair]:
+    """``n`` of the training pairs that hold lesions, spread evenly over them."""
+    return with_lesions[::max(1, len(with_lesions) // n)][:n]
 
 
 def replay_ids(model_dir: str | Path) -> list[str]:
@@ -78,11 +83,10 @@ def load_replay(model_dir: str | Path, pre: PreprocessConfig) -> list[Prepared]:
     items = []
     for iid in ids:
         work, _ = read_image(folder / f"{iid}.png")
-        label = np.asarray(Image.open(folder / f"{iid}_label.png").convert("L"))
-        disc = np.asarray(Image.open(folder / f"{iid}_disc.png").convert("L")) > 127
-        if label.shape != work.shape[:2] or disc.shape != work.shape[:2]:
-            raise LesionsegInputError(folder / f"{iid}_label.png", "replay label or disc does not match its photo")
-        label = np.where(np.isin(label, (0, 1, 255)), label, 255).astype(np.uint8)
+        label = read_label(folder / f"{iid}_label.png", shape=work.shape[:2])
+        disc = read_gray_u8(folder / f"{iid}_disc.png") > 127
+        if disc.shape != work.shape[:2]:
+            raise LesionsegInputError(folder / f"{iid}_disc.png", "replay disc does not match its photo")
         items.append(Prepared(iid, network_input(work, disc, pre.green_contrast_sigma), label, disc))
     return items
 
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_lesionseg.core.model_folder import load_model_folder
 
     from .data import find_pairs
+    from .finetune import lesion_pairs
     from .train_config import DataConfig
 
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.replay", description=__doc__.split("\n\n")[0])
@@ -114,10 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     trained_on = list(model.lineage.get("data", {}))
     pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks))
              if not trained_on or p.id in trained_on]  # never a photo the model was validated on
-    with_lesions = [p for p in pairs if (p.read_mask() == 1).any()]
+    ids = lesion_pairs(pairs)
+    with_lesions = [p for p in pairs if p.id in ids]
     if not with_lesions:
         raise LesionsegInputError(Path(args.images), "no photo with lesions among the model's training photos")
-    pick = with_lesions[::max(1, len(with_lesions) // args.n)][:args.n]
+    pick = pick_replay(with_lesions, args.n)
     out = write_replay(args.model, pick, model.config.preprocess)
     print(f"{len(pick)} replay photos in {out}: {', '.join(p.id for p in pick)}")
     return 0

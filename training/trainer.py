@@ -32,7 +32,7 @@ from .distributed import DistContext, average_, init_from_env, leave_process_gro
 from .events import EventLog
 from .fit_review import fit_review
 from .losses import supervised_loss
-from .replay import write_replay
+from .replay import pick_replay, write_replay
 from .train_config import OptimConfig, TrainConfig
 from .validate import validate
 
@@ -374,8 +374,7 @@ def _calibrate_best(r: _Run) -> Generator[Event, None, None]:
     save_model_folder(r.dir / "best", best_model.net, calibrated, metrics, best_model.lineage, overwrite=True)
     yield from r.emit({"event": "calibrated", **figures})
     if len(train_items) >= MIN_REVIEW_FIT_IMAGES:
-        keep = [p for p, it in zip(r.train_pairs, train_items) if (it.y == 1).any()]
-        keep = keep[::max(1, len(keep) // REPLAY_PHOTOS)][:REPLAY_PHOTOS]
+        keep = pick_replay([p for p, it in zip(r.train_pairs, train_items) if (it.y == 1).any()], REPLAY_PHOTOS)
         if keep:
             write_replay(r.dir / "best", keep, r.cfg.model.preprocess)
             yield from r.emit({"event": "replay_written", "photos": [p.id for p in keep]})
