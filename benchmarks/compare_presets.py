@@ -49,6 +49,9 @@ PATCHGAN = ['adversary.type="patchgan"', "adversary.weight=0.5", 'adversary.patc
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default": ("default", []),
     "default_dale": ("default_dale", []),
+    # the same network and recipe with four more outputs (MA, EX, SE, OD) from IDRiD's other masks
+    "default_multi": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]',
+                                  'data.centre_types=["HE","MA","EX","SE"]']),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
     "patchgan_gates": ("default", HOST + PATCHGAN + ['model.network.dynamic={"mode": "gates"}']),
@@ -111,7 +114,8 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     from lesionseg_training.trainer import train
 
     base, overrides = VARIANTS[variant]
-    cfg = load_config(base, [f'data.images="{images}"', f"run.minutes={args.minutes}", "run.steps=100000",
+    budget = [f"run.steps={args.steps}"] if args.steps else [f"run.minutes={args.minutes}", "run.steps=100000"]
+    cfg = load_config(base, [f'data.images="{images}"', *budget,
                              f"run.eval_every={args.eval_every}", f'model.name="cmp-{variant}"',
                              f"data.val_every={N_FOLDS}", f"data.val_offset={fold}", f"run.seed={args.seed}",
                              *([f"run.threads={args.threads}"] if args.threads else []),
@@ -124,14 +128,17 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     curve = []
     done: dict = {}
     t0 = time.time()
-    for ev in train(cfg, Path(args.out) / tag.replace("=", "").replace(",", "_"), pairs=(train_pairs, val_pairs)):
+    tag += f"-s{args.steps}" if args.steps else ""
+    for ev in train(cfg, Path(args.out) / tag.replace("=", "").replace(",", "_"), pairs=(train_pairs, val_pairs),
+                    resume=args.resume):
         if ev.get("event") == "eval":
-            curve.append({"step": ev["step"], "val_aupr": ev["val_aupr"], "val_dice": ev["val_dice"]})
+            curve.append({"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))
+                                                 and not k.startswith("val_dice_best")}})
         if ev.get("event") == "done":
             done = ev
     last = curve[-1] if curve else {"step": 0, "val_aupr": float("nan"), "val_dice": float("nan")}
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
-            "val_aupr": last["val_aupr"], "val_dice": last["val_dice"], "minutes": round((time.time() - t0) / 60, 1),
+            **{k: v for k, v in last.items() if k != "step"}, "minutes": round((time.time() - t0) / 60, 1),
             "val_ids": [p.id for p in val_pairs], "curve": curve}
 
 
@@ -146,7 +153,8 @@ def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, __file__, "--variants", variant, "--folds", str(fold), "--threads", "1",
                "--minutes", str(args.minutes), "--images", args.images, "--seed", str(args.seed),
-               "--eval-every", str(args.eval_every), "--out", args.out, "--work", args.work, "--results", str(out)]
+               "--eval-every", str(args.eval_every), "--out", args.out, "--work", args.work, "--results", str(out),
+               "--steps", str(args.steps)] + (["--resume"] if args.resume else [])
         cmd += (["--noise", args.noise] if args.noise else []) + (["--cache", args.cache] if args.cache else [])
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
         outs.append(out)
@@ -198,6 +206,9 @@ def main() -> None:
     ap.add_argument("--variants", default="default,default_dale", help="comma-separated: " + ",".join(VARIANTS))
     ap.add_argument("--folds", default="0,1,2", help=f"comma-separated fold numbers (0..{N_FOLDS - 1})")
     ap.add_argument("--noise", default=None, help="e.g. missed=0.5,outline=8 (training masks only)")
+    ap.add_argument("--steps", type=int, default=0,
+                    help="a step budget instead of --minutes (the same result on a busy machine; resumable)")
+    ap.add_argument("--resume", action="store_true", help="continue interrupted runs from their state.pt")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--side-by-side", action="store_true",
@@ -217,11 +228,12 @@ def main() -> None:
         from lesionseg_training.data import find_pairs, prepare_pair
         from lesionseg_training.train_config import load_config
 
-        base = VARIANTS[args.variants.split(",")[0]][0]
-        for root in dict.fromkeys([clean, images]):
-            cfg = load_config(base, [f'data.images="{root}"'])
-            for pair in find_pairs(cfg.data):
-                prepare_pair(pair, cfg.model.preprocess, Path(args.cache))
+        for variant in args.variants.split(","):
+            base, overrides = VARIANTS[variant]
+            for root in dict.fromkeys([clean, images]):
+                cfg = load_config(base, [f'data.images="{root}"', *overrides])
+                for pair in find_pairs(cfg.data):
+                    prepare_pair(pair, cfg.model.preprocess, Path(args.cache), cfg.model.network.outputs)
     rows = []
     for fold in [int(f) for f in args.folds.split(",")]:
         if args.side_by_side:
@@ -232,7 +244,8 @@ def main() -> None:
             print(f"{r['variant']:15s} fold {fold}  AUPR {r['val_aupr']:.3f}  Dice {r['val_dice']:.3f}  "
                   f"steps {r['steps']}  {r['minutes']} min", flush=True)
     table = summarise(rows)
-    print(f"\nnoise: {args.noise or 'none'}; {args.minutes} min per run; last validation, mean ± sd over folds")
+    budget = f"{args.steps} steps" if args.steps else f"{args.minutes} min"
+    print(f"\nnoise: {args.noise or 'none'}; {budget} per run; last validation, mean ± sd over folds")
     print(f"{'variant':15s} {'folds':>5s} {'AUPR':>15s} {'Dice':>15s} {'steps':>6s} {'s/step':>6s} "
           f"{'@step':>6s} {'AUPR @step':>15s} {'Dice @step':>15s}")
     for t in table:
@@ -241,9 +254,10 @@ def main() -> None:
     results = Path(args.results)
     old = json.loads(results.read_text()) if results.exists() else {}
     runs = [r for r in old.get("runs", []) if not any(
-        (r["variant"], r["fold"], r["noise"], r.get("minutes_budget")) ==
-        (x["variant"], x["fold"], x["noise"], args.minutes) for x in rows)]
-    runs += [{**r, "minutes_budget": args.minutes, "date": time.strftime("%Y-%m-%d")} for r in rows]
+        (r["variant"], r["fold"], r["noise"], r.get("minutes_budget"), r.get("steps_budget", 0)) ==
+        (x["variant"], x["fold"], x["noise"], None if args.steps else args.minutes, args.steps) for x in rows)]
+    runs += [{**r, "minutes_budget": None if args.steps else args.minutes, "steps_budget": args.steps,
+              "date": time.strftime("%Y-%m-%d")} for r in rows]
     results.parent.mkdir(exist_ok=True)
     results.write_text(json.dumps({"runs": runs}, indent=1))
 

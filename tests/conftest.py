@@ -51,6 +51,26 @@ def small_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_typed_pairs(tmp_path_factory: pytest.TempPathFactory, small_pairs: Path) -> Path:
+    """``small_pairs`` with the samples' other masks beside the hemorrhage masks
+    (``<stem>_MA.png``, ``_EX``, ``_SE`` (empty: neither photo has soft exudates), ``_OD``),
+    downscaled 4x like them."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("typed")
+    shutil.copytree(small_pairs / "images", root / "images")
+    shutil.copytree(small_pairs / "masks", root / "masks")
+    for key in SAMPLES:
+        img, _ = sample_paths(key)
+        size = Image.open(root / "images" / img.name).size
+        for t in ("MA", "EX", "SE", "OD"):
+            m = np.asarray(Image.open(img.parent / f"{img.stem}_{t}.png")) > 0
+            ms = np.asarray(Image.fromarray(m.astype(np.float32)).resize(size, Image.Resampling.BOX)) > 0.1
+            Image.fromarray((ms * 255).astype(np.uint8)).save(root / "masks" / f"{img.stem}_{t}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
 def sample_rgb() -> np.ndarray:
     from napari_lesionseg.core.image_io import read_image
 

@@ -16,11 +16,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from napari_lesionseg.core.inference import apply_calibration
+from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.metrics import PooledPR
 from napari_lesionseg.core.model_config import ModelConfig
 
 from .data import Prepared
-from .validate import predict_work
+from .validate import predict_work_all
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -47,7 +48,7 @@ def platt_fit(p: np.ndarray, y: np.ndarray, max_pixels: int = 400_000, seed: int
 def platt_knots(a: float, b: float, n: int = 513) -> list[list[float]]:
     """Knots of ``p -> sigmoid(a logit(p) + b)``, logit-spaced so the tails are resolved."""
     x = 1 / (1 + np.exp(-np.linspace(-16, 16, n)))
-    y = 1 / (1 + np.exp(-(a * _logit(x) + b)))
+    y = 1 / (1 + np.exp(-np.clip(a * _logit(x) + b, -700.0, 700.0)))
     return [[0.0, *x.tolist(), 1.0], [0.0, *y.tolist(), 1.0]]
 
 
@@ -58,15 +59,35 @@ def apply_knots(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
 
 def calibrate(net, config: ModelConfig, items: list[Prepared]) -> tuple[ModelConfig, dict[str, float]]:
     """Fit the calibration on ``items`` (validation, working grid); return the config with
-    calibration knots and the Dice-optimal threshold on the calibrated scale, and figures."""
-    probs, labels = [], []
+    calibration knots and the Dice-optimal threshold on the calibrated scale, and figures;
+    for every output of the model (other outputs' figures end in ``_<T>``; an output no item
+    has labels for keeps its settings)."""
+    outputs = config.network.outputs
+    probs: list[list[np.ndarray]] = [[] for _ in outputs]
+    labels: list[list[np.ndarray]] = [[] for _ in outputs]
     for it in items:
-        p = predict_work(net.eval(), it.x, config.network.stride)
-        v = it.fov & (it.y != 255)
-        probs.append(p[v])
-        labels.append((it.y == 1)[v])
-    p = np.concatenate(probs).astype(np.float64)
-    y = np.concatenate(labels)
+        ps = predict_work_all(net.eval(), it.x, config.network.stride)
+        ys = it.labels().reshape((-1,) + it.y.shape)
+        for k in range(len(outputs)):
+            v = it.fov & (ys[k] != 255)
+            probs[k].append(ps[k][v])
+            labels[k].append((ys[k] == 1)[v])
+    figures: dict[str, float] = {}
+    inference = config.inference
+    for k, name in enumerate(outputs):
+        p = np.concatenate(probs[k]).astype(np.float64)
+        y = np.concatenate(labels[k])
+        if not y.any():
+            continue
+        knots, threshold, figs = _fit_one(p, y)
+        inference = inference.with_type(name, threshold, knots)
+        sfx = "" if name == HE else f"_{name}"
+        figures.update({f"{key}{sfx}": v for key, v in figs.items()})
+    return replace(config, inference=inference), figures
+
+
+def _fit_one(p: np.ndarray, y: np.ndarray) -> tuple[list[list[float]], float, dict[str, float]]:
+    """One output's Platt knots, Dice-optimal threshold on the calibrated scale, figures."""
     a, b = platt_fit(p, y)
     knots = platt_knots(a, b)
     q = apply_knots(p, knots)
@@ -84,5 +105,4 @@ def calibrate(net, config: ModelConfig, items: list[Prepared]) -> tuple[ModelCon
     threshold = float(min(max(thr[k], 0.01), 0.99))
     figures["val_best_dice_calibrated"] = float(f1[k])
     figures["threshold"] = threshold
-    new = replace(config, inference=replace(config.inference, calibration=knots, threshold=threshold))
-    return new, figures
+    return knots, threshold, figures

@@ -5,6 +5,11 @@ Layouts: ``idrid`` (``<root>/images/*.jpg`` with ``<root>/masks_HE/<stem>_HE.tif
 ``pairs`` (any images folder and masks folder, matched by file stem; a mask named
 ``<stem>.png``, ``<stem>_mask.png`` or ``<stem>_HE.tif`` matches image ``<stem>.jpg``).
 Label 255 in a mask means "unsure": ignored by the loss.
+
+Other outputs than hemorrhages (``model.network.outputs``, e.g. MA, EX, SE, OD) read their masks
+where ``Pair.type_mask`` finds them (``<stem>_<T>.*`` beside the hemorrhage mask, or IDRiD's
+``masks_<T>/``); a photo for which a type is unknown (a plugin correction, a folder without
+that type's masks) gets 255 there: ignored by that output's loss, never taught as "none".
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_lesionseg.core.errors import LesionsegInputError
-from napari_lesionseg.core.image_io import read_image
+from napari_lesionseg.core.image_io import read_image, read_mask
+from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
@@ -71,44 +77,71 @@ def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[Pair], list[Pa
 
 @dataclass
 class Prepared:
-    """One pair on the working grid: ``x (C, h, w) float32``, ``y (h, w) uint8`` (0/1/255),
-    ``fov (h, w) bool``."""
+    """One pair on the working grid: ``x (C, h, w) float32``, ``y (h, w) uint8`` (0/1/255,
+    hemorrhages), ``fov (h, w) bool``; ``aux (T-1, h, w) uint8`` the other outputs' labels
+    (``network.outputs[1:]``, 255 where unknown), or None for an HE-only model."""
 
     id: str
     x: NDArray[np.float32]
     y: NDArray[np.uint8]
     fov: NDArray[np.bool_]
+    aux: NDArray[np.uint8] | None = None
 
     def lesion_pixels(self) -> NDArray[np.int64]:
         return np.flatnonzero(self.y == 1)
 
+    def labels(self) -> NDArray[np.uint8]:
+        """Every output's labels: ``(h, w)`` for an HE-only model, else ``(T, h, w)``."""
+        return self.y if self.aux is None else np.concatenate([self.y[None], self.aux])
 
-def _cache_key(pair: Pair, pre: PreprocessConfig) -> str:
+
+def _cache_key(pair: Pair, pre: PreprocessConfig, others: tuple[str, ...] = ()) -> str:
     h = hashlib.sha256()
-    for f in (pair.image, pair.mask):
+    files = [pair.image, pair.mask] + [pair.type_mask(t) for t in others]
+    for f in files:
+        if f is None or not f.exists():
+            h.update(f"{f}:absent".encode())
+            continue
         st = f.stat()
         h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(json.dumps(asdict(pre), sort_keys=True).encode())
     h.update(b"label_map" if pair.label_map else b"mask")
+    if others:
+        h.update(",".join(others).encode())
     return h.hexdigest()[:20]
 
 
-def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = None) -> Prepared:
-    """Read, find the disc, crop, rescale and normalise one pair (cached as .npz if asked)."""
+def _type_label(pair: Pair, name: str, shape: tuple[int, int], geom) -> NDArray[np.uint8]:
+    f = pair.type_mask(name)
+    h, w = geom.work_shape
+    if f is None:
+        return np.full((h, w), 255, np.uint8)
+    if not f.exists():
+        return np.zeros((h, w), np.uint8)
+    return mask_to_work(read_mask(f, shape=shape), geom)
+
+
+def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = None,
+                 outputs: list[str] | tuple[str, ...] = (HE,)) -> Prepared:
+    """Read, find the disc, crop, rescale and normalise one pair (cached as .npz if asked);
+    with ``outputs`` beyond HE, their labels too (``Prepared.aux``)."""
+    others = tuple(outputs[1:])
     if cache_dir is not None:
-        cf = cache_dir / f"{pair.id}-{_cache_key(pair, pre)}.npz"
+        cf = cache_dir / f"{pair.id}-{_cache_key(pair, pre, others)}.npz"
         if cf.exists():
             z = np.load(cf)
-            return Prepared(pair.id, z["x"].astype(np.float32), z["y"], z["fov"])
+            return Prepared(pair.id, z["x"].astype(np.float32), z["y"], z["fov"], z["aux"] if others else None)
     rgb, _ = read_image(pair.image)
     mask = pair.read_mask(shape=rgb.shape[:2])
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma)  # exactly what inference sees
     y = mask_to_work(mask, geom)
-    out = Prepared(pair.id, x, y, disc)
+    aux = np.stack([_type_label(pair, t, rgb.shape[:2], geom) for t in others]) if others else None
+    out = Prepared(pair.id, x, y, disc, aux)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")  # processes preparing the same photo do not collide
-        np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc)
+        extra = {"aux": aux} if aux is not None else {}
+        np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc, **extra)
         tmp.replace(cf)
     return out
 
@@ -127,13 +160,17 @@ def _crop(arr: NDArray, y0: int, x0: int, size: int) -> NDArray:
 class PatchSampler:
     """Random training crops: a fraction centred (with jitter) on a lesion pixel, the rest
     anywhere inside the disc; augmented with flips, 90-degree rotations, brightness/contrast
-    jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8``."""
+    jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8`` (``(B, T,
+    s, s)`` for a model with several outputs)."""
 
     def __init__(self, items: list[Prepared], cfg: DataConfig, seed: int,
-                 replay: list[Prepared] | None = None, replay_share: float = 0.0) -> None:
+                 replay: list[Prepared] | None = None, replay_share: float = 0.0,
+                 outputs: list[str] | tuple[str, ...] = (HE,)) -> None:
         """``replay``: photos of the base model's own training set, drawn for ``replay_share``
         of the crops (a fine-tune's guard against forgetting); ``items`` stay the training
-        images every other user of the sampler sees."""
+        images every other user of the sampler sees. ``outputs``: the model's outputs (the
+        order of ``Prepared.aux``); a lesion-centred crop centres on a pixel of one of
+        ``cfg.centre_types`` the photo has, the type drawn uniformly."""
         if not items:
             raise ValueError("no training images")
         self.items = items
@@ -142,12 +179,25 @@ class PatchSampler:
         self._all = items + self.replay
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
-        self.lesions = [it.lesion_pixels() for it in self._all]
+        self.n_outputs = len(outputs)
+        centre = [outputs.index(t) for t in cfg.centre_types if t in outputs]
+        self.lesions = [self._centres(it, centre) for it in self._all]
         self.fov_idx = [np.flatnonzero(it.fov) for it in self._all]
         self.fuzzy: list[NDArray[np.float32]] | None = None  # DALE's per-image fuzzy maps, when set
         self.last_idx = np.zeros(0, np.int64)
         self.last_fuzzy = np.zeros((0,), np.float32)
         self.last_where = np.zeros((0,), np.int64)  # (B, s, s) flat image index of each crop pixel, -1 outside
+
+    @staticmethod
+    def _centres(it: Prepared, channels: list[int]) -> list[NDArray[np.int64]]:
+        """Per centre type the photo has: the flat indices of its pixels."""
+        out = []
+        for c in channels:
+            lab = it.y if c == 0 else (it.aux[c - 1] if it.aux is not None else None)
+            idx = np.flatnonzero(lab == 1) if lab is not None else np.zeros(0, np.int64)
+            if len(idx):
+                out.append(idx)
+        return out
 
     def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8], int, NDArray[np.float32]]:
         s = self.cfg.crop_size
@@ -157,8 +207,9 @@ class PatchSampler:
             i = int(self.rng.integers(len(self.items)))
         it = self._all[i]
         w = it.y.shape[1]
-        les = self.lesions[i]
-        if len(les) and self.rng.random() < self.cfg.lesion_crop_fraction:
+        kinds = self.lesions[i]
+        if kinds and self.rng.random() < self.cfg.lesion_crop_fraction:
+            les = kinds[int(self.rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
             flat = int(les[self.rng.integers(len(les))])
             jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
         else:
@@ -168,12 +219,15 @@ class PatchSampler:
         cy, cx = divmod(flat, w)
         y0, x0 = cy - s // 2 + int(jitter[0]), cx - s // 2 + int(jitter[1])
         x = _crop(it.x, y0, x0, s).astype(np.float32)
-        y = _crop(it.y, y0, x0, s)
+        lab = it.labels()
+        if self.n_outputs > 1 and lab.ndim == 2:  # a photo labelled for HE only (a replay photo): the rest unknown
+            lab = np.concatenate([lab[None], np.full((self.n_outputs - 1,) + lab.shape, 255, np.uint8)])
+        y = _crop(lab, y0, x0, s)
         f = (_crop(self.fuzzy[i], y0, x0, s) if self.fuzzy is not None and i < len(self.items)
              else np.zeros((s, s), np.float32))
         # where each crop pixel comes from (flat index into the image, -1 outside it), carried
         # through the same geometric transforms: DALE's online statistics map predictions back
-        h = it.y.shape[0]
+        h = it.y.shape[-2]
         rows, cols = np.arange(y0, y0 + s), np.arange(x0, x0 + s)
         inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
         where = np.where(inside, rows[:, None] * w + cols[None, :], -1).astype(np.float32)  # exact below 2**24

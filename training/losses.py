@@ -1,5 +1,6 @@
 """Supervised losses. Shapes: ``logits (B, 1, H, W)``, ``target (B, H, W)`` uint8 with
-0 = background, 1 = lesion, 255 = ignore (excluded from every term)."""
+0 = background, 1 = lesion, 255 = ignore (excluded from every term); for a model with several
+outputs ``logits (B, T, H, W)`` and ``target (B, T, H, W)``."""
 
 from __future__ import annotations
 
@@ -45,3 +46,20 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig,
         loss = loss + cfg.dice_weight * (1.0 - dice)
         logs["soft_dice"] = float(dice.detach())
     return loss, logs
+
+
+def multi_output_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig, outputs: list[str]
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The sum over outputs of :func:`supervised_loss` on each channel (each with its own
+    ignored pixels: a type unknown in a crop adds nothing). Logs HE's terms under the HE-only
+    names and every other output's soft Dice as ``soft_dice_<T>``."""
+    total = logits.new_zeros((), dtype=torch.float32)
+    logs: dict[str, float] = {}
+    for t, name in enumerate(outputs):
+        loss, lg = supervised_loss(logits[:, t:t + 1], target[:, t], cfg)
+        total = total + loss
+        if t == 0:
+            logs.update(lg)
+        elif "soft_dice" in lg:
+            logs[f"soft_dice_{name}"] = lg["soft_dice"]
+    return total, logs

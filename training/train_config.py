@@ -14,6 +14,7 @@ from typing import Any, Literal
 import tomllib
 
 from napari_lesionseg.core.dataclass_io import ConfigError, from_dict, merge, require, set_dotted
+from napari_lesionseg.core.lesion_types import OUTPUT_TYPES
 from napari_lesionseg.core.model_config import ModelConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -42,6 +43,7 @@ class DataConfig:
     crop_size: int = 256
     batch_size: int = 8
     lesion_crop_fraction: float = 0.625
+    centre_types: list[str] = field(default_factory=lambda: ["HE"])  # what lesion-centred crops centre on
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str | None = None
 
@@ -50,6 +52,8 @@ class DataConfig:
         require(1 <= self.batch_size <= 1024, "data.batch_size", "out of range 1..1024")
         require(0.0 <= self.lesion_crop_fraction <= 1.0, "data.lesion_crop_fraction", "must lie in [0, 1]")
         require(self.val_every >= 2, "data.val_every", "must be at least 2")
+        require(bool(self.centre_types) and set(self.centre_types) <= set(OUTPUT_TYPES), "data.centre_types",
+                f"{self.centre_types} must name types of {list(OUTPUT_TYPES)}")
 
 
 @dataclass
@@ -211,6 +215,10 @@ class TrainConfig:
         if self.paradigm.type == "dale":
             require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0, "paradigm.type",
                     "DALE reweights the supervised loss: it needs bce_weight or dice_weight > 0")
+        if len(net.outputs) > 1:
+            require(self.paradigm.type == "standard" and self.adversary.type == "none" and not net.sgdc.enabled,
+                    "model.network.outputs", "several outputs train with the standard paradigm only (no DALE, "
+                    "adversary or SGDC edge loss: each is defined for one lesion map)")
         require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0 or self.adversary.type != "none",
                 "loss", "nothing to learn from: no supervised term and no adversary")
 

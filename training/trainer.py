@@ -31,7 +31,7 @@ from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
 from .fit_review import fit_review
-from .losses import supervised_loss
+from .losses import multi_output_loss, supervised_loss
 from .replay import pick_replay, write_replay
 from .train_config import OptimConfig, TrainConfig
 from .validate import validate
@@ -91,6 +91,8 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
         dale.observe(out.logits, yt, idx, where, step)  # online AE/ER: this step's own predictions
         with autocast(dev, amp):  # the EMA teacher's forward, when the step needs it
             total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy).to(dev), idx, step, x=xt)
+    elif yt.ndim == 4:  # several outputs (network.outputs)
+        total, sup_logs = multi_output_loss(out.logits, yt, cfg.loss, cfg.model.network.outputs)
     else:
         total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
     logs.update(sup_logs)
@@ -154,7 +156,7 @@ def literal_adaptation_step(pairs: list[tuple[nn.Parameter, torch.Tensor]], eta:
 
 def prepare_items(pairs: list, cfg: TrainConfig) -> list[Prepared]:
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
-    return [prepare_pair(p, cfg.model.preprocess, cache) for p in pairs]
+    return [prepare_pair(p, cfg.model.preprocess, cache, cfg.model.network.outputs) for p in pairs]
 
 
 def _save(folder: Path, net: nn.Module, cfg: TrainConfig, metrics: dict, lineage: dict,
@@ -162,6 +164,12 @@ def _save(folder: Path, net: nn.Module, cfg: TrainConfig, metrics: dict, lineage
     model_cfg = cfg.model
     if threshold is not None:
         model_cfg = replace(model_cfg, inference=replace(model_cfg.inference, threshold=threshold))
+    inference = model_cfg.inference
+    for name in model_cfg.network.outputs[1:]:  # the other outputs' validation thresholds
+        thr = metrics.get(f"val_best_threshold_{name}")
+        if thr is not None and 0.0 < thr < 1.0:
+            inference = inference.with_type(name, float(thr), inference.for_type(name)[1])
+    model_cfg = replace(model_cfg, inference=inference)
     return save_model_folder(folder, net, model_cfg, metrics, lineage, overwrite=True)
 
 
@@ -307,7 +315,8 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     if replay is not None and cfg.paradigm.type == "dale":
         raise ValueError("replay is not supported with DALE (its statistics index the training images only)")
     sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank,
-                           replay=replay[0] if replay else None, replay_share=replay[1] if replay else 0.0)
+                           replay=replay[0] if replay else None, replay_share=replay[1] if replay else 0.0,
+                           outputs=cfg.model.network.outputs)
     dale = Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps) if cfg.paradigm.type == "dale" else None
     if dale is not None:
         dale.attach(net)
@@ -337,7 +346,8 @@ def _follow_schedule(r: _Run) -> Generator[Event, None, None]:
 
 def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     """Validate; write ``last/``, ``best/`` when the score improved, and the resume state."""
-    metrics = validate(r.net, r.val_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold)
+    metrics = validate(r.net, r.val_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold,
+                       r.cfg.model.network.outputs)
     yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(time.time() - r.t_start, 1), **metrics})
     meta = {"step": r.step, "val_images": r.val_ids, **metrics}
     r.last_good = _save(r.dir / "last", r.net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])

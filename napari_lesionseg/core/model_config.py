@@ -6,10 +6,11 @@ plugin, the CLI and evaluation run one code path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from .dataclass_io import require
+from .lesion_types import HE, OUTPUT_TYPES
 from .models.network_config import NetworkConfig
 
 FORMAT_VERSION = 1
@@ -100,6 +101,28 @@ class ReviewConfig:
         return self.floor if self.floor is not None else 0.05 * threshold
 
 
+def _check_calibration(knots: list[list[float]] | None, name: str) -> None:
+    if knots is not None:
+        require(len(knots) == 2 and len(knots[0]) == len(knots[1]) and 2 <= len(knots[0]) <= 1024, name,
+                "needs two equal lists of 2..1024 knots")
+
+
+@dataclass
+class TypeInference:
+    """Threshold and calibration of one output other than HE (``network.outputs``); HE's are
+    ``inference.threshold`` / ``inference.calibration``, as in every HE-only folder."""
+
+    name: str = "OD"
+    threshold: float = 0.5
+    calibration: list[list[float]] | None = None
+
+    def __post_init__(self) -> None:
+        require(self.name in OUTPUT_TYPES and self.name != HE, "inference.types.name",
+                f"{self.name!r} is not one of {list(OUTPUT_TYPES[1:])}")
+        require(0.0 < self.threshold < 1.0, f"inference.types.{self.name}.threshold", "must lie in (0, 1)")
+        _check_calibration(self.calibration, f"inference.types.{self.name}.calibration")
+
+
 @dataclass
 class InferenceConfig:
     threshold: float = 0.5
@@ -111,16 +134,32 @@ class InferenceConfig:
     review: ReviewConfig = field(default_factory=ReviewConfig)
     # monotone piecewise-linear map of raw probabilities (x and y knots), fitted on validation
     calibration: list[list[float]] | None = None
+    types: list[TypeInference] = field(default_factory=list)  # the other outputs' (network.outputs)
 
     def __post_init__(self) -> None:
         require(0.0 < self.threshold < 1.0, "inference.threshold", "must lie in (0, 1)")
         require(0 <= self.min_lesion_area <= 10_000_000, "inference.min_lesion_area", "out of range")
         require(32 <= self.tile_size <= MAX_TILE_SIZE, "inference.tile_size", f"out of range 32..{MAX_TILE_SIZE}")
         require(0.0 <= self.tile_overlap < 0.9, "inference.tile_overlap", "must lie in [0, 0.9)")
-        if self.calibration is not None:
-            require(len(self.calibration) == 2 and len(self.calibration[0]) == len(self.calibration[1])
-                    and 2 <= len(self.calibration[0]) <= 1024, "inference.calibration",
-                    "needs two equal lists of 2..1024 knots")
+        _check_calibration(self.calibration, "inference.calibration")
+        names = [t.name for t in self.types]
+        require(len(set(names)) == len(names), "inference.types", f"{names} names a type twice")
+
+    def for_type(self, name: str) -> tuple[float, list[list[float]] | None]:
+        """``(threshold, calibration)`` of output ``name`` (defaults for a type not listed)."""
+        if name == HE:
+            return self.threshold, self.calibration
+        t = next((t for t in self.types if t.name == name), TypeInference(name))
+        return t.threshold, t.calibration
+
+    def with_type(self, name: str, threshold: float, calibration: list[list[float]] | None) -> InferenceConfig:
+        """A copy with output ``name``'s threshold and calibration set."""
+        if name == HE:
+            return replace(self, threshold=threshold, calibration=calibration)
+        others = [t for t in self.types if t.name != name]
+        order = {n: i for i, n in enumerate(OUTPUT_TYPES)}
+        return replace(self, types=sorted(others + [TypeInference(name, threshold, calibration)],
+                                          key=lambda t: order[t.name]))
 
 
 def upgrade_config(raw: dict) -> dict:
@@ -156,3 +195,5 @@ class ModelConfig:
         require(self.network.in_channels == self.preprocess.channels, "network.in_channels",
                 f"{self.network.in_channels} does not match the preprocessing's "
                 f"{self.preprocess.channels} channels")
+        extra = [t.name for t in self.inference.types if t.name not in self.network.outputs]
+        require(not extra, "inference.types", f"{extra} are not among network.outputs {self.network.outputs}")

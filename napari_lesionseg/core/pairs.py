@@ -10,9 +10,11 @@ from numpy.typing import NDArray
 
 from .errors import LesionsegInputError
 from .image_io import list_images, read_label, read_mask
+from .lesion_types import HE, OUTPUT_TYPES
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MASK_TAGS = ("HE", "mask", "label", "gt", "seg")  # <stem>_<tag> names a photo's mask
+OTHER_TAGS = tuple(t for t in OUTPUT_TYPES if t != HE)  # <stem>_MA ...: a photo's mask of another type
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,29 @@ class Pair:
     def read_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.uint8]:
         """The mask as 0 background, 1 lesion, 255 unsure."""
         return (read_label if self.label_map else read_mask)(self.mask, shape=shape)
+
+    def type_mask(self, name: str) -> Path | None:
+        """Where this photo's mask of type ``name`` (MA, EX, SE, OD) lives, if the type is known
+        for it; None when it is unknown. The path may not exist: the photo has none of the type.
+
+        Known means: a file ``<stem>_<T>.*`` beside the hemorrhage mask, or, in IDRiD's layout
+        (``masks_HE/``), a sibling folder ``masks_<T>/`` (IDRiD ships soft-exudate masks only
+        for the photos that have them, so a photo without a file there has none). A plugin
+        correction (``label_map``) is hemorrhages only."""
+        if name == HE:
+            return self.mask
+        if self.label_map:
+            return None
+        folders = [self.mask.parent]
+        idrid = self.mask.parent.name == f"masks_{HE}" and (self.mask.parent.parent / f"masks_{name}").is_dir()
+        if idrid:
+            folders.append(self.mask.parent.parent / f"masks_{name}")
+        for folder in folders:
+            for suffix in MASK_SUFFIXES:
+                f = folder / f"{self.id}_{name}{suffix}"
+                if f.exists():
+                    return f
+        return folders[-1] / f"{self.id}_{name}.tif" if idrid else None
 
 
 def _mask_index(mask_dir: Path) -> dict[str, Path]:
@@ -50,6 +75,10 @@ def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = Fal
             raise LesionsegInputError(d, "is not a folder")
     idx = _mask_index(masks)
     photos = list_images(images)
+    # other types' masks (<stem>_MA ...) are not hemorrhage masks, nor photos, nor orphans
+    type_names = {f"{img.stem}_{t}" for img in photos for t in OTHER_TAGS}
+    photos = [img for img in photos if img.stem not in type_names]
+    idx = {stem: f for stem, f in idx.items() if stem not in type_names}
     if images.resolve() == masks.resolve():
         # photos and masks side by side (as the bundled samples are): a file that is another
         # file's mask by name is a mask, not a photo, and a photo is never its own mask

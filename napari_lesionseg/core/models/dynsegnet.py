@@ -51,7 +51,7 @@ class DynSegNet(nn.Module):
             self.blocks.append(ResBlock(h + s, dec[k], self.dyn, f"res{k}") if cfg.residual_decoder
                                else DoubleConv(h + s, dec[k]))
             h = dec[k]
-        self.head = nn.Conv2d(h, 1, 1)
+        self.head = nn.Conv2d(h, len(cfg.outputs), 1)
         init_prior_bias(self.head, cfg.prior)
         self.sge = self.sgdc = self.sgdc8 = None
         if cfg.sgdc.enabled:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..dataclass_io import require
+from ..lesion_types import HE, OUTPUT_TYPES
 
 MAX_WIDTH = 4096
 
@@ -97,8 +98,13 @@ class NetworkConfig:
     sgdc: SgdcConfig = field(default_factory=SgdcConfig)
     segan_width: int = 64
     prior: float = 0.01  # the output bias starts at logit(prior)
+    # the output channels in order (core/lesion_types.py); HE first, so HE-only code reads channel 0
+    outputs: list[str] = field(default_factory=lambda: [HE])
 
     def __post_init__(self) -> None:
+        require(bool(self.outputs) and self.outputs[0] == HE, "network.outputs", "must start with \"HE\"")
+        require(len(set(self.outputs)) == len(self.outputs) and set(self.outputs) <= set(OUTPUT_TYPES),
+                "network.outputs", f"{self.outputs} must name distinct types of {list(OUTPUT_TYPES)}")
         require(1 <= self.in_channels <= 16, "network.in_channels", f"{self.in_channels} is out of range 1..16")
         require(2 <= len(self.widths) <= 7 and all(1 <= w <= MAX_WIDTH for w in self.widths),
                 "network.widths", f"needs 2..7 widths in 1..{MAX_WIDTH}")

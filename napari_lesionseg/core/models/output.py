@@ -11,7 +11,7 @@ from torch import nn
 
 @dataclass
 class SegOutput:
-    """``logits`` B x 1 x H x W; ``features`` penultimate map B x D x h x w (for DALE);
+    """``logits`` B x T x H x W, one channel per ``network.outputs`` (HE first); ``features`` penultimate map B x D x h x w (for DALE);
     ``edge_logits`` B x 1 x H/4 x W/4 from SGE, or None; ``gates`` the dynamic-gate logits
     (1-D parameter), or None."""
 

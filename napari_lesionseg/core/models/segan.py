@@ -37,7 +37,7 @@ class SeganSegmentor(nn.Module):
         self.d1 = _up(8 * w, 4 * w)
         self.d2 = _up(8 * w, 2 * w)
         self.d3 = _up(4 * w, w)
-        self.d4 = nn.Conv2d(2 * w, 1, 3, 1, 1)
+        self.d4 = nn.Conv2d(2 * w, len(cfg.outputs), 3, 1, 1)
         init_prior_bias(self.d4, cfg.prior)
         self.sge = self.sgdc = None
         if cfg.sgdc.enabled:

@@ -15,7 +15,7 @@ class UNetSmall(nn.Module):
     """Plain U-Net: ``len(widths)`` levels, BatchNorm, max-pool down, bilinear up + concat.
 
     Input ``B x in_channels x H x W`` with H, W multiples of ``2**(levels-1)``; output logits
-    ``B x 1 x H x W``. Optional attention gates on the skips and residual blocks.
+    ``B x len(outputs) x H x W``. Optional attention gates on the skips and residual blocks.
     """
 
     def __init__(self, cfg: NetworkConfig) -> None:
@@ -28,7 +28,7 @@ class UNetSmall(nn.Module):
             nn.ModuleList([AttentionGate(w[i + 1], w[i]) for i in reversed(range(len(w) - 1))])
             if cfg.attention_gates else None
         )
-        self.head = nn.Conv2d(w[0], 1, 1)
+        self.head = nn.Conv2d(w[0], len(cfg.outputs), 1)
         init_prior_bias(self.head, cfg.prior)
 
     def forward(self, x: torch.Tensor) -> SegOutput:

@@ -1,0 +1,30 @@
+"""The lesion types (and the optic disc) a model may output, in IDRiD's names.
+
+A model's ``network.outputs`` lists its output channels in order; hemorrhages (``HE``) are
+always the first, so every HE-only consumer reads channel 0 and a model folder written before
+other types existed (outputs = ["HE"]) works unchanged.
+"""
+
+from __future__ import annotations
+
+HE = "HE"
+LESION_TYPES = ("HE", "MA", "EX", "SE")  # hemorrhages, microaneurysms, hard and soft exudates
+OUTPUT_TYPES = LESION_TYPES + ("OD",)  # ... and the optic disc
+LONG_NAMES = {"HE": "hemorrhage", "MA": "microaneurysm", "EX": "hard exudate", "SE": "soft exudate",
+              "OD": "optic disc"}
+
+
+def parse_types(text: str, available: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """``"HE,MA"`` -> ``["HE", "MA"]`` (case-insensitive, order kept, duplicates dropped);
+    ValueError naming an unknown type, or a type ``available`` (a model's outputs) lacks."""
+    names = list(dict.fromkeys(t.strip().upper() for t in text.split(",") if t.strip()))
+    if not names:
+        raise ValueError("no lesion type named (choose from " + ", ".join(OUTPUT_TYPES) + ")")
+    unknown = [t for t in names if t not in OUTPUT_TYPES]
+    if unknown:
+        raise ValueError(f"unknown lesion type {unknown[0]!r} (known: {', '.join(OUTPUT_TYPES)})")
+    if available is not None:
+        missing = [t for t in names if t not in available]
+        if missing:
+            raise ValueError(f"the model has no {missing[0]} output (it has: {', '.join(available)})")
+    return names

@@ -1,0 +1,126 @@
+"""Several outputs in one model (HE first, then MA, EX, SE, OD): configs, type masks, the
+sampler, the loss, training and the model folder it writes; on the bundled samples' real masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lesionseg_training.data import PatchSampler, Prepared, prepare_pair
+from lesionseg_training.losses import multi_output_loss, supervised_loss
+from lesionseg_training.train_config import AugmentConfig, DataConfig, LossConfig, load_config
+from lesionseg_training.trainer import train
+from napari_lesionseg.core.dataclass_io import ConfigError, from_dict
+from napari_lesionseg.core.lesion_types import parse_types
+from napari_lesionseg.core.model_config import ModelConfig, PreprocessConfig
+from napari_lesionseg.core.model_folder import load_model_folder
+from napari_lesionseg.core.models import build_model
+from napari_lesionseg.core.models.network_config import NetworkConfig
+from napari_lesionseg.core.pairs import match_pairs
+
+ALL = ["HE", "MA", "EX", "SE", "OD"]
+
+
+def test_outputs_start_with_hemorrhages_and_name_known_types() -> None:
+    assert NetworkConfig().outputs == ["HE"]  # every folder written before other types existed
+    net = build_model(NetworkConfig(widths=[4, 8], outputs=ALL))
+    assert net(torch.zeros(1, 4, 32, 32)).logits.shape == (1, 5, 32, 32)
+    for bad in (["MA", "HE"], ["HE", "XX"], ["HE", "MA", "MA"], []):
+        with pytest.raises(ValueError, match="network.outputs"):
+            NetworkConfig(outputs=bad)
+    with pytest.raises(ConfigError, match="inference.types"):  # a threshold for an output the model lacks
+        from_dict(ModelConfig, {"inference": {"types": [{"name": "OD", "threshold": 0.5}]}})
+    cfg = from_dict(ModelConfig, {"network": {"outputs": ["HE", "OD"]},
+                                  "inference": {"types": [{"name": "OD", "threshold": 0.4}]}})
+    assert cfg.inference.for_type("OD") == (0.4, None) and cfg.inference.for_type("HE")[0] == 0.5
+    assert cfg.inference.with_type("OD", 0.3, None).for_type("OD")[0] == 0.3
+    assert parse_types("he, od") == ["HE", "OD"]
+    with pytest.raises(ValueError, match="unknown lesion type 'XY'"):
+        parse_types("HE,XY")
+    with pytest.raises(ValueError, match="has no MA output"):
+        parse_types("MA", available=["HE"])
+
+
+def test_several_outputs_refuse_methods_defined_for_one_map() -> None:
+    with pytest.raises(ConfigError, match="standard paradigm only"):
+        load_config("default_dale", ['model.network.outputs=["HE","OD"]'])
+
+
+def test_type_masks_are_found_beside_the_hemorrhage_mask_or_unknown(small_typed_pairs: Path,
+                                                                   small_pairs: Path) -> None:
+    typed = match_pairs(small_typed_pairs / "images", small_typed_pairs / "masks")
+    assert [p.id for p in typed] == ["IDRiD_04", "IDRiD_16"]  # type masks are neither photos nor orphans
+    p = typed[0]
+    assert p.type_mask("MA").name == "IDRiD_04_MA.png" and p.type_mask("HE") == p.mask
+    plain = match_pairs(small_pairs / "images", small_pairs / "masks")[0]
+    assert plain.type_mask("MA") is None  # nothing says whether this photo has microaneurysms
+
+
+def test_prepared_labels_hold_every_output_and_unknown_is_ignored(small_typed_pairs: Path,
+                                                                   small_pairs: Path) -> None:
+    pre = PreprocessConfig(fov_diameter=128, green_contrast_sigma=4.0)
+    typed = match_pairs(small_typed_pairs / "images", small_typed_pairs / "masks")[1]  # IDRiD_16
+    it = prepare_pair(typed, pre, outputs=ALL)
+    assert it.aux is not None and it.aux.shape == (4,) + it.y.shape and it.labels().shape == (5,) + it.y.shape
+    ma, ex, se, od = it.aux
+    assert (od == 1).sum() > 50 and (ex == 1).any() and not (se == 1).any()  # SE: a known "none"
+    assert set(np.unique(se)) == {0}
+    plain = match_pairs(small_pairs / "images", small_pairs / "masks")[1]
+    it2 = prepare_pair(plain, pre, outputs=ALL)
+    assert (it2.aux == 255).all() and np.array_equal(it2.y, it.y)  # unknown types: ignored, HE unchanged
+    assert prepare_pair(plain, pre).aux is None
+
+
+def test_multi_output_loss_is_each_outputs_own_loss() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    y = (torch.rand(2, 3, 8, 8) > 0.7).to(torch.uint8)
+    y[:, 2] = 255  # the third type is unknown in these crops
+    total, logs = multi_output_loss(logits, y, LossConfig(), ["HE", "MA", "OD"])
+    parts = [supervised_loss(logits[:, t:t + 1], y[:, t], LossConfig())[0] for t in range(2)]
+    torch.testing.assert_close(total, parts[0] + parts[1])
+    total.backward()
+    assert float(logits.grad[:, 2].abs().sum()) == 0.0  # an unknown type teaches nothing
+    assert float(logits.grad[:, 1].abs().sum()) > 0.0
+    assert "soft_dice_MA" in logs and "soft_dice" in logs
+
+
+def test_sampler_stacks_outputs_and_centres_on_the_chosen_types() -> None:
+    y = np.zeros((100, 120), np.uint8)
+    aux = np.zeros((1, 100, 120), np.uint8)
+    y[20, 20] = 1
+    aux[0, 80, 100] = 1  # one optic-disc pixel far from the hemorrhage
+    item = Prepared("a", np.ones((4, 100, 120), np.float32), y, np.ones((100, 120), bool), aux)
+    quiet = AugmentConfig(brightness=0, contrast=0, gaussian_noise_sigma=0)
+    cfg = DataConfig(crop_size=16, batch_size=12, lesion_crop_fraction=1.0, centre_types=["OD"], augment=quiet)
+    _, yb = PatchSampler([item], cfg, seed=0, outputs=("HE", "OD")).batch()
+    assert yb.shape == (12, 2, 16, 16)
+    assert (yb[:, 1].reshape(12, -1).sum(1) == 1).all() and not yb[:, 0].any()  # centred on OD, not HE
+    replay = Prepared("r", np.ones((4, 100, 120), np.float32), y, np.ones((100, 120), bool))  # HE only
+    s = PatchSampler([item], DataConfig(crop_size=16, batch_size=8, augment=quiet), seed=1, replay=[replay],
+                     replay_share=1.0, outputs=("HE", "OD"))
+    xr, yr = s.batch()
+    inside = xr[:, 0] != 0  # crops past the photo's edge are zero-padded
+    assert yr.shape == (8, 2, 16, 16) and (yr[:, 1][inside] == 255).all()  # its other types are unknown
+
+
+def test_training_several_outputs_writes_each_outputs_threshold_and_calibration(tmp_path: Path,
+                                                                               small_typed_pairs: Path) -> None:
+    cfg = load_config("tiny", [f'data.images="{small_typed_pairs / "images"}"',
+                               f'data.masks="{small_typed_pairs / "masks"}"', "data.val_every=2",
+                               f"model.network.outputs={ALL}".replace("'", '"'),
+                               'data.centre_types=["HE","MA","EX","OD"]', "run.steps=4", "run.eval_every=2"])
+    events = list(train(cfg, tmp_path / "run"))
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals and {"val_aupr", "val_aupr_OD", "val_aupr_EX"} <= set(evals[-1])
+    assert "val_aupr_SE" not in evals[-1]  # no photo shows a soft exudate: no score, no threshold
+    model = load_model_folder(tmp_path / "run" / "best")
+    assert model.config.network.outputs == ALL
+    names = [t.name for t in model.config.inference.types]
+    assert "OD" in names and "EX" in names and "SE" not in names
+    assert model.config.inference.for_type("OD")[1] is not None  # calibrated on the validation photo
+    cal = next(e for e in events if e["event"] == "calibrated")
+    assert "platt_a_OD" in cal and "platt_a" in cal
