@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mm-per-px", type=float, default=None, help="calibration for lesion areas in mm2")
     p.add_argument("--keep-going", action="store_true", help="continue past bad files; exit 1 at the end if any failed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--lesions", default=None, metavar="TYPES",
+                   help="lesion types to write, e.g. HE,MA,EX,SE,OD (default: every output of the model)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a model on images with ground-truth masks")
@@ -55,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="metrics JSON (a PR-curve PNG and per-image CSV go beside it)")
     p.add_argument("--keep-going", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--lesions", default=None, metavar="TYPES",
+                   help="also score these outputs, e.g. MA,EX,SE,OD, against <stem>_<T> masks beside the hemorrhage "
+                        "masks or IDRiD's masks_<T>/ folders")
     p.set_defaults(func=cmd_evaluate)
 
     from lesionseg_training.cli import add_finetune_parser, add_train_parser
@@ -118,11 +123,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     paths = collect_images(args.inputs)
     model, dev = _load_model(args.model, args.device)
+    types = _lesion_types(args.lesions, model)
     with _bar(len(paths), args.quiet, "img") as bar:
         res = _drive(predict_files(model, paths, args.out, keep_going=args.keep_going, mm_per_px=args.mm_per_px,
-                                   device=str(dev), tta=args.tta, precision=args.precision), bar)
+                                   device=str(dev), tta=args.tta, precision=args.precision, types=types), bar)
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}' -> {args.out}")
     return _report_failures(res.failures)
+
+
+def _lesion_types(text: str | None, model) -> list[str] | None:
+    """``--lesions`` checked against the model's outputs (None: all of them)."""
+    from .core.errors import LesionsegInputError
+    from .core.lesion_types import parse_types
+
+    if text is None:
+        return None
+    try:
+        return parse_types(text, available=model.config.network.outputs)
+    except ValueError as err:
+        raise LesionsegInputError(model.path, f"--lesions {text}: {err}") from None
 
 
 def _report_failures(failures) -> int:
@@ -142,7 +161,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, dev = _load_model(args.model, args.device)
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
-                                        threshold=args.threshold, precision=args.precision), bar)
+                                        threshold=args.threshold, precision=args.precision,
+                                        types=_lesion_types(args.lesions, model)), bar)
     s = res.summary
     print(f"model '{model.version}' on {int(s['images'])} images (threshold {ds.threshold:.3f}):")
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
@@ -160,10 +180,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n = int(s["fuzzy_queue_false_alarms"])
     print(f"  {f'false alarms ({n}) in the first 20 regions':36s} {s['fuzzy_queue_false_alarms_shown']:8.3f} "
           f"{s['entropy_queue_false_alarms_shown']:8.3f}")
+    if s["types"]:
+        print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
+        for t, ts in s["types"].items():
+            print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
     if args.out is not None:
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
                                             "images": str(args.images), "masks": str(args.masks),
-                                            **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))}})
+                                            **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
+                                            "types": s["types"]})
         print("wrote " + ", ".join(str(f) for f in files))
     return _report_failures(res.failures)
 

@@ -24,6 +24,11 @@ from napari_lesionseg.core.pairs import match_pairs
 ALL = ["HE", "MA", "EX", "SE", "OD"]
 
 
+@pytest.fixture()
+def small_rgb(sample_rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(sample_rgb[::4, ::4])  # 536 x 356
+
+
 def test_outputs_start_with_hemorrhages_and_name_known_types() -> None:
     assert NetworkConfig().outputs == ["HE"]  # every folder written before other types existed
     net = build_model(NetworkConfig(widths=[4, 8], outputs=ALL))
@@ -124,3 +129,90 @@ def test_training_several_outputs_writes_each_outputs_threshold_and_calibration(
     assert model.config.inference.for_type("OD")[1] is not None  # calibrated on the validation photo
     cal = next(e for e in events if e["event"] == "calibrated")
     assert "platt_a_OD" in cal and "platt_a" in cal
+
+
+def _multi_model(bias: dict[str, float]):
+    """A tiny model with every output, each a constant logit ``bias[T]`` (weights zeroed)."""
+    from helpers import TINY
+    from napari_lesionseg.core.model_folder import LoadedModel
+
+    cfg = from_dict(ModelConfig, {**TINY, "network": {**TINY["network"], "outputs": ALL},
+                                  "inference": {**TINY["inference"], "types": [{"name": "EX", "threshold": 0.3}]}})
+    net = build_model(cfg.network).eval()
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([bias.get(t, -6.0) for t in ALL]))
+    return LoadedModel(net, cfg, None)
+
+
+def test_predict_brings_every_asked_output_to_full_size_with_its_own_threshold(small_rgb: np.ndarray) -> None:
+    from napari_lesionseg.core.inference import predict, run_to_end
+
+    model = _multi_model({"HE": -6.0, "EX": -0.5, "MA": -6.0})  # EX: p = 0.38, above its 0.3, below 0.5
+    pred = run_to_end(predict(model, small_rgb))
+    assert set(pred.others) == {"MA", "EX", "SE", "OD"}
+    ex = pred.others["EX"]
+    assert ex.probability.shape == small_rgb.shape[:2] and ex.threshold == 0.3
+    assert ex.mask.any() and not pred.others["MA"].mask.any() and not pred.mask.any()
+    assert [les.type for les in pred.all_lesions()] == ["EX"] * len(ex.lesions) and ex.lesions
+    # the OD output says "disc" everywhere: no plausible disc, so no distances, and a note saying so
+    assert pred.anatomy.disc_centre is None and "optic disc" in pred.anatomy.note
+    assert ex.lesions[0].od_distance_dd is None and ex.lesions[0].zone is None
+    only = run_to_end(predict(model, small_rgb, types=["EX"]))
+    assert set(only.others) == {"EX"}
+
+
+def test_predict_cli_writes_each_type_and_locates_lesions(tmp_path: Path, small_typed_pairs: Path) -> None:
+    """A model trained a few steps on the samples' real masks, through ``lesionseg predict
+    --lesions``; the files, the lesion table's new columns, and the errors for types it lacks."""
+    import csv
+    import subprocess
+    import sys
+
+    cfg = load_config("tiny", [f'data.images="{small_typed_pairs / "images"}"',
+                               f'data.masks="{small_typed_pairs / "masks"}"', "data.val_every=2",
+                               'model.network.outputs=["HE","EX","OD"]', "run.steps=2", "run.eval_every=2"])
+    list(train(cfg, tmp_path / "run"))
+    model = tmp_path / "run" / "best"
+    photo = small_typed_pairs / "images" / "IDRiD_16.jpg"
+
+    def lesionseg(*args: object) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "napari_lesionseg.cli", *map(str, args)],
+                              capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "out"
+    r = lesionseg("predict", photo, "--out", out, "--model", model, "--quiet", "--lesions", "he,ex,od")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["IDRiD_16_EX_mask.png", "IDRiD_16_EX_prob.png", "IDRiD_16_OD_mask.png", "IDRiD_16_fuzzy.png",
+                     "IDRiD_16_mask.png", "IDRiD_16_prob.png", "lesions.csv", "summary.csv"]
+    header = (out / "lesions.csv").read_text().splitlines()[0].split(",")
+    assert header[-3:] == ["type", "od_distance_dd", "zone"]
+    rows = list(csv.DictReader(open(out / "lesions.csv")))
+    assert {r["type"] for r in rows} <= {"HE", "EX"}
+    r = lesionseg("predict", photo, "--out", tmp_path / "o2", "--model", model, "--quiet", "--lesions", "HE,MA")
+    assert r.returncode == 2 and "has no MA output" in r.stderr and "Traceback" not in r.stderr
+    r = lesionseg("predict", photo, "--out", tmp_path / "o3", "--model", model, "--quiet", "--lesions", "HE,XX")
+    assert r.returncode == 2 and "unknown lesion type 'XX'" in r.stderr
+    assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").glob("*.png"))
+
+
+def test_evaluate_scores_each_type_asked_for(tmp_path: Path, small_typed_pairs: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cfg = load_config("tiny", [f'data.images="{small_typed_pairs / "images"}"',
+                               f'data.masks="{small_typed_pairs / "masks"}"', "data.val_every=2",
+                               'model.network.outputs=["HE","SE","OD"]', "run.steps=2", "run.eval_every=2"])
+    list(train(cfg, tmp_path / "run"))
+    r = subprocess.run([sys.executable, "-m", "napari_lesionseg.cli", "evaluate", "--images",
+                        str(small_typed_pairs / "images"), "--masks", str(small_typed_pairs / "masks"),
+                        "--model", str(tmp_path / "run" / "best"), "--lesions", "SE,OD", "--quiet",
+                        "--out", str(tmp_path / "ev.json")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    types = json.loads((tmp_path / "ev.json").read_text())["types"]
+    assert set(types) == {"SE", "OD"} and types["OD"]["images"] == 2
+    assert 0.0 <= types["OD"]["dice_img"] <= 1.0 and types["OD"]["aupr"] is not None
+    assert types["SE"]["empty_gt_images"] == 2  # no soft exudates on either photo: scored as known absent
+    assert "OD" in r.stdout and "dice_img" in r.stdout

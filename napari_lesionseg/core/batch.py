@@ -18,8 +18,9 @@ import numpy as np
 
 from .errors import LesionsegInputError
 from .fuzzy import binary_entropy
-from .image_io import list_images, read_image
+from .image_io import list_images, read_image, read_mask
 from .inference import Prediction, Progress, predict
+from .lesion_types import HE, OD
 from .metrics import DatasetScores
 from .model_folder import LoadedModel
 from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_csv, write_prediction
@@ -88,8 +89,10 @@ def writable_folder(out_dir: Path) -> Path:
 
 def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_going: bool = False,
                   mm_per_px: float | None = None, device: str | None = None,
-                  tta: str | None = None, precision: str = "auto") -> Generator[dict[str, Any], None, BatchResult]:
-    """Predict every path into ``out_dir``. Events: ``{"event": "tile", ...}`` per tile,
+                  tta: str | None = None, precision: str = "auto",
+                  types: list[str] | None = None) -> Generator[dict[str, Any], None, BatchResult]:
+    """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
+    every output of the model). Events: ``{"event": "tile", ...}`` per tile,
     ``"image"`` per finished image, ``"failed"`` per bad file. The next image is read in a
     background thread while the current one computes.
 
@@ -98,6 +101,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
     ``not run``. A file that cannot be written (disk full) stops the run with an error that
     says which photos' outputs are complete."""
     writable_folder(out_dir)
+    outputs = model.config.network.outputs
     result = BatchResult()
     summary_rows: list[dict[str, Any]] = []
     lesion_rows_all: list[dict[str, Any]] = []
@@ -113,8 +117,8 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                     assert fut is not None
                     rgb, meta = fut.result()
                     pred: Prediction = yield from _tile_events(
-                        predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision),
-                        path.name, i)
+                        predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision,
+                                types=types), path.name, i)
                 except LesionsegInputError as err:
                     result.failures.append(Failure(str(path), str(err)))
                     summary_rows.append({"image": path.name, "status": "failed", "error": err.problem})
@@ -124,22 +128,24 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                         raise
                     continue
                 try:
-                    write_prediction(out_dir, path.stem, pred)
+                    write_prediction(out_dir, path.stem, pred, types)
                 except OSError as err:
                     stopped = "stopped"
                     raise _write_error(err, out_dir, result) from None
-                for note in pred.notes:
+                notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and OD in outputs else [])
+                for note in notes:
                     yield {"event": "note", "image": path.name, "message": note}
                 secs = time.perf_counter() - t0
-                lesion_rows_all.extend(lesion_rows(path.name, pred))
+                rows = lesion_rows(path.name, pred, types)
+                lesion_rows_all.extend(rows)
                 summary_rows.append({
                     "image": path.name, "status": "ok", "width": meta.width, "height": meta.height,
-                    "lesions": len(pred.lesions), "lesion_px": int(pred.mask.sum()),
+                    "lesions": len(rows), "lesion_px": int(pred.mask.sum()),
                     "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
                     "threshold": pred.threshold, "seconds": round(secs, 3), "error": "",
                 })
                 result.done.append(str(path))
-                yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(pred.lesions)}
+                yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(rows)}
         stopped = ""
     finally:
         seen = {r["image"] for r in summary_rows}
@@ -168,11 +174,16 @@ def _tile_events(gen: Generator[Progress, None, T], image: str, index: int) -> G
 
 def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = False, device: str | None = None,
                    tta: str | None = None, threshold: float | None = None,
-                   pr_bins: int = 256, precision: str = "auto") -> Generator[dict[str, Any], None, tuple[DatasetScores, BatchResult]]:
+                   pr_bins: int = 256, precision: str = "auto",
+                   types: list[str] | None = None) -> Generator[dict[str, Any], None, tuple[DatasetScores, BatchResult]]:
     """Score the model on image/mask pairs at full input resolution. ``pr_bins=256`` scores
-    the probabilities as the 8-bit PNGs ``predict`` writes would be scored."""
+    the probabilities as the 8-bit PNGs ``predict`` writes would be scored. ``types``: other
+    outputs to score too (``summary["types"][T]``), against each photo's masks of that type
+    (``Pair.type_mask``; photos for which a type is unknown are left out of its score)."""
     thr = model.config.inference.threshold if threshold is None else threshold
     ds = DatasetScores(threshold=thr, pr_bins=pr_bins)
+    others = [t for t in (types or []) if t != HE]
+    per_type = {t: DatasetScores(threshold=model.config.inference.for_type(t)[0], pr_bins=pr_bins) for t in others}
     result = BatchResult()
     fz = {"errors": 0, "errors_in_fuzzy": 0, "fuzzy_px": 0, "fov_px": 0}
     tally = ReviewTally()
@@ -180,8 +191,9 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         try:
             rgb, _ = read_image(pair.image)
             gt = pair.read_mask(shape=rgb.shape[:2])
+            type_gt = {t: _type_truth(pair, t, rgb.shape[:2]) for t in others}
             pred = yield from _tile_events(predict(model, rgb, device=device, tta=tta, threshold=thr,
-                                                   precision=precision), pair.image.name, i)
+                                                   precision=precision, types=others), pair.image.name, i)
         except LesionsegInputError as err:
             result.failures.append(Failure(str(pair.image), str(err)))
             yield {"event": "failed", "image": str(pair.image), "message": str(err)}
@@ -201,13 +213,30 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         fz["fuzzy_px"] += int(np.count_nonzero(fuzzy & fov))
         fz["fov_px"] += int(np.count_nonzero(fov))
         tally.add(*_review_figures(pred, gt, fov, wrong))
+        for t, tg in type_gt.items():
+            if tg is not None:  # a type unknown for this photo is not scored on it
+                per_type[t].add(pair.id, np.rint(pred.others[t].probability * 255.0) / 255.0, tg == 1, tg != 255,
+                                with_hd95=False)
         result.done.append(str(pair.image))
         yield {"event": "image", "image": pair.image.name, "index": i, **{k: v for k, v in row.items() if k != "image"}}
     result.summary = ds.summary()
     result.summary["fuzzy_error_capture"] = fz["errors_in_fuzzy"] / fz["errors"] if fz["errors"] else float("nan")
     result.summary["fuzzy_area_fraction"] = fz["fuzzy_px"] / fz["fov_px"] if fz["fov_px"] else float("nan")
     result.summary.update(tally.summary())
+    result.summary["types"] = {t: {k: v for k, v in d.summary().items() if not k.startswith("hd95")}
+                               for t, d in per_type.items() if d.per_image}
     return ds, result
+
+
+def _type_truth(pair: Pair, name: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """A photo's ground truth of another type: its mask, zeros when the type is known absent,
+    None when unknown."""
+    f = pair.type_mask(name)
+    if f is None:
+        return None
+    if not f.exists():
+        return np.zeros(shape, np.uint8)
+    return read_mask(f, shape=shape)
 
 
 def _review_figures(pred: Prediction, gt: np.ndarray, fov: np.ndarray, wrong: np.ndarray

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from .anatomy import Anatomy, locate
 from .errors import LesionsegInputError
 from .fov import FieldOfView, detect_fov, fundus_doubts
-from .fuzzy import fuzzy_map
+from .fuzzy import binary_entropy, fuzzy_map
+from .lesion_types import OD
 from .lesions import Lesion, labelled_mask, lesion_table
 from .model_config import InferenceConfig, ReviewConfig
 from .model_folder import LoadedModel
@@ -67,6 +69,23 @@ class Prediction:
     notes: list[str] = field(default_factory=list)  # e.g. an out-of-memory fallback that happened
     precision: str = "fp32"  # what the network computed in: fp32, bf16 or fp16
     review: ReviewConfig = field(default_factory=ReviewConfig)  # the model's, for the review queue
+    others: dict[str, TypeMaps] = field(default_factory=dict)  # the other outputs asked for, by type
+    anatomy: Anatomy = field(default_factory=Anatomy)  # disc and fovea (from an OD output)
+
+    def all_lesions(self) -> list[Lesion]:
+        """Hemorrhages, then every other lesion type's lesions (the optic disc is no lesion)."""
+        return self.lesions + [les for name, maps in self.others.items() for les in maps.lesions]
+
+
+@dataclass
+class TypeMaps:
+    """One output other than HE at full size: calibrated ``probability``, ``mask`` 0/1 after
+    its own threshold, and its lesions (none for the optic disc)."""
+
+    probability: NDArray[np.float32]
+    mask: NDArray[np.uint8]
+    threshold: float
+    lesions: list[Lesion] = field(default_factory=list)
 
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
@@ -94,7 +113,7 @@ def _views(tta: str) -> list[tuple[int, ...]]:
 
 def _run_view(net: torch.nn.Module, t: torch.Tensor, d: tuple[int, ...], h: int, w: int,
               dtype: torch.dtype | None, fmt: torch.memory_format = torch.channels_last) -> torch.Tensor:
-    """Probability ``(h, w)`` of one flip view of the padded tile ``t (1, C, H, W)``.
+    """Probabilities ``(T, h, w)`` of one flip view of the padded tile ``t (1, C, H, W)``.
 
     Autocast and inference mode are set here because both are thread-local (views may run in
     worker threads)."""
@@ -102,7 +121,7 @@ def _run_view(net: torch.nn.Module, t: torch.Tensor, d: tuple[int, ...], h: int,
     cast = autocast(t.device, dtype)
     with torch.inference_mode(), cast:
         logits = net(v).logits.float()
-    return torch.sigmoid(logits.flip(d) if d else logits)[0, 0, :h, :w]
+    return torch.sigmoid(logits.flip(d) if d else logits)[0, :, :h, :w]
 
 
 _VIEW_POOL: ThreadPoolExecutor | None = None
@@ -133,8 +152,9 @@ def views_in_parallel(device: torch.device, dtype: torch.dtype | None, n_views: 
 def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, device: torch.device,
               dtype: torch.dtype | None = None, speedups: bool = True
               ) -> Generator[int, None, tuple[torch.Tensor, torch.Tensor | None]]:
-    """Mean probability and view disagreement (max - min) for one tile ``(C, h, w)``; yields
-    how many TTA views just finished (progress within a tile: a whole photo is often one).
+    """Mean probabilities ``(T, h, w)`` and the hemorrhage output's view disagreement
+    (max - min) for one tile ``(C, h, w)``; yields how many TTA views just finished (progress
+    within a tile: a whole photo is often one).
 
     The TTA views run one after another (peak memory of a single view), or two at a time on
     a bf16 CPU (see :func:`views_in_parallel`); the reduction is in view order either way."""
@@ -152,11 +172,11 @@ def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, devi
         for d in views:
             probs.append(_run_view(net, t, d, h, w, dtype, fmt))
             yield 1
-    total, lo, hi = probs[0], probs[0], probs[0]
+    total, lo, hi = probs[0], probs[0][0], probs[0][0]
     for p in probs[1:]:
         total = total + p
-        lo = torch.minimum(lo, p)
-        hi = torch.maximum(hi, p)
+        lo = torch.minimum(lo, p[0])
+        hi = torch.maximum(hi, p[0])
     mean = (total / len(views)).cpu()
     dis = (hi - lo).cpu() if len(views) > 1 else None
     return mean, dis
@@ -182,8 +202,11 @@ def apply_calibration(prob: NDArray[np.float32], knots: list[list[float]] | None
 def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device | str | None = None,
             tta: str | None = None, threshold: float | None = None, mm_per_px: float | None = None,
             fov: FieldOfView | None = None, precision: str = "auto",
-            speedups: bool = True) -> Generator[Progress, None, Prediction]:
+            speedups: bool = True, types: list[str] | None = None) -> Generator[Progress, None, Prediction]:
     """Segment one RGB ``uint8 (H, W, 3)`` photo. Yields Progress; returns Prediction.
+
+    Hemorrhages always; ``types``: which of the model's other outputs to bring to full size
+    (None: all; ``Prediction.others``).
 
     ``precision``: ``auto`` computes the network in bfloat16 on a CPU with native bf16 and in
     bfloat16 or float16 on CUDA (fp32 elsewhere); ``fp32`` or ``bf16`` force one (see runtime.autocast_dtype).
@@ -204,13 +227,14 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     t1 = time.perf_counter()
     xt = torch.from_numpy(x)
     stride = model.config.network.stride
+    outputs = model.config.network.outputs
     notes: list[str] = [doubt] if doubt else []
     while True:
         net = _place(model.net, dev) if speedups else model.net.to(dev).eval()
         dtype = autocast_dtype(precision if speedups else "fp32", dev)
         try:
             acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, cfg.tile_overlap, stride, tta, dev, dtype,
-                                                      speedups)
+                                                      speedups, len(outputs))
             break
         except (Exception, MemoryError) as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             if not is_out_of_memory(err):
@@ -231,7 +255,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
                                               "broken (choose another model version)")
     timings["network"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    prob_w = (acc / wacc).numpy() * disc
+    prob_w = (acc[0] / wacc).numpy() * disc
     prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
     dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
     fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy) * disc
@@ -243,11 +267,48 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     fuzzy = from_work(fz_w, geom, box_disc)
     mask, labels = labelled_mask(prob, thr, cfg.min_lesion_area)
     lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px, labels=labels)
+    others, anatomy = _other_outputs(model, acc, wacc, disc, box_disc, x, geom, types, mm_per_px)
+    lesions = [les.located(anatomy) for les in lesions]
     timings["postprocess"] = time.perf_counter() - t2
     yield Progress("done", 1, 1)
     precision_used = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes, precision_used,
-                      cfg.review)
+                      cfg.review, others, anatomy)
+
+
+def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, disc: NDArray[np.bool_],
+                   box_disc: NDArray[np.bool_], x: NDArray[np.float32], geom: Geometry, types: list[str] | None,
+                   mm_per_px: float | None) -> tuple[dict[str, TypeMaps], Anatomy]:
+    """The outputs besides HE that ``types`` asks for (None: all the model has), at full size,
+    each calibrated and thresholded with its own settings; the disc and fovea from the OD
+    output (located on the working grid whether or not OD is asked for)."""
+    cfg = model.config.inference
+    outputs = model.config.network.outputs
+    others: dict[str, TypeMaps] = {}
+    od_w, od_thr = None, 0.5
+    for k, name in enumerate(outputs[1:], start=1):
+        wanted = types is None or name in types
+        if not wanted and name != OD:
+            continue
+        thr, knots = cfg.for_type(name)
+        p_w = apply_calibration(((acc[k] / wacc).numpy() * disc).astype(np.float32), knots) * disc
+        if name == OD:
+            od_w, od_thr = p_w, thr
+        if not wanted:
+            continue
+        p = from_work(p_w, geom, box_disc)
+        m, lab = labelled_mask(p, thr, 0 if name == OD else cfg.min_lesion_area)
+        les: list[Lesion] = []
+        if name != OD:
+            fz = np.zeros_like(p)
+            on = m.astype(bool)
+            fz[on] = binary_entropy(p[on])  # only lesion pixels count towards fuzzy_fraction
+            les = lesion_table(m, p, fz, mm_per_px, labels=lab, kind=name)[0]
+        others[name] = TypeMaps(p, m, thr, les)
+    anatomy = locate(od_w, od_thr, x[1], disc, geom)
+    for maps in others.values():
+        maps.lesions = [les.located(anatomy) for les in maps.lesions]
+    return others, anatomy
 
 
 MIN_TILE = 128
@@ -286,14 +347,16 @@ def _place(net: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
 
 
 def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float, stride: int, tta: str,
-                 dev: torch.device, dtype: torch.dtype | None = None, speedups: bool = True) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Run every tile, accumulating Gaussian-weighted probabilities, disagreements and weights;
-    progress counts TTA views over all tiles."""
+                 dev: torch.device, dtype: torch.dtype | None = None, speedups: bool = True, n_outputs: int = 1
+                 ) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Run every tile, accumulating Gaussian-weighted probabilities (``(T, h, w)``, one per
+    output), the hemorrhage output's disagreements and the weights; progress counts TTA views
+    over all tiles."""
     _, h, w = xt.shape
     ys, xs = tile_starts(h, ts, overlap), tile_starts(w, ts, overlap)
     n_tiles = len(ys) * len(xs)
     total = n_tiles * len(_views(tta))
-    acc, dacc, wacc = torch.zeros(h, w), torch.zeros(h, w), torch.zeros(h, w)
+    acc, dacc, wacc = torch.zeros(n_outputs, h, w), torch.zeros(h, w), torch.zeros(h, w)
     yield Progress("tiles", 0, total)
     done = 0
 
@@ -309,7 +372,7 @@ def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float
                 th, tw = tile.shape[-2:]
                 mean, dis = yield from relay(_run_tile(net, tile, stride, tta, dev, dtype, speedups), advance)
                 win = torch.from_numpy(gaussian_window(th, tw)) if n_tiles > 1 else torch.ones(th, tw)
-                acc[y0:y0 + th, x0:x0 + tw] += mean * win
+                acc[:, y0:y0 + th, x0:x0 + tw] += mean * win
                 wacc[y0:y0 + th, x0:x0 + tw] += win
                 if dis is not None:
                     dacc[y0:y0 + th, x0:x0 + tw] += dis * win

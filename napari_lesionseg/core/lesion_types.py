@@ -8,6 +8,7 @@ other types existed (outputs = ["HE"]) works unchanged.
 from __future__ import annotations
 
 HE = "HE"
+OD = "OD"
 LESION_TYPES = ("HE", "MA", "EX", "SE")  # hemorrhages, microaneurysms, hard and soft exudates
 OUTPUT_TYPES = LESION_TYPES + ("OD",)  # ... and the optic disc
 LONG_NAMES = {"HE": "hemorrhage", "MA": "microaneurysm", "EX": "hard exudate", "SE": "soft exudate",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
+
+from .anatomy import Anatomy
 
 FUZZY_CUTOFF = 0.5  # a pixel counts as fuzzy when its membership exceeds this
 
@@ -15,7 +17,10 @@ FUZZY_CUTOFF = 0.5  # a pixel counts as fuzzy when its membership exceeds this
 @dataclass(frozen=True)
 class Lesion:
     """One connected lesion. Coordinates in input pixels: ``centroid_y/x``; bbox half-open
-    ``[y0, y1) x [x0, x1)``. ``area_mm2`` is None without a calibration."""
+    ``[y0, y1) x [x0, x1)``. ``area_mm2`` is None without a calibration. ``type`` is the
+    lesion type (core/lesion_types.py); ``od_distance_dd`` (distance of the centroid from the
+    optic-disc centre in disc diameters) and ``zone`` (core/anatomy.py) are None when the disc
+    is not known."""
 
     id: int
     area_px: int
@@ -29,6 +34,15 @@ class Lesion:
     mean_prob: float
     max_prob: float
     fuzzy_fraction: float
+    type: str = "HE"
+    od_distance_dd: float | None = None
+    zone: str | None = None
+
+    def located(self, anatomy: Anatomy) -> Lesion:
+        """This lesion with its disc-relative distance and zone."""
+        d = anatomy.od_distance_dd(self.centroid_y, self.centroid_x)
+        return replace(self, od_distance_dd=None if d is None else round(d, 3),
+                       zone=anatomy.zone(self.centroid_y, self.centroid_x))
 
     def row(self) -> dict[str, float | int | None]:
         return asdict(self)
@@ -157,7 +171,7 @@ def component_stats(comp: NDArray[np.int32], n: int | None, prob: NDArray, weigh
 
 
 def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32] | None = None,
-                 mm_per_px: float | None = None, labels: NDArray[np.int32] | None = None
+                 mm_per_px: float | None = None, labels: NDArray[np.int32] | None = None, kind: str = "HE"
                  ) -> tuple[list[Lesion], NDArray[np.int32]]:
     """Label the mask's 8-connected components (or take ``labels`` from ``labelled_mask``)
     and describe each.
@@ -181,6 +195,6 @@ def lesion_table(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.flo
             centroid_y=float(st.cy[i] / a), centroid_x=float(st.cx[i] / a),
             y0=sl[0].start, x0=sl[1].start, y1=sl[0].stop, x1=sl[1].stop,
             mean_prob=float(st.prob_sum[i] / a), max_prob=float(st.prob_max[i]),
-            fuzzy_fraction=float(st.weight_sum[i] / a),
+            fuzzy_fraction=float(st.weight_sum[i] / a), type=kind,
         ))
     return out, lab

@@ -13,6 +13,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .image_io import encode_png
+from .lesion_types import HE, OD
 from .lesions import LESION_COLUMNS
 
 if TYPE_CHECKING:
@@ -42,24 +43,52 @@ def _to_unsigned(p: np.ndarray, dtype: type[np.unsignedinteger], rows: int) -> n
     return out
 
 
-def write_prediction(out_dir: Path, stem: str, pred: Prediction) -> list[Path]:
-    """The maps of a :class:`Prediction`: see :func:`write_maps`."""
-    return write_maps(out_dir, stem, pred.probability, pred.mask, pred.fuzzy)
+def write_prediction(out_dir: Path, stem: str, pred: Prediction, types: list[str] | None = None) -> list[Path]:
+    """The maps of a :class:`Prediction` for ``types`` (None: HE and every other output it
+    holds): HE's as :func:`write_maps` writes them; each other lesion type T's as
+    ``<stem>_<T>_prob.png`` and ``<stem>_<T>_mask.png`` (the same encodings); the optic disc as
+    ``<stem>_OD_mask.png``. All of them or none."""
+    written: list[Path] = []
+    try:
+        if types is None or HE in types:
+            written += write_maps(out_dir, stem, pred.probability, pred.mask, pred.fuzzy)
+        for name, maps in pred.others.items():
+            if types is not None and name not in types:
+                continue
+            if name == OD:
+                written += _write_all({out_dir / f"{stem}_{name}_mask.png": lambda m=maps: _mask255(m.mask)})
+            else:
+                written += write_maps(out_dir, f"{stem}_{name}", maps.probability, maps.mask, None)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
 
 
-def write_maps(out_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray, fuzzy: np.ndarray) -> list[Path]:
+def _mask255(mask: np.ndarray) -> np.ndarray:
+    return (np.asarray(mask) > 0).view(np.uint8) * np.uint8(255)
+
+
+def write_maps(out_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray, fuzzy: np.ndarray | None) -> list[Path]:
     """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (8-bit, round(255 p)),
     ``<stem>_fuzzy.png`` (16-bit, round(65535 f): the map ranks pixels, so it keeps the
-    precision 8 bits would tie away): the one writer of prediction maps (``lesionseg predict`` and the project store).
-
-    Each map is converted, encoded and written in its own thread (NumPy and the deflate of
-    ``encode_png`` release the GIL)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    precision 8 bits would tie away; not written when ``fuzzy`` is None): the one writer of
+    prediction maps (``lesionseg predict`` and the project store)."""
     jobs: dict[Path, Callable[[], np.ndarray]] = {
-        out_dir / f"{stem}_mask.png": lambda: (np.asarray(mask) > 0).view(np.uint8) * np.uint8(255),
+        out_dir / f"{stem}_mask.png": lambda: _mask255(mask),
         out_dir / f"{stem}_prob.png": lambda: to_uint8(prob),
-        out_dir / f"{stem}_fuzzy.png": lambda: to_uint16(fuzzy),
     }
+    if fuzzy is not None:
+        jobs[out_dir / f"{stem}_fuzzy.png"] = lambda: to_uint16(fuzzy)
+    return _write_all(jobs)
+
+
+def _write_all(jobs: dict[Path, Callable[[], np.ndarray]]) -> list[Path]:
+    """Write each map as PNG, atomically, all or none. Each map is converted, encoded and
+    written in its own thread (NumPy and the deflate of ``encode_png`` release the GIL)."""
+    for path in jobs:
+        path.parent.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
     def write(path: Path) -> None:
@@ -88,8 +117,9 @@ def csv_text(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def lesion_rows(image: str, pred: Prediction) -> list[dict[str, Any]]:
-    return [{"image": image, **les.row()} for les in pred.lesions]
+def lesion_rows(image: str, pred: Prediction, types: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per lesion of ``types`` (None: all): hemorrhages first, then each other type."""
+    return [{"image": image, **les.row()} for les in pred.all_lesions() if types is None or les.type in types]
 
 
 LESION_CSV_COLUMNS = ["image"] + LESION_COLUMNS

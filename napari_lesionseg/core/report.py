@@ -36,13 +36,18 @@ def pr_curve_png(ds: DatasetScores, title: str) -> bytes:
 
 
 def _json_safe(v: Any) -> Any:
+    """NaN and infinities as null (strict JSON), through nested dicts and lists."""
+    if isinstance(v, dict):
+        return {k: _json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x) for x in v]
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def write_report(out_json: Path, ds: DatasetScores, extra: dict[str, Any]) -> list[Path]:
     """``out_json`` (summary + per image), ``<stem>_per_image.csv`` and ``<stem>_pr.png``."""
     summary = ds.summary()
-    payload = {**extra, "summary": {k: _json_safe(v) for k, v in summary.items()},
+    payload = {**_json_safe(extra), "summary": {k: _json_safe(v) for k, v in summary.items()},
                "per_image": [{k: _json_safe(v) for k, v in r.items()} for r in ds.per_image]}
     out_json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_json, json.dumps(payload, indent=2))

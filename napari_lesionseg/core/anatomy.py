@@ -1,0 +1,133 @@
+"""Where the optic disc and the fovea are, and where a lesion lies relative to them.
+
+The optic disc comes from a model's ``OD`` output: the largest connected region above its
+threshold, its centre the region's centroid and its diameter (the unit "disc diameter", DD)
+that of a circle of the same area. The fovea is *found* as the darkest spot of the smoothed
+green channel between 1.8 and 3.2 DD from the disc centre, on the temporal side (away from
+the disc's side of the photo), within 1 DD of the disc's height, when that spot is clearly
+darker than its surroundings and not on the search region's edge; otherwise it is
+*estimated* 2.5 DD temporal to the disc centre at the disc's height. Zones, by distance to
+the fovea: ``macula`` (at most 1 DD), ``posterior pole`` (at most 3 DD), ``periphery``.
+
+Everything is computed on the model's working grid (a few milliseconds) and reported in
+input pixels. Without a disc (an HE-only model, or no plausible disc region) every distance
+and zone is empty and ``note`` says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import ndimage
+
+from .preprocess import Geometry
+
+MACULA_DD = 1.0
+POSTERIOR_POLE_DD = 3.0
+FOVEA_DD = 2.5  # the fovea's usual distance from the disc centre, in disc diameters
+SEARCH_DD = (1.8, 3.2)
+SEARCH_HEIGHT_DD = 1.0
+MIN_CONTRAST = 0.25  # the found spot must be this many (robust) SDs darker than its search region
+DISC_DIAMETER_RANGE = (0.06, 0.35)  # plausible disc diameter as a fraction of the fundus disc's
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """Optic disc and fovea in input pixels (``(y, x)``); None where not known."""
+
+    disc_centre: tuple[float, float] | None = None
+    disc_diameter: float | None = None  # px: the unit of ``od_distance_dd``
+    fovea: tuple[float, float] | None = None
+    fovea_method: str = ""  # "found in the photo", "estimated from the disc" or ""
+    note: str = ""  # why something is missing, or what is uncertain
+
+    def od_distance_dd(self, y: float, x: float) -> float | None:
+        """Distance of input pixel ``(y, x)`` from the disc centre, in disc diameters."""
+        if self.disc_centre is None or not self.disc_diameter:
+            return None
+        return math.hypot(y - self.disc_centre[0], x - self.disc_centre[1]) / self.disc_diameter
+
+    def fovea_distance_dd(self, y: float, x: float) -> float | None:
+        if self.fovea is None or not self.disc_diameter:
+            return None
+        return math.hypot(y - self.fovea[0], x - self.fovea[1]) / self.disc_diameter
+
+    def zone(self, y: float, x: float) -> str | None:
+        """``macula``, ``posterior pole`` or ``periphery`` (see the module's docstring)."""
+        d = self.fovea_distance_dd(y, x)
+        if d is None:
+            return None
+        return "macula" if d <= MACULA_DD else "posterior pole" if d <= POSTERIOR_POLE_DD else "periphery"
+
+
+def _to_input(geom: Geometry, wy: float, wx: float) -> tuple[float, float]:
+    sy, sx = geom.scale
+    return geom.box[0] + (wy + 0.5) / sy - 0.5, geom.box[2] + (wx + 0.5) / sx - 0.5
+
+
+def locate(od_prob: NDArray[np.float32] | None, od_threshold: float, green: NDArray[np.float32],
+           disc: NDArray[np.bool_], geom: Geometry) -> Anatomy:
+    """The disc from ``od_prob`` (working grid; None: the model has no OD output) and the
+    fovea from ``green`` (the working image's green channel), inside the fundus ``disc``."""
+    if od_prob is None:
+        return Anatomy(note="the model has no optic-disc output: no disc-relative distances or zones")
+    lab, n = ndimage.label((od_prob > od_threshold) & disc)
+    if n == 0:
+        return Anatomy(note="no optic disc found in this photo: no disc-relative distances or zones")
+    areas = np.bincount(lab.ravel(), minlength=n + 1)
+    areas[0] = 0
+    k = int(np.argmax(areas))
+    cy, cx = ndimage.center_of_mass(lab == k)
+    dd_work = 2.0 * math.sqrt(areas[k] / math.pi)
+    fundus_d = 2.0 * geom.fov.radius * geom.scale[1]  # the fundus disc's diameter on the working grid
+    lo, hi = DISC_DIAMETER_RANGE
+    if not lo * fundus_d <= dd_work <= hi * fundus_d:
+        return Anatomy(note=f"the optic-disc region found ({dd_work / fundus_d:.0%} of the fundus diameter) "
+                            "is not a plausible disc: no disc-relative distances or zones")
+    centre = _to_input(geom, cy, cx)
+    dd = dd_work / geom.scale[1]
+    fy, fx, method, note = _fovea(green, disc, cy, cx, dd_work, geom)
+    return Anatomy(centre, dd, _to_input(geom, fy, fx), method, note)
+
+
+def _fovea(green: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: float, dd: float,
+           geom: Geometry) -> tuple[float, float, str, str]:
+    """``(y, x)`` of the fovea on the working grid, how it was placed, and a note."""
+    h, w = green.shape
+    fundus_cx = (geom.fov.cx - geom.box[2] + 0.5) * geom.scale[1] - 0.5
+    side = 1.0 if fundus_cx >= cx else -1.0  # temporal: away from the disc's side of the photo
+    note = ""
+    if abs(fundus_cx - cx) < 0.5 * dd:
+        note = "the disc lies near the photo's centre: the temporal side is a guess"
+    est = (cy, cx + side * FOVEA_DD * dd)
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist = np.hypot(yy - cy, xx - cx)
+    region = ((dist >= SEARCH_DD[0] * dd) & (dist <= SEARCH_DD[1] * dd) & (np.abs(yy - cy) <= SEARCH_HEIGHT_DD * dd)
+              & ((xx - cx) * side > 0) & ndimage.binary_erosion(disc, iterations=max(1, int(0.2 * dd))))
+    if region.sum() < 20:
+        return est[0], est[1], "estimated from the disc", note
+    # a blob detector at the fovea's scale: the green channel smoothed over 0.3 DD minus its
+    # background over 1.5 DD (both normalised by the fundus disc, so the dark surround of the
+    # photo and the vignetting towards the rim do not pull the minimum outwards)
+    smooth = _masked_blur(green, disc, 0.3 * dd) - _masked_blur(green, disc, 1.5 * dd)
+    vals = smooth[region]
+    i = int(np.argmin(vals))
+    ys, xs = np.nonzero(region)
+    fy, fx = float(ys[i]), float(xs[i])
+    med = float(np.median(vals))
+    spread = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    inner = ndimage.binary_erosion(region, iterations=max(1, int(0.1 * dd)))
+    if (med - vals[i]) / spread >= MIN_CONTRAST * 4 and inner[int(fy), int(fx)]:
+        return fy, fx, "found in the photo", note
+    return est[0], est[1], "estimated from the disc", note
+
+
+def _masked_blur(img: NDArray[np.float32], mask: NDArray[np.bool_], sigma: float) -> NDArray[np.float32]:
+    """Gaussian blur of ``img`` over ``mask`` only (normalised convolution)."""
+    m = mask.astype(np.float32)
+    num = ndimage.gaussian_filter(np.where(mask, img, 0).astype(np.float32), sigma=max(1.0, sigma))
+    den = ndimage.gaussian_filter(m, sigma=max(1.0, sigma))
+    return num / np.maximum(den, 1e-3)

@@ -1,0 +1,56 @@
+"""Optic disc and fovea on a real photo (the bundled sample's own optic-disc mask), the
+fallbacks, and lesions placed by disc diameters and zones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lesionseg.core.anatomy import Anatomy, locate
+from napari_lesionseg.core.bundled import sample_paths
+from napari_lesionseg.core.image_io import read_image, read_mask
+from napari_lesionseg.core.preprocess import mask_to_work, prepare
+
+
+def _sample(key: str):
+    img, _ = sample_paths(key)
+    rgb, _ = read_image(img)
+    x, geom, disc = prepare(rgb, 512, 24.0)
+    od_full = read_mask(img.parent / f"{img.stem}_OD.png", shape=rgb.shape[:2])
+    return rgb, x, geom, disc, mask_to_work(od_full, geom).astype(np.float32), od_full
+
+
+@pytest.fixture(scope="module")
+def sample_16():
+    return _sample("idrid_16")
+
+
+def test_disc_and_fovea_on_a_real_photo() -> None:
+    rgb, x, geom, disc, od, od_full = _sample("idrid_04")
+    a = locate(od, 0.5, x[1], disc, geom)
+    ys, xs = np.nonzero(od_full == 1)
+    assert a.disc_centre == pytest.approx((ys.mean(), xs.mean()), abs=6)  # the annotated disc's centre
+    assert a.disc_diameter == pytest.approx(2 * np.sqrt(len(ys) / np.pi), rel=0.05)
+    assert a.fovea_method == "found in the photo"  # the dark macula, 2.7 DD right of the disc (seen by eye)
+    assert 1.8 <= a.od_distance_dd(*a.fovea) <= 3.2 and a.fovea[1] > a.disc_centre[1]
+    assert "guess" in a.note  # this photo's disc lies near its centre, so the side is not certain
+    assert a.zone(*a.fovea) == "macula" and a.zone(*a.disc_centre) == "posterior pole"
+    assert a.zone(a.fovea[0], a.fovea[1] - 3.5 * a.disc_diameter) == "periphery"
+
+
+def test_a_flat_photo_gets_the_fovea_estimated_from_the_disc(sample_16) -> None:
+    rgb, x, geom, disc, od, _ = sample_16
+    a = locate(od, 0.5, np.zeros_like(x[1]), disc, geom)
+    assert a.fovea_method == "estimated from the disc"
+    assert a.od_distance_dd(*a.fovea) == pytest.approx(2.5, abs=0.01)
+    assert a.fovea[0] == pytest.approx(a.disc_centre[0], abs=1)
+
+
+def test_no_disc_or_an_implausible_one_leaves_distances_empty(sample_16) -> None:
+    rgb, x, geom, disc, od, _ = sample_16
+    for prob, words in ((None, "no optic-disc output"), (np.zeros_like(od), "no optic disc found"),
+                        (np.ones_like(od), "not a plausible disc")):
+        a = locate(prob, 0.5, x[1], disc, geom)
+        assert a.disc_centre is None and words in a.note
+        assert a.od_distance_dd(100, 100) is None and a.zone(100, 100) is None
+    assert Anatomy().zone(1, 1) is None
