@@ -34,6 +34,23 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def multi_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model with every output, each a constant: hard exudate (p = 0.95) across the
+    disc, every other type absent."""
+    from helpers import TINY
+    from napari_lesionseg.core.dataclass_io import from_dict
+    from napari_lesionseg.core.model_config import ModelConfig
+
+    cfg = from_dict(ModelConfig, {**TINY, "network": {**TINY["network"], "outputs": ["HE", "MA", "EX", "SE", "OD"]}})
+    torch.manual_seed(0)
+    net = build_model(cfg.network)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.copy_(torch.tensor([-6.0, -6.0, 3.0, -6.0, -6.0]))
+    return save_model_folder(tmp_path_factory.mktemp("models") / "multi", net, cfg, {}, {"kind": "test"})
+
+
+@pytest.fixture(scope="session")
 def small_pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``images/`` and ``masks/`` with the bundled samples downscaled 4x (536x356)."""
     root = tmp_path_factory.mktemp("pairs")

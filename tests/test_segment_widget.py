@@ -228,7 +228,8 @@ def test_legend_outlines_and_mm_per_px_in_the_export(qtbot, segment, tmp_path: P
     import csv
 
     viewer, widget = segment
-    assert "lesion" in widget.legend.text() and "unsure" in widget.legend.text() and "fuzzy" in widget.legend.text()
+    assert "hemorrhage (HE) = 1" in widget.legend.text() and "unsure" in widget.legend.text() \
+        and "fuzzy" in widget.legend.text()
     widget.project_edit.setText(str(tmp_path / "proj"))
     _run(qtbot, widget)
     lab = viewer.layers["IDRiD_16 lesions"]

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_lesionseg.core.errors import LesionsegInputError
-from napari_lesionseg.core.image_io import read_image, read_mask
+from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.pairs import Pair, match_pairs
@@ -97,7 +97,7 @@ class Prepared:
 
 def _cache_key(pair: Pair, pre: PreprocessConfig, others: tuple[str, ...] = ()) -> str:
     h = hashlib.sha256()
-    files = [pair.image, pair.mask] + [pair.type_mask(t) for t in others]
+    files = [pair.image, pair.mask] + [pair.type_mask(t) for t in others if not pair.label_map]
     for f in files:
         if f is None or not f.exists():
             h.update(f"{f}:absent".encode())
@@ -106,19 +106,18 @@ def _cache_key(pair: Pair, pre: PreprocessConfig, others: tuple[str, ...] = ()) 
         h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(json.dumps(asdict(pre), sort_keys=True).encode())
     h.update(b"label_map" if pair.label_map else b"mask")
+    if pair.label_map:
+        h.update(",".join(pair.label_types).encode())
     if others:
         h.update(",".join(others).encode())
     return h.hexdigest()[:20]
 
 
 def _type_label(pair: Pair, name: str, shape: tuple[int, int], geom) -> NDArray[np.uint8]:
-    f = pair.type_mask(name)
-    h, w = geom.work_shape
-    if f is None:
-        return np.full((h, w), 255, np.uint8)
-    if not f.exists():
-        return np.zeros((h, w), np.uint8)
-    return mask_to_work(read_mask(f, shape=shape), geom)
+    lab = pair.read_type(name, shape)
+    if lab is None:
+        return np.full(geom.work_shape, 255, np.uint8)
+    return mask_to_work(lab, geom)
 
 
 def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = None,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from qtpy.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
@@ -19,10 +20,13 @@ from qtpy.QtWidgets import (
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
+    QWidget,
 )
 
+from ..core.fuzzy import binary_entropy
+from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import Region, ReviewSet, review_regions, review_settings
-from ..core.segment_layers import LESION, UNSURE, layer_names, project_image_layers
+from ..core.segment_layers import UNSURE, layer_names, project_image_layers
 from .shared import DockWidget, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
@@ -42,6 +46,25 @@ class ReviewWidget(DockWidget):
         self.status: dict[int, str] = {}
         self.current = -1
         self.image_combo = QComboBox()
+        self.type_combo = QComboBox()  # which lesion type's regions the table lists
+        self.type_combo.addItem(HE)
+        self.type_combo.setToolTip("review one lesion type at a time")
+        self.type_combo.currentTextChanged.connect(lambda _t: self.refresh())
+        self.type_combo.setVisible(False)
+        self.reviewed_row = QWidget()
+        rev = QHBoxLayout(self.reviewed_row)
+        rev.setContentsMargins(0, 0, 0, 0)
+        rev.addWidget(QLabel("checked for:"))
+        self.reviewed_boxes: dict[str, QCheckBox] = {}
+        for t in LESION_TYPES:
+            box = QCheckBox(t)
+            box.setToolTip(f"tick when you have checked this photo's {LONG_NAMES[t]}s: the saved correction then "
+                           f"teaches fine-tuning about them (unticked types are left out, not taken as none)")
+            box.toggled.connect(self._on_reviewed)
+            self.reviewed_boxes[t] = box
+            rev.addWidget(box)
+        rev.addStretch(1)
+        self.reviewed_row.setVisible(False)
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         self.table = QTableWidget(0, len(COLUMNS))
@@ -70,6 +93,7 @@ class ReviewWidget(DockWidget):
         self.info.setWordWrap(True)
         top = QHBoxLayout()
         top.addWidget(self.image_combo, 1)
+        top.addWidget(self.type_combo)
         top.addWidget(refresh)
         nav = QHBoxLayout()
         for t in ("Previous", "Next"):
@@ -79,6 +103,7 @@ class ReviewWidget(DockWidget):
             act.addWidget(buttons[t])
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addWidget(self.reviewed_row)
         lay.addWidget(self.table, 1)
         lay.addLayout(nav)
         lay.addLayout(act)
@@ -120,15 +145,60 @@ class ReviewWidget(DockWidget):
             return None
         return get[names["lesions"]], get[names["probability"]], get[names["fuzzy"]]
 
+    def _prediction(self):
+        photo = self.session.photos.get(self.image_combo.currentText())
+        return None if photo is None else photo.prediction
+
+    def _sync_types(self) -> None:
+        """The type filter offers the lesion types the photo's prediction holds; the 'checked
+        for' boxes show what the photo's next correction will be saved as reviewed for."""
+        pred = self._prediction()
+        types = [HE] + ([t for t in LESION_TYPES if t in pred.others] if pred is not None else [])
+        if [self.type_combo.itemText(i) for i in range(self.type_combo.count())] != types:
+            current = self.type_combo.currentText()
+            self.type_combo.blockSignals(True)
+            self.type_combo.clear()
+            self.type_combo.addItems(types)
+            self.type_combo.setCurrentText(current if current in types else HE)
+            self.type_combo.blockSignals(False)
+        multi = len(types) > 1
+        self.type_combo.setVisible(multi)
+        self.reviewed_row.setVisible(multi)
+        photo = self.session.photos.get(self.image_combo.currentText())
+        for t, box in self.reviewed_boxes.items():
+            box.setVisible(t in types)
+            box.blockSignals(True)
+            box.setChecked(photo is not None and t in photo.reviewed)
+            box.blockSignals(False)
+
+    def _on_reviewed(self, *_: object) -> None:
+        name = self.image_combo.currentText()
+        if name:
+            self.session.set_reviewed(name, [t for t, b in self.reviewed_boxes.items() if b.isChecked()])
+
+    def kind(self) -> str:
+        """The lesion type under review."""
+        return self.type_combo.currentText() or HE
+
     def refresh(self) -> ReviewSet | None:
-        """Recompute the regions from the current (possibly edited) mask."""
+        """Recompute the regions from the current (possibly edited) mask, for the lesion type
+        chosen (hemorrhages: with the model's review rates; another type: by its own
+        probability and its entropy)."""
         layers = self._layers()
         if layers is None:
             self.info.setText("no segmentation for this image yet: run 'Segment lesions' first")
             return None
+        self._sync_types()
         lab, prob, fuzzy = layers
-        threshold, review = review_settings(prob.metadata)
-        self.review = review_regions(lab.data, prob.data, fuzzy.data, threshold=threshold, review=review)
+        kind, pred = self.kind(), self._prediction()
+        if kind != HE and pred is not None and kind in pred.others:
+            maps = pred.others[kind]
+            mine = (lab.data == TYPE_VALUE[kind]).view(np.uint8)
+            self.review = review_regions(mine, maps.probability, binary_entropy(maps.probability),
+                                         threshold=maps.threshold)
+        else:
+            threshold, review = review_settings(prob.metadata)
+            self.review = review_regions(lab.data, prob.data, fuzzy.data, threshold=threshold, review=review)
         self.status = {}
         self._undo = []
         self.current = -1
@@ -137,7 +207,8 @@ class ReviewWidget(DockWidget):
             for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}", ""]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
         n_les = sum(r.kind == "lesion" for r in self.review.regions)
-        self.info.setText(f"{n_les} lesion(s), {len(self.review.regions) - n_les} possible missed lesion(s)")
+        what = "" if self.kind() == HE else f" ({LONG_NAMES[self.kind()]})"
+        self.info.setText(f"{n_les} lesion(s){what}, {len(self.review.regions) - n_les} possible missed lesion(s)")
         return self.review
 
     def region(self) -> Region | None:
@@ -196,7 +267,9 @@ class ReviewWidget(DockWidget):
             return
         if value is not None:
             lab, prob, _ = self._layers()
-            pix = self.review.lesion_pixels(r, prob.data) if core else self.review.pixels(r)
+            pred = self._prediction()
+            p = pred.others[self.kind()].probability if self.kind() != HE and pred is not None else prob.data
+            pix = self.review.lesion_pixels(r, p) if core else self.review.pixels(r)
             # through napari's edit history: Ctrl-Z on the lesions layer (or Undo here) takes it back
             lab.data_setitem(np.nonzero(pix), value)
         self._undo.append((self.current, self.status.get(self.current, ""), value is not None))
@@ -219,7 +292,8 @@ class ReviewWidget(DockWidget):
         """Keep the region as it is (a possible miss becomes a lesion: its core, see
         ``ReviewSet.lesion_pixels``)."""
         r = self.region()
-        self._set_pixels(LESION if r is not None and r.kind == "fuzzy" else None, "accepted", core=True)
+        self._set_pixels(TYPE_VALUE[self.kind()] if r is not None and r.kind == "fuzzy" else None, "accepted",
+                         core=True)
 
     def delete(self) -> None:
         self._set_pixels(0, "deleted")

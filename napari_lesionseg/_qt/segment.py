@@ -13,31 +13,35 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
+    QTableWidget,
     QVBoxLayout,
+    QWidget,
 )
 
 from ..core.bundled import default_model_dir
 from ..core.errors import LesionsegInputError
 from ..core.inference import Prediction, Progress
+from ..core.lesion_types import HE, LONG_NAMES, TYPE_VALUE, lesion_outputs
 from ..core.model_folder import LoadedModel, load_model_config
 from ..core.registry import Registry
 from ..core.runtime import pick_device
 from ..core.segment_layers import (
-    LESION_RGBA,
-    UNSURE_RGBA,
     labels_to_label_map,
     layer_names,
+    legend,
     lesion_style,
     prediction_layers,
 )
@@ -50,9 +54,24 @@ if TYPE_CHECKING:
 
 DEFAULT_LABEL = "default (shipped)"
 LOAD_LABEL = "load model folder..."
-LEGEND = (f'<span style="color:{LESION_RGBA}">&#9632;</span> lesion &nbsp; '
-          f'<span style="color:{UNSURE_RGBA}">&#9632;</span> unsure (255) &nbsp; '
-          '<span style="color:#ff00d9">&#9632;</span> fuzzy: the mask may be wrong')
+TABLE_COLUMNS = ["type", "area px", "area mm2", "from disc (DD)", "zone"]
+MAX_TABLE_ROWS = 2000
+
+
+def legend_html(types: list[str]) -> str:
+    """The dock's legend: each lesion type's colour, name and the label value that paints it."""
+    parts = [f'<span style="color:{c}">&#9632;</span> {name} = {v}' for c, name, v in legend(types)]
+    return " &nbsp; ".join(parts + ['<span style="color:#ff00d9">&#9632;</span> fuzzy: the mask may be wrong'])
+
+
+def _number_item(value: float | None, text: str):
+    """A table cell that sorts by its number (empty cells last)."""
+    from qtpy.QtWidgets import QTableWidgetItem
+
+    item = QTableWidgetItem()
+    item.setData(Qt.DisplayRole, text)
+    item.setData(Qt.UserRole, -1.0 if value is None else float(value))
+    return item
 
 
 class SegmentWidget(DockWidget):
@@ -110,7 +129,31 @@ class SegmentWidget(DockWidget):
         self.outlines = QCheckBox("outlines only")
         self.outlines.setToolTip("draw lesions as outlines, to see the fundus under them")
         self.outlines.toggled.connect(self._on_outlines)
-        self.legend = QLabel(LEGEND)
+        self._types: list[str] = [HE]
+        self.legend = QLabel(legend_html(self._types))
+        self.legend.setWordWrap(True)
+        self.type_boxes: dict[str, QCheckBox] = {}
+        self.type_row = QWidget()
+        type_lay = QHBoxLayout(self.type_row)
+        type_lay.setContentsMargins(0, 0, 0, 0)
+        for t in ("HE", "MA", "EX", "SE"):
+            box = QCheckBox(t)
+            box.setChecked(True)
+            box.setToolTip(f"show {LONG_NAMES[t]}s")
+            box.toggled.connect(self._apply_type_visibility)
+            self.type_boxes[t] = box
+            type_lay.addWidget(box)
+        self.type_row.setVisible(False)
+        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSortingEnabled(True)
+        self.table.setMaximumHeight(170)
+        self.table.setToolTip("the model's lesions: click a row to centre the view on it; click a header to sort")
+        self.table.cellClicked.connect(self.centre_on_row)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -121,6 +164,7 @@ class SegmentWidget(DockWidget):
         row.addWidget(self.threshold_label)
         form.addRow("threshold", row)
         form.addRow("legend", self.legend)
+        form.addRow("show", self.type_row)
         form.addRow("", self.outlines)
         form.addRow("mm per px", self.mm_per_px)
         buttons = QHBoxLayout()
@@ -134,6 +178,7 @@ class SegmentWidget(DockWidget):
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.rethreshold_button)
+        lay.addWidget(self.table)
         lay.addLayout(proj)
         lay.addWidget(self.save_button)
         lay.addWidget(self.export_button)
@@ -199,10 +244,16 @@ class SegmentWidget(DockWidget):
             return
         self.session.set_model(path)
         try:
-            thr = load_model_config(path).inference.threshold
+            cfg = load_model_config(path)
         except LesionsegInputError as err:
             self.status.setText(str(err))
             return
+        thr = cfg.inference.threshold
+        self._types = lesion_outputs(cfg.network.outputs)
+        self.legend.setText(legend_html(self._types))
+        for t, box in self.type_boxes.items():
+            box.setVisible(t in self._types)
+        self.type_row.setVisible(len(self._types) > 1)
         self.threshold.blockSignals(True)
         self.threshold.setValue(int(round(thr * 1000)))
         self.threshold.blockSignals(False)
@@ -259,6 +310,57 @@ class SegmentWidget(DockWidget):
         lesions = self._lesions(self.image_combo.currentText())
         if lesions is not None:
             lesions.contour = 2 if on else 0
+
+    def hidden_types(self) -> list[str]:
+        return [t for t in self._types if not self.type_boxes[t].isChecked()]
+
+    def _apply_type_visibility(self, *_: object) -> None:
+        """Per-type visibility: a hidden type's label value is drawn transparent (its pixels
+        stay in the mask and are saved as they are)."""
+        lesions = self._lesions(self.image_combo.currentText())
+        if lesions is None:
+            return
+        cmap = lesion_style()["colormap"]
+        for t in self.hidden_types():
+            cmap[TYPE_VALUE[t]] = "transparent"
+        lesions.colormap = cmap
+
+    def fill_table(self, name: str) -> None:
+        """The prediction's lesions, every type, with area and place (sortable)."""
+        photo = self.session.photos.get(name)
+        lesions = [] if photo is None or photo.prediction is None else photo.prediction.all_lesions()
+        mm = self._mm()
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(min(len(lesions), MAX_TABLE_ROWS))
+        self._table_lesions = lesions[:MAX_TABLE_ROWS]
+        for row, les in enumerate(self._table_lesions):
+            type_item = _number_item(TYPE_VALUE.get(les.type, 0), les.type)
+            type_item.setData(Qt.UserRole + 1, row)  # the lesion's index, whatever the sort order
+            self.table.setItem(row, 0, type_item)
+            area_mm = les.area_px * mm * mm if mm else None
+            self.table.setItem(row, 1, _number_item(les.area_px, str(les.area_px)))
+            self.table.setItem(row, 2, _number_item(area_mm, "" if area_mm is None else f"{area_mm:.4f}"))
+            d = les.od_distance_dd
+            self.table.setItem(row, 3, _number_item(d, "" if d is None else f"{d:.2f}"))
+            self.table.setItem(row, 4, _number_item(None, les.zone or ""))
+        self.table.setSortingEnabled(True)
+
+    def centre_on_row(self, row: int, _col: int = 0) -> None:
+        """Centre the viewer on the lesion of table row ``row`` (as sorted now)."""
+        from .review import VIEW_PX, camera
+
+        item = self.table.item(row, 0)
+        name = self.image_combo.currentText()
+        if item is None or name not in self.viewer.layers:
+            return
+        les = self._table_lesions[int(item.data(Qt.UserRole + 1))]
+        layer = self.viewer.layers[name]
+        sy, sx = layer.scale[-2:]
+        ty, tx = layer.translate[-2:]
+        cam = camera(self.viewer)
+        cam.center = (ty + sy * les.centroid_y, tx + sx * les.centroid_x)
+        extent = max((les.y1 - les.y0) * sy, (les.x1 - les.x0) * sx, 40.0) * 3.0
+        cam.zoom = VIEW_PX / extent
 
     def _mm(self) -> float | None:
         return self.mm_per_px.value() or None
@@ -330,7 +432,9 @@ class SegmentWidget(DockWidget):
                 getattr(self.viewer, f"add_{kind}")(label if kind == "labels" else data, **kwargs)
         self.viewer.layers.selection.active = self._lesions(name)
         self._on_outlines(self.outlines.isChecked())
+        self._apply_type_visibility()
         self._show_counts(name)
+        self.fill_table(name)
         if edited:
             self.rethreshold_button.setEnabled(True)
             self.status.setText(self.status.text() + "; your hand edits were kept (press 'Re-threshold (discard "
@@ -354,8 +458,11 @@ class SegmentWidget(DockWidget):
 
         n = label_runs(lab == 1)[1]
         fuzzy = float((photo.prediction.fuzzy > 0.5).mean() * 100)
-        self.status.setText(f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}; "
-                            f"fuzzy > 0.5 on {fuzzy:.1f}% of the image")
+        others = ", ".join(f"{label_runs(lab == TYPE_VALUE[t])[1]} {t}" for t in self._types if t != HE)
+        self.status.setText(f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}"
+                            f"{'; also ' + others if others else ''}; fuzzy > 0.5 on {fuzzy:.1f}% of the image")
+        if photo.prediction.anatomy.note and len(self._types) > 1:
+            self.status.setText(self.status.text() + f"; {photo.prediction.anatomy.note}")
 
     def _store_prediction(self, name: str) -> None:
         """With a project set, keep the prediction there (orders the review by uncertainty),
@@ -453,8 +560,9 @@ class SegmentWidget(DockWidget):
             return []
         pred = self.results.get(name)
         files, _ = export_image(self.session.project.root / "exports", name,
-                                as_rgb_uint8(self.viewer.layers[name].data), labels_to_label_map(lesions.data),
-                                pred.probability if pred else None, pred.fuzzy if pred else None, self._mm())
+                                as_rgb_uint8(self.viewer.layers[name].data),
+                                labels_to_label_map(lesions.data, self._types), pred.probability if pred else None,
+                                pred.fuzzy if pred else None, self._mm(), pred.anatomy if pred else None)
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
         return files
 

@@ -55,6 +55,24 @@ class Anatomy:
             return None
         return math.hypot(y - self.fovea[0], x - self.fovea[1]) / self.disc_diameter
 
+    def to_dict(self) -> dict:
+        return {"disc_centre": list(self.disc_centre) if self.disc_centre else None,
+                "disc_diameter": self.disc_diameter, "fovea": list(self.fovea) if self.fovea else None,
+                "fovea_method": self.fovea_method, "note": self.note}
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Anatomy:
+        """The inverse of :meth:`to_dict`; anything malformed gives an empty Anatomy."""
+        if not isinstance(raw, dict):
+            return cls()
+        try:
+            pt = lambda v: (float(v[0]), float(v[1])) if isinstance(v, list) and len(v) == 2 else None  # noqa: E731
+            d = raw.get("disc_diameter")
+            return cls(pt(raw.get("disc_centre")), float(d) if isinstance(d, (int, float)) and d > 0 else None,
+                       pt(raw.get("fovea")), str(raw.get("fovea_method", "")), str(raw.get("note", "")))
+        except (TypeError, ValueError):
+            return cls()
+
     def zone(self, y: float, x: float) -> str | None:
         """``macula``, ``posterior pole`` or ``periphery`` (see the module's docstring)."""
         d = self.fovea_distance_dd(y, x)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import LesionsegInputError
 from .fuzzy import binary_entropy
-from .image_io import list_images, read_image, read_mask
+from .image_io import list_images, read_image
 from .inference import Prediction, Progress, predict
 from .lesion_types import HE, OD
 from .metrics import DatasetScores
@@ -231,12 +231,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
 def _type_truth(pair: Pair, name: str, shape: tuple[int, int]) -> np.ndarray | None:
     """A photo's ground truth of another type: its mask, zeros when the type is known absent,
     None when unknown."""
-    f = pair.type_mask(name)
-    if f is None:
-        return None
-    if not f.exists():
-        return np.zeros(shape, np.uint8)
-    return read_mask(f, shape=shape)
+    return pair.read_type(name, shape)
 
 
 def _review_figures(pred: Prediction, gt: np.ndarray, fov: np.ndarray, wrong: np.ndarray

@@ -9,8 +9,10 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
+from .anatomy import Anatomy
 from .atomic import atomic_write_bytes
 from .image_io import check_label_values, encode_png, read_image, write_label
+from .lesion_types import HE, LESION_TYPES, TYPE_VALUE
 from .lesions import lesion_table
 from .outputs import LESION_CSV_COLUMNS, write_csv
 from .store import Project
@@ -26,39 +28,49 @@ def overlay(rgb: NDArray[np.uint8], label: NDArray, fuzzy: NDArray[np.float32] |
     if fuzzy is not None:
         f = np.clip(fuzzy, 0, 1)[..., None] * 0.5
         out = (out * (1 - f) + np.array([0, 255, 255]) * f).astype(np.uint8)
-    for value, colour in ((1, LESION_RGB), (255, UNSURE_RGB)):
+    for value, colour in ((1, LESION_RGB), (2, LESION_RGB), (3, LESION_RGB), (4, LESION_RGB), (255, UNSURE_RGB)):
         m = np.asarray(label) == value
+        if not m.any():
+            continue
         edge = m & ~ndimage.binary_erosion(m, iterations=2)
         out[edge] = colour
     return out
 
 
 def lesion_rows(stem: str, label: NDArray[np.uint8], prob: NDArray[np.float32] | None,
-                fuzzy: NDArray[np.float32] | None, mm_per_px: float | None) -> list[dict]:
-    """The lesion table of a label map. Without the model's probability (or fuzzy map) the
-    columns that describe it are left empty, never filled with a stand-in."""
-    lesion = (label == 1).astype(np.uint8)
-    lesions, _ = lesion_table(lesion, prob if prob is not None else lesion.astype(np.float32), fuzzy, mm_per_px)
+                fuzzy: NDArray[np.float32] | None, mm_per_px: float | None,
+                anatomy: Anatomy | None = None) -> list[dict]:
+    """The lesion table of a label map: hemorrhages (value 1), then each other lesion type it
+    holds (its value, core/lesion_types.py), located by ``anatomy`` when the disc is known.
+    Without the model's probability (or fuzzy map) the columns that describe it are left
+    empty, never filled with a stand-in (``prob``/``fuzzy`` are the hemorrhage output's)."""
     rows = []
-    for les in lesions:
-        row = {"image": stem, **les.row()}
-        if prob is None:
-            row.update(mean_prob=None, max_prob=None)
-        if fuzzy is None:
-            row.update(fuzzy_fraction=None)
-        rows.append(row)
+    for kind in LESION_TYPES:
+        lesion = (label == TYPE_VALUE[kind]).astype(np.uint8)
+        if kind != HE and not lesion.any():
+            continue
+        p = prob if kind == HE else None
+        f = fuzzy if kind == HE else None
+        lesions, _ = lesion_table(lesion, p if p is not None else lesion.astype(np.float32), f, mm_per_px, kind=kind)
+        for les in lesions:
+            row = {"image": stem, **(les.located(anatomy) if anatomy is not None else les).row()}
+            if p is None:
+                row.update(mean_prob=None, max_prob=None)
+            if f is None:
+                row.update(fuzzy_fraction=None)
+            rows.append(row)
     return rows
 
 
 def export_image(out_dir: Path, stem: str, rgb: NDArray[np.uint8], label: NDArray,
                  prob: NDArray[np.float32] | None = None, fuzzy: NDArray[np.float32] | None = None,
-                 mm_per_px: float | None = None) -> tuple[list[Path], list[dict]]:
+                 mm_per_px: float | None = None, anatomy: Anatomy | None = None) -> tuple[list[Path], list[dict]]:
     """``<stem>_mask.png`` (0/255 lesion mask, as ``lesionseg predict`` writes, legible in any
     viewer), ``<stem>_label.png`` (the exact 0/1/255 label map, 255 = unsure, for re-import),
     ``<stem>_lesions.csv`` and ``<stem>_overlay.png``. Returns the files and the lesion rows."""
     out_dir.mkdir(parents=True, exist_ok=True)
     lab = check_label_values(label)
-    rows = lesion_rows(stem, lab, prob, fuzzy, mm_per_px)
+    rows = lesion_rows(stem, lab, prob, fuzzy, mm_per_px, anatomy)
     files = [out_dir / f"{stem}_mask.png", out_dir / f"{stem}_label.png", out_dir / f"{stem}_lesions.csv",
              out_dir / f"{stem}_overlay.png"]
     atomic_write_bytes(files[0], encode_png((lab == 1).view(np.uint8) * np.uint8(255)))
@@ -85,7 +97,8 @@ def export_project(project: Project, out_dir: Path, mm_per_px: float | None = No
         lab = project.latest_label(pair.id)
         assert lab is not None
         prob, fuzzy = _stored_maps(project, pair.id, lab.shape)
-        f, r = export_image(out_dir, pair.id, rgb, lab, prob, fuzzy, mm_per_px=mm_per_px)
+        anatomy = Anatomy.from_dict(project.prediction_settings(pair.id).get("anatomy"))
+        f, r = export_image(out_dir, pair.id, rgb, lab, prob, fuzzy, mm_per_px=mm_per_px, anatomy=anatomy)
         files += f
         rows += r
     write_csv(out_dir / "lesions.csv", rows, LESION_CSV_COLUMNS)

@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - a platform without isal wheels: the st
 #: Default upper bound on width x height; above it an image is refused (decompression bombs).
 DEFAULT_MAX_PIXELS = 150_000_000
 IGNORE_LABEL = 255
+LABEL_VALUES = (0, 1, 2, 3, 4, IGNORE_LABEL)  # background, HE, MA, EX, SE (core/lesion_types.py), unsure
+LABEL_VALUES_TEXT = "label values must be 0 (background), 1 (HE), 2 (MA), 3 (EX), 4 (SE) or 255 (unsure)"
 LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -296,8 +298,8 @@ def read_label(
     shape: tuple[int, int] | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> NDArray[np.uint8]:
-    """Read a label map exactly as written: 0 background, 1 lesion, 255 unsure; any other
-    value is an error. Unlike :func:`read_mask` nothing is reinterpreted, so a map holding only
+    """Read a label map exactly as written: 0 background, 1-4 a lesion type (1 hemorrhage),
+    255 unsure; any other value is an error. Unlike :func:`read_mask` nothing is reinterpreted, so a map holding only
     0 and 255 (background and unsure) stays so."""
     p = Path(path)
     arr = _read_gray(p, shape, max_pixels)
@@ -306,8 +308,9 @@ def read_label(
 
 def check_label_values(label: NDArray, path: str | os.PathLike[str] | None = None) -> NDArray[np.uint8]:
     """``label`` as a 2-D ``uint8`` array, checked *before* any cast: every value must be
-    exactly 0, 1 or 255 (booleans are 0/1). 256, -1 or 0.7 are errors, never wrapped or
-    truncated into a valid-looking value."""
+    exactly 0, a lesion type's value (1 HE, 2 MA, 3 EX, 4 SE: core/lesion_types.py) or 255
+    (booleans are 0/1). 256, -1 or 0.7 are errors, never wrapped or truncated into a
+    valid-looking value."""
     arr = np.asarray(label)
     if arr.ndim != 2:
         raise LesionsegInputError(path, f"a label map must be 2-D, got shape {arr.shape}")
@@ -316,15 +319,15 @@ def check_label_values(label: NDArray, path: str | os.PathLike[str] | None = Non
     if arr.dtype.kind not in "uif":
         raise LesionsegInputError(path, f"a label map must hold numbers, got dtype {arr.dtype}")
     if arr.dtype != np.uint8:
-        ok = (arr == 0) | (arr == 1) | (arr == 255)
+        ok = np.isin(arr, LABEL_VALUES)
         if not ok.all():
             bad = {float(v) if arr.dtype.kind == "f" else int(v) for v in np.unique(arr[~ok])[:8]}
-            raise LesionsegInputError(path, f"label values must be 0, 1 or 255 (unsure); found {sorted(bad)[:5]}")
+            raise LesionsegInputError(path, f"{LABEL_VALUES_TEXT}; found {sorted(bad)[:5]}")
         return arr.astype(np.uint8)
     vals = {int(v) for v in np.unique(arr)}
-    bad = vals - {0, 1, 255}
+    bad = vals - set(LABEL_VALUES)
     if bad:
-        raise LesionsegInputError(path, f"label values must be 0, 1 or 255 (unsure); found {sorted(bad)[:5]}")
+        raise LesionsegInputError(path, f"{LABEL_VALUES_TEXT}; found {sorted(bad)[:5]}")
     return np.ascontiguousarray(arr)
 
 

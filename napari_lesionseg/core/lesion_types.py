@@ -11,8 +11,16 @@ HE = "HE"
 OD = "OD"
 LESION_TYPES = ("HE", "MA", "EX", "SE")  # hemorrhages, microaneurysms, hard and soft exudates
 OUTPUT_TYPES = LESION_TYPES + ("OD",)  # ... and the optic disc
+# values in a label map (a correction, the plugin's lesions layer): 0 background, 255 unsure
+TYPE_VALUE = {"HE": 1, "MA": 2, "EX": 3, "SE": 4}
+VALUE_TYPE = {v: t for t, v in TYPE_VALUE.items()}
 LONG_NAMES = {"HE": "hemorrhage", "MA": "microaneurysm", "EX": "hard exudate", "SE": "soft exudate",
               "OD": "optic disc"}
+
+
+def lesion_outputs(outputs: list[str] | tuple[str, ...]) -> list[str]:
+    """The lesion types among a model's outputs (the optic disc is no lesion)."""
+    return [t for t in outputs if t in LESION_TYPES]
 
 
 def parse_types(text: str, available: list[str] | tuple[str, ...] | None = None) -> list[str]:

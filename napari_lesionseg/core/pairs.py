@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from .errors import LesionsegInputError
 from .image_io import list_images, read_label, read_mask
-from .lesion_types import HE, OUTPUT_TYPES
+from .lesion_types import HE, OUTPUT_TYPES, TYPE_VALUE
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MASK_TAGS = ("HE", "mask", "label", "gt", "seg")  # <stem>_<tag> names a photo's mask
@@ -27,10 +27,27 @@ class Pair:
     image: Path
     mask: Path
     label_map: bool = False
+    label_types: tuple[str, ...] = (HE,)  # the types a label map was reviewed for (the others: unknown)
 
     def read_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.uint8]:
-        """The mask as 0 background, 1 lesion, 255 unsure."""
-        return (read_label if self.label_map else read_mask)(self.mask, shape=shape)
+        """The hemorrhage mask as 0 background, 1 lesion, 255 unsure (a label map's other
+        types are background here; all 255 when it was not reviewed for hemorrhages)."""
+        if not self.label_map:
+            return read_mask(self.mask, shape=shape)
+        return type_view(read_label(self.mask, shape=shape), HE, self.label_types)
+
+    def read_type(self, name: str, shape: tuple[int, int]) -> NDArray[np.uint8] | None:
+        """This photo's labels of type ``name`` (0/1/255), or None when the type is unknown
+        for it (see :meth:`type_mask`; a label map speaks for ``label_types`` only)."""
+        if name == HE:
+            return self.read_mask(shape)
+        if self.label_map:
+            return type_view(read_label(self.mask, shape=shape), name, self.label_types) \
+                if name in self.label_types else None
+        f = self.type_mask(name)
+        if f is None:
+            return None
+        return read_mask(f, shape=shape) if f.exists() else np.zeros(shape, np.uint8)
 
     def type_mask(self, name: str) -> Path | None:
         """Where this photo's mask of type ``name`` (MA, EX, SE, OD) lives, if the type is known
@@ -39,7 +56,7 @@ class Pair:
         Known means: a file ``<stem>_<T>.*`` beside the hemorrhage mask, or, in IDRiD's layout
         (``masks_HE/``), a sibling folder ``masks_<T>/`` (IDRiD ships soft-exudate masks only
         for the photos that have them, so a photo without a file there has none). A plugin
-        correction (``label_map``) is hemorrhages only."""
+        correction (``label_map``) holds its types in its own values: :meth:`read_type`."""
         if name == HE:
             return self.mask
         if self.label_map:
@@ -54,6 +71,16 @@ class Pair:
                 if f.exists():
                     return f
         return folders[-1] / f"{self.id}_{name}.tif" if idrid else None
+
+
+def type_view(label: NDArray[np.uint8], name: str, reviewed: tuple[str, ...] | list[str]) -> NDArray[np.uint8]:
+    """One type's 0/1/255 labels from a label map with a value per type (TYPE_VALUE): all 255
+    when the map was not reviewed for ``name``."""
+    if name not in reviewed:
+        return np.full(label.shape, 255, np.uint8)
+    out = (label == TYPE_VALUE[name]).view(np.uint8).copy()
+    out[label == 255] = 255
+    return out
 
 
 def _mask_index(mask_dir: Path) -> dict[str, Path]:

@@ -10,6 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .image_io import IGNORE_LABEL
+from .lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from .review import settings_metadata
 
 if TYPE_CHECKING:
@@ -23,12 +24,69 @@ LESION, UNSURE = 1, IGNORE_LABEL
 # additive cyan rendered cream-white, like a hard exudate).
 LESION_RGBA = "#00e5ff"
 UNSURE_RGBA = "#a0a0a0"
+# the other lesion types, each a hue far from the fundus's and from the others' (hemorrhages cyan)
+TYPE_RGBA = {"HE": LESION_RGBA, "MA": "#76ff03", "EX": "#2962ff", "SE": "#ffd600"}
+DISC_RGBA = "#ffffff"
+MACULA_RGBA = "#ffd600"
+PAINT_ORDER = ("EX", "SE", "MA", "HE")  # where types overlap, the later one shows (hemorrhages on top)
 
 
 def lesion_style() -> dict[str, Any]:
     """Keywords of the lesions Labels layer (a fresh dict each time: napari may keep it)."""
-    return {"colormap": {0: "transparent", LESION: LESION_RGBA, UNSURE: UNSURE_RGBA, None: "#ff9900"},
-            "opacity": 0.75}
+    cmap: dict[int | None, str] = {0: "transparent", UNSURE: UNSURE_RGBA, None: "#ff9900"}
+    cmap.update({TYPE_VALUE[t]: c for t, c in TYPE_RGBA.items()})
+    return {"colormap": cmap, "opacity": 0.75}
+
+
+def legend(types: list[str] | tuple[str, ...]) -> list[tuple[str, str, int]]:
+    """``(colour, name, label value)`` per lesion type shown, then "unsure": what the dock's
+    legend lists (the value is what napari's label tools paint the type with)."""
+    rows = [(TYPE_RGBA[t], f"{LONG_NAMES[t]} ({t})", TYPE_VALUE[t]) for t in LESION_TYPES if t in types]
+    return rows + [(UNSURE_RGBA, "unsure", UNSURE)]
+
+
+def composite_mask(he_mask: NDArray, others: dict[str, NDArray] | None = None) -> NDArray[np.uint8]:
+    """One label map of every type's 0/1 mask, a value per type (``PAINT_ORDER`` where they
+    overlap); ``he_mask`` alone when there are no other types (today's 0/1 map)."""
+    lesions = {t: m for t, m in (others or {}).items() if t in TYPE_VALUE}
+    if not lesions:
+        return (np.asarray(he_mask) > 0).view(np.uint8).copy()
+    out = np.zeros(np.shape(he_mask), np.uint8)
+    for t in PAINT_ORDER:
+        m = np.asarray(he_mask) if t == "HE" else lesions.get(t)
+        if m is not None:
+            out[np.asarray(m) > 0] = TYPE_VALUE[t]
+    return out
+
+
+def prediction_label(pred: Prediction) -> NDArray[np.uint8]:
+    """The label map a prediction shows: hemorrhages and every other lesion type it holds."""
+    return composite_mask(pred.mask, {t: m.mask for t, m in pred.others.items()})
+
+
+def anatomy_layer(image_name: str, anatomy, scale: tuple[float, float] = (1.0, 1.0),
+                  translate: tuple[float, float] = (0.0, 0.0)) -> tuple[Any, dict[str, Any], str] | None:
+    """A Shapes layer-data tuple outlining the optic disc (white) and the macula (yellow: 1 disc
+    diameter around the fovea, dashed in spirit: thinner), or None without a disc."""
+    if anatomy.disc_centre is None or not anatomy.disc_diameter:
+        return None
+    r = anatomy.disc_diameter / 2.0
+    shapes = [_ellipse(anatomy.disc_centre, r)]
+    colours, widths = [DISC_RGBA], [max(2.0, r / 25)]
+    if anatomy.fovea is not None:
+        shapes.append(_ellipse(anatomy.fovea, 2.0 * r))
+        colours.append(MACULA_RGBA)
+        widths.append(max(2.0, r / 40))
+    return (shapes, {"name": f"{image_name} disc and macula", "shape_type": "ellipse", "edge_color": colours,
+                     "face_color": "transparent", "edge_width": widths, "scale": scale, "translate": translate,
+                     "metadata": {"lesionseg": True, "fovea_method": anatomy.fovea_method,
+                                  "note": anatomy.note}}, "shapes")
+
+
+def _ellipse(centre: tuple[float, float], radius: float) -> NDArray[np.float64]:
+    cy, cx = centre
+    return np.array([[cy - radius, cx - radius], [cy - radius, cx + radius], [cy + radius, cx + radius],
+                     [cy + radius, cx - radius]])
 
 
 def fuzzy_style() -> dict[str, Any]:
@@ -51,21 +109,25 @@ def prediction_layers(image_name: str, pred: Prediction, scale: tuple[float, flo
     common = {"scale": scale, "translate": translate}
     meta = {"model_version": pred.model_version, "lesionseg": True,
             **settings_metadata(pred.threshold, pred.review)}
-    return [
+    out = [
         (pred.probability, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
                             "visible": False, "metadata": meta, **common}, "image"),
         (pred.fuzzy, {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta, **common}, "image"),
-        (pred.mask.copy(), {"name": names["lesions"], **lesion_style(), "metadata": meta, **common}, "labels"),
+        (prediction_label(pred), {"name": names["lesions"], **lesion_style(), "metadata": meta, **common}, "labels"),
     ]
+    outline = anatomy_layer(image_name, pred.anatomy, scale, translate)
+    return out + ([outline] if outline is not None else [])
 
 
-def labels_to_label_map(data: NDArray) -> NDArray[np.uint8]:
-    """Painted Labels data to a stored label map: 0 background, 255 unsure, any other label
-    value lesion (1)."""
+def labels_to_label_map(data: NDArray, types: list[str] | tuple[str, ...] = (HE,)) -> NDArray[np.uint8]:
+    """Painted Labels data to a stored label map: 0 background, 255 unsure, the value of each
+    of ``types`` kept (1 HE, 2 MA, 3 EX, 4 SE), any other label value a hemorrhage (1)."""
     arr = np.asarray(data)
-    if arr.dtype == np.uint8 and (not arr.size or int(arr.max()) <= LESION):
+    top = max(TYPE_VALUE[t] for t in types)
+    if arr.dtype == np.uint8 and (not arr.size or int(arr.max()) <= top) and top == len(types):
         return arr.copy()  # a copy, never the layer's own array: napari paints it in place
-    return np.where(arr == UNSURE, UNSURE, np.where(arr != 0, LESION, 0)).astype(np.uint8)
+    keep = np.isin(arr, [0, UNSURE] + [TYPE_VALUE[t] for t in types])
+    return np.where(keep, arr, LESION).astype(np.uint8)
 
 
 def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, Any], str]]:

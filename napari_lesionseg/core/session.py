@@ -31,10 +31,12 @@ from .bundled import default_model_dir
 from .errors import LesionsegInputError
 from .image_io import read_image
 from .inference import Prediction, Progress, predict
+from .lesion_types import HE, LESION_TYPES, TYPE_VALUE, lesion_outputs
 from .lesions import threshold_mask
 from .model_folder import LoadedModel, load_model_folder
 from .registry import Registry
 from .review import settings_metadata
+from .segment_layers import composite_mask, prediction_label
 from .segment_layers import labels_to_label_map as to_label_map
 from .store import LabelVersion, Project
 
@@ -67,6 +69,7 @@ class Photo:
     auto_mask: NDArray[np.uint8] | None = None  # the model's 0/1 mask at the current threshold
     saved: NDArray[np.uint8] | None = None  # the label map as last saved (or read from the project)
     saved_version: int | None = None
+    reviewed: set[str] = field(default_factory=lambda: {HE})  # lesion types the annotator vouches for
 
     @property
     def reference(self) -> NDArray[np.uint8] | None:
@@ -154,14 +157,29 @@ class AnnotationSession:
                 hit = proj.latest_with_label(iid)
                 if hit is not None:
                     photo.saved_version, photo.saved = hit[0].version, hit[1]
+                    photo.reviewed = set(proj.label_types(hit[0]))
         return photo
+
+    def lesion_types(self) -> list[str]:
+        """The lesion types the current model outputs (hemorrhages only for today's default):
+        the values a label map holds (core/lesion_types.py TYPE_VALUE)."""
+        return lesion_outputs(self.model().config.network.outputs)
+
+    def _label_map(self, label: NDArray) -> NDArray[np.uint8]:
+        return to_label_map(label, self.lesion_types())
+
+    def set_reviewed(self, name: str, types: list[str] | set[str]) -> None:
+        """The lesion types the annotator has reviewed on photo ``name`` (saved with its next
+        correction; a type not reviewed teaches a fine-tune nothing about the photo)."""
+        photo = self.photos.get(name) or self.open_photo(name)
+        photo.reviewed = set(types) & set(LESION_TYPES)
 
     def shown(self, name: str, label: NDArray) -> None:
         """``label`` is what is shown for a photo that has neither a saved correction nor a run
         here (e.g. a stored prediction's mask): edits are measured against it."""
         photo = self.photos.get(name) or self.open_photo(name)
         if photo.saved is None and photo.auto_mask is None:
-            photo.auto_mask = to_label_map(label)
+            photo.auto_mask = self._label_map(label)
 
     def close_photo(self, name: str) -> None:
         self.photos.pop(name, None)
@@ -173,7 +191,7 @@ class AnnotationSession:
         ref = None if photo is None else photo.reference
         if ref is None:
             return False
-        return not np.array_equal(to_label_map(label), ref)
+        return not np.array_equal(self._label_map(label), ref)
 
     # ---- running the model ---------------------------------------------------------------------
     def run(self, name: str, rgb: NDArray[np.uint8] | None = None, *, threshold: float | None = None,
@@ -196,12 +214,12 @@ class AnnotationSession:
         photo = self.photos.get(name) or self.open_photo(name)
         edited = label is not None and self.is_edited(name, label)
         photo.prediction = pred
-        photo.auto_mask = pred.mask.copy()
+        photo.auto_mask = prediction_label(pred)
         if edited and not replace_edits:
-            return Accepted(to_label_map(label), True)
+            return Accepted(self._label_map(label), True)
         if photo.saved is not None and not replace_edits:
             return Accepted(photo.saved.copy(), False)  # a saved correction outranks the model's new guess
-        return Accepted(pred.mask.copy(), False)
+        return Accepted(photo.auto_mask.copy(), False)
 
     def rethreshold(self, name: str, threshold: float, label: NDArray | None = None, *,
                     force: bool = False) -> NDArray[np.uint8]:
@@ -212,9 +230,10 @@ class AnnotationSession:
             raise LesionsegInputError(None, f"{name}: run the segmentation first")
         if label is not None and not force and self.is_edited(name, label):
             raise EditsWouldBeLost(name, "re-thresholding")
-        mask = threshold_mask(photo.prediction.probability, threshold, self.model().config.inference.min_lesion_area)
-        photo.auto_mask = mask
-        return mask.copy()
+        pred = photo.prediction
+        mask = threshold_mask(pred.probability, threshold, self.model().config.inference.min_lesion_area)
+        photo.auto_mask = composite_mask(mask, {t: m.mask for t, m in pred.others.items()})
+        return photo.auto_mask.copy()
 
     # ---- disk ----------------------------------------------------------------------------------
     def _registered(self, photo: Photo) -> tuple[Project, str]:
@@ -235,19 +254,27 @@ class AnnotationSession:
         proj, iid = self._registered(photo)
         pred = photo.prediction
         return proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy,
-                                    settings_metadata(pred.threshold, pred.review))
+                                    {**settings_metadata(pred.threshold, pred.review),
+                                     "anatomy": pred.anatomy.to_dict()})
 
     def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
-        """Append ``label`` as the photo's new version (with the model's mask for provenance).
-        With ``only_if_edited`` nothing is written when it equals what was last saved."""
+        """Append ``label`` as the photo's new version (with the model's hemorrhage mask for
+        provenance), reviewed for the photo's ``reviewed`` types plus every type whose pixels
+        the annotator changed. With ``only_if_edited`` nothing is written when it equals what
+        was last saved."""
         photo = self.photos.get(name) or self.open_photo(name)
-        lab = to_label_map(label)
+        lab = self._label_map(label)
         if only_if_edited and not self.is_edited(name, lab):
             return None
         proj, iid = self._registered(photo)
         pred = photo.prediction
+        ref = photo.reference
+        touched = {t for t in self.lesion_types()
+                   if ref is not None and not np.array_equal(lab == TYPE_VALUE[t], ref == TYPE_VALUE[t])}
+        photo.reviewed |= touched
         v = proj.save_label(iid, lab, model_version=pred.model_version if pred else None,
-                            model_mask=photo.auto_mask)
+                            model_mask=None if photo.auto_mask is None else photo.auto_mask == TYPE_VALUE[HE],
+                            types=sorted(photo.reviewed, key=LESION_TYPES.index))
         photo.saved, photo.saved_version = lab, v.version
         return v
 

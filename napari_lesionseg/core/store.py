@@ -2,7 +2,8 @@
 
 ```
 <project>/images/<image_id>.<ext>          copied source photo (or <image_id>.ref.json: path + sha256)
-<project>/labels/<image_id>/v0001.png ...  append-only label versions (0 bg, 1 lesion, 255 unsure)
+<project>/labels/<image_id>/v0001.png ...  append-only label versions (0 bg, 1 HE, 2 MA, 3 EX, 4 SE, 255 unsure)
+<project>/labels/<image_id>/v0001.json     the lesion types that version was reviewed for (absent: HE only)
 <project>/labels/<image_id>/latest.json    which version is current
 <project>/manifest.jsonl                   one line per save (provenance)
 <project>/predictions/<model>/<image_id>_{prob,mask,fuzzy}.png
@@ -38,6 +39,7 @@ from .atomic import atomic_copy, atomic_write_text, create_new, file_lock, is_te
 from .errors import LesionsegInputError
 from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_image, read_label, read_unit_map
 from .jsonfile import parse_json, read_json
+from .lesion_types import HE, LESION_TYPES, TYPE_VALUE
 from .metrics import confusion, scores
 from .outputs import write_maps
 from .pairs import Pair
@@ -116,8 +118,12 @@ class Project:
                 except LesionsegInputError:
                     continue  # unreadable: never current, never used
                 data = v.path.read_bytes()
+                try:
+                    types = self.label_types(v)
+                except LesionsegInputError:
+                    types = (HE,)
                 self._append_manifest(self._record(v, lab, data, None, "saved before an interruption",
-                                                   recovered=True))
+                                                   recovered=True, types=types))
                 self.recovered.append(v)
 
     def _label_ids(self) -> list[str]:
@@ -230,10 +236,16 @@ class Project:
         return None if hit is None else hit[1]
 
     def save_label(self, image_id: str, label: NDArray, *, model_version: str | None = None,
-                   model_mask: NDArray | None = None, note: str = "") -> LabelVersion:
+                   model_mask: NDArray | None = None, note: str = "",
+                   types: list[str] | tuple[str, ...] = (HE,)) -> LabelVersion:
         """Append a new label version (never overwriting one) and its manifest line. Values
-        must be exactly 0, 1 or 255 (checked before any conversion)."""
+        must be exactly 0, a lesion type's value or 255 (checked before any conversion).
+        ``types``: the lesion types the annotator reviewed on this photo; for the others the
+        version says nothing (fine-tuning treats them as unknown, never as "none")."""
         lab = check_label_values(label)
+        types = tuple(t for t in LESION_TYPES if t in set(types))
+        if not types:
+            raise LesionsegInputError(None, "a correction must be reviewed for at least one lesion type")
         if self.image_path(image_id) is None:
             raise LesionsegInputError(self.root / "images", f"no image with id {image_id!r}; add it first")
         d = self.root / "labels" / image_id
@@ -243,22 +255,39 @@ class Project:
             prev = self.versions(image_id)
             version = (prev[-1].version + 1) if prev else 1
             target = d / f"v{version:04d}.png"
+            if types != (HE,):  # written first: a version never exists without its types
+                atomic_write_text(target.with_suffix(".json"), json.dumps({"types": list(types)}))
             create_new(target, data)  # fails if target exists: never overwrite a version
             atomic_write_text(d / "latest.json", json.dumps({"version": version, "file": target.name}))
             v = LabelVersion(image_id, version, target)
-            self._append_manifest(self._record(v, lab, data, model_mask, note, model_version))
+            self._append_manifest(self._record(v, lab, data, model_mask, note, model_version, types=types))
         return v
 
+    def label_types(self, v: LabelVersion) -> tuple[str, ...]:
+        """The lesion types version ``v`` was reviewed for (HE only for versions without a
+        types file: every version saved before other types existed)."""
+        f = v.path.with_suffix(".json")
+        if not f.exists():
+            return (HE,)
+        raw = read_json(f)
+        types = raw.get("types") if isinstance(raw, dict) else None
+        if not isinstance(types, list) or not types or not set(types) <= set(LESION_TYPES):
+            raise LesionsegInputError(f, f"must hold {{\"types\": [...]}} naming lesion types of {list(LESION_TYPES)}")
+        return tuple(types)
+
     def _record(self, v: LabelVersion, lab: NDArray[np.uint8], data: bytes, model_mask: NDArray | None,
-                note: str, model_version: str | None = None, recovered: bool = False) -> dict[str, Any]:
+                note: str, model_version: str | None = None, recovered: bool = False,
+                types: tuple[str, ...] = (HE,)) -> dict[str, Any]:
         record: dict[str, Any] = {
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "image_id": v.image_id, "image_sha256": self.image_sha256(v.image_id) if self.image_path(v.image_id) else None,
             "version": v.version, "file": v.path.relative_to(self.root).as_posix(),
             "label_sha256": hashlib.sha256(data).hexdigest(),
             "model_version": model_version, "lesion_px": int((lab == 1).sum()),
-            "unsure_px": int((lab == 255).sum()), "note": note,
+            "unsure_px": int((lab == 255).sum()), "note": note, "types": list(types),
         }
+        for t in types[1:] if types[0] == HE else types:
+            record[f"{t}_px"] = int((lab == TYPE_VALUE[t]).sum())
         if recovered:
             record["recovered"] = True
         if model_mask is not None:
@@ -308,7 +337,7 @@ class Project:
             v = self.latest(iid)
             img = self.image_path(iid)
             if v is not None and img is not None:
-                pairs.append(Pair(iid, img, v.path, label_map=True))
+                pairs.append(Pair(iid, img, v.path, label_map=True, label_types=self.label_types(v)))
         return pairs
 
     def prediction_dir(self, model_version: str) -> Path:
@@ -342,14 +371,14 @@ class Project:
             return None
 
     def prediction_settings(self, image_id: str) -> dict[str, Any]:
-        """The threshold and review config saved with the image's latest prediction (empty for
-        predictions saved before they were)."""
+        """The threshold, review config and disc/fovea (``anatomy``) saved with the image's latest
+        prediction (each absent for predictions saved before it was)."""
         d = self.latest_prediction(image_id)
         if d is None:
             return {}
         with contextlib.suppress(LesionsegInputError, TypeError, ValueError, OSError):
             raw = read_json(d / f"{image_id}.json")
-            return {k: raw[k] for k in ("threshold", "review") if k in raw}
+            return {k: raw[k] for k in ("threshold", "review", "anatomy") if k in raw}
         return {}
 
     def latest_prediction(self, image_id: str) -> Path | None:

@@ -1,0 +1,160 @@
+"""Several lesion types through the Qt-free workflow: one label map with a value per type,
+corrections saved per reviewed type (unreviewed types stay unknown, never "none"), the
+fine-tune data made from them, and the export's lesion table by type."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lesionseg_training.data import prepare_pair
+from napari_lesionseg.core.export import lesion_rows
+from napari_lesionseg.core.image_io import read_label
+from napari_lesionseg.core.model_config import PreprocessConfig
+from napari_lesionseg.core.progress import run_to_end
+from napari_lesionseg.core.segment_layers import composite_mask, labels_to_label_map, legend
+from napari_lesionseg.core.session import AnnotationSession
+from napari_lesionseg.core.store import Project
+
+ALL = ["HE", "MA", "EX", "SE", "OD"]
+
+
+def test_label_map_values_per_type() -> None:
+    he = np.zeros((4, 6), np.uint8)
+    he[0, :2] = 1
+    ex = np.zeros_like(he)
+    ex[0, 1:4] = 1
+    lab = composite_mask(he, {"EX": ex, "OD": np.ones_like(he)})
+    assert lab[0].tolist() == [1, 1, 3, 3, 0, 0]  # hemorrhages on top; the optic disc is no lesion
+    assert composite_mask(he).tolist() == he.tolist()  # HE only: today's 0/1 map
+    painted = np.array([[0, 1, 2, 3, 4, 7, 255]])
+    assert labels_to_label_map(painted).tolist() == [[0, 1, 1, 1, 1, 1, 255]]  # an HE-only model: all lesion
+    assert labels_to_label_map(painted, ["HE", "MA", "EX", "SE"]).tolist() == [[0, 1, 2, 3, 4, 1, 255]]
+    assert [name for _, name, _ in legend(["HE", "EX"])] == ["hemorrhage (HE)", "hard exudate (EX)", "unsure"]
+
+
+def test_corrections_are_saved_for_the_reviewed_types_only(tmp_path: Path, multi_model_dir: Path,
+                                                          small_pairs: Path) -> None:
+    s = AnnotationSession()
+    s.set_project(tmp_path / "proj")
+    s.set_model(multi_model_dir)
+    photo = small_pairs / "images" / "IDRiD_04.jpg"
+    s.open_photo("a", photo)
+    label = s.accept_run("a", run_to_end(s.run("a"))).label
+    assert s.lesion_types() == ["HE", "MA", "EX", "SE"]
+    assert set(np.unique(label)) == {0, 3}  # the constant model: hard exudate across the disc
+    label[5:9, 5:9] = 1  # the annotator paints a hemorrhage; exudates untouched
+    v = s.save_correction("a", label)
+    proj = Project(tmp_path / "proj")
+    assert proj.label_types(v) == ("HE",)  # EX shown but not reviewed: unknown to a fine-tune
+    assert not v.path.with_suffix(".json").exists()  # HE only: written as every earlier version
+    label[100:110, 100:110] = 0  # now an exudate area is rubbed out: EX was reviewed
+    s.set_reviewed("a", ["HE", "SE"])  # and the annotator ticks soft exudates as checked too
+    v2 = s.save_correction("a", label)
+    assert proj.label_types(v2) == ("HE", "EX", "SE")
+    assert json.loads(v2.path.with_suffix(".json").read_text()) == {"types": ["HE", "EX", "SE"]}
+    record = proj.manifest()[-1]
+    assert record["types"] == ["HE", "EX", "SE"] and record["EX_px"] == int((label == 3).sum())
+    np.testing.assert_array_equal(read_label(v2.path), label)
+    (pair,) = proj.corrected_pairs()
+    assert pair.label_types == ("HE", "EX", "SE")
+    assert pair.read_type("MA", label.shape) is None  # never reviewed: unknown
+    ex = pair.read_type("EX", label.shape)
+    assert ex is not None and (ex == 1).sum() == (label == 3).sum() and ex[100:110, 100:110].max() == 0
+    he = pair.read_mask(label.shape)
+    assert set(np.unique(he)) <= {0, 1} and (he == 1).sum() == 16  # exudate pixels are not hemorrhage
+    it = prepare_pair(pair, PreprocessConfig(fov_diameter=128, green_contrast_sigma=4.0), outputs=ALL)
+    assert (it.aux[0] == 255).all() and (it.aux[3] == 255).all()  # MA and OD unknown
+    assert (it.aux[1] == 1).any() and not (it.aux[2] == 1).any() and (it.aux[2] != 255).any()  # EX, SE known
+    # reopening the photo brings back the correction and what it was reviewed for
+    s2 = AnnotationSession()
+    s2.set_project(tmp_path / "proj")
+    s2.set_model(multi_model_dir)
+    back = s2.open_photo("a", photo)
+    assert back.reviewed == {"HE", "EX", "SE"} and np.array_equal(back.saved, label)
+
+
+def test_the_export_lists_every_type_with_its_place(tmp_path: Path) -> None:
+    from napari_lesionseg.core.anatomy import Anatomy
+
+    lab = np.zeros((60, 80), np.uint8)
+    lab[10:14, 10:14] = 1
+    lab[40:43, 60:63] = 2
+    lab[30:31, 30:31] = 255
+    anatomy = Anatomy(disc_centre=(12.0, 12.0), disc_diameter=10.0, fovea=(41.0, 61.0), fovea_method="found")
+    rows = lesion_rows("x", lab, None, None, None, anatomy)
+    assert [r["type"] for r in rows] == ["HE", "MA"]
+    assert rows[0]["od_distance_dd"] == pytest.approx(0.0707, abs=0.001) and rows[0]["zone"] == "periphery"
+    assert rows[1]["zone"] == "macula"
+    assert Anatomy.from_dict(anatomy.to_dict()) == anatomy and Anatomy.from_dict({"disc_centre": "x"}) == Anatomy()
+    assert [r["zone"] for r in lesion_rows("x", lab, None, None, None)] == [None, None]
+
+
+@pytest.mark.gui
+def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_viewer, qtbot, tmp_path: Path,
+                                                                     multi_model_dir: Path) -> None:
+    """A model with every output in a real viewer: the legend and per-type visibility, the
+    lesion table (sort, click to centre), review filtered to one type, a correction of that
+    type saved as reviewed for it, and a fine-tune on it."""
+    import shutil
+
+    pytest.importorskip("napari")
+    from napari_lesionseg.core.registry import Registry
+
+    project = tmp_path / "proj"
+    shutil.copytree(multi_model_dir, project / "models" / "multi")
+    Registry(project).promote("multi")
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lesionseg", "idrid_16")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions", tabify=True)
+    _, ft = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Fine-tune model", tabify=True)
+    seg.project_edit.setText(str(project))
+    seg.load_project_models()
+    assert "hard exudate (EX) = 3" in seg.legend.text() and not seg.type_row.isHidden()
+    assert seg.run() is not None
+    qtbot.waitUntil(lambda: seg.run_button.isEnabled() and "lesion(s)" in seg.status.text(), timeout=120_000)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    assert set(np.unique(lab.data)) == {0, 3} and "EX" in seg.status.text()
+    assert "IDRiD_16 disc and macula" not in viewer.layers  # this model's disc output finds no disc
+    assert "no optic disc" in seg.status.text()
+
+    seg.type_boxes["EX"].setChecked(False)  # hide exudates: drawn transparent, still in the mask
+    assert lab.get_color(3)[3] == 0 and (lab.data == 3).any()
+    seg.type_boxes["EX"].setChecked(True)
+    assert lab.get_color(3)[3] > 0
+
+    assert seg.table.rowCount() >= 1 and seg.table.item(0, 0).text() == "EX"
+    before = tuple(viewer.camera.center)
+    seg.centre_on_row(0)
+    assert tuple(viewer.camera.center) != before
+
+    rev.image_combo.setCurrentText("IDRiD_16")
+    rev.refresh()
+    assert [rev.type_combo.itemText(i) for i in range(rev.type_combo.count())] == ["HE", "MA", "EX", "SE"]
+    assert rev.reviewed_boxes["HE"].isChecked() and not rev.reviewed_boxes["EX"].isChecked()
+    rev.type_combo.setCurrentText("EX")
+    assert rev.review is not None and rev.review.regions and rev.review.regions[0].kind == "lesion"
+    rev.go(0)
+    rev.delete()  # the constant model's one exudate region: not an exudate
+    assert not (lab.data == 3).any()
+    lab.paint((700, 1000), 1)  # and a hemorrhage the model missed
+    v = seg.save_correction()
+    assert v is not None
+    proj = seg.session.project
+    assert proj.label_types(proj.latest("IDRiD_16")) == ("HE", "EX")  # EX was corrected, MA/SE were not
+    rev.refresh()
+    assert rev.reviewed_boxes["EX"].isChecked()
+
+    ft.minutes.setValue(1.0)
+    ft.extra_args = ["--steps", "2"]
+    proc = ft.start()
+    with qtbot.waitSignal(proc.finished, timeout=300_000):
+        pass
+    assert ft.new_version is not None, ft.status.text()
+    from napari_lesionseg.core.model_folder import load_model_config
+
+    assert load_model_config(ft.new_version).network.outputs == ALL
