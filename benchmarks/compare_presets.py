@@ -125,7 +125,7 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
         clean_cfg = load_config(base, [f'data.images="{clean}"', f"data.val_every={N_FOLDS}", f"data.val_offset={fold}"])
         val_pairs = split_pairs(find_pairs(clean_cfg.data), clean_cfg.data)[1]
     tag = f"{variant}-f{fold}" + (f"-{args.noise}" if args.noise else "")
-    curve = []
+    curve: list[dict] = []
     done: dict = {}
     t0 = time.time()
     tag += f"-s{args.steps}" if args.steps else ""
@@ -136,10 +136,51 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
                                                  and not k.startswith("val_dice_best")}})
         if ev.get("event") == "done":
             done = ev
+    run_dir = Path(args.out) / tag.replace("=", "").replace(",", "_")
+    if args.resume:  # the whole curve, from before the interruption too (a finished run adds none)
+        curve = [{"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))}}
+                 for ev in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines())
+                 if ev.get("event") == "eval"]
     last = curve[-1] if curve else {"step": 0, "val_aupr": float("nan"), "val_dice": float("nan")}
+    if args.full_res:
+        last = {**last, **full_resolution_report(run_dir, train_pairs, val_pairs, args.cache, ["MA", "EX", "SE", "OD"])}
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
             **{k: v for k, v in last.items() if k != "step"}, "minutes": round((time.time() - t0) / 60, 1),
             "val_ids": [p.id for p in val_pairs], "curve": curve}
+
+
+CALIBRATION_PHOTOS = 12  # training photos the full-resolution report fits calibration and threshold on
+
+
+def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, cache: str | None,
+                           types: list[str] | None = None) -> dict:
+    """The run's last model (no checkpoint chosen) scored on its fold's photos at full
+    resolution through the shipped inference path (tiling, TTA, 8-bit probabilities, as
+    ``lesionseg evaluate``), with its calibration and thresholds fitted on training photos
+    only (a few, every k-th: the photos that report the score choose nothing). Pooled AUPR,
+    dataset and per-image Dice; per other output too (``types``)."""
+    from lesionseg_training.calibrate import calibrate
+    from lesionseg_training.data import prepare_pair
+    from napari_lesionseg.core.batch import evaluate_pairs
+    from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
+    from napari_lesionseg.core.progress import run_to_end
+
+    model = load_model_folder(run_dir / "last")
+    step = max(1, len(train_pairs) // CALIBRATION_PHOTOS)
+    fit = [prepare_pair(p, model.config.preprocess, Path(cache) if cache else None, model.config.network.outputs)
+           for p in train_pairs[::step][:CALIBRATION_PHOTOS]]
+    config, _ = calibrate(model.net, model.config, fit)
+    folder = save_model_folder(run_dir / "oof", model.net, config, {"calibrated_on": [it.id for it in fit]},
+                               model.lineage, overwrite=True)
+    scored = load_model_folder(folder)
+    others = [t for t in (types or []) if t in scored.config.network.outputs]
+    ds, res = run_to_end(evaluate_pairs(scored, val_pairs, types=others))
+    s = res.summary
+    out = {"fr_aupr": s["aupr"], "fr_dice_ds": s["dice_ds"], "fr_dice_img": s["dice_img"],
+           "fr_threshold": scored.config.inference.threshold}
+    for t, ts in s.get("types", {}).items():
+        out.update({f"fr_aupr_{t}": ts["aupr"], f"fr_dice_ds_{t}": ts["dice_ds"], f"fr_dice_img_{t}": ts["dice_img"]})
+    return out
 
 
 def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
@@ -154,7 +195,8 @@ def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
         cmd = [sys.executable, __file__, "--variants", variant, "--folds", str(fold), "--threads", "1",
                "--minutes", str(args.minutes), "--images", args.images, "--seed", str(args.seed),
                "--eval-every", str(args.eval_every), "--out", args.out, "--work", args.work, "--results", str(out),
-               "--steps", str(args.steps)] + (["--resume"] if args.resume else [])
+               "--steps", str(args.steps)] + (["--resume"] if args.resume else []) + \
+              (["--full-res"] if args.full_res else [])
         cmd += (["--noise", args.noise] if args.noise else []) + (["--cache", args.cache] if args.cache else [])
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
         outs.append(out)
@@ -209,6 +251,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=0,
                     help="a step budget instead of --minutes (the same result on a busy machine; resumable)")
     ap.add_argument("--resume", action="store_true", help="continue interrupted runs from their state.pt")
+    ap.add_argument("--full-res", action="store_true",
+                    help="also score each run's last model on its fold at full resolution (TTA, 8-bit), calibrated "
+                         f"on {CALIBRATION_PHOTOS} of its training photos")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--side-by-side", action="store_true",
@@ -251,6 +296,19 @@ def main() -> None:
     for t in table:
         print(f"{t['variant']:15s} {t['folds']:5d} {t['aupr']:>15s} {t['dice']:>15s} {t['steps']:6d} "
               f"{t['s_per_step']:6.2f} {t['eq_step']:6d} {t['eq_aupr']:>15s} {t['eq_dice']:>15s}")
+    if any("fr_aupr" in r for r in rows):
+        print("\nfull resolution (shipped inference path, last model, calibrated on training photos), mean ± sd:")
+        keys = ["fr_aupr", "fr_dice_ds", "fr_dice_img"] + [f"fr_{m}_{t}" for t in ("MA", "EX", "SE", "OD")
+                                                           for m in ("aupr", "dice_img")]
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            rs = [r for r in rows if r["variant"] == variant and "fr_aupr" in r]
+            cells = []
+            for k in keys:
+                vals = [float(r[k]) for r in rs if k in r and r[k] == r[k]]
+                if vals:
+                    sd = f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""
+                    cells.append(f"{k[3:]} {statistics.mean(vals):.3f}{sd}")
+            print(f"{variant:15s} " + ", ".join(cells))
     results = Path(args.results)
     old = json.loads(results.read_text()) if results.exists() else {}
     runs = [r for r in old.get("runs", []) if not any(

@@ -12,7 +12,7 @@ import pytest
 
 from lesionseg_training.data import prepare_pair
 from napari_lesionseg.core.export import lesion_rows
-from napari_lesionseg.core.image_io import read_label
+from napari_lesionseg.core.image_io import read_label, read_mask
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.progress import run_to_end
 from napari_lesionseg.core.segment_layers import composite_mask, labels_to_label_map, legend
@@ -158,3 +158,27 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     from napari_lesionseg.core.model_folder import load_model_config
 
     assert load_model_config(ft.new_version).network.outputs == ALL
+
+
+def test_fine_tune_teaches_only_the_types_a_correction_was_reviewed_for(tmp_path: Path, multi_model_dir: Path,
+                                                                      small_pairs: Path) -> None:
+    """The head's weights of a type no correction was reviewed for do not move (its targets
+    are all unknown); a reviewed type's do."""
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    proj = Project(tmp_path / "proj")
+    for stem in ("IDRiD_04", "IDRiD_16"):
+        iid = proj.add_image(small_pairs / "images" / f"{stem}.jpg")
+        lab = read_mask(small_pairs / "masks" / f"{stem}_HE.png")
+        lab[:40, :40] = 3  # an exudate the annotator drew
+        proj.save_label(iid, lab, types=["HE", "EX"])
+    out = tmp_path / "v2"
+    run_to_end(fine_tune(multi_model_dir, proj.corrected_pairs(), Budget(steps=3, replay_share=0.0), out))
+    old = load_model_folder(multi_model_dir).net.head
+    new = load_model_folder(out).net.head
+    moved = ((new.weight - old.weight).abs().flatten(1).sum(1) + (new.bias - old.bias).abs()).detach()
+    outputs = ALL
+    assert float(moved[outputs.index("HE")]) > 0 and float(moved[outputs.index("EX")]) > 0
+    for t in ("MA", "SE", "OD"):  # never reviewed: no gradient, no Adam step
+        assert float(moved[outputs.index(t)]) == 0.0, t

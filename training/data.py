@@ -179,6 +179,7 @@ class PatchSampler:
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
         self.n_outputs = len(outputs)
+        self._unknown_cache: dict[int, NDArray[np.bool_]] = {}
         centre = [outputs.index(t) for t in cfg.centre_types if t in outputs]
         self.lesions = [self._centres(it, centre) for it in self._all]
         self.fov_idx = [np.flatnonzero(it.fov) for it in self._all]
@@ -186,6 +187,13 @@ class PatchSampler:
         self.last_idx = np.zeros(0, np.int64)
         self.last_fuzzy = np.zeros((0,), np.float32)
         self.last_where = np.zeros((0,), np.int64)  # (B, s, s) flat image index of each crop pixel, -1 outside
+
+    def _unknown(self, i: int, lab: NDArray[np.uint8]) -> NDArray[np.bool_]:
+        """Per output channel: is the type unknown everywhere on photo ``i``? (cached)"""
+        hit = self._unknown_cache.get(i)
+        if hit is None:
+            hit = self._unknown_cache[i] = (lab == 255).reshape(lab.shape[0], -1).all(1)
+        return hit
 
     @staticmethod
     def _centres(it: Prepared, channels: list[int]) -> list[NDArray[np.int64]]:
@@ -222,6 +230,8 @@ class PatchSampler:
         if self.n_outputs > 1 and lab.ndim == 2:  # a photo labelled for HE only (a replay photo): the rest unknown
             lab = np.concatenate([lab[None], np.full((self.n_outputs - 1,) + lab.shape, 255, np.uint8)])
         y = _crop(lab, y0, x0, s)
+        if y.ndim == 3:  # a type unknown for the photo stays unknown past its edge (zero padding says "none")
+            y[self._unknown(i, lab)] = 255
         f = (_crop(self.fuzzy[i], y0, x0, s) if self.fuzzy is not None and i < len(self.items)
              else np.zeros((s, s), np.float32))
         # where each crop pixel comes from (flat index into the image, -1 outside it), carried
