@@ -149,6 +149,8 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     rev.refresh()
     assert rev.reviewed_boxes["EX"].isChecked()
 
+    ft.preflight()
+    assert "reviewed for HE on 1, EX on 1" in ft.preflight_label.text()
     ft.minutes.setValue(1.0)
     ft.extra_args = ["--steps", "2"]
     proc = ft.start()

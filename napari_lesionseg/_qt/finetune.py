@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +146,10 @@ class FinetuneWidget(DockWidget):
             scored = f"the {len(pairs)} training image(s) (too few to hold any out: optimistic)"
         text = (f"{len(pairs)} corrected image(s); base model: {base.name}; about {minutes:.1f} min in all: "
                 f"scoring the old model on {scored}, training, then scoring the new one")
+        reviewed = Counter(t for p in pairs for t in p.label_types)
+        if set(reviewed) - {"HE"}:  # say which of the model's outputs will learn
+            text += "; reviewed for " + ", ".join(f"{t} on {n}" for t, n in reviewed.items()) + \
+                " (each type learns from the photos reviewed for it only)"
         if not pairs:
             text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
         self.preflight_label.setText(text)
