@@ -168,6 +168,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
               "fuzzy_error_capture", "fuzzy_area_fraction"):
         print(f"  {k:20s} {s[k]:.4f}")
+    print(f"  {'lesion_precision':20s} {s['lesion_precision']:.4f}   (of {int(s['pred_lesions'])} predicted lesions, the "
+          "share touching an annotated one)")
+    print(f"  {'lesion_recall':20s} {s['lesion_recall']:.4f}   (of {int(s['gt_lesions'])} annotated lesions, the share "
+          "the mask touches)")
     print(f"  does the fuzzy map lead to the mask's mistakes? ({model.config.inference.fuzzy.map} map; entropy of "
           "the same probability beside it)")
     print(f"  {'':36s} {'fuzzy':>8s} {'entropy':>8s}")
@@ -188,6 +192,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
                                             "images": str(args.images), "masks": str(args.masks),
                                             **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
+                                            **{k: s[k] for k in ("lesion_precision", "lesion_recall", "gt_lesions",
+                                                                 "pred_lesions")},
                                             "types": s["types"]})
         print("wrote " + ", ".join(str(f) for f in files))
     return _report_failures(res.failures)

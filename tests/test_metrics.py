@@ -95,3 +95,22 @@ def test_pooled_over_images_equals_one_big_image() -> None:
     b = PooledPR(256)
     b.add(np.concatenate([p1, p2]), np.concatenate([g1, g2]))
     assert a.aupr() == b.aupr()
+
+
+def test_lesion_level_precision_and_recall() -> None:
+    from napari_lesionseg.core.metrics import LesionCounts
+
+    gt = np.zeros((20, 20), bool)
+    gt[2:5, 2:5] = True  # found
+    gt[10:12, 10:12] = True  # missed
+    pred = np.zeros_like(gt)
+    pred[3:6, 3:6] = True  # touches the first
+    pred[15:18, 2:4] = True  # a false alarm
+    pred[0, 19] = True  # another, but on a pixel marked unsure
+    valid = np.ones_like(gt)
+    valid[0, 19] = False
+    counts = LesionCounts()
+    row = counts.add(pred, gt, valid)
+    assert row["lesion_recall"] == 0.5 and row["lesion_precision"] == 0.5 and row["pred_lesions"] == 2
+    counts.add(np.zeros_like(gt), np.zeros_like(gt))  # an empty photo changes nothing
+    assert counts.summary() == {"lesion_recall": 0.5, "lesion_precision": 0.5, "gt_lesions": 2.0, "pred_lesions": 2.0}

@@ -21,7 +21,7 @@ from .fuzzy import binary_entropy
 from .image_io import list_images, read_image
 from .inference import Prediction, Progress, predict
 from .lesion_types import HE, OD
-from .metrics import DatasetScores
+from .metrics import DatasetScores, LesionCounts
 from .model_folder import LoadedModel
 from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_csv, write_prediction
 from .pairs import Pair, match_pairs
@@ -187,6 +187,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     result = BatchResult()
     fz = {"errors": 0, "errors_in_fuzzy": 0, "fuzzy_px": 0, "fov_px": 0}
     tally = ReviewTally()
+    found = LesionCounts()
     for i, pair in enumerate(pairs):
         try:
             rgb, _ = read_image(pair.image)
@@ -204,6 +205,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         # score on the probability as written to disk (8-bit) so figures match the files
         p8 = np.rint(pred.probability * 255.0) / 255.0
         row = ds.add(pair.id, p8, gt == 1, valid)
+        row.update(found.add(p8 > thr, gt == 1, valid))  # lesion level: found / right lesions
         # is the fuzzy map useful? the share of wrong pixels it holds vs the share of the disc it covers
         fov = pred.geometry.input_fov_mask() & valid
         wrong = (pred.mask == 1) != (gt == 1)
@@ -223,6 +225,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     result.summary["fuzzy_error_capture"] = fz["errors_in_fuzzy"] / fz["errors"] if fz["errors"] else float("nan")
     result.summary["fuzzy_area_fraction"] = fz["fuzzy_px"] / fz["fov_px"] if fz["fov_px"] else float("nan")
     result.summary.update(tally.summary())
+    result.summary.update(found.summary())
     result.summary["types"] = {t: {k: v for k, v in d.summary().items() if not k.startswith("hd95")}
                                for t, d in per_type.items() if d.per_image}
     return ds, result

@@ -181,3 +181,47 @@ class DatasetScores:
                                           and (float(r["gt_pixels"]) > 0) != (float(r["pred_pixels"]) > 0)))
         out["aupr"] = self.pr.aupr() if self.pr is not None else float("nan")
         return out
+
+
+@dataclass
+class LesionCounts:
+    """Lesion-level detection over photos: an annotated lesion (8-connected component) is
+    found when any predicted pixel touches it; a predicted lesion is right when it touches
+    any annotated pixel. Pixels marked unsure (``valid`` False) belong to neither."""
+
+    gt: int = 0
+    gt_found: int = 0
+    pred: int = 0
+    pred_right: int = 0
+
+    def add(self, pred: NDArray, gt: NDArray, valid: NDArray | None = None) -> dict[str, float]:
+        """Count one photo; returns its lesion-level precision and recall."""
+        p = np.asarray(pred, bool)
+        g = np.asarray(gt, bool)
+        if valid is not None:
+            p = p & valid
+            g = g & valid
+        both = p & g
+        n_gt, n_pred = _count_touching(g, both), _count_touching(p, both)
+        self.gt += n_gt[0]
+        self.gt_found += n_gt[1]
+        self.pred += n_pred[0]
+        self.pred_right += n_pred[1]
+        return {"lesion_recall": _ratio(n_gt[1], n_gt[0], True), "lesion_precision": _ratio(n_pred[1], n_pred[0], True),
+                "gt_lesions": float(n_gt[0]), "pred_lesions": float(n_pred[0])}
+
+    def summary(self) -> dict[str, float]:
+        return {"lesion_recall": _ratio(self.gt_found, self.gt, True),
+                "lesion_precision": _ratio(self.pred_right, self.pred, True),
+                "gt_lesions": float(self.gt), "pred_lesions": float(self.pred)}
+
+
+def _count_touching(mask: NDArray[np.bool_], touch: NDArray[np.bool_]) -> tuple[int, int]:
+    """``(components of mask, those with a pixel in touch)``."""
+    from .lesions import label_runs
+
+    lab, n, _, _ = label_runs(mask)
+    if n == 0:
+        return 0, 0
+    hit = np.unique(lab[touch])
+    return n, int(np.count_nonzero(hit))
