@@ -282,3 +282,31 @@ def test_training_autocast_follows_the_hardware(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
     assert rt.autocast_dtype("auto", torch.device("cuda"), training=True) is None  # no fp16 without loss scaling
     assert rt.autocast_dtype("auto", torch.device("cuda")) == torch.float16  # inference: fp16 is fine
+
+
+def test_finetune_calibration_keep_all_or_held_out(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    """``keep``: the base model's threshold and calibration; ``held_out``: refit on the held-out
+    photo only; ``all``: refit on every corrected photo (so not the held-out fit)."""
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.progress import run_to_end
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    for p in match_pairs(small_pairs / "images", small_pairs / "masks"):  # four photos: one can be held out
+        for flip, tag in ((False, ""), (True, "_flipped")):
+            im, m = Image.open(p.image), Image.open(p.mask)
+            if flip:
+                im, m = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT), m.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            im.save(images / f"{p.id}{tag}.jpg", quality=95)
+            m.save(masks / f"{p.id}{tag}_HE.png")
+    pairs = match_pairs(images, masks)
+    base = load_model_folder(tiny_model_dir).config.inference
+    got = {}
+    for how in ("keep", "held_out", "all"):
+        out = tmp_path / how
+        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(steps=2, calibration=how, replay_share=0.0), out))
+        got[how] = load_model_folder(out).config.inference
+    assert got["keep"].threshold == base.threshold and got["keep"].calibration == base.calibration
+    assert got["held_out"].calibration is not None and got["all"].calibration is not None
+    assert got["all"].calibration != got["held_out"].calibration  # four photos fitted, not one

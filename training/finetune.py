@@ -108,7 +108,7 @@ def _final_calibration(best: Path, base, pairs: list[Pair], cfg: TrainConfig, ho
     tuned = load_model_folder(best)
     if how == "keep":
         inf = replace(tuned.config.inference, threshold=base.config.inference.threshold,
-                      calibration=base.config.inference.calibration)
+                      calibration=base.config.inference.calibration, types=list(base.config.inference.types))
         config = replace(tuned.config, inference=inf)
     else:
         from .calibrate import calibrate
