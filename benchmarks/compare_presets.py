@@ -52,6 +52,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the same network and recipe with four more outputs (MA, EX, SE, OD) from IDRiD's other masks
     "default_multi": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]',
                                   'data.centre_types=["HE","MA","EX","SE"]']),
+    # the same outputs, crops centred on hemorrhages only (as the HE-only recipe's): capacity vs crops
+    "multi_he_crops": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]']),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
     "patchgan_gates": ("default", HOST + PATCHGAN + ['model.network.dynamic={"mode": "gates"}']),
