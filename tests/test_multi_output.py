@@ -216,3 +216,13 @@ def test_evaluate_scores_each_type_asked_for(tmp_path: Path, small_typed_pairs: 
     assert 0.0 <= types["OD"]["dice_img"] <= 1.0 and types["OD"]["aupr"] is not None
     assert types["SE"]["empty_gt_images"] == 2  # no soft exudates on either photo: scored as known absent
     assert "OD" in r.stdout and "dice_img" in r.stdout
+
+
+def test_a_folder_of_photos_and_their_masks_yields_the_photos_only(tmp_path: Path) -> None:
+    from napari_lesionseg.core.batch import collect_images
+    from napari_lesionseg.core.bundled import sample_data_dir
+
+    assert [p.name for p in collect_images([sample_data_dir()])] == ["IDRiD_04.jpg", "IDRiD_16.jpg"]
+    lone = tmp_path / "x_OD.png"  # named like a mask, but no photo 'x' beside it: a photo
+    lone.write_bytes((sample_data_dir() / "IDRiD_04_OD.png").read_bytes())
+    assert [p.name for p in collect_images([tmp_path])] == ["x_OD.png"]

@@ -24,7 +24,7 @@ from .lesion_types import HE, OD
 from .metrics import DatasetScores, LesionCounts
 from .model_folder import LoadedModel
 from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_csv, write_prediction
-from .pairs import Pair, match_pairs
+from .pairs import Pair, match_pairs, without_masks
 from .progress import relay
 from .review import review_regions
 from .review_metrics import QueueReach, ReviewTally, queue_reach, top_capture
@@ -52,7 +52,7 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = list_images(p)
+            found = without_masks(list_images(p))
             # a folder without images stays in the list and fails in turn ("is a directory")
             out.extend(found or [p])
         else:

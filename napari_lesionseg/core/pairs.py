@@ -83,6 +83,18 @@ def type_view(label: NDArray[np.uint8], name: str, reviewed: tuple[str, ...] | l
     return out
 
 
+def without_masks(files: list[Path]) -> list[Path]:
+    """Photos among ``files`` (one folder's): a file named ``<stem>_<tag>`` beside a photo
+    ``<stem>`` (``_HE``, ``_mask``, ``_MA``, ``_OD`` ...) is that photo's mask, not a photo."""
+    stems = {f.stem for f in files}
+
+    def is_mask(f: Path) -> bool:
+        base, _, tag = f.stem.rpartition("_")
+        return tag in MASK_TAGS + OTHER_TAGS and base in stems
+
+    return [f for f in files if not is_mask(f)]
+
+
 def _mask_index(mask_dir: Path) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in sorted(mask_dir.iterdir()):
