@@ -128,6 +128,9 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     assert lab.get_color(3)[3] > 0
 
     assert seg.table.rowCount() >= 1 and seg.table.item(0, 0).text() == "EX"
+    assert seg.table.isColumnHidden(2) and seg.table.isColumnHidden(3)  # no scale, no disc: nothing to show
+    seg.mm_per_px.setValue(0.01)
+    assert not seg.table.isColumnHidden(2) and seg.table.item(0, 2).text() != ""
     before = tuple(viewer.camera.center)
     seg.centre_on_row(0)
     assert tuple(viewer.camera.center) != before

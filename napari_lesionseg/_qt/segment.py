@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 DEFAULT_LABEL = "default (shipped)"
 LOAD_LABEL = "load model folder..."
-TABLE_COLUMNS = ["type", "area px", "area mm2", "from disc (DD)", "zone"]
+TABLE_COLUMNS = ["type", "area px", "area mm2", "DD from disc", "zone"]
 MAX_TABLE_ROWS = 2000
 
 
@@ -136,6 +136,7 @@ class SegmentWidget(DockWidget):
         self.type_row = QWidget()
         type_lay = QHBoxLayout(self.type_row)
         type_lay.setContentsMargins(0, 0, 0, 0)
+        type_lay.addWidget(QLabel("show"))
         for t in ("HE", "MA", "EX", "SE"):
             box = QCheckBox(t)
             box.setChecked(True)
@@ -154,6 +155,8 @@ class SegmentWidget(DockWidget):
         self.table.setMaximumHeight(170)
         self.table.setToolTip("the model's lesions: click a row to centre the view on it; click a header to sort")
         self.table.cellClicked.connect(self.centre_on_row)
+        self._table_lesions: list = []
+        self.mm_per_px.valueChanged.connect(lambda _v: self.fill_table(self.image_combo.currentText()))
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -164,7 +167,7 @@ class SegmentWidget(DockWidget):
         row.addWidget(self.threshold_label)
         form.addRow("threshold", row)
         form.addRow("legend", self.legend)
-        form.addRow("show", self.type_row)
+        form.addRow(self.type_row)  # label inside: hidden whole for a hemorrhage-only model
         form.addRow("", self.outlines)
         form.addRow("mm per px", self.mm_per_px)
         buttons = QHBoxLayout()
@@ -344,6 +347,11 @@ class SegmentWidget(DockWidget):
             self.table.setItem(row, 3, _number_item(d, "" if d is None else f"{d:.2f}"))
             self.table.setItem(row, 4, _number_item(None, les.zone or ""))
         self.table.setSortingEnabled(True)
+        # columns with nothing to say stay hidden: mm2 without a scale, place without a disc
+        self.table.setColumnHidden(2, not mm)
+        located = any(les.od_distance_dd is not None for les in self._table_lesions)
+        self.table.setColumnHidden(3, not located)
+        self.table.setColumnHidden(4, not located)
 
     def centre_on_row(self, row: int, _col: int = 0) -> None:
         """Centre the viewer on the lesion of table row ``row`` (as sorted now)."""
@@ -509,6 +517,7 @@ class SegmentWidget(DockWidget):
             self.save_correction(old)
         if new and new in self.viewer.layers:
             self._restore_correction(new)
+        self.fill_table(new)
 
     def _restore_correction(self, new: str) -> None:
         """Show the project's latest correction of the photo ``new`` when none is shown."""
