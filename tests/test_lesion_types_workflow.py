@@ -5,6 +5,7 @@ fine-tune data made from them, and the export's lesion table by type."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,11 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     assert seg.table.isColumnHidden(2) and seg.table.isColumnHidden(3)  # no scale, no disc: nothing to show
     seg.mm_per_px.setValue(0.01)
     assert not seg.table.isColumnHidden(2) and seg.table.item(0, 2).text() != ""
+    pred = seg.session.photos["IDRiD_16"].prediction
+    pred.others["EX"].lesions = [replace(pred.others["EX"].lesions[0], area_px=a) for a in (1155, 17, 3374)]
+    seg.fill_table("IDRiD_16")
+    seg.table.sortItems(1)  # by area: as numbers, not as text
+    assert [seg.table.item(r, 1).text() for r in range(3)] == ["17", "1155", "3374"]
     before = tuple(viewer.camera.center)
     seg.centre_on_row(0)
     assert tuple(viewer.camera.center) != before

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSlider,
     QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -64,13 +65,14 @@ def legend_html(types: list[str]) -> str:
     return " &nbsp; ".join(parts + ['<span style="color:#ff00d9">&#9632;</span> fuzzy: the mask may be wrong'])
 
 
-def _number_item(value: float | None, text: str):
-    """A table cell that sorts by its number (empty cells last)."""
+def _number_item(value: float | None):
+    """A table cell holding a number, so that it sorts as one (Qt compares the displayed values:
+    numbers shown as text would sort 1155 before 17); empty for None."""
     from qtpy.QtWidgets import QTableWidgetItem
 
     item = QTableWidgetItem()
-    item.setData(Qt.DisplayRole, text)
-    item.setData(Qt.UserRole, -1.0 if value is None else float(value))
+    if value is not None:
+        item.setData(Qt.DisplayRole, value)
     return item
 
 
@@ -337,15 +339,15 @@ class SegmentWidget(DockWidget):
         self.table.setRowCount(min(len(lesions), MAX_TABLE_ROWS))
         self._table_lesions = lesions[:MAX_TABLE_ROWS]
         for row, les in enumerate(self._table_lesions):
-            type_item = _number_item(TYPE_VALUE.get(les.type, 0), les.type)
+            type_item = QTableWidgetItem(les.type)
             type_item.setData(Qt.UserRole + 1, row)  # the lesion's index, whatever the sort order
             self.table.setItem(row, 0, type_item)
             area_mm = les.area_px * mm * mm if mm else None
-            self.table.setItem(row, 1, _number_item(les.area_px, str(les.area_px)))
-            self.table.setItem(row, 2, _number_item(area_mm, "" if area_mm is None else f"{area_mm:.4f}"))
+            self.table.setItem(row, 1, _number_item(int(les.area_px)))
+            self.table.setItem(row, 2, _number_item(None if area_mm is None else round(area_mm, 4)))
             d = les.od_distance_dd
-            self.table.setItem(row, 3, _number_item(d, "" if d is None else f"{d:.2f}"))
-            self.table.setItem(row, 4, _number_item(None, les.zone or ""))
+            self.table.setItem(row, 3, _number_item(None if d is None else round(d, 2)))
+            self.table.setItem(row, 4, QTableWidgetItem(les.zone or ""))
         self.table.setSortingEnabled(True)
         # columns with nothing to say stay hidden: mm2 without a scale, place without a disc
         self.table.setColumnHidden(2, not mm)
