@@ -113,8 +113,7 @@ def _cache_key(pair: Pair, pre: PreprocessConfig, others: tuple[str, ...] = ()) 
     return h.hexdigest()[:20]
 
 
-def _type_label(pair: Pair, name: str, shape: tuple[int, int], geom) -> NDArray[np.uint8]:
-    lab = pair.read_type(name, shape)
+def _type_label(lab: NDArray[np.uint8] | None, geom) -> NDArray[np.uint8]:
     if lab is None:
         return np.full(geom.work_shape, 255, np.uint8)
     return mask_to_work(lab, geom)
@@ -134,7 +133,8 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
     mask = pair.read_mask(shape=rgb.shape[:2])
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma)  # exactly what inference sees
     y = mask_to_work(mask, geom)
-    aux = np.stack([_type_label(pair, t, rgb.shape[:2], geom) for t in others]) if others else None
+    labs = pair.read_types(others, rgb.shape[:2]) if others else {}
+    aux = np.stack([_type_label(labs[t], geom) for t in others]) if others else None
     out = Prepared(pair.id, x, y, disc, aux)
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -39,11 +39,20 @@ class Pair:
     def read_type(self, name: str, shape: tuple[int, int]) -> NDArray[np.uint8] | None:
         """This photo's labels of type ``name`` (0/1/255), or None when the type is unknown
         for it (see :meth:`type_mask`; a label map speaks for ``label_types`` only)."""
+        return self.read_types([name], shape)[name]
+
+    def read_types(self, names: list[str] | tuple[str, ...], shape: tuple[int, int]
+                   ) -> dict[str, NDArray[np.uint8] | None]:
+        """:meth:`read_type` for several types; a label map is read once for all of them."""
+        if self.label_map:
+            lab = read_label(self.mask, shape=shape)
+            return {n: type_view(lab, n, self.label_types) if n == HE or n in self.label_types else None
+                    for n in names}
+        return {n: self._read_other(n, shape) for n in names}
+
+    def _read_other(self, name: str, shape: tuple[int, int]) -> NDArray[np.uint8] | None:
         if name == HE:
             return self.read_mask(shape)
-        if self.label_map:
-            return type_view(read_label(self.mask, shape=shape), name, self.label_types) \
-                if name in self.label_types else None
         f = self.type_mask(name)
         if f is None:
             return None

@@ -66,8 +66,8 @@ def prediction_label(pred: Prediction) -> NDArray[np.uint8]:
 
 def anatomy_layer(image_name: str, anatomy, scale: tuple[float, float] = (1.0, 1.0),
                   translate: tuple[float, float] = (0.0, 0.0)) -> tuple[Any, dict[str, Any], str] | None:
-    """A Shapes layer-data tuple outlining the optic disc (white) and the macula (yellow: 1 disc
-    diameter around the fovea, dashed in spirit: thinner), or None without a disc."""
+    """A Shapes layer-data tuple outlining the optic disc (white) and the macula (yellow, a
+    thinner line: 1 disc diameter around the fovea), or None without a disc."""
     if anatomy.disc_centre is None or not anatomy.disc_diameter:
         return None
     r = anatomy.disc_diameter / 2.0
