@@ -65,7 +65,7 @@ def main(out_dir: Path) -> None:
         _shot(viewer, "Segment lesions", out_dir / "step1_segment.png")
 
         # 2. review: the queue's first region
-        rev.image_combo.setCurrentText("IDRiD_04")
+        rev.image_picker.choose("IDRiD_04")
         rev.refresh()
         rev.next()
         _shot(viewer, "Review lesions", out_dir / "step2_review.png")
@@ -85,7 +85,7 @@ def main(out_dir: Path) -> None:
         # 4. the next photo from the project, segmented, its review queue
         viewer.open_sample("napari-lesionseg", "idrid_16")
         viewer.layers["IDRiD_16 ground truth"].visible = False
-        seg.image_combo.setCurrentText("IDRiD_16")
+        seg.image_picker.choose("IDRiD_16")
         seg.run()
         _wait(lambda: seg.run_button.isEnabled() and "lesion(s)" in seg.status.text())
         lab16 = viewer.layers["IDRiD_16 lesions"]
@@ -96,7 +96,7 @@ def main(out_dir: Path) -> None:
             if name in viewer.layers:
                 viewer.layers[name].visible = False
         viewer.reset_view()
-        rev.image_combo.setCurrentText("IDRiD_16")
+        rev.image_picker.choose("IDRiD_16")
         rev.refresh()
         rev.next()
         _shot(viewer, "Review lesions", out_dir / "step4_next_photo_review.png")

@@ -141,7 +141,7 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     seg.centre_on_row(0)
     assert tuple(viewer.camera.center) != before
 
-    rev.image_combo.setCurrentText("IDRiD_16")
+    rev.image_picker.choose("IDRiD_16")
     rev.refresh()
     assert [rev.type_combo.itemText(i) for i in range(rev.type_combo.count())] == ["HE", "MA", "EX", "SE"]
     assert rev.reviewed_boxes["HE"].isChecked() and not rev.reviewed_boxes["EX"].isChecked()

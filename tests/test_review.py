@@ -49,7 +49,7 @@ def _scene_in_review(make_napari_viewer):
 def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     from napari_lesionseg._qt.review import camera
     viewer, w = _scene_in_review(make_napari_viewer)
-    assert w.image_combo.currentText() == "photo"
+    assert w.image_picker.name == "photo"
     w.refresh()
     assert w.table.rowCount() == 3 and w.table.item(0, 0).text() == "lesion"
     r = w.next()
@@ -123,7 +123,7 @@ def test_closing_review_drops_its_key_bindings(make_napari_viewer) -> None:
     viewer.window.remove_dock_widget(w)
     assert len(viewer.keymap) == n_bound - 3
     viewer.add_image(np.zeros((8, 8), np.uint8))  # the closed dock no longer follows the layer list
-    assert w.image_combo.count() == 0
+    assert w.image_picker.names == []
 
 
 @pytest.mark.gui

@@ -34,7 +34,7 @@ def test_run_adds_the_three_layers_and_keeps_the_event_loop_alive(qtbot, segment
     from qtpy.QtCore import QTimer
 
     viewer, widget = segment
-    assert widget.image_combo.currentText() == "IDRiD_16"
+    assert widget.image_picker.name == "IDRiD_16"
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
@@ -127,14 +127,14 @@ def test_switching_images_saves_edits_automatically(qtbot, segment, tmp_path: Pa
     viewer.open_sample("napari-lesionseg", "idrid_04")
     lab = viewer.layers["IDRiD_16 lesions"]
     lab.data[300:310, 300:310] = 1
-    widget.image_combo.setCurrentText("IDRiD_04")  # switching away saves IDRiD_16's edit
+    widget.image_picker.choose("IDRiD_04")  # switching away saves IDRiD_16's edit
     saved = tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png"
     assert saved.exists()
     from napari_lesionseg.core.image_io import read_mask
 
     assert (read_mask(saved)[300:310, 300:310] == 1).all()
-    widget.image_combo.setCurrentText("IDRiD_16")
-    widget.image_combo.setCurrentText("IDRiD_04")  # nothing new edited: no second version
+    widget.image_picker.choose("IDRiD_16")
+    widget.image_picker.choose("IDRiD_04")  # nothing new edited: no second version
     assert not (saved.parent / "v0002.png").exists()
 
 
@@ -179,8 +179,28 @@ def test_adding_layers_after_an_edit_saves_nothing(qtbot, segment, tmp_path: Pat
     viewer.add_image(np.zeros((8, 8), np.uint8), name="another")
     viewer.layers.remove("another")
     assert not (tmp_path / "proj" / "labels" / "IDRiD_16").exists()
-    assert widget.image_combo.currentText() == "IDRiD_16"
+    assert widget.image_picker.name == "IDRiD_16"
 
+
+def test_image_picker_follows_the_layer_list(qtbot, segment) -> None:
+    """The image picker (a magicgui ComboBox) lists photos only, follows renames and removals
+    by itself, and reports a switch only when the chosen photo changes."""
+    viewer, widget = segment
+    switches: list[str] = []
+    widget.image_picker.changed.connect(switches.append)
+    viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="second")
+    viewer.add_image(np.zeros((3, 8, 8), np.uint8), name="a stack")  # not a photo
+    viewer.add_labels(np.zeros((8, 8), np.uint8), name="some labels")
+    assert widget.image_picker.names == ["IDRiD_16", "second"] and switches == []
+    viewer.layers["IDRiD_16"].name = "renamed photo"
+    assert sorted(widget.image_picker.names) == ["renamed photo", "second"]
+    assert widget.image_picker.name == "renamed photo"
+    viewer.layers.selection.active = viewer.layers["second"]
+    viewer.layers.remove("renamed photo")
+    assert widget.image_picker.name == "second" and switches == ["renamed photo", "second"]
+    widget.release()
+    viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="after closing")
+    assert "after closing" not in widget.image_picker.names  # a closed dock stops following
 
 def test_reopening_a_photo_brings_back_its_correction(make_napari_viewer, qtbot, segment, tmp_path: Path) -> None:
     viewer, widget = segment

@@ -39,7 +39,7 @@ def test_the_whole_workflow(make_napari_viewer, qtbot, tmp_path: Path, tiny_mode
 
     # segment, review, correct, save
     _run(qtbot, seg)
-    rev.image_combo.setCurrentText("IDRiD_16")
+    rev.image_picker.choose("IDRiD_16")
     rev.refresh()
     if rev.review.regions:
         rev.next()
@@ -52,11 +52,11 @@ def test_the_whole_workflow(make_napari_viewer, qtbot, tmp_path: Path, tiny_mode
 
     # another photo: switching away saves nothing new (already saved), its own edit is saved
     viewer.open_sample("napari-lesionseg", "idrid_04")
-    seg.image_combo.setCurrentText("IDRiD_04")
+    seg.image_picker.choose("IDRiD_04")
     _run(qtbot, seg)
     viewer.layers["IDRiD_04 lesions"].paint((400, 600), 1)
     painted_04 = np.asarray(viewer.layers["IDRiD_04 lesions"].data).copy()
-    seg.image_combo.setCurrentText("IDRiD_16")  # leaving IDRiD_04 saves its edit
+    seg.image_picker.choose("IDRiD_16")  # leaving IDRiD_04 saves its edit
     assert sorted(p.name for p in (project / "labels" / "IDRiD_16").glob("v*.png")) == ["v0001.png"]
     assert sorted(p.name for p in (project / "labels" / "IDRiD_04").glob("v*.png")) == ["v0001.png"]
 

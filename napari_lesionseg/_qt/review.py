@@ -27,7 +27,7 @@ from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import Region, ReviewSet, review_regions, review_settings
 from ..core.segment_layers import UNSURE, layer_names, project_image_layers
-from .shared import DockWidget, follow_project, session_for, unfollow_project
+from .shared import DockWidget, LayerPicker, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
@@ -38,6 +38,14 @@ KEYS = {"Alt-Right": "next", "Alt-Left": "previous", "Alt-F": "toggle_fuzzy"}
 VIEW_PX = 500.0  # a region is shown about this many screen pixels across (with its margin)
 
 
+def segmented_photo_name(layer: object) -> str | None:
+    """The photo a layer of ours shows the lesions of (``<photo> lesions``), else None."""
+    name = getattr(layer, "name", "")
+    if name.endswith(" lesions") and getattr(layer, "metadata", {}).get("lesionseg"):
+        return name[: -len(" lesions")]
+    return None
+
+
 class ReviewWidget(DockWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -45,7 +53,7 @@ class ReviewWidget(DockWidget):
         self.review: ReviewSet | None = None
         self.status: dict[int, str] = {}
         self.current = -1
-        self.image_combo = QComboBox()
+        self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
         self.type_combo = QComboBox()  # which lesion type's regions the table lists
         self.type_combo.addItem(HE)
         self.type_combo.setToolTip("review one lesion type at a time")
@@ -92,7 +100,7 @@ class ReviewWidget(DockWidget):
         self.info = QLabel("run 'Segment lesions' first, then Refresh")
         self.info.setWordWrap(True)
         top = QHBoxLayout()
-        top.addWidget(self.image_combo, 1)
+        top.addWidget(self.image_picker.native, 1)
         top.addWidget(self.type_combo)
         top.addWidget(refresh)
         nav = QHBoxLayout()
@@ -114,9 +122,6 @@ class ReviewWidget(DockWidget):
         lay.addWidget(self.info)
         for key, action in KEYS.items():
             self.viewer.bind_key(key, lambda _v, a=action: getattr(self, a)(), overwrite=True)
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
-        self.viewer.layers.events.removed.connect(self._refresh_images)
-        self._refresh_images()
 
     def release(self) -> None:
         """The dock was closed: its key bindings and layer-list connections go with it."""
@@ -126,27 +131,17 @@ class ReviewWidget(DockWidget):
                       and ly.metadata.get("lesionseg")]:
             self.viewer.layers.remove(layer)
         unfollow_project(self.project_edit, self.session)
-        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            ev.disconnect(self._refresh_images)
-
-    def _refresh_images(self, *_: object) -> None:
-        names = [ly.name[: -len(" lesions")] for ly in self.viewer.layers
-                 if ly.name.endswith(" lesions") and ly.metadata.get("lesionseg")]
-        current = self.image_combo.currentText()
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
+        self.image_picker.release()
 
     def _layers(self):
-        names = layer_names(self.image_combo.currentText())
+        names = layer_names(self.image_picker.name)
         get = self.viewer.layers
         if any(n not in get for n in names.values()):
             return None
         return get[names["lesions"]], get[names["probability"]], get[names["fuzzy"]]
 
     def _prediction(self):
-        photo = self.session.photos.get(self.image_combo.currentText())
+        photo = self.session.photos.get(self.image_picker.name)
         return None if photo is None else photo.prediction
 
     def _sync_types(self) -> None:
@@ -164,7 +159,7 @@ class ReviewWidget(DockWidget):
         multi = len(types) > 1
         self.type_combo.setVisible(multi)
         self.reviewed_row.setVisible(multi)
-        photo = self.session.photos.get(self.image_combo.currentText())
+        photo = self.session.photos.get(self.image_picker.name)
         for t, box in self.reviewed_boxes.items():
             box.setVisible(t in types)
             box.blockSignals(True)
@@ -172,7 +167,7 @@ class ReviewWidget(DockWidget):
             box.blockSignals(False)
 
     def _on_reviewed(self, *_: object) -> None:
-        name = self.image_combo.currentText()
+        name = self.image_picker.name
         if name:
             self.session.set_reviewed(name, [t for t, b in self.reviewed_boxes.items() if b.isChecked()])
 
@@ -239,7 +234,7 @@ class ReviewWidget(DockWidget):
 
     def _highlight(self, r: Region, lab) -> None:
         """A yellow frame around the current region (a Shapes layer of its own)."""
-        name = f"{self.image_combo.currentText()} current region"
+        name = f"{self.image_picker.name} current region"
         y0, x0, y1, x1 = r.bbox
         pad = max(3, (max(y1 - y0, x1 - x0)) // 4)
         rect = np.array([[y0 - pad, x0 - pad], [y0 - pad, x1 + pad], [y1 + pad, x1 + pad], [y1 + pad, x0 - pad]],
@@ -309,7 +304,7 @@ class ReviewWidget(DockWidget):
         if proj is None:
             self.info.setText("choose a project folder first")
             return None
-        current = self.image_combo.currentText()
+        current = self.image_picker.name
         found = self.session.next_image(current or None)
         if found is None:
             self.info.setText("the project holds no images yet")
@@ -329,9 +324,7 @@ class ReviewWidget(DockWidget):
         if lname in self.viewer.layers:
             self.session.open_photo(nxt, proj.image_path(nxt))
             self.session.shown(nxt, self.viewer.layers[lname].data)
-        self._refresh_images()
-        if self.image_combo.findText(nxt) >= 0:
-            self.image_combo.setCurrentText(nxt)
+        if self.image_picker.choose(nxt):
             self.refresh()
         self.info.setText(f"{nxt}: image {place} of {count} by uncertainty")
         return nxt

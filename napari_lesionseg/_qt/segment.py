@@ -48,7 +48,7 @@ from ..core.segment_layers import (
 )
 from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
-from .shared import DockWidget, follow_project, session_for, unfollow_project
+from .shared import DockWidget, LayerPicker, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
@@ -63,6 +63,15 @@ def legend_html(types: list[str]) -> str:
     """The dock's legend: each lesion type's colour, name and the label value that paints it."""
     parts = [f'<span style="color:{c}">&#9632;</span> {name} = {v}' for c, name, v in legend(types)]
     return " &nbsp; ".join(parts + ['<span style="color:#ff00d9">&#9632;</span> fuzzy: the mask may be wrong'])
+
+
+def photo_layer_name(layer: Any) -> str | None:
+    """A layer's name if it is a photo to segment (an RGB or 2-D image, not one of ours)."""
+    from napari.layers import Image
+
+    if isinstance(layer, Image) and (layer.rgb or layer.data.ndim == 2) and not layer.metadata.get("lesionseg"):
+        return layer.name
+    return None
 
 
 def _number_item(value: float | None):
@@ -84,9 +93,9 @@ class SegmentWidget(DockWidget):
         self.worker: Any = None
         self._model_paths: dict[str, Path] = {DEFAULT_LABEL: default_model_dir()}
 
-        self.image_combo = QComboBox()
         self._current_image = ""
-        self.image_combo.currentTextChanged.connect(self._on_image_switched)
+        self.image_picker = LayerPicker(napari_viewer, photo_layer_name, prefer_selected=True,
+                                        tooltip="the photo to segment")
         self.model_combo = QComboBox()
         self.model_combo.addItems([DEFAULT_LABEL, LOAD_LABEL])
         self.model_combo.activated.connect(self._on_model_chosen)
@@ -158,10 +167,10 @@ class SegmentWidget(DockWidget):
         self.table.setToolTip("the model's lesions: click a row to centre the view on it; click a header to sort")
         self.table.cellClicked.connect(self.centre_on_row)
         self._table_lesions: list = []
-        self.mm_per_px.valueChanged.connect(lambda _v: self.fill_table(self.image_combo.currentText()))
+        self.mm_per_px.valueChanged.connect(lambda _v: self.fill_table(self.image_picker.name))
 
         form = QFormLayout()
-        form.addRow("image", self.image_combo)
+        form.addRow("image", self.image_picker.native)
         form.addRow("model", self.model_combo)
         form.addRow("device", self.device_combo)
         row = QHBoxLayout()
@@ -191,9 +200,8 @@ class SegmentWidget(DockWidget):
         lay.addWidget(self.status)
         lay.addStretch(1)
 
-        self.viewer.layers.events.inserted.connect(self._refresh_images)
-        self.viewer.layers.events.removed.connect(self._refresh_images)
-        self._refresh_images()
+        self.image_picker.changed.connect(lambda name: self._on_image_switched(name or ""))
+        self._on_image_switched(self.image_picker.name)
         self._on_model_changed(self.model_combo.currentText())
 
     def release(self) -> None:
@@ -201,8 +209,7 @@ class SegmentWidget(DockWidget):
         its results stay with the viewer for a reopened dock)."""
         if self.worker is not None:
             self.worker.quit()
-        for ev in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
-            ev.disconnect(self._refresh_images)
+        self.image_picker.release()
         unfollow_project(self.project_edit, self.session)
         if self._on_project_changed in self.session.project_listeners:
             self.session.project_listeners.remove(self._on_project_changed)
@@ -215,25 +222,6 @@ class SegmentWidget(DockWidget):
         return {n: p.prediction for n, p in self.session.photos.items() if p.prediction is not None}
 
     # ---- choices ---------------------------------------------------------------------------
-    def _refresh_images(self, *_: object) -> None:
-        """Rebuild the image list when layers come and go. Only a real change of the chosen
-        image counts as switching images (adding any layer once did, and saved again)."""
-        from napari.layers import Image
-
-        current = self.image_combo.currentText()
-        names = [ly.name for ly in self.viewer.layers if isinstance(ly, Image) and
-                 (ly.rgb or ly.data.ndim == 2) and not ly.metadata.get("lesionseg")]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems(names)
-        active = self.viewer.layers.selection.active
-        pick = current if current in names else (active.name if active is not None and active.name in names else None)
-        if pick:
-            self.image_combo.setCurrentText(pick)
-        self.image_combo.blockSignals(False)
-        if self.image_combo.currentText() != self._current_image:
-            self._on_image_switched(self.image_combo.currentText())
-
     def _on_model_chosen(self, index: int) -> None:
         if self.model_combo.itemText(index) == LOAD_LABEL:
             folder = QFileDialog.getExistingDirectory(self, "Model folder")
@@ -284,7 +272,7 @@ class SegmentWidget(DockWidget):
 
     def _on_project_changed(self, folder: Path | None) -> None:
         """One project for all docks; the open photo's correction comes back from it."""
-        name = self.image_combo.currentText()
+        name = self.image_picker.name
         if folder and name and name in self.viewer.layers and self._lesions(name) is None:
             self._restore_correction(name)
 
@@ -312,7 +300,7 @@ class SegmentWidget(DockWidget):
         return self.session.model()
 
     def _on_outlines(self, on: bool) -> None:
-        lesions = self._lesions(self.image_combo.currentText())
+        lesions = self._lesions(self.image_picker.name)
         if lesions is not None:
             lesions.contour = 2 if on else 0
 
@@ -322,7 +310,7 @@ class SegmentWidget(DockWidget):
     def _apply_type_visibility(self, *_: object) -> None:
         """Per-type visibility: a hidden type's label value is drawn transparent (its pixels
         stay in the mask and are saved as they are)."""
-        lesions = self._lesions(self.image_combo.currentText())
+        lesions = self._lesions(self.image_picker.name)
         if lesions is None:
             return
         cmap = lesion_style()["colormap"]
@@ -360,7 +348,7 @@ class SegmentWidget(DockWidget):
         from .review import VIEW_PX, camera
 
         item = self.table.item(row, 0)
-        name = self.image_combo.currentText()
+        name = self.image_picker.name
         if item is None or name not in self.viewer.layers:
             return
         les = self._table_lesions[int(item.data(Qt.UserRole + 1))]
@@ -391,7 +379,7 @@ class SegmentWidget(DockWidget):
         """Start segmentation of the chosen image layer; returns the worker."""
         from napari.qt.threading import create_worker
 
-        name = self.image_combo.currentText()
+        name = self.image_picker.name
         if not name:
             self._error("open a fundus photograph first (File > Open, or File > Open Sample)")
             return None
@@ -494,7 +482,7 @@ class SegmentWidget(DockWidget):
     def apply_threshold(self, force: bool = False) -> bool:
         """Re-threshold the stored probability (no model run). Refuses, unless ``force``, when
         the mask was edited by hand; returns whether the mask was replaced."""
-        name = self.image_combo.currentText()
+        name = self.image_picker.name
         lesions = self._lesions(name)
         photo = self.session.photos.get(name)
         if lesions is None or photo is None or photo.prediction is None:
@@ -542,7 +530,7 @@ class SegmentWidget(DockWidget):
 
     def save_correction(self, name: str | None = None) -> Path | None:
         """Append the current mask as a new label version in the project folder."""
-        name = name or self.image_combo.currentText()
+        name = name or self.image_picker.name
         lesions = self._lesions(name)
         if self.session.project is None:
             self._error("choose a project folder first")
@@ -564,7 +552,7 @@ class SegmentWidget(DockWidget):
         """Write the current mask (lossless), lesion CSV and overlay PNG to <project>/exports/."""
         from ..core.export import export_image
 
-        name = self.image_combo.currentText()
+        name = self.image_picker.name
         lesions = self._lesions(name)
         if self.session.project is None or lesions is None:
             self._error("choose a project folder and run the segmentation first")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from qtpy.QtCore import QEvent
@@ -90,3 +91,64 @@ class DockWidget(QWidget):
 
     def release(self) -> None:
         """Stop workers and processes, drop key bindings and event connections."""
+
+
+class LayerPicker:
+    """A magicgui ComboBox of names drawn from the viewer's layer list, which follows the list by
+    itself: the choices are read again when layers come, go, move or are renamed, the chosen
+    name is kept while it is there, and ``changed`` fires only when the chosen name itself
+    changes (a layer added elsewhere is not a switch). ``name_of(layer)`` gives the name a layer
+    is listed under, or None to leave it out. With ``prefer_selected``, when the chosen name
+    goes the selected layer (if listed) is chosen rather than the first."""
+
+    def __init__(self, viewer: Any, name_of: Callable[[Any], str | None], *, prefer_selected: bool = False,
+                 tooltip: str = "") -> None:
+        from magicgui.widgets import ComboBox
+
+        self.viewer = viewer
+        self._name_of = name_of
+        self._prefer_selected = prefer_selected
+        self.widget = ComboBox(choices=lambda _w: self._names(), tooltip=tooltip or None)
+        self.native = self.widget.native
+        self.changed = self.widget.changed
+        ev = viewer.layers.events
+        self._events = (ev.inserted, ev.removed, ev.reordered, ev.renamed)
+        for e in self._events:
+            e.connect(self.refresh)
+        self.refresh()
+
+    def _names(self) -> list[str]:
+        names = [self._name_of(ly) for ly in self.viewer.layers]
+        return [n for n in names if n]
+
+    @property
+    def name(self) -> str:
+        """The chosen name, "" when there is nothing to choose."""
+        return self.widget.value or ""
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.widget.choices)
+
+    def choose(self, name: str) -> bool:
+        """Choose ``name`` if it is listed."""
+        if name not in self.widget.choices:
+            return False
+        self.widget.value = name
+        return True
+
+    def refresh(self, *_: object) -> None:
+        before = self.widget.value
+        with self.widget.changed.blocked():
+            self.widget.reset_choices()
+            if before not in self.widget.choices and self._prefer_selected:
+                active = self.viewer.layers.selection.active
+                name = self._name_of(active) if active is not None else None
+                if name in self.widget.choices:
+                    self.widget.value = name
+        if self.widget.value != before:
+            self.widget.changed.emit(self.widget.value)
+
+    def release(self) -> None:
+        for e in self._events:
+            e.disconnect(self.refresh)
