@@ -78,6 +78,39 @@ def test_corrections_are_saved_for_the_reviewed_types_only(tmp_path: Path, multi
     assert back.reviewed == {"HE", "EX", "SE"} and np.array_equal(back.saved, label)
 
 
+def test_a_photo_opened_from_the_project_keeps_every_type(tmp_path: Path, multi_model_dir: Path,
+                                                          small_pairs: Path) -> None:
+    """A stored prediction keeps the other outputs: reopened in a new session (no run), the
+    photo is reviewed by type and, never corrected, shows every type's mask."""
+    from napari_lesionseg.core.segment_layers import project_image_layers
+
+    s = AnnotationSession()
+    s.set_project(tmp_path / "proj")
+    s.set_model(multi_model_dir)
+    photo = small_pairs / "images" / "IDRiD_04.jpg"
+    s.open_photo("b", photo)
+    pred = run_to_end(s.run("b"))
+    s.accept_run("b", pred)
+    d = s.store("b")
+    assert d is not None and (d / "IDRiD_04_EX_prob.png").exists() and (d / "IDRiD_04_OD_mask.png").exists()
+    proj = Project(tmp_path / "proj")
+    stored = proj.prediction_types("IDRiD_04")
+    assert set(stored) == {"MA", "EX", "SE", "OD"}
+    p, m, thr = stored["EX"]
+    assert thr == pred.others["EX"].threshold and np.array_equal(m, pred.others["EX"].mask)
+    assert np.abs(p - pred.others["EX"].probability).max() <= 0.5 / 255 + 1e-6  # 8-bit, as predict writes
+    s2 = AnnotationSession()
+    s2.set_project(tmp_path / "proj")
+    s2.set_model(multi_model_dir)
+    s2.open_photo("IDRiD_04", proj.image_path("IDRiD_04"))
+    assert set(s2.type_maps("IDRiD_04")) == {"MA", "EX", "SE", "OD"}
+    layers = {kw["name"]: data for data, kw, _ in project_image_layers(proj, "IDRiD_04")}
+    assert set(np.unique(layers["IDRiD_04 lesions"])) == {0, 3}  # the exudates, not only the hemorrhages
+    # a damaged record reads as "no other types", never an error or a file outside the folder
+    (d / "IDRiD_04.json").write_text(json.dumps({"types": {"../../x": 0.5, "EX": "nan?"}, "mean_fuzzy": 0}))
+    assert proj.prediction_types("IDRiD_04") == {}
+
+
 def test_the_export_lists_every_type_with_its_place(tmp_path: Path) -> None:
     from napari_lesionseg.core.anatomy import Anatomy
 

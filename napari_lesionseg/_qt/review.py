@@ -140,15 +140,11 @@ class ReviewWidget(DockWidget):
             return None
         return get[names["lesions"]], get[names["probability"]], get[names["fuzzy"]]
 
-    def _prediction(self):
-        photo = self.session.photos.get(self.image_picker.name)
-        return None if photo is None else photo.prediction
-
     def _sync_types(self) -> None:
         """The type filter offers the lesion types the photo's prediction holds; the 'checked
         for' boxes show what the photo's next correction will be saved as reviewed for."""
-        pred = self._prediction()
-        types = [HE] + ([t for t in LESION_TYPES if t in pred.others] if pred is not None else [])
+        others = self.session.type_maps(self.image_picker.name)
+        types = [HE] + [t for t in LESION_TYPES if t in others]
         if [self.type_combo.itemText(i) for i in range(self.type_combo.count())] != types:
             current = self.type_combo.currentText()
             self.type_combo.blockSignals(True)
@@ -185,9 +181,9 @@ class ReviewWidget(DockWidget):
             return None
         self._sync_types()
         lab, prob, fuzzy = layers
-        kind, pred = self.kind(), self._prediction()
-        if kind != HE and pred is not None and kind in pred.others:
-            maps = pred.others[kind]
+        kind, others = self.kind(), self.session.type_maps(self.image_picker.name)
+        if kind != HE and kind in others:
+            maps = others[kind]
             mine = (lab.data == TYPE_VALUE[kind]).view(np.uint8)
             self.review = review_regions(mine, maps.probability, binary_entropy(maps.probability),
                                          threshold=maps.threshold)
@@ -262,8 +258,8 @@ class ReviewWidget(DockWidget):
             return
         if value is not None:
             lab, prob, _ = self._layers()
-            pred = self._prediction()
-            p = pred.others[self.kind()].probability if self.kind() != HE and pred is not None else prob.data
+            others = self.session.type_maps(self.image_picker.name)
+            p = others[self.kind()].probability if self.kind() in others else prob.data
             pix = self.review.lesion_pixels(r, p) if core else self.review.pixels(r)
             # through napari's edit history: Ctrl-Z on the lesions layer (or Undo here) takes it back
             lab.data_setitem(np.nonzero(pix), value)

@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from .bundled import default_model_dir
 from .errors import LesionsegInputError
 from .image_io import read_image
-from .inference import Prediction, Progress, predict
+from .inference import Prediction, Progress, TypeMaps, predict
 from .lesion_types import HE, LESION_TYPES, TYPE_VALUE, lesion_outputs
 from .lesions import threshold_mask
 from .model_folder import LoadedModel, load_model_folder
@@ -70,6 +70,7 @@ class Photo:
     saved: NDArray[np.uint8] | None = None  # the label map as last saved (or read from the project)
     saved_version: int | None = None
     reviewed: set[str] = field(default_factory=lambda: {HE})  # lesion types the annotator vouches for
+    stored_types: dict[str, TypeMaps] | None = None  # other outputs read from the project's prediction
 
     @property
     def reference(self) -> NDArray[np.uint8] | None:
@@ -255,7 +256,23 @@ class AnnotationSession:
         pred = photo.prediction
         return proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy,
                                     {**settings_metadata(pred.threshold, pred.review),
-                                     "anatomy": pred.anatomy.to_dict()})
+                                     "anatomy": pred.anatomy.to_dict()},
+                                    {t: (m.probability, m.mask, m.threshold) for t, m in pred.others.items()})
+
+    def type_maps(self, name: str) -> dict[str, TypeMaps]:
+        """The other outputs (MA, EX, SE, OD) of the photo's prediction: from this session's
+        run, else from the prediction stored in the project (read once; without their lesion
+        tables), else none."""
+        photo = self.photos.get(name)
+        if photo is None:
+            return {}
+        if photo.prediction is not None:
+            return photo.prediction.others
+        if photo.stored_types is None:
+            proj = self.project
+            stored = proj.prediction_types(photo.image_id) if proj is not None and photo.image_id else {}
+            photo.stored_types = {t: TypeMaps(p, m, thr, []) for t, (p, m, thr) in stored.items()}
+        return photo.stored_types
 
     def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
         """Append ``label`` as the photo's new version (with the model's hemorrhage mask for

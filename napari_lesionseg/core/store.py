@@ -7,6 +7,7 @@
 <project>/labels/<image_id>/latest.json    which version is current
 <project>/manifest.jsonl                   one line per save (provenance)
 <project>/predictions/<model>/<image_id>_{prob,mask,fuzzy}.png
+<project>/predictions/<model>/<image_id>_<T>_{prob,mask}.png   each other output T (MA, EX, SE, OD)
 <project>/models/<version>/                model folders (see model_folder.py)
 ```
 A version file is created with ``os.link`` from a fsynced temp file, which fails rather than
@@ -39,7 +40,7 @@ from .atomic import atomic_copy, atomic_write_text, create_new, file_lock, is_te
 from .errors import LesionsegInputError
 from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_image, read_label, read_unit_map
 from .jsonfile import parse_json, read_json
-from .lesion_types import HE, LESION_TYPES, TYPE_VALUE
+from .lesion_types import HE, LESION_TYPES, OUTPUT_TYPES, TYPE_VALUE
 from .metrics import confusion, scores
 from .outputs import write_maps
 from .pairs import Pair
@@ -345,17 +346,25 @@ class Project:
 
     # ---- predictions (to order the review by uncertainty) -----------------------------------
     def save_prediction(self, image_id: str, model_version: str, prob: NDArray, mask: NDArray,
-                        fuzzy: NDArray, settings: dict[str, Any] | None = None) -> Path:
+                        fuzzy: NDArray, settings: dict[str, Any] | None = None,
+                        others: dict[str, tuple[NDArray, NDArray, float]] | None = None) -> Path:
         """``predictions/<model>/<id>_{prob,mask,fuzzy}.png`` and ``<id>.json`` (uncertainty
-        summary, and ``settings``: the model's threshold and review config, for the queue)."""
+        summary, and ``settings``: the model's threshold and review config, for the queue);
+        ``others``: each other output's ``(probability, mask, threshold)``, as
+        ``<id>_<T>_{prob,mask}.png`` with its threshold under ``types`` in the json (a photo
+        opened from the project again is reviewed by type and shows every type's mask)."""
         d = self.prediction_dir(model_version)
         write_maps(d, image_id, prob, mask, fuzzy)
+        for name, (p, m, _thr) in (others or {}).items():
+            write_maps(d, f"{image_id}_{name}", p, m, None)
         f = np.asarray(fuzzy) > 0.5
         lit = np.asarray(prob) > 0
         summary = {"image_id": image_id, "model_version": model_version,
                    "fuzzy_fraction": float(f.sum() / max(int(lit.sum()), 1)),
                    "mean_fuzzy": float(np.asarray(fuzzy)[lit].mean()) if lit.any() else 0.0,
                    "lesion_px": int((np.asarray(mask) > 0).sum()), **(settings or {})}
+        if others:
+            summary["types"] = {name: float(thr) for name, (_p, _m, thr) in others.items()}
         atomic_write_text(d / f"{image_id}.json", json.dumps(summary))
         return d
 
@@ -369,6 +378,26 @@ class Project:
             return read_unit_map(d / f"{image_id}_{kind}.png")
         except LesionsegInputError:
             return None
+
+    def prediction_types(self, image_id: str) -> dict[str, tuple[NDArray[np.float32], NDArray[np.uint8], float]]:
+        """The other outputs stored with the image's latest prediction, by type:
+        ``(probability, 0/1 mask, threshold)``; types whose maps do not read are left out."""
+        d = self.latest_prediction(image_id)
+        if d is None:
+            return {}
+        try:
+            types = read_json(d / f"{image_id}.json").get("types") or {}
+        except (LesionsegInputError, OSError):
+            return {}
+        out: dict[str, tuple[NDArray[np.float32], NDArray[np.uint8], float]] = {}
+        for name, thr in (types.items() if isinstance(types, dict) else []):
+            if name not in OUTPUT_TYPES or name == HE:  # names become file names: known ones only
+                continue
+            with contextlib.suppress(LesionsegInputError, OSError, TypeError, ValueError):
+                p = read_unit_map(d / f"{image_id}_{name}_prob.png")
+                m = (read_unit_map(d / f"{image_id}_{name}_mask.png") > 0.5).view(np.uint8)
+                out[str(name)] = (p, m, float(thr))
+        return out
 
     def prediction_settings(self, image_id: str) -> dict[str, Any]:
         """The threshold, review config and disc/fovea (``anatomy``) saved with the image's latest
