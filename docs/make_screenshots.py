@@ -1,6 +1,7 @@
 """Screenshots of each step of the workflow at 1600x1000, in a real viewer with the shipped
 default model and the three docks (tabbed, as napari docks them by default on a screen this
-size): ``docs/step1_segment.png`` (the README's picture) ... ``docs/step5_finetune.png``. Run under a display, e.g.
+size): ``docs/step1_segment.png`` (the README's picture) ... ``docs/step5_finetune.png``, and
+``docs/step6_lesion_types.png`` (the bundled five-output model). Run under a display, e.g.
 ``xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [OUT_DIR]``.
 Takes about two minutes on 2 cores (a 3-step fine-tune of the default model included)."""
 
@@ -111,8 +112,33 @@ def main(out_dir: Path) -> None:
         for w in (rev, ft, seg):
             viewer.window.remove_dock_widget(w)
         viewer.close()
+        lesion_types(out_dir)
     finally:
         shutil.rmtree(project, ignore_errors=True)
+
+
+def lesion_types(out_dir: Path) -> None:
+    """6. The bundled five-output model on the sample: four lesion types in their colours, the
+    legend, the disc and macula outlines and the lesion table."""
+    from napari_lesionseg.core.bundled import bundled_models
+
+    if "multi" not in bundled_models():
+        return
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    viewer.open_sample("napari-lesionseg", "idrid_04")
+    viewer.layers["IDRiD_04 ground truth"].visible = False
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    seg.set_model_folder(bundled_models()["multi"])
+    seg.run()
+    _wait(lambda: seg.run_button.isEnabled() and "lesion(s)" in seg.status.text())
+    for layer in viewer.layers:
+        if layer.name.endswith(("probability", "fuzzy")):
+            layer.visible = False
+    viewer.reset_view()
+    _shot(viewer, "Segment lesions", out_dir / "step6_lesion_types.png")
+    viewer.window.remove_dock_widget(seg)
+    viewer.close()
 
 
 if __name__ == "__main__":

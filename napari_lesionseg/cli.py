@@ -19,7 +19,9 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 1, 2, 3
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="model folder, or a bundled model's name: default (hemorrhages), multi (four lesion "
+                        "types and the optic disc); default: default")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default: auto)")
     p.add_argument("--tta", choices=["none", "hflip", "flips"], default=None,
                    help="test-time augmentation (default: the model's setting)")
@@ -70,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_model(path: Path | None, device: str):
-    from .core.bundled import default_model_dir
+    from .core.bundled import resolve_model
     from .core.model_folder import load_model_folder
     from .core.runtime import pick_device
 
     dev = pick_device(device)
-    return load_model_folder(path or default_model_dir(), dev), dev
+    return load_model_folder(resolve_model(path), dev), dev
 
 
 def _bar(total: int, quiet: bool, unit: str):

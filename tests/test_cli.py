@@ -140,6 +140,25 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
     assert rows[0]["model"] == "default" and rows[0]["status"] == "ok"
 
 
+
+def test_model_is_a_folder_or_a_bundled_name(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path,
+                                             monkeypatch) -> None:
+    from napari_lesionseg.core.bundled import bundled_models, default_model_dir, resolve_model
+    from napari_lesionseg.core.errors import LesionsegInputError
+
+    monkeypatch.chdir(tmp_path)  # no folder named like a bundled model here
+    assert resolve_model(None) == default_model_dir() == resolve_model("default")
+    assert resolve_model(tiny_model_dir) == tiny_model_dir
+    (tmp_path / "default").mkdir()  # a folder the user named "default" wins over the bundled name
+    assert resolve_model("default") == Path("default")
+    assert list(bundled_models())[0] == "default"
+    with pytest.raises(LesionsegInputError, match="nor a bundled model: default"):
+        resolve_model("no-such-model")
+    r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--model", "no-such-model", "--out",
+                  tmp_path / "o", "--quiet")
+    assert r.returncode == 2 and "no-such-model: no such model folder (nor a bundled model: default" in r.stderr
+    assert r.stderr.count("\n") == 1
+
 @contextlib.contextmanager
 def _tmpfs(path: Path, options: str):
     """A small tmpfs mounted at ``path`` for the block (root only); skips the test where this

@@ -30,7 +30,8 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--images", type=Path, help="images folder (with --masks)")
     src.add_argument("--project", type=Path, help="a plugin project folder: its latest saved corrections")
     p.add_argument("--masks", type=Path, default=None)
-    p.add_argument("--model", type=Path, default=None, help="base model folder (default: the shipped model)")
+    p.add_argument("--model", type=Path, default=None,
+                   help="base model folder or bundled model name (default: the shipped default model)")
     p.add_argument("--out", type=Path, required=True, help="the new model folder (must not exist)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, default=None)
@@ -83,10 +84,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     init_net, lineage = None, None
     if args.init is not None:
+        from napari_lesionseg.core.bundled import resolve_model
         from napari_lesionseg.core.dataclass_io import ConfigError
         from napari_lesionseg.core.model_folder import load_model_folder
 
-        init = load_model_folder(args.init)
+        init = load_model_folder(resolve_model(args.init))
         for part in ("network", "preprocess"):
             if getattr(init.config, part) != getattr(cfg.model, part):
                 raise ConfigError(f"--init {args.init}: its model.{part} differs from the config's "
@@ -106,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.bundled import resolve_model
     from napari_lesionseg.core.pairs import match_pairs
     from napari_lesionseg.core.progress import run_to_end
 
@@ -126,7 +128,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                     freeze_encoder=args.freeze_encoder, freeze_batchnorm=args.freeze_batchnorm,
                     replay_share=args.replay_share, calibration=args.calibration, hold_out=not args.no_hold_out,
                     seed=args.seed)
-    out = run_to_end(fine_tune(args.model or default_model_dir(), pairs, budget, args.out),
+    out = run_to_end(fine_tune(resolve_model(args.model), pairs, budget, args.out),
                      lambda ev: _emit(ev, args.events))
     if args.events == "text":
         print(f"new model: {out}")

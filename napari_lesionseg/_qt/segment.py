@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.bundled import default_model_dir
+from ..core.bundled import BUNDLED_MODELS, DEFAULT_MODEL_NAME, bundled_models, default_model_dir
 from ..core.errors import LesionsegInputError
 from ..core.inference import Prediction, Progress
 from ..core.lesion_types import HE, LONG_NAMES, TYPE_VALUE, lesion_outputs
@@ -92,12 +92,15 @@ class SegmentWidget(DockWidget):
         self.session = session_for(napari_viewer)
         self.worker: Any = None
         self._model_paths: dict[str, Path] = {DEFAULT_LABEL: default_model_dir()}
+        for name, folder in bundled_models().items():
+            if name != DEFAULT_MODEL_NAME:
+                self._model_paths[f"{name}: {BUNDLED_MODELS[name]} (shipped)"] = folder
 
         self._current_image = ""
         self.image_picker = LayerPicker(napari_viewer, photo_layer_name, prefer_selected=True,
                                         tooltip="the photo to segment")
         self.model_combo = QComboBox()
-        self.model_combo.addItems([DEFAULT_LABEL, LOAD_LABEL])
+        self.model_combo.addItems([*self._model_paths, LOAD_LABEL])
         self.model_combo.activated.connect(self._on_model_chosen)
         self.model_combo.currentTextChanged.connect(self._on_model_changed)
         self.device_combo = QComboBox()
@@ -254,8 +257,9 @@ class SegmentWidget(DockWidget):
 
     def _on_activated(self, folder: Path) -> None:
         """Another dock made ``folder`` the project's active model: use it from now on."""
-        if Path(folder) == default_model_dir():
-            self.model_combo.setCurrentText(DEFAULT_LABEL)
+        listed = [label for label, path in self._model_paths.items() if path == Path(folder)]
+        if listed:
+            self.model_combo.setCurrentText(listed[0])
         else:
             self.set_model_folder(folder)
 

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
+from .errors import LesionsegInputError
+
 DEFAULT_MODEL_NAME = "default"
+# The models that ship inside the package, by name, with what each segments (the plugin's model
+# list and ``--model NAME`` on the command line).
+BUNDLED_MODELS = {
+    "default": "hemorrhages",
+    "multi": "four lesion types + optic disc",
+}
+
+
+def bundled_model_dir(name: str) -> Path:
+    return Path(str(resources.files("napari_lesionseg"))) / "models" / name
 
 
 def default_model_dir() -> Path:
     """The model folder the plugin and CLI use when no model is named."""
-    return Path(str(resources.files("napari_lesionseg"))) / "models" / DEFAULT_MODEL_NAME
+    return bundled_model_dir(DEFAULT_MODEL_NAME)
+
+
+def bundled_models() -> dict[str, Path]:
+    """The bundled models present in this installation, by name (default first)."""
+    return {name: bundled_model_dir(name) for name in BUNDLED_MODELS
+            if (bundled_model_dir(name) / "config.json").is_file()}
+
+
+def resolve_model(folder_or_name: str | os.PathLike[str] | None) -> Path:
+    """A model folder from what a user typed: a folder, a bundled model's name, or None (the
+    default). A name that is neither says which bundled models there are."""
+    if folder_or_name is None:
+        return default_model_dir()
+    path = Path(folder_or_name)
+    if path.exists():
+        return path
+    if str(folder_or_name) in bundled_models():
+        return bundled_models()[str(folder_or_name)]
+    names = ", ".join(bundled_models())
+    raise LesionsegInputError(path, f"no such model folder (nor a bundled model: {names})")
 
 
 def sample_data_dir() -> Path:
