@@ -54,6 +54,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                                   'data.centre_types=["HE","MA","EX","SE"]']),
     # the same outputs, crops centred on hemorrhages only (as the HE-only recipe's): capacity vs crops
     "multi_he_crops": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]']),
+    # weight averaging (issue 13's levers): the saved model is the EMA of the weights, horizon ~200 steps
+    "default_ema": ("default", ["optim.ema=0.995"]),
+    "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
     "patchgan_gates": ("default", HOST + PATCHGAN + ['model.network.dynamic={"mode": "gates"}']),

@@ -12,9 +12,9 @@ from lesionseg_training.train_config import load_config
 from lesionseg_training.trainer import train
 
 
-def _cfg(preset: str, pairs: Path):
+def _cfg(preset: str, pairs: Path, *extra: str):
     return load_config(preset, [f'data.images="{pairs / "images"}"', f'data.masks="{pairs / "masks"}"',
-                                "data.val_every=2", "run.steps=8", "run.eval_every=4"])
+                                "data.val_every=2", "run.steps=8", "run.eval_every=4", *extra])
 
 
 def _state(run: Path) -> dict:
@@ -58,3 +58,48 @@ def test_interrupted_and_resumed_run_equals_one_go(tmp_path: Path, small_pairs: 
         assert a["adversary"] is not None
     for key in ("model", "optim", "adversary", "dale", "rng"):
         _assert_same(a[key], b[key], key)
+
+
+def test_weight_average_is_what_is_saved_and_resumes_exactly(tmp_path: Path, small_pairs: Path) -> None:
+    """``optim.ema``: the saved model is the moving average of the weights (not the live
+    weights), every step moves it towards them, and a resumed run continues it exactly."""
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    cfg = _cfg("tiny", small_pairs, "optim.ema=0.5")
+    list(train(cfg, tmp_path / "straight"))
+    st = _state(tmp_path / "straight")
+    live, avg = st["model"], {k[len("module."):]: v for k, v in st["ema"].items() if k.startswith("module.")}
+    assert int(st["ema"]["n_averaged"]) == 8 and live.keys() == avg.keys()
+    saved = load_model_folder(tmp_path / "straight" / "last").net.state_dict()
+    weights = [k for k, v in live.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(saved[k], avg[k]) for k in weights)
+    assert any(not torch.equal(live[k], avg[k]) for k in weights)  # the average lags the live weights
+    gen = train(cfg, tmp_path / "interrupted")
+    for ev in gen:
+        if ev["event"] == "step" and ev["step"] == 5:
+            break
+    gen.close()
+    list(train(cfg, tmp_path / "interrupted", resume=True))
+    _assert_same(_state(tmp_path / "straight")["ema"], _state(tmp_path / "interrupted")["ema"], "ema")
+    plain = _cfg("tiny", small_pairs)
+    assert plain.optim.ema == 0.0
+    list(train(plain, tmp_path / "plain"))
+    assert _state(tmp_path / "plain")["ema"] is None
+
+
+def test_weight_average_moves_by_one_minus_decay_per_step() -> None:
+    from lesionseg_training.trainer import _weight_average
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), torch.nn.BatchNorm2d(1))
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[1].running_mean.fill_(1.0)
+    avg = _weight_average(net, 0.75)
+    avg.update_parameters(net)  # the first update copies
+    with torch.no_grad():
+        net[0].weight.fill_(5.0)
+        net[1].running_mean.fill_(5.0)
+    avg.update_parameters(net)
+    assert float(avg.module[0].weight.detach()) == 2.0  # 0.75 * 1 + 0.25 * 5
+    assert float(avg.module[1].running_mean) == 2.0  # BatchNorm statistics are averaged too
+    assert _weight_average(net, 0.0) is None

@@ -65,10 +65,14 @@ class OptimConfig:
     warmup_steps: int = 150
     schedule: Literal["cosine", "none"] = "cosine"
     min_lr_frac: float = 0.02
+    # Weight averaging: validate and save an exponential moving average of the weights (and
+    # BatchNorm statistics) with this decay per step; 0 = off (the saved model is the live one).
+    ema: float = 0.0
 
     def __post_init__(self) -> None:
         require(0 < self.lr < 1, "optim.lr", "must lie in (0, 1)")
         require(len(self.betas) == 2, "optim.betas", "needs two values")
+        require(0.0 <= self.ema < 1.0, "optim.ema", "must lie in [0, 1) (0: off)")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from napari_lesionseg.core.dataclass_io import to_dict
 from napari_lesionseg.core.errors import TrainingDiverged
@@ -219,6 +220,12 @@ class _Run:
     t_start: float = field(default_factory=time.time)
     last_good: Path | None = None
     train_pairs: list[Pair] = field(default_factory=list)
+    ema: AveragedModel | None = None  # optim.ema > 0: the averaged weights, validated and saved
+
+    @property
+    def saved_net(self) -> nn.Module:
+        """The network that is validated and saved: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.net
 
     @property
     def elapsed(self) -> float:
@@ -259,6 +266,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
                 raise
             return r.last_good
         r.step += 1
+        if r.ema is not None:
+            r.ema.update_parameters(r.net)
         if r.step % cfg.run.log_every == 0 or r.step == 1:
             yield from r.emit({"event": "step", "step": r.step, "lr": r.opt.param_groups[0]["lr"],
                                "elapsed": round(time.time() - r.t_start, 2), **logs})
@@ -322,12 +331,22 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         dale.attach(net)
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
              [p.id for p in val_pairs], {"data": {p.id: None for p in train_pairs}, **(lineage or {})}, step=start,
-             train_pairs=list(train_pairs))
+             train_pairs=list(train_pairs), ema=_weight_average(net, cfg.optim.ema))
+    if state is not None and r.ema is not None and state.get("ema") is not None:
+        r.ema.load_state_dict(state["ema"])
     if state is not None:
         r.best, r.elapsed0 = float(state["best"]), float(state.get("elapsed", 0.0))
         _restore_extras(state, adv, dale, sampler, ctx)
         yield {"event": "resumed", "step": start}
     return r
+
+
+def _weight_average(net: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``net``'s weights and BatchNorm buffers (its first
+    update copies them), or None when ``decay`` is 0."""
+    if decay <= 0:
+        return None
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _follow_schedule(r: _Run) -> Generator[Event, None, None]:
@@ -346,17 +365,18 @@ def _follow_schedule(r: _Run) -> Generator[Event, None, None]:
 
 def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     """Validate; write ``last/``, ``best/`` when the score improved, and the resume state."""
-    metrics = validate(r.net, r.val_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold,
+    metrics = validate(r.saved_net, r.val_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold,
                        r.cfg.model.network.outputs)
     yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(time.time() - r.t_start, 1), **metrics})
     meta = {"step": r.step, "val_images": r.val_ids, **metrics}
-    r.last_good = _save(r.dir / "last", r.net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
+    r.last_good = _save(r.dir / "last", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
     if score > r.best:
         r.best = score
-        _save(r.dir / "best", r.net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
+        _save(r.dir / "best", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     torch.save({"model": r.net.state_dict(), "optim": r.opt.state_dict(), "step": r.step, "best": r.best,
-                "elapsed": r.elapsed, **_extras(r.adv, r.dale, r.sampler)}, r.dir / ".state.tmp")
+                "elapsed": r.elapsed, "ema": r.ema.state_dict() if r.ema is not None else None,
+                **_extras(r.adv, r.dale, r.sampler)}, r.dir / ".state.tmp")
     (r.dir / ".state.tmp").replace(r.dir / "state.pt")
 
 
