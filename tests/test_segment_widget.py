@@ -263,3 +263,20 @@ def test_legend_outlines_and_mm_per_px_in_the_export(qtbot, segment, tmp_path: P
     files = widget.export()
     rows = list(csv.DictReader(open(files[2])))
     assert rows and all(abs(float(r["area_mm2"]) - int(r["area_px"]) * 1e-4) < 1e-9 for r in rows)
+
+
+def test_the_bundled_models_are_listed(qtbot, segment) -> None:
+    """The five-output model ships beside the default: choosing it in the dock switches the
+    legend and the per-type switches on."""
+    from napari_lesionseg.core.bundled import bundled_models
+
+    viewer, widget = segment
+    labels = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    assert labels[0] == "default (shipped)"
+    multi = [label for label in labels if label.startswith("multi:")]
+    assert multi == ["multi: four lesion types + optic disc (shipped)"]
+    widget.model_combo.setCurrentText(multi[0])
+    assert widget.session.model_path() == bundled_models()["multi"]
+    assert widget.type_row.isVisibleTo(widget) and "microaneurysm" in widget.legend.text()
+    widget.model_combo.setCurrentText("default (shipped)")
+    assert not widget.type_row.isVisibleTo(widget)
