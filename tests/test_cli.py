@@ -152,11 +152,11 @@ def test_model_is_a_folder_or_a_bundled_name(tmp_path: Path, small_pairs: Path, 
     (tmp_path / "default").mkdir()  # a folder the user named "default" wins over the bundled name
     assert resolve_model("default") == Path("default")
     assert list(bundled_models())[0] == "default"
-    with pytest.raises(LesionsegInputError, match="nor a bundled model: default"):
+    with pytest.raises(LesionsegInputError, match=r"nor is it a bundled model \(default"):
         resolve_model("no-such-model")
     r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--model", "no-such-model", "--out",
                   tmp_path / "o", "--quiet")
-    assert r.returncode == 2 and "no-such-model: no such model folder (nor a bundled model: default" in r.stderr
+    assert r.returncode == 2 and "no-such-model: model folder does not exist, nor is it a bundled model (default" in r.stderr
     assert r.stderr.count("\n") == 1
 
 def test_the_bundled_five_output_model_on_photos_it_never_trained_on(tmp_path: Path) -> None:

@@ -162,6 +162,9 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     assert lab.get_color(3)[3] > 0
 
     assert seg.table.rowCount() >= 1 and seg.table.item(0, 0).text() == "EX"
+    from qtpy.QtCore import Qt
+
+    assert seg.table.horizontalHeader().sortIndicatorOrder() == Qt.AscendingOrder  # by type: hemorrhages first
     assert seg.table.isColumnHidden(2) and seg.table.isColumnHidden(3)  # no scale, no disc: nothing to show
     seg.mm_per_px.setValue(0.01)
     assert not seg.table.isColumnHidden(2) and seg.table.item(0, 2).text() != ""
@@ -170,6 +173,12 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     seg.fill_table("IDRiD_16")
     seg.table.sortItems(1)  # by area: as numbers, not as text
     assert [seg.table.item(r, 1).text() for r in range(3)] == ["17", "1155", "3374"]
+    pred.others["MA"].lesions = [replace(pred.others["EX"].lesions[0], type="MA")]
+    pred.lesions = [replace(pred.others["EX"].lesions[0], type="HE")]
+    seg.table.sortItems(0)  # by type, as the table starts: in the legend's order, hemorrhages first
+    seg.fill_table("IDRiD_16")
+    assert [seg.table.item(r, 0).text() for r in range(5)] == ["HE", "MA", "EX", "EX", "EX"]
+    seg.table.sortItems(1)
     before = tuple(viewer.camera.center)
     seg.centre_on_row(0)
     assert tuple(viewer.camera.center) != before

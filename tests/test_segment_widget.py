@@ -280,3 +280,5 @@ def test_the_bundled_models_are_listed(qtbot, segment) -> None:
     assert widget.type_row.isVisibleTo(widget) and "microaneurysm" in widget.legend.text()
     widget.model_combo.setCurrentText("default (shipped)")
     assert not widget.type_row.isVisibleTo(widget)
+    widget.set_model_folder(bundled_models()["multi"])  # a listed folder is chosen, not listed twice
+    assert widget.model_combo.currentText() == multi[0] and widget.model_combo.count() == len(labels)

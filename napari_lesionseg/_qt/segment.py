@@ -85,6 +85,15 @@ def _number_item(value: float | None):
     return item
 
 
+class _TypeItem(QTableWidgetItem):
+    """A lesion type's cell: sorts in the legend's order (HE, MA, EX, SE), not alphabetically."""
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        order = list(TYPE_VALUE)
+        a, b = self.text(), other.text()
+        return (order.index(a) if a in order else 99) < (order.index(b) if b in order else 99)
+
+
 class SegmentWidget(DockWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
@@ -166,6 +175,7 @@ class SegmentWidget(DockWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.AscendingOrder)  # hemorrhages first (Qt starts descending)
         self.table.setMaximumHeight(170)
         self.table.setToolTip("the model's lesions: click a row to centre the view on it; click a header to sort")
         self.table.cellClicked.connect(self.centre_on_row)
@@ -257,16 +267,14 @@ class SegmentWidget(DockWidget):
 
     def _on_activated(self, folder: Path) -> None:
         """Another dock made ``folder`` the project's active model: use it from now on."""
-        listed = [label for label, path in self._model_paths.items() if path == Path(folder)]
-        if listed:
-            self.model_combo.setCurrentText(listed[0])
-        else:
-            self.set_model_folder(folder)
+        self.set_model_folder(folder)
 
     def set_model_folder(self, folder: str | Path) -> None:
-        """Use the model folder ``folder`` (adds it to the model list)."""
+        """Use the model folder ``folder`` (adds it to the model list unless listed already,
+        as the bundled models are)."""
         path = Path(folder)
-        label = f"{path.name} ({path.parent})"
+        listed = [label for label, known in self._model_paths.items() if known == path]
+        label = listed[0] if listed else f"{path.name} ({path.parent})"
         self._model_paths[label] = path
         if self.model_combo.findText(label) < 0:
             self.model_combo.insertItem(self.model_combo.count() - 1, label)
@@ -331,7 +339,7 @@ class SegmentWidget(DockWidget):
         self.table.setRowCount(min(len(lesions), MAX_TABLE_ROWS))
         self._table_lesions = lesions[:MAX_TABLE_ROWS]
         for row, les in enumerate(self._table_lesions):
-            type_item = QTableWidgetItem(les.type)
+            type_item = _TypeItem(les.type)
             type_item.setData(Qt.UserRole + 1, row)  # the lesion's index, whatever the sort order
             self.table.setItem(row, 0, type_item)
             area_mm = les.area_px * mm * mm if mm else None

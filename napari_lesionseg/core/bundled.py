@@ -43,7 +43,7 @@ def resolve_model(folder_or_name: str | os.PathLike[str] | None) -> Path:
     if str(folder_or_name) in bundled_models():
         return bundled_models()[str(folder_or_name)]
     names = ", ".join(bundled_models())
-    raise LesionsegInputError(path, f"no such model folder (nor a bundled model: {names})")
+    raise LesionsegInputError(path, f"model folder does not exist, nor is it a bundled model ({names})")
 
 
 def sample_data_dir() -> Path:
