@@ -54,3 +54,22 @@ def test_no_disc_or_an_implausible_one_leaves_distances_empty(sample_16) -> None
         assert a.disc_centre is None and words in a.note
         assert a.od_distance_dd(100, 100) is None and a.zone(100, 100) is None
     assert Anatomy().zone(1, 1) is None
+
+
+def test_a_split_disc_is_one_and_a_larger_false_region_loses() -> None:
+    """The disc region is the one the model is surest of (a bright lesion cluster can be
+    larger) and fragments split by vessels are one disc (seen on IDRiD_10 and IDRiD_16)."""
+    rgb, x, geom, disc, od, od_full = _sample("idrid_04")
+    truth = locate(od, 0.5, x[1], disc, geom)
+    ys, xs = np.nonzero(od > 0.5)
+    cy = int(ys.mean())
+    split = od * 0.95
+    split[cy - 1:cy + 2] = 0  # a vessel across the disc: two halves
+    decoy = np.zeros_like(od)
+    h, w = od.shape
+    dy, dx = int(np.ptp(ys) * 1.3), int(np.ptp(xs) * 1.3)  # larger than the disc, lower confidence
+    y0, x0 = int(0.65 * h), int(0.35 * w)
+    decoy[y0:y0 + dy, x0:x0 + dx] = 0.8
+    a = locate(np.maximum(split, decoy), 0.5, x[1], disc, geom)
+    assert a.disc_centre == pytest.approx(truth.disc_centre, abs=6)
+    assert a.disc_diameter == pytest.approx(truth.disc_diameter, rel=0.05)

@@ -32,6 +32,7 @@ SEARCH_DD = (1.8, 3.2)
 SEARCH_HEIGHT_DD = 1.0
 MIN_CONTRAST = 0.25  # the found spot must be this many (robust) SDs darker than its search region
 DISC_DIAMETER_RANGE = (0.06, 0.35)  # plausible disc diameter as a fraction of the fundus disc's
+JOIN_FRACTION = 0.015  # fragments of one disc closer than this share of the fundus diameter are joined
 
 
 @dataclass(frozen=True)
@@ -86,21 +87,27 @@ def _to_input(geom: Geometry, wy: float, wx: float) -> tuple[float, float]:
     return geom.box[0] + (wy + 0.5) / sy - 0.5, geom.box[2] + (wx + 0.5) / sx - 0.5
 
 
+
 def locate(od_prob: NDArray[np.float32] | None, od_threshold: float, green: NDArray[np.float32],
            disc: NDArray[np.bool_], geom: Geometry) -> Anatomy:
     """The disc from ``od_prob`` (working grid; None: the model has no OD output) and the
     fovea from ``green`` (the working image's green channel), inside the fundus ``disc``."""
     if od_prob is None:
         return Anatomy(note="the model has no optic-disc output: no disc-relative distances or zones")
-    lab, n = ndimage.label((od_prob > od_threshold) & disc)
+    fundus_d = 2.0 * geom.fov.radius * geom.scale[1]  # the fundus disc's diameter on the working grid
+    on = (od_prob > od_threshold) & disc
+    # the vessels crossing a disc can split its mask: fragments closer than about a tenth of a
+    # disc diameter (0.015 of the fundus's) are one region
+    gap = max(1, int(round(JOIN_FRACTION * fundus_d)))
+    lab, n = ndimage.label(ndimage.binary_closing(on, np.ones((3, 3), bool), iterations=gap) & disc)
     if n == 0:
         return Anatomy(note="no optic disc found in this photo: no disc-relative distances or zones")
-    areas = np.bincount(lab.ravel(), minlength=n + 1)
-    areas[0] = 0
-    k = int(np.argmax(areas))
-    cy, cx = ndimage.center_of_mass(lab == k)
-    dd_work = 2.0 * math.sqrt(areas[k] / math.pi)
-    fundus_d = 2.0 * geom.fov.radius * geom.scale[1]  # the fundus disc's diameter on the working grid
+    # the region the model is surest of, not the largest: a bright lesion cluster can be larger
+    peaks = ndimage.maximum(od_prob, lab, np.arange(1, n + 1))
+    k = int(np.argmax(peaks)) + 1
+    region = lab == k
+    cy, cx = ndimage.center_of_mass(region)
+    dd_work = 2.0 * math.sqrt(float(region.sum()) / math.pi)
     lo, hi = DISC_DIAMETER_RANGE
     if not lo * fundus_d <= dd_work <= hi * fundus_d:
         return Anatomy(note=f"the optic-disc region found ({dd_work / fundus_d:.0%} of the fundus diameter) "
