@@ -99,6 +99,8 @@ def test_a_photo_opened_from_the_project_keeps_every_type(tmp_path: Path, multi_
     p, m, thr = stored["EX"]
     assert thr == pred.others["EX"].threshold and np.array_equal(m, pred.others["EX"].mask)
     assert np.abs(p - pred.others["EX"].probability).max() <= 0.5 / 255 + 1e-6  # 8-bit, as predict writes
+    masks_only = proj.prediction_types("IDRiD_04", probabilities=False)
+    assert masks_only["EX"][0] is None and np.array_equal(masks_only["EX"][1], m)
     s2 = AnnotationSession()
     s2.set_project(tmp_path / "proj")
     s2.set_model(multi_model_dir)

@@ -89,9 +89,7 @@ class _TypeItem(QTableWidgetItem):
     """A lesion type's cell: sorts in the legend's order (HE, MA, EX, SE), not alphabetically."""
 
     def __lt__(self, other: QTableWidgetItem) -> bool:
-        order = list(TYPE_VALUE)
-        a, b = self.text(), other.text()
-        return (order.index(a) if a in order else 99) < (order.index(b) if b in order else 99)
+        return TYPE_VALUE.get(self.text(), 99) < TYPE_VALUE.get(other.text(), 99)
 
 
 class SegmentWidget(DockWidget):

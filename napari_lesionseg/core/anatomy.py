@@ -87,7 +87,6 @@ def _to_input(geom: Geometry, wy: float, wx: float) -> tuple[float, float]:
     return geom.box[0] + (wy + 0.5) / sy - 0.5, geom.box[2] + (wx + 0.5) / sx - 0.5
 
 
-
 def locate(od_prob: NDArray[np.float32] | None, od_threshold: float, green: NDArray[np.float32],
            disc: NDArray[np.bool_], geom: Geometry) -> Anatomy:
     """The disc from ``od_prob`` (working grid; None: the model has no OD output) and the

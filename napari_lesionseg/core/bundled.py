@@ -40,9 +40,10 @@ def resolve_model(folder_or_name: str | os.PathLike[str] | None) -> Path:
     path = Path(folder_or_name)
     if path.exists():
         return path
-    if str(folder_or_name) in bundled_models():
-        return bundled_models()[str(folder_or_name)]
-    names = ", ".join(bundled_models())
+    bundled = bundled_models()
+    if str(folder_or_name) in bundled:
+        return bundled[str(folder_or_name)]
+    names = ", ".join(bundled)
     raise LesionsegInputError(path, f"model folder does not exist, nor is it a bundled model ({names})")
 
 

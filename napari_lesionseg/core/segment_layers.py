@@ -151,7 +151,7 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
         out.append((fuzzy, {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta}, "image"))
     if mask is None:
         predicted = project.prediction_map(image_id, "mask")
-        others = {t: m for t, (_p, m, _thr) in project.prediction_types(image_id).items()}
+        others = {t: m for t, (_p, m, _thr) in project.prediction_types(image_id, probabilities=False).items()}
         mask = None if predicted is None else composite_mask(predicted > 0.5, others)
     if mask is not None:
         out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": meta}, "labels"))

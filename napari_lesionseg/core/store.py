@@ -379,9 +379,11 @@ class Project:
         except LesionsegInputError:
             return None
 
-    def prediction_types(self, image_id: str) -> dict[str, tuple[NDArray[np.float32], NDArray[np.uint8], float]]:
+    def prediction_types(self, image_id: str, *, probabilities: bool = True
+                         ) -> dict[str, tuple[NDArray[np.float32] | None, NDArray[np.uint8], float]]:
         """The other outputs stored with the image's latest prediction, by type:
-        ``(probability, 0/1 mask, threshold)``; types whose maps do not read are left out."""
+        ``(probability, 0/1 mask, threshold)`` (the probability None unless ``probabilities``:
+        a full-size PNG each, not decoded for nothing); types whose maps do not read are left out."""
         d = self.latest_prediction(image_id)
         if d is None:
             return {}
@@ -389,12 +391,12 @@ class Project:
             types = read_json(d / f"{image_id}.json").get("types") or {}
         except (LesionsegInputError, OSError):
             return {}
-        out: dict[str, tuple[NDArray[np.float32], NDArray[np.uint8], float]] = {}
+        out: dict[str, tuple[NDArray[np.float32] | None, NDArray[np.uint8], float]] = {}
         for name, thr in (types.items() if isinstance(types, dict) else []):
             if name not in OUTPUT_TYPES or name == HE:  # names become file names: known ones only
                 continue
             with contextlib.suppress(LesionsegInputError, OSError, TypeError, ValueError):
-                p = read_unit_map(d / f"{image_id}_{name}_prob.png")
+                p = read_unit_map(d / f"{image_id}_{name}_prob.png") if probabilities else None
                 m = (read_unit_map(d / f"{image_id}_{name}_mask.png") > 0.5).view(np.uint8)
                 out[str(name)] = (p, m, float(thr))
         return out
