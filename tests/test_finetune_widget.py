@@ -74,9 +74,9 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     right = next(ly for ly in widget.viewer.layers if ly.name.startswith("IDRiD_16 new model"))
     assert right.translate[-1] > 2144 and worker is not None
     # any version can be made active again
-    widget.versions.setCurrentText("tiny")
+    widget.versions.value = "tiny"
     assert widget.make_active().name == "tiny"
-    widget.versions.setCurrentText("default (shipped)")
+    widget.versions.value = "default (shipped)"
     assert widget.make_active().name == "default" and reg.active().name == "default"
 
 

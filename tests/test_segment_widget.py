@@ -224,7 +224,7 @@ def test_threshold_shows_the_models_own_before_any_run_and_counts_follow(qtbot, 
     viewer, widget = segment
     from napari_lesionseg.core.model_folder import load_model_config
 
-    thr = load_model_config(widget._model_paths[widget.model_combo.currentText()]).inference.threshold
+    thr = load_model_config(widget.model_picker.path).inference.threshold
     assert widget.threshold_label.text() == f"{thr:.3f} (model)"
     assert abs(widget.threshold.value() / 1000 - thr) < 1e-9
     _run(qtbot, widget)
@@ -271,14 +271,40 @@ def test_the_bundled_models_are_listed(qtbot, segment) -> None:
     from napari_lesionseg.core.bundled import bundled_models
 
     viewer, widget = segment
-    labels = [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())]
+    labels = widget.model_picker.labels
     assert labels[0] == "default (shipped)"
     multi = [label for label in labels if label.startswith("multi:")]
     assert multi == ["multi: four lesion types + optic disc (shipped)"]
-    widget.model_combo.setCurrentText(multi[0])
+    widget.model_picker.choose_label(multi[0])
     assert widget.session.model_path() == bundled_models()["multi"]
     assert widget.type_row.isVisibleTo(widget) and "microaneurysm" in widget.legend.text()
-    widget.model_combo.setCurrentText("default (shipped)")
+    widget.model_picker.choose_label("default (shipped)")
     assert not widget.type_row.isVisibleTo(widget)
     widget.set_model_folder(bundled_models()["multi"])  # a listed folder is chosen, not listed twice
-    assert widget.model_combo.currentText() == multi[0] and widget.model_combo.count() == len(labels)
+    assert widget.model_picker.label == multi[0] and widget.model_picker.labels == labels
+
+
+def test_the_model_list_loads_a_folder_or_keeps_the_model_on_cancel(qtbot, segment, monkeypatch,
+                                                                      tiny_model_dir: Path) -> None:
+    """The list's last entry asks for a model folder: a chosen folder is listed and used;
+    cancelling the dialog keeps the model chosen before (it once fell back to the default)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_lesionseg._qt.shared import LOAD_MODEL_LABEL
+    from napari_lesionseg.core.bundled import bundled_models
+
+    viewer, widget = segment
+    picker = widget.model_picker
+    assert picker.labels[-1] == LOAD_MODEL_LABEL and picker.path == tiny_model_dir
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: ""))
+    assert [picker.native.itemText(i) for i in range(picker.native.count())] == picker.labels  # as shown
+    picker.native.setCurrentIndex(len(picker.labels) - 1)  # as a click on the entry does
+    assert picker.path == tiny_model_dir and widget.session.model_path() == tiny_model_dir
+    assert picker.native.currentText() == picker.label  # the list shows it again, not the dialog entry
+    multi = bundled_models()["multi"]
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(multi)))
+    n = len(picker.labels)
+    picker.native.setCurrentIndex(n - 1)
+    assert picker.path == multi and widget.session.model_path() == multi
+    assert len(picker.labels) == n  # a shipped model is not listed twice
+    assert "microaneurysm" in widget.legend.text() and picker.native.currentText() == picker.label

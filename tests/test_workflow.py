@@ -71,7 +71,7 @@ def test_the_whole_workflow(make_napari_viewer, qtbot, tmp_path: Path, tiny_mode
     assert Registry(project).active().name == ft.new_version.name
     # Segment uses the promoted model at once (it once kept the old one until Enter was pressed)
     assert seg.session.model_path() == Registry(project).active()
-    assert seg.model_combo.currentText().startswith(ft.new_version.name)
+    assert seg.model_picker.label.startswith(ft.new_version.name)
 
     # export
     everything = seg.export_project()

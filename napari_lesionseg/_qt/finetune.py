@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import ComboBox
 from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (
-    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -81,7 +81,7 @@ class FinetuneWidget(DockWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.scores = QLabel("")
-        self.versions = QComboBox()
+        self.versions = ComboBox(choices=[DEFAULT_VERSION], tooltip="the project's model versions")
         self.activate_button = QPushButton("Make active")
         self.activate_button.clicked.connect(self.make_active)
 
@@ -114,7 +114,7 @@ class FinetuneWidget(DockWidget):
         lay.addWidget(self.compare_button)
         lay.addLayout(decide)
         versions = QHBoxLayout()
-        versions.addWidget(self.versions, 1)
+        versions.addWidget(self.versions.native, 1)
         versions.addWidget(self.activate_button)
         lay.addLayout(versions)
         lay.addStretch(1)
@@ -135,9 +135,8 @@ class FinetuneWidget(DockWidget):
         pairs = proj.corrected_pairs()
         reg = Registry(proj.root)
         base = reg.active()
-        self.versions.clear()
-        self.versions.addItems([DEFAULT_VERSION, *reg.versions()])
-        self.versions.setCurrentText(base.name if base.parent == reg.dir else DEFAULT_VERSION)
+        self.versions.choices = [DEFAULT_VERSION, *reg.versions()]
+        self.versions.value = base.name if base.parent == reg.dir else DEFAULT_VERSION
         minutes = self.minutes.value()
         if len(pairs) >= 3:
             n_val = max(1, len(pairs) // 4)
@@ -338,7 +337,7 @@ class FinetuneWidget(DockWidget):
     def make_active(self) -> Path:
         """Make the version chosen in the list the project's active model (any version, any time)."""
         reg = Registry(self.project_edit.text())
-        choice = self.versions.currentText()
+        choice = self.versions.value
         if choice == DEFAULT_VERSION:
             reg.use_default()
         else:

@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import ComboBox
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
-    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -48,13 +48,12 @@ from ..core.segment_layers import (
 )
 from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
-from .shared import DockWidget, LayerPicker, follow_project, session_for, unfollow_project
+from .shared import DockWidget, LayerPicker, ModelPicker, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
 
 DEFAULT_LABEL = "default (shipped)"
-LOAD_LABEL = "load model folder..."
 TABLE_COLUMNS = ["type", "area px", "area mm2", "DD from disc", "zone"]
 MAX_TABLE_ROWS = 2000
 
@@ -98,20 +97,18 @@ class SegmentWidget(DockWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: Any = None
-        self._model_paths: dict[str, Path] = {DEFAULT_LABEL: default_model_dir()}
+        models = {DEFAULT_LABEL: default_model_dir()}
         for name, folder in bundled_models().items():
             if name != DEFAULT_MODEL_NAME:
-                self._model_paths[f"{name}: {BUNDLED_MODELS[name]} (shipped)"] = folder
+                models[f"{name}: {BUNDLED_MODELS[name]} (shipped)"] = folder
 
         self._current_image = ""
         self.image_picker = LayerPicker(napari_viewer, photo_layer_name, prefer_selected=True,
                                         tooltip="the photo to segment")
-        self.model_combo = QComboBox()
-        self.model_combo.addItems([*self._model_paths, LOAD_LABEL])
-        self.model_combo.activated.connect(self._on_model_chosen)
-        self.model_combo.currentTextChanged.connect(self._on_model_changed)
-        self.device_combo = QComboBox()
-        self.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+        self.model_picker = ModelPicker(models, self._ask_model_folder,
+                                        tooltip="the model: a shipped one, a project's version or a folder")
+        self.model_picker.changed.connect(self._on_model_changed)
+        self.device_picker = ComboBox(choices=["auto", "cpu", "cuda", "mps"], tooltip="where the model runs")
         self.threshold = QSlider(Qt.Horizontal)
         self.threshold.setRange(1, 999)  # thousandths: a calibrated threshold such as 0.236 is reachable
         self.threshold_label = QLabel("")
@@ -182,8 +179,8 @@ class SegmentWidget(DockWidget):
 
         form = QFormLayout()
         form.addRow("image", self.image_picker.native)
-        form.addRow("model", self.model_combo)
-        form.addRow("device", self.device_combo)
+        form.addRow("model", self.model_picker.native)
+        form.addRow("device", self.device_picker.native)
         row = QHBoxLayout()
         row.addWidget(self.threshold)
         row.addWidget(self.threshold_label)
@@ -213,7 +210,7 @@ class SegmentWidget(DockWidget):
 
         self.image_picker.changed.connect(lambda name: self._on_image_switched(name or ""))
         self._on_image_switched(self.image_picker.name)
-        self._on_model_changed(self.model_combo.currentText())
+        self._on_model_changed(self.model_picker.path)
 
     def release(self) -> None:
         """The dock was closed: stop the run, stop following the layer list (the session and
@@ -233,17 +230,11 @@ class SegmentWidget(DockWidget):
         return {n: p.prediction for n, p in self.session.photos.items() if p.prediction is not None}
 
     # ---- choices ---------------------------------------------------------------------------
-    def _on_model_chosen(self, index: int) -> None:
-        if self.model_combo.itemText(index) == LOAD_LABEL:
-            folder = QFileDialog.getExistingDirectory(self, "Model folder")
-            if folder:
-                self.set_model_folder(folder)
-            else:
-                self.model_combo.setCurrentText(DEFAULT_LABEL)
+    def _ask_model_folder(self) -> str | None:
+        return QFileDialog.getExistingDirectory(self, "Model folder") or None
 
-    def _on_model_changed(self, label: str) -> None:
+    def _on_model_changed(self, path: Path | None) -> None:
         """A model was chosen: the session uses it and the slider shows its threshold."""
-        path = self._model_paths.get(label)
         if path is None:
             return
         self.session.set_model(path)
@@ -270,15 +261,7 @@ class SegmentWidget(DockWidget):
     def set_model_folder(self, folder: str | Path) -> None:
         """Use the model folder ``folder`` (adds it to the model list unless listed already,
         as the bundled models are)."""
-        path = Path(folder)
-        listed = [label for label, known in self._model_paths.items() if known == path]
-        label = listed[0] if listed else f"{path.name} ({path.parent})"
-        self._model_paths[label] = path
-        if self.model_combo.findText(label) < 0:
-            self.model_combo.insertItem(self.model_combo.count() - 1, label)
-        if self.model_combo.currentText() == label:
-            self._on_model_changed(label)
-        self.model_combo.setCurrentText(label)
+        self.model_picker.choose(folder)
 
     def _on_project_changed(self, folder: Path | None) -> None:
         """One project for all docks; the open photo's correction comes back from it."""
@@ -298,15 +281,11 @@ class SegmentWidget(DockWidget):
             return
         reg = Registry(self.project_edit.text())
         for version in reg.versions():
-            self.set_model_folder(reg.dir / version)
-        active = reg.active()
-        if active != default_model_dir():
-            self.set_model_folder(active)
-        else:
-            self.model_combo.setCurrentText(DEFAULT_LABEL)
+            self.model_picker.add(reg.dir / version)
+        self.model_picker.choose(reg.active())
 
     def model(self) -> LoadedModel:
-        self.session.device = str(pick_device(self.device_combo.currentText()))
+        self.session.device = str(pick_device(self.device_picker.value))
         return self.session.model()
 
     def _on_outlines(self, on: bool) -> None:

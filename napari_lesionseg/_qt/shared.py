@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from qtpy.QtCore import QEvent
@@ -152,3 +153,81 @@ class LayerPicker:
     def release(self) -> None:
         for e in self._events:
             e.disconnect(self.refresh)
+
+
+LOAD_MODEL_LABEL = "load model folder..."
+_LOAD = "\x00load"  # the value of the last entry (a model's value is its folder, a Path)
+
+
+class ModelPicker:
+    """A magicgui ComboBox of model folders under readable labels, ending with an entry that
+    asks for a folder (``ask_folder()``: a path, or None when the person cancels, which keeps
+    the model chosen before). ``changed`` fires with the chosen folder when it changes."""
+
+    def __init__(self, models: dict[str, Path], ask_folder: Callable[[], str | None], *,
+                 tooltip: str = "") -> None:
+        from magicgui.widgets import ComboBox
+        from psygnal import SignalInstance
+
+        self._models = dict(models)
+        self._ask_folder = ask_folder
+        self.changed = SignalInstance((object,))
+        self.widget = ComboBox(choices=self._choices(), tooltip=tooltip or None)
+        self.native = self.widget.native
+        self._path: Path | None = self.widget.value
+        self.widget.changed.connect(self._on_changed)
+
+    def _choices(self, *, load_entry: bool = True) -> list[tuple[str, Any]]:
+        return [*self._models.items()] + ([(LOAD_MODEL_LABEL, _LOAD)] if load_entry else [])
+
+    @property
+    def path(self) -> Path | None:
+        """The chosen model folder."""
+        return self._path
+
+    @property
+    def label(self) -> str:
+        return next((lab for lab, p in self._models.items() if p == self._path), "")
+
+    @property
+    def labels(self) -> list[str]:
+        """Every entry as shown, the folder dialog's last."""
+        return [lab for lab, _ in self._choices()]
+
+    def add(self, folder: str | Path, label: str | None = None) -> str:
+        """List ``folder`` (once: a listed folder keeps its label) and return its label."""
+        path = Path(folder)
+        for lab, known in self._models.items():
+            if known == path:
+                return lab
+        label = label or f"{path.name} ({path.parent})"
+        self._models[label] = path
+        with self.widget.changed.blocked():
+            # magicgui appends a new choice at the end: take the dialog's entry out and put it
+            # back, so that it stays last
+            self.widget.choices = self._choices(load_entry=False)
+            self.widget.choices = self._choices()
+            self.widget.value = self._path
+        return label
+
+    def choose(self, folder: str | Path) -> None:
+        """Choose ``folder``, listing it first if needed (``changed`` fires if it is a change)."""
+        path = Path(folder)
+        self.add(path)
+        self.widget.value = path
+
+    def choose_label(self, label: str) -> None:
+        self.choose(self._models[label])
+
+    def _on_changed(self, value: Any) -> None:
+        if value == _LOAD:
+            folder = self._ask_folder()
+            if folder:
+                self.choose(folder)
+            else:
+                with self.widget.changed.blocked():
+                    self.widget.value = self._path
+            return
+        if value != self._path:
+            self._path = value
+            self.changed.emit(value)
