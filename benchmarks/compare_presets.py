@@ -155,6 +155,13 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
 
 
 CALIBRATION_PHOTOS = 12  # training photos the full-resolution report fits calibration and threshold on
+OOF_SCORES = "oof_scores.json"  # beside a run's oof/ model: its scores on the fold's photos, to pool (oof_report.py)
+
+
+def weights_sha256(folder: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
 
 
 def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, cache: str | None,
@@ -166,6 +173,7 @@ def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, ca
     dataset and per-image Dice; per other output too (``types``)."""
     from lesionseg_training.calibrate import calibrate
     from lesionseg_training.data import prepare_pair
+    from napari_lesionseg.core.atomic import atomic_write_text
     from napari_lesionseg.core.batch import evaluate_pairs
     from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
     from napari_lesionseg.core.progress import run_to_end
@@ -180,6 +188,7 @@ def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, ca
     scored = load_model_folder(folder)
     others = [t for t in (types or []) if t in scored.config.network.outputs]
     ds, res = run_to_end(evaluate_pairs(scored, val_pairs, types=others))
+    atomic_write_text(run_dir / OOF_SCORES, json.dumps({"model_sha256": weights_sha256(folder), **res.score_state()}))
     s = res.summary
     out = {"fr_aupr": s["aupr"], "fr_dice_ds": s["dice_ds"], "fr_dice_img": s["dice_img"],
            "fr_threshold": scored.config.inference.threshold}

@@ -406,3 +406,24 @@ def test_one_tile_photo_still_shows_progress_per_view(tiny_model_dir: Path, smal
     run_to_end(predict(model, small_rgb, tta="flips", precision="fp32"), events.append)  # views one by one
     tiles = [e for e in events if e.stage == "tiles"]
     assert tiles[-1].total == 4 and [e.done for e in tiles] == [0, 1, 2, 3, 4]
+
+
+def test_evaluation_scores_pool_over_runs(tiny_model_dir: Path, small_pairs: Path) -> None:
+    """``evaluate_pairs`` keeps its accumulated scores: two runs over one photo each, pooled
+    from their saved state, are the one run over both (how cross-validation folds are pooled)."""
+    import json
+
+    from napari_lesionseg.core.batch import evaluate_pairs, find_eval_pairs
+    from napari_lesionseg.core.metrics import DatasetScores, LesionCounts, pool_scores
+
+    model = load_model_folder(tiny_model_dir)
+    pairs = find_eval_pairs(small_pairs / "images", small_pairs / "masks")
+    assert len(pairs) == 2
+    _, both = run_to_end(evaluate_pairs(model, pairs, tta="none"))
+    states = [json.loads(json.dumps(run_to_end(evaluate_pairs(model, [p], tta="none"))[1].score_state()))
+              for p in pairs]
+    pooled = pool_scores([DatasetScores.from_state(s["scores"]["HE"]) for s in states]).summary()
+    for key in ("aupr", "dice_ds", "dice_img", "images"):
+        assert pooled[key] == pytest.approx(both.summary[key], abs=1e-12, nan_ok=True), key
+    counts = [LesionCounts(**s["lesions"]) for s in states]
+    assert sum(c.gt for c in counts) == both.lesions.gt and sum(c.pred for c in counts) == both.lesions.pred

@@ -114,3 +114,36 @@ def test_lesion_level_precision_and_recall() -> None:
     assert row["lesion_recall"] == 0.5 and row["lesion_precision"] == 0.5 and row["pred_lesions"] == 2
     counts.add(np.zeros_like(gt), np.zeros_like(gt))  # an empty photo changes nothing
     assert counts.summary() == {"lesion_recall": 0.5, "lesion_precision": 0.5, "gt_lesions": 2.0, "pred_lesions": 2.0}
+
+
+def test_scores_pooled_over_runs_equal_one_run_over_all_images() -> None:
+    """Out-of-fold figures: each fold's scores, saved as JSON and pooled, give what one scoring
+    of every photo gives (one precision-recall curve, summed counts, every photo's row)."""
+    import json
+
+    from napari_lesionseg.core.metrics import DatasetScores, pool_scores
+
+    rng = np.random.default_rng(3)
+    images = []
+    for i in range(6):
+        gt = np.zeros((40, 50), bool)
+        gt[rng.integers(0, 30):, rng.integers(0, 40):][:8, :8] = True
+        prob = np.clip(gt * 0.3 + rng.random(gt.shape) * (0.5 + 0.1 * i), 0, 1)  # photos differ
+        images.append((f"im{i}", np.rint(prob * 255) / 255, gt))
+    whole = DatasetScores(threshold=0.5, pr_bins=256)
+    parts = [DatasetScores(threshold=0.5, pr_bins=256) for _ in range(3)]
+    for k, (name, prob, gt) in enumerate(images):
+        whole.add(name, prob, gt)
+        parts[k % 3].add(name, prob, gt)
+    back = [DatasetScores.from_state(json.loads(json.dumps(p.state()))) for p in parts]
+    pooled = pool_scores(back).summary()
+    expected = whole.summary()
+    for key in ("aupr", "dice_ds", "dice_img", "recall_ds", "images"):
+        assert pooled[key] == pytest.approx(expected[key], abs=1e-12), key
+    # each fold on its own scores differently: pooling is not averaging the folds' AUPRs
+    assert pooled["aupr"] != pytest.approx(np.mean([p.summary()["aupr"] for p in parts]), abs=1e-6)
+    mixed = DatasetScores(threshold=0.3, pr_bins=256)
+    mixed.add("x", images[0][1], images[0][2])
+    assert np.isnan(pool_scores([parts[0], mixed]).threshold)
+    with pytest.raises(ValueError, match="bin counts"):
+        pool_scores([parts[0], DatasetScores(pr_bins=65536)])

@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +43,15 @@ class BatchResult:
     done: list[str] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
+    #: evaluate only: the accumulated scores by output ("HE" and each other type scored) and the
+    #: lesion-level counts, for pooling over runs (``DatasetScores.state``)
+    scores: dict[str, DatasetScores] = field(default_factory=dict)
+    lesions: LesionCounts | None = None
+
+    def score_state(self) -> dict[str, Any]:
+        """The scores as JSON-ready state, to pool with other runs' (``metrics.pool_scores``)."""
+        return {"scores": {t: d.state() for t, d in self.scores.items()},
+                "lesions": None if self.lesions is None else asdict(self.lesions)}
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -228,6 +237,8 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     result.summary.update(found.summary())
     result.summary["types"] = {t: {k: v for k, v in d.summary().items() if not k.startswith("hd95")}
                                for t, d in per_type.items() if d.per_image}
+    result.scores = {HE: ds, **{t: d for t, d in per_type.items() if d.per_image}}
+    result.lesions = found
     return ds, result
 
 

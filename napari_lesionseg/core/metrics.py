@@ -7,8 +7,8 @@ pixels from every count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -181,6 +181,47 @@ class DatasetScores:
                                           and (float(r["gt_pixels"]) > 0) != (float(r["pred_pixels"]) > 0)))
         out["aupr"] = self.pr.aupr() if self.pr is not None else float("nan")
         return out
+
+    def state(self) -> dict[str, Any]:
+        """What pooling over runs needs, JSON-ready: the threshold, the PR histogram's occupied
+        bins, the pooled counts and the per-image rows (:meth:`from_state`, :func:`pool_scores`)."""
+        pr = self.pr or PooledPR(self.pr_bins)
+        occupied = np.flatnonzero(pr.pos + pr.neg)
+        return {"threshold": self.threshold, "empty": self.empty, "pr_bins": pr.bins,
+                "pr": [[int(i), int(pr.pos[i]), int(pr.neg[i])] for i in occupied],
+                "total": asdict(self.total), "per_image": self.per_image}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> DatasetScores:
+        ds = cls(threshold=float(state["threshold"]), empty=state["empty"], pr_bins=int(state["pr_bins"]),
+                 per_image=list(state["per_image"]), total=Counts(**state["total"]))
+        ds.pr = PooledPR(ds.pr_bins)
+        for i, pos, neg in state["pr"]:
+            ds.pr.pos[i], ds.pr.neg[i] = pos, neg
+        return ds
+
+
+def pool_scores(parts: list[DatasetScores]) -> DatasetScores:
+    """One score over the images of several runs (e.g. the folds of a cross-validation, each
+    scoring its own photos with its own model and threshold): pixels pooled into one
+    precision-recall curve, counts summed, per-image rows joined. ``threshold`` is NaN when the
+    parts' thresholds differ."""
+    if not parts:
+        raise ValueError("nothing to pool")
+    bins = {p.pr_bins for p in parts}
+    if len(bins) != 1:
+        raise ValueError(f"cannot pool precision-recall histograms of different bin counts: {sorted(bins)}")
+    thresholds = {p.threshold for p in parts}
+    out = DatasetScores(threshold=thresholds.pop() if len(thresholds) == 1 else float("nan"),
+                        empty=parts[0].empty, pr_bins=parts[0].pr_bins)
+    out.pr = PooledPR(out.pr_bins)
+    for p in parts:
+        out.total = out.total + p.total
+        out.per_image += p.per_image
+        if p.pr is not None:
+            out.pr.pos += p.pr.pos
+            out.pr.neg += p.pr.neg
+    return out
 
 
 @dataclass

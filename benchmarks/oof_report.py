@@ -1,0 +1,147 @@
+"""Out-of-fold figures of the cross-validation runs of ``compare_presets.py --full-res``: each
+fold's last model (calibrated on training photos only) scored on its own fold's photos at full
+resolution, then the five folds' pixels pooled into one precision-recall curve per output (the
+IDRiD challenge's pooled AUPR, over all 53 annotated photos, each scored by the one model that
+never trained on it), beside the spread of the per-fold figures.
+
+A run's scores are kept beside it (``oof_scores.json``, written by ``compare_presets`` when it
+scores the run); a run scored before that was kept is scored here again from its ``oof/`` model.
+
+    python benchmarks/oof_report.py --runs /tmp/cv/runs --variants default,multi_he_crops --steps 1000 \\
+        --cache /tmp/cache [--out benchmarks/results/oof.json]
+
+Prints a table and writes JSON. Reads ``../shared/data`` (the fold's photos) only to score a run
+that has no scores yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import compare_presets as cp  # noqa: E402
+
+OTHER_TYPES = ["MA", "EX", "SE", "OD"]
+
+
+def fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
+    """The fold's training and report photos, split as ``compare_presets`` split them."""
+    from lesionseg_training.data import find_pairs, split_pairs
+    from lesionseg_training.train_config import load_config
+
+    base, overrides = cp.VARIANTS[variant]
+    cfg = load_config(base, [f'data.images="{images}"', f"data.val_every={cp.N_FOLDS}", f"data.val_offset={fold}",
+                             *overrides])
+    return split_pairs(find_pairs(cfg.data), cfg.data)
+
+
+def run_scores(run_dir: Path, variant: str, fold: int, images: str, cache: str | None) -> dict | None:
+    """The run's saved scores on its fold; scored now if the run has an ``oof/`` model but no
+    (or stale) scores; None when the run has not been scored at full resolution at all."""
+    scores = run_dir / cp.OOF_SCORES
+    oof = run_dir / "oof"
+    if not (oof / "weights.safetensors").is_file():
+        return None
+    if scores.is_file():
+        state = json.loads(scores.read_text())
+        if state.get("model_sha256") == cp.weights_sha256(oof):
+            return state
+    from napari_lesionseg.core.atomic import atomic_write_text
+    from napari_lesionseg.core.batch import evaluate_pairs
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.progress import run_to_end
+
+    model = load_model_folder(oof)
+    _, val_pairs = fold_pairs(variant, fold, images)
+    others = [t for t in OTHER_TYPES if t in model.config.network.outputs]
+    print(f"scoring {run_dir.name} on {len(val_pairs)} photos ...", flush=True)
+    _, res = run_to_end(evaluate_pairs(model, val_pairs, types=others))
+    state = {"model_sha256": cp.weights_sha256(oof), **res.score_state()}
+    atomic_write_text(scores, json.dumps(state))
+    return state
+
+
+def pooled_figures(states: list[dict]) -> dict:
+    """Per output: pooled AUPR, dataset Dice, mean per-image Dice over every fold's photos, and
+    the per-fold AUPRs; lesion-level recall and precision of hemorrhages."""
+    from napari_lesionseg.core.metrics import DatasetScores, LesionCounts, pool_scores
+
+    out: dict = {}
+    types = dict.fromkeys(t for s in states for t in s["scores"])
+    for t in types:
+        parts = [DatasetScores.from_state(s["scores"][t]) for s in states if t in s["scores"]]
+        summ = pool_scores(parts).summary()
+        folds = [p.summary() for p in parts]
+        out[t] = {"aupr": summ["aupr"], "dice_ds": summ["dice_ds"], "dice_img": summ["dice_img"],
+                  "photos": int(summ["images"]), "fold_aupr": [f["aupr"] for f in folds],
+                  "fold_dice_ds": [f["dice_ds"] for f in folds]}
+    counts = [LesionCounts(**s["lesions"]) for s in states if s.get("lesions")]
+    if counts:
+        total = LesionCounts(*(sum(getattr(c, k) for c in counts) for k in ("gt", "gt_found", "pred", "pred_right")))
+        out["HE"].update(total.summary())
+    return out
+
+
+def spread(vals: list[float]) -> str:
+    vals = [v for v in vals if v == v]
+    if not vals:
+        return "-"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True, help="compare_presets' --out folder")
+    ap.add_argument("--variants", default="default,multi_he_crops")
+    ap.add_argument("--folds", default=",".join(map(str, range(cp.N_FOLDS))))
+    ap.add_argument("--steps", type=int, default=1000, help="the runs' step budget (their folder names say it)")
+    ap.add_argument("--images", default=str(cp.DATA))
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--out", default=str(HERE / "results" / "oof.json"))
+    args = ap.parse_args()
+
+    report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}",
+                    "steps": args.steps, "variants": {}}
+    rows = []
+    for variant in args.variants.split(","):
+        states, folds = [], []
+        for fold in map(int, args.folds.split(",")):
+            run_dir = Path(args.runs) / f"{variant}-f{fold}-s{args.steps}"
+            state = run_scores(run_dir, variant, fold, args.images, args.cache) if run_dir.is_dir() else None
+            if state is not None:
+                states.append(state)
+                folds.append(fold)
+        if not states:
+            print(f"{variant}: no fold scored at full resolution yet")
+            continue
+        figs = pooled_figures(states)
+        report["variants"][variant] = {"folds": folds, **figs}
+        he = figs["HE"]
+        row = {"variant": variant, "folds": ",".join(map(str, folds)), "photos": he["photos"],
+               "HE AUPR (pooled)": f"{he['aupr']:.3f}", "HE AUPR per fold": spread(he["fold_aupr"]),
+               "HE Dice ds / img": f"{he['dice_ds']:.3f} / {he['dice_img']:.3f}",
+               "lesion recall / precision": f"{he.get('lesion_recall', float('nan')):.2f} / "
+                                            f"{he.get('lesion_precision', float('nan')):.2f}"}
+        for t in OTHER_TYPES:
+            if t in figs:
+                row[t] = f"{figs[t]['dice_ds']:.3f} Dice" if t == "OD" else f"{figs[t]['aupr']:.3f}"
+        rows.append(row)
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(str(r.get(c, "-")) for c in cols))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
