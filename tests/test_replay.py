@@ -87,3 +87,43 @@ def test_the_shipped_model_carries_its_replay_photos() -> None:
     model = load_model_folder(default_model_dir())
     assert len(ids) == 8 and not set(ids) & set(model.metrics["val_images"])
     assert set(ids) <= set(model.lineage["data"])
+
+
+def test_a_five_output_models_replay_keeps_every_known_type(tmp_path: Path, multi_model_dir: Path,
+                                                          small_pairs: Path) -> None:
+    """A five-output model's replay photos carry each type the annotation knows (so a fine-tune
+    on hemorrhage corrections is held to the exudates it knew too); a type the photo's
+    annotation lacks stays unknown (255), and a fine-tuned version carries the files on."""
+    from PIL import Image
+
+    from lesionseg_training.replay import copy_replay
+
+    root = tmp_path / "pairs"
+    shutil.copytree(small_pairs, root)
+    he = next((root / "masks").glob("IDRiD_16*"))
+    ex = np.zeros(np.asarray(Image.open(he)).shape[:2], np.uint8)
+    ex[100:140, 200:260] = 255
+    Image.fromarray(ex).save(root / "masks" / "IDRiD_16_EX.png")  # EX known for IDRiD_16 only
+    model = tmp_path / "multi"
+    shutil.copytree(multi_model_dir, model)
+    cfg = load_model_folder(model).config
+    outputs = cfg.network.outputs
+    pairs = match_pairs(root / "images", root / "masks")
+    write_replay(model, pairs[:1], cfg.preprocess, outputs)
+    (model / "replay" / "README.md").write_text("credit")
+    write_replay(model, pairs, cfg.preprocess, outputs)  # a new set keeps the photos' attribution
+    assert (model / "replay" / "README.md").read_text() == "credit"
+    assert replay_ids(model) == ["IDRiD_04", "IDRiD_16"]
+    assert (model / "replay" / "IDRiD_16_EX_label.png").is_file()
+    assert not (model / "replay" / "IDRiD_04_EX_label.png").exists()
+    items = {it.id: it for it in load_replay(model, cfg.preprocess, outputs)}
+    ex_row = list(outputs).index("EX") - 1
+    direct = prepare_pair(next(p for p in pairs if p.id == "IDRiD_16"), cfg.preprocess, outputs=outputs)
+    assert items["IDRiD_16"].aux.shape == direct.aux.shape
+    assert np.array_equal(items["IDRiD_16"].aux[ex_row], direct.aux[ex_row]) and (direct.aux[ex_row] == 1).any()
+    assert (items["IDRiD_04"].aux[ex_row] == 255).all()  # unknown there, not "no exudates"
+    assert np.array_equal(items["IDRiD_16"].y, direct.y)
+    dst = tmp_path / "next"
+    dst.mkdir()
+    copy_replay(model, dst)
+    assert sorted(f.name for f in (dst / "replay").iterdir()) == sorted(f.name for f in (model / "replay").iterdir())

@@ -136,7 +136,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
     if replay is None and budget.replay_share:
         from .replay import load_replay
 
-        replay = load_replay(base_model_dir, base.config.preprocess)
+        replay = load_replay(base_model_dir, base.config.preprocess, base.config.network.outputs)
     if budget.calibration not in ("held_out", "all", "keep"):
         raise ValueError(f"calibration must be held_out, all or keep, not {budget.calibration!r}")
     if budget.hold_out:

@@ -7,9 +7,13 @@ it was trained on while it learns a clinic's corrections (benchmarks/adapt.py me
                                       JPEG even at quality 95 moved the blue and green-contrast
                                       inputs by 0.26 and 0.12 of their standard deviation
 <model folder>/replay/<id>_label.png  0 background, 1 lesion, 255 unsure, on the same grid
+<model folder>/replay/<id>_<T>_label.png  a model with other outputs (MA, EX, SE, OD): that type's
+                                      labels, for each type the photo's annotation knows (none:
+                                      the type is unknown there, and a fine-tune leaves it alone)
 <model folder>/replay/<id>_disc.png   the field of view on the same grid (0/255)
 ```
-About 0.6 MB a photo. A fine-tuned version carries its parent's set forward. Add a set to a
+About 0.6 MB a photo. The other types' labels let the replay guard every output of a
+five-output model, not its hemorrhages only. A fine-tuned version carries its parent's set forward. Add a set to a
 model folder with ``python -m lesionseg_training.replay --model DIR --images ROOT``.
 """
 
@@ -27,6 +31,7 @@ from PIL import Image
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.fov import detect_fov
 from napari_lesionseg.core.image_io import read_gray_u8, read_image, read_label, write_label
+from napari_lesionseg.core.lesion_types import HE, OUTPUT_TYPES
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.pairs import Pair
 from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
@@ -34,12 +39,19 @@ from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_g
 from .data import Prepared
 
 REPLAY = "replay"
+README = "README.md"  # the replay photos' source and licence, kept and carried with them
 MAX_REPLAY_PHOTOS = 64
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
-def write_replay(model_dir: str | Path, pairs: list[Pair], pre: PreprocessConfig) -> Path:
-    """Write ``pairs`` (photo + mask) as ``model_dir/replay/``, replacing a set already there."""
+def _type_file(iid: str, name: str) -> str:
+    return f"{iid}_label.png" if name == HE else f"{iid}_{name}_label.png"
+
+
+def write_replay(model_dir: str | Path, pairs: list[Pair], pre: PreprocessConfig,
+                 outputs: list[str] | tuple[str, ...] = (HE,)) -> Path:
+    """Write ``pairs`` (photo + mask, and the labels of ``outputs`` beyond HE where a photo's
+    annotation knows them) as ``model_dir/replay/``, replacing a set already there."""
     folder = Path(model_dir)
     if not (folder / "config.json").exists():
         raise LesionsegInputError(folder, "is not a model folder (no config.json)")
@@ -51,9 +63,14 @@ def write_replay(model_dir: str | Path, pairs: list[Pair], pre: PreprocessConfig
             rgb, _ = read_image(p.image)
             geom = plan_geometry(rgb.shape[:2], detect_fov(rgb), pre.fov_diameter)
             Image.fromarray(to_work(rgb, geom)).save(tmp / f"{p.id}.png", optimize=True)
-            write_label(tmp / f"{p.id}_label.png", mask_to_work(p.read_mask(shape=rgb.shape[:2]), geom))
+            labels = p.read_types(list(dict.fromkeys([HE, *outputs])), rgb.shape[:2])
+            for name, lab in labels.items():
+                if lab is not None:
+                    write_label(tmp / _type_file(p.id, name), mask_to_work(lab, geom))
             Image.fromarray(geom.work_fov_mask().astype(np.uint8) * 255).save(tmp / f"{p.id}_disc.png")
         old = folder / REPLAY
+        if (old / README).is_file():  # the photos' attribution stays with them
+            shutil.copyfile(old / README, tmp / README)
         if old.exists():
             shutil.rmtree(old)
         tmp.replace(old)
@@ -76,8 +93,10 @@ def replay_ids(model_dir: str | Path) -> list[str]:
                   and not f.stem.endswith(("_label", "_disc")))
 
 
-def load_replay(model_dir: str | Path, pre: PreprocessConfig) -> list[Prepared]:
-    """The replay photos as training items for a model with preprocessing ``pre``."""
+def load_replay(model_dir: str | Path, pre: PreprocessConfig,
+                outputs: list[str] | tuple[str, ...] = (HE,)) -> list[Prepared]:
+    """The replay photos as training items for a model with preprocessing ``pre`` and
+    ``outputs`` (a type without a label file is unknown on that photo: 255)."""
     folder = Path(model_dir) / REPLAY
     ids = replay_ids(model_dir)[:MAX_REPLAY_PHOTOS]
     items = []
@@ -87,7 +106,12 @@ def load_replay(model_dir: str | Path, pre: PreprocessConfig) -> list[Prepared]:
         disc = read_gray_u8(folder / f"{iid}_disc.png") > 127
         if disc.shape != work.shape[:2]:
             raise LesionsegInputError(folder / f"{iid}_disc.png", "replay disc does not match its photo")
-        items.append(Prepared(iid, network_input(work, disc, pre.green_contrast_sigma), label, disc))
+        aux = None
+        if len(outputs) > 1:
+            aux = np.stack([read_label(folder / _type_file(iid, t), shape=work.shape[:2])
+                            if (folder / _type_file(iid, t)).is_file() else np.full(work.shape[:2], 255, np.uint8)
+                            for t in outputs[1:]])
+        items.append(Prepared(iid, network_input(work, disc, pre.green_contrast_sigma), label, disc, aux))
     return items
 
 
@@ -98,8 +122,11 @@ def copy_replay(src_model: str | Path, dst_folder: Path) -> None:
         return
     (dst_folder / REPLAY).mkdir()
     for iid in ids:
-        for name in (f"{iid}.png", f"{iid}_label.png", f"{iid}_disc.png"):
-            shutil.copyfile(Path(src_model) / REPLAY / name, dst_folder / REPLAY / name)
+        for name in (f"{iid}.png", f"{iid}_disc.png", *(_type_file(iid, t) for t in OUTPUT_TYPES)):
+            if name == _type_file(iid, HE) or (Path(src_model) / REPLAY / name).is_file():
+                shutil.copyfile(Path(src_model) / REPLAY / name, dst_folder / REPLAY / name)
+    if (Path(src_model) / REPLAY / README).is_file():
+        shutil.copyfile(Path(src_model) / REPLAY / README, dst_folder / REPLAY / README)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if not with_lesions:
         raise LesionsegInputError(Path(args.images), "no photo with lesions among the model's training photos")
     pick = pick_replay(with_lesions, args.n)
-    out = write_replay(args.model, pick, model.config.preprocess)
+    out = write_replay(args.model, pick, model.config.preprocess, model.config.network.outputs)
     print(f"{len(pick)} replay photos in {out}: {', '.join(p.id for p in pick)}")
     return 0
 

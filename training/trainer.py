@@ -406,7 +406,7 @@ def _calibrate_best(r: _Run) -> Generator[Event, None, None]:
     if len(train_items) >= MIN_REVIEW_FIT_IMAGES:
         keep = pick_replay([p for p, it in zip(r.train_pairs, train_items) if (it.y == 1).any()], REPLAY_PHOTOS)
         if keep:
-            write_replay(r.dir / "best", keep, r.cfg.model.preprocess)
+            write_replay(r.dir / "best", keep, r.cfg.model.preprocess, r.cfg.model.network.outputs)
             yield from r.emit({"event": "replay_written", "photos": [p.id for p in keep]})
 
 
