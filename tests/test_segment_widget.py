@@ -308,3 +308,26 @@ def test_the_model_list_loads_a_folder_or_keeps_the_model_on_cancel(qtbot, segme
     assert picker.path == multi and widget.session.model_path() == multi
     assert len(picker.labels) == n  # a shipped model is not listed twice
     assert "microaneurysm" in widget.legend.text() and picker.native.currentText() == picker.label
+
+
+def test_a_result_is_shown_one_layer_per_turn_of_the_event_loop(qtbot, segment) -> None:
+    """napari takes a noticeable part of a second to create each layer: the result's layers
+    come one per turn of the event loop (the viewer repaints between them), and Run is given
+    back only when all are shown."""
+    viewer, widget = segment
+    _run(qtbot, widget)
+    from napari_lesionseg.core.segment_layers import layer_names
+
+    names = list(layer_names("IDRiD_16").values())  # probability, lesions, fuzzy
+    assert all(n in viewer.layers for n in names)
+    pred = widget.session.photos["IDRiD_16"].prediction
+    for n in names:
+        viewer.layers.remove(n)
+    widget.run_button.setEnabled(False)
+    widget._on_result("IDRiD_16", viewer.layers["IDRiD_16"], pred)
+    shown = [n for n in names if n in viewer.layers]
+    assert len(shown) == 1 and not widget.run_button.isEnabled()  # the rest wait for the next turns
+    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=10_000)
+    assert all(n in viewer.layers for n in names)
+    assert viewer.layers.selection.active is viewer.layers["IDRiD_16 lesions"]
+    assert "lesion(s)" in widget.status.text()

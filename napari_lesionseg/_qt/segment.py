@@ -7,6 +7,8 @@ The state lives in the viewer's :class:`~napari_lesionseg.core.session.Annotatio
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +99,7 @@ class SegmentWidget(DockWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: Any = None
+        self._pending_steps: list[Callable[[], None]] = []  # a finished run's layers still to add
         models = {DEFAULT_LABEL: default_model_dir()}
         for name, folder in bundled_models().items():
             if name != DEFAULT_MODEL_NAME:
@@ -402,21 +405,50 @@ class SegmentWidget(DockWidget):
         self.progress.setValue(prog.done)
 
     def _on_finished(self) -> None:
+        if self._pending_steps:  # the result is still being shown: Run comes back after it
+            return
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
     def _on_result(self, name: str, layer: Any, pred: Prediction) -> None:
+        """Show a finished run: one layer per turn of the event loop (napari takes 0.1-0.35 s of
+        the GUI thread to create each, benchmarks/gui_pauses.py; the viewer repaints and takes
+        input between them), then the counts and the table; Run is enabled again at the end."""
         lesions = self._lesions(name)
         label, edited = self.session.accept_run(name, pred, None if lesions is None else lesions.data)
-        for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate)):
-            lname = kwargs["name"]
-            if lname in self.viewer.layers:
-                if kind != "labels":
-                    self.viewer.layers[lname].data = data
-                elif not edited:
-                    self.viewer.layers[lname].data = label
-            else:
-                getattr(self.viewer, f"add_{kind}")(label if kind == "labels" else data, **kwargs)
+        steps: list[Callable[[], None]] = [
+            partial(self._put_layer, name, label if kind == "labels" else data, kwargs, kind, edited)
+            for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate))]
+        steps.append(partial(self._show_result, name, pred, edited))
+        self._pending_steps = steps
+        self._next_step()
+
+    def _next_step(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        if self._pending_steps:
+            self._pending_steps.pop(0)()
+        if self._pending_steps:
+            QTimer.singleShot(0, self._next_step)
+        elif self.worker is None or not self.worker.is_running:
+            self._on_finished()
+
+    def _put_layer(self, name: str, data: Any, kwargs: dict[str, Any], kind: str, edited: bool) -> None:
+        """Add one result layer of photo ``name``, or replace its data (never a hand-edited
+        lesions layer's); nothing if the photo was closed meanwhile."""
+        if name not in self.viewer.layers:
+            self._pending_steps = []
+            return
+        lname = kwargs["name"]
+        if lname in self.viewer.layers:
+            if kind != "labels" or not edited:
+                self.viewer.layers[lname].data = data
+        else:
+            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+
+    def _show_result(self, name: str, pred: Prediction, edited: bool) -> None:
+        if name not in self.viewer.layers:
+            return
         self.viewer.layers.selection.active = self._lesions(name)
         self._on_outlines(self.outlines.isChecked())
         self._apply_type_visibility()
