@@ -53,14 +53,14 @@ def _measure(kind: str) -> dict[str, float]:
     if kind == "second run":
         run_once()
     on_result = []  # each step of showing the result (a layer added or replaced; counts and table)
-    real = seg._next_step
+    real = seg.turns._next
 
     def timed() -> None:
         t0 = time.perf_counter()
         real()
         on_result.append(time.perf_counter() - t0)
 
-    seg._next_step = timed  # _on_result and the event loop's later turns call it through the instance
+    seg.turns._next = timed  # the queue's first step and the event loop's later turns call it through the instance
     seg.worker = None
     ticks: list[float] = []
     timer = QTimer()

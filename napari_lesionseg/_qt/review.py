@@ -5,7 +5,9 @@ overlay."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from qtpy.QtWidgets import (
@@ -27,7 +29,7 @@ from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import Region, ReviewSet, review_regions, review_settings
 from ..core.segment_layers import UNSURE, layer_names, project_image_layers
-from .shared import DockWidget, LayerPicker, follow_project, session_for, unfollow_project
+from .shared import DockWidget, LayerPicker, StepQueue, follow_project, session_for, unfollow_project
 
 if TYPE_CHECKING:
     import napari
@@ -96,6 +98,8 @@ class ReviewWidget(DockWidget):
         follow_project(self.project_edit, self.session)
         self.next_image_button = QPushButton("Open next image")
         self.next_image_button.clicked.connect(self.open_next_image)
+        self.turns = StepQueue()  # closing one image and opening the next, a layer per turn
+        self.turns.when_idle.append(lambda: self.next_image_button.setEnabled(True))
         self._image_order: list[str] = []
         self.info = QLabel("run 'Segment lesions' first, then Refresh")
         self.info.setWordWrap(True)
@@ -294,28 +298,50 @@ class ReviewWidget(DockWidget):
 
     def open_next_image(self) -> str | None:
         """Open the project's next image (most uncertain first) with its prediction and latest
-        correction. The image shown before is saved if edited and its layers closed (memory);
-        an image already open is switched to, never opened twice."""
+        correction; returns its id. The image shown before is saved if edited (at once) and its
+        layers closed (memory); an image already open is switched to, never opened twice. The
+        layers go and come one per turn of the event loop (``turns``; napari takes a noticeable
+        part of a second for each, the viewer repaints between them): the button comes back
+        when the image is shown."""
         proj = self.session.project
         if proj is None:
             self.info.setText("choose a project folder first")
             return None
+        if self.turns.busy:
+            return None  # still opening the one before
         current = self.image_picker.name
         found = self.session.next_image(current or None)
         if found is None:
             self.info.setText("the project holds no images yet")
             return None
         nxt, place, count = found
+        steps: list[Callable[[], object]] = []
         if current and current != nxt:
             self._save_if_edited(current)
-            for name in [current, *layer_names(current).values(), f"{current} current region"]:
-                if name in self.viewer.layers:
-                    self.viewer.layers.remove(name)
-            self.session.close_photo(current)
+            steps += [partial(self._remove_layer, name)
+                      for name in [f"{current} current region", *layer_names(current).values(), current]]
+            steps.append(partial(self.session.close_photo, current))
         if nxt not in self.viewer.layers:
-            for data, kwargs, kind in project_image_layers(proj, nxt):
-                if kwargs["name"] not in self.viewer.layers:
-                    getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            steps.append(partial(self._load_layers, proj, nxt))
+        steps.append(partial(self._show_opened, proj, nxt, place, count))
+        self.next_image_button.setEnabled(False)
+        self.turns.run(steps)
+        return nxt
+
+    def _remove_layer(self, name: str) -> None:
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+
+    def _load_layers(self, proj: Any, image_id: str) -> None:
+        """Read the image's layers from the project; add them in the next turns."""
+        self.turns.run_next([partial(self._add_layer, data, kwargs, kind)
+                             for data, kwargs, kind in project_image_layers(proj, image_id)])
+
+    def _add_layer(self, data: Any, kwargs: dict[str, Any], kind: str) -> None:
+        if kwargs["name"] not in self.viewer.layers:
+            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+
+    def _show_opened(self, proj: Any, nxt: str, place: int, count: int) -> None:
         lname = layer_names(nxt)["lesions"]
         if lname in self.viewer.layers:
             self.session.open_photo(nxt, proj.image_path(nxt))
@@ -323,7 +349,6 @@ class ReviewWidget(DockWidget):
         if self.image_picker.choose(nxt):
             self.refresh()
         self.info.setText(f"{nxt}: image {place} of {count} by uncertainty")
-        return nxt
 
     def _save_if_edited(self, name: str) -> None:
         """Before an image's layers go away, keep its hand edits as a new label version (the

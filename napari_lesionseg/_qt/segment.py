@@ -50,7 +50,15 @@ from ..core.segment_layers import (
 )
 from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
-from .shared import DockWidget, LayerPicker, ModelPicker, follow_project, session_for, unfollow_project
+from .shared import (
+    DockWidget,
+    LayerPicker,
+    ModelPicker,
+    StepQueue,
+    follow_project,
+    session_for,
+    unfollow_project,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -99,7 +107,8 @@ class SegmentWidget(DockWidget):
         self.viewer = napari_viewer
         self.session = session_for(napari_viewer)
         self.worker: Any = None
-        self._pending_steps: list[Callable[[], None]] = []  # a finished run's layers still to add
+        self.turns = StepQueue()  # a finished run's layers, added one per turn of the event loop
+        self.turns.when_idle.append(self._on_shown)
         models = {DEFAULT_LABEL: default_model_dir()}
         for name, folder in bundled_models().items():
             if name != DEFAULT_MODEL_NAME:
@@ -405,7 +414,7 @@ class SegmentWidget(DockWidget):
         self.progress.setValue(prog.done)
 
     def _on_finished(self) -> None:
-        if self._pending_steps:  # the result is still being shown: Run comes back after it
+        if self.turns.busy:  # the result is still being shown: Run comes back after it
             return
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
@@ -420,24 +429,17 @@ class SegmentWidget(DockWidget):
             partial(self._put_layer, name, label if kind == "labels" else data, kwargs, kind, edited)
             for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate))]
         steps.append(partial(self._show_result, name, pred, edited))
-        self._pending_steps = steps
-        self._next_step()
+        self.turns.run(steps)
 
-    def _next_step(self) -> None:
-        from qtpy.QtCore import QTimer
-
-        if self._pending_steps:
-            self._pending_steps.pop(0)()
-        if self._pending_steps:
-            QTimer.singleShot(0, self._next_step)
-        elif self.worker is None or not self.worker.is_running:
+    def _on_shown(self) -> None:
+        if self.worker is None or not self.worker.is_running:
             self._on_finished()
 
     def _put_layer(self, name: str, data: Any, kwargs: dict[str, Any], kind: str, edited: bool) -> None:
         """Add one result layer of photo ``name``, or replace its data (never a hand-edited
         lesions layer's); nothing if the photo was closed meanwhile."""
         if name not in self.viewer.layers:
-            self._pending_steps = []
+            self.turns.clear()
             return
         lname = kwargs["name"]
         if lname in self.viewer.layers:

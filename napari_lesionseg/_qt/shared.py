@@ -231,3 +231,49 @@ class ModelPicker:
         if value != self._path:
             self._path = value
             self.changed.emit(value)
+
+
+class StepQueue:
+    """Work for the GUI thread cut into steps, one per turn of the Qt event loop, so that the
+    viewer repaints and takes input between them (napari takes 0.1-0.4 s of the GUI thread to
+    add or remove a layer of a full-size photo: benchmarks/gui_pauses.py). A step may put more
+    steps next (:meth:`run_next`); a step that raises drops the rest. ``when_idle`` callbacks
+    run each time the queue empties."""
+
+    def __init__(self) -> None:
+        self._steps: list[Callable[[], object]] = []
+        self.when_idle: list[Callable[[], object]] = []
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._steps)
+
+    def run(self, steps: list[Callable[[], object]]) -> None:
+        """Queue ``steps`` after those waiting; the first runs now if nothing was waiting."""
+        idle = not self._steps
+        self._steps.extend(steps)
+        if idle and self._steps:
+            self._next()
+
+    def run_next(self, steps: list[Callable[[], object]]) -> None:
+        """From inside a step: ``steps`` come before the ones already waiting."""
+        self._steps[:0] = steps
+
+    def clear(self) -> None:
+        self._steps.clear()
+
+    def _next(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        try:
+            if self._steps:
+                self._steps.pop(0)()
+        except Exception:
+            self._steps.clear()
+            raise
+        finally:
+            if self._steps:
+                QTimer.singleShot(0, self._next)
+            else:
+                for callback in list(self.when_idle):
+                    callback()
