@@ -1,5 +1,6 @@
 """Benchmark: how long the GUI thread stalls while *Segment lesions* runs on the bundled sample
-(4288x2848) with the shipped model, as an annotator sees it: a 10-ms Qt timer on the main thread
+(4288x2848) with the shipped model, and while *Open next image* of *Review lesions* goes from one
+segmented sample to the other, as an annotator sees it: a 10-ms Qt timer on the main thread
 records when it fires; a gap longer than its period is a stall (the viewer does not repaint or
 take input). Each measurement in a new process (a new napari, as an annotator starts it); three
 runs each of: the first run (layers added), a second run (layer data
@@ -36,7 +37,7 @@ def _measure(kind: str) -> dict[str, float]:
     viewer.open_sample("napari-lesionseg", "idrid_04")
     _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
     tmp = tempfile.TemporaryDirectory()
-    if kind == "with project":
+    if kind in ("with project", "open next image"):
         seg.project_edit.setText(tmp.name)
         seg.project_edit.editingFinished.emit()
 
@@ -52,6 +53,8 @@ def _measure(kind: str) -> dict[str, float]:
 
     if kind == "second run":
         run_once()
+    if kind == "open next image":
+        return _measure_open_next(viewer, seg, run_once, tmp)
     on_result = []  # each step of showing the result (a layer added or replaced; counts and table)
     real = seg.turns._next
 
@@ -84,6 +87,47 @@ def _measure(kind: str) -> dict[str, float]:
             "longest_result_step_s": max(on_result, default=float("nan")), "run_s": total}
 
 
+def _measure_open_next(viewer, seg, run_once, tmp) -> dict[str, float]:
+    """Both samples segmented into a project, IDRiD_16 closed; Review's *Open next image* goes
+    from IDRiD_04 (shown) to IDRiD_16: four layers closed, the project read, four opened."""
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    run_once()
+    viewer.open_sample("napari-lesionseg", "idrid_16")
+    seg.image_picker.choose("IDRiD_16")
+    run_once()
+    for name in [ly.name for ly in viewer.layers if ly.name.startswith("IDRiD_16")]:
+        viewer.layers.remove(name)
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions", tabify=True)
+    rev.image_picker.choose("IDRiD_04")
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    opened = rev.open_next_image()
+    while rev.turns.busy:
+        QApplication.processEvents()
+        time.sleep(0.002)
+    took = time.perf_counter() - t0
+    for _ in range(20):
+        QApplication.processEvents()
+        time.sleep(0.01)
+    timer.stop()
+    assert opened == "IDRiD_16" and "IDRiD_16 lesions" in viewer.layers, opened
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    stalls = [g for g in gaps if g > 0.05]
+    viewer.close()
+    tmp.cleanup()
+    return {"longest_stall_s": max(gaps, default=0.0), "stalled_s": sum(stalls), "stalls_over_50ms": len(stalls),
+            "on_result_s": took, "longest_result_step_s": float("nan"), "run_s": took}
+
+
 def _in_new_process(kind: str) -> dict[str, float]:
     """One measurement in a fresh napari process, as an annotator starts it."""
     out = subprocess.run([sys.executable, __file__, "--worker", kind], capture_output=True, text=True, check=True)
@@ -100,7 +144,7 @@ def main() -> None:
         print("RESULT " + json.dumps(_measure(args.worker)))
         return
     rows = {}
-    for kind in ("first run", "second run", "with project"):
+    for kind in ("first run", "second run", "with project", "open next image"):
         res = [_in_new_process(kind) for _ in range(args.runs)]
         rows[kind] = {k: statistics.median(r[k] for r in res) for k in res[0]} | {"runs": res}
     print(f"{'':14s} {'longest stall':>14s} {'showing result':>15s} {'longest step':>13s} {'stalled total':>14s} "
