@@ -306,3 +306,27 @@ def test_opening_the_next_image_lets_the_viewer_breathe(make_napari_viewer, qtbo
     assert [ly.name for ly in viewer.layers] == [second, f"{second} probability", f"{second} fuzzy",
                                                  f"{second} lesions"]
     assert w.image_picker.name == second and second in w.info.text()
+
+
+@pytest.mark.gui
+def test_the_project_folder_is_chosen_with_a_magicgui_folder_field(make_napari_viewer, tmp_path) -> None:
+    """Each dock's project field is a magicgui FileEdit: its Browse button's folder reaches the
+    viewer's one project setting (every dock shows it), and the dock acts on it (Fine-tune's
+    preflight); a cancelled dialog changes nothing."""
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    _, ft = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Fine-tune model")
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    from magicgui.widgets import FileEdit
+
+    assert all(isinstance(w.project.widget, FileEdit) for w in (seg, rev, ft))
+    ft.project.widget._show_file_dialog = lambda *a, **k: None  # cancelled
+    ft.project.widget.choose_btn.native.click()
+    assert seg.session.project_dir is None and ft.project_edit.text() == ""
+    ft.project.widget._show_file_dialog = lambda *a, **k: str(folder)
+    ft.project.widget.choose_btn.native.click()
+    assert seg.session.project_dir == folder
+    assert seg.project_edit.text() == rev.project_edit.text() == ft.project_edit.text() == str(folder)
+    assert "no saved corrections in this project yet" in ft.preflight_label.text()  # preflight ran on it

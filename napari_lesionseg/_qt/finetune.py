@@ -18,11 +18,9 @@ from magicgui.widgets import ComboBox
 from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QVBoxLayout,
 )
@@ -30,7 +28,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import LesionsegInputError
 from ..core.registry import Registry
 from ..core.store import Project
-from .shared import DockWidget, follow_project, session_for, unfollow_project
+from .shared import DockWidget, ProjectField, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -52,12 +50,8 @@ class FinetuneWidget(DockWidget):
         self.extra_args: list[str] = []  # for tests and power users (e.g. ["--steps", "3"])
 
         self.session = session_for(napari_viewer)
-        self.project_edit = QLineEdit()
-        self.project_edit.setPlaceholderText("project folder with saved corrections")
-        follow_project(self.project_edit, self.session)
-        self.project_edit.editingFinished.connect(self.preflight)
-        browse = QPushButton("...")
-        browse.clicked.connect(self._browse)
+        self.project = ProjectField(self.session, "project folder with saved corrections", on_done=self.preflight)
+        self.project_edit = self.project.line_edit
         self.minutes = QDoubleSpinBox()
         self.minutes.setRange(0.1, 240.0)
         self.minutes.setValue(2.0)
@@ -92,11 +86,8 @@ class FinetuneWidget(DockWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.ax = self.figure.add_subplot(1, 1, 1)
 
-        row = QHBoxLayout()
-        row.addWidget(self.project_edit, 1)
-        row.addWidget(browse)
         form = QFormLayout()
-        form.addRow("project", row)
+        form.addRow("project", self.project.native)
         form.addRow("time budget", self.minutes)
         run = QHBoxLayout()
         run.addWidget(self.start_button)
@@ -120,12 +111,6 @@ class FinetuneWidget(DockWidget):
         lay.addStretch(1)
 
     # ---- preflight -------------------------------------------------------------------------
-    def _browse(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Project folder")
-        if folder:
-            self.project_edit.setText(folder)
-            self.preflight()
-
     def preflight(self) -> dict[str, Any]:
         """How many corrected images, which base model, and the time it will take."""
         if not self.project_edit.text():
@@ -237,7 +222,7 @@ class FinetuneWidget(DockWidget):
     def release(self) -> None:
         """The dock was closed: a running fine-tune is stopped and writes no new version (its
         process cleans up its run folder on SIGTERM; it is killed if it has not ended in 3 s)."""
-        unfollow_project(self.project_edit, self.session)
+        self.project.release()
         proc = self.process
         if proc is None or proc.state() == QProcess.NotRunning:
             return

@@ -17,7 +17,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -29,7 +28,7 @@ from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import Region, ReviewSet, review_regions, review_settings
 from ..core.segment_layers import UNSURE, layer_names, project_image_layers
-from .shared import DockWidget, LayerPicker, StepQueue, follow_project, session_for, unfollow_project
+from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -93,9 +92,8 @@ class ReviewWidget(DockWidget):
             b.clicked.connect(slot)
             buttons[text] = b
         self.session = session_for(napari_viewer)
-        self.project_edit = QLineEdit()
-        self.project_edit.setPlaceholderText("project folder: step through its images, most uncertain first")
-        follow_project(self.project_edit, self.session)
+        self.project = ProjectField(self.session, "project folder: step through its images, most uncertain first")
+        self.project_edit = self.project.line_edit
         self.next_image_button = QPushButton("Open next image")
         self.next_image_button.clicked.connect(self.open_next_image)
         self.turns = StepQueue()  # closing one image and opening the next, a layer per turn
@@ -119,10 +117,8 @@ class ReviewWidget(DockWidget):
         lay.addWidget(self.table, 1)
         lay.addLayout(nav)
         lay.addLayout(act)
-        proj = QHBoxLayout()
-        proj.addWidget(self.project_edit, 1)
-        proj.addWidget(self.next_image_button)
-        lay.addLayout(proj)
+        lay.addWidget(self.project.native)
+        lay.addWidget(self.next_image_button)
         lay.addWidget(self.info)
         for key, action in KEYS.items():
             self.viewer.bind_key(key, lambda _v, a=action: getattr(self, a)(), overwrite=True)
@@ -134,7 +130,7 @@ class ReviewWidget(DockWidget):
         for layer in [ly for ly in self.viewer.layers if ly.name.endswith(" current region")
                       and ly.metadata.get("lesionseg")]:
             self.viewer.layers.remove(layer)
-        unfollow_project(self.project_edit, self.session)
+        self.project.release()
         self.image_picker.release()
 
     def _layers(self):

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QLineEdit,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -54,10 +53,9 @@ from .shared import (
     DockWidget,
     LayerPicker,
     ModelPicker,
+    ProjectField,
     StepQueue,
-    follow_project,
     session_for,
-    unfollow_project,
 )
 
 if TYPE_CHECKING:
@@ -136,14 +134,11 @@ class SegmentWidget(DockWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.project_edit = QLineEdit()
-        self.project_edit.setPlaceholderText("project folder for corrections")
-        follow_project(self.project_edit, self.session)
+        self.project = ProjectField(self.session, "project folder for corrections",
+                                    on_done=self.load_project_models)
+        self.project_edit = self.project.line_edit
         self.session.project_listeners.append(self._on_project_changed)
         self.session.active_model_listeners.append(self._on_activated)
-        self.project_edit.editingFinished.connect(self.load_project_models)
-        browse = QPushButton("...")
-        browse.clicked.connect(self._browse_project)
         self.save_button = QPushButton("Save correction")
         self.save_button.clicked.connect(self.save_correction)
         self.export_button = QPushButton("Export (mask, CSV, overlay)")
@@ -204,16 +199,13 @@ class SegmentWidget(DockWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        proj = QHBoxLayout()
-        proj.addWidget(self.project_edit)
-        proj.addWidget(browse)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.rethreshold_button)
         lay.addWidget(self.table)
-        lay.addLayout(proj)
+        lay.addWidget(self.project.native)
         lay.addWidget(self.save_button)
         lay.addWidget(self.export_button)
         lay.addWidget(self.export_project_button)
@@ -230,7 +222,7 @@ class SegmentWidget(DockWidget):
         if self.worker is not None:
             self.worker.quit()
         self.image_picker.release()
-        unfollow_project(self.project_edit, self.session)
+        self.project.release()
         if self._on_project_changed in self.session.project_listeners:
             self.session.project_listeners.remove(self._on_project_changed)
         if self._on_activated in self.session.active_model_listeners:
@@ -280,12 +272,6 @@ class SegmentWidget(DockWidget):
         name = self.image_picker.name
         if folder and name and name in self.viewer.layers and self._lesions(name) is None:
             self._restore_correction(name)
-
-    def _browse_project(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Project folder")
-        if folder:
-            self.project_edit.setText(folder)
-            self.load_project_models()
 
     def load_project_models(self) -> None:
         """List the project's model versions and select its active one."""

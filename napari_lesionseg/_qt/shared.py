@@ -277,3 +277,30 @@ class StepQueue:
             else:
                 for callback in list(self.when_idle):
                     callback()
+
+
+class ProjectField:
+    """The project folder as a magicgui ``FileEdit`` (a folder field and a button that opens a
+    folder dialog), kept in step with the viewer's one project setting. ``line_edit`` is its
+    text field; ``on_done()`` runs when a folder is entered (Enter, leaving the field) or
+    chosen in the dialog."""
+
+    def __init__(self, session: AnnotationSession, placeholder: str,
+                 on_done: Callable[[], object] | None = None) -> None:
+        from magicgui.widgets import FileEdit
+
+        self.session = session
+        self.widget = FileEdit(mode="d", tooltip="the project folder (shared by the lesion segmentation docks)")
+        self.widget.choose_btn.text = "Browse..."
+        self.widget.margins = (0, 0, 0, 0)
+        self.native = self.widget.native
+        self.line_edit = self.widget.line_edit.native
+        self.line_edit.setPlaceholderText(placeholder)
+        follow_project(self.line_edit, session)
+        if on_done is not None:
+            self.line_edit.editingFinished.connect(on_done)
+            # after FileEdit's own handler, which sets the chosen folder (nothing when cancelled)
+            self.widget.choose_btn.changed.connect(lambda *_: on_done() if self.line_edit.text() else None)
+
+    def release(self) -> None:
+        unfollow_project(self.line_edit, self.session)
