@@ -27,6 +27,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def _stalls(ticks: list[float]) -> dict[str, float]:
+    """The 10-ms timer's gaps: the longest, and those over 50 ms (count and sum)."""
+    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+    stalls = [g for g in gaps if g > 0.05]
+    return {"longest_stall_s": max(gaps, default=0.0), "stalled_s": sum(stalls), "stalls_over_50ms": len(stalls)}
+
+
 def _measure(kind: str) -> dict[str, float]:
     import napari
     from qtpy.QtCore import QTimer
@@ -78,12 +85,9 @@ def _measure(kind: str) -> dict[str, float]:
         time.sleep(0.01)
     timer.stop()
     total = time.perf_counter() - run_once_start
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    stalls = [g for g in gaps if g > 0.05]
     viewer.close()
     tmp.cleanup()
-    return {"longest_stall_s": max(gaps, default=0.0), "stalled_s": sum(stalls), "stalls_over_50ms": len(stalls),
-            "on_result_s": sum(on_result) if on_result else float("nan"),
+    return {**_stalls(ticks), "on_result_s": sum(on_result) if on_result else float("nan"),
             "longest_result_step_s": max(on_result, default=float("nan")), "run_s": total}
 
 
@@ -123,12 +127,9 @@ def _measure_open_next(viewer, seg, run_once, tmp) -> dict[str, float]:
         time.sleep(0.01)
     timer.stop()
     assert opened == "IDRiD_16" and "IDRiD_16 lesions" in viewer.layers, opened
-    gaps = [b - a for a, b in zip(ticks, ticks[1:])]
-    stalls = [g for g in gaps if g > 0.05]
     viewer.close()
     tmp.cleanup()
-    return {"longest_stall_s": max(gaps, default=0.0), "stalled_s": sum(stalls), "stalls_over_50ms": len(stalls),
-            "on_result_s": took, "longest_result_step_s": float("nan"), "run_s": took}
+    return {**_stalls(ticks), "on_result_s": took, "longest_result_step_s": float("nan"), "run_s": took}
 
 
 def _in_new_process(kind: str) -> dict[str, float]:

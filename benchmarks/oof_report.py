@@ -8,7 +8,7 @@ A run's scores are kept beside it (``oof_scores.json``, written by ``compare_pre
 scores the run); a run scored before that was kept is scored here again from its ``oof/`` model.
 
     python benchmarks/oof_report.py --runs /tmp/cv/runs --variants default,multi_he_crops --steps 1000 \\
-        --cache /tmp/cache [--out benchmarks/results/oof.json]
+        [--out benchmarks/results/oof.json]
 
 Prints a table and writes JSON. Reads ``../shared/data`` (the fold's photos) only to score a run
 that has no scores yet.
@@ -43,7 +43,7 @@ def fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
     return split_pairs(find_pairs(cfg.data), cfg.data)
 
 
-def run_scores(run_dir: Path, variant: str, fold: int, images: str, cache: str | None) -> dict | None:
+def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | None:
     """The run's saved scores on its fold; scored now if the run has an ``oof/`` model but no
     (or stale) scores; None when the run has not been scored at full resolution at all."""
     scores = run_dir / cp.OOF_SCORES
@@ -104,7 +104,6 @@ def main() -> None:
     ap.add_argument("--folds", default=",".join(map(str, range(cp.N_FOLDS))))
     ap.add_argument("--steps", type=int, default=1000, help="the runs' step budget (their folder names say it)")
     ap.add_argument("--images", default=str(cp.DATA))
-    ap.add_argument("--cache", default=None)
     ap.add_argument("--out", default=str(HERE / "results" / "oof.json"))
     args = ap.parse_args()
 
@@ -115,7 +114,7 @@ def main() -> None:
         states, folds = [], []
         for fold in map(int, args.folds.split(",")):
             run_dir = Path(args.runs) / f"{variant}-f{fold}-s{args.steps}"
-            state = run_scores(run_dir, variant, fold, args.images, args.cache) if run_dir.is_dir() else None
+            state = run_scores(run_dir, variant, fold, args.images) if run_dir.is_dir() else None
             if state is not None:
                 states.append(state)
                 folds.append(fold)
