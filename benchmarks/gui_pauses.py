@@ -50,7 +50,7 @@ def _measure(kind: str) -> dict[str, float]:
 
     def run_once() -> None:
         seg.run()
-        while not (seg.run_button.isEnabled() and "lesion(s)" in seg.status.text()):
+        while not (seg.run_button.enabled and "lesion(s)" in seg.status.text()):
             QApplication.processEvents()
             time.sleep(0.002)
         w = getattr(seg, "_store_worker", None)

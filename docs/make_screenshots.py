@@ -61,7 +61,7 @@ def main(out_dir: Path) -> None:
 
         # 1. segment
         seg.run()
-        _wait(lambda: seg.run_button.isEnabled() and "lesion(s)" in seg.status.text())
+        _wait(lambda: seg.run_button.enabled and "lesion(s)" in seg.status.text())
         viewer.reset_view()
         _shot(viewer, "Segment lesions", out_dir / "step1_segment.png")
 
@@ -88,7 +88,7 @@ def main(out_dir: Path) -> None:
         viewer.layers["IDRiD_16 ground truth"].visible = False
         seg.image_picker.choose("IDRiD_16")
         seg.run()
-        _wait(lambda: seg.run_button.isEnabled() and "lesion(s)" in seg.status.text())
+        _wait(lambda: seg.run_button.enabled and "lesion(s)" in seg.status.text())
         lab16 = viewer.layers["IDRiD_16 lesions"]
         lab16.paint((lab16.data.shape[0] // 2, lab16.data.shape[1] // 2), 1)  # a hand-painted lesion
         seg.save_correction()
@@ -131,7 +131,7 @@ def lesion_types(out_dir: Path) -> None:
     _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
     seg.set_model_folder(bundled_models()["multi"])
     seg.run()
-    _wait(lambda: seg.run_button.isEnabled() and "lesion(s)" in seg.status.text())
+    _wait(lambda: seg.run_button.enabled and "lesion(s)" in seg.status.text())
     for layer in viewer.layers:
         if layer.name.endswith(("probability", "fuzzy")):
             layer.visible = False

@@ -32,7 +32,7 @@ def widget(make_napari_viewer, project: Path):
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Fine-tune model")
     w.project_edit.setText(str(project))
-    w.minutes.setValue(1.0)
+    w.minutes.value = 1.0
     return w
 
 
@@ -59,7 +59,7 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     assert "plan" in kinds and "baseline" in kinds and kinds.count("step") >= 3 and kinds[-1] == "finished"
     assert widget.ax.lines and len(widget.ax.lines[0].get_xdata()) >= 3  # the live plot
     assert "eval" in kinds  # validation during training, not only at the end
-    assert "old -> new" in widget.scores.text() and widget.promote_button.isEnabled()
+    assert "old -> new" in widget.scores.text() and widget.promote_button.enabled
     reg = Registry(project)
     new = widget.new_version.name
     assert new in reg.versions() and reg.active().name == "tiny"  # not active until promoted
@@ -68,7 +68,7 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     # side by side on a photo: old mask on it, new mask on a copy to its right
     widget.viewer.open_sample("napari-lesionseg", "idrid_16")
     worker = widget.compare()
-    qtbot.waitUntil(lambda: widget.compare_button.isEnabled(), timeout=120_000)
+    qtbot.waitUntil(lambda: widget.compare_button.enabled, timeout=120_000)
     names = [ly.name for ly in widget.viewer.layers]
     assert any(n.startswith("IDRiD_16 old model") for n in names)
     right = next(ly for ly in widget.viewer.layers if ly.name.startswith("IDRiD_16 new model"))
@@ -109,7 +109,7 @@ def test_cancel_and_failure_leave_the_active_model(qtbot, widget, project: Path)
     with qtbot.waitSignal(proc.finished, timeout=120_000):
         pass
     assert "fine-tuning failed" in widget.status.text() and "sha256" in widget.status.text()
-    assert Registry(project).active().name == "tiny" and widget.start_button.isEnabled()
+    assert Registry(project).active().name == "tiny" and widget.start_button.enabled
 
 
 def test_killed_training_process_is_reported(qtbot, widget, project: Path) -> None:
@@ -125,7 +125,7 @@ def test_killed_training_process_is_reported(qtbot, widget, project: Path) -> No
         pass
     assert "killed or ran out of memory" in widget.status.text()
     assert Registry(project).versions() == ["tiny"] and Registry(project).active().name == "tiny"
-    assert widget.start_button.isEnabled()
+    assert widget.start_button.enabled
 
 
 def test_closing_the_dock_stops_fine_tuning_and_leaves_nothing(qtbot, widget, project: Path) -> None:
@@ -163,8 +163,8 @@ def test_a_worse_version_needs_a_second_click_to_promote(widget, project: Path) 
     assert "on 1 held-out photo(s) (d)" in widget.scores.text()
     reg = Registry(project)
     assert widget.promote() is None and reg.active().name == "tiny"  # first click: a warning only
-    assert widget.promote_button.text() == "Promote anyway"
-    widget.promote_button.click()
+    assert widget.promote_button.text == "Promote anyway"
+    widget.promote_button.native.click()
     assert reg.active().name == version.name
 
 
@@ -172,5 +172,5 @@ def test_a_better_version_promotes_at_once_and_in_sample_scores_say_so(widget, p
     version = _finish_with(widget, project, {"train": ["a", "b"], "val": ["a", "b"]}, old=0.50, new=0.60)
     assert "WORSE" not in widget.status.text()
     assert "on the 2 photo(s) it trained on" in widget.scores.text() and "optimistic" in widget.scores.text()
-    widget.promote_button.click()
+    widget.promote_button.native.click()
     assert Registry(project).active().name == version.name

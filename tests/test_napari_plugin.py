@@ -124,6 +124,39 @@ def test_the_main_job_opens_the_sample_with_the_segment_dock(make_napari_viewer,
     assert shot.shape[0] > 400 and shot.shape[1] > 800 and shot[..., :3].std() > 10  # a real picture
 
 
+@pytest.mark.gui
+def test_every_form_field_of_the_three_docks_is_a_magicgui_widget(make_napari_viewer) -> None:
+    """Issue 16: the forms are magicgui's (pickers, slider, spin boxes, switches, buttons); plain
+    Qt is left only to what magicgui does not offer (the tables, the live plot, status text)."""
+    from qtpy.QtWidgets import (
+        QAbstractButton,
+        QAbstractScrollArea,
+        QAbstractSlider,
+        QAbstractSpinBox,
+        QComboBox,
+        QLineEdit,
+    )
+
+    viewer = make_napari_viewer()
+    docks = [viewer.window.add_plugin_dock_widget("napari-lesionseg", name)[1]
+             for name in ("Segment lesions", "Review lesions", "Fine-tune model")]
+
+    def from_magicgui(w, dock) -> bool:
+        while w is not None and w is not dock:
+            if hasattr(w, "_magic_widget") or isinstance(w, QAbstractScrollArea):
+                return True
+            w = w.parentWidget()
+        return False
+
+    fields = (QAbstractButton, QAbstractSlider, QAbstractSpinBox, QComboBox, QLineEdit)
+    for dock in docks:
+        found = [w for kind in fields for w in dock.findChildren(kind)]
+        assert len(found) >= 5
+        plain = [f"{type(w).__name__} {getattr(w, 'text', lambda: '')()!r}" for w in found
+                 if not from_magicgui(w, dock)]
+        assert not plain, f"{type(dock).__name__}: {plain}"
+
+
 def test_gui_command_is_there() -> None:
     from test_cli import lesionseg
 

@@ -118,7 +118,7 @@ def _open_next(qtbot, w) -> str | None:
     """Press *Open next image* and wait until the image is shown (its layers come one per turn
     of the event loop, and the button is given back at the end)."""
     got = w.open_next_image()
-    qtbot.waitUntil(lambda: not w.turns.busy and w.next_image_button.isEnabled(), timeout=30_000)
+    qtbot.waitUntil(lambda: not w.turns.busy and w.next_image_button.enabled, timeout=30_000)
     return got
 
 
@@ -142,12 +142,12 @@ def test_a_reopened_segment_dock_keeps_the_results(make_napari_viewer, qtbot, ti
     _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
     w.set_model_folder(tiny_model_dir)
     w.run()
-    qtbot.waitUntil(lambda: w.run_button.isEnabled() and "lesion(s)" in w.status.text(), timeout=120_000)
+    qtbot.waitUntil(lambda: w.run_button.enabled and "lesion(s)" in w.status.text(), timeout=120_000)
     viewer.window.remove_dock_widget(w)
     _, w2 = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
     w2.set_model_folder(tiny_model_dir)
     assert "IDRiD_16" in w2.results
-    w2.threshold.setValue(100)
+    w2.threshold.value = 0.1
     prob = w2.results["IDRiD_16"].probability
     np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, (prob > 0.1).astype(np.uint8))
 
@@ -299,10 +299,10 @@ def test_opening_the_next_image_lets_the_viewer_breathe(make_napari_viewer, qtbo
     w.project_edit.setText(str(proj.root))
     first = _open_next(qtbot, w)
     second = w.open_next_image()
-    assert second != first and w.turns.busy and not w.next_image_button.isEnabled()
+    assert second != first and w.turns.busy and not w.next_image_button.enabled
     assert first in viewer.layers and second not in viewer.layers  # nothing closed or opened yet but a step
     assert w.open_next_image() is None  # pressed again meanwhile
-    qtbot.waitUntil(lambda: not w.turns.busy and w.next_image_button.isEnabled(), timeout=30_000)
+    qtbot.waitUntil(lambda: not w.turns.busy and w.next_image_button.enabled, timeout=30_000)
     assert [ly.name for ly in viewer.layers] == [second, f"{second} probability", f"{second} fuzzy",
                                                  f"{second} lesions"]
     assert w.image_picker.name == second and second in w.info.text()

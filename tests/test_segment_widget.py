@@ -25,7 +25,7 @@ def _run(qtbot, widget):
     worker = widget.run()
     assert worker is not None
     # the widget re-enables Run when the worker has finished (robust to a fast worker)
-    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=120_000)
     return worker
 
 
@@ -61,14 +61,14 @@ def test_threshold_rethresholds_without_model_run_unless_edited(qtbot, segment) 
     viewer, widget = segment
     _run(qtbot, widget)
     prob = widget.results["IDRiD_16"].probability
-    widget.threshold.setValue(200)
+    widget.threshold.value = 0.2
     np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, (prob > 0.2).astype(np.uint8))
     lab = viewer.layers["IDRiD_16 lesions"]
     lab.paint((700, 1000), 1)  # a hand edit through the Labels API
     edited = lab.data.copy()
-    widget.threshold.setValue(800)
+    widget.threshold.value = 0.8
     np.testing.assert_array_equal(lab.data, edited)  # edits are kept...
-    assert widget.rethreshold_button.isEnabled() and "edited by hand" in widget.status.text()
+    assert widget.rethreshold_button.enabled and "edited by hand" in widget.status.text()
     assert widget.apply_threshold(force=True)  # ...until the user says otherwise
     np.testing.assert_array_equal(lab.data, (prob > 0.8).astype(np.uint8))
 
@@ -109,7 +109,7 @@ def test_cancel_stops_without_adding_layers(qtbot, segment) -> None:
     n = len(viewer.layers)
     widget.run()
     widget.cancel()
-    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=120_000)
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=120_000)
     assert len(viewer.layers) == n and "cancelled" in widget.status.text()
 
 
@@ -165,7 +165,7 @@ def test_run_again_keeps_hand_edits(qtbot, segment) -> None:
     painted = lab.data.copy()
     _run(qtbot, widget)
     np.testing.assert_array_equal(viewer.layers["IDRiD_16 lesions"].data, painted)
-    assert "hand edits were kept" in widget.status.text() and widget.rethreshold_button.isEnabled()
+    assert "hand edits were kept" in widget.status.text() and widget.rethreshold_button.enabled
     assert [ly.name for ly in viewer.layers].count("IDRiD_16 lesions") == 1
 
 
@@ -225,10 +225,10 @@ def test_threshold_shows_the_models_own_before_any_run_and_counts_follow(qtbot, 
     from napari_lesionseg.core.model_folder import load_model_config
 
     thr = load_model_config(widget.model_picker.path).inference.threshold
-    assert widget.threshold_label.text() == f"{thr:.3f} (model)"
-    assert abs(widget.threshold.value() / 1000 - thr) < 1e-9
+    assert widget.threshold_label.value == f"{thr:.3f} (model)"
+    assert abs(widget.threshold.value - thr) < 1e-9
     _run(qtbot, widget)
-    widget.threshold.setValue(300)
+    widget.threshold.value = 0.3
     px = int((viewer.layers["IDRiD_16 lesions"].data == 1).sum())
     assert f"{px} px at threshold 0.300" in widget.status.text()
 
@@ -248,18 +248,18 @@ def test_legend_outlines_and_mm_per_px_in_the_export(qtbot, segment, tmp_path: P
     import csv
 
     viewer, widget = segment
-    assert "hemorrhage (HE) = 1" in widget.legend.text() and "unsure" in widget.legend.text() \
-        and "fuzzy" in widget.legend.text()
+    assert "hemorrhage (HE) = 1" in widget.legend.value and "unsure" in widget.legend.value \
+        and "fuzzy" in widget.legend.value
     widget.project_edit.setText(str(tmp_path / "proj"))
     _run(qtbot, widget)
     lab = viewer.layers["IDRiD_16 lesions"]
     lab.data[100:110, 500:520] = 1
     lab.refresh()
-    widget.outlines.setChecked(True)
+    widget.outlines.value = True
     assert lab.contour == 2
-    widget.outlines.setChecked(False)
+    widget.outlines.value = False
     assert lab.contour == 0
-    widget.mm_per_px.setValue(0.01)
+    widget.mm_per_px.value = 0.01
     files = widget.export()
     rows = list(csv.DictReader(open(files[2])))
     assert rows and all(abs(float(r["area_mm2"]) - int(r["area_px"]) * 1e-4) < 1e-9 for r in rows)
@@ -277,9 +277,9 @@ def test_the_bundled_models_are_listed(qtbot, segment) -> None:
     assert multi == ["multi: four lesion types + optic disc (shipped)"]
     widget.model_picker.choose_label(multi[0])
     assert widget.session.model_path() == bundled_models()["multi"]
-    assert widget.type_row.isVisibleTo(widget) and "microaneurysm" in widget.legend.text()
+    assert widget.type_row.native.isVisibleTo(widget) and "microaneurysm" in widget.legend.value
     widget.model_picker.choose_label("default (shipped)")
-    assert not widget.type_row.isVisibleTo(widget)
+    assert not widget.type_row.native.isVisibleTo(widget)
     widget.set_model_folder(bundled_models()["multi"])  # a listed folder is chosen, not listed twice
     assert widget.model_picker.label == multi[0] and widget.model_picker.labels == labels
 
@@ -307,7 +307,7 @@ def test_the_model_list_loads_a_folder_or_keeps_the_model_on_cancel(qtbot, segme
     picker.native.setCurrentIndex(n - 1)
     assert picker.path == multi and widget.session.model_path() == multi
     assert len(picker.labels) == n  # a shipped model is not listed twice
-    assert "microaneurysm" in widget.legend.text() and picker.native.currentText() == picker.label
+    assert "microaneurysm" in widget.legend.value and picker.native.currentText() == picker.label
 
 
 def test_a_result_is_shown_one_layer_per_turn_of_the_event_loop(qtbot, segment) -> None:
@@ -323,11 +323,11 @@ def test_a_result_is_shown_one_layer_per_turn_of_the_event_loop(qtbot, segment) 
     pred = widget.session.photos["IDRiD_16"].prediction
     for n in names:
         viewer.layers.remove(n)
-    widget.run_button.setEnabled(False)
+    widget.run_button.enabled = False
     widget._on_result("IDRiD_16", viewer.layers["IDRiD_16"], pred)
     shown = [n for n in names if n in viewer.layers]
-    assert len(shown) == 1 and not widget.run_button.isEnabled()  # the rest wait for the next turns
-    qtbot.waitUntil(lambda: widget.run_button.isEnabled(), timeout=10_000)
+    assert len(shown) == 1 and not widget.run_button.enabled  # the rest wait for the next turns
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=10_000)
     assert all(n in viewer.layers for n in names)
     assert viewer.layers.selection.active is viewer.layers["IDRiD_16 lesions"]
     assert "lesion(s)" in widget.status.text()

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.gui
 
 def _run(qtbot, seg) -> None:
     assert seg.run() is not None
-    qtbot.waitUntil(lambda: seg.run_button.isEnabled() and "lesion(s)" in seg.status.text(), timeout=120_000)
+    qtbot.waitUntil(lambda: seg.run_button.enabled and "lesion(s)" in seg.status.text(), timeout=120_000)
 
 
 def test_the_whole_workflow(make_napari_viewer, qtbot, tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -61,7 +61,7 @@ def test_the_whole_workflow(make_napari_viewer, qtbot, tmp_path: Path, tiny_mode
     assert sorted(p.name for p in (project / "labels" / "IDRiD_04").glob("v*.png")) == ["v0001.png"]
 
     # fine-tune on the two corrections, promote
-    ft.minutes.setValue(1.0)
+    ft.minutes.value = 1.0
     ft.extra_args = ["--steps", "3"]
     proc = ft.start()
     with qtbot.waitSignal(proc.finished, timeout=300_000):

@@ -14,14 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
 from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
     QLabel,
-    QPushButton,
     QVBoxLayout,
 )
 
@@ -52,32 +48,28 @@ class FinetuneWidget(DockWidget):
         self.session = session_for(napari_viewer)
         self.project = ProjectField(self.session, "project folder with saved corrections", on_done=self.preflight)
         self.project_edit = self.project.line_edit
-        self.minutes = QDoubleSpinBox()
-        self.minutes.setRange(0.1, 240.0)
-        self.minutes.setValue(2.0)
-        self.minutes.setSuffix(" min")
+        self.minutes = FloatSpinBox(value=2.0, min=0.1, max=240.0, step=0.5,
+                                    tooltip="how long the fine-tuning may take in all (training, scoring, saving)")
+        self.minutes.native.setSuffix(" min")
         self.preflight_label = QLabel("")
         self.preflight_label.setWordWrap(True)
-        self.start_button = QPushButton("Fine-tune")
-        self.start_button.clicked.connect(self.start)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.promote_button = QPushButton("Promote")
-        self.promote_button.setEnabled(False)
-        self.promote_button.clicked.connect(lambda: self.promote())
-        self.compare_button = QPushButton("Compare old / new on the selected image")
-        self.compare_button.setEnabled(False)
-        self.compare_button.clicked.connect(self.compare)
-        self.discard_button = QPushButton("Discard")
-        self.discard_button.setEnabled(False)
-        self.discard_button.clicked.connect(self.discard)
+        self.start_button = PushButton(text="Fine-tune", tooltip="fine-tune the active model on the saved corrections")
+        self.start_button.changed.connect(lambda _=None: self.start())
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.cancel_button.changed.connect(lambda _=None: self.cancel())
+        self.promote_button = PushButton(text="Promote", enabled=False,
+                                         tooltip="make the new version the project's active model")
+        self.promote_button.changed.connect(lambda _=None: self.promote())
+        self.compare_button = PushButton(text="Compare old / new on the selected image", enabled=False)
+        self.compare_button.changed.connect(lambda _=None: self.compare())
+        self.discard_button = PushButton(text="Discard", enabled=False, tooltip="delete the new version")
+        self.discard_button.changed.connect(lambda _=None: self.discard())
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.scores = QLabel("")
         self.versions = ComboBox(choices=[DEFAULT_VERSION], tooltip="the project's model versions")
-        self.activate_button = QPushButton("Make active")
-        self.activate_button.clicked.connect(self.make_active)
+        self.activate_button = PushButton(text="Make active", tooltip="use the chosen version from now on")
+        self.activate_button.changed.connect(lambda _=None: self.make_active())
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -86,28 +78,24 @@ class FinetuneWidget(DockWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.ax = self.figure.add_subplot(1, 1, 1)
 
-        form = QFormLayout()
-        form.addRow("project", self.project.native)
-        form.addRow("time budget", self.minutes)
-        run = QHBoxLayout()
-        run.addWidget(self.start_button)
-        run.addWidget(self.cancel_button)
-        decide = QHBoxLayout()
-        decide.addWidget(self.promote_button)
-        decide.addWidget(self.discard_button)
+        self.project.widget.label = "project"
+        self.minutes.label = "time budget"
+        form = Container(widgets=[self.project.widget, self.minutes])
+        run = Container(widgets=[self.start_button, self.cancel_button], layout="horizontal", labels=False)
+        decide = Container(widgets=[self.promote_button, self.discard_button], layout="horizontal", labels=False)
+        versions = Container(widgets=[self.versions, self.activate_button], layout="horizontal", labels=False)
+        for row in (form, run, decide, versions):
+            row.margins = (0, 0, 0, 0)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
+        lay.addWidget(form.native)
         lay.addWidget(self.preflight_label)
-        lay.addLayout(run)
+        lay.addWidget(run.native)
         lay.addWidget(self.canvas)
         lay.addWidget(self.status)
         lay.addWidget(self.scores)
-        lay.addWidget(self.compare_button)
-        lay.addLayout(decide)
-        versions = QHBoxLayout()
-        versions.addWidget(self.versions.native, 1)
-        versions.addWidget(self.activate_button)
-        lay.addLayout(versions)
+        lay.addWidget(self.compare_button.native)
+        lay.addWidget(decide.native)
+        lay.addWidget(versions.native)
         lay.addStretch(1)
 
     # ---- preflight -------------------------------------------------------------------------
@@ -122,7 +110,7 @@ class FinetuneWidget(DockWidget):
         base = reg.active()
         self.versions.choices = [DEFAULT_VERSION, *reg.versions()]
         self.versions.value = base.name if base.parent == reg.dir else DEFAULT_VERSION
-        minutes = self.minutes.value()
+        minutes = self.minutes.value
         if len(pairs) >= 3:
             n_val = max(1, len(pairs) // 4)
             scored = f"{n_val} held-out image(s)"
@@ -150,7 +138,7 @@ class FinetuneWidget(DockWidget):
         self.base_model: Path = Path(info["base"])
         args = ["-m", "lesionseg_training", "finetune", "--project", self.project_edit.text(),
                 "--model", str(info["base"]), "--out", str(out), "--events", "jsonl",
-                "--minutes", f"{self.minutes.value():.2f}", *self.extra_args]
+                "--minutes", f"{self.minutes.value:.2f}", *self.extra_args]
         self.events, self._stdout_buf, self._stderr = [], b"", b""
         self.new_version, self.worse = None, ""
         proc = QProcess(self)
@@ -164,10 +152,10 @@ class FinetuneWidget(DockWidget):
         self._target = out
         self.ax.clear()
         self.canvas.draw_idle()
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self.promote_button.setEnabled(False)
-        self.discard_button.setEnabled(False)
+        self.start_button.enabled = False
+        self.cancel_button.enabled = True
+        self.promote_button.enabled = False
+        self.discard_button.enabled = False
         self.status.setText("fine-tuning...")
         proc.start(sys.executable, args)
         return proc
@@ -249,8 +237,8 @@ class FinetuneWidget(DockWidget):
     def _on_finished(self, code: int, status: object) -> None:
         self._read_stdout()
         self._collect_stderr()
-        self.start_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.start_button.enabled = True
+        self.cancel_button.enabled = False
         cancelled = getattr(self, "_cancelled", False)
         self._cancelled = False
         if cancelled:
@@ -271,15 +259,15 @@ class FinetuneWidget(DockWidget):
                 for k in SCORE_KEYS]
         self.scores.setText(f"old -> new {scored_on(plan)}\n" + "\n".join(rows))
         self.worse = scores_worse(done)
-        self.promote_button.setText("Promote")
+        self.promote_button.text = "Promote"
         if self.worse:
             self.status.setText(f"new version {self.new_version.name} scores WORSE than the old model "
                                 f"({self.worse}): discard it, or promote it anyway")
         else:
             self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
-        self.promote_button.setEnabled(True)
-        self.discard_button.setEnabled(True)
-        self.compare_button.setEnabled(True)
+        self.promote_button.enabled = True
+        self.discard_button.enabled = True
+        self.compare_button.enabled = True
 
     # ---- side by side ------------------------------------------------------------------------
     def compare(self) -> Any:
@@ -299,8 +287,8 @@ class FinetuneWidget(DockWidget):
         worker = create_worker(_compare_job, self.base_model, self.new_version, layer.data, _start_thread=False)
         worker.returned.connect(lambda res, ly=layer: self._show_comparison(ly, *res))
         worker.errored.connect(lambda err: self._error(f"comparison failed: {err}"))
-        self.compare_button.setEnabled(False)
-        worker.finished.connect(lambda: self.compare_button.setEnabled(True))
+        self.compare_button.enabled = False
+        worker.finished.connect(lambda: setattr(self.compare_button, "enabled", True))
         self.status.setText(f"segmenting {layer.name} with the old and the new model...")
         worker.start()
         return worker
@@ -337,18 +325,18 @@ class FinetuneWidget(DockWidget):
         click only warns (the button then reads "Promote anyway"); a second click promotes."""
         if self.new_version is None:
             return None
-        if self.worse and not anyway and self.promote_button.text() != "Promote anyway":
-            self.promote_button.setText("Promote anyway")
+        if self.worse and not anyway and self.promote_button.text != "Promote anyway":
+            self.promote_button.text = "Promote anyway"
             self.status.setText(f"{self.new_version.name} scored worse than the old model ({self.worse}); "
                                 "click 'Promote anyway' to use it all the same")
             return None
-        self.promote_button.setText("Promote")
+        self.promote_button.text = "Promote"
         path = Registry(self.project_edit.text()).promote(self.new_version.name)
         self.session.activated(path)  # Segment uses it at once (it once needed Enter in its project field)
         self.preflight()
         self.status.setText(f"{path.name} is now the active model of this project")
-        self.promote_button.setEnabled(False)
-        self.discard_button.setEnabled(False)
+        self.promote_button.enabled = False
+        self.discard_button.enabled = False
         return path
 
     def discard(self) -> Path | None:
@@ -360,8 +348,8 @@ class FinetuneWidget(DockWidget):
             self._error(str(err))
             return None
         self.status.setText(f"discarded (kept in {dest.parent})")
-        self.promote_button.setEnabled(False)
-        self.discard_button.setEnabled(False)
+        self.promote_button.enabled = False
+        self.discard_button.enabled = False
         self.new_version = None
         return dest
 

@@ -10,18 +10,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
-    QPushButton,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..core.fuzzy import binary_entropy
@@ -55,27 +51,21 @@ class ReviewWidget(DockWidget):
         self.status: dict[int, str] = {}
         self.current = -1
         self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
-        self.type_combo = QComboBox()  # which lesion type's regions the table lists
-        self.type_combo.addItem(HE)
-        self.type_combo.setToolTip("review one lesion type at a time")
-        self.type_combo.currentTextChanged.connect(lambda _t: self.refresh())
-        self.type_combo.setVisible(False)
-        self.reviewed_row = QWidget()
-        rev = QHBoxLayout(self.reviewed_row)
-        rev.setContentsMargins(0, 0, 0, 0)
-        rev.addWidget(QLabel("checked for:"))
-        self.reviewed_boxes: dict[str, QCheckBox] = {}
-        for t in LESION_TYPES:
-            box = QCheckBox(t)
-            box.setToolTip(f"tick when you have checked this photo's {LONG_NAMES[t]}s: the saved correction then "
-                           f"teaches fine-tuning about them (unticked types are left out, not taken as none)")
-            box.toggled.connect(self._on_reviewed)
-            self.reviewed_boxes[t] = box
-            rev.addWidget(box)
-        rev.addStretch(1)
-        self.reviewed_row.setVisible(False)
-        refresh = QPushButton("Refresh")
-        refresh.clicked.connect(self.refresh)
+        self.type_combo = ComboBox(choices=[HE], value=HE, tooltip="review one lesion type at a time",
+                                   visible=False)  # which lesion type's regions the table lists
+        self.type_combo.changed.connect(lambda _t: self.refresh())
+        self.reviewed_boxes: dict[str, CheckBox] = {
+            t: CheckBox(text=t, tooltip=f"tick when you have checked this photo's {LONG_NAMES[t]}s: the saved "
+                                        f"correction then teaches fine-tuning about them (unticked types are left "
+                                        f"out, not taken as none)")
+            for t in LESION_TYPES}
+        for box in self.reviewed_boxes.values():
+            box.changed.connect(self._on_reviewed)
+        self.reviewed_row = Container(widgets=list(self.reviewed_boxes.values()), layout="horizontal",
+                                      label="checked for:", visible=False)
+        self.reviewed_row.margins = (0, 0, 0, 0)
+        refresh = PushButton(text="Refresh", tooltip="list the regions again from the mask as it is now")
+        refresh.changed.connect(lambda _=None: self.refresh())
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -88,37 +78,37 @@ class ReviewWidget(DockWidget):
         for text, slot in [("Previous", self.previous), ("Next", self.next), ("Accept", self.accept),
                            ("Delete", self.delete), ("Mark unsure", self.mark_unsure),
                            ("Toggle fuzzy", self.toggle_fuzzy), ("Undo", self.undo)]:
-            b = QPushButton(text)
-            b.clicked.connect(slot)
+            b = PushButton(text=text)
+            b.changed.connect(lambda _=None, f=slot: f())
             buttons[text] = b
         self.session = session_for(napari_viewer)
         self.project = ProjectField(self.session, "project folder: step through its images, most uncertain first")
         self.project_edit = self.project.line_edit
-        self.next_image_button = QPushButton("Open next image")
-        self.next_image_button.clicked.connect(self.open_next_image)
+        self.next_image_button = PushButton(text="Open next image",
+                                            tooltip="save this photo's edits, open the project's next most uncertain one")
+        self.next_image_button.changed.connect(lambda _=None: self.open_next_image())
         self.turns = StepQueue()  # closing one image and opening the next, a layer per turn
-        self.turns.when_idle.append(lambda: self.next_image_button.setEnabled(True))
+        self.turns.when_idle.append(lambda: setattr(self.next_image_button, "enabled", True))
         self._image_order: list[str] = []
         self.info = QLabel("run 'Segment lesions' first, then Refresh")
         self.info.setWordWrap(True)
-        top = QHBoxLayout()
-        top.addWidget(self.image_picker.native, 1)
-        top.addWidget(self.type_combo)
-        top.addWidget(refresh)
-        nav = QHBoxLayout()
-        for t in ("Previous", "Next"):
-            nav.addWidget(buttons[t])
-        act = QHBoxLayout()
-        for t in ("Accept", "Delete", "Mark unsure", "Undo", "Toggle fuzzy"):
-            act.addWidget(buttons[t])
+        top = Container(widgets=[self.image_picker.widget, self.type_combo, refresh], layout="horizontal",
+                        labels=False)
+        nav = Container(widgets=[buttons[t] for t in ("Previous", "Next")], layout="horizontal", labels=False)
+        act = Container(widgets=[buttons[t] for t in ("Accept", "Delete", "Mark unsure", "Undo", "Toggle fuzzy")],
+                        layout="horizontal", labels=False)
+        for row in (top, nav, act):
+            row.margins = (0, 0, 0, 0)
+        checked = Container(widgets=[self.reviewed_row])  # the row's label beside it
+        checked.margins = (0, 0, 0, 0)
         lay = QVBoxLayout(self)
-        lay.addLayout(top)
-        lay.addWidget(self.reviewed_row)
+        lay.addWidget(top.native)
+        lay.addWidget(checked.native)
         lay.addWidget(self.table, 1)
-        lay.addLayout(nav)
-        lay.addLayout(act)
+        lay.addWidget(nav.native)
+        lay.addWidget(act.native)
         lay.addWidget(self.project.native)
-        lay.addWidget(self.next_image_button)
+        lay.addWidget(self.next_image_button.native)
         lay.addWidget(self.info)
         for key, action in KEYS.items():
             self.viewer.bind_key(key, lambda _v, a=action: getattr(self, a)(), overwrite=True)
@@ -145,31 +135,28 @@ class ReviewWidget(DockWidget):
         for' boxes show what the photo's next correction will be saved as reviewed for."""
         others = self.session.type_maps(self.image_picker.name)
         types = [HE] + [t for t in LESION_TYPES if t in others]
-        if [self.type_combo.itemText(i) for i in range(self.type_combo.count())] != types:
-            current = self.type_combo.currentText()
-            self.type_combo.blockSignals(True)
-            self.type_combo.clear()
-            self.type_combo.addItems(types)
-            self.type_combo.setCurrentText(current if current in types else HE)
-            self.type_combo.blockSignals(False)
+        if list(self.type_combo.choices) != types:
+            current = self.type_combo.value
+            with self.type_combo.changed.blocked():
+                self.type_combo.choices = types
+                self.type_combo.value = current if current in types else HE
         multi = len(types) > 1
-        self.type_combo.setVisible(multi)
-        self.reviewed_row.setVisible(multi)
+        self.type_combo.visible = multi
+        self.reviewed_row.visible = multi
         photo = self.session.photos.get(self.image_picker.name)
         for t, box in self.reviewed_boxes.items():
-            box.setVisible(t in types)
-            box.blockSignals(True)
-            box.setChecked(photo is not None and t in photo.reviewed)
-            box.blockSignals(False)
+            box.visible = t in types
+            with box.changed.blocked():
+                box.value = photo is not None and t in photo.reviewed
 
     def _on_reviewed(self, *_: object) -> None:
         name = self.image_picker.name
         if name:
-            self.session.set_reviewed(name, [t for t, b in self.reviewed_boxes.items() if b.isChecked()])
+            self.session.set_reviewed(name, [t for t, b in self.reviewed_boxes.items() if b.value])
 
     def kind(self) -> str:
         """The lesion type under review."""
-        return self.type_combo.currentText() or HE
+        return self.type_combo.value or HE
 
     def refresh(self) -> ReviewSet | None:
         """Recompute the regions from the current (possibly edited) mask, for the lesion type
@@ -320,7 +307,7 @@ class ReviewWidget(DockWidget):
         if nxt not in self.viewer.layers:
             steps.append(partial(self._load_layers, proj, nxt))
         steps.append(partial(self._show_opened, proj, nxt, place, count))
-        self.next_image_button.setEnabled(False)
+        self.next_image_button.enabled = False
         self.turns.run(steps)
         return nxt
 

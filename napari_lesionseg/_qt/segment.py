@@ -13,24 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, Label, PushButton
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QProgressBar,
-    QPushButton,
-    QSlider,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
-    QWidget,
 )
 
 from ..core.bundled import BUNDLED_MODELS, DEFAULT_MODEL_NAME, bundled_models, default_model_dir
@@ -119,18 +113,16 @@ class SegmentWidget(DockWidget):
                                         tooltip="the model: a shipped one, a project's version or a folder")
         self.model_picker.changed.connect(self._on_model_changed)
         self.device_picker = ComboBox(choices=["auto", "cpu", "cuda", "mps"], tooltip="where the model runs")
-        self.threshold = QSlider(Qt.Horizontal)
-        self.threshold.setRange(1, 999)  # thousandths: a calibrated threshold such as 0.236 is reachable
-        self.threshold_label = QLabel("")
-        self.threshold.valueChanged.connect(self._on_threshold)
-        self.run_button = QPushButton("Run")
-        self.run_button.clicked.connect(self.run)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        self.rethreshold_button = QPushButton("Re-threshold (discard edits)")
-        self.rethreshold_button.setEnabled(False)
-        self.rethreshold_button.clicked.connect(lambda: self.apply_threshold(force=True))
+        self.threshold = FloatSlider(value=0.5, min=0.001, max=0.999, step=0.001, readout=False,
+                                     tooltip="the probability above which a pixel is a lesion")
+        self.threshold_label = Label(value="")
+        self.threshold.changed.connect(self._on_threshold)
+        self.run_button = PushButton(text="Run", tooltip="segment the chosen photo")
+        self.run_button.changed.connect(lambda _=None: self.run())
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.cancel_button.changed.connect(lambda _=None: self.cancel())
+        self.rethreshold_button = PushButton(text="Re-threshold (discard edits)", enabled=False)
+        self.rethreshold_button.changed.connect(lambda _=None: self.apply_threshold(force=True))
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -139,37 +131,29 @@ class SegmentWidget(DockWidget):
         self.project_edit = self.project.line_edit
         self.session.project_listeners.append(self._on_project_changed)
         self.session.active_model_listeners.append(self._on_activated)
-        self.save_button = QPushButton("Save correction")
-        self.save_button.clicked.connect(self.save_correction)
-        self.export_button = QPushButton("Export (mask, CSV, overlay)")
-        self.export_button.clicked.connect(self.export)
-        self.export_project_button = QPushButton("Export whole project")
-        self.export_project_button.clicked.connect(self.export_project)
-        self.mm_per_px = QDoubleSpinBox()
-        self.mm_per_px.setDecimals(5)
-        self.mm_per_px.setRange(0.0, 1.0)
-        self.mm_per_px.setSingleStep(0.001)
-        self.mm_per_px.setSpecialValueText("not set (areas in px only)")
-        self.mm_per_px.setToolTip("the photo's scale, for lesion areas in mm2 in the exported CSVs")
-        self.outlines = QCheckBox("outlines only")
-        self.outlines.setToolTip("draw lesions as outlines, to see the fundus under them")
-        self.outlines.toggled.connect(self._on_outlines)
+        self.save_button = PushButton(text="Save correction")
+        self.save_button.changed.connect(lambda _=None: self.save_correction())
+        self.export_button = PushButton(text="Export (mask, CSV, overlay)")
+        self.export_button.changed.connect(lambda _=None: self.export())
+        self.export_project_button = PushButton(text="Export whole project")
+        self.export_project_button.changed.connect(lambda _=None: self.export_project())
+        self.mm_per_px = FloatSpinBox(value=0.0, min=0.0, max=1.0, step=0.0005,
+                                      tooltip="the photo's scale, for lesion areas in mm2 in the exported CSVs")
+        self.mm_per_px.native.setDecimals(5)  # some 0.004 mm per px at IDRiD's 4288 px: 3 decimals are too few
+        self.mm_per_px.native.setSpecialValueText("not set (areas in px only)")
+        self.outlines = CheckBox(text="outlines only", tooltip="draw lesions as outlines, to see the fundus under them")
+        self.outlines.changed.connect(self._on_outlines)
         self._types: list[str] = [HE]
-        self.legend = QLabel(legend_html(self._types))
-        self.legend.setWordWrap(True)
-        self.type_boxes: dict[str, QCheckBox] = {}
-        self.type_row = QWidget()
-        type_lay = QHBoxLayout(self.type_row)
-        type_lay.setContentsMargins(0, 0, 0, 0)
-        type_lay.addWidget(QLabel("show"))
-        for t in ("HE", "MA", "EX", "SE"):
-            box = QCheckBox(t)
-            box.setChecked(True)
-            box.setToolTip(f"show {LONG_NAMES[t]}s")
-            box.toggled.connect(self._apply_type_visibility)
-            self.type_boxes[t] = box
-            type_lay.addWidget(box)
-        self.type_row.setVisible(False)
+        self.legend = Label(value=legend_html(self._types))
+        self.legend.native.setWordWrap(True)
+        self.legend.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # wrap at the dock's width
+        self.type_boxes: dict[str, CheckBox] = {
+            t: CheckBox(value=True, text=t, tooltip=f"show {LONG_NAMES[t]}s") for t in ("HE", "MA", "EX", "SE")}
+        for box in self.type_boxes.values():
+            box.changed.connect(self._apply_type_visibility)
+        self.type_row = Container(widgets=list(self.type_boxes.values()), layout="horizontal", labels=False,
+                                  label="show", visible=False)
+        self.type_row.margins = (0, 0, 0, 0)
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -182,33 +166,31 @@ class SegmentWidget(DockWidget):
         self.table.setToolTip("the model's lesions: click a row to centre the view on it; click a header to sort")
         self.table.cellClicked.connect(self.centre_on_row)
         self._table_lesions: list = []
-        self.mm_per_px.valueChanged.connect(lambda _v: self.fill_table(self.image_picker.name))
+        self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
-        form = QFormLayout()
-        form.addRow("image", self.image_picker.native)
-        form.addRow("model", self.model_picker.native)
-        form.addRow("device", self.device_picker.native)
-        row = QHBoxLayout()
-        row.addWidget(self.threshold)
-        row.addWidget(self.threshold_label)
-        form.addRow("threshold", row)
-        form.addRow("legend", self.legend)
-        form.addRow(self.type_row)  # label inside: hidden whole for a hemorrhage-only model
-        form.addRow("", self.outlines)
-        form.addRow("mm per px", self.mm_per_px)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
+        threshold_row = Container(widgets=[self.threshold, self.threshold_label], layout="horizontal",
+                                  labels=False, label="threshold")
+        threshold_row.margins = (0, 0, 0, 0)
+        self.form = Container(widgets=[
+            self.image_picker.widget, self.model_picker.widget, self.device_picker, threshold_row,
+            self.type_row, self.outlines, self.mm_per_px])
+        for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
+                              (self.device_picker, "device"), (self.mm_per_px, "mm per px")):
+            widget.label = label
+        self.form.margins = (0, 0, 0, 0)
+        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
+        buttons.margins = (0, 0, 0, 0)
         lay = QVBoxLayout(self)
-        lay.addLayout(form)
-        lay.addLayout(buttons)
+        lay.addWidget(self.form.native)
+        lay.addWidget(self.legend.native)  # outside the form: a form row cuts a wrapped label's second line
+        lay.addWidget(buttons.native)
         lay.addWidget(self.progress)
-        lay.addWidget(self.rethreshold_button)
+        lay.addWidget(self.rethreshold_button.native)
         lay.addWidget(self.table)
         lay.addWidget(self.project.native)
-        lay.addWidget(self.save_button)
-        lay.addWidget(self.export_button)
-        lay.addWidget(self.export_project_button)
+        lay.addWidget(self.save_button.native)
+        lay.addWidget(self.export_button.native)
+        lay.addWidget(self.export_project_button.native)
         lay.addWidget(self.status)
         lay.addStretch(1)
 
@@ -249,14 +231,13 @@ class SegmentWidget(DockWidget):
             return
         thr = cfg.inference.threshold
         self._types = lesion_outputs(cfg.network.outputs)
-        self.legend.setText(legend_html(self._types))
+        self.legend.value = legend_html(self._types)
         for t, box in self.type_boxes.items():
-            box.setVisible(t in self._types)
-        self.type_row.setVisible(len(self._types) > 1)
-        self.threshold.blockSignals(True)
-        self.threshold.setValue(int(round(thr * 1000)))
-        self.threshold.blockSignals(False)
-        self.threshold_label.setText(f"{thr:.3f} (model)")
+            box.visible = t in self._types
+        self.type_row.visible = len(self._types) > 1
+        with self.threshold.changed.blocked():
+            self.threshold.value = round(thr, 3)
+        self.threshold_label.value = f"{thr:.3f} (model)"
 
     def _on_activated(self, folder: Path) -> None:
         """Another dock made ``folder`` the project's active model: use it from now on."""
@@ -292,7 +273,7 @@ class SegmentWidget(DockWidget):
             lesions.contour = 2 if on else 0
 
     def hidden_types(self) -> list[str]:
-        return [t for t in self._types if not self.type_boxes[t].isChecked()]
+        return [t for t in self._types if not self.type_boxes[t].value]
 
     def _apply_type_visibility(self, *_: object) -> None:
         """Per-type visibility: a hidden type's label value is drawn transparent (its pixels
@@ -348,10 +329,10 @@ class SegmentWidget(DockWidget):
         cam.zoom = VIEW_PX / extent
 
     def _mm(self) -> float | None:
-        return self.mm_per_px.value() or None
+        return self.mm_per_px.value or None
 
     def _threshold(self) -> float:
-        return self.threshold.value() / 1000
+        return float(self.threshold.value)
 
     def _source(self, name: str) -> str | None:
         layer = self.viewer.layers[name]
@@ -383,8 +364,8 @@ class SegmentWidget(DockWidget):
         self.worker.returned.connect(lambda pred, n=name, ly=layer: self._on_result(n, ly, pred))
         self.worker.errored.connect(lambda err: self._error(f"segmentation failed: {err}"))
         self.worker.finished.connect(self._on_finished)
-        self.run_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
         self.progress.setValue(0)
         self.status.setText(f"segmenting {name} with '{model.version}'...")
         self.worker.start()
@@ -402,8 +383,8 @@ class SegmentWidget(DockWidget):
     def _on_finished(self) -> None:
         if self.turns.busy:  # the result is still being shown: Run comes back after it
             return
-        self.run_button.setEnabled(True)
-        self.cancel_button.setEnabled(False)
+        self.run_button.enabled = True
+        self.cancel_button.enabled = False
 
     def _on_result(self, name: str, layer: Any, pred: Prediction) -> None:
         """Show a finished run: one layer per turn of the event loop (napari takes 0.1-0.35 s of
@@ -438,16 +419,16 @@ class SegmentWidget(DockWidget):
         if name not in self.viewer.layers:
             return
         self.viewer.layers.selection.active = self._lesions(name)
-        self._on_outlines(self.outlines.isChecked())
+        self._on_outlines(self.outlines.value)
         self._apply_type_visibility()
         self._show_counts(name)
         self.fill_table(name)
         if edited:
-            self.rethreshold_button.setEnabled(True)
+            self.rethreshold_button.enabled = True
             self.status.setText(self.status.text() + "; your hand edits were kept (press 'Re-threshold (discard "
                                 "edits)' to take the model's mask instead)")
         else:
-            self.rethreshold_button.setEnabled(False)
+            self.rethreshold_button.enabled = False
         self._store_prediction(name)
         if pred.notes:
             from napari.utils.notifications import show_warning
@@ -484,8 +465,8 @@ class SegmentWidget(DockWidget):
         worker.start()
 
     # ---- threshold -------------------------------------------------------------------------
-    def _on_threshold(self, value: int) -> None:
-        self.threshold_label.setText(f"{value / 1000:.3f}")
+    def _on_threshold(self, value: float) -> None:
+        self.threshold_label.value = f"{value:.3f}"
         self.apply_threshold(force=False)
 
     def apply_threshold(self, force: bool = False) -> bool:
@@ -499,11 +480,11 @@ class SegmentWidget(DockWidget):
         try:
             mask = self.session.rethreshold(name, self._threshold(), lesions.data, force=force)
         except EditsWouldBeLost:
-            self.rethreshold_button.setEnabled(True)
+            self.rethreshold_button.enabled = True
             self.status.setText("the mask was edited by hand: press 'Re-threshold' to replace it (edits are lost)")
             return False
         lesions.data = mask
-        self.rethreshold_button.setEnabled(False)
+        self.rethreshold_button.enabled = False
         self._show_counts(name)
         return True
 
