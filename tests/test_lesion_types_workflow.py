@@ -31,6 +31,16 @@ def test_label_map_values_per_type() -> None:
     lab = composite_mask(he, {"EX": ex, "OD": np.ones_like(he)})
     assert lab[0].tolist() == [1, 1, 3, 3, 0, 0]  # hemorrhages on top; the optic disc is no lesion
     assert composite_mask(he).tolist() == he.tolist()  # HE only: today's 0/1 map
+    # with probabilities, an overlap goes to the likelier type, wherever it stands in the paint order
+    p_he = np.full(he.shape, 0.6, np.float32)
+    p_ex = np.full(he.shape, 0.7, np.float32)
+    p_ex[0, 0] = 0.1
+    lab = composite_mask(he, {"EX": ex, "OD": np.ones_like(he)}, {"HE": p_he, "EX": p_ex, "OD": p_ex})
+    assert lab[0].tolist() == [1, 3, 3, 3, 0, 0]
+    ma = np.zeros_like(he)
+    ma[0, 1] = 1  # three types at one pixel: the highest of the three wins, one type's absence is no vote
+    lab = composite_mask(he, {"EX": ex, "MA": ma}, {"HE": p_he, "EX": p_ex, "MA": np.full(he.shape, 0.9)})
+    assert lab[0].tolist() == [1, 2, 3, 3, 0, 0]
     painted = np.array([[0, 1, 2, 3, 4, 7, 255]])
     assert labels_to_label_map(painted).tolist() == [[0, 1, 1, 1, 1, 1, 255]]  # an HE-only model: all lesion
     assert labels_to_label_map(painted, ["HE", "MA", "EX", "SE"]).tolist() == [[0, 1, 2, 3, 4, 1, 255]]

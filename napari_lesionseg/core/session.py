@@ -36,8 +36,8 @@ from .lesions import threshold_mask
 from .model_folder import LoadedModel, load_model_folder
 from .registry import Registry
 from .review import settings_metadata
-from .segment_layers import composite_mask, prediction_label
 from .segment_layers import labels_to_label_map as to_label_map
+from .segment_layers import prediction_label
 from .store import LabelVersion, Project
 
 
@@ -233,7 +233,7 @@ class AnnotationSession:
             raise EditsWouldBeLost(name, "re-thresholding")
         pred = photo.prediction
         mask = threshold_mask(pred.probability, threshold, self.model().config.inference.min_lesion_area)
-        photo.auto_mask = composite_mask(mask, {t: m.mask for t, m in pred.others.items()})
+        photo.auto_mask = prediction_label(pred, mask)
         return photo.auto_mask.copy()
 
     # ---- disk ----------------------------------------------------------------------------------
