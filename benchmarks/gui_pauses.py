@@ -9,7 +9,12 @@ thread). Reports the longest stall, the time spent showing the result (adding/re
 layers, one per turn of the event loop, then counts and table: the sum and the longest step),
 and the total stalled time; writes results/gui_pauses.json.
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/gui_pauses.py [--runs 3]
+``--where KIND`` instead profiles one measurement (e.g. ``--where "first run"``): a thread
+samples the GUI thread's stack every 5 ms while a 5-ms heartbeat timer on it is late by more
+than 60 ms, and the longest stalls are printed with their commonest stacks (where the time
+goes, not how long: the sampler itself slows the process).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python benchmarks/gui_pauses.py [--runs 3] [--where KIND]
 """
 
 from __future__ import annotations
@@ -132,6 +137,55 @@ def _measure_open_next(viewer, seg, run_once, tmp) -> dict[str, float]:
     return {**_stalls(ticks), "on_result_s": took, "longest_result_step_s": float("nan"), "run_s": took}
 
 
+def _where(kind: str, stalls: int = 4, depth: int = 8) -> None:
+    """Profile one measurement of ``kind``: the GUI thread's stacks during its longest stalls."""
+    import collections
+    import threading
+    import traceback
+
+    import napari
+    from qtpy.QtCore import QTimer
+
+    gui = threading.get_ident()
+    beat = [time.perf_counter()]
+    samples: list[tuple[float, float, list[str]]] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.005):
+            late = time.perf_counter() - beat[0]
+            frame = sys._current_frames().get(gui)
+            if late > 0.06 and frame is not None:
+                stack = [f"{f.filename.split('site-packages/')[-1]}:{f.lineno} {f.name}"
+                         for f in traceback.extract_stack(frame)]
+                samples.append((beat[0], late, stack[::-1][:depth]))
+
+    timers = []
+    make_viewer = napari.Viewer
+
+    def viewer_with_heartbeat(*a, **k):
+        viewer = make_viewer(*a, **k)
+        t = QTimer()
+        t.setInterval(5)
+        t.timeout.connect(lambda: beat.__setitem__(0, time.perf_counter()))
+        t.start()
+        timers.append(t)
+        return viewer
+
+    napari.Viewer = viewer_with_heartbeat
+    threading.Thread(target=sample, daemon=True).start()
+    print(_measure(kind))
+    done.set()
+    by_stall: dict[float, list[tuple[float, list[str]]]] = collections.defaultdict(list)
+    for start, late, stack in samples:
+        by_stall[start].append((late, stack))
+    longest = sorted(by_stall.values(), key=lambda ss: -max(late for late, _ in ss))
+    for ss in longest[1:stalls + 1]:  # the first is napari starting up (imports, themes)
+        print(f"\nstall of {max(late for late, _ in ss):.3f} s, {len(ss)} samples; commonest stacks, innermost first:")
+        for stack, n in collections.Counter(" <- ".join(st) for _, st in ss).most_common(4):
+            print(f"  {n:3d}  {stack}")
+
+
 def _in_new_process(kind: str) -> dict[str, float]:
     """One measurement in a fresh napari process, as an annotator starts it."""
     out = subprocess.run([sys.executable, __file__, "--worker", kind], capture_output=True, text=True, check=True)
@@ -143,7 +197,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--where", default=None, help="profile one measurement of this kind instead")
     args = ap.parse_args()
+    if args.where:
+        _where(args.where)
+        return
     if args.worker:
         print("RESULT " + json.dumps(_measure(args.worker)))
         return
