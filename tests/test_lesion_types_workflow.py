@@ -191,9 +191,11 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     seg.fill_table("IDRiD_16")
     assert [seg.table.item(r, 0).text() for r in range(5)] == ["HE", "MA", "EX", "EX", "EX"]
     seg.table.sortItems(1)
-    before = tuple(viewer.camera.center)
+    from napari_lesionseg._qt.review import camera
+
+    before = tuple(camera(viewer).center)
     seg.centre_on_row(0)
-    assert tuple(viewer.camera.center) != before
+    assert tuple(camera(viewer).center) != before
 
     rev.image_picker.choose("IDRiD_16")
     rev.refresh()
