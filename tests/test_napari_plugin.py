@@ -157,6 +157,21 @@ def test_every_form_field_of_the_three_docks_is_a_magicgui_widget(make_napari_vi
         assert not plain, f"{type(dock).__name__}: {plain}"
 
 
+@pytest.mark.gui
+def test_the_three_docks_open_as_tabs_and_the_window_keeps_its_height(make_napari_viewer, qtbot) -> None:
+    """Issue 16 finding 8: opened one after another from the Plugins menu, the three docks were
+    stacked, the window grew taller than a 1600x1000 screen and the live plot was 15 px tall."""
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1600, 1000)
+    docks = [viewer.window.add_plugin_dock_widget("napari-lesionseg", name)[0]
+             for name in ("Segment lesions", "Review lesions", "Fine-tune model")]
+    qtbot.waitUntil(lambda: len(window.tabifiedDockWidgets(docks[0])) == 2, timeout=5_000)
+    qtbot.wait(50)
+    assert window.height() <= 1000, window.height()
+    assert docks[2].widget().canvas.height() > 100  # the live loss plot has room
+
+
 def test_gui_command_is_there() -> None:
     from test_cli import lesionseg
 

@@ -68,7 +68,10 @@ def unfollow_project(edit: Any, session: AnnotationSession) -> None:
 class DockWidget(QWidget):
     """A dock that cleans up after itself: napari removes a closed dock by taking it out of
     its parent (the widget lives on while the viewer's events refer to it), so the first
-    change to no parent after being docked, or a close, calls :meth:`release` once."""
+    change to no parent after being docked, or a close, calls :meth:`release` once.
+
+    Docked the first time beside another of this plugin's docks, it joins it as a tab: the
+    three docks stacked at 1600x1000 made the window taller than the screen."""
 
     _docked = False
     _released = False
@@ -76,10 +79,30 @@ class DockWidget(QWidget):
     def event(self, e: QEvent) -> bool:
         if e.type() == QEvent.ParentChange:
             if self.parent() is not None:
+                if not self._docked:
+                    from qtpy.QtCore import QTimer
+
+                    QTimer.singleShot(0, self._tab_with_ours)  # once napari has placed the dock
                 self._docked = True
             elif self._docked:
                 self._release_once()
         return super().event(e)
+
+    def _tab_with_ours(self) -> None:
+        from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+        dock = self.parentWidget()
+        main = dock.parentWidget() if isinstance(dock, QDockWidget) else None
+        if not isinstance(main, QMainWindow) or dock.isFloating() or main.tabifiedDockWidgets(dock):
+            return
+        area = main.dockWidgetArea(dock)
+        ours = [d for d in main.findChildren(QDockWidget)
+                if d is not dock and isinstance(d.widget(), DockWidget) and d.isVisible() and not d.isFloating()
+                and main.dockWidgetArea(d) == area]
+        if ours:
+            main.tabifyDockWidget(ours[-1], dock)
+            dock.show()
+            dock.raise_()
 
     def closeEvent(self, e: Any) -> None:  # noqa: N802 - Qt's name
         self._release_once()
