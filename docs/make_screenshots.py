@@ -39,7 +39,7 @@ def _wait(cond, timeout: float = 600.0) -> None:
 
 
 def _shot(viewer: napari.Viewer, dock: str, out: Path) -> Path:
-    viewer.window._dock_widgets[f"{dock} (napari-lesionseg)"].raise_()
+    viewer.window.dock_widgets[f"{dock} (napari-lesionseg)"].parent().raise_()
     _settle(viewer)
     viewer.screenshot(str(out), canvas_only=False, flash=False)
     print(f"wrote {out}")

@@ -118,7 +118,7 @@ def test_the_main_job_opens_the_sample_with_the_segment_dock(make_napari_viewer,
     viewer.window._qt_window.resize(1600, 1000)
     widget = open_segment_window(viewer)
     assert "IDRiD_04" in viewer.layers and widget.image_picker.name == "IDRiD_04"
-    assert any(name.startswith("Segment lesions") for name in viewer.window._dock_widgets)
+    assert any(name.startswith("Segment lesions") for name in viewer.window.dock_widgets)
     shot = viewer.screenshot(canvas_only=False, flash=False)
     Image.fromarray(shot).save(tmp_path / "main_job.png")
     assert shot.shape[0] > 400 and shot.shape[1] > 800 and shot[..., :3].std() > 10  # a real picture
