@@ -58,23 +58,25 @@ def composite_mask(he_mask: NDArray, others: dict[str, NDArray] | None = None,
     lesions = {t: m for t, m in (others or {}).items() if t in TYPE_VALUE}
     if not lesions:
         return (np.asarray(he_mask) > 0).view(np.uint8).copy()
+    shape = np.shape(he_mask)
     masks = {t: np.asarray(he_mask) if t == HE else lesions.get(t) for t in PAINT_ORDER}
-    masks = {t: np.asarray(m) > 0 for t, m in masks.items() if m is not None}
-    out = np.zeros(np.shape(he_mask), np.uint8)
-    for t, m in masks.items():
-        out[m] = TYPE_VALUE[t]
-    probs = {t: np.asarray(p) for t, p in (probabilities or {}).items() if t in masks and p is not None}
-    if len(probs) == len(masks) > 1:
-        count = np.zeros(out.shape, np.uint8)
-        for m in masks.values():
-            count += m
-        where = np.flatnonzero(count > 1)
-        if where.size:
-            types = list(masks)
-            score = np.stack([np.where(masks[t].ravel()[where], probs[t].ravel()[where], -1.0) for t in types])
-            values = np.array([TYPE_VALUE[t] for t in types], np.uint8)
-            out.ravel()[where] = values[np.argmax(score, axis=0)]
-    return out
+    flat = {t: (np.asarray(m) > 0).ravel() for t, m in masks.items() if m is not None}
+    where = np.flatnonzero(np.logical_or.reduce(list(flat.values())))  # the lesions: ~1 % of a photo
+    on = {t: m[where] for t, m in flat.items()}
+    values = np.zeros(where.size, np.uint8)
+    for t, m in on.items():
+        values[m] = TYPE_VALUE[t]
+    probs = {t: np.asarray(p).ravel() for t, p in (probabilities or {}).items() if t in on and p is not None}
+    if len(probs) == len(on) > 1:
+        several = np.flatnonzero(np.sum(list(on.values()), axis=0) > 1)
+        if several.size:
+            types = list(on)
+            at = where[several]
+            score = np.stack([np.where(on[t][several], probs[t][at], -1.0) for t in types])
+            values[several] = np.array([TYPE_VALUE[t] for t in types], np.uint8)[np.argmax(score, axis=0)]
+    out = np.zeros(int(np.prod(shape)), np.uint8)
+    out[where] = values
+    return out.reshape(shape)
 
 
 def prediction_label(pred: Prediction, he_mask: NDArray | None = None) -> NDArray[np.uint8]:
