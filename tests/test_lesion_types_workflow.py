@@ -35,11 +35,13 @@ def test_label_map_values_per_type() -> None:
     p_he = np.full(he.shape, 0.6, np.float32)
     p_ex = np.full(he.shape, 0.7, np.float32)
     p_ex[0, 0] = 0.1
-    lab = composite_mask(he, {"EX": ex, "OD": np.ones_like(he)}, {"HE": p_he, "EX": p_ex, "OD": p_ex})
-    assert lab[0].tolist() == [1, 3, 3, 3, 0, 0]
+    asked = []
+    lab = composite_mask(he, {"EX": ex, "OD": np.ones_like(he)},
+                         lambda t: asked.append(t) or {"HE": p_he, "EX": p_ex}[t])
+    assert lab[0].tolist() == [1, 3, 3, 3, 0, 0] and sorted(asked) == ["EX", "HE"]  # only the overlapping types
     ma = np.zeros_like(he)
     ma[0, 1] = 1  # three types at one pixel: the highest of the three wins, one type's absence is no vote
-    lab = composite_mask(he, {"EX": ex, "MA": ma}, {"HE": p_he, "EX": p_ex, "MA": np.full(he.shape, 0.9)})
+    lab = composite_mask(he, {"EX": ex, "MA": ma}, {"HE": p_he, "EX": p_ex, "MA": np.full(he.shape, 0.9)}.get)
     assert lab[0].tolist() == [1, 2, 3, 3, 0, 0]
     painted = np.array([[0, 1, 2, 3, 4, 7, 255]])
     assert labels_to_label_map(painted).tolist() == [[0, 1, 1, 1, 1, 1, 255]]  # an HE-only model: all lesion

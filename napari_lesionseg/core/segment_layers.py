@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,15 +47,15 @@ def legend(types: list[str] | tuple[str, ...]) -> list[tuple[str, str, int]]:
 
 
 def composite_mask(he_mask: NDArray, others: dict[str, NDArray] | None = None,
-                   probabilities: dict[str, NDArray] | None = None) -> NDArray[np.uint8]:
+                   probability: Callable[[str], NDArray | None] | None = None) -> NDArray[np.uint8]:
     """One label map of every type's 0/1 mask, a value per type; ``he_mask`` alone when there
     are no other types (today's 0/1 map). Where masks overlap, the type with the highest
-    probability in ``probabilities`` (by type, HE included) takes the pixel, else the last of
-    ``PAINT_ORDER``. IDRiD's annotators gave a pixel one type (0.11 % of soft-exudate pixels at
-    most are another type too), but the five-output model's masks overlap: 37 % of its
-    microaneurysm pixels were also hemorrhage on 9 of its validation photos; there the higher
-    probability was the annotated type on 56 % of them, hemorrhages-on-top on 38 %
-    (benchmarks/README.md)."""
+    probability (``probability(type)``, HE included; asked only for the types that overlap,
+    so a stored map is read only when needed) takes the pixel, else the last of
+    ``PAINT_ORDER``. IDRiD's annotators gave a pixel one type, but the five-output model's
+    masks overlap (37 % of its microaneurysm pixels were also hemorrhage); the higher
+    probability gave the annotated type more often than a fixed order (benchmarks/README.md,
+    "Where lesion types overlap")."""
     lesions = {t: m for t, m in (others or {}).items() if t in TYPE_VALUE}
     if not lesions:
         return (np.asarray(he_mask) > 0).view(np.uint8).copy()
@@ -66,13 +67,13 @@ def composite_mask(he_mask: NDArray, others: dict[str, NDArray] | None = None,
     values = np.zeros(where.size, np.uint8)
     for t, m in on.items():
         values[m] = TYPE_VALUE[t]
-    probs = {t: np.asarray(p).ravel() for t, p in (probabilities or {}).items() if t in on and p is not None}
-    if len(probs) == len(on) > 1:
-        several = np.flatnonzero(np.sum(list(on.values()), axis=0) > 1)
-        if several.size:
-            types = list(on)
+    several = np.flatnonzero(np.sum(list(on.values()), axis=0) > 1) if probability is not None else []
+    if len(several):
+        types = [t for t in on if on[t][several].any()]
+        probs = {t: probability(t) for t in types}
+        if all(p is not None for p in probs.values()):
             at = where[several]
-            score = np.stack([np.where(on[t][several], probs[t][at], -1.0) for t in types])
+            score = np.stack([np.where(on[t][several], np.asarray(probs[t]).ravel()[at], -1.0) for t in types])
             values[several] = np.array([TYPE_VALUE[t] for t in types], np.uint8)[np.argmax(score, axis=0)]
     out = np.zeros(int(np.prod(shape)), np.uint8)
     out[where] = values
@@ -83,7 +84,7 @@ def prediction_label(pred: Prediction, he_mask: NDArray | None = None) -> NDArra
     """The label map a prediction shows: hemorrhages (``he_mask``, e.g. at another threshold,
     or the prediction's) and every other lesion type it holds."""
     return composite_mask(pred.mask if he_mask is None else he_mask, {t: m.mask for t, m in pred.others.items()},
-                          {HE: pred.probability, **{t: m.probability for t, m in pred.others.items()}})
+                          lambda t: pred.probability if t == HE else pred.others[t].probability)
 
 
 def anatomy_layer(image_name: str, anatomy, scale: tuple[float, float] = (1.0, 1.0),
@@ -173,10 +174,9 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
         out.append((fuzzy, {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta}, "image"))
     if mask is None:
         predicted = project.prediction_map(image_id, "mask")
-        stored = project.prediction_types(image_id)
-        others = {t: m for t, (_p, m, _thr) in stored.items()}
+        others = {t: m for t, (_p, m, _thr) in project.prediction_types(image_id, probabilities=False).items()}
         mask = None if predicted is None else composite_mask(
-            predicted > 0.5, others, {HE: prob, **{t: p for t, (p, _m, _thr) in stored.items()}})
+            predicted > 0.5, others, lambda t: prob if t == HE else project.prediction_map(image_id, f"{t}_prob"))
     if mask is not None:
         out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": meta}, "labels"))
     return out
