@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, PushButton
+from magicgui.widgets import ComboBox, FloatSpinBox
 from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (
     QLabel,
@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import LesionsegInputError
 from ..core.registry import Registry
 from ..core.store import Project
-from .shared import DockWidget, ProjectField, session_for
+from .shared import DockWidget, ProjectField, button, panel, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -53,23 +53,17 @@ class FinetuneWidget(DockWidget):
         self.minutes.native.setSuffix(" min")
         self.preflight_label = QLabel("")
         self.preflight_label.setWordWrap(True)
-        self.start_button = PushButton(text="Fine-tune", tooltip="fine-tune the active model on the saved corrections")
-        self.start_button.changed.connect(lambda _=None: self.start())
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.cancel_button.changed.connect(lambda _=None: self.cancel())
-        self.promote_button = PushButton(text="Promote", enabled=False,
-                                         tooltip="make the new version the project's active model")
-        self.promote_button.changed.connect(lambda _=None: self.promote())
-        self.compare_button = PushButton(text="Compare old / new on the selected image", enabled=False)
-        self.compare_button.changed.connect(lambda _=None: self.compare())
-        self.discard_button = PushButton(text="Discard", enabled=False, tooltip="delete the new version")
-        self.discard_button.changed.connect(lambda _=None: self.discard())
+        self.start_button = button("Fine-tune", self.start, tooltip="fine-tune the active model on the saved corrections")
+        self.cancel_button = button("Cancel", self.cancel, enabled=False)
+        self.promote_button = button("Promote", self.promote, enabled=False,
+                                     tooltip="make the new version the project's active model")
+        self.compare_button = button("Compare old / new on the selected image", self.compare, enabled=False)
+        self.discard_button = button("Discard", self.discard, enabled=False, tooltip="delete the new version")
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.scores = QLabel("")
         self.versions = ComboBox(choices=[DEFAULT_VERSION], tooltip="the project's model versions")
-        self.activate_button = PushButton(text="Make active", tooltip="use the chosen version from now on")
-        self.activate_button.changed.connect(lambda _=None: self.make_active())
+        self.activate_button = button("Make active", self.make_active, tooltip="use the chosen version from now on")
 
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
@@ -80,12 +74,10 @@ class FinetuneWidget(DockWidget):
 
         self.project.widget.label = "project"
         self.minutes.label = "time budget"
-        form = Container(widgets=[self.project.widget, self.minutes])
-        run = Container(widgets=[self.start_button, self.cancel_button], layout="horizontal", labels=False)
-        decide = Container(widgets=[self.promote_button, self.discard_button], layout="horizontal", labels=False)
-        versions = Container(widgets=[self.versions, self.activate_button], layout="horizontal", labels=False)
-        for row in (form, run, decide, versions):
-            row.margins = (0, 0, 0, 0)
+        form = panel(self.project.widget, self.minutes, form=True)
+        run = panel(self.start_button, self.cancel_button)
+        decide = panel(self.promote_button, self.discard_button)
+        versions = panel(self.versions, self.activate_button)
         lay = QVBoxLayout(self)
         lay.addWidget(form.native)
         lay.addWidget(self.preflight_label)

@@ -10,7 +10,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, PushButton
+from magicgui.widgets import CheckBox, ComboBox
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -24,7 +24,7 @@ from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import Region, ReviewSet, review_regions, review_settings
 from ..core.segment_layers import UNSURE, layer_names, project_image_layers
-from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, session_for
+from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, button, panel, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -61,11 +61,8 @@ class ReviewWidget(DockWidget):
             for t in LESION_TYPES}
         for box in self.reviewed_boxes.values():
             box.changed.connect(self._on_reviewed)
-        self.reviewed_row = Container(widgets=list(self.reviewed_boxes.values()), layout="horizontal",
-                                      label="checked for:", visible=False)
-        self.reviewed_row.margins = (0, 0, 0, 0)
-        refresh = PushButton(text="Refresh", tooltip="list the regions again from the mask as it is now")
-        refresh.changed.connect(lambda _=None: self.refresh())
+        self.reviewed_row = panel(*self.reviewed_boxes.values(), label="checked for:", visible=False)
+        refresh = button("Refresh", self.refresh, tooltip="list the regions again from the mask as it is now")
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -74,33 +71,23 @@ class ReviewWidget(DockWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self._undo: list[tuple[int, str, bool]] = []
-        buttons = {}
-        for text, slot in [("Previous", self.previous), ("Next", self.next), ("Accept", self.accept),
-                           ("Delete", self.delete), ("Mark unsure", self.mark_unsure),
-                           ("Toggle fuzzy", self.toggle_fuzzy), ("Undo", self.undo)]:
-            b = PushButton(text=text)
-            b.changed.connect(lambda _=None, f=slot: f())
-            buttons[text] = b
+        buttons = {text: button(text, slot) for text, slot in [
+            ("Previous", self.previous), ("Next", self.next), ("Accept", self.accept), ("Delete", self.delete),
+            ("Mark unsure", self.mark_unsure), ("Toggle fuzzy", self.toggle_fuzzy), ("Undo", self.undo)]}
         self.session = session_for(napari_viewer)
         self.project = ProjectField(self.session, "project folder: step through its images, most uncertain first")
         self.project_edit = self.project.line_edit
-        self.next_image_button = PushButton(text="Open next image",
-                                            tooltip="save this photo's edits, open the project's next most uncertain one")
-        self.next_image_button.changed.connect(lambda _=None: self.open_next_image())
+        self.next_image_button = button("Open next image", self.open_next_image,
+                                        tooltip="save this photo's edits, open the project's next most uncertain one")
         self.turns = StepQueue()  # closing one image and opening the next, a layer per turn
         self.turns.when_idle.append(lambda: setattr(self.next_image_button, "enabled", True))
         self._image_order: list[str] = []
         self.info = QLabel("run 'Segment lesions' first, then Refresh")
         self.info.setWordWrap(True)
-        top = Container(widgets=[self.image_picker.widget, self.type_combo, refresh], layout="horizontal",
-                        labels=False)
-        nav = Container(widgets=[buttons[t] for t in ("Previous", "Next")], layout="horizontal", labels=False)
-        act = Container(widgets=[buttons[t] for t in ("Accept", "Delete", "Mark unsure", "Undo", "Toggle fuzzy")],
-                        layout="horizontal", labels=False)
-        for row in (top, nav, act):
-            row.margins = (0, 0, 0, 0)
-        checked = Container(widgets=[self.reviewed_row])  # the row's label beside it
-        checked.margins = (0, 0, 0, 0)
+        top = panel(self.image_picker.widget, self.type_combo, refresh)
+        nav = panel(*(buttons[t] for t in ("Previous", "Next")))
+        act = panel(*(buttons[t] for t in ("Accept", "Delete", "Mark unsure", "Undo", "Toggle fuzzy")))
+        checked = panel(self.reviewed_row, form=True)  # the row's label beside it
         lay = QVBoxLayout(self)
         lay.addWidget(top.native)
         lay.addWidget(checked.native)

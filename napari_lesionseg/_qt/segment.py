@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -49,6 +49,8 @@ from .shared import (
     ModelPicker,
     ProjectField,
     StepQueue,
+    button,
+    panel,
     session_for,
 )
 
@@ -117,12 +119,10 @@ class SegmentWidget(DockWidget):
                                      tooltip="the probability above which a pixel is a lesion")
         self.threshold_label = Label(value="")
         self.threshold.changed.connect(self._on_threshold)
-        self.run_button = PushButton(text="Run", tooltip="segment the chosen photo")
-        self.run_button.changed.connect(lambda _=None: self.run())
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.cancel_button.changed.connect(lambda _=None: self.cancel())
-        self.rethreshold_button = PushButton(text="Re-threshold (discard edits)", enabled=False)
-        self.rethreshold_button.changed.connect(lambda _=None: self.apply_threshold(force=True))
+        self.run_button = button("Run", self.run, tooltip="segment the chosen photo")
+        self.cancel_button = button("Cancel", self.cancel, enabled=False)
+        self.rethreshold_button = button("Re-threshold (discard edits)", partial(self.apply_threshold, force=True),
+                                         enabled=False)
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -131,12 +131,9 @@ class SegmentWidget(DockWidget):
         self.project_edit = self.project.line_edit
         self.session.project_listeners.append(self._on_project_changed)
         self.session.active_model_listeners.append(self._on_activated)
-        self.save_button = PushButton(text="Save correction")
-        self.save_button.changed.connect(lambda _=None: self.save_correction())
-        self.export_button = PushButton(text="Export (mask, CSV, overlay)")
-        self.export_button.changed.connect(lambda _=None: self.export())
-        self.export_project_button = PushButton(text="Export whole project")
-        self.export_project_button.changed.connect(lambda _=None: self.export_project())
+        self.save_button = button("Save correction", self.save_correction)
+        self.export_button = button("Export (mask, CSV, overlay)", self.export)
+        self.export_project_button = button("Export whole project", self.export_project)
         self.mm_per_px = FloatSpinBox(value=0.0, min=0.0, max=1.0, step=0.0005,
                                       tooltip="the photo's scale, for lesion areas in mm2 in the exported CSVs")
         self.mm_per_px.native.setDecimals(5)  # some 0.004 mm per px at IDRiD's 4288 px: 3 decimals are too few
@@ -151,9 +148,7 @@ class SegmentWidget(DockWidget):
             t: CheckBox(value=True, text=t, tooltip=f"show {LONG_NAMES[t]}s") for t in ("HE", "MA", "EX", "SE")}
         for box in self.type_boxes.values():
             box.changed.connect(self._apply_type_visibility)
-        self.type_row = Container(widgets=list(self.type_boxes.values()), layout="horizontal", labels=False,
-                                  label="show", visible=False)
-        self.type_row.margins = (0, 0, 0, 0)
+        self.type_row = panel(*self.type_boxes.values(), label="show", visible=False)
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -168,18 +163,13 @@ class SegmentWidget(DockWidget):
         self._table_lesions: list = []
         self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
-        threshold_row = Container(widgets=[self.threshold, self.threshold_label], layout="horizontal",
-                                  labels=False, label="threshold")
-        threshold_row.margins = (0, 0, 0, 0)
-        self.form = Container(widgets=[
-            self.image_picker.widget, self.model_picker.widget, self.device_picker, threshold_row,
-            self.type_row, self.outlines, self.mm_per_px])
         for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
                               (self.device_picker, "device"), (self.mm_per_px, "mm per px")):
             widget.label = label
-        self.form.margins = (0, 0, 0, 0)
-        buttons = Container(widgets=[self.run_button, self.cancel_button], layout="horizontal", labels=False)
-        buttons.margins = (0, 0, 0, 0)
+        self.form = panel(self.image_picker.widget, self.model_picker.widget, self.device_picker,
+                        panel(self.threshold, self.threshold_label, label="threshold"), self.type_row, self.outlines,
+                        self.mm_per_px, form=True)
+        buttons = panel(self.run_button, self.cancel_button)
         lay = QVBoxLayout(self)
         lay.addWidget(self.form.native)
         lay.addWidget(self.legend.native)  # outside the form: a form row cuts a wrapped label's second line

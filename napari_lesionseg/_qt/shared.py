@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QWidget
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
 
 from ..core.session import AnnotationSession
 
@@ -65,6 +65,25 @@ def unfollow_project(edit: Any, session: AnnotationSession) -> None:
         session.project_listeners.remove(listener)
 
 
+def button(text: str, action: Callable[[], object], **kwargs: Any) -> Any:
+    """A magicgui push button that calls ``action()`` when clicked (the click's value dropped)."""
+    from magicgui.widgets import PushButton
+
+    b = PushButton(text=text, **kwargs)
+    b.changed.connect(lambda _=None: action())
+    return b
+
+
+def panel(*widgets: Any, form: bool = False, **kwargs: Any) -> Any:
+    """magicgui widgets side by side on one line of a dock, or with ``form`` one under another,
+    each after its label; no margins (the dock has its own)."""
+    from magicgui.widgets import Container
+
+    c = Container(widgets=list(widgets), layout="vertical" if form else "horizontal", labels=form, **kwargs)
+    c.margins = (0, 0, 0, 0)
+    return c
+
+
 class DockWidget(QWidget):
     """A dock that cleans up after itself: napari removes a closed dock by taking it out of
     its parent (the widget lives on while the viewer's events refer to it), so the first
@@ -80,8 +99,6 @@ class DockWidget(QWidget):
         if e.type() == QEvent.ParentChange:
             if self.parent() is not None:
                 if not self._docked:
-                    from qtpy.QtCore import QTimer
-
                     QTimer.singleShot(0, self._tab_with_ours)  # once napari has placed the dock
                 self._docked = True
             elif self._docked:
@@ -89,8 +106,6 @@ class DockWidget(QWidget):
         return super().event(e)
 
     def _tab_with_ours(self) -> None:
-        from qtpy.QtWidgets import QDockWidget, QMainWindow
-
         dock = self.parentWidget()
         main = dock.parentWidget() if isinstance(dock, QDockWidget) else None
         if not isinstance(main, QMainWindow) or dock.isFloating() or main.tabifiedDockWidgets(dock):
@@ -286,8 +301,6 @@ class StepQueue:
         self._steps.clear()
 
     def _next(self) -> None:
-        from qtpy.QtCore import QTimer
-
         try:
             if self._steps:
                 self._steps.pop(0)()
