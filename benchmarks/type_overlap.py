@@ -9,7 +9,10 @@ themselves overlap. Prints a table and writes results/type_overlap.json.
     python benchmarks/type_overlap.py [--model multi] [--ids 04,10,...] [--data DIR]
 
 The default photos are the ``multi`` model's 9 validation photos: they chose its checkpoint
-and thresholds, but no overlap rule; the rule is the one without a parameter.
+and thresholds. The rule is chosen on the ``--choose`` photos (the first five) and its share
+reported on the others (``check``), so no photo both picks and reports it. With
+``--annotations`` it also counts, over every photo in ``--data``, how often the annotators
+gave a pixel two types (masks only, no model).
 """
 
 from __future__ import annotations
@@ -43,11 +46,31 @@ def right(choice: np.ndarray, truth: dict[str, np.ndarray], where: np.ndarray) -
     return int(sum(((choice == t) & m[where]).sum() for t, m in truth.items()))
 
 
+def annotation_overlap(data: Path, types: list[str]) -> dict[str, dict[str, float]]:
+    """Over every photo in ``data/images``: each type's annotated pixels, and how many of them
+    another type's annotation has too."""
+    from PIL import Image
+
+    px = dict.fromkeys(types, 0)
+    shared = dict.fromkeys(types, 0)
+    for image in sorted((data / "images").glob("*.jpg")):
+        shape = Image.open(image).size[::-1]
+        masks = {t: annotated(data, image.stem, t, shape) for t in types}
+        count = sum(m.view(np.uint8) for m in masks.values())
+        for t, m in masks.items():
+            px[t] += int(m.sum())
+            shared[t] += int((m & (count > 1)).sum())
+    return {t: {"px": px[t], "also_another_type": shared[t], "overlap_share": shared[t] / max(px[t], 1)}
+            for t in types}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="multi")
     ap.add_argument("--ids", default=VALIDATION)
     ap.add_argument("--data", default=str(DATA))
+    ap.add_argument("--choose", default="04,10,16,22,28", help="the photos that choose the rule")
+    ap.add_argument("--annotations", action="store_true", help="also the annotations' own overlap, all photos")
     ap.add_argument("--out", default=str(HERE / "results" / "type_overlap.json"))
     args = ap.parse_args()
 
@@ -97,15 +120,23 @@ def main() -> None:
         rows.append(row)
         print(f"{iid}: {row['overlap_px']} px overlap; right: {row['right']}", flush=True)
 
-    def total(key: str, sub: str | None = None) -> int:
-        return sum(r[key][sub] if sub else r[key] for r in rows)
+    def total(key: str, sub: str | None = None, among: list[dict] = rows) -> int:
+        return sum(r[key][sub] if sub else r[key] for r in among)
 
     n = total("overlap_px")
     rules = list(rows[0]["right"])
-    print(f"\n{'rule':22s} {'right':>8s} {'share':>7s}   ({n} overlapping px on {len(rows)} photos; "
-          f"{total('annotated_none')} annotated as no lesion)")
+    choose_ids = {f"IDRiD_{i}" for i in args.choose.split(",")}
+    split = {"choose": [r for r in rows if r["image"] in choose_ids],
+             "check": [r for r in rows if r["image"] not in choose_ids]}
+    shares = {name: {rule: total("right", rule, part) / max(total("overlap_px", among=part), 1) for rule in rules}
+              for name, part in split.items() if part}
+    chosen = max(rules, key=lambda rule: shares["choose"][rule]) if "choose" in shares else None
+    print(f"\n{'rule':26s} {'all':>7s} {'choose':>7s} {'check':>7s}   ({n} overlapping px on {len(rows)} photos, "
+          f"{total('annotated_none')} annotated as no lesion; share given the annotated type)")
     for rule in rules:
-        print(f"{rule:22s} {total('right', rule):8d} {total('right', rule) / max(n, 1):7.3f}")
+        cells = [f"{shares[k][rule]:7.3f}" if k in shares else f"{'-':>7s}" for k in ("choose", "check")]
+        print(f"{rule:26s} {total('right', rule) / max(n, 1):7.3f} {' '.join(cells)}"
+              f"{'   <- chosen' if rule == chosen else ''}")
     print(f"\n{'type':5s} {'pred px':>9s} {'overlap':>8s} {'share':>7s} {'annotated':>10s} {'overlap':>8s}")
     summary = {}
     for t in rows[0]["pred_px"]:
@@ -116,7 +147,12 @@ def main() -> None:
         print(f"{t:5s} {p:9d} {po:8d} {po / max(p, 1):7.3f} {a:10d} {ao:8d}")
     out = {"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
            "model": args.model, "photos": [r["image"] for r in rows], "overlap_px": n,
-           "right": {rule: total("right", rule) for rule in rules}, "types": summary, "rows": rows}
+           "right": {rule: total("right", rule) for rule in rules}, "shares": shares, "chosen": chosen,
+           "choose": sorted(choose_ids), "types": summary, "rows": rows}
+    if args.annotations:
+        out["annotations"] = annotation_overlap(data, list(summary))
+        print("\nannotations, all photos: share of each type's pixels that another type has too: "
+              + ", ".join(f"{t} {v['overlap_share']:.4%}" for t, v in out["annotations"].items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
 
