@@ -246,8 +246,11 @@ def test_ctrl_c_keeps_the_finished_photos_rows(tmp_path: Path, small_pairs: Path
         shutil.copy(small_pairs / "images" / "IDRiD_04.jpg", imgs / f"p{k:02d}.jpg")
     out = tmp_path / "out"
     exe = shutil.which("lesionseg", path=str(Path(sys.executable).parent)) or shutil.which("lesionseg")
+    # Ctrl-C as in a terminal: a shell without job control starts background commands with SIGINT
+    # ignored (`cmd &` in a script), and the child would inherit that and never see the signal
     proc = subprocess.Popen([exe, "predict", str(imgs), "--out", str(out), "--model", str(tiny_model_dir), "--quiet"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not (out / "p01_fuzzy.png").exists() and time.time() < deadline:
         time.sleep(0.02)
