@@ -353,3 +353,34 @@ def test_online_statistics_build_the_partition_without_a_forward_pass() -> None:
     before = [a.copy() for a in d.state.ae]
     d.observe(logits, y, np.array([0]), where, step=0)  # warm-up: not recorded
     assert all(np.array_equal(a, b) for a, b in zip(before, d.state.ae))
+
+
+def test_dale_warm_up_lasts_at_least_the_learning_rate_warm_up() -> None:
+    """No representation is stable while the learning rate still rises: on a short budget
+    (15 minutes on 2 cores is about 160 steps, 150 of them the rate's warm-up) DALE's own
+    warm-up of 10 % must not end at step 16."""
+    d = Dale(DaleConfig(warmup_frac=0.1, stable_frac=0.2), LossConfig(), _dale().items, total_steps=160,
+             min_warmup_steps=150)
+    assert d.warmup_end == 150
+    for step in range(150):
+        d.follow_budget(step, step / 160)
+        assert d.phase(step) == "warmup" and not d.wants_partition(step)
+    d.follow_budget(150, 150 / 160)
+    assert d.phase(150) != "warmup" and d.wants_partition(150)
+
+
+def test_dale_trains_exactly_as_standard_training_until_its_warm_up_ends(tmp_path: Path, small_pairs: Path) -> None:
+    """Before the warm-up ends a DALE run is standard training, step for step: nothing of DALE
+    (statistics, sampling, losses, random draws) may touch it. The rate's warm-up covers all
+    four steps here, so DALE's must too."""
+    common = [f'data.images="{small_pairs / "images"}"', f'data.masks="{small_pairs / "masks"}"',
+              "data.val_every=2", "run.steps=4", "run.eval_every=4", "optim.warmup_steps=4"]
+    weights = {}
+    for paradigm in ("dale", "standard"):
+        cfg = load_config("dale_small", [*common, f'paradigm.type="{paradigm}"'])
+        events = list(train(cfg, tmp_path / paradigm))
+        assert not any(e["event"] == "partition" for e in events)
+        weights[paradigm] = load_model_folder(tmp_path / paradigm / "last").net.state_dict()
+    assert weights["dale"].keys() == weights["standard"].keys()
+    for name, w in weights["dale"].items():
+        torch.testing.assert_close(w, weights["standard"][name], rtol=0, atol=0, msg=name)

@@ -79,13 +79,18 @@ class DaleState:
 
 
 class Dale:
-    def __init__(self, cfg: DaleConfig, loss_cfg: LossConfig, items: list[Prepared], total_steps: int) -> None:
+    def __init__(self, cfg: DaleConfig, loss_cfg: LossConfig, items: list[Prepared], total_steps: int,
+                 min_warmup_steps: int = 0) -> None:
+        """``min_warmup_steps``: DALE's warm-up lasts at least this many steps (the trainer passes
+        the learning rate's warm-up: no representation is stable while the rate is still rising,
+        and a short budget, 15 minutes on 2 cores, is about 160 steps, 150 of them rate warm-up)."""
         self.cfg = cfg
         self.loss_cfg = loss_cfg
         self.items = items
         self.total = total_steps
+        self.min_warmup = max(1, int(min_warmup_steps))
         self.state = DaleState(omega=np.ones(len(items), np.float32))
-        self.warmup_end = max(1, int(np.ceil(cfg.warmup_frac * total_steps)))
+        self.warmup_end = max(self.min_warmup, int(np.ceil(cfg.warmup_frac * total_steps)))
         self.stable_end = self.warmup_end + int(np.ceil(cfg.stable_frac * total_steps))
         self.teacher: nn.Module | None = None
         self.progress = 0.0  # of the budget, as of the last follow_budget
@@ -157,7 +162,7 @@ class Dale:
             self.next_pass = progress + (self.cfg.partition_every_frac or 0.0)
             self._after_pass = False
         if step < self.warmup_end and progress >= self.cfg.warmup_frac - eps:
-            self.warmup_end = max(1, step)
+            self.warmup_end = max(self.min_warmup, step)
         if step < self.stable_end and progress >= self.cfg.warmup_frac + self.cfg.stable_frac - eps:
             self.stable_end = max(self.warmup_end, step)
 

@@ -326,7 +326,8 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank,
                            replay=replay[0] if replay else None, replay_share=replay[1] if replay else 0.0,
                            outputs=cfg.model.network.outputs)
-    dale = Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps) if cfg.paradigm.type == "dale" else None
+    dale = (Dale(cfg.paradigm.dale, cfg.loss, train_items, cfg.run.steps, min_warmup_steps=cfg.optim.warmup_steps)
+            if cfg.paradigm.type == "dale" else None)
     if dale is not None:
         dale.attach(net)
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
