@@ -1,0 +1,96 @@
+"""A recipe's out-of-fold figures, written into a model folder's ``metrics.json``.
+
+A model folder's ``val_*`` figures come from the photos that also chose its checkpoint,
+calibration and threshold: in-sample, optimistic. What a user should read is how the recipe
+does on photos it never saw: the cross-validation of ``benchmarks/compare_presets.py --full-res``,
+pooled by ``benchmarks/oof_report.py`` (every annotated photo scored by the one fold model that
+never trained on it). This puts that report's figures for one recipe under ``out_of_fold`` and
+says which figures are which; everything else in ``metrics.json`` is kept::
+
+    python -m lesionseg_training.oof_record --model napari_lesionseg/models/default \\
+        --report benchmarks/results/oof_folds01234.json --variant default \\
+        --note "this folder trained 2383 steps, the folds 1000: ..."
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_lesionseg.core.atomic import atomic_write_text
+from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.model_folder import METRICS
+
+IN_SAMPLE = ("val_* and calibration.val_*: the validation photos that also chose this model's checkpoint, "
+             "calibration and threshold (in-sample, optimistic); out_of_fold: the recipe on photos its "
+             "fold models never saw")
+_FIGURES = {"aupr": "aupr", "dice_ds": "dice_dataset", "dice_img": "dice_per_image", "photos": "photos",
+            "fold_aupr": "fold_aupr", "fold_dice_ds": "fold_dice_dataset", "lesion_recall": "lesion_recall",
+            "lesion_precision": "lesion_precision"}
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LesionsegInputError(path, f"no {what} here") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise LesionsegInputError(path, f"is not a readable {what} ({err})") from None
+    if not isinstance(data, dict):
+        raise LesionsegInputError(path, f"is not a {what} (not a JSON object)")
+    return data
+
+
+def out_of_fold_block(report: dict[str, Any], variant: str, source: str, note: str = "") -> dict[str, Any]:
+    """The ``out_of_fold`` entry for ``variant`` of an ``oof_report`` JSON."""
+    entry = report["variants"][variant]
+    outputs = {t: {new: v[old] for old, new in _FIGURES.items() if old in v}
+               for t, v in entry.items() if isinstance(v, dict)}
+    block = {"recipe": variant, "steps": report.get("steps"), "folds": entry["folds"],
+             "scored": "each photo by the fold model that never trained on it, calibrated on its own training "
+                       "photos; full resolution, 4-flip TTA, 8-bit probabilities; outputs pooled over the folds",
+             "outputs": outputs, "date": report.get("date"), "machine": report.get("machine"), "source": source}
+    if note:
+        block["note"] = note
+    return block
+
+
+def record_out_of_fold(model_dir: Path, report_path: Path, variant: str, note: str = "") -> dict[str, Any]:
+    """Write ``variant``'s out-of-fold figures from ``report_path`` into ``model_dir``'s
+    ``metrics.json`` (atomically; every other key kept). Returns the new metrics."""
+    metrics_path = Path(model_dir) / METRICS
+    metrics = _read_json(metrics_path, "model metrics file")
+    report = _read_json(Path(report_path), "out-of-fold report")
+    variants = report.get("variants")
+    if not isinstance(variants, dict) or variant not in variants:
+        known = ", ".join(sorted(variants)) if isinstance(variants, dict) else "none"
+        raise LesionsegInputError(report_path, f"has no recipe '{variant}' (it has: {known})")
+    metrics["out_of_fold"] = out_of_fold_block(report, variant, Path(report_path).as_posix(), note)
+    metrics["figures"] = IN_SAMPLE
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="the model folder whose metrics.json to update")
+    ap.add_argument("--report", type=Path, required=True, help="an oof_report.py JSON")
+    ap.add_argument("--variant", required=True, help="the recipe of the report this model was trained with")
+    ap.add_argument("--note", default="", help="how this folder's training differs from the folds', if it does")
+    args = ap.parse_args(argv)
+    try:
+        m = record_out_of_fold(args.model, args.report, args.variant, args.note)
+    except LesionsegInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    he = m["out_of_fold"]["outputs"].get("HE", {})
+    print(f"{args.model / METRICS}: out-of-fold HE AUPR {he.get('aupr', float('nan')):.3f} over "
+          f"{he.get('photos', 0)} photos (folds {m['out_of_fold']['folds']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
