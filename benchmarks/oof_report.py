@@ -69,6 +69,24 @@ def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | No
     return state
 
 
+def scores_without(run_dir: Path, variant: str, fold: int, images: str, state: dict, leave_out: set[str]) -> dict:
+    """``state`` again, its fold scored without the photos ``leave_out`` (a sensitivity check,
+    not a recipe's score: which photos to leave out is a choice made after seeing them)."""
+    ids = {r["image"] for r in state["scores"]["HE"]["per_image"]}
+    if not ids & leave_out:
+        return state
+    from napari_lesionseg.core.batch import evaluate_pairs
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.progress import run_to_end
+
+    model = load_model_folder(run_dir / "oof")
+    _, val_pairs = fold_pairs(variant, fold, images)
+    others = [t for t in OTHER_TYPES if t in model.config.network.outputs]
+    print(f"scoring {run_dir.name} without {', '.join(sorted(ids & leave_out))} ...", flush=True)
+    _, res = run_to_end(evaluate_pairs(model, [p for p in val_pairs if p.id not in leave_out], types=others))
+    return res.score_state()
+
+
 def pooled_figures(states: list[dict]) -> dict:
     """Per output: pooled AUPR, dataset Dice, mean per-image Dice over every fold's photos, and
     the per-fold AUPRs; lesion-level recall and precision of hemorrhages."""
@@ -141,10 +159,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "oof.json"))
     ap.add_argument("--paired", default="", metavar="A,B",
                     help="also B minus A per photo (hemorrhage Dice, with bootstrap intervals over the photos)")
+    ap.add_argument("--without", default="", metavar="IDS",
+                    help="score every fold without these photos (comma-separated ids): how much they weigh")
     args = ap.parse_args()
 
     report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}",
-                    "steps": args.steps, "variants": {}}
+                    "steps": args.steps, "without": args.without.split(",") if args.without else [], "variants": {}}
     rows = []
     per_photo: dict[str, list[dict]] = {}
     for variant in args.variants.split(","):
@@ -152,6 +172,8 @@ def main() -> None:
         for fold in map(int, args.folds.split(",")):
             run_dir = Path(args.runs) / f"{variant}-f{fold}-s{args.steps}"
             state = run_scores(run_dir, variant, fold, args.images) if run_dir.is_dir() else None
+            if state is not None and args.without:
+                state = scores_without(run_dir, variant, fold, args.images, state, set(args.without.split(",")))
             if state is not None:
                 states.append(state)
                 folds.append(fold)
