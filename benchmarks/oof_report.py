@@ -43,6 +43,21 @@ def fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
     return split_pairs(find_pairs(cfg.data), cfg.data)
 
 
+def score_fold(run_dir: Path, variant: str, fold: int, images: str, leave_out: frozenset[str] = frozenset()) -> dict:
+    """The run's ``oof/`` model scored at full resolution on its fold's photos (but
+    ``leave_out``): ``BatchResult.score_state()``."""
+    from napari_lesionseg.core.batch import evaluate_pairs
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.progress import run_to_end
+
+    model = load_model_folder(run_dir / "oof")
+    val_pairs = [p for p in fold_pairs(variant, fold, images)[1] if p.id not in leave_out]
+    others = [t for t in OTHER_TYPES if t in model.config.network.outputs]
+    print(f"scoring {run_dir.name} on {len(val_pairs)} photos ...", flush=True)
+    _, res = run_to_end(evaluate_pairs(model, val_pairs, types=others))
+    return res.score_state()
+
+
 def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | None:
     """The run's saved scores on its fold; scored now if the run has an ``oof/`` model but no
     (or stale) scores; None when the run has not been scored at full resolution at all."""
@@ -55,36 +70,19 @@ def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | No
         if state.get("model_sha256") == cp.weights_sha256(oof):
             return state
     from napari_lesionseg.core.atomic import atomic_write_text
-    from napari_lesionseg.core.batch import evaluate_pairs
-    from napari_lesionseg.core.model_folder import load_model_folder
-    from napari_lesionseg.core.progress import run_to_end
 
-    model = load_model_folder(oof)
-    _, val_pairs = fold_pairs(variant, fold, images)
-    others = [t for t in OTHER_TYPES if t in model.config.network.outputs]
-    print(f"scoring {run_dir.name} on {len(val_pairs)} photos ...", flush=True)
-    _, res = run_to_end(evaluate_pairs(model, val_pairs, types=others))
-    state = {"model_sha256": cp.weights_sha256(oof), **res.score_state()}
+    state = {"model_sha256": cp.weights_sha256(oof), **score_fold(run_dir, variant, fold, images)}
     atomic_write_text(scores, json.dumps(state))
     return state
 
 
-def scores_without(run_dir: Path, variant: str, fold: int, images: str, state: dict, leave_out: set[str]) -> dict:
+def scores_without(run_dir: Path, variant: str, fold: int, images: str, state: dict,
+                   leave_out: frozenset[str]) -> dict:
     """``state`` again, its fold scored without the photos ``leave_out`` (a sensitivity check,
     not a recipe's score: which photos to leave out is a choice made after seeing them)."""
-    ids = {r["image"] for r in state["scores"]["HE"]["per_image"]}
-    if not ids & leave_out:
+    if not {r["image"] for r in state["scores"]["HE"]["per_image"]} & leave_out:
         return state
-    from napari_lesionseg.core.batch import evaluate_pairs
-    from napari_lesionseg.core.model_folder import load_model_folder
-    from napari_lesionseg.core.progress import run_to_end
-
-    model = load_model_folder(run_dir / "oof")
-    _, val_pairs = fold_pairs(variant, fold, images)
-    others = [t for t in OTHER_TYPES if t in model.config.network.outputs]
-    print(f"scoring {run_dir.name} without {', '.join(sorted(ids & leave_out))} ...", flush=True)
-    _, res = run_to_end(evaluate_pairs(model, [p for p in val_pairs if p.id not in leave_out], types=others))
-    return res.score_state()
+    return score_fold(run_dir, variant, fold, images, leave_out)
 
 
 def pooled_figures(states: list[dict]) -> dict:
@@ -163,8 +161,9 @@ def main() -> None:
                     help="score every fold without these photos (comma-separated ids): how much they weigh")
     args = ap.parse_args()
 
+    leave_out = frozenset(args.without.split(",")) if args.without else frozenset()
     report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}",
-                    "steps": args.steps, "without": args.without.split(",") if args.without else [], "variants": {}}
+                    "steps": args.steps, "without": sorted(leave_out), "variants": {}}
     rows = []
     per_photo: dict[str, list[dict]] = {}
     for variant in args.variants.split(","):
@@ -172,8 +171,8 @@ def main() -> None:
         for fold in map(int, args.folds.split(",")):
             run_dir = Path(args.runs) / f"{variant}-f{fold}-s{args.steps}"
             state = run_scores(run_dir, variant, fold, args.images) if run_dir.is_dir() else None
-            if state is not None and args.without:
-                state = scores_without(run_dir, variant, fold, args.images, state, set(args.without.split(",")))
+            if state is not None and leave_out:
+                state = scores_without(run_dir, variant, fold, args.images, state, leave_out)
             if state is not None:
                 states.append(state)
                 folds.append(fold)
