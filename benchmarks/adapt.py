@@ -114,48 +114,45 @@ def _adapted(images: Path, ids: list[str], keep: float):
     return model, time.perf_counter() - t0
 
 
-def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: float, scored: tuple[Path, Path],
-               orig: tuple[Path, Path], lost: float, shifted: float, args: argparse.Namespace) -> dict[str, float]:
-    from lesionseg_training.finetune import Budget, fine_tune
+def _tuned_scores(pairs: list, budget, out: Path, scored: tuple[Path, Path], orig: tuple[Path, Path]) -> dict[str, float]:
+    """The shipped model fine-tuned on ``pairs`` with ``budget`` into ``out``: its scores on the
+    scored photos, the fine-tune's seconds, and its Dice on the original camera."""
+    from lesionseg_training.finetune import fine_tune
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.model_folder import load_model_folder
-    from napari_lesionseg.core.pairs import match_pairs
     from napari_lesionseg.core.progress import run_to_end
 
-    pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
     t0 = time.perf_counter()
-    extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration)) if v is not None}
-    run_to_end(fine_tune(default_model_dir(), pairs, Budget(minutes=minutes, freeze_batchnorm=args.freeze_batchnorm,
-                                                            **extra), out))
+    run_to_end(fine_tune(default_model_dir(), pairs, budget, out))
     secs = time.perf_counter() - t0
     model = load_model_folder(out)
-    got = _score(model, *scored)
+    return {**_score(model, *scored), "seconds": secs, "original_dice_ds": _score(model, *orig)["dice_ds"]}
+
+
+def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: float, scored: tuple[Path, Path],
+               orig: tuple[Path, Path], lost: float, shifted: float, args: argparse.Namespace) -> dict[str, float]:
+    from lesionseg_training.finetune import Budget
+    from napari_lesionseg.core.pairs import match_pairs
+
+    pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
+    extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration)) if v is not None}
+    got = _tuned_scores(pairs, Budget(minutes=minutes, freeze_batchnorm=args.freeze_batchnorm, **extra), out,
+                        scored, orig)
     got["recovery"] = (got["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
-    got["seconds"] = secs
-    got["original_dice_ds"] = _score(model, *orig)["dice_ds"]
     return got
 
 
 def _ceiling(cam: str, root: Path, ids: list[str], steps: int, scored: tuple[Path, Path],
              orig: tuple[Path, Path]) -> dict[str, float]:
     """The shipped model fine-tuned for ``steps`` steps on ``ids`` through camera ``cam``."""
-    from lesionseg_training.finetune import Budget, fine_tune
-    from napari_lesionseg.core.bundled import default_model_dir
-    from napari_lesionseg.core.model_folder import load_model_folder
+    from lesionseg_training.finetune import Budget
     from napari_lesionseg.core.pairs import match_pairs
-    from napari_lesionseg.core.progress import run_to_end
 
     pool = _write_set(root / cam / "ceiling_pool", ids, CAMERAS[cam])
-    t0 = time.perf_counter()
-    out = root / cam / "ceiling"
     # the button's hold-out: a quarter of the photos choose the checkpoint (scoring old and new
     # on all 44 at full size would add some 10 minutes)
-    run_to_end(fine_tune(default_model_dir(), match_pairs(*pool), Budget(steps=steps), out))
-    model = load_model_folder(out)
-    got = _score(model, *scored)
-    got.update(seconds=time.perf_counter() - t0, steps=steps, photos=len(ids),
-               original_dice_ds=_score(model, *orig)["dice_ds"])
-    return got
+    got = _tuned_scores(match_pairs(*pool), Budget(steps=steps), root / cam / "ceiling", scored, orig)
+    return {**got, "steps": steps, "photos": len(ids)}
 
 
 def main() -> None:
@@ -179,6 +176,8 @@ def main() -> None:
     ids = list(base.metrics["val_images"])
     adapt_pool, scored = ids[:5], ids[5:]
     ns = [int(n) for n in args.n.split(",") if n]
+    train_ids = sorted(iid for iid in (p.stem.removesuffix("_HE") for p in (DATA / "masks_HE").glob("*_HE.tif"))
+                       if iid not in ids)  # the shipped model's training photos, for --ceiling
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -215,8 +214,6 @@ def main() -> None:
                       f"{f['recovery']:+.0%}) in {f['seconds']:.0f} s; original domain {f['original_dice_ds']:.3f}",
                       flush=True)
             if args.ceiling:
-                train_ids = sorted(p.stem.removesuffix("_HE") for p in (DATA / "masks_HE").glob("*_HE.tif")
-                                   if p.stem.removesuffix("_HE") not in ids)
                 c = row["ceiling"] = _ceiling(cam, root, train_ids, args.ceiling, shot_scored, orig)
                 room = c["dice_ds"] - shifted["dice_ds"]
                 for f in row["finetune"].values():
