@@ -6,6 +6,11 @@ never trained on it), beside the spread of the per-fold figures.
 
 A run's scores are kept beside it (``oof_scores.json``, written by ``compare_presets`` when it
 scores the run); a run scored before that was kept is scored here again from its ``oof/`` model.
+Each fold's scores are also kept in the repository (``--keep``, by default
+``benchmarks/results/oof_states/<variant>-f<fold>-s<steps>.json``: the per-photo rows and the
+256-bin precision-recall histograms, a few KB), and a fold whose run folder is gone is read from
+there: runs that take hours finish in different sittings (and on machines whose ``/tmp`` does not
+last), and their folds still pool into one curve.
 
     python benchmarks/oof_report.py --runs /tmp/cv/runs --variants default,multi_he_crops --steps 1000 \\
         [--out benchmarks/results/oof.json]
@@ -76,12 +81,45 @@ def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | No
     return state
 
 
+def kept_state_path(keep: Path, variant: str, fold: int, steps: int) -> Path:
+    return keep / f"{variant}-f{fold}-s{steps}.json"
+
+
+def keep_state(keep: Path, variant: str, fold: int, steps: int, state: dict) -> None:
+    """Write a fold's scores where later sittings find them (only when they changed)."""
+    from napari_lesionseg.core.atomic import atomic_write_text
+
+    path = kept_state_path(keep, variant, fold, steps)
+    text = json.dumps({"variant": variant, "fold": fold, "steps": steps, **state})
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+
+
+def kept_state(keep: Path, variant: str, fold: int, steps: int) -> dict | None:
+    """A fold's scores kept by an earlier sitting, or None."""
+    path = kept_state_path(keep, variant, fold, steps)
+    if not path.is_file():
+        return None
+    try:
+        state = json.loads(path.read_text())
+    except ValueError as e:
+        raise SystemExit(f"{path}: not a readable scores file ({e})") from e
+    if (state.get("variant"), state.get("fold"), state.get("steps")) != (variant, fold, steps) or "scores" not in state:
+        raise SystemExit(f"{path}: holds scores of {state.get('variant')} fold {state.get('fold')} at "
+                         f"{state.get('steps')} steps, not of {variant} fold {fold} at {steps}")
+    return state
+
+
 def scores_without(run_dir: Path, variant: str, fold: int, images: str, state: dict,
                    leave_out: frozenset[str]) -> dict:
     """``state`` again, its fold scored without the photos ``leave_out`` (a sensitivity check,
     not a recipe's score: which photos to leave out is a choice made after seeing them)."""
     if not {r["image"] for r in state["scores"]["HE"]["per_image"]} & leave_out:
         return state
+    if not (run_dir / "oof" / "weights.safetensors").is_file():
+        raise SystemExit(f"{variant} fold {fold}: --without rescores the fold, and its model ({run_dir / 'oof'}) "
+                         f"is gone (the kept scores' pooled histogram cannot drop a photo)")
     return score_fold(run_dir, variant, fold, images, leave_out)
 
 
@@ -157,6 +195,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "oof.json"))
     ap.add_argument("--paired", default="", metavar="A,B",
                     help="also B minus A per photo (hemorrhage Dice, with bootstrap intervals over the photos)")
+    ap.add_argument("--keep", type=Path, default=HERE / "results" / "oof_states",
+                    help="folder of each fold's kept scores: written for every run scored, read for a fold whose run "
+                         "folder is gone")
     ap.add_argument("--without", default="", metavar="IDS",
                     help="score every fold without these photos (comma-separated ids): how much they weigh")
     args = ap.parse_args()
@@ -171,6 +212,12 @@ def main() -> None:
         for fold in map(int, args.folds.split(",")):
             run_dir = Path(args.runs) / f"{variant}-f{fold}-s{args.steps}"
             state = run_scores(run_dir, variant, fold, args.images) if run_dir.is_dir() else None
+            if state is not None:
+                keep_state(args.keep, variant, fold, args.steps, state)
+            else:
+                state = kept_state(args.keep, variant, fold, args.steps)
+                if state is not None:
+                    print(f"{variant} fold {fold}: no run folder, its kept scores from {args.keep}")
             if state is not None and leave_out:
                 state = scores_without(run_dir, variant, fold, args.images, state, leave_out)
             if state is not None:
