@@ -154,7 +154,6 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
             "val_ids": [p.id for p in val_pairs], "curve": curve}
 
 
-CALIBRATION_PHOTOS = 12  # training photos the full-resolution report fits calibration and threshold on
 OOF_SCORES = "oof_scores.json"  # beside a run's oof/ model: its scores on the fold's photos, to pool (oof_report.py)
 
 
@@ -172,16 +171,15 @@ def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, ca
     only (a few, every k-th: the photos that report the score choose nothing). Pooled AUPR,
     dataset and per-image Dice; per other output too (``types``)."""
     from lesionseg_training.calibrate import calibrate
-    from lesionseg_training.data import prepare_pair
+    from lesionseg_training.data import calibration_subset, prepare_pair
     from napari_lesionseg.core.atomic import atomic_write_text
     from napari_lesionseg.core.batch import evaluate_pairs
     from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
     from napari_lesionseg.core.progress import run_to_end
 
     model = load_model_folder(run_dir / "last")
-    step = max(1, len(train_pairs) // CALIBRATION_PHOTOS)
     fit = [prepare_pair(p, model.config.preprocess, Path(cache) if cache else None, model.config.network.outputs)
-           for p in train_pairs[::step][:CALIBRATION_PHOTOS]]
+           for p in calibration_subset(train_pairs)]
     config, _ = calibrate(model.net, model.config, fit)
     folder = save_model_folder(run_dir / "oof", model.net, config, {"calibrated_on": [it.id for it in fit]},
                                model.lineage, overwrite=True)
@@ -256,6 +254,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def main() -> None:
+    from lesionseg_training.data import FINAL_CALIBRATION_PHOTOS
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--images", default=str(DATA))
@@ -267,7 +267,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true", help="continue interrupted runs from their state.pt")
     ap.add_argument("--full-res", action="store_true",
                     help="also score each run's last model on its fold at full resolution (TTA, 8-bit), calibrated "
-                         f"on {CALIBRATION_PHOTOS} of its training photos")
+                         f"on {FINAL_CALIBRATION_PHOTOS} of its training photos")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--side-by-side", action="store_true",

@@ -108,12 +108,15 @@ def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs
                   run / "best", "--quiet")
     assert r.returncode == 0, r.stderr
     assert read_mask(tmp_path / "o" / "IDRiD_16_mask.png").shape == (356, 536)
-    # a warm start from that model folder records where it came from
+    # a warm start from that model folder records where it came from; --final trains on both photos
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
-                  "--steps", "2", "--init", run / "best", "--out", tmp_path / "run2", "--quiet")
+                  "--steps", "2", "--init", run / "best", "--out", tmp_path / "run2", "--quiet", "--final")
     assert r.returncode == 0, r.stderr
-    lineage = load_model_folder(tmp_path / "run2" / "best").lineage
+    final = load_model_folder(tmp_path / "run2" / "best")
+    lineage = final.lineage
     assert lineage["parent_path"] == str(run / "best") and lineage["parent_weights_sha256"] == model.config.weights_sha256
+    assert set(lineage["data"]) == {"IDRiD_04", "IDRiD_16"} and final.metrics["val_in_sample"] is True
+    assert len(model.lineage["data"]) == 1  # without --final one of the two photos validates
 
 
 def test_train_init_refuses_a_different_network(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:

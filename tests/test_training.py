@@ -90,6 +90,51 @@ def test_split_is_deterministic_and_never_empty(small_pairs: Path) -> None:
     assert tr1 == va1 == pairs[:1]
 
 
+def test_a_final_model_trains_on_every_photo_and_calibrates_on_some_of_them() -> None:
+    from lesionseg_training.data import FINAL_CALIBRATION_PHOTOS, calibration_subset
+    from napari_lesionseg.core.pairs import Pair
+
+    pairs = [Pair(f"IDRiD_{i:02d}", Path(f"{i}.jpg"), Path(f"{i}.png")) for i in range(53, 0, -1)]
+    tr, va = split_pairs(pairs, DataConfig(final=True))
+    assert [p.id for p in tr] == sorted(p.id for p in pairs)  # every photo trains
+    assert len(va) == FINAL_CALIBRATION_PHOTOS and set(va) <= set(tr)
+    assert [p.id for p in va] == [f"IDRiD_{i:02d}" for i in range(1, 53, 4)][:12]  # every 4th of 53, as the folds
+    assert calibration_subset(tr[:5]) == tr[:5]  # fewer photos than 12: all of them
+    _, va = split_pairs(pairs, DataConfig(final=True, val_ids=["IDRiD_07"]))
+    assert [p.id for p in va] == ["IDRiD_07"]
+    # a fold's training photos are calibrated on by the same rule
+    fold_train, _ = split_pairs(pairs, DataConfig(val_every=5, val_offset=3))
+    assert calibration_subset(fold_train)[0].id == "IDRiD_01" and len(calibration_subset(fold_train)) == 12
+
+
+def test_a_final_run_keeps_its_last_model_even_when_validation_falls(tmp_path: Path, small_pairs: Path,
+                                                                     monkeypatch) -> None:
+    import lesionseg_training.trainer as trainer
+    from lesionseg_training.trainer import train
+    from napari_lesionseg.core.progress import run_to_end
+
+    real = trainer.validate
+    calls = {"n": 0}
+
+    def falling(*args, **kwargs):  # the in-sample score falls at every evaluation
+        calls["n"] += 1
+        return {**real(*args, **kwargs), "val_aupr": 1.0 / calls["n"]}
+
+    monkeypatch.setattr(trainer, "validate", falling)
+    overrides = [f'data.images="{small_pairs / "images"}"', f'data.masks="{small_pairs / "masks"}"',
+                 "run.steps=4", "run.eval_every=2"]
+    events: list[dict] = []
+    best = run_to_end(train(load_config("tiny", [*overrides, "data.final=true"]), tmp_path / "final"), events.append)
+    data = next(e for e in events if e["event"] == "data")
+    assert sorted(data["train"]) == ["IDRiD_04", "IDRiD_16"] and set(data["val"]) <= set(data["train"])
+    model = load_model_folder(best)
+    assert model.metrics["step"] == 4 and model.metrics["val_in_sample"] is True
+    assert set(model.lineage["data"]) == {"IDRiD_04", "IDRiD_16"}
+    calls["n"] = 0  # without data.final the first (highest) score is the model kept
+    kept = run_to_end(train(load_config("tiny", overrides), tmp_path / "held_out"))
+    assert load_model_folder(kept).metrics["step"] == 2
+
+
 def _three_pairs(root: Path, small_pairs: Path) -> tuple[Path, Path]:
     imgs, masks = root / "images", root / "masks"
     shutil.copytree(small_pairs / "images", imgs)

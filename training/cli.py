@@ -18,6 +18,10 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--out", type=Path, required=True, help="run folder (best model ends in OUT/best)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--final", action="store_true",
+                   help="every photo trains (a final model, after cross-validation chose the recipe): the last "
+                        "model is kept, calibrated on 12 of its training photos as the folds' models were "
+                        "(data.final)")
     p.add_argument("--init", type=Path, default=None, metavar="MODEL_DIR",
                    help="start from a model folder's weights (same network and preprocessing as the config)")
     p.add_argument("--quiet", action="store_true")
@@ -81,6 +85,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"run.minutes={args.minutes}")
     if args.steps is not None:
         overrides.append(f"run.steps={args.steps}")
+    if args.final:
+        overrides.append("data.final=true")
     cfg = load_config(args.config, overrides)
     init_net, lineage = None, None
     if args.init is not None:

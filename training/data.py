@@ -59,10 +59,26 @@ def find_pairs(cfg: DataConfig) -> list[Pair]:
     return [p for p in pairs if p.id not in set(cfg.exclude_ids)]
 
 
+FINAL_CALIBRATION_PHOTOS = 12  # training photos a final or fold model fits calibration and thresholds on
+
+
+def calibration_subset(train: list[Pair], n: int = FINAL_CALIBRATION_PHOTOS) -> list[Pair]:
+    """Every k-th of the training photos (in their order), ``n`` at most: where a model with no
+    held-out photos fits its calibration and thresholds (the cross-validation's fold models
+    and the final model trained on all photos use the same rule)."""
+    return train[:: max(1, len(train) // n)][:n]
+
+
 def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
     """Deterministic train/validation split; validation is never empty (with one pair, that
-    pair validates and trains)."""
+    pair validates and trains). ``cfg.final``: every pair trains and the validation photos are
+    some of them (``val_ids``, or :func:`calibration_subset`)."""
     ordered = sorted(pairs, key=lambda p: p.id)
+    if cfg.final:
+        if cfg.val_ids is not None:
+            val = [p for p in ordered if p.id in set(cfg.val_ids)]
+            return ordered, val or ordered[-1:]
+        return ordered, calibration_subset(ordered)
     if cfg.val_ids is not None:
         val = [p for p in ordered if p.id in set(cfg.val_ids)]
     else:

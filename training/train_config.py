@@ -39,6 +39,11 @@ class DataConfig:
     val_ids: list[str] | None = None  # explicit validation image ids (file stems)
     val_every: int = 6  # otherwise every n-th image (sorted by id) validates
     val_offset: int = 3
+    #: a final model after cross-validation: every photo trains, the model kept is the last (no
+    #: checkpoint is chosen), and the photos that validate, calibrate and set the threshold are
+    #: ``val_ids`` or every k-th of the training photos (``FINAL_CALIBRATION_PHOTOS`` of them),
+    #: in-sample, as the folds' models were calibrated (``benchmarks/compare_presets.py``)
+    final: bool = False
     exclude_ids: list[str] = field(default_factory=list)
     crop_size: int = 256
     batch_size: int = 8

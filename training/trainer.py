@@ -370,9 +370,11 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
                        r.cfg.model.network.outputs)
     yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(time.time() - r.t_start, 1), **metrics})
     meta = {"step": r.step, "val_images": r.val_ids, **metrics}
+    if r.cfg.data.final:
+        meta["val_in_sample"] = True  # a final model: the validation photos are training photos
     r.last_good = _save(r.dir / "last", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
-    if score > r.best:
+    if score > r.best or r.cfg.data.final:  # a final model keeps the last: it chooses no checkpoint
         r.best = score
         _save(r.dir / "best", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     torch.save({"model": r.net.state_dict(), "optim": r.opt.state_dict(), "step": r.step, "best": r.best,
