@@ -246,12 +246,18 @@ def main() -> None:
     if args.paired:
         va, vb = args.paired.split(",")
         pair = paired_difference(per_photo.get(va, []), per_photo.get(vb, []))
+        fa, fb = (report["variants"].get(v, {}) for v in (va, vb))
+        if fa and fb and fa["folds"] == fb["folds"]:  # AUPR pairs fold by fold (photos' histograms are not kept)
+            pair["fold_aupr_difference"] = [b - a for a, b in zip(fa["HE"]["fold_aupr"], fb["HE"]["fold_aupr"])]
         report["paired"] = {"a": va, "b": vb, **pair}
         if pair["photos"]:
             print(f"{vb} minus {va}, hemorrhages, {pair['photos']} photos (95 % interval over photos): "
                   + "; ".join(f"{k} {pair[k]['difference']:+.3f} [{pair[k]['ci95'][0]:+.3f}, {pair[k]['ci95'][1]:+.3f}]"
                               for k in ("dice_ds", "dice_img"))
                   + f"; {vb} better on {pair['photos_b_better_dice']} photos")
+            if "fold_aupr_difference" in pair:
+                print(f"{vb} minus {va}, hemorrhage AUPR fold by fold: "
+                      + ", ".join(f"{d:+.3f}" for d in pair["fold_aupr_difference"]))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
