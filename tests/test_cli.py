@@ -231,9 +231,10 @@ def test_full_disk_says_which_photos_are_complete(tmp_path: Path, small_pairs: P
     for k in range(6):
         shutil.copy(small_pairs / "images" / "IDRiD_16.jpg", imgs / f"p{k}.jpg")
     # 65 4-KB pages: room for a few photos' three maps, not for six. How many fit depends on how
-    # well a random network's maps compress, which differs between CPUs (fp32 on AVX2: two;
-    # bf16 on AVX-512: five), so the test reads which photo hit the full disk from the message
-    # and checks that everything before it, and nothing of it, is on the disk
+    # well a random network's maps compress, which depends on the precision it runs in (same
+    # VM: two in fp32, five in bf16, which `auto` takes on a CPU with native bf16), so the test
+    # reads which photo hit the full disk from the message and checks that everything before
+    # it, and nothing of it, is on the disk
     with _tmpfs(tmp_path / "full", "size=260k") as full:
         r = lesionseg("predict", imgs, "--out", full, "--model", tiny_model_dir, "--quiet")
         line = _one_clear_line(r, str(full / "p"), "No space left on device")
