@@ -15,6 +15,10 @@ last), and their folds still pool into one curve.
     python benchmarks/oof_report.py --runs /tmp/cv/runs --variants default,multi_he_crops --steps 1000 \\
         [--out benchmarks/results/oof.json]
 
+A variant written ``name@steps`` is that recipe at another step budget than ``--steps`` (a longer
+run of the same recipe against the kept shorter one: ``--variants default@1000,default@2000
+--paired default@1000,default@2000``).
+
 Prints a table and writes JSON. Reads ``../shared/data`` (the fold's photos) only to score a run
 that has no scores yet.
 """
@@ -178,6 +182,16 @@ def paired_difference(a_rows: list[dict], b_rows: list[dict], n_boot: int = 10_0
     return out
 
 
+def variant_steps(label: str, steps: int) -> tuple[str, int]:
+    """``default@2000`` -> ("default", 2000); a plain name takes ``steps`` (``--steps``)."""
+    name, _, budget = label.partition("@")
+    if name not in cp.VARIANTS:
+        raise SystemExit(f"--variants: unknown recipe {name!r} (known: {', '.join(cp.VARIANTS)})")
+    if budget and not budget.isdigit():
+        raise SystemExit(f"--variants: {label!r}: the step budget after '@' must be a whole number")
+    return name, int(budget) if budget else steps
+
+
 def spread(vals: list[float]) -> str:
     vals = [v for v in vals if v == v]
     if not vals:
@@ -207,15 +221,16 @@ def main() -> None:
                     "steps": args.steps, "without": sorted(leave_out), "variants": {}}
     rows = []
     per_photo: dict[str, list[dict]] = {}
-    for variant in args.variants.split(","):
+    for label in args.variants.split(","):
+        variant, steps = variant_steps(label, args.steps)
         states, folds = [], []
         for fold in map(int, args.folds.split(",")):
-            run_dir = Path(args.runs) / f"{variant}-f{fold}-s{args.steps}"
+            run_dir = Path(args.runs) / f"{variant}-f{fold}-s{steps}"
             state = run_scores(run_dir, variant, fold, args.images) if run_dir.is_dir() else None
             if state is not None:
-                keep_state(args.keep, variant, fold, args.steps, state)
+                keep_state(args.keep, variant, fold, steps, state)
             else:
-                state = kept_state(args.keep, variant, fold, args.steps)
+                state = kept_state(args.keep, variant, fold, steps)
                 if state is not None:
                     print(f"{variant} fold {fold}: no run folder, its kept scores from {args.keep}")
             if state is not None and leave_out:
@@ -224,13 +239,13 @@ def main() -> None:
                 states.append(state)
                 folds.append(fold)
         if not states:
-            print(f"{variant}: no fold scored at full resolution yet")
+            print(f"{label}: no fold scored at full resolution yet")
             continue
         figs = pooled_figures(states)
-        report["variants"][variant] = {"folds": folds, **figs}
-        per_photo[variant] = [r for st in states for r in st["scores"]["HE"]["per_image"]]
+        report["variants"][label] = {"folds": folds, "steps": steps, **figs}
+        per_photo[label] = [r for st in states for r in st["scores"]["HE"]["per_image"]]
         he = figs["HE"]
-        row = {"variant": variant, "folds": ",".join(map(str, folds)), "photos": he["photos"],
+        row = {"variant": label, "folds": ",".join(map(str, folds)), "photos": he["photos"],
                "HE AUPR (pooled)": f"{he['aupr']:.3f}", "HE AUPR per fold": spread(he["fold_aupr"]),
                "HE Dice ds / img": f"{he['dice_ds']:.3f} / {he['dice_img']:.3f}",
                "lesion recall / precision": f"{he.get('lesion_recall', float('nan')):.2f} / "

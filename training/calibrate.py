@@ -10,7 +10,9 @@ scale."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -62,19 +64,30 @@ def calibrate(net, config: ModelConfig, items: list[Prepared]) -> tuple[ModelCon
     calibration knots and the Dice-optimal threshold on the calibrated scale, and figures;
     for every output of the model (other outputs' figures end in ``_<T>``; an output no item
     has labels for keeps its settings)."""
+    return calibrate_pooled(config, [(net, items)])
+
+
+def calibrate_pooled(config: ModelConfig, groups: Iterable[tuple[Any, Iterable[Prepared]]]
+                     ) -> tuple[ModelConfig, dict[str, float]]:
+    """:func:`calibrate` on pooled pixels: each ``(net, items)`` group's network predicts its
+    own photos (out-of-fold calibration: every fold model on the photos it never trained on,
+    fitted once for the final model that shares their recipe)."""
     outputs = config.network.outputs
     probs: list[list[np.ndarray]] = [[] for _ in outputs]
     labels: list[list[np.ndarray]] = [[] for _ in outputs]
-    for it in items:
-        ps = predict_work_all(net.eval(), it.x, config.network.stride)
-        ys = it.labels().reshape((-1,) + it.y.shape)
-        for k in range(len(outputs)):
-            v = it.fov & (ys[k] != 255)
-            probs[k].append(ps[k][v])
-            labels[k].append((ys[k] == 1)[v])
+    for net, items in groups:
+        for it in items:
+            ps = predict_work_all(net.eval(), it.x, config.network.stride)
+            ys = it.labels().reshape((-1,) + it.y.shape)
+            for k in range(len(outputs)):
+                v = it.fov & (ys[k] != 255)
+                probs[k].append(ps[k][v])
+                labels[k].append((ys[k] == 1)[v])
     figures: dict[str, float] = {}
     inference = config.inference
     for k, name in enumerate(outputs):
+        if not probs[k]:
+            continue
         p = np.concatenate(probs[k]).astype(np.float64)
         y = np.concatenate(labels[k])
         if not y.any():

@@ -1,0 +1,156 @@
+"""training/oof_calibrate.py: a final model's calibration, threshold and review rates fitted on
+the fold models' predictions on the photos each of them held out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import tiny_config
+from lesionseg_training.calibrate import calibrate, calibrate_pooled
+from lesionseg_training.data import Prepared, find_pairs
+from lesionseg_training.fit_review import fit_review_pooled
+from lesionseg_training.oof_calibrate import fold_groups
+from lesionseg_training.train_config import DataConfig
+from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
+from napari_lesionseg.core.models import build_model
+from napari_lesionseg.core.models.output import SegOutput
+
+
+class ProbIsChannel(nn.Module):
+    """A 'network' whose probability is one channel of its input (so a test sets it)."""
+
+    def __init__(self, channel: int) -> None:
+        super().__init__()
+        self.channel = channel
+        self.w = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> SegOutput:
+        p = x[:, self.channel:self.channel + 1].clamp(1e-6, 1 - 1e-6)
+        return SegOutput(logits=torch.log(p / (1 - p)) + 0 * self.w)
+
+
+def _photo(k: int, right: int) -> Prepared:
+    """A lesion square; channel ``right`` predicts it (0.9 in, 0.1 out), the other channel
+    predicts its opposite."""
+    h, w = 64, 64
+    y = np.zeros((h, w), np.uint8)
+    y[16:40, 16:40] = 1
+    good = np.where(y == 1, 0.9, 0.1).astype(np.float32)
+    x = np.zeros((4, h, w), np.float32)
+    x[right], x[1 - right] = good, 1 - good
+    return Prepared(f"p{k}", x, y, np.ones((h, w), bool))
+
+
+def test_each_fold_model_predicts_its_own_photos() -> None:
+    """Two folds whose models read different channels: pooled with each model on its own
+    photos the calibration separates lesions perfectly; one model on every photo cannot."""
+    cfg = tiny_config()
+    a = [_photo(k, right=0) for k in range(3)]
+    b = [_photo(k + 3, right=1) for k in range(3)]
+    _, figs = calibrate_pooled(cfg, [(ProbIsChannel(0), a), (ProbIsChannel(1), b)])
+    assert figs["val_best_dice_calibrated"] > 0.99 and figs["platt_a"] > 0
+    _, wrong = calibrate(ProbIsChannel(0), cfg, a + b)
+    assert wrong["val_best_dice_calibrated"] < 0.8
+    calibrated, _ = calibrate_pooled(cfg, [(ProbIsChannel(0), a), (ProbIsChannel(1), b)])
+    _, review = fit_review_pooled(calibrated, [(ProbIsChannel(0), a), (ProbIsChannel(1), b)])
+    assert review["fit_images"] == 6 and review["fit_pixel_error_share"] < 0.01
+
+
+@pytest.fixture()
+def twelve_pairs(tmp_path: Path, small_pairs: Path) -> Path:
+    """Twelve annotated photos (copies of the two samples) as images/ and masks/."""
+    root = tmp_path / "photos"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    samples = sorted((small_pairs / "images").glob("*.jpg"))
+    for k in range(12):
+        src = samples[k % len(samples)]
+        shutil.copy(src, root / "images" / f"p{k:02d}.jpg")
+        shutil.copy(small_pairs / "masks" / f"{src.stem}_HE.png", root / "masks" / f"p{k:02d}_HE.png")
+    return root
+
+
+def _folder(path: Path, trained: list[str], held: list[str] | None, seed: int, **metrics: object) -> Path:
+    torch.manual_seed(seed)
+    cfg = tiny_config()
+    m = {"val_images": held, **metrics} if held is not None else dict(metrics)
+
+    def replay(tmp: Path) -> None:
+        (tmp / "replay").mkdir()
+        (tmp / "replay" / "index.json").write_text("[]")
+
+    return save_model_folder(path, build_model(cfg.network), cfg, m, {"kind": "train", "data": dict.fromkeys(trained, {})},
+                             fill_more=replay)
+
+
+IDS = [f"p{k:02d}" for k in range(12)]
+FOLDS = [IDS[0:4], IDS[4:8], IDS[8:12]]
+
+
+def _fold_models(tmp_path: Path) -> list[Path]:
+    return [_folder(tmp_path / f"fold{i}", [p for p in IDS if p not in held], held, seed=i)
+            for i, held in enumerate(FOLDS)]
+
+
+def test_fold_groups_count_each_training_photo_once(tmp_path: Path, twelve_pairs: Path) -> None:
+    pairs = find_pairs(DataConfig(images=str(twelve_pairs / "images"), masks=str(twelve_pairs / "masks")))
+    final = load_model_folder(_folder(tmp_path / "final", IDS[:10], IDS[:2], seed=9, val_in_sample=True))
+    groups = fold_groups(final, _fold_models(tmp_path), pairs)
+    got = [[p.id for p in g.pairs] for g in groups]
+    assert got == [IDS[0:4], IDS[4:8], IDS[8:10]]  # p10, p11: not the final model's training photos
+
+
+def test_fold_groups_refuse_what_is_not_out_of_fold(tmp_path: Path, twelve_pairs: Path) -> None:
+    pairs = find_pairs(DataConfig(images=str(twelve_pairs / "images"), masks=str(twelve_pairs / "masks")))
+    final = load_model_folder(_folder(tmp_path / "final", IDS, IDS[:2], seed=9, val_in_sample=True))
+    folds = _fold_models(tmp_path)
+    overlap = _folder(tmp_path / "overlap", IDS[5:], IDS[3:5], seed=5)
+    with pytest.raises(LesionsegInputError, match="p03 is also held out"):
+        fold_groups(final, [*folds, overlap], pairs)
+    leak = _folder(tmp_path / "leak", IDS, IDS[:4], seed=6)
+    with pytest.raises(LesionsegInputError, match="trained on photos it is said to hold out"):
+        fold_groups(final, [leak], pairs)
+    with pytest.raises(LesionsegInputError, match="not a fold model"):
+        fold_groups(final, [tmp_path / "final"], pairs)  # a final model holds out nothing
+    other = replace(tiny_config(), preprocess=replace(tiny_config().preprocess, fov_diameter=96))
+    torch.manual_seed(0)
+    odd = save_model_folder(tmp_path / "odd", build_model(other.network), other, {"val_images": IDS[:4]},
+                            {"data": dict.fromkeys(IDS[4:], {})})
+    with pytest.raises(LesionsegInputError, match="another preprocess"):
+        fold_groups(final, [odd], pairs)
+
+
+def test_cli_writes_an_out_of_fold_calibrated_folder(tmp_path: Path, twelve_pairs: Path) -> None:
+    final = _folder(tmp_path / "final", IDS[:10], IDS[:2], seed=9, val_in_sample=True, step=7)
+    folds = _fold_models(tmp_path)
+    out = tmp_path / "calibrated"
+    cmd = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final), "--folds", *map(str, folds),
+           "--images", str(twelve_pairs / "images"), "--masks", str(twelve_pairs / "masks"), "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "fitted on 10 photos" in r.stdout
+    model = load_model_folder(out)
+    cal = model.metrics["calibration"]
+    assert cal["fitted_on"] == "out_of_fold" and cal["photos"] == IDS[:10]
+    assert cal["fold_models"] == {str(folds[0]): IDS[0:4], str(folds[1]): IDS[4:8], str(folds[2]): IDS[8:10]}
+    assert model.metrics["step"] == 7 and model.metrics["review_fit"]["fitted_on"] == "out_of_fold"
+    assert model.config.inference.fuzzy.map == "error_rate"
+    assert model.config.inference.calibration != load_model_folder(final).config.inference.calibration
+    assert json.loads((out / "lineage.json").read_text()) == json.loads((final / "lineage.json").read_text())
+    assert (out / "weights.safetensors").read_bytes() == (final / "weights.safetensors").read_bytes()
+    assert (out / "replay" / "index.json").is_file()
+    # the folder is never replaced
+    before = (out / "config.json").read_bytes()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and "already exists" in r.stderr and (out / "config.json").read_bytes() == before
