@@ -3,7 +3,8 @@ statistics re-estimated on the new camera's photos, ``training/adapt.py``) and w
 (``fine_tune`` on N corrected photos with the Fine-tune button's defaults: 2 minutes, as
 ``lesionseg finetune --images --masks --minutes 2`` runs it; "corrected" = their IDRiD masks).
 
-Photos: the shipped model's 9 validation photos (``metrics.json``'s ``val_images``, from
+Photos: the 9 annotated photos the shipped model never trained on (``LoadedModel.unseen_photos``:
+``metrics.json``'s ``held_out``, or its ``val_images`` when those were not trained on; from
 ``../shared/data/idrid/train``), passed through simulated cameras (size, colour cast,
 brightness, gamma, blur, vignetting, JPEG). Adaptation uses the first N of the 9 (N = 1, 3, 5,
 their images only); scores (full resolution, through ``lesionseg evaluate``'s code) are on the
@@ -173,7 +174,9 @@ def main() -> None:
     from napari_lesionseg.core.model_folder import load_model_folder
 
     base = load_model_folder(default_model_dir())
-    ids = list(base.metrics["val_images"])
+    ids = base.unseen_photos
+    if len(ids) < 6:
+        raise SystemExit(f"{default_model_dir()}: names {len(ids)} photos it never trained on; 6 or more are needed")
     adapt_pool, scored = ids[:5], ids[5:]
     ns = [int(n) for n in args.n.split(",") if n]
     train_ids = sorted(iid for iid in (p.stem.removesuffix("_HE") for p in (DATA / "masks_HE").glob("*_HE.tif"))

@@ -254,3 +254,19 @@ def test_a_config_of_an_earlier_version_loads(tmp_path: Path) -> None:
     raw.pop("config_sha256")
     (folder / "config.json").write_text(json.dumps(raw))
     assert load_model_folder(folder).config.inference.fuzzy.tau_er == 0.07
+
+
+@pytest.mark.parametrize(
+    ("metrics", "unseen"),
+    [
+        ({"val_images": ["a", "b"]}, ["a", "b"]),  # validation photos, not trained on
+        ({"val_images": ["a", "b"], "val_in_sample": True}, []),  # a final model's: trained on
+        ({"val_images": ["a"], "val_in_sample": True, "held_out": {"photos": ["x", "y"]}}, ["x", "y"]),
+        ({}, []),
+    ],
+)
+def test_unseen_photos_are_never_training_photos(tmp_path: Path, metrics: dict, unseen: list[str]) -> None:
+    """What benchmarks score a shipped model on as new photos (benchmarks/adapt.py)."""
+    cfg = tiny_config()
+    folder = save_model_folder(tmp_path / "m", build_model(cfg.network), cfg, metrics)
+    assert load_model_folder(folder).unseen_photos == unseen

@@ -60,6 +60,18 @@ class LoadedModel:
     def version(self) -> str:
         return self.config.name
 
+    @property
+    def unseen_photos(self) -> list[str]:
+        """Annotated photos this model never trained on: ``metrics.json``'s ``held_out.photos``
+        (kept out of a final model's training), else its validation photos unless they were
+        training photos too (``val_in_sample``); empty when it names none."""
+        held = self.metrics.get("held_out")
+        if isinstance(held, dict) and held.get("photos"):
+            return list(held["photos"])
+        if self.metrics.get("val_in_sample"):
+            return []
+        return list(self.metrics.get("val_images") or [])
+
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
