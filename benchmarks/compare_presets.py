@@ -2,7 +2,9 @@
 wall-clock budget, with the score at an equal step count from the same runs; optionally with
 noisy training masks (the validation masks stay clean).
 
-Variants: the shipped recipe (``default``) and the same with DALE (``default_dale``); and, on
+Variants: the shipped recipe (``default``), the same with DALE (``default_dale``), in fp32
+(``default_fp32``), with weight averaging (``default_ema``), with four more outputs
+(``multi_he_crops``, ``default_multi``); and, on
 one small DynSegNet host (ResNet-18-layout encoder of width 16, ASPP, attention gates, residual
 decoder), one component at a time: ``standard``, ``patchgan`` (spectral norm, no dynamic gates),
 ``patchgan_gates`` (the same with DynSegNet's dynamic gates), ``segan_critic``, ``dale``,
@@ -56,6 +58,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "multi_he_crops": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]']),
     # weight averaging (issue 13's levers): the saved model is the EMA of the weights, horizon ~200 steps
     "default_ema": ("default", ["optim.ema=0.995"]),
+    # the same in fp32: the forward pass without bf16 autocast (issue 13: does bf16 cost accuracy?)
+    "default_fp32": ("default", ["run.amp=false"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
