@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import compare_presets as cp  # noqa: E402
+from oof_report import fold_pairs  # noqa: E402
 
 
 def score(folder: Path, pairs: list) -> dict:
@@ -70,7 +71,7 @@ def main() -> None:
         raise SystemExit(f"every fold's run is needed (the other folds calibrate each): missing {missing}")
     rows = []
     for k in map(int, args.folds.split(",")):
-        train_pairs, val_pairs = _fold_pairs(args.variant, k, args.images)
+        train_pairs, val_pairs = fold_pairs(args.variant, k, args.images)
         final = load_model_folder(runs[k] / "last")
         others = [runs[j] / "last" for j in range(cp.N_FOLDS) if j != k]
         groups = fold_groups(final, others, train_pairs)
@@ -108,16 +109,6 @@ def main() -> None:
                                           "variant": args.variant, "steps": args.steps, "rows": rows,
                                           "summary": summary, "out_of_fold_better_photos": [better, n]}, indent=1))
     print(f"wrote {args.out}")
-
-
-def _fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
-    from lesionseg_training.data import find_pairs, split_pairs
-    from lesionseg_training.train_config import load_config
-
-    base, overrides = cp.VARIANTS[variant]
-    cfg = load_config(base, [f'data.images="{images}"', f"data.val_every={cp.N_FOLDS}", f"data.val_offset={fold}",
-                             *overrides])
-    return split_pairs(find_pairs(cfg.data), cfg.data)
 
 
 if __name__ == "__main__":

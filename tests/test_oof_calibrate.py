@@ -150,6 +150,12 @@ def test_cli_writes_an_out_of_fold_calibrated_folder(tmp_path: Path, twelve_pair
     assert json.loads((out / "lineage.json").read_text()) == json.loads((final / "lineage.json").read_text())
     assert (out / "weights.safetensors").read_bytes() == (final / "weights.safetensors").read_bytes()
     assert (out / "replay" / "index.json").is_file()
+    # a fold model that is no fold model: the file and the problem, no traceback, nothing written
+    bad = [*cmd[: cmd.index("--folds") + 1], str(final), *cmd[cmd.index("--images"):]]
+    bad[bad.index("--out") + 1] = str(tmp_path / "never")
+    r = subprocess.run(bad, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "not a fold model" in r.stderr and str(final) in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "never").exists()
     # the folder is never replaced
     before = (out / "config.json").read_bytes()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

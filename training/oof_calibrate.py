@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.out.exists():
         raise SystemExit(f"{args.out}: already exists; choose a new folder (nothing was written)")
-    final = load_model_folder(args.model)
-    groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
-    config, figures, review = calibrate_out_of_fold(final, groups, args.cache)
+    try:
+        final = load_model_folder(args.model)
+        groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
+        config, figures, review = calibrate_out_of_fold(final, groups, args.cache)
+    except LesionsegInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     photos = sorted(p.id for g in groups for p in g.pairs)
     source = {"fitted_on": "out_of_fold", "photos": photos,
               "fold_models": {str(g.folder): [p.id for p in g.pairs] for g in groups}}
