@@ -36,6 +36,7 @@ from oof_report import fold_pairs  # noqa: E402
 
 def score(folder: Path, pairs: list) -> dict:
     from napari_lesionseg.core.batch import evaluate_pairs
+    from napari_lesionseg.core.metrics import LesionCounts
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.progress import run_to_end
 
@@ -43,11 +44,10 @@ def score(folder: Path, pairs: list) -> dict:
     _, res = run_to_end(evaluate_pairs(model, pairs))
     s = res.summary
     state = res.score_state()
-    lesions = state.get("lesions") or {}
-    recall = lesions.get("gt_found", 0) / max(lesions.get("gt", 0), 1)
-    precision = lesions.get("pred_right", 0) / max(lesions.get("pred", 0), 1)
-    return {"aupr": s["aupr"], "dice_ds": s["dice_ds"], "dice_img": s["dice_img"], "lesion_recall": recall,
-            "lesion_precision": precision, "threshold": model.config.inference.threshold,
+    lesions = LesionCounts(**state["lesions"]).summary()
+    return {"aupr": s["aupr"], "dice_ds": s["dice_ds"], "dice_img": s["dice_img"],
+            "lesion_recall": lesions["lesion_recall"], "lesion_precision": lesions["lesion_precision"],
+            "threshold": model.config.inference.threshold,
             "per_image": state["scores"]["HE"]["per_image"]}
 
 
