@@ -1,16 +1,19 @@
-"""Benchmark: adapting the shipped model to simulated cameras: without labels (BatchNorm
-statistics re-estimated on the new camera's photos, ``training/adapt.py``) and with them
-(``fine_tune`` on N corrected photos with the Fine-tune button's defaults: 2 minutes, as
+"""Benchmark: adapting a model (the shipped one unless told) to simulated cameras: without labels
+(BatchNorm statistics re-estimated on the new camera's photos, ``training/adapt.py``) and with
+them (``fine_tune`` on N corrected photos with the Fine-tune button's defaults: 2 minutes, as
 ``lesionseg finetune --images --masks --minutes 2`` runs it; "corrected" = their IDRiD masks).
 
-Photos: the 9 annotated photos the shipped model never trained on (``LoadedModel.unseen_photos``:
-``metrics.json``'s ``held_out``, or its ``val_images`` when those were not trained on; from
-``../shared/data/idrid/train``), passed through simulated cameras (size, colour cast,
-brightness, gamma, blur, vignetting, JPEG). Adaptation uses the first N of the 9 (N = 1, 3, 5,
-their images only); scores (full resolution, through ``lesionseg evaluate``'s code) are on the
-last 4, never used to adapt. Recovery = (adapted - shifted) / (unshifted - shifted) in dataset
-Dice; "original" = the adapted model on the unshifted last 4 (what adapting costs the old
-camera). Prints a table, writes results/adapt.json.
+Photos: the annotated photos the base model (``--model``, default the shipped one) never
+trained on (``LoadedModel.unseen_photos``: ``metrics.json``'s ``held_out``, or its
+``val_images`` when those were not trained on; from ``../shared/data/idrid/train``), passed
+through simulated cameras (size, colour cast, brightness, gamma, blur, vignetting, JPEG).
+Adaptation uses the first N of the first 5 (N = 1, 3, 5, their images only); scores (full
+resolution, through ``lesionseg evaluate``'s code) are on the rest, never used to adapt. A
+model trained on every annotated photo names none: pass a cross-validation fold model
+(``compare_presets.py`` writes ``<run>/last``; fine-tuning replays its photos once ``python -m
+lesionseg_training.replay`` has written them). Recovery = (adapted - shifted) / (unshifted -
+shifted) in dataset Dice; "original" = the adapted model on the unshifted scored photos (what
+adapting costs the old camera). Prints a table, writes results/adapt.json.
 
     python benchmarks/adapt.py [--cameras A,B,C] [--finetune-n 1,3,5] [--minutes 2]
                                [--replay-share S] [--calibration keep|all|held_out]
@@ -19,9 +22,9 @@ camera). Prints a table, writes results/adapt.json.
 ``--n``: BatchNorm re-estimation alone (no labels) on that many photos.
 
 ``--ceiling STEPS``: how far *any* fine-tune of this network could bring a camera back: the
-shipped model fine-tuned for STEPS steps on its own 44 training photos passed through the
+base model fine-tuned for STEPS steps on its own training photos passed through the
 camera (with their masks; the button's other settings, so a quarter of them held out to choose
-the checkpoint), scored on the same 4 photos. Recovery
+the checkpoint), scored on the same photos. Recovery
 is then also given against it: (tuned - shifted) / (ceiling - shifted). What a camera destroys
 (blur, JPEG, a smaller sensor) no number of corrections brings back.
 """
@@ -95,15 +98,14 @@ def _score(model, images: Path, masks: Path) -> dict[str, float]:
     return {"dice_ds": res.summary["dice_ds"], "aupr": res.summary["aupr"], "dice_img": res.summary["dice_img"]}
 
 
-def _adapted(images: Path, ids: list[str], keep: float):
+def _adapted(model_dir: Path, images: Path, ids: list[str], keep: float):
     from lesionseg_training.adapt import reestimate_batchnorm
     from lesionseg_training.data import Prepared
-    from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.image_io import read_image
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.preprocess import prepare
 
-    model = load_model_folder(default_model_dir())
+    model = load_model_folder(model_dir)
     pre = model.config.preprocess
     items = []
     for iid in ids:
@@ -115,16 +117,16 @@ def _adapted(images: Path, ids: list[str], keep: float):
     return model, time.perf_counter() - t0
 
 
-def _tuned_scores(pairs: list, budget, out: Path, scored: tuple[Path, Path], orig: tuple[Path, Path]) -> dict[str, float]:
-    """The shipped model fine-tuned on ``pairs`` with ``budget`` into ``out``: its scores on the
+def _tuned_scores(model_dir: Path, pairs: list, budget, out: Path, scored: tuple[Path, Path],
+                  orig: tuple[Path, Path]) -> dict[str, float]:
+    """The base model fine-tuned on ``pairs`` with ``budget`` into ``out``: its scores on the
     scored photos, the fine-tune's seconds, and its Dice on the original camera."""
     from lesionseg_training.finetune import fine_tune
-    from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.progress import run_to_end
 
     t0 = time.perf_counter()
-    run_to_end(fine_tune(default_model_dir(), pairs, budget, out))
+    run_to_end(fine_tune(model_dir, pairs, budget, out))
     secs = time.perf_counter() - t0
     model = load_model_folder(out)
     return {**_score(model, *scored), "seconds": secs, "original_dice_ds": _score(model, *orig)["dice_ds"]}
@@ -137,22 +139,22 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
 
     pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
     extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration)) if v is not None}
-    got = _tuned_scores(pairs, Budget(minutes=minutes, freeze_batchnorm=args.freeze_batchnorm, **extra), out,
+    got = _tuned_scores(args.model, pairs, Budget(minutes=minutes, freeze_batchnorm=args.freeze_batchnorm, **extra), out,
                         scored, orig)
     got["recovery"] = (got["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
     return got
 
 
-def _ceiling(cam: str, root: Path, ids: list[str], steps: int, scored: tuple[Path, Path],
+def _ceiling(model_dir: Path, cam: str, root: Path, ids: list[str], steps: int, scored: tuple[Path, Path],
              orig: tuple[Path, Path]) -> dict[str, float]:
-    """The shipped model fine-tuned for ``steps`` steps on ``ids`` through camera ``cam``."""
+    """The base model fine-tuned for ``steps`` steps on ``ids`` through camera ``cam``."""
     from lesionseg_training.finetune import Budget
     from napari_lesionseg.core.pairs import match_pairs
 
     pool = _write_set(root / cam / "ceiling_pool", ids, CAMERAS[cam])
     # the button's hold-out: a quarter of the photos choose the checkpoint (scoring old and new
     # on all 44 at full size would add some 10 minutes)
-    got = _tuned_scores(match_pairs(*pool), Budget(steps=steps), root / cam / "ceiling", scored, orig)
+    got = _tuned_scores(model_dir, match_pairs(*pool), Budget(steps=steps), root / cam / "ceiling", scored, orig)
     return {**got, "steps": steps, "photos": len(ids)}
 
 
@@ -168,32 +170,38 @@ def main() -> None:
     ap.add_argument("--calibration", default=None, help="held_out / all / keep (default: the button's)")
     ap.add_argument("--ceiling", type=int, default=0, metavar="STEPS",
                     help="also fine-tune on the 44 training photos through each camera for STEPS steps")
+    ap.add_argument("--model", type=Path, default=None,
+                    help="the base model folder (default: the shipped default); it must name 6 or more annotated "
+                         "photos it never trained on, e.g. a cross-validation fold model when the shipped one "
+                         "trained on every photo")
     ap.add_argument("--out", default="adapt.json", help="file name under results/")
     args = ap.parse_args()
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.model_folder import load_model_folder
 
-    base = load_model_folder(default_model_dir())
+    args.model = args.model or default_model_dir()
+    base = load_model_folder(args.model)
     ids = base.unseen_photos
     if len(ids) < 6:
-        raise SystemExit(f"{default_model_dir()}: names {len(ids)} photos it never trained on; 6 or more are needed")
+        raise SystemExit(f"{args.model}: names {len(ids)} photos it never trained on; 6 or more are needed "
+                         "(pass a cross-validation fold model with --model)")
     adapt_pool, scored = ids[:5], ids[5:]
     ns = [int(n) for n in args.n.split(",") if n]
     train_ids = sorted(iid for iid in (p.stem.removesuffix("_HE") for p in (DATA / "masks_HE").glob("*_HE.tif"))
-                       if iid not in ids)  # the shipped model's training photos, for --ceiling
+                       if iid not in ids)  # the base model's training photos, for --ceiling
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         orig = _write_set(root / "orig", scored, None)
         unshifted = _score(base, *orig)
-        print(f"unshifted, last 4 photos: Dice {unshifted['dice_ds']:.3f} AUPR {unshifted['aupr']:.3f}")
+        print(f"unshifted, {len(scored)} scored photos: Dice {unshifted['dice_ds']:.3f} AUPR {unshifted['aupr']:.3f}")
         for cam in args.cameras.split(","):
             shot_scored = _write_set(root / cam / "scored", scored, CAMERAS[cam])
             shot_pool = _write_set(root / cam / "pool", adapt_pool, CAMERAS[cam])
             shifted = _score(base, *shot_scored)
             row = {"shifted": shifted, "adapted": {}}
             for n in ns:
-                model, secs = _adapted(shot_pool[0], adapt_pool[:n], args.keep)
+                model, secs = _adapted(args.model, shot_pool[0], adapt_pool[:n], args.keep)
                 got = _score(model, *shot_scored)
                 lost = unshifted["dice_ds"] - shifted["dice_ds"]
                 got["recovery"] = (got["dice_ds"] - shifted["dice_ds"]) / lost if abs(lost) > 1e-9 else float("nan")
@@ -217,7 +225,7 @@ def main() -> None:
                       f"{f['recovery']:+.0%}) in {f['seconds']:.0f} s; original domain {f['original_dice_ds']:.3f}",
                       flush=True)
             if args.ceiling:
-                c = row["ceiling"] = _ceiling(cam, root, train_ids, args.ceiling, shot_scored, orig)
+                c = row["ceiling"] = _ceiling(args.model, cam, root, train_ids, args.ceiling, shot_scored, orig)
                 room = c["dice_ds"] - shifted["dice_ds"]
                 for f in row["finetune"].values():
                     f["recovery_of_ceiling"] = (f["dice_ds"] - shifted["dice_ds"]) / room if abs(room) > 1e-9 else float("nan")
@@ -228,6 +236,7 @@ def main() -> None:
                          if row["finetune"] else ""), flush=True)
     out = HERE / "results" / args.out
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+                               "model": str(args.model), "photos": {"adapt": adapt_pool, "scored": scored},
                                "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm,
                                "replay_share": args.replay_share, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))

@@ -185,8 +185,11 @@ def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, ca
     fit = [prepare_pair(p, model.config.preprocess, Path(cache) if cache else None, model.config.network.outputs)
            for p in calibration_subset(train_pairs)]
     config, _ = calibrate(model.net, model.config, fit)
-    folder = save_model_folder(run_dir / "oof", model.net, config, {"calibrated_on": [it.id for it in fit]},
-                               model.lineage, overwrite=True)
+    # held_out: the fold's photos, which this model never trained on (LoadedModel.unseen_photos),
+    # so a fold model can stand in where a benchmark needs unseen photos (benchmarks/adapt.py)
+    held = {"photos": [p.id for p in val_pairs], "why": "this cross-validation fold's photos: never trained on"}
+    folder = save_model_folder(run_dir / "oof", model.net, config,
+                               {"calibrated_on": [it.id for it in fit], "held_out": held}, model.lineage, overwrite=True)
     scored = load_model_folder(folder)
     others = [t for t in (types or []) if t in scored.config.network.outputs]
     ds, res = run_to_end(evaluate_pairs(scored, val_pairs, types=others))

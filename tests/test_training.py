@@ -129,10 +129,24 @@ def test_a_final_run_keeps_its_last_model_even_when_validation_falls(tmp_path: P
     assert sorted(data["train"]) == ["IDRiD_04", "IDRiD_16"] and set(data["val"]) <= set(data["train"])
     model = load_model_folder(best)
     assert model.metrics["step"] == 4 and model.metrics["val_in_sample"] is True
-    assert set(model.lineage["data"]) == {"IDRiD_04", "IDRiD_16"}
+    assert set(model.lineage["data"]) == {"IDRiD_04", "IDRiD_16"} and model.unseen_photos == []
     calls["n"] = 0  # without data.final the first (highest) score is the model kept
     kept = run_to_end(train(load_config("tiny", overrides), tmp_path / "held_out"))
     assert load_model_folder(kept).metrics["step"] == 2
+
+
+def test_a_final_model_names_the_annotated_photos_it_kept_out(tmp_path: Path, small_pairs: Path) -> None:
+    """``data.final`` with ``exclude_ids``: the excluded photo that has a mask is still unseen
+    (``held_out``, what benchmarks score as new photos); an excluded id with no pair is not."""
+    from lesionseg_training.trainer import train
+    from napari_lesionseg.core.progress import run_to_end
+
+    imgs, masks = _three_pairs(tmp_path / "data", small_pairs)
+    cfg = load_config("tiny", [f'data.images="{imgs}"', f'data.masks="{masks}"', "run.steps=2", "run.eval_every=2",
+                               "data.final=true", 'data.exclude_ids=["IDRiD_16", "IDRiD_43"]'])
+    model = load_model_folder(run_to_end(train(cfg, tmp_path / "final")))
+    assert set(model.lineage["data"]) == {"IDRiD_04", "IDRiD_04b"}
+    assert model.metrics["held_out"]["photos"] == ["IDRiD_16"] and model.unseen_photos == ["IDRiD_16"]
 
 
 def _three_pairs(root: Path, small_pairs: Path) -> tuple[Path, Path]:

@@ -34,7 +34,18 @@ from .train_config import AugmentConfig, DataConfig
 
 
 def find_pairs(cfg: DataConfig) -> list[Pair]:
-    """The pairs a data config names (idrid root, or an images/masks folder pair)."""
+    """The pairs a data config names (idrid root, or an images/masks folder pair), without
+    ``exclude_ids``."""
+    return [p for p in _all_pairs(cfg) if p.id not in set(cfg.exclude_ids)]
+
+
+def held_out_pairs(cfg: DataConfig) -> list[Pair]:
+    """The annotated pairs ``exclude_ids`` keeps out of training (a photo without a mask, such
+    as IDRiD_43, is none): a final model's photos that are still unseen."""
+    return [p for p in _all_pairs(cfg) if p.id in set(cfg.exclude_ids)] if cfg.exclude_ids else []
+
+
+def _all_pairs(cfg: DataConfig) -> list[Pair]:
     if cfg.images is None:
         raise LesionsegInputError(None, "no training data: set data.images (and data.masks) or pass --images/--masks")
     root = Path(cfg.images)
@@ -56,7 +67,7 @@ def find_pairs(cfg: DataConfig) -> list[Pair]:
         if cfg.masks is None:
             raise LesionsegInputError(root, "data.masks (--masks) is required for an images/masks folder pair")
         pairs = match_pairs(root, Path(cfg.masks))
-    return [p for p in pairs if p.id not in set(cfg.exclude_ids)]
+    return pairs
 
 
 FINAL_CALIBRATION_PHOTOS = 12  # training photos a final or fold model fits calibration and thresholds on

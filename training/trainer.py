@@ -28,7 +28,7 @@ from .adapt import freeze_batchnorm
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
 from .dale import Dale
-from .data import PatchSampler, Prepared, find_pairs, prepare_pair, split_pairs
+from .data import PatchSampler, Prepared, find_pairs, held_out_pairs, prepare_pair, split_pairs
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
 from .fit_review import fit_review
@@ -221,6 +221,7 @@ class _Run:
     last_good: Path | None = None
     train_pairs: list[Pair] = field(default_factory=list)
     ema: AveragedModel | None = None  # optim.ema > 0: the averaged weights, validated and saved
+    held_out: list[str] = field(default_factory=list)  # a final model's annotated photos kept out of everything
 
     @property
     def saved_net(self) -> nn.Module:
@@ -332,7 +333,8 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         dale.attach(net)
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
              [p.id for p in val_pairs], {"data": {p.id: None for p in train_pairs}, **(lineage or {})}, step=start,
-             train_pairs=list(train_pairs), ema=_weight_average(net, cfg.optim.ema))
+             train_pairs=list(train_pairs), ema=_weight_average(net, cfg.optim.ema),
+             held_out=[p.id for p in held_out_pairs(cfg.data)] if cfg.data.final and pairs is None else [])
     if state is not None and r.ema is not None and state.get("ema") is not None:
         r.ema.load_state_dict(state["ema"])
     if state is not None:
@@ -372,6 +374,9 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     meta = {"step": r.step, "val_images": r.val_ids, **metrics}
     if r.cfg.data.final:
         meta["val_in_sample"] = True  # a final model: the validation photos are training photos
+        if r.held_out:  # what is still unseen (LoadedModel.unseen_photos): the excluded annotated photos
+            meta["held_out"] = {"photos": r.held_out, "why": "data.exclude_ids: annotated photos this model "
+                                                              "neither trained nor was calibrated on"}
     r.last_good = _save(r.dir / "last", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
     if score > r.best or r.cfg.data.final:  # a final model keeps the last: it chooses no checkpoint
