@@ -38,6 +38,15 @@ def test_the_recipes_out_of_fold_figures_go_into_metrics_and_nothing_else_change
     assert "in-sample" in metrics["figures"]
 
 
+def test_a_recipe_at_another_step_budget_records_its_own(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``default@2000`` in a report run with ``--steps 1000``: the block says 2000."""
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    report = REPORT.parent / "oof_steps_1000_vs_2000.json"
+    assert json.loads(report.read_text())["steps"] == 1000
+    assert record_out_of_fold(folder, report, "default@2000")["out_of_fold"]["steps"] == 2000
+    assert record_out_of_fold(folder, report, "default@1000")["out_of_fold"]["steps"] == 1000
+
+
 def test_a_report_without_the_recipe_names_the_file_and_changes_nothing(tmp_path: Path, tiny_model_dir: Path) -> None:
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
     before = (folder / "metrics.json").read_bytes()

@@ -85,8 +85,24 @@ def test_the_shipped_model_carries_its_replay_photos() -> None:
 
     ids = replay_ids(default_model_dir())
     model = load_model_folder(default_model_dir())
-    assert len(ids) == 8 and not set(ids) & set(model.metrics["val_images"])
+    assert len(ids) == 8 and not set(ids) & set(model.unseen_photos)  # training photos only
     assert set(ids) <= set(model.lineage["data"])
+    credit = (default_model_dir() / "replay" / "README.md").read_text()  # IDRiD's licence asks for it
+    assert "CC BY 4.0" in credit and all(i.removeprefix("IDRiD_") in credit for i in ids)
+
+
+def test_the_bundled_models_never_trained_on_the_sample_photos() -> None:
+    """The photos a new user first segments (sample_data/) must be new to the shipped models,
+    or the first result they see flatters them."""
+    from lesionseg_sample_data import __file__ as sample_init
+
+    from napari_lesionseg.core.bundled import default_model_dir
+
+    samples = {f.stem for f in Path(sample_init).parent.glob("IDRiD_*.jpg")}
+    assert samples == {"IDRiD_04", "IDRiD_16"}
+    for folder in (default_model_dir(), default_model_dir().parent / "multi"):
+        model = load_model_folder(folder)
+        assert not samples & set(model.lineage["data"]) and samples <= set(model.unseen_photos), folder
 
 
 def test_a_five_output_models_replay_keeps_every_known_type(tmp_path: Path, multi_model_dir: Path,
