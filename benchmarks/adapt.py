@@ -10,8 +10,8 @@ through simulated cameras (size, colour cast, brightness, gamma, blur, vignettin
 Adaptation uses the first N of the first 5 (N = 1, 3, 5, their images only); scores (full
 resolution, through ``lesionseg evaluate``'s code) are on the rest, never used to adapt. A
 model trained on every annotated photo names none: pass a cross-validation fold model
-(``compare_presets.py`` writes ``<run>/last``; fine-tuning replays its photos once ``python -m
-lesionseg_training.replay`` has written them). Recovery = (adapted - shifted) / (unshifted -
+(``compare_presets.py --full-res`` writes it calibrated, naming its fold's photos, as ``<run>/oof``;
+fine-tuning replays its photos once ``python -m lesionseg_training.replay`` has written them). Recovery = (adapted - shifted) / (unshifted -
 shifted) in dataset Dice; "original" = the adapted model on the unshifted scored photos (what
 adapting costs the old camera). Prints a table, writes results/adapt.json.
 
@@ -169,7 +169,7 @@ def main() -> None:
     ap.add_argument("--replay-share", type=float, default=None, help="share of replay crops (default: the button's)")
     ap.add_argument("--calibration", default=None, help="held_out / all / keep (default: the button's)")
     ap.add_argument("--ceiling", type=int, default=0, metavar="STEPS",
-                    help="also fine-tune on the 44 training photos through each camera for STEPS steps")
+                    help="also fine-tune on the base model's training photos through each camera for STEPS steps")
     ap.add_argument("--model", type=Path, default=None,
                     help="the base model folder (default: the shipped default); it must name 6 or more annotated "
                          "photos it never trained on, e.g. a cross-validation fold model when the shipped one "
