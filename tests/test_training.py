@@ -147,6 +147,11 @@ def test_a_final_model_names_the_annotated_photos_it_kept_out(tmp_path: Path, sm
     model = load_model_folder(run_to_end(train(cfg, tmp_path / "final")))
     assert set(model.lineage["data"]) == {"IDRiD_04", "IDRiD_04b"}
     assert model.metrics["held_out"]["photos"] == ["IDRiD_16"] and model.unseen_photos == ["IDRiD_16"]
+    import hashlib  # the lineage records what each photo and mask was, byte for byte
+
+    got = model.lineage["data"]["IDRiD_04b"]
+    assert got["image_sha256"] == hashlib.sha256((imgs / "IDRiD_04b.jpg").read_bytes()).hexdigest()
+    assert got["mask_sha256"] == hashlib.sha256((masks / "IDRiD_04b_HE.png").read_bytes()).hexdigest()
 
 
 def _three_pairs(root: Path, small_pairs: Path) -> tuple[Path, Path]:

@@ -70,6 +70,15 @@ def _all_pairs(cfg: DataConfig) -> list[Pair]:
     return pairs
 
 
+def pair_digests(pairs: list[Pair]) -> dict[str, dict[str, str]]:
+    """Each pair's photo and mask sha256 by id: what a model's ``lineage.json`` records as the
+    data it trained on, so a later reader can tell whether a file changed."""
+    def sha(path: Path) -> str:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    return {p.id: {"image_sha256": sha(p.image), "mask_sha256": sha(p.mask)} for p in pairs}
+
+
 FINAL_CALIBRATION_PHOTOS = 12  # training photos a final or fold model fits calibration and thresholds on
 
 

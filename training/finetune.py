@@ -5,7 +5,6 @@ parent model and the hashes of the data it saw."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from napari_lesionseg.core.model_folder import load_model_folder, save_model_fol
 from napari_lesionseg.core.pairs import Pair
 from napari_lesionseg.core.progress import run_to_end
 
+from .data import pair_digests
 from .train_config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from .trainer import train
 
@@ -55,10 +55,6 @@ class Budget:
     # replay/, training/replay.py), against forgetting the photos it was trained on
     replay_share: float = 0.5
     seed: int = 0  # crops, augmentation and initial randomness of the run
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def lesion_pairs(pairs: list[Pair]) -> set[str]:
@@ -201,7 +197,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
                "seconds": round(time.time() - t0, 1), "steps": steps}
     lineage = {
         "parent": {"path": str(base_model_dir), "version": base.version, "weights_sha256": base.config.weights_sha256},
-        "data": {p.id: {"image_sha256": _sha(p.image), "mask_sha256": _sha(p.mask)} for p in pairs},
+        "data": pair_digests(pairs),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "kind": "finetune",
     }

@@ -28,7 +28,7 @@ from .adapt import freeze_batchnorm
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
 from .dale import Dale
-from .data import PatchSampler, Prepared, find_pairs, held_out_pairs, prepare_pair, split_pairs
+from .data import PatchSampler, Prepared, find_pairs, held_out_pairs, pair_digests, prepare_pair, split_pairs
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
 from .fit_review import fit_review
@@ -332,7 +332,7 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     if dale is not None:
         dale.attach(net)
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
-             [p.id for p in val_pairs], {"data": {p.id: None for p in train_pairs}, **(lineage or {})}, step=start,
+             [p.id for p in val_pairs], {"data": pair_digests(train_pairs) if ctx.is_main else {}, **(lineage or {})}, step=start,
              train_pairs=list(train_pairs), ema=_weight_average(net, cfg.optim.ema),
              held_out=[p.id for p in held_out_pairs(cfg.data)] if cfg.data.final and pairs is None else [])
     if state is not None and r.ema is not None and state.get("ema") is not None:
