@@ -178,7 +178,9 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
             cfg = replace(cfg, run=replace(cfg.run, minutes=max(left, 5.0) / 60.0))
             yield {"event": "training_budget", "seconds": round(max(left, 5.0), 1)}
         net = base.net.train()
+        digests = pair_digests(pairs)  # hashed once: the run's lineage and the new version's
         run = train(cfg, run_dir, init_from=net, pairs=(train_pairs, val_pairs if val_ids else train_pairs),
+                    lineage={"data": {p.id: digests[p.id] for p in train_pairs}},
                     replay=(replay, budget.replay_share) if replay and budget.replay_share else None)
         while True:
             try:
@@ -197,7 +199,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
                "seconds": round(time.time() - t0, 1), "steps": steps}
     lineage = {
         "parent": {"path": str(base_model_dir), "version": base.version, "weights_sha256": base.config.weights_sha256},
-        "data": pair_digests(pairs),
+        "data": digests,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "kind": "finetune",
     }
