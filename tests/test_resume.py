@@ -60,6 +60,28 @@ def test_interrupted_and_resumed_run_equals_one_go(tmp_path: Path, small_pairs: 
         _assert_same(a[key], b[key], key)
 
 
+def test_resume_state_between_validations_continues_exactly(tmp_path: Path, small_pairs: Path) -> None:
+    """``run.state_every``: the resume state is also written between validations, so a run
+    killed at step 7 (validations at 4 and 8) continues from step 6, not 4, and still ends as
+    the one-go run."""
+    cfg = _cfg("dale_small", small_pairs, "run.state_every=3")
+    list(train(cfg, tmp_path / "straight"))
+    gen = train(cfg, tmp_path / "interrupted")
+    for ev in gen:
+        if ev["event"] == "step" and ev["step"] == 7:
+            break
+    gen.close()
+    assert _state(tmp_path / "interrupted")["step"] == 6
+    assert not (tmp_path / "interrupted" / ".state.tmp").exists()
+    events = list(train(cfg, tmp_path / "interrupted", resume=True))
+    assert {"event": "resumed", "step": 6} in events
+    a, b = _state(tmp_path / "straight"), _state(tmp_path / "interrupted")
+    for key in ("model", "optim", "adversary", "dale", "rng"):
+        _assert_same(a[key], b[key], key)
+    with pytest.raises(ValueError, match="state_every"):
+        _cfg("tiny", small_pairs, "run.state_every=-1")
+
+
 def test_weight_average_is_what_is_saved_and_resumes_exactly(tmp_path: Path, small_pairs: Path) -> None:
     """``optim.ema``: the saved model is the moving average of the weights (not the live
     weights), every step moves it towards them, and a resumed run continues it exactly."""

@@ -183,6 +183,7 @@ class RunConfig:
     steps: int = 1000
     minutes: float | None = None  # wall-clock budget; stops early when reached
     eval_every: int = 250
+    state_every: int = 100  # resume state written this often between validations (0: at validations only)
     log_every: int = 10
     seed: int = 0
     threads: int | None = None
@@ -196,6 +197,7 @@ class RunConfig:
         require(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), "run.device",
                 f"{self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
         require(self.eval_every >= 1 and self.log_every >= 1, "run", "eval_every/log_every must be >= 1")
+        require(self.state_every >= 0, "run.state_every", "must be >= 0 (0: write the resume state at validations only)")
 
 
 @dataclass

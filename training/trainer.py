@@ -275,6 +275,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         out_of_time = r.out_of_time()
         if r.ctx.is_main and (r.step % cfg.run.eval_every == 0 or r.step == cfg.run.steps or out_of_time):
             yield from _validate_and_save(r)
+        elif r.ctx.is_main and cfg.run.state_every and r.step % cfg.run.state_every == 0:
+            _save_state(r)  # between validations: an interrupted run loses at most state_every steps
         if out_of_time:
             break
     yield from _calibrate_best(r)
@@ -391,6 +393,12 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     if score > r.best or r.cfg.data.final:  # a final model keeps the last: it chooses no checkpoint
         r.best = score
         _save(r.dir / "best", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
+    _save_state(r)
+
+
+def _save_state(r: _Run) -> None:
+    """Write what ``--resume`` continues from (weights, optimiser, step, best score, clock, EMA,
+    adversary, DALE, sampler RNG) to ``state.pt``, atomically: a kill mid-write keeps the old one."""
     torch.save({"model": r.net.state_dict(), "optim": r.opt.state_dict(), "step": r.step, "best": r.best,
                 "elapsed": r.elapsed, "ema": r.ema.state_dict() if r.ema is not None else None,
                 **_extras(r.adv, r.dale, r.sampler)}, r.dir / ".state.tmp")
