@@ -3,7 +3,8 @@ wall-clock budget, with the score at an equal step count from the same runs; opt
 noisy training masks (the validation masks stay clean).
 
 Variants: the shipped recipe (``default``), the same with DALE (``default_dale``), in fp32
-(``default_fp32``), with weight averaging (``default_ema``), with four more outputs
+(``default_fp32``), with weight averaging (``default_ema``), self-trained on pseudo-labelled
+unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with four more outputs
 (``multi_he_crops``, ``default_multi``); and, on
 one small DynSegNet host (ResNet-18-layout encoder of width 16, ASPP, attention gates, residual
 decoder), one component at a time: ``standard``, ``patchgan`` (spectral norm, no dynamic gates),
@@ -60,6 +61,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default_ema": ("default", ["optim.ema=0.995"]),
     # the same in fp32: the forward pass without bf16 autocast (issue 13: does bf16 cost accuracy?)
     "default_fp32": ("default", ["run.amp=false"]),
+    # self-training: a third of the crops from the unlabelled photos, pseudo-labelled by the fold's
+    # own model of the same recipe (--pseudo-teacher), copies of annotated photos left out
+    "default_pseudo": ("default", ["data.pseudo_share=0.3"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
@@ -123,6 +127,8 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     from lesionseg_training.trainer import train
 
     base, overrides = VARIANTS[variant]
+    if any(o.startswith("data.pseudo_share") for o in overrides):
+        overrides = [*overrides, f'data.pseudo_labels="{fold_pseudo_labels(fold, args, clean)}"']
     budget = [f"run.steps={args.steps}"] if args.steps else [f"run.minutes={args.minutes}", "run.steps=100000"]
     cfg = load_config(base, [f'data.images="{images}"', *budget,
                              f"run.eval_every={args.eval_every}", f'model.name="cmp-{variant}"',
@@ -156,6 +162,37 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
             **{k: v for k, v in last.items() if k != "step"}, "minutes": round((time.time() - t0) / 60, 1),
             "val_ids": [p.id for p in val_pairs], "curve": curve}
+
+
+def fold_pseudo_labels(fold: int, args: argparse.Namespace, annotated: Path) -> Path:
+    """The fold's pseudo-label folder under ``--work``, labelled (once; an interrupted labelling
+    continues) by ``--pseudo-teacher`` with ``{fold}`` filled in: a model that never trained on
+    this fold's photos. Unlabelled photos that are one of the annotated photographs are left out."""
+    from lesionseg_training.pseudo_labels import list_photos, pseudo_label, same_photographs
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.progress import run_to_end
+
+    if not args.pseudo_teacher:
+        raise SystemExit("a pseudo-label variant needs --pseudo-teacher (e.g. /tmp/cv/runs/default-f{fold}-s2000/oof)")
+    teacher = load_model_folder(Path(args.pseudo_teacher.format(fold=fold)))
+    if not set(p.id for p in _fold_pairs(annotated, fold)) <= set(teacher.unseen_photos):
+        raise SystemExit(f"{teacher.path} may have trained on fold {fold}'s photos: it must name them as unseen")
+    out = Path(args.work) / f"pseudo-f{fold}"
+    if (out / "done").exists():
+        return out
+    photos = list_photos(Path(args.unlabeled))
+    same = same_photographs(photos, list_photos(annotated / "images"))
+    run_to_end(pseudo_label(teacher, photos, out, left_out=same))
+    (out / "done").write_text("ok")
+    return out
+
+
+def _fold_pairs(images: Path, fold: int) -> list:
+    from lesionseg_training.data import find_pairs, split_pairs
+    from lesionseg_training.train_config import load_config
+
+    cfg = load_config("default", [f'data.images="{images}"', f"data.val_every={N_FOLDS}", f"data.val_offset={fold}"])
+    return split_pairs(find_pairs(cfg.data), cfg.data)[1]
 
 
 OOF_SCORES = "oof_scores.json"  # beside a run's oof/ model: its scores on the fold's photos, to pool (oof_report.py)
@@ -214,7 +251,9 @@ def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
         cmd = [sys.executable, __file__, "--variants", variant, "--folds", str(fold), "--threads", "1",
                "--minutes", str(args.minutes), "--images", args.images, "--seed", str(args.seed),
                "--eval-every", str(args.eval_every), "--out", args.out, "--work", args.work, "--results", str(out),
-               "--steps", str(args.steps)] + (["--resume"] if args.resume else []) + \
+               "--steps", str(args.steps), "--unlabeled", args.unlabeled] + \
+              (["--pseudo-teacher", args.pseudo_teacher] if args.pseudo_teacher else []) + \
+              (["--resume"] if args.resume else []) + \
               (["--full-res"] if args.full_res else [])
         cmd += (["--noise", args.noise] if args.noise else []) + (["--cache", args.cache] if args.cache else [])
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
@@ -284,6 +323,11 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/compare_work")
     ap.add_argument("--cache", default=None, help="folder for prepared working-grid arrays (reused between runs)")
     ap.add_argument("--results", default=str(HERE / "results" / "compare_presets.json"))
+    ap.add_argument("--pseudo-teacher", default=None,
+                    help="pseudo-label variants: the model labelling the unlabelled photos for fold {fold}, e.g. "
+                         "/tmp/cv/runs/default-f{fold}-s2000/oof (a fold model: it never trained on the fold)")
+    ap.add_argument("--unlabeled", default=str(DATA.parent.parent / "idrid_unlabeled" / "images"),
+                    help="folder of unlabelled photos for pseudo-label variants")
     args = ap.parse_args()
     clean = Path(args.images)
     images = clean

@@ -51,9 +51,16 @@ class DataConfig:
     centre_types: list[str] = field(default_factory=lambda: ["HE"])  # what lesion-centred crops centre on
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cache_dir: str | None = None
+    #: self-training: a folder of a teacher's pseudo-labelled photos (training/pseudo_labels.py),
+    #: drawn for ``pseudo_share`` of the crops besides the annotated photos
+    pseudo_labels: str | None = None
+    pseudo_share: float = 0.0
 
     def __post_init__(self) -> None:
         require(16 <= self.crop_size <= 4096, "data.crop_size", "out of range 16..4096")
+        require(0.0 <= self.pseudo_share <= 0.9, "data.pseudo_share", "must lie in [0, 0.9]")
+        require((self.pseudo_labels is None) == (self.pseudo_share == 0.0), "data.pseudo_labels",
+                "set data.pseudo_labels (a pseudo-label folder) and data.pseudo_share > 0 together")
         require(1 <= self.batch_size <= 1024, "data.batch_size", "out of range 1..1024")
         require(0.0 <= self.lesion_crop_fraction <= 1.0, "data.lesion_crop_fraction", "must lie in [0, 1]")
         require(self.val_every >= 2, "data.val_every", "must be at least 2")

@@ -324,8 +324,17 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optim"])
         start = int(state["step"])
+    if cfg.data.pseudo_labels is not None:
+        from .pseudo_labels import load_pseudo_labels, pseudo_label_summary  # here: `python -m` runs that module
+
+        if replay is not None:
+            raise ValueError("data.pseudo_labels cannot be combined with a fine-tune's replay photos")
+        replay = (load_pseudo_labels(Path(cfg.data.pseudo_labels), cfg.model.preprocess), cfg.data.pseudo_share)
+        lineage = {**(lineage or {}), "pseudo_labels": pseudo_label_summary(Path(cfg.data.pseudo_labels))}
+        yield {"event": "pseudo_labels", "photos": len(replay[0]), "share": cfg.data.pseudo_share}
     if replay is not None and cfg.paradigm.type == "dale":
-        raise ValueError("replay is not supported with DALE (its statistics index the training images only)")
+        raise ValueError("replay and pseudo-labels are not supported with DALE (its statistics index the "
+                         "training images only)")
     sampler = PatchSampler(train_items, cfg.data, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank,
                            replay=replay[0] if replay else None, replay_share=replay[1] if replay else 0.0,
                            outputs=cfg.model.network.outputs)

@@ -276,6 +276,23 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
                       cfg.review, others, anatomy)
 
 
+def work_probability(model: LoadedModel, x: NDArray[np.float32], disc: NDArray[np.bool_], *,
+                     device: torch.device | str | None = None, tta: str | None = None,
+                     precision: str = "auto") -> Generator[Progress, None, NDArray[np.float32]]:
+    """The calibrated hemorrhage probability ``(h, w)`` on the working grid of an input already
+    prepared (``prepare``): what :func:`predict` computes before bringing it to full size, with
+    the model's tiles, TTA and calibration (no out-of-memory fallback). For training code that
+    works on the working grid (pseudo-labels)."""
+    cfg = model.config.inference
+    dev = torch.device(device) if device is not None else next(model.net.parameters()).device
+    tta = tta or cfg.tta
+    acc, _, wacc = yield from _blend_tiles(_place(model.net, dev), torch.from_numpy(x), cfg.tile_size,
+                                           cfg.tile_overlap, model.config.network.stride, tta, dev,
+                                           autocast_dtype(precision, dev), True, len(model.config.network.outputs))
+    prob = (acc[0] / wacc).numpy() * disc
+    return apply_calibration(prob.astype(np.float32), cfg.calibration) * disc
+
+
 def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, disc: NDArray[np.bool_],
                    box_disc: NDArray[np.bool_], x: NDArray[np.float32], geom: Geometry, types: list[str] | None,
                    mm_per_px: float | None) -> tuple[dict[str, TypeMaps], Anatomy]:
