@@ -4,7 +4,8 @@ noisy training masks (the validation masks stay clean).
 
 Variants: the shipped recipe (``default``), the same with DALE (``default_dale``), in fp32
 (``default_fp32``), with weight averaging (``default_ema``), self-trained on pseudo-labelled
-unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with four more outputs
+unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with larger crops
+(``default_crop384``), with four more outputs
 (``multi_he_crops``, ``default_multi``); and, on
 one small DynSegNet host (ResNet-18-layout encoder of width 16, ASPP, attention gates, residual
 decoder), one component at a time: ``standard``, ``patchgan`` (spectral norm, no dynamic gates),
@@ -61,6 +62,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default_ema": ("default", ["optim.ema=0.995"]),
     # the same in fp32: the forward pass without bf16 autocast (issue 13: does bf16 cost accuracy?)
     "default_fp32": ("default", ["run.amp=false"]),
+    # more context per crop (a diffuse hemorrhage spans more than a 256-px crop), about the same
+    # pixels per step: half the crops, each 384 px
+    "default_crop384": ("default", ["data.crop_size=384", "data.batch_size=4"]),
     # self-training: a third of the crops from the unlabelled photos, pseudo-labelled by the fold's
     # own model of the same recipe (--pseudo-teacher), copies of annotated photos left out
     "default_pseudo": ("default", ["data.pseudo_share=0.3"]),
