@@ -113,3 +113,18 @@ def test_a_run_trains_on_pseudo_labels_and_its_lineage_names_the_teacher(tmp_pat
     assert len(lineage["pseudo_labels"]["photos"]) == 2
     with pytest.raises(ValueError, match="pseudo"):
         load_config("tiny", [*base, "data.pseudo_share=0.5"])
+
+
+def test_work_probability_is_what_predict_brings_to_full_size(small_pairs: Path, tiny_model_dir: Path) -> None:
+    from napari_lesionseg.core.image_io import read_image
+    from napari_lesionseg.core.inference import predict, work_probability
+    from napari_lesionseg.core.preprocess import from_work, prepare
+
+    model = load_model_folder(tiny_model_dir)
+    rgb, _ = read_image(sorted((small_pairs / "images").glob("*.jpg"))[0])
+    pre = model.config.preprocess
+    x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma)
+    work = run_to_end(work_probability(model, x, disc))
+    full = run_to_end(predict(model, rgb))
+    assert work.shape == geom.work_shape and (work[~disc] == 0).all()
+    np.testing.assert_allclose(from_work(work, geom, geom.box_fov_mask()), full.probability, atol=1e-5)
