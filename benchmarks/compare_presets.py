@@ -344,6 +344,7 @@ def main() -> None:
 
         for variant in args.variants.split(","):
             base, overrides = VARIANTS[variant]
+            overrides = [o for o in overrides if not o.startswith("data.pseudo_share")]  # the photos, not the run
             for root in dict.fromkeys([clean, images]):
                 cfg = load_config(base, [f'data.images="{root}"', *overrides])
                 for pair in find_pairs(cfg.data):
