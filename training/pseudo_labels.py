@@ -24,7 +24,6 @@ that never trained on that fold's photos (its own fold model).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 from collections.abc import Generator
@@ -105,12 +104,6 @@ def label_from_probability(prob: NDArray[np.float32], disc: NDArray[np.bool_], l
     return y
 
 
-def _weights_sha256(model: LoadedModel) -> str:
-    if model.path is None:
-        raise ValueError("the teacher must be a model folder (its weights' sha256 names the pseudo-labels)")
-    return hashlib.sha256((model.path / "weights.safetensors").read_bytes()).hexdigest()
-
-
 def pseudo_label(teacher: LoadedModel, photos: list[Path], out: Path, *, lo: float = 0.05, hi: float = 0.5,
                  left_out: dict[str, str] | None = None) -> Generator[dict, None, Path]:
     """Label ``photos`` with ``teacher`` into ``out`` (see the module). Yields one event per
@@ -120,7 +113,7 @@ def pseudo_label(teacher: LoadedModel, photos: list[Path], out: Path, *, lo: flo
         raise ValueError(f"need 0 <= lo < hi <= 1 (got lo={lo}, hi={hi})")
     pre = teacher.config.preprocess
     head = {"teacher": str(teacher.path), "teacher_version": teacher.version,
-            "teacher_weights_sha256": _weights_sha256(teacher), "lo": lo, "hi": hi,
+            "teacher_weights_sha256": teacher.config.weights_sha256, "lo": lo, "hi": hi,
             "tta": teacher.config.inference.tta, "preprocess": asdict(pre)}
     out.mkdir(parents=True, exist_ok=True)
     old = _read_manifest(out) if (out / MANIFEST).exists() else None
