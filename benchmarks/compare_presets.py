@@ -143,19 +143,16 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     if images != clean:  # the reporting fold keeps its clean masks
         clean_cfg = load_config(base, [f'data.images="{clean}"', f"data.val_every={N_FOLDS}", f"data.val_offset={fold}"])
         val_pairs = split_pairs(find_pairs(clean_cfg.data), clean_cfg.data)[1]
-    tag = f"{variant}-f{fold}" + (f"-{args.noise}" if args.noise else "")
+    run_dir = Path(args.out) / run_name(variant, fold, args.noise, args.steps)
     curve: list[dict] = []
     done: dict = {}
     t0 = time.time()
-    tag += f"-s{args.steps}" if args.steps else ""
-    for ev in train(cfg, Path(args.out) / tag.replace("=", "").replace(",", "_"), pairs=(train_pairs, val_pairs),
-                    resume=args.resume):
+    for ev in train(cfg, run_dir, pairs=(train_pairs, val_pairs), resume=args.resume):
         if ev.get("event") == "eval":
             curve.append({"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))
                                                  and not k.startswith("val_dice_best")}})
         if ev.get("event") == "done":
             done = ev
-    run_dir = Path(args.out) / tag.replace("=", "").replace(",", "_")
     if args.resume:  # the whole curve, from before the interruption too (a finished run adds none)
         curve = [{"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))}}
                  for ev in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines())
@@ -166,6 +163,13 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
             **{k: v for k, v in last.items() if k != "step"}, "minutes": round((time.time() - t0) / 60, 1),
             "val_ids": [p.id for p in val_pairs], "curve": curve}
+
+
+def run_name(variant: str, fold: int, noise: str | None, steps: int | None) -> str:
+    """A run's folder name under ``--out``: ``default-f0-s1000``, with label noise
+    ``default-f0-missed0.5_outline8-s1000`` (``oof_report`` finds runs by it)."""
+    tag = f"{variant}-f{fold}" + (f"-{noise}" if noise else "") + (f"-s{steps}" if steps else "")
+    return tag.replace("=", "").replace(",", "_")
 
 
 def fold_pseudo_labels(fold: int, args: argparse.Namespace, annotated: Path) -> Path:

@@ -85,33 +85,35 @@ def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | No
     return state
 
 
-def kept_state_path(keep: Path, variant: str, fold: int, steps: int) -> Path:
-    return keep / f"{variant}-f{fold}-s{steps}.json"
+def kept_state_path(keep: Path, variant: str, fold: int, steps: int, noise: str | None = None) -> Path:
+    return keep / f"{cp.run_name(variant, fold, noise, steps)}.json"
 
 
-def keep_state(keep: Path, variant: str, fold: int, steps: int, state: dict) -> None:
+def keep_state(keep: Path, variant: str, fold: int, steps: int, state: dict, noise: str | None = None) -> None:
     """Write a fold's scores where later sittings find them (only when they changed)."""
     from napari_lesionseg.core.atomic import atomic_write_text
 
-    path = kept_state_path(keep, variant, fold, steps)
-    text = json.dumps({"variant": variant, "fold": fold, "steps": steps, **state})
+    path = kept_state_path(keep, variant, fold, steps, noise)
+    text = json.dumps({"variant": variant, "fold": fold, "steps": steps, **({"noise": noise} if noise else {}), **state})
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
 
 
-def kept_state(keep: Path, variant: str, fold: int, steps: int) -> dict | None:
+def kept_state(keep: Path, variant: str, fold: int, steps: int, noise: str | None = None) -> dict | None:
     """A fold's scores kept by an earlier sitting, or None."""
-    path = kept_state_path(keep, variant, fold, steps)
+    path = kept_state_path(keep, variant, fold, steps, noise)
     if not path.is_file():
         return None
     try:
         state = json.loads(path.read_text())
     except ValueError as e:
         raise SystemExit(f"{path}: not a readable scores file ({e})") from e
-    if (state.get("variant"), state.get("fold"), state.get("steps")) != (variant, fold, steps) or "scores" not in state:
+    if (state.get("variant"), state.get("fold"), state.get("steps"), state.get("noise")) != (variant, fold, steps, noise) \
+            or "scores" not in state:
         raise SystemExit(f"{path}: holds scores of {state.get('variant')} fold {state.get('fold')} at "
-                         f"{state.get('steps')} steps, not of {variant} fold {fold} at {steps}")
+                         f"{state.get('steps')} steps (label noise {state.get('noise')}), not of {variant} fold {fold} "
+                         f"at {steps} (label noise {noise})")
     return state
 
 
@@ -206,6 +208,9 @@ def main() -> None:
     ap.add_argument("--folds", default=",".join(map(str, range(cp.N_FOLDS))))
     ap.add_argument("--steps", type=int, default=1000, help="the runs' step budget (their folder names say it)")
     ap.add_argument("--images", default=str(cp.DATA))
+    ap.add_argument("--noise", default=None, metavar="SPEC",
+                    help="the runs' --noise (e.g. missed=0.5,outline=8): runs trained on corrupted masks, scored on "
+                         "the clean masks of their fold")
     ap.add_argument("--out", default=str(HERE / "results" / "oof.json"))
     ap.add_argument("--paired", default="", metavar="A,B",
                     help="also B minus A per photo (hemorrhage Dice, with bootstrap intervals over the photos)")
@@ -218,19 +223,19 @@ def main() -> None:
 
     leave_out = frozenset(args.without.split(",")) if args.without else frozenset()
     report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}",
-                    "steps": args.steps, "without": sorted(leave_out), "variants": {}}
+                    "steps": args.steps, "noise": args.noise or "none", "without": sorted(leave_out), "variants": {}}
     rows = []
     per_photo: dict[str, list[dict]] = {}
     for label in args.variants.split(","):
         variant, steps = variant_steps(label, args.steps)
         states, folds = [], []
         for fold in map(int, args.folds.split(",")):
-            run_dir = Path(args.runs) / f"{variant}-f{fold}-s{steps}"
+            run_dir = Path(args.runs) / cp.run_name(variant, fold, args.noise, steps)
             state = run_scores(run_dir, variant, fold, args.images) if run_dir.is_dir() else None
             if state is not None:
-                keep_state(args.keep, variant, fold, steps, state)
+                keep_state(args.keep, variant, fold, steps, state, args.noise)
             else:
-                state = kept_state(args.keep, variant, fold, steps)
+                state = kept_state(args.keep, variant, fold, steps, args.noise)
                 if state is not None:
                     print(f"{variant} fold {fold}: no run folder, its kept scores from {args.keep}")
             if state is not None and leave_out:
