@@ -57,3 +57,28 @@ def test_a_report_without_the_recipe_names_the_file_and_changes_nothing(tmp_path
     with pytest.raises(LesionsegInputError, match="broken.json: is not a readable out-of-fold report"):
         record_out_of_fold(folder, broken, "default")
     assert (folder / "metrics.json").read_bytes() == before
+
+
+def test_fold_scores_of_runs_on_noisy_masks_are_kept_apart_from_the_clean_runs(tmp_path: Path) -> None:
+    """``oof_report --noise``: a fold trained on corrupted masks is kept under the run's own name
+    (as ``compare_presets`` names the run) and never read back as the clean recipe's fold, nor
+    the clean fold as the noisy one."""
+    sys.path.insert(0, str(REPORT.parents[1]))
+    try:
+        import oof_report
+    finally:
+        sys.path.remove(str(REPORT.parents[1]))
+    noise = "missed=0.5,outline=8"
+    noisy = {"model_sha256": "a", "scores": {"HE": {"per_image": []}}}
+    clean = {"model_sha256": "b", "scores": {"HE": {"per_image": []}}}
+    oof_report.keep_state(tmp_path, "default", 0, 1000, noisy, noise)
+    assert (tmp_path / "default-f0-missed0.5_outline8-s1000.json").is_file()
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000) is None
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000, noise)["model_sha256"] == "a"
+    oof_report.keep_state(tmp_path, "default", 0, 1000, clean)
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000)["model_sha256"] == "b"
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000, noise)["model_sha256"] == "a"
+    # a noisy run's file renamed to the clean name is refused, not read as the clean fold
+    shutil.copy(tmp_path / "default-f0-missed0.5_outline8-s1000.json", tmp_path / "default-f0-s1000.json")
+    with pytest.raises(SystemExit, match="label noise missed=0.5,outline=8"):
+        oof_report.kept_state(tmp_path, "default", 0, 1000)
