@@ -138,7 +138,8 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
                              f"run.eval_every={args.eval_every}", f'model.name="cmp-{variant}"',
                              f"data.val_every={N_FOLDS}", f"data.val_offset={fold}", f"run.seed={args.seed}",
                              *([f"run.threads={args.threads}"] if args.threads else []),
-                             *([f'data.cache_dir="{args.cache}"'] if args.cache else []), *overrides])
+                             *([f'data.cache_dir="{args.cache}"'] if args.cache else []),
+                             *(["run.snapshots=true"] if args.snapshots else []), *overrides])
     train_pairs, val_pairs = split_pairs(find_pairs(cfg.data), cfg.data)
     if images != clean:  # the reporting fold keeps its clean masks
         clean_cfg = load_config(base, [f'data.images="{clean}"', f"data.val_every={N_FOLDS}", f"data.val_offset={fold}"])
@@ -327,6 +328,8 @@ def main() -> None:
     ap.add_argument("--side-by-side", action="store_true",
                     help="run a fold's variants at the same time, one thread each (fair under the same load)")
     ap.add_argument("--eval-every", type=int, default=250)
+    ap.add_argument("--snapshots", action="store_true",
+                    help="keep the weights of every validation (run_dir/snapshots/step_<N>): for snapshot_map.py")
     ap.add_argument("--out", default="/tmp/compare_runs")
     ap.add_argument("--work", default="/tmp/compare_work")
     ap.add_argument("--cache", default=None, help="folder for prepared working-grid arrays (reused between runs)")

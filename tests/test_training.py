@@ -374,3 +374,29 @@ def test_finetune_calibration_keep_all_or_held_out(tmp_path: Path, small_pairs: 
     assert got["keep"].threshold == base.threshold and got["keep"].calibration == base.calibration
     assert got["held_out"].calibration is not None and got["all"].calibration is not None
     assert got["all"].calibration != got["held_out"].calibration  # four photos fitted, not one
+
+
+def test_snapshots_keep_the_trained_weights_of_every_validation(tmp_path: Path, small_pairs: Path) -> None:
+    """``run.snapshots``: one model folder per validation, holding the weights being trained
+    (what ``state.pt`` resumes from), not the weight average that ``last/`` holds."""
+    import torch
+
+    from lesionseg_training.trainer import train
+    from napari_lesionseg.core.progress import run_to_end
+
+    cfg = load_config("tiny", [f'data.images="{small_pairs / "images"}"', f'data.masks="{small_pairs / "masks"}"',
+                               "run.steps=4", "run.eval_every=2", "optim.ema=0.9", "run.snapshots=true"])
+    run_to_end(train(cfg, tmp_path / "run"))
+    snaps = sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir())
+    assert snaps == ["step_2", "step_4"]
+    raw = torch.load(tmp_path / "run" / "state.pt", weights_only=False)["model"]
+    snap = load_model_folder(tmp_path / "run" / "snapshots" / "step_4")
+    last = load_model_folder(tmp_path / "run" / "last")
+    assert snap.metrics["step"] == 4 and snap.metrics["snapshot"] is True
+    name = next(k for k, v in raw.items() if v.is_floating_point() and v.dim() == 4)
+    assert torch.equal(snap.net.state_dict()[name], raw[name])
+    assert not torch.equal(last.net.state_dict()[name], raw[name])  # last/ is the average
+    cfg_off = load_config("tiny", [f'data.images="{small_pairs / "images"}"', f'data.masks="{small_pairs / "masks"}"',
+                                   "run.steps=2", "run.eval_every=2"])
+    run_to_end(train(cfg_off, tmp_path / "plain"))
+    assert not (tmp_path / "plain" / "snapshots").exists()

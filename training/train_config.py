@@ -198,6 +198,9 @@ class RunConfig:
     freeze_batchnorm: bool = False  # keep every BatchNorm's running statistics (fine-tuning on a few photos)
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast of the forward pass on CUDA GPUs and CPUs with native bf16
+    #: keep the trained weights (not the weight average) of every validation as a model folder
+    #: ``snapshots/step_<N>/``: checkpoints along the run, for training-dynamics maps
+    snapshots: bool = False
 
     def __post_init__(self) -> None:
         require(1 <= self.steps <= 10_000_000, "run.steps", "out of range")

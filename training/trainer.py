@@ -402,6 +402,9 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     if score > r.best or r.cfg.data.final:  # a final model keeps the last: it chooses no checkpoint
         r.best = score
         _save(r.dir / "best", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
+    if r.cfg.run.snapshots:  # the weights being trained, as they stand at this step
+        _save(r.dir / "snapshots" / f"step_{r.step}", r.net, r.cfg, {"step": r.step, "snapshot": True}, r.lineage,
+              metrics["val_best_threshold"])
     _save_state(r)
 
 
