@@ -84,6 +84,8 @@ def main() -> None:
     ap.add_argument("--images", default=str(cp.DATA))
     ap.add_argument("--cache", default=None)
     ap.add_argument("--out", default=str(HERE / "results" / "snapshot_map.json"))
+    ap.add_argument("--without", default="", metavar="IDS",
+                    help="also pool without these photos (a sensitivity check, e.g. IDRiD_17), not a score")
     args = ap.parse_args()
 
     t0 = time.time()
@@ -98,6 +100,7 @@ def main() -> None:
         _, val_pairs = fold_pairs(args.variant, fold, args.images)
         wrong_n = 0
         cap = {m: np.zeros(len(TOP_FRACTIONS)) for m in MAPS}
+        photos: dict[str, dict] = {}
         for pair in val_pairs:
             item = prepare_pair(pair, final.config.preprocess, Path(args.cache) if args.cache else None)
             disc = item.fov.astype(bool)
@@ -106,10 +109,13 @@ def main() -> None:
             snap_probs = [run_to_end(work_probability(s, item.x, disc, tta="none")) for s in snaps]
             wrong = ((mask > 0) != (item.y == 1)) & (item.y != 255) & disc
             wrong_n += int(np.count_nonzero(wrong))
+            photos[pair.id] = {"wrong_pixels": int(np.count_nonzero(wrong)), "captured": {}}
             for name, m in photo_maps(prob, mask, snap_probs).items():
-                cap[name] += top_capture(m, wrong, disc)
+                got = top_capture(m, wrong, disc)
+                cap[name] += got
+                photos[pair.id]["captured"][name] = got.round(2).tolist()
             print(f"fold {fold} {pair.id}: wrong {np.count_nonzero(wrong)}", flush=True)
-        per_fold[fold] = {"photos": [p.id for p in val_pairs], "wrong_pixels": wrong_n,
+        per_fold[fold] = {"photos": photos, "wrong_pixels": wrong_n,
                           "snapshots": [s.path.name for s in snaps],
                           "capture": {m: (cap[m] / max(wrong_n, 1)).round(4).tolist() for m in MAPS}}
         total_wrong += wrong_n
@@ -123,8 +129,19 @@ def main() -> None:
     for m in MAPS:
         cells = ["/".join(f"{v:.3f}" for v in per_fold[f]["capture"][m]) for f in folds]
         print(f"{m:<18}" + "".join(f"{c:>22}" for c in cells) + f"{'/'.join(f'{v:.3f}' for v in pooled[m]):>22}")
+    without = {}
+    if args.without:
+        left = set(args.without.split(","))
+        rest = [ph for f in folds for pid, ph in per_fold[f]["photos"].items() if pid not in left]
+        n = sum(ph["wrong_pixels"] for ph in rest)
+        without = {"photos_left_out": sorted(left), "wrong_pixels": n,
+                   "capture": {m: (np.sum([ph["captured"][m] for ph in rest], axis=0) / max(n, 1)).round(4).tolist()
+                               for m in MAPS}}
+        print(f"\nwithout {args.without} (a sensitivity check, not a score):")
+        for m in MAPS:
+            print(f"{m:<18}{'/'.join(f'{v:.3f}' for v in without['capture'][m]):>22}")
     Path(args.out).write_text(json.dumps({
-        "variant": args.variant, "steps": args.steps, "folds": per_fold, "pooled": pooled,
+        "variant": args.variant, "steps": args.steps, "folds": per_fold, "pooled": pooled, "without": without,
         "fractions": list(TOP_FRACTIONS), "grid": "working", "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0, 1)}, indent=1))
     print(f"wrote {args.out}")
