@@ -196,6 +196,14 @@ def fold_pseudo_labels(fold: int, args: argparse.Namespace, annotated: Path) -> 
     return out
 
 
+def photo_recipe(variant: str) -> tuple[str, list[str]]:
+    """The variant's base config and the overrides that decide its photos and their preparation:
+    without a pseudo-label share, which is the run's (it needs the fold's pseudo-label folder,
+    named only when the run starts)."""
+    base, overrides = VARIANTS[variant]
+    return base, [o for o in overrides if not o.startswith("data.pseudo_share")]
+
+
 def _fold_pairs(images: Path, fold: int) -> list:
     from lesionseg_training.data import find_pairs, split_pairs
     from lesionseg_training.train_config import load_config
@@ -350,8 +358,7 @@ def main() -> None:
         from lesionseg_training.train_config import load_config
 
         for variant in args.variants.split(","):
-            base, overrides = VARIANTS[variant]
-            overrides = [o for o in overrides if not o.startswith("data.pseudo_share")]  # the photos, not the run
+            base, overrides = photo_recipe(variant)
             for root in dict.fromkeys([clean, images]):
                 cfg = load_config(base, [f'data.images="{root}"', *overrides])
                 for pair in find_pairs(cfg.data):

@@ -46,7 +46,7 @@ def fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
     from lesionseg_training.data import find_pairs, split_pairs
     from lesionseg_training.train_config import load_config
 
-    base, overrides = cp.VARIANTS[variant]
+    base, overrides = cp.photo_recipe(variant)
     cfg = load_config(base, [f'data.images="{images}"', f"data.val_every={cp.N_FOLDS}", f"data.val_offset={fold}",
                              *overrides])
     return split_pairs(find_pairs(cfg.data), cfg.data)

@@ -82,3 +82,24 @@ def test_fold_scores_of_runs_on_noisy_masks_are_kept_apart_from_the_clean_runs(t
     shutil.copy(tmp_path / "default-f0-missed0.5_outline8-s1000.json", tmp_path / "default-f0-s1000.json")
     with pytest.raises(SystemExit, match="label noise missed=0.5,outline=8"):
         oof_report.kept_state(tmp_path, "default", 0, 1000)
+
+
+def test_every_variants_fold_split_loads_and_is_the_defaults(tmp_path: Path) -> None:
+    """``oof_report`` (and ``--without``) re-split a fold's photos from the variant's recipe: a
+    variant whose run needs more than the recipe names (a pseudo-label share needs the fold's
+    pseudo-label folder) still splits, and every variant splits the photos as ``default`` does."""
+    sys.path.insert(0, str(REPORT.parents[1]))
+    try:
+        import compare_presets as cp
+        import oof_report
+    finally:
+        sys.path.remove(str(REPORT.parents[1]))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks_HE").mkdir()
+    for k in range(1, 11):
+        (tmp_path / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
+        (tmp_path / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+    want = [p.id for p in oof_report.fold_pairs("default", 1, str(tmp_path))[1]]
+    assert want == ["IDRiD_02", "IDRiD_07"]
+    for variant in cp.VARIANTS:
+        assert [p.id for p in oof_report.fold_pairs(variant, 1, str(tmp_path))[1]] == want, variant
