@@ -90,10 +90,21 @@ def kept_state_path(keep: Path, variant: str, fold: int, steps: int, noise: str 
 
 
 def keep_state(keep: Path, variant: str, fold: int, steps: int, state: dict, noise: str | None = None) -> None:
-    """Write a fold's scores where later sittings find them (only when they changed)."""
+    """Write a fold's scores where later sittings find them (only when they changed). Scores
+    kept for another model of the same run name (the recipe trained again, on another machine
+    or seed) are not overwritten: the run must be kept elsewhere (``--keep``)."""
     from napari_lesionseg.core.atomic import atomic_write_text
 
     path = kept_state_path(keep, variant, fold, steps, noise)
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text()).get("model_sha256")
+        except ValueError:
+            old = None
+        if old is not None and old != state.get("model_sha256"):
+            raise SystemExit(f"{path}: keeps the scores of another model named {path.stem} (weights sha256 "
+                             f"{old[:12]}, these {str(state.get('model_sha256'))[:12]}); nothing was overwritten: "
+                             "keep this run's scores in another folder (--keep DIR)")
     text = json.dumps({"variant": variant, "fold": fold, "steps": steps, **({"noise": noise} if noise else {}), **state})
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -216,7 +227,8 @@ def main() -> None:
                     help="also B minus A per photo (hemorrhage Dice, with bootstrap intervals over the photos)")
     ap.add_argument("--keep", type=Path, default=HERE / "results" / "oof_states",
                     help="folder of each fold's kept scores: written for every run scored, read for a fold whose run "
-                         "folder is gone")
+                         "folder is gone; another model of a kept run's name (the recipe trained again, e.g. on another machine) "
+                         "needs its own folder")
     ap.add_argument("--without", default="", metavar="IDS",
                     help="score every fold without these photos (comma-separated ids): how much they weigh")
     args = ap.parse_args()

@@ -77,6 +77,13 @@ def test_fold_scores_of_runs_on_noisy_masks_are_kept_apart_from_the_clean_runs(t
     assert oof_report.kept_state(tmp_path, "default", 0, 1000, noise)["model_sha256"] == "a"
     oof_report.keep_state(tmp_path, "default", 0, 1000, clean)
     assert oof_report.kept_state(tmp_path, "default", 0, 1000)["model_sha256"] == "b"
+    oof_report.keep_state(tmp_path, "default", 0, 1000, {**clean, "minutes": 1})  # the same model: updated
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000)["minutes"] == 1
+    kept = (tmp_path / "default-f0-s1000.json").read_bytes()
+    other = {"model_sha256": "c", "scores": {"HE": {"per_image": []}}}  # the recipe trained again elsewhere
+    with pytest.raises(SystemExit, match="default-f0-s1000.json: keeps the scores of another model"):
+        oof_report.keep_state(tmp_path, "default", 0, 1000, other)
+    assert (tmp_path / "default-f0-s1000.json").read_bytes() == kept
     assert oof_report.kept_state(tmp_path, "default", 0, 1000, noise)["model_sha256"] == "a"
     # a noisy run's file renamed to the clean name is refused, not read as the clean fold
     shutil.copy(tmp_path / "default-f0-missed0.5_outline8-s1000.json", tmp_path / "default-f0-s1000.json")
