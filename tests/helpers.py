@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
 from napari_lesionseg.core.dataclass_io import from_dict
 from napari_lesionseg.core.model_config import ModelConfig
 
@@ -17,3 +22,15 @@ def tiny_config(**inference: object) -> ModelConfig:
     """A random-init-sized config: 3-level U-Net of 4-16 channels at a 128 px disc."""
     data = {**TINY, "inference": {**TINY["inference"], **inference}}
     return from_dict(ModelConfig, data)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_module(name: str) -> ModuleType:
+    """A script of ``benchmarks/`` imported as a module (they import each other by bare name)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))

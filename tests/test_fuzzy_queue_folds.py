@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from helpers import benchmark_module
 
 
 def _bench():
-    sys.path.insert(0, str(BENCH))
-    try:
-        import fuzzy_queue_folds
-    finally:
-        sys.path.remove(str(BENCH))
-    return fuzzy_queue_folds
+    return benchmark_module("fuzzy_queue_folds")
 
 
 def _idrid(root: Path, ids: list[str], masks: list[str]) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import benchmark_module
 from lesionseg_training.oof_record import record_out_of_fold
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder
@@ -63,11 +64,7 @@ def test_fold_scores_of_runs_on_noisy_masks_are_kept_apart_from_the_clean_runs(t
     """``oof_report --noise``: a fold trained on corrupted masks is kept under the run's own name
     (as ``compare_presets`` names the run) and never read back as the clean recipe's fold, nor
     the clean fold as the noisy one."""
-    sys.path.insert(0, str(REPORT.parents[1]))
-    try:
-        import oof_report
-    finally:
-        sys.path.remove(str(REPORT.parents[1]))
+    oof_report = benchmark_module("oof_report")
     noise = "missed=0.5,outline=8"
     noisy = {"model_sha256": "a", "scores": {"HE": {"per_image": []}}}
     clean = {"model_sha256": "b", "scores": {"HE": {"per_image": []}}}
@@ -95,12 +92,7 @@ def test_every_variants_fold_split_loads_and_is_the_defaults(tmp_path: Path) -> 
     """``oof_report`` (and ``--without``) re-split a fold's photos from the variant's recipe: a
     variant whose run needs more than the recipe names (a pseudo-label share needs the fold's
     pseudo-label folder) still splits, and every variant splits the photos as ``default`` does."""
-    sys.path.insert(0, str(REPORT.parents[1]))
-    try:
-        import compare_presets as cp
-        import oof_report
-    finally:
-        sys.path.remove(str(REPORT.parents[1]))
+    cp, oof_report = benchmark_module("compare_presets"), benchmark_module("oof_report")
     (tmp_path / "images").mkdir()
     (tmp_path / "masks_HE").mkdir()
     for k in range(1, 11):

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+from helpers import benchmark_module
 
 
 def _photo_maps():
-    sys.path.insert(0, str(BENCH))
-    try:
-        from snapshot_map import photo_maps
-    finally:
-        sys.path.remove(str(BENCH))
-    return photo_maps
+    return benchmark_module("snapshot_map").photo_maps
 
 
 def test_a_pixel_the_checkpoints_disputed_ranks_above_one_they_agreed_on() -> None:
