@@ -5,7 +5,8 @@ noisy training masks (the validation masks stay clean).
 Variants: the shipped recipe (``default``), the same with DALE (``default_dale``), in fp32
 (``default_fp32``), with weight averaging (``default_ema``), self-trained on pseudo-labelled
 unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with larger crops
-(``default_crop384``), with four more outputs
+(``default_crop384``), with a fuzzy head trained with it and shown as the fuzzy map
+(``default_errhead``), with four more outputs
 (``multi_he_crops``, ``default_multi``); and, on
 one small DynSegNet host (ResNet-18-layout encoder of width 16, ASPP, attention gates, residual
 decoder), one component at a time: ``standard``, ``patchgan`` (spectral norm, no dynamic gates),
@@ -68,6 +69,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # self-training: a third of the crops from the unlabelled photos, pseudo-labelled by the fold's
     # own model of the same recipe (--pseudo-teacher), copies of annotated photos left out
     "default_pseudo": ("default", ["data.pseudo_share=0.3"]),
+    # issue 12's fuzzy head trained with the network from the start, shown as the fuzzy map
+    "default_errhead": ("default", ["model.network.error_head=true", 'model.inference.fuzzy.map="head"']),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),

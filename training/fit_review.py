@@ -144,7 +144,9 @@ def fit_review_pooled(config: ModelConfig, groups: Iterable[tuple[torch.nn.Modul
         raise ValueError("fit_review needs at least one annotated photo")
     prior = pixels.hits.sum() / pixels.count.sum()
     px_rate = _smoothed_rate(pixels.hits, pixels.count, prior, 50.0)
-    fuzzy = replace(inf.fuzzy, map="error_rate", error_rate=_knots(pixels.xsum, pixels.count, px_rate, 0.0, 1.0))
+    # a network with a fuzzy head keeps showing it (the knots are kept beside it, for comparison)
+    fuzzy = replace(inf.fuzzy, map="head" if config.network.error_head else "error_rate",
+                    error_rate=_knots(pixels.xsum, pixels.count, px_rate, 0.0, 1.0))
     review = inf.review
     figures = {"fit_images": float(n_images), "fit_pixel_error_share": float(prior),
                "fit_candidates": float(cand.count.sum()), "fit_lesions": float(les.count.sum())}

@@ -48,6 +48,21 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig,
     return loss, logs
 
 
+def error_head_loss(error_logits: torch.Tensor, he_logits: torch.Tensor, target: torch.Tensor,
+                    threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fuzzy head's loss and its target: BCE of ``error_logits (B, 1, H, W)`` against
+    ``1[(sigmoid(he_logits) > threshold) != (target == 1)]``, the pixels where this step's own
+    hemorrhage mask is wrong, over the valid pixels (``target != 255``). The mask is taken from
+    the detached logits: the head learns where the network errs, the network is not pushed to
+    err where the head expects it."""
+    z = error_logits[:, 0].float()
+    valid = (target != 255).float()
+    with torch.no_grad():
+        wrong = ((torch.sigmoid(he_logits.detach().float()) > threshold) != (target == 1)).float() * valid
+    bce = F.binary_cross_entropy_with_logits(z, wrong, reduction="none")
+    return (bce * valid).sum() / valid.sum().clamp_min(1.0), wrong
+
+
 def multi_output_loss(logits: torch.Tensor, target: torch.Tensor, cfg: LossConfig, outputs: list[str]
                       ) -> tuple[torch.Tensor, dict[str, float]]:
     """The sum over outputs of :func:`supervised_loss` on each channel (each with its own

@@ -93,6 +93,10 @@ class LossConfig:
     dice_weight: float = 1.0
     pos_weight: float = 3.0
     dice_over_batch: bool = True
+    #: the fuzzy head's term (``model.network.error_head``): BCE of its logit against "the
+    #: hemorrhage mask, the network's own probability at ``error_head_threshold``, is wrong here"
+    error_head_weight: float = 0.2
+    error_head_threshold: float = 0.5
 
 
 @dataclass

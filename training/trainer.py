@@ -32,7 +32,7 @@ from .data import PatchSampler, Prepared, find_pairs, held_out_pairs, pair_diges
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
 from .fit_review import fit_review
-from .losses import multi_output_loss, supervised_loss
+from .losses import error_head_loss, multi_output_loss, supervised_loss
 from .replay import pick_replay, write_replay
 from .train_config import OptimConfig, TrainConfig
 from .validate import validate
@@ -98,6 +98,11 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
         total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
     logs.update(sup_logs)
     netcfg = cfg.model.network
+    if out.error_logits is not None:
+        he_target = yt[:, 0] if yt.ndim == 4 else yt
+        lf, _ = error_head_loss(out.error_logits, out.logits[:, 0], he_target, cfg.loss.error_head_threshold)
+        total = total + cfg.loss.error_head_weight * lf
+        logs["error_head"] = float(lf.detach())
     if out.edge_logits is not None:
         le = edge_loss(out.edge_logits, yt)
         total = total + netcfg.sgdc.edge_lambda * le

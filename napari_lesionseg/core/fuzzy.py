@@ -12,6 +12,9 @@ at inference has no label, so no ER; what the plugin shows is chosen per model
   in [0, 1], "the probability that the mask is wrong here";
 - ``entropy``: the normalised binary entropy of the probability (AE's quantity at one moment);
   what models without the knots get;
+- ``head``: the network's own fuzzy head (``network.error_head``), trained with the network to
+  predict where its thresholded mask disagrees with the annotation (issue 12's "fuzzy head"):
+  DALE's ER learned as a map of the image, not read off the probability; TTA-averaged;
 - ``soft_threshold``: the earlier rule, DALE's formula with the TTA views' disagreement
   standing in for ER; measured worse at finding the mask's errors than plain entropy
   (training/README.md, "The fuzzy map").
@@ -60,9 +63,14 @@ def error_rate_map(prob: NDArray[np.floating], knots: list[list[float]]) -> NDAr
 
 
 def fuzzy_map(prob: NDArray[np.floating], disagreement: NDArray[np.floating] | None,
-              cfg: FuzzyConfig) -> NDArray[np.float32]:
+              cfg: FuzzyConfig, head: NDArray[np.floating] | None = None) -> NDArray[np.float32]:
     """The fuzzy map ``cfg.map`` names, in [0, 1] per pixel, same shape as ``prob``
-    (``disagreement``: the TTA views' spread, used by ``soft_threshold`` only)."""
+    (``disagreement``: the TTA views' spread, used by ``soft_threshold`` only; ``head``: the
+    fuzzy head's probability, used by ``head`` only)."""
+    if cfg.map == "head":
+        if head is None:
+            raise ValueError("inference.fuzzy.map = 'head' needs the network's fuzzy head (network.error_head)")
+        return np.clip(np.asarray(head, np.float32), 0.0, 1.0)
     if cfg.map == "error_rate" and cfg.error_rate is not None:
         return error_rate_map(prob, cfg.error_rate)
     if cfg.map == "soft_threshold":

@@ -31,6 +31,7 @@ from .lesions import Lesion, labelled_mask, lesion_table
 from .model_config import InferenceConfig, ReviewConfig
 from .model_folder import LoadedModel
 from .models.fuse import fold_batchnorm, fuse_conv_relu
+from .models.network_config import NetworkConfig
 from .preprocess import Geometry, from_work, prepare
 from .progress import relay, run_to_end  # noqa: F401 - run_to_end re-exported for callers of inference
 from .runtime import autocast, autocast_dtype, cpu_pool, default_threads, row_blocks
@@ -107,20 +108,28 @@ def gaussian_window(h: int, w: int, sigma_frac: float = 0.125) -> NDArray[np.flo
     return np.maximum(win / win.max(), 1e-3).astype(np.float32)
 
 
+def n_channels(network: NetworkConfig) -> int:
+    """How many maps the tiles accumulate: the outputs, and the fuzzy head's (last) if any."""
+    return len(network.outputs) + int(network.error_head)
+
+
 def _views(tta: str) -> list[tuple[int, ...]]:
     return {"none": [()], "hflip": [(), (3,)], "flips": [(), (3,), (2,), (2, 3)]}[tta]
 
 
 def _run_view(net: torch.nn.Module, t: torch.Tensor, d: tuple[int, ...], h: int, w: int,
               dtype: torch.dtype | None, fmt: torch.memory_format = torch.channels_last) -> torch.Tensor:
-    """Probabilities ``(T, h, w)`` of one flip view of the padded tile ``t (1, C, H, W)``.
+    """Probabilities ``(T, h, w)`` of one flip view of the padded tile ``t (1, C, H, W)``: one
+    per output, then the fuzzy head's where the network has one (:func:`n_channels`).
 
     Autocast and inference mode are set here because both are thread-local (views may run in
     worker threads)."""
     v = (t.flip(d) if d else t).contiguous(memory_format=fmt)
     cast = autocast(t.device, dtype)
     with torch.inference_mode(), cast:
-        logits = net(v).logits.float()
+        out = net(v)
+        err = getattr(out, "error_logits", None)
+        logits = (out.logits if err is None else torch.cat([out.logits, err], 1)).float()
     return torch.sigmoid(logits.flip(d) if d else logits)[0, :, :h, :w]
 
 
@@ -227,14 +236,13 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     t1 = time.perf_counter()
     xt = torch.from_numpy(x)
     stride = model.config.network.stride
-    outputs = model.config.network.outputs
     notes: list[str] = [doubt] if doubt else []
     while True:
         net = _place(model.net, dev) if speedups else model.net.to(dev).eval()
         dtype = autocast_dtype(precision if speedups else "fp32", dev)
         try:
             acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, cfg.tile_overlap, stride, tta, dev, dtype,
-                                                      speedups, len(outputs))
+                                                      speedups, n_channels(model.config.network))
             break
         except (Exception, MemoryError) as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
             if not is_out_of_memory(err):
@@ -258,7 +266,8 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     prob_w = (acc[0] / wacc).numpy() * disc
     prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
     dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
-    fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy) * disc
+    head_w = (acc[-1] / wacc).numpy() if model.config.network.error_head else None
+    fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy, head_w) * disc
     # One after the other: torch's upsampling already uses every core (running the two maps'
     # upsampling on two threads measured slower, and two full-size maps in the making at once
     # raise the peak for very large photos).
@@ -288,7 +297,7 @@ def work_probability(model: LoadedModel, x: NDArray[np.float32], disc: NDArray[n
     tta = tta or cfg.tta
     acc, _, wacc = yield from _blend_tiles(_place(model.net, dev), torch.from_numpy(x), cfg.tile_size,
                                            cfg.tile_overlap, model.config.network.stride, tta, dev,
-                                           autocast_dtype(precision, dev), True, len(model.config.network.outputs))
+                                           autocast_dtype(precision, dev), True, n_channels(model.config.network))
     prob = (acc[0] / wacc).numpy() * disc
     return apply_calibration(prob.astype(np.float32), cfg.calibration) * disc
 

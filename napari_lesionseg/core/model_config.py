@@ -60,9 +60,10 @@ class FuzzyConfig:
     where the thresholded mask disagreed with the annotation, counted on the model's training
     photos: DALE's ER, its expectation given the prediction). ``"entropy"`` (the default, and
     what folders without knots get): the binary entropy of the probability. ``"soft_threshold"``:
-    the earlier rule, ``clip(max(S_tau_ae(entropy), S_tau_er(TTA spread)) / delta, 0, 1)``."""
+    the earlier rule, ``clip(max(S_tau_ae(entropy), S_tau_er(TTA spread)) / delta, 0, 1)``.
+    ``"head"``: the network's fuzzy head (``network.error_head``), trained with it."""
 
-    map: Literal["error_rate", "entropy", "soft_threshold"] = "entropy"
+    map: Literal["error_rate", "entropy", "soft_threshold", "head"] = "entropy"
     error_rate: list[list[float]] | None = None
     tau_ae: float = 0.5  # soft_threshold only
     tau_er: float = 0.05  # soft_threshold only: on the TTA views' disagreement
@@ -197,3 +198,5 @@ class ModelConfig:
                 f"{self.preprocess.channels} channels")
         extra = [t.name for t in self.inference.types if t.name not in self.network.outputs]
         require(not extra, "inference.types", f"{extra} are not among network.outputs {self.network.outputs}")
+        require(self.inference.fuzzy.map != "head" or self.network.error_head, "inference.fuzzy.map",
+                "'head' needs a network with a fuzzy head (network.error_head = true)")

@@ -100,8 +100,14 @@ class NetworkConfig:
     prior: float = 0.01  # the output bias starts at logit(prior)
     # the output channels in order (core/lesion_types.py); HE first, so HE-only code reads channel 0
     outputs: list[str] = field(default_factory=lambda: [HE])
+    #: issue 12's fuzzy head, trained with the network: one more 1x1 conv on the decoder's last
+    #: features, predicting where the thresholded hemorrhage mask is wrong (``SegOutput.error_logits``;
+    #: ``inference.fuzzy.map = "head"`` shows it). ``unet_small`` only.
+    error_head: bool = False
 
     def __post_init__(self) -> None:
+        require(not self.error_head or self.arch == "unet_small", "network.error_head",
+                f"is built for arch 'unet_small' only (not {self.arch!r})")
         require(bool(self.outputs) and self.outputs[0] == HE, "network.outputs", "must start with \"HE\"")
         require(len(set(self.outputs)) == len(self.outputs) and set(self.outputs) <= set(OUTPUT_TYPES),
                 "network.outputs", f"{self.outputs} must name distinct types of {list(OUTPUT_TYPES)}")

@@ -13,12 +13,14 @@ from torch import nn
 class SegOutput:
     """``logits`` B x T x H x W, one channel per ``network.outputs`` (HE first); ``features`` penultimate map B x D x h x w (for DALE);
     ``edge_logits`` B x 1 x H/4 x W/4 from SGE, or None; ``gates`` the dynamic-gate logits
-    (1-D parameter), or None."""
+    (1-D parameter), or None; ``error_logits`` B x 1 x H x W from the fuzzy head
+    (``network.error_head``: "the hemorrhage mask is wrong here"), or None."""
 
     logits: torch.Tensor
     features: torch.Tensor | None = None
     edge_logits: torch.Tensor | None = None
     gates: torch.Tensor | None = None
+    error_logits: torch.Tensor | None = None
 
 
 def init_prior_bias(head: nn.Conv2d, prior: float) -> None:

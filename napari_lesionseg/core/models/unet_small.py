@@ -10,6 +10,8 @@ from .blocks import AttentionGate, DoubleConv, ResBlock
 from .network_config import NetworkConfig
 from .output import SegOutput, init_prior_bias
 
+ERROR_PRIOR = 0.01  # about the share of a disc's pixels a trained mask gets wrong (training/README.md)
+
 
 class UNetSmall(nn.Module):
     """Plain U-Net: ``len(widths)`` levels, BatchNorm, max-pool down, bilinear up + concat.
@@ -30,6 +32,9 @@ class UNetSmall(nn.Module):
         )
         self.head = nn.Conv2d(w[0], len(cfg.outputs), 1)
         init_prior_bias(self.head, cfg.prior)
+        self.error_head = nn.Conv2d(w[0], 1, 1) if cfg.error_head else None
+        if self.error_head is not None:
+            init_prior_bias(self.error_head, ERROR_PRIOR)
 
     def forward(self, x: torch.Tensor) -> SegOutput:
         skips = []
@@ -45,4 +50,5 @@ class UNetSmall(nn.Module):
                 s = self.gates[j](h, s)
             h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
             h = blk(torch.cat([h, s], dim=1))
-        return SegOutput(logits=self.head(h), features=h)
+        err = self.error_head(h) if self.error_head is not None else None
+        return SegOutput(logits=self.head(h), features=h, error_logits=err)
