@@ -4,19 +4,20 @@ the same probability and an entropy-ranked queue (issue 12: "measured on folds",
 For each fold run of ``compare_presets.py --full-res`` (its ``oof/`` model: calibrated on its
 own training photos, map = entropy, no review rates):
 
-1. ``python -m lesionseg_training.fit_review``: the error-rate map's knots and the review queue's
-   rates fitted on the fold model's *training* photos (what the trainer does after every run;
-   the fold's photos are excluded, so they fit nothing);
-2. ``lesionseg evaluate`` on the fold's photos, which neither the model nor the fit saw, at full
-   resolution through the shipped inference path: the share of the mask's wrong pixels in the
-   top 1 / 5 / 10 % of each photo's disc for the map and for entropy, and of the first 20 regions
-   per photo of each queue, the missed lesions (annotated lesions the mask does not touch) they
-   reach and the false alarms (mask components touching no annotation) they show.
+1. ``fit_review`` (what ``python -m lesionseg_training.fit_review`` and the trainer run): the
+   error-rate map's knots and the review queue's rates fitted on the fold model's *training*
+   photos (the fold's photos fit nothing);
+2. ``evaluate_pairs`` (what ``lesionseg evaluate`` runs) on the fold's photos, which neither the
+   model nor the fit saw, at full resolution through the shipped inference path: the share of
+   the mask's wrong pixels in the top 1 / 5 / 10 % of each photo's disc for the map and for
+   entropy, and of the first 20 regions per photo of each queue, the missed lesions (annotated
+   lesions the mask does not touch) they reach and the false alarms (mask components touching
+   no annotation) they show.
 
 Prints a table (per fold, and the lesion counts summed over the folds) and writes JSON::
 
     python benchmarks/fuzzy_queue_folds.py --runs '/tmp/cv/runs/default-f{fold}-s1000/oof' --folds 0,1 \\
-        --cache /tmp/cache --work /tmp/cv/fz --out benchmarks/results/fuzzy_queue_folds01.json
+        --cache /tmp/cache --out benchmarks/results/fuzzy_queue_folds01.json
 
 Several ``--runs`` patterns (one per recipe) may be given. Reads ``../shared/data`` (the photos).
 """
@@ -26,9 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,48 +36,29 @@ DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
 KS = (1, 5, 10)
 
 
-def fold_folder(work: Path, photos: list[str], images: Path) -> Path:
-    """A folder of links to the fold's photos and hemorrhage masks (``images/``, ``masks/``)."""
-    out = work / ("photos-" + "_".join(sorted(photos)))
-    for sub in ("images", "masks"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    for pid in photos:
-        for src, dst in ((images / "images" / f"{pid}.jpg", out / "images" / f"{pid}.jpg"),
-                         (images / "masks_HE" / f"{pid}_HE.tif", out / "masks" / f"{pid}_HE.tif")):
-            if not src.exists():
-                raise SystemExit(f"{src}: missing (a fold photo without its photo or hemorrhage mask)")
-            if not dst.exists():
-                dst.symlink_to(src.resolve())
-    return out
-
-
-def run(cmd: list[str], log: Path) -> None:
-    with log.open("w") as fh:
-        if subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode:
-            raise SystemExit(f"failed: {' '.join(cmd)} (see {log})")
-
-
-def one_fold(model_dir: Path, images: Path, cache: Path | None, work: Path) -> dict:
+def one_fold(model_dir: Path, images: Path, cache: Path | None) -> dict:
+    from lesionseg_training.data import find_pairs, prepare_pair
+    from lesionseg_training.fit_review import fit_review
+    from lesionseg_training.train_config import DataConfig
+    from napari_lesionseg.core.batch import evaluate_pairs
     from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.progress import run_to_end
 
     model = load_model_folder(model_dir)
-    photos = model.unseen_photos
+    photos = set(model.unseen_photos)
     if not photos:
         raise SystemExit(f"{model_dir}: names no photos it never trained on (not a fold model)")
-    tag = str(model_dir).strip("/").replace("/", "_")
-    fitted = work / f"{tag}-review_fitted"
-    if not fitted.exists():
-        run([sys.executable, "-m", "lesionseg_training.fit_review", "--model", str(model_dir), "--images", str(images),
-             "--exclude-ids", *photos, *(["--cache", str(cache)] if cache else []), "--out", str(fitted)],
-            work / f"{tag}-fit.log")
-    folder = fold_folder(work, photos, images)
-    out = work / f"{tag}-evaluate" / "metrics.json"
-    run(["lesionseg", "evaluate", "--images", str(folder / "images"), "--masks", str(folder / "masks"),
-         "--model", str(fitted), "--out", str(out), "--quiet"], work / f"{tag}-evaluate.log")
-    m = json.loads(out.read_text())
+    pairs = find_pairs(DataConfig(images=str(images)))
+    fold = [p for p in pairs if p.id in photos]
+    if len(fold) != len(photos):
+        raise SystemExit(f"{images}: lacks {sorted(photos - {p.id for p in fold})} (photo or hemorrhage mask)")
+    train = (prepare_pair(p, model.config.preprocess, cache) for p in pairs if p.id not in photos)
+    config, _ = fit_review(model.net, model.config, train)
+    _, res = run_to_end(evaluate_pairs(replace(model, config=config), fold))
+    m = res.summary
     missed, alarms = int(m["fuzzy_queue_missed_lesions"]), int(m["fuzzy_queue_false_alarms"])
-    row = {"model": str(model_dir), "photos": sorted(photos), "aupr": m["summary"]["aupr"],
-           "dice_ds": m["summary"]["dice_ds"], "missed_lesions": missed, "false_alarms": alarms}
+    row = {"model": str(model_dir), "photos": sorted(photos), "aupr": m["aupr"], "dice_ds": m["dice_ds"],
+           "missed_lesions": missed, "false_alarms": alarms}
     for name in ("fuzzy", "entropy"):
         for k in KS:
             row[f"{name}_top{k}"] = m[f"{name}_top{k}pct_error_capture"]
@@ -110,13 +91,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="fold model folder patterns with {fold}, e.g. '/tmp/cv/runs/default-f{fold}-s1000/oof'")
     ap.add_argument("--folds", default="0,1")
     ap.add_argument("--images", type=Path, default=DATA, help="IDRiD-layout root (images/, masks_HE/)")
-    ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--work", type=Path, required=True, help="scratch folder (fitted models, evaluations)")
+    ap.add_argument("--cache", type=Path, default=None, help="prepared-data cache folder")
     ap.add_argument("--out", type=Path, default=None, help="JSON to write")
     args = ap.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    rows = [one_fold(Path(pattern.format(fold=int(f))), args.images, args.cache, args.work)
+    rows = [one_fold(Path(pattern.format(fold=int(f))), args.images, args.cache)
             for pattern in args.runs for f in args.folds.split(",")]
     print(table(rows))
     if args.out:
