@@ -84,7 +84,7 @@ def test_a_run_trains_the_head_and_its_model_folder_shows_it(tmp_path: Path, sma
                                    "run.steps=6", "run.eval_every=6", "run.log_every=1",
                                    "model.network.error_head=true", 'model.inference.fuzzy.map="head"',
                                    f"loss.error_head_weight={weight}"])
-        events = _events(train(cfg, tmp_path / f"run{weight}"))
+        events = list(train(cfg, tmp_path / f"run{weight}"))
         logged = [ev["error_head"] for ev in events if ev.get("event") == "step" and "error_head" in ev]
         assert len(logged) == 6 and all(np.isfinite(logged))
         model = load_model_folder(tmp_path / f"run{weight}" / "last")
@@ -92,11 +92,3 @@ def test_a_run_trains_the_head_and_its_model_folder_shows_it(tmp_path: Path, sma
         heads[weight] = model.net.state_dict()["error_head.weight"]
     assert not torch.equal(heads[0.0], heads[0.2])
 
-
-def _events(gen) -> list[dict]:
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration:
-            return events
