@@ -70,3 +70,49 @@ def test_frozen_batchnorm_keeps_its_statistics_through_training_mode() -> None:
     for m, b in zip(bns, before):
         torch.testing.assert_close(m.running_mean, b)
     assert bns[0].weight.grad is not None  # scale and shift still learn
+
+
+def _changed(before: dict[str, torch.Tensor], model_dir) -> set[str]:
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    after = dict(load_model_folder(model_dir).net.named_parameters())
+    return {n for n, p in after.items() if not torch.equal(p.detach(), before[n])}
+
+
+def test_train_only_changes_exactly_the_parts_it_names(tmp_path, tiny_model_dir, small_pairs) -> None:
+    """A fine-tune with ``train_only`` changes those parameters and no other (the rest do not
+    even get gradients); "all" changes encoder and decoder alike."""
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    base = {n: p.detach().clone() for n, p in load_model_folder(tiny_model_dir).net.named_parameters()}
+    bn = {n for n in base if ".body." in n and n.split(".")[-2] == "1"}  # DoubleConv: conv (0), BatchNorm (1)
+    early = {n for n in base if n.startswith(("down.0.", "down.1."))}
+    encoder = {n for n in base if n.startswith("down.")}
+    got = {}
+    for which in ("all", "decoder", "early", "norm"):
+        out = tmp_path / which
+        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(steps=3, train_only=which, replay_share=0.0, lr=1e-2), out))
+        got[which] = _changed(base, out)
+    assert got["all"] & encoder and got["all"] - encoder
+    assert got["decoder"] and not got["decoder"] & encoder
+    assert got["early"] and got["early"] <= early
+    assert got["norm"] and got["norm"] <= bn
+
+
+def test_train_only_refuses_what_it_does_not_know() -> None:
+    import pytest
+
+    from lesionseg_training.adapt import trainable
+    from lesionseg_training.train_config import RunConfig
+    from napari_lesionseg.core.dataclass_io import ConfigError
+
+    with pytest.raises(ConfigError, match="run.train_only"):
+        RunConfig(train_only="stem")
+    with pytest.raises(ConfigError, match="freeze_encoder"):
+        RunConfig(train_only="norm", freeze_encoder=True)
+    with pytest.raises(ValueError, match="early"):
+        trainable(nn.Conv2d(1, 1, 1), "early", "no_such_arch")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .data import Prepared
+from .train_config import TRAIN_ONLY
 
 
 def batchnorms(net: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -35,6 +36,42 @@ def freeze_batchnorm(net: nn.Module) -> int:
         m.train = (lambda mode=True, _m=m: nn.Module.train(_m, False))  # type: ignore[method-assign]
         nn.Module.train(m, False)
     return len(bns)
+
+
+# What a fine-tune may change (``run.train_only``; a camera shift is mostly low-level): "all"
+# the weights; "decoder" the decoder and head (the encoder frozen); "early" the encoder's first
+# two resolution levels only (where colour, blur and noise enter); "norm" the BatchNorm scales
+# and shifts only (a few thousand numbers). The parameter names of each architecture's parts:
+ENCODER_PREFIXES = ("encoder.", "down.", "e1.", "e2.", "e3.", "e4.")
+EARLY_PREFIXES = {
+    "unet_small": ("down.0.", "down.1."),
+    "dynsegnet_unet": ("encoder.conv1.", "encoder.bn1.", "encoder.layer1."),
+    "segan_segmentor": ("e1.", "e2."),
+}
+
+
+def trainable(net: nn.Module, which: str, arch: str) -> set[str]:
+    """Names of the parameters of ``net`` (a network of architecture ``arch``) that ``which``
+    (one of ``TRAIN_ONLY``) lets an optimiser change; the others get ``requires_grad = False``,
+    so no gradient is computed for them (a frozen encoder also spares the backward pass through
+    it)."""
+    if which not in TRAIN_ONLY:
+        raise ValueError(f"train_only must be one of {', '.join(TRAIN_ONLY)}, not {which!r}")
+    names = dict(net.named_parameters())
+    if which == "all":
+        keep = set(names)
+    elif which == "decoder":
+        keep = {n for n in names if not n.startswith(ENCODER_PREFIXES)}
+    elif which == "early":
+        if arch not in EARLY_PREFIXES:
+            raise ValueError(f"train_only 'early' is not defined for the {arch} architecture")
+        keep = {n for n in names if n.startswith(EARLY_PREFIXES[arch])}
+    else:
+        keep = {f"{mod_name}.{p}" if mod_name else p for mod_name, m in net.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) for p, _ in m.named_parameters(recurse=False)}
+    for n, p in names.items():
+        p.requires_grad_(n in keep)
+    return keep
 
 
 def _crops(items: Sequence[Prepared], size: int, per_image: int, rng: np.random.Generator) -> list[np.ndarray]:

@@ -52,7 +52,10 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the crops and augmentation")
     p.add_argument("--no-hold-out", action="store_true",
                    help="train on every corrected photo (the scores are then on the training photos)")
-    p.add_argument("--freeze-encoder", action="store_true")
+    p.add_argument("--freeze-encoder", action="store_true", help="the same as --train-only decoder")
+    p.add_argument("--train-only", choices=["all", "decoder", "early", "norm"], default="all",
+                   help="the parameters the fine-tune changes: all, the decoder (encoder frozen), the "
+                        "encoder's first two levels, or the BatchNorm scales and shifts (benchmarks/adapt.py)")
     p.add_argument("--freeze-batchnorm", action="store_true",
                    help="keep the base model's BatchNorm statistics (benchmarks/adapt.py measures it)")
     p.add_argument("--events", choices=["text", "jsonl"], default="text",
@@ -131,8 +134,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise LesionsegInputError(args.images, "--masks is required with --images")
         pairs = match_pairs(args.images, args.masks)
     budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
-                    freeze_encoder=args.freeze_encoder, freeze_batchnorm=args.freeze_batchnorm,
-                    replay_share=args.replay_share, calibration=args.calibration, hold_out=not args.no_hold_out,
+                    freeze_encoder=args.freeze_encoder, train_only=args.train_only,
+                    freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share, calibration=args.calibration, hold_out=not args.no_hold_out,
                     seed=args.seed)
     out = run_to_end(fine_tune(resolve_model(args.model), pairs, budget, args.out),
                      lambda ev: _emit(ev, args.events))

@@ -42,7 +42,8 @@ class Budget:
     epochs: int | None = None
     minutes: float | None = None
     lr: float = 2e-4
-    freeze_encoder: bool = False
+    freeze_encoder: bool = False  # = train_only "decoder"
+    train_only: str = "all"  # all | decoder | early | norm: the parameters the fine-tune changes
     freeze_batchnorm: bool = False
     batch_size: int = 4
     # hold out about a quarter of the pairs (3+) to score old vs new and choose the checkpoint;
@@ -157,7 +158,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         optim=OptimConfig(lr=budget.lr, warmup_steps=5 if time_bound else min(20, steps // 5)),
         run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=TIME_BOUND_EVAL_EVERY if time_bound
                       else max(1, steps // 4), log_every=1, threads=threads, seed=budget.seed,
-                      freeze_encoder=budget.freeze_encoder,
+                      freeze_encoder=budget.freeze_encoder, train_only=budget.train_only,
                       freeze_batchnorm=budget.freeze_batchnorm),
     )
     # The run's checkpoints live in a hidden temp folder, removed when the run ends however it

@@ -189,6 +189,10 @@ class ParadigmConfig:
     dale: DaleConfig = field(default_factory=DaleConfig)
 
 
+#: what a run may change (``run.train_only``; training/adapt.py ``trainable``)
+TRAIN_ONLY = ("all", "decoder", "early", "norm")
+
+
 @dataclass
 class RunConfig:
     steps: int = 1000
@@ -198,7 +202,9 @@ class RunConfig:
     log_every: int = 10
     seed: int = 0
     threads: int | None = None
-    freeze_encoder: bool = False
+    freeze_encoder: bool = False  # the same as train_only = "decoder" (kept for older configs)
+    #: the parameters a (fine-tuning) run changes: all | decoder | early | norm (training/adapt.py)
+    train_only: str = "all"
     freeze_batchnorm: bool = False  # keep every BatchNorm's running statistics (fine-tuning on a few photos)
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast of the forward pass on CUDA GPUs and CPUs with native bf16
@@ -211,6 +217,9 @@ class RunConfig:
         require(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), "run.device",
                 f"{self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
         require(self.eval_every >= 1 and self.log_every >= 1, "run", "eval_every/log_every must be >= 1")
+        require(self.train_only in TRAIN_ONLY, "run.train_only", f"{self.train_only!r} is not one of {', '.join(TRAIN_ONLY)}")
+        require(not (self.freeze_encoder and self.train_only != "all"), "run.freeze_encoder",
+                "freeze_encoder is train_only = 'decoder': set one of them")
         require(self.state_every >= 0, "run.state_every", "must be >= 0 (0: write the resume state at validations only)")
 
 

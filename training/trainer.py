@@ -24,7 +24,7 @@ from napari_lesionseg.core.models import build_model
 from napari_lesionseg.core.pairs import Pair
 from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_threads, pick_device
 
-from .adapt import freeze_batchnorm
+from .adapt import freeze_batchnorm, trainable
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
 from .dale import Dale
@@ -38,7 +38,6 @@ from .train_config import OptimConfig, TrainConfig
 from .validate import validate
 
 Event = dict[str, Any]
-ENCODER_PREFIXES = ("encoder.", "down.", "e1.", "e2.", "e3.", "e4.")  # frozen by run.freeze_encoder
 GATE_PARAM = "dyn.logits"
 
 
@@ -317,9 +316,13 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     model: nn.Module = net
     if ctx.enabled:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    frozen = ENCODER_PREFIXES if cfg.run.freeze_encoder else ()
+    train_only = "decoder" if cfg.run.freeze_encoder else cfg.run.train_only
+    changed = trainable(net, train_only, cfg.model.network.arch)
+    for n, p in net.named_parameters():
+        if n.endswith(GATE_PARAM):
+            p.requires_grad_(True)  # the dynamic gates learn from the adversarial gradient whatever is frozen
     # dynamic-gate logits are updated by the adversarial gradient only, never by the optimiser
-    params = [p for n, p in net.named_parameters() if not n.startswith(frozen) and not n.endswith(GATE_PARAM)]
+    params = [p for n, p in net.named_parameters() if n in changed and not n.endswith(GATE_PARAM)]
     opt = make_optimizer(params, cfg.optim)
     adv = Adversary(cfg.adversary, cfg.model.network.in_channels, dev) if cfg.adversary.type != "none" else None
     state_file = run / "state.pt"
