@@ -116,3 +116,17 @@ def test_train_only_refuses_what_it_does_not_know() -> None:
         RunConfig(train_only="norm", freeze_encoder=True)
     with pytest.raises(ValueError, match="early"):
         trainable(nn.Conv2d(1, 1, 1), "early", "no_such_arch")
+
+
+def test_finetune_command_defaults_are_the_budget_defaults() -> None:
+    """``lesionseg finetune`` with no option (what the plugin's button runs, adding only
+    ``--minutes``) fine-tunes exactly as ``fine_tune(Budget())`` does."""
+    import argparse
+
+    from lesionseg_training.cli import add_finetune_parser, budget_from_args
+    from lesionseg_training.finetune import Budget
+
+    parser = argparse.ArgumentParser()
+    add_finetune_parser(parser.add_subparsers())
+    args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o"])
+    assert budget_from_args(args) == Budget()

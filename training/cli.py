@@ -116,12 +116,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def budget_from_args(args: argparse.Namespace):
+    """The fine-tune's ``Budget`` from ``finetune``'s options (with none given: ``Budget()``'s
+    defaults, which is what the plugin's button runs)."""
+    from .finetune import Budget
+
+    return Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
+                  freeze_encoder=args.freeze_encoder, train_only=args.train_only,
+                  freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share,
+                  calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed)
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_lesionseg.core.bundled import resolve_model
     from napari_lesionseg.core.pairs import match_pairs
     from napari_lesionseg.core.progress import run_to_end
 
-    from .finetune import Budget, fine_tune
+    from .finetune import fine_tune
 
     if args.project is not None:
         from napari_lesionseg.core.store import Project
@@ -133,10 +144,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
             raise LesionsegInputError(args.images, "--masks is required with --images")
         pairs = match_pairs(args.images, args.masks)
-    budget = Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
-                    freeze_encoder=args.freeze_encoder, train_only=args.train_only,
-                    freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share, calibration=args.calibration, hold_out=not args.no_hold_out,
-                    seed=args.seed)
+    budget = budget_from_args(args)
     out = run_to_end(fine_tune(resolve_model(args.model), pairs, budget, args.out),
                      lambda ev: _emit(ev, args.events))
     if args.events == "text":
