@@ -133,7 +133,8 @@ def _tuned_scores(model_dir: Path, pairs: list, budget, out: Path, scored: tuple
     run_to_end(fine_tune(model_dir, pairs, budget, out))
     secs = time.perf_counter() - t0
     model = load_model_folder(out)
-    return {**_score(model, *scored), "seconds": secs, "original_dice_ds": _score(model, *orig)["dice_ds"]}
+    return {**_score(model, *scored), "seconds": secs, "original_dice_ds": _score(model, *orig)["dice_ds"],
+            "steps": model.metrics.get("steps"), "best_step": model.metrics.get("best_step")}
 
 
 def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: float, scored: tuple[Path, Path],
@@ -144,15 +145,15 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
 
     pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
     extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration),
-                               ("lr", args.lr)) if v is not None}
+                               ("lr", args.lr), ("freeze_batchnorm", args.freeze_batchnorm)) if v is not None}
     runs = []
     for seed in args.seeds:
-        budget = Budget(minutes=minutes, freeze_batchnorm=args.freeze_batchnorm, train_only=args.train_only,
-                        seed=seed, **extra)
+        budget = Budget(minutes=minutes, steps=args.steps, train_only=args.train_only,
+                        keep_base_if_better=not args.no_keep_base, seed=seed, **extra)
         got = _tuned_scores(args.model, pairs, budget, out.with_name(f"{out.name}_seed{seed}"), scored, orig)
         got["recovery"] = (got["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
         runs.append({"seed": seed, **got})
-    mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k != "seed"}
+    mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k not in ("seed", "steps", "best_step")}
     return {**mean, "runs": runs}
 
 
@@ -176,10 +177,16 @@ def main() -> None:
     ap.add_argument("--keep", type=float, default=0.0, help="share of the old statistics kept")
     ap.add_argument("--finetune-n", default="1,3,5", help="fine-tune on these many corrected photos ('': skip)")
     ap.add_argument("--minutes", type=float, default=2.0, help="fine-tuning budget")
-    ap.add_argument("--freeze-batchnorm", action="store_true", help="fine-tune with the BatchNorm statistics kept")
+    ap.add_argument("--freeze-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                    help="fine-tune with the BatchNorm statistics kept or not (default: the button's, kept)")
     ap.add_argument("--train-only", default="all", choices=["all", "decoder", "early", "norm"],
                     help="the parameters the fine-tune changes (default: the button's, all)")
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the button's)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="at most this many fine-tuning steps (within --minutes; default: the button's)")
+    ap.add_argument("--no-keep-base", action="store_true",
+                    help="always take the fine-tune's best checkpoint, even when the base model scored better "
+                         "on the held-out photo (the button keeps the base then)")
     ap.add_argument("--seeds", default="0", help="fine-tune once per seed, e.g. 0,1,2")
     ap.add_argument("--replay-share", type=float, default=None, help="share of replay crops (default: the button's)")
     ap.add_argument("--calibration", default=None, help="held_out / all / keep (default: the button's)")
@@ -237,8 +244,8 @@ def main() -> None:
                   + (f"; original domain after N={max(ns)}: {row['adapted'][max(ns)]['original_dice_ds']:.3f}"
                      if ns else ""), flush=True)
             for n, f in row["finetune"].items():
-                seeds = ", ".join(f"{r['dice_ds']:.3f}" for r in f["runs"])
-                spread = f" (seeds: {seeds})" if len(f["runs"]) > 1 else ""
+                seeds = ", ".join(f"{r['dice_ds']:.3f} (best step {r['best_step']} of {r['steps']})" for r in f["runs"])
+                spread = f" (seeds: {seeds})"
                 print(f"camera {cam}: fine-tuned on {n}: Dice {f['dice_ds']:.3f}{spread} (recovery "
                       f"{f['recovery']:+.0%}) in {f['seconds']:.0f} s; original domain {f['original_dice_ds']:.3f}",
                       flush=True)
@@ -257,6 +264,7 @@ def main() -> None:
                                "model": str(args.model), "photos": {"adapt": adapt_pool, "scored": scored},
                                "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm,
                                "train_only": args.train_only, "lr": args.lr, "seeds": args.seeds,
+                               "keep_base_if_better": not args.no_keep_base, "steps": args.steps,
                                "replay_share": args.replay_share, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))
     print(f"wrote {out}")

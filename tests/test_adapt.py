@@ -95,7 +95,8 @@ def test_train_only_changes_exactly_the_parts_it_names(tmp_path, tiny_model_dir,
     got = {}
     for which in ("all", "decoder", "early", "norm"):
         out = tmp_path / which
-        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(steps=3, train_only=which, replay_share=0.0, lr=1e-2), out))
+        budget = Budget(steps=3, train_only=which, replay_share=0.0, lr=1e-2, keep_base_if_better=False)
+        run_to_end(fine_tune(tiny_model_dir, pairs, budget, out))
         got[which] = _changed(base, out)
     assert got["all"] & encoder and got["all"] - encoder
     assert got["decoder"] and not got["decoder"] & encoder
@@ -130,3 +131,48 @@ def test_finetune_command_defaults_are_the_budget_defaults() -> None:
     add_finetune_parser(parser.add_subparsers())
     args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o"])
     assert budget_from_args(args) == Budget()
+
+
+def test_the_base_model_is_kept_when_no_checkpoint_beats_it(tmp_path, tiny_model_dir, small_pairs, monkeypatch) -> None:
+    """``keep_base_if_better``: the starting weights are validated as step 0; when every later
+    checkpoint scores lower on the held-out pairs, the new version has the base's weights and
+    says best_step 0; without it the run's best checkpoint is taken whatever it scores."""
+    import lesionseg_training.trainer as trainer
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    real = trainer.validate
+    calls = []
+
+    def declining(*args, **kwargs):  # the first validation scores best, every later one lower
+        got = real(*args, **kwargs)
+        calls.append(1)
+        return {**got, "val_aupr": 1.0 / len(calls)}
+
+    monkeypatch.setattr(trainer, "validate", declining)
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    base = {n: p.detach().clone() for n, p in load_model_folder(tiny_model_dir).net.named_parameters()}
+    for keep in (True, False):
+        calls.clear()
+        out = tmp_path / f"keep_{keep}"
+        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(steps=4, lr=1e-2, replay_share=0.0,
+                                                           keep_base_if_better=keep), out))
+        m = load_model_folder(out)
+        assert m.metrics["best_step"] == (0 if keep else 1)
+        assert bool(_changed(base, out)) is not keep
+
+
+def test_a_time_budget_stops_at_max_steps(tmp_path, tiny_model_dir, small_pairs) -> None:
+    """With only a time budget (the button), the fine-tune stops after ``max_steps`` even with
+    time left; ``max_steps=None`` trains until the time is up."""
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    budget = Budget(minutes=5.0, max_steps=3, replay_share=0.0)
+    run_to_end(fine_tune(tiny_model_dir, pairs, budget, tmp_path / "capped"))
+    assert load_model_folder(tmp_path / "capped").metrics["steps"] == 3

@@ -40,6 +40,7 @@ def test_preflight_counts_corrections(widget) -> None:
     info = widget.preflight()
     assert info["pairs"] == 2 and info["base"].name == "tiny"
     assert "2 corrected image(s)" in widget.preflight_label.text()
+    assert f"at most {widget.minutes.value:.1f} min in all" in widget.preflight_label.text()
 
 
 def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
@@ -143,13 +144,14 @@ def test_closing_the_dock_stops_fine_tuning_and_leaves_nothing(qtbot, widget, pr
     assert not [p for p in (project / "models").iterdir() if p.name.startswith(".") or p.name.endswith(".run")]
 
 
-def _finish_with(widget, project: Path, plan: dict, old: float, new: float) -> Path:
+def _finish_with(widget, project: Path, plan: dict, old: float, new: float, best_step: int = 30) -> Path:
     """The widget's state after a fine-tune whose events were ``plan`` and a finish with
     these Dice/AUPR scores (the process itself is exercised above)."""
     version = Registry(project).new_version_path()
     shutil.copytree(project / "models" / "tiny", version)
     widget.events = [{"event": "plan", **plan},
-                     {"event": "finished", "model": str(version), **{f"old_{k}": old for k in ("aupr", "dice_ds")},
+                     {"event": "finished", "model": str(version), "steps": 60, "best_step": best_step,
+                      **{f"old_{k}": old for k in ("aupr", "dice_ds")},
                       **{f"new_{k}": new for k in ("aupr", "dice_ds")}, "old_recall_ds": 0.5, "new_recall_ds": 0.5,
                       "old_precision_ds": 0.5, "new_precision_ds": 0.5}]
     widget.new_version = version
@@ -174,3 +176,11 @@ def test_a_better_version_promotes_at_once_and_in_sample_scores_say_so(widget, p
     assert "on the 2 photo(s) it trained on" in widget.scores.text() and "optimistic" in widget.scores.text()
     widget.promote_button.native.click()
     assert Registry(project).active().name == version.name
+
+
+def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) -> None:
+    """No checkpoint beat the base model on the held-out photo: the version is the old weights,
+    and the widget says that rather than offering it as an improvement."""
+    _finish_with(widget, project, {"train": ["a", "b", "c"], "val": ["d"]}, old=0.60, new=0.60, best_step=0)
+    text = widget.status.text()
+    assert "keeps the old weights" in text and "on 1 held-out photo(s) (d)" in text and "WORSE" not in text

@@ -44,6 +44,9 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
                    help="wall-clock budget of the whole fine-tune (scoring old and new, training, writing); "
                         "without --steps/--epochs the training fills what scoring leaves")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="with --minutes only: stop after this many steps even if time is left (default: the "
+                        "button's, 120; 0: train until the time is up)")
     p.add_argument("--replay-share", type=float, default=0.5,
                    help="share of the crops drawn from the base model's replay photos (0: none)")
     p.add_argument("--calibration", choices=["keep", "all", "held_out"], default="keep",
@@ -56,8 +59,8 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-only", choices=["all", "decoder", "early", "norm"], default="all",
                    help="the parameters the fine-tune changes: all, the decoder (encoder frozen), the "
                         "encoder's first two levels, or the BatchNorm scales and shifts (benchmarks/adapt.py)")
-    p.add_argument("--freeze-batchnorm", action="store_true",
-                   help="keep the base model's BatchNorm statistics (benchmarks/adapt.py measures it)")
+    p.add_argument("--freeze-batchnorm", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the base model's BatchNorm statistics (default; benchmarks/adapt.py measures it)")
     p.add_argument("--events", choices=["text", "jsonl"], default="text",
                    help="jsonl: one JSON event per line on stdout (what the plugin reads)")
     p.set_defaults(func=cmd_finetune)
@@ -124,7 +127,8 @@ def budget_from_args(args: argparse.Namespace):
     return Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
                   freeze_encoder=args.freeze_encoder, train_only=args.train_only,
                   freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share,
-                  calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed)
+                  calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed,
+                  **({} if args.max_steps is None else {"max_steps": args.max_steps or None}))
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

@@ -44,7 +44,9 @@ class Budget:
     lr: float = 2e-4
     freeze_encoder: bool = False  # = train_only "decoder"
     train_only: str = "all"  # all | decoder | early | norm: the parameters the fine-tune changes
-    freeze_batchnorm: bool = False
+    # keep the base model's BatchNorm statistics: a few photos' crops in batches of four otherwise
+    # replace them (measured: benchmarks/README.md "Adapting to a new camera")
+    freeze_batchnorm: bool = True
     batch_size: int = 4
     # hold out about a quarter of the pairs (3+) to score old vs new and choose the checkpoint;
     # False: train on all of them, scores then said to be on the training photos
@@ -56,6 +58,13 @@ class Budget:
     # replay/, training/replay.py), against forgetting the photos it was trained on
     replay_share: float = 0.5
     seed: int = 0  # crops, augmentation and initial randomness of the run
+    # the base model's weights compete with the run's checkpoints on the held-out pairs: when
+    # none beats them, the new version keeps them (metrics "best_step" 0)
+    keep_base_if_better: bool = True
+    # with only a time budget, stop after this many steps even if time is left: filling two
+    # minutes ran 250-280 steps on a fast CPU and cost mild cameras and the original one more than
+    # 120 did, at twice the time (benchmarks/README.md); a slower machine stops on time first
+    max_steps: int | None = 120
 
 
 def lesion_pairs(pairs: list[Pair]) -> set[str]:
@@ -149,7 +158,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
     steps_per_epoch = max(1, math.ceil(len(train_pairs) * CROPS_PER_IMAGE_EPOCH / budget.batch_size))
     steps = budget.steps if budget.steps is not None else (budget.epochs or 5) * steps_per_epoch
     if time_bound:
-        steps = MAX_TIME_BOUND_STEPS
+        steps = budget.max_steps or MAX_TIME_BOUND_STEPS
     val_ids = [p.id for p in val_pairs]
     cfg = TrainConfig(
         model=replace(base.config, name=f"{base.version}-ft-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
@@ -159,7 +168,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=TIME_BOUND_EVAL_EVERY if time_bound
                       else max(1, steps // 4), log_every=1, threads=threads, seed=budget.seed,
                       freeze_encoder=budget.freeze_encoder, train_only=budget.train_only,
-                      freeze_batchnorm=budget.freeze_batchnorm),
+                      freeze_batchnorm=budget.freeze_batchnorm, validate_start=budget.keep_base_if_better),
     )
     # The run's checkpoints live in a hidden temp folder, removed when the run ends however it
     # ends; one left by a killed process is never taken for a model (Registry skips hidden
@@ -196,8 +205,9 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         tuned = load_model_folder(best)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    best_step = int(tuned.metrics.get("step", steps))
     metrics = {"validation": how, "val_images": val_ids, "old": old, "new": new,
-               "seconds": round(time.time() - t0, 1), "steps": steps}
+               "seconds": round(time.time() - t0, 1), "steps": steps, "best_step": best_step}
     lineage = {
         "parent": {"path": str(base_model_dir), "version": base.version, "weights_sha256": base.config.weights_sha256},
         "data": digests,
@@ -208,7 +218,8 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
 
     save_model_folder(out, tuned.net, tuned.config, metrics, lineage,
                       fill_more=lambda tmp: copy_replay(base_model_dir, tmp))
-    yield {"event": "finished", "model": str(out), **{f"old_{k}": v for k, v in old.items()},
+    yield {"event": "finished", "model": str(out), "steps": steps, "best_step": best_step,
+           **{f"old_{k}": v for k, v in old.items()},
            **{f"new_{k}": v for k, v in new.items()}}
     return out
 

@@ -206,6 +206,9 @@ class RunConfig:
     #: the parameters a (fine-tuning) run changes: all | decoder | early | norm (training/adapt.py)
     train_only: str = "all"
     freeze_batchnorm: bool = False  # keep every BatchNorm's running statistics (fine-tuning on a few photos)
+    #: validate the starting weights as step 0, so that a warm start (a fine-tune) keeps them when
+    #: none of its own checkpoints scores better on the validation photos
+    validate_start: bool = False
     device: str = "auto"  # auto (CUDA when present, else CPU) | cpu | cuda | cuda:N | mps
     amp: bool = True  # bf16 autocast of the forward pass on CUDA GPUs and CPUs with native bf16
     #: keep the trained weights (not the weight average) of every validation as a model folder

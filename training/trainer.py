@@ -259,6 +259,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     the training pairs (a fine-tune's guard against forgetting)."""
     r = yield from _start(cfg, Path(run_dir), resume, init_from, lineage, pairs,
                           dist_ctx or DistContext(device=pick_device(cfg.run.device)), replay)
+    if cfg.run.validate_start and r.step == 0 and r.ctx.is_main:
+        yield from _validate_and_save(r)  # the starting weights compete with the run's checkpoints
     while r.step < cfg.run.steps:
         yield from _follow_schedule(r)
         try:

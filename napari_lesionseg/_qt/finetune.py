@@ -108,8 +108,9 @@ class FinetuneWidget(DockWidget):
             scored = f"{n_val} held-out image(s)"
         else:
             scored = f"the {len(pairs)} training image(s) (too few to hold any out: optimistic)"
-        text = (f"{len(pairs)} corrected image(s); base model: {base.name}; about {minutes:.1f} min in all: "
-                f"scoring the old model on {scored}, training, then scoring the new one")
+        text = (f"{len(pairs)} corrected image(s); base model: {base.name}; at most {minutes:.1f} min in all: "
+                f"scoring the old model on {scored}, training (it stops on time or after a fixed number of "
+                "steps, whichever comes first: sooner on a fast computer), then scoring the new one")
         reviewed = Counter(t for p in pairs for t in p.label_types)
         if set(reviewed) - {"HE"}:  # say which of the model's outputs will learn
             text += "; reviewed for " + ", ".join(f"{t} on {n}" for t, n in reviewed.items()) + \
@@ -255,6 +256,10 @@ class FinetuneWidget(DockWidget):
         if self.worse:
             self.status.setText(f"new version {self.new_version.name} scores WORSE than the old model "
                                 f"({self.worse}): discard it, or promote it anyway")
+        elif done.get("best_step") == 0:
+            self.status.setText(f"no fine-tuned checkpoint scored better than the old model {scored_on(plan)}: "
+                                f"new version {self.new_version.name} keeps the old weights; correct more photos "
+                                "and fine-tune again, or discard it")
         else:
             self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
         self.promote_button.enabled = True
