@@ -145,7 +145,10 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
 
     pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
     extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration),
-                               ("lr", args.lr), ("freeze_batchnorm", args.freeze_batchnorm)) if v is not None}
+                               ("lr", args.lr), ("freeze_batchnorm", args.freeze_batchnorm),
+                               ("max_steps", args.max_steps)) if v is not None}
+    if extra.get("max_steps") == 0:
+        extra["max_steps"] = None  # fill the time
     runs = []
     for seed in args.seeds:
         budget = Budget(minutes=minutes, steps=args.steps, train_only=args.train_only,
@@ -184,6 +187,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the button's)")
     ap.add_argument("--steps", type=int, default=None,
                     help="at most this many fine-tuning steps (within --minutes; default: the button's)")
+    ap.add_argument("--max-steps", type=int, default=None,
+                    help="with the time budget: stop after this many steps (0: fill the time; default: the button's)")
     ap.add_argument("--no-keep-base", action="store_true",
                     help="always take the fine-tune's best checkpoint, even when the base model scored better "
                          "on the held-out photo (the button keeps the base then)")
@@ -264,7 +269,7 @@ def main() -> None:
                                "model": str(args.model), "photos": {"adapt": adapt_pool, "scored": scored},
                                "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm,
                                "train_only": args.train_only, "lr": args.lr, "seeds": args.seeds,
-                               "keep_base_if_better": not args.no_keep_base, "steps": args.steps,
+                               "keep_base_if_better": not args.no_keep_base, "steps": args.steps, "max_steps": args.max_steps,
                                "replay_share": args.replay_share, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))
     print(f"wrote {out}")
