@@ -225,15 +225,17 @@ def test_finetune_with_no_pairs_says_what_to_do(tmp_path: Path, tiny_model_dir: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", ["tiny", "dynsegnet_small"])  # the second: PatchGAN + dynamic gates
-def test_torchrun_two_cpu_ranks_end_identical(tmp_path: Path, small_pairs: Path, preset: str) -> None:
+@pytest.mark.parametrize("preset, extra", [("tiny", []), ("dynsegnet_small", []),  # PatchGAN + dynamic gates
+                                           ("tiny", ["--set", 'run.train_only="early"'])])  # a frozen part under DDP
+def test_torchrun_two_cpu_ranks_end_identical(tmp_path: Path, small_pairs: Path, preset: str, extra: list) -> None:
     """Ranks see different crops; the generator, the dynamic gates and the one discriminator
-    must still end bit-identical on every rank (``ranks_identical`` covers the adversary)."""
+    must still end bit-identical on every rank (``ranks_identical`` covers the adversary), also
+    when part of the network is frozen (``run.train_only``: set before DDP registers it)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
         "--standalone", "--nproc_per_node", "2", "-m", "lesionseg_training", "train", "--config", preset,
         "--images", str(small_pairs / "images"), "--masks", str(small_pairs / "masks"), "--steps", "3",
-        "--out", str(tmp_path / "run"), "--quiet"]
+        "--out", str(tmp_path / "run"), "--quiet", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
     assert r.returncode == 0, r.stderr[-3000:]
     events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]

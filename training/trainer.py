@@ -315,14 +315,15 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     net = net.to(dev, memory_format=torch.channels_last).train()
     if cfg.run.freeze_batchnorm:
         freeze_batchnorm(net)
-    model: nn.Module = net
-    if ctx.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    # before DDP wraps the network: it registers the parameters that require gradients
     train_only = "decoder" if cfg.run.freeze_encoder else cfg.run.train_only
     changed = trainable(net, train_only, cfg.model.network.arch)
     for n, p in net.named_parameters():
         if n.endswith(GATE_PARAM):
             p.requires_grad_(True)  # the dynamic gates learn from the adversarial gradient whatever is frozen
+    model: nn.Module = net
+    if ctx.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     # dynamic-gate logits are updated by the adversarial gradient only, never by the optimiser
     params = [p for n, p in net.named_parameters() if n in changed and not n.endswith(GATE_PARAM)]
     opt = make_optimizer(params, cfg.optim)
