@@ -2,7 +2,8 @@
 wall-clock budget, with the score at an equal step count from the same runs; optionally with
 noisy training masks (the validation masks stay clean).
 
-Variants: the shipped recipe (``default``), the same with DALE (``default_dale``), in fp32
+Variants: the shipped recipe (``default``), the same with DALE (``default_dale``; doubting annotated
+lesion pixels too: ``default_dale_doubt``), in fp32
 (``default_fp32``), with weight averaging (``default_ema``), self-trained on pseudo-labelled
 unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with larger crops
 (``default_crop384``), with a fuzzy head trained with it and shown as the fuzzy map
@@ -54,6 +55,9 @@ PATCHGAN = ['adversary.type="patchgan"', "adversary.weight=0.5", 'adversary.patc
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default": ("default", []),
     "default_dale": ("default_dale", []),
+    # DALE that may doubt annotated lesion pixels too (loose outlines), in its border band, down to
+    # the omega floor (0.5): never a confident flip (issue 11's untried move)
+    "default_dale_doubt": ("default_dale", ["paradigm.dale.protect_positives=false"]),
     # the same network and recipe with four more outputs (MA, EX, SE, OD) from IDRiD's other masks
     "default_multi": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]',
                                   'data.centre_types=["HE","MA","EX","SE"]']),

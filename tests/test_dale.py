@@ -247,6 +247,27 @@ def test_fuzzy_step_pushes_the_right_pixels_the_right_way(form: str) -> None:
     assert (z.grad[0, 0, :4, 6:] > 0).all()
 
 
+
+def test_doubting_positives_lowers_a_fuzzy_annotated_lesion_the_model_rejects_to_its_floor() -> None:
+    """``protect_positives = false`` (the variant for loose outlines): a fuzzy annotated lesion pixel
+    the model calls background gets the blend's target, never below the omega floor; outside the
+    fuzzy region annotated lesions keep 1."""
+    d, step, y, z, f = _fuzzy_step_setup(omega_min=0.5, lambda_align=0.0, protect_positives=False)
+    d.state.omega[:] = 0.5
+    blend, _ = d.label_blend(z.detach(), y, f, 1 - f, np.array([0]))
+    assert blend[0, :4, :4].min() == pytest.approx(0.5)  # fuzzy, annotated, rejected: undecided
+    assert blend[0, :4, :4].max() == pytest.approx(0.5)
+    d.state.omega[:] = 0.0
+    d.cfg.omega_min = 0.0
+    loss, _ = d.loss(SegOutput(z), y, f, np.array([0]), step)
+    loss.backward()
+    assert (z.grad[0, 0, :4, :4] > 0).all()  # no floor, no trust: the model's "background" wins
+    assert (z.grad[0, 0, 4:, :4] < 0).all()  # a reliable annotated lesion is still pushed up
+    protected, *_ = _fuzzy_step_setup(omega_min=0.0, lambda_align=0.0)
+    protected.state.omega[:] = 0.0
+    blend, _ = protected.label_blend(z.detach(), y, f, 1 - f, np.array([0]))
+    assert (blend[0][y[0] == 1] == 1).all()
+
 def test_omega_moves_with_the_losses_and_keeps_its_floor() -> None:
     d, step, y, z, f = _fuzzy_step_setup(omega_min=0.3)
     z = z.detach()
