@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lesionseg_training.dale import Dale, omega_star, w2_squared, weighted_moments
+from lesionseg_training.dale import Dale, border_band, omega_star, w2_squared, weighted_moments
 from lesionseg_training.data import Prepared
 from lesionseg_training.losses import supervised_loss
 from lesionseg_training.train_config import DaleConfig, LossConfig, load_config
@@ -53,6 +53,55 @@ def test_w2_and_alignment_zero_when_stats_coincide() -> None:
     m, s, n = weighted_moments(phi, torch.ones(1, 8, 8))
     torch.testing.assert_close(m, phi.mean(dim=(0, 2, 3)))
     assert float(n) == 64
+
+
+
+def test_weighted_moments_match_centred_statistics_and_their_gradients() -> None:
+    """The fast moments (batched products, E[x^2] - mu^2) against the textbook centred form, values
+    and gradients, under a weight that leaves most pixels out (a fuzzy region)."""
+    g = torch.Generator().manual_seed(0)
+    phi = (torch.randn(3, 5, 12, 10, generator=g) * 2 + 3).requires_grad_(True)
+    w = torch.rand(3, 12, 10, generator=g) * (torch.rand(3, 12, 10, generator=g) > 0.8)
+    mu, sd, n = weighted_moments(phi, w)
+    wn = w[:, None] / w.sum()
+    mu_ref = (phi * wn).sum(dim=(0, 2, 3))
+    sd_ref = torch.sqrt((((phi - mu_ref[None, :, None, None]) ** 2) * wn).sum(dim=(0, 2, 3)) + 1e-6)
+    torch.testing.assert_close(mu, mu_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(sd, sd_ref, rtol=1e-4, atol=1e-4)
+    assert float(n) == pytest.approx(float(w.sum()))
+    (ga,) = torch.autograd.grad((mu.sum() + sd.sum()), phi)
+    (gb,) = torch.autograd.grad((mu_ref.sum() + sd_ref.sum()), phi)
+    torch.testing.assert_close(ga, gb, rtol=1e-3, atol=1e-5)
+    assert (ga[w[:, None].expand_as(ga) == 0] == 0).all()  # unweighted pixels get no gradient
+    w2 = torch.rand(3, 12, 10, generator=g)
+    mu_k, sd_k, n_k = weighted_moments(phi, torch.stack([w, w2], dim=1))  # two weights at once
+    torch.testing.assert_close(mu_k[0], mu)
+    torch.testing.assert_close(sd_k[1], weighted_moments(phi, w2)[1])
+    assert float(n_k[1]) == pytest.approx(float(w2.sum()))
+
+
+def _band_reference(mask: np.ndarray, r: int) -> np.ndarray:
+    """Every pixel's square window (clipped to the image) holds a mask and a non-mask pixel."""
+    h, w = mask.shape
+    out = np.zeros_like(mask)
+    for y in range(h):
+        for x in range(w):
+            win = mask[max(y - r, 0):y + r + 1, max(x - r, 0):x + r + 1]
+            out[y, x] = win.any() and not win.all()
+    return out
+
+
+def test_border_band_matches_its_definition_at_image_edges_and_around_small_lesions() -> None:
+    rng = np.random.default_rng(3)
+    for r in (1, 2, 3):
+        for _ in range(5):
+            m = np.zeros((23, 31), bool)
+            for _ in range(rng.integers(1, 4)):
+                y, x = rng.integers(0, 23), rng.integers(0, 31)
+                m[y:y + rng.integers(1, 6), x:x + rng.integers(1, 6)] = True
+            np.testing.assert_array_equal(border_band(m, r), _band_reference(m, r))
+    assert not border_band(np.zeros((9, 9), bool), 2).any()
+    assert not border_band(np.ones((9, 9), bool), 2).any()  # no border inside the image
 
 
 def _dale(items=None, **kw) -> Dale:
