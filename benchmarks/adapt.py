@@ -147,8 +147,6 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
     extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration),
                                ("lr", args.lr), ("freeze_batchnorm", args.freeze_batchnorm),
                                ("max_steps", args.max_steps)) if v is not None}
-    if extra.get("max_steps") == 0:
-        extra["max_steps"] = None  # fill the time
     runs = []
     for seed in args.seeds:
         budget = Budget(minutes=minutes, steps=args.steps, train_only=args.train_only,

@@ -166,7 +166,7 @@ def test_the_base_model_is_kept_when_no_checkpoint_beats_it(tmp_path, tiny_model
 
 def test_a_time_budget_stops_at_max_steps(tmp_path, tiny_model_dir, small_pairs) -> None:
     """With only a time budget (the button), the fine-tune stops after ``max_steps`` even with
-    time left; ``max_steps=None`` trains until the time is up."""
+    time left (``max_steps`` 0 or None fills the time: not run here, it would take the whole budget)."""
     from lesionseg_training.finetune import Budget, fine_tune
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.pairs import match_pairs

@@ -128,7 +128,7 @@ def budget_from_args(args: argparse.Namespace):
                   freeze_encoder=args.freeze_encoder, train_only=args.train_only,
                   freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share,
                   calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed,
-                  **({} if args.max_steps is None else {"max_steps": args.max_steps or None}))
+                  **({} if args.max_steps is None else {"max_steps": args.max_steps}))
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

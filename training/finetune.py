@@ -63,7 +63,8 @@ class Budget:
     keep_base_if_better: bool = True
     # with only a time budget, stop after this many steps even if time is left: filling two
     # minutes ran 250-280 steps on a fast CPU and cost mild cameras and the original one more than
-    # 120 did, at twice the time (benchmarks/README.md); a slower machine stops on time first
+    # 120 did, at twice the time (benchmarks/README.md); a slower machine stops on time first.
+    # 0 or None: train until the time is up
     max_steps: int | None = 120
 
 
