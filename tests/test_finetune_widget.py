@@ -184,3 +184,14 @@ def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) ->
     _finish_with(widget, project, {"train": ["a", "b", "c"], "val": ["d"]}, old=0.60, new=0.60, best_step=0)
     text = widget.status.text()
     assert "keeps the old weights" in text and "on 1 held-out photo(s) (d)" in text and "WORSE" not in text
+    assert "nothing to promote" in text
+    # promoting it would change the active model's name only: the button is off, discarding is offered
+    assert not widget.promote_button.enabled and widget.discard_button.enabled
+    assert widget.promote() is None and Registry(project).active().name == "tiny"
+    widget.discard_button.native.click()
+    assert widget.new_version is None
+    # the next fine-tune that does improve can be promoted again
+    version = _finish_with(widget, project, {"train": ["a", "b", "c"], "val": ["d"]}, old=0.50, new=0.60)
+    assert widget.promote_button.enabled
+    widget.promote_button.native.click()
+    assert Registry(project).active().name == version.name

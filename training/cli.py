@@ -61,6 +61,9 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
                         "encoder's first two levels, or the BatchNorm scales and shifts (benchmarks/adapt.py)")
     p.add_argument("--freeze-batchnorm", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the base model's BatchNorm statistics (default; benchmarks/adapt.py measures it)")
+    p.add_argument("--keep-base", action=argparse.BooleanOptionalAction, default=True,
+                   help="score the base model as step 0 and keep its weights when no fine-tuned checkpoint "
+                        "scores better (default); --no-keep-base takes the run's best checkpoint whatever it scores")
     p.add_argument("--events", choices=["text", "jsonl"], default="text",
                    help="jsonl: one JSON event per line on stdout (what the plugin reads)")
     p.set_defaults(func=cmd_finetune)
@@ -128,6 +131,7 @@ def budget_from_args(args: argparse.Namespace):
                   freeze_encoder=args.freeze_encoder, train_only=args.train_only,
                   freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share,
                   calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed,
+                  keep_base_if_better=args.keep_base,
                   **({} if args.max_steps is None else {"max_steps": args.max_steps}))
 
 

@@ -41,6 +41,7 @@ class FinetuneWidget(DockWidget):
         self.events: list[dict[str, Any]] = []
         self.new_version: Path | None = None
         self.worse = ""  # what the new version scored worse on, when it did
+        self.kept_base = False  # no fine-tuned checkpoint beat the old model: the new version is its weights
         self._stdout_buf = b""
         self._stderr = b""
         self.extra_args: list[str] = []  # for tests and power users (e.g. ["--steps", "3"])
@@ -133,7 +134,7 @@ class FinetuneWidget(DockWidget):
                 "--model", str(info["base"]), "--out", str(out), "--events", "jsonl",
                 "--minutes", f"{self.minutes.value:.2f}", *self.extra_args]
         self.events, self._stdout_buf, self._stderr = [], b"", b""
-        self.new_version, self.worse = None, ""
+        self.new_version, self.worse, self.kept_base = None, "", False
         proc = QProcess(self)
         env = QProcessEnvironment.systemEnvironment()
         env.insert("PYTHONUNBUFFERED", "1")
@@ -252,17 +253,19 @@ class FinetuneWidget(DockWidget):
                 for k in SCORE_KEYS]
         self.scores.setText(f"old -> new {scored_on(plan)}\n" + "\n".join(rows))
         self.worse = scores_worse(done)
+        self.kept_base = done.get("best_step") == 0
         self.promote_button.text = "Promote"
         if self.worse:
             self.status.setText(f"new version {self.new_version.name} scores WORSE than the old model "
                                 f"({self.worse}): discard it, or promote it anyway")
-        elif done.get("best_step") == 0:
+        elif self.kept_base:
             self.status.setText(f"no fine-tuned checkpoint scored better than the old model {scored_on(plan)}: "
-                                f"new version {self.new_version.name} keeps the old weights; correct more photos "
-                                "and fine-tune again, or discard it")
+                                f"new version {self.new_version.name} keeps the old weights, so there is nothing "
+                                "to promote; correct more photos and fine-tune again, or discard it")
         else:
             self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
-        self.promote_button.enabled = True
+        # a version that kept the old weights would change nothing but the version's name
+        self.promote_button.enabled = not self.kept_base
         self.discard_button.enabled = True
         self.compare_button.enabled = True
 
@@ -320,7 +323,7 @@ class FinetuneWidget(DockWidget):
     def promote(self, anyway: bool = False) -> Path | None:
         """Make the new version active. When it scored worse than the old model, the first
         click only warns (the button then reads "Promote anyway"); a second click promotes."""
-        if self.new_version is None:
+        if self.new_version is None or self.kept_base:
             return None
         if self.worse and not anyway and self.promote_button.text != "Promote anyway":
             self.promote_button.text = "Promote anyway"
