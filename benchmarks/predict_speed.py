@@ -17,7 +17,11 @@ rate PyTorch's own 4096x4096 matrix product reaches here in the same precision (
 start, so a slower or shared CPU shows up in both).
 
     python benchmarks/predict_speed.py [--image PATH] [--runs 5] [--tta flips|hflip|none]
-                                       [--precision auto|fp32|bf16]
+                                       [--precision auto|fp32|bf16] [--model DIR]
+
+``--model``: another model folder than the bundled default (e.g. a candidate recipe's fold
+model, to see what it would cost before it is trained in full); its JSON is then
+results/predict_speed_<parent>_<folder>_<tta>_<precision>.json.
 """
 
 from __future__ import annotations
@@ -63,20 +67,19 @@ def gemm_gflops(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_json: str) -> None:
+def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_json: str, model_dir: str) -> None:
     import resource
 
     import numpy as np
     import torch
 
-    from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.image_io import read_image
     from napari_lesionseg.core.inference import predict, run_to_end
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.outputs import write_prediction
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    model = load_model_folder(default_model_dir())
+    model = load_model_folder(model_dir)
     times, net_times = [], []
     pred = None
     out_dir = Path(tempfile.mkdtemp())
@@ -113,11 +116,10 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
     }))
 
 
-def model_tta() -> str:
-    from napari_lesionseg.core.bundled import default_model_dir
+def model_tta(model_dir: str) -> str:
     from napari_lesionseg.core.model_folder import load_model_folder
 
-    return load_model_folder(default_model_dir()).config.inference.tta
+    return load_model_folder(model_dir).config.inference.tta
 
 
 def main() -> None:
@@ -128,18 +130,24 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="the tuned path's")
     ap.add_argument("--peak-fp32", type=float, default=442.0, help="nominal fp32 GFLOP/s of all cores")
     ap.add_argument("--peak-bf16", type=float, default=883.0, help="nominal bf16 GFLOP/s of all cores")
+    ap.add_argument("--model", default=None, help="a model folder (default: the bundled default model)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.model is None:
+        from napari_lesionseg.core.bundled import default_model_dir
+
+        args.model = str(default_model_dir())
     if args.tta is None:
-        args.tta = model_tta()
+        args.tta = model_tta(args.model)
     if args.worker:
-        worker(args.worker, args.image, args.runs, args.tta, args.precision, args.out)
+        worker(args.worker, args.image, args.runs, args.tta, args.precision, args.out, args.model)
         return
     import numpy as np
 
     cpu = cpu_description()
     nominal = {"fp32": args.peak_fp32, "bf16": args.peak_bf16}
+    from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.runtime import cpu_has_bf16
 
     # bf16 is emulated without AVX512_BF16/AMX: a 4096^2 bf16 product then takes many minutes
@@ -149,7 +157,8 @@ def main() -> None:
     for variant in ("plain", "tuned"):
         out = tmp / f"{variant}.json"
         subprocess.run([sys.executable, __file__, "--worker", variant, "--image", args.image, "--runs",
-                        str(args.runs), "--tta", args.tta, "--precision", args.precision, "--out", str(out)],
+                        str(args.runs), "--tta", args.tta, "--precision", args.precision, "--out", str(out),
+                        "--model", args.model],
                        check=True)
         res[variant] = json.loads(out.read_text())
     p_plain, p_tuned = np.load(tmp / "plain.json.prob.npy"), np.load(tmp / "tuned.json.prob.npy")
@@ -169,7 +178,7 @@ def main() -> None:
                      "pct_of_gemm": 100 * rate / gemm[prec], "peak_rss_mb": r["peak_rss_mb"],
                      "timings_last": r["timings_last"]})
     speedup = rows[0]["median_s"] / rows[1]["median_s"]
-    print(f"image {args.image} (tta {args.tta}, {args.runs} runs each)\nCPU: {cpu}; nominal peak fp32 "
+    print(f"model {args.model}\nimage {args.image} (tta {args.tta}, {args.runs} runs each)\nCPU: {cpu}; nominal peak fp32 "
           f"{nominal['fp32']:.0f} / bf16 {nominal['bf16']:.0f} GFLOP/s; 4096^2 matmul here: fp32 {gemm['fp32']:.0f} / "
           f"bf16 {gemm['bf16']:.0f} GFLOP/s")
     print(f"{'variant':8s} {'prec':>5s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'net s':>7s} {'GFLOP':>6s} "
@@ -180,15 +189,17 @@ def main() -> None:
               f"{r['pct_of_gemm']:8.1f} {r['peak_rss_mb']:7.0f}")
     print(f"end-to-end speed-up tuned vs plain: {speedup:.2f}x; probability max |diff| "
           f"{float(np.abs(p_plain - p_tuned).max()):.2e}; mask Dice {dice:.5f}")
-    out = {"image": args.image, "tta": args.tta, "runs": args.runs, "cpu": cpu, "nominal_peak_gflops": nominal,
+    out = {"image": args.image, "model": args.model, "tta": args.tta, "runs": args.runs, "cpu": cpu, "nominal_peak_gflops": nominal,
            "matmul_gflops": gemm, "precision_requested": args.precision,
            "python": platform.python_version(), "rows": rows, "speedup": speedup,
            "prob_max_abs_diff": float(np.abs(p_plain - p_tuned).max()), "mask_dice": dice,
            "work_shape": res["tuned"]["work_shape"], "tiles": res["tuned"]["tiles"],
            "timings_last_tuned": res["tuned"]["timings_last"], "date": time.strftime("%Y-%m-%d %H:%M")}
     (HERE / "results").mkdir(exist_ok=True)
-    default = args.tta == model_tta() and args.precision == "auto"
-    name = "predict_speed.json" if default else f"predict_speed_{args.tta}_{args.precision}.json"
+    bundled = Path(args.model).resolve() == default_model_dir().resolve()
+    default = bundled and args.tta == model_tta(args.model) and args.precision == "auto"
+    name = ("predict_speed.json" if default else f"predict_speed_{args.tta}_{args.precision}.json" if bundled
+            else f"predict_speed_{'_'.join(Path(args.model).resolve().parts[-2:])}_{args.tta}_{args.precision}.json")
     (HERE / "results" / name).write_text(json.dumps(out, indent=2))
     print(f"wrote {HERE / 'results' / name}")
 
