@@ -134,9 +134,9 @@ def main() -> None:
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.model is None:
-        from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.bundled import default_model_dir
 
+    if args.model is None:
         args.model = str(default_model_dir())
     if args.tta is None:
         args.tta = model_tta(args.model)
@@ -147,7 +147,6 @@ def main() -> None:
 
     cpu = cpu_description()
     nominal = {"fp32": args.peak_fp32, "bf16": args.peak_bf16}
-    from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.runtime import cpu_has_bf16
 
     # bf16 is emulated without AVX512_BF16/AMX: a 4096^2 bf16 product then takes many minutes
@@ -189,7 +188,8 @@ def main() -> None:
               f"{r['pct_of_gemm']:8.1f} {r['peak_rss_mb']:7.0f}")
     print(f"end-to-end speed-up tuned vs plain: {speedup:.2f}x; probability max |diff| "
           f"{float(np.abs(p_plain - p_tuned).max()):.2e}; mask Dice {dice:.5f}")
-    out = {"image": args.image, "model": args.model, "tta": args.tta, "runs": args.runs, "cpu": cpu, "nominal_peak_gflops": nominal,
+    out = {"image": args.image, "model": args.model, "tta": args.tta, "runs": args.runs, "cpu": cpu,
+           "nominal_peak_gflops": nominal,
            "matmul_gflops": gemm, "precision_requested": args.precision,
            "python": platform.python_version(), "rows": rows, "speedup": speedup,
            "prob_max_abs_diff": float(np.abs(p_plain - p_tuned).max()), "mask_dice": dice,
