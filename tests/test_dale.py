@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lesionseg_training.dale import Dale, border_band, omega_star, w2_squared, weighted_moments
 from lesionseg_training.data import Prepared
@@ -78,6 +79,22 @@ def test_weighted_moments_match_centred_statistics_and_their_gradients() -> None
     torch.testing.assert_close(mu_k[0], mu)
     torch.testing.assert_close(sd_k[1], weighted_moments(phi, w2)[1])
     assert float(n_k[1]) == pytest.approx(float(w2.sum()))
+
+
+def test_weighted_moments_stay_exact_for_bf16_features_under_autocast() -> None:
+    """Training runs in bf16 autocast: the moments of bf16 features whose mean is large against
+    their spread (where E[x^2] - mu^2 cancels) match the fp32 moments of the same bf16 values."""
+    g = torch.Generator().manual_seed(0)
+    phi = torch.randn(2, 4, 16, 16, generator=g) * 0.5 + 3.0
+    w = (torch.rand(2, 16, 16, generator=g) > 0.7).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        phib = F.conv2d(phi, torch.eye(4)[:, :, None, None])  # a bf16 activation, as the network's
+        assert phib.dtype == torch.bfloat16
+        mu, sd, _ = weighted_moments(phib, w)
+    mu_ref, sd_ref, _ = weighted_moments(phib.float(), w)
+    assert mu.dtype == torch.float32
+    torch.testing.assert_close(mu, mu_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(sd, sd_ref, rtol=1e-3, atol=1e-3)
 
 
 def _band_reference(mask: np.ndarray, r: int) -> np.ndarray:

@@ -67,12 +67,15 @@ def weighted_moments(phi: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, 
     b, d = phi.shape[:2]
     single = w.ndim == 3
     w = w[:, None] if single else w
-    ws = w.sum(dim=(0, 2, 3))
-    wn = (w / ws.clamp_min(1e-6)[None, :, None, None]).reshape(b, w.shape[1], -1).transpose(1, 2).to(phi.dtype)
-    p = phi.reshape(b, d, -1)
-    mu = torch.bmm(p, wn).sum(0).T  # (K, D)
-    m2 = torch.bmm(p * p, wn).sum(0).T
-    sd = torch.sqrt((m2 - mu * mu).clamp_min(0.0) + 1e-6)
+    ws = w.sum(dim=(0, 2, 3)).float()
+    # in fp32 whatever the features' dtype (bf16 under autocast): E[x^2] - mu^2 cancels, and bf16
+    # products would leave the std some 15 % off for features whose mean is large against their spread
+    with torch.autocast(device_type=phi.device.type, enabled=False):
+        wn = (w.float() / ws.clamp_min(1e-6)[None, :, None, None]).reshape(b, w.shape[1], -1).transpose(1, 2)
+        p = phi.float().reshape(b, d, -1)
+        mu = torch.bmm(p, wn).sum(0).T  # (K, D)
+        m2 = torch.bmm(p * p, wn).sum(0).T
+        sd = torch.sqrt((m2 - mu * mu).clamp_min(0.0) + 1e-6)
     return (mu[0], sd[0], ws[0]) if single else (mu, sd, ws)
 
 
