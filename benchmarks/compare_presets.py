@@ -28,7 +28,9 @@ outwards or inwards at random (loose or tight outlines); written once under ``--
     python benchmarks/compare_presets.py --minutes 10 --variants default,default_dale --folds 0,1,2 \\
         --cache /tmp/cache [--noise missed=0.5,outline=8] [--threads 2]
 
-Run it on an otherwise idle machine: the budget is wall clock.
+Run it on an otherwise idle machine: the budget is wall clock. Runs made apart (e.g. two at a
+time with ``--threads 1``, each into its own ``--results`` file) are tabled together, at equal
+steps per fold too, by ``--report FILE [FILE ...] [--results MERGED]``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -270,7 +273,6 @@ def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, ca
 def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
     """This fold's variants as simultaneous child processes, one thread each; their rows."""
     import subprocess
-    import sys
 
     procs, outs = [], []
     for variant in args.variants.split(","):
@@ -327,6 +329,44 @@ def summarise(rows: list[dict]) -> list[dict]:
     return table
 
 
+def print_tables(rows: list[dict], budget: str, noise: str | None) -> None:
+    """The validation table (mean ± sd over folds, and at equal steps) and, where the runs have
+    them, the full-resolution scores."""
+    table = summarise(rows)
+    print(f"\nnoise: {noise or 'none'}; {budget} per run; last validation, mean ± sd over folds")
+    print(f"{'variant':15s} {'folds':>5s} {'AUPR':>15s} {'Dice':>15s} {'steps':>6s} {'s/step':>6s} "
+          f"{'@step':>6s} {'AUPR @step':>15s} {'Dice @step':>15s}")
+    for t in table:
+        print(f"{t['variant']:15s} {t['folds']:5d} {t['aupr']:>15s} {t['dice']:>15s} {t['steps']:6d} "
+              f"{t['s_per_step']:6.2f} {t['eq_step']:6d} {t['eq_aupr']:>15s} {t['eq_dice']:>15s}")
+    if any("fr_aupr" in r for r in rows):
+        print("\nfull resolution (shipped inference path, last model, calibrated on training photos), mean ± sd:")
+        keys = ["fr_aupr", "fr_dice_ds", "fr_dice_img"] + [f"fr_{m}_{t}" for t in ("MA", "EX", "SE", "OD")
+                                                           for m in ("aupr", "dice_img")]
+        for variant in dict.fromkeys(r["variant"] for r in rows):
+            rs = [r for r in rows if r["variant"] == variant and "fr_aupr" in r]
+            cells = []
+            for k in keys:
+                vals = [float(r[k]) for r in rs if k in r and r[k] == r[k]]
+                if vals:
+                    sd = f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""
+                    cells.append(f"{k[3:]} {statistics.mean(vals):.3f}{sd}")
+            print(f"{variant:15s} " + ", ".join(cells))
+
+
+def report(files: list[str], out: str | None) -> None:
+    """``--report``: the tables of runs already made (one or more results files, e.g. runs made
+    two at a time into separate files); with ``--results``, the runs merged into that file."""
+    rows = [r for f in files for r in json.loads(Path(f).read_text())["runs"]]
+    groups = dict.fromkeys((r["noise"], r.get("steps_budget") or 0, r.get("minutes_budget")) for r in rows)
+    for noise, steps, minutes in groups:
+        same = [r for r in rows if (r["noise"], r.get("steps_budget") or 0, r.get("minutes_budget")) ==
+                (noise, steps, minutes)]
+        print_tables(same, f"{steps} steps" if steps else f"{minutes} min", None if noise == "none" else noise)
+    if out:
+        Path(out).write_text(json.dumps({"runs": rows}, indent=1))
+
+
 def main() -> None:
     from lesionseg_training.data import FINAL_CALIBRATION_PHOTOS
 
@@ -358,7 +398,13 @@ def main() -> None:
                          "/tmp/cv/runs/default-f{fold}-s2000/oof (a fold model: it never trained on the fold)")
     ap.add_argument("--unlabeled", default=str(DATA.parent.parent / "idrid_unlabeled" / "images"),
                     help="folder of unlabelled photos for pseudo-label variants")
+    ap.add_argument("--report", nargs="+", metavar="RESULTS",
+                    help="train nothing: print the tables of the runs in these results files (merged into "
+                         "--results when that is given too)")
     args = ap.parse_args()
+    if args.report:
+        given = any(a == "--results" or a.startswith("--results=") for a in sys.argv[1:])
+        return report(args.report, args.results if given else None)
     clean = Path(args.images)
     images = clean
     if args.noise:
@@ -383,27 +429,7 @@ def main() -> None:
         for r in rows[-len(args.variants.split(",")):]:
             print(f"{r['variant']:15s} fold {fold}  AUPR {r['val_aupr']:.3f}  Dice {r['val_dice']:.3f}  "
                   f"steps {r['steps']}  {r['minutes']} min", flush=True)
-    table = summarise(rows)
-    budget = f"{args.steps} steps" if args.steps else f"{args.minutes} min"
-    print(f"\nnoise: {args.noise or 'none'}; {budget} per run; last validation, mean ± sd over folds")
-    print(f"{'variant':15s} {'folds':>5s} {'AUPR':>15s} {'Dice':>15s} {'steps':>6s} {'s/step':>6s} "
-          f"{'@step':>6s} {'AUPR @step':>15s} {'Dice @step':>15s}")
-    for t in table:
-        print(f"{t['variant']:15s} {t['folds']:5d} {t['aupr']:>15s} {t['dice']:>15s} {t['steps']:6d} "
-              f"{t['s_per_step']:6.2f} {t['eq_step']:6d} {t['eq_aupr']:>15s} {t['eq_dice']:>15s}")
-    if any("fr_aupr" in r for r in rows):
-        print("\nfull resolution (shipped inference path, last model, calibrated on training photos), mean ± sd:")
-        keys = ["fr_aupr", "fr_dice_ds", "fr_dice_img"] + [f"fr_{m}_{t}" for t in ("MA", "EX", "SE", "OD")
-                                                           for m in ("aupr", "dice_img")]
-        for variant in dict.fromkeys(r["variant"] for r in rows):
-            rs = [r for r in rows if r["variant"] == variant and "fr_aupr" in r]
-            cells = []
-            for k in keys:
-                vals = [float(r[k]) for r in rs if k in r and r[k] == r[k]]
-                if vals:
-                    sd = f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""
-                    cells.append(f"{k[3:]} {statistics.mean(vals):.3f}{sd}")
-            print(f"{variant:15s} " + ", ".join(cells))
+    print_tables(rows, f"{args.steps} steps" if args.steps else f"{args.minutes} min", args.noise)
     results = Path(args.results)
     old = json.loads(results.read_text()) if results.exists() else {}
     runs = [r for r in old.get("runs", []) if not any(

@@ -102,3 +102,29 @@ def test_every_variants_fold_split_loads_and_is_the_defaults(tmp_path: Path) -> 
     assert want == ["IDRiD_02", "IDRiD_07"]
     for variant in cp.VARIANTS:
         assert [p.id for p in oof_report.fold_pairs(variant, 1, str(tmp_path))[1]] == want, variant
+
+
+def test_report_merges_runs_made_apart_and_compares_at_equal_steps(tmp_path: Path, capsys) -> None:
+    """``compare_presets.py --report``: runs made two at a time into separate results files are
+    tabled together, each fold's variants compared at the largest step all of them validated,
+    and merged into one file without losing a run."""
+    cp = benchmark_module("compare_presets")
+
+    def run(variant: str, fold: int, curve: list[tuple[int, float]], fr: float) -> dict:
+        return {"variant": variant, "fold": fold, "noise": "none", "steps": curve[-1][0],
+                "val_aupr": curve[-1][1], "val_dice": curve[-1][1], "minutes": 15.0, "fr_aupr": fr,
+                "fr_dice_ds": fr, "fr_dice_img": fr, "minutes_budget": 15.0, "steps_budget": 0,
+                "curve": [{"step": s, "val_aupr": a, "val_dice": a} for s, a in curve]}
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"runs": [run("standard", 0, [(200, 0.1), (400, 0.3), (600, 0.5)], 0.6)]}))
+    b.write_text(json.dumps({"runs": [run("sgdc", 0, [(200, 0.2), (400, 0.4)], 0.5),
+                                      run("sgdc", 1, [(200, 0.3)], 0.7)]}))
+    merged = tmp_path / "merged.json"
+    cp.report([str(a), str(b)], str(merged))
+    out = capsys.readouterr().out
+    table = out.split("full resolution")[0].splitlines()
+    rows = {line.split()[0]: line.split() for line in table if line.split()[:1] in (["standard"], ["sgdc"])}
+    assert rows["standard"][6:8] == ["400", "0.300"]  # fold 0 at step 400, the last step sgdc validated
+    assert rows["sgdc"][1] == "2" and "0.600 ± 0.141" in out  # sgdc's full-res AUPR over its two folds
+    assert len(json.loads(merged.read_text())["runs"]) == 3
