@@ -358,6 +358,7 @@ def report(files: list[str], out: str | None) -> None:
     """``--report``: the tables of runs already made (one or more results files, e.g. runs made
     two at a time into separate files); with ``--results``, the runs merged into that file."""
     rows = [r for f in files for r in json.loads(Path(f).read_text())["runs"]]
+    rows = list({json.dumps(r, sort_keys=True): r for r in rows}.values())  # a run listed in two files counts once
     groups = dict.fromkeys((r["noise"], r.get("steps_budget") or 0, r.get("minutes_budget")) for r in rows)
     for noise, steps, minutes in groups:
         same = [r for r in rows if (r["noise"], r.get("steps_budget") or 0, r.get("minutes_budget")) ==

@@ -121,7 +121,7 @@ def test_report_merges_runs_made_apart_and_compares_at_equal_steps(tmp_path: Pat
     b.write_text(json.dumps({"runs": [run("sgdc", 0, [(200, 0.2), (400, 0.4)], 0.5),
                                       run("sgdc", 1, [(200, 0.3)], 0.7)]}))
     merged = tmp_path / "merged.json"
-    cp.report([str(a), str(b)], str(merged))
+    cp.report([str(a), str(b), str(a)], str(merged))  # a file given twice counts once
     out = capsys.readouterr().out
     table = out.split("full resolution")[0].splitlines()
     rows = {line.split()[0]: line.split() for line in table if line.split()[:1] in (["standard"], ["sgdc"])}
