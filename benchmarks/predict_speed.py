@@ -138,8 +138,9 @@ def main() -> None:
 
     if args.model is None:
         args.model = str(default_model_dir())
+    own_tta = model_tta(args.model)
     if args.tta is None:
-        args.tta = model_tta(args.model)
+        args.tta = own_tta
     if args.worker:
         worker(args.worker, args.image, args.runs, args.tta, args.precision, args.out, args.model)
         return
@@ -197,9 +198,9 @@ def main() -> None:
            "timings_last_tuned": res["tuned"]["timings_last"], "date": time.strftime("%Y-%m-%d %H:%M")}
     (HERE / "results").mkdir(exist_ok=True)
     bundled = Path(args.model).resolve() == default_model_dir().resolve()
-    default = bundled and args.tta == model_tta(args.model) and args.precision == "auto"
-    name = ("predict_speed.json" if default else f"predict_speed_{args.tta}_{args.precision}.json" if bundled
-            else f"predict_speed_{'_'.join(Path(args.model).resolve().parts[-2:])}_{args.tta}_{args.precision}.json")
+    tag = "" if bundled else "_".join(Path(args.model).resolve().parts[-2:]) + "_"
+    default = bundled and args.tta == own_tta and args.precision == "auto"
+    name = "predict_speed.json" if default else f"predict_speed_{tag}{args.tta}_{args.precision}.json"
     (HERE / "results" / name).write_text(json.dumps(out, indent=2))
     print(f"wrote {HERE / 'results' / name}")
 
