@@ -73,8 +73,16 @@ def test_resume_state_between_validations_continues_exactly(tmp_path: Path, smal
     gen.close()
     assert _state(tmp_path / "interrupted")["step"] == 6
     assert not (tmp_path / "interrupted" / ".state.tmp").exists()
+    # the clock a resume continues from: as if the first sitting had run 1000 s
+    state = _state(tmp_path / "interrupted")
+    torch.save({**state, "elapsed": 1000.0}, tmp_path / "interrupted" / "state.pt")
     events = list(train(cfg, tmp_path / "interrupted", resume=True))
     assert {"event": "resumed", "step": 6} in events
+    timed = [e for e in events if e["event"] in ("step", "eval", "done")]
+    assert timed and all(e["elapsed"] >= 1000.0 for e in timed), "a resumed run's clock restarted at zero"
+    with open(tmp_path / "interrupted" / "metrics.csv") as f:
+        column = [float(line.split(",")[0]) for line in f.readlines()[1:]]
+    assert column == sorted(column) and column[-1] >= 1000.0
     a, b = _state(tmp_path / "straight"), _state(tmp_path / "interrupted")
     for key in ("model", "optim", "adversary", "dale", "rng"):
         _assert_same(a[key], b[key], key)

@@ -277,7 +277,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
             r.ema.update_parameters(r.net)
         if r.step % cfg.run.log_every == 0 or r.step == 1:
             yield from r.emit({"event": "step", "step": r.step, "lr": r.opt.param_groups[0]["lr"],
-                               "elapsed": round(time.time() - r.t_start, 2), **logs})
+                               "elapsed": round(r.elapsed, 2), **logs})
         out_of_time = r.out_of_time()
         if r.ctx.is_main and (r.step % cfg.run.eval_every == 0 or r.step == cfg.run.steps or out_of_time):
             yield from _validate_and_save(r)
@@ -289,7 +289,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     in_sync = r.ctx.weights_identical(r.net) and (r.adv is None or r.ctx.weights_identical(r.adv.net))
     r.ctx.barrier()
     yield from r.emit({"event": "done", "step": r.step, "best": str(r.dir / "best"), "best_score": r.best,
-                       "elapsed": round(time.time() - r.t_start, 1), "rank": r.ctx.rank, "world": r.ctx.world,
+                       "elapsed": round(r.elapsed, 1), "rank": r.ctx.rank, "world": r.ctx.world,
                        "ranks_identical": in_sync}, every_rank=True)
     return r.dir / "best"
 
@@ -401,7 +401,7 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     """Validate; write ``last/``, ``best/`` when the score improved, and the resume state."""
     metrics = validate(r.saved_net, r.val_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold,
                        r.cfg.model.network.outputs)
-    yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(time.time() - r.t_start, 1), **metrics})
+    yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(r.elapsed, 1), **metrics})
     meta = {"step": r.step, "val_images": r.val_ids, **metrics}
     if r.cfg.data.final:
         meta["val_in_sample"] = True  # a final model: the validation photos are training photos
