@@ -235,7 +235,9 @@ def main() -> None:
 
     leave_out = frozenset(args.without.split(",")) if args.without else frozenset()
     report: dict = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}",
-                    "steps": args.steps, "noise": args.noise or "none", "without": sorted(leave_out), "variants": {}}
+                    # each variant's own budget is in its entry; this is --steps, for the ones without '@'
+                    "steps": args.steps if any("@" not in lb for lb in args.variants.split(",")) else None,
+                    "noise": args.noise or "none", "without": sorted(leave_out), "variants": {}}
     rows = []
     per_photo: dict[str, list[dict]] = {}
     for label in args.variants.split(","):
