@@ -59,6 +59,14 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     kinds = [e["event"] for e in widget.events]
     assert "plan" in kinds and "baseline" in kinds and kinds.count("step") >= 3 and kinds[-1] == "finished"
     assert widget.ax.lines and len(widget.ax.lines[0].get_xdata()) >= 3  # the live plot
+    # two corrections, none held out: the Dice axis says its points are in-sample, and both
+    # axis labels are drawn inside the canvas, not cut off below or to the right of it
+    assert widget.figure.axes[-1].get_ylabel() == "Dice, training photos (in-sample)"
+    widget.canvas.draw()
+    renderer = widget.canvas.get_renderer()
+    assert widget.ax.xaxis.label.get_window_extent(renderer).y0 >= 0
+    assert widget.figure.axes[-1].yaxis.label.get_window_extent(renderer).x1 <= widget.figure.bbox.width
+    assert all(float(t).is_integer() for t in widget.ax.get_xticks())
     assert "eval" in kinds  # validation during training, not only at the end
     assert "old -> new" in widget.scores.text() and widget.promote_button.enabled
     reg = Registry(project)
@@ -190,6 +198,9 @@ def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) ->
     assert widget.promote() is None and Registry(project).active().name == "tiny"
     widget.discard_button.native.click()
     assert widget.new_version is None
+    from napari_lesionseg._qt.finetune import dice_axis_label
+
+    assert dice_axis_label({"train": ["a", "b", "c"], "val": ["d"]}) == "Dice, 1 held-out photo(s)"  # the live plot's axis
     # the next fine-tune that does improve can be promoted again
     version = _finish_with(widget, project, {"train": ["a", "b", "c"], "val": ["d"]}, old=0.50, new=0.60)
     assert widget.promote_button.enabled

@@ -69,7 +69,7 @@ class FinetuneWidget(DockWidget):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.5, 2.2), dpi=90)
+        self.figure = Figure(figsize=(3.5, 2.2), dpi=90, layout="constrained")  # axis labels inside the canvas
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.ax = self.figure.add_subplot(1, 1, 1)
 
@@ -185,19 +185,24 @@ class FinetuneWidget(DockWidget):
             self.new_version = Path(ev["model"])
 
     def _plot(self) -> None:
-        """Training loss (red) and validation Dice (blue, right axis) against the step."""
+        """Training loss (red) and Dice on the scored photos (blue, right axis, named held-out or
+        in-sample as the plan says) against the step."""
+        from matplotlib.ticker import MaxNLocator
+
         steps = [e for e in self.events if e.get("event") == "step"]
         evals = [e for e in self.events if e.get("event") == "eval"]
+        plan = next((e for e in self.events if e.get("event") == "plan"), {})
         self.figure.clear()
         self.ax = self.figure.add_subplot(1, 1, 1)
         self.ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], color="tab:red", lw=1)
         self.ax.set_xlabel("step", fontsize=8)
+        self.ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         self.ax.set_ylabel("training loss", fontsize=8, color="tab:red")
         self.ax.tick_params(labelsize=7)
         if evals:
             ax2 = self.ax.twinx()
             ax2.plot([e["step"] for e in evals], [e["val_dice"] for e in evals], "o-", color="tab:blue", ms=3)
-            ax2.set_ylabel("validation Dice", fontsize=8, color="tab:blue")
+            ax2.set_ylabel(dice_axis_label(plan), fontsize=8, color="tab:blue")
             ax2.tick_params(labelsize=7)
         self.canvas.draw_idle()
 
@@ -369,6 +374,14 @@ def scored_on(plan: dict[str, Any]) -> str:
         return (f"on the {len(val)} photo(s) it trained on (too few corrections to hold any out: "
                 "optimistic)")
     return f"on {len(val)} held-out photo(s) ({', '.join(val)})"
+
+
+def dice_axis_label(plan: dict[str, Any]) -> str:
+    """The live plot's Dice axis: whether its points are held-out photos or the training ones."""
+    train, val = plan.get("train", []), plan.get("val", [])
+    if val and set(val) <= set(train):
+        return "Dice, training photos (in-sample)"
+    return f"Dice, {len(val)} held-out photo(s)" if val else "Dice"
 
 
 def scores_worse(done: dict[str, Any]) -> str:
