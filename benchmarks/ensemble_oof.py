@@ -21,10 +21,9 @@ import os
 import time
 from pathlib import Path
 
+import compare_presets as cp
 import numpy as np
 from numpy.typing import NDArray
-
-import compare_presets as cp
 
 HERE = Path(__file__).resolve().parent
 
