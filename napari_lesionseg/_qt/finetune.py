@@ -365,12 +365,18 @@ class FinetuneWidget(DockWidget):
         show_error(message)
 
 
+def scored_in_sample(plan: dict[str, Any]) -> bool:
+    """The fine-tune's plan scored old and new on photos it also trained on (too few to hold out)."""
+    val = plan.get("val", [])
+    return bool(val) and set(val) <= set(plan.get("train", []))
+
+
 def scored_on(plan: dict[str, Any]) -> str:
     """Which photos the old -> new scores rest on, from the fine-tune's plan event."""
-    train, val = plan.get("train", []), plan.get("val", [])
+    val = plan.get("val", [])
     if not val:
         return "(no validation photos)"
-    if set(val) <= set(train):
+    if scored_in_sample(plan):
         return (f"on the {len(val)} photo(s) it trained on (too few corrections to hold any out: "
                 "optimistic)")
     return f"on {len(val)} held-out photo(s) ({', '.join(val)})"
@@ -378,8 +384,8 @@ def scored_on(plan: dict[str, Any]) -> str:
 
 def dice_axis_label(plan: dict[str, Any]) -> str:
     """The live plot's Dice axis: whether its points are held-out photos or the training ones."""
-    train, val = plan.get("train", []), plan.get("val", [])
-    if val and set(val) <= set(train):
+    val = plan.get("val", [])
+    if scored_in_sample(plan):
         return "Dice, training photos (in-sample)"
     return f"Dice, {len(val)} held-out photo(s)" if val else "Dice"
 
