@@ -36,7 +36,6 @@ is then also given against it: (tuned - shifted) / (ceiling - shifted). What a c
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import platform
 import tempfile
@@ -45,35 +44,18 @@ from pathlib import Path
 
 import numpy as np
 
+from lesionseg_training.cameras import Camera, shoot
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
 
-# name: (scale, RGB gains, brightness, gamma, blur sigma (output px), vignetting, JPEG quality)
+# the simulated cameras (lesionseg_training.cameras.Camera: scale, RGB gains, brightness, gamma,
+# blur sigma (output px), vignetting, JPEG quality)
 CAMERAS = {
-    "A": (0.6, (0.9, 1.0, 1.1), 1.0, 1.0, 0.0, 0.2, 50),  # smaller, cool cast, JPEG
-    "B": (0.45, (1.15, 0.9, 0.75), 0.75, 1.3, 1.5, 0.4, 30),  # smaller still, warm, dark, blurred
-    "C": (0.8, (1.0, 1.05, 1.0), 1.25, 0.85, 2.5, 0.0, 70),  # bright, soft focus
+    "A": Camera(0.6, (0.9, 1.0, 1.1), 1.0, 1.0, 0.0, 0.2, 50),  # smaller, cool cast, JPEG
+    "B": Camera(0.45, (1.15, 0.9, 0.75), 0.75, 1.3, 1.5, 0.4, 30),  # smaller still, warm, dark, blurred
+    "C": Camera(0.8, (1.0, 1.05, 1.0), 1.25, 0.85, 2.5, 0.0, 70),  # bright, soft focus
 }
-
-
-def shoot(rgb: np.ndarray, camera: tuple) -> np.ndarray:
-    from PIL import Image
-    from scipy.ndimage import gaussian_filter
-
-    scale, gains, bright, gamma, blur, vignette, quality = camera
-    h, w = rgb.shape[:2]
-    size = (round(w * scale), round(h * scale))
-    a = np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS), np.float32) / 255.0
-    a = np.clip(a * np.asarray(gains, np.float32) * bright, 0, 1) ** gamma
-    if vignette:
-        yy, xx = np.mgrid[0:a.shape[0], 0:a.shape[1]].astype(np.float32)
-        r2 = ((yy - a.shape[0] / 2) / (a.shape[0] / 2)) ** 2 + ((xx - a.shape[1] / 2) / (a.shape[1] / 2)) ** 2
-        a *= np.clip(1 - vignette * r2 / 2, 0, 1)[..., None]
-    if blur:
-        a = gaussian_filter(a, (blur, blur, 0))
-    buf = io.BytesIO()
-    Image.fromarray((np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)).save(buf, "JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
 
 
 def _write_set(root: Path, ids: list[str], camera: tuple | None) -> tuple[Path, Path]:

@@ -82,6 +82,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default_pseudo": ("default", ["data.pseudo_share=0.3"]),
     # issue 12's fuzzy head trained with the network from the start, shown as the fuzzy map
     "default_errhead": ("default", ["model.network.error_head=true", 'model.inference.fuzzy.map="head"']),
+    # issue 15 / 13: half the crops from each training photo seen through two simulated cameras
+    # (lesionseg_training.cameras: size, colour, exposure, gamma, blur, vignetting, JPEG)
+    "default_cameras": ("default", ["data.cameras.share=0.5"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),

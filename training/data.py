@@ -24,13 +24,15 @@ import numpy as np
 from numpy.typing import NDArray
 
 from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.fov import detect_fov
 from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
 
-from .train_config import AugmentConfig, DataConfig
+from .cameras import random_camera, shoot_at_size
+from .train_config import AugmentConfig, CameraAugConfig, DataConfig
 
 
 def find_pairs(cfg: DataConfig) -> list[Pair]:
@@ -115,13 +117,16 @@ def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[Pair], list[Pa
 class Prepared:
     """One pair on the working grid: ``x (C, h, w) float32``, ``y (h, w) uint8`` (0/1/255,
     hemorrhages), ``fov (h, w) bool``; ``aux (T-1, h, w) uint8`` the other outputs' labels
-    (``network.outputs[1:]``, 255 where unknown), or None for an HE-only model."""
+    (``network.outputs[1:]``, 255 where unknown), or None for an HE-only model. ``views``: the
+    same photo through simulated cameras (``data.cameras``), network inputs on the same grid as
+    ``x`` (float16 to halve their memory), so labels and disc are shared."""
 
     id: str
     x: NDArray[np.float32]
     y: NDArray[np.uint8]
     fov: NDArray[np.bool_]
     aux: NDArray[np.uint8] | None = None
+    views: tuple[NDArray[np.float16], ...] = ()
 
     def lesion_pixels(self) -> NDArray[np.int64]:
         return np.flatnonzero(self.y == 1)
@@ -179,6 +184,37 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
         np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc, **extra)
         tmp.replace(cf)
     return out
+
+
+def photo_cameras(photo_id: str, cfg: CameraAugConfig) -> list:
+    """The ``cfg.versions`` simulated cameras a training photo is seen through: the same for a
+    photo id and ``cfg`` whatever the run, fold or process."""
+    seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{photo_id}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    return [random_camera(rng, cfg) for _ in range(cfg.versions)]
+
+
+def camera_views(pair: Pair, pre: PreprocessConfig, cfg: CameraAugConfig,
+                 cache_dir: Path | None = None) -> tuple[NDArray[np.float16], ...]:
+    """The network inputs of ``pair``'s photo through its :func:`photo_cameras`, each on the
+    clean photo's working grid (the photo is shot, resized back to its size and prepared with
+    the clean photo's field of view: a camera changes the pixels, not where the lesions are)."""
+    cams = photo_cameras(pair.id, cfg)
+    key = hashlib.sha256((_cache_key(pair, pre) + repr(cams)).encode()).hexdigest()[:20]
+    cf = cache_dir / f"{pair.id}-cams-{key}.npz" if cache_dir is not None else None
+    if cf is not None and cf.exists():
+        z = np.load(cf)
+        return tuple(z[f"v{k}"] for k in range(len(cams)))
+    rgb, _ = read_image(pair.image)
+    fov = detect_fov(rgb)
+    views = tuple(prepare(shoot_at_size(rgb, cam), pre.fov_diameter, pre.green_contrast_sigma, fov=fov)[0]
+                  .astype(np.float16) for cam in cams)
+    if cf is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **{f"v{k}": v for k, v in enumerate(views)})
+        tmp.replace(cf)
+    return views
 
 
 def _crop(arr: NDArray, y0: int, x0: int, size: int) -> NDArray:
@@ -261,7 +297,10 @@ class PatchSampler:
             jitter = np.zeros(2, int)
         cy, cx = divmod(flat, w)
         y0, x0 = cy - s // 2 + int(jitter[0]), cx - s // 2 + int(jitter[1])
-        x = _crop(it.x, y0, x0, s).astype(np.float32)
+        src = it.x
+        if it.views and self.cfg.cameras.share and self.rng.random() < self.cfg.cameras.share:
+            src = it.views[int(self.rng.integers(len(it.views)))]
+        x = _crop(src, y0, x0, s).astype(np.float32)
         lab = it.labels()
         if self.n_outputs > 1 and lab.ndim == 2:  # a photo labelled for HE only (a replay photo): the rest unknown
             lab = np.concatenate([lab[None], np.full((self.n_outputs - 1,) + lab.shape, 255, np.uint8)])

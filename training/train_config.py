@@ -32,6 +32,36 @@ class AugmentConfig:
 
 
 @dataclass
+class CameraAugConfig:
+    """Training photos seen through simulated cameras (``training/cameras.py``): ``versions``
+    cameras drawn per training photo (seeded by ``seed`` and the photo's id, so every run and
+    fold sees the same ones), each prepared once like the photo itself; a crop comes from one of
+    them with probability ``share``. ``share = 0`` (the default): clean photos only."""
+
+    share: float = 0.0
+    versions: int = 2
+    seed: int = 0
+    scale: list[float] = field(default_factory=lambda: [0.4, 1.0])  # log-uniform
+    gains: list[float] = field(default_factory=lambda: [0.8, 1.2])  # per channel
+    bright: list[float] = field(default_factory=lambda: [0.7, 1.3])
+    gamma: list[float] = field(default_factory=lambda: [0.75, 1.4])  # log-uniform
+    blur: list[float] = field(default_factory=lambda: [0.3, 2.5])  # sigma, the camera's pixels
+    blur_p: float = 0.7
+    vignette: list[float] = field(default_factory=lambda: [0.0, 0.5])
+    quality: list[float] = field(default_factory=lambda: [25.0, 95.0])  # JPEG
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.share <= 1.0, "data.cameras.share", "must lie in [0, 1]")
+        require(1 <= self.versions <= 16, "data.cameras.versions", "out of range 1..16")
+        require(0.0 <= self.blur_p <= 1.0, "data.cameras.blur_p", "must lie in [0, 1]")
+        for name, lo, hi in (("scale", 0.05, 1.0), ("gains", 0.1, 4.0), ("bright", 0.1, 4.0), ("gamma", 0.2, 5.0),
+                             ("blur", 0.0, 20.0), ("vignette", 0.0, 1.0), ("quality", 1.0, 100.0)):
+            r = getattr(self, name)
+            require(len(r) == 2 and lo <= r[0] <= r[1] <= hi, f"data.cameras.{name}",
+                    f"must be [low, high] with {lo} <= low <= high <= {hi}")
+
+
+@dataclass
 class DataConfig:
     images: str | None = None
     masks: str | None = None
@@ -50,6 +80,7 @@ class DataConfig:
     lesion_crop_fraction: float = 0.625
     centre_types: list[str] = field(default_factory=lambda: ["HE"])  # what lesion-centred crops centre on
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cameras: CameraAugConfig = field(default_factory=CameraAugConfig)
     cache_dir: str | None = None
     #: self-training: a folder of a teacher's pseudo-labelled photos (training/pseudo_labels.py),
     #: drawn for ``pseudo_share`` of the crops besides the annotated photos

@@ -28,7 +28,16 @@ from .adapt import freeze_batchnorm, trainable
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
 from .dale import Dale
-from .data import PatchSampler, Prepared, find_pairs, held_out_pairs, pair_digests, prepare_pair, split_pairs
+from .data import (
+    PatchSampler,
+    Prepared,
+    camera_views,
+    find_pairs,
+    held_out_pairs,
+    pair_digests,
+    prepare_pair,
+    split_pairs,
+)
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
 from .fit_review import fit_review
@@ -159,9 +168,15 @@ def literal_adaptation_step(pairs: list[tuple[nn.Parameter, torch.Tensor]], eta:
     return norm
 
 
-def prepare_items(pairs: list, cfg: TrainConfig) -> list[Prepared]:
+def prepare_items(pairs: list, cfg: TrainConfig, cameras: bool = False) -> list[Prepared]:
+    """The pairs on the working grid; with ``cameras`` (the training photos) also through the
+    simulated cameras of ``data.cameras`` when its share is above 0."""
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
-    return [prepare_pair(p, cfg.model.preprocess, cache, cfg.model.network.outputs) for p in pairs]
+    items = [prepare_pair(p, cfg.model.preprocess, cache, cfg.model.network.outputs) for p in pairs]
+    if cameras and cfg.data.cameras.share > 0:
+        items = [replace(it, views=camera_views(p, cfg.model.preprocess, cfg.data.cameras, cache))
+                 for p, it in zip(pairs, items)]
+    return items
 
 
 def _save(folder: Path, net: nn.Module, cfg: TrainConfig, metrics: dict, lineage: dict,
@@ -307,7 +322,7 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     train_pairs, val_pairs = pairs if pairs is not None else split_pairs(find_pairs(cfg.data), cfg.data)
     yield {"event": "data", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs]}
     t0 = time.time()
-    train_items = prepare_items(train_pairs, cfg)
+    train_items = prepare_items(train_pairs, cfg, cameras=True)
     val_items = prepare_items(val_pairs, cfg)
     yield {"event": "prepared", "seconds": round(time.time() - t0, 1)}
 
