@@ -31,6 +31,10 @@ camera (with their masks; the button's other settings, so a quarter of them held
 the checkpoint), scored on the same photos. Recovery
 is then also given against it: (tuned - shifted) / (ceiling - shifted). What a camera destroys
 (blur, JPEG, a smaller sensor) no number of corrections brings back.
+
+``--ablate``: which part of a camera costs the base model its Dice: the scored photos through
+each part alone ("only ...") and through the camera without each part ("without ..."); blur
+and JPEG keep the camera's size (their strength is in its pixels). No training.
 """
 
 from __future__ import annotations
@@ -56,6 +60,27 @@ CAMERAS = {
     "B": Camera(0.45, (1.15, 0.9, 0.75), 0.75, 1.3, 1.5, 0.4, 30),  # smaller still, warm, dark, blurred
     "C": Camera(0.8, (1.0, 1.05, 1.0), 1.25, 0.85, 2.5, 0.0, 70),  # bright, soft focus
 }
+
+
+PARTS = {"size": ("scale",), "colour": ("gains", "bright"), "gamma": ("gamma",), "blur": ("blur",),
+         "vignetting": ("vignette",), "JPEG": ("quality",)}
+
+
+def ablations(camera: Camera) -> dict[str, Camera]:
+    """``camera``'s parts (``PARTS``) one at a time and the camera without each, by name; parts
+    the camera does not change are left out. Blur and JPEG alone keep the camera's size."""
+    from lesionseg_training.cameras import IDENTITY
+
+    out: dict[str, Camera] = {}
+    for part, fields in PARTS.items():
+        if all(getattr(camera, f) == getattr(IDENTITY, f) for f in fields):
+            continue
+        keep = {f: getattr(camera, f) for f in fields}
+        if part in ("blur", "JPEG"):
+            keep["scale"] = camera.scale
+        out[f"only {part}"] = IDENTITY._replace(**keep)
+        out[f"without {part}"] = camera._replace(**{f: getattr(IDENTITY, f) for f in fields})
+    return out
 
 
 def _write_set(root: Path, ids: list[str], camera: tuple | None) -> tuple[Path, Path]:
@@ -175,6 +200,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0", help="fine-tune once per seed, e.g. 0,1,2")
     ap.add_argument("--replay-share", type=float, default=None, help="share of replay crops (default: the button's)")
     ap.add_argument("--calibration", default=None, help="held_out / all / keep (default: the button's)")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also score the base model through each part of each camera alone and the camera without it")
     ap.add_argument("--ceiling", type=int, default=0, metavar="STEPS",
                     help="also fine-tune on the base model's training photos through each camera for STEPS steps")
     ap.add_argument("--model", type=Path, default=None,
@@ -208,6 +235,12 @@ def main() -> None:
             shot_pool = _write_set(root / cam / "pool", adapt_pool, CAMERAS[cam])
             shifted = _score(base, *shot_scored)
             row = {"shifted": shifted, "adapted": {}}
+            if args.ablate:
+                row["ablation"] = {}
+                for name, part_cam in ablations(CAMERAS[cam]).items():
+                    sc = row["ablation"][name] = _score(base, *_write_set(root / cam / name.replace(" ", "_"),
+                                                                          scored, part_cam))
+                    print(f"camera {cam}, {name}: Dice {sc['dice_ds']:.3f} AUPR {sc['aupr']:.3f}", flush=True)
             for n in ns:
                 model, secs = _adapted(args.model, shot_pool[0], adapt_pool[:n], args.keep)
                 got = _score(model, *shot_scored)

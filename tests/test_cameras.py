@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import benchmark_module
 from lesionseg_training.cameras import IDENTITY, Camera, shoot, shoot_at_size
 from lesionseg_training.data import PatchSampler, Prepared, camera_views, photo_cameras
 from lesionseg_training.train_config import AugmentConfig, CameraAugConfig, DataConfig, load_config
@@ -100,3 +101,15 @@ def test_training_photos_get_their_camera_views_on_the_clean_grid_and_from_the_c
                                  "data.cameras.versions=2", "data.cameras.seed=3"])
     camera_views(pairs[0], other.model.preprocess, other.data.cameras, tmp_path)
     assert len(list(tmp_path.glob("*-cams-*.npz"))) == 2  # other cameras, another cache file
+
+
+def test_a_cameras_ablation_takes_each_part_alone_and_away() -> None:
+    adapt = benchmark_module("adapt")
+    b = adapt.CAMERAS["B"]
+    abl = adapt.ablations(b)
+    assert set(abl) == {f"{w} {p}" for p in adapt.PARTS for w in ("only", "without")}
+    assert abl["only colour"] == IDENTITY._replace(gains=b.gains, bright=b.bright)
+    assert abl["only JPEG"] == IDENTITY._replace(quality=b.quality, scale=b.scale)  # JPEG at the camera's size
+    assert abl["without JPEG"] == b._replace(quality=100)
+    assert abl["without size"] == b._replace(scale=1.0)
+    assert "only blur" not in adapt.ablations(adapt.CAMERAS["A"])  # A is sharp: nothing to take away
