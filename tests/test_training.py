@@ -402,3 +402,13 @@ def test_snapshots_keep_the_trained_weights_of_every_validation(tmp_path: Path, 
                                    "run.steps=2", "run.eval_every=2"])
     run_to_end(train(cfg_off, tmp_path / "plain"))
     assert not (tmp_path / "plain" / "snapshots").exists()
+
+
+@pytest.mark.parametrize("tool", ["replay", "pseudo_labels", "oof_calibrate", "fit_review"])
+def test_the_training_tools_run_as_modules_under_the_name_they_print(tool: str) -> None:
+    """``python -m lesionseg_training.<tool>`` as the READMEs say: no double-import warning
+    (the package imports its trainer lazily), and a usage line naming the command that works."""
+    r = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", f"lesionseg_training.{tool}", "--help"],
+                       capture_output=True, text=True, env=ENV, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"usage: python -m lesionseg_training.{tool}") and not r.stderr

@@ -11,7 +11,7 @@
 
 Counted on the working grid, one forward pass per photo without TTA, on the photos given:
 the training photos (the validation photos report the score and chose the checkpoint; they
-must not also fit what is scored). ``python -m training.fit_review --model M --images DIR
+must not also fit what is scored). ``python -m lesionseg_training.fit_review --model M --images DIR
 [--exclude-ids ...] --out NEW``; the trainer runs :func:`fit_review` on its training photos
 after calibration.
 """
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     from .data import find_pairs, prepare_pair
     from .train_config import DataConfig
 
-    ap = argparse.ArgumentParser(prog="python -m training.fit_review", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lesionseg_training.fit_review", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--images", required=True, help="IDRiD-layout root, or an images folder (with --masks)")
     ap.add_argument("--masks", default=None)

@@ -74,7 +74,7 @@ class FuzzyConfig:
         require(0 < self.delta <= 1, "inference.fuzzy.delta", "must lie in (0, 1]")
         _check_knots(self.error_rate, "inference.fuzzy.error_rate")
         require(self.map != "error_rate" or self.error_rate is not None, "inference.fuzzy.error_rate",
-                "map = 'error_rate' needs the error_rate knots (fit them with python -m training.fit_review)")
+                "map = 'error_rate' needs the error_rate knots (fit them with python -m lesionseg_training.fit_review)")
 
 
 @dataclass
