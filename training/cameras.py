@@ -20,6 +20,8 @@ from numpy.typing import NDArray
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
+from .train_config import CameraAugConfig
+
 
 class Camera(NamedTuple):
     scale: float  # output size / input size
@@ -70,8 +72,8 @@ def shoot_at_size(rgb: NDArray[np.uint8], camera: Camera | tuple) -> NDArray[np.
     return np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.BILINEAR))
 
 
-def random_camera(rng: np.random.Generator, cfg) -> Camera:
-    """One camera drawn from ``cfg`` (a ``CameraAugConfig``): scale and gamma log-uniform in
+def random_camera(rng: np.random.Generator, cfg: CameraAugConfig) -> Camera:
+    """One camera drawn from ``cfg``: scale and gamma log-uniform in
     their ranges, the rest uniform; blur only with probability ``cfg.blur_p``."""
 
     def uni(lo_hi: list[float]) -> float:
