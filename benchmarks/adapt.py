@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lesionseg_training.cameras import Camera, shoot
+from lesionseg_training.cameras import IDENTITY, Camera, shoot
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -69,8 +69,6 @@ PARTS = {"size": ("scale",), "colour": ("gains", "bright"), "gamma": ("gamma",),
 def ablations(camera: Camera) -> dict[str, Camera]:
     """``camera``'s parts (``PARTS``) one at a time and the camera without each, by name; parts
     the camera does not change are left out. Blur and JPEG alone keep the camera's size."""
-    from lesionseg_training.cameras import IDENTITY
-
     out: dict[str, Camera] = {}
     for part, fields in PARTS.items():
         if all(getattr(camera, f) == getattr(IDENTITY, f) for f in fields):

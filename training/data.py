@@ -31,7 +31,7 @@ from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
 
-from .cameras import random_camera, shoot_at_size
+from .cameras import Camera, random_camera, shoot_at_size
 from .train_config import AugmentConfig, CameraAugConfig, DataConfig
 
 
@@ -186,7 +186,7 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
     return out
 
 
-def photo_cameras(photo_id: str, cfg: CameraAugConfig) -> list:
+def photo_cameras(photo_id: str, cfg: CameraAugConfig) -> list[Camera]:
     """The ``cfg.versions`` simulated cameras a training photo is seen through: the same for a
     photo id and ``cfg`` whatever the run, fold or process."""
     seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{photo_id}".encode()).digest()[:8], "little")
