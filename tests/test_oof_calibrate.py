@@ -20,6 +20,7 @@ from lesionseg_training.calibrate import calibrate, calibrate_pooled
 from lesionseg_training.data import Prepared, find_pairs
 from lesionseg_training.fit_review import fit_review_pooled
 from lesionseg_training.oof_calibrate import fold_groups
+from lesionseg_training.oof_predictions import predict_groups
 from lesionseg_training.train_config import DataConfig
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
@@ -58,12 +59,13 @@ def test_each_fold_model_predicts_its_own_photos() -> None:
     cfg = tiny_config()
     a = [_photo(k, right=0) for k in range(3)]
     b = [_photo(k + 3, right=1) for k in range(3)]
-    _, figs = calibrate_pooled(cfg, [(ProbIsChannel(0), a), (ProbIsChannel(1), b)])
+    _, figs = calibrate_pooled(cfg, predict_groups([(ProbIsChannel(0), a), (ProbIsChannel(1), b)], cfg))
     assert figs["val_best_dice_calibrated"] > 0.99 and figs["platt_a"] > 0
     _, wrong = calibrate(ProbIsChannel(0), cfg, a + b)
     assert wrong["val_best_dice_calibrated"] < 0.8
-    calibrated, _ = calibrate_pooled(cfg, [(ProbIsChannel(0), a), (ProbIsChannel(1), b)])
-    _, review = fit_review_pooled(calibrated, [(ProbIsChannel(0), a), (ProbIsChannel(1), b)])
+    photos = list(predict_groups([(ProbIsChannel(0), a), (ProbIsChannel(1), b)], cfg))
+    calibrated, _ = calibrate_pooled(cfg, photos)
+    _, review = fit_review_pooled(calibrated, photos)
     assert review["fit_images"] == 6 and review["fit_pixel_error_share"] < 0.01
 
 
@@ -107,7 +109,7 @@ def test_fold_groups_count_each_training_photo_once(tmp_path: Path, twelve_pairs
     pairs = find_pairs(DataConfig(images=str(twelve_pairs / "images"), masks=str(twelve_pairs / "masks")))
     final = load_model_folder(_folder(tmp_path / "final", IDS[:10], IDS[:2], seed=9, val_in_sample=True))
     groups = fold_groups(final, _fold_models(tmp_path), pairs)
-    got = [[p.id for p in g.pairs] for g in groups]
+    got = [g.ids for g in groups]
     assert got == [IDS[0:4], IDS[4:8], IDS[8:10]]  # p10, p11: not the final model's training photos
 
 
@@ -160,3 +162,47 @@ def test_cli_writes_an_out_of_fold_calibrated_folder(tmp_path: Path, twelve_pair
     before = (out / "config.json").read_bytes()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "already exists" in r.stderr and (out / "config.json").read_bytes() == before
+
+
+def test_cli_calibrates_from_stored_predictions_as_from_the_fold_models(tmp_path: Path, twelve_pairs: Path) -> None:
+    """Each fold model's held-out predictions stored (``oof_predictions``), the fold models
+    gone: the calibration read from the files is the one fitted with the fold models."""
+    final = _folder(tmp_path / "final", IDS[:10], IDS[:2], seed=9, val_in_sample=True, step=7)
+    folds = _fold_models(tmp_path)
+    images = ["--images", str(twelve_pairs / "images"), "--masks", str(twelve_pairs / "masks")]
+    stored = []
+    for i, fold in enumerate(folds):
+        f = tmp_path / "stored" / f"f{i}.npz"
+        r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(fold), *images,
+                            "--note", "tiny", "--out", str(f)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert f"4 held-out photos of {fold}" in r.stdout
+        stored.append(f)
+    calibrate = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final)]
+    r = subprocess.run([*calibrate, "--folds", *map(str, folds), *images, "--out", str(tmp_path / "a")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*calibrate, "--predictions", *map(str, stored), "--out", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "fitted on 10 photos" in r.stdout
+    a, b = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
+    assert b.metrics["calibration"]["fold_models"] == {str(stored[0]): IDS[0:4], str(stored[1]): IDS[4:8],
+                                                       str(stored[2]): IDS[8:10]}
+    for key in ("platt_a", "platt_b", "threshold"):  # an untrained model's logits span little: 0.1 steps tell
+        assert b.metrics["calibration"][key] == pytest.approx(a.metrics["calibration"][key], rel=0.02, abs=0.01), key
+    assert b.metrics["review_fit"]["fit_images"] == a.metrics["review_fit"]["fit_images"] == 10
+    assert (tmp_path / "b" / "weights.safetensors").read_bytes() == (final / "weights.safetensors").read_bytes()
+    # a file that is not one, or a fold's file twice: the file and the problem, nothing written
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    for bad, problem in (([str(tmp_path / "junk.npz")], "not a stored-predictions file"),
+                         ([str(stored[0]), str(stored[0])], "p00 is also held out")):
+        r = subprocess.run([*calibrate, "--predictions", *bad, "--out", str(tmp_path / "never")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and problem in r.stderr and bad[0] in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "never").exists()
+    # a stored file is never replaced
+    before = stored[0].read_bytes()
+    r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
+                        "--out", str(stored[0])], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "already exists" in r.stderr and stored[0].read_bytes() == before

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize
@@ -23,7 +22,7 @@ from napari_lesionseg.core.metrics import PooledPR
 from napari_lesionseg.core.model_config import ModelConfig
 
 from .data import Prepared
-from .validate import predict_work_all
+from .oof_predictions import Predicted, predict
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -59,30 +58,27 @@ def apply_knots(p: np.ndarray, knots: list[list[float]]) -> np.ndarray:
     return apply_calibration(p, knots)
 
 
-def calibrate(net, config: ModelConfig, items: list[Prepared]) -> tuple[ModelConfig, dict[str, float]]:
+def calibrate(net, config: ModelConfig, items: Iterable[Prepared]) -> tuple[ModelConfig, dict[str, float]]:
     """Fit the calibration on ``items`` (validation, working grid); return the config with
     calibration knots and the Dice-optimal threshold on the calibrated scale, and figures;
     for every output of the model (other outputs' figures end in ``_<T>``; an output no item
     has labels for keeps its settings)."""
-    return calibrate_pooled(config, [(net, items)])
+    return calibrate_pooled(config, predict(net, config, items))
 
 
-def calibrate_pooled(config: ModelConfig, groups: Iterable[tuple[Any, Iterable[Prepared]]]
-                     ) -> tuple[ModelConfig, dict[str, float]]:
-    """:func:`calibrate` on pooled pixels: each ``(net, items)`` group's network predicts its
-    own photos (out-of-fold calibration: every fold model on the photos it never trained on,
-    fitted once for the final model that shares their recipe)."""
+def calibrate_pooled(config: ModelConfig, predicted: Iterable[Predicted]) -> tuple[ModelConfig, dict[str, float]]:
+    """:func:`calibrate` on pooled pixels of photos already predicted: out-of-fold calibration
+    pools every fold model's predictions on the photos it never trained on (``predict_groups``,
+    or read back from stored predictions), fitted once for the final model that shares their
+    recipe."""
     outputs = config.network.outputs
     probs: list[list[np.ndarray]] = [[] for _ in outputs]
     labels: list[list[np.ndarray]] = [[] for _ in outputs]
-    for net, items in groups:
-        for it in items:
-            ps = predict_work_all(net.eval(), it.x, config.network.stride)
-            ys = it.labels().reshape((-1,) + it.y.shape)
-            for k in range(len(outputs)):
-                v = it.fov & (ys[k] != 255)
-                probs[k].append(ps[k][v])
-                labels[k].append((ys[k] == 1)[v])
+    for pred in predicted:
+        for k in range(len(outputs)):
+            v = pred.fov & (pred.labels[k] != 255)
+            probs[k].append(pred.probs[k][v])
+            labels[k].append((pred.labels[k] == 1)[v])
     figures: dict[str, float] = {}
     inference = config.inference
     for k, name in enumerate(outputs):

@@ -32,7 +32,7 @@ from napari_lesionseg.core.model_config import ModelConfig
 from napari_lesionseg.core.review import candidate_misses
 
 from .data import Prepared
-from .validate import predict_work
+from .oof_predictions import Predicted, check_kept, predict
 
 EIGHT = np.ones((3, 3), bool)
 PIXEL_EDGES = np.unique(np.concatenate([[0.0, 1e-4, 3e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.035],
@@ -106,15 +106,14 @@ def fit_review(net: torch.nn.Module, config: ModelConfig, items: Iterable[Prepar
                ) -> tuple[ModelConfig, dict[str, float]]:
     """The config with ``inference.fuzzy`` (``map = "error_rate"`` and its knots) and
     ``inference.review`` (floor and rates) fitted on ``items``; and what was counted."""
-    return fit_review_pooled(config, [(net, items)])
+    return fit_review_pooled(config, predict(net, config, items))
 
 
-def fit_review_pooled(config: ModelConfig, groups: Iterable[tuple[torch.nn.Module, Iterable[Prepared]]]
-                      ) -> tuple[ModelConfig, dict[str, float]]:
-    """:func:`fit_review` counted over groups: each ``(net, items)`` group's network on its own
-    photos (out of fold: every fold model's mistakes on the photos it never trained on, the
-    rates a final model of the same recipe makes on new photos), all read through ``config``'s
-    calibration and threshold."""
+def fit_review_pooled(config: ModelConfig, predicted: Iterable[Predicted]) -> tuple[ModelConfig, dict[str, float]]:
+    """:func:`fit_review` counted over photos already predicted (out of fold: every fold
+    model's mistakes on the photos it never trained on, the rates a final model of the same
+    recipe makes on new photos; ``predict_groups``, or read back from stored predictions), all
+    read through ``config``'s calibration and threshold."""
     inf = config.inference
     thr = inf.threshold
     floor = inf.review.floor_for(thr)
@@ -125,21 +124,19 @@ def fit_review_pooled(config: ModelConfig, groups: Iterable[tuple[torch.nn.Modul
     top = [e for e in (0.9, 0.95, 0.99) if e > thr] + [1.0 + 1e-9]
     les = _Tally(np.concatenate([np.linspace(thr, 0.9, 8)[:-1] if thr < 0.9 else [thr], top]))
     n_images = 0
-    with torch.inference_mode():
-        for net, items in groups:
-            net.eval()
-            for it in items:
-                n_images += 1
-                p = apply_calibration(predict_work(net, it.x, config.network.stride).astype(np.float32),
-                                      inf.calibration)
-                valid = it.fov & (it.y != 255)
-                gt = (it.y == 1) & valid
-                pred = (p > thr) & it.fov
-                pixels.add(p[valid].astype(float), (pred != gt)[valid])
-                pm, touched = _component_max(p, candidate_misses(p, pred, floor) & it.fov, gt)
-                cand.add(pm, touched)
-                pm, touched = _component_max(p, pred, gt)
-                les.add(pm, ~touched)
+    for pred in predicted:
+        check_kept(pred, floor, inf.calibration)
+        n_images += 1
+        p = apply_calibration(pred.probs[0], inf.calibration)
+        y, fov = pred.labels[0], pred.fov
+        valid = fov & (y != 255)
+        gt = (y == 1) & valid
+        mask = (p > thr) & fov
+        pixels.add(p[valid].astype(float), (mask != gt)[valid])
+        pm, touched = _component_max(p, candidate_misses(p, mask, floor) & fov, gt)
+        cand.add(pm, touched)
+        pm, touched = _component_max(p, mask, gt)
+        les.add(pm, ~touched)
     if n_images == 0 or pixels.count.sum() == 0:
         raise ValueError("fit_review needs at least one annotated photo")
     prior = pixels.hits.sum() / pixels.count.sum()

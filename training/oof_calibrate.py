@@ -14,6 +14,13 @@ not counted, so it stays unseen by everything fitted into the folder::
         --folds /tmp/cv/runs/default-f{0,1,2,3,4}-s2000/last --images ../shared/data/idrid/train \\
         [--cache DIR] --out runs/final/oof_calibrated
 
+or, from what the fold models predicted in earlier sittings (``oof_predictions`` files; a
+fold model's run folder need not outlive its sitting)::
+
+    python -m lesionseg_training.oof_calibrate --model runs/final/best \\
+        --predictions benchmarks/results/oof_predictions/default-f{0,1,2,3,4}-s4000.npz \\
+        --out runs/final/oof_calibrated
+
 The fold models' folders must be the trainer's (``metrics.json`` ``val_images``: the photos
 they held out; ``lineage.json``: the photos they trained on), of the final model's network,
 preprocessing and outputs. The new folder keeps the final model's weights, lineage and replay
@@ -34,8 +41,9 @@ from napari_lesionseg.core.model_folder import LoadedModel, load_model_folder, s
 from napari_lesionseg.core.pairs import Pair
 
 from .calibrate import calibrate_pooled
-from .data import Prepared, find_pairs, prepare_pair
+from .data import find_pairs, prepare_pair
 from .fit_review import fit_review_pooled
+from .oof_predictions import Predicted, held_out, load, load_meta, predict, recipe_io
 from .train_config import DataConfig
 
 MIN_PHOTOS = 10  # fewer out-of-fold photos than this fit nothing
@@ -43,92 +51,126 @@ MIN_PHOTOS = 10  # fewer out-of-fold photos than this fit nothing
 
 @dataclass
 class FoldGroup:
-    """One fold model and the final model's training photos it held out."""
+    """One fold (a fold model's folder, or a file of its stored predictions) and the final
+    model's training photos it held out."""
 
-    folder: Path
-    model: LoadedModel
-    pairs: list[Pair]
+    source: Path
+    ids: list[str]
+    model: LoadedModel | None = None
+    pairs: tuple[Pair, ...] = ()  # with a model: the photos' files
 
 
-def _same_recipe_io(final: LoadedModel, fold: LoadedModel, folder: Path) -> None:
-    a, b = final.config, fold.config
-    for what, x, y in (("network.outputs", a.network.outputs, b.network.outputs),
-                       ("network.stride", a.network.stride, b.network.stride),
-                       ("network.arch", a.network.arch, b.network.arch),
-                       ("preprocess", a.preprocess, b.preprocess)):
-        if x != y:
-            raise LesionsegInputError(folder, f"a fold model with another {what} than the final model ({y} vs {x})")
+def _same_recipe_io(final: LoadedModel, fold_io: dict, source: Path) -> None:
+    mine = recipe_io(final.config)
+    for what in ("outputs", "stride", "arch", "preprocess"):
+        if fold_io.get(what) != mine[what]:
+            name = what if what == "preprocess" else f"network.{what}"
+            raise LesionsegInputError(source, f"a fold model with another {name} than the final model "
+                                              f"({fold_io.get(what)} vs {mine[what]})")
+
+
+def _group(final: LoadedModel, source: Path, held: list[str] | None, trained: set[str], available: set[str],
+           seen: dict[str, Path], in_sample: bool = False) -> list[str]:
+    held = held_out(source, held, trained, in_sample)
+    for pid in held:
+        if pid in seen:
+            raise LesionsegInputError(source, f"{pid} is also held out by {seen[pid]}: folds must not overlap")
+        seen[pid] = source
+    final_trained = set(final.lineage.get("data", {}))
+    return [pid for pid in held if pid in final_trained and pid in available]
+
+
+def _final_trained(final: LoadedModel) -> None:
+    if not final.lineage.get("data"):
+        raise LesionsegInputError(Path(final.path), "lineage.json names no training photos: which photos "
+                                                      "the model trained on cannot be told")
 
 
 def fold_groups(final: LoadedModel, folders: list[Path], pairs: list[Pair]) -> list[FoldGroup]:
     """Each fold model with the photos it held out that the final model trained on; checks
     that no photo is held out twice and that no fold model trained on a photo it is to predict."""
-    trained = set(final.lineage.get("data", {}))
-    if not trained:
-        raise LesionsegInputError(Path(final.path), "lineage.json names no training photos: which photos "
-                                                      "the model trained on cannot be told")
+    _final_trained(final)
     by_id = {p.id: p for p in pairs}
     groups, seen = [], {}
     for folder in folders:
         fold = load_model_folder(folder)
-        _same_recipe_io(final, fold, folder)
-        held = fold.metrics.get("val_images")
-        if not held or fold.metrics.get("val_in_sample"):
-            raise LesionsegInputError(folder, "not a fold model: metrics.json names no held-out photos "
-                                              "(val_images), or they are its training photos (val_in_sample)")
-        leak = set(held) & set(fold.lineage.get("data", {}))
-        if leak:
-            raise LesionsegInputError(folder, f"trained on photos it is said to hold out: {sorted(leak)}")
-        for pid in held:
-            if pid in seen:
-                raise LesionsegInputError(folder, f"{pid} is also held out by {seen[pid]}: folds must not overlap")
-            seen[pid] = folder
-        mine = [by_id[pid] for pid in sorted(held) if pid in trained and pid in by_id]
-        groups.append(FoldGroup(Path(folder), fold, mine))
+        _same_recipe_io(final, recipe_io(fold.config), Path(folder))
+        mine = _group(final, Path(folder), fold.metrics.get("val_images"), set(fold.lineage.get("data", {})),
+                      set(by_id), seen, bool(fold.metrics.get("val_in_sample")))
+        groups.append(FoldGroup(Path(folder), mine, fold, tuple(by_id[pid] for pid in mine)))
     return groups
 
 
-def _prepared(groups: list[FoldGroup], final: LoadedModel, cache: Path | None
-              ) -> Iterator[tuple[object, Iterator[Prepared]]]:
+def stored_groups(final: LoadedModel, files: list[Path]) -> list[FoldGroup]:
+    """:func:`fold_groups` for fold models' stored predictions (``oof_predictions`` files)."""
+    _final_trained(final)
+    groups, seen = [], {}
+    for f in files:
+        meta = load_meta(Path(f))
+        _same_recipe_io(final, meta.get("recipe_io", {}), Path(f))
+        mine = _group(final, Path(f), meta.get("held_out"), set(meta.get("trained", [])), set(meta["photos"]), seen)
+        groups.append(FoldGroup(Path(f), mine))
+    return groups
+
+
+def predicted(groups: list[FoldGroup], final: LoadedModel, cache: Path | None) -> Iterator[Predicted]:
+    """Every group's photos as its fold model predicts them (or as it predicted them, stored)."""
     outputs = final.config.network.outputs
     for g in groups:
-        yield g.model.net, (prepare_pair(p, final.config.preprocess, cache, outputs) for p in g.pairs)
+        if g.model is None:
+            yield from load(g.source, g.ids)
+        else:
+            items = (prepare_pair(p, final.config.preprocess, cache, outputs) for p in g.pairs)
+            yield from predict(g.model.net, final.config, items)
 
 
 def calibrate_out_of_fold(final: LoadedModel, groups: list[FoldGroup], cache: Path | None = None
                           ) -> tuple[object, dict, dict]:
     """``(config, calibration figures, review figures)``: the final model's config with the
-    calibration, thresholds, error rate and review rates fitted on the groups' photos."""
-    n = sum(len(g.pairs) for g in groups)
+    calibration, thresholds, error rate and review rates fitted on the groups' photos (each
+    predicted once)."""
+    n = sum(len(g.ids) for g in groups)
     if n < MIN_PHOTOS:
         raise LesionsegInputError(Path(final.path), f"only {n} of its training photos are held out by the fold "
                                                       f"models given; at least {MIN_PHOTOS} are needed")
-    config, figures = calibrate_pooled(final.config, _prepared(groups, final, cache))
-    config, review = fit_review_pooled(config, _prepared(groups, final, cache))
+    photos = list(predicted(groups, final, cache))
+    config, figures = calibrate_pooled(final.config, photos)
+    try:
+        config, review = fit_review_pooled(config, photos)
+    except ValueError as err:
+        raise LesionsegInputError(Path(final.path), str(err)) from None
     return config, figures, review
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.oof_calibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="the final model folder (e.g. RUN/best of --final)")
-    ap.add_argument("--folds", type=Path, nargs="+", required=True, help="the fold models' folders (RUN/last)")
-    ap.add_argument("--images", required=True, help="IDRiD-layout root, or an images folder (with --masks)")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--folds", type=Path, nargs="+", help="the fold models' folders (RUN/last)")
+    src.add_argument("--predictions", type=Path, nargs="+",
+                     help="instead: the fold models' stored predictions (python -m lesionseg_training.oof_predictions)")
+    ap.add_argument("--images", help="IDRiD-layout root, or an images folder (with --masks)")
     ap.add_argument("--masks", default=None)
     ap.add_argument("--cache", type=Path, default=None, help="prepared-data cache folder")
     ap.add_argument("--out", type=Path, required=True, help="the new model folder (must not exist)")
     args = ap.parse_args(argv)
+    if args.folds and not args.images:
+        ap.error("--folds needs --images (the photos the fold models predict)")
     if args.out.exists():
         raise SystemExit(f"{args.out}: already exists; choose a new folder (nothing was written)")
     try:
         final = load_model_folder(args.model)
-        groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
+        if args.folds:
+            groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
+        else:
+            groups = stored_groups(final, args.predictions)
         config, figures, review = calibrate_out_of_fold(final, groups, args.cache)
     except LesionsegInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    photos = sorted(p.id for g in groups for p in g.pairs)
+    photos = sorted(pid for g in groups for pid in g.ids)
     source = {"fitted_on": "out_of_fold", "photos": photos,
-              "fold_models": {str(g.folder): [p.id for p in g.pairs] for g in groups}}
+              "fold_models": {str(g.source): g.ids for g in groups}}
     metrics = {**final.metrics, "calibration": {**figures, **source},
                "review_fit": {**review, "fitted_on": "out_of_fold", "photos": len(photos)}}
     replay = Path(final.path) / "replay"
