@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import statistics
 import sys
 import time
@@ -178,6 +179,8 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     last = curve[-1] if curve else {"step": 0, "val_aupr": float("nan"), "val_dice": float("nan")}
     if args.full_res:
         last = {**last, **full_resolution_report(run_dir, train_pairs, val_pairs, args.cache, ["MA", "EX", "SE", "OD"])}
+    if args.store_predictions:
+        store_predictions(run_dir, val_pairs, args, variant, fold)
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
             **{k: v for k, v in last.items() if k != "step"}, "minutes": round((time.time() - t0) / 60, 1),
             "val_ids": [p.id for p in val_pairs], "curve": curve}
@@ -273,6 +276,22 @@ def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, ca
     return out
 
 
+def store_predictions(run_dir: Path, val_pairs: list, args: argparse.Namespace, variant: str, fold: int) -> None:
+    """What the run's last model predicts for its fold's photos, kept for an out-of-fold
+    calibration in a later sitting (``lesionseg_training.oof_predictions``; a file already
+    there is kept)."""
+    from lesionseg_training.oof_predictions import store_fold
+
+    out = Path(args.store_predictions) / f"{run_dir.name}.npz"
+    if out.exists():
+        print(f"{out}: already there, kept")
+        return
+    note = f"{variant}, fold {fold} of {N_FOLDS}, {args.steps or args.minutes} {'steps' if args.steps else 'minutes'}, " \
+           f"seed {args.seed}, {platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}"
+    ids = store_fold(run_dir / "last", val_pairs, out, Path(args.cache) if args.cache else None, note)
+    print(f"{len(ids)} held-out photos' predictions -> {out}")
+
+
 def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
     """This fold's variants as simultaneous child processes, one thread each; their rows."""
     import subprocess
@@ -287,7 +306,8 @@ def side_by_side(fold: int, args: argparse.Namespace) -> list[dict]:
                "--steps", str(args.steps), "--unlabeled", args.unlabeled] + \
               (["--pseudo-teacher", args.pseudo_teacher] if args.pseudo_teacher else []) + \
               (["--resume"] if args.resume else []) + \
-              (["--full-res"] if args.full_res else [])
+              (["--full-res"] if args.full_res else []) + \
+              (["--store-predictions", args.store_predictions] if args.store_predictions else [])
         cmd += (["--noise", args.noise] if args.noise else []) + (["--cache", args.cache] if args.cache else [])
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL))
         outs.append(out)
@@ -386,6 +406,9 @@ def main() -> None:
     ap.add_argument("--full-res", action="store_true",
                     help="also score each run's last model on its fold at full resolution (TTA, 8-bit), calibrated "
                          f"on {FINAL_CALIBRATION_PHOTOS} of its training photos")
+    ap.add_argument("--store-predictions", default=None, metavar="DIR",
+                    help="keep each run's last model's predictions for its fold's photos as DIR/<run>.npz (for "
+                         "lesionseg_training.oof_calibrate --predictions; e.g. benchmarks/results/oof_predictions)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--side-by-side", action="store_true",

@@ -206,3 +206,26 @@ def test_cli_calibrates_from_stored_predictions_as_from_the_fold_models(tmp_path
     r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
                         "--out", str(stored[0])], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "already exists" in r.stderr and stored[0].read_bytes() == before
+
+
+def test_compare_presets_keeps_each_fold_runs_predictions(tmp_path: Path, twelve_pairs: Path, capsys) -> None:
+    """``compare_presets.py --store-predictions DIR``: a finished fold run's last model's
+    predictions for its fold's photos go to DIR/<run>.npz, once."""
+    import argparse
+
+    from helpers import benchmark_module
+    from lesionseg_training.oof_predictions import load_meta
+
+    cp = benchmark_module("compare_presets")
+    run = tmp_path / "runs" / cp.run_name("default", 1, None, 4000)
+    _folder(run / "last", [p for p in IDS if p not in FOLDS[1]], FOLDS[1], seed=1, step=4000)
+    pairs = find_pairs(DataConfig(images=str(twelve_pairs / "images"), masks=str(twelve_pairs / "masks")))
+    args = argparse.Namespace(store_predictions=str(tmp_path / "kept"), steps=4000, minutes=10.0, seed=0, cache=None)
+    cp.store_predictions(run, [p for p in pairs if p.id in FOLDS[1]], args, "default", 1)
+    f = tmp_path / "kept" / f"{run.name}.npz"
+    meta = load_meta(f)
+    assert meta["photos"] == meta["held_out"] == FOLDS[1] and meta["step"] == 4000
+    assert meta["note"].startswith("default, fold 1 of 5, 4000 steps, seed 0")
+    before = f.read_bytes()
+    cp.store_predictions(run, [], args, "default", 1)  # a resumed, finished run: the file is kept
+    assert f.read_bytes() == before and "already there, kept" in capsys.readouterr().out

@@ -42,6 +42,7 @@ from numpy.typing import NDArray
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.inference import apply_calibration
 from napari_lesionseg.core.model_config import ModelConfig
+from napari_lesionseg.core.pairs import Pair
 
 from .data import Prepared
 from .validate import predict_work_all
@@ -207,10 +208,33 @@ def load(path: Path, ids: Iterable[str] | None = None) -> Iterator[Predicted]:
                 yield unpack(pid, {k: z[f"{pid}/{k}"] for k in ("shape", "kept", "label", "hist", "keep_above")})
 
 
-def main(argv: list[str] | None = None) -> int:
+def store_fold(folder: Path, pairs: Iterable[Pair], out: Path, cache: Path | None = None, note: str = "") -> list[str]:
+    """Write what the fold model in ``folder`` predicts for its held-out photos (found among
+    ``pairs``) to ``out`` (a new file); their ids. Refuses by name a folder that is not a fold
+    model and photos that lack one it held out."""
     from napari_lesionseg.core.model_folder import load_model_folder
 
-    from .data import find_pairs, prepare_pair
+    from .data import prepare_pair
+
+    if out.exists():
+        raise LesionsegInputError(out, "already exists; choose a new file (nothing was written)")
+    fold = load_model_folder(folder)
+    trained = sorted(fold.lineage.get("data", {}))
+    held = held_out(Path(folder), fold.metrics.get("val_images"), trained, bool(fold.metrics.get("val_in_sample")))
+    by_id = {p.id: p for p in pairs}
+    missing = [pid for pid in held if pid not in by_id]
+    if missing:
+        raise LesionsegInputError(Path(folder), f"its held-out photos {missing} are not among the photos given")
+    outputs = fold.config.network.outputs
+    items = (prepare_pair(by_id[pid], fold.config.preprocess, cache, outputs) for pid in held)
+    meta = {"fold_model": str(folder), "note": note, "step": fold.metrics.get("step"),
+            "recipe_io": recipe_io(fold.config), "held_out": held, "trained": trained}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save(out, predict(fold.net, fold.config, items), meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import find_pairs
     from .train_config import DataConfig
 
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.oof_predictions", description=__doc__.split("\n\n")[0])
@@ -221,26 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="what the fold model is (recipe, steps, machine)")
     ap.add_argument("--out", type=Path, required=True, help="the new .npz (must not exist)")
     args = ap.parse_args(argv)
-    if args.out.exists():
-        print(f"error: {args.out}: already exists; choose a new file (nothing was written)", file=sys.stderr)
-        return 2
     try:
-        fold = load_model_folder(args.fold)
-        trained = sorted(fold.lineage.get("data", {}))
-        held = held_out(args.fold, fold.metrics.get("val_images"), trained, bool(fold.metrics.get("val_in_sample")))
-        by_id = {p.id: p for p in find_pairs(DataConfig(images=args.images, masks=args.masks))}
-        missing = sorted(set(held) - set(by_id))
-        if missing:
-            raise LesionsegInputError(Path(args.images), f"lacks held-out photos of {args.fold}: {missing}")
+        ids = store_fold(args.fold, find_pairs(DataConfig(images=args.images, masks=args.masks)), args.out,
+                         args.cache, args.note)
     except LesionsegInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    outputs = fold.config.network.outputs
-    items = (prepare_pair(by_id[pid], fold.config.preprocess, args.cache, outputs) for pid in held)
-    meta = {"fold_model": str(args.fold), "note": args.note, "step": fold.metrics.get("step"),
-            "recipe_io": recipe_io(fold.config), "held_out": held, "trained": trained}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    ids = save(args.out, predict(fold.net, fold.config, items), meta)
     print(f"{len(ids)} held-out photos of {args.fold} -> {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0
 
