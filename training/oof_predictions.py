@@ -5,7 +5,7 @@ model can be calibrated out of fold in a later sitting without its fold models.
 A fold model trains for an hour or more on these machines, and the final model's out-of-fold
 calibration (:mod:`.oof_calibrate`) needs all five of a recipe's fold models at once: run
 folders do not outlive a sitting, so every fold model's predictions are kept instead, in a
-file small enough to commit (about 0.1 MB a photo)::
+file small enough to commit (about 0.15 MB a photo)::
 
     python -m lesionseg_training.oof_predictions --fold RUN/last --images ../shared/data/idrid/train \\
         [--cache DIR] --out benchmarks/results/oof_predictions/default-f2-s4000.npz
