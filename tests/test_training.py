@@ -252,7 +252,9 @@ def test_platt_calibration_keeps_ranking_and_unties_the_top() -> None:
     y = rng.random(t.size) < 1 / (1 + np.exp(-t))
     p = 1 / (1 + np.exp(-3 * t))  # an over-confident model: three times the true log-odds
     a, b = platt_fit(p, y)
-    assert 0 < a < 1  # the fit softens an over-confident model
+    assert a == pytest.approx(1 / 3, abs=0.02) and b == pytest.approx(0, abs=0.05)  # the true log-odds back
+    perm = rng.permutation(p.size)
+    assert platt_fit(p[perm], y[perm]) == (a, b)  # every pixel counts: the order does not matter
     q = apply_knots(p, platt_knots(a, b))
     order = np.argsort(p)
     assert (np.diff(q[order]) >= -1e-12).all()  # monotone: the ranking is kept
