@@ -22,12 +22,7 @@ from napari_lesionseg.core.metrics import PooledPR
 from napari_lesionseg.core.model_config import ModelConfig
 
 from .data import Prepared
-from .oof_predictions import Predicted, predict
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
+from .oof_predictions import LOGIT_BINS, Predicted, logit, logit_bins, predict
 
 
 def platt_fit(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -36,13 +31,12 @@ def platt_fit(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     (width 0.008; the fit is the same wherever and in whatever order the pixels come, as read
     back from stored predictions; a random subsample of 400,000 pixels, as before 2026-12-02,
     moved the intercept by up to 0.07 between two orders of the same pixels)."""
-    z = _logit(np.asarray(p, np.float64)).ravel()
+    z = logit(p).ravel()
     t = np.asarray(y, bool).ravel()
-    edges = np.linspace(-16.0, 16.0, 4097)
-    b_ = np.clip(np.searchsorted(edges, z, side="right") - 1, 0, 4095)
-    pos = np.bincount(b_[t], minlength=4096).astype(np.float64)
-    neg = np.bincount(b_[~t], minlength=4096).astype(np.float64)
-    sums = np.bincount(b_, weights=z, minlength=4096)
+    bins = logit_bins(z)
+    pos = np.bincount(bins[t], minlength=LOGIT_BINS).astype(np.float64)
+    neg = np.bincount(bins[~t], minlength=LOGIT_BINS).astype(np.float64)
+    sums = np.bincount(bins, weights=z, minlength=LOGIT_BINS)
     keep = (pos + neg) > 0
     zc = sums[keep] / (pos + neg)[keep]  # each bin at its pixels' mean logit
     pos, neg = pos[keep], neg[keep]
@@ -59,7 +53,7 @@ def platt_fit(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def platt_knots(a: float, b: float, n: int = 513) -> list[list[float]]:
     """Knots of ``p -> sigmoid(a logit(p) + b)``, logit-spaced so the tails are resolved."""
     x = 1 / (1 + np.exp(-np.linspace(-16, 16, n)))
-    y = 1 / (1 + np.exp(-np.clip(a * _logit(x) + b, -700.0, 700.0)))
+    y = 1 / (1 + np.exp(-np.clip(a * logit(x) + b, -700.0, 700.0)))
     return [[0.0, *x.tolist(), 1.0], [0.0, *y.tolist(), 1.0]]
 
 

@@ -106,13 +106,16 @@ def check_kept(predicted: Predicted, floor: float, knots: list[list[float]] | No
                              f"{floor:.4f} the review fit needs; predict it again with its fold model")
 
 
-def _logit(p: NDArray) -> NDArray[np.float64]:
+def logit(p: NDArray) -> NDArray[np.float64]:
+    """``log(p / (1 - p))``, ``p`` clipped to [1e-7, 1 - 1e-7]."""
     p = np.clip(np.asarray(p, np.float64), 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
 
 
-def _bins(p: NDArray) -> NDArray[np.int64]:
-    b = np.floor((_logit(p) - LOGIT_LO) / (LOGIT_HI - LOGIT_LO) * LOGIT_BINS).astype(np.int64)
+def logit_bins(z: NDArray) -> NDArray[np.int64]:
+    """Each logit's bin of the ``LOGIT_BINS`` over [``LOGIT_LO``, ``LOGIT_HI``] (width 0.008; the
+    ends take what lies beyond)."""
+    b = np.floor((np.asarray(z, np.float64) - LOGIT_LO) / (LOGIT_HI - LOGIT_LO) * LOGIT_BINS).astype(np.int64)
     return np.clip(b, 0, LOGIT_BINS - 1)
 
 
@@ -122,12 +125,12 @@ def pack(pred: Predicted, keep_above: float = KEEP_ABOVE) -> dict[str, NDArray]:
     scored = pred.fov[None] & (pred.labels != 255)
     he = pred.probs[0]
     kept = pred.fov & (he > keep_above)
-    z0 = float(_logit(np.array(keep_above))[()])
-    code = np.where(kept, np.clip(np.ceil((_logit(he) - z0) / LOGIT_STEP), 1, 255), 0).astype(np.uint8)
+    z0 = float(logit(np.array(keep_above))[()])
+    code = np.where(kept, np.clip(np.ceil((logit(he) - z0) / LOGIT_STEP), 1, 255), 0).astype(np.uint8)
     hist = np.zeros((t, 2, LOGIT_BINS), np.int64)
     for k in range(t):
         s = scored[k] & ~kept if k == 0 else scored[k]
-        b = _bins(pred.probs[k][s])
+        b = logit_bins(logit(pred.probs[k][s]))
         pos = pred.labels[k][s] == 1
         hist[k, 0] = np.bincount(b[~pos], minlength=LOGIT_BINS)
         hist[k, 1] = np.bincount(b[pos], minlength=LOGIT_BINS)
@@ -148,7 +151,7 @@ def unpack(pid: str, arrays: dict[str, NDArray]) -> Predicted:
     kept = np.flatnonzero(code)
     probs = np.zeros((t, h * w), np.float32)
     labels = np.full((t, h * w), 255, np.uint8)
-    probs[0, kept] = _sigmoid(_logit(np.array(keep_above))[()] + LOGIT_STEP * (code[kept] - 0.5))
+    probs[0, kept] = _sigmoid(logit(np.array(keep_above))[()] + LOGIT_STEP * (code[kept] - 0.5))
     labels[0, kept] = arrays["label"].ravel()[kept]
     centres = _sigmoid(_CENTRES)
     for k in range(t):
