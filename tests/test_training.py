@@ -130,9 +130,28 @@ def test_a_final_run_keeps_its_last_model_even_when_validation_falls(tmp_path: P
     model = load_model_folder(best)
     assert model.metrics["step"] == 4 and model.metrics["val_in_sample"] is True
     assert set(model.lineage["data"]) == {"IDRiD_04", "IDRiD_16"} and model.unseen_photos == []
+    recipe = model.lineage["recipe"]  # how it trained, beside what it trained on
+    assert "model" not in recipe and recipe["run"]["steps"] == 4 and recipe["data"]["final"] is True
     calls["n"] = 0  # without data.final the first (highest) score is the model kept
     kept = run_to_end(train(load_config("tiny", overrides), tmp_path / "held_out"))
     assert load_model_folder(kept).metrics["step"] == 2
+
+
+def test_the_shipped_default_was_trained_by_the_shipped_recipe() -> None:
+    """``configs/default.toml`` is what the shipped default model was trained with (steps, crops,
+    simulated cameras, losses, optimiser): changing the recipe without retraining the model, or
+    shipping a model of another recipe, fails here."""
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.dataclass_io import to_dict
+
+    recipe = load_model_folder(default_model_dir()).lineage["recipe"]
+    cfg = to_dict(load_config("default", []))
+    for section in ("optim", "loss", "paradigm", "adversary"):
+        assert recipe[section] == cfg[section], section
+    for key in ("crop_size", "batch_size", "lesion_crop_fraction", "cameras"):
+        assert recipe["data"][key] == cfg["data"][key], key
+    assert recipe["run"]["steps"] == cfg["run"]["steps"] and recipe["data"]["final"] is True
+    assert recipe["data"]["cameras"]["share"] > 0
 
 
 def test_a_final_model_names_the_annotated_photos_it_kept_out(tmp_path: Path, small_pairs: Path) -> None:

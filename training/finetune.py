@@ -214,6 +214,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         "data": digests,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "kind": "finetune",
+        "recipe": tuned.lineage.get("recipe"),  # how the fine-tune trained (steps, lr, frozen parts, ...)
     }
     from .replay import copy_replay
 

@@ -369,7 +369,7 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     if dale is not None:
         dale.attach(net)
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
-             [p.id for p in val_pairs], _lineage(train_pairs, lineage, ctx), step=start,
+             [p.id for p in val_pairs], _lineage(train_pairs, lineage, ctx, cfg), step=start,
              train_pairs=list(train_pairs), ema=_weight_average(net, cfg.optim.ema),
              held_out=[p.id for p in held_out_pairs(cfg.data)] if cfg.data.final and pairs is None else [])
     if state is not None and r.ema is not None and state.get("ema") is not None:
@@ -381,13 +381,15 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     return r
 
 
-def _lineage(train_pairs: list[Pair], given: dict | None, ctx: DistContext) -> dict:
+def _lineage(train_pairs: list[Pair], given: dict | None, ctx: DistContext, cfg: TrainConfig) -> dict:
     """What the saved folders record of the run's origin: the caller's lineage, with each
     training photo's and mask's sha256 under ``data`` unless the caller gave them (hashed on
-    the main rank only: the others save nothing)."""
+    the main rank only: the others save nothing), and under ``recipe`` how it trained (the
+    run's configuration but the model's, which ``config.json`` holds) unless the caller gave it."""
     given = given or {}
     data = given.get("data") or (pair_digests(train_pairs) if ctx.is_main else {})
-    return {**given, "data": data}
+    recipe = given.get("recipe") or {k: v for k, v in to_dict(cfg).items() if k != "model"}
+    return {**given, "data": data, "recipe": recipe}
 
 
 def _weight_average(net: nn.Module, decay: float) -> AveragedModel | None:
