@@ -199,6 +199,7 @@ def test_finetune_makes_a_new_version_with_lineage_and_scores(tmp_path: Path, sm
     base = load_model_folder(tiny_model_dir)
     assert new.lineage["parent"]["weights_sha256"] == base.config.weights_sha256
     assert set(new.lineage["data"]) == {"IDRiD_04", "IDRiD_04b", "IDRiD_16"}
+    assert new.lineage["recipe"]["run"]["steps"] == 3  # how the version was tuned (--steps 3)
     assert new.config.weights_sha256 != base.config.weights_sha256
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".run")]  # no run left
     # never overwrites
