@@ -17,7 +17,10 @@ last), and their folds still pool into one curve.
 
 A variant written ``name@steps`` is that recipe at another step budget than ``--steps`` (a longer
 run of the same recipe against the kept shorter one: ``--variants default@1000,default@2000
---paired default@1000,default@2000``).
+--paired default@1000,default@2000``); ``name:tta`` (or ``name@steps:tta``) is the same fold
+models scored with another test-time augmentation than their own (``none``, ``hflip``, ``flips``:
+what a TTA costs in accuracy, ``--variants default_cameras,default_cameras:hflip``), its scores
+kept apart from the model's own.
 
 Prints a table and writes JSON. Reads ``../shared/data`` (the fold's photos) only to score a run
 that has no scores yet.
@@ -52,9 +55,10 @@ def fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
     return split_pairs(find_pairs(cfg.data), cfg.data)
 
 
-def score_fold(run_dir: Path, variant: str, fold: int, images: str, leave_out: frozenset[str] = frozenset()) -> dict:
+def score_fold(run_dir: Path, variant: str, fold: int, images: str, leave_out: frozenset[str] = frozenset(),
+               tta: str | None = None) -> dict:
     """The run's ``oof/`` model scored at full resolution on its fold's photos (but
-    ``leave_out``): ``BatchResult.score_state()``."""
+    ``leave_out``; with ``tta``, or the model's own): ``BatchResult.score_state()``."""
     from napari_lesionseg.core.batch import evaluate_pairs
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.progress import run_to_end
@@ -62,15 +66,21 @@ def score_fold(run_dir: Path, variant: str, fold: int, images: str, leave_out: f
     model = load_model_folder(run_dir / "oof")
     val_pairs = [p for p in fold_pairs(variant, fold, images)[1] if p.id not in leave_out]
     others = [t for t in OTHER_TYPES if t in model.config.network.outputs]
-    print(f"scoring {run_dir.name} on {len(val_pairs)} photos ...", flush=True)
-    _, res = run_to_end(evaluate_pairs(model, val_pairs, types=others))
+    print(f"scoring {run_dir.name} on {len(val_pairs)} photos{f' (TTA {tta})' if tta else ''} ...", flush=True)
+    _, res = run_to_end(evaluate_pairs(model, val_pairs, types=others, tta=tta))
     return res.score_state()
 
 
-def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | None:
-    """The run's saved scores on its fold; scored now if the run has an ``oof/`` model but no
-    (or stale) scores; None when the run has not been scored at full resolution at all."""
-    scores = run_dir / cp.OOF_SCORES
+def scores_file(run_dir: Path, tta: str | None = None) -> Path:
+    """Where a run's scores with its model's own TTA (``tta`` None), or with ``tta``, are kept."""
+    return run_dir / (cp.OOF_SCORES if tta is None else f"oof_scores_tta-{tta}.json")
+
+
+def run_scores(run_dir: Path, variant: str, fold: int, images: str, tta: str | None = None) -> dict | None:
+    """The run's saved scores on its fold (with ``tta``, or its model's own); scored now if the
+    run has an ``oof/`` model but no (or stale) scores; None when the run has not been scored at
+    full resolution at all."""
+    scores = scores_file(run_dir, tta)
     oof = run_dir / "oof"
     if not (oof / "weights.safetensors").is_file():
         return None
@@ -80,22 +90,24 @@ def run_scores(run_dir: Path, variant: str, fold: int, images: str) -> dict | No
             return state
     from napari_lesionseg.core.atomic import atomic_write_text
 
-    state = {"model_sha256": cp.weights_sha256(oof), **score_fold(run_dir, variant, fold, images)}
+    state = {"model_sha256": cp.weights_sha256(oof), **score_fold(run_dir, variant, fold, images, tta=tta)}
     atomic_write_text(scores, json.dumps(state))
     return state
 
 
-def kept_state_path(keep: Path, variant: str, fold: int, steps: int, noise: str | None = None) -> Path:
-    return keep / f"{cp.run_name(variant, fold, noise, steps)}.json"
+def kept_state_path(keep: Path, variant: str, fold: int, steps: int, noise: str | None = None,
+                    tta: str | None = None) -> Path:
+    return keep / f"{cp.run_name(variant, fold, noise, steps)}{f'-tta-{tta}' if tta else ''}.json"
 
 
-def keep_state(keep: Path, variant: str, fold: int, steps: int, state: dict, noise: str | None = None) -> None:
+def keep_state(keep: Path, variant: str, fold: int, steps: int, state: dict, noise: str | None = None,
+               tta: str | None = None) -> None:
     """Write a fold's scores where later sittings find them (only when they changed). Scores
     kept for another model of the same run name (the recipe trained again, on another machine
     or seed) are not overwritten: the run must be kept elsewhere (``--keep``)."""
     from napari_lesionseg.core.atomic import atomic_write_text
 
-    path = kept_state_path(keep, variant, fold, steps, noise)
+    path = kept_state_path(keep, variant, fold, steps, noise, tta)
     if path.is_file():
         try:
             old = json.loads(path.read_text()).get("model_sha256")
@@ -105,31 +117,33 @@ def keep_state(keep: Path, variant: str, fold: int, steps: int, state: dict, noi
             raise SystemExit(f"{path}: keeps the scores of another model named {path.stem} (weights sha256 "
                              f"{old[:12]}, these {str(state.get('model_sha256'))[:12]}); nothing was overwritten: "
                              "keep this run's scores in another folder (--keep DIR)")
-    text = json.dumps({"variant": variant, "fold": fold, "steps": steps, **({"noise": noise} if noise else {}), **state})
+    text = json.dumps({"variant": variant, "fold": fold, "steps": steps, **({"noise": noise} if noise else {}),
+                       **({"tta": tta} if tta else {}), **state})
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
 
 
-def kept_state(keep: Path, variant: str, fold: int, steps: int, noise: str | None = None) -> dict | None:
+def kept_state(keep: Path, variant: str, fold: int, steps: int, noise: str | None = None,
+               tta: str | None = None) -> dict | None:
     """A fold's scores kept by an earlier sitting, or None."""
-    path = kept_state_path(keep, variant, fold, steps, noise)
+    path = kept_state_path(keep, variant, fold, steps, noise, tta)
     if not path.is_file():
         return None
     try:
         state = json.loads(path.read_text())
     except ValueError as e:
         raise SystemExit(f"{path}: not a readable scores file ({e})") from e
-    if (state.get("variant"), state.get("fold"), state.get("steps"), state.get("noise")) != (variant, fold, steps, noise) \
-            or "scores" not in state:
+    if (state.get("variant"), state.get("fold"), state.get("steps"), state.get("noise"), state.get("tta")) \
+            != (variant, fold, steps, noise, tta) or "scores" not in state:
         raise SystemExit(f"{path}: holds scores of {state.get('variant')} fold {state.get('fold')} at "
-                         f"{state.get('steps')} steps (label noise {state.get('noise')}), not of {variant} fold {fold} "
-                         f"at {steps} (label noise {noise})")
+                         f"{state.get('steps')} steps (label noise {state.get('noise')}, TTA {state.get('tta')}), "
+                         f"not of {variant} fold {fold} at {steps} (label noise {noise}, TTA {tta})")
     return state
 
 
 def scores_without(run_dir: Path, variant: str, fold: int, images: str, state: dict,
-                   leave_out: frozenset[str]) -> dict:
+                   leave_out: frozenset[str], tta: str | None = None) -> dict:
     """``state`` again, its fold scored without the photos ``leave_out`` (a sensitivity check,
     not a recipe's score: which photos to leave out is a choice made after seeing them)."""
     if not {r["image"] for r in state["scores"]["HE"]["per_image"]} & leave_out:
@@ -137,7 +151,7 @@ def scores_without(run_dir: Path, variant: str, fold: int, images: str, state: d
     if not (run_dir / "oof" / "weights.safetensors").is_file():
         raise SystemExit(f"{variant} fold {fold}: --without rescores the fold, and its model ({run_dir / 'oof'}) "
                          f"is gone (the kept scores' pooled histogram cannot drop a photo)")
-    return score_fold(run_dir, variant, fold, images, leave_out)
+    return score_fold(run_dir, variant, fold, images, leave_out, tta)
 
 
 def pooled_figures(states: list[dict]) -> dict:
@@ -195,14 +209,22 @@ def paired_difference(a_rows: list[dict], b_rows: list[dict], n_boot: int = 10_0
     return out
 
 
-def variant_steps(label: str, steps: int) -> tuple[str, int]:
-    """``default@2000`` -> ("default", 2000); a plain name takes ``steps`` (``--steps``)."""
-    name, _, budget = label.partition("@")
+TTAS = ("none", "hflip", "flips")
+
+
+def variant_steps(label: str, steps: int) -> tuple[str, int, str | None]:
+    """``default@2000`` -> ("default", 2000, None); a plain name takes ``steps`` (``--steps``);
+    ``default@2000:hflip`` -> ("default", 2000, "hflip"): scored with that TTA instead of the
+    model's own."""
+    head, _, tta = label.partition(":")
+    name, _, budget = head.partition("@")
     if name not in cp.VARIANTS:
         raise SystemExit(f"--variants: unknown recipe {name!r} (known: {', '.join(cp.VARIANTS)})")
     if budget and not budget.isdigit():
         raise SystemExit(f"--variants: {label!r}: the step budget after '@' must be a whole number")
-    return name, int(budget) if budget else steps
+    if tta and tta not in TTAS:
+        raise SystemExit(f"--variants: {label!r}: the TTA after ':' must be one of {', '.join(TTAS)}")
+    return name, int(budget) if budget else steps, tta or None
 
 
 def spread(vals: list[float]) -> str:
@@ -241,19 +263,19 @@ def main() -> None:
     rows = []
     per_photo: dict[str, list[dict]] = {}
     for label in args.variants.split(","):
-        variant, steps = variant_steps(label, args.steps)
+        variant, steps, tta = variant_steps(label, args.steps)
         states, folds = [], []
         for fold in map(int, args.folds.split(",")):
             run_dir = Path(args.runs) / cp.run_name(variant, fold, args.noise, steps)
-            state = run_scores(run_dir, variant, fold, args.images) if run_dir.is_dir() else None
+            state = run_scores(run_dir, variant, fold, args.images, tta) if run_dir.is_dir() else None
             if state is not None:
-                keep_state(args.keep, variant, fold, steps, state, args.noise)
+                keep_state(args.keep, variant, fold, steps, state, args.noise, tta)
             else:
-                state = kept_state(args.keep, variant, fold, steps, args.noise)
+                state = kept_state(args.keep, variant, fold, steps, args.noise, tta)
                 if state is not None:
                     print(f"{variant} fold {fold}: no run folder, its kept scores from {args.keep}")
             if state is not None and leave_out:
-                state = scores_without(run_dir, variant, fold, args.images, state, leave_out)
+                state = scores_without(run_dir, variant, fold, args.images, state, leave_out, tta)
             if state is not None:
                 states.append(state)
                 folds.append(fold)
@@ -261,7 +283,7 @@ def main() -> None:
             print(f"{label}: no fold scored at full resolution yet")
             continue
         figs = pooled_figures(states)
-        report["variants"][label] = {"folds": folds, "steps": steps, **figs}
+        report["variants"][label] = {"folds": folds, "steps": steps, **({"tta": tta} if tta else {}), **figs}
         per_photo[label] = [r for st in states for r in st["scores"]["HE"]["per_image"]]
         he = figs["HE"]
         row = {"variant": label, "folds": ",".join(map(str, folds)), "photos": he["photos"],

@@ -89,6 +89,38 @@ def test_fold_scores_of_runs_on_noisy_masks_are_kept_apart_from_the_clean_runs(t
         oof_report.kept_state(tmp_path, "default", 0, 1000)
 
 
+def test_the_same_fold_models_scored_with_another_tta_are_kept_and_recorded_as_such(tmp_path: Path,
+                                                                                     tiny_model_dir: Path) -> None:
+    """``oof_report --variants default,default:hflip``: the second label is the same runs scored
+    with 2-view TTA; its fold scores are kept apart from the model's own (the same weights, so
+    only the name tells them apart) and a model folder recording it says which TTA scored it."""
+    oof_report = benchmark_module("oof_report")
+    assert oof_report.variant_steps("default_cameras@4000:hflip", 1000) == ("default_cameras", 4000, "hflip")
+    assert oof_report.variant_steps("default", 1000) == ("default", 1000, None)
+    with pytest.raises(SystemExit, match="one of none, hflip, flips"):
+        oof_report.variant_steps("default:rot90", 1000)
+    own = {"model_sha256": "a", "scores": {"HE": {"per_image": [], "x": 1}}}
+    two = {"model_sha256": "a", "scores": {"HE": {"per_image": [], "x": 2}}}
+    oof_report.keep_state(tmp_path, "default", 0, 1000, own)
+    oof_report.keep_state(tmp_path, "default", 0, 1000, two, tta="hflip")
+    assert (tmp_path / "default-f0-s1000-tta-hflip.json").is_file()
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000)["scores"]["HE"]["x"] == 1
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000, tta="hflip")["scores"]["HE"]["x"] == 2
+    assert oof_report.kept_state(tmp_path, "default", 0, 1000, tta="none") is None
+    shutil.copy(tmp_path / "default-f0-s1000-tta-hflip.json", tmp_path / "default-f0-s1000.json")
+    with pytest.raises(SystemExit, match="TTA hflip"):
+        oof_report.kept_state(tmp_path, "default", 0, 1000)
+    assert oof_report.scores_file(tmp_path, "hflip") != oof_report.scores_file(tmp_path)
+
+    folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
+    report = json.loads(REPORT.read_text())
+    report["variants"]["default:hflip"] = {**report["variants"]["default"], "tta": "hflip"}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report))
+    assert "2-view (horizontal flip) TTA" in record_out_of_fold(folder, path, "default:hflip")["out_of_fold"]["scored"]
+    assert "4-flip TTA" in record_out_of_fold(folder, path, "default")["out_of_fold"]["scored"]
+
+
 def test_every_variants_fold_split_loads_and_is_the_defaults(tmp_path: Path) -> None:
     """``oof_report`` (and ``--without``) re-split a fold's photos from the variant's recipe: a
     variant whose run needs more than the recipe names (a pseudo-label share needs the fold's

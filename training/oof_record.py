@@ -50,9 +50,10 @@ def out_of_fold_block(report: dict[str, Any], variant: str, source: str, note: s
     outputs = {t: {new: v[old] for old, new in _FIGURES.items() if old in v}
                for t, v in entry.items() if isinstance(v, dict)}
     # a ``name@steps`` variant carries its own budget; the report's ``steps`` is --steps, the default
+    tta = {"none": "no TTA", "hflip": "2-view (horizontal flip) TTA"}.get(entry.get("tta"), "4-flip TTA")
     block = {"recipe": variant, "steps": entry.get("steps", report.get("steps")), "folds": entry["folds"],
              "scored": "each photo by the fold model that never trained on it, calibrated on its own training "
-                       "photos; full resolution, 4-flip TTA, 8-bit probabilities; outputs pooled over the folds",
+                       f"photos; full resolution, {tta}, 8-bit probabilities; outputs pooled over the folds",
              "outputs": outputs, "date": report.get("date"), "machine": report.get("machine"), "source": source}
     if note:
         block["note"] = note
