@@ -109,6 +109,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 for _name, (_base, _over) in list(VARIANTS.items()):
     if not any(o.startswith("data.cameras") for o in _over):
         VARIANTS[_name] = (_base, ["data.cameras.share=0", *_over])
+# Since 2026-12-02 the default config's models run 2 TTA views; every fold model here is scored
+# with 4 flips, as every kept fold score was (``oof_report.py``'s ``name:tta`` scores one with
+# another TTA).
+for _name, (_base, _over) in list(VARIANTS.items()):
+    if not any(o.startswith("model.inference.tta") for o in _over):
+        VARIANTS[_name] = (_base, ['model.inference.tta="flips"', *_over])
 
 
 def noisy_copy(src: Path, work: Path, missed: float, outline: int, seed: int = 0) -> Path:
