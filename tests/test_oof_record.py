@@ -137,6 +137,21 @@ def test_every_variants_fold_split_loads_and_is_the_defaults(tmp_path: Path) -> 
         assert [p.id for p in oof_report.fold_pairs(variant, 1, str(tmp_path))[1]] == want, variant
 
 
+def test_every_variant_is_scored_with_four_flips_whatever_the_shipped_config_runs() -> None:
+    """The default config's models run 2 TTA views; the cross-validation's fold models are scored
+    with 4 flips like every kept fold score, and without cameras unless the variant names them,
+    so one variant name means one recipe and one scoring in every results file."""
+    from lesionseg_training.train_config import load_config
+
+    cp = benchmark_module("compare_presets")
+    assert load_config("default", []).model.inference.tta == "hflip"
+    for variant in cp.VARIANTS:
+        base, overrides = cp.photo_recipe(variant)  # without a pseudo-label share (needs its folder)
+        cfg = load_config(base, overrides)
+        assert cfg.model.inference.tta == "flips", variant
+        assert (cfg.data.cameras.share > 0) == variant.endswith("cameras"), variant
+
+
 def test_report_merges_runs_made_apart_and_compares_at_equal_steps(tmp_path: Path, capsys) -> None:
     """``compare_presets.py --report``: runs made two at a time into separate results files are
     tabled together, each fold's variants compared at the largest step all of them validated,
