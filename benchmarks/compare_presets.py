@@ -102,19 +102,17 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-# Since 2026-12-02 configs/default.toml trains half its crops through simulated cameras (the
-# ``default_cameras`` recipe, adopted after all five folds). Every other variant here was measured
-# without them, and every run named ``default`` in results/ is the recipe before: they keep
-# cameras off, so a variant's name means one recipe in every results file.
-for _name, (_base, _over) in list(VARIANTS.items()):
-    if not any(o.startswith("data.cameras") for o in _over):
-        VARIANTS[_name] = (_base, ["data.cameras.share=0", *_over])
-# Since 2026-12-02 the default config's models run 2 TTA views; every fold model here is scored
-# with 4 flips, as every kept fold score was (``oof_report.py``'s ``name:tta`` scores one with
+# What configs/default.toml changed after these variants were measured, held as it was for every
+# variant that does not name it, so a variant's name means one recipe and one scoring in every
+# results file: since 2026-12-02 the config trains half its crops through simulated cameras (the
+# ``default_cameras`` recipe, adopted after all five folds; every run named ``default`` in
+# results/ is the recipe before), and its models run 2 TTA views (every fold model here is scored
+# with 4 flips, as every kept fold score was; ``oof_report.py``'s ``name:tta`` scores one with
 # another TTA).
+AS_MEASURED = {"data.cameras": "data.cameras.share=0", "model.inference.tta": 'model.inference.tta="flips"'}
 for _name, (_base, _over) in list(VARIANTS.items()):
-    if not any(o.startswith("model.inference.tta") for o in _over):
-        VARIANTS[_name] = (_base, ['model.inference.tta="flips"', *_over])
+    VARIANTS[_name] = (_base, [held for named, held in AS_MEASURED.items()
+                               if not any(o.startswith(named) for o in _over)] + list(_over))
 
 
 def noisy_copy(src: Path, work: Path, missed: float, outline: int, seed: int = 0) -> Path:
