@@ -73,3 +73,35 @@ def test_a_split_disc_is_one_and_a_larger_false_region_loses() -> None:
     a = locate(np.maximum(split, decoy), 0.5, x[1], disc, geom)
     assert a.disc_centre == pytest.approx(truth.disc_centre, abs=6)
     assert a.disc_diameter == pytest.approx(truth.disc_diameter, rel=0.05)
+
+
+def test_the_disc_mask_keeps_the_one_disc_the_distances_use() -> None:
+    """A second region above the threshold (seen on IDRiD_10: a 320,000-px blob over the
+    macula beside the true disc) is not drawn or written as optic disc: the full-size mask keeps
+    the region the disc was located from, vessel-split halves included."""
+    from napari_lesionseg.core.anatomy import disc_region, locate_region
+    from napari_lesionseg.core.inference import _one_disc
+    from napari_lesionseg.core.lesions import labelled_mask
+    from napari_lesionseg.core.preprocess import from_work
+
+    rgb, x, geom, disc, od, od_full = _sample("idrid_04")
+    ys, xs = np.nonzero(od > 0.5)
+    split = od * 0.95
+    split[int(ys.mean()) - 1:int(ys.mean()) + 2] = 0  # a vessel across the disc: two halves
+    decoy = np.zeros_like(od)
+    h, w = od.shape
+    decoy[int(0.65 * h):int(0.65 * h) + 40, int(0.35 * w):int(0.35 * w) + 60] = 0.8  # larger, less sure
+    od_w = np.maximum(split, decoy)
+    box_disc = geom.box_fov_mask()
+    full = from_work(od_w, geom, box_disc)
+    mask, lab = labelled_mask(full, 0.5, 0)
+    assert lab.max() >= 3  # two halves and the decoy
+    region = disc_region(od_w, 0.5, disc, geom)
+    one = _one_disc(mask, lab, region, geom, box_disc)
+    truth = od_full == 1
+    assert (one.astype(bool) & truth).sum() > 0.9 * (mask.astype(bool) & truth).sum()  # both halves kept
+    assert not (one.astype(bool) & (from_work(decoy, geom, box_disc) > 0.5)).any()  # the decoy dropped
+    a = locate_region(region, x[1], disc, geom)
+    oy, ox = np.nonzero(one)
+    assert (oy.mean(), ox.mean()) == pytest.approx(a.disc_centre, abs=0.05 * a.disc_diameter)  # the same disc
+    assert not _one_disc(mask, lab, None, geom, box_disc).any()

@@ -147,3 +147,18 @@ def test_scores_pooled_over_runs_equal_one_run_over_all_images() -> None:
     assert np.isnan(pool_scores([parts[0], mixed]).threshold)
     with pytest.raises(ValueError, match="bin counts"):
         pool_scores([parts[0], DatasetScores(pr_bins=65536)])
+
+
+def test_a_mask_given_is_scored_instead_of_the_thresholded_probability() -> None:
+    """The optic disc's written mask keeps one region: its Dice is that mask's, its AUPR the
+    probability's."""
+    gt = np.zeros((20, 20), bool)
+    gt[2:8, 2:8] = True
+    prob = np.zeros((20, 20), np.float32)
+    prob[2:8, 2:8] = 0.9
+    prob[12:18, 12:18] = 0.8  # a second region above the threshold
+    one = prob > 0.85
+    plain, kept = DatasetScores(threshold=0.5), DatasetScores(threshold=0.5)
+    assert plain.add("x", prob, gt)["dice"] == pytest.approx(2 / 3)  # 2 x 36 / (36 + 72)
+    assert kept.add("x", prob, gt, mask=one)["dice"] == 1.0
+    assert kept.summary()["aupr"] == pytest.approx(plain.summary()["aupr"])

@@ -1,7 +1,7 @@
 """Where the optic disc and the fovea are, and where a lesion lies relative to them.
 
-The optic disc comes from a model's ``OD`` output: the largest connected region above its
-threshold, its centre the region's centroid and its diameter (the unit "disc diameter", DD)
+The optic disc comes from a model's ``OD`` output: the connected region above its threshold that
+the model is surest of (:func:`disc_region`; the optic-disc mask shows that region only), its centre the region's centroid and its diameter (the unit "disc diameter", DD)
 that of a circle of the same area. The fovea is *found* as the darkest spot of the smoothed
 green channel between 1.8 and 3.2 DD from the disc centre, on the temporal side (away from
 the disc's side of the photo), within 1 DD of the disc's height, when that spot is clearly
@@ -87,12 +87,13 @@ def _to_input(geom: Geometry, wy: float, wx: float) -> tuple[float, float]:
     return geom.box[0] + (wy + 0.5) / sy - 0.5, geom.box[2] + (wx + 0.5) / sx - 0.5
 
 
-def locate(od_prob: NDArray[np.float32] | None, od_threshold: float, green: NDArray[np.float32],
-           disc: NDArray[np.bool_], geom: Geometry) -> Anatomy:
-    """The disc from ``od_prob`` (working grid; None: the model has no OD output) and the
-    fovea from ``green`` (the working image's green channel), inside the fundus ``disc``."""
-    if od_prob is None:
-        return Anatomy(note="the model has no optic-disc output: no disc-relative distances or zones")
+def disc_region(od_prob: NDArray[np.float32], od_threshold: float, disc: NDArray[np.bool_],
+                geom: Geometry) -> NDArray[np.bool_] | None:
+    """The optic disc on the working grid: of the regions of ``od_prob`` above its threshold
+    inside the fundus ``disc`` (fragments split by crossing vessels joined), the one the model
+    is surest of (its highest probability; not the largest: a bright lesion cluster can be
+    larger). None when no pixel is above the threshold. The disc is one region: the optic-disc
+    mask keeps only this one (a second, brighter-than-background blob elsewhere is not a disc)."""
     fundus_d = 2.0 * geom.fov.radius * geom.scale[1]  # the fundus disc's diameter on the working grid
     on = (od_prob > od_threshold) & disc
     # the vessels crossing a disc can split its mask: fragments closer than about a tenth of a
@@ -100,11 +101,29 @@ def locate(od_prob: NDArray[np.float32] | None, od_threshold: float, green: NDAr
     gap = max(1, int(round(JOIN_FRACTION * fundus_d)))
     lab, n = ndimage.label(ndimage.binary_closing(on, np.ones((3, 3), bool), iterations=gap) & disc)
     if n == 0:
-        return Anatomy(note="no optic disc found in this photo: no disc-relative distances or zones")
-    # the region the model is surest of, not the largest: a bright lesion cluster can be larger
+        return None
     peaks = ndimage.maximum(od_prob, lab, np.arange(1, n + 1))
-    k = int(np.argmax(peaks)) + 1
-    region = lab == k
+    return lab == int(np.argmax(peaks)) + 1
+
+
+NO_OD_OUTPUT = "the model has no optic-disc output: no disc-relative distances or zones"
+
+
+def locate(od_prob: NDArray[np.float32] | None, od_threshold: float, green: NDArray[np.float32],
+           disc: NDArray[np.bool_], geom: Geometry) -> Anatomy:
+    """The disc from ``od_prob`` (working grid; None: the model has no OD output) and the
+    fovea from ``green`` (the working image's green channel), inside the fundus ``disc``."""
+    if od_prob is None:
+        return Anatomy(note=NO_OD_OUTPUT)
+    return locate_region(disc_region(od_prob, od_threshold, disc, geom), green, disc, geom)
+
+
+def locate_region(region: NDArray[np.bool_] | None, green: NDArray[np.float32], disc: NDArray[np.bool_],
+                  geom: Geometry) -> Anatomy:
+    """:func:`locate` from the disc's :func:`disc_region` (None: none found)."""
+    if region is None:
+        return Anatomy(note="no optic disc found in this photo: no disc-relative distances or zones")
+    fundus_d = 2.0 * geom.fov.radius * geom.scale[1]
     cy, cx = ndimage.center_of_mass(region)
     dd_work = 2.0 * math.sqrt(float(region.sum()) / math.pi)
     lo, hi = DISC_DIAMETER_RANGE

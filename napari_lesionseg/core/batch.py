@@ -226,8 +226,9 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         tally.add(*_review_figures(pred, gt, fov, wrong))
         for t, tg in type_gt.items():
             if tg is not None:  # a type unknown for this photo is not scored on it
-                per_type[t].add(pair.id, np.rint(pred.others[t].probability * 255.0) / 255.0, tg == 1, tg != 255,
-                                with_hd95=False)
+                maps = pred.others[t]
+                per_type[t].add(pair.id, np.rint(maps.probability * 255.0) / 255.0, tg == 1, tg != 255,
+                                with_hd95=False, mask=maps.mask if t == OD else None)
         result.done.append(str(pair.image))
         yield {"event": "image", "image": pair.image.name, "index": i, **{k: v for k, v in row.items() if k != "image"}}
     result.summary = ds.summary()

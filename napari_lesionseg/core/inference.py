@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
-from .anatomy import Anatomy, locate
+from .anatomy import NO_OD_OUTPUT, Anatomy, disc_region, locate_region
 from .errors import LesionsegInputError
 from .fov import FieldOfView, detect_fov, fundus_doubts
 from .fuzzy import binary_entropy, fuzzy_map
@@ -311,7 +311,7 @@ def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, di
     cfg = model.config.inference
     outputs = model.config.network.outputs
     others: dict[str, TypeMaps] = {}
-    od_w, od_thr = None, 0.5
+    has_od, region = False, None
     for k, name in enumerate(outputs[1:], start=1):
         wanted = types is None or name in types
         if not wanted and name != OD:
@@ -319,22 +319,38 @@ def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, di
         thr, knots = cfg.for_type(name)
         p_w = apply_calibration(((acc[k] / wacc).numpy() * disc).astype(np.float32), knots) * disc
         if name == OD:
-            od_w, od_thr = p_w, thr
+            has_od, region = True, disc_region(p_w, thr, disc, geom)
         if not wanted:
             continue
         p = from_work(p_w, geom, box_disc)
         m, lab = labelled_mask(p, thr, 0 if name == OD else cfg.min_lesion_area)
         les: list[Lesion] = []
-        if name != OD:
+        if name == OD:
+            m = _one_disc(m, lab, region, geom, box_disc)
+        else:
             fz = np.zeros_like(p)
             on = m.astype(bool)
             fz[on] = binary_entropy(p[on])  # only lesion pixels count towards fuzzy_fraction
             les = lesion_table(m, p, fz, mm_per_px, labels=lab, kind=name)[0]
         others[name] = TypeMaps(p, m, thr, les)
-    anatomy = locate(od_w, od_thr, x[1], disc, geom)
+    anatomy = locate_region(region, x[1], disc, geom) if has_od else Anatomy(note=NO_OD_OUTPUT)
     for maps in others.values():
         maps.lesions = [les.located(anatomy) for les in maps.lesions]
     return others, anatomy
+
+
+def _one_disc(mask: NDArray[np.uint8], lab: NDArray[np.int32], region: NDArray[np.bool_] | None, geom: Geometry,
+              box_disc: NDArray[np.bool_]) -> NDArray[np.uint8]:
+    """The full-size optic-disc ``mask`` (labels ``lab``) reduced to the parts that meet the
+    working-grid ``region`` the disc was located from (:func:`anatomy.disc_region`): the mask,
+    the outline and the distances all name the same disc."""
+    if region is None or not mask.any():
+        return np.zeros_like(mask)
+    near = from_work(region.astype(np.float32), geom, box_disc) > 0
+    keep = np.zeros(int(lab.max()) + 1, bool)
+    keep[np.unique(lab[near])] = True
+    keep[0] = False
+    return keep[lab].view(np.uint8)
 
 
 MIN_TILE = 128

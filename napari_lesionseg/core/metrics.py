@@ -146,11 +146,13 @@ class DatasetScores:
     pr: PooledPR | None = None
 
     def add(self, name: str, prob: NDArray, gt: NDArray, valid: NDArray | None = None,
-            with_hd95: bool = True) -> dict[str, float | str]:
-        """Score one image: ``prob`` float in [0, 1], ``gt`` boolean, same shape."""
+            with_hd95: bool = True, mask: NDArray | None = None) -> dict[str, float | str]:
+        """Score one image: ``prob`` float in [0, 1], ``gt`` boolean, same shape. ``mask``: the
+        prediction's own mask where it is not ``prob > threshold`` (the optic disc's keeps one
+        region), so the overlap scores are those of the mask written; AUPR is ``prob``'s."""
         if self.pr is None:
             self.pr = PooledPR(self.pr_bins)
-        pred = np.asarray(prob) > self.threshold
+        pred = np.asarray(prob) > self.threshold if mask is None else np.asarray(mask).astype(bool)
         c = confusion(pred, gt, valid)
         self.total = self.total + c
         self.pr.add(prob, gt, valid)
