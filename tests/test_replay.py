@@ -80,15 +80,16 @@ def test_write_replay_refuses_a_folder_that_is_no_model(tmp_path: Path, small_pa
         write_replay(tmp_path, match_pairs(small_pairs / "images", small_pairs / "masks"), pre)
 
 
-def test_the_shipped_model_carries_its_replay_photos() -> None:
-    from napari_lesionseg.core.bundled import default_model_dir
+def test_the_shipped_models_carry_their_replay_photos() -> None:
+    from napari_lesionseg.core.bundled import bundled_models
 
-    ids = replay_ids(default_model_dir())
-    model = load_model_folder(default_model_dir())
-    assert len(ids) == 8 and not set(ids) & set(model.unseen_photos)  # training photos only
-    assert set(ids) <= set(model.lineage["data"])
-    credit = (default_model_dir() / "replay" / "README.md").read_text()  # IDRiD's licence asks for it
-    assert "CC BY 4.0" in credit and all(i.removeprefix("IDRiD_") in credit for i in ids)
+    for folder in bundled_models().values():
+        ids = replay_ids(folder)
+        model = load_model_folder(folder)
+        assert len(ids) == 8 and not set(ids) & set(model.unseen_photos), folder  # training photos only
+        assert set(ids) <= set(model.lineage["data"])
+        credit = (folder / "replay" / "README.md").read_text()  # IDRiD's licence asks for it
+        assert "CC BY 4.0" in credit and all(i.removeprefix("IDRiD_") in credit for i in ids), folder
 
 
 def test_the_bundled_models_never_trained_on_the_sample_photos() -> None:
