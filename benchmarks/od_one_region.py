@@ -1,0 +1,65 @@
+"""The optic-disc mask kept to one region (the disc the distances are measured from), scored out
+of fold: the five-output recipe's fold models re-scored on their own fold's photos with the
+shipped code, their optic-disc Dice beside the kept scores of the same models from before the
+change (``results/oof_states/<variant>-f<fold>-s<steps>.json``: every region above the threshold).
+
+    python benchmarks/od_one_region.py --runs /work/cv/runs [--variant multi_he_crops] [--steps 4000]
+
+Reads ``../shared/data`` (the folds' photos) and the run folders' ``oof/`` models; writes
+``results/od_one_region_<variant>_s<steps>.json`` (every photo before and after) and prints
+the pooled figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import oof_report as rep  # noqa: E402
+
+
+def pooled(rows: list[dict]) -> dict:
+    both = sum(r["gt_pixels"] + r["pred_pixels"] for r in rows)
+    inter = sum(r["dice"] * (r["gt_pixels"] + r["pred_pixels"]) / 2 for r in rows)
+    return {"dice_ds": 2 * inter / both, "dice_img": float(np.mean([r["dice"] for r in rows])),
+            "dice_min": min(r["dice"] for r in rows)}
+
+
+def main() -> None:
+    from napari_lesionseg.core.batch import evaluate_pairs
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.progress import run_to_end
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", required=True, help="the folder holding <variant>-f<fold>-s<steps>/oof")
+    ap.add_argument("--variant", default="multi_he_crops")
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--images", default=str(rep.cp.DATA))
+    args = ap.parse_args()
+    photos = {}
+    for fold in range(5):
+        name = f"{args.variant}-f{fold}-s{args.steps}"
+        model = load_model_folder(Path(args.runs) / name / "oof")
+        _, res = run_to_end(evaluate_pairs(model, rep.fold_pairs(args.variant, fold, args.images)[1], types=["OD"]))
+        after = res.score_state()["scores"]["OD"]["per_image"]
+        before = json.loads((HERE / "results" / "oof_states" / f"{name}.json").read_text())["scores"]["OD"]["per_image"]
+        for b, a in zip(before, after, strict=True):
+            photos[b["image"]] = {"fold": fold, "before": b, "after": a}
+            print(f"fold {fold} {b['image']}: optic-disc Dice {b['dice']:.3f} -> {a['dice']:.3f}", flush=True)
+    summary = {k: pooled([p[k] for p in photos.values()]) for k in ("before", "after")}
+    for k, v in summary.items():
+        print(f"{k:6s} dataset Dice {v['dice_ds']:.3f}, per image {v['dice_img']:.3f}, lowest {v['dice_min']:.3f}")
+    out = HERE / "results" / f"od_one_region_{args.variant}_s{args.steps}.json"
+    out.write_text(json.dumps({"summary": summary, "photos": photos}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
