@@ -97,11 +97,11 @@ def test_the_disc_mask_keeps_the_one_disc_the_distances_use() -> None:
     mask, lab = labelled_mask(full, 0.5, 0)
     assert lab.max() >= 3  # two halves and the decoy
     region = disc_region(od_w, 0.5, disc, geom)
-    one = _one_disc(mask, lab, region, geom, box_disc)
+    one = _one_disc(mask, lab, region, geom)
     truth = od_full == 1
     assert (one.astype(bool) & truth).sum() > 0.9 * (mask.astype(bool) & truth).sum()  # both halves kept
     assert not (one.astype(bool) & (from_work(decoy, geom, box_disc) > 0.5)).any()  # the decoy dropped
     a = locate_region(region, x[1], disc, geom)
     oy, ox = np.nonzero(one)
     assert (oy.mean(), ox.mean()) == pytest.approx(a.disc_centre, abs=0.05 * a.disc_diameter)  # the same disc
-    assert not _one_disc(mask, lab, None, geom, box_disc).any()
+    assert not _one_disc(mask, lab, None, geom).any()

@@ -102,8 +102,11 @@ def disc_region(od_prob: NDArray[np.float32], od_threshold: float, disc: NDArray
     lab, n = ndimage.label(ndimage.binary_closing(on, np.ones((3, 3), bool), iterations=gap) & disc)
     if n == 0:
         return None
-    peaks = ndimage.maximum(od_prob, lab, np.arange(1, n + 1))
-    return lab == int(np.argmax(peaks)) + 1
+    # the first label holding the highest probability (what argmax over each region's maximum
+    # picks; ndimage.maximum per label sorts the whole grid, ten times slower)
+    inside = lab > 0
+    top = od_prob[inside].max()
+    return lab == int(lab[inside & (od_prob == top)].min())
 
 
 NO_OD_OUTPUT = "the model has no optic-disc output: no disc-relative distances or zones"

@@ -326,7 +326,7 @@ def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, di
         m, lab = labelled_mask(p, thr, 0 if name == OD else cfg.min_lesion_area)
         les: list[Lesion] = []
         if name == OD:
-            m = _one_disc(m, lab, region, geom, box_disc)
+            m = _one_disc(m, lab, region, geom)
         else:
             fz = np.zeros_like(p)
             on = m.astype(bool)
@@ -339,16 +339,22 @@ def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, di
     return others, anatomy
 
 
-def _one_disc(mask: NDArray[np.uint8], lab: NDArray[np.int32], region: NDArray[np.bool_] | None, geom: Geometry,
-              box_disc: NDArray[np.bool_]) -> NDArray[np.uint8]:
+def _one_disc(mask: NDArray[np.uint8], lab: NDArray[np.int32], region: NDArray[np.bool_] | None, geom: Geometry
+              ) -> NDArray[np.uint8]:
     """The full-size optic-disc ``mask`` (labels ``lab``) reduced to the parts that meet the
     working-grid ``region`` the disc was located from (:func:`anatomy.disc_region`): the mask,
-    the outline and the distances all name the same disc."""
+    the outline and the distances all name the same disc. A part meets the region when it holds
+    the input pixel at the centre of one of the region's working pixels (a few px apart; the
+    region already spans the gaps vessels cut)."""
     if region is None or not mask.any():
         return np.zeros_like(mask)
-    near = from_work(region.astype(np.float32), geom, box_disc) > 0
+    wy, wx = np.nonzero(region)
+    sy, sx = geom.scale
+    y0, _, x0, _ = geom.box
+    iy = np.clip(np.rint(y0 + (wy + 0.5) / sy - 0.5).astype(np.intp), 0, lab.shape[0] - 1)
+    ix = np.clip(np.rint(x0 + (wx + 0.5) / sx - 0.5).astype(np.intp), 0, lab.shape[1] - 1)
     keep = np.zeros(int(lab.max()) + 1, bool)
-    keep[np.unique(lab[near])] = True
+    keep[lab[iy, ix]] = True
     keep[0] = False
     return keep[lab].view(np.uint8)
 
