@@ -17,19 +17,20 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import oof_report as rep  # noqa: E402
 
 
-def pooled(rows: list[dict]) -> dict:
-    both = sum(r["gt_pixels"] + r["pred_pixels"] for r in rows)
-    inter = sum(r["dice"] * (r["gt_pixels"] + r["pred_pixels"]) / 2 for r in rows)
-    return {"dice_ds": 2 * inter / both, "dice_img": float(np.mean([r["dice"] for r in rows])),
-            "dice_min": min(r["dice"] for r in rows)}
+def pooled(states: list[dict]) -> dict:
+    """The folds' optic-disc scores pooled (``metrics.pool_scores``)."""
+    from napari_lesionseg.core.metrics import DatasetScores, pool_scores
+
+    ds = pool_scores([DatasetScores.from_state(s) for s in states])
+    summary = ds.summary()
+    return {"dice_ds": summary["dice_ds"], "dice_img": summary["dice_img"],
+            "dice_min": min(float(r["dice"]) for r in ds.per_image)}
 
 
 def main() -> None:
@@ -43,17 +44,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--images", default=str(rep.cp.DATA))
     args = ap.parse_args()
-    photos = {}
+    photos, states = {}, {"before": [], "after": []}
     for fold in range(5):
         name = f"{args.variant}-f{fold}-s{args.steps}"
         model = load_model_folder(Path(args.runs) / name / "oof")
         _, res = run_to_end(evaluate_pairs(model, rep.fold_pairs(args.variant, fold, args.images)[1], types=["OD"]))
-        after = res.score_state()["scores"]["OD"]["per_image"]
-        before = json.loads((HERE / "results" / "oof_states" / f"{name}.json").read_text())["scores"]["OD"]["per_image"]
-        for b, a in zip(before, after, strict=True):
+        states["after"].append(res.score_state()["scores"]["OD"])
+        states["before"].append(json.loads((HERE / "results" / "oof_states" / f"{name}.json").read_text())["scores"]["OD"])
+        for b, a in zip(states["before"][-1]["per_image"], states["after"][-1]["per_image"], strict=True):
             photos[b["image"]] = {"fold": fold, "before": b, "after": a}
             print(f"fold {fold} {b['image']}: optic-disc Dice {b['dice']:.3f} -> {a['dice']:.3f}", flush=True)
-    summary = {k: pooled([p[k] for p in photos.values()]) for k in ("before", "after")}
+    summary = {k: pooled(v) for k, v in states.items()}
     for k, v in summary.items():
         print(f"{k:6s} dataset Dice {v['dice_ds']:.3f}, per image {v['dice_img']:.3f}, lowest {v['dice_min']:.3f}")
     out = HERE / "results" / f"od_one_region_{args.variant}_s{args.steps}.json"

@@ -82,9 +82,9 @@ class Anatomy:
         return "macula" if d <= MACULA_DD else "posterior pole" if d <= POSTERIOR_POLE_DD else "periphery"
 
 
-def _to_input(geom: Geometry, wy: float, wx: float) -> tuple[float, float]:
-    sy, sx = geom.scale
-    return geom.box[0] + (wy + 0.5) / sy - 0.5, geom.box[2] + (wx + 0.5) / sx - 0.5
+def _fundus_diameter(geom: Geometry) -> float:
+    """The fundus disc's diameter on the working grid."""
+    return 2.0 * geom.fov.radius * geom.scale[1]
 
 
 def disc_region(od_prob: NDArray[np.float32], od_threshold: float, disc: NDArray[np.bool_],
@@ -94,7 +94,7 @@ def disc_region(od_prob: NDArray[np.float32], od_threshold: float, disc: NDArray
     is surest of (its highest probability; not the largest: a bright lesion cluster can be
     larger). None when no pixel is above the threshold. The disc is one region: the optic-disc
     mask keeps only this one (a second, brighter-than-background blob elsewhere is not a disc)."""
-    fundus_d = 2.0 * geom.fov.radius * geom.scale[1]  # the fundus disc's diameter on the working grid
+    fundus_d = _fundus_diameter(geom)
     on = (od_prob > od_threshold) & disc
     # the vessels crossing a disc can split its mask: fragments closer than about a tenth of a
     # disc diameter (0.015 of the fundus's) are one region
@@ -126,17 +126,17 @@ def locate_region(region: NDArray[np.bool_] | None, green: NDArray[np.float32], 
     """:func:`locate` from the disc's :func:`disc_region` (None: none found)."""
     if region is None:
         return Anatomy(note="no optic disc found in this photo: no disc-relative distances or zones")
-    fundus_d = 2.0 * geom.fov.radius * geom.scale[1]
+    fundus_d = _fundus_diameter(geom)
     cy, cx = ndimage.center_of_mass(region)
     dd_work = 2.0 * math.sqrt(float(region.sum()) / math.pi)
     lo, hi = DISC_DIAMETER_RANGE
     if not lo * fundus_d <= dd_work <= hi * fundus_d:
         return Anatomy(note=f"the optic-disc region found ({dd_work / fundus_d:.0%} of the fundus diameter) "
                             "is not a plausible disc: no disc-relative distances or zones")
-    centre = _to_input(geom, cy, cx)
+    centre = geom.to_input(cy, cx)
     dd = dd_work / geom.scale[1]
     fy, fx, method, note = _fovea(green, disc, cy, cx, dd_work, geom)
-    return Anatomy(centre, dd, _to_input(geom, fy, fx), method, note)
+    return Anatomy(centre, dd, geom.to_input(fy, fx), method, note)
 
 
 def _fovea(green: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: float, dd: float,

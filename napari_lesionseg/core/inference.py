@@ -346,13 +346,11 @@ def _one_disc(mask: NDArray[np.uint8], lab: NDArray[np.int32], region: NDArray[n
     the outline and the distances all name the same disc. A part meets the region when it holds
     the input pixel at the centre of one of the region's working pixels (a few px apart; the
     region already spans the gaps vessels cut)."""
-    if region is None or not mask.any():
+    if region is None:
         return np.zeros_like(mask)
-    wy, wx = np.nonzero(region)
-    sy, sx = geom.scale
-    y0, _, x0, _ = geom.box
-    iy = np.clip(np.rint(y0 + (wy + 0.5) / sy - 0.5).astype(np.intp), 0, lab.shape[0] - 1)
-    ix = np.clip(np.rint(x0 + (wx + 0.5) / sx - 0.5).astype(np.intp), 0, lab.shape[1] - 1)
+    fy, fx = geom.to_input(*np.nonzero(region))
+    iy = np.clip(np.rint(fy).astype(np.intp), 0, lab.shape[0] - 1)
+    ix = np.clip(np.rint(fx).astype(np.intp), 0, lab.shape[1] - 1)
     keep = np.zeros(int(lab.max()) + 1, bool)
     keep[lab[iy, ix]] = True
     keep[0] = False

@@ -42,13 +42,16 @@ class Geometry:
         y0, y1, x0, x1 = self.box
         return self.work_shape[0] / (y1 - y0), self.work_shape[1] / (x1 - x0)
 
+    def to_input(self, wy: float | NDArray, wx: float | NDArray) -> tuple[float | NDArray, float | NDArray]:
+        """Input-pixel coordinates of working-grid coordinates ``(wy, wx)`` (pixel centres map
+        to pixel centres)."""
+        sy, sx = self.scale
+        return self.box[0] + (wy + 0.5) / sy - 0.5, self.box[2] + (wx + 0.5) / sx - 0.5
+
     def work_fov_mask(self) -> NDArray[np.bool_]:
         """The disc on the working grid."""
-        sy, sx = self.scale
-        y0, _, x0, _ = self.box
         h, w = self.work_shape
-        ys = y0 + (np.arange(h) + 0.5) / sy - 0.5
-        xs = x0 + (np.arange(w) + 0.5) / sx - 0.5
+        ys, xs = self.to_input(np.arange(h), np.arange(w))
         return ((ys[:, None] - self.fov.cy) ** 2 + (xs[None, :] - self.fov.cx) ** 2
                 ) <= self.fov.radius**2
 
