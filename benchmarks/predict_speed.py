@@ -101,16 +101,16 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
     tile = torch.zeros(1, x.shape[0], h + (-h) % st, w + (-w) % st)
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model.net.eval()(tile)
-    from napari_lesionseg.core.inference import _views, tile_starts
+    from napari_lesionseg.core.inference import _views, n_views, tile_starts
 
     n_tiles = len(tile_starts(x.shape[1], ts, model.config.inference.tile_overlap)) * len(
         tile_starts(x.shape[2], ts, model.config.inference.tile_overlap))
-    flops = fc.get_total_flops() * n_tiles * len(_views(tta))
+    flops = fc.get_total_flops() * n_tiles * len(_views(tta))  # an ensemble's forward counts every member
     np.save(out_json + ".prob.npy", pred.probability)
     np.save(out_json + ".mask.npy", pred.mask)
     Path(out_json).write_text(json.dumps({
         "variant": variant, "times": times[1:], "network_times": net_times[1:], "flops": flops,
-        "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": len(_views(tta)),
+        "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": n_views(model.net, tta),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "timings_last": pred.timings, "precision": pred.precision,
     }))

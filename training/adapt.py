@@ -11,6 +11,7 @@ are those of the crops the network learnt on, not of whole images with their bla
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,6 +51,11 @@ EARLY_PREFIXES = {
 }
 
 
+def _in_member(name: str) -> str:
+    """A parameter's name within its network: an ensemble member's without ``members.<i>.``."""
+    return re.sub(r"^members\.\d+\.", "", name)
+
+
 def trainable(net: nn.Module, which: str, arch: str) -> set[str]:
     """Names of the parameters of ``net`` (a network of architecture ``arch``) that ``which``
     (one of ``TRAIN_ONLY``) lets an optimiser change; the others get ``requires_grad = False``,
@@ -61,11 +67,11 @@ def trainable(net: nn.Module, which: str, arch: str) -> set[str]:
     if which == "all":
         keep = set(names)
     elif which == "decoder":
-        keep = {n for n in names if not n.startswith(ENCODER_PREFIXES)}
+        keep = {n for n in names if not _in_member(n).startswith(ENCODER_PREFIXES)}
     elif which == "early":
         if arch not in EARLY_PREFIXES:
             raise ValueError(f"train_only 'early' is not defined for the {arch} architecture")
-        keep = {n for n in names if n.startswith(EARLY_PREFIXES[arch])}
+        keep = {n for n in names if _in_member(n).startswith(EARLY_PREFIXES[arch])}
     else:
         keep = {f"{mod_name}.{p}" if mod_name else p for mod_name, m in net.named_modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) for p, _ in m.named_parameters(recurse=False)}

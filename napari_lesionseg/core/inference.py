@@ -30,6 +30,7 @@ from .lesion_types import OD
 from .lesions import Lesion, labelled_mask, lesion_table
 from .model_config import InferenceConfig, ReviewConfig
 from .model_folder import LoadedModel
+from .models.ensemble import members
 from .models.fuse import fold_batchnorm, fuse_conv_relu
 from .models.network_config import NetworkConfig
 from .preprocess import Geometry, from_work, prepare
@@ -117,6 +118,11 @@ def _views(tta: str) -> list[tuple[int, ...]]:
     return {"none": [()], "hflip": [(), (3,)], "flips": [(), (3,), (2,), (2, 3)]}[tta]
 
 
+def n_views(net: torch.nn.Module, tta: str) -> int:
+    """Network passes per tile: the TTA's flips times the ensemble's members."""
+    return len(members(net)) * len(_views(tta))
+
+
 def _run_view(net: torch.nn.Module, t: torch.Tensor, d: tuple[int, ...], h: int, w: int,
               dtype: torch.dtype | None, fmt: torch.memory_format = torch.channels_last) -> torch.Tensor:
     """Probabilities ``(T, h, w)`` of one flip view of the padded tile ``t (1, C, H, W)``: one
@@ -163,23 +169,24 @@ def _run_tile(net: torch.nn.Module, x: torch.Tensor, stride: int, tta: str, devi
               ) -> Generator[int, None, tuple[torch.Tensor, torch.Tensor | None]]:
     """Mean probabilities ``(T, h, w)`` and the hemorrhage output's view disagreement
     (max - min) for one tile ``(C, h, w)``; yields how many TTA views just finished (progress
-    within a tile: a whole photo is often one).
+    within a tile: a whole photo is often one). An ensemble's members are views too: every
+    member sees every flip, and the mean is over all of them.
 
     The TTA views run one after another (peak memory of a single view), or two at a time on
     a bf16 CPU (see :func:`views_in_parallel`); the reduction is in view order either way."""
     c, h, w = x.shape
     ph, pw = (-h) % stride, (-w) % stride
     t = F.pad(x[None], (0, pw, 0, ph)).to(device)
-    views = _views(tta)
+    views = [(m, d) for m in members(net) for d in _views(tta)]
     probs: list[torch.Tensor] = []
     if speedups and views_in_parallel(device, dtype, len(views)):
         for i in range(0, len(views), 2):
-            probs += list(_view_pool().map(lambda d: _run_view(net, t, d, h, w, dtype), views[i:i + 2]))
+            probs += list(_view_pool().map(lambda md: _run_view(md[0], t, md[1], h, w, dtype), views[i:i + 2]))
             yield len(views[i:i + 2])
     else:
         fmt = torch.channels_last if speedups else torch.contiguous_format
-        for d in views:
-            probs.append(_run_view(net, t, d, h, w, dtype, fmt))
+        for m, d in views:
+            probs.append(_run_view(m, t, d, h, w, dtype, fmt))
             yield 1
     total, lo, hi = probs[0], probs[0][0], probs[0][0]
     for p in probs[1:]:
@@ -265,7 +272,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     t2 = time.perf_counter()
     prob_w = (acc[0] / wacc).numpy() * disc
     prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
-    dis_w = (dacc / wacc).numpy() * disc if len(_views(tta)) > 1 else None
+    dis_w = (dacc / wacc).numpy() * disc if n_views(model.net, tta) > 1 else None
     head_w = (acc[-1] / wacc).numpy() if model.config.network.error_head else None
     fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy, head_w) * disc
     # One after the other: torch's upsampling already uses every core (running the two maps'
@@ -401,7 +408,7 @@ def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float
     _, h, w = xt.shape
     ys, xs = tile_starts(h, ts, overlap), tile_starts(w, ts, overlap)
     n_tiles = len(ys) * len(xs)
-    total = n_tiles * len(_views(tta))
+    total = n_tiles * n_views(net, tta)
     acc, dacc, wacc = torch.zeros(n_outputs, h, w), torch.zeros(h, w), torch.zeros(h, w)
     yield Progress("tiles", 0, total)
     done = 0

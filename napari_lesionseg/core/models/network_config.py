@@ -13,6 +13,7 @@ from ..dataclass_io import require
 from ..lesion_types import HE, OUTPUT_TYPES
 
 MAX_WIDTH = 4096
+MAX_MEMBERS = 4  # networks averaged in one model (each costs a full network pass)
 
 
 @dataclass
@@ -104,8 +105,13 @@ class NetworkConfig:
     #: features, predicting where the thresholded hemorrhage mask is wrong (``SegOutput.error_logits``;
     #: ``inference.fuzzy.map = "head"`` shows it). ``unet_small`` only.
     error_head: bool = False
+    #: how many networks of this description the model averages (``ensemble.MeanEnsemble``); 1: one
+    members: int = 1
 
     def __post_init__(self) -> None:
+        require(1 <= self.members <= MAX_MEMBERS, "network.members", f"{self.members} is out of range 1..{MAX_MEMBERS}")
+        require(self.members == 1 or (self.dynamic.mode == "off" and not self.sgdc.enabled), "network.members",
+                "an ensemble averages probabilities only: its members cannot have dynamic gates or SGDC")
         require(not self.error_head or self.arch == "unet_small", "network.error_head",
                 f"is built for arch 'unet_small' only (not {self.arch!r})")
         require(bool(self.outputs) and self.outputs[0] == HE, "network.outputs", "must start with \"HE\"")

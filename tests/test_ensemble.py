@@ -1,0 +1,128 @@
+"""Models that average several networks (``network.members``): built, run, composed from
+model folders, saved, loaded and fine-tuned like any other model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import TINY
+from napari_lesionseg.core.dataclass_io import ConfigError, from_dict
+from napari_lesionseg.core.model_config import ModelConfig
+from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
+from napari_lesionseg.core.models import NetworkConfig, build_model
+from napari_lesionseg.core.models.ensemble import MeanEnsemble, members
+
+
+def _folder(root: Path, name: str, outputs: list[str], seed: int, **metrics: object) -> Path:
+    cfg = from_dict(ModelConfig, {**TINY, "name": name, "network": {**TINY["network"], "outputs": outputs}})
+    torch.manual_seed(seed)
+    net = build_model(cfg.network)
+    with torch.no_grad():  # members that disagree: a random, non-trivial output layer
+        net.head.weight.normal_(0, 0.5)
+        net.head.bias.normal_(-1.0, 1.0)
+    return save_model_folder(root / name, net, cfg, dict(metrics),
+                             {"kind": "test", "data": {f"{name}_photo": "sha"}, "dataset_credit": "IDRiD"})
+
+
+def test_the_network_is_the_mean_of_its_members_probabilities() -> None:
+    net = build_model(NetworkConfig(widths=[4, 8, 16], decoder_channels=[8, 8, 8, 8], members=3)).eval()
+    assert isinstance(net, MeanEnsemble) and len(members(net)) == 3
+    assert {n.split(".")[1] for n in net.state_dict()} == {"0", "1", "2"}
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        for m in members(net):  # away from the prior, so that the members disagree
+            m.head.weight.normal_(0, 0.5)
+            m.head.bias.normal_(0, 1.0)
+        want = torch.stack([torch.sigmoid(m(x).logits) for m in members(net)]).mean(0)
+        got = torch.sigmoid(net(x).logits)
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not torch.allclose(want, torch.sigmoid(members(net)[0](x).logits), atol=1e-3)  # members differ
+
+
+def test_members_out_of_range_or_with_gates_are_refused() -> None:
+    for n in (0, 5):
+        with pytest.raises(ConfigError, match="network.members"):
+            NetworkConfig(members=n)
+    with pytest.raises(ConfigError, match="network.members"):
+        from_dict(NetworkConfig, {"arch": "dynsegnet_unet", "members": 2, "dynamic": {"mode": "gates"}}, "network")
+
+
+def test_compose_save_load_and_predict_the_mean(tmp_path: Path, sample_rgb: np.ndarray) -> None:
+    """A 3-output model and an HE-only one make an HE ensemble: the 3-output member gives its
+    HE row only, the folder loads (weights checked against the config), and ``predict`` gives
+    the mean of what the two members predict on their own (every member is a view)."""
+    from lesionseg_training.ensemble import main
+    from napari_lesionseg.core.inference import predict
+    from napari_lesionseg.core.progress import run_to_end
+
+    a = _folder(tmp_path, "a", ["HE", "MA", "OD"], 1, val_images=["IDRiD_01", "IDRiD_06"])
+    b = _folder(tmp_path, "b", ["HE"], 2, val_images=["IDRiD_01", "IDRiD_11"])
+    out = tmp_path / "ens"
+    assert main(["--members", str(a), str(b), "--outputs", "HE", "--name", "ens", "--out", str(out)]) == 0
+    ens = load_model_folder(out)
+    assert ens.config.network.members == 2 and ens.config.network.outputs == ["HE"]
+    assert ens.config.inference.tta == "none" and ens.config.inference.calibration is None
+    assert ens.unseen_photos == ["IDRiD_01"]  # held out by both
+    lineage = json.loads((out / "lineage.json").read_text())
+    assert lineage["kind"] == "ensemble" and [m["name"] for m in lineage["members"]] == ["a", "b"]
+    assert set(lineage["data"]) == {"a_photo", "b_photo"} and lineage["dataset_credit"] == "IDRiD"
+
+    rgb = sample_rgb[::8, ::8].copy()
+    kw = {"tta": "none", "precision": "fp32", "speedups": False, "types": []}
+    pa = run_to_end(predict(load_model_folder(a), rgb, **kw)).probability
+    pb = run_to_end(predict(load_model_folder(b), rgb, **kw)).probability
+    pe = run_to_end(predict(ens, rgb, **kw))
+    assert np.abs(pa - pb).max() > 0.05  # the members disagree somewhere
+    np.testing.assert_allclose(pe.probability, (pa + pb) / 2, atol=2e-5)
+    fast = run_to_end(predict(ens, rgb, tta="none", types=[])).probability  # the members as parallel views
+    assert np.abs(fast - pe.probability).max() < 0.02
+
+
+def test_compose_refuses_what_cannot_be_averaged(tmp_path: Path) -> None:
+    from lesionseg_training.ensemble import main
+
+    a = _folder(tmp_path, "a", ["HE", "MA"], 1)
+    b = _folder(tmp_path, "b", ["HE"], 2)
+    cfg = from_dict(ModelConfig, {**TINY, "name": "wide", "network": {**TINY["network"], "widths": [8, 16, 32]}})
+    wide = save_model_folder(tmp_path / "wide", build_model(cfg.network), cfg, {}, {})
+    assert main(["--members", str(a), str(wide), "--out", str(tmp_path / "x")]) == 2  # another network
+    assert main(["--members", str(b), str(a), "--outputs", "HE,MA", "--out", str(tmp_path / "y")]) == 2  # b has no MA
+    ens = tmp_path / "ens"
+    assert main(["--members", str(a), str(b), "--outputs", "HE", "--out", str(ens)]) == 0
+    assert main(["--members", str(ens), str(b), "--outputs", "HE", "--out", str(tmp_path / "z")]) == 2  # nested
+    assert not any((tmp_path / n).exists() for n in "xyz")
+    with pytest.raises(SystemExit):  # an existing folder is never overwritten
+        main(["--members", str(a), str(b), "--outputs", "HE", "--out", str(ens)])
+
+
+def test_an_ensemble_fine_tunes_every_member(tmp_path: Path, small_pairs: Path) -> None:
+    """The fine-tune trains both members through their mean, and its new version is an
+    ensemble too; ``train_only`` finds the parts inside every member."""
+    from lesionseg_training.ensemble import main
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    a = _folder(tmp_path, "a", ["HE"], 1)
+    b = _folder(tmp_path, "b", ["HE"], 2)
+    ens = tmp_path / "ens"
+    assert main(["--members", str(a), str(b), "--out", str(ens)]) == 0
+    base = {n: p.detach().clone() for n, p in load_model_folder(ens).net.named_parameters()}
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    for which in ("all", "decoder"):
+        out = tmp_path / f"tuned_{which}"
+        budget = Budget(steps=3, train_only=which, replay_share=0.0, lr=1e-2, keep_base_if_better=False)
+        run_to_end(fine_tune(ens, pairs, budget, out))
+        tuned = load_model_folder(out)
+        assert tuned.config.network.members == 2
+        changed = {n for n, p in tuned.net.named_parameters() if not torch.equal(p, base[n])}
+        for i in (0, 1):
+            mine = {n for n in changed if n.startswith(f"members.{i}.")}
+            assert mine, f"member {i} was not trained ({which})"
+            if which == "decoder":
+                assert not any(n.startswith(f"members.{i}.down.") for n in mine)
