@@ -234,11 +234,20 @@ def fold_pseudo_labels(fold: int, args: argparse.Namespace, annotated: Path) -> 
     return out
 
 
+# Models not trained but composed from other variants' fold models (``python -m
+# lesionseg_training.ensemble``: the mean of their probabilities), scored like a variant's
+# (``oof_report.py``); their photos are their members' (every variant splits the folds alike).
+ENSEMBLES: dict[str, list[str]] = {
+    # the shipped default since 2026-12-03: the default recipe's network and the five-output one's HE
+    "ensemble_cameras_multi": ["default_cameras", "multi_he_crops"],
+}
+
+
 def photo_recipe(variant: str) -> tuple[str, list[str]]:
     """The variant's base config and the overrides that decide its photos and their preparation:
     without a pseudo-label share, which is the run's (it needs the fold's pseudo-label folder,
-    named only when the run starts)."""
-    base, overrides = VARIANTS[variant]
+    named only when the run starts). An ensemble's are its first member's."""
+    base, overrides = VARIANTS[ENSEMBLES[variant][0] if variant in ENSEMBLES else variant]
     return base, [o for o in overrides if not o.startswith("data.pseudo_share")]
 
 

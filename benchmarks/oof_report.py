@@ -218,8 +218,8 @@ def variant_steps(label: str, steps: int) -> tuple[str, int, str | None]:
     model's own."""
     head, _, tta = label.partition(":")
     name, _, budget = head.partition("@")
-    if name not in cp.VARIANTS:
-        raise SystemExit(f"--variants: unknown recipe {name!r} (known: {', '.join(cp.VARIANTS)})")
+    if name not in cp.VARIANTS and name not in cp.ENSEMBLES:
+        raise SystemExit(f"--variants: unknown recipe {name!r} (known: {', '.join([*cp.VARIANTS, *cp.ENSEMBLES])})")
     if budget and not budget.isdigit():
         raise SystemExit(f"--variants: {label!r}: the step budget after '@' must be a whole number")
     if tta and tta not in TTAS:
@@ -283,7 +283,10 @@ def main() -> None:
             print(f"{label}: no fold scored at full resolution yet")
             continue
         figs = pooled_figures(states)
-        report["variants"][label] = {"folds": folds, "steps": steps, **({"tta": tta} if tta else {}), **figs}
+        # an ensemble's fold models are composed with one view per member (ensemble.py's --tta none)
+        members = {"members": cp.ENSEMBLES[variant], "tta": tta or "none"} if variant in cp.ENSEMBLES else {}
+        report["variants"][label] = {"folds": folds, "steps": steps, **({"tta": tta} if tta else {}), **members,
+                                     **figs}
         per_photo[label] = [r for st in states for r in st["scores"]["HE"]["per_image"]]
         he = figs["HE"]
         row = {"variant": label, "folds": ",".join(map(str, folds)), "photos": he["photos"],

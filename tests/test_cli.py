@@ -125,6 +125,14 @@ def test_train_init_refuses_a_different_network(tmp_path: Path, small_pairs: Pat
     assert r.returncode == 2 and "model.network differs" in r.stderr and not (tmp_path / "run").exists()
 
 
+def test_train_init_from_an_ensemble_says_how(tmp_path: Path, small_pairs: Path) -> None:
+    """The shipped default averages two networks: a warm start from it into a one-network
+    config is refused with the setting that makes it work, and nothing is written."""
+    r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--steps", "2", "--init", "default", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 2 and "--set model.network.members=2" in r.stderr and not (tmp_path / "run").exists()
+
+
 def test_train_refuses_bad_config(tmp_path: Path) -> None:
     r = lesionseg("train", "--config", "tiny", "--set", "data.batch_size=0", "--images", tmp_path, "--out", tmp_path / "r")
     assert r.returncode == 2 and "data.batch_size" in r.stderr
@@ -136,7 +144,7 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
     from napari_lesionseg.core.bundled import default_model_dir
 
     default = load_model_folder(default_model_dir())
-    assert default.version == "default" and default.metrics["val_aupr"] > 0.3
+    assert default.version == "default" and default.metrics["out_of_fold"]["outputs"]["HE"]["aupr"] > 0.3
     r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", tmp_path, "--quiet", "--tta", "none")
     assert r.returncode == 0, r.stderr
     assert "model 'default'" in r.stdout

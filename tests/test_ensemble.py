@@ -50,6 +50,10 @@ def test_members_out_of_range_or_with_gates_are_refused() -> None:
             NetworkConfig(members=n)
     with pytest.raises(ConfigError, match="network.members"):
         from_dict(NetworkConfig, {"arch": "dynsegnet_unet", "members": 2, "dynamic": {"mode": "gates"}}, "network")
+    from lesionseg_training.train_config import load_config
+
+    with pytest.raises(ConfigError, match="model.network.members"):  # DALE aligns one network's features
+        load_config("tiny", ["model.network.members=2", 'paradigm.type="dale"'])
 
 
 def test_compose_save_load_and_predict_the_mean(tmp_path: Path, sample_rgb: np.ndarray) -> None:
@@ -126,3 +130,24 @@ def test_an_ensemble_fine_tunes_every_member(tmp_path: Path, small_pairs: Path) 
             assert mine, f"member {i} was not trained ({which})"
             if which == "decoder":
                 assert not any(n.startswith(f"members.{i}.down.") for n in mine)
+
+
+def test_the_bundled_default_averages_its_recipe_and_the_bundled_multi_models_hemorrhages() -> None:
+    """The shipped default is two networks: the default recipe's (``configs/default.toml``, as
+    ``test_the_shipped_default_was_trained_by_the_shipped_recipe`` checks) and the bundled
+    ``multi`` model's hemorrhage output, weight for weight; its calibration was fitted out of
+    fold, and both members kept the two sample photos out."""
+    from lesionseg_training.ensemble import member_state
+    from napari_lesionseg.core.bundled import default_model_dir
+
+    default = load_model_folder(default_model_dir())
+    multi = load_model_folder(Path(default_model_dir()).parent / "multi")
+    assert default.config.network.members == 2 and default.config.network.outputs == ["HE"]
+    lineage = default.lineage
+    assert lineage["kind"] == "ensemble" and lineage["members"][1]["weights_sha256"] == multi.config.weights_sha256
+    want = member_state(multi, ["HE"])
+    got = members(default.net)[1].state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert default.metrics["calibration"]["fitted_on"] == "out_of_fold"
+    assert default.unseen_photos == ["IDRiD_04", "IDRiD_16"]
+    assert all(set(m["lineage"]["held_out"]) >= {"IDRiD_04", "IDRiD_16"} for m in lineage["members"])

@@ -104,6 +104,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from napari_lesionseg.core.model_folder import load_model_folder
 
         init = load_model_folder(resolve_model(args.init))
+        n_init, n_cfg = init.config.network.members, cfg.model.network.members
+        if n_init != n_cfg:
+            raise ConfigError(f"--init {args.init}: it averages {n_init} network(s) (model.network.members), the "
+                              f"config {n_cfg}: add --set model.network.members={n_init} to train them together")
         for part in ("network", "preprocess"):
             if getattr(init.config, part) != getattr(cfg.model, part):
                 raise ConfigError(f"--init {args.init}: its model.{part} differs from the config's "

@@ -51,6 +51,9 @@ def out_of_fold_block(report: dict[str, Any], variant: str, source: str, note: s
                for t, v in entry.items() if isinstance(v, dict)}
     # a ``name@steps`` variant carries its own budget; the report's ``steps`` is --steps, the default
     tta = {"none": "no TTA", "hflip": "2-view (horizontal flip) TTA"}.get(entry.get("tta"), "4-flip TTA")
+    if entry.get("members"):
+        tta = (f"the mean of {len(entry['members'])} fold models' probabilities (recipes "
+               f"{', '.join(entry['members'])}), each with {tta}")
     block = {"recipe": variant, "steps": entry.get("steps", report.get("steps")), "folds": entry["folds"],
              "scored": "each photo by the fold model that never trained on it, calibrated on its own training "
                        f"photos; full resolution, {tta}, 8-bit probabilities; outputs pooled over the folds",

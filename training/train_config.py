@@ -287,6 +287,9 @@ class TrainConfig:
             require(self.paradigm.type == "standard" and self.adversary.type == "none" and not net.sgdc.enabled,
                     "model.network.outputs", "several outputs train with the standard paradigm only (no DALE, "
                     "adversary or SGDC edge loss: each is defined for one lesion map)")
+        if net.members > 1:
+            require(self.paradigm.type == "standard", "model.network.members",
+                    "an ensemble trains with the standard paradigm only (DALE aligns one network's features)")
         require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0 or self.adversary.type != "none",
                 "loss", "nothing to learn from: no supervised term and no adversary")
 
