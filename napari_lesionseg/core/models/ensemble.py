@@ -2,7 +2,7 @@
 
 Two fold-validated networks trained by different recipes, each run once, segment photos they
 never saw better than one of them run twice (flipped): out of fold over 53 photos, pooled
-hemorrhage AUPR 0.569 against 0.554 at the same cost (training/README.md "Two networks").
+hemorrhage AUPR 0.565 against 0.554 at the same cost (training/README.md "Two networks averaged").
 Inference runs each member as a view of its own (:func:`members`), so the members run side by
 side as TTA views do; ``forward`` gives the same mean for training and validation.
 """
