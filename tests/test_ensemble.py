@@ -75,6 +75,7 @@ def test_compose_save_load_and_predict_the_mean(tmp_path: Path, sample_rgb: np.n
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["kind"] == "ensemble" and [m["name"] for m in lineage["members"]] == ["a", "b"]
     assert set(lineage["data"]) == {"a_photo", "b_photo"} and lineage["dataset_credit"] == "IDRiD"
+    assert lineage["command"].startswith("python -m lesionseg_training.ensemble --members")
 
     rgb = sample_rgb[::8, ::8].copy()
     kw = {"tta": "none", "precision": "fp32", "speedups": False, "types": []}

@@ -76,8 +76,10 @@ def member_state(model: LoadedModel, outputs: list[str]) -> dict[str, torch.Tens
 
 
 def compose(models: list[LoadedModel], outputs: list[str] | None = None, name: str = "ensemble",
-            tta: str = "none") -> tuple[MeanEnsemble, ModelConfig, dict[str, Any], dict[str, Any]]:
-    """``(net, config, metrics, lineage)`` of the mean of ``models``."""
+            tta: str = "none", command: str = "lesionseg_training.ensemble.compose"
+            ) -> tuple[MeanEnsemble, ModelConfig, dict[str, Any], dict[str, Any]]:
+    """``(net, config, metrics, lineage)`` of the mean of ``models`` (``command``: how it was
+    made, for the lineage)."""
     if len(models) < 2:
         raise ValueError("an ensemble needs at least two members")
     first = models[0]
@@ -102,10 +104,10 @@ def compose(models: list[LoadedModel], outputs: list[str] | None = None, name: s
     inference = replace(inf, tta=tta, calibration=None, threshold=_raw_threshold(models, HE), types=types)
     config = replace(first.config, name=name, network=net_cfg, inference=inference, weights_sha256=None,
                      config_sha256=None)
-    unseen = set.intersection(*(set(m.unseen_photos) for m in models))
     trained: dict[str, Any] = {}
     for m in models:
         trained.update(m.lineage.get("data", {}))
+    unseen = set.intersection(*(set(m.unseen_photos) for m in models)) - set(trained)
     metrics: dict[str, Any] = {"calibration": {"fitted_on": "none: the members' raw mean; fit it out of fold "
                                                             "(python -m lesionseg_training.oof_calibrate)"}}
     if unseen:
@@ -114,7 +116,7 @@ def compose(models: list[LoadedModel], outputs: list[str] | None = None, name: s
         else:
             metrics["val_images"] = sorted(unseen)
     lineage = {"kind": "ensemble", "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "command": " ".join(["python -m lesionseg_training.ensemble", *sys.argv[1:]]),
+               "command": command,
                "members": [{"name": m.version, "path": str(m.path), "weights_sha256": m.config.weights_sha256,
                             "lineage": m.lineage} for m in models],
                "data": trained}
@@ -140,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models = [load_model_folder(p) for p in args.members]
         outputs = [t.strip() for t in args.outputs.split(",")] if args.outputs else None
-        net, config, metrics, lineage = compose(models, outputs, args.name, args.tta)
+        command = " ".join(["python -m lesionseg_training.ensemble", *(argv if argv is not None else sys.argv[1:])])
+        net, config, metrics, lineage = compose(models, outputs, args.name, args.tta, command)
     except (LesionsegInputError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
