@@ -34,18 +34,6 @@ from numpy.typing import NDArray
 HERE = Path(__file__).resolve().parent
 
 
-def pooled_auprs(models: list[list[NDArray]], gts: list[NDArray], valids: list[NDArray]) -> dict[str, float]:
-    """``models[m][i]``: model m's probability on photo i. Pooled AUPR of each model and of their mean."""
-    from napari_lesionseg.core.metrics import PooledPR
-
-    curves = {f"model_{m}": PooledPR() for m in range(len(models))} | {"mean": PooledPR()}
-    for i, (gt, valid) in enumerate(zip(gts, valids)):
-        for m, probs in enumerate(models):
-            curves[f"model_{m}"].add(probs[i], gt, valid)
-        curves["mean"].add(np.mean([probs[i] for probs in models], axis=0), gt, valid)
-    return {k: c.aupr() for k, c in curves.items()}
-
-
 def as_png(p: NDArray) -> NDArray[np.float32]:
     """A probability as the 8-bit PNG a user gets holds it."""
     return np.round(p * 255).astype(np.uint8).astype(np.float32) / 255

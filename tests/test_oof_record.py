@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers import benchmark_module
@@ -177,23 +176,3 @@ def test_report_merges_runs_made_apart_and_compares_at_equal_steps(tmp_path: Pat
     assert rows["sgdc"][1] == "2" and "0.600 ± 0.141" in out  # sgdc's full-res AUPR over its two folds
     assert len(json.loads(merged.read_text())["runs"]) == 3
 
-
-def test_ensemble_probe_pools_each_model_and_their_mean() -> None:
-    """``ensemble_oof.pooled_auprs``: each model's pooled AUPR is its own curve's, and two models
-    whose mistakes are independent average into a better ranking than either."""
-    from napari_lesionseg.core.metrics import PooledPR
-
-    ens = benchmark_module("ensemble_oof")
-    rng = np.random.default_rng(0)
-    gts = [rng.random((40, 50)) < 0.1 for _ in range(3)]
-    valids = [np.ones_like(g) for g in gts]
-    noisy = [[np.clip(g * 0.5 + rng.normal(0.25, 0.2, g.shape), 0, 1) for g in gts] for _ in range(2)]
-    got = ens.pooled_auprs(noisy, gts, valids)
-    alone = PooledPR()
-    for p, g in zip(noisy[0], gts):
-        alone.add(p, g)
-    assert got["model_0"] == alone.aupr()
-    assert got["mean"] > max(got["model_0"], got["model_1"]) + 0.02
-    valids[0][:] = False  # a photo left out entirely counts for nothing
-    assert ens.pooled_auprs([noisy[0][1:]], gts[1:], valids[1:])["model_0"] == \
-        ens.pooled_auprs(noisy[:1], gts, valids)["model_0"]
