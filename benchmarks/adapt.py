@@ -17,7 +17,8 @@ adapting costs the old camera). Prints a table, writes results/adapt.json.
 
     python benchmarks/adapt.py [--cameras A,B,C] [--finetune-n 1,3,5] [--minutes 2]
                                [--replay-share S] [--calibration keep|all|held_out]
-                               [--freeze-batchnorm] [--train-only all|decoder|early|norm] [--lr LR]
+                               [--freeze-batchnorm] [--train-only all|decoder|early|norm] [--members I,J]
+                               [--lr LR]
                                [--seeds 0,1,2] [--n 1,3,5 --keep 0.0] [--out adapt.json]
 
 ``--seeds``: each fine-tune once per seed (crops, augmentation); the table gives their mean and
@@ -154,7 +155,7 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
                                ("max_steps", args.max_steps)) if v is not None}
     runs = []
     for seed in args.seeds:
-        budget = Budget(minutes=minutes, steps=args.steps, train_only=args.train_only,
+        budget = Budget(minutes=minutes, steps=args.steps, train_only=args.train_only, members=args.members,
                         keep_base_if_better=not args.no_keep_base, seed=seed, **extra)
         got = _tuned_scores(args.model, pairs, budget, out.with_name(f"{out.name}_seed{seed}"), scored, orig)
         got["recovery"] = (got["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
@@ -187,6 +188,8 @@ def main() -> None:
                     help="fine-tune with the BatchNorm statistics kept or not (default: the button's, kept)")
     ap.add_argument("--train-only", default="all", choices=["all", "decoder", "early", "norm"],
                     help="the parameters the fine-tune changes (default: the button's, all)")
+    ap.add_argument("--members", default="", help="an ensemble base: fine-tune only these members, e.g. 1 "
+                                                     "(default: the button's, every member)")
     ap.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the button's)")
     ap.add_argument("--steps", type=int, default=None,
                     help="at most this many fine-tuning steps (within --minutes; default: the button's)")
@@ -209,6 +212,7 @@ def main() -> None:
     ap.add_argument("--out", default="adapt.json", help="file name under results/")
     args = ap.parse_args()
     args.seeds = [int(v) for v in args.seeds.split(",") if v]
+    args.members = tuple(int(v) for v in args.members.split(",") if v)
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.model_folder import load_model_folder
 
@@ -279,7 +283,8 @@ def main() -> None:
     out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
                                "model": str(args.model), "photos": {"adapt": adapt_pool, "scored": scored},
                                "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm,
-                               "train_only": args.train_only, "lr": args.lr, "seeds": args.seeds,
+                               "train_only": args.train_only, "members": list(args.members), "lr": args.lr,
+                               "seeds": args.seeds,
                                "keep_base_if_better": not args.no_keep_base, "steps": args.steps, "max_steps": args.max_steps,
                                "replay_share": args.replay_share, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))

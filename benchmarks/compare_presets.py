@@ -91,6 +91,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # (a microaneurysm's median diameter, 18 px in the photo, is 4.4 px on the 832-px grid)
     "multi_fov1152": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]',
                                   "model.preprocess.fov_diameter=1152", "model.preprocess.green_contrast_sigma=33.2"]),
+    # the five outputs trained as the shipped HE recipe is, half the crops through simulated
+    # cameras: a camera-robust second member for the default and a second five-output network
+    "multi_cameras": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "data.cameras.share=0.5"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),

@@ -131,6 +131,25 @@ def test_an_ensemble_fine_tunes_every_member(tmp_path: Path, small_pairs: Path) 
             assert mine, f"member {i} was not trained ({which})"
             if which == "decoder":
                 assert not any(n.startswith(f"members.{i}.down.") for n in mine)
+    # --members 1: the second network trains, the first keeps the base's weights bit for bit
+    out = tmp_path / "tuned_member1"
+    run_to_end(fine_tune(ens, pairs, Budget(steps=3, members=(1,), replay_share=0.0, lr=1e-2,
+                                            keep_base_if_better=False), out))
+    changed = {n for n, p in load_model_folder(out).net.named_parameters() if not torch.equal(p, base[n])}
+    assert changed and all(n.startswith("members.1.") for n in changed)
+
+
+def test_training_members_that_do_not_exist_is_refused(tmp_path: Path) -> None:
+    from lesionseg_training.adapt import trainable
+    from lesionseg_training.train_config import load_config
+
+    with pytest.raises(ConfigError, match="run.train_members"):
+        load_config("tiny", ["model.network.members=2", "run.train_members=[2]"])
+    with pytest.raises(ConfigError, match="run.train_members"):
+        load_config("tiny", ["run.train_members=[0]"])  # one network: no members to choose
+    assert load_config("tiny", ["model.network.members=2", "run.train_members=[1]"]).run.train_members == [1]
+    with pytest.raises(ValueError, match="no ensemble members"):
+        trainable(torch.nn.Conv2d(1, 1, 1), "all", "unet_small", members=(0,))
 
 
 def test_the_bundled_default_averages_its_recipe_and_the_bundled_multi_models_hemorrhages() -> None:

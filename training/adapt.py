@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from napari_lesionseg.core.models.ensemble import MeanEnsemble
+
 from .data import Prepared
 from .train_config import TRAIN_ONLY
 
@@ -56,14 +58,20 @@ def _in_member(name: str) -> str:
     return re.sub(r"^members\.\d+\.", "", name)
 
 
-def trainable(net: nn.Module, which: str, arch: str) -> set[str]:
+def trainable(net: nn.Module, which: str, arch: str, members: Sequence[int] = ()) -> set[str]:
     """Names of the parameters of ``net`` (a network of architecture ``arch``) that ``which``
-    (one of ``TRAIN_ONLY``) lets an optimiser change; the others get ``requires_grad = False``,
-    so no gradient is computed for them (a frozen encoder also spares the backward pass through
-    it)."""
+    (one of ``TRAIN_ONLY``) lets an optimiser change, within the ensemble members ``members``
+    (indices; empty: every member); the others get ``requires_grad = False``, so no gradient is
+    computed for them (a frozen encoder also spares the backward pass through it)."""
     if which not in TRAIN_ONLY:
         raise ValueError(f"train_only must be one of {', '.join(TRAIN_ONLY)}, not {which!r}")
     names = dict(net.named_parameters())
+    if members:
+        count = len(net.members) if isinstance(net, MeanEnsemble) else 0
+        if not all(0 <= i < count for i in members):
+            raise ValueError(f"train members {list(members)}: the network has {count or 'no'} ensemble members")
+        prefixes = tuple(f"members.{i}." for i in members)
+        names = {n: p for n, p in names.items() if n.startswith(prefixes)}
     if which == "all":
         keep = set(names)
     elif which == "decoder":
@@ -75,7 +83,8 @@ def trainable(net: nn.Module, which: str, arch: str) -> set[str]:
     else:
         keep = {f"{mod_name}.{p}" if mod_name else p for mod_name, m in net.named_modules()
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) for p, _ in m.named_parameters(recurse=False)}
-    for n, p in names.items():
+        keep &= set(names)
+    for n, p in net.named_parameters():
         p.requires_grad_(n in keep)
     return keep
 

@@ -59,6 +59,9 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-only", choices=["all", "decoder", "early", "norm"], default="all",
                    help="the parameters the fine-tune changes: all, the decoder (encoder frozen), the "
                         "encoder's first two levels, or the BatchNorm scales and shifts (benchmarks/adapt.py)")
+    p.add_argument("--members", type=_member_list, default=(), metavar="I,J",
+                   help="an ensemble model: fine-tune only these members (0-based), the others keep the base "
+                        "model's weights (default: every member; benchmarks/README.md measures both)")
     p.add_argument("--freeze-batchnorm", action=argparse.BooleanOptionalAction, default=True,
                    help="keep the base model's BatchNorm statistics (default; benchmarks/adapt.py measures it)")
     p.add_argument("--keep-base", action=argparse.BooleanOptionalAction, default=True,
@@ -126,13 +129,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _member_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected member indices such as 1 or 0,1") from None
+
+
 def budget_from_args(args: argparse.Namespace):
     """The fine-tune's ``Budget`` from ``finetune``'s options (with none given: ``Budget()``'s
     defaults, which is what the plugin's button runs)."""
     from .finetune import Budget
 
     return Budget(steps=args.steps, epochs=args.epochs, minutes=args.minutes, lr=args.lr,
-                  freeze_encoder=args.freeze_encoder, train_only=args.train_only,
+                  freeze_encoder=args.freeze_encoder, train_only=args.train_only, members=args.members,
                   freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share,
                   calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed,
                   keep_base_if_better=args.keep_base,

@@ -44,6 +44,9 @@ class Budget:
     lr: float = 2e-4
     freeze_encoder: bool = False  # = train_only "decoder"
     train_only: str = "all"  # all | decoder | early | norm: the parameters the fine-tune changes
+    # an ensemble's members the fine-tune changes (empty: all). Training one of the default's two
+    # networks kept mild cameras better but recovered less of a harsh one (benchmarks/README.md)
+    members: tuple[int, ...] = ()
     # keep the base model's BatchNorm statistics: a few photos' crops in batches of four otherwise
     # replace them (measured: benchmarks/README.md "Adapting to a new camera")
     freeze_batchnorm: bool = True
@@ -169,6 +172,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=TIME_BOUND_EVAL_EVERY if time_bound
                       else max(1, steps // 4), log_every=1, threads=threads, seed=budget.seed,
                       freeze_encoder=budget.freeze_encoder, train_only=budget.train_only,
+                      train_members=list(budget.members),
                       freeze_batchnorm=budget.freeze_batchnorm, validate_start=budget.keep_base_if_better),
     )
     # The run's checkpoints live in a hidden temp folder, removed when the run ends however it

@@ -236,6 +236,8 @@ class RunConfig:
     freeze_encoder: bool = False  # the same as train_only = "decoder" (kept for older configs)
     #: the parameters a (fine-tuning) run changes: all | decoder | early | norm (training/adapt.py)
     train_only: str = "all"
+    #: an ensemble's members a run changes (0-based; empty: all); the others keep their weights
+    train_members: list[int] = field(default_factory=list)
     freeze_batchnorm: bool = False  # keep every BatchNorm's running statistics (fine-tuning on a few photos)
     #: validate the starting weights as step 0, so that a warm start (a fine-tune) keeps them when
     #: none of its own checkpoints scores better on the validation photos
@@ -287,6 +289,12 @@ class TrainConfig:
             require(self.paradigm.type == "standard" and self.adversary.type == "none" and not net.sgdc.enabled,
                     "model.network.outputs", "several outputs train with the standard paradigm only (no DALE, "
                     "adversary or SGDC edge loss: each is defined for one lesion map)")
+        if self.run.train_members:
+            require(net.members > 1 and all(0 <= i < net.members for i in self.run.train_members) and
+                    len(set(self.run.train_members)) == len(self.run.train_members), "run.train_members",
+                    f"{self.run.train_members}: " + (f"the ensemble's {net.members} members are numbered 0 to "
+                                                     f"{net.members - 1}" if net.members > 1 else
+                                                     "the network is not an ensemble (model.network.members = 1)"))
         if net.members > 1:
             require(self.paradigm.type == "standard", "model.network.members",
                     "an ensemble trains with the standard paradigm only (DALE aligns one network's features)")

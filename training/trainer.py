@@ -332,7 +332,7 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         freeze_batchnorm(net)
     # before DDP wraps the network: it registers the parameters that require gradients
     train_only = "decoder" if cfg.run.freeze_encoder else cfg.run.train_only
-    changed = trainable(net, train_only, cfg.model.network.arch)
+    changed = trainable(net, train_only, cfg.model.network.arch, cfg.run.train_members)
     for n, p in net.named_parameters():
         if n.endswith(GATE_PARAM):
             p.requires_grad_(True)  # the dynamic gates learn from the adversarial gradient whatever is frozen
