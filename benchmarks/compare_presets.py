@@ -243,6 +243,10 @@ def fold_pseudo_labels(fold: int, args: argparse.Namespace, annotated: Path) -> 
 ENSEMBLES: dict[str, list[str]] = {
     # the shipped default since 2026-12-03: the default recipe's network and the five-output one's HE
     "ensemble_cameras_multi": ["default_cameras", "multi_he_crops"],
+    # the same with the five-output recipe trained through simulated cameras too (``multi_cameras``)
+    "ensemble_cameras_multicam": ["default_cameras", "multi_cameras"],
+    # two five-output networks (clean and camera-trained), every output: a two-network ``multi``
+    "ensemble_multi_multicam": ["multi_he_crops", "multi_cameras"],
 }
 
 
