@@ -9,7 +9,7 @@ lesion pixels too: ``default_dale_doubt``), in fp32
 unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with larger crops
 (``default_crop384``), with a fuzzy head trained with it and shown as the fuzzy map
 (``default_errhead``), with four more outputs
-(``multi_he_crops``, ``default_multi``); and, on
+(``multi_he_crops``, ``default_multi``; through simulated cameras: ``multi_cameras``); and, on
 one small DynSegNet host (ResNet-18-layout encoder of width 16, ASPP, attention gates, residual
 decoder), one component at a time: ``standard``, ``patchgan`` (spectral norm, no dynamic gates),
 ``patchgan_gates`` (the same with DynSegNet's dynamic gates), ``segan_critic``, ``dale``,

@@ -139,7 +139,7 @@ def test_an_ensemble_fine_tunes_every_member(tmp_path: Path, small_pairs: Path) 
     assert changed and all(n.startswith("members.1.") for n in changed)
 
 
-def test_training_members_that_do_not_exist_is_refused(tmp_path: Path) -> None:
+def test_training_members_that_do_not_exist_is_refused() -> None:
     from lesionseg_training.adapt import trainable
     from lesionseg_training.train_config import load_config
 
