@@ -32,6 +32,10 @@ outwards or inwards at random (loose or tight outlines); written once under ``--
 Run it on an otherwise idle machine: the budget is wall clock. Runs made apart (e.g. two at a
 time with ``--threads 1``, each into its own ``--results`` file) are tabled together, at equal
 steps per fold too, by ``--report FILE [FILE ...] [--results MERGED]``.
+
+An ``ENSEMBLES`` name (e.g. ``ensemble_multi_multicam``) trains nothing: its fold model is its
+members' fold runs averaged (``lesionseg_training.ensemble``), scored with ``--full-res`` like a
+trained run (and stored with ``--store-predictions``); ``oof_report.py`` pools it.
 """
 
 from __future__ import annotations
@@ -169,6 +173,8 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     from lesionseg_training.train_config import load_config
     from lesionseg_training.trainer import train
 
+    if variant in ENSEMBLES:
+        return score_ensemble(variant, fold, args, clean)
     base, overrides = VARIANTS[variant]
     if any(o.startswith("data.pseudo_share") for o in overrides):
         overrides = [*overrides, f'data.pseudo_labels="{fold_pseudo_labels(fold, args, clean)}"']
@@ -248,6 +254,62 @@ ENSEMBLES: dict[str, list[str]] = {
     # two five-output networks (clean and camera-trained), every output: a two-network ``multi``
     "ensemble_multi_multicam": ["multi_he_crops", "multi_cameras"],
 }
+
+
+def compose_fold_ensemble(variant: str, fold: int, args: argparse.Namespace) -> Path:
+    """The run folder of an ``ENSEMBLES`` variant's fold model: its members' fold runs' last
+    models (trained first, at the same ``--steps`` and ``--noise``), averaged, one view each,
+    with the outputs every member has. Composed once; a folder composed from other weights
+    than the members' runs hold now is refused, not replaced."""
+    from lesionseg_training.ensemble import compose
+    from lesionseg_training.replay import copy_replay
+    from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
+
+    names = [run_name(m, fold, args.noise, args.steps) for m in ENSEMBLES[variant]]
+    lasts = [Path(args.out) / n / "last" for n in names]
+    missing = [str(p) for p in lasts if not (p / "config.json").exists()]
+    if missing:
+        raise SystemExit(f"{variant} fold {fold}: its members' runs are not there ({', '.join(missing)}); train them "
+                         f"first: --variants {','.join(ENSEMBLES[variant])} --folds {fold} with the same --steps/--out")
+    models = [load_model_folder(p) for p in lasts]
+    run_dir = Path(args.out) / run_name(variant, fold, args.noise, args.steps)
+    shas = [m.config.weights_sha256 for m in models]
+    if (run_dir / "last").exists():
+        made = [m.get("weights_sha256") for m in load_model_folder(run_dir / "last").lineage.get("members", [])]
+        if made != shas:
+            raise SystemExit(f"{run_dir / 'last'}: composed from other weights than {', '.join(names)} hold now; "
+                             "move it away to compose it again (nothing was changed)")
+        return run_dir
+    outputs = [t for t in models[0].config.network.outputs if all(t in m.config.network.outputs for m in models)]
+    net, config, metrics, lineage = compose(models, outputs, f"cmp-{variant}", "none",
+                                            f"compare_presets.py --variants {variant} --folds {fold}")
+    first = lasts[0]
+    save_model_folder(run_dir / "last", net, config, metrics, lineage,
+                      fill_more=(lambda tmp: copy_replay(first, tmp)) if (first / "replay").is_dir() else None)
+    return run_dir
+
+
+def score_ensemble(variant: str, fold: int, args: argparse.Namespace, images: Path) -> dict:
+    """An ``ENSEMBLES`` variant's row: nothing trained, its fold model composed
+    (``compose_fold_ensemble``) and scored at full resolution as a trained variant's is."""
+    from lesionseg_training.data import find_pairs, split_pairs
+    from lesionseg_training.train_config import load_config
+
+    if not args.full_res:
+        raise SystemExit(f"{variant}: an ensemble has no training curve to report; give --full-res to score it")
+    t0 = time.time()
+    run_dir = compose_fold_ensemble(variant, fold, args)
+    base, overrides = photo_recipe(variant)
+    cfg = load_config(base, [f'data.images="{images}"', f"data.val_every={N_FOLDS}", f"data.val_offset={fold}",
+                             *overrides])
+    train_pairs, val_pairs = split_pairs(find_pairs(cfg.data), cfg.data)
+    scores = full_resolution_report(run_dir, train_pairs, val_pairs, args.cache, ["MA", "EX", "SE", "OD"])
+    if args.store_predictions:
+        store_predictions(run_dir, val_pairs, args, variant, fold)
+    return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": args.steps,
+            "val_aupr": float("nan"), "val_dice": float("nan"), **scores,
+            "minutes": round((time.time() - t0) / 60, 1), "val_ids": [p.id for p in val_pairs], "curve": [],
+            "members": ENSEMBLES[variant]}
 
 
 def photo_recipe(variant: str) -> tuple[str, list[str]]:
@@ -431,7 +493,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--images", default=str(DATA))
-    ap.add_argument("--variants", default="default,default_dale", help="comma-separated: " + ",".join(VARIANTS))
+    ap.add_argument("--variants", default="default,default_dale", help="comma-separated: " + ",".join(VARIANTS) + "; composed from their members' runs "
+                         "(train those first; scored with --full-res): " + ",".join(ENSEMBLES))
     ap.add_argument("--folds", default="0,1,2", help=f"comma-separated fold numbers (0..{N_FOLDS - 1})")
     ap.add_argument("--noise", default=None, help="e.g. missed=0.5,outline=8 (training masks only)")
     ap.add_argument("--steps", type=int, default=0,
@@ -463,6 +526,9 @@ def main() -> None:
                     help="train nothing: print the tables of the runs in these results files (merged into "
                          "--results when that is given too)")
     args = ap.parse_args()
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS and v not in ENSEMBLES]
+    if unknown:
+        ap.error(f"--variants: unknown {', '.join(unknown)}")
     if args.report:
         given = any(a == "--results" or a.startswith("--results=") for a in sys.argv[1:])
         return report(args.report, args.results if given else None)

@@ -229,3 +229,43 @@ def test_compare_presets_keeps_each_fold_runs_predictions(tmp_path: Path, twelve
     before = f.read_bytes()
     cp.store_predictions(run, [], args, "default", 1)  # a resumed, finished run: the file is kept
     assert f.read_bytes() == before and "already there, kept" in capsys.readouterr().out
+
+
+def test_compare_presets_composes_an_ensembles_fold_model_from_its_members_runs(tmp_path: Path, monkeypatch) -> None:
+    """An ``ENSEMBLES`` variant trains nothing: its fold model is its members' fold runs'
+    last models averaged, composed once; missing members are named; a folder composed from
+    other weights than the members' runs now hold is refused and kept."""
+    import argparse
+
+    from helpers import benchmark_module
+
+    cp = benchmark_module("compare_presets")
+    monkeypatch.setitem(cp.ENSEMBLES, "pair", ["default", "default_dale"])
+    args = argparse.Namespace(out=str(tmp_path / "runs"), noise=None, steps=4000, full_res=False)
+    with pytest.raises(SystemExit, match=r"pair fold 1: its members' runs are not there .*default-f1-s4000"):
+        cp.compose_fold_ensemble("pair", 1, args)
+    runs = tmp_path / "runs"
+    a = _folder(runs / "default-f1-s4000" / "last", [p for p in IDS if p not in FOLDS[1]], FOLDS[1], seed=1)
+    with pytest.raises(SystemExit, match="default_dale-f1-s4000"):
+        cp.compose_fold_ensemble("pair", 1, args)
+    b = _folder(runs / "default_dale-f1-s4000" / "last", [p for p in IDS if p not in FOLDS[1]], FOLDS[1], seed=2)
+    run = cp.compose_fold_ensemble("pair", 1, args)
+    assert run == runs / "pair-f1-s4000"
+    ens = load_model_folder(run / "last")
+    assert ens.config.network.members == 2 and ens.config.inference.tta == "none"
+    assert [m["weights_sha256"] for m in ens.lineage["members"]] == \
+        [load_model_folder(f).config.weights_sha256 for f in (a, b)]
+    assert sorted(ens.unseen_photos) == FOLDS[1]
+    x = torch.rand(1, 4, 64, 64)
+    with torch.no_grad():
+        want = (torch.sigmoid(load_model_folder(a).net(x).logits) + torch.sigmoid(load_model_folder(b).net(x).logits)) / 2
+        assert torch.allclose(torch.sigmoid(ens.net(x).logits), want, atol=1e-5)
+    before = (run / "last" / "weights.safetensors").read_bytes()
+    assert cp.compose_fold_ensemble("pair", 1, args) == run  # composed once
+    shutil.rmtree(b)
+    _folder(b, [p for p in IDS if p not in FOLDS[1]], FOLDS[1], seed=3)  # a member retrained
+    with pytest.raises(SystemExit, match="composed from other weights"):
+        cp.compose_fold_ensemble("pair", 1, args)
+    assert (run / "last" / "weights.safetensors").read_bytes() == before
+    with pytest.raises(SystemExit, match="give --full-res"):
+        cp.score_ensemble("pair", 1, args, tmp_path)
