@@ -36,7 +36,8 @@ def test_the_recipes_out_of_fold_figures_go_into_metrics_and_nothing_else_change
     assert oof["outputs"]["HE"]["dice_per_image"] == want["HE"]["dice_img"]
     assert oof["outputs"]["HE"]["lesion_recall"] == want["HE"]["lesion_recall"]
     assert f"{oof['outputs']['HE']['aupr']:.3f}" in out.stdout
-    assert "in-sample" in metrics["figures"]
+    # no val_* figures in this folder: none are called in-sample
+    assert metrics["figures"] == "out_of_fold: the recipe on photos its fold models never saw, each photo scored once"
 
 
 def test_a_recipe_at_another_step_budget_records_its_own(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -176,3 +177,18 @@ def test_report_merges_runs_made_apart_and_compares_at_equal_steps(tmp_path: Pat
     assert rows["sgdc"][1] == "2" and "0.600 ± 0.141" in out  # sgdc's full-res AUPR over its two folds
     assert len(json.loads(merged.read_text())["runs"]) == 3
 
+
+
+def test_figures_say_what_each_group_rests_on() -> None:
+    """A folder calibrated out of fold (the shipped default: no ``val_*`` of its own) is not
+    said to have in-sample figures; a trained folder's ``val_*`` are."""
+    from lesionseg_training.oof_record import figures_note
+
+    shipped = {"calibration": {"val_aupr_raw_256bins": 0.55, "fitted_on": "out_of_fold"}, "out_of_fold": {}}
+    note = figures_note(shipped)
+    assert "in-sample" not in note and note.startswith("calibration.val_*: the recipe's fold models'")
+    assert "out_of_fold: " in note
+    trained = {"val_images": ["a"], "val_aupr": 0.5, "calibration": {"val_aupr_raw_256bins": 0.5}, "out_of_fold": {}}
+    note = figures_note(trained)
+    assert note.startswith("val_*: the validation photos") and note.count("in-sample") == 2
+    assert figures_note({"val_images": ["a"]}) == ""

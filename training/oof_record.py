@@ -24,9 +24,26 @@ from napari_lesionseg.core.atomic import atomic_write_text
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import METRICS
 
-IN_SAMPLE = ("val_* and calibration.val_*: the validation photos that also chose this model's checkpoint, "
-             "calibration and threshold (in-sample, optimistic); out_of_fold: the recipe on photos its "
-             "fold models never saw")
+IN_SAMPLE = ("the validation photos that also chose this model's checkpoint, calibration and threshold "
+             "(in-sample, optimistic)")
+OUT_OF_FOLD_FIT = ("the recipe's fold models' pooled predictions on photos each never saw, which the calibration "
+                   "and threshold were fitted on (out of fold, but chosen on them: slightly optimistic)")
+
+
+def figures_note(metrics: dict[str, Any]) -> str:
+    """What each group of figures in ``metrics`` rests on, said for the groups it has: the
+    ``val_*`` figures are in-sample; ``calibration.val_*`` are in-sample unless the calibration
+    was fitted out of fold (``lesionseg_training.oof_calibrate``); ``out_of_fold`` is the recipe
+    on photos its fold models never saw."""
+    parts = []
+    if any(k.startswith("val_") and k != "val_images" for k in metrics):
+        parts.append(f"val_*: {IN_SAMPLE}")
+    cal = metrics.get("calibration")
+    if isinstance(cal, dict) and any(k.startswith("val_") for k in cal):
+        parts.append("calibration.val_*: " + (OUT_OF_FOLD_FIT if cal.get("fitted_on") == "out_of_fold" else IN_SAMPLE))
+    if "out_of_fold" in metrics:
+        parts.append("out_of_fold: the recipe on photos its fold models never saw, each photo scored once")
+    return "; ".join(parts)
 _FIGURES = {"aupr": "aupr", "dice_ds": "dice_dataset", "dice_img": "dice_per_image", "photos": "photos",
             "fold_aupr": "fold_aupr", "fold_dice_ds": "fold_dice_dataset", "lesion_recall": "lesion_recall",
             "lesion_precision": "lesion_precision"}
@@ -74,7 +91,7 @@ def record_out_of_fold(model_dir: Path, report_path: Path, variant: str, note: s
         known = ", ".join(sorted(variants)) if isinstance(variants, dict) else "none"
         raise LesionsegInputError(report_path, f"has no recipe '{variant}' (it has: {known})")
     metrics["out_of_fold"] = out_of_fold_block(report, variant, Path(report_path).as_posix(), note)
-    metrics["figures"] = IN_SAMPLE
+    metrics["figures"] = figures_note(metrics)
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
     return metrics
 
