@@ -98,6 +98,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the five outputs trained as the shipped HE recipe is, half the crops through simulated
     # cameras: a camera-robust second member for the default and a second five-output network
     "multi_cameras": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "data.cameras.share=0.5"]),
+    # issue 15's ceiling: the shipped recipe with every crop through benchmarks/adapt.py's harsh camera
+    # B (and nothing else): what a network that saw only that camera's photos reaches through it
+    "default_camB": ("default", ["data.cameras.share=1.0", "data.cameras.versions=1",
+                                 "data.cameras.fixed=[0.45, [1.15, 0.9, 0.75], 0.75, 1.3, 1.5, 0.4, 30]"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),

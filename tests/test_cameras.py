@@ -113,3 +113,18 @@ def test_a_cameras_ablation_takes_each_part_alone_and_away() -> None:
     assert abl["without JPEG"] == b._replace(quality=100)
     assert abl["without size"] == b._replace(scale=1.0)
     assert "only blur" not in adapt.ablations(adapt.CAMERAS["A"])  # A is sharp: nothing to take away
+
+
+def test_one_fixed_camera_for_every_photo_is_the_benchmarks_camera() -> None:
+    """``data.cameras.fixed``: every photo through one given camera (e.g. benchmarks/adapt.py's
+    camera B, to train a network on that camera alone); a malformed one is refused by name."""
+    from helpers import benchmark_module
+
+    b = benchmark_module("adapt").CAMERAS["B"]
+    cfg = load_config("tiny", ["data.cameras.share=1.0", "data.cameras.versions=1",
+                               "data.cameras.fixed=[0.45, [1.15, 0.9, 0.75], 0.75, 1.3, 1.5, 0.4, 30]"])
+    assert photo_cameras("IDRiD_01", cfg.data.cameras) == photo_cameras("p7", cfg.data.cameras) == [b]
+    for bad in ("[0.45, 0.75, 1.3]", "[0.45, [1.15, 0.9], 0.75, 1.3, 1.5, 0.4, 30]",
+                "[2.0, [1.0, 1.0, 1.0], 1.0, 1.0, 0.0, 0.0, 90]", '[0.5, [1, 1, 1], 1, 1, 0, 0, "x"]'):
+        with pytest.raises(ConfigError, match="data.cameras.fixed"):
+            load_config("tiny", [f"data.cameras.fixed={bad}"])

@@ -49,9 +49,22 @@ class CameraAugConfig:
     blur_p: float = 0.7
     vignette: list[float] = field(default_factory=lambda: [0.0, 0.5])
     quality: list[float] = field(default_factory=lambda: [25.0, 95.0])  # JPEG
+    # one camera for every photo instead of drawn ones: [scale, [r, g, b gains], brightness, gamma,
+    # blur, vignetting, JPEG quality] (training/cameras.py Camera), e.g. benchmarks/adapt.py's camera
+    # B, to learn what a network trained on that camera alone reaches (the ranges are then unused)
+    fixed: list[Any] | None = None
 
     def __post_init__(self) -> None:
         require(0.0 <= self.share <= 1.0, "data.cameras.share", "must lie in [0, 1]")
+        if self.fixed is not None:
+            f = self.fixed
+            ok = (isinstance(f, list) and len(f) == 7 and isinstance(f[1], list) and len(f[1]) == 3
+                  and all(isinstance(v, (int, float)) for v in [*f[:1], *f[1], *f[2:]]))
+            require(ok, "data.cameras.fixed", "must be [scale, [r, g, b], brightness, gamma, blur, vignetting, "
+                                              "quality]")
+            require(0.05 <= f[0] <= 1.0 and 1 <= f[6] <= 100 and f[4] >= 0 and 0 <= f[5] <= 1 and f[3] > 0,
+                    "data.cameras.fixed", "scale in [0.05, 1], blur >= 0, vignetting in [0, 1], gamma > 0, "
+                                          "quality in [1, 100]")
         require(1 <= self.versions <= 16, "data.cameras.versions", "out of range 1..16")
         require(0.0 <= self.blur_p <= 1.0, "data.cameras.blur_p", "must lie in [0, 1]")
         for name, lo, hi in (("scale", 0.05, 1.0), ("gains", 0.1, 4.0), ("bright", 0.1, 4.0), ("gamma", 0.2, 5.0),
