@@ -152,7 +152,7 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
     pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
     extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration),
                                ("lr", args.lr), ("freeze_batchnorm", args.freeze_batchnorm),
-                               ("max_steps", args.max_steps)) if v is not None}
+                               ("max_steps", args.max_steps), ("guard_margin", args.guard_margin)) if v is not None}
     runs = []
     for seed in args.seeds:
         budget = Budget(minutes=minutes, steps=args.steps, train_only=args.train_only, members=args.members,
@@ -198,6 +198,8 @@ def main() -> None:
     ap.add_argument("--no-keep-base", action="store_true",
                     help="always take the fine-tune's best checkpoint, even when the base model scored better "
                          "on the held-out photo (the button keeps the base then)")
+    ap.add_argument("--guard-margin", type=float, default=None,
+                    help="fine-tune with the forgetting check at this AUPR margin (default: the button's, none)")
     ap.add_argument("--seeds", default="0", help="fine-tune once per seed, e.g. 0,1,2")
     ap.add_argument("--replay-share", type=float, default=None, help="share of replay crops (default: the button's)")
     ap.add_argument("--calibration", default=None, help="held_out / all / keep (default: the button's)")
@@ -286,7 +288,7 @@ def main() -> None:
                                "train_only": args.train_only, "members": list(args.members), "lr": args.lr,
                                "seeds": args.seeds,
                                "keep_base_if_better": not args.no_keep_base, "steps": args.steps, "max_steps": args.max_steps,
-                               "replay_share": args.replay_share, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
+                               "replay_share": args.replay_share, "guard_margin": args.guard_margin, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))
     print(f"wrote {out}")
 

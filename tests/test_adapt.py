@@ -131,6 +131,8 @@ def test_finetune_command_defaults_are_the_budget_defaults() -> None:
     add_finetune_parser(parser.add_subparsers())
     args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o"])
     assert budget_from_args(args) == Budget()
+    args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o", "--guard-margin", "0.02"])
+    assert budget_from_args(args) == Budget(guard_margin=0.02)
 
 
 def test_the_base_model_is_kept_when_no_checkpoint_beats_it(tmp_path, tiny_model_dir, small_pairs, monkeypatch) -> None:

@@ -144,3 +144,38 @@ def test_a_five_output_models_replay_keeps_every_known_type(tmp_path: Path, mult
     dst.mkdir()
     copy_replay(model, dst)
     assert sorted(f.name for f in (dst / "replay").iterdir()) == sorted(f.name for f in (model / "replay").iterdir())
+
+
+def test_guard_crops_are_fixed_and_centred_on_lesions(model_with_replay: Path) -> None:
+    from lesionseg_training.replay import guard_crops
+
+    items = load_replay(model_with_replay, load_model_folder(model_with_replay).config.preprocess)
+    crops = guard_crops(items, size=64, per_photo=3, seed=0)
+    assert len(crops) == 6 and all(c.x.shape[1:] == c.y.shape == c.fov.shape == (64, 64) for c in crops)
+    assert all((c.y == 1).any() for c in crops)  # both photos have hemorrhages: every crop shows some
+    again = guard_crops(items, size=64, per_photo=3, seed=0)
+    assert [c.id for c in again] == [c.id for c in crops] and all(np.array_equal(a.x, b.x) for a, b in zip(again, crops))
+    blank = [type(items[0])(items[0].id, items[0].x, np.zeros_like(items[0].y), items[0].fov)]
+    assert all(c.fov.any() for c in guard_crops(blank, size=64, per_photo=2))  # no lesion: inside the disc
+
+
+def test_the_forgetting_guard_keeps_the_base_when_every_checkpoint_fell(model_with_replay: Path, tmp_path: Path,
+                                                                        small_pairs: Path) -> None:
+    """``Budget.guard_margin``: a checkpoint whose replay-crop AUPR fell more than the margin
+    below the base's is never chosen; a margin nothing can exceed changes nothing."""
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    runs = {}
+    for name, margin in (("none", None), ("loose", 1.0), ("strict", -1.0)):
+        events: list[dict] = []
+        budget = Budget(steps=6, lr=5e-3, hold_out=False, guard_margin=margin)
+        runs[name] = (run_to_end(fine_tune(model_with_replay, pairs, budget, tmp_path / name, threads=1),
+                                 events.append), events)
+    evals = [e for e in runs["strict"][1] if e["event"] == "eval"]
+    assert evals[0]["step"] == 0 and evals[0]["guard_ok"] and all(not e["guard_ok"] for e in evals[1:])
+    strict = load_model_folder(runs["strict"][0])
+    assert strict.metrics["best_step"] == 0 and strict.metrics["forgetting_guard"]["margin"] == -1.0
+    assert strict.config.weights_sha256 == load_model_folder(model_with_replay).config.weights_sha256
+    assert all("guard_ok" not in e for e in runs["none"][1] if e["event"] == "eval")
+    loose, plain = load_model_folder(runs["loose"][0]), load_model_folder(runs["none"][0])
+    assert loose.metrics["best_step"] == plain.metrics["best_step"] > 0  # unguarded, a trained checkpoint won
+    assert loose.config.weights_sha256 == plain.config.weights_sha256

@@ -67,6 +67,9 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-base", action=argparse.BooleanOptionalAction, default=True,
                    help="score the base model as step 0 and keep its weights when no fine-tuned checkpoint "
                         "scores better (default); --no-keep-base takes the run's best checkpoint whatever it scores")
+    p.add_argument("--guard-margin", type=float, default=None, metavar="AUPR",
+                   help="forgetting check: never choose a checkpoint whose AUPR on fixed crops of the base "
+                        "model's replay photos fell more than this below the base's (default: no check)")
     p.add_argument("--events", choices=["text", "jsonl"], default="text",
                    help="jsonl: one JSON event per line on stdout (what the plugin reads)")
     p.set_defaults(func=cmd_finetune)
@@ -145,7 +148,7 @@ def budget_from_args(args: argparse.Namespace):
                   freeze_encoder=args.freeze_encoder, train_only=args.train_only, members=args.members,
                   freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share,
                   calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed,
-                  keep_base_if_better=args.keep_base,
+                  keep_base_if_better=args.keep_base, guard_margin=args.guard_margin,
                   **({} if args.max_steps is None else {"max_steps": args.max_steps}))
 
 

@@ -69,6 +69,10 @@ class Budget:
     # 120 did, at twice the time (benchmarks/README.md); a slower machine stops on time first.
     # 0 or None: train until the time is up
     max_steps: int | None = 120
+    # forgetting check (with replay photos and keep_base_if_better): a checkpoint whose AUPR on
+    # fixed crops of the replay photos (any output) fell more than this below the base's is never
+    # chosen. None: no check
+    guard_margin: float | None = None
 
 
 def lesion_pairs(pairs: list[Pair]) -> set[str]:
@@ -194,9 +198,14 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
             yield {"event": "training_budget", "seconds": round(max(left, 5.0), 1)}
         net = base.net.train()
         digests = pair_digests(pairs)  # hashed once: the run's lineage and the new version's
+        guard = None
+        if budget.guard_margin is not None and replay and budget.keep_base_if_better:
+            from .replay import guard_crops
+
+            guard = (guard_crops(replay, seed=budget.seed), budget.guard_margin)
         run = train(cfg, run_dir, init_from=net, pairs=(train_pairs, val_pairs if val_ids else train_pairs),
                     lineage={"data": {p.id: digests[p.id] for p in train_pairs}},
-                    replay=(replay, budget.replay_share) if replay and budget.replay_share else None)
+                    replay=(replay, budget.replay_share) if replay and budget.replay_share else None, guard=guard)
         while True:
             try:
                 ev = next(run)
@@ -213,6 +222,10 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
     best_step = int(tuned.metrics.get("step", steps))
     metrics = {"validation": how, "val_images": val_ids, "old": old, "new": new,
                "seconds": round(time.time() - t0, 1), "steps": steps, "best_step": best_step}
+    if guard is not None:
+        metrics["forgetting_guard"] = {"margin": budget.guard_margin, "crops": len(guard[0]),
+                                       "what": "AUPR on fixed crops of the base model's replay photos; a checkpoint "
+                                               "that fell more than the margin below the base's was not chosen"}
     lineage = {
         "parent": {"path": str(base_model_dir), "version": base.version, "weights_sha256": base.config.weights_sha256},
         "data": digests,

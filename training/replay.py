@@ -129,6 +129,30 @@ def copy_replay(src_model: str | Path, dst_folder: Path) -> None:
         shutil.copyfile(Path(src_model) / REPLAY / README, dst_folder / REPLAY / README)
 
 
+
+def guard_crops(items: list[Prepared], size: int = 256, per_photo: int = 3, seed: int = 0) -> list[Prepared]:
+    """Fixed ``size`` x ``size`` crops of replay photos for a fine-tune's forgetting guard: per
+    photo ``per_photo`` crops, centred on hemorrhage pixels where it has some, else anywhere in
+    its disc; the same crops for the same photos and ``seed`` (cheap to score at every
+    validation, unlike whole photos)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for it in items:
+        h, w = it.y.shape
+        lesions, disc = np.flatnonzero(it.y == 1), np.flatnonzero(it.fov)
+        for _ in range(per_photo):
+            pool = lesions if lesions.size else disc
+            if not pool.size:
+                break
+            cy, cx = divmod(int(pool[rng.integers(pool.size)]), w)
+            y0 = int(np.clip(cy - size // 2, 0, max(0, h - size)))
+            x0 = int(np.clip(cx - size // 2, 0, max(0, w - size)))
+            win = (slice(y0, y0 + size), slice(x0, x0 + size))
+            out.append(Prepared(f"{it.id}@{y0},{x0}", np.ascontiguousarray(it.x[(slice(None), *win)]),
+                                it.y[win].copy(), it.fov[win].copy(),
+                                None if it.aux is None else it.aux[(slice(None), *win)].copy()))
+    return out
+
 def main(argv: list[str] | None = None) -> int:
     from napari_lesionseg.core.model_folder import load_model_folder
 

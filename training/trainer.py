@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from napari_lesionseg.core.dataclass_io import to_dict
 from napari_lesionseg.core.errors import TrainingDiverged
+from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models import build_model
 from napari_lesionseg.core.pairs import Pair
@@ -241,6 +242,11 @@ class _Run:
     train_pairs: list[Pair] = field(default_factory=list)
     ema: AveragedModel | None = None  # optim.ema > 0: the averaged weights, validated and saved
     held_out: list[str] = field(default_factory=list)  # a final model's annotated photos kept out of everything
+    # a fine-tune's forgetting guard: fixed crops of the base's replay photos; a checkpoint whose
+    # AUPR on them (any output) fell more than guard_margin below the starting weights' is never best
+    guard_items: list[Prepared] = field(default_factory=list)
+    guard_margin: float = 0.0
+    guard_base: dict[str, float] | None = None
 
     @property
     def saved_net(self) -> nn.Module:
@@ -267,13 +273,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           init_from: nn.Module | None = None, lineage: dict | None = None,
           pairs: tuple[list[Pair], list[Pair]] | None = None,
           dist_ctx: DistContext | None = None,
-          replay: tuple[list[Prepared], float] | None = None) -> Generator[Event, None, Path]:
+          replay: tuple[list[Prepared], float] | None = None,
+          guard: tuple[list[Prepared], float] | None = None) -> Generator[Event, None, Path]:
     """Train ``cfg.model`` on ``cfg.data``; write ``run_dir/{config.json, events.jsonl,
     metrics.csv, best/, last/, state.pt}``. Yields events; returns the best model folder.
     ``replay = (items, share)``: prepared photos drawn for that share of the crops besides
-    the training pairs (a fine-tune's guard against forgetting)."""
+    the training pairs (a fine-tune's guard against forgetting). ``guard = (items, margin)``
+    (with ``run.validate_start``): a checkpoint whose AUPR on ``items`` fell more than ``margin``
+    below the starting weights' is not taken as best (a fine-tune's forgetting check)."""
     r = yield from _start(cfg, Path(run_dir), resume, init_from, lineage, pairs,
                           dist_ctx or DistContext(device=pick_device(cfg.run.device)), replay)
+    if guard is not None:
+        if not cfg.run.validate_start:
+            raise ValueError("a forgetting guard needs run.validate_start (the starting weights' scores)")
+        r.guard_items, r.guard_margin = list(guard[0]), float(guard[1])
     if cfg.run.validate_start and r.step == 0 and r.ctx.is_main:
         yield from _validate_and_save(r)  # the starting weights compete with the run's checkpoints
     while r.step < cfg.run.steps:
@@ -418,7 +431,8 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
     """Validate; write ``last/``, ``best/`` when the score improved, and the resume state."""
     metrics = validate(r.saved_net, r.val_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold,
                        r.cfg.model.network.outputs)
-    yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(r.elapsed, 1), **metrics})
+    kept = _guard_check(r)
+    yield from r.emit({"event": "eval", "step": r.step, "elapsed": round(r.elapsed, 1), **metrics, **kept})
     meta = {"step": r.step, "val_images": r.val_ids, **metrics}
     if r.cfg.data.final:
         meta["val_in_sample"] = True  # a final model: the validation photos are training photos
@@ -427,13 +441,31 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
                                                               "neither trained nor was calibrated on"}
     r.last_good = _save(r.dir / "last", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
-    if score > r.best or r.cfg.data.final:  # a final model keeps the last: it chooses no checkpoint
+    if (score > r.best and kept.get("guard_ok", True)) or r.cfg.data.final:  # a final model keeps the last
         r.best = score
         _save(r.dir / "best", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     if r.cfg.run.snapshots:  # the weights being trained, as they stand at this step
         _save(r.dir / "snapshots" / f"step_{r.step}", r.net, r.cfg, {"step": r.step, "snapshot": True}, r.lineage,
               metrics["val_best_threshold"])
     _save_state(r)
+
+
+def _guard_check(r: _Run) -> dict[str, Any]:
+    """The forgetting guard's figures for the weights being validated: AUPR per output on the
+    guard crops, the largest fall below the starting weights' and whether it is within the
+    margin (nothing without a guard)."""
+    if not r.guard_items:
+        return {}
+    m = validate(r.saved_net, r.guard_items, r.cfg.model.network.stride, r.cfg.model.inference.threshold,
+                 r.cfg.model.network.outputs)
+    got = {k.removeprefix("val_aupr").lstrip("_") or HE: v for k, v in m.items()
+           if k.startswith("val_aupr") and math.isfinite(v)}
+    if r.guard_base is None:  # the starting weights: the reference, always eligible
+        r.guard_base = got
+        return {"guard_aupr": got.get(HE, float("nan")), "guard_drop": 0.0, "guard_ok": True}
+    drop = max((r.guard_base[t] - v for t, v in got.items() if t in r.guard_base), default=0.0)
+    return {"guard_aupr": got.get(HE, float("nan")), "guard_drop": round(drop, 4),
+            "guard_ok": drop <= r.guard_margin}
 
 
 def _save_state(r: _Run) -> None:
