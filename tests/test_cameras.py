@@ -124,7 +124,11 @@ def test_one_fixed_camera_for_every_photo_is_the_benchmarks_camera() -> None:
     cfg = load_config("tiny", ["data.cameras.share=1.0", "data.cameras.versions=1",
                                "data.cameras.fixed=[0.45, [1.15, 0.9, 0.75], 0.75, 1.3, 1.5, 0.4, 30]"])
     assert photo_cameras("IDRiD_01", cfg.data.cameras) == photo_cameras("p7", cfg.data.cameras) == [b]
+    more = load_config("tiny", ["data.cameras.versions=3", "data.cameras.fixed=[0.45, [1.15, 0.9, 0.75], 0.75, 1.3, "
+                                                           "1.5, 0.4, 30]"])
+    assert photo_cameras("p7", more.data.cameras) == [b]  # one camera, prepared once
     for bad in ("[0.45, 0.75, 1.3]", "[0.45, [1.15, 0.9], 0.75, 1.3, 1.5, 0.4, 30]",
-                "[2.0, [1.0, 1.0, 1.0], 1.0, 1.0, 0.0, 0.0, 90]", '[0.5, [1, 1, 1], 1, 1, 0, 0, "x"]'):
+                "[2.0, [1.0, 1.0, 1.0], 1.0, 1.0, 0.0, 0.0, 90]", '[0.5, [1, 1, 1], 1, 1, 0, 0, "x"]',
+                "[0.5, [1, 1, 9.0], 1, 1, 0, 0, 90]", "[0.5, [1, 1, 1], 1, 1, 0, true, 90]"):
         with pytest.raises(ConfigError, match="data.cameras.fixed"):
             load_config("tiny", [f"data.cameras.fixed={bad}"])

@@ -189,10 +189,10 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
 def photo_cameras(photo_id: str, cfg: CameraAugConfig) -> list[Camera]:
     """The ``cfg.versions`` simulated cameras a training photo is seen through: the same for a
     photo id and ``cfg`` whatever the run, fold or process."""
-    if cfg.fixed is not None:
+    if cfg.fixed is not None:  # one camera: more versions would be the same view prepared again
         f = cfg.fixed
         return [Camera(float(f[0]), (float(f[1][0]), float(f[1][1]), float(f[1][2])), float(f[2]), float(f[3]),
-                       float(f[4]), float(f[5]), int(f[6]))] * cfg.versions
+                       float(f[4]), float(f[5]), int(f[6]))]
     seed = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{photo_id}".encode()).digest()[:8], "little")
     rng = np.random.default_rng(seed)
     return [random_camera(rng, cfg) for _ in range(cfg.versions)]

@@ -129,7 +129,6 @@ def copy_replay(src_model: str | Path, dst_folder: Path) -> None:
         shutil.copyfile(Path(src_model) / REPLAY / README, dst_folder / REPLAY / README)
 
 
-
 def guard_crops(items: list[Prepared], size: int = 256, per_photo: int = 3, seed: int = 0) -> list[Prepared]:
     """Fixed ``size`` x ``size`` crops of replay photos for a fine-tune's forgetting guard: per
     photo ``per_photo`` crops, centred on hemorrhage pixels where it has some, else anywhere in
@@ -152,6 +151,7 @@ def guard_crops(items: list[Prepared], size: int = 256, per_photo: int = 3, seed
                                 it.y[win].copy(), it.fov[win].copy(),
                                 None if it.aux is None else it.aux[(slice(None), *win)].copy()))
     return out
+
 
 def main(argv: list[str] | None = None) -> int:
     from napari_lesionseg.core.model_folder import load_model_folder

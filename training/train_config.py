@@ -31,6 +31,11 @@ class AugmentConfig:
     noise_p: float = 0.5
 
 
+# (setting, lowest, highest) of a simulated camera, in training/cameras.py Camera's order
+_CAMERA_BOUNDS = (("scale", 0.05, 1.0), ("gains", 0.1, 4.0), ("bright", 0.1, 4.0), ("gamma", 0.2, 5.0),
+                  ("blur", 0.0, 20.0), ("vignette", 0.0, 1.0), ("quality", 1.0, 100.0))
+
+
 @dataclass
 class CameraAugConfig:
     """Training photos seen through simulated cameras (``training/cameras.py``): ``versions``
@@ -56,22 +61,20 @@ class CameraAugConfig:
 
     def __post_init__(self) -> None:
         require(0.0 <= self.share <= 1.0, "data.cameras.share", "must lie in [0, 1]")
-        if self.fixed is not None:
-            f = self.fixed
-            ok = (isinstance(f, list) and len(f) == 7 and isinstance(f[1], list) and len(f[1]) == 3
-                  and all(isinstance(v, (int, float)) for v in [*f[:1], *f[1], *f[2:]]))
-            require(ok, "data.cameras.fixed", "must be [scale, [r, g, b], brightness, gamma, blur, vignetting, "
-                                              "quality]")
-            require(0.05 <= f[0] <= 1.0 and 1 <= f[6] <= 100 and f[4] >= 0 and 0 <= f[5] <= 1 and f[3] > 0,
-                    "data.cameras.fixed", "scale in [0.05, 1], blur >= 0, vignetting in [0, 1], gamma > 0, "
-                                          "quality in [1, 100]")
         require(1 <= self.versions <= 16, "data.cameras.versions", "out of range 1..16")
         require(0.0 <= self.blur_p <= 1.0, "data.cameras.blur_p", "must lie in [0, 1]")
-        for name, lo, hi in (("scale", 0.05, 1.0), ("gains", 0.1, 4.0), ("bright", 0.1, 4.0), ("gamma", 0.2, 5.0),
-                             ("blur", 0.0, 20.0), ("vignette", 0.0, 1.0), ("quality", 1.0, 100.0)):
+        for name, lo, hi in _CAMERA_BOUNDS:
             r = getattr(self, name)
             require(len(r) == 2 and lo <= r[0] <= r[1] <= hi, f"data.cameras.{name}",
                     f"must be [low, high] with {lo} <= low <= high <= {hi}")
+        if self.fixed is not None:  # each setting within the same bounds as the drawn cameras'
+            f = self.fixed
+            shape_ok = isinstance(f, list) and len(f) == 7 and isinstance(f[1], list) and len(f[1]) == 3
+            values = [[f[0]], f[1], *([v] for v in f[2:])] if shape_ok else []
+            require(shape_ok and all(not isinstance(v, bool) and isinstance(v, (int, float)) and lo <= v <= hi
+                                     for (_, lo, hi), vs in zip(_CAMERA_BOUNDS, values) for v in vs),
+                    "data.cameras.fixed", "must be [scale, [r, g, b], brightness, gamma, blur, vignetting, quality], "
+                    "each within " + ", ".join(f"{n} [{lo}, {hi}]" for n, lo, hi in _CAMERA_BOUNDS))
 
 
 @dataclass
