@@ -26,6 +26,10 @@ range, the JSON each run (one run is noisy: the seed alone moves Dice by up to 0
 
 ``--n``: BatchNorm re-estimation alone (no labels) on that many photos.
 
+``--blends 0.25,0.5,0.75``: each fine-tune's weights also blended with the base's at these
+shares of the base (``finetune.blend_states``, WiSE-FT) and scored, after the fact: one run
+gives the whole curve, paired. ``--blend S`` fine-tunes with ``Budget.blend`` itself.
+
 ``--ceiling STEPS``: how far *any* fine-tune of this network could bring a camera back: the
 base model fine-tuned for STEPS steps on its own training photos passed through the
 camera (with their masks; the button's other settings, so a quarter of them held out to choose
@@ -128,9 +132,11 @@ def _adapted(model_dir: Path, images: Path, ids: list[str], keep: float):
 
 
 def _tuned_scores(model_dir: Path, pairs: list, budget, out: Path, scored: tuple[Path, Path],
-                  orig: tuple[Path, Path]) -> dict[str, float]:
+                  orig: tuple[Path, Path], blends: tuple[float, ...] = ()) -> dict:
     """The base model fine-tuned on ``pairs`` with ``budget`` into ``out``: its scores on the
-    scored photos, the fine-tune's seconds, and its Dice on the original camera."""
+    scored photos, the fine-tune's seconds, and its Dice on the original camera; with ``blends``,
+    the Dice of the same run's weights blended with the base's at each share of the base (after
+    the fact, the model's calibration kept: the curve ``Budget.blend`` picks one point of)."""
     from lesionseg_training.finetune import fine_tune
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.progress import run_to_end
@@ -139,8 +145,19 @@ def _tuned_scores(model_dir: Path, pairs: list, budget, out: Path, scored: tuple
     run_to_end(fine_tune(model_dir, pairs, budget, out))
     secs = time.perf_counter() - t0
     model = load_model_folder(out)
-    return {**_score(model, *scored), "seconds": secs, "original_dice_ds": _score(model, *orig)["dice_ds"],
-            "steps": model.metrics.get("steps"), "best_step": model.metrics.get("best_step")}
+    got = {**_score(model, *scored), "seconds": secs, "original_dice_ds": _score(model, *orig)["dice_ds"],
+           "steps": model.metrics.get("steps"), "best_step": model.metrics.get("best_step")}
+    if blends:
+        from lesionseg_training.finetune import blend_states
+
+        base_state = load_model_folder(model_dir).net.state_dict()
+        tuned_state = {k: v.clone() for k, v in model.net.state_dict().items()}
+        got["blends"] = {}
+        for share in blends:
+            model.net.load_state_dict(blend_states(base_state, tuned_state, share))
+            got["blends"][str(share)] = {"dice_ds": _score(model, *scored)["dice_ds"],
+                                         "original_dice_ds": _score(model, *orig)["dice_ds"]}
+    return got
 
 
 def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: float, scored: tuple[Path, Path],
@@ -152,15 +169,19 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
     pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
     extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration),
                                ("lr", args.lr), ("freeze_batchnorm", args.freeze_batchnorm),
-                               ("max_steps", args.max_steps), ("guard_margin", args.guard_margin)) if v is not None}
+                               ("max_steps", args.max_steps), ("guard_margin", args.guard_margin),
+                               ("blend", args.blend)) if v is not None}
     runs = []
     for seed in args.seeds:
         budget = Budget(minutes=minutes, steps=args.steps, train_only=args.train_only, members=args.members,
                         keep_base_if_better=not args.no_keep_base, seed=seed, **extra)
-        got = _tuned_scores(args.model, pairs, budget, out.with_name(f"{out.name}_seed{seed}"), scored, orig)
+        got = _tuned_scores(args.model, pairs, budget, out.with_name(f"{out.name}_seed{seed}"), scored, orig,
+                            args.blends)
         got["recovery"] = (got["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
+        for b in got.get("blends", {}).values():
+            b["recovery"] = (b["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
         runs.append({"seed": seed, **got})
-    mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k not in ("seed", "steps", "best_step")}
+    mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k not in ("seed", "steps", "best_step", "blends")}
     return {**mean, "runs": runs}
 
 
@@ -200,6 +221,11 @@ def main() -> None:
                          "on the held-out photo (the button keeps the base then)")
     ap.add_argument("--guard-margin", type=float, default=None,
                     help="fine-tune with the forgetting check at this AUPR margin (default: the button's, none)")
+    ap.add_argument("--blend", type=float, default=None,
+                    help="fine-tune with Budget.blend: the new weights this share the base's (default: the button's, none)")
+    ap.add_argument("--blends", default="",
+                    help="also score each fine-tune's weights blended with the base's at these shares of the base, "
+                         "e.g. 0.25,0.5,0.75 (after the fact, same run)")
     ap.add_argument("--seeds", default="0", help="fine-tune once per seed, e.g. 0,1,2")
     ap.add_argument("--replay-share", type=float, default=None, help="share of replay crops (default: the button's)")
     ap.add_argument("--calibration", default=None, help="held_out / all / keep (default: the button's)")
@@ -214,6 +240,7 @@ def main() -> None:
     ap.add_argument("--out", default="adapt.json", help="file name under results/")
     args = ap.parse_args()
     args.seeds = [int(v) for v in args.seeds.split(",") if v]
+    args.blends = tuple(float(v) for v in args.blends.split(",") if v)
     args.members = tuple(int(v) for v in args.members.split(",") if v)
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.model_folder import load_model_folder
@@ -268,6 +295,11 @@ def main() -> None:
             for n, f in row["finetune"].items():
                 seeds = ", ".join(f"{r['dice_ds']:.3f} (best step {r['best_step']} of {r['steps']})" for r in f["runs"])
                 spread = f" (seeds: {seeds})"
+                for share in args.blends:
+                    bl = [r["blends"][str(share)] for r in f["runs"]]
+                    print(f"camera {cam}: fine-tuned on {n}, blended {share:.0%} base: Dice "
+                          + ", ".join(f"{b['dice_ds']:.3f}" for b in bl) + "; original domain "
+                          + ", ".join(f"{b['original_dice_ds']:.3f}" for b in bl), flush=True)
                 print(f"camera {cam}: fine-tuned on {n}: Dice {f['dice_ds']:.3f}{spread} (recovery "
                       f"{f['recovery']:+.0%}) in {f['seconds']:.0f} s; original domain {f['original_dice_ds']:.3f}",
                       flush=True)
@@ -288,7 +320,7 @@ def main() -> None:
                                "train_only": args.train_only, "members": list(args.members), "lr": args.lr,
                                "seeds": args.seeds,
                                "keep_base_if_better": not args.no_keep_base, "steps": args.steps, "max_steps": args.max_steps,
-                               "replay_share": args.replay_share, "guard_margin": args.guard_margin, "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
+                               "replay_share": args.replay_share, "guard_margin": args.guard_margin, "blend": args.blend, "blends": list(args.blends), "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))
     print(f"wrote {out}")
 

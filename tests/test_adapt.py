@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -133,6 +134,54 @@ def test_finetune_command_defaults_are_the_budget_defaults() -> None:
     assert budget_from_args(args) == Budget()
     args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o", "--guard-margin", "0.02"])
     assert budget_from_args(args) == Budget(guard_margin=0.02)
+    args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o", "--blend", "0.5"])
+    assert budget_from_args(args) == Budget(blend=0.5)
+
+
+def test_blend_states_mixes_weights_and_keeps_counters() -> None:
+    """``blend_states``: the share of the base plus the rest of the tuned weights; integer
+    buffers (BatchNorm's counters) are the tuned network's; other networks and shares refused."""
+    import torch
+
+    from lesionseg_training.finetune import blend_states
+
+    base = {"w": torch.zeros(3), "n": torch.tensor(7)}
+    tuned = {"w": torch.tensor([4.0, 8.0, -4.0]), "n": torch.tensor(9)}
+    got = blend_states(base, tuned, 0.25)
+    assert torch.equal(got["w"], torch.tensor([3.0, 6.0, -3.0])) and int(got["n"]) == 9
+    assert torch.equal(blend_states(base, tuned, 1.0)["w"], base["w"])
+    assert torch.equal(blend_states(base, tuned, 0.0)["w"], tuned["w"])
+    with pytest.raises(ValueError, match="differ"):
+        blend_states({"v": torch.zeros(3)}, tuned, 0.5)
+    with pytest.raises(ValueError, match="0-1"):
+        blend_states(base, tuned, 1.5)
+
+
+def test_a_blended_fine_tune_lies_between_the_base_and_the_tuned_weights(tmp_path, tiny_model_dir, small_pairs) -> None:
+    """``Budget.blend``: the new version's weights are the share of the base's plus the rest of
+    the checkpoint the same run chose (the run itself unchanged), and its metrics say so."""
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    base = dict(load_model_folder(tiny_model_dir).net.named_parameters())
+    outs = {}
+    for blend in (None, 0.5):
+        outs[blend] = out = tmp_path / f"blend_{blend}"
+        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(steps=3, lr=1e-2, replay_share=0.0, keep_base_if_better=False,
+                                                           blend=blend), out, threads=1))
+    plain, blended = (dict(load_model_folder(outs[b]).net.named_parameters()) for b in (None, 0.5))
+    moved = [n for n in base if not torch.equal(base[n], plain[n])]
+    assert moved  # the run changed weights, so the blend has something to mix
+    for n in moved:
+        torch.testing.assert_close(blended[n], 0.5 * (base[n] + plain[n]), rtol=1e-5, atol=1e-6)
+    m = load_model_folder(outs[0.5]).metrics
+    assert m["blend"]["base_share"] == 0.5 and m["best_step"] == load_model_folder(outs[None]).metrics["best_step"]
+    with pytest.raises(ValueError, match="0-1"):
+        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(steps=1, blend=2.0), tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_the_base_model_is_kept_when_no_checkpoint_beats_it(tmp_path, tiny_model_dir, small_pairs, monkeypatch) -> None:

@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from napari_lesionseg.core.atomic import TMP_SUFFIX
 from napari_lesionseg.core.batch import evaluate_pairs
 from napari_lesionseg.core.errors import LesionsegInputError
@@ -73,6 +75,22 @@ class Budget:
     # fixed crops of the replay photos (any output) fell more than this below the base's is never
     # chosen. None: no check
     guard_margin: float | None = None
+    # weight-space blend against forgetting (WiSE-FT, Wortsman et al. 2022): the new version's
+    # weights are this share of the base's plus the rest of the chosen checkpoint's, after the
+    # checkpoint is chosen. None: the checkpoint as trained
+    blend: float | None = None
+
+
+def blend_states(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
+                 base_share: float) -> dict[str, torch.Tensor]:
+    """``base_share`` of ``base``'s floating-point tensors plus the rest of ``tuned``'s, key by
+    key; counters (integer buffers) are ``tuned``'s. The two must be the same network's."""
+    if not 0.0 <= base_share <= 1.0:
+        raise ValueError(f"blend: the base's share must be within 0-1, not {base_share}")
+    if base.keys() != tuned.keys():
+        raise ValueError(f"blend: the two networks differ: {sorted(base.keys() ^ tuned.keys())[:5]}")
+    return {k: (base_share * base[k] + (1.0 - base_share) * v).to(v.dtype) if v.is_floating_point() else v.clone()
+            for k, v in tuned.items()}
 
 
 def lesion_pairs(pairs: list[Pair]) -> set[str]:
@@ -114,17 +132,23 @@ def _score(model_dir: Path, pairs: list[Pair]) -> dict[str, float]:
     return {k: s[k] for k in ("aupr", "dice_ds", "dice_img", "recall_ds", "precision_ds")}
 
 
-def _final_calibration(best: Path, base, pairs: list[Pair], cfg: TrainConfig, how: str, out: Path) -> Path:
-    """The trained model's threshold and calibration: as the trainer fitted them on the
-    held-out pairs, refit on every corrected pair, or the base model's."""
-    if how == "held_out":
+def _final_model(best: Path, base, pairs: list[Pair], cfg: TrainConfig, how: str, out: Path,
+                 blend: tuple[dict[str, torch.Tensor], float] | None = None) -> Path:
+    """The chosen checkpoint as the new version: its weights blended with the base's when
+    ``blend`` = (the base's weights, its share) is given (``blend_states``); its threshold and
+    calibration as the trainer fitted them on the held-out pairs, refit on every corrected pair,
+    or the base model's."""
+    if how == "held_out" and blend is None:
         return best
     tuned = load_model_folder(best)
+    if blend is not None:
+        tuned.net.load_state_dict(blend_states(blend[0], tuned.net.state_dict(), blend[1]))
+    config = tuned.config
     if how == "keep":
         inf = replace(tuned.config.inference, threshold=base.config.inference.threshold,
                       calibration=base.config.inference.calibration, types=list(base.config.inference.types))
         config = replace(tuned.config, inference=inf)
-    else:
+    elif how == "all":
         from .calibrate import calibrate
         from .trainer import prepare_items
 
@@ -151,6 +175,8 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         from .replay import load_replay
 
         replay = load_replay(base_model_dir, base.config.preprocess, base.config.network.outputs)
+    if budget.blend is not None and not 0.0 <= budget.blend <= 1.0:
+        raise ValueError(f"blend: the base's share must be within 0-1, not {budget.blend}")
     if budget.calibration not in ("held_out", "all", "keep"):
         raise ValueError(f"calibration must be held_out, all or keep, not {budget.calibration!r}")
     if budget.hold_out:
@@ -196,6 +222,8 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
             left = 60.0 * budget.minutes - (time.time() - t0) - prep_s - 1.1 * score_s - WRITE_SECONDS
             cfg = replace(cfg, run=replace(cfg.run, minutes=max(left, 5.0) / 60.0))
             yield {"event": "training_budget", "seconds": round(max(left, 5.0), 1)}
+        if budget.blend is not None:
+            base_state = {k: v.detach().clone() for k, v in base.net.state_dict().items()}
         net = base.net.train()
         digests = pair_digests(pairs)  # hashed once: the run's lineage and the new version's
         guard = None
@@ -214,7 +242,8 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
                 break
             steps = ev["step"] if ev.get("event") == "done" else steps
             yield ev
-        best = _final_calibration(best, base, pairs, cfg, budget.calibration, run_dir / "final")
+        best = _final_model(best, base, pairs, cfg, budget.calibration, run_dir / "final",
+                            None if budget.blend is None else (base_state, budget.blend))
         new = _score(best, val_pairs)
         tuned = load_model_folder(best)
     finally:
@@ -222,6 +251,10 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
     best_step = int(tuned.metrics.get("step", steps))
     metrics = {"validation": how, "val_images": val_ids, "old": old, "new": new,
                "seconds": round(time.time() - t0, 1), "steps": steps, "best_step": best_step}
+    if budget.blend is not None:
+        metrics["blend"] = {"base_share": budget.blend,
+                            "what": "the new weights are this share of the base's plus the rest of the chosen "
+                                    "checkpoint's (WiSE-FT)"}
     if guard is not None:
         metrics["forgetting_guard"] = {"margin": budget.guard_margin, "crops": len(guard[0]),
                                        "what": "AUPR on fixed crops of the base model's replay photos; a checkpoint "
