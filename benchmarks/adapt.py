@@ -26,9 +26,11 @@ range, the JSON each run (one run is noisy: the seed alone moves Dice by up to 0
 
 ``--n``: BatchNorm re-estimation alone (no labels) on that many photos.
 
-``--blends 0.25,0.5,0.75``: each fine-tune's weights also blended with the base's at these
-shares of the base (``finetune.blend_states``, WiSE-FT) and scored, after the fact: one run
-gives the whole curve, paired. ``--blend S`` fine-tunes with ``Budget.blend`` itself.
+``--blend S``: the share of the base's weights in the new version (``Budget.blend``, WiSE-FT;
+the button's 0.5 unless given; 0: the fine-tune's own weights). ``--blend 0 --blends
+0.25,0.5,0.75``: each fine-tune's own weights also blended with the base's at these shares of
+the base (``finetune.blend_states``) and scored, after the fact: one run gives the whole curve,
+paired with the unblended fine-tune.
 
 ``--ceiling STEPS``: how far *any* fine-tune of this network could bring a camera back: the
 base model fine-tuned for STEPS steps on its own training photos passed through the
@@ -222,7 +224,7 @@ def main() -> None:
     ap.add_argument("--guard-margin", type=float, default=None,
                     help="fine-tune with the forgetting check at this AUPR margin (default: the button's, none)")
     ap.add_argument("--blend", type=float, default=None,
-                    help="fine-tune with Budget.blend: the new weights this share the base's (default: the button's, none)")
+                    help="Budget.blend: the new weights this share the base's (default: the button's, 0.5; 0: none)")
     ap.add_argument("--blends", default="",
                     help="also score each fine-tune's weights blended with the base's at these shares of the base, "
                          "e.g. 0.25,0.5,0.75 (after the fact, same run)")

@@ -136,6 +136,8 @@ def test_finetune_command_defaults_are_the_budget_defaults() -> None:
     assert budget_from_args(args) == Budget(guard_margin=0.02)
     args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o", "--blend", "0.5"])
     assert budget_from_args(args) == Budget(blend=0.5)
+    args = parser.parse_args(["finetune", "--images", "i", "--masks", "m", "--out", "o", "--blend", "0"])
+    assert budget_from_args(args) == Budget(blend=0.0) != Budget()  # the fine-tune's own weights
 
 
 def test_blend_states_mixes_weights_and_keeps_counters() -> None:

@@ -72,7 +72,7 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
                         "model's replay photos fell more than this below the base's (default: no check)")
     p.add_argument("--blend", type=float, default=None, metavar="SHARE",
                    help="against forgetting: the new weights are this share (0-1) of the base model's plus the "
-                        "rest of the fine-tune's (WiSE-FT; default: the fine-tune's as trained)")
+                        "rest of the fine-tune's (WiSE-FT; default 0.5; 0: the fine-tune's as trained)")
     p.add_argument("--events", choices=["text", "jsonl"], default="text",
                    help="jsonl: one JSON event per line on stdout (what the plugin reads)")
     p.set_defaults(func=cmd_finetune)
@@ -151,7 +151,8 @@ def budget_from_args(args: argparse.Namespace):
                   freeze_encoder=args.freeze_encoder, train_only=args.train_only, members=args.members,
                   freeze_batchnorm=args.freeze_batchnorm, replay_share=args.replay_share,
                   calibration=args.calibration, hold_out=not args.no_hold_out, seed=args.seed,
-                  keep_base_if_better=args.keep_base, guard_margin=args.guard_margin, blend=args.blend,
+                  keep_base_if_better=args.keep_base, guard_margin=args.guard_margin,
+                  **({} if args.blend is None else {"blend": args.blend}),
                   **({} if args.max_steps is None else {"max_steps": args.max_steps}))
 
 
