@@ -47,6 +47,7 @@ def _shot(viewer: napari.Viewer, dock: str, out: Path) -> Path:
 
 
 def main(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
     project = Path(tempfile.mkdtemp(prefix="lesionseg-shots-"))
     try:
         viewer = napari.Viewer(show=True)
