@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,14 +50,17 @@ def main() -> None:
             os.symlink(DATA / "masks_HE" / f"{i}_HE.tif", tmp / "masks" / f"{i}_HE.tif")
     cmd = [sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(tmp / "images"), "--masks",
            str(tmp / "masks"), "--out", str(tmp / "new"), "--minutes", str(args.minutes), "--events", "jsonl"]
-    t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    total = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        total = time.perf_counter() - t0
+        meta = json.loads((tmp / "new" / "metrics.json").read_text())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
     steps = [e for e in events if e["event"] == "step"]
     fin = events[-1]
     train_s = steps[-1]["elapsed"] if steps else float("nan")
-    meta = json.loads((tmp / "new" / "metrics.json").read_text())
     row = {"photos": len(ids), "camera": args.camera, "budget_min": args.minutes, "total_s": round(total, 1),
            "train_s": train_s, "steps": len(steps), "s_per_step": round(train_s / max(len(steps), 1), 2),
            "crops_per_s": round(len(steps) * 4 / max(train_s, 1e-9), 2),
