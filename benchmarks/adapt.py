@@ -162,6 +162,11 @@ def _tuned_scores(model_dir: Path, pairs: list, budget, out: Path, scored: tuple
     return got
 
 
+def _recovery(dice: float, shifted: float, lost: float) -> float:
+    """The share of what the camera cost (``lost``, Dice) that ``dice`` brings back from ``shifted``."""
+    return (dice - shifted) / lost if abs(lost) > 1e-9 else float("nan")
+
+
 def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: float, scored: tuple[Path, Path],
                orig: tuple[Path, Path], lost: float, shifted: float, args: argparse.Namespace) -> dict:
     """Fine-tunes on ``ids`` once per seed: the mean of their scores, and each run under ``runs``."""
@@ -179,9 +184,8 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
                         keep_base_if_better=not args.no_keep_base, seed=seed, **extra)
         got = _tuned_scores(args.model, pairs, budget, out.with_name(f"{out.name}_seed{seed}"), scored, orig,
                             args.blends)
-        got["recovery"] = (got["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
-        for b in got.get("blends", {}).values():
-            b["recovery"] = (b["dice_ds"] - shifted) / lost if abs(lost) > 1e-9 else float("nan")
+        for scores in (got, *got.get("blends", {}).values()):
+            scores["recovery"] = _recovery(scores["dice_ds"], shifted, lost)
         runs.append({"seed": seed, **got})
     mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k not in ("seed", "steps", "best_step", "blends")}
     return {**mean, "runs": runs}
@@ -278,7 +282,7 @@ def main() -> None:
                 model, secs = _adapted(args.model, shot_pool[0], adapt_pool[:n], args.keep)
                 got = _score(model, *shot_scored)
                 lost = unshifted["dice_ds"] - shifted["dice_ds"]
-                got["recovery"] = (got["dice_ds"] - shifted["dice_ds"]) / lost if abs(lost) > 1e-9 else float("nan")
+                got["recovery"] = _recovery(got["dice_ds"], shifted["dice_ds"], lost)
                 got["seconds"] = secs
                 if n == max(ns):
                     got["original_dice_ds"] = _score(model, *orig)["dice_ds"]

@@ -83,12 +83,17 @@ class Budget:
     blend: float | None = 0.5
 
 
+def check_blend_share(base_share: float) -> None:
+    """Refuse a blend share outside 0-1 (``Budget.blend``, ``blend_states``)."""
+    if not 0.0 <= base_share <= 1.0:
+        raise ValueError(f"blend: the base's share must be within 0-1, not {base_share}")
+
+
 def blend_states(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
                  base_share: float) -> dict[str, torch.Tensor]:
     """``base_share`` of ``base``'s floating-point tensors plus the rest of ``tuned``'s, key by
     key; counters (integer buffers) are ``tuned``'s. The two must be the same network's."""
-    if not 0.0 <= base_share <= 1.0:
-        raise ValueError(f"blend: the base's share must be within 0-1, not {base_share}")
+    check_blend_share(base_share)
     if base.keys() != tuned.keys():
         raise ValueError(f"blend: the two networks differ: {sorted(base.keys() ^ tuned.keys())[:5]}")
     return {k: (base_share * base[k] + (1.0 - base_share) * v).to(v.dtype) if v.is_floating_point() else v.clone()
@@ -177,8 +182,8 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         from .replay import load_replay
 
         replay = load_replay(base_model_dir, base.config.preprocess, base.config.network.outputs)
-    if budget.blend is not None and not 0.0 <= budget.blend <= 1.0:
-        raise ValueError(f"blend: the base's share must be within 0-1, not {budget.blend}")
+    if budget.blend is not None:
+        check_blend_share(budget.blend)  # before anything is trained or written
     if budget.calibration not in ("held_out", "all", "keep"):
         raise ValueError(f"calibration must be held_out, all or keep, not {budget.calibration!r}")
     if budget.hold_out:
