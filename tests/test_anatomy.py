@@ -42,8 +42,10 @@ def test_a_flat_photo_gets_the_fovea_estimated_from_the_disc(sample_16) -> None:
     rgb, x, geom, disc, od, _ = sample_16
     a = locate(od, 0.5, np.zeros_like(x[1]), disc, geom)
     assert a.fovea_method == "estimated from the disc"
-    assert a.od_distance_dd(*a.fovea) == pytest.approx(2.5, abs=0.01)
-    assert a.fovea[0] == pytest.approx(a.disc_centre[0], abs=1)
+    # 2.5 DD temporal (the sample's disc is on the left: to the right) and 0.3 DD below the disc
+    dd = a.disc_diameter
+    assert a.fovea[1] - a.disc_centre[1] == pytest.approx(2.5 * dd, abs=1)
+    assert a.fovea[0] - a.disc_centre[0] == pytest.approx(0.3 * dd, abs=1)
 
 
 def test_no_disc_or_an_implausible_one_leaves_distances_empty(sample_16) -> None:
