@@ -77,6 +77,34 @@ def test_a_split_disc_is_one_and_a_larger_false_region_loses() -> None:
     assert a.disc_diameter == pytest.approx(truth.disc_diameter, rel=0.05)
 
 
+def test_a_surer_but_ragged_region_loses_to_the_round_disc() -> None:
+    """A bright exudate ring or a crescent along the field's rim can hold a higher probability
+    than the disc (seen on 5 of 499 unlabelled IDRiD photos): the disc is the roundest region of
+    a plausible size, whatever their peaks; a speck, however round, is no candidate."""
+    from napari_lesionseg.core.anatomy import disc_region, roundness
+
+    rgb, x, geom, disc, od, od_full = _sample("idrid_04")
+    truth = locate(od, 0.5, x[1], disc, geom)
+    ys, xs = np.nonzero(od > 0.5)
+    r = 0.5 * np.sqrt(len(ys) / np.pi) * 2  # the disc's radius on the working grid
+    h, w = od.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = 0.6 * h, 0.35 * w  # a ring of exudates around the macula, wider than the disc
+    d = np.hypot(yy - cy, xx - cx)
+    ring = ((d > 1.1 * r) & (d < 1.6 * r)).astype(np.float32) * 0.999
+    speck = np.zeros_like(od)
+    speck[int(0.5 * h):int(0.5 * h) + 3, int(0.75 * w):int(0.75 * w) + 3] = 0.999  # away from both
+    prob = np.maximum(np.maximum(od * 0.97, ring), speck)
+    assert roundness(od > 0.5) > 0.9 > 0.5 > roundness(ring > 0.5)
+    a = locate(prob, 0.5, x[1], disc, geom)
+    assert a.disc_centre == pytest.approx(truth.disc_centre, abs=2)
+    assert a.disc_diameter == pytest.approx(truth.disc_diameter, rel=0.02)
+    # without a plausible-size candidate the surest region is named, and said to be no disc
+    only_speck = locate(speck, 0.5, x[1], disc, geom)
+    assert only_speck.disc_centre is None and "not a plausible disc" in only_speck.note
+    assert disc_region(speck, 0.5, disc, geom).sum() >= 9
+
+
 def test_the_disc_mask_keeps_the_one_disc_the_distances_use() -> None:
     """A second region above the threshold (seen on IDRiD_10: a 320,000-px blob over the
     macula beside the true disc) is not drawn or written as optic disc: the full-size mask keeps
