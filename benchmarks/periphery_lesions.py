@@ -1,0 +1,78 @@
+"""Where in the field a model's lesions lie, over many photos without labels: from a
+``lesionseg predict`` output folder (its ``lesions.csv``) and the photos, each lesion's distance
+from the centre of the photo's round field of view as a share of its radius. Lesions spread over
+the field as its area does on most photos; a photo with most of its lesions in the outer ring is
+worth a look (on IDRiD's unlabelled photos: tessellated fundi, whose choroidal pattern the shipped
+default takes for peripheral hemorrhages; README "Status").
+
+    lesionseg predict --out OUT ../shared/data/idrid_unlabeled/images
+    python benchmarks/periphery_lesions.py OUT --images ../shared/data/idrid_unlabeled/images [--type HE]
+
+Prints the lesion area by ring and the photos with the most lesions beyond ``--outer`` of the
+radius; writes ``results/periphery_lesions.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RINGS = [(0.0, 0.5), (0.5, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.0)]
+
+
+def main() -> None:
+    from napari_lesionseg.core.fov import detect_fov
+    from napari_lesionseg.core.image_io import read_image
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("predictions", type=Path, help="a `lesionseg predict --out` folder")
+    ap.add_argument("--images", type=Path, required=True, help="the photos it predicted")
+    ap.add_argument("--type", default="HE", help="lesion type to count (lesions.csv's `type`; HE-only models: HE)")
+    ap.add_argument("--outer", type=float, default=0.8, help="the outer ring starts at this share of the radius")
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "periphery_lesions.json")
+    args = ap.parse_args()
+    table = args.predictions / "lesions.csv"
+    if not table.is_file():
+        raise SystemExit(f"{table}: not found (run `lesionseg predict --out {args.predictions}` first)")
+    with table.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("type", "HE") in ("", args.type)]
+    fovs: dict[str, tuple[float, float, float]] = {}
+    per_photo: dict[str, list[tuple[float, int]]] = defaultdict(list)
+    for r in rows:
+        name = r["image"]
+        if name not in fovs:
+            fov = detect_fov(read_image(args.images / name)[0])
+            fovs[name] = (fov.cy, fov.cx, fov.radius)
+        cy, cx, radius = fovs[name]
+        d = float(np.hypot(float(r["centroid_y"]) - cy, float(r["centroid_x"]) - cx)) / radius
+        per_photo[name].append((d, int(r["area_px"])))
+    every = [x for v in per_photo.values() for x in v]
+    if not every:
+        raise SystemExit(f"{table}: no {args.type} lesions")
+    dist = np.array([d for d, _ in every])
+    area = np.array([a for _, a in every], dtype=np.float64)
+    rings = [{"ring": [lo, hi], "lesions": int(((dist >= lo) & (dist < hi)).sum()),
+              "area_share": round(float(area[(dist >= lo) & (dist < hi)].sum() / area.sum()), 4)}
+             for lo, hi in RINGS]
+    photos = sorted(({"image": k, "lesions": len(v), "outer": sum(d >= args.outer for d, _ in v)}
+                     for k, v in per_photo.items()), key=lambda p: -p["outer"])
+    print(f"{len(every)} {args.type} lesions on {len(per_photo)} photos\n| ring (share of radius) | lesions | area share |\n|---|---|---|")
+    for r in rings:
+        print(f"| {r['ring'][0]}-{r['ring'][1]} | {r['lesions']} | {r['area_share']:.1%} |")
+    print(f"\nmost lesions beyond {args.outer} of the radius:\n| photo | beyond | all |\n|---|---|---|")
+    for p in photos[: args.top]:
+        print(f"| {p['image']} | {p['outer']} | {p['lesions']} |")
+    args.out.write_text(json.dumps({"predictions": str(args.predictions), "type": args.type, "outer": args.outer,
+                                    "rings": rings, "photos": photos}, indent=1))
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
