@@ -98,9 +98,11 @@ def thumbnail(path: Path, row: dict, width: int = 320) -> Image.Image:
 
 
 def contact_sheet(paths: dict[str, Path], rows: list[dict], out: Path, n: int = 30, cols: int = 6) -> None:
-    flagged = [r for r in rows if r["flags"]]
+    """The first ``n`` flagged photos, then unflagged ones spread evenly over the rest to fill ``n``."""
+    pick = [r for r in rows if r["flags"]][:n]
     rest = [r for r in rows if not r["flags"]]
-    pick = flagged[:n] + rest[:: max(1, len(rest) // max(1, n - len(flagged[:n])))][: max(0, n - len(flagged[:n]))]
+    if len(pick) < n and rest:
+        pick += rest[:: max(1, len(rest) // (n - len(pick)))][: n - len(pick)]
     tiles = [thumbnail(paths[r["image"]], r) for r in pick]
     if not tiles:
         return

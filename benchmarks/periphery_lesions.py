@@ -33,7 +33,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("predictions", type=Path, help="a `lesionseg predict --out` folder")
     ap.add_argument("--images", type=Path, required=True, help="the photos it predicted")
-    ap.add_argument("--type", default="HE", help="lesion type to count (lesions.csv's `type`; HE-only models: HE)")
+    ap.add_argument("--type", default="HE", help="lesion type to count (lesions.csv's `type`)")
     ap.add_argument("--outer", type=float, default=0.8, help="the outer ring starts at this share of the radius")
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "periphery_lesions.json")
@@ -42,7 +42,7 @@ def main() -> None:
     if not table.is_file():
         raise SystemExit(f"{table}: not found (run `lesionseg predict --out {args.predictions}` first)")
     with table.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("type", "HE") in ("", args.type)]
+        rows = [r for r in csv.DictReader(f) if (r.get("type") or "HE") == args.type]  # tables before types: HE
     fovs: dict[str, tuple[float, float, float]] = {}
     per_photo: dict[str, list[tuple[float, int]]] = defaultdict(list)
     for r in rows:

@@ -86,7 +86,7 @@ def test_a_surer_but_ragged_region_loses_to_the_round_disc() -> None:
     rgb, x, geom, disc, od, od_full = _sample("idrid_04")
     truth = locate(od, 0.5, x[1], disc, geom)
     ys, xs = np.nonzero(od > 0.5)
-    r = 0.5 * np.sqrt(len(ys) / np.pi) * 2  # the disc's radius on the working grid
+    r = np.sqrt(len(ys) / np.pi)  # the disc's radius on the working grid
     h, w = od.shape
     yy, xx = np.mgrid[0:h, 0:w]
     cy, cx = 0.6 * h, 0.35 * w  # a ring of exudates around the macula, wider than the disc

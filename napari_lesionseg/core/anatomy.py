@@ -103,9 +103,10 @@ def disc_region(od_prob: NDArray[np.float32], od_threshold: float, disc: NDArray
     Why the roundest: the model also lights up bright exudate clusters and the field's rim, and
     such a region can hold a probability as saturated as the disc's (0.98-0.999 on both). On 499
     unlabelled IDRiD photos the highest probability picked one of those over the disc on 5
-    photos (an exudate ring or patch, a rim crescent; roundness 0.44-0.90 against the discs'
-    0.91-0.95) and roundness picked the disc on all 5, with no other choice changed but between
-    two halves of one split disc (``benchmarks/anatomy_many.py``). Not the largest either: a
+    photos (an exudate ring or patch, a rim crescent; roundness 0.44-0.90 against 0.91-0.94 for
+    those photos' discs) and roundness picked the disc on all 5, with no other choice changed but
+    between two halves of one split disc (``benchmarks/anatomy_many.py``; the rule was chosen on
+    those photos; fold 4's out-of-fold optic-disc Dice is unchanged by it). Not the largest either: a
     bright lesion cluster can be larger (IDRiD_10's 2.9 DD from the disc)."""
     fundus_d = _fundus_diameter(geom)
     on = (od_prob > od_threshold) & disc
