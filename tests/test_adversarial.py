@@ -3,13 +3,14 @@ METHODS.md 1.7, 3.7 and 4.6, and a smoke run of every small preset."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lesionseg_training.adversary import Adversary, edge_loss, edge_target
+from lesionseg_training.adversary import Adversary, edge_loss, edge_target, real_map
 from lesionseg_training.train_config import load_config
 from lesionseg_training.trainer import GATE_PARAM, make_optimizer, train, train_one_step
 from napari_lesionseg.core.dataclass_io import ConfigError
@@ -172,6 +173,29 @@ def test_edge_loss_ignores_unannotated_pixels() -> None:
     assert float(edge_loss(logits2, y)) > base  # ... which costs where the corner is annotated
 
 
+@pytest.mark.parametrize("preset", ["dynsegnet_small", "segan_small"])
+def test_unannotated_pixels_carry_no_adversarial_signal(preset: str) -> None:
+    """Where the mask is 255 (not annotated) the 'real' map is the generator's own map, so the
+    discriminator cannot tell them apart there and the generator is not pushed towards 0."""
+    torch.manual_seed(0)
+    cfg = load_config(preset)
+    adv = Adversary(cfg.adversary, cfg.model.network.in_channels)
+    x, y = _batch(cfg)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    s = y.shape[-1]
+    yt[:, s // 2:] = 255  # the lower half not annotated
+    p = torch.rand(x.shape[0], 1, s, s)
+    gt = real_map(yt, p)
+    assert torch.equal(gt[:, :, s // 2:], p[:, :, s // 2:])
+    assert torch.equal(gt[:, :, : s // 2], (yt == 1).float()[:, None, : s // 2])
+    with torch.no_grad():
+        if preset == "segan_small":  # the critic sees the same masked image twice: no loss at all
+            assert float(adv.g_loss(xt, torch.full_like(yt, 255), p)) == 0.0
+        else:  # real and fake inputs are the same image: the same score (eval: spectral norm's power
+            adv.net.eval()  # iteration would move between two forward passes)
+            torch.testing.assert_close(adv.net(xt, real_map(torch.full_like(yt, 255), p)), adv.net(xt, p))
+
+
 @pytest.mark.parametrize("loss", ["bce", "lsgan", "hinge"])
 def test_discriminator_learns_to_tell_real_from_fake(loss: str) -> None:
     """The direction of d_loss: a few discriminator steps raise its score of the annotation over
@@ -253,6 +277,55 @@ def _ddp_single_rank(tmp_path: Path):
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     return dist
+
+
+_TWO_RANKS = """
+import sys, torch, torch.distributed as dist
+from lesionseg_training.adversary import Adversary
+from lesionseg_training.distributed import module_digest
+from lesionseg_training.train_config import load_config
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", init_method=sys.argv[2], rank=rank, world_size=2)
+torch.manual_seed(100 + rank)  # left alone, each rank would build a discriminator of its own
+cfg = load_config(sys.argv[3])
+print(module_digest(Adversary(cfg.adversary, cfg.model.network.in_channels).net))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("preset", ["dynsegnet_small", "segan_small"])
+def test_two_ranks_start_from_one_discriminator(tmp_path: Path, preset: str) -> None:
+    """DDP does not wrap the discriminator: under torchrun it is rank 0's on every rank from the
+    start (then kept so by averaging its gradients), even when the ranks' random streams differ."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    init = f"file://{tmp_path / 'pg'}"
+    procs = [subprocess.Popen([sys.executable, "-c", _TWO_RANKS, str(r), init, preset], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    digests = [out.strip().splitlines()[-1] for out, _ in outs]
+    assert digests[0] == digests[1]
+
+
+def test_literal_step_descends_the_adversarial_loss_by_eta_times_the_clipped_gradient() -> None:
+    """``W <- W - eta * g / max(1, |g|)``: downhill on the loss whose gradient it is given."""
+    from lesionseg_training.trainer import literal_adaptation_step
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    small = torch.nn.Parameter(torch.tensor([0.5]))
+    loss = (w ** 2).sum() + (small ** 2).sum()
+    gw, gs = torch.autograd.grad(loss, [w, small])  # (2, -4) and (1,): norm sqrt(21) > 1, clipped to 1
+    norm = literal_adaptation_step([(w, gw), (small, gs)], eta=0.1)
+    assert norm == pytest.approx(21 ** 0.5)
+    torch.testing.assert_close(w.detach(), torch.tensor([1.0, -2.0]) - 0.1 * gw / 21 ** 0.5)
+    torch.testing.assert_close(small.detach(), torch.tensor([0.5]) - 0.1 * gs / 21 ** 0.5)
+    assert float((w ** 2).sum() + (small ** 2).sum()) < float(loss)
+    v = torch.nn.Parameter(torch.tensor([0.1]))
+    literal_adaptation_step([(v, torch.tensor([0.2]))], eta=0.5)  # a gradient below norm 1 is not scaled up
+    torch.testing.assert_close(v.detach(), torch.tensor([0.0]))
 
 
 def test_literal_step_moves_only_the_decoder_even_under_ddp(tmp_path: Path) -> None:

@@ -57,6 +57,14 @@ def test_w2_and_alignment_zero_when_stats_coincide() -> None:
 
 
 
+def test_w2_is_the_closed_form_for_diagonal_gaussians() -> None:
+    """W2^2 between N(mu1, diag sd1^2) and N(mu2, diag sd2^2) is |mu1 - mu2|^2 + |sd1 - sd2|^2: the
+    spread counts as much as the mean (features that collapse or scatter are misaligned too)."""
+    mu = torch.tensor([0.5, -1.0, 2.0])
+    assert float(w2_squared(mu, torch.tensor([1.0, 1.0, 1.0]), mu, torch.tensor([3.0, 1.0, 0.5]))) == pytest.approx(4.25)
+    assert float(w2_squared(mu, torch.ones(3), mu + torch.tensor([1.0, 0.0, 2.0]), torch.full((3,), 2.0))) == pytest.approx(5.0 + 3.0)
+
+
 def test_weighted_moments_match_centred_statistics_and_their_gradients() -> None:
     """The fast moments (batched products, E[x^2] - mu^2) against the textbook centred form, values
     and gradients, under a weight that leaves most pixels out (a fuzzy region)."""
@@ -187,6 +195,29 @@ def test_stable_statistics_get_no_gradient() -> None:
     assert phi.grad is not None
 
 
+def test_alignment_groups_fuzzy_pixels_by_their_corrected_label() -> None:
+    """DALE aligns the unstable features of class c, c taken from the corrected label
+    ``y_tilde`` (not the annotation), with the stable features of class c: fuzzy pixels the
+    correction calls lesion, whose features look like the stable lesion pixels', are aligned
+    already; grouped by their annotation (background) they would be pulled far off."""
+    d = _dale(min_pixels=4.0)
+    g = torch.Generator().manual_seed(0)
+    phi = torch.randn(1, 2, 8, 8, generator=g) * 0.1  # background features near 0
+    y = torch.zeros(1, 8, 8, dtype=torch.uint8)
+    y[0, :4, :4] = 1  # stable lesion pixels: features near 5
+    phi[0, :, :4, :4] += 5.0
+    f = torch.zeros(1, 8, 8)
+    f[0, 4:, 4:] = 1.0  # a fuzzy region annotated background that looks like the lesion
+    phi[0, :, 4:, 4:] += 5.0
+    y_tilde = torch.zeros(1, 8, 8)
+    y_tilde[0, 4:, 4:] = 1.0  # the correction calls it lesion
+    by_correction = float(d.align_loss(phi, y, y_tilde, f))
+    assert by_correction < 0.05  # 5 apart per channel would cost about 25
+    d2 = _dale(min_pixels=4.0)
+    by_annotation = float(d2.align_loss(phi, y, (y == 1).float(), f))  # the annotation as the correction
+    assert by_annotation > 20.0
+
+
 def test_partition_pass_is_eval_only() -> None:
     cfg = load_config("dale_small")
     net = build_model(cfg.model.network).train()
@@ -259,6 +290,27 @@ def test_labels_enter_the_partition_and_a_missed_lesion_stays_supervised() -> No
     for _ in range(2):
         d3.partition(_Fixed(z), stride=1)
     assert d3.state.fuzzy[0][20:26, 20:26].min() == 1.0
+
+
+@pytest.mark.parametrize("stats", ["passes", "online"])
+def test_histories_are_moving_averages_weighted_to_the_past(stats: str) -> None:
+    """AE and ER are histories: ``m * old + (1 - m) * new`` with ``hist_momentum = m`` (0.8
+    here, so a swapped weighting shows; the default 0.5 cannot tell them apart)."""
+    item, z = _lesion_scene()
+    d = Dale(DaleConfig(stats=stats, hist_momentum=0.8), LossConfig(), [item], total_steps=100)
+    z2 = np.zeros_like(z)  # then p = 0.5 everywhere: entropy at its top, every annotated pixel wrong
+    where = np.arange(32 * 32).reshape(1, 32, 32)
+    for k, zz in enumerate((z, z2)):
+        if stats == "passes":
+            d.partition(_Fixed(zz), stride=1)
+        else:
+            d.observe(torch.from_numpy(zz.astype(np.float32))[None, None], torch.from_numpy(item.y)[None],
+                      np.array([0]), where, step=d.warmup_end + k)
+    p1, p2 = (1 / (1 + np.exp(-zz.astype(np.float32))) for zz in (z, z2))
+    ae = 0.8 * binary_entropy(p1) + 0.2 * binary_entropy(p2)
+    er = 0.8 * ((p1 > 0.5) != (item.y == 1)) + 0.2 * ((p2 > 0.5) != (item.y == 1))
+    np.testing.assert_allclose(d.state.ae[0], ae, atol=1e-5)
+    np.testing.assert_allclose(d.state.er[0], er, atol=1e-6)
 
 
 def test_fuzziness_stays_in_the_border_band() -> None:

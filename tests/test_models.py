@@ -277,6 +277,21 @@ def test_resnet_encoder_layouts(kind: str, blocks: list[int], block_cls: str) ->
     assert strides == [(1, 1), (2, 2), (2, 2), (2, 2)]
 
 
+@pytest.mark.parametrize("kind", ["resnet34", "resnet50"])
+def test_output_stride_16_trades_the_last_stride_for_dilation(kind: str) -> None:
+    """DeepLab's output stride 16: layer4 keeps the resolution of layer3 and dilates its 3x3
+    convolutions by 2, so its receptive field still grows as with the stride (a plain stride-1
+    layer4 would see half as far)."""
+    enc = ResNetEncoder(EncoderConfig(type=kind, width=8, output_stride=16)).eval()
+    convs = [m for m in enc.layer4.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert convs and all(c.stride == (1, 1) and c.dilation == (2, 2) and c.padding == (2, 2) for c in convs)
+    with torch.no_grad():
+        f = enc(torch.zeros(1, 3, 128, 128))
+    assert f[4].shape[-2:] == f[3].shape[-2:] == (8, 8)
+    plain = ResNetEncoder(EncoderConfig(type=kind, width=8)).eval()
+    assert all(m.dilation == (1, 1) for m in plain.modules() if isinstance(m, nn.Conv2d))
+
+
 def test_sgdc_heads_own_their_channel_groups() -> None:
     """Head j's kernel acts on channel group j only: head 0 takes the centre tap, head 1 the
     left neighbour; a wrong head/channel grouping mixes them."""
