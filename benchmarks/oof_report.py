@@ -10,7 +10,9 @@ Each fold's scores are also kept in the repository (``--keep``, by default
 ``benchmarks/results/oof_states/<variant>-f<fold>-s<steps>.json``: the per-photo rows and the
 256-bin precision-recall histograms, a few KB), and a fold whose run folder is gone is read from
 there: runs that take hours finish in different sittings (and on machines whose ``/tmp`` does not
-last), and their folds still pool into one curve.
+last), and their folds still pool into one curve. ``--keep A B`` reads each fold from the first
+folder that has it and writes to ``A``: folds of one recipe scored on two machines, each kept in
+its own folder (``oof_states_xeon/`` first, then ``oof_states/``), pool without copying files.
 
     python benchmarks/oof_report.py --runs /tmp/cv/runs --variants default,multi_he_crops --steps 1000 \\
         [--out benchmarks/results/oof.json]
@@ -42,6 +44,7 @@ sys.path.insert(0, str(HERE))
 import compare_presets as cp  # noqa: E402
 
 OTHER_TYPES = ["MA", "EX", "SE", "OD"]
+TYPES = ["HE", *OTHER_TYPES]
 
 
 def fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
@@ -142,6 +145,16 @@ def kept_state(keep: Path, variant: str, fold: int, steps: int, noise: str | Non
     return state
 
 
+def kept_state_in(keeps: list[Path], variant: str, fold: int, steps: int, noise: str | None = None,
+                  tta: str | None = None) -> tuple[dict | None, Path | None]:
+    """A fold's kept scores from the first of ``keeps`` that has them, and that folder."""
+    for keep in keeps:
+        state = kept_state(keep, variant, fold, steps, noise, tta)
+        if state is not None:
+            return state, keep
+    return None, None
+
+
 def scores_without(run_dir: Path, variant: str, fold: int, images: str, state: dict,
                    leave_out: frozenset[str], tta: str | None = None) -> dict:
     """``state`` again, its fold scored without the photos ``leave_out`` (a sensitivity check,
@@ -212,6 +225,15 @@ def paired_difference(a_rows: list[dict], b_rows: list[dict], n_boot: int = 10_0
 TTAS = ("none", "hflip", "flips")
 
 
+def fold_difference(a: dict, b: dict, output: str) -> dict:
+    """``b`` minus ``a`` fold by fold for one output's pooled figures (AUPR; the optic disc's
+    dataset Dice), and the mean over folds."""
+    key = "fold_dice_ds" if output == "OD" else "fold_aupr"
+    per_fold = [y - x for x, y in zip(a[key], b[key])]
+    return {"figure": "dataset Dice" if output == "OD" else "AUPR", "per_fold": per_fold,
+            "mean": statistics.fmean(per_fold) if per_fold else float("nan")}
+
+
 def variant_steps(label: str, steps: int) -> tuple[str, int, str | None]:
     """``default@2000`` -> ("default", 2000, None); a plain name takes ``steps`` (``--steps``);
     ``default@2000:hflip`` -> ("default", 2000, "hflip"): scored with that TTA instead of the
@@ -247,10 +269,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(HERE / "results" / "oof.json"))
     ap.add_argument("--paired", default="", metavar="A,B",
                     help="also B minus A per photo (hemorrhage Dice, with bootstrap intervals over the photos)")
-    ap.add_argument("--keep", type=Path, default=HERE / "results" / "oof_states",
-                    help="folder of each fold's kept scores: written for every run scored, read for a fold whose run "
-                         "folder is gone; another model of a kept run's name (the recipe trained again, e.g. on another machine) "
-                         "needs its own folder")
+    ap.add_argument("--keep", type=Path, nargs="+", default=[HERE / "results" / "oof_states"],
+                    help="folders of each fold's kept scores: written (to the first) for every run scored, read (from "
+                         "the first that has it) for a fold whose run folder is gone; another model of a kept run's name "
+                         "(the recipe trained again, e.g. on another machine) needs its own folder")
     ap.add_argument("--without", default="", metavar="IDS",
                     help="score every fold without these photos (comma-separated ids): how much they weigh")
     args = ap.parse_args()
@@ -264,16 +286,18 @@ def main() -> None:
     per_photo: dict[str, list[dict]] = {}
     for label in args.variants.split(","):
         variant, steps, tta = variant_steps(label, args.steps)
-        states, folds = [], []
+        states, folds, sources = [], [], []
         for fold in map(int, args.folds.split(",")):
             run_dir = Path(args.runs) / cp.run_name(variant, fold, args.noise, steps)
             state = run_scores(run_dir, variant, fold, args.images, tta) if run_dir.is_dir() else None
             if state is not None:
-                keep_state(args.keep, variant, fold, steps, state, args.noise, tta)
+                keep_state(args.keep[0], variant, fold, steps, state, args.noise, tta)
+                sources.append(str(run_dir))
             else:
-                state = kept_state(args.keep, variant, fold, steps, args.noise, tta)
+                state, kept_in = kept_state_in(args.keep, variant, fold, steps, args.noise, tta)
                 if state is not None:
-                    print(f"{variant} fold {fold}: no run folder, its kept scores from {args.keep}")
+                    print(f"{variant} fold {fold}: no run folder, its kept scores from {kept_in}")
+                    sources.append(str(kept_in))
             if state is not None and leave_out:
                 state = scores_without(run_dir, variant, fold, args.images, state, leave_out, tta)
             if state is not None:
@@ -286,7 +310,7 @@ def main() -> None:
         # an ensemble's fold models are composed with one view per member (ensemble.py's --tta none)
         members = {"members": cp.ENSEMBLES[variant], "tta": tta or "none"} if variant in cp.ENSEMBLES else {}
         report["variants"][label] = {"folds": folds, "steps": steps, **({"tta": tta} if tta else {}), **members,
-                                     **figs}
+                                     "scores_from": sources, **figs}
         per_photo[label] = [r for st in states for r in st["scores"]["HE"]["per_image"]]
         he = figs["HE"]
         row = {"variant": label, "folds": ",".join(map(str, folds)), "photos": he["photos"],
@@ -308,6 +332,8 @@ def main() -> None:
         fa, fb = (report["variants"].get(v, {}) for v in (va, vb))
         if fa and fb and fa["folds"] == fb["folds"]:  # AUPR pairs fold by fold (photos' histograms are not kept)
             pair["fold_aupr_difference"] = [b - a for a, b in zip(fa["HE"]["fold_aupr"], fb["HE"]["fold_aupr"])]
+            # every output both have, fold by fold and its mean (the optic disc by Dice: one region to find)
+            pair["fold_difference"] = {t: fold_difference(fa[t], fb[t], t) for t in fa if t in fb and t in TYPES}
         report["paired"] = {"a": va, "b": vb, **pair}
         if pair["photos"]:
             print(f"{vb} minus {va}, hemorrhages, {pair['photos']} photos (95 % interval over photos): "
@@ -317,6 +343,9 @@ def main() -> None:
             if "fold_aupr_difference" in pair:
                 print(f"{vb} minus {va}, hemorrhage AUPR fold by fold: "
                       + ", ".join(f"{d:+.3f}" for d in pair["fold_aupr_difference"]))
+        for t, d in pair.get("fold_difference", {}).items():
+            print(f"{vb} minus {va}, {t} {d['figure']} per fold: " + ", ".join(f"{x:+.3f}" for x in d["per_fold"])
+                  + f"; mean {d['mean']:+.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

@@ -192,3 +192,51 @@ def test_figures_say_what_each_group_rests_on() -> None:
     note = figures_note(trained)
     assert note.startswith("val_*: the validation photos") and note.count("in-sample") == 2
     assert figures_note({"val_images": ["a"]}) == ""
+
+
+def _fold_state(seed: int, shift: float) -> dict:
+    """A fold's kept scores as ``oof_report`` keeps them: three photos' hemorrhage and optic-disc
+    pixels scored (``shift`` moves the probabilities towards the truth)."""
+    import numpy as np
+
+    from napari_lesionseg.core.metrics import DatasetScores
+
+    rng = np.random.default_rng(seed)
+    scores = {}
+    for t in ("HE", "OD"):
+        ds = DatasetScores(threshold=0.5, pr_bins=256)
+        for i in range(3):
+            gt = rng.random((32, 32)) < 0.2
+            ds.add(f"IDRiD_{seed:02d}{i}", np.clip(rng.random((32, 32)) * 0.7 + shift * gt, 0, 1), gt,
+                   with_hd95=False)
+        scores[t] = ds.state()
+    return {"model_sha256": f"m{seed}", "scores": scores}
+
+
+def test_folds_kept_in_two_folders_pool_into_one_report(tmp_path: Path) -> None:
+    """``oof_report --keep A B``: each fold read from the first folder that has it (folds of one
+    recipe scored on two machines, kept apart), the report saying where each came from; with
+    ``--paired`` every output's fold-by-fold difference and its mean."""
+    oof_report = benchmark_module("oof_report")
+    first, second = tmp_path / "xeon", tmp_path / "zen4"
+    for fold in (0, 1):  # fold 0 only in the second folder; fold 1 in both: the first's wins
+        oof_report.keep_state(second, "default", fold, 1000, _fold_state(fold, 0.1))
+        oof_report.keep_state(second, "multi_he_crops", fold, 1000, _fold_state(10 + fold, 0.3))
+    oof_report.keep_state(first, "multi_he_crops", 1, 1000, _fold_state(21, 0.5))
+    out = tmp_path / "report.json"
+    run = subprocess.run([sys.executable, str(Path(oof_report.__file__)), "--runs", str(tmp_path / "no_runs"),
+                          "--variants", "default,multi_he_crops", "--folds", "0,1", "--steps", "1000",
+                          "--keep", str(first), str(second), "--paired", "default,multi_he_crops", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(out.read_text())
+    multi = report["variants"]["multi_he_crops"]
+    assert multi["folds"] == [0, 1] and multi["scores_from"] == [str(second), str(first)]
+    assert report["variants"]["default"]["scores_from"] == [str(second)] * 2
+    base = report["variants"]["default"]
+    diff = report["paired"]["fold_difference"]
+    assert set(diff) == {"HE", "OD"} and diff["OD"]["figure"] == "dataset Dice"
+    want = [b - a for a, b in zip(base["HE"]["fold_aupr"], multi["HE"]["fold_aupr"])]
+    assert diff["HE"]["per_fold"] == pytest.approx(want) and diff["HE"]["mean"] == pytest.approx(sum(want) / 2)
+    assert all(d > 0 for d in want)  # the probabilities shifted further towards the truth rank it better
+    assert "HE AUPR per fold: " in run.stdout and "no run folder, its kept scores from" in run.stdout
