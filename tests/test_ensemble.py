@@ -152,22 +152,59 @@ def test_training_members_that_do_not_exist_is_refused() -> None:
         trainable(torch.nn.Conv2d(1, 1, 1), "all", "unet_small", members=(0,))
 
 
+def _hemorrhage_rows(member: torch.nn.Module, outputs: list[str],
+                     like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A five-output member's weights as the HE-only network ``like`` holds them: every tensor
+    as it is but those running over the outputs, which keep their hemorrhage row."""
+    he = outputs.index("HE")
+    return {k: (v if v.shape == like[k].shape else v[he:he + 1]) for k, v in member.state_dict().items()}
+
+
 def test_the_bundled_default_averages_its_recipe_and_the_bundled_multi_models_hemorrhages() -> None:
     """The shipped default is two networks: the default recipe's (``configs/default.toml``, as
-    ``test_the_shipped_default_was_trained_by_the_shipped_recipe`` checks) and the bundled
-    ``multi`` model's hemorrhage output, weight for weight; its calibration was fitted out of
-    fold, and both members kept the two sample photos out."""
-    from lesionseg_training.ensemble import member_state
+    ``test_the_shipped_default_was_trained_by_the_shipped_recipe`` checks) and the hemorrhage
+    output of the bundled ``multi`` model's clean-crop network (its first member), weight for
+    weight; its calibration was fitted out of fold, and both members kept the two sample photos
+    out."""
     from napari_lesionseg.core.bundled import default_model_dir
 
     default = load_model_folder(default_model_dir())
     multi = load_model_folder(Path(default_model_dir()).parent / "multi")
     assert default.config.network.members == 2 and default.config.network.outputs == ["HE"]
     lineage = default.lineage
-    assert lineage["kind"] == "ensemble" and lineage["members"][1]["weights_sha256"] == multi.config.weights_sha256
-    want = member_state(multi, ["HE"])
+    assert lineage["kind"] == "ensemble"
+    assert lineage["members"][1]["weights_sha256"] == multi.lineage["members"][0]["weights_sha256"]
     got = members(default.net)[1].state_dict()
-    assert all(torch.equal(got[k], want[k]) for k in want)
+    want = _hemorrhage_rows(members(multi.net)[0], multi.config.network.outputs, got)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     assert default.metrics["calibration"]["fitted_on"] == "out_of_fold"
     assert default.unseen_photos == ["IDRiD_04", "IDRiD_16"]
     assert all(set(m["lineage"]["held_out"]) >= {"IDRiD_04", "IDRiD_16"} for m in lineage["members"])
+
+
+def test_the_bundled_multi_averages_the_clean_and_the_camera_five_output_recipes() -> None:
+    """The bundled ``multi`` model is two five-output networks of one recipe, the first trained
+    on clean crops and the second with half its crops through simulated cameras (the pair
+    cross-validated in training/README.md, "Folds 2 and 3, and the rule applied"); both trained
+    4000 steps on the same photos, the samples kept out; its calibration was fitted out of fold,
+    one per output."""
+    from lesionseg_training.train_config import TrainConfig
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.dataclass_io import to_dict
+
+    multi = load_model_folder(Path(default_model_dir()).parent / "multi")
+    five = ["HE", "MA", "EX", "SE", "OD"]
+    assert multi.config.network.members == 2 and multi.config.network.outputs == five
+    lineage = multi.lineage
+    assert lineage["kind"] == "ensemble" and len(lineage["members"]) == 2
+    recipes = [to_dict(from_dict(TrainConfig, m["lineage"]["recipe"])) for m in lineage["members"]]
+    assert [r["data"]["cameras"]["share"] for r in recipes] == [0.0, 0.5]
+    assert all(r["run"]["steps"] == 4000 and r["data"]["final"] is True for r in recipes)
+    assert recipes[0]["data"]["exclude_ids"] == recipes[1]["data"]["exclude_ids"]
+    assert all(set(m["lineage"]["data"]) == set(lineage["data"]) for m in lineage["members"])
+    calibration = multi.metrics["calibration"]
+    assert calibration["fitted_on"] == "out_of_fold"
+    assert all(f"platt_a_{t}" in calibration for t in five[1:]) and "platt_a" in calibration
+    assert multi.unseen_photos == ["IDRiD_04", "IDRiD_16"]
+    a, b = members(multi.net)
+    assert any(not torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
