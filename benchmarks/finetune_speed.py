@@ -6,10 +6,12 @@ ground-truth masks. ``--minutes`` is the whole fine-tune's budget, as the button
 included, kept to it. ``--camera B`` first passes the photos through one of
 ``benchmarks/adapt.py``'s simulated cameras, so the fine-tune has something to learn and the
 click runs its whole path (a checkpoint chosen, blended with the base, calibrated) instead of
-keeping the base, as it does on photos the shipped model trained on. Prints a table and writes
-results/finetune_speed.json (``--out`` for another file).
+keeping the base, as it does on photos the shipped model trained on. ``--model multi`` (or a
+model folder) fine-tunes another base; the five-output model then learns from every type the
+photos' IDRiD masks hold, as corrections saved for each type would teach it. Prints a table and
+writes results/finetune_speed.json (``--out`` for another file).
 
-    python benchmarks/finetune_speed.py [--minutes 2.0] [--ids IDRiD_01,IDRiD_02,...] [--camera B]
+    python benchmarks/finetune_speed.py [--minutes 2.0] [--ids IDRiD_01,IDRiD_02,...] [--camera B] [--model multi]
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=2.0, help="the whole fine-tune's budget (the button's default)")
     ap.add_argument("--ids", default="IDRiD_01,IDRiD_02,IDRiD_03,IDRiD_05,IDRiD_06")
     ap.add_argument("--camera", choices=("A", "B", "C"), help="pass the photos through this simulated camera first")
+    ap.add_argument("--model", default=None, help="base model folder or bundled name (default: the shipped default)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "finetune_speed.json")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
@@ -48,8 +51,12 @@ def main() -> None:
         for i in ids:
             os.symlink(DATA / "images" / f"{i}.jpg", tmp / "images" / f"{i}.jpg")
             os.symlink(DATA / "masks_HE" / f"{i}_HE.tif", tmp / "masks" / f"{i}_HE.tif")
+            for t in ("MA", "EX", "SE", "OD") if args.model else ():  # the other types beside it: <stem>_<T>.tif
+                if (DATA / f"masks_{t}" / f"{i}_{t}.tif").is_file():
+                    os.symlink(DATA / f"masks_{t}" / f"{i}_{t}.tif", tmp / "masks" / f"{i}_{t}.tif")
     cmd = [sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(tmp / "images"), "--masks",
-           str(tmp / "masks"), "--out", str(tmp / "new"), "--minutes", str(args.minutes), "--events", "jsonl"]
+           str(tmp / "masks"), "--out", str(tmp / "new"), "--minutes", str(args.minutes), "--events", "jsonl",
+           *(["--model", args.model] if args.model else [])]
     try:
         t0 = time.perf_counter()
         r = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -61,7 +68,7 @@ def main() -> None:
     steps = [e for e in events if e["event"] == "step"]
     fin = events[-1]
     train_s = steps[-1]["elapsed"] if steps else float("nan")
-    row = {"photos": len(ids), "camera": args.camera, "budget_min": args.minutes, "total_s": round(total, 1),
+    row = {"model": args.model or "default", "photos": len(ids), "camera": args.camera, "budget_min": args.minutes, "total_s": round(total, 1),
            "train_s": train_s, "steps": len(steps), "s_per_step": round(train_s / max(len(steps), 1), 2),
            "crops_per_s": round(len(steps) * 4 / max(train_s, 1e-9), 2),
            "old_dice": fin.get("old_dice_ds"), "new_dice": fin.get("new_dice_ds"),

@@ -226,6 +226,26 @@ def test_critic_maps_and_multiscale_l1() -> None:
     assert float(multiscale_l1(c, a, b, "concat_code")) > 0
 
 
+def test_concat_code_weights_the_critic_layers_as_the_released_code_does() -> None:
+    """SegAN's released code concatenates the critic's layers (input included) with weights 1,
+    1, 2, 2, 2, 2, 4 before one mean absolute difference: a difference in the last of seven
+    layers counts four times one of the same size in the input."""
+
+    class Layers:  # a critic whose seven "layers" are the input repeated: only one layer may differ
+        def __init__(self, differ: int) -> None:
+            self.differ = differ
+
+        def features(self, v: torch.Tensor) -> list[torch.Tensor]:
+            base = torch.zeros_like(v)
+            return [v if i == self.differ else base for i in range(7)]
+
+    a, b = torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    per_layer = [float(multiscale_l1(Layers(i), a, b, "concat_code")) for i in range(7)]
+    unit = 16 / (7 * 16)  # one layer of 16 elements differing by 1, over seven layers' 112 elements
+    assert per_layer == pytest.approx([w * unit for w in (1, 1, 2, 2, 2, 2, 4)])
+    assert float(multiscale_l1(Layers(6), a, b)) == pytest.approx(1 / 7)  # per-layer mean: every layer alike
+
+
 def test_masking_broadcasts_over_channels() -> None:
     x = torch.randn(2, 3, 8, 8)
     m = torch.rand(2, 1, 8, 8)
