@@ -68,7 +68,8 @@ def main() -> None:
     steps = [e for e in events if e["event"] == "step"]
     fin = events[-1]
     train_s = steps[-1]["elapsed"] if steps else float("nan")
-    row = {"model": args.model or "default", "photos": len(ids), "camera": args.camera, "budget_min": args.minutes, "total_s": round(total, 1),
+    row = {"model": args.model or "default", "photos": len(ids), "camera": args.camera, "budget_min": args.minutes,
+           "total_s": round(total, 1),
            "train_s": train_s, "steps": len(steps), "s_per_step": round(train_s / max(len(steps), 1), 2),
            "crops_per_s": round(len(steps) * 4 / max(train_s, 1e-9), 2),
            "old_dice": fin.get("old_dice_ds"), "new_dice": fin.get("new_dice_ds"),

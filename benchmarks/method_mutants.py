@@ -13,8 +13,9 @@ First the guarding tests run on the copy unbroken: if they fail there, every "ki
 theirs, so nothing else runs. A mutant is killed when a test fails (pytest's exit 1); any other
 exit (an import or collection error) is shown as an error, not a kill. Prints a table (mutant,
 verdict, the tests' summary line, seconds) and writes ``results/method_mutants.json``; exits 1
-if a mutant is not killed. A whole run takes about seven minutes alone (2026-12-04, Xeon VM). The tests run with one thread each, but some start processes of their own (the two-rank
-tests): never run it beside a training (it slowed one from 0.55 to 2.1 s a step, 2026-12-03).
+if a mutant is not killed. A whole run takes about seven minutes alone (2026-12-04, Xeon VM).
+The tests run with one thread each, but some start processes of their own (the two-rank tests):
+never run it beside a training (it slowed one from 0.55 to 2.1 s a step, 2026-12-03).
 """
 
 from __future__ import annotations
