@@ -71,14 +71,17 @@ def init_from_env(device: str = "auto") -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), dev)
 
 
-def leave_process_group(ctx: DistContext) -> None:
+def leave_process_group(ctx: DistContext, finished: bool = True) -> None:
     """Leave the process group while the interpreter is whole: the wrappers of a finished run
     (DDP's reducer, the gloo work it issued) sit in reference cycles, and freed only at
     interpreter teardown they ended a finished run with SIGABRT ("terminate called without an
-    active exception") in about 1 of 15-20 two-rank runs on a loaded 2-core VM."""
+    active exception") in about 1 of 15-20 two-rank runs on a loaded 2-core VM. The ranks meet
+    at a barrier only when the run ``finished``: a rank leaving on an error must not wait for
+    peers that may be blocked in a collective it will never join (torchrun ends them)."""
     if ctx.enabled and dist.is_initialized():
         gc.collect()
-        dist.barrier()
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
         gc.collect()
 

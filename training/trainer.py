@@ -512,7 +512,10 @@ def train_maybe_distributed(cfg: TrainConfig, run_dir: str | Path, *, resume: bo
                             ) -> Generator[Event, None, Path]:
     """:func:`train`, joining the process group first when started by ``torchrun``."""
     ctx = init_from_env(cfg.run.device)
+    finished = False
     try:
-        return (yield from train(cfg, run_dir, resume=resume, dist_ctx=ctx, init_from=init_from, lineage=lineage))
+        best = yield from train(cfg, run_dir, resume=resume, dist_ctx=ctx, init_from=init_from, lineage=lineage)
+        finished = True
+        return best
     finally:
-        leave_process_group(ctx)
+        leave_process_group(ctx, finished)
