@@ -442,3 +442,20 @@ def test_the_training_tools_run_as_modules_under_the_name_they_print(tool: str) 
                        capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"usage: python -m lesionseg_training.{tool}") and not r.stderr
+
+
+def test_a_rank_leaves_the_group_without_waiting_for_peers_when_its_run_failed(tmp_path: Path, monkeypatch) -> None:
+    """``leave_process_group``: a finished run meets the other ranks at a barrier before the group
+    is destroyed (teardown crashed otherwise); a rank whose run failed leaves at once, since its
+    peers may be blocked in a collective it will never join."""
+    import torch.distributed as dist
+
+    from lesionseg_training.distributed import DistContext, leave_process_group
+
+    met = []
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: met.append(1))
+    for finished in (False, True):
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / f'pg{finished}'}", rank=0, world_size=1)
+        leave_process_group(DistContext(rank=0, world=2), finished)  # world 2: as a rank of two sees itself
+        assert not dist.is_initialized()
+        assert met == ([1] if finished else [])
