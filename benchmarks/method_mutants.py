@@ -155,6 +155,18 @@ def copy_package(dst: Path) -> None:
     (shim / "lesionseg_sample_data").symlink_to(dst / "sample_data")
 
 
+def run_tests(tests: tuple[str, ...] | list[str], work: Path, env: dict, *flags: str) -> subprocess.CompletedProcess:
+    """pytest on ``tests`` in the copy ``work``."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *flags, *tests],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=1800)
+
+
+def summary_line(r: subprocess.CompletedProcess) -> str:
+    """pytest's last line ("1 failed, 14 passed in 4.3s"), or the end of what it wrote to stderr."""
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
+    return lines[-1] if lines else r.stderr[-200:]
+
+
 def run_mutant(m: Mutant, work: Path, env: dict) -> dict:
     path = work / m.file
     src = path.read_text()
@@ -164,16 +176,13 @@ def run_mutant(m: Mutant, work: Path, env: dict) -> dict:
     path.write_text(src.replace(m.old, m.new))
     t0 = time.perf_counter()
     try:
-        r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", *m.tests],
-                           cwd=work, env=env, capture_output=True, text=True, timeout=1800)
+        r = run_tests(m.tests, work, env, "-x")
     finally:
         path.write_text(src)
-    lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     # pytest's exit 1: a test failed (killed); 0: all passed (survived); anything else (an import or
     # collection error, no tests collected, interrupted) says nothing about the tests: shown apart
     verdict = {0: "SURVIVED", 1: "killed"}.get(r.returncode, f"error (pytest exit {r.returncode})")
-    return {"mutant": m.name, "verdict": verdict,
-            "summary": lines[-1] if lines else r.stderr[-200:], "tests": list(m.tests),
+    return {"mutant": m.name, "verdict": verdict, "summary": summary_line(r), "tests": list(m.tests),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -195,14 +204,13 @@ def main() -> int:
         env = dict(os.environ, PYTHONPATH=f"{work / '_shim'}{os.pathsep}{work}", OMP_NUM_THREADS="1",
                    MKL_NUM_THREADS="1", QT_QPA_PLATFORM="offscreen")
         tests = sorted({t for m in chosen for t in m.tests})
-        r = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", *tests], cwd=work, env=env,
-                           capture_output=True, text=True, timeout=1800)
+        r = run_tests(tests, work, env)
         if r.returncode != 0:
             failures = r.stdout.split("= FAILURES =", 1)[-1].splitlines()
             print(f"the guarding tests fail on the unbroken copy (pytest exit {r.returncode}); no mutant was run:\n"
                   + "\n".join(failures[-60:]), file=sys.stderr)
             return 2
-        print(f"unbroken copy: {[ln for ln in r.stdout.splitlines() if ln.strip()][-1]}", flush=True)
+        print(f"unbroken copy: {summary_line(r)}", flush=True)
         for m in chosen:
             row = run_mutant(m, work, env)
             rows.append(row)

@@ -1,6 +1,6 @@
 """``benchmarks/method_mutants.py`` (issue 11): its mutants still break the code they name. A
 mutant whose code has moved on would be reported "not applied" only when someone runs the
-half-hour check; here the suite says so at once."""
+seven-minute check; here the suite says so at once."""
 
 from __future__ import annotations
 
