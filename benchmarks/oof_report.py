@@ -331,9 +331,9 @@ def main() -> None:
         pair = paired_difference(per_photo.get(va, []), per_photo.get(vb, []))
         fa, fb = (report["variants"].get(v, {}) for v in (va, vb))
         if fa and fb and fa["folds"] == fb["folds"]:  # AUPR pairs fold by fold (photos' histograms are not kept)
-            pair["fold_aupr_difference"] = [b - a for a, b in zip(fa["HE"]["fold_aupr"], fb["HE"]["fold_aupr"])]
             # every output both have, fold by fold and its mean (the optic disc by Dice: one region to find)
             pair["fold_difference"] = {t: fold_difference(fa[t], fb[t], t) for t in fa if t in fb and t in TYPES}
+            pair["fold_aupr_difference"] = pair["fold_difference"]["HE"]["per_fold"]  # as older reports hold it
         report["paired"] = {"a": va, "b": vb, **pair}
         if pair["photos"]:
             print(f"{vb} minus {va}, hemorrhages, {pair['photos']} photos (95 % interval over photos): "
@@ -344,6 +344,8 @@ def main() -> None:
                 print(f"{vb} minus {va}, hemorrhage AUPR fold by fold: "
                       + ", ".join(f"{d:+.3f}" for d in pair["fold_aupr_difference"]))
         for t, d in pair.get("fold_difference", {}).items():
+            if t == "HE":  # printed above
+                continue
             print(f"{vb} minus {va}, {t} {d['figure']} per fold: " + ", ".join(f"{x:+.3f}" for x in d["per_fold"])
                   + f"; mean {d['mean']:+.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

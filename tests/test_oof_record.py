@@ -239,4 +239,5 @@ def test_folds_kept_in_two_folders_pool_into_one_report(tmp_path: Path) -> None:
     want = [b - a for a, b in zip(base["HE"]["fold_aupr"], multi["HE"]["fold_aupr"])]
     assert diff["HE"]["per_fold"] == pytest.approx(want) and diff["HE"]["mean"] == pytest.approx(sum(want) / 2)
     assert all(d > 0 for d in want)  # the probabilities shifted further towards the truth rank it better
-    assert "HE AUPR per fold: " in run.stdout and "no run folder, its kept scores from" in run.stdout
+    assert report["paired"]["fold_aupr_difference"] == diff["HE"]["per_fold"]
+    assert "OD dataset Dice per fold: " in run.stdout and "no run folder, its kept scores from" in run.stdout
