@@ -427,3 +427,69 @@ def test_evaluation_scores_pool_over_runs(tiny_model_dir: Path, small_pairs: Pat
         assert pooled[key] == pytest.approx(both.summary[key], abs=1e-12, nan_ok=True), key
     counts = [LesionCounts(**s["lesions"]) for s in states]
     assert sum(c.gt for c in counts) == both.lesions.gt and sum(c.pred for c in counts) == both.lesions.pred
+
+
+def _at_grid(model: LoadedModel, grid: int, extra: list[int]) -> LoadedModel:
+    from dataclasses import replace
+
+    cfg = replace(model.config, preprocess=replace(model.config.preprocess, fov_diameter=grid),
+                  inference=replace(model.config.inference, extra_grids=extra))
+    return replace(model, config=cfg)
+
+
+def test_extra_grids_average_each_grids_probability(small_rgb: np.ndarray) -> None:
+    """``inference.extra_grids``: the probability is the mean of what the model gives on its
+    own grid and on each extra grid alone (up to the order of resampling, each grid onto the
+    model's and then to the photo against each grid to the photo: compared smoothed, where that
+    order does not show and a grid left out or counted twice does), and progress counts every
+    grid's tiles and views as one run."""
+    from scipy import ndimage
+
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    net = build_model(cfg.network).eval()
+    with torch.no_grad():  # a random network whose probability varies across the photo
+        net.head.weight.mul_(40)
+        net.head.bias.zero_()
+    model = LoadedModel(net, cfg, None)
+    alone = [run_to_end(predict(_at_grid(model, g, []), small_rgb, precision="fp32")) for g in (128, 80, 224)]
+    events: list[Progress] = []
+    both = run_to_end(predict(_at_grid(model, 128, [80, 224]), small_rgb, precision="fp32"), events.append)
+    inside = ndimage.binary_erosion(both.geometry.input_fov_mask(), iterations=12)
+
+    def gap(p: np.ndarray) -> float:
+        return float(np.abs(ndimage.gaussian_filter(both.probability, 4) - ndimage.gaussian_filter(p, 4))[inside].mean())
+
+    p0, p1, p2 = (a.probability for a in alone)
+    wrong = [p0, (p0 + p1) / 2, (p0 + p2) / 2, (p1 + p2) / 2, (2 * p0 + p1 + p2) / 4]
+    assert gap((p0 + p1 + p2) / 3) < 0.5 * min(gap(w) for w in wrong)
+    tiles = [e for e in events if e.stage == "tiles"]
+    units = [len(tile_starts(a.geometry.work_shape[0], 64, 0.25)) * len(tile_starts(a.geometry.work_shape[1], 64, 0.25))
+             * 2 for a in alone]  # hflip: 2 views a tile
+    assert tiles[0].done == 0 and tiles[-1].done == tiles[-1].total == sum(units)
+    assert {e.total for e in tiles} == {sum(units)} and [e.done for e in tiles] == sorted(e.done for e in tiles)
+
+
+@pytest.mark.parametrize("grids", [[16], [4096], [700, 700]])
+def test_extra_grids_out_of_range_or_repeated_are_refused(grids: list[int]) -> None:
+    with pytest.raises(ConfigError, match="inference.extra_grids"):
+        tiny_config(extra_grids=grids)
+
+
+def test_a_folders_tile_progress_ends_at_each_photos_total(tiny_model_dir: Path, small_rgb: np.ndarray,
+                                                            tmp_path: Path) -> None:
+    """``predict_files``' ``tile`` events count a photo's tiles and views over all its grids
+    up to their total, and nothing after: the photo's end comes as a ``stage`` event (the
+    command line's bar once showed "tile 2/2" then "tile 1/1")."""
+    from PIL import Image
+
+    from napari_lesionseg.core.batch import predict_files
+
+    Image.fromarray(small_rgb).save(tmp_path / "photo.png")
+    model = _at_grid(load_model_folder(tiny_model_dir), 128, [96])
+    events: list[dict] = []
+    run_to_end(predict_files(model, [tmp_path / "photo.png"], tmp_path / "out"), events.append)
+    tiles = [e for e in events if e["event"] == "tile"]
+    assert len({e["total"] for e in tiles}) == 1 and tiles[-1]["done"] == tiles[-1]["total"] > 2
+    assert [e["done"] for e in tiles] == sorted(e["done"] for e in tiles)
+    assert [e["stage"] for e in events if e["event"] == "stage"] == ["done"]

@@ -101,8 +101,8 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                   tta: str | None = None, precision: str = "auto",
                   types: list[str] | None = None) -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
-    every output of the model). Events: ``{"event": "tile", ...}`` per tile,
-    ``"image"`` per finished image, ``"failed"`` per bad file. The next image is read in a
+    every output of the model). Events: ``{"event": "tile", ...}`` per tile (``"stage"`` when
+    a photo's inference is past its tiles), ``"image"`` per finished image, ``"failed"`` per bad file. The next image is read in a
     background thread while the current one computes.
 
     ``summary.csv`` and ``lesions.csv`` are written however the run ends (Ctrl-C, a cancelled
@@ -177,8 +177,10 @@ def _write_error(err: OSError, out_dir: Path, result: BatchResult) -> LesionsegI
 
 
 def _tile_events(gen: Generator[Progress, None, T], image: str, index: int) -> Generator[dict[str, Any], None, T]:
-    """Pass on one photo's inference as ``tile`` events; return its result."""
-    return relay(gen, lambda p: {"event": "tile", "image": image, "index": index, "done": p.done, "total": p.total})
+    """Pass on one photo's inference as ``tile`` events (its tiles and views done of all its
+    grids'), its other stages as ``stage`` events; return its result."""
+    return relay(gen, lambda p: {"event": "tile" if p.stage == "tiles" else "stage", "stage": p.stage, "image": image,
+                                 "index": index, "done": p.done, "total": p.total})
 
 
 def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = False, device: str | None = None,

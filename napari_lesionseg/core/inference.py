@@ -236,6 +236,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     t0 = time.perf_counter()
     fov = fov or detect_fov(rgb)
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
+    extra = [prepare(rgb, g, pre.green_contrast_sigma, fov)[0] for g in cfg.extra_grids]
     doubt = fundus_doubts(rgb, fov)
     timings["preprocess"] = time.perf_counter() - t0
     h, w = geom.work_shape
@@ -248,7 +249,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
         net = _place(model.net, dev) if speedups else model.net.to(dev).eval()
         dtype = autocast_dtype(precision if speedups else "fp32", dev)
         try:
-            acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, cfg.tile_overlap, stride, tta, dev, dtype,
+            acc, dacc, wacc = yield from _blend_grids(net, xt, extra, ts, cfg.tile_overlap, stride, tta, dev, dtype,
                                                       speedups, n_channels(model.config.network))
             break
         except (Exception, MemoryError) as err:  # noqa: BLE001 - only out-of-memory is handled, the rest re-raised
@@ -297,8 +298,9 @@ def work_probability(model: LoadedModel, x: NDArray[np.float32], disc: NDArray[n
                      precision: str = "auto") -> Generator[Progress, None, NDArray[np.float32]]:
     """The calibrated hemorrhage probability ``(h, w)`` on the working grid of an input already
     prepared (``prepare``): what :func:`predict` computes before bringing it to full size, with
-    the model's tiles, TTA and calibration (no out-of-memory fallback). For training code that
-    works on the working grid (pseudo-labels)."""
+    the model's tiles, TTA and calibration (no out-of-memory fallback), on the model's own grid
+    only (not ``inference.extra_grids``). For training code that works on the working grid
+    (pseudo-labels)."""
     cfg = model.config.inference
     dev = torch.device(device) if device is not None else next(model.net.parameters()).device
     tta = tta or cfg.tta
@@ -399,19 +401,24 @@ def _place(net: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
     return inference_net(net).to(dev, memory_format=torch.channels_last).eval()
 
 
+def _n_tiles(h: int, w: int, ts: int, overlap: float) -> int:
+    return len(tile_starts(h, ts, overlap)) * len(tile_starts(w, ts, overlap))
+
+
 def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float, stride: int, tta: str,
-                 dev: torch.device, dtype: torch.dtype | None = None, speedups: bool = True, n_outputs: int = 1
+                 dev: torch.device, dtype: torch.dtype | None = None, speedups: bool = True, n_outputs: int = 1,
+                 first: int = 0, total: int | None = None
                  ) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Run every tile, accumulating Gaussian-weighted probabilities (``(T, h, w)``, one per
     output), the hemorrhage output's disagreements and the weights; progress counts TTA views
-    over all tiles."""
+    over all tiles (from ``first`` of ``total`` when this grid is one of several)."""
     _, h, w = xt.shape
     ys, xs = tile_starts(h, ts, overlap), tile_starts(w, ts, overlap)
     n_tiles = len(ys) * len(xs)
-    total = n_tiles * n_views(net, tta)
+    total = n_tiles * n_views(net, tta) if total is None else total
     acc, dacc, wacc = torch.zeros(n_outputs, h, w), torch.zeros(h, w), torch.zeros(h, w)
-    yield Progress("tiles", 0, total)
-    done = 0
+    yield Progress("tiles", first, total)
+    done = first
 
     def advance(n_views: int) -> Progress:
         nonlocal done
@@ -430,3 +437,33 @@ def _blend_tiles(net: torch.nn.Module, xt: torch.Tensor, ts: int, overlap: float
                 if dis is not None:
                     dacc[y0:y0 + th, x0:x0 + tw] += dis * win
     return acc, dacc, wacc
+
+
+def onto_grid(maps: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Maps ``(T, h', w')`` on one working grid of a photo brought onto another grid ``shape``
+    of the same box: bilinear, antialiased from a finer grid (the grids cover the box edge to
+    edge, so ``align_corners=False`` maps them onto each other exactly)."""
+    finer = maps.shape[-2] > shape[0]
+    return F.interpolate(maps[None].float(), size=shape, mode="bilinear", align_corners=False, antialias=finer)[0]
+
+
+def _blend_grids(net: torch.nn.Module, xt: torch.Tensor, extra: list[NDArray[np.float32]], ts: int, overlap: float,
+                 stride: int, tta: str, dev: torch.device, dtype: torch.dtype | None, speedups: bool, n_outputs: int
+                 ) -> Generator[Progress, None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """:func:`_blend_tiles` on the model's grid (``xt``) and on each of the ``extra`` grids'
+    inputs (the same box at other sizes: ``inference.extra_grids``), one progress count over
+    all. Returns the model's grid's accumulators with ``acc / wacc`` the mean over the grids of
+    each grid's probabilities (:func:`onto_grid`); the hemorrhage views' disagreement stays the
+    model's grid's."""
+    _, h, w = xt.shape
+    units = [_n_tiles(*x.shape[-2:], ts, overlap) * n_views(net, tta) for x in [xt, *extra]]
+    acc, dacc, wacc = yield from _blend_tiles(net, xt, ts, overlap, stride, tta, dev, dtype, speedups, n_outputs,
+                                              0, sum(units))
+    if not extra:
+        return acc, dacc, wacc
+    mean = acc / wacc
+    for i, x in enumerate(extra, start=1):
+        a, _, wa = yield from _blend_tiles(net, torch.from_numpy(x), ts, overlap, stride, tta, dev, dtype, speedups,
+                                           n_outputs, sum(units[:i]), sum(units))
+        mean += onto_grid(a / wa, (h, w))
+    return mean / (1 + len(extra)) * wacc, dacc, wacc

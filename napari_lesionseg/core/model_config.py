@@ -136,9 +136,16 @@ class InferenceConfig:
     # monotone piecewise-linear map of raw probabilities (x and y knots), fitted on validation
     calibration: list[list[float]] | None = None
     types: list[TypeInference] = field(default_factory=list)  # the other outputs' (network.outputs)
+    # Working grids (px across the disc) the network also runs at, besides the model's own
+    # (preprocess.fov_diameter); every grid's probabilities are brought onto the model's grid
+    # and averaged before calibration (multi-scale inference; each grid costs a pass).
+    extra_grids: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         require(0.0 < self.threshold < 1.0, "inference.threshold", "must lie in (0, 1)")
+        require(all(isinstance(g, int) and 32 <= g <= MAX_FOV_DIAMETER for g in self.extra_grids)
+                and len(set(self.extra_grids)) == len(self.extra_grids), "inference.extra_grids",
+                f"must be distinct whole numbers of px in 32..{MAX_FOV_DIAMETER}")
         require(0 <= self.min_lesion_area <= 10_000_000, "inference.min_lesion_area", "out of range")
         require(32 <= self.tile_size <= MAX_TILE_SIZE, "inference.tile_size", f"out of range 32..{MAX_TILE_SIZE}")
         require(0.0 <= self.tile_overlap < 0.9, "inference.tile_overlap", "must lie in [0, 0.9)")
@@ -161,6 +168,22 @@ class InferenceConfig:
         order = {n: i for i, n in enumerate(OUTPUT_TYPES)}
         return replace(self, types=sorted(others + [TypeInference(name, threshold, calibration)],
                                           key=lambda t: order[t.name]))
+
+
+def parse_grids(text: str) -> list[int]:
+    """``"704,1024"`` -> [704, 1024] (``""``: none), checked as ``inference.extra_grids`` is;
+    a ConfigError says what is wrong with ``text``."""
+    from .dataclass_io import ConfigError
+
+    try:
+        grids = [int(g) for g in text.split(",") if g.strip()]
+    except ValueError:
+        raise ConfigError(f"extra grids {text!r}: not a comma-separated list of whole numbers of px") from None
+    try:
+        InferenceConfig(extra_grids=grids)
+    except ConfigError as err:
+        raise ConfigError(f"extra grids {text!r}: {err}") from None
+    return grids
 
 
 def upgrade_config(raw: dict) -> dict:
