@@ -269,3 +269,52 @@ def test_compare_presets_composes_an_ensembles_fold_model_from_its_members_runs(
     assert (run / "last" / "weights.safetensors").read_bytes() == before
     with pytest.raises(SystemExit, match="give --full-res"):
         cp.score_ensemble("pair", 1, args, tmp_path)
+
+
+def test_a_photo_with_inputs_on_other_grids_is_predicted_as_their_mean() -> None:
+    """``oof_predictions.predict`` on an item with extra grids' inputs (``on_grids``): the mean
+    of the grids' probabilities on the model's grid, as inference averages them."""
+    from lesionseg_training.oof_predictions import predict
+
+    cfg = tiny_config()
+    photo = _photo(0, right=0)
+    coarse = np.full((4, 32, 32), 0.5, np.float32)  # channel 0: 0.5 everywhere on a grid half as fine
+    fine = np.full((4, 96, 96), 0.3, np.float32)
+    [alone] = predict(ProbIsChannel(0), cfg, [photo])
+    [mean] = predict(ProbIsChannel(0), cfg, [(photo, [coarse, fine])])
+    np.testing.assert_allclose(mean.probs[0], (alone.probs[0] + 0.5 + 0.3) / 3, atol=1e-5)
+    np.testing.assert_array_equal(mean.labels, alone.labels)
+
+
+def test_stored_predictions_on_extra_grids_calibrate_a_folder_that_runs_them(tmp_path: Path, twelve_pairs: Path) -> None:
+    """``--extra-grids`` on ``oof_predictions`` and ``oof_calibrate``: the folds' predictions
+    on the final model's grid and the extra grids calibrate a folder that runs those grids, as
+    the fold models themselves would; predictions stored on other grids are refused by name."""
+    final = _folder(tmp_path / "final", IDS[:10], IDS[:2], seed=9, val_in_sample=True, step=7)
+    folds = _fold_models(tmp_path)
+    images = ["--images", str(twelve_pairs / "images"), "--masks", str(twelve_pairs / "masks")]
+    stored, plain = [], tmp_path / "plain.npz"
+    for i, fold in enumerate(folds):
+        f = tmp_path / "stored" / f"f{i}.npz"
+        r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(fold), *images,
+                            "--extra-grids", "96,176", "--out", str(f)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        stored.append(f)
+    r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
+                        "--out", str(plain)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    calibrate = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final), "--extra-grids", "96,176"]
+    r = subprocess.run([*calibrate, "--folds", *map(str, folds), *images, "--out", str(tmp_path / "a")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([*calibrate, "--predictions", *map(str, stored), "--out", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    a, b = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
+    assert a.config.inference.extra_grids == b.config.inference.extra_grids == [96, 176]
+    for key in ("platt_a", "platt_b", "threshold"):
+        assert b.metrics["calibration"][key] == pytest.approx(a.metrics["calibration"][key], rel=0.02, abs=0.01), key
+    r = subprocess.run([*calibrate, "--predictions", str(plain), *map(str, stored[1:]), "--out", str(tmp_path / "never")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and str(plain) in r.stderr and "extra grids []" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "never").exists()

@@ -33,7 +33,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from napari_lesionseg.core.errors import LesionsegInputError
@@ -41,9 +41,9 @@ from napari_lesionseg.core.model_folder import LoadedModel, load_model_folder, s
 from napari_lesionseg.core.pairs import Pair
 
 from .calibrate import calibrate_pooled
-from .data import find_pairs, prepare_pair
+from .data import find_pairs
 from .fit_review import fit_review_pooled
-from .oof_predictions import Predicted, held_out, load, load_meta, predict, recipe_io
+from .oof_predictions import Predicted, held_out, load, load_meta, on_grids, parse_grids, predict, recipe_io
 from .train_config import DataConfig
 
 MIN_PHOTOS = 10  # fewer out-of-fold photos than this fit nothing
@@ -108,6 +108,11 @@ def stored_groups(final: LoadedModel, files: list[Path]) -> list[FoldGroup]:
     for f in files:
         meta = load_meta(Path(f))
         _same_recipe_io(final, meta.get("recipe_io", {}), Path(f))
+        grids = meta.get("extra_grids", [])
+        if grids != final.config.inference.extra_grids:
+            raise LesionsegInputError(Path(f), f"predicted on the extra grids {grids}, the final model runs "
+                                               f"{final.config.inference.extra_grids}: store them again with "
+                                               "oof_predictions --extra-grids, or give the final model's")
         mine = _group(final, Path(f), meta.get("held_out"), set(meta.get("trained", [])), set(meta["photos"]), seen)
         groups.append(FoldGroup(Path(f), mine))
     return groups
@@ -115,13 +120,11 @@ def stored_groups(final: LoadedModel, files: list[Path]) -> list[FoldGroup]:
 
 def predicted(groups: list[FoldGroup], final: LoadedModel, cache: Path | None) -> Iterator[Predicted]:
     """Every group's photos as its fold model predicts them (or as it predicted them, stored)."""
-    outputs = final.config.network.outputs
     for g in groups:
         if g.model is None:
             yield from load(g.source, g.ids)
         else:
-            items = (prepare_pair(p, final.config.preprocess, cache, outputs) for p in g.pairs)
-            yield from predict(g.model.net, final.config, items)
+            yield from predict(g.model.net, final.config, on_grids(g.pairs, final.config, cache))
 
 
 def calibrate_out_of_fold(final: LoadedModel, groups: list[FoldGroup], cache: Path | None = None
@@ -153,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masks", default=None)
     ap.add_argument("--cache", type=Path, default=None, help="prepared-data cache folder")
     ap.add_argument("--out", type=Path, required=True, help="the new model folder (must not exist)")
+    ap.add_argument("--extra-grids", default=None, metavar="PX,PX",
+                    help="the new folder runs these working grids too, averaged (inference.extra_grids), and is "
+                         "calibrated on the folds' predictions on them (default: the final model's own)")
     args = ap.parse_args(argv)
     if args.folds and not args.images:
         ap.error("--folds needs --images (the photos the fold models predict)")
@@ -160,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.out}: already exists; choose a new folder (nothing was written)")
     try:
         final = load_model_folder(args.model)
+        grids = parse_grids(args.extra_grids)
+        if grids is not None:
+            final = replace(final, config=replace(final.config, inference=replace(final.config.inference,
+                                                                                  extra_grids=grids)))
         if args.folds:
             groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
         else:

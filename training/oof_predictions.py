@@ -33,14 +33,15 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from napari_lesionseg.core.errors import LesionsegInputError
-from napari_lesionseg.core.inference import apply_calibration
+from napari_lesionseg.core.inference import apply_calibration, onto_grid
 from napari_lesionseg.core.model_config import ModelConfig
 from napari_lesionseg.core.pairs import Pair
 
@@ -68,11 +69,36 @@ class Predicted:
     kept_above: float = 0.0
 
 
-def predict(net, config: ModelConfig, items: Iterable[Prepared]) -> Iterator[Predicted]:
-    """``net``'s prediction of each photo on its working grid (one pass, no TTA)."""
+def on_grids(pairs: Iterable[Pair], config: ModelConfig, cache: Path | None = None
+             ) -> Iterator[Prepared | tuple[Prepared, list[NDArray[np.float32]]]]:
+    """Each pair prepared on the model's working grid, with its network inputs on the model's
+    extra grids (``inference.extra_grids``) when it has any, for :func:`predict`."""
+    from .data import prepare_pair
+
+    grids = config.inference.extra_grids
+    for pair in pairs:
+        it = prepare_pair(pair, config.preprocess, cache, config.network.outputs)
+        if not grids:
+            yield it
+        else:
+            yield it, [prepare_pair(pair, replace(config.preprocess, fov_diameter=g), cache).x for g in grids]
+
+
+def predict(net, config: ModelConfig, items: Iterable[Prepared | tuple[Prepared, list[NDArray[np.float32]]]]
+            ) -> Iterator[Predicted]:
+    """``net``'s prediction of each photo on its working grid (one pass, no TTA); for an item
+    that comes with its inputs on other grids (:func:`on_grids`), the mean over the grids,
+    each brought onto the model's grid as inference brings it (``core.inference.onto_grid``)."""
     n = len(config.network.outputs)
-    for it in items:
-        probs = predict_work_all(net.eval(), it.x, config.network.stride)[:n]
+    stride = config.network.stride
+    for item in items:
+        it, extra = item if isinstance(item, tuple) else (item, [])
+        probs = predict_work_all(net.eval(), it.x, stride)[:n]
+        if extra:
+            total = torch.from_numpy(probs)
+            for x in extra:
+                total = total + onto_grid(torch.from_numpy(predict_work_all(net, x, stride)[:n]), probs.shape[-2:])
+            probs = (total / (1 + len(extra))).numpy()
         yield Predicted(it.id, probs.astype(np.float32, copy=False), it.labels().reshape((-1,) + it.y.shape)[:n],
                         np.asarray(it.fov, bool))
 
@@ -211,13 +237,13 @@ def load(path: Path, ids: Iterable[str] | None = None) -> Iterator[Predicted]:
                 yield unpack(pid, {k: z[f"{pid}/{k}"] for k in ("shape", "kept", "label", "hist", "keep_above")})
 
 
-def store_fold(folder: Path, pairs: Iterable[Pair], out: Path, cache: Path | None = None, note: str = "") -> list[str]:
+def store_fold(folder: Path, pairs: Iterable[Pair], out: Path, cache: Path | None = None, note: str = "",
+               extra_grids: list[int] | None = None) -> list[str]:
     """Write what the fold model in ``folder`` predicts for its held-out photos (found among
-    ``pairs``) to ``out`` (a new file); their ids. Refuses by name a folder that is not a fold
-    model and photos that lack one it held out."""
+    ``pairs``) to ``out`` (a new file); their ids. ``extra_grids``: predict on these grids too
+    (None: the model's own ``inference.extra_grids``); the file says which. Refuses by name a
+    folder that is not a fold model and photos that lack one it held out."""
     from napari_lesionseg.core.model_folder import load_model_folder
-
-    from .data import prepare_pair
 
     if out.exists():
         raise LesionsegInputError(out, "already exists; choose a new file (nothing was written)")
@@ -228,12 +254,28 @@ def store_fold(folder: Path, pairs: Iterable[Pair], out: Path, cache: Path | Non
     missing = [pid for pid in held if pid not in by_id]
     if missing:
         raise LesionsegInputError(Path(folder), f"its held-out photos {missing} are not among the photos given")
-    outputs = fold.config.network.outputs
-    items = (prepare_pair(by_id[pid], fold.config.preprocess, cache, outputs) for pid in held)
+    config = fold.config
+    if extra_grids is not None:
+        config = replace(config, inference=replace(config.inference, extra_grids=list(extra_grids)))
     meta = {"fold_model": str(folder), "note": note, "step": fold.metrics.get("step"),
-            "recipe_io": recipe_io(fold.config), "held_out": held, "trained": trained}
+            "recipe_io": recipe_io(config), "held_out": held, "trained": trained,
+            "extra_grids": config.inference.extra_grids}
     out.parent.mkdir(parents=True, exist_ok=True)
-    return save(out, predict(fold.net, fold.config, items), meta)
+    return save(out, predict(fold.net, config, on_grids((by_id[pid] for pid in held), config, cache)), meta)
+
+
+def parse_grids(text: str | None) -> list[int] | None:
+    """``--extra-grids``: ``"704,1024"`` -> [704, 1024]; ``""`` -> [] (the model's grid only);
+    None stays None (the model's own); a bad list ends the command with what is wrong."""
+    from napari_lesionseg.core.dataclass_io import ConfigError
+    from napari_lesionseg.core.model_config import parse_grids as parse
+
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ConfigError as err:
+        raise SystemExit(f"--extra-grids: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,10 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, default=None, help="prepared-data cache folder")
     ap.add_argument("--note", default="", help="what the fold model is (recipe, steps, machine)")
     ap.add_argument("--out", type=Path, required=True, help="the new .npz (must not exist)")
+    ap.add_argument("--extra-grids", default=None, metavar="PX,PX",
+                    help="predict on these working grids too, averaged (default: the model's inference.extra_grids)")
     args = ap.parse_args(argv)
     try:
         ids = store_fold(args.fold, find_pairs(DataConfig(images=args.images, masks=args.masks)), args.out,
-                         args.cache, args.note)
+                         args.cache, args.note, parse_grids(args.extra_grids))
     except LesionsegInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
