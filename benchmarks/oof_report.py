@@ -21,8 +21,9 @@ A variant written ``name@steps`` is that recipe at another step budget than ``--
 run of the same recipe against the kept shorter one: ``--variants default@1000,default@2000
 --paired default@1000,default@2000``); ``name:tta`` (or ``name@steps:tta``) is the same fold
 models scored with another test-time augmentation than their own (``none``, ``hflip``, ``flips``:
-what a TTA costs in accuracy, ``--variants default_cameras,default_cameras:hflip``), its scores
-kept apart from the model's own.
+what a TTA costs in accuracy, ``--variants default_cameras,default_cameras:hflip``), or
+``name:grids704+1024``: the same fold models also run on those working grids, averaged
+(``inference.extra_grids``); their scores kept apart from the model's own.
 
 Prints a table and writes JSON. Reads ``../shared/data`` (the fold's photos) only to score a run
 that has no scores yet.
@@ -61,15 +62,19 @@ def fold_pairs(variant: str, fold: int, images: str) -> tuple[list, list]:
 def score_fold(run_dir: Path, variant: str, fold: int, images: str, leave_out: frozenset[str] = frozenset(),
                tta: str | None = None) -> dict:
     """The run's ``oof/`` model scored at full resolution on its fold's photos (but
-    ``leave_out``; with ``tta``, or the model's own): ``BatchResult.score_state()``."""
+    ``leave_out``; with ``tta``: a TTA or a ``grids...`` view, else the model's own):
+    ``BatchResult.score_state()``."""
     from napari_lesionseg.core.batch import evaluate_pairs
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.progress import run_to_end
 
-    model = load_model_folder(run_dir / "oof")
+    model = with_view(load_model_folder(run_dir / "oof"), tta)
+    tta = tta if tta in TTAS else None
     val_pairs = [p for p in fold_pairs(variant, fold, images)[1] if p.id not in leave_out]
     others = [t for t in OTHER_TYPES if t in model.config.network.outputs]
-    print(f"scoring {run_dir.name} on {len(val_pairs)} photos{f' (TTA {tta})' if tta else ''} ...", flush=True)
+    grids = model.config.inference.extra_grids
+    print(f"scoring {run_dir.name} on {len(val_pairs)} photos{f' (TTA {tta})' if tta else ''}"
+          f"{f' (extra grids {grids})' if grids else ''} ...", flush=True)
     _, res = run_to_end(evaluate_pairs(model, val_pairs, types=others, tta=tta))
     return res.score_state()
 
@@ -234,6 +239,26 @@ def fold_difference(a: dict, b: dict, output: str) -> dict:
             "mean": statistics.fmean(per_fold) if per_fold else float("nan")}
 
 
+def grids_view(view: str | None) -> list[int] | None:
+    """``grids704+1024`` -> [704, 1024] (the view that adds working grids); anything else None."""
+    if not view or not view.startswith("grids"):
+        return None
+    parts = view[len("grids"):].split("+")
+    if not all(p.isdigit() for p in parts):
+        raise SystemExit(f"--variants: {view!r}: extra grids are written grids<px>+<px>, e.g. grids704+1024")
+    return [int(p) for p in parts]
+
+
+def with_view(model, view: str | None):
+    """``model`` with the extra working grids a ``grids...`` view names (else as it is)."""
+    from dataclasses import replace
+
+    grids = grids_view(view)
+    if grids is None:
+        return model
+    return replace(model, config=replace(model.config, inference=replace(model.config.inference, extra_grids=grids)))
+
+
 def variant_steps(label: str, steps: int) -> tuple[str, int, str | None]:
     """``default@2000`` -> ("default", 2000, None); a plain name takes ``steps`` (``--steps``);
     ``default@2000:hflip`` -> ("default", 2000, "hflip"): scored with that TTA instead of the
@@ -244,8 +269,9 @@ def variant_steps(label: str, steps: int) -> tuple[str, int, str | None]:
         raise SystemExit(f"--variants: unknown recipe {name!r} (known: {', '.join([*cp.VARIANTS, *cp.ENSEMBLES])})")
     if budget and not budget.isdigit():
         raise SystemExit(f"--variants: {label!r}: the step budget after '@' must be a whole number")
-    if tta and tta not in TTAS:
-        raise SystemExit(f"--variants: {label!r}: the TTA after ':' must be one of {', '.join(TTAS)}")
+    if tta and tta not in TTAS and grids_view(tta) is None:
+        raise SystemExit(f"--variants: {label!r}: after ':' a TTA ({', '.join(TTAS)}) or extra working grids "
+                         "(grids<px>+<px>, e.g. grids704+1024)")
     return name, int(budget) if budget else steps, tta or None
 
 

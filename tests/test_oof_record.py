@@ -97,8 +97,12 @@ def test_the_same_fold_models_scored_with_another_tta_are_kept_and_recorded_as_s
     oof_report = benchmark_module("oof_report")
     assert oof_report.variant_steps("default_cameras@4000:hflip", 1000) == ("default_cameras", 4000, "hflip")
     assert oof_report.variant_steps("default", 1000) == ("default", 1000, None)
-    with pytest.raises(SystemExit, match="one of none, hflip, flips"):
+    with pytest.raises(SystemExit, match=r"a TTA \(none, hflip, flips\) or extra working grids"):
         oof_report.variant_steps("default:rot90", 1000)
+    assert oof_report.variant_steps("multi_he_crops:grids704+1024", 4000) == ("multi_he_crops", 4000, "grids704+1024")
+    assert oof_report.grids_view("grids704+1024") == [704, 1024] and oof_report.grids_view("hflip") is None
+    with pytest.raises(SystemExit, match="grids<px>"):
+        oof_report.variant_steps("default:grids704+x", 1000)
     own = {"model_sha256": "a", "scores": {"HE": {"per_image": [], "x": 1}}}
     two = {"model_sha256": "a", "scores": {"HE": {"per_image": [], "x": 2}}}
     oof_report.keep_state(tmp_path, "default", 0, 1000, own)
@@ -119,6 +123,11 @@ def test_the_same_fold_models_scored_with_another_tta_are_kept_and_recorded_as_s
     path.write_text(json.dumps(report))
     assert "2-view (horizontal flip) TTA" in record_out_of_fold(folder, path, "default:hflip")["out_of_fold"]["scored"]
     assert "4-flip TTA" in record_out_of_fold(folder, path, "default")["out_of_fold"]["scored"]
+    report["variants"]["pair:grids704+1024"] = {**report["variants"]["default"], "tta": "grids704+1024",
+                                                "members": ["a", "b"]}
+    path.write_text(json.dumps(report))
+    assert "each with no TTA on its working grid and on grids of 704 and 1024 px across the disc, averaged" in \
+        record_out_of_fold(folder, path, "pair:grids704+1024")["out_of_fold"]["scored"]
 
 
 def test_every_variants_fold_split_loads_and_is_the_defaults(tmp_path: Path) -> None:

@@ -67,7 +67,12 @@ def out_of_fold_block(report: dict[str, Any], variant: str, source: str, note: s
     outputs = {t: {new: v[old] for old, new in _FIGURES.items() if old in v}
                for t, v in entry.items() if isinstance(v, dict)}
     # a ``name@steps`` variant carries its own budget; the report's ``steps`` is --steps, the default
-    tta = {"none": "no TTA", "hflip": "2-view (horizontal flip) TTA"}.get(entry.get("tta"), "4-flip TTA")
+    view = str(entry.get("tta") or "")
+    if view.startswith("grids"):  # ``oof_report`` ``name:grids704+1024``: the model's own TTA on more grids
+        tta = (f"{'no TTA' if entry.get('members') else 'its own TTA'} on its working grid and on grids of "
+               f"{' and '.join(view[len('grids'):].split('+'))} px across the disc, averaged")
+    else:
+        tta = {"none": "no TTA", "hflip": "2-view (horizontal flip) TTA"}.get(view, "4-flip TTA")
     if entry.get("members"):
         tta = (f"the mean of {len(entry['members'])} fold models' probabilities (recipes "
                f"{', '.join(entry['members'])}), each with {tta}")
