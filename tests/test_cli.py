@@ -295,3 +295,25 @@ def test_photos_and_masks_in_one_folder(tmp_path: Path) -> None:
     pairs = match_pairs(folder, folder)
     assert sorted((p.image.name, p.mask.name) for p in pairs) == [("IDRiD_04.jpg", "IDRiD_04_HE.png"),
                                                                     ("IDRiD_16.jpg", "IDRiD_16_HE.png")]
+
+
+def test_predict_and_evaluate_on_extra_grids(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    """``--extra-grids``: the network also runs on those working grids and the probabilities
+    are averaged (another probability map, said in the output line); a bad list is one clear
+    line and writes nothing."""
+    photo = small_pairs / "images" / "IDRiD_16.jpg"
+    r = lesionseg("predict", photo, "--model", tiny_model_dir, "--out", tmp_path / "one", "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = lesionseg("predict", photo, "--model", tiny_model_dir, "--out", tmp_path / "three", "--quiet",
+                  "--extra-grids", "96,176")
+    assert r.returncode == 0, r.stderr
+    assert "also on grids of 96, 176 px, averaged" in r.stdout
+    one, three = (np.asarray(Image.open(tmp_path / d / "IDRiD_16_prob.png")) for d in ("one", "three"))
+    assert one.shape == three.shape and not np.array_equal(one, three)
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks", "--model",
+                  tiny_model_dir, "--quiet", "--extra-grids", "96")
+    assert r.returncode == 0 and "also on grids of 96 px" in r.stdout and "aupr" in r.stdout, r.stderr
+    for bad, problem in (("10", "must be distinct whole numbers of px in 32..2048"), ("96,x", "not a comma-separated")):
+        r = lesionseg("predict", photo, "--model", tiny_model_dir, "--out", tmp_path / "never", "--extra-grids", bad)
+        assert r.returncode == 2 and problem in r.stderr and "Traceback" not in r.stderr
+        assert not (tmp_path / "never").exists()
