@@ -92,25 +92,28 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
         net_times.append(pred.timings["network"])
     from torch.utils.flop_counter import FlopCounterMode
 
+    from napari_lesionseg.core.inference import _views, n_views, tile_starts
     from napari_lesionseg.core.preprocess import prepare
 
-    x, geom, _ = prepare(rgb, model.config.preprocess.fov_diameter, model.config.preprocess.green_contrast_sigma)
-    ts = model.config.inference.tile_size
-    st = model.config.network.stride
-    h, w = min(ts, x.shape[1]), min(ts, x.shape[2])
-    tile = torch.zeros(1, x.shape[0], h + (-h) % st, w + (-w) % st)
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
-        model.net.eval()(tile)
-    from napari_lesionseg.core.inference import _views, n_views, tile_starts
-
-    n_tiles = len(tile_starts(x.shape[1], ts, model.config.inference.tile_overlap)) * len(
-        tile_starts(x.shape[2], ts, model.config.inference.tile_overlap))
-    flops = fc.get_total_flops() * n_tiles * len(_views(tta))  # an ensemble's forward counts every member
+    pre, inf = model.config.preprocess, model.config.inference
+    ts, st = inf.tile_size, model.config.network.stride
+    flops, n_tiles, geom = 0, 0, None
+    for grid in [pre.fov_diameter, *inf.extra_grids]:  # every working grid the model runs on
+        x, g, _ = prepare(rgb, grid, pre.green_contrast_sigma)
+        geom = geom or g
+        h, w = min(ts, x.shape[1]), min(ts, x.shape[2])
+        tile = torch.zeros(1, x.shape[0], h + (-h) % st, w + (-w) % st)
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            model.net.eval()(tile)
+        tiles = len(tile_starts(x.shape[1], ts, inf.tile_overlap)) * len(tile_starts(x.shape[2], ts, inf.tile_overlap))
+        n_tiles += tiles
+        flops += fc.get_total_flops() * tiles * len(_views(tta))  # an ensemble's forward counts every member
     np.save(out_json + ".prob.npy", pred.probability)
     np.save(out_json + ".mask.npy", pred.mask)
     Path(out_json).write_text(json.dumps({
         "variant": variant, "times": times[1:], "network_times": net_times[1:], "flops": flops,
         "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": n_views(model.net, tta),
+        "extra_grids": inf.extra_grids,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "timings_last": pred.timings, "precision": pred.precision,
     }))
