@@ -30,7 +30,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "CUDA, fp32 elsewhere (default: auto)")
     p.add_argument("--extra-grids", default=None, metavar="PX,PX",
                    help="also run the network on these working grids (px across the fundus; the bundled models "
-                        "work at 832), averaged: e.g. 704,1024, a network pass each (the bundled multi model: 1.9 "
+                        "work at 832), averaged: e.g. 704,1024, a network pass each (the bundled multi model: 1.5-1.9 "
                         "instead of 1.1 s a photo on 2 cores); the calibration and thresholds stay the model's, "
                         "fitted on its own grid (default: the model's inference.extra_grids)")
 
