@@ -164,6 +164,22 @@ def test_cli_writes_an_out_of_fold_calibrated_folder(tmp_path: Path, twelve_pair
     assert r.returncode != 0 and "already exists" in r.stderr and (out / "config.json").read_bytes() == before
 
 
+def _from_folds_and_from_stored(tmp_path: Path, final: Path, folds: list[Path], stored: list[Path], images: list[str],
+                                *options: str) -> tuple[list[str], object, object]:
+    """``oof_calibrate`` of ``final`` from the fold models (folder ``a``) and from their stored
+    predictions (``b``), checked to fit the same; the command's start and the two folders."""
+    calibrate = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final), *options]
+    for source, out in ((["--folds", *map(str, folds), *images], "a"), (["--predictions", *map(str, stored)], "b")):
+        r = subprocess.run([*calibrate, *source, "--out", str(tmp_path / out)], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert "fitted on 10 photos" in r.stdout
+    a, b = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
+    for key in ("platt_a", "platt_b", "threshold"):  # an untrained model's logits span little: 0.1 steps tell
+        assert b.metrics["calibration"][key] == pytest.approx(a.metrics["calibration"][key], rel=0.02, abs=0.01), key
+    return calibrate, a, b
+
+
 def test_cli_calibrates_from_stored_predictions_as_from_the_fold_models(tmp_path: Path, twelve_pairs: Path) -> None:
     """Each fold model's held-out predictions stored (``oof_predictions``), the fold models
     gone: the calibration read from the files is the one fitted with the fold models."""
@@ -178,19 +194,9 @@ def test_cli_calibrates_from_stored_predictions_as_from_the_fold_models(tmp_path
         assert r.returncode == 0, r.stderr
         assert f"4 held-out photos of {fold}" in r.stdout
         stored.append(f)
-    calibrate = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final)]
-    r = subprocess.run([*calibrate, "--folds", *map(str, folds), *images, "--out", str(tmp_path / "a")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([*calibrate, "--predictions", *map(str, stored), "--out", str(tmp_path / "b")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    assert "fitted on 10 photos" in r.stdout
-    a, b = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
+    calibrate, a, b = _from_folds_and_from_stored(tmp_path, final, folds, stored, images)
     assert b.metrics["calibration"]["fold_models"] == {str(stored[0]): IDS[0:4], str(stored[1]): IDS[4:8],
                                                        str(stored[2]): IDS[8:10]}
-    for key in ("platt_a", "platt_b", "threshold"):  # an untrained model's logits span little: 0.1 steps tell
-        assert b.metrics["calibration"][key] == pytest.approx(a.metrics["calibration"][key], rel=0.02, abs=0.01), key
     assert b.metrics["review_fit"]["fit_images"] == a.metrics["review_fit"]["fit_images"] == 10
     assert (tmp_path / "b" / "weights.safetensors").read_bytes() == (final / "weights.safetensors").read_bytes()
     # a file that is not one, or a fold's file twice: the file and the problem, nothing written
@@ -303,17 +309,8 @@ def test_stored_predictions_on_extra_grids_calibrate_a_folder_that_runs_them(tmp
     r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
                         "--out", str(plain)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    calibrate = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final), "--extra-grids", "96,176"]
-    r = subprocess.run([*calibrate, "--folds", *map(str, folds), *images, "--out", str(tmp_path / "a")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    r = subprocess.run([*calibrate, "--predictions", *map(str, stored), "--out", str(tmp_path / "b")],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    a, b = load_model_folder(tmp_path / "a"), load_model_folder(tmp_path / "b")
+    calibrate, a, b = _from_folds_and_from_stored(tmp_path, final, folds, stored, images, "--extra-grids", "96,176")
     assert a.config.inference.extra_grids == b.config.inference.extra_grids == [96, 176]
-    for key in ("platt_a", "platt_b", "threshold"):
-        assert b.metrics["calibration"][key] == pytest.approx(a.metrics["calibration"][key], rel=0.02, abs=0.01), key
     r = subprocess.run([*calibrate, "--predictions", str(plain), *map(str, stored[1:]), "--out", str(tmp_path / "never")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and str(plain) in r.stderr and "extra grids []" in r.stderr
