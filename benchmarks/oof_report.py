@@ -251,12 +251,8 @@ def grids_view(view: str | None) -> list[int] | None:
 
 def with_view(model, view: str | None):
     """``model`` with the extra working grids a ``grids...`` view names (else as it is)."""
-    from dataclasses import replace
-
     grids = grids_view(view)
-    if grids is None:
-        return model
-    return replace(model, config=replace(model.config, inference=replace(model.config.inference, extra_grids=grids)))
+    return model if grids is None else model.with_extra_grids(grids)
 
 
 def variant_steps(label: str, steps: int) -> tuple[str, int, str | None]:

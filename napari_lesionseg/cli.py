@@ -78,8 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load_model(path: Path | None, device: str, extra_grids: str | None = None):
     """The model folder (or bundled name) on the device, with ``--extra-grids`` if given."""
-    from dataclasses import replace
-
     from .core.bundled import resolve_model
     from .core.model_config import parse_grids
     from .core.model_folder import load_model_folder
@@ -87,10 +85,7 @@ def _load_model(path: Path | None, device: str, extra_grids: str | None = None):
 
     dev = pick_device(device)
     model = load_model_folder(resolve_model(path), dev)
-    if extra_grids is None:
-        return model, dev
-    inference = replace(model.config.inference, extra_grids=parse_grids(extra_grids))
-    return replace(model, config=replace(model.config, inference=inference)), dev
+    return (model if extra_grids is None else model.with_extra_grids(parse_grids(extra_grids))), dev
 
 
 def _bar(total: int, quiet: bool, unit: str):

@@ -432,9 +432,8 @@ def test_evaluation_scores_pool_over_runs(tiny_model_dir: Path, small_pairs: Pat
 def _at_grid(model: LoadedModel, grid: int, extra: list[int]) -> LoadedModel:
     from dataclasses import replace
 
-    cfg = replace(model.config, preprocess=replace(model.config.preprocess, fov_diameter=grid),
-                  inference=replace(model.config.inference, extra_grids=extra))
-    return replace(model, config=cfg)
+    cfg = replace(model.config, preprocess=replace(model.config.preprocess, fov_diameter=grid))
+    return replace(model, config=cfg).with_extra_grids(extra)
 
 
 def test_extra_grids_average_each_grids_probability(small_rgb: np.ndarray) -> None:

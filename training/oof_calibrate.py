@@ -33,7 +33,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from napari_lesionseg.core.errors import LesionsegInputError
@@ -168,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         final = load_model_folder(args.model)
         grids = parse_grids(args.extra_grids)
         if grids is not None:
-            final = replace(final, config=replace(final.config, inference=replace(final.config.inference,
-                                                                                  extra_grids=grids)))
+            final = final.with_extra_grids(grids)
         if args.folds:
             groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
         else:

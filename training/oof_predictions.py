@@ -254,9 +254,7 @@ def store_fold(folder: Path, pairs: Iterable[Pair], out: Path, cache: Path | Non
     missing = [pid for pid in held if pid not in by_id]
     if missing:
         raise LesionsegInputError(Path(folder), f"its held-out photos {missing} are not among the photos given")
-    config = fold.config
-    if extra_grids is not None:
-        config = replace(config, inference=replace(config.inference, extra_grids=list(extra_grids)))
+    config = fold.config if extra_grids is None else fold.config.with_extra_grids(extra_grids)
     meta = {"fold_model": str(folder), "note": note, "step": fold.metrics.get("step"),
             "recipe_io": recipe_io(config), "held_out": held, "trained": trained,
             "extra_grids": config.inference.extra_grids}

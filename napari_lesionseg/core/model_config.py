@@ -223,3 +223,7 @@ class ModelConfig:
         require(not extra, "inference.types", f"{extra} are not among network.outputs {self.network.outputs}")
         require(self.inference.fuzzy.map != "head" or self.network.error_head, "inference.fuzzy.map",
                 "'head' needs a network with a fuzzy head (network.error_head = true)")
+
+    def with_extra_grids(self, grids: list[int]) -> ModelConfig:
+        """A copy whose inference also runs on ``grids`` (``inference.extra_grids``)."""
+        return replace(self, inference=replace(self.inference, extra_grids=list(grids)))

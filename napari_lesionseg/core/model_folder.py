@@ -60,6 +60,10 @@ class LoadedModel:
     def version(self) -> str:
         return self.config.name
 
+    def with_extra_grids(self, grids: list[int]) -> LoadedModel:
+        """The same network run also on ``grids`` (:meth:`ModelConfig.with_extra_grids`)."""
+        return replace(self, config=self.config.with_extra_grids(grids))
+
     @property
     def unseen_photos(self) -> list[str]:
         """Annotated photos this model never trained on: ``metrics.json``'s ``held_out.photos``
