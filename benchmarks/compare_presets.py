@@ -102,6 +102,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # B (and nothing else): what a network that saw only that camera's photos reaches through it
     "default_camB": ("default", ["data.cameras.share=1.0", "data.cameras.versions=1",
                                  "data.cameras.fixed=[0.45, [1.15, 0.9, 0.75], 0.75, 1.3, 1.5, 0.4, 30]"]),
+    # issue 13's loss lever: the batch soft-Dice term off, BCE (pos_weight 3) alone; BCE is a proper
+    # scoring rule, so the probability's ranking (AUPR) may gain what the mask's overlap loses
+    "default_bce": ("default", ["loss.dice_weight=0"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),

@@ -21,7 +21,8 @@ start, so a slower or shared CPU shows up in both).
 
 ``--model``: another model folder than the bundled default (e.g. a candidate recipe's fold
 model, to see what it would cost before it is trained in full); its JSON is then
-results/predict_speed_<parent>_<folder>_<tta>_<precision>.json.
+results/predict_speed_<parent>_<folder>_<tta>_<precision>.json: a second measurement of the same
+folder replaces it, so name a kept one with ``--results FILE``.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def main() -> None:
     ap.add_argument("--peak-fp32", type=float, default=442.0, help="nominal fp32 GFLOP/s of all cores")
     ap.add_argument("--peak-bf16", type=float, default=883.0, help="nominal bf16 GFLOP/s of all cores")
     ap.add_argument("--model", default=None, help="a model folder (default: the bundled default model)")
+    ap.add_argument("--results", default=None,
+                    help="the JSON to write (default: results/predict_speed*.json named after the settings)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -204,8 +207,9 @@ def main() -> None:
     tag = "" if bundled else "_".join(Path(args.model).resolve().parts[-2:]) + "_"
     default = bundled and args.tta == own_tta and args.precision == "auto"
     name = "predict_speed.json" if default else f"predict_speed_{tag}{args.tta}_{args.precision}.json"
-    (HERE / "results" / name).write_text(json.dumps(out, indent=2))
-    print(f"wrote {HERE / 'results' / name}")
+    dest = Path(args.results) if args.results else HERE / "results" / name
+    dest.write_text(json.dumps(out, indent=2))
+    print(f"wrote {dest}")
 
 
 if __name__ == "__main__":

@@ -310,6 +310,10 @@ def test_predict_and_evaluate_on_extra_grids(tmp_path: Path, small_pairs: Path, 
     assert "also on grids of 96, 176 px, averaged" in r.stdout
     one, three = (np.asarray(Image.open(tmp_path / d / "IDRiD_16_prob.png")) for d in ("one", "three"))
     assert one.shape == three.shape and not np.array_equal(one, three)
+    own = json.loads((tiny_model_dir / "config.json").read_text())["preprocess"]["fov_diameter"]
+    said = {d: next(csv.DictReader(open(tmp_path / d / "summary.csv"))) for d in ("one", "three")}  # how each was made
+    assert [said[d]["grids"] for d in ("one", "three")] == [f"{own}", f"{own}+96+176"]
+    assert said["one"]["tta"] == said["three"]["tta"] != "" and said["one"]["precision"] in {"fp32", "bf16"}
     r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks", "--model",
                   tiny_model_dir, "--quiet", "--extra-grids", "96")
     assert r.returncode == 0 and "also on grids of 96 px" in r.stdout and "aupr" in r.stdout, r.stderr

@@ -152,7 +152,8 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                     "image": path.name, "status": "ok", "width": meta.width, "height": meta.height,
                     "lesions": len(rows), "lesion_px": int(pred.mask.sum()),
                     "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
-                    "threshold": pred.threshold, "seconds": round(secs, 3), "error": "",
+                    "threshold": pred.threshold, "tta": pred.tta, "grids": "+".join(map(str, pred.grids)),
+                    "precision": pred.precision, "seconds": round(secs, 3), "error": "",
                 })
                 result.done.append(str(path))
                 yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(rows)}

@@ -73,6 +73,8 @@ class Prediction:
     review: ReviewConfig = field(default_factory=ReviewConfig)  # the model's, for the review queue
     others: dict[str, TypeMaps] = field(default_factory=dict)  # the other outputs asked for, by type
     anatomy: Anatomy = field(default_factory=Anatomy)  # disc and fovea (from an OD output)
+    tta: str = "none"  # the views the network ran (core/tta.py)
+    grids: tuple[int, ...] = ()  # the working grids (px across the disc), the model's own first
 
     def all_lesions(self) -> list[Lesion]:
         """Hemorrhages, then every other lesion type's lesions (the optic disc is no lesion)."""
@@ -290,7 +292,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     yield Progress("done", 1, 1)
     precision_used = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes, precision_used,
-                      cfg.review, others, anatomy)
+                      cfg.review, others, anatomy, tta, (pre.fov_diameter, *cfg.extra_grids))
 
 
 def work_probability(model: LoadedModel, x: NDArray[np.float32], disc: NDArray[np.bool_], *,
