@@ -105,6 +105,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # issue 13's loss lever: the batch soft-Dice term off, BCE (pos_weight 3) alone; BCE is a proper
     # scoring rule, so the probability's ranking (AUPR) may gain what the mask's overlap loses
     "default_bce": ("default", ["loss.dice_weight=0"]),
+    # the other way: the batch soft-Dice term three times BCE's weight
+    "default_dice3": ("default", ["loss.dice_weight=3"]),
+    # BCE without the weight on lesion pixels (pos_weight 1 instead of 3), Dice as shipped
+    "default_pw1": ("default", ["loss.pos_weight=1"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
