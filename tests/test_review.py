@@ -76,6 +76,40 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
 
 
 @pytest.mark.gui
+def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer) -> None:
+    """A long list (here 26 regions) is daunting; with the model's rates the dock says how many of
+    them are likely mistakes and how many of those the first 20 rows hold; without rates (scores
+    that are no chances) or with a short list it says nothing of the kind."""
+    from napari_lesionseg.core.inference import Prediction
+    from napari_lesionseg.core.model_config import ReviewConfig
+    from napari_lesionseg.core.review_metrics import QUEUE_FIRST
+    from napari_lesionseg.core.segment_layers import prediction_layers
+
+    prob = np.zeros((400, 400), np.float32)
+    mask = np.zeros((400, 400), np.uint8)
+    mask[10:30, 10:30], prob[10:30, 10:30] = 1, 0.9  # one lesion
+    for k in range(25):  # 25 faint blobs, each a possible miss, fainter and fainter
+        y, x = 50 + 60 * (k // 6), 40 + 60 * (k % 6)
+        prob[y:y + 10, x:x + 10] = 0.4 - 0.01 * k
+    review = ReviewConfig(missed_rate=[[0.0, 0.5], [0.0, 0.5]], false_alarm_rate=[[0.5, 1.0], [0.3, 0.1]])
+    viewer = make_napari_viewer()
+    pred = Prediction(prob, mask, np.zeros_like(prob), np.zeros_like(mask, np.int32), [], None,  # type: ignore[arg-type]
+                      "m1", 0.5, review=review)
+    for data, kwargs, kind in prediction_layers("photo", pred):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rs = w.refresh()
+    assert rs is not None and rs.rated and len(rs.regions) == 26
+    total, first = rs.expected_mistakes(), rs.expected_mistakes(QUEUE_FIRST)
+    assert first is not None and total is not None and first < total
+    assert (f"about {total:.0f} of the regions are likely mistakes, {first:.0f} of them in the first "
+            f"{QUEUE_FIRST} rows") in w.info.text()
+    viewer.layers["photo probability"].metadata.pop("review", None)  # a layer without the model's rates
+    w.refresh()
+    assert "25 possible missed lesion(s)" in w.info.text() and "likely mistakes" not in w.info.text()
+
+
+@pytest.mark.gui
 @pytest.mark.smoke
 def test_step_through_project_images_by_uncertainty(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
     from napari_lesionseg.core.store import Project
@@ -246,6 +280,10 @@ def test_candidate_misses_come_from_the_probability_below_threshold() -> None:
     np.testing.assert_allclose([r.score for r in rs.regions], [0.64, 0.05 + 0.55 * 0.175 / 0.475, 0.22,
                                                                 0.05 + 0.55 * 0.005 / 0.475], rtol=1e-5)
     assert rs.regions[1].max_prob == pytest.approx(0.2)
+    # the chances add up to the mistakes expected among the regions (the first n, or all)
+    assert rs.expected_mistakes() == pytest.approx(sum(r.score for r in rs.regions))
+    assert rs.expected_mistakes(2) == pytest.approx(rs.regions[0].score + rs.regions[1].score)
+    assert review_regions(mask, prob, fuzzy, threshold=0.5).expected_mistakes() is None  # fuzziness is no chance
 
 
 def test_review_settings_from_layer_metadata() -> None:

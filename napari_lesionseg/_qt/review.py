@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
 from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import Region, ReviewSet, review_regions, review_settings
+from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
 from ..core.segment_layers import UNSURE, layer_names, project_image_layers
 from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, button, panel, session_for
 
@@ -173,7 +174,12 @@ class ReviewWidget(DockWidget):
                 self.table.setItem(row, col, QTableWidgetItem(text))
         n_les = sum(r.kind == "lesion" for r in self.review.regions)
         what = "" if self.kind() == HE else f" ({LONG_NAMES[self.kind()]})"
-        self.info.setText(f"{n_les} lesion(s){what}, {len(self.review.regions) - n_les} possible missed lesion(s)")
+        text = f"{n_les} lesion(s){what}, {len(self.review.regions) - n_les} possible missed lesion(s)"
+        total, first = self.review.expected_mistakes(), self.review.expected_mistakes(FIRST_ROWS)
+        if total is not None and first is not None and len(self.review.regions) > FIRST_ROWS:
+            text += (f"; about {total:.0f} of the regions are likely mistakes, {first:.0f} of them in the first "
+                     f"{FIRST_ROWS} rows (the model's rates)")
+        self.info.setText(text)
         return self.review
 
     def region(self) -> Region | None:

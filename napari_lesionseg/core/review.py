@@ -48,6 +48,16 @@ class ReviewSet:
     regions: list[Region]
     lesion_components: NDArray[np.int32]
     fuzzy_components: NDArray[np.int32]
+    rated: bool = False  # scores are the model's mistake rates (else fuzziness, no chance)
+
+    def expected_mistakes(self, first: int | None = None) -> float | None:
+        """How many of the (``first``) regions are expected to be mistakes: the sum of their
+        chances, when the scores are chances (None otherwise). Rates counted on the model's
+        training photos: an estimate for a new photo, to tell a reviewer how far down the list
+        the mistakes lie, not a promise."""
+        if not self.rated:
+            return None
+        return float(sum(r.score for r in self.regions[:first]))
 
     def pixels(self, region: Region) -> NDArray[np.bool_]:
         comp = self.lesion_components if region.kind == "lesion" else self.fuzzy_components
@@ -101,7 +111,7 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
                + _regions("fuzzy", fz_comp, n_fz, prob, fuzzy, min_fuzzy_area, review.missed_rate if rated else None))
     # specks (a few pixels) go last: the list must not open on a 4-px dot
     regions.sort(key=lambda r: (r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px))
-    return ReviewSet(regions, les_comp, fz_comp)
+    return ReviewSet(regions, les_comp, fz_comp, rated)
 
 
 def candidate_misses(prob: NDArray, lesion: NDArray[np.bool_], floor: float) -> NDArray[np.bool_]:
