@@ -32,6 +32,12 @@ HERE = Path(__file__).resolve().parent
 FIRST = 20  # the dock's "first rows" (core.review_metrics.QUEUE_FIRST)
 
 
+def mistakes(rs, gt: np.ndarray) -> np.ndarray:
+    """Per region of ``rs`` (a ``ReviewSet``), in its order: was it a mistake? A lesion region
+    that touches no annotated pixel of ``gt``, a possible miss that touches one (fit_review's rule)."""
+    return np.array([bool(gt[rs.pixels(r)].any()) != (r.kind == "lesion") for r in rs.regions], bool)
+
+
 def one_model(model_dir: Path, images: Path, cache: Path | None) -> list[dict]:
     from lesionseg_training.data import find_pairs, prepare_pair
     from lesionseg_training.fit_review import fit_review
@@ -56,7 +62,7 @@ def one_model(model_dir: Path, images: Path, cache: Path | None) -> list[dict]:
         gt = read_mask(p.mask, shape=rgb.shape[:2]) == 1
         pred = run_to_end(predict(model, rgb))
         rs = review_regions(pred.mask, pred.probability, pred.fuzzy, threshold=pred.threshold, review=pred.review)
-        wrong = np.array([bool(gt[rs.pixels(r)].any()) != (r.kind == "lesion") for r in rs.regions], bool)
+        wrong = mistakes(rs, gt)
         rows.append({"model": str(model_dir), "photo": p.id, "regions": len(rs.regions),
                      "expected": rs.expected_mistakes(), "actual": int(wrong.sum()),
                      "expected_first": rs.expected_mistakes(FIRST), "actual_first": int(wrong[:FIRST].sum())})
