@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_lesionseg.core.review_metrics import QUEUE_FIRST as FIRST  # the dock's "first rows"
+
 HERE = Path(__file__).resolve().parent
-FIRST = 20  # the dock's "first rows" (core.review_metrics.QUEUE_FIRST)
 
 
 def mistakes(rs, gt: np.ndarray) -> np.ndarray:

@@ -209,7 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
                                             "images": str(args.images), "masks": str(args.masks),
                                             "tta": args.tta or cfg.inference.tta, "precision": args.precision,
-                                            "grids": [cfg.preprocess.fov_diameter, *cfg.inference.extra_grids],
+                                            "grids": list(cfg.grids),
                                             **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
                                             **{k: s[k] for k in ("lesion_precision", "lesion_recall", "gt_lesions",
                                                                  "pred_lesions")},

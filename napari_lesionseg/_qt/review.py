@@ -175,10 +175,11 @@ class ReviewWidget(DockWidget):
         n_les = sum(r.kind == "lesion" for r in self.review.regions)
         what = "" if self.kind() == HE else f" ({LONG_NAMES[self.kind()]})"
         text = f"{n_les} lesion(s){what}, {len(self.review.regions) - n_les} possible missed lesion(s)"
-        total, first = self.review.expected_mistakes(), self.review.expected_mistakes(FIRST_ROWS)
-        if total is not None and first is not None and len(self.review.regions) > FIRST_ROWS:
-            text += (f"; about {total:.0f} of the regions are likely mistakes, {first:.0f} of them in the first "
-                     f"{FIRST_ROWS} rows (the model's rates)")
+        total = self.review.expected_mistakes()  # None: the scores are no chances
+        if total is not None and len(self.review.regions) > FIRST_ROWS:
+            text += (f"; about {total:.0f} of the regions are likely mistakes, "
+                     f"{self.review.expected_mistakes(FIRST_ROWS):.0f} of them in the first {FIRST_ROWS} rows "
+                     "(the model's rates)")
         self.info.setText(text)
         return self.review
 

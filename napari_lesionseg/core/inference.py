@@ -292,7 +292,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     yield Progress("done", 1, 1)
     precision_used = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes, precision_used,
-                      cfg.review, others, anatomy, tta, (pre.fov_diameter, *cfg.extra_grids))
+                      cfg.review, others, anatomy, tta, model.config.grids)
 
 
 def work_probability(model: LoadedModel, x: NDArray[np.float32], disc: NDArray[np.bool_], *,

@@ -224,6 +224,11 @@ class ModelConfig:
         require(self.inference.fuzzy.map != "head" or self.network.error_head, "inference.fuzzy.map",
                 "'head' needs a network with a fuzzy head (network.error_head = true)")
 
+    @property
+    def grids(self) -> tuple[int, ...]:
+        """Every working grid inference runs on (px across the disc): the model's own first."""
+        return (self.preprocess.fov_diameter, *self.inference.extra_grids)
+
     def with_extra_grids(self, grids: list[int]) -> ModelConfig:
         """A copy whose inference also runs on ``grids`` (``inference.extra_grids``)."""
         return replace(self, inference=replace(self.inference, extra_grids=list(grids)))
