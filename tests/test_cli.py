@@ -55,6 +55,55 @@ def test_predict_writes_outputs_at_input_size_and_keeps_going(tmp_path: Path, sm
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files
 
 
+def test_a_second_run_into_the_same_folder_adds_to_its_tables(tmp_path: Path, small_pairs: Path,
+                                                              multi_model_dir: Path) -> None:
+    """Predicting IDRiD_04, then IDRiD_16 and a broken file into one folder: the tables describe
+    both photos; predicting IDRiD_04 again replaces its rows, not IDRiD_16's; a table that is not
+    ours is kept beside, renamed."""
+    imgs, out = small_pairs / "images", tmp_path / "out"
+
+    def run(*photos: Path) -> None:
+        r = lesionseg("predict", *photos, "--out", out, "--model", multi_model_dir, "--keep-going", "--quiet",
+                      "--tta", "none")  # a model that finds a lesion (an exudate) in every photo
+        assert "Traceback" not in r.stderr, r.stderr
+
+    def table(name: str) -> list[dict[str, str]]:
+        return list(csv.DictReader(open(out / name)))
+
+    run(imgs / "IDRiD_04.jpg")
+    first = [r for r in table("lesions.csv") if r["image"] == "IDRiD_04.jpg"]
+    assert first
+    broken = tmp_path / "IDRiD_04.png"  # the same stem as a photo already there, unreadable
+    broken.write_bytes(b"not a png")
+    run(imgs / "IDRiD_16.jpg", broken)
+    status = {r["image"]: r["status"] for r in table("summary.csv")}
+    assert status == {"IDRiD_04.jpg": "ok", "IDRiD_16.jpg": "ok"}  # IDRiD_04's outputs are the first run's
+    assert [r for r in table("lesions.csv") if r["image"] == "IDRiD_04.jpg"] == first
+    sixteen = [r for r in table("lesions.csv") if r["image"] == "IDRiD_16.jpg"]
+    assert sixteen
+    (out / "summary.csv").write_text("not, a table\nof ours\n")
+    run(imgs / "IDRiD_04.jpg")
+    assert [r["image"] for r in table("summary.csv")] == ["IDRiD_04.jpg"]
+    assert (out / "summary.unreadable-1.csv").read_text() == "not, a table\nof ours\n"
+    lesions = table("lesions.csv")
+    assert [r for r in lesions if r["image"] == "IDRiD_16.jpg"] == sixteen
+    assert [r for r in lesions if r["image"] == "IDRiD_04.jpg"] == first  # the same photo, the same model
+
+
+def test_predicting_a_folder_into_itself_again_predicts_its_photos_only(tmp_path: Path, small_pairs: Path,
+                                                                        multi_model_dir: Path) -> None:
+    """Once, the second run took the first run's ``_prob``, ``_fuzzy`` and ``_EX_prob`` maps for photos."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(small_pairs / "images" / "IDRiD_04.jpg", folder)
+    for _ in range(2):
+        r = lesionseg("predict", folder, "--out", folder, "--model", multi_model_dir, "--quiet", "--tta", "none")
+        assert r.returncode == 0 and "1 of 1 images" in r.stdout, r.stdout + r.stderr
+    assert (folder / "IDRiD_04_EX_prob.png").exists() and (folder / "IDRiD_04_OD_mask.png").exists()
+    assert not list(folder.glob("*_prob_*")) and not list(folder.glob("*_fuzzy_*"))
+    assert [r["image"] for r in csv.DictReader(open(folder / "summary.csv"))] == ["IDRiD_04.jpg"]
+
+
 def test_bad_file_without_keep_going_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path) -> None:
     bad = tmp_path / "empty.png"
     bad.write_bytes(b"")
@@ -94,6 +143,10 @@ def test_evaluate_unmatched_masks_listed(tmp_path: Path, small_pairs: Path, tiny
     (masks / "IDRiD_16_HE.png").unlink()
     r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", masks, "--model", tiny_model_dir)
     assert r.returncode == 2 and "images without a mask: IDRiD_16.jpg" in r.stderr
+    (masks / "IDRiD_04_HE.tif").write_bytes(b"an older export")  # once taken over the PNG without a word
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", masks, "--model", tiny_model_dir,
+                  "--keep-going")
+    assert r.returncode == 2 and "one photo, two masks: IDRiD_04_HE.png and IDRiD_04_HE.tif; keep one" in r.stderr
 
 
 def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs: Path) -> None:

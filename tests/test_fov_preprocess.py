@@ -153,3 +153,19 @@ def test_the_warning_reaches_the_prediction_notes(tiny_model_dir) -> None:
 
     pred = run_to_end(predict(load_model_folder(tiny_model_dir), skimage_data.astronaut()))
     assert any("fundus photograph" in n for n in pred.notes)
+
+
+def test_a_photo_too_small_for_fine_lesions_gets_a_note() -> None:
+    """A 200x133 thumbnail once gave 125 "lesions" without a word."""
+    from PIL import Image
+
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.fov import SMALL_FUNDUS_PX, detect_fov, size_doubt
+
+    im = Image.open(sample_paths("idrid_16")[0])
+    for scale, small in ((4, False), (16, True)):  # the fundus about 430 and 107 px across
+        rgb = np.asarray(im.resize((im.width // scale, im.height // scale), Image.Resampling.BOX))
+        fov = detect_fov(rgb)
+        assert (2 * fov.radius < SMALL_FUNDUS_PX) == small
+        note = size_doubt(fov, 832)
+        assert (note is not None and f"only {2 * fov.radius:.0f} px across" in note) if small else note is None

@@ -68,6 +68,29 @@ def test_reader_writer_and_export(make_napari_viewer, tmp_path, small_pairs) -> 
     assert len(header) > 1 and header[1].split(",")[3] != ""  # area_mm2 filled in
 
 
+def test_project_export_keeps_an_earlier_tables_other_photos(tmp_path, small_pairs) -> None:
+    """Exporting into a folder whose lesions.csv a ``predict`` run wrote: the rows of photos not
+    exported stay, the exported photo's earlier rows are replaced by its correction's."""
+    import csv
+
+    from napari_lesionseg.core.export import export_project
+    from napari_lesionseg.core.image_io import read_mask
+    from napari_lesionseg.core.outputs import LESION_CSV_COLUMNS, write_csv
+    from napari_lesionseg.core.store import Project
+
+    out = tmp_path / "export"
+    out.mkdir()
+    earlier = [{"image": "other.jpg", "id": 1, "area_px": 7}, {"image": "IDRiD_04.jpg", "id": 1, "area_px": 99999}]
+    write_csv(out / "lesions.csv", earlier, LESION_CSV_COLUMNS)
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
+    proj.save_label(iid, read_mask(small_pairs / "masks" / "IDRiD_04_HE.png"))
+    export_project(proj, out)
+    rows = list(csv.DictReader(open(out / "lesions.csv")))
+    assert [(r["image"], r["area_px"]) for r in rows if r["image"] != iid] == [("other.jpg", "7")]
+    assert len([r for r in rows if r["image"] == iid]) == len(list(csv.DictReader(open(out / f"{iid}_lesions.csv"))))
+
+
 def test_project_export_uses_the_stored_prediction_and_keeps_unsure(tmp_path, small_pairs) -> None:
     """Export once wrote placeholder values (mean = max probability 1.0, fuzzy fraction 0) and a
     0/1/255 mask that looks black in ordinary viewers."""

@@ -23,7 +23,7 @@ from .inference import Prediction, Progress, predict
 from .lesion_types import HE, OD
 from .metrics import DatasetScores, LesionCounts
 from .model_folder import LoadedModel
-from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_csv, write_prediction
+from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_folder_csv, write_prediction
 from .pairs import Pair, match_pairs, without_masks
 from .progress import relay
 from .review import review_regions
@@ -108,7 +108,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
 
     ``summary.csv`` and ``lesions.csv`` are written however the run ends (Ctrl-C, a cancelled
     generator, an error): the finished photos' rows are never lost, the rest are marked
-    ``not run``. A file that cannot be written (disk full) stops the run with an error that
+    ``not run``; an earlier run's rows of other photos in ``out_dir`` stay (``write_folder_csv``). A file that cannot be written (disk full) stops the run with an error that
     says which photos' outputs are complete."""
     writable_folder(out_dir)
     outputs = model.config.network.outputs
@@ -163,8 +163,9 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
         summary_rows += [{"image": p.name, "status": f"not run ({stopped})", "error": ""}
                          for p in paths if stopped and p.name not in seen]
         try:
-            write_csv(out_dir / "lesions.csv", lesion_rows_all, LESION_CSV_COLUMNS)
-            write_csv(out_dir / "summary.csv", summary_rows, SUMMARY_COLUMNS)
+            written = {Path(p).stem for p in result.done}
+            write_folder_csv(out_dir / "lesions.csv", lesion_rows_all, LESION_CSV_COLUMNS, written)
+            write_folder_csv(out_dir / "summary.csv", summary_rows, SUMMARY_COLUMNS, written)
         except OSError as err:
             if not stopped:
                 raise _write_error(err, out_dir, result) from None

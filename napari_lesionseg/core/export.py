@@ -14,7 +14,7 @@ from .atomic import atomic_write_bytes
 from .image_io import check_label_values, encode_png, read_image, write_label
 from .lesion_types import HE, LESION_TYPES, TYPE_VALUE
 from .lesions import lesion_table
-from .outputs import LESION_CSV_COLUMNS, write_csv
+from .outputs import LESION_CSV_COLUMNS, write_csv, write_folder_csv
 from .store import Project
 
 LESION_RGB = np.array([255, 230, 0], np.uint8)  # outline colour
@@ -89,9 +89,11 @@ def _stored_maps(project: Project, image_id: str, shape: tuple[int, ...]
 
 def export_project(project: Project, out_dir: Path, mm_per_px: float | None = None) -> list[Path]:
     """Export the latest correction of every image in the project, with the probabilities and
-    fuzzy fractions of its latest stored prediction where there is one; one lesions.csv for all."""
+    fuzzy fractions of its latest stored prediction where there is one; one lesions.csv for all
+    (an earlier table there keeps its rows of other photos: ``outputs.write_folder_csv``)."""
     files: list[Path] = []
     rows: list[dict] = []
+    written: set[str] = set()
     for pair in project.corrected_pairs():
         rgb, _ = read_image(pair.image)
         lab = project.latest_label(pair.id)
@@ -101,5 +103,6 @@ def export_project(project: Project, out_dir: Path, mm_per_px: float | None = No
         f, r = export_image(out_dir, pair.id, rgb, lab, prob, fuzzy, mm_per_px=mm_per_px, anatomy=anatomy)
         files += f
         rows += r
-    write_csv(out_dir / "lesions.csv", rows, LESION_CSV_COLUMNS)
+        written.add(pair.id)
+    write_folder_csv(out_dir / "lesions.csv", rows, LESION_CSV_COLUMNS, written)
     return files + [out_dir / "lesions.csv"]

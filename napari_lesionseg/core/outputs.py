@@ -129,3 +129,46 @@ SUMMARY_COLUMNS = ["image", "status", "width", "height", "lesions", "lesion_px",
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     atomic_write_text(path, csv_text(rows, columns))
+
+
+def write_folder_csv(path: Path, rows: list[dict[str, Any]], columns: list[str], written: set[str]) -> None:
+    """Write a folder's table (``summary.csv``, ``lesions.csv``) keeping what an earlier run put
+    there: the earlier rows of photos whose outputs this run did not write stay (a second run into
+    the same folder adds to its tables instead of replacing them); ``written``: the name stems of
+    the photos whose outputs this run wrote, whose earlier rows this run's replace. This run's
+    rows of photos it did not write (failed, not run) go in only for photos the earlier table does
+    not name: that photo's earlier outputs are still in the folder, and its earlier row says what
+    they are. An earlier table that cannot be read is kept beside, renamed, never overwritten."""
+    earlier = _read_rows(path)
+    if earlier:
+        named = set().union(*(_names(r) for r in earlier))
+        rows = ([r for r in earlier if not _names(r) & written]
+                + [r for r in rows if _names(r) & written or not _names(r) & named])
+    write_csv(path, rows, columns)
+
+
+def _names(row: dict[str, Any]) -> set[str]:
+    """A row's photo as written (a file name in ``predict``'s tables, a stem in an export's) and
+    as a name stem."""
+    image = str(row.get("image") or "")
+    return {image, Path(image).stem}
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier table at ``path`` (none if there is no file); a file that is not a
+    table with an ``image`` column is renamed to ``<stem>.unreadable-<n><suffix>`` and ignored."""
+    if not path.exists():
+        return []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            if reader.fieldnames and "image" in reader.fieldnames:
+                return rows
+    except (OSError, UnicodeDecodeError, csv.Error):
+        pass
+    n = 1
+    while (kept := path.with_name(f"{path.stem}.unreadable-{n}{path.suffix}")).exists():
+        n += 1
+    path.rename(kept)
+    return []

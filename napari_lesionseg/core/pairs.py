@@ -15,6 +15,7 @@ from .lesion_types import HE, OUTPUT_TYPES, TYPE_VALUE
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MASK_TAGS = ("HE", "mask", "label", "gt", "seg")  # <stem>_<tag> names a photo's mask
 OTHER_TAGS = tuple(t for t in OUTPUT_TYPES if t != HE)  # <stem>_MA ...: a photo's mask of another type
+OUTPUT_TAGS = ("prob", "fuzzy", "overlay")  # <stem>_prob ...: predict's and export's maps of a photo
 
 
 @dataclass(frozen=True)
@@ -94,21 +95,28 @@ def type_view(label: NDArray[np.uint8], name: str, reviewed: tuple[str, ...] | l
 
 def without_masks(files: list[Path]) -> list[Path]:
     """Photos among ``files`` (one folder's): a file named ``<stem>_<tag>`` beside a photo
-    ``<stem>`` (``_HE``, ``_mask``, ``_MA``, ``_OD`` ...) is that photo's mask, not a photo."""
+    ``<stem>`` (``_HE``, ``_mask``, ``_MA``, ``_OD`` ...) is that photo's mask, not a photo; nor
+    is what ``lesionseg predict`` wrote for it (``_prob``, ``_fuzzy``, ``_overlay``,
+    ``_<T>_prob``, ``_<T>_mask``), so predicting a folder again into itself predicts its photos
+    only."""
     stems = {f.stem for f in files}
 
     def is_mask(f: Path) -> bool:
         base, _, tag = f.stem.rpartition("_")
-        return tag in MASK_TAGS + OTHER_TAGS and base in stems
+        if tag in MASK_TAGS + OTHER_TAGS + OUTPUT_TAGS and base in stems:
+            return True
+        photo, _, kind = base.rpartition("_")
+        return tag in ("prob", "mask") and kind in OTHER_TAGS and photo in stems
 
     return [f for f in files if not is_mask(f)]
 
 
-def _mask_index(mask_dir: Path) -> dict[str, Path]:
-    out: dict[str, Path] = {}
+def _mask_index(mask_dir: Path) -> dict[str, list[Path]]:
+    """The folder's mask files by name stem (more than one when only the suffix differs)."""
+    out: dict[str, list[Path]] = {}
     for f in sorted(mask_dir.iterdir()):
         if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in MASK_SUFFIXES + (".jpg", ".jpeg"):
-            out[f.stem] = f
+            out.setdefault(f.stem, []).append(f)
     return out
 
 
@@ -133,7 +141,7 @@ def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = Fal
         mask_names = {f"{img.stem}_{s}" for img in photos for s in MASK_TAGS}
         photos = [img for img in photos if img.stem not in mask_names]
         idx = {stem: f for stem, f in idx.items() if stem in mask_names}
-    pairs, missing = [], []
+    pairs, missing, twice = [], [], []
     used: set[str] = set()
     for img in photos:
         cands = [img.stem] + [f"{img.stem}_{s}" for s in MASK_TAGS]
@@ -142,9 +150,11 @@ def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = Fal
             missing.append(img.name)
             continue
         used.add(hit)
-        pairs.append(Pair(img.stem, img, idx[hit]))
+        if len(idx[hit]) > 1:  # IDRiD_04_HE.png and IDRiD_04_HE.tif: which one is meant is not ours to guess
+            twice.append(" and ".join(f.name for f in idx[hit]))
+        pairs.append(Pair(img.stem, img, idx[hit][0]))
     orphans = sorted(set(idx) - used)
-    problems = []
+    problems = [f"one photo, two masks: {', '.join(twice[:5])}" + (" ..." if len(twice) > 5 else "") + "; keep one"] if twice else []
     if missing and not allow_unmatched_images:
         problems.append(f"images without a mask: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
     if orphans:
