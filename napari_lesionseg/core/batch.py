@@ -108,8 +108,9 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
 
     ``summary.csv`` and ``lesions.csv`` are written however the run ends (Ctrl-C, a cancelled
     generator, an error): the finished photos' rows are never lost, the rest are marked
-    ``not run``; an earlier run's rows of other photos in ``out_dir`` stay (``write_folder_csv``). A file that cannot be written (disk full) stops the run with an error that
-    says which photos' outputs are complete."""
+    ``not run``; an earlier run's rows of other photos in ``out_dir`` stay
+    (``write_folder_csv``). A file that cannot be written (disk full) stops the run with an
+    error that says which photos' outputs are complete."""
     writable_folder(out_dir)
     outputs = model.config.network.outputs
     result = BatchResult()

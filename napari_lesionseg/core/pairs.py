@@ -154,7 +154,9 @@ def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = Fal
             twice.append(" and ".join(f.name for f in idx[hit]))
         pairs.append(Pair(img.stem, img, idx[hit][0]))
     orphans = sorted(set(idx) - used)
-    problems = [f"one photo, two masks: {', '.join(twice[:5])}" + (" ..." if len(twice) > 5 else "") + "; keep one"] if twice else []
+    problems = []
+    if twice:
+        problems.append(f"one photo, two masks: {', '.join(twice[:5])}{' ...' if len(twice) > 5 else ''}; keep one")
     if missing and not allow_unmatched_images:
         problems.append(f"images without a mask: {', '.join(missing[:10])}" + (" ..." if len(missing) > 10 else ""))
     if orphans:
