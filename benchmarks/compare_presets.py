@@ -109,6 +109,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default_dice3": ("default", ["loss.dice_weight=3"]),
     # BCE without the weight on lesion pixels (pos_weight 1 instead of 3), Dice as shipped
     "default_pw1": ("default", ["loss.pos_weight=1"]),
+    # issue 13's learning rate (never varied): Adam's peak rate twice the shipped 1e-3, the same cosine decay;
+    # every doubling of the steps has helped, so a network that learns faster per step might gain
+    "default_lr2e-3": ("default", ["optim.lr=2e-3"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
