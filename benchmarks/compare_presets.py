@@ -112,6 +112,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # issue 13's learning rate (never varied): Adam's peak rate twice the shipped 1e-3, the same cosine decay;
     # every doubling of the steps has helped, so a network that learns faster per step might gain
     "default_lr2e-3": ("default", ["optim.lr=2e-3"]),
+    # and half the shipped rate
+    "default_lr5e-4": ("default", ["optim.lr=5e-4"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
