@@ -205,11 +205,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         for t, ts in s["types"].items():
             print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
     if args.out is not None:
-        cfg = model.config
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
                                             "images": str(args.images), "masks": str(args.masks),
-                                            "tta": args.tta or cfg.inference.tta, "precision": args.precision,
-                                            "grids": list(cfg.grids),
+                                            **{k: s[k] for k in ("tta", "grids", "precision") if k in s},
                                             **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
                                             **{k: s[k] for k in ("lesion_precision", "lesion_recall", "gt_lesions",
                                                                  "pred_lesions")},

@@ -125,6 +125,7 @@ def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, ti
     assert 0 <= rep["summary"]["aupr"] <= 1
     own = json.loads((tiny_model_dir / "config.json").read_text())
     assert (rep["tta"], rep["grids"]) == (own["inference"]["tta"], [own["preprocess"]["fov_diameter"]])  # how it ran
+    assert rep["precision"] in {"fp32", "bf16"}  # the arithmetic used, not the option ("auto")
     assert 0 <= rep["fuzzy_area_fraction"] <= 1 and "fuzzy_error_capture" in r.stdout
     assert 0 <= rep["lesion_recall"] <= 1 and rep["gt_lesions"] > 0 and "lesion_recall" in r.stdout
     # the fuzzy map beside the entropy of the same probability: wrong pixels in the top k %, queue reach

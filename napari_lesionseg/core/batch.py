@@ -203,6 +203,8 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     fz = {"errors": 0, "errors_in_fuzzy": 0, "fuzzy_px": 0, "fov_px": 0}
     tally = ReviewTally()
     found = LesionCounts()
+    ran: dict[str, Any] = {}  # how the model ran (Prediction.tta, grids, precision), as predict's summary.csv says
+    precisions: set[str] = set()  # one, unless an out-of-memory fallback finished a photo on the CPU
     for i, pair in enumerate(pairs):
         try:
             rgb, _ = read_image(pair.image)
@@ -216,6 +218,8 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
             if not keep_going:
                 raise
             continue
+        ran = {"tta": pred.tta, "grids": list(pred.grids)}  # the same for every photo
+        precisions.add(pred.precision)
         valid = gt != 255
         # score on the probability as written to disk (8-bit) so figures match the files
         p8 = np.rint(pred.probability * 255.0) / 255.0
@@ -242,6 +246,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     result.summary["fuzzy_area_fraction"] = fz["fuzzy_px"] / fz["fov_px"] if fz["fov_px"] else float("nan")
     result.summary.update(tally.summary())
     result.summary.update(found.summary())
+    result.summary.update(ran, **({"precision": "+".join(sorted(precisions))} if precisions else {}))
     result.summary["types"] = {t: {k: v for k, v in d.summary().items() if not k.startswith("hd95")}
                                for t, d in per_type.items() if d.per_image}
     result.scores = {HE: ds, **{t: d for t, d in per_type.items() if d.per_image}}

@@ -239,14 +239,14 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     fov = fov or detect_fov(rgb)
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
     extra = [prepare(rgb, g, pre.green_contrast_sigma, fov)[0] for g in cfg.extra_grids]
-    doubts = [d for d in (fundus_doubts(rgb, fov), size_doubt(fov, pre.fov_diameter)) if d]
+    # doubts about the photo; out-of-memory retries below add theirs
+    notes = [d for d in (fundus_doubts(rgb, fov), size_doubt(fov, pre.fov_diameter)) if d]
     timings["preprocess"] = time.perf_counter() - t0
     h, w = geom.work_shape
     ts = cfg.tile_size
     t1 = time.perf_counter()
     xt = torch.from_numpy(x)
     stride = model.config.network.stride
-    notes: list[str] = doubts
     while True:
         net = _place(model.net, dev) if speedups else model.net.to(dev).eval()
         dtype = autocast_dtype(precision if speedups else "fp32", dev)
