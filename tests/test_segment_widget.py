@@ -331,3 +331,21 @@ def test_a_result_is_shown_one_layer_per_turn_of_the_event_loop(qtbot, segment) 
     assert all(n in viewer.layers for n in names)
     assert viewer.layers.selection.active is viewer.layers["IDRiD_16 lesions"]
     assert "lesion(s)" in widget.status.text()
+
+
+def test_a_photos_warning_stays_in_the_status_line(make_napari_viewer, qtbot, tiny_model_dir: Path) -> None:
+    """A thumbnail's "too small" note was once only a notification that passed; it stays in the
+    dock's status line, also after a re-threshold."""
+    from PIL import Image
+
+    from napari_lesionseg.core.bundled import sample_paths
+
+    viewer = make_napari_viewer()
+    im = Image.open(sample_paths("idrid_16")[0])
+    viewer.add_image(np.asarray(im.resize((im.width // 16, im.height // 16))), name="thumb", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    widget.set_model_folder(tiny_model_dir)
+    _run(qtbot, widget)
+    assert "lesion(s)" in widget.status.text() and "px across" in widget.status.text()
+    widget.threshold.value = 0.9
+    assert "at threshold 0.900" in widget.status.text() and "px across" in widget.status.text()

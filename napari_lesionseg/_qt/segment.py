@@ -439,8 +439,12 @@ class SegmentWidget(DockWidget):
         others = ", ".join(f"{label_runs(lab == TYPE_VALUE[t])[1]} {t}" for t in self._types if t != HE)
         self.status.setText(f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}"
                             f"{'; also ' + others if others else ''}; fuzzy > 0.5 on {fuzzy:.1f}% of the image")
-        if photo.prediction.anatomy.note and len(self._types) > 1:
-            self.status.setText(self.status.text() + f"; {photo.prediction.anatomy.note}")
+        # what the prediction warned of (not a fundus photo, too small, an out-of-memory retry; the
+        # disc's side for a model with one) stays in the line, not only in a passing notification
+        pred = photo.prediction
+        notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and len(self._types) > 1 else [])
+        if notes:
+            self.status.setText(self.status.text() + "; " + "; ".join(notes))
 
     def _store_prediction(self, name: str) -> None:
         """With a project set, keep the prediction there (orders the review by uncertainty),
