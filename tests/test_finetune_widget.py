@@ -61,7 +61,7 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     assert widget.ax.lines and len(widget.ax.lines[0].get_xdata()) >= 3  # the live plot
     # two corrections, none held out: the Dice axis says its points are in-sample, and both
     # axis labels are drawn inside the canvas, not cut off below or to the right of it
-    assert widget.figure.axes[-1].get_ylabel() == "Dice, training photos (in-sample)"
+    assert widget.figure.axes[-1].get_ylabel() == "quick Dice, training photos (in-sample)"
     widget.canvas.draw()
     renderer = widget.canvas.get_renderer()
     assert widget.ax.xaxis.label.get_window_extent(renderer).y0 >= 0
@@ -200,7 +200,9 @@ def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) ->
     assert widget.new_version is None
     from napari_lesionseg._qt.finetune import dice_axis_label
 
-    assert dice_axis_label({"train": ["a", "b", "c"], "val": ["d"]}) == "Dice, 1 held-out photo(s)"  # the live plot's axis
+    # the live plot's axis: which photos, and that it is the loop's quick check, not the final scores
+    assert dice_axis_label({"train": ["a", "b", "c"], "val": ["d"]}) == "quick Dice, 1 held-out photo(s)"
+    assert "full-size" in widget.canvas.toolTip()
     # the next fine-tune that does improve can be promoted again
     version = _finish_with(widget, project, {"train": ["a", "b", "c"], "val": ["d"]}, old=0.50, new=0.60)
     assert widget.promote_button.enabled

@@ -80,6 +80,7 @@ def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer)
     """A long list (here 26 regions) is daunting; with the model's rates the dock says how many of
     them are likely mistakes and how many of those the first 20 rows hold; without rates (scores
     that are no chances) or with a short list it says nothing of the kind."""
+    from napari_lesionseg._qt.review import COLUMNS
     from napari_lesionseg.core.inference import Prediction
     from napari_lesionseg.core.model_config import ReviewConfig
     from napari_lesionseg.core.review_metrics import QUEUE_FIRST
@@ -104,9 +105,13 @@ def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer)
     assert first is not None and total is not None and first < total
     assert (f"about {total:.0f} of the regions are likely mistakes, {first:.0f} of them in the first "
             f"{QUEUE_FIRST} rows") in w.info.text()
+    score_header = w.table.horizontalHeaderItem(COLUMNS.index("score"))
+    assert score_header.text() == "chance wrong" and "false alarm" in score_header.toolTip()
     viewer.layers["photo probability"].metadata.pop("review", None)  # a layer without the model's rates
     w.refresh()
     assert "25 possible missed lesion(s)" in w.info.text() and "likely mistakes" not in w.info.text()
+    # the column then holds fuzziness, and says so: not a chance
+    assert w.table.horizontalHeaderItem(COLUMNS.index("score")).text() == "fuzziness"
 
 
 @pytest.mark.gui

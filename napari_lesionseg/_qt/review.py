@@ -31,6 +31,14 @@ if TYPE_CHECKING:
     import napari
 
 COLUMNS = ["kind", "area px", "mean p", "score", "status"]
+SCORE_COLUMN = COLUMNS.index("score")
+# what the score column holds: the model's estimated chance that the region is a mistake, or
+# (without the model's rates) the region's mean fuzzy value
+SCORE_HEADERS = {
+    True: ("chance wrong", "estimated chance that this region is a mistake: a false alarm for a lesion, a "
+                           "missed lesion for a possible miss (the model's rates, counted on its training photos)"),
+    False: ("fuzziness", "the region's mean fuzzy value (no rates for this layer: not a chance)"),
+}
 KIND_TEXT = {"lesion": "lesion", "fuzzy": "possible miss"}
 KEYS = {"Alt-Right": "next", "Alt-Left": "previous", "Alt-F": "toggle_fuzzy"}
 VIEW_PX = 500.0  # a region is shown about this many screen pixels across (with its margin)
@@ -169,6 +177,10 @@ class ReviewWidget(DockWidget):
         self._undo = []
         self.current = -1
         self.table.setRowCount(len(self.review.regions))
+        header, tip = SCORE_HEADERS[self.review.rated]
+        item = QTableWidgetItem(header)
+        item.setToolTip(tip)
+        self.table.setHorizontalHeaderItem(SCORE_COLUMN, item)
         for row, r in enumerate(self.review.regions):
             for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}", ""]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
