@@ -122,6 +122,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # receptive field for about a quarter more arithmetic per photo; a large diffuse hemorrhage
     # (IDRiD_17 holds 28 % of the lesion pixels) spans more than the five-level network sees
     "default_d6": ("default", ["model.network.widths=[16, 32, 64, 128, 256, 512]"]),
+    # the wider network in the shipped recipe (half the crops through simulated cameras), for the
+    # long budget: does capacity lift the plateau that 8000 steps did not?
+    "default_w24_cameras": ("default", ["data.cameras.share=0.5", "model.network.widths=[24, 48, 96, 192, 384]"]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
