@@ -61,11 +61,13 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     assert widget.ax.lines and len(widget.ax.lines[0].get_xdata()) >= 3  # the live plot
     # two corrections, none held out: the Dice axis says its points are in-sample, and both
     # axis labels are drawn inside the canvas, not cut off below or to the right of it
-    assert widget.figure.axes[-1].get_ylabel() == "quick Dice, training photos (in-sample)"
+    assert widget.figure.axes[-1].get_ylabel() == "quick Dice, in-sample"
     widget.canvas.draw()
     renderer = widget.canvas.get_renderer()
     assert widget.ax.xaxis.label.get_window_extent(renderer).y0 >= 0
-    assert widget.figure.axes[-1].yaxis.label.get_window_extent(renderer).x1 <= widget.figure.bbox.width
+    right = widget.figure.axes[-1].yaxis.label.get_window_extent(renderer)
+    assert right.x1 <= widget.figure.bbox.width
+    assert right.y0 >= 0 and right.y1 <= widget.figure.bbox.height  # not cut off at the top (a long label was)
     assert all(float(t).is_integer() for t in widget.ax.get_xticks())
     assert "eval" in kinds  # validation during training, not only at the end
     assert "old -> new" in widget.scores.text() and widget.promote_button.enabled
@@ -201,7 +203,7 @@ def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) ->
     from napari_lesionseg._qt.finetune import dice_axis_label
 
     # the live plot's axis: which photos, and that it is the loop's quick check, not the final scores
-    assert dice_axis_label({"train": ["a", "b", "c"], "val": ["d"]}) == "quick Dice, 1 held-out photo(s)"
+    assert dice_axis_label({"train": ["a", "b", "c"], "val": ["d"]}) == "quick Dice, 1 held-out"
     assert "full-size" in widget.canvas.toolTip()
     # the next fine-tune that does improve can be promoted again
     version = _finish_with(widget, project, {"train": ["a", "b", "c"], "val": ["d"]}, old=0.50, new=0.60)

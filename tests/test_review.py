@@ -106,7 +106,7 @@ def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer)
     assert (f"about {total:.0f} of the regions are likely mistakes, {first:.0f} of them in the first "
             f"{QUEUE_FIRST} rows") in w.info.text()
     score_header = w.table.horizontalHeaderItem(COLUMNS.index("score"))
-    assert score_header.text() == "chance wrong" and "false alarm" in score_header.toolTip()
+    assert score_header.text() == "p(wrong)" and "false alarm" in score_header.toolTip()
     viewer.layers["photo probability"].metadata.pop("review", None)  # a layer without the model's rates
     w.refresh()
     assert "25 possible missed lesion(s)" in w.info.text() and "likely mistakes" not in w.info.text()

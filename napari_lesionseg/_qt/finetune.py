@@ -396,9 +396,9 @@ def dice_axis_label(plan: dict[str, Any]) -> str:
     """The live plot's Dice axis: a quick check (``LIVE_DICE_TIP``), and whether its points are
     held-out photos or the training ones."""
     val = plan.get("val", [])
-    if scored_in_sample(plan):
-        return "quick Dice, training photos (in-sample)"
-    return f"quick Dice, {len(val)} held-out photo(s)" if val else "quick Dice"
+    if scored_in_sample(plan):  # short: the label runs along the plot's height
+        return "quick Dice, in-sample"
+    return f"quick Dice, {len(val)} held-out" if val else "quick Dice"
 
 
 def scores_worse(done: dict[str, Any]) -> str:

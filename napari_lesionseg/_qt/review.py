@@ -35,7 +35,7 @@ SCORE_COLUMN = COLUMNS.index("score")
 # what the score column holds: the model's estimated chance that the region is a mistake, or
 # (without the model's rates) the region's mean fuzzy value
 SCORE_HEADERS = {
-    True: ("chance wrong", "estimated chance that this region is a mistake: a false alarm for a lesion, a "
+    True: ("p(wrong)", "estimated chance that this region is a mistake: a false alarm for a lesion, a "
                            "missed lesion for a possible miss (the model's rates, counted on its training photos)"),
     False: ("fuzziness", "the region's mean fuzzy value (no rates for this layer: not a chance)"),
 }
