@@ -60,6 +60,7 @@ HOST = [
     'model.network.encoder={"type": "resnet18", "width": 16}', "model.network.aspp.channels=64",
     'model.network.dynamic={"mode": "off"}', 'adversary.type="none"', "data.batch_size=4",
 ]
+WIDE = "model.network.widths=[24, 48, 96, 192, 384]"  # the U-Net 1.5x as wide at every level
 PATCHGAN = ['adversary.type="patchgan"', "adversary.weight=0.5", 'adversary.patchgan={"ndf": 32}']
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default": ("default", []),
@@ -117,14 +118,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # issue 13's capacity lever (never varied): the U-Net 1.5x as wide at every level (2.25x the
     # arithmetic per step and per photo); the model trains about as well on its own photos as it
     # scores on unseen ones (0.89 % against 0.99 % wrong pixels), a sign of too little capacity
-    "default_w24": ("default", ["model.network.widths=[24, 48, 96, 192, 384]"]),
+    "default_w24": ("default", [WIDE]),
     # context instead of width: a sixth level (512 channels at 1/32 of the working grid) doubles the
     # receptive field for about a quarter more arithmetic per photo; a large diffuse hemorrhage
     # (IDRiD_17 holds 28 % of the lesion pixels) spans more than the five-level network sees
     "default_d6": ("default", ["model.network.widths=[16, 32, 64, 128, 256, 512]"]),
     # the wider network in the shipped recipe (half the crops through simulated cameras), for the
     # long budget: does capacity lift the plateau that 8000 steps did not?
-    "default_w24_cameras": ("default", ["data.cameras.share=0.5", "model.network.widths=[24, 48, 96, 192, 384]"]),
+    "default_w24_cameras": ("default", ["data.cameras.share=0.5", WIDE]),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
