@@ -75,15 +75,12 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     assert viewer.layers["photo fuzzy"].visible is not visible
 
 
-@pytest.mark.gui
-def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer) -> None:
-    """A long list (here 26 regions) is daunting; with the model's rates the dock says how many of
-    them are likely mistakes and how many of those the first 20 rows hold; without rates (scores
-    that are no chances) or with a short list it says nothing of the kind."""
-    from napari_lesionseg._qt.review import COLUMNS
+def _faint_blobs_in_review(make_napari_viewer, missed_top: float):
+    """A viewer with one lesion and 25 ever fainter blobs (each a possible miss) segmented by a
+    model whose rates make a blob's chance of being a missed lesion ``2 * missed_top`` times its
+    highest probability; the Review dock beside it."""
     from napari_lesionseg.core.inference import Prediction
     from napari_lesionseg.core.model_config import ReviewConfig
-    from napari_lesionseg.core.review_metrics import QUEUE_FIRST
     from napari_lesionseg.core.segment_layers import prediction_layers
 
     prob = np.zeros((400, 400), np.float32)
@@ -92,19 +89,32 @@ def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer)
     for k in range(25):  # 25 faint blobs, each a possible miss, fainter and fainter
         y, x = 50 + 60 * (k // 6), 40 + 60 * (k % 6)
         prob[y:y + 10, x:x + 10] = 0.4 - 0.01 * k
-    review = ReviewConfig(missed_rate=[[0.0, 0.5], [0.0, 0.5]], false_alarm_rate=[[0.5, 1.0], [0.3, 0.1]])
+    review = ReviewConfig(missed_rate=[[0.0, 0.5], [0.0, missed_top]], false_alarm_rate=[[0.5, 1.0], [0.3, 0.1]])
     viewer = make_napari_viewer()
     pred = Prediction(prob, mask, np.zeros_like(prob), np.zeros_like(mask, np.int32), [], None,  # type: ignore[arg-type]
                       "m1", 0.5, review=review)
     for data, kwargs, kind in prediction_layers("photo", pred):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    return viewer, w
+
+
+@pytest.mark.gui
+def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer) -> None:
+    """A long list (here 26 regions) is daunting; with the model's rates the dock says how many of
+    them are likely mistakes and how many of those the first 20 rows hold; without rates (scores
+    that are no chances) or with a short list it says nothing of the kind."""
+    from napari_lesionseg._qt.review import COLUMNS
+    from napari_lesionseg.core.review_metrics import QUEUE_FIRST
+
+    viewer, w = _faint_blobs_in_review(make_napari_viewer, 0.5)
     rs = w.refresh()
-    assert rs is not None and rs.rated and len(rs.regions) == 26
+    assert rs is not None and rs.rated and len(rs.regions) == 26 and not rs.hidden
     total, first = rs.expected_mistakes(), rs.expected_mistakes(QUEUE_FIRST)
     assert first is not None and total is not None and first < total
-    assert (f"about {total:.0f} of the regions are likely mistakes, {first:.0f} of them in the first "
+    assert (f"about {total:.0f} of the listed regions are likely mistakes, {first:.0f} of them in the first "
             f"{QUEUE_FIRST} rows") in w.info.text()
+    assert "not listed" not in w.info.text()
     score_header = w.table.horizontalHeaderItem(COLUMNS.index("score"))
     assert score_header.text() == "p(wrong)" and "false alarm" in score_header.toolTip()
     viewer.layers["photo probability"].metadata.pop("review", None)  # a layer without the model's rates
@@ -112,6 +122,60 @@ def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer)
     assert "25 possible missed lesion(s)" in w.info.text() and "likely mistakes" not in w.info.text()
     # the column then holds fuzziness, and says so: not a chance
     assert w.table.horizontalHeaderItem(COLUMNS.index("score")).text() == "fuzziness"
+
+
+@pytest.mark.gui
+def test_unlikely_regions_are_counted_not_listed(make_napari_viewer) -> None:
+    """A photo can have 150 faint possible misses, each a few per cent likely to be a lesion:
+    the dock lists the regions at or above its 'list p(wrong) from' setting (0.05) and says how
+    many it leaves out and how many mistakes the rates expect among them; 0 lists them all, and
+    what was done to a region stays with it when the list changes."""
+    from napari_lesionseg.core.review import HIDE_BELOW
+
+    viewer, w = _faint_blobs_in_review(make_napari_viewer, 0.1)  # blob k: chance 0.2 * (0.4 - 0.01 k)
+    rs = w.refresh()
+    assert w.hide_below.value == HIDE_BELOW == 0.05 and not w.hide_row.native.isHidden()
+    chances = [0.2 * (0.4 - 0.01 * k) for k in range(25)]
+    listed = sum(c >= 0.05 for c in chances)
+    assert rs is not None and len(rs.regions) == 1 + listed and len(rs.hidden) == 25 - listed == 9
+    assert w.table.rowCount() == 1 + listed and all(r.score >= 0.05 for r in rs.regions)
+    hidden = sum(c for c in chances if c < 0.05)
+    assert rs.expected_hidden() == pytest.approx(hidden, rel=1e-3)
+    assert "25 possible missed lesion(s)" in w.info.text()
+    assert f"9 less likely than 0.05 not listed (about {hidden:.1f} mistakes among them)" in w.info.text()
+    assert f"about {sum(r.score for r in rs.regions):.1f} of the 17 listed are likely mistakes" in w.info.text()
+    w.next()
+    w.delete()  # the lesion (first: 0.14 against the likeliest blob's 0.08)
+    assert w.table.item(0, 4).text() == "deleted"
+    w.hide_below.value = 0.0
+    assert w.table.rowCount() == 26 and "not listed" not in w.info.text()
+    assert w.table.item(0, 4).text() == "deleted"  # the status went with its region
+    w.hide_below.value = 0.3  # above every chance: nothing listed, and Next does nothing
+    assert w.table.rowCount() == 0 and w.next() is None and "26 less likely than 0.30" in w.info.text()
+    w.hide_below.value = 0.05
+    w.undo()
+    assert w.table.item(0, 4).text() == ""
+    viewer.layers["photo probability"].metadata.pop("review", None)  # no rates: nothing can be set aside
+    w.refresh()
+    assert w.table.rowCount() == 26 and w.hide_row.native.isHidden()
+
+
+def test_a_review_set_cut_by_chance_keeps_its_order() -> None:
+    """``ReviewSet.cut`` sets aside the regions under a chance and brings them back at 0, in the
+    list's order (specks last); a set without rates is never cut."""
+    from napari_lesionseg.core.model_config import ReviewConfig
+
+    mask, prob, fuzzy = _scene()
+    review = ReviewConfig(missed_rate=[[0.0, 1.0], [0.0, 0.4]], false_alarm_rate=[[0.0, 1.0], [0.9, 0.1]])
+    whole = review_regions(mask, prob, fuzzy, threshold=0.5, review=review)
+    assert whole.rated and len(whole.regions) >= 3
+    below = sorted(r.score for r in whole.regions)[1] + 1e-6  # sets aside the two least likely
+    cut = whole.cut(below)
+    assert len(cut.hidden) == 2 and cut.regions == [r for r in whole.regions if r.score >= below]
+    assert cut.expected_hidden() == pytest.approx(sum(r.score for r in cut.hidden))
+    assert cut.cut(0.0).regions == whole.regions and not cut.cut(0.0).hidden
+    unrated = review_regions(mask, prob, fuzzy)
+    assert unrated.cut(0.99).regions == unrated.regions and unrated.expected_hidden() is None
 
 
 @pytest.mark.gui

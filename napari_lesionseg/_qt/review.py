@@ -1,5 +1,5 @@
 """The "Review lesions" dock widget: lesions and possible missed lesions in a table, likeliest
-mistakes first (core/review.py); Next / Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete,
+mistakes first (core/review.py), those less likely than a setting counted, not listed; Next / Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete,
 accept or mark a region unsure (label 255, excluded from training); Alt-F toggles the fuzzy
 overlay."""
 
@@ -10,7 +10,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox
+from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 
 from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
-from ..core.review import Region, ReviewSet, review_regions, review_settings
+from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
 from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
 from ..core.segment_layers import UNSURE, layer_names, project_image_layers
 from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, button, panel, session_for
@@ -56,8 +56,8 @@ class ReviewWidget(DockWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.review: ReviewSet | None = None
-        self.status: dict[int, str] = {}
+        self.review: ReviewSet | None = None  # the regions listed (the rest in ``review.hidden``)
+        self.status: dict[tuple[str, int], str] = {}  # by region (kind, label): kept when the list is cut anew
         self.current = -1
         self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
         self.type_combo = ComboBox(choices=[HE], value=HE, tooltip="review one lesion type at a time",
@@ -72,6 +72,12 @@ class ReviewWidget(DockWidget):
             box.changed.connect(self._on_reviewed)
         self.reviewed_row = panel(*self.reviewed_boxes.values(), label="checked for:", visible=False)
         refresh = button("Refresh", self.refresh, tooltip="list the regions again from the mask as it is now")
+        self.hide_below = FloatSpinBox(
+            value=HIDE_BELOW, min=0.0, max=0.5, step=0.01, label="list p(wrong) from",
+            tooltip="regions less likely than this to be a mistake are counted below the table, not listed "
+                    "(0: list every region); only with the model's rates")
+        self.hide_below.changed.connect(lambda _v: self._fill_table())
+        self.hide_row = panel(self.hide_below, form=True, visible=False)
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -79,7 +85,7 @@ class ReviewWidget(DockWidget):
         self.table.cellClicked.connect(lambda row, _c: self.go(row))
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self._undo: list[tuple[int, str, bool]] = []
+        self._undo: list[tuple[tuple[str, int], str, bool]] = []
         buttons = {text: button(text, slot) for text, slot in [
             ("Previous", self.previous), ("Next", self.next), ("Accept", self.accept), ("Delete", self.delete),
             ("Mark unsure", self.mark_unsure), ("Toggle fuzzy", self.toggle_fuzzy), ("Undo", self.undo)]}
@@ -100,6 +106,7 @@ class ReviewWidget(DockWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(top.native)
         lay.addWidget(checked.native)
+        lay.addWidget(self.hide_row.native)
         lay.addWidget(self.table, 1)
         lay.addWidget(nav.native)
         lay.addWidget(act.native)
@@ -175,23 +182,40 @@ class ReviewWidget(DockWidget):
             self.review = review_regions(lab.data, prob.data, fuzzy.data, threshold=threshold, review=review)
         self.status = {}
         self._undo = []
+        return self._fill_table()
+
+    def _fill_table(self) -> ReviewSet | None:
+        """List the regions at or above the 'list p(wrong) from' setting (every region without
+        the model's rates); statuses stay with their regions."""
+        if self.review is None:
+            return None
+        self.review = self.review.cut(self.hide_below.value)
+        self.hide_row.visible = self.review.rated
         self.current = -1
+        self.table.clearSelection()
         self.table.setRowCount(len(self.review.regions))
         header, tip = SCORE_HEADERS[self.review.rated]
         item = QTableWidgetItem(header)
         item.setToolTip(tip)
         self.table.setHorizontalHeaderItem(SCORE_COLUMN, item)
         for row, r in enumerate(self.review.regions):
-            for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}", ""]):
+            for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}",
+                                        self.status.get(_key(r), "")]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
-        n_les = sum(r.kind == "lesion" for r in self.review.regions)
+        everything = self.review.regions + self.review.hidden
+        n_les = sum(r.kind == "lesion" for r in everything)
         what = "" if self.kind() == HE else f" ({LONG_NAMES[self.kind()]})"
-        text = f"{n_les} lesion(s){what}, {len(self.review.regions) - n_les} possible missed lesion(s)"
+        text = f"{n_les} lesion(s){what}, {len(everything) - n_les} possible missed lesion(s)"
         total = self.review.expected_mistakes()  # None: the scores are no chances
         if total is not None and len(self.review.regions) > FIRST_ROWS:
-            text += (f"; about {total:.0f} of the regions are likely mistakes, "
+            text += (f"; about {total:.0f} of the listed regions are likely mistakes, "
                      f"{self.review.expected_mistakes(FIRST_ROWS):.0f} of them in the first {FIRST_ROWS} rows "
                      "(the model's rates)")
+        elif total is not None and self.review.hidden:
+            text += f"; about {total:.1f} of the {len(self.review.regions)} listed are likely mistakes"
+        if self.review.hidden:
+            text += (f"; {len(self.review.hidden)} less likely than {self.hide_below.value:.2f} not listed "
+                     f"(about {self.review.expected_hidden():.1f} mistakes among them)")
         self.info.setText(text)
         return self.review
 
@@ -256,8 +280,8 @@ class ReviewWidget(DockWidget):
             pix = self.review.lesion_pixels(r, p) if core else self.review.pixels(r)
             # through napari's edit history: Ctrl-Z on the lesions layer (or Undo here) takes it back
             lab.data_setitem(np.nonzero(pix), value)
-        self._undo.append((self.current, self.status.get(self.current, ""), value is not None))
-        self.status[self.current] = status
+        self._undo.append((_key(r), self.status.get(_key(r), ""), value is not None))
+        self.status[_key(r)] = status
         self.table.setItem(self.current, 4, QTableWidgetItem(status))
 
     def undo(self) -> None:
@@ -265,12 +289,14 @@ class ReviewWidget(DockWidget):
         if not self._undo:
             self.info.setText("nothing to undo")
             return
-        row, old_status, painted = self._undo.pop()
+        key, old_status, painted = self._undo.pop()
         layers = self._layers()
         if painted and layers is not None:
             layers[0].undo()
-        self.status[row] = old_status
-        self.table.setItem(row, 4, QTableWidgetItem(old_status))
+        self.status[key] = old_status
+        rows = [i for i, r in enumerate(self.review.regions) if _key(r) == key] if self.review is not None else []
+        for row in rows:  # none when the region is no longer listed
+            self.table.setItem(row, 4, QTableWidgetItem(old_status))
 
     def accept(self) -> None:
         """Keep the region as it is (a possible miss becomes a lesion: its core, see
@@ -355,6 +381,11 @@ class ReviewWidget(DockWidget):
         layers = self._layers()
         if layers is not None:
             layers[2].visible = not layers[2].visible
+
+
+def _key(r: Region) -> tuple[str, int]:
+    """A region's identity in its review set (its row moves when the list is cut anew)."""
+    return r.kind, r.label
 
 
 def camera(viewer: napari.Viewer):

@@ -15,7 +15,7 @@ where the fuzzy map exceeds ``FUZZY_CUTOFF``. Specks come last either way.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,6 +24,9 @@ from .lesions import FUZZY_CUTOFF, component_stats, label_runs
 from .model_config import ReviewConfig
 
 MIN_FIRST_AREA = 20  # px; smaller regions are listed after all larger ones
+#: the Review dock lists regions whose chance of being a mistake is at least this (one in
+#: twenty; a setting of the dock, 0 lists every region); those under it are counted, not listed
+HIDE_BELOW = 0.05
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class ReviewSet:
     lesion_components: NDArray[np.int32]
     fuzzy_components: NDArray[np.int32]
     rated: bool = False  # scores are the model's mistake rates (else fuzziness, no chance)
+    hidden: list[Region] = field(default_factory=list)  # set aside by :meth:`cut`, in list order
 
     def expected_mistakes(self, first: int | None = None) -> float | None:
         """How many of the (``first``) regions are expected to be mistakes: the sum of their
@@ -58,6 +62,20 @@ class ReviewSet:
         if not self.rated:
             return None
         return float(sum(r.score for r in self.regions[:first]))
+
+    def expected_hidden(self) -> float | None:
+        """How many of the regions set aside by :meth:`cut` are expected to be mistakes."""
+        return float(sum(r.score for r in self.hidden)) if self.rated else None
+
+    def cut(self, below: float) -> ReviewSet:
+        """The same set with the regions whose chance of being a mistake is under ``below`` moved
+        from ``regions`` to ``hidden`` (both in list order); ``below = 0`` lists every region
+        again. Without rates (scores that are no chances) nothing is set aside."""
+        everything = sorted(self.regions + self.hidden, key=_order)
+        if not self.rated or below <= 0:
+            return replace(self, regions=everything, hidden=[])
+        return replace(self, regions=[r for r in everything if r.score >= below],
+                       hidden=[r for r in everything if r.score < below])
 
     def pixels(self, region: Region) -> NDArray[np.bool_]:
         comp = self.lesion_components if region.kind == "lesion" else self.fuzzy_components
@@ -109,9 +127,14 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
     rated = threshold is not None and review.missed_rate is not None and review.false_alarm_rate is not None
     regions = (_regions("lesion", les_comp, n_les, prob, fuzzy, 1, review.false_alarm_rate if rated else None)
                + _regions("fuzzy", fz_comp, n_fz, prob, fuzzy, min_fuzzy_area, review.missed_rate if rated else None))
-    # specks (a few pixels) go last: the list must not open on a 4-px dot
-    regions.sort(key=lambda r: (r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px))
+    regions.sort(key=_order)
     return ReviewSet(regions, les_comp, fz_comp, rated)
+
+
+def _order(r: Region) -> tuple[bool, float, int]:
+    """The list's order: likeliest mistakes first, larger first among equals; specks (a few
+    pixels) last whatever their score: the list must not open on a 4-px dot."""
+    return (r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px)
 
 
 def candidate_misses(prob: NDArray, lesion: NDArray[np.bool_], floor: float) -> NDArray[np.bool_]:
