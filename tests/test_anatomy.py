@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lesionseg.core.anatomy import Anatomy, locate
+from napari_lesionseg.core.anatomy import CENTRED_DISC_FOUND, CENTRED_DISC_GUESS, Anatomy, locate, locate_region
 from napari_lesionseg.core.bundled import sample_paths
 from napari_lesionseg.core.image_io import read_image, read_mask
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
@@ -33,9 +33,28 @@ def test_disc_and_fovea_on_a_real_photo() -> None:
     assert a.disc_diameter == pytest.approx(2 * np.sqrt(len(ys) / np.pi), rel=0.05)
     assert a.fovea_method == "found in the photo"  # the dark macula, 2.7 DD right of the disc (seen by eye)
     assert 1.8 <= a.od_distance_dd(*a.fovea) <= 3.2 and a.fovea[1] > a.disc_centre[1]
-    assert "guess" in a.note  # this photo's disc lies near its centre, so the side is not certain
+    assert a.note == CENTRED_DISC_FOUND  # this photo's disc lies near its centre: its side says nothing
     assert a.zone(*a.fovea) == "macula" and a.zone(*a.disc_centre) == "posterior pole"
     assert a.zone(a.fovea[0], a.fovea[1] - 3.5 * a.disc_diameter) == "periphery"
+
+
+def test_a_disc_at_the_centre_finds_the_macula_on_either_side() -> None:
+    """In a disc-centred photo the disc's side of the photo does not tell temporal from nasal:
+    IDRiD 04's disc (0.05 DD left of the field's centre) moved 0.12 DD to the right of it once
+    sent the search to the left, away from the dark macula, and the fovea, every zone and every
+    distance to it, was placed on the wrong side. Both sides are searched now; with no dark
+    spot on either the side is a guess, and the note says so."""
+    rgb, x, geom, disc, od, _ = _sample("idrid_04")
+    region = np.roll(od > 0.5, 8, axis=1)  # 8 working px: 0.12 DD
+    a = locate_region(region, x[1], disc, geom)
+    fundus_cx = geom.fov.cx
+    assert a.disc_centre[1] > fundus_cx and a.disc_centre[1] - fundus_cx < 0.5 * a.disc_diameter
+    assert a.fovea_method == "found in the photo" and a.note == CENTRED_DISC_FOUND
+    assert a.fovea[1] - a.disc_centre[1] == pytest.approx(2.6 * a.disc_diameter, abs=0.3 * a.disc_diameter)
+    flat = locate_region(region, np.zeros_like(x[1]), disc, geom)
+    assert flat.fovea_method == "estimated from the disc" and flat.note == CENTRED_DISC_GUESS
+    far = locate_region(np.roll(od > 0.5, -30, axis=1), x[1], disc, geom)  # 0.5 DD off centre: its side decides
+    assert far.note == "" and far.fovea[1] > far.disc_centre[1]
 
 
 def test_a_flat_photo_gets_the_fovea_estimated_from_the_disc(sample_16) -> None:

@@ -5,8 +5,10 @@ threshold of a plausible disc's size (:func:`disc_region`; the optic-disc mask s
 only), its centre the region's centroid and its diameter (the unit "disc diameter", DD)
 that of a circle of the same area. The fovea is *found* as the darkest spot of the smoothed
 green channel between 1.8 and 3.2 DD from the disc centre, on the temporal side (away from
-the disc's side of the photo), within 1 DD of the disc's height, when that spot is clearly
-darker than its surroundings and not on the search region's edge; otherwise it is
+the disc's side of the photo; for a disc within 0.5 DD of the photo's centre, as in a
+disc-centred photo, whichever side holds the clearer such spot), within 1 DD of the disc's
+height, when that spot is clearly darker than its surroundings and not on the search region's
+edge; otherwise it is
 *estimated* 2.5 DD temporal to the disc centre and 0.3 DD below it (the disc-fovea axis falls
 about 7 degrees; on 499 unlabelled IDRiD photos the found foveas lay a median 0.31 DD below the
 disc centre: ``benchmarks/anatomy_many.py``). Zones, by distance to
@@ -37,6 +39,8 @@ SEARCH_HEIGHT_DD = 1.0
 MIN_CONTRAST = 0.25  # the found spot must be this many (robust) SDs darker than its search region
 DISC_DIAMETER_RANGE = (0.06, 0.35)  # plausible disc diameter as a fraction of the fundus disc's
 JOIN_FRACTION = 0.015  # fragments of one disc closer than this share of the fundus diameter are joined
+CENTRED_DISC_FOUND = "the disc lies near the photo's centre: the macula's side is the one with the clearer dark spot"
+CENTRED_DISC_GUESS = "the disc lies near the photo's centre and no macula was found: the temporal side is a guess"
 
 
 @dataclass(frozen=True)
@@ -172,34 +176,50 @@ def locate_region(region: NDArray[np.bool_] | None, green: NDArray[np.float32], 
 
 def _fovea(green: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: float, dd: float,
            geom: Geometry) -> tuple[float, float, str, str]:
-    """``(y, x)`` of the fovea on the working grid, how it was placed, and a note."""
-    h, w = green.shape
+    """``(y, x)`` of the fovea on the working grid, how it was placed, and a note. The fovea is
+    temporal to the disc: away from the disc's side of the photo. A disc within 0.5 DD of the
+    photo's centre (a disc-centred photo) does not say which side that is: then both sides are
+    searched and the clearer dark spot wins; only if neither has one is the side a guess."""
     fundus_cx = (geom.fov.cx - geom.box[2] + 0.5) * geom.scale[1] - 0.5
-    side = 1.0 if fundus_cx >= cx else -1.0  # temporal: away from the disc's side of the photo
-    note = ""
-    if abs(fundus_cx - cx) < 0.5 * dd:
-        note = "the disc lies near the photo's centre: the temporal side is a guess"
-    est = (cy + FOVEA_BELOW_DD * dd, cx + side * FOVEA_DD * dd)
+    away = 1.0 if fundus_cx >= cx else -1.0
+    sides = (away, -away) if abs(fundus_cx - cx) < 0.5 * dd else (away,)
+    # a blob detector at the fovea's scale: the green channel smoothed over 0.3 DD minus its
+    # background over 1.5 DD (both normalised by the fundus disc, so the dark surround of the
+    # photo and the vignetting towards the rim do not pull the minimum outwards)
+    smooth = _masked_blur(green, disc, 0.3 * dd) - _masked_blur(green, disc, 1.5 * dd)
+    found = [f for f in (_dark_spot(smooth, disc, cy, cx, dd, side) for side in sides) if f is not None]
+    if found:
+        fy, fx, _ = max(found, key=lambda f: f[2])
+        note = "" if len(sides) == 1 else CENTRED_DISC_FOUND
+        return fy, fx, "found in the photo", note
+    note = "" if len(sides) == 1 else CENTRED_DISC_GUESS
+    return cy + FOVEA_BELOW_DD * dd, cx + away * FOVEA_DD * dd, "estimated from the disc", note
+
+
+def _dark_spot(smooth: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: float, dd: float,
+               side: float) -> tuple[float, float, float] | None:
+    """The fovea's candidate on one ``side`` of the disc (+1: right): ``(y, x, contrast)`` of the
+    darkest spot of ``smooth`` (the blob detector's response) between 1.8 and 3.2 DD from the disc centre, within 1 DD of its height, when
+    it is clearly darker (``contrast``: robust SDs below the region's median) and not on the
+    region's edge; None otherwise."""
+    h, w = smooth.shape
     yy, xx = np.mgrid[0:h, 0:w]
     dist = np.hypot(yy - cy, xx - cx)
     region = ((dist >= SEARCH_DD[0] * dd) & (dist <= SEARCH_DD[1] * dd) & (np.abs(yy - cy) <= SEARCH_HEIGHT_DD * dd)
               & ((xx - cx) * side > 0) & ndimage.binary_erosion(disc, iterations=max(1, int(0.2 * dd))))
     if region.sum() < 20:
-        return est[0], est[1], "estimated from the disc", note
-    # a blob detector at the fovea's scale: the green channel smoothed over 0.3 DD minus its
-    # background over 1.5 DD (both normalised by the fundus disc, so the dark surround of the
-    # photo and the vignetting towards the rim do not pull the minimum outwards)
-    smooth = _masked_blur(green, disc, 0.3 * dd) - _masked_blur(green, disc, 1.5 * dd)
+        return None
     vals = smooth[region]
     i = int(np.argmin(vals))
     ys, xs = np.nonzero(region)
     fy, fx = float(ys[i]), float(xs[i])
     med = float(np.median(vals))
     spread = float(np.median(np.abs(vals - med))) * 1.4826 + 1e-6
+    contrast = (med - vals[i]) / spread
     inner = ndimage.binary_erosion(region, iterations=max(1, int(0.1 * dd)))
-    if (med - vals[i]) / spread >= MIN_CONTRAST * 4 and inner[int(fy), int(fx)]:
-        return fy, fx, "found in the photo", note
-    return est[0], est[1], "estimated from the disc", note
+    if contrast >= MIN_CONTRAST * 4 and inner[int(fy), int(fx)]:
+        return fy, fx, float(contrast)
+    return None
 
 
 def _masked_blur(img: NDArray[np.float32], mask: NDArray[np.bool_], sigma: float) -> NDArray[np.float32]:
