@@ -6,7 +6,8 @@ Variants: the recipe shipped until 2026-12-02 (``default``: no simulated cameras
 one since (``default_cameras``), the former with DALE (``default_dale``; doubting annotated
 lesion pixels too: ``default_dale_doubt``), in fp32
 (``default_fp32``), with weight averaging (``default_ema``), self-trained on pseudo-labelled
-unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with larger crops
+unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with a mean teacher on them
+(``default_meanteacher``: ``--unlabeled``), with larger crops
 (``default_crop384``), with a fuzzy head trained with it and shown as the fuzzy map
 (``default_errhead``), with four more outputs
 (``multi_he_crops``, ``default_multi``; through simulated cameras: ``multi_cameras``); and, on
@@ -60,6 +61,7 @@ HOST = [
     'model.network.encoder={"type": "resnet18", "width": 16}', "model.network.aspp.channels=64",
     'model.network.dynamic={"mode": "off"}', 'adversary.type="none"', "data.batch_size=4",
 ]
+UNLABELLED_WEIGHT = "loss.consistency_weight"  # a variant that sets it trains on --unlabeled too
 WIDE = "model.network.widths=[24, 48, 96, 192, 384]"  # the U-Net 1.5x as wide at every level
 PATCHGAN = ['adversary.type="patchgan"', "adversary.weight=0.5", 'adversary.patchgan={"ndf": 32}']
 VARIANTS: dict[str, tuple[str, list[str]]] = {
@@ -87,6 +89,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # self-training: a third of the crops from the unlabelled photos, pseudo-labelled by the fold's
     # own model of the same recipe (--pseudo-teacher), copies of annotated photos left out
     "default_pseudo": ("default", ["data.pseudo_share=0.3"]),
+    # the same photos another way: a mean teacher (the weights' moving average) predicts crops of the
+    # unlabelled photos, and the network, seeing them turned and jittered again, is pulled towards it
+    # (loss.consistency_weight; lesionseg_training.consistency); copies of annotated photos left out
+    "default_meanteacher": ("default", [f"{UNLABELLED_WEIGHT}=1.0"]),
     # issue 12's fuzzy head trained with the network from the start, shown as the fuzzy map
     "default_errhead": ("default", ["model.network.error_head=true", 'model.inference.fuzzy.map="head"']),
     # issue 15 / 13: half the crops from each training photo seen through two simulated cameras
@@ -206,6 +212,8 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     base, overrides = VARIANTS[variant]
     if any(o.startswith("data.pseudo_share") for o in overrides):
         overrides = [*overrides, f'data.pseudo_labels="{fold_pseudo_labels(fold, args, clean)}"']
+    if any(o.startswith(UNLABELLED_WEIGHT) for o in overrides):  # copies of any annotated photo left out
+        overrides = [*overrides, f'data.unlabelled="{args.unlabeled}"', f'data.unlabelled_not_like="{clean / "images"}"']
     budget = [f"run.steps={args.steps}"] if args.steps else [f"run.minutes={args.minutes}", "run.steps=100000"]
     cfg = load_config(base, [f'data.images="{images}"', *budget,
                              f"run.eval_every={args.eval_every}", f'model.name="cmp-{variant}"',
@@ -342,10 +350,11 @@ def score_ensemble(variant: str, fold: int, args: argparse.Namespace, images: Pa
 
 def photo_recipe(variant: str) -> tuple[str, list[str]]:
     """The variant's base config and the overrides that decide its photos and their preparation:
-    without a pseudo-label share, which is the run's (it needs the fold's pseudo-label folder,
-    named only when the run starts). An ensemble's are its first member's."""
+    without a pseudo-label share or a consistency weight, which are the run's (they need the
+    fold's pseudo-label folder or the unlabelled photos, named only when the run starts). An
+    ensemble's are its first member's."""
     base, overrides = VARIANTS[ENSEMBLES[variant][0] if variant in ENSEMBLES else variant]
-    return base, [o for o in overrides if not o.startswith("data.pseudo_share")]
+    return base, [o for o in overrides if not o.startswith(("data.pseudo_share", UNLABELLED_WEIGHT))]
 
 
 def _fold_pairs(images: Path, fold: int) -> list:
@@ -549,7 +558,7 @@ def main() -> None:
                     help="pseudo-label variants: the model labelling the unlabelled photos for fold {fold}, e.g. "
                          "/tmp/cv/runs/default-f{fold}-s2000/oof (a fold model: it never trained on the fold)")
     ap.add_argument("--unlabeled", default=str(DATA.parent.parent / "idrid_unlabeled" / "images"),
-                    help="folder of unlabelled photos for pseudo-label variants")
+                    help="folder of unlabelled photos for pseudo-label and mean-teacher variants")
     ap.add_argument("--report", nargs="+", metavar="RESULTS",
                     help="train nothing: print the tables of the runs in these results files (merged into "
                          "--results when that is given too)")

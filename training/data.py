@@ -176,14 +176,17 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
     y = mask_to_work(mask, geom)
     labs = pair.read_types(others, rgb.shape[:2]) if others else {}
     aux = np.stack([_type_label(labs[t], geom) for t in others]) if others else None
-    out = Prepared(pair.id, x, y, disc, aux)
-    if cache_dir is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")  # processes preparing the same photo do not collide
-        extra = {"aux": aux} if aux is not None else {}
-        np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc, **extra)
-        tmp.replace(cf)
-    return out
+    if cache_dir is None:
+        return Prepared(pair.id, x, y, disc, aux)
+    x16 = x.astype(np.float16)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")  # processes preparing the same photo do not collide
+    extra = {"aux": aux} if aux is not None else {}
+    np.savez(tmp, x=x16, y=y, fov=disc, **extra)
+    tmp.replace(cf)
+    # what the cache gives back: the run that filled the cache trains on the same numbers as
+    # every later run (and a resumed sitting) that reads it
+    return Prepared(pair.id, x16.astype(np.float32), y, disc, aux)
 
 
 def photo_cameras(photo_id: str, cfg: CameraAugConfig) -> list[Camera]:

@@ -102,6 +102,12 @@ class DataConfig:
     #: drawn for ``pseudo_share`` of the crops besides the annotated photos
     pseudo_labels: str | None = None
     pseudo_share: float = 0.0
+    #: mean-teacher consistency (``loss.consistency_weight``): a folder of photos nobody annotated,
+    #: those that are the same photograph as one in ``unlabelled_not_like`` left out (a fold's own
+    #: photos must not come back unlabelled); ``unlabelled_limit`` > 0: the first N only
+    unlabelled: str | None = None
+    unlabelled_not_like: str | None = None
+    unlabelled_limit: int = 0
 
     def __post_init__(self) -> None:
         require(16 <= self.crop_size <= 4096, "data.crop_size", "out of range 16..4096")
@@ -144,6 +150,21 @@ class LossConfig:
     #: hemorrhage mask, the network's own probability at ``error_head_threshold``, is wrong here"
     error_head_weight: float = 0.2
     error_head_threshold: float = 0.5
+    #: mean-teacher consistency on ``data.unlabelled`` (training/consistency.py): the weight of the
+    #: squared difference between the student's probabilities (its crops flipped, rotated and
+    #: jittered again) and the teacher's (0: off), reached after ``consistency_rampup`` of the budget;
+    #: ``consistency_batch`` unlabelled crops a step; the teacher averages the student's weights
+    #: with ``consistency_decay`` per step
+    consistency_weight: float = 0.0
+    consistency_rampup: float = 0.4
+    consistency_batch: int = 4
+    consistency_decay: float = 0.99
+
+    def __post_init__(self) -> None:
+        require(self.consistency_weight >= 0, "loss.consistency_weight", "must be >= 0 (0: off)")
+        require(0 < self.consistency_rampup <= 1, "loss.consistency_rampup", "must lie in (0, 1]")
+        require(1 <= self.consistency_batch <= 256, "loss.consistency_batch", "out of range 1..256")
+        require(0 < self.consistency_decay < 1, "loss.consistency_decay", "must lie in (0, 1)")
 
 
 @dataclass
@@ -316,6 +337,13 @@ class TrainConfig:
                     "an ensemble trains with the standard paradigm only (DALE aligns one network's features)")
         require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0 or self.adversary.type != "none",
                 "loss", "nothing to learn from: no supervised term and no adversary")
+        require((self.loss.consistency_weight > 0) == (self.data.unlabelled is not None), "loss.consistency_weight",
+                "set loss.consistency_weight > 0 and data.unlabelled (a folder of unannotated photos) together")
+        if self.loss.consistency_weight > 0:
+            require(self.paradigm.type == "standard" and self.adversary.type == "none" and not net.sgdc.enabled
+                    and not net.error_head, "loss.consistency_weight",
+                    "mean-teacher consistency trains with the standard paradigm only (no DALE, adversary, SGDC "
+                    "edge loss or fuzzy head: the unlabelled crops share the labelled crops' forward pass)")
 
 
 def _parse_value(text: str) -> Any:

@@ -28,6 +28,7 @@ from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_thre
 from .adapt import freeze_batchnorm, trainable
 from .adversary import Adversary, edge_loss
 from .calibrate import calibrate
+from .consistency import Consistency, prepare_unlabelled, prepared_summary
 from .dale import Dale
 from .data import (
     PatchSampler,
@@ -81,18 +82,28 @@ def make_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.
 def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y: np.ndarray,
                    cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
                    fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0,
-                   where: np.ndarray | None = None) -> dict[str, float]:
+                   where: np.ndarray | None = None, consistency: Consistency | None = None,
+                   progress: float = 0.0) -> dict[str, float]:
     """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
     the generator on supervised + SGDC edge + adversarial terms, then the dynamic adaptation
     (gates, or the literal step on the decoder) from the same forward pass. ``net`` may be
-    wrapped in DDP; gradients DDP does not see are averaged over the ranks here."""
+    wrapped in DDP; gradients DDP does not see are averaged over the ranks here. With
+    ``consistency``, the student's unlabelled crops ride in the same forward pass (one batch,
+    as DDP wants one forward per backward) and the teacher follows after the step."""
     raw = getattr(net, "module", net)
     dev = next(net.parameters()).device
     xt = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
     yt = torch.from_numpy(y).to(dev, non_blocking=True)
     amp = autocast_dtype("auto" if cfg.run.amp else "fp32", dev, training=True)
-    with autocast(dev, amp):
-        out = net(xt)
+    unlabelled = consistency.inputs(dev) if consistency is not None else None
+    if consistency is not None and unlabelled is not None:
+        target = consistency.targets(unlabelled[0], amp)
+        with autocast(dev, amp):
+            both = net(torch.cat([xt, unlabelled[1]]))
+        out = replace(both, logits=both.logits[:len(xt)])  # the config allows no other head with it
+    else:
+        with autocast(dev, amp):
+            out = net(xt)
     p = torch.sigmoid(out.logits.float())
     logs: dict[str, float] = {}
     if adv is not None:
@@ -106,6 +117,11 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     else:
         total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
     logs.update(sup_logs)
+    if consistency is not None and unlabelled is not None:
+        lc, w = consistency.loss(both.logits[len(xt):], target, unlabelled[2], progress)
+        total = total + lc
+        logs["consistency"] = float(lc.detach()) / w if w > 0 else 0.0
+        logs["consistency_weight"] = w
     netcfg = cfg.model.network
     if out.error_logits is not None:
         he_target = yt[:, 0] if yt.ndim == 4 else yt
@@ -144,6 +160,8 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
         logs["literal_norm"] = literal_adaptation_step(literal, netcfg.dynamic.eta)
     if dale is not None:
         dale.after_step(raw)
+    if consistency is not None:
+        consistency.update(raw)
     return {"loss": float(total.detach()), **logs}
 
 
@@ -194,17 +212,21 @@ def _save(folder: Path, net: nn.Module, cfg: TrainConfig, metrics: dict, lineage
     return save_model_folder(folder, net, model_cfg, metrics, lineage, overwrite=True)
 
 
-def _extras(adv: Adversary | None, dale: Dale | None, sampler: PatchSampler) -> dict:
+def _extras(adv: Adversary | None, dale: Dale | None, sampler: PatchSampler,
+            consistency: Consistency | None = None) -> dict:
     """What a resumed run needs besides the network and its optimiser to continue exactly:
-    the adversary and its optimiser, DALE's histories, omega and stable statistics, and the
-    random streams (crops/augmentation, torch)."""
+    the adversary and its optimiser, DALE's histories, omega and stable statistics, the
+    mean teacher and its crops' streams, and the random streams (crops/augmentation, torch)."""
     return {"adversary": adv.state_dict() if adv is not None else None,
             "dale": dale.state_dict() if dale is not None else None,
+            "consistency": consistency.state_dict() if consistency is not None else None,
             "rng": {"sampler": sampler.rng.bit_generator.state, "torch": torch.get_rng_state()}}
 
 
 def _restore_extras(state: dict, adv: Adversary | None, dale: Dale | None, sampler: PatchSampler,
-                    ctx: DistContext) -> None:
+                    ctx: DistContext, consistency: Consistency | None = None) -> None:
+    if consistency is not None and state.get("consistency") is not None:
+        consistency.load_state_dict(state["consistency"])
     if adv is not None and state.get("adversary") is not None:
         adv.load_state_dict(state["adversary"])
     if dale is not None and state.get("dale") is not None:
@@ -247,6 +269,7 @@ class _Run:
     guard_items: list[Prepared] = field(default_factory=list)
     guard_margin: float = 0.0
     guard_base: dict[str, float] | None = None
+    consistency: Consistency | None = None  # loss.consistency_weight > 0: the mean teacher
 
     @property
     def saved_net(self) -> nn.Module:
@@ -293,7 +316,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         yield from _follow_schedule(r)
         try:
             logs = train_one_step(r.model, r.opt, *r.sampler.batch(), cfg, r.adv, r.dale, r.sampler.last_fuzzy,
-                                  r.sampler.last_idx, r.step, r.sampler.last_where)
+                                  r.sampler.last_idx, r.step, r.sampler.last_where, r.consistency,
+                                  budget_progress(r.step, cfg.run.steps, r.elapsed, cfg.run.minutes))
         except TrainingDiverged as err:
             yield from r.emit({"event": "error", "step": r.step, "message": f"training stopped at step {r.step}: "
                                f"{err}; the last good model is kept"}, every_rank=True)
@@ -381,15 +405,28 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
             if cfg.paradigm.type == "dale" else None)
     if dale is not None:
         dale.attach(net)
+    consistency = None
+    if cfg.loss.consistency_weight > 0:
+        folder = Path(cfg.data.unlabelled)  # required with the weight (train_config)
+        t0 = time.time()
+        unl, left_out = prepare_unlabelled(folder, cfg.model.preprocess,
+                                           Path(cfg.data.cache_dir) if cfg.data.cache_dir else None,
+                                           not_like=Path(cfg.data.unlabelled_not_like) if cfg.data.unlabelled_not_like
+                                           else None, limit=cfg.data.unlabelled_limit)
+        consistency = Consistency(cfg, unl, net, seed=cfg.run.seed * 100003 + start + 7919 * ctx.rank + 17)
+        lineage = {**(lineage or {}), "unlabelled": prepared_summary(folder, unl, left_out)}
+        yield {"event": "unlabelled", "photos": len(unl), "left_out": len(left_out),
+               "seconds": round(time.time() - t0, 1)}
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
              [p.id for p in val_pairs], _lineage(train_pairs, lineage, ctx, cfg), step=start,
              train_pairs=list(train_pairs), ema=_weight_average(net, cfg.optim.ema),
-             held_out=[p.id for p in held_out_pairs(cfg.data)] if cfg.data.final and pairs is None else [])
+             held_out=[p.id for p in held_out_pairs(cfg.data)] if cfg.data.final and pairs is None else [],
+             consistency=consistency)
     if state is not None and r.ema is not None and state.get("ema") is not None:
         r.ema.load_state_dict(state["ema"])
     if state is not None:
         r.best, r.elapsed0 = float(state["best"]), float(state.get("elapsed", 0.0))
-        _restore_extras(state, adv, dale, sampler, ctx)
+        _restore_extras(state, adv, dale, sampler, ctx, consistency)
         yield {"event": "resumed", "step": start}
     return r
 
@@ -473,7 +510,7 @@ def _save_state(r: _Run) -> None:
     adversary, DALE, sampler RNG) to ``state.pt``, atomically: a kill mid-write keeps the old one."""
     torch.save({"model": r.net.state_dict(), "optim": r.opt.state_dict(), "step": r.step, "best": r.best,
                 "elapsed": r.elapsed, "ema": r.ema.state_dict() if r.ema is not None else None,
-                **_extras(r.adv, r.dale, r.sampler)}, r.dir / ".state.tmp")
+                **_extras(r.adv, r.dale, r.sampler, r.consistency)}, r.dir / ".state.tmp")
     (r.dir / ".state.tmp").replace(r.dir / "state.pt")
 
 
