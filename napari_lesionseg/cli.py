@@ -106,7 +106,7 @@ def _drive(gen, bar) -> object:
             bar.write(f"note: {ev['image']}: {ev['message']}", file=sys.stderr)
         elif kind in ("image", "failed"):
             bar.update(1)
-            if kind == "failed":
+            if kind == "failed" and not ev.get("stops"):  # a stopping error is printed once, by run_command
                 bar.write(f"error: {ev['message']}", file=sys.stderr)
 
     return run_to_end(gen, show)

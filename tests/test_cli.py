@@ -109,7 +109,7 @@ def test_bad_file_without_keep_going_is_one_clear_line(tmp_path: Path, tiny_mode
     bad.write_bytes(b"")
     r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tiny_model_dir, "--quiet")
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1] == f"error: {bad}: file is empty (0 bytes)"
+    assert r.stderr.strip().splitlines() == [f"error: {bad}: file is empty (0 bytes)"]  # once, not twice
     r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tmp_path / "no-model", "--quiet")
     assert r.returncode == 2 and "model folder does not exist" in r.stderr and "Traceback" not in r.stderr
 

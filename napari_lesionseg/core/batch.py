@@ -103,7 +103,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
     every output of the model). Events: ``{"event": "tile", ...}`` per tile (``"stage"``
     when a photo's inference is past its tiles), ``"image"`` per finished image, ``"failed"``
-    per bad file. The next image is read in a background thread while the current one
+    per bad file (``"stops"``: without ``keep_going`` the error is raised next). The next image is read in a background thread while the current one
     computes.
 
     ``summary.csv`` and ``lesions.csv`` are written however the run ends (Ctrl-C, a cancelled
@@ -133,7 +133,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                 except LesionsegInputError as err:
                     result.failures.append(Failure(str(path), str(err)))
                     summary_rows.append({"image": path.name, "status": "failed", "error": err.problem})
-                    yield {"event": "failed", "image": str(path), "message": str(err)}
+                    yield {"event": "failed", "image": str(path), "message": str(err), "stops": not keep_going}
                     if not keep_going:
                         stopped = "stopped"
                         raise
@@ -214,7 +214,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
                                                    precision=precision, types=others), pair.image.name, i)
         except LesionsegInputError as err:
             result.failures.append(Failure(str(pair.image), str(err)))
-            yield {"event": "failed", "image": str(pair.image), "message": str(err)}
+            yield {"event": "failed", "image": str(pair.image), "message": str(err), "stops": not keep_going}
             if not keep_going:
                 raise
             continue
