@@ -129,6 +129,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # receptive field for about a quarter more arithmetic per photo; a large diffuse hemorrhage
     # (IDRiD_17 holds 28 % of the lesion pixels) spans more than the five-level network sees
     "default_d6": ("default", ["model.network.widths=[16, 32, 64, 128, 256, 512]"]),
+    # issue 13's per-image quality: lesion-centred crops drawn lesion by lesion (each as likely, then a
+    # pixel of it) instead of pixel by pixel, where one diffuse hemorrhage of thousands of pixels is
+    # the centre of most crops of its photo and a small one of almost none
+    "default_per_lesion": ("default", ['data.centre_on="lesion"']),
     # the wider network in the shipped recipe (half the crops through simulated cameras), for the
     # long budget: does capacity lift the plateau that 8000 steps did not?
     "default_w24_cameras": ("default", ["data.cameras.share=0.5", WIDE]),

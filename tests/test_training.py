@@ -82,6 +82,30 @@ def test_sampler_centres_lesions_and_augment_keeps_pairs_aligned() -> None:
     assert xa.shape == (4, 32, 32) and ya.dtype == np.uint8
 
 
+def test_crops_centre_on_lesions_by_area_or_one_lesion_at_a_time() -> None:
+    """``data.centre_on``: "pixel" (as shipped) draws a lesion pixel, so a 3600-px hemorrhage is
+    the centre of nearly every lesion-centred crop and a 4-px one of almost none; "lesion" draws
+    the lesion first, each as likely, then one of its pixels."""
+    y = np.zeros((200, 200), np.uint8)
+    y[20:80, 20:80] = 1  # 3600 px
+    y[150:152, 150:152] = 1  # 4 px, far from it
+    item = Prepared("a", np.zeros((4, 200, 200), np.float32), y, np.ones((200, 200), bool))
+    small = 150 * 200 + 150
+
+    def share_with_small(centre_on: str) -> float:
+        cfg = DataConfig(crop_size=32, batch_size=400, lesion_crop_fraction=1.0, centre_on=centre_on,
+                         augment=AugmentConfig(hflip=False, vflip=False, rot90=False, brightness=0, contrast=0,
+                                               gaussian_noise_sigma=0))
+        s = PatchSampler([item], cfg, seed=0)
+        s.batch()
+        return float((s.last_where.reshape(400, -1) == small).any(1).mean())
+
+    assert share_with_small("pixel") < 0.02
+    assert 0.4 < share_with_small("lesion") < 0.6
+    with pytest.raises(ValueError, match="centre_on"):
+        load_config("default", ['data.centre_on="blob"'])
+
+
 def test_split_is_deterministic_and_never_empty(small_pairs: Path) -> None:
     pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
     tr, va = split_pairs(pairs, DataConfig(val_every=6))

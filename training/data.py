@@ -236,7 +236,8 @@ def _crop(arr: NDArray, y0: int, x0: int, size: int) -> NDArray:
 
 
 class PatchSampler:
-    """Random training crops: a fraction centred (with jitter) on a lesion pixel, the rest
+    """Random training crops: a fraction centred (with jitter) on a lesion pixel (``data.centre_on``:
+    any lesion pixel, or a pixel of a lesion drawn first), the rest
     anywhere inside the disc; augmented with flips, 90-degree rotations, brightness/contrast
     jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8`` (``(B, T,
     s, s)`` for a model with several outputs)."""
@@ -260,7 +261,7 @@ class PatchSampler:
         self.n_outputs = len(outputs)
         self._unknown_cache: dict[int, NDArray[np.bool_]] = {}
         centre = [outputs.index(t) for t in cfg.centre_types if t in outputs]
-        self.lesions = [self._centres(it, centre) for it in self._all]
+        self.lesions = [self._centres(it, centre, cfg.centre_on == "lesion") for it in self._all]
         self.fov_idx = [np.flatnonzero(it.fov) for it in self._all]
         self.fuzzy: list[NDArray[np.float32]] | None = None  # DALE's per-image fuzzy maps, when set
         self.last_idx = np.zeros(0, np.int64)
@@ -275,14 +276,26 @@ class PatchSampler:
         return hit
 
     @staticmethod
-    def _centres(it: Prepared, channels: list[int]) -> list[NDArray[np.int64]]:
-        """Per centre type the photo has: the flat indices of its pixels."""
+    def _centres(it: Prepared, channels: list[int], per_lesion: bool = False
+                 ) -> list[tuple[NDArray[np.int64], NDArray[np.int64] | None]]:
+        """Per centre type the photo has: the flat indices of its pixels and, ``per_lesion``,
+        where each lesion (8-connected component) starts among them (and where the last ends)."""
+        from scipy import ndimage
+
         out = []
         for c in channels:
             lab = it.y if c == 0 else (it.aux[c - 1] if it.aux is not None else None)
             idx = np.flatnonzero(lab == 1) if lab is not None else np.zeros(0, np.int64)
-            if len(idx):
-                out.append(idx)
+            if not len(idx):
+                continue
+            bounds = None
+            if per_lesion:
+                comp, n = ndimage.label(lab == 1, structure=np.ones((3, 3), bool))
+                ids = comp.ravel()[idx]
+                order = np.argsort(ids, kind="stable")
+                idx = idx[order]
+                bounds = np.searchsorted(ids[order], np.arange(1, n + 2))
+            out.append((idx, bounds))
         return out
 
     def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8], int, NDArray[np.float32]]:
@@ -295,8 +308,12 @@ class PatchSampler:
         w = it.y.shape[1]
         kinds = self.lesions[i]
         if kinds and self.rng.random() < self.cfg.lesion_crop_fraction:
-            les = kinds[int(self.rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
-            flat = int(les[self.rng.integers(len(les))])
+            les, bounds = kinds[int(self.rng.integers(len(kinds)))] if len(kinds) > 1 else kinds[0]
+            if bounds is None:  # a lesion pixel: large lesions are drawn in proportion to their area
+                flat = int(les[self.rng.integers(len(les))])
+            else:  # a lesion, then a pixel of it: a 10-px lesion is drawn as often as a 10,000-px one
+                k = int(self.rng.integers(len(bounds) - 1))
+                flat = int(les[self.rng.integers(bounds[k], bounds[k + 1])])
             jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
         else:
             pool = self.fov_idx[i]

@@ -95,6 +95,9 @@ class DataConfig:
     batch_size: int = 8
     lesion_crop_fraction: float = 0.625
     centre_types: list[str] = field(default_factory=lambda: ["HE"])  # what lesion-centred crops centre on
+    #: how a lesion-centred crop picks its centre: any lesion pixel (large lesions in proportion to
+    #: their area) or first a lesion, each as likely, then one of its pixels
+    centre_on: Literal["pixel", "lesion"] = "pixel"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cameras: CameraAugConfig = field(default_factory=CameraAugConfig)
     cache_dir: str | None = None
