@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -37,7 +36,7 @@ from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.preprocess import prepare
 
-from .data import PatchSampler, Prepared
+from .data import PatchSampler, Prepared, save_cached
 from .train_config import TrainConfig
 
 
@@ -74,10 +73,7 @@ def _prepared(path: Path, pre: PreprocessConfig, cache_dir: Path | None) -> Prep
         x32, _, fov = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma)
         x = x32.astype(np.float16)
         if cf is not None:
-            cf.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")  # processes preparing the same photo do not collide
-            np.savez(tmp, x=x, fov=fov)
-            tmp.replace(cf)
+            save_cached(cf, x=x, fov=fov)
     return Prepared(f"unlabelled:{path.stem}", x, np.full(fov.shape, 255, np.uint8), fov)
 
 

@@ -27,6 +27,7 @@ from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.fov import detect_fov
 from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.lesion_types import HE
+from napari_lesionseg.core.lesions import label_runs
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
@@ -179,11 +180,7 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
     if cache_dir is None:
         return Prepared(pair.id, x, y, disc, aux)
     x16 = x.astype(np.float16)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")  # processes preparing the same photo do not collide
-    extra = {"aux": aux} if aux is not None else {}
-    np.savez(tmp, x=x16, y=y, fov=disc, **extra)
-    tmp.replace(cf)
+    save_cached(cf, x=x16, y=y, fov=disc, **({"aux": aux} if aux is not None else {}))
     # what the cache gives back: the run that filled the cache trains on the same numbers as
     # every later run (and a resumed sitting) that reads it
     return Prepared(pair.id, x16.astype(np.float32), y, disc, aux)
@@ -217,11 +214,17 @@ def camera_views(pair: Pair, pre: PreprocessConfig, cfg: CameraAugConfig,
     views = tuple(prepare(shoot_at_size(rgb, cam), pre.fov_diameter, pre.green_contrast_sigma, fov=fov)[0]
                   .astype(np.float16) for cam in cams)
     if cf is not None:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **{f"v{k}": v for k, v in enumerate(views)})
-        tmp.replace(cf)
+        save_cached(cf, **{f"v{k}": v for k, v in enumerate(views)})
     return views
+
+
+def save_cached(cf: Path, **arrays: NDArray) -> None:
+    """Write a cache file's arrays (``.npz``) whole or not at all: through a temporary file of
+    this process, so processes preparing the same photo do not collide."""
+    cf.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cf.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cf)
 
 
 def _crop(arr: NDArray, y0: int, x0: int, size: int) -> NDArray:
@@ -278,24 +281,23 @@ class PatchSampler:
     @staticmethod
     def _centres(it: Prepared, channels: list[int], per_lesion: bool = False
                  ) -> list[tuple[NDArray[np.int64], NDArray[np.int64] | None]]:
-        """Per centre type the photo has: the flat indices of its pixels and, ``per_lesion``,
-        where each lesion (8-connected component) starts among them (and where the last ends)."""
-        from scipy import ndimage
-
+        """Per centre type the photo has: the flat indices of its pixels (raster order) and,
+        ``per_lesion``, grouped by lesion (8-connected component, as the lesion table labels
+        them) with where each lesion starts among them (and where the last ends)."""
         out = []
         for c in channels:
             lab = it.y if c == 0 else (it.aux[c - 1] if it.aux is not None else None)
-            idx = np.flatnonzero(lab == 1) if lab is not None else np.zeros(0, np.int64)
-            if not len(idx):
+            if lab is None:
                 continue
-            bounds = None
-            if per_lesion:
-                comp, n = ndimage.label(lab == 1, structure=np.ones((3, 3), bool))
-                ids = comp.ravel()[idx]
+            if not per_lesion:
+                idx = np.flatnonzero(lab == 1)
+                if len(idx):
+                    out.append((idx, None))
+                continue
+            _, n, idx, ids = label_runs(lab == 1)
+            if n:
                 order = np.argsort(ids, kind="stable")
-                idx = idx[order]
-                bounds = np.searchsorted(ids[order], np.arange(1, n + 2))
-            out.append((idx, bounds))
+                out.append((idx[order], np.searchsorted(ids[order], np.arange(1, n + 2))))
         return out
 
     def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8], int, NDArray[np.float32]]:

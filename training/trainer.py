@@ -95,11 +95,11 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     xt = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
     yt = torch.from_numpy(y).to(dev, non_blocking=True)
     amp = autocast_dtype("auto" if cfg.run.amp else "fp32", dev, training=True)
-    unlabelled = consistency.inputs(dev) if consistency is not None else None
-    if consistency is not None and unlabelled is not None:
-        target = consistency.targets(unlabelled[0], amp)
+    if consistency is not None:
+        x_teacher, x_student, turned = consistency.inputs(dev)
+        target = consistency.targets(x_teacher, amp)
         with autocast(dev, amp):
-            both = net(torch.cat([xt, unlabelled[1]]))
+            both = net(torch.cat([xt, x_student]))
         out = replace(both, logits=both.logits[:len(xt)])  # the config allows no other head with it
     else:
         with autocast(dev, amp):
@@ -117,8 +117,8 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     else:
         total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
     logs.update(sup_logs)
-    if consistency is not None and unlabelled is not None:
-        lc, w = consistency.loss(both.logits[len(xt):], target, unlabelled[2], progress)
+    if consistency is not None:
+        lc, w = consistency.loss(both.logits[len(xt):], target, turned, progress)
         total = total + lc
         logs["consistency"] = float(lc.detach()) / w if w > 0 else 0.0
         logs["consistency_weight"] = w

@@ -1,7 +1,7 @@
 """The "Review lesions" dock widget: lesions and possible missed lesions in a table, likeliest
-mistakes first (core/review.py), those less likely than a setting counted, not listed; Next / Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete,
-accept or mark a region unsure (label 255, excluded from training); Alt-F toggles the fuzzy
-overlay."""
+mistakes first (core/review.py), those less likely than a setting counted, not listed; Next /
+Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete, accept or mark a region
+unsure (label 255, excluded from training); Alt-F toggles the fuzzy overlay."""
 
 from __future__ import annotations
 

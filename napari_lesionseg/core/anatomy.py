@@ -199,9 +199,9 @@ def _fovea(green: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: f
 def _dark_spot(smooth: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: float, dd: float,
                side: float) -> tuple[float, float, float] | None:
     """The fovea's candidate on one ``side`` of the disc (+1: right): ``(y, x, contrast)`` of the
-    darkest spot of ``smooth`` (the blob detector's response) between 1.8 and 3.2 DD from the disc centre, within 1 DD of its height, when
-    it is clearly darker (``contrast``: robust SDs below the region's median) and not on the
-    region's edge; None otherwise."""
+    darkest spot of ``smooth`` (the blob detector's response) between 1.8 and 3.2 DD from the
+    disc centre, within 1 DD of its height, when it is clearly darker (``contrast``: robust SDs
+    below the region's median) and not on the region's edge; None otherwise."""
     h, w = smooth.shape
     yy, xx = np.mgrid[0:h, 0:w]
     dist = np.hypot(yy - cy, xx - cx)

@@ -103,8 +103,8 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
     every output of the model). Events: ``{"event": "tile", ...}`` per tile (``"stage"``
     when a photo's inference is past its tiles), ``"image"`` per finished image, ``"failed"``
-    per bad file (``"stops"``: without ``keep_going`` the error is raised next). The next image is read in a background thread while the current one
-    computes.
+    per bad file (``"stops"``: without ``keep_going`` the error is raised next). The next image
+    is read in a background thread while the current one computes.
 
     ``summary.csv`` and ``lesions.csv`` are written however the run ends (Ctrl-C, a cancelled
     generator, an error): the finished photos' rows are never lost, the rest are marked
