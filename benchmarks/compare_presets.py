@@ -136,6 +136,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the other way round: fewer lesion-centred crops (0.4 instead of 0.625 of them), more of the
     # background where false alarms arise (photos with few hemorrhages drag per-image Dice)
     "default_lcf04": ("default", ["data.lesion_crop_fraction=0.4"]),
+    # issue 13's unlabelled photos a third way: the network first learns to in-paint blanked blocks of
+    # the 452 unlabelled photos (lesionseg_training.pretrain, no labels), then trains as shipped from
+    # those weights (--init: the pretraining's model folder)
+    "default_inpaint": ("default", []),
+    # the same start in the shipped recipe (half the crops through simulated cameras), for the long budget
+    "default_inpaint_cameras": ("default", ["data.cameras.share=0.5"]),
     # the wider network in the shipped recipe (half the crops through simulated cameras), for the
     # long budget: does capacity lift the plateau that 8000 steps did not?
     "default_w24_cameras": ("default", ["data.cameras.share=0.5", WIDE]),
@@ -148,6 +154,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "dale": ("default", HOST + ['paradigm.type="dale"', 'paradigm.dale={"partition_every": 300}']),
     "sgdc": ("default", HOST + ['model.network.sgdc={"enabled": true, "bottleneck": 64, "guide_ch": 16, "kernel": 5}']),
 }
+
+
+PRETRAINED = {"default_inpaint", "default_inpaint_cameras"}  # variants that start from --init's weights
 
 
 # What configs/default.toml changed after these variants were measured, held as it was for every
@@ -221,6 +230,7 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
         overrides = [*overrides, f'data.pseudo_labels="{fold_pseudo_labels(fold, args, clean)}"']
     if any(o.startswith(UNLABELLED_WEIGHT) for o in overrides):  # copies of any annotated photo left out
         overrides = [*overrides, f'data.unlabelled="{args.unlabeled}"', f'data.unlabelled_not_like="{clean / "images"}"']
+    init_from = pretrained_init(variant, args)
     budget = [f"run.steps={args.steps}"] if args.steps else [f"run.minutes={args.minutes}", "run.steps=100000"]
     cfg = load_config(base, [f'data.images="{images}"', *budget,
                              f"run.eval_every={args.eval_every}", f'model.name="cmp-{variant}"',
@@ -236,7 +246,11 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     curve: list[dict] = []
     done: dict = {}
     t0 = time.time()
-    for ev in train(cfg, run_dir, pairs=(train_pairs, val_pairs), resume=args.resume):
+    if init_from is not None and (init_from.config.network, init_from.config.preprocess) != (
+            cfg.model.network, cfg.model.preprocess):
+        raise SystemExit(f"--init {args.init}: its network or preprocessing differs from {variant}'s")
+    for ev in train(cfg, run_dir, pairs=(train_pairs, val_pairs), resume=args.resume,
+                    init_from=init_from.net.train() if init_from is not None else None):
         if ev.get("event") == "eval":
             curve.append({"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))
                                                  and not k.startswith("val_dice_best")}})
@@ -254,6 +268,19 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
             **{k: v for k, v in last.items() if k != "step"}, "minutes": round((time.time() - t0) / 60, 1),
             "val_ids": [p.id for p in val_pairs], "curve": curve}
+
+
+def pretrained_init(variant: str, args: argparse.Namespace):
+    """The model folder a variant starts from (``--init``; only ``PRETRAINED`` variants take
+    one, and they need it), or None."""
+    if variant not in PRETRAINED:
+        return None
+    if not args.init:
+        raise SystemExit(f"{variant} starts from pretrained weights: give --init (lesionseg_training.pretrain's "
+                         "<run>/pretrained)")
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    return load_model_folder(Path(args.init))
 
 
 def run_name(variant: str, fold: int, noise: str | None, steps: int | None) -> str:
@@ -551,6 +578,8 @@ def main() -> None:
                     help="keep each run's last model's predictions for its fold's photos as DIR/<run>.npz (for "
                          "lesionseg_training.oof_calibrate --predictions; e.g. benchmarks/results/oof_predictions)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", default=None, metavar="MODEL_DIR",
+                    help="the weights a pretrained variant (" + ", ".join(sorted(PRETRAINED)) + ") starts from")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--side-by-side", action="store_true",
                     help="run a fold's variants at the same time, one thread each (fair under the same load)")
