@@ -48,8 +48,12 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from napari_lesionseg.core.model_folder import LoadedModel
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -270,7 +274,7 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
             "val_ids": [p.id for p in val_pairs], "curve": curve}
 
 
-def pretrained_init(variant: str, args: argparse.Namespace):
+def pretrained_init(variant: str, args: argparse.Namespace) -> LoadedModel | None:
     """The model folder a variant starts from (``--init``; only ``PRETRAINED`` variants take
     one, and they need it), or None."""
     if variant not in PRETRAINED:

@@ -89,6 +89,10 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(small_pairs: Path, t
 def test_copies_of_annotated_photos_are_left_out_and_none_left_is_an_error(small_pairs: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no photos to pretrain on.*2 left out"):
         _run(_cfg(4), small_pairs / "images", tmp_path / "run", not_like=small_pairs / "images")
+    with pytest.raises(ValueError, match="built for 'unet_small'"):
+        from lesionseg_training.train_config import load_config
+
+        _run(load_config("dynsegnet_small"), small_pairs / "images", tmp_path / "run2")
 
 
 def test_training_starts_from_the_pretrained_folder(small_pairs: Path, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 for the 499 unlabelled IDRiD photos; context encoders, Pathak et al. 2016; Models Genesis, Zhou
 et al. 2021, for U-Nets trained from scratch on medical images).
 
-The network is the recipe's own (``cfg.model.network``) with a 1x1 reconstruction head on its
+The network is the recipe's own (``cfg.model.network``, a ``unet_small``) with a 1x1 reconstruction head on its
 last features that predicts the input's channels. Each step draws crops of the unlabelled
 photos as the training sampler draws them (anywhere in the disc; flipped, turned, jittered),
 blanks random square blocks to 0 (the disc's mean: every channel is standardised inside the
@@ -93,6 +93,9 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
     """Pretrain ``cfg``'s network for ``cfg.run.steps`` steps (module text); yields progress
     events and ends with ``{"event": "done", "model": <folder>}``."""
     out = Path(out)
+    if cfg.model.network.arch != "unet_small":
+        raise ValueError(f"model.network.arch {cfg.model.network.arch!r}: in-painting pretraining is built for "
+                         "'unet_small' (its last features are widths[0] channels wide)")
     if (out / MODEL).exists():
         raise FileExistsError(f"{out / MODEL}: this run has finished already; choose a new --out")
     if not resume and (out / STATE).exists():
