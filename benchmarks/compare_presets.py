@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from napari_lesionseg.core.model_folder import LoadedModel
+    import torch
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -234,7 +234,6 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
         overrides = [*overrides, f'data.pseudo_labels="{fold_pseudo_labels(fold, args, clean)}"']
     if any(o.startswith(UNLABELLED_WEIGHT) for o in overrides):  # copies of any annotated photo left out
         overrides = [*overrides, f'data.unlabelled="{args.unlabeled}"', f'data.unlabelled_not_like="{clean / "images"}"']
-    init_from = pretrained_init(variant, args)
     budget = [f"run.steps={args.steps}"] if args.steps else [f"run.minutes={args.minutes}", "run.steps=100000"]
     cfg = load_config(base, [f'data.images="{images}"', *budget,
                              f"run.eval_every={args.eval_every}", f'model.name="cmp-{variant}"',
@@ -250,11 +249,8 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     curve: list[dict] = []
     done: dict = {}
     t0 = time.time()
-    if init_from is not None and (init_from.config.network, init_from.config.preprocess) != (
-            cfg.model.network, cfg.model.preprocess):
-        raise SystemExit(f"--init {args.init}: its network or preprocessing differs from {variant}'s")
     for ev in train(cfg, run_dir, pairs=(train_pairs, val_pairs), resume=args.resume,
-                    init_from=init_from.net.train() if init_from is not None else None):
+                    init_from=pretrained_init(variant, args, cfg)):
         if ev.get("event") == "eval":
             curve.append({"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))
                                                  and not k.startswith("val_dice_best")}})
@@ -274,17 +270,18 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
             "val_ids": [p.id for p in val_pairs], "curve": curve}
 
 
-def pretrained_init(variant: str, args: argparse.Namespace) -> LoadedModel | None:
-    """The model folder a variant starts from (``--init``; only ``PRETRAINED`` variants take
-    one, and they need it), or None."""
+def pretrained_init(variant: str, args: argparse.Namespace, cfg) -> torch.nn.Module | None:
+    """The network a variant starts from (``--init``, checked against the variant's ``cfg`` as
+    ``lesionseg train --init`` checks it; only ``PRETRAINED`` variants take one, and they need
+    it), or None."""
     if variant not in PRETRAINED:
         return None
     if not args.init:
         raise SystemExit(f"{variant} starts from pretrained weights: give --init (lesionseg_training.pretrain's "
                          "<run>/pretrained)")
-    from napari_lesionseg.core.model_folder import load_model_folder
+    from lesionseg_training.cli import warm_start
 
-    return load_model_folder(Path(args.init))
+    return warm_start(args.init, cfg)[0]
 
 
 def run_name(variant: str, fold: int, noise: str | None, steps: int | None) -> str:

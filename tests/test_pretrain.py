@@ -58,9 +58,8 @@ def test_a_run_learns_to_inpaint_and_keeps_a_fresh_head(small_pairs: Path, tmp_p
     torch.manual_seed(0)
     fresh = build_model(m.config.network)
     for name, t in m.net.state_dict().items():
-        if name.startswith("head."):
-            if name.endswith("bias"):  # the prior's bias, as a new network's
-                assert torch.equal(t, fresh.state_dict()[name])
+        if name.startswith("head."):  # untouched: as a new network's, built from the same seed
+            assert torch.equal(t, fresh.state_dict()[name])
         elif name.startswith("down.0.") and name.endswith("weight") and t.ndim == 4:
             assert not torch.allclose(t, fresh.state_dict()[name])  # the first convolution learnt
     assert m.lineage["pretrained"]["photos"] == 2
@@ -116,10 +115,20 @@ def test_a_pretrained_variant_needs_its_weights(tmp_path: Path) -> None:
     import argparse
 
     from helpers import benchmark_module
+    from lesionseg_training.train_config import load_config
+    from napari_lesionseg.core.dataclass_io import ConfigError
+    from napari_lesionseg.core.model_folder import save_model_folder
+    from napari_lesionseg.core.models import build_model
 
     cp = benchmark_module("compare_presets")
-    assert cp.pretrained_init("default", argparse.Namespace(init=None)) is None
+    cfg = load_config("tiny")
+    assert cp.pretrained_init("default", argparse.Namespace(init=None), cfg) is None
     with pytest.raises(SystemExit, match="--init"):
-        cp.pretrained_init("default_inpaint", argparse.Namespace(init=None))
+        cp.pretrained_init("default_inpaint", argparse.Namespace(init=None), cfg)
     with pytest.raises(Exception, match="nowhere"):
-        cp.pretrained_init("default_inpaint", argparse.Namespace(init=str(tmp_path / "nowhere")))
+        cp.pretrained_init("default_inpaint", argparse.Namespace(init=str(tmp_path / "nowhere")), cfg)
+    folder = save_model_folder(tmp_path / "m", build_model(cfg.model.network), cfg.model)
+    assert cp.pretrained_init("default_inpaint", argparse.Namespace(init=str(folder)), cfg) is not None
+    other = load_config("tiny", ["model.preprocess.fov_diameter=96"])
+    with pytest.raises(ConfigError, match="model.preprocess differs"):
+        cp.pretrained_init("default_inpaint", argparse.Namespace(init=str(folder)), other)

@@ -90,6 +90,27 @@ def _emit(ev: dict, mode: str) -> None:
                                       for k, v in ev.items() if k != "event"), flush=True)
 
 
+def warm_start(folder: Path | str, cfg) -> tuple:
+    """``(network in train mode, lineage)`` of a model folder (or bundled model name) that a
+    training with ``cfg`` (a ``TrainConfig``) may start from: the same members, network and
+    preprocessing, else a ``ConfigError`` that says which differs."""
+    from napari_lesionseg.core.bundled import resolve_model
+    from napari_lesionseg.core.dataclass_io import ConfigError
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    init = load_model_folder(resolve_model(folder))
+    n_init, n_cfg = init.config.network.members, cfg.model.network.members
+    if n_init != n_cfg:
+        raise ConfigError(f"--init {folder}: it averages {n_init} network(s) (model.network.members), the "
+                          f"config {n_cfg}: add --set model.network.members={n_init} to train them together")
+    for part in ("network", "preprocess"):
+        if getattr(init.config, part) != getattr(cfg.model, part):
+            raise ConfigError(f"--init {folder}: its model.{part} differs from the config's "
+                              f"(a warm start needs the same {part})")
+    return init.net.train(), {"parent": init.version, "parent_path": str(folder),
+                              "parent_weights_sha256": init.config.weights_sha256}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train_config import load_config
     from .trainer import train_maybe_distributed
@@ -106,24 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.final:
         overrides.append("data.final=true")
     cfg = load_config(args.config, overrides)
-    init_net, lineage = None, None
-    if args.init is not None:
-        from napari_lesionseg.core.bundled import resolve_model
-        from napari_lesionseg.core.dataclass_io import ConfigError
-        from napari_lesionseg.core.model_folder import load_model_folder
-
-        init = load_model_folder(resolve_model(args.init))
-        n_init, n_cfg = init.config.network.members, cfg.model.network.members
-        if n_init != n_cfg:
-            raise ConfigError(f"--init {args.init}: it averages {n_init} network(s) (model.network.members), the "
-                              f"config {n_cfg}: add --set model.network.members={n_init} to train them together")
-        for part in ("network", "preprocess"):
-            if getattr(init.config, part) != getattr(cfg.model, part):
-                raise ConfigError(f"--init {args.init}: its model.{part} differs from the config's "
-                                  f"(a warm start needs the same {part})")
-        init_net = init.net.train()
-        lineage = {"parent": init.version, "parent_path": str(args.init),
-                   "parent_weights_sha256": init.config.weights_sha256}
+    init_net, lineage = warm_start(args.init, cfg) if args.init is not None else (None, None)
     best = None
     for ev in train_maybe_distributed(cfg, args.out, resume=args.resume, init_from=init_net, lineage=lineage):
         if not args.quiet:

@@ -10,8 +10,8 @@ disc) until ``mask_share`` of the crop is blank, and the loss is the mean square
 reconstruction on the blank pixels inside the disc. Only blank pixels count: through its skip
 connections a U-Net could copy every visible pixel. No label enters.
 
-The result is a model folder with the segmentation head at its prior initialisation (the
-reconstruction head is dropped), so ``lesionseg train --init FOLDER`` (or
+The result is a model folder whose segmentation head is as a new network's (it takes no part
+in the in-painting loss; the reconstruction head is dropped), so ``lesionseg train --init FOLDER`` (or
 ``compare_presets.py --init``) starts a recipe from it. ``--resume`` continues a run from its
 last saved state (every ``state_every`` steps).
 
@@ -155,9 +155,7 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
         if step % cfg.run.log_every == 0 or step == steps:
             yield {"event": "step", "step": step, "steps": steps, "loss": float(np.mean(losses[-cfg.run.log_every:])),
                    "s_per_step": round((time.time() - t0) / (step - step0), 3)}
-    net = model.net
-    fresh = build_model(netcfg)  # the segmentation head at its prior initialisation, as a new network's
-    net.head.load_state_dict(fresh.head.state_dict())
+    net = model.net  # its segmentation head took no part in the loss: it is as initialised
     lineage = {"pretrained": {"method": "masked in-painting", "photos": len(items), "steps": steps,
                               "mask_share": mask_share, "block_px": list(block), "unlabelled": str(unlabelled),
                               "left_out": sorted(left_out),
