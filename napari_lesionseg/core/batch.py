@@ -23,7 +23,14 @@ from .inference import Prediction, Progress, predict
 from .lesion_types import HE, OD
 from .metrics import DatasetScores, LesionCounts
 from .model_folder import LoadedModel
-from .outputs import LESION_CSV_COLUMNS, SUMMARY_COLUMNS, lesion_rows, write_folder_csv, write_prediction
+from .outputs import (
+    LESION_CSV_COLUMNS,
+    NOTES_SEPARATOR,
+    SUMMARY_COLUMNS,
+    lesion_rows,
+    write_folder_csv,
+    write_prediction,
+)
 from .pairs import Pair, match_pairs, without_masks
 from .progress import relay
 from .review import review_regions
@@ -155,6 +162,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                     "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
                     "threshold": pred.threshold, "tta": pred.tta, "grids": "+".join(map(str, pred.grids)),
                     "precision": pred.precision, "seconds": round(secs, 3), "error": "",
+                    "notes": NOTES_SEPARATOR.join(notes),
                 })
                 result.done.append(str(path))
                 yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(rows)}

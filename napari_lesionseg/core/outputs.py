@@ -124,7 +124,9 @@ def lesion_rows(image: str, pred: Prediction, types: list[str] | None = None) ->
 
 LESION_CSV_COLUMNS = ["image"] + LESION_COLUMNS
 SUMMARY_COLUMNS = ["image", "status", "width", "height", "lesions", "lesion_px", "fuzzy_px",
-                   "model", "threshold", "tta", "grids", "precision", "seconds", "error"]
+                   "model", "threshold", "tta", "grids", "precision", "seconds", "error", "notes"]
+#: how a photo's notes (warnings that did not stop it) are joined in ``summary.csv``'s ``notes``
+NOTES_SEPARATOR = " | "
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
