@@ -149,6 +149,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the wider network in the shipped recipe (half the crops through simulated cameras), for the
     # long budget: does capacity lift the plateau that 8000 steps did not?
     "default_w24_cameras": ("default", ["data.cameras.share=0.5", WIDE]),
+    # issue 14's soft exudates (0.52 out of fold against 0.55): the five outputs with lesion-centred
+    # crops drawn, on a photo that has both, half on a hemorrhage and half on a soft exudate (26 of
+    # the 54 photos have any) instead of on hemorrhages only, where SE is met in random crops alone
+    "multi_se_crops": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]',
+                                   'data.centre_types=["HE","SE"]']),
+    # the same crops for the camera-trained five-output network (the bundled pair's second member)
+    "multi_se_crops_cameras": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]',
+                                           "data.cameras.share=0.5", 'data.centre_types=["HE","SE"]']),
     "multi_he_crops_ema": ("default", ['model.network.outputs=["HE","MA","EX","SE","OD"]', "optim.ema=0.995"]),
     "standard": ("default", HOST),
     "patchgan": ("default", HOST + PATCHGAN),
@@ -324,6 +332,8 @@ ENSEMBLES: dict[str, list[str]] = {
     "ensemble_cameras_multicam": ["default_cameras", "multi_cameras"],
     # two five-output networks (clean and camera-trained), every output: a two-network ``multi``
     "ensemble_multi_multicam": ["multi_he_crops", "multi_cameras"],
+    # the same pair with crops centred on hemorrhages or soft exudates (issue 14's soft exudates)
+    "ensemble_multi_multicam_se": ["multi_se_crops", "multi_se_crops_cameras"],
 }
 
 
