@@ -79,6 +79,8 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(small_pairs: Path, t
         _run(_cfg(12), small_pairs / "images", part)
     with pytest.raises(ValueError, match="its own settings"):
         _run(_cfg(12), small_pairs / "images", part, resume=True, mask_share=0.5)
+    with pytest.raises(ValueError, match="its network is not.*its own settings"):
+        _run(_cfg(12, "model.network.widths=[8, 16, 32]"), small_pairs / "images", part, resume=True)
     resumed = _run(_cfg(12), small_pairs / "images", part, resume=True)[-1]
     a = load_model_folder(whole["model"]).net.state_dict()
     b = load_model_folder(resumed["model"]).net.state_dict()

@@ -123,13 +123,17 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
     task = {"mask_share": mask_share, "block_px": list(block), "photos": len(items), "seed": cfg.run.seed}
     if resume and (out / STATE).exists():
         st = torch.load(out / STATE, weights_only=False)
-        model.load_state_dict(st["model"])
+        if st["task"] != task:  # checked before any state is loaded: the message names what differs
+            raise ValueError(f"{out / STATE}: a run of {st['task']}, not of {task}: resume it with its own settings")
+        try:
+            model.load_state_dict(st["model"])
+        except RuntimeError as e:  # another network (widths, channels): not torch's size list
+            raise ValueError(f"{out / STATE}: its network is not model.network {netcfg}: "
+                             "resume it with its own settings") from e
         opt.load_state_dict(st["opt"])
         sampler.rng.bit_generator.state = st["sampler"]
         rng.bit_generator.state = st["rng"]
         step, losses = st["step"], st["losses"]
-        if st["task"] != task:
-            raise ValueError(f"{out / STATE}: a run of {st['task']}, not of {task}: resume it with its own settings")
     steps = cfg.run.steps
     t0, step0 = time.time(), step
     while step < steps:
