@@ -140,6 +140,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the other way round: fewer lesion-centred crops (0.4 instead of 0.625 of them), more of the
     # background where false alarms arise (photos with few hemorrhages drag per-image Dice)
     "default_lcf04": ("default", ["data.lesion_crop_fraction=0.4"]),
+    # scale: every crop shows a square of the photo 0.8-1.25 times its side (log-uniform) resampled
+    # to the crop's size, so each lesion is seen at sizes the fixed working grid never gives it
+    # (the flips and right-angle turns are the only geometric augmentation otherwise)
+    "default_zoom": ("default", ["data.augment.zoom=[0.8, 1.25]"]),
     # issue 13's unlabelled photos a third way: the network first learns to in-paint blanked blocks of
     # the 452 unlabelled photos (lesionseg_training.pretrain, no labels), then trains as shipped from
     # those weights (--init: the pretraining's model folder)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,45 @@ def test_crops_centre_on_lesions_by_area_or_one_lesion_at_a_time() -> None:
     assert 0.4 < share_with_small("lesion") < 0.6
     with pytest.raises(ValueError, match="centre_on"):
         load_config("default", ['data.centre_on="blob"'])
+
+
+def test_zoomed_crops_show_lesions_larger_or_smaller_with_every_pixel_traced_back() -> None:
+    """``data.augment.zoom``: a crop shows a square of the photo m = crop / zoom across, resampled
+    to the crop's size; labels stay the annotator's values, the source pixel of every crop pixel
+    (DALE's ``last_where``) is one the crop shows, and [1, 1] draws nothing (the same crops as
+    before the option existed)."""
+    y = np.zeros((200, 200), np.uint8)
+    y[97:103, 97:103] = 1  # a 6 x 6 lesion
+    y[0:5, 0:5] = 255
+    fov = np.zeros((200, 200), bool)
+    fov[:150] = True  # rows 150 on lie outside the disc
+    x = np.repeat(np.where(y == 1, 3.0, 1.0)[None] * fov, 4, axis=0).astype(np.float32)
+    item = Prepared("a", x, y, fov)
+    plain = AugmentConfig(hflip=False, vflip=False, rot90=False, brightness=0, contrast=0, gaussian_noise_sigma=0)
+
+    def crops(zoom: list[float], n: int = 64):
+        cfg = DataConfig(crop_size=32, batch_size=n, lesion_crop_fraction=1.0, augment=replace(plain, zoom=zoom))
+        s = PatchSampler([item], cfg, seed=0)
+        xb, yb = s.batch()
+        return s, xb, yb
+
+    s1, x1, y1 = crops([1.0, 1.0])
+    s0 = PatchSampler([item], DataConfig(crop_size=32, batch_size=64, lesion_crop_fraction=1.0, augment=plain), seed=0)
+    x0, y0 = s0.batch()
+    assert np.array_equal(x0, x1) and np.array_equal(y0, y1)
+    area1 = (y1 == 1).reshape(64, -1).sum(1)
+    s2, x2, y2 = crops([2.0, 2.0])
+    area2 = (y2 == 1).reshape(64, -1).sum(1)
+    assert x2.shape == (64, 4, 32, 32) and set(np.unique(y2)) <= {0, 1, 255}
+    assert np.median(area2) > 2.5 * np.median(area1)  # the lesion twice as wide: about four times the pixels
+    where = s2.last_where
+    assert np.array_equal(y2, np.where(where >= 0, y.ravel()[np.maximum(where, 0)], 0))  # labels traced back
+    _, x5, y5 = crops([0.5, 0.5])
+    assert np.median((y5 == 1).reshape(64, -1).sum(1)) < 0.4 * np.median(area1)
+    outside = np.where(s2.last_where >= 0, ~item.fov.ravel()[np.maximum(s2.last_where, 0)], True)
+    assert (x2.transpose(1, 0, 2, 3)[:, outside] == 0).all()  # the zero surround stays zero
+    with pytest.raises(ValueError, match="zoom"):
+        load_config("default", ["data.augment.zoom=[2.0, 1.0]"])
 
 
 def test_split_is_deterministic_and_never_empty(small_pairs: Path) -> None:

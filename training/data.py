@@ -322,25 +322,32 @@ class PatchSampler:
             flat = int(pool[self.rng.integers(len(pool))]) if len(pool) else int(self.rng.integers(it.y.size))
             jitter = np.zeros(2, int)
         cy, cx = divmod(flat, w)
-        y0, x0 = cy - s // 2 + int(jitter[0]), cx - s // 2 + int(jitter[1])
+        lo, hi = self.cfg.augment.zoom
+        m = s  # the side of the photo's square the crop shows, resampled to s when zoomed
+        if (lo, hi) != (1.0, 1.0):
+            m = max(8, int(round(s / float(np.exp(self.rng.uniform(np.log(lo), np.log(hi)))))))
+            jitter = jitter * m // s
+        y0, x0 = cy - m // 2 + int(jitter[0]), cx - m // 2 + int(jitter[1])
         src = it.x
         if it.views and self.cfg.cameras.share and self.rng.random() < self.cfg.cameras.share:
             src = it.views[int(self.rng.integers(len(it.views)))]
-        x = _crop(src, y0, x0, s).astype(np.float32)
+        x = _crop(src, y0, x0, m).astype(np.float32)
         lab = it.labels()
         if self.n_outputs > 1 and lab.ndim == 2:  # a photo labelled for HE only (a replay photo): the rest unknown
             lab = np.concatenate([lab[None], np.full((self.n_outputs - 1,) + lab.shape, 255, np.uint8)])
-        y = _crop(lab, y0, x0, s)
+        y = _crop(lab, y0, x0, m)
         if y.ndim == 3:  # a type unknown for the photo stays unknown past its edge (zero padding says "none")
             y[self._unknown(i, lab)] = 255
-        f = (_crop(self.fuzzy[i], y0, x0, s) if self.fuzzy is not None and i < len(self.items)
-             else np.zeros((s, s), np.float32))
+        f = (_crop(self.fuzzy[i], y0, x0, m) if self.fuzzy is not None and i < len(self.items)
+             else np.zeros((m, m), np.float32))
         # where each crop pixel comes from (flat index into the image, -1 outside it), carried
         # through the same geometric transforms: DALE's online statistics map predictions back
         h = it.y.shape[-2]
-        rows, cols = np.arange(y0, y0 + s), np.arange(x0, x0 + s)
+        rows, cols = np.arange(y0, y0 + m), np.arange(x0, x0 + m)
         inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
         where = np.where(inside, rows[:, None] * w + cols[None, :], -1).astype(np.float32)  # exact below 2**24
+        if m != s:
+            x, y, f, where = zoom_crop(x, y, f, where, s)
         x, y, fw = augment(x, y, self.cfg.augment, self.rng, np.stack([f, where]))
         return x, y, i, fw
 
@@ -353,6 +360,25 @@ class PatchSampler:
         self.last_fuzzy = fw[:, 0].astype(np.float32)
         self.last_where = fw[:, 1].astype(np.int64)
         return np.stack(xs), np.stack(ys)
+
+
+def zoom_crop(x: NDArray[np.float32], y: NDArray[np.uint8], f: NDArray[np.float32], where: NDArray[np.float32],
+              s: int) -> tuple[NDArray[np.float32], NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+    """An ``(m, m)`` crop resampled to ``(s, s)``: the image bilinearly (antialiased when it
+    shrinks; pixels outside the disc stay 0), the labels, the fuzzy map and the source pixels by
+    nearest neighbour, so every label is one the annotator drew and DALE's statistics still map
+    each pixel back to a pixel of the photo."""
+    import torch
+    import torch.nn.functional as F
+
+    m = y.shape[-1]
+    xt = torch.from_numpy(np.ascontiguousarray(x))[None]
+    xs = F.interpolate(xt, size=(s, s), mode="bilinear", align_corners=False, antialias=m > s)[0].numpy()
+    near = np.minimum(((np.arange(s) + 0.5) * m / s).astype(np.int64), m - 1)
+    pick = np.ix_(near, near)
+    yz = y[(..., *pick)] if y.ndim == 3 else y[pick]
+    inside = np.any(x != 0, axis=0)[pick]
+    return (xs * inside).astype(np.float32), np.ascontiguousarray(yz), f[pick], where[pick]
 
 
 def augment(x: NDArray[np.float32], y: NDArray[np.uint8], cfg: AugmentConfig,

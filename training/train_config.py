@@ -29,6 +29,14 @@ class AugmentConfig:
     contrast: float = 0.15  # +- relative gain
     gaussian_noise_sigma: float = 0.05
     noise_p: float = 0.5
+    #: random rescaling of a crop's content, log-uniform in [low, high] (1.25: lesions a quarter
+    #: larger than on the working grid); [1, 1], the default, draws nothing
+    zoom: list[float] = field(default_factory=lambda: [1.0, 1.0])
+
+    def __post_init__(self) -> None:
+        z = self.zoom
+        require(len(z) == 2 and 0.25 <= z[0] <= z[1] <= 4.0, "data.augment.zoom",
+                "must be [low, high] with 0.25 <= low <= high <= 4")
 
 
 # (setting, lowest, highest) of a simulated camera, in training/cameras.py Camera's order
