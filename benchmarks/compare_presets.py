@@ -147,6 +147,9 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # weight decay, never varied until then: AdamW's decoupled decay 0.05 (a common value for
     # segmentation networks; not tuned) instead of none, as a regulariser for 42 photos
     "default_wd": ("default", ['optim.type="adamw"', "optim.weight_decay=0.05"]),
+    # the green-contrast channel subtracts a background blurred at 24 px of the 832-px grid, so a
+    # diffuse hemorrhage hundreds of px across (IDRiD_17's) is flattened in it; at 64 px it stays
+    "default_gc64": ("default", ["model.preprocess.green_contrast_sigma=64.0"]),
     # issue 13's unlabelled photos a third way: the network first learns to in-paint blanked blocks of
     # the 452 unlabelled photos (lesionseg_training.pretrain, no labels), then trains as shipped from
     # those weights (--init: the pretraining's model folder)
