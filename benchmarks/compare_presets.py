@@ -150,6 +150,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the green-contrast channel subtracts a background blurred at 24 px of the 832-px grid, so a
     # diffuse hemorrhage hundreds of px across (IDRiD_17's) is flattened in it; at 64 px it stays
     "default_gc64": ("default", ["model.preprocess.green_contrast_sigma=64.0"]),
+    # online hard negatives: half of the background crops centred on a place where the network
+    # itself raised a false alarm on that photo lately (p > 0.5 on background at least 8 px from any
+    # lesion; the last 64 per photo), instead of anywhere in the disc (values picked before any run)
+    "default_hardneg": ("default", ["data.hard_negatives.share=0.5"]),
     # issue 13's unlabelled photos a third way: the network first learns to in-paint blanked blocks of
     # the 452 unlabelled photos (lesionseg_training.pretrain, no labels), then trains as shipped from
     # those weights (--init: the pretraining's model folder)

@@ -33,6 +33,7 @@ from napari_lesionseg.core.pairs import Pair, match_pairs
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
 
 from .cameras import Camera, random_camera, shoot_at_size
+from .hard_negatives import FalseAlarms
 from .train_config import AugmentConfig, CameraAugConfig, DataConfig
 
 
@@ -241,7 +242,8 @@ def _crop(arr: NDArray, y0: int, x0: int, size: int) -> NDArray:
 class PatchSampler:
     """Random training crops: a fraction centred (with jitter) on a lesion pixel (``data.centre_on``:
     any lesion pixel, or a pixel of a lesion drawn first), the rest
-    anywhere inside the disc; augmented with flips, 90-degree rotations, brightness/contrast
+    anywhere inside the disc (or, ``data.hard_negatives``, a share of them on a false alarm the
+    network raised there before: ``false_alarms``, fed by the trainer); augmented with flips, 90-degree rotations, brightness/contrast
     jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8`` (``(B, T,
     s, s)`` for a model with several outputs)."""
 
@@ -270,6 +272,8 @@ class PatchSampler:
         self.last_idx = np.zeros(0, np.int64)
         self.last_fuzzy = np.zeros((0,), np.float32)
         self.last_where = np.zeros((0,), np.int64)  # (B, s, s) flat image index of each crop pixel, -1 outside
+        hard = cfg.hard_negatives
+        self.false_alarms = FalseAlarms(len(items), hard) if hard.share > 0 else None
 
     def _unknown(self, i: int, lab: NDArray[np.uint8]) -> NDArray[np.bool_]:
         """Per output channel: is the type unknown everywhere on photo ``i``? (cached)"""
@@ -318,9 +322,16 @@ class PatchSampler:
                 flat = int(les[self.rng.integers(bounds[k], bounds[k + 1])])
             jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
         else:
-            pool = self.fov_idx[i]
-            flat = int(pool[self.rng.integers(len(pool))]) if len(pool) else int(self.rng.integers(it.y.size))
-            jitter = np.zeros(2, int)
+            remembered = None
+            if self.false_alarms is not None and self.rng.random() < self.cfg.hard_negatives.share:
+                remembered = self.false_alarms.draw(i, self.rng)
+            if remembered is not None:  # a place where the network raised a false alarm before
+                flat = remembered
+                jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
+            else:
+                pool = self.fov_idx[i]
+                flat = int(pool[self.rng.integers(len(pool))]) if len(pool) else int(self.rng.integers(it.y.size))
+                jitter = np.zeros(2, int)
         cy, cx = divmod(flat, w)
         lo, hi = self.cfg.augment.zoom
         m = s  # the side of the photo's square the crop shows, resampled to s when zoomed

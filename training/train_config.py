@@ -86,6 +86,27 @@ class CameraAugConfig:
 
 
 @dataclass
+class HardNegativeConfig:
+    """Online hard-negative crops (``training/hard_negatives.py``): during training, each crop's
+    most confident false alarm (the hemorrhage probability above ``threshold`` on a pixel labelled
+    background, at least ``margin`` pixels from any lesion) is remembered per photo, the last
+    ``memory`` of them; of the crops not centred on a lesion, ``share`` are centred on one of the
+    photo's remembered false alarms when it has any. ``share = 0`` (the default): off, and the
+    crops are drawn exactly as without it."""
+
+    share: float = 0.0
+    threshold: float = 0.5
+    memory: int = 64
+    margin: int = 8
+
+    def __post_init__(self) -> None:
+        require(0.0 <= self.share <= 1.0, "data.hard_negatives.share", "must lie in [0, 1]")
+        require(0.0 < self.threshold < 1.0, "data.hard_negatives.threshold", "must lie in (0, 1)")
+        require(1 <= self.memory <= 4096, "data.hard_negatives.memory", "out of range 1..4096")
+        require(0 <= self.margin <= 64, "data.hard_negatives.margin", "out of range 0..64")
+
+
+@dataclass
 class DataConfig:
     images: str | None = None
     masks: str | None = None
@@ -108,6 +129,7 @@ class DataConfig:
     centre_on: Literal["pixel", "lesion"] = "pixel"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     cameras: CameraAugConfig = field(default_factory=CameraAugConfig)
+    hard_negatives: HardNegativeConfig = field(default_factory=HardNegativeConfig)
     cache_dir: str | None = None
     #: self-training: a folder of a teacher's pseudo-labelled photos (training/pseudo_labels.py),
     #: drawn for ``pseudo_share`` of the crops besides the annotated photos

@@ -43,6 +43,7 @@ from .data import (
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
 from .fit_review import fit_review
+from .hard_negatives import FalseAlarms
 from .losses import error_head_loss, multi_output_loss, supervised_loss
 from .replay import pick_replay, write_replay
 from .train_config import OptimConfig, TrainConfig
@@ -83,13 +84,15 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
                    cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
                    fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0,
                    where: np.ndarray | None = None, consistency: Consistency | None = None,
-                   progress: float = 0.0) -> dict[str, float]:
+                   progress: float = 0.0, false_alarms: FalseAlarms | None = None) -> dict[str, float]:
     """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
     the generator on supervised + SGDC edge + adversarial terms, then the dynamic adaptation
     (gates, or the literal step on the decoder) from the same forward pass. ``net`` may be
     wrapped in DDP; gradients DDP does not see are averaged over the ranks here. With
     ``consistency``, the student's unlabelled crops ride in the same forward pass (one batch,
-    as DDP wants one forward per backward) and the teacher follows after the step."""
+    as DDP wants one forward per backward) and the teacher follows after the step. With
+    ``false_alarms`` (``data.hard_negatives``), the crops' false alarms are remembered on their
+    photos (``idx``, ``where``) for later crops."""
     raw = getattr(net, "module", net)
     dev = next(net.parameters()).device
     xt = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -106,6 +109,8 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
             out = net(xt)
     p = torch.sigmoid(out.logits.float())
     logs: dict[str, float] = {}
+    if false_alarms is not None and idx is not None and where is not None:
+        logs["false_alarms"] = float(false_alarms.observe(p, yt, idx, where))
     if adv is not None:
         logs["d_loss"] = adv.step_d(xt, yt, p.detach())
     if dale is not None and fuzzy is not None and idx is not None:
@@ -220,6 +225,7 @@ def _extras(adv: Adversary | None, dale: Dale | None, sampler: PatchSampler,
     return {"adversary": adv.state_dict() if adv is not None else None,
             "dale": dale.state_dict() if dale is not None else None,
             "consistency": consistency.state_dict() if consistency is not None else None,
+            "false_alarms": sampler.false_alarms.state_dict() if sampler.false_alarms is not None else None,
             "rng": {"sampler": sampler.rng.bit_generator.state, "torch": torch.get_rng_state()}}
 
 
@@ -233,6 +239,8 @@ def _restore_extras(state: dict, adv: Adversary | None, dale: Dale | None, sampl
         dale.load_state_dict(state["dale"])
         if dale.state.passes:
             sampler.fuzzy = dale.state.fuzzy
+    if sampler.false_alarms is not None and state.get("false_alarms") is not None:
+        sampler.false_alarms.load_state_dict(state["false_alarms"])
     rng = state.get("rng")
     if rng is not None and ctx.rank == 0:  # other ranks reseed from (seed, step, rank)
         sampler.rng.bit_generator.state = rng["sampler"]
@@ -317,7 +325,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         try:
             logs = train_one_step(r.model, r.opt, *r.sampler.batch(), cfg, r.adv, r.dale, r.sampler.last_fuzzy,
                                   r.sampler.last_idx, r.step, r.sampler.last_where, r.consistency,
-                                  budget_progress(r.step, cfg.run.steps, r.elapsed, cfg.run.minutes))
+                                  budget_progress(r.step, cfg.run.steps, r.elapsed, cfg.run.minutes),
+                                  r.sampler.false_alarms)
         except TrainingDiverged as err:
             yield from r.emit({"event": "error", "step": r.step, "message": f"training stopped at step {r.step}: "
                                f"{err}; the last good model is kept"}, every_rank=True)
