@@ -150,6 +150,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # the green-contrast channel subtracts a background blurred at 24 px of the 832-px grid, so a
     # diffuse hemorrhage hundreds of px across (IDRiD_17's) is flattened in it; at 64 px it stays
     "default_gc64": ("default", ["model.preprocess.green_contrast_sigma=64.0"]),
+    # both: the 24-px green-contrast channel that finds small hemorrhages kept, and a second one over
+    # a 96-px background beside it (5 input channels), for diffuse hemorrhages hundreds of px across
+    # that the 24-px channel flattens (gc64 replaced the 24-px channel and lost small ones)
+    "default_gc24_96": ("default", ["model.preprocess.green_contrast_sigma=[24.0, 96.0]",
+                                    "model.network.in_channels=5"]),
     # online hard negatives: half of the background crops centred on a place where the network
     # itself raised a false alarm on that photo lately (p > 0.5 on background at least 8 px from any
     # lesion; the last 64 per photo), instead of anywhere in the disc (values picked before any run)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from napari_lesionseg.core.bundled import sample_paths
+from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.fov import FieldOfView, detect_fov
 from napari_lesionseg.core.image_io import read_image
+from napari_lesionseg.core.model_config import ModelConfig, PreprocessConfig
 from napari_lesionseg.core.preprocess import from_work, mask_to_work, network_input, plan_geometry, prepare, to_work
 
 # Measured independently of detect_fov on the bundled 2144x1424 samples: on every 50th row the
@@ -82,6 +84,24 @@ def test_network_input_is_standardised_inside_disc(sample_rgb: np.ndarray) -> No
     assert np.all(x[:, ~disc] == 0)
     x3 = network_input(to_work(sample_rgb, geom), disc, None)
     assert x3.shape[0] == 3
+
+
+def test_several_contrast_scales_give_one_channel_each(sample_rgb: np.ndarray) -> None:
+    """``preprocess.green_contrast_sigma = [8, 32]``: the RGB channels and the 8-px channel are
+    exactly the single-scale input's, the 32-px one is that scale's own channel; the config
+    counts the channels and a network of the wrong width is refused."""
+    x1, geom, disc = prepare(sample_rgb, 256, 8.0)
+    x2, _, _ = prepare(sample_rgb, 256, [8.0, 32.0])
+    wide, _, _ = prepare(sample_rgb, 256, 32.0)
+    assert x2.shape == (5,) + geom.work_shape
+    assert np.array_equal(x2[:4], x1) and np.array_equal(x2[4], wide[3])
+    assert not np.allclose(x2[3], x2[4], atol=0.1)  # the two scales see different things
+    assert PreprocessConfig(green_contrast_sigma=[8.0, 32.0]).channels == 5
+    assert PreprocessConfig(green_contrast_sigma=[]).channels == 3
+    with pytest.raises(ConfigError, match="in_channels"):
+        ModelConfig(preprocess=PreprocessConfig(green_contrast_sigma=[8.0, 32.0]))
+    with pytest.raises(ConfigError, match="0.5..500"):
+        PreprocessConfig(green_contrast_sigma=[8.0, 0.1])
 
 
 @pytest.mark.parametrize("sigma", [1.5, 4.0, 24.0])

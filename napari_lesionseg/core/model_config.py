@@ -24,20 +24,34 @@ MAX_TILE_SIZE = 2048
 @dataclass
 class PreprocessConfig:
     fov_diameter: int = 896  # disc diameter on the working grid, px
-    green_contrast_sigma: float | None = 24.0  # working px; None (or 0, TOML has no null): RGB only
+    #: working px; None (or 0, TOML has no null): RGB only; a list: one green-contrast channel per
+    #: background scale, in its order (e.g. [24, 96]: small lesions and diffuse ones)
+    green_contrast_sigma: float | list[float] | None = 24.0
 
     def __post_init__(self) -> None:
-        if self.green_contrast_sigma == 0:
+        if self.green_contrast_sigma == 0 or self.green_contrast_sigma == []:
             self.green_contrast_sigma = None
         require(32 <= self.fov_diameter <= MAX_FOV_DIAMETER, "preprocess.fov_diameter",
                 f"out of range 32..{MAX_FOV_DIAMETER}")
-        if self.green_contrast_sigma is not None:
-            require(0.5 <= self.green_contrast_sigma <= 500, "preprocess.green_contrast_sigma",
-                    "out of range 0.5..500")
+        require(len(self.contrast_sigmas) <= 4, "preprocess.green_contrast_sigma", "at most 4 scales")
+        for sigma in self.contrast_sigmas:
+            require(0.5 <= sigma <= 500, "preprocess.green_contrast_sigma", "out of range 0.5..500")
+
+    @property
+    def contrast_sigmas(self) -> list[float]:
+        """The green-contrast channels' background scales (none, one or several)."""
+        return contrast_sigmas(self.green_contrast_sigma)
 
     @property
     def channels(self) -> int:
-        return 3 + (self.green_contrast_sigma is not None)
+        return 3 + len(self.contrast_sigmas)
+
+
+def contrast_sigmas(setting: float | list[float] | None) -> list[float]:
+    """``preprocess.green_contrast_sigma`` as a list of scales."""
+    if setting is None:
+        return []
+    return [float(s) for s in setting] if isinstance(setting, list) else [float(setting)]
 
 
 def _check_knots(knots: list[list[float]] | None, name: str, lo: float = 0.0, hi: float = 1.0) -> None:

@@ -20,6 +20,7 @@ from PIL import Image
 from scipy import signal
 
 from .fov import FieldOfView, detect_fov
+from .model_config import contrast_sigmas
 from .runtime import cpu_pool, row_blocks
 
 
@@ -172,28 +173,28 @@ def green_contrast(green: NDArray[np.float32], fov_mask: NDArray[np.bool_], sigm
 
 
 def network_input(work_rgb: NDArray[np.uint8], fov_mask: NDArray[np.bool_],
-                  green_contrast_sigma: float | None) -> NDArray[np.float32]:
+                  green_contrast_sigma: float | list[float] | None) -> NDArray[np.float32]:
     """The network's input ``float32 (C, h, w)``: RGB standardised inside the disc (C = 3),
-    plus the standardised green-contrast channel when ``green_contrast_sigma`` is set (C = 4).
-    Zero outside the disc."""
+    plus a standardised green-contrast channel per background scale in ``green_contrast_sigma``
+    (one when it is a number: C = 4). Zero outside the disc."""
     x = work_rgb.astype(np.float32) * np.float32(1.0 / 255.0)
     m = fov_mask if fov_mask.any() else np.ones(fov_mask.shape, bool)
-    # the green-contrast blur (FFTs: the larger part) runs beside the RGB standardisation
-    gc_job = cpu_pool().submit(green_contrast, x[..., 1], m, green_contrast_sigma) if green_contrast_sigma else None
+    # the green-contrast blurs (FFTs: the larger part) run beside the RGB standardisation
+    gc_jobs = [cpu_pool().submit(green_contrast, x[..., 1], m, s) for s in contrast_sigmas(green_contrast_sigma)]
     chans = []
     for c in range(3):
         ch = x[..., c]
         v = ch[m]
         chans.append((ch - v.mean()) / max(float(v.std()), 1e-3))
-    if gc_job is not None:
-        gc = gc_job.result()
+    for job in gc_jobs:
+        gc = job.result()
         chans.append(gc / max(float(gc[m].std()), 1e-3))
     out = np.stack(chans).astype(np.float32)
     out *= m[None]
     return out
 
 
-def prepare(rgb: NDArray[np.uint8], fov_diameter: int, green_contrast_sigma: float | None,
+def prepare(rgb: NDArray[np.uint8], fov_diameter: int, green_contrast_sigma: float | list[float] | None,
             fov: FieldOfView | None = None) -> tuple[NDArray[np.float32], Geometry, NDArray[np.bool_]]:
     """Input photograph to ``(network input (C, h, w), geometry, working-grid disc mask)``."""
     fov = fov or detect_fov(rgb)
