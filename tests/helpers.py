@@ -34,3 +34,15 @@ def benchmark_module(name: str) -> ModuleType:
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
+
+
+def train_until(cfg: object, run_dir: Path, step: int) -> None:
+    """Train ``cfg`` into ``run_dir`` and stop as a killed process would, when step ``step`` is
+    reported (its resume state is the last one written before it)."""
+    from lesionseg_training.trainer import train
+
+    gen = train(cfg, run_dir)
+    for ev in gen:
+        if ev["event"] == "step" and ev["step"] == step:
+            break
+    gen.close()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import train_until
 from lesionseg_training.consistency import Consistency, prepare_unlabelled, rampup, turn, turn_back
 
 
@@ -105,11 +106,7 @@ def test_a_run_trains_with_a_mean_teacher_and_resumes_it_exactly(small_pairs: Pa
     teacher, student = st["consistency"]["teacher"], st["model"]
     assert int(teacher["n_averaged"]) == 8
     assert any(not torch.equal(teacher[f"module.{k}"], v) for k, v in student.items() if k.endswith("weight"))
-    gen = train(cfg, tmp_path / "interrupted")
-    for ev in gen:  # stop a step after the first checkpoint, as a killed process would
-        if ev["event"] == "step" and ev["step"] == 5:
-            break
-    gen.close()
+    train_until(cfg, tmp_path / "interrupted", 5)  # killed a step after a checkpoint
     assert {"event": "resumed", "step": 4} in list(train(cfg, tmp_path / "interrupted", resume=True))
     b = _state(tmp_path / "interrupted")
     for key in ("model", "optim", "consistency", "rng"):

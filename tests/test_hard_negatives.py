@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import train_until
 from lesionseg_training.data import PatchSampler, Prepared
 from lesionseg_training.hard_negatives import FalseAlarms
 from lesionseg_training.train_config import AugmentConfig, DataConfig, HardNegativeConfig, load_config
@@ -79,11 +80,7 @@ def test_a_run_with_hard_negatives_resumes_what_it_remembered(tmp_path: Path, sm
                                "data.val_every=2", "run.steps=8", "run.eval_every=4",
                                "data.hard_negatives.share=0.5", "data.hard_negatives.threshold=0.01"])
     list(train(cfg, tmp_path / "straight"))
-    gen = train(cfg, tmp_path / "interrupted")
-    for ev in gen:
-        if ev["event"] == "step" and ev["step"] == 5:
-            break
-    gen.close()
+    train_until(cfg, tmp_path / "interrupted", 5)  # killed a step after a checkpoint
     first = torch.load(tmp_path / "interrupted" / "state.pt", weights_only=True)
     assert first["step"] == 4 and any(first["false_alarms"]["places"])
     list(train(cfg, tmp_path / "interrupted", resume=True))

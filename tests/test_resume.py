@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import train_until
 from lesionseg_training.train_config import load_config
 from lesionseg_training.trainer import train
 
@@ -41,11 +42,7 @@ def test_interrupted_and_resumed_run_equals_one_go(tmp_path: Path, small_pairs: 
     cfg = _cfg(preset, small_pairs)
     list(train(cfg, tmp_path / "straight"))
 
-    gen = train(cfg, tmp_path / "interrupted")
-    for ev in gen:  # stop a step after the first checkpoint, as a killed process would
-        if ev["event"] == "step" and ev["step"] == 5:
-            break
-    gen.close()
+    train_until(cfg, tmp_path / "interrupted", 5)  # killed a step after a checkpoint
     assert _state(tmp_path / "interrupted")["step"] == 4
     events = list(train(cfg, tmp_path / "interrupted", resume=True))
     assert {"event": "resumed", "step": 4} in events
@@ -66,11 +63,7 @@ def test_resume_state_between_validations_continues_exactly(tmp_path: Path, smal
     the one-go run."""
     cfg = _cfg("dale_small", small_pairs, "run.state_every=3")
     list(train(cfg, tmp_path / "straight"))
-    gen = train(cfg, tmp_path / "interrupted")
-    for ev in gen:
-        if ev["event"] == "step" and ev["step"] == 7:
-            break
-    gen.close()
+    train_until(cfg, tmp_path / "interrupted", 7)  # killed a step after a checkpoint
     assert _state(tmp_path / "interrupted")["step"] == 6
     assert not (tmp_path / "interrupted" / ".state.tmp").exists()
     # the clock a resume continues from: as if the first sitting had run 1000 s
@@ -104,11 +97,7 @@ def test_weight_average_is_what_is_saved_and_resumes_exactly(tmp_path: Path, sma
     weights = [k for k, v in live.items() if v.is_floating_point() and "running" not in k]
     assert all(torch.equal(saved[k], avg[k]) for k in weights)
     assert any(not torch.equal(live[k], avg[k]) for k in weights)  # the average lags the live weights
-    gen = train(cfg, tmp_path / "interrupted")
-    for ev in gen:
-        if ev["event"] == "step" and ev["step"] == 5:
-            break
-    gen.close()
+    train_until(cfg, tmp_path / "interrupted", 5)  # killed a step after a checkpoint
     list(train(cfg, tmp_path / "interrupted", resume=True))
     _assert_same(_state(tmp_path / "straight")["ema"], _state(tmp_path / "interrupted")["ema"], "ema")
     plain = _cfg("tiny", small_pairs)
