@@ -241,10 +241,10 @@ def _crop(arr: NDArray, y0: int, x0: int, size: int) -> NDArray:
 
 class PatchSampler:
     """Random training crops: a fraction centred (with jitter) on a lesion pixel (``data.centre_on``:
-    any lesion pixel, or a pixel of a lesion drawn first), the rest
-    anywhere inside the disc (or, ``data.hard_negatives``, a share of them on a false alarm the
-    network raised there before: ``false_alarms``, fed by the trainer); augmented with flips, 90-degree rotations, brightness/contrast
-    jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8`` (``(B, T,
+    any lesion pixel, or a pixel of a lesion drawn first), the rest anywhere inside the disc (or,
+    ``data.hard_negatives``, a share of them on a false alarm the network raised there before:
+    ``false_alarms``, fed by the trainer); augmented with flips, 90-degree rotations,
+    brightness/contrast jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8`` (``(B, T,
     s, s)`` for a model with several outputs)."""
 
     def __init__(self, items: list[Prepared], cfg: DataConfig, seed: int,
