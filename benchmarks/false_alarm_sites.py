@@ -9,6 +9,8 @@ mask that is not an annotated hemorrhage is assigned to the first site it lies i
 - ``OD``: on the optic disc;
 - ``elsewhere``: none of these.
 
+(Distances are city-block ones: the masks are widened by ``scipy.ndimage.binary_dilation``.)
+
 The same for the probability mass above 0.1 on pixels that are not hemorrhage (what the ranking
 behind AUPR sees), and the missed hemorrhage pixels beside the false ones. ``--crops N`` also
 draws N batches of the run's own training crops (its config's sampler, seed 1) and reports, per
