@@ -79,9 +79,8 @@ def held_out(run: Path, variant: str, fold: int, images: str, radius: int) -> di
     mass = dict.fromkeys(SITES, 0.0)
     photos = []
     for pair in report:
-        rgb = read_image(pair.image)
-        rgb = rgb[0] if isinstance(rgb, tuple) else rgb
-        pred = run_to_end(predict(model, rgb))
+        rgb, _ = read_image(pair.image)
+        pred = run_to_end(predict(model, rgb, types=[]))
         he = pair.read_mask(pred.mask.shape) == 1
         sites = site_masks(pair, he.shape, he, radius)
         wrong = (pred.mask == 1) & ~he

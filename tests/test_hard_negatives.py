@@ -86,6 +86,6 @@ def test_a_run_with_hard_negatives_resumes_what_it_remembered(tmp_path: Path, sm
     list(train(cfg, tmp_path / "interrupted", resume=True))
     a = torch.load(tmp_path / "straight" / "state.pt", weights_only=True)
     b = torch.load(tmp_path / "interrupted" / "state.pt", weights_only=True)
-    assert a["false_alarms"] == b["false_alarms"] and a["false_alarms"]["seen"] > first["false_alarms"]["seen"]
+    assert a["false_alarms"] == b["false_alarms"] != first["false_alarms"]  # the second sitting remembered more
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k

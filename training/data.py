@@ -244,8 +244,8 @@ class PatchSampler:
     any lesion pixel, or a pixel of a lesion drawn first), the rest anywhere inside the disc (or,
     ``data.hard_negatives``, a share of them on a false alarm the network raised there before:
     ``false_alarms``, fed by the trainer); augmented with flips, 90-degree rotations,
-    brightness/contrast jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``, ``y (B, s, s) uint8`` (``(B, T,
-    s, s)`` for a model with several outputs)."""
+    brightness/contrast jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``,
+    ``y (B, s, s) uint8`` (``(B, T, s, s)`` for a model with several outputs)."""
 
     def __init__(self, items: list[Prepared], cfg: DataConfig, seed: int,
                  replay: list[Prepared] | None = None, replay_share: float = 0.0,
@@ -304,6 +304,13 @@ class PatchSampler:
                 out.append((idx[order], np.searchsorted(ids[order], np.arange(1, n + 2))))
         return out
 
+    def _false_alarm(self, i: int) -> int | None:
+        """For ``data.hard_negatives``' share of the background crops: one of photo ``i``'s
+        remembered false alarms (None when off, not drawn, or the photo has none yet)."""
+        if self.false_alarms is None or self.rng.random() >= self.cfg.hard_negatives.share:
+            return None
+        return self.false_alarms.draw(i, self.rng)
+
     def _one(self) -> tuple[NDArray[np.float32], NDArray[np.uint8], int, NDArray[np.float32]]:
         s = self.cfg.crop_size
         if self.replay_share and self.rng.random() < self.replay_share:
@@ -321,17 +328,13 @@ class PatchSampler:
                 k = int(self.rng.integers(len(bounds) - 1))
                 flat = int(les[self.rng.integers(bounds[k], bounds[k + 1])])
             jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
+        elif (remembered := self._false_alarm(i)) is not None:  # where the network erred before
+            flat = remembered
+            jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
         else:
-            remembered = None
-            if self.false_alarms is not None and self.rng.random() < self.cfg.hard_negatives.share:
-                remembered = self.false_alarms.draw(i, self.rng)
-            if remembered is not None:  # a place where the network raised a false alarm before
-                flat = remembered
-                jitter = self.rng.integers(-s // 4, s // 4 + 1, size=2)
-            else:
-                pool = self.fov_idx[i]
-                flat = int(pool[self.rng.integers(len(pool))]) if len(pool) else int(self.rng.integers(it.y.size))
-                jitter = np.zeros(2, int)
+            pool = self.fov_idx[i]
+            flat = int(pool[self.rng.integers(len(pool))]) if len(pool) else int(self.rng.integers(it.y.size))
+            jitter = np.zeros(2, int)
         cy, cx = divmod(flat, w)
         lo, hi = self.cfg.augment.zoom
         m = s  # the side of the photo's square the crop shows, resampled to s when zoomed

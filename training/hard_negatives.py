@@ -29,7 +29,6 @@ class FalseAlarms:
         self.cfg = cfg
         self.n_photos = n_photos
         self.places: list[deque[int]] = [deque(maxlen=cfg.memory) for _ in range(n_photos)]
-        self.seen = 0  # false alarms remembered so far (for the run's log)
 
     def observe(self, p: torch.Tensor, y: torch.Tensor, idx: np.ndarray, where: np.ndarray) -> int:
         """Remember this step's false alarms. ``p``: probabilities ``(B, T, s, s)`` (channel 0 is
@@ -52,7 +51,6 @@ class FalseAlarms:
             if i < self.n_photos:
                 self.places[i].append(int(where[b].reshape(-1)[int(at[b])]))
                 found += 1
-        self.seen += found
         return found
 
     def draw(self, i: int, rng: np.random.Generator) -> int | None:
@@ -63,7 +61,7 @@ class FalseAlarms:
         return kept[int(rng.integers(len(kept)))]
 
     def state_dict(self) -> dict:
-        return {"places": [list(d) for d in self.places], "seen": self.seen}
+        return {"places": [list(d) for d in self.places]}
 
     def load_state_dict(self, state: dict) -> None:
         places = state["places"]
@@ -71,4 +69,3 @@ class FalseAlarms:
             raise ValueError(f"the resume state remembers false alarms on {len(places)} photos; "
                              f"this run trains on {self.n_photos}")
         self.places = [deque(p, maxlen=self.cfg.memory) for p in places]
-        self.seen = int(state.get("seen", 0))
