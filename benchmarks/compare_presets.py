@@ -145,6 +145,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "default_lcf04": ("default", ["data.lesion_crop_fraction=0.4"]),
     # and the other way: 0.8 of the crops lesion-centred (0.4 was 0.010 and 0.005 lower by fold)
     "default_lcf08": ("default", ["data.lesion_crop_fraction=0.8"]),
+    # the same in the shipped recipe (half the crops through simulated cameras), for the long budget
+    "default_lcf08_cameras": ("default", ["data.cameras.share=0.5", "data.lesion_crop_fraction=0.8"]),
     # scale: every crop shows a square of the photo 0.8-1.25 times its side (log-uniform) resampled
     # to the crop's size, so each lesion is seen at sizes the fixed working grid never gives it
     # (the flips and right-angle turns are the only geometric augmentation otherwise)
