@@ -90,6 +90,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # (1.38x finer, 1.9x the pixels at inference), the green-contrast background scaled with it;
     # the same 256-px crops, so the same cost per step and less context per crop
     "default_fov1152": ("default", ["model.preprocess.fov_diameter=1152", "model.preprocess.green_contrast_sigma=33.2"]),
+    # the other way: a coarse grid, 416 px across the disc (half the shipped 832; green-contrast
+    # background scaled with it), so a 256-px crop shows four times the fundus; a candidate second
+    # member beside the fine network for large diffuse hemorrhages (IDRiD_17's), at a quarter of
+    # the pixels per photo
+    "default_fov416": ("default", ["model.preprocess.fov_diameter=416", "model.preprocess.green_contrast_sigma=12.0"]),
     # self-training: a third of the crops from the unlabelled photos, pseudo-labelled by the fold's
     # own model of the same recipe (--pseudo-teacher), copies of annotated photos left out
     "default_pseudo": ("default", ["data.pseudo_share=0.3"]),
