@@ -35,6 +35,13 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                         "fitted on its own grid (default: the model's inference.extra_grids)")
 
 
+def _add_prob_bits(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--prob-bits", type=int, choices=[8, 16], default=8,
+                   help=f"{what}: 8 = round(255 p), 16 = round(65535 p), which keeps the order of the many "
+                        "low probabilities that 8 bits tie (a precision-recall curve drawn from 16-bit files "
+                        "scored 0.009 higher pooled AUPR on two folds; README) (default: 8)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lesionseg", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--lesions", default=None, metavar="TYPES",
                    help="lesion types to write, e.g. HE,MA,EX,SE,OD (default: every output of the model)")
+    _add_prob_bits(p, "depth of the <stem>_prob.png files")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a model on images with ground-truth masks")
@@ -67,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesions", default=None, metavar="TYPES",
                    help="also score these outputs, e.g. MA,EX,SE,OD, against <stem>_<T> masks beside the hemorrhage "
                         "masks or IDRiD's masks_<T>/ folders")
+    _add_prob_bits(p, "score the probabilities as predict's PNGs of this depth hold them")
     p.set_defaults(func=cmd_evaluate)
 
     from lesionseg_training.cli import add_finetune_parser, add_train_parser
@@ -136,7 +145,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     types = _lesion_types(args.lesions, model)
     with _bar(len(paths), args.quiet, "img") as bar:
         res = _drive(predict_files(model, paths, args.out, keep_going=args.keep_going, mm_per_px=args.mm_per_px,
-                                   device=str(dev), tta=args.tta, precision=args.precision, types=types), bar)
+                                   device=str(dev), tta=args.tta, precision=args.precision, types=types,
+                                   prob_bits=args.prob_bits), bar)
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}'{_grids_note(model)} "
           f"-> {args.out}")
     return _report_failures(res.failures)
@@ -178,9 +188,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
                                         threshold=args.threshold, precision=args.precision,
-                                        types=_lesion_types(args.lesions, model)), bar)
+                                        types=_lesion_types(args.lesions, model), prob_bits=args.prob_bits), bar)
     s = res.summary
-    print(f"model '{model.version}'{_grids_note(model)} on {int(s['images'])} images (threshold {ds.threshold:.3f}):")
+    print(f"model '{model.version}'{_grids_note(model)} on {int(s['images'])} images (threshold {ds.threshold:.3f}, "
+          f"probabilities scored as {args.prob_bits}-bit PNGs):")
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
               "fuzzy_error_capture", "fuzzy_area_fraction"):
         print(f"  {k:20s} {s[k]:.4f}")
@@ -207,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
                                             "images": str(args.images), "masks": str(args.masks),
-                                            **{k: s[k] for k in ("tta", "grids", "precision") if k in s},
+                                            **{k: s[k] for k in ("tta", "grids", "precision", "prob_bits") if k in s},
                                             **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
                                             **{k: s[k] for k in ("lesion_precision", "lesion_recall", "gt_lesions",
                                                                  "pred_lesions")},

@@ -138,6 +138,42 @@ def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, ti
     assert len((out.parent / "metrics_per_image.csv").read_text().splitlines()) == 3
 
 
+def test_sixteen_bit_probabilities_and_evaluate_scores_what_the_files_hold(tmp_path: Path, small_pairs: Path,
+                                                                         tiny_model_dir: Path) -> None:
+    """``--prob-bits 16``: ``<stem>_prob.png`` holds round(65535 p), within one 8-bit step of the
+    8-bit file and with more distinct values, and ``summary.csv`` says the depth; ``evaluate
+    --prob-bits 16`` scores what those files hold (its pooled AUPR is the one drawn from the written
+    16-bit PNGs); another depth is refused before any work."""
+    from napari_lesionseg.core.image_io import read_unit_map
+    from napari_lesionseg.core.metrics import DatasetScores
+
+    imgs = small_pairs / "images"
+    for bits in ("8", "16"):
+        r = lesionseg("predict", imgs, "--out", tmp_path / bits, "--model", tiny_model_dir, "--quiet", "--prob-bits", bits)
+        assert r.returncode == 0, r.stderr
+        assert next(csv.DictReader(open(tmp_path / bits / "summary.csv")))["prob_bits"] == bits
+    files = DatasetScores(threshold=0.5, pr_bins=65536)
+    for stem in ("IDRiD_04", "IDRiD_16"):
+        p8 = np.asarray(Image.open(tmp_path / "8" / f"{stem}_prob.png")).astype(np.int64)
+        im16 = Image.open(tmp_path / "16" / f"{stem}_prob.png")
+        p16 = np.asarray(im16).astype(np.int64)
+        assert im16.mode == "I;16" and p16.shape == p8.shape
+        assert np.abs(np.rint(p16 * 255 / 65535) - p8).max() <= 1
+        assert len(np.unique(p16)) > len(np.unique(p8))
+        gt = read_mask(small_pairs / "masks" / f"{stem}_HE.png")
+        files.add(stem, read_unit_map(tmp_path / "16" / f"{stem}_prob.png"), gt == 1, gt != 255, with_hd95=False)
+    out = tmp_path / "rep" / "metrics.json"
+    r = lesionseg("evaluate", "--images", imgs, "--masks", small_pairs / "masks", "--model", tiny_model_dir,
+                  "--out", out, "--quiet", "--prob-bits", "16")
+    assert r.returncode == 0 and "scored as 16-bit PNGs" in r.stdout, r.stderr
+    rep = json.loads(out.read_text())
+    assert rep["prob_bits"] == 16
+    assert rep["summary"]["aupr"] == pytest.approx(files.summary()["aupr"], abs=1e-6)
+    r = lesionseg("predict", imgs, "--out", tmp_path / "never", "--model", tiny_model_dir, "--prob-bits", "12")
+    assert r.returncode == 2 and "--prob-bits" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "never").exists()
+
+
 def test_evaluate_unmatched_masks_listed(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
     masks = tmp_path / "masks"
     shutil.copytree(small_pairs / "masks", masks)

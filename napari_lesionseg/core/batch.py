@@ -27,6 +27,7 @@ from .outputs import (
     LESION_CSV_COLUMNS,
     NOTES_SEPARATOR,
     SUMMARY_COLUMNS,
+    check_prob_bits,
     lesion_rows,
     write_folder_csv,
     write_prediction,
@@ -106,9 +107,9 @@ def writable_folder(out_dir: Path) -> Path:
 def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_going: bool = False,
                   mm_per_px: float | None = None, device: str | None = None,
                   tta: str | None = None, precision: str = "auto",
-                  types: list[str] | None = None) -> Generator[dict[str, Any], None, BatchResult]:
+                  types: list[str] | None = None, prob_bits: int = 8) -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
-    every output of the model). Events: ``{"event": "tile", ...}`` per tile (``"stage"``
+    every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16). Events: ``{"event": "tile", ...}`` per tile (``"stage"``
     when a photo's inference is past its tiles), ``"image"`` per finished image, ``"failed"``
     per bad file (``"stops"``: without ``keep_going`` the error is raised next). The next image
     is read in a background thread while the current one computes.
@@ -118,6 +119,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
     ``not run``; an earlier run's rows of other photos in ``out_dir`` stay
     (``write_folder_csv``). A file that cannot be written (disk full) stops the run with an
     error that says which photos' outputs are complete."""
+    check_prob_bits(prob_bits)  # before any work
     writable_folder(out_dir)
     outputs = model.config.network.outputs
     result = BatchResult()
@@ -146,7 +148,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                         raise
                     continue
                 try:
-                    write_prediction(out_dir, path.stem, pred, types)
+                    write_prediction(out_dir, path.stem, pred, types, prob_bits)
                 except OSError as err:
                     stopped = "stopped"
                     raise _write_error(err, out_dir, result) from None
@@ -161,7 +163,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                     "lesions": len(rows), "lesion_px": int(pred.mask.sum()),
                     "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
                     "threshold": pred.threshold, "tta": pred.tta, "grids": "+".join(map(str, pred.grids)),
-                    "precision": pred.precision, "seconds": round(secs, 3), "error": "",
+                    "precision": pred.precision, "prob_bits": prob_bits, "seconds": round(secs, 3), "error": "",
                     "notes": NOTES_SEPARATOR.join(notes),
                 })
                 result.done.append(str(path))
@@ -197,12 +199,16 @@ def _tile_events(gen: Generator[Progress, None, T], image: str, index: int) -> G
 
 def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = False, device: str | None = None,
                    tta: str | None = None, threshold: float | None = None,
-                   pr_bins: int = 256, precision: str = "auto",
-                   types: list[str] | None = None) -> Generator[dict[str, Any], None, tuple[DatasetScores, BatchResult]]:
-    """Score the model on image/mask pairs at full input resolution. ``pr_bins=256`` scores
-    the probabilities as the 8-bit PNGs ``predict`` writes would be scored. ``types``: other
+                   precision: str = "auto", types: list[str] | None = None,
+                   prob_bits: int = 8) -> Generator[dict[str, Any], None, tuple[DatasetScores, BatchResult]]:
+    """Score the model on image/mask pairs at full input resolution. The probabilities are
+    scored as the PNGs ``predict --prob-bits`` writes hold them (``prob_bits`` 8: round(255 p),
+    16: round(65535 p)), in as many precision-recall bins as the PNG has values, so the figures
+    are those of the files. ``types``: other
     outputs to score too (``summary["types"][T]``), against each photo's masks of that type
     (``Pair.type_mask``; photos for which a type is unknown are left out of its score)."""
+    levels = float(2 ** check_prob_bits(prob_bits) - 1)
+    pr_bins = int(levels) + 1
     thr = model.config.inference.threshold if threshold is None else threshold
     ds = DatasetScores(threshold=thr, pr_bins=pr_bins)
     others = [t for t in (types or []) if t != HE]
@@ -229,10 +235,10 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         ran = {"tta": pred.tta, "grids": list(pred.grids)}  # the same for every photo
         precisions.add(pred.precision)
         valid = gt != 255
-        # score on the probability as written to disk (8-bit) so figures match the files
-        p8 = np.rint(pred.probability * 255.0) / 255.0
-        row = ds.add(pair.id, p8, gt == 1, valid)
-        row.update(found.add(p8 > thr, gt == 1, valid))  # lesion level: found / right lesions
+        # score on the probability as written to disk so figures match the files
+        pq = np.rint(pred.probability * levels) / levels
+        row = ds.add(pair.id, pq, gt == 1, valid)
+        row.update(found.add(pq > thr, gt == 1, valid))  # lesion level: found / right lesions
         # is the fuzzy map useful? the share of wrong pixels it holds vs the share of the disc it covers
         fov = pred.geometry.input_fov_mask() & valid
         wrong = (pred.mask == 1) != (gt == 1)
@@ -245,7 +251,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         for t, tg in type_gt.items():
             if tg is not None:  # a type unknown for this photo is not scored on it
                 maps = pred.others[t]
-                per_type[t].add(pair.id, np.rint(maps.probability * 255.0) / 255.0, tg == 1, tg != 255,
+                per_type[t].add(pair.id, np.rint(maps.probability * levels) / levels, tg == 1, tg != 255,
                                 with_hd95=False, mask=maps.mask if t == OD else None)
         result.done.append(str(pair.image))
         yield {"event": "image", "image": pair.image.name, "index": i, **{k: v for k, v in row.items() if k != "image"}}
@@ -255,6 +261,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     result.summary.update(tally.summary())
     result.summary.update(found.summary())
     result.summary.update(ran, **({"precision": "+".join(sorted(precisions))} if precisions else {}))
+    result.summary["prob_bits"] = prob_bits
     result.summary["types"] = {t: {k: v for k, v in d.summary().items() if not k.startswith("hd95")}
                                for t, d in per_type.items() if d.per_image}
     result.scores = {HE: ds, **{t: d for t, d in per_type.items() if d.per_image}}

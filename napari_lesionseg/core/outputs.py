@@ -43,22 +43,40 @@ def _to_unsigned(p: np.ndarray, dtype: type[np.unsignedinteger], rows: int) -> n
     return out
 
 
-def write_prediction(out_dir: Path, stem: str, pred: Prediction, types: list[str] | None = None) -> list[Path]:
+PROB_BITS = (8, 16)
+
+
+def check_prob_bits(bits: int) -> int:
+    """Refuse a probability PNG depth other than 8 or 16."""
+    if bits not in PROB_BITS:
+        raise ValueError(f"probability PNGs are 8 or 16 bits, not {bits}")
+    return bits
+
+
+def to_prob_png(p: np.ndarray, bits: int = 8) -> np.ndarray:
+    """A probability map as its PNG holds it: ``round(255 p)`` (8 bits) or ``round(65535 p)``
+    (16 bits)."""
+    return to_uint16(p) if check_prob_bits(bits) == 16 else to_uint8(p)
+
+
+def write_prediction(out_dir: Path, stem: str, pred: Prediction, types: list[str] | None = None,
+                     prob_bits: int = 8) -> list[Path]:
     """The maps of a :class:`Prediction` for ``types`` (None: HE and every other output it
     holds): HE's as :func:`write_maps` writes them; each other lesion type T's as
     ``<stem>_<T>_prob.png`` and ``<stem>_<T>_mask.png`` (the same encodings); the optic disc as
     ``<stem>_OD_mask.png``. All of them or none."""
+    check_prob_bits(prob_bits)
     written: list[Path] = []
     try:
         if types is None or HE in types:
-            written += write_maps(out_dir, stem, pred.probability, pred.mask, pred.fuzzy)
+            written += write_maps(out_dir, stem, pred.probability, pred.mask, pred.fuzzy, prob_bits)
         for name, maps in pred.others.items():
             if types is not None and name not in types:
                 continue
             if name == OD:
                 written += _write_all({out_dir / f"{stem}_{name}_mask.png": lambda m=maps: _mask255(m.mask)})
             else:
-                written += write_maps(out_dir, f"{stem}_{name}", maps.probability, maps.mask, None)
+                written += write_maps(out_dir, f"{stem}_{name}", maps.probability, maps.mask, None, prob_bits)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -70,14 +88,18 @@ def _mask255(mask: np.ndarray) -> np.ndarray:
     return (np.asarray(mask) > 0).view(np.uint8) * np.uint8(255)
 
 
-def write_maps(out_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray, fuzzy: np.ndarray | None) -> list[Path]:
-    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (8-bit, round(255 p)),
-    ``<stem>_fuzzy.png`` (16-bit, round(65535 f): the map ranks pixels, so it keeps the
-    precision 8 bits would tie away; not written when ``fuzzy`` is None): the one writer of
-    prediction maps (``lesionseg predict`` and the project store)."""
+def write_maps(out_dir: Path, stem: str, prob: np.ndarray, mask: np.ndarray, fuzzy: np.ndarray | None,
+               prob_bits: int = 8) -> list[Path]:
+    """``<stem>_mask.png`` (0/255), ``<stem>_prob.png`` (8-bit, round(255 p); with ``prob_bits``
+    16, round(65535 p): a precision-recall curve drawn from the file then keeps the order of
+    the many low probabilities that 8 bits tie), ``<stem>_fuzzy.png`` (16-bit, round(65535 f):
+    the map ranks pixels, so it keeps the precision 8 bits would tie away; not written when
+    ``fuzzy`` is None): the one writer of prediction maps (``lesionseg predict`` and the
+    project store)."""
+    check_prob_bits(prob_bits)
     jobs: dict[Path, Callable[[], np.ndarray]] = {
         out_dir / f"{stem}_mask.png": lambda: _mask255(mask),
-        out_dir / f"{stem}_prob.png": lambda: to_uint8(prob),
+        out_dir / f"{stem}_prob.png": lambda: to_prob_png(prob, prob_bits),
     }
     if fuzzy is not None:
         jobs[out_dir / f"{stem}_fuzzy.png"] = lambda: to_uint16(fuzzy)
@@ -124,7 +146,7 @@ def lesion_rows(image: str, pred: Prediction, types: list[str] | None = None) ->
 
 LESION_CSV_COLUMNS = ["image"] + LESION_COLUMNS
 SUMMARY_COLUMNS = ["image", "status", "width", "height", "lesions", "lesion_px", "fuzzy_px",
-                   "model", "threshold", "tta", "grids", "precision", "seconds", "error", "notes"]
+                   "model", "threshold", "tta", "grids", "precision", "prob_bits", "seconds", "error", "notes"]
 #: how a photo's notes (warnings that did not stop it) are joined in ``summary.csv``'s ``notes``
 NOTES_SEPARATOR = " | "
 
