@@ -109,10 +109,11 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                   tta: str | None = None, precision: str = "auto",
                   types: list[str] | None = None, prob_bits: int = 8) -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
-    every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16). Events: ``{"event": "tile", ...}`` per tile (``"stage"``
-    when a photo's inference is past its tiles), ``"image"`` per finished image, ``"failed"``
-    per bad file (``"stops"``: without ``keep_going`` the error is raised next). The next image
-    is read in a background thread while the current one computes.
+    every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16). Events:
+    ``{"event": "tile", ...}`` per tile (``"stage"`` when a photo's inference is past its
+    tiles), ``"image"`` per finished image, ``"failed"`` per bad file (``"stops"``: without
+    ``keep_going`` the error is raised next). The next image is read in a background thread
+    while the current one computes.
 
     ``summary.csv`` and ``lesions.csv`` are written however the run ends (Ctrl-C, a cancelled
     generator, an error): the finished photos' rows are never lost, the rest are marked
@@ -204,9 +205,9 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     """Score the model on image/mask pairs at full input resolution. The probabilities are
     scored as the PNGs ``predict --prob-bits`` writes hold them (``prob_bits`` 8: round(255 p),
     16: round(65535 p)), in as many precision-recall bins as the PNG has values, so the figures
-    are those of the files. ``types``: other
-    outputs to score too (``summary["types"][T]``), against each photo's masks of that type
-    (``Pair.type_mask``; photos for which a type is unknown are left out of its score)."""
+    are those of the files. ``types``: other outputs to score too (``summary["types"][T]``),
+    against each photo's masks of that type (``Pair.type_mask``; photos for which a type is
+    unknown are left out of its score)."""
     levels = float(2 ** check_prob_bits(prob_bits) - 1)
     pr_bins = int(levels) + 1
     thr = model.config.inference.threshold if threshold is None else threshold
