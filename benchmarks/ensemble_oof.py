@@ -36,7 +36,9 @@ HERE = Path(__file__).resolve().parent
 
 def as_png(p: NDArray) -> NDArray[np.float32]:
     """A probability as the 8-bit PNG a user gets holds it."""
-    return np.round(p * 255).astype(np.uint8).astype(np.float32) / 255
+    from napari_lesionseg.core.outputs import as_written
+
+    return as_written(p, 8)
 
 
 def fold_runs(args: argparse.Namespace) -> dict[int, list[Path]]:

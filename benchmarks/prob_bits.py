@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import compare_presets as cp
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEPTHS = (8, 16)
@@ -32,12 +31,12 @@ DEPTHS = (8, 16)
 def main() -> None:
     import torch
 
-    from napari_lesionseg.core.batch import _type_truth
     from napari_lesionseg.core.image_io import read_image
     from napari_lesionseg.core.inference import predict, run_to_end
     from napari_lesionseg.core.lesion_types import HE
     from napari_lesionseg.core.metrics import DatasetScores, pool_scores
     from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.outputs import as_written
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=Path, required=True, help="where <variant>-f<fold>-s<steps> runs are")
@@ -70,14 +69,12 @@ def main() -> None:
             for pair in pairs:
                 rgb, _ = read_image(pair.image)
                 pred = run_to_end(predict(model, rgb, tta=args.tta, types=[t for t in types if t != HE]))
-                for t in types:
-                    gt = pair.read_mask(shape=rgb.shape[:2]) if t == HE else _type_truth(pair, t, rgb.shape[:2])
+                for t, gt in pair.read_types(types, rgb.shape[:2]).items():
                     if gt is None:  # the type is unknown for this photo
                         continue
                     prob = pred.probability if t == HE else pred.others[t].probability
                     for b in DEPTHS:
-                        top = float(2**b - 1)
-                        scores[t, b].add(pair.id, np.rint(prob * top) / top, gt == 1, gt != 255, with_hd95=False,
+                        scores[t, b].add(pair.id, as_written(prob, b), gt == 1, gt != 255, with_hd95=False,
                                          mask=pred.mask if t == HE else None)
             for key, sc in scores.items():
                 parts[key].append(sc)

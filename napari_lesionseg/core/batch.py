@@ -27,6 +27,7 @@ from .outputs import (
     LESION_CSV_COLUMNS,
     NOTES_SEPARATOR,
     SUMMARY_COLUMNS,
+    as_written,
     check_prob_bits,
     lesion_rows,
     write_folder_csv,
@@ -208,8 +209,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     are those of the files. ``types``: other outputs to score too (``summary["types"][T]``),
     against each photo's masks of that type (``Pair.type_mask``; photos for which a type is
     unknown are left out of its score)."""
-    levels = float(2 ** check_prob_bits(prob_bits) - 1)
-    pr_bins = int(levels) + 1
+    pr_bins = 2 ** check_prob_bits(prob_bits)
     thr = model.config.inference.threshold if threshold is None else threshold
     ds = DatasetScores(threshold=thr, pr_bins=pr_bins)
     others = [t for t in (types or []) if t != HE]
@@ -237,7 +237,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         precisions.add(pred.precision)
         valid = gt != 255
         # score on the probability as written to disk so figures match the files
-        pq = np.rint(pred.probability * levels) / levels
+        pq = as_written(pred.probability, prob_bits)
         row = ds.add(pair.id, pq, gt == 1, valid)
         row.update(found.add(pq > thr, gt == 1, valid))  # lesion level: found / right lesions
         # is the fuzzy map useful? the share of wrong pixels it holds vs the share of the disc it covers
@@ -252,7 +252,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
         for t, tg in type_gt.items():
             if tg is not None:  # a type unknown for this photo is not scored on it
                 maps = pred.others[t]
-                per_type[t].add(pair.id, np.rint(maps.probability * levels) / levels, tg == 1, tg != 255,
+                per_type[t].add(pair.id, as_written(maps.probability, prob_bits), tg == 1, tg != 255,
                                 with_hd95=False, mask=maps.mask if t == OD else None)
         result.done.append(str(pair.image))
         yield {"event": "image", "image": pair.image.name, "index": i, **{k: v for k, v in row.items() if k != "image"}}

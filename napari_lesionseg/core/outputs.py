@@ -59,13 +59,22 @@ def to_prob_png(p: np.ndarray, bits: int = 8) -> np.ndarray:
     return to_uint16(p) if check_prob_bits(bits) == 16 else to_uint8(p)
 
 
+def as_written(p: np.ndarray, bits: int = 8) -> np.ndarray:
+    """The probabilities a ``bits``-deep PNG of ``p`` reads back as (float32 in [0, 1]): what
+    scores drawn from ``predict``'s files see."""
+    top = np.float32(2 ** check_prob_bits(bits) - 1)
+    q = np.rint(np.asarray(p, np.float32) * top)
+    np.clip(q, 0, top, out=q)
+    q /= top
+    return q
+
+
 def write_prediction(out_dir: Path, stem: str, pred: Prediction, types: list[str] | None = None,
                      prob_bits: int = 8) -> list[Path]:
     """The maps of a :class:`Prediction` for ``types`` (None: HE and every other output it
     holds): HE's as :func:`write_maps` writes them; each other lesion type T's as
     ``<stem>_<T>_prob.png`` and ``<stem>_<T>_mask.png`` (the same encodings); the optic disc as
     ``<stem>_OD_mask.png``. All of them or none."""
-    check_prob_bits(prob_bits)
     written: list[Path] = []
     try:
         if types is None or HE in types:
