@@ -16,7 +16,7 @@ cores at 3.45 GHz: 442 GFLOP/s fp32, 883 bf16; override with --peak-fp32/--peak-
 rate PyTorch's own 4096x4096 matrix product reaches here in the same precision (measured at the
 start, so a slower or shared CPU shows up in both).
 
-    python benchmarks/predict_speed.py [--image PATH] [--runs 5] [--tta flips|hflip|none]
+    python benchmarks/predict_speed.py [--image PATH] [--runs 7] [--tta flips|hflip|none]
                                        [--precision auto|fp32|bf16] [--model DIR]
 
 ``--model``: another model folder than the bundled default (e.g. a candidate recipe's fold
@@ -129,7 +129,7 @@ def model_tta(model_dir: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", default=str(DEFAULT_IMAGE))
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=7, help="timed runs after a warm-up (default 7: the issue's median of 7)")
     ap.add_argument("--tta", default=None, help="default: the model's setting")
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="the tuned path's")
     ap.add_argument("--peak-fp32", type=float, default=442.0, help="nominal fp32 GFLOP/s of all cores")
