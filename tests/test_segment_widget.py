@@ -349,3 +349,41 @@ def test_a_photos_warning_stays_in_the_status_line(make_napari_viewer, qtbot, ti
     assert "lesion(s)" in widget.status.text() and "px across" in widget.status.text()
     widget.threshold.value = 0.9
     assert "at threshold 0.900" in widget.status.text() and "px across" in widget.status.text()
+
+
+def test_two_photos_with_one_file_name_keep_their_own_corrections(make_napari_viewer, qtbot, tiny_model_dir: Path,
+                                                                  small_pairs: Path, tmp_path: Path) -> None:
+    """Two cameras both name a photo IMG_0001.JPG: saving the second photo's correction once
+    failed ("the project already holds a different image"), so that work could not be kept."""
+    photos = {}
+    for cam, stem in (("cam_a", "IDRiD_04"), ("cam_b", "IDRiD_16")):
+        (tmp_path / cam).mkdir()
+        photos[cam] = tmp_path / cam / "IMG_0001.jpg"
+        photos[cam].write_bytes((small_pairs / "images" / f"{stem}.jpg").read_bytes())
+    viewer = make_napari_viewer()
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    widget.set_model_folder(tiny_model_dir)
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    saved = {}
+    for k, cam in enumerate(("cam_a", "cam_b")):
+        layer = viewer.open(str(photos[cam]))[0]
+        widget.image_picker.choose(layer.name)
+        _run(qtbot, widget)
+        lab = viewer.layers[f"{layer.name} lesions"]
+        lab.data[:] = 0
+        lab.data[10 + 20 * k:20 + 20 * k, 30:40] = 1  # a different correction on each photo
+        lab.refresh()
+        saved[cam] = widget.save_correction()
+        assert saved[cam] is not None, widget.status.text()
+    assert saved["cam_a"].parent.name == "IMG_0001" and saved["cam_b"].parent.name == "IMG_0001-2"
+    # napari opened anew: each photo brings back its own correction
+    for cam in ("cam_b", "cam_a"):
+        v = make_napari_viewer()
+        _, w = v.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+        w.set_model_folder(tiny_model_dir)
+        w.project_edit.setText(str(tmp_path / "proj"))
+        v.open(str(photos[cam]))
+        back = v.layers["IMG_0001 lesions"].data
+        row = 10 if cam == "cam_a" else 30
+        assert int(back.sum()) == 100 and (back[row:row + 10, 30:40] == 1).all(), cam
+

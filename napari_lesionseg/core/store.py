@@ -1,7 +1,8 @@
 """The corrections store: a project folder the annotator's work lives in (ARCHITECTURE.md 4).
 
 ```
-<project>/images/<image_id>.<ext>          copied source photo (or <image_id>.ref.json: path + sha256)
+<project>/images/<image_id>.<ext>          copied source photo (or <image_id>.ref.json: path + sha256);
+                                           the id is the file stem, or <stem>-2, -3 ... for another photo of that name
 <project>/labels/<image_id>/v0001.png ...  append-only label versions (0 bg, 1 HE, 2 MA, 3 EX, 4 SE, 255 unsure)
 <project>/labels/<image_id>/v0001.json     the lesion types that version was reviewed for (absent: HE only)
 <project>/labels/<image_id>/latest.json    which version is current
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -133,18 +135,25 @@ class Project:
 
     # ---- images ----------------------------------------------------------------------------
     def add_image(self, path: str | os.PathLike[str], *, copy: bool = True, image_id: str | None = None) -> str:
-        """Register a photo; returns its image id (the file stem unless given). Adding the same
-        photo again returns the same id; a different photo under a taken id is refused (the
-        check and the write happen under the project's lock, so two processes adding different
-        photos with one id cannot both succeed)."""
+        """Register a photo; returns its image id. Adding the same photo again returns the same
+        id. Without ``image_id`` the id is the file stem, or, when a different photo already
+        holds that stem (``IMG_0001.JPG`` from two cameras), the first of ``<stem>-2``,
+        ``<stem>-3``, ... that is free or holds this photo; a given ``image_id`` that holds a
+        different photo is refused. The check and the write happen under the project's lock, so
+        two processes adding different photos cannot take one id."""
         src = Path(path)
         read_image(src)  # refuse bad files before anything is written
-        iid = _safe_id(image_id or src.stem)
         sha = _sha256_file(src)
         with self.lock():
-            if self.image_path(iid) is not None:
-                if self.image_sha256(iid) != sha:
+            if image_id is not None:
+                iid = _safe_id(image_id)
+                if self.image_path(iid) is not None and self.image_sha256(iid) != sha:
                     raise LesionsegInputError(src, f"the project already holds a different image with id {iid!r}")
+            else:
+                iid, held = self._id_for(src, sha)
+                if held:
+                    return iid
+            if self.image_path(iid) is not None:
                 return iid
             if copy:
                 atomic_copy(src, self.root / "images" / f"{iid}{src.suffix.lower()}")
@@ -153,19 +162,30 @@ class Project:
                                   json.dumps({"path": str(src.resolve()), "sha256": sha}))
         return iid
 
+    def _id_for(self, src: Path, sha: str) -> tuple[str, bool]:
+        """The id that holds this content among ``<stem>``, ``<stem>-2``, ... (True), else the
+        first free one of them (False)."""
+        stem = _safe_id(src.stem)
+        for k in itertools.count(1):
+            iid = stem if k == 1 else f"{stem}-{k}"
+            if self.image_path(iid) is None:
+                return iid, False
+            try:
+                if self.image_sha256(iid) == sha:
+                    return iid, True
+            except (OSError, LesionsegInputError):  # a reference whose photo is gone: not this one
+                continue
+        raise AssertionError("unreachable")
+
     def find_image(self, path: str | os.PathLike[str]) -> str | None:
-        """The id under which this photo (same name stem and content) is in the project."""
+        """The id under which this photo (same content, its name stem or ``<stem>-<k>``) is in
+        the project, or None."""
         src = Path(path)
         try:
-            iid = _safe_id(src.stem)
-        except LesionsegInputError:
-            return None
-        if self.image_path(iid) is None:
-            return None
-        try:
-            return iid if self.image_sha256(iid) == _sha256_file(src) else None
+            iid, held = self._id_for(src, _sha256_file(src))
         except (OSError, LesionsegInputError):
             return None
+        return iid if held else None
 
     def image_ids(self) -> list[str]:
         ids = set()
