@@ -154,6 +154,33 @@ def test_closing_the_dock_stops_fine_tuning_and_leaves_nothing(qtbot, widget, pr
     assert not [p for p in (project / "models").iterdir() if p.name.startswith(".") or p.name.endswith(".run")]
 
 
+def test_closing_napari_stops_fine_tuning_and_leaves_nothing(qtbot, widget, project: Path) -> None:
+    """Closing napari itself (not the dock) mid-run: the training process ends, no version and
+    no run folder are left."""
+    import os
+    import time
+
+    widget.extra_args = ["--steps", "2000"]
+    proc = widget.start()
+    qtbot.waitUntil(lambda: any(e.get("event") == "baseline" for e in widget.events), timeout=240_000)
+    pid = int(proc.processId())
+    before = set(Registry(project).versions())
+    widget.viewer.close()
+    end = time.time() + 10
+    while time.time() < end:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # ended, not yet reaped
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the training process outlived napari")
+    assert set(Registry(project).versions()) == before
+    assert not [p for p in (project / "models").iterdir() if p.name.startswith(".") or p.name.endswith(".run")]
+
+
 def _finish_with(widget, project: Path, plan: dict, old: float, new: float, best_step: int = 30) -> Path:
     """The widget's state after a fine-tune whose events were ``plan`` and a finish with
     these Dice/AUPR scores (the process itself is exercised above)."""

@@ -387,3 +387,48 @@ def test_two_photos_with_one_file_name_keep_their_own_corrections(make_napari_vi
         row = 10 if cam == "cam_a" else 30
         assert int(back.sum()) == 100 and (back[row:row + 10, 30:40] == 1).all(), cam
 
+
+def test_a_background_store_failing_after_napari_closed_raises_nothing(qtbot, segment, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Keeping a prediction in the project runs after the run, off the GUI thread; when it
+    failed after napari had closed, its error message went to a deleted status line
+    ("wrapped C/C++ object of type QLabel has been deleted", raised in the Qt event loop)."""
+    import threading
+
+    from napari_lesionseg.core.errors import LesionsegInputError
+
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    gate = threading.Event()
+
+    def store(name: str) -> None:
+        gate.wait(30)
+        raise LesionsegInputError(tmp_path / "proj", "the disk is full")
+
+    monkeypatch.setattr(widget.session, "store", store)
+    _run(qtbot, widget)
+    worker = widget._store_worker
+    done = []
+    worker.finished.connect(lambda: done.append(1))
+    viewer.close()
+    gate.set()
+    qtbot.waitUntil(lambda: bool(done), timeout=30_000)
+    qtbot.wait(50)  # the errored signal's queued call runs here
+
+
+def test_a_failing_run_is_reported_once_in_the_dock(qtbot, segment, monkeypatch) -> None:
+    """A run that fails in its worker: one clear line in the dock and Run usable again (the
+    error was also re-raised raw in napari's event loop, a second report with a traceback)."""
+    from napari_lesionseg.core.errors import LesionsegInputError
+
+    viewer, widget = segment
+
+    def run(name, rgb=None, **kwargs):
+        raise LesionsegInputError(None, "the model's weights do not load")
+        yield  # a generator, as the session's run is
+
+    monkeypatch.setattr(widget.session, "run", run)
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=30_000)
+    assert widget.status.text() == "segmentation failed: the model's weights do not load"
+    assert "IDRiD_16 lesions" not in [ly.name for ly in viewer.layers]

@@ -290,9 +290,9 @@ class FinetuneWidget(DockWidget):
         if layer is None:
             self._error("open a photograph to compare the models on")
             return None
-        worker = create_worker(_compare_job, self.base_model, self.new_version, layer.data, _start_thread=False)
+        worker = create_worker(_compare_job, self.base_model, self.new_version, layer.data, _start_thread=False,
+                               _connect={"errored": lambda err: self._error(f"comparison failed: {err}")})
         worker.returned.connect(lambda res, ly=layer: self._show_comparison(ly, *res))
-        worker.errored.connect(lambda err: self._error(f"comparison failed: {err}"))
         self.compare_button.enabled = False
         worker.finished.connect(lambda: setattr(self.compare_button, "enabled", True))
         self.status.setText(f"segmenting {layer.name} with the old and the new model...")
@@ -359,11 +359,6 @@ class FinetuneWidget(DockWidget):
         self.new_version = None
         return dest
 
-    def _error(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(message)
-        show_error(message)
 
 
 def scored_in_sample(plan: dict[str, Any]) -> bool:

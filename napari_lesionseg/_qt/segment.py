@@ -349,10 +349,12 @@ class SegmentWidget(DockWidget):
         except (LesionsegInputError, ValueError) as err:
             self._error(str(err))
             return None
-        self.worker = create_worker(self.session.run, name, rgb, threshold=self._threshold(), _start_thread=False)
+        # the error handler given at creation: connected afterwards, superqt also re-raises the
+        # error in the event loop (a second, raw report of one failure)
+        self.worker = create_worker(self.session.run, name, rgb, threshold=self._threshold(), _start_thread=False,
+                                    _connect={"errored": lambda err: self._error(f"segmentation failed: {err}")})
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(lambda pred, n=name, ly=layer: self._on_result(n, ly, pred))
-        self.worker.errored.connect(lambda err: self._error(f"segmentation failed: {err}"))
         self.worker.finished.connect(self._on_finished)
         self.run_button.enabled = False
         self.cancel_button.enabled = True
@@ -453,8 +455,8 @@ class SegmentWidget(DockWidget):
             return
         from napari.qt.threading import create_worker
 
-        worker = create_worker(self.session.store, name, _start_thread=False)
-        worker.errored.connect(lambda err: self._error(f"could not store the prediction in the project: {err}"))
+        worker = create_worker(self.session.store, name, _start_thread=False, _connect={
+            "errored": lambda err: self._error(f"could not store the prediction in the project: {err}")})
         self._store_worker = worker
         worker.start()
 
@@ -565,8 +567,3 @@ class SegmentWidget(DockWidget):
         self.status.setText(f"exported {len(proj.corrected_pairs())} corrected image(s) to {proj.root / 'exports'}")
         return files
 
-    def _error(self, message: str) -> None:
-        from napari.utils.notifications import show_error
-
-        self.status.setText(message)
-        show_error(message)

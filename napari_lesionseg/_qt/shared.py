@@ -87,13 +87,16 @@ def panel(*widgets: Any, form: bool = False, **kwargs: Any) -> Any:
 class DockWidget(QWidget):
     """A dock that cleans up after itself: napari removes a closed dock by taking it out of
     its parent (the widget lives on while the viewer's events refer to it), so the first
-    change to no parent after being docked, or a close, calls :meth:`release` once.
+    change to no parent after being docked, a close, or napari's window closing calls
+    :meth:`release` once (the window's children are deleted without either of the first two:
+    a fine-tune's process was then killed before it could remove its run folder).
 
     Docked the first time beside another of this plugin's docks, it joins it as a tab: the
     three docks stacked at 1600x1000 made the window taller than the screen."""
 
     _docked = False
     _released = False
+    _watched: QWidget | None = None
 
     def event(self, e: QEvent) -> bool:
         if e.type() == QEvent.ParentChange:
@@ -105,7 +108,22 @@ class DockWidget(QWidget):
                 self._release_once()
         return super().event(e)
 
+    def _watch(self, window: QWidget) -> None:
+        """Release when the top-level window (napari's) closes."""
+        if window is self or window is self._watched:
+            return
+        if self._watched is not None:
+            self._watched.removeEventFilter(self)
+        self._watched = window
+        window.installEventFilter(self)
+
+    def eventFilter(self, obj: Any, e: QEvent) -> bool:  # noqa: N802 - Qt's name
+        if obj is self._watched and e.type() == QEvent.Close:
+            self._release_once()
+        return False
+
     def _tab_with_ours(self) -> None:
+        self._watch(self.window())  # napari's main window, now that the dock is in it
         dock = self.parentWidget()
         main = dock.parentWidget() if isinstance(dock, QDockWidget) else None
         if not isinstance(main, QMainWindow) or dock.isFloating() or main.tabifiedDockWidgets(dock):
@@ -126,10 +144,24 @@ class DockWidget(QWidget):
     def _release_once(self) -> None:
         if not self._released:
             self._released = True
+            if self._watched is not None:
+                self._watched.removeEventFilter(self)
+                self._watched = None
             self.release()
 
     def release(self) -> None:
         """Stop workers and processes, drop key bindings and event connections."""
+
+    def _error(self, message: str) -> None:
+        """Say it in the dock's status line (``self.status``) and as a napari notification;
+        nothing once the dock is released (a background job that failed after the dock or
+        napari closed once wrote to a deleted label, raising in the event loop)."""
+        from napari.utils.notifications import show_error
+
+        if self._released:
+            return
+        self.status.setText(message)
+        show_error(message)
 
 
 class LayerPicker:
