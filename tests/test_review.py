@@ -304,6 +304,41 @@ def test_review_actions_can_be_undone_and_the_region_is_framed(make_napari_viewe
     np.testing.assert_array_equal(viewer.layers["photo lesions"].data, before)
 
 
+@pytest.mark.gui
+def test_several_rows_deleted_at_once_and_undone_as_one(make_napari_viewer, qtbot) -> None:
+    """Clearing many false alarms (a tessellated fundus: 54-74 in the periphery) took a Delete
+    per region; now a Shift-click range of rows is deleted (or accepted, or marked) at once."""
+    from qtpy.QtCore import Qt
+
+    viewer, w = _scene_in_review(make_napari_viewer)
+    lab = viewer.layers["photo lesions"]
+    before = lab.data.copy()
+    w.refresh()
+    w.show()
+
+    def click(row: int, mods=Qt.NoModifier) -> None:
+        rect = w.table.visualRect(w.table.model().index(row, 0))
+        qtbot.mouseClick(w.table.viewport(), Qt.LeftButton, mods, rect.center())
+
+    click(0)
+    click(2, Qt.ShiftModifier)
+    assert w.target_rows() == [0, 1, 2] and w.current == 2
+    w.delete()
+    assert not lab.data.any()  # both lesions gone (the possible miss had no pixels to delete)
+    assert [w.table.item(i, 4).text() for i in range(3)] == ["deleted"] * 3
+    w.undo()  # one Undo takes the three back
+    np.testing.assert_array_equal(lab.data, before)
+    assert [w.table.item(i, 4).text() for i in range(3)] == [""] * 3
+    click(0)
+    click(2, Qt.ControlModifier)  # rows 0 and 2: the unsure lesion and the confident one
+    w.mark_unsure()
+    assert (lab.data[100:160, 200:290] == 255).all() and (lab.data[50:60, 50:60] == 255).all()
+    lab.undo()  # napari's own Ctrl-Z: one step too
+    np.testing.assert_array_equal(lab.data, before)
+    w.next()  # walking on selects one row again: the next action is on that region only
+    assert w.target_rows() == [w.current] and len(w.table.selectionModel().selectedRows()) == 1
+
+
 def test_specks_are_listed_last() -> None:
     mask = np.zeros((200, 200), np.uint8)
     mask[10:12, 10:12] = 1  # a 4-px speck

@@ -1,7 +1,8 @@
 """The "Review lesions" dock widget: lesions and possible missed lesions in a table, likeliest
 mistakes first (core/review.py), those less likely than a setting counted, not listed; Next /
 Previous (buttons, Alt-Right / Alt-Left) centre and zoom on each; delete, accept or mark a region
-unsure (label 255, excluded from training); Alt-F toggles the fuzzy overlay."""
+unsure (label 255, excluded from training), or every selected row's region at once; Alt-F toggles
+the fuzzy overlay."""
 
 from __future__ import annotations
 
@@ -81,11 +82,13 @@ class ReviewWidget(DockWidget):
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)  # Delete etc. on several rows at once
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.table.cellClicked.connect(lambda row, _c: self.go(row))
+        self.table.cellClicked.connect(lambda row, _c: self.go(row, keep_selection=True))
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
-        self._undo: list[tuple[tuple[str, int], str, bool]] = []
+        # each action: the regions' keys and statuses before it, and whether it painted pixels
+        self._undo: list[tuple[list[tuple[tuple[str, int], str]], bool]] = []
         buttons = {text: button(text, slot) for text, slot in [
             ("Previous", self.previous), ("Next", self.next), ("Accept", self.accept), ("Delete", self.delete),
             ("Mark unsure", self.mark_unsure), ("Toggle fuzzy", self.toggle_fuzzy), ("Undo", self.undo)]}
@@ -224,8 +227,9 @@ class ReviewWidget(DockWidget):
             return None
         return self.review.regions[self.current]
 
-    def go(self, row: int) -> Region | None:
-        """Centre and zoom the camera on region ``row``."""
+    def go(self, row: int, keep_selection: bool = False) -> Region | None:
+        """Centre and zoom the camera on region ``row`` and select its row (``keep_selection``,
+        as a click does: a row clicked inside a multi-row selection keeps the selection)."""
         if self.review is None and self.refresh() is None:
             return None
         assert self.review is not None
@@ -241,7 +245,9 @@ class ReviewWidget(DockWidget):
         cam.center = (ty + sy * r.centroid[0], tx + sx * r.centroid[1])
         extent = max((y1 - y0) * sy, (x1 - x0) * sx, 40.0) * 3.0
         cam.zoom = VIEW_PX / extent
-        self.table.selectRow(self.current)
+        if not (keep_selection and self.current in {i.row() for i in self.table.selectionModel().selectedRows()}):
+            self.table.clearSelection()
+            self.table.selectRow(self.current)
         self._highlight(r, lab)
         return r
 
@@ -269,47 +275,66 @@ class ReviewWidget(DockWidget):
     def previous(self) -> Region | None:
         return self.go(self.current - 1 if self.current > 0 else -1)
 
-    def _set_pixels(self, value: int | None, status: str, core: bool = False) -> None:
-        r = self.region()
-        if r is None or self.review is None:
+    def target_rows(self) -> list[int]:
+        """The rows an action applies to: every selected row when several are selected (click,
+        then Shift- or Ctrl-click) and the current region is among them, else the current one."""
+        if self.region() is None:
+            return []
+        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
+        return rows if len(rows) > 1 and self.current in rows else [self.current]
+
+    def _set_pixels(self, value_of: Callable[[Region], int | None], status: str, core: bool = False) -> None:
+        """Paint ``value_of(region)`` (None: leave its pixels) into each target row's region and
+        set its status; one step for Undo here and for napari's own Ctrl-Z."""
+        rows = self.target_rows()
+        if not rows or self.review is None:
             return
-        if value is not None:
-            lab, prob, _ = self._layers()
-            others = self.session.type_maps(self.image_picker.name)
-            p = others[self.kind()].probability if self.kind() in others else prob.data
-            pix = self.review.lesion_pixels(r, p) if core else self.review.pixels(r)
-            # through napari's edit history: Ctrl-Z on the lesions layer (or Undo here) takes it back
-            lab.data_setitem(np.nonzero(pix), value)
-        self._undo.append((_key(r), self.status.get(_key(r), ""), value is not None))
-        self.status[_key(r)] = status
-        self.table.setItem(self.current, 4, QTableWidgetItem(status))
+        lab, prob, _ = self._layers()
+        others = self.session.type_maps(self.image_picker.name)
+        p = others[self.kind()].probability if self.kind() in others else prob.data
+        step: list[tuple[tuple[str, int], str]] = []
+        painted = False
+        with lab.block_history():  # through napari's edit history, all the rows as one edit
+            for row in rows:
+                r = self.review.regions[row]
+                value = value_of(r)
+                if value is not None:
+                    pix = self.review.lesion_pixels(r, p) if core else self.review.pixels(r)
+                    lab.data_setitem(np.nonzero(pix), value)
+                    painted = True
+                step.append((_key(r), self.status.get(_key(r), "")))
+                self.status[_key(r)] = status
+                self.table.setItem(row, 4, QTableWidgetItem(status))
+        self._undo.append((step, painted))
+        if len(rows) > 1:
+            self.info.setText(f"{status} {len(rows)} regions (Undo takes them back together)")
 
     def undo(self) -> None:
-        """Take back the last Accept / Delete / Mark unsure (its pixels and its status)."""
+        """Take back the last Accept / Delete / Mark unsure (its pixels and its statuses)."""
         if not self._undo:
             self.info.setText("nothing to undo")
             return
-        key, old_status, painted = self._undo.pop()
+        step, painted = self._undo.pop()
         layers = self._layers()
         if painted and layers is not None:
             layers[0].undo()
-        self.status[key] = old_status
-        rows = [i for i, r in enumerate(self.review.regions) if _key(r) == key] if self.review is not None else []
-        for row in rows:  # none when the region is no longer listed
-            self.table.setItem(row, 4, QTableWidgetItem(old_status))
+        for key, old_status in step:
+            self.status[key] = old_status
+            rows = [i for i, r in enumerate(self.review.regions) if _key(r) == key] if self.review is not None else []
+            for row in rows:  # none when the region is no longer listed
+                self.table.setItem(row, 4, QTableWidgetItem(old_status))
 
     def accept(self) -> None:
-        """Keep the region as it is (a possible miss becomes a lesion: its core, see
+        """Keep the region(s) as they are (a possible miss becomes a lesion: its core, see
         ``ReviewSet.lesion_pixels``)."""
-        r = self.region()
-        self._set_pixels(TYPE_VALUE[self.kind()] if r is not None and r.kind == "fuzzy" else None, "accepted",
-                         core=True)
+        value = TYPE_VALUE[self.kind()]
+        self._set_pixels(lambda r: value if r.kind == "fuzzy" else None, "accepted", core=True)
 
     def delete(self) -> None:
-        self._set_pixels(0, "deleted")
+        self._set_pixels(lambda _r: 0, "deleted")
 
     def mark_unsure(self) -> None:
-        self._set_pixels(UNSURE, "unsure")
+        self._set_pixels(lambda _r: UNSURE, "unsure")
 
     def open_next_image(self) -> str | None:
         """Open the project's next image (most uncertain first) with its prediction and latest
