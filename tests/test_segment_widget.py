@@ -432,3 +432,23 @@ def test_a_failing_run_is_reported_once_in_the_dock(qtbot, segment, monkeypatch)
     qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=30_000)
     assert widget.status.text() == "segmentation failed: the model's weights do not load"
     assert "IDRiD_16 lesions" not in [ly.name for ly in viewer.layers]
+
+
+def test_deleting_an_edited_lesions_layer_saves_its_edits_first(qtbot, segment, tmp_path: Path) -> None:
+    """napari's trash button deletes a layer without asking: hand edits on the lesions layer
+    were lost with it. With a project set they are saved first, as switching images does."""
+    from napari_lesionseg.core.image_io import read_mask
+
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    viewer.layers.remove("IDRiD_16 lesions")  # unedited: nothing to save
+    assert not (tmp_path / "proj" / "labels").exists() or not list((tmp_path / "proj" / "labels").rglob("v*.png"))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    lab.refresh()
+    viewer.layers.remove(lab)
+    saved = tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png"
+    assert saved.exists() and (read_mask(saved)[300:310, 300:310] == 1).all()
+    assert "saved as version 1" in widget.status.text()

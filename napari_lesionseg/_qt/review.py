@@ -26,7 +26,7 @@ from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
 from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
 from ..core.segment_layers import UNSURE, layer_names, project_image_layers
-from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, button, panel, session_for
+from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, button, panel, segmented_photo_name, session_for
 
 if TYPE_CHECKING:
     import napari
@@ -43,14 +43,6 @@ SCORE_HEADERS = {
 KIND_TEXT = {"lesion": "lesion", "fuzzy": "possible miss"}
 KEYS = {"Alt-Right": "next", "Alt-Left": "previous", "Alt-F": "toggle_fuzzy"}
 VIEW_PX = 500.0  # a region is shown about this many screen pixels across (with its margin)
-
-
-def segmented_photo_name(layer: object) -> str | None:
-    """The photo a layer of ours shows the lesions of (``<photo> lesions``), else None."""
-    name = getattr(layer, "name", "")
-    if name.endswith(" lesions") and getattr(layer, "metadata", {}).get("lesionseg"):
-        return name[: -len(" lesions")]
-    return None
 
 
 class ReviewWidget(DockWidget):

@@ -51,6 +51,7 @@ from .shared import (
     StepQueue,
     button,
     panel,
+    segmented_photo_name,
     session_for,
 )
 
@@ -185,6 +186,7 @@ class SegmentWidget(DockWidget):
         lay.addStretch(1)
 
         self.image_picker.changed.connect(lambda name: self._on_image_switched(name or ""))
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self._on_image_switched(self.image_picker.name)
         self._on_model_changed(self.model_picker.path)
 
@@ -193,6 +195,7 @@ class SegmentWidget(DockWidget):
         its results stay with the viewer for a reopened dock)."""
         if self.worker is not None:
             self.worker.quit()
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         self.image_picker.release()
         self.project.release()
         if self._on_project_changed in self.session.project_listeners:
@@ -494,6 +497,23 @@ class SegmentWidget(DockWidget):
         if new and new in self.viewer.layers:
             self._restore_correction(new)
         self.fill_table(new)
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """A photo's lesions layer was deleted (napari's trash button asks nothing): with a
+        project set, its hand edits are saved first as a new version, as switching away does;
+        the versions before it stay, so nothing saved is lost either."""
+        layer = event.value
+        name = segmented_photo_name(layer)
+        if name is None or self.session.project is None or name not in self.session.photos:
+            return
+        try:
+            version = self.session.save_correction(name, np.asarray(layer.data), only_if_edited=True)
+        except (LesionsegInputError, OSError) as err:
+            self._error(f"the removed '{layer.name}' layer's edits could not be saved: {err}")
+            return
+        if version is not None:
+            self.status.setText(f"the removed '{layer.name}' layer's edits were saved as version {version.version} "
+                                f"of {version.image_id}")
 
     def _restore_correction(self, new: str) -> None:
         """Show the project's latest correction of the photo ``new`` when none is shown."""

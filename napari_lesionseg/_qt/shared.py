@@ -42,6 +42,14 @@ def settle_garbage_collector() -> None:
         gc.freeze()
 
 
+def segmented_photo_name(layer: object) -> str | None:
+    """The photo a layer of ours shows the lesions of (``<photo> lesions``), else None."""
+    name = getattr(layer, "name", "")
+    if name.endswith(" lesions") and getattr(layer, "metadata", {}).get("lesionseg"):
+        return name[: -len(" lesions")]
+    return None
+
+
 def follow_project(edit: Any, session: AnnotationSession) -> None:
     """Keep a dock's project field and the viewer's one project setting in step, both ways."""
     if session.project_dir is not None and not edit.text():
