@@ -184,20 +184,25 @@ def test_adding_layers_after_an_edit_saves_nothing(qtbot, segment, tmp_path: Pat
 
 def test_image_picker_follows_the_layer_list(qtbot, segment) -> None:
     """The image picker (a magicgui ComboBox) lists photos only, follows renames and removals
-    by itself, and reports a switch only when the chosen photo changes."""
+    by itself, and reports a switch only when the chosen photo changes (a rename is the same
+    photo: ``on_renamed``, not a switch)."""
     viewer, widget = segment
     switches: list[str] = []
+    renames: list[tuple[str, str]] = []
     widget.image_picker.changed.connect(switches.append)
+    widget.image_picker.on_renamed.append(lambda old, new: renames.append((old, new)))
     viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="second")
     viewer.add_image(np.zeros((3, 8, 8), np.uint8), name="a stack")  # not a photo
     viewer.add_labels(np.zeros((8, 8), np.uint8), name="some labels")
     assert widget.image_picker.names == ["IDRiD_16", "second"] and switches == []
     viewer.layers["IDRiD_16"].name = "renamed photo"
     assert sorted(widget.image_picker.names) == ["renamed photo", "second"]
-    assert widget.image_picker.name == "renamed photo"
-    viewer.layers.selection.active = viewer.layers["second"]
+    assert widget.image_picker.name == "renamed photo" and renames == [("IDRiD_16", "renamed photo")]
+    viewer.layers["second"].name = "second photo"  # not the chosen one: no rename reported
+    assert renames == [("IDRiD_16", "renamed photo")]
+    viewer.layers.selection.active = viewer.layers["second photo"]
     viewer.layers.remove("renamed photo")
-    assert widget.image_picker.name == "second" and switches == ["renamed photo", "second"]
+    assert widget.image_picker.name == "second photo" and switches == ["second photo"]
     widget.release()
     viewer.add_image(np.zeros((8, 8, 3), np.uint8), rgb=True, name="after closing")
     assert "after closing" not in widget.image_picker.names  # a closed dock stops following
@@ -452,3 +457,24 @@ def test_deleting_an_edited_lesions_layer_saves_its_edits_first(qtbot, segment, 
     saved = tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png"
     assert saved.exists() and (read_mask(saved)[300:310, 300:310] == 1).all()
     assert "saved as version 1" in widget.status.text()
+
+
+def test_renaming_an_edited_photo_keeps_its_layers_and_its_correction(qtbot, segment, tmp_path: Path) -> None:
+    """Renaming the photo's layer after editing its mask raised in the event loop (the switch
+    it was taken for looked up the old name), and Save then asked for a segmentation."""
+    from napari_lesionseg.core.image_io import read_mask
+
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    lab.refresh()
+    viewer.layers["IDRiD_16"].name = "left eye"
+    names = [ly.name for ly in viewer.layers]
+    assert {"left eye probability", "left eye fuzzy", "left eye lesions"} <= set(names), names
+    assert widget.image_picker.name == "left eye" and viewer.layers["left eye lesions"] is lab
+    assert widget.is_edited("left eye")
+    saved = widget.save_correction()
+    assert saved == tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png"  # the id is the file's
+    assert (read_mask(saved)[300:310, 300:310] == 1).all()

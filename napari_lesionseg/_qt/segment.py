@@ -186,6 +186,7 @@ class SegmentWidget(DockWidget):
         lay.addStretch(1)
 
         self.image_picker.changed.connect(lambda name: self._on_image_switched(name or ""))
+        self.image_picker.on_renamed.append(self._on_photo_renamed)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self._on_image_switched(self.image_picker.name)
         self._on_model_changed(self.model_picker.path)
@@ -497,6 +498,18 @@ class SegmentWidget(DockWidget):
         if new and new in self.viewer.layers:
             self._restore_correction(new)
         self.fill_table(new)
+
+    def _on_photo_renamed(self, old: str, new: str) -> None:
+        """The chosen photo's layer was renamed: its result layers and its place in the session
+        follow (an edited photo renamed once raised in the event loop, and Save then looked for
+        '<new name> lesions')."""
+        self.session.rename_photo(old, new)
+        if self._current_image == old:
+            self._current_image = new
+        for kind, was in layer_names(old).items():
+            now = layer_names(new)[kind]
+            if was in self.viewer.layers and now not in self.viewer.layers:
+                self.viewer.layers[was].name = now
 
     def _on_layer_removed(self, event: Any) -> None:
         """A photo's lesions layer was deleted (napari's trash button asks nothing): with a

@@ -178,7 +178,9 @@ class LayerPicker:
     name is kept while it is there, and ``changed`` fires only when the chosen name itself
     changes (a layer added elsewhere is not a switch). ``name_of(layer)`` gives the name a layer
     is listed under, or None to leave it out. With ``prefer_selected``, when the chosen name
-    goes the selected layer (if listed) is chosen rather than the first."""
+    goes the selected layer (if listed) is chosen rather than the first. When the chosen layer
+    itself is renamed, the new name is chosen and ``on_renamed`` callbacks get ``(old, new)``
+    instead of ``changed`` firing: the same photo, not a switch."""
 
     def __init__(self, viewer: Any, name_of: Callable[[Any], str | None], *, prefer_selected: bool = False,
                  tooltip: str = "") -> None:
@@ -190,11 +192,17 @@ class LayerPicker:
         self.widget = ComboBox(choices=lambda _w: self._names(), tooltip=tooltip or None)
         self.native = self.widget.native
         self.changed = self.widget.changed
+        self.on_renamed: list[Callable[[str, str], None]] = []
+        self._chosen: weakref.ref[Any] | None = None  # the chosen layer itself, to tell a rename from a switch
         ev = viewer.layers.events
         self._events = (ev.inserted, ev.removed, ev.reordered, ev.renamed)
         for e in self._events:
             e.connect(self.refresh)
+        self.widget.changed.connect(self._remember)  # a choice made in the box, or by choose()
         self.refresh()
+
+    def _remember(self, value: str | None) -> None:
+        self._chosen = weakref.ref(self._layer(value)) if value in self.widget.choices else None
 
     def _names(self) -> list[str]:
         names = [self._name_of(ly) for ly in self.viewer.layers]
@@ -218,15 +226,30 @@ class LayerPicker:
 
     def refresh(self, *_: object) -> None:
         before = self.widget.value
+        chosen = self._chosen() if self._chosen is not None else None
+        renamed = None
         with self.widget.changed.blocked():
             self.widget.reset_choices()
-            if before not in self.widget.choices and self._prefer_selected:
-                active = self.viewer.layers.selection.active
-                name = self._name_of(active) if active is not None else None
-                if name in self.widget.choices:
-                    self.widget.value = name
-        if self.widget.value != before:
-            self.widget.changed.emit(self.widget.value)
+            if before not in self.widget.choices:
+                now = self._name_of(chosen) if chosen is not None and chosen in self.viewer.layers else None
+                if now in self.widget.choices:
+                    self.widget.value = renamed = now
+                elif self._prefer_selected:
+                    active = self.viewer.layers.selection.active
+                    name = self._name_of(active) if active is not None else None
+                    if name in self.widget.choices:
+                        self.widget.value = name
+        value = self.widget.value
+        self._remember(value)
+        if renamed is not None:
+            for callback in list(self.on_renamed):
+                callback(before, renamed)
+        elif value != before:
+            self.widget.changed.emit(value)
+
+    def _layer(self, name: str) -> Any:
+        """The layer listed under ``name``."""
+        return next(ly for ly in self.viewer.layers if self._name_of(ly) == name)
 
     def release(self) -> None:
         for e in self._events:

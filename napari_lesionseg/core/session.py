@@ -185,6 +185,14 @@ class AnnotationSession:
     def close_photo(self, name: str) -> None:
         self.photos.pop(name, None)
 
+    def rename_photo(self, old: str, new: str) -> None:
+        """The photo shown as ``old`` is now called ``new`` (its layer was renamed); a photo
+        closed under ``new`` before is forgotten."""
+        photo = self.photos.pop(old, None)
+        if photo is not None:
+            photo.name = new
+            self.photos[new] = photo
+
     def is_edited(self, name: str, label: NDArray) -> bool:
         """True when ``label`` differs from the photo's saved label map (or, never saved, from
         the model's mask). A photo with neither has no edits to lose."""
