@@ -478,3 +478,25 @@ def test_renaming_an_edited_photo_keeps_its_layers_and_its_correction(qtbot, seg
     saved = widget.save_correction()
     assert saved == tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png"  # the id is the file's
     assert (read_mask(saved)[300:310, 300:310] == 1).all()
+
+
+def test_closing_napari_saves_unsaved_hand_edits(qtbot, segment, tmp_path: Path) -> None:
+    """Closing napari without pressing Save lost the hand edits; with a project set they are
+    saved on closing (unedited photos write nothing)."""
+    from napari_lesionseg.core.image_io import read_mask
+
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    viewer.open_sample("napari-lesionseg", "idrid_04")
+    widget.image_picker.choose("IDRiD_04")
+    _run(qtbot, widget)
+    assert "IDRiD_04 lesions" in viewer.layers  # segmented, not edited: nothing to save
+    widget.image_picker.choose("IDRiD_16")
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    lab.refresh()
+    viewer.window._qt_window.close()  # the window's close button, as a person closes napari
+    saved = sorted((tmp_path / "proj" / "labels").rglob("v*.png"))
+    assert [p.relative_to(tmp_path / "proj" / "labels").as_posix() for p in saved] == ["IDRiD_16/v0001.png"]
+    assert (read_mask(saved[0])[300:310, 300:310] == 1).all()

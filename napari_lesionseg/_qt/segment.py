@@ -192,8 +192,10 @@ class SegmentWidget(DockWidget):
         self._on_model_changed(self.model_picker.path)
 
     def release(self) -> None:
-        """The dock was closed: stop the run, stop following the layer list (the session and
-        its results stay with the viewer for a reopened dock)."""
+        """The dock (or napari) was closed: save the open photos' hand edits when a project is
+        set (closing napari without pressing Save lost them), stop the run, stop following the
+        layer list (the session and its results stay with the viewer for a reopened dock)."""
+        self._save_open_edits()
         if self.worker is not None:
             self.worker.quit()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
@@ -498,6 +500,22 @@ class SegmentWidget(DockWidget):
         if new and new in self.viewer.layers:
             self._restore_correction(new)
         self.fill_table(new)
+
+    def _save_open_edits(self) -> None:
+        """Each open photo's edited lesions layer as a new version (nothing when unedited or
+        without a project); a failure is a warning, as the dock may be gone by then."""
+        import warnings
+
+        if self.session.project is None:
+            return
+        for name in list(self.session.photos):
+            lesions = self._lesions(name)
+            if lesions is None:
+                continue
+            try:
+                self.session.save_correction(name, np.asarray(lesions.data), only_if_edited=True)
+            except (LesionsegInputError, OSError) as err:
+                warnings.warn(f"{name}: its hand edits could not be saved on closing: {err}", stacklevel=2)
 
     def _on_photo_renamed(self, old: str, new: str) -> None:
         """The chosen photo's layer was renamed: its result layers and its place in the session
