@@ -500,3 +500,34 @@ def test_closing_napari_saves_unsaved_hand_edits(qtbot, segment, tmp_path: Path)
     saved = sorted((tmp_path / "proj" / "labels").rglob("v*.png"))
     assert [p.relative_to(tmp_path / "proj" / "labels").as_posix() for p in saved] == ["IDRiD_16/v0001.png"]
     assert (read_mask(saved[0])[300:310, 300:310] == 1).all()
+
+
+def test_typing_a_project_folder_creates_only_that_folder(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """The project followed the field at every keystroke, and a project creates its folder:
+    typing .../myproject made m, my, myp, ... myproject (and a project in the parent)."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    seg.project_edit.clear()
+    qtbot.keyClicks(seg.project_edit, str(tmp_path / "myproject"))
+    assert list(tmp_path.iterdir()) == [] and seg.session.project_dir is None  # still typing
+    qtbot.keyClick(seg.project_edit, Qt.Key_Return)
+    assert [p.name for p in tmp_path.iterdir()] == ["myproject"]
+    assert seg.session.project_dir == tmp_path / "myproject" and rev.project_edit.text() == str(tmp_path / "myproject")
+
+
+def test_a_file_given_as_the_project_is_said_and_segmenting_still_works(qtbot, segment, tmp_path: Path) -> None:
+    """A file as the project folder raised in the event loop when the run's result came (the
+    layers never appeared), and every Save raised too."""
+    viewer, widget = segment
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder")
+    widget.project_edit.setText(str(afile))
+    assert "cannot be used" in widget.status.text() and "must be a folder" in widget.status.text()
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[1:5, 1:5] = 1
+    assert widget.save_correction() is None and "cannot be used" in widget.status.text()
+    assert afile.read_text() == "not a folder"

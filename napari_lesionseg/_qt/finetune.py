@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
 
 from ..core.errors import LesionsegInputError
 from ..core.registry import Registry
-from ..core.store import Project
 from .shared import DockWidget, ProjectField, button, panel, session_for
 
 if TYPE_CHECKING:
@@ -95,10 +94,11 @@ class FinetuneWidget(DockWidget):
     # ---- preflight -------------------------------------------------------------------------
     def preflight(self) -> dict[str, Any]:
         """How many corrected images, which base model, and the time it will take."""
-        if not self.project_edit.text():
-            self.preflight_label.setText("choose the project folder your corrections are saved in")
+        proj = self.session.project
+        if proj is None:
+            self.preflight_label.setText("choose the project folder your corrections are saved in"
+                                         if self.session.project_dir is None else self.session.no_project_reason)
             return {}
-        proj = Project(self.project_edit.text())
         pairs = proj.corrected_pairs()
         reg = Registry(proj.root)
         base = reg.active()

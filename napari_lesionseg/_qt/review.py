@@ -337,7 +337,7 @@ class ReviewWidget(DockWidget):
         when the image is shown."""
         proj = self.session.project
         if proj is None:
-            self.info.setText("choose a project folder first")
+            self.info.setText(self.session.no_project_reason)
             return None
         if self.turns.busy:
             return None  # still opening the one before

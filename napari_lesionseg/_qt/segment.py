@@ -245,16 +245,21 @@ class SegmentWidget(DockWidget):
         self.model_picker.choose(folder)
 
     def _on_project_changed(self, folder: Path | None) -> None:
-        """One project for all docks; the open photo's correction comes back from it."""
+        """One project for all docks; the open photo's correction comes back from it. A folder
+        that cannot be a project (a file, say) is said at once."""
+        if folder and self.session.project is None:
+            self._error(self.session.no_project_reason)
+            return
         name = self.image_picker.name
         if folder and name and name in self.viewer.layers and self._lesions(name) is None:
             self._restore_correction(name)
 
     def load_project_models(self) -> None:
         """List the project's model versions and select its active one."""
-        if not self.project_edit.text():
+        proj = self.session.project
+        if proj is None:
             return
-        reg = Registry(self.project_edit.text())
+        reg = Registry(proj.root)
         for version in reg.versions():
             self.model_picker.add(reg.dir / version)
         self.model_picker.choose(reg.active())
@@ -570,7 +575,7 @@ class SegmentWidget(DockWidget):
         name = name or self.image_picker.name
         lesions = self._lesions(name)
         if self.session.project is None:
-            self._error("choose a project folder first")
+            self._error(self.session.no_project_reason)
             return None
         if lesions is None:
             self._error(f"no '{layer_names(name)['lesions']}' layer to save: run the segmentation first")
@@ -608,7 +613,7 @@ class SegmentWidget(DockWidget):
 
         proj = self.session.project
         if proj is None:
-            self._error("choose a project folder first")
+            self._error(self.session.no_project_reason)
             return []
         try:
             files = export_project(proj, proj.root / "exports", self._mm())

@@ -51,9 +51,26 @@ def segmented_photo_name(layer: object) -> str | None:
 
 
 def follow_project(edit: Any, session: AnnotationSession) -> None:
-    """Keep a dock's project field and the viewer's one project setting in step, both ways."""
+    """Keep a dock's project field and the viewer's one project setting in step, both ways.
+    A folder typed in the field counts when the typing ends (Enter, or leaving the field): a
+    project applied at every keystroke created a folder for each prefix of the path typed
+    (``m``, ``my``, ``myp`` ...). Text set by the program (a folder chosen in the dialog, a
+    script) counts at once."""
     if session.project_dir is not None and not edit.text():
         edit.setText(str(session.project_dir))
+    typing = [False]  # Qt emits textEdited (typing only) just before textChanged
+
+    def typed(_text: str) -> None:
+        typing[0] = True
+
+    def changed(text: str) -> None:
+        if typing[0]:
+            typing[0] = False
+            return
+        session.set_project(text or None)
+
+    def finished() -> None:
+        session.set_project(edit.text() or None)
 
     def from_session(folder: Any) -> None:
         text = "" if folder is None else str(folder)
@@ -64,7 +81,9 @@ def follow_project(edit: Any, session: AnnotationSession) -> None:
 
     edit._lesionseg_listener = from_session
     session.project_listeners.append(from_session)
-    edit.textChanged.connect(lambda text: session.set_project(text or None))
+    edit.textEdited.connect(typed)
+    edit.textChanged.connect(changed)
+    edit.editingFinished.connect(finished)
 
 
 def unfollow_project(edit: Any, session: AnnotationSession) -> None:

@@ -91,15 +91,30 @@ class AnnotationSession:
     _model: LoadedModel | None = field(default=None, repr=False)
     _model_device: str = field(default="", repr=False)
     _project: Project | None = field(default=None, repr=False)
+    _project_problem: str | None = field(default=None, repr=False)
 
     # ---- project and model -------------------------------------------------------------------
     @property
     def project(self) -> Project | None:
+        """The project, or None when no folder is set or the folder cannot be one (a file, a
+        folder that cannot be created: ``no_project_reason`` says which)."""
         if self.project_dir is None:
             return None
         if self._project is None or self._project.root != self.project_dir:
-            self._project = Project(self.project_dir)
+            try:
+                self._project = Project(self.project_dir)
+            except LesionsegInputError as err:
+                self._project_problem = str(err)
+                return None
+            self._project_problem = None
         return self._project
+
+    @property
+    def no_project_reason(self) -> str:
+        """Why there is no project to save to, in words for the dock."""
+        if self.project_dir is not None and self.project is None and self._project_problem:
+            return f"the project folder cannot be used: {self._project_problem}"
+        return "choose a project folder first"
 
     def set_project(self, folder: str | os.PathLike[str] | None) -> None:
         """Use ``folder`` for corrections, predictions and model versions (one setting for all
@@ -248,7 +263,7 @@ class AnnotationSession:
     def _registered(self, photo: Photo) -> tuple[Project, str]:
         proj = self.project
         if proj is None:
-            raise LesionsegInputError(None, "choose a project folder first")
+            raise LesionsegInputError(None, self.no_project_reason)
         if photo.source is None:
             raise LesionsegInputError(None, f"'{photo.name}' has no source file; open the photo from disk")
         if photo.image_id is None:
