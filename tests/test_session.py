@@ -115,3 +115,13 @@ def test_next_image_follows_uncertainty_and_model_follows_promotion(session: Ann
 def test_to_label_map() -> None:
     data = np.array([[0, 1, 2], [255, 7, 0]], np.int32)
     np.testing.assert_array_equal(to_label_map(data), [[0, 1, 1], [255, 1, 0]])
+
+
+def test_a_project_under_home_is_found_not_made_beside(tmp_path: Path, monkeypatch) -> None:
+    """A project folder typed as ~/proj became a folder named '~' in napari's working folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    s = AnnotationSession()
+    s.set_project("~/proj")
+    assert s.project is not None and s.project.root == tmp_path / "home" / "proj"
+    assert not (tmp_path / "~").exists()

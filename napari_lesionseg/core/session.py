@@ -118,8 +118,9 @@ class AnnotationSession:
 
     def set_project(self, folder: str | os.PathLike[str] | None) -> None:
         """Use ``folder`` for corrections, predictions and model versions (one setting for all
-        docks); the model follows the project's active version unless one was chosen."""
-        new = Path(folder) if folder else None
+        docks); the model follows the project's active version unless one was chosen. ``~``
+        is the user's home, as in a shell (a typed ``~/proj`` made a folder named ``~``)."""
+        new = Path(folder).expanduser() if folder else None
         if new == self.project_dir:
             return
         self.project_dir = new
