@@ -283,6 +283,34 @@ def test_open_next_image_never_duplicates_and_docks_share_the_project(make_napar
 
 
 @pytest.mark.gui
+def test_stepping_through_photos_without_predictions_closes_each(make_napari_viewer, qtbot, tmp_path,
+                                                                small_pairs) -> None:
+    """A project photo with no stored prediction has no lesions layer: Open next image never
+    closed it (each click kept another full-size photo open) nor said why there was nothing
+    to review."""
+    from napari_lesionseg.core.image_io import read_mask
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    for img in sorted((small_pairs / "images").iterdir()):
+        proj.add_image(img)
+    proj.save_label("IDRiD_04", read_mask(small_pairs / "masks" / "IDRiD_04_HE.png"))  # corrected, not predicted
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.project_edit.setText(str(proj.root))
+    shown = []
+    for _ in range(4):
+        shown.append(_open_next(qtbot, w))
+        photos = [ly.name for ly in viewer.layers if not ly.name.endswith((" lesions", " current region"))]
+        assert photos == [shown[-1]], photos  # one photo open at a time
+    assert set(shown) == {"IDRiD_04", "IDRiD_16"}
+    if shown[-1] == "IDRiD_16":
+        _open_next(qtbot, w)
+    _open_next(qtbot, w)  # to IDRiD_16: no prediction, no lesions layer
+    assert "no prediction stored" in w.info.text() and "Segment lesions" in w.info.text()
+
+
+@pytest.mark.gui
 def test_review_actions_can_be_undone_and_the_region_is_framed(make_napari_viewer) -> None:
     """Accept / Delete / Mark unsure could not be undone; the current region was not shown."""
     viewer, w = _scene_in_review(make_napari_viewer)

@@ -92,6 +92,7 @@ class ReviewWidget(DockWidget):
         self.turns = StepQueue()  # closing one image and opening the next, a layer per turn
         self.turns.when_idle.append(lambda: setattr(self.next_image_button, "enabled", True))
         self._image_order: list[str] = []
+        self._opened: str | None = None  # the image "Open next image" showed last
         self.info = QLabel("run 'Segment lesions' first, then Refresh")
         self.info.setWordWrap(True)
         top = panel(self.image_picker.widget, self.type_combo, refresh)
@@ -341,7 +342,10 @@ class ReviewWidget(DockWidget):
             return None
         if self.turns.busy:
             return None  # still opening the one before
-        current = self.image_picker.name
+        # the photo shown: the one under review, else the one this button opened (a photo with
+        # no stored prediction has no lesions layer to review, and was never closed: each click
+        # kept another full-size photo open)
+        current = self.image_picker.name or (self._opened if self._opened in self.viewer.layers else "")
         found = self.session.next_image(current or None)
         if found is None:
             self.info.setText("the project holds no images yet")
@@ -378,9 +382,13 @@ class ReviewWidget(DockWidget):
         if lname in self.viewer.layers:
             self.session.open_photo(nxt, proj.image_path(nxt))
             self.session.shown(nxt, self.viewer.layers[lname].data)
+        self._opened = nxt
+        text = f"{nxt}: image {place} of {count} by uncertainty"
         if self.image_picker.choose(nxt):
             self.refresh()
-        self.info.setText(f"{nxt}: image {place} of {count} by uncertainty")
+        else:
+            text += "; no prediction stored for it: run 'Segment lesions' on it to review it"
+        self.info.setText(text)
 
     def _save_if_edited(self, name: str) -> None:
         """Before an image's layers go away, keep its hand edits as a new label version (the
