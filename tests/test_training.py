@@ -294,6 +294,37 @@ def test_finetune_on_masks_without_any_lesion_is_refused(tmp_path: Path, small_p
     assert not (tmp_path / "x").exists()
 
 
+def test_a_checkpoint_whose_best_threshold_is_0_keeps_the_configs(tmp_path: Path) -> None:
+    """A fine-tune on a 0/255 mask that is 255 everywhere (the whole photo a lesion; with the
+    shipped model, many pixels at probability 0) fitted its best validation threshold at 0,
+    and the run failed at its end on "inference.threshold: must lie in (0, 1)"."""
+    from lesionseg_training.trainer import _save
+    from napari_lesionseg.core.models.factory import build_model
+
+    cfg = load_config("tiny")
+    net = build_model(cfg.model.network)
+    for thr, expected in ((0.0, cfg.model.inference.threshold), (1.0, cfg.model.inference.threshold), (0.3, 0.3)):
+        folder = _save(tmp_path / f"t{thr}", net, cfg, {}, {}, thr)
+        assert load_model_folder(folder).config.inference.threshold == pytest.approx(expected)
+
+
+def test_finetune_on_an_inverted_mask_is_refused_naming_it(tmp_path: Path, small_pairs: Path,
+                                                            tiny_model_dir: Path) -> None:
+    """An inverted correction (lesions black on white) trained a model to call the whole
+    fundus a lesion, without a word."""
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.pairs import Pair
+
+    m = np.asarray(Image.open(small_pairs / "masks" / "IDRiD_04_HE.png"))
+    inverted = tmp_path / "IDRiD_04_HE.png"
+    Image.fromarray(np.where(m > 0, 0, 255).astype(np.uint8)).save(inverted)
+    pairs = [Pair("IDRiD_04", small_pairs / "images" / "IDRiD_04.jpg", inverted),
+             Pair("IDRiD_16", small_pairs / "images" / "IDRiD_16.jpg", small_pairs / "masks" / "IDRiD_16_HE.png")]
+    with pytest.raises(LesionsegInputError, match=r"IDRiD_04_HE.png: marks 9\d% of the photo as lesion: is the mask inverted"):
+        next(fine_tune(tiny_model_dir, pairs, Budget(steps=1), tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
 def test_finetune_holds_out_only_photos_with_lesions(small_pairs: Path, tmp_path: Path) -> None:
     from lesionseg_training.finetune import split_for_finetune
     from napari_lesionseg.core.pairs import Pair

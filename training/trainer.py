@@ -206,7 +206,8 @@ def prepare_items(pairs: list, cfg: TrainConfig, cameras: bool = False) -> list[
 def _save(folder: Path, net: nn.Module, cfg: TrainConfig, metrics: dict, lineage: dict,
           threshold: float | None = None) -> Path:
     model_cfg = cfg.model
-    if threshold is not None:
+    if threshold is not None and 0.0 < threshold < 1.0:  # 0: "everything is lesion" fitted best (a
+        # correction marking the whole photo): no threshold, the config's stays (as for the other outputs)
         model_cfg = replace(model_cfg, inference=replace(model_cfg.inference, threshold=threshold))
     inference = model_cfg.inference
     for name in model_cfg.network.outputs[1:]:  # the other outputs' validation thresholds
