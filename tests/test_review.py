@@ -301,8 +301,11 @@ def test_stepping_through_photos_without_predictions_closes_each(make_napari_vie
     shown = []
     for _ in range(4):
         shown.append(_open_next(qtbot, w))
-        photos = [ly.name for ly in viewer.layers if not ly.name.endswith((" lesions", " current region"))]
+        names = [ly.name for ly in viewer.layers]
+        photos = [n for n in names if not n.endswith((" lesions", " current region", " disc and macula"))]
         assert photos == [shown[-1]], photos  # one photo open at a time
+        assert [n for n in names if n.endswith(" disc and macula")] == []  # the photo before's outlines went too
+        viewer.add_shapes(name=f"{shown[-1]} disc and macula", metadata={"lesionseg": True})  # as Segment draws them
     assert set(shown) == {"IDRiD_04", "IDRiD_16"}
     if shown[-1] == "IDRiD_16":
         _open_next(qtbot, w)

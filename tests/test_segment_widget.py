@@ -470,9 +470,10 @@ def test_renaming_an_edited_photo_keeps_its_layers_and_its_correction(qtbot, seg
     lab = viewer.layers["IDRiD_16 lesions"]
     lab.data[300:310, 300:310] = 1
     lab.refresh()
+    viewer.add_shapes(name="IDRiD_16 disc and macula", metadata={"lesionseg": True})  # a model with a disc output's
     viewer.layers["IDRiD_16"].name = "left eye"
     names = [ly.name for ly in viewer.layers]
-    assert {"left eye probability", "left eye fuzzy", "left eye lesions"} <= set(names), names
+    assert {"left eye probability", "left eye fuzzy", "left eye lesions", "left eye disc and macula"} <= set(names), names
     assert widget.image_picker.name == "left eye" and viewer.layers["left eye lesions"] is lab
     assert widget.is_edited("left eye")
     saved = widget.save_correction()

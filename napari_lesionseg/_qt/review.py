@@ -25,7 +25,7 @@ from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
 from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
-from ..core.segment_layers import UNSURE, layer_names, project_image_layers
+from ..core.segment_layers import UNSURE, all_layer_names, layer_names, project_image_layers
 from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, button, panel, segmented_photo_name, session_for
 
 if TYPE_CHECKING:
@@ -354,8 +354,7 @@ class ReviewWidget(DockWidget):
         steps: list[Callable[[], object]] = []
         if current and current != nxt:
             self._save_if_edited(current)
-            steps += [partial(self._remove_layer, name)
-                      for name in [f"{current} current region", *layer_names(current).values(), current]]
+            steps += [partial(self._remove_layer, name) for name in [*all_layer_names(current), current]]
             steps.append(partial(self.session.close_photo, current))
         if nxt not in self.viewer.layers:
             steps.append(partial(self._load_layers, proj, nxt))

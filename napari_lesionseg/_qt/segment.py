@@ -35,6 +35,7 @@ from ..core.model_folder import LoadedModel, load_model_config
 from ..core.registry import Registry
 from ..core.runtime import pick_device
 from ..core.segment_layers import (
+    all_layer_names,
     labels_to_label_map,
     layer_names,
     legend,
@@ -529,8 +530,7 @@ class SegmentWidget(DockWidget):
         self.session.rename_photo(old, new)
         if self._current_image == old:
             self._current_image = new
-        for kind, was in layer_names(old).items():
-            now = layer_names(new)[kind]
+        for was, now in zip(all_layer_names(old), all_layer_names(new)):
             if was in self.viewer.layers and now not in self.viewer.layers:
                 self.viewer.layers[was].name = now
 

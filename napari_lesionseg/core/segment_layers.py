@@ -30,6 +30,7 @@ TYPE_RGBA = {"HE": LESION_RGBA, "MA": "#76ff03", "EX": "#2962ff", "SE": "#ffd600
 DISC_RGBA = "#ffffff"
 MACULA_RGBA = "#ffd600"
 PAINT_ORDER = ("EX", "SE", "MA", "HE")  # where types overlap and no probability decides, the later one shows
+OUTLINES = " disc and macula"  # the disc and macula outlines layer: the photo's name, then this
 
 
 def lesion_style() -> dict[str, Any]:
@@ -100,7 +101,7 @@ def anatomy_layer(image_name: str, anatomy, scale: tuple[float, float] = (1.0, 1
         shapes.append(_ellipse(anatomy.fovea, 2.0 * r))
         colours.append(MACULA_RGBA)
         widths.append(max(2.0, r / 40))
-    return (shapes, {"name": f"{image_name} disc and macula", "shape_type": "ellipse", "edge_color": colours,
+    return (shapes, {"name": image_name + OUTLINES, "shape_type": "ellipse", "edge_color": colours,
                      "face_color": "transparent", "edge_width": widths, "scale": scale, "translate": translate,
                      "metadata": {"lesionseg": True, "fovea_method": anatomy.fovea_method,
                                   "note": anatomy.note}}, "shapes")
@@ -123,6 +124,12 @@ def fuzzy_style() -> dict[str, Any]:
 def layer_names(image_name: str) -> dict[str, str]:
     return {"probability": f"{image_name} probability", "lesions": f"{image_name} lesions",
             "fuzzy": f"{image_name} fuzzy"}
+
+
+def all_layer_names(image_name: str) -> list[str]:
+    """Every layer the docks make for a photo: its results, the disc and macula outlines (a
+    model with an optic-disc output) and Review's frame of the current region."""
+    return [*layer_names(image_name).values(), image_name + OUTLINES, f"{image_name} current region"]
 
 
 def prediction_layers(image_name: str, pred: Prediction, scale: tuple[float, float] = (1.0, 1.0),
