@@ -225,6 +225,17 @@ def test_train_init_from_an_ensemble_says_how(tmp_path: Path, small_pairs: Path)
     assert r.returncode == 2 and "--set model.network.members=2" in r.stderr and not (tmp_path / "run").exists()
 
 
+def test_train_refuses_an_inverted_mask_naming_it(tmp_path: Path, small_pairs: Path) -> None:
+    """A dataset mask with lesions black on white trained on without a word."""
+    masks = tmp_path / "masks"
+    shutil.copytree(small_pairs / "masks", masks)
+    m = read_mask(masks / "IDRiD_16_HE.png")
+    Image.fromarray(np.where(m == 1, 0, 255).astype(np.uint8)).save(masks / "IDRiD_16_HE.png")
+    r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", masks,
+                  "--steps", "2", "--out", tmp_path / "run", "--quiet")
+    assert r.returncode == 2 and "IDRiD_16_HE.png: marks" in r.stderr and "is the mask inverted" in r.stderr, r.stderr
+
+
 def test_train_refuses_bad_config(tmp_path: Path) -> None:
     r = lesionseg("train", "--config", "tiny", "--set", "data.batch_size=0", "--images", tmp_path, "--out", tmp_path / "r")
     assert r.returncode == 2 and "data.batch_size" in r.stderr

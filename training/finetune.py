@@ -100,23 +100,10 @@ def blend_states(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
             for k, v in tuned.items()}
 
 
-INVERTED_SHARE = 0.5  # no fundus photo is mostly lesion (IDRiD's most: IDRiD_17, hemorrhage on 15 % of it)
-
-
 def lesion_pairs(pairs: list[Pair]) -> set[str]:
-    """Ids of the pairs whose mask marks at least one lesion pixel. A mask that marks most of
-    its photo as lesion is refused: an inverted mask (lesions black on white) trained a model
-    to call the whole fundus a lesion."""
-    found = set()
-    for p in pairs:
-        lesion = p.read_mask() == 1
-        share = float(lesion.mean()) if lesion.size else 0.0
-        if share > INVERTED_SHARE:
-            raise LesionsegInputError(p.mask, f"marks {share:.0%} of the photo as lesion: is the mask inverted "
-                                              "(lesions must be white or 1 on black)?")
-        if lesion.any():
-            found.add(p.id)
-    return found
+    """Ids of the pairs whose mask marks at least one lesion pixel (an inverted mask refused:
+    ``Pair.read_training_mask``)."""
+    return {p.id for p in pairs if (p.read_training_mask() == 1).any()}
 
 
 def check_has_lesions(pairs: list[Pair], with_lesions: set[str]) -> None:

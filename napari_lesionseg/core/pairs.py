@@ -16,6 +16,7 @@ MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MASK_TAGS = ("HE", "mask", "label", "gt", "seg")  # <stem>_<tag> names a photo's mask
 OTHER_TAGS = tuple(t for t in OUTPUT_TYPES if t != HE)  # <stem>_MA ...: a photo's mask of another type
 OUTPUT_TAGS = ("prob", "fuzzy", "overlay")  # <stem>_prob ...: predict's and export's maps of a photo
+INVERTED_SHARE = 0.5  # no fundus photo is mostly lesion (IDRiD's most: IDRiD_17, hemorrhage on 15 % of it)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,17 @@ class Pair:
         if not self.label_map:
             return read_mask(self.mask, shape=shape)
         return type_view(read_label(self.mask, shape=shape), HE, self.label_types)
+
+    def read_training_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.uint8]:
+        """:meth:`read_mask`, refusing a mask that marks most of its photo as lesion: an
+        inverted mask (lesions black on white) trained a model to call the whole fundus a
+        lesion, without a word."""
+        mask = self.read_mask(shape)
+        share = float(np.count_nonzero(mask == 1)) / max(mask.size, 1)
+        if share > INVERTED_SHARE:
+            raise LesionsegInputError(self.mask, f"marks {share:.0%} of the photo as lesion: is the mask inverted "
+                                                 "(lesions must be white or 1 on black)?")
+        return mask
 
     def read_type(self, name: str, shape: tuple[int, int]) -> NDArray[np.uint8] | None:
         """This photo's labels of type ``name`` (0/1/255), or None when the type is unknown
