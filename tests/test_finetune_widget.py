@@ -215,6 +215,17 @@ def test_a_better_version_promotes_at_once_and_in_sample_scores_say_so(widget, p
     assert Registry(project).active().name == version.name
 
 
+def test_promote_goes_to_the_project_the_version_was_made_in(widget, project: Path, tmp_path: Path) -> None:
+    """The project field changed after a fine-tune (another project chosen, or a path typed):
+    Promote looked for the version in that other project and raised."""
+    version = _finish_with(widget, project, {"train": ["a", "b"], "val": ["a", "b"]}, old=0.50, new=0.60)
+    other = tmp_path / "another project"
+    widget.project_edit.setText(str(other))
+    widget.promote_button.native.click()
+    assert Registry(project).active().name == version.name
+    assert not (other / "models" / "active.json").exists()
+
+
 def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) -> None:
     """No checkpoint beat the base model on the held-out photo: the version is the old weights,
     and the widget says that rather than offering it as an improvement."""

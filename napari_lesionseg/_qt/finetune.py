@@ -120,7 +120,7 @@ class FinetuneWidget(DockWidget):
         if not pairs:
             text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
         self.preflight_label.setText(text)
-        return {"pairs": len(pairs), "base": base, "minutes": minutes}
+        return {"pairs": len(pairs), "base": base, "minutes": minutes, "project": proj.root}
 
     # ---- the subprocess ----------------------------------------------------------------------
     def start(self) -> QProcess | None:
@@ -128,10 +128,11 @@ class FinetuneWidget(DockWidget):
         if not info.get("pairs"):
             self._error(self.preflight_label.text() or "choose a project folder first")
             return None
-        reg = Registry(self.project_edit.text())
+        root = info["project"]
+        reg = Registry(root)
         out = reg.new_version_path()
         self.base_model: Path = Path(info["base"])
-        args = ["-m", "lesionseg_training", "finetune", "--project", self.project_edit.text(),
+        args = ["-m", "lesionseg_training", "finetune", "--project", str(root),
                 "--model", str(info["base"]), "--out", str(out), "--events", "jsonl",
                 "--minutes", f"{self.minutes.value:.2f}", *self.extra_args]
         self.events, self._stdout_buf, self._stderr = [], b"", b""
@@ -315,7 +316,10 @@ class FinetuneWidget(DockWidget):
     # ---- decisions ---------------------------------------------------------------------------
     def make_active(self) -> Path:
         """Make the version chosen in the list the project's active model (any version, any time)."""
-        reg = Registry(self.project_edit.text())
+        proj = self.session.project
+        if proj is None:
+            raise LesionsegInputError(None, self.session.no_project_reason)
+        reg = Registry(proj.root)
         choice = self.versions.value
         if choice == DEFAULT_VERSION:
             reg.use_default()
@@ -325,6 +329,13 @@ class FinetuneWidget(DockWidget):
         self.status.setText(f"active model: {reg.active().name}")
         self.preflight()
         return reg.active()
+
+    def _own_registry(self) -> Registry:
+        """The registry of the project the new version was made in (``<project>/models/<it>``),
+        whatever the project field says now: promoting after the field changed went to the
+        other project, which has no such version."""
+        assert self.new_version is not None
+        return Registry(self.new_version.parent.parent)
 
     def promote(self, anyway: bool = False) -> Path | None:
         """Make the new version active. When it scored worse than the old model, the first
@@ -337,7 +348,7 @@ class FinetuneWidget(DockWidget):
                                 "click 'Promote anyway' to use it all the same")
             return None
         self.promote_button.text = "Promote"
-        path = Registry(self.project_edit.text()).promote(self.new_version.name)
+        path = self._own_registry().promote(self.new_version.name)
         self.session.activated(path)  # Segment uses it at once (it once needed Enter in its project field)
         self.preflight()
         self.status.setText(f"{path.name} is now the active model of this project")
@@ -349,7 +360,7 @@ class FinetuneWidget(DockWidget):
         if self.new_version is None:
             return None
         try:
-            dest = Registry(self.project_edit.text()).discard(self.new_version.name)
+            dest = self._own_registry().discard(self.new_version.name)
         except LesionsegInputError as err:
             self._error(str(err))
             return None
