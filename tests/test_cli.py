@@ -225,8 +225,9 @@ def test_train_init_from_an_ensemble_says_how(tmp_path: Path, small_pairs: Path)
     assert r.returncode == 2 and "--set model.network.members=2" in r.stderr and not (tmp_path / "run").exists()
 
 
-def test_train_refuses_an_inverted_mask_naming_it(tmp_path: Path, small_pairs: Path) -> None:
-    """A dataset mask with lesions black on white trained on without a word."""
+def test_train_and_evaluate_refuse_an_inverted_mask_naming_it(tmp_path: Path, small_pairs: Path,
+                                                              tiny_model_dir: Path) -> None:
+    """A mask with lesions black on white was trained on, and scored against, without a word."""
     masks = tmp_path / "masks"
     shutil.copytree(small_pairs / "masks", masks)
     m = read_mask(masks / "IDRiD_16_HE.png")
@@ -234,6 +235,10 @@ def test_train_refuses_an_inverted_mask_naming_it(tmp_path: Path, small_pairs: P
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", masks,
                   "--steps", "2", "--out", tmp_path / "run", "--quiet")
     assert r.returncode == 2 and "IDRiD_16_HE.png: marks" in r.stderr and "is the mask inverted" in r.stderr, r.stderr
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", masks, "--model", tiny_model_dir,
+                  "--keep-going", "--quiet")
+    assert r.returncode == 1 and "IDRiD_16_HE.png: marks" in r.stderr and "is the mask inverted" in r.stderr, r.stderr
+    assert "on 1 images" in r.stdout  # the other photo is scored
 
 
 def test_train_refuses_bad_config(tmp_path: Path) -> None:

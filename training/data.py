@@ -173,7 +173,7 @@ def prepare_pair(pair: Pair, pre: PreprocessConfig, cache_dir: Path | None = Non
             z = np.load(cf)
             return Prepared(pair.id, z["x"].astype(np.float32), z["y"], z["fov"], z["aux"] if others else None)
     rgb, _ = read_image(pair.image)
-    mask = pair.read_training_mask(shape=rgb.shape[:2])
+    mask = pair.read_checked_mask(shape=rgb.shape[:2])
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma)  # exactly what inference sees
     y = mask_to_work(mask, geom)
     labs = pair.read_types(others, rgb.shape[:2]) if others else {}

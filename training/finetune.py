@@ -102,8 +102,8 @@ def blend_states(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
 
 def lesion_pairs(pairs: list[Pair]) -> set[str]:
     """Ids of the pairs whose mask marks at least one lesion pixel (an inverted mask refused:
-    ``Pair.read_training_mask``)."""
-    return {p.id for p in pairs if (p.read_training_mask() == 1).any()}
+    ``Pair.read_checked_mask``)."""
+    return {p.id for p in pairs if (p.read_checked_mask() == 1).any()}
 
 
 def check_has_lesions(pairs: list[Pair], with_lesions: set[str]) -> None:

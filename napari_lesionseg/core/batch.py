@@ -223,7 +223,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     for i, pair in enumerate(pairs):
         try:
             rgb, _ = read_image(pair.image)
-            gt = pair.read_mask(shape=rgb.shape[:2])
+            gt = pair.read_checked_mask(shape=rgb.shape[:2])
             type_gt = {t: _type_truth(pair, t, rgb.shape[:2]) for t in others}
             pred = yield from _tile_events(predict(model, rgb, device=device, tta=tta, threshold=thr,
                                                    precision=precision, types=others), pair.image.name, i)

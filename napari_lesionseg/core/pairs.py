@@ -38,10 +38,11 @@ class Pair:
             return read_mask(self.mask, shape=shape)
         return type_view(read_label(self.mask, shape=shape), HE, self.label_types)
 
-    def read_training_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.uint8]:
+    def read_checked_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.uint8]:
         """:meth:`read_mask`, refusing a mask that marks most of its photo as lesion: an
         inverted mask (lesions black on white) trained a model to call the whole fundus a
-        lesion, without a word."""
+        lesion, without a word, and scored a model against it as if it were the truth (used by
+        training, fine-tuning and ``evaluate``)."""
         mask = self.read_mask(shape)
         share = float(np.count_nonzero(mask == 1)) / max(mask.size, 1)
         if share > INVERTED_SHARE:
