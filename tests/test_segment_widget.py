@@ -532,3 +532,21 @@ def test_a_file_given_as_the_project_is_said_and_segmenting_still_works(qtbot, s
     lab.data[1:5, 1:5] = 1
     assert widget.save_correction() is None and "cannot be used" in widget.status.text()
     assert afile.read_text() == "not a folder"
+
+
+def test_the_lesion_table_follows_the_saved_correction(qtbot, segment, tmp_path: Path) -> None:
+    """After deleting the model's lesions and saving, the dock's table still listed them (it
+    showed the prediction's lesions, not the correction's), and a click centred on nothing."""
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[:] = 0
+    lab.data[400:410, 600:620] = 1  # the one lesion the annotator keeps: 200 px
+    lab.refresh()
+    widget.save_correction()
+    assert widget.table.rowCount() == 1 and widget.table.item(0, 1).text() == "200"
+    widget.centre_on_row(0)
+    from napari_lesionseg._qt.review import camera
+
+    np.testing.assert_allclose(camera(viewer).center[-2:], (404.5, 609.5), atol=1.0)  # the kept lesion's centroid

@@ -163,6 +163,7 @@ class SegmentWidget(DockWidget):
         self.table.setToolTip("the model's lesions: click a row to centre the view on it; click a header to sort")
         self.table.cellClicked.connect(self.centre_on_row)
         self._table_lesions: list = []
+        self._saved_lesions: tuple[tuple | None, list] = (None, [])  # (photo, version, map), its lesions
         self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
         for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
@@ -289,9 +290,12 @@ class SegmentWidget(DockWidget):
         lesions.colormap = cmap
 
     def fill_table(self, name: str) -> None:
-        """The prediction's lesions, every type, with area and place (sortable)."""
+        """The photo's lesions, every type, with area and place (sortable): the saved
+        correction's once there is one (after Save, or brought back from the project), else the
+        prediction's (the table once kept listing the model's lesions after they were deleted
+        and saved)."""
         photo = self.session.photos.get(name)
-        lesions = [] if photo is None or photo.prediction is None else photo.prediction.all_lesions()
+        lesions = [] if photo is None else self._photo_lesions(photo)
         mm = self._mm()
         self.table.setSortingEnabled(False)
         self.table.setRowCount(min(len(lesions), MAX_TABLE_ROWS))
@@ -312,6 +316,18 @@ class SegmentWidget(DockWidget):
         located = any(les.od_distance_dd is not None for les in self._table_lesions)
         self.table.setColumnHidden(3, not located)
         self.table.setColumnHidden(4, not located)
+
+    def _photo_lesions(self, photo: Any) -> list:
+        pred = photo.prediction
+        if photo.saved is None:
+            return [] if pred is None else pred.all_lesions()
+        key = (photo.name, photo.saved_version, id(photo.saved))
+        if self._saved_lesions[0] != key:  # labelled once per saved version
+            from ..core.export import label_lesions
+
+            self._saved_lesions = (key, label_lesions(photo.saved, None if pred is None else pred.probability, None,
+                                                      None, None if pred is None else pred.anatomy))
+        return self._saved_lesions[1]
 
     def centre_on_row(self, row: int, _col: int = 0) -> None:
         """Centre the viewer on the lesion of table row ``row`` (as sorted now)."""
@@ -587,6 +603,7 @@ class SegmentWidget(DockWidget):
             self._error(str(err))
             return None
         assert version is not None
+        self.fill_table(name)
         self.status.setText(f"saved {version.path.relative_to(self.session.project.root)}")
         return version.path
 

@@ -13,7 +13,7 @@ from .anatomy import Anatomy
 from .atomic import atomic_write_bytes
 from .image_io import check_label_values, encode_png, read_image, write_label
 from .lesion_types import HE, LESION_TYPES, TYPE_VALUE
-from .lesions import lesion_table
+from .lesions import Lesion, lesion_table
 from .outputs import LESION_CSV_COLUMNS, write_csv, write_folder_csv
 from .store import Project
 
@@ -45,21 +45,33 @@ def lesion_rows(stem: str, label: NDArray[np.uint8], prob: NDArray[np.float32] |
     Without the model's probability (or fuzzy map) the columns that describe it are left
     empty, never filled with a stand-in (``prob``/``fuzzy`` are the hemorrhage output's)."""
     rows = []
+    with_prob = prob is not None and prob.shape == label.shape
+    with_fuzzy = fuzzy is not None and fuzzy.shape == label.shape
+    for les in label_lesions(label, prob, fuzzy, mm_per_px, anatomy):
+        row = {"image": stem, **les.row()}
+        if not with_prob or les.type != HE:
+            row.update(mean_prob=None, max_prob=None)
+        if not with_fuzzy or les.type != HE:
+            row.update(fuzzy_fraction=None)
+        rows.append(row)
+    return rows
+
+
+def label_lesions(label: NDArray[np.uint8], prob: NDArray[np.float32] | None, fuzzy: NDArray[np.float32] | None,
+                  mm_per_px: float | None, anatomy: Anatomy | None = None) -> list[Lesion]:
+    """The lesions of a label map (hemorrhages, then each other type it holds), located by
+    ``anatomy`` when the disc is known; without ``prob`` (the hemorrhage output's, as
+    ``fuzzy``) a lesion's probability figures are its own mask's (see :func:`lesion_rows`)."""
+    out: list[Lesion] = []
     for kind in LESION_TYPES:
         lesion = (label == TYPE_VALUE[kind]).astype(np.uint8)
         if kind != HE and not lesion.any():
             continue
-        p = prob if kind == HE else None
-        f = fuzzy if kind == HE else None
+        p = prob if kind == HE and prob is not None and prob.shape == label.shape else None
+        f = fuzzy if kind == HE and fuzzy is not None and fuzzy.shape == label.shape else None
         lesions, _ = lesion_table(lesion, p if p is not None else lesion.astype(np.float32), f, mm_per_px, kind=kind)
-        for les in lesions:
-            row = {"image": stem, **(les.located(anatomy) if anatomy is not None else les).row()}
-            if p is None:
-                row.update(mean_prob=None, max_prob=None)
-            if f is None:
-                row.update(fuzzy_fraction=None)
-            rows.append(row)
-    return rows
+        out += [les.located(anatomy) if anatomy is not None else les for les in lesions]
+    return out
 
 
 def export_image(out_dir: Path, stem: str, rgb: NDArray[np.uint8], label: NDArray,
