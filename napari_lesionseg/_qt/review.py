@@ -26,7 +26,17 @@ from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
 from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
 from ..core.segment_layers import UNSURE, all_layer_names, layer_names, project_image_layers
-from .shared import DockWidget, LayerPicker, ProjectField, StepQueue, button, panel, segmented_photo_name, session_for
+from .shared import (
+    DockWidget,
+    LayerPicker,
+    ProjectField,
+    StepQueue,
+    button,
+    panel,
+    photo_source,
+    segmented_photo_name,
+    session_for,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -395,7 +405,7 @@ class ReviewWidget(DockWidget):
         lname = layer_names(name)["lesions"]
         if lname not in self.viewer.layers or name not in self.viewer.layers:
             return
-        src = self.viewer.layers[name].metadata.get("path") or getattr(self.viewer.layers[name].source, "path", None)
+        src = photo_source(self.viewer.layers[name])
         if not src:
             return
         self.session.open_photo(name, src)

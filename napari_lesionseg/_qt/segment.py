@@ -52,6 +52,7 @@ from .shared import (
     StepQueue,
     button,
     panel,
+    photo_source,
     segmented_photo_name,
     session_for,
 )
@@ -354,7 +355,7 @@ class SegmentWidget(DockWidget):
 
     def _source(self, name: str) -> str | None:
         layer = self.viewer.layers[name]
-        return layer.metadata.get("path") or getattr(layer.source, "path", None)
+        return photo_source(layer)
 
     def _lesions(self, name: str) -> Any:
         lname = layer_names(name)["lesions"]

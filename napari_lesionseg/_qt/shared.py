@@ -50,6 +50,12 @@ def segmented_photo_name(layer: object) -> str | None:
     return None
 
 
+def photo_source(layer: Any) -> str | None:
+    """The file a photo layer was read from: what the project's Open next image recorded, else
+    what napari's reader did (None for an array with no file)."""
+    return layer.metadata.get("path") or getattr(layer.source, "path", None)
+
+
 def follow_project(edit: Any, session: AnnotationSession) -> None:
     """Keep a dock's project field and the viewer's one project setting in step, both ways.
     A folder typed in the field counts when the typing ends (Enter, or leaving the field): a
