@@ -45,16 +45,20 @@ def lesion_rows(stem: str, label: NDArray[np.uint8], prob: NDArray[np.float32] |
     Without the model's probability (or fuzzy map) the columns that describe it are left
     empty, never filled with a stand-in (``prob``/``fuzzy`` are the hemorrhage output's)."""
     rows = []
-    with_prob = prob is not None and prob.shape == label.shape
-    with_fuzzy = fuzzy is not None and fuzzy.shape == label.shape
+    prob, fuzzy = _fitting(prob, label), _fitting(fuzzy, label)
     for les in label_lesions(label, prob, fuzzy, mm_per_px, anatomy):
         row = {"image": stem, **les.row()}
-        if not with_prob or les.type != HE:
+        if prob is None or les.type != HE:
             row.update(mean_prob=None, max_prob=None)
-        if not with_fuzzy or les.type != HE:
+        if fuzzy is None or les.type != HE:
             row.update(fuzzy_fraction=None)
         rows.append(row)
     return rows
+
+
+def _fitting(m: NDArray[np.float32] | None, label: NDArray) -> NDArray[np.float32] | None:
+    """``m`` when it is a map of the label map's photo (the same shape), else None."""
+    return m if m is not None and m.shape == label.shape else None
 
 
 def label_lesions(label: NDArray[np.uint8], prob: NDArray[np.float32] | None, fuzzy: NDArray[np.float32] | None,
@@ -67,8 +71,8 @@ def label_lesions(label: NDArray[np.uint8], prob: NDArray[np.float32] | None, fu
         lesion = (label == TYPE_VALUE[kind]).astype(np.uint8)
         if kind != HE and not lesion.any():
             continue
-        p = prob if kind == HE and prob is not None and prob.shape == label.shape else None
-        f = fuzzy if kind == HE and fuzzy is not None and fuzzy.shape == label.shape else None
+        p = _fitting(prob, label) if kind == HE else None
+        f = _fitting(fuzzy, label) if kind == HE else None
         lesions, _ = lesion_table(lesion, p if p is not None else lesion.astype(np.float32), f, mm_per_px, kind=kind)
         out += [les.located(anatomy) if anatomy is not None else les for les in lesions]
     return out
