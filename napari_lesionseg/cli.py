@@ -54,7 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment photographs; writes masks, probabilities, fuzzy maps, CSVs")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, default=None, help="output folder (masks, probabilities, fuzzy maps, CSVs)")
+    p.add_argument("--project", type=Path, default=None,
+                   help="also keep each photo and its prediction in this plugin project folder (created if "
+                        "needed): napari's Review lesions > Open next image then walks them most uncertain first, "
+                        "with nothing to run; --model defaults to the project's active model")
     _add_model_args(p)
     p.add_argument("--mm-per-px", type=float, default=None, help="calibration for lesion areas in mm2")
     p.add_argument("--keep-going", action="store_true", help="continue past bad files; exit 1 at the end if any failed")
@@ -139,17 +143,42 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .core.batch import collect_images, predict_files
+    from .core.errors import LesionsegInputError
 
+    if args.out is None and args.project is None:
+        raise LesionsegInputError(None, "predict: give --out (a folder for the output files), --project (a plugin "
+                                        "project folder) or both")
     paths = collect_images(args.inputs)
-    model, dev = _load_model(args.model, args.device, args.extra_grids)
+    project = _project(args.project)
+    model_arg = args.model
+    if model_arg is None and project is not None:
+        from .core.registry import Registry
+
+        model_arg = Registry(project.root).active()  # what the plugin would run in this project
+    model, dev = _load_model(model_arg, args.device, args.extra_grids)
     types = _lesion_types(args.lesions, model)
     with _bar(len(paths), args.quiet, "img") as bar:
         res = _drive(predict_files(model, paths, args.out, keep_going=args.keep_going, mm_per_px=args.mm_per_px,
                                    device=str(dev), tta=args.tta, precision=args.precision, types=types,
-                                   prob_bits=args.prob_bits), bar)
+                                   prob_bits=args.prob_bits, project=project), bar)
+    where = " and ".join([*([str(args.out)] if args.out is not None else []),
+                          *([f"project {project.root}"] if project is not None else [])])
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}'{_grids_note(model)} "
-          f"-> {args.out}")
+          f"-> {where}")
+    if project is not None and res.done:
+        print("review them in napari: Plugins > Lesion Segmentation > Review lesions, set this project, then "
+              "'Open next image' (most uncertain first)")
     return _report_failures(res.failures)
+
+
+def _project(folder: Path | None):
+    """The project folder for ``--project`` (created if needed; a file or an unwritable place is
+    refused before any work)."""
+    if folder is None:
+        return None
+    from .core.store import Project
+
+    return Project(folder.expanduser())
 
 
 def _grids_note(model) -> str:

@@ -429,3 +429,46 @@ def test_predict_and_evaluate_on_extra_grids(tmp_path: Path, small_pairs: Path, 
         r = lesionseg("predict", photo, "--model", tiny_model_dir, "--out", tmp_path / "never", "--extra-grids", bad)
         assert r.returncode == 2 and problem in r.stderr and "Traceback" not in r.stderr
         assert not (tmp_path / "never").exists()
+
+
+def test_predict_into_a_project_uses_its_active_model_and_keeps_its_corrections(tmp_path: Path, small_pairs: Path,
+                                                                                tiny_model_dir: Path) -> None:
+    """``predict --project`` fills a plugin project headless: a photo that fails is not
+    registered, the project's promoted model is the default (as in the plugin), and predicting
+    again never touches a saved correction."""
+    from napari_lesionseg.core.registry import Registry
+    from napari_lesionseg.core.store import Project
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(small_pairs / "images" / "IDRiD_16.jpg", photos)
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    proj = tmp_path / "proj"
+    shutil.copytree(tiny_model_dir, proj / "models" / "tiny")
+    Registry(proj).promote("tiny")
+    version = load_model_folder(tiny_model_dir).version
+
+    r = lesionseg("predict", photos, "--project", proj, "--keep-going", "--quiet")
+    assert r.returncode == 1 and "broken.jpg" in r.stderr, r.stderr
+    project = Project(proj)
+    assert project.image_ids() == ["IDRiD_16"]
+    assert json.loads((proj / "predictions" / version / "IDRiD_16.json").read_text())["model_version"] == version
+    assert not list(tmp_path.glob("*.csv")) and not (proj / "summary.csv").exists()  # no --out: no output files
+
+    label = (read_mask(small_pairs / "masks" / "IDRiD_16_HE.png") > 0).astype(np.uint8)
+    project.save_label("IDRiD_16", label)
+    out = tmp_path / "out"
+    r = lesionseg("predict", photos / "IDRiD_16.jpg", "--project", proj, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (out / "IDRiD_16_mask.png").exists() and (out / "summary.csv").exists()
+    assert [v.version for v in project.versions("IDRiD_16")] == [1]
+    assert np.array_equal(project.latest_label("IDRiD_16"), label)
+
+
+def test_predict_needs_an_output_folder_or_a_project(tmp_path: Path, small_pairs: Path) -> None:
+    r = lesionseg("predict", small_pairs / "images")
+    _one_clear_line(r, "--out", "--project")
+    afile = tmp_path / "a-file"
+    afile.write_text("x")
+    _one_clear_line(lesionseg("predict", small_pairs / "images", "--project", afile), str(afile), "folder")
+    assert afile.read_text() == "x"

@@ -101,3 +101,41 @@ def test_the_whole_workflow(make_napari_viewer, qtbot, tmp_path: Path, tiny_mode
         viewer.window.remove_dock_widget(w)
     assert ft.process is None or ft.process.state() == QProcess.NotRunning
     assert len(viewer.keymap) == n_keys - 3
+
+
+@pytest.mark.gui
+def test_a_folder_predicted_headless_is_reviewed_in_the_viewer(make_napari_viewer, qtbot, tmp_path: Path,
+                                                               tiny_model_dir: Path, small_pairs: Path) -> None:
+    """A lab segments a folder on a server (``lesionseg predict --project``), then an annotator
+    walks it in napari most uncertain first, with nothing to run: each photo opens with its
+    prediction's layers, and an edit is kept as a correction when the next photo opens."""
+    from test_cli import lesionseg
+
+    from napari_lesionseg.core.store import Project
+
+    project = tmp_path / "proj"
+    r = lesionseg("predict", small_pairs / "images", "--project", project, "--model", tiny_model_dir, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "Open next image" in r.stdout
+    order = [iid for iid, score in Project(project).images_by_uncertainty() if score is not None]
+    assert sorted(order) == ["IDRiD_04", "IDRiD_16"]
+
+    viewer = make_napari_viewer()
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev.project_edit.setText(str(project))
+    rev.project_edit.editingFinished.emit()
+    first = rev.open_next_image()
+    qtbot.waitUntil(lambda: not rev.turns.busy and rev.next_image_button.enabled, timeout=30_000)
+    assert first == order[0]
+    assert {f"{first} lesions", f"{first} probability", f"{first} fuzzy"} <= {ly.name for ly in viewer.layers}
+    assert "image 1 of 2 by uncertainty" in rev.info.text() and "no prediction" not in rev.info.text()
+    assert rev.image_picker.name == first
+
+    lab = viewer.layers[f"{first} lesions"]
+    lab.paint((150, 250), 1)
+    painted = np.asarray(lab.data).copy()
+    second = rev.open_next_image()
+    qtbot.waitUntil(lambda: not rev.turns.busy and rev.next_image_button.enabled, timeout=30_000)
+    assert second == order[1] and first not in viewer.layers
+    saved = Project(project).latest_label(first)
+    assert saved is not None and np.array_equal(saved, painted)

@@ -37,6 +37,8 @@ from .pairs import Pair, match_pairs, without_masks
 from .progress import relay
 from .review import review_regions
 from .review_metrics import QueueReach, ReviewTally, queue_reach, top_capture
+from .session import store_prediction
+from .store import Project
 
 T = TypeVar("T")
 
@@ -105,12 +107,16 @@ def writable_folder(out_dir: Path) -> Path:
     return out_dir
 
 
-def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_going: bool = False,
+def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *, keep_going: bool = False,
                   mm_per_px: float | None = None, device: str | None = None,
                   tta: str | None = None, precision: str = "auto",
-                  types: list[str] | None = None, prob_bits: int = 8) -> Generator[dict[str, Any], None, BatchResult]:
+                  types: list[str] | None = None, prob_bits: int = 8,
+                  project: Project | None = None) -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
-    every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16). Events:
+    every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16). With a
+    ``project`` each photo is also registered there and its prediction kept as the plugin keeps
+    it (``session.store_prediction``): *Review lesions* > *Open next image* then walks the batch
+    most uncertain first, with nothing to run; ``out_dir`` None writes nothing else. Events:
     ``{"event": "tile", ...}`` per tile (``"stage"`` when a photo's inference is past its
     tiles), ``"image"`` per finished image, ``"failed"`` per bad file (``"stops"``: without
     ``keep_going`` the error is raised next). The next image is read in a background thread
@@ -121,8 +127,13 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
     ``not run``; an earlier run's rows of other photos in ``out_dir`` stay
     (``write_folder_csv``). A file that cannot be written (disk full) stops the run with an
     error that says which photos' outputs are complete."""
+    if out_dir is None and project is None:
+        raise ValueError("predict_files needs an output folder, a project or both")
     check_prob_bits(prob_bits)  # before any work
-    writable_folder(out_dir)
+    if out_dir is not None:
+        writable_folder(out_dir)
+    if project is not None:
+        writable_folder(project.root / "predictions")
     outputs = model.config.network.outputs
     result = BatchResult()
     summary_rows: list[dict[str, Any]] = []
@@ -150,10 +161,13 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                         raise
                     continue
                 try:
-                    write_prediction(out_dir, path.stem, pred, types, prob_bits)
+                    if out_dir is not None:
+                        write_prediction(out_dir, path.stem, pred, types, prob_bits)
+                    if project is not None:
+                        store_prediction(project, project.add_image(path), pred)
                 except OSError as err:
                     stopped = "stopped"
-                    raise _write_error(err, out_dir, result) from None
+                    raise _write_error(err, out_dir or project.root, result) from None  # type: ignore[union-attr]
                 notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and OD in outputs else [])
                 for note in notes:
                     yield {"event": "note", "image": path.name, "message": note}
@@ -172,17 +186,25 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path, *, keep_
                 yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(rows)}
         stopped = ""
     finally:
-        seen = {r["image"] for r in summary_rows}
-        summary_rows += [{"image": p.name, "status": f"not run ({stopped})", "error": ""}
-                         for p in paths if stopped and p.name not in seen]
-        try:
-            written = {Path(p).stem for p in result.done}
-            write_folder_csv(out_dir / "lesions.csv", lesion_rows_all, LESION_CSV_COLUMNS, written)
-            write_folder_csv(out_dir / "summary.csv", summary_rows, SUMMARY_COLUMNS, written)
-        except OSError as err:
-            if not stopped:
-                raise _write_error(err, out_dir, result) from None
+        if out_dir is not None:
+            _write_tables(out_dir, paths, summary_rows, lesion_rows_all, result, stopped)
     return result
+
+
+def _write_tables(out_dir: Path, paths: list[Path], summary_rows: list[dict[str, Any]],
+                  lesion_rows_all: list[dict[str, Any]], result: BatchResult, stopped: str) -> None:
+    """``summary.csv`` and ``lesions.csv`` of a run however it ended (``stopped``: why it
+    ended early, "" when it finished); photos not reached are marked ``not run``."""
+    seen = {r["image"] for r in summary_rows}
+    summary_rows = summary_rows + [{"image": p.name, "status": f"not run ({stopped})", "error": ""}
+                                   for p in paths if stopped and p.name not in seen]
+    try:
+        written = {Path(p).stem for p in result.done}
+        write_folder_csv(out_dir / "lesions.csv", lesion_rows_all, LESION_CSV_COLUMNS, written)
+        write_folder_csv(out_dir / "summary.csv", summary_rows, SUMMARY_COLUMNS, written)
+    except OSError as err:
+        if not stopped:
+            raise _write_error(err, out_dir, result) from None
 
 
 def _write_error(err: OSError, out_dir: Path, result: BatchResult) -> LesionsegInputError:

@@ -57,6 +57,17 @@ class EditsWouldBeLost(LesionsegInputError):
                                "(save them first, or confirm to discard them)")
 
 
+def store_prediction(project: Project, image_id: str, pred: Prediction) -> Path:
+    """Keep ``pred`` as the image's latest prediction in ``project``: its maps, its threshold
+    and review settings, the disc and fovea, and every other output's maps (what the review
+    queue ranks by and what *Review lesions* opens). One definition for the plugin's runs and
+    ``lesionseg predict --project``."""
+    return project.save_prediction(image_id, pred.model_version, pred.probability, pred.mask, pred.fuzzy,
+                                   {**settings_metadata(pred.threshold, pred.review),
+                                    "anatomy": pred.anatomy.to_dict()},
+                                   {t: (m.probability, m.mask, m.threshold) for t, m in pred.others.items()})
+
+
 @dataclass
 class Photo:
     """One open photo. The label map itself lives in the widget's layer (the live copy); the
@@ -274,14 +285,11 @@ class AnnotationSession:
     def store(self, name: str) -> Path | None:
         """Keep the photo's prediction in the project (orders the review by uncertainty)."""
         photo = self.photos[name]
-        if photo.prediction is None or self.project is None or photo.source is None:
+        pred = photo.prediction
+        if pred is None or self.project is None or photo.source is None:
             return None
         proj, iid = self._registered(photo)
-        pred = photo.prediction
-        return proj.save_prediction(iid, pred.model_version, pred.probability, pred.mask, pred.fuzzy,
-                                    {**settings_metadata(pred.threshold, pred.review),
-                                     "anatomy": pred.anatomy.to_dict()},
-                                    {t: (m.probability, m.mask, m.threshold) for t, m in pred.others.items()})
+        return store_prediction(proj, iid, pred)
 
     def type_maps(self, name: str) -> dict[str, TypeMaps]:
         """The other outputs (MA, EX, SE, OD) of the photo's prediction: from this session's
