@@ -550,3 +550,38 @@ def test_the_lesion_table_follows_the_saved_correction(qtbot, segment, tmp_path:
     from napari_lesionseg._qt.review import camera
 
     np.testing.assert_allclose(camera(viewer).center[-2:], (404.5, 609.5), atol=1.0)  # the kept lesion's centroid
+
+
+def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_viewer, qtbot, tmp_path: Path) -> None:
+    """A photo opened by *Open next image* (a stored prediction, nothing run in this viewer)
+    showed an empty lesion table in the Segment dock, while its lesions layer held lesions;
+    where they lie (disc distance, zone) comes from the stored disc and fovea."""
+    from PIL import Image
+
+    from napari_lesionseg.core.anatomy import Anatomy
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.model_config import ReviewConfig
+    from napari_lesionseg.core.review import settings_metadata
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(sample_paths("idrid_04")[0])
+    w, h = Image.open(sample_paths("idrid_04")[0]).size
+    mask = np.zeros((h, w), np.uint8)
+    mask[100:110, 200:220] = 1  # 200 px
+    mask[500:520, 700:730] = 1  # 600 px
+    prob = mask * np.float32(0.9)
+    anatomy = Anatomy((700.0, 1500.0), 300.0, (700.0, 900.0), "test")
+    proj.save_prediction(iid, "m1", prob, mask, np.zeros((h, w), np.float32),
+                         {**settings_metadata(0.5, ReviewConfig()), "anatomy": anatomy.to_dict()})
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions", tabify=True)
+    rev.project_edit.setText(str(proj.root))
+    assert rev.open_next_image() == iid
+    qtbot.waitUntil(lambda: not rev.turns.busy and rev.next_image_button.enabled, timeout=30_000)
+    assert seg.image_picker.name == iid
+    areas = sorted(int(seg.table.item(r, 1).text()) for r in range(seg.table.rowCount()))
+    assert areas == [200, 600]
+    assert not seg.table.isColumnHidden(3) and not seg.table.isColumnHidden(4)  # located by the stored disc
+    assert "stored prediction" in seg.status.text() and "2 lesion(s)" in seg.status.text()

@@ -191,6 +191,7 @@ class SegmentWidget(DockWidget):
         self.image_picker.changed.connect(lambda name: self._on_image_switched(name or ""))
         self.image_picker.on_renamed.append(self._on_photo_renamed)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self._on_image_switched(self.image_picker.name)
         self._on_model_changed(self.model_picker.path)
 
@@ -202,6 +203,7 @@ class SegmentWidget(DockWidget):
         if self.worker is not None:
             self.worker.quit()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
+        self.viewer.layers.events.inserted.disconnect(self._on_layer_inserted)
         self.image_picker.release()
         self.project.release()
         if self._on_project_changed in self.session.project_listeners:
@@ -319,16 +321,56 @@ class SegmentWidget(DockWidget):
         self.table.setColumnHidden(4, not located)
 
     def _photo_lesions(self, photo: Any) -> list:
+        """The saved correction's lesions, else the prediction run here, else those of the label
+        map shown for a prediction stored in the project (*Open next image*: nothing was run)."""
         pred = photo.prediction
-        if photo.saved is None:
-            return [] if pred is None else pred.all_lesions()
-        key = (photo.name, photo.saved_version, id(photo.saved))
-        if self._saved_lesions[0] != key:  # labelled once per saved version
+        if photo.saved is not None:
+            label, key = photo.saved, (photo.name, photo.saved_version, id(photo.saved))
+        elif pred is not None:
+            return pred.all_lesions()
+        else:
+            layer = self._lesions(photo.name)
+            if layer is None:
+                return []
+            label, key = np.asarray(layer.data), (photo.name, "shown", id(layer.data))
+        if self._saved_lesions[0] != key:  # labelled once per saved version (or map shown)
             from ..core.export import label_lesions
 
-            self._saved_lesions = (key, label_lesions(photo.saved, None if pred is None else pred.probability, None,
-                                                      None, None if pred is None else pred.anatomy))
+            anatomy = pred.anatomy if pred is not None else self._stored_anatomy(photo)
+            self._saved_lesions = (key, label_lesions(label, None if pred is None else pred.probability, None,
+                                                      None, anatomy))
         return self._saved_lesions[1]
+
+    def _stored_anatomy(self, photo: Any) -> Any:
+        """The disc and fovea stored with the photo's latest prediction in the project (None:
+        none stored), so a photo not run here still has its lesions located."""
+        from ..core.anatomy import Anatomy
+
+        proj = self.session.project
+        if proj is None or photo.image_id is None:
+            return None
+        raw = proj.prediction_settings(photo.image_id).get("anatomy")
+        return Anatomy.from_dict(raw) if raw is not None else None
+
+    def _on_layer_inserted(self, event: Any) -> None:
+        """The current photo's lesions layer came from the project (*Open next image* adds it a
+        turn after the photo): list its lesions and say what it is."""
+        name = self.image_picker.name
+        layer = event.value
+        if not name or layer.name != layer_names(name)["lesions"] or self.turns.busy:
+            return  # not this photo's, or this dock's own run showing its result
+        try:
+            photo = self.session.open_photo(name, self._source(name))
+        except (LesionsegInputError, OSError) as err:
+            self._error(str(err))
+            return
+        if photo.prediction is not None:
+            return
+        self.fill_table(name)
+        if photo.saved is None and layer.metadata.get("model_version"):
+            n = sum(1 for les in self._photo_lesions(photo) if les.type == HE)
+            self.status.setText(f"{name}: the project's stored prediction (model '{layer.metadata['model_version']}'): "
+                                f"{n} lesion(s); press Run to segment it again")
 
     def centre_on_row(self, row: int, _col: int = 0) -> None:
         """Centre the viewer on the lesion of table row ``row`` (as sorted now)."""
