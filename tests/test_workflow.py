@@ -129,6 +129,7 @@ def test_a_folder_predicted_headless_is_reviewed_in_the_viewer(make_napari_viewe
     assert first == order[0]
     assert {f"{first} lesions", f"{first} probability", f"{first} fuzzy"} <= {ly.name for ly in viewer.layers}
     assert "image 1 of 2 by uncertainty" in rev.info.text() and "no prediction" not in rev.info.text()
+    assert "possible missed lesion(s)" in rev.info.text()  # the list's summary stays beside the place
     assert rev.image_picker.name == first
 
     lab = viewer.layers[f"{first} lesions"]

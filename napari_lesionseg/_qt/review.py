@@ -395,6 +395,7 @@ class ReviewWidget(DockWidget):
         text = f"{nxt}: image {place} of {count} by uncertainty"
         if self.image_picker.choose(nxt):
             self.refresh()
+            text += f". {self.info.text()}"  # the list's summary: how many are likely mistakes, where to stop
         else:
             text += "; no prediction stored for it: run 'Segment lesions' on it to review it"
         self.info.setText(text)
