@@ -585,3 +585,40 @@ def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_vi
     assert areas == [200, 600]
     assert not seg.table.isColumnHidden(3) and not seg.table.isColumnHidden(4)  # located by the stored disc
     assert "stored prediction" in seg.status.text() and "2 lesion(s)" in seg.status.text()
+
+
+def test_a_five_output_photo_keeps_its_types_under_a_hemorrhage_model(make_napari_viewer, qtbot, tmp_path: Path,
+                                                                       tiny_model_dir: Path) -> None:
+    """A photo the project holds a five-output prediction of, opened (Open next image) while
+    the Segment dock's model is hemorrhage-only: saving or exporting it turned its
+    microaneurysms and exudates into hemorrhages, and the legend named hemorrhages only."""
+    from PIL import Image
+
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.image_io import read_label
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(sample_paths("idrid_04")[0])
+    w, h = Image.open(sample_paths("idrid_04")[0]).size
+    shown = np.zeros((h, w), np.uint8)
+    shown[100:110, 100:110], shown[200:210, 200:210], shown[300:310, 300:310], shown[400:410, 400:410] = 1, 2, 3, 4
+    empty = np.zeros((h, w), np.float32)
+    proj.save_prediction(iid, "multi-x", empty, shown == 1, empty, {},
+                         {t: (empty, (shown == v).astype(np.uint8), 0.5) for t, v in (("MA", 2), ("EX", 3), ("SE", 4))})
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    seg.set_model_folder(tiny_model_dir)  # hemorrhages only
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions", tabify=True)
+    rev.project_edit.setText(str(proj.root))
+    rev.open_next_image()
+    qtbot.waitUntil(lambda: not rev.turns.busy and rev.next_image_button.enabled, timeout=30_000)
+    assert all(word in seg.legend.value for word in ("microaneurysm", "hard exudate", "soft exudate"))
+    lab = viewer.layers[f"{iid} lesions"]
+    lab.paint((600, 600), 1)
+    edited = np.asarray(lab.data).copy()
+    seg.save_correction()
+    np.testing.assert_array_equal(proj.latest_label(iid), edited)
+    files = seg.export()
+    label_png = next(f for f in files if f.name.endswith("_label.png"))
+    np.testing.assert_array_equal(read_label(label_png), edited)

@@ -125,3 +125,41 @@ def test_a_project_under_home_is_found_not_made_beside(tmp_path: Path, monkeypat
     s.set_project("~/proj")
     assert s.project is not None and s.project.root == tmp_path / "home" / "proj"
     assert not (tmp_path / "~").exists()
+
+
+def test_other_lesion_types_survive_a_session_on_a_hemorrhage_model(session: AnnotationSession,
+                                                                     small_pairs: Path) -> None:
+    """A photo segmented with the five-output model (stored in the project, by the dock or by
+    ``predict --project``), then opened while the dock's model is a hemorrhage-only one: its
+    microaneurysms, exudates and soft exudates (values 2-4) were saved as hemorrhages, and the
+    untouched map counted as edited, so switching photos saved that corrupted map unasked."""
+    proj = session.project
+    assert proj is not None and session.lesion_types() == ["HE"]
+    iid = proj.add_image(_photo(small_pairs))
+    h, w = np.asarray(__import__("PIL.Image").Image.open(_photo(small_pairs))).shape[:2]
+    shown = np.zeros((h, w), np.uint8)
+    shown[10:20, 10:20], shown[30:40, 30:40], shown[50:60, 50:60], shown[70:80, 70:80] = 1, 2, 3, 4
+    empty = np.zeros((h, w), np.float32)
+    proj.save_prediction(iid, "multi-x", empty, shown == 1, empty, {},
+                         {t: (empty, (shown == v).astype(np.uint8), 0.5) for t, v in (("MA", 2), ("EX", 3), ("SE", 4))})
+    session.open_photo(iid, proj.image_path(iid))
+    session.shown(iid, shown)
+    assert not session.is_edited(iid, shown.copy())
+    assert session.save_correction(iid, shown.copy(), only_if_edited=True) is None
+    edited = shown.copy()
+    edited[90:95, 90:95] = 1
+    v = session.save_correction(iid, edited, only_if_edited=True)
+    assert v is not None
+    np.testing.assert_array_equal(proj.latest_label(iid), edited)
+    # brought back in a new session on the same hemorrhage model: still not edited, still every type
+    again = AnnotationSession()
+    again.set_project(proj.root)
+    again.set_model(session.model_dir)
+    again.open_photo(iid, proj.image_path(iid))
+    assert not again.is_edited(iid, edited.copy())
+    # a label value no type has (napari's "new label" on a hemorrhage model) is still a hemorrhage
+    odd = edited.copy()
+    odd[100:105, 100:105] = 7
+    again.save_correction(iid, odd)
+    saved = proj.latest_label(iid)
+    assert (saved[100:105, 100:105] == 1).all() and (saved[30:40, 30:40] == 2).all()

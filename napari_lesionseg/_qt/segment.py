@@ -7,6 +7,7 @@ The state lives in the viewer's :class:`~napari_lesionseg.core.session.Annotatio
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -143,7 +144,8 @@ class SegmentWidget(DockWidget):
         self.mm_per_px.native.setSpecialValueText("not set (areas in px only)")
         self.outlines = CheckBox(text="outlines only", tooltip="draw lesions as outlines, to see the fundus under them")
         self.outlines.changed.connect(self._on_outlines)
-        self._types: list[str] = [HE]
+        self._types: list[str] = [HE]  # the model's lesion types
+        self._shown_types: list[str] = [HE]  # those and the shown photo's (legend, per-type boxes)
         self.legend = Label(value=legend_html(self._types))
         self.legend.native.setWordWrap(True)
         self.legend.native.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)  # wrap at the dock's width
@@ -232,10 +234,7 @@ class SegmentWidget(DockWidget):
             return
         thr = cfg.inference.threshold
         self._types = lesion_outputs(cfg.network.outputs)
-        self.legend.value = legend_html(self._types)
-        for t, box in self.type_boxes.items():
-            box.visible = t in self._types
-        self.type_row.visible = len(self._types) > 1
+        self._show_types(self.image_picker.name)
         with self.threshold.changed.blocked():
             self.threshold.value = round(thr, 3)
         self.threshold_label.value = f"{thr:.3f} (model)"
@@ -278,8 +277,22 @@ class SegmentWidget(DockWidget):
         if lesions is not None:
             lesions.contour = 2 if on else 0
 
+    def _show_types(self, name: str | None) -> None:
+        """The legend and the per-type boxes: the model's lesion types and any the photo's label
+        map holds (a photo segmented with the five-output model, shown under a hemorrhage-only
+        one, keeps its microaneurysms and exudates: they need their colours named)."""
+        types = self._types
+        if name and name in self.session.photos:
+            with contextlib.suppress(LesionsegInputError, OSError):
+                types = self.session.photo_types(name)
+        self._shown_types = types
+        self.legend.value = legend_html(types)
+        for t, box in self.type_boxes.items():
+            box.visible = t in types
+        self.type_row.visible = len(types) > 1
+
     def hidden_types(self) -> list[str]:
-        return [t for t in self._types if not self.type_boxes[t].value]
+        return [t for t in self._shown_types if not self.type_boxes[t].value]
 
     def _apply_type_visibility(self, *_: object) -> None:
         """Per-type visibility: a hidden type's label value is drawn transparent (its pixels
@@ -366,6 +379,8 @@ class SegmentWidget(DockWidget):
             return
         if photo.prediction is not None:
             return
+        self._show_types(name)
+        self._apply_type_visibility()
         self.fill_table(name)
         if photo.saved is None and layer.metadata.get("model_version"):
             n = sum(1 for les in self._photo_lesions(photo) if les.type == HE)
@@ -564,6 +579,7 @@ class SegmentWidget(DockWidget):
             self.save_correction(old)
         if new and new in self.viewer.layers:
             self._restore_correction(new)
+        self._show_types(new)
         self.fill_table(new)
 
     def _save_open_edits(self) -> None:
@@ -660,10 +676,17 @@ class SegmentWidget(DockWidget):
             self._error("choose a project folder and run the segmentation first")
             return []
         pred = self.results.get(name)
+        try:
+            photo = self.session.open_photo(name, self._source(name))
+            types = self.session.photo_types(name)  # a five-output photo's types, whatever the model now
+        except (LesionsegInputError, OSError) as err:
+            self._error(str(err))
+            return []
         files, _ = export_image(self.session.project.root / "exports", name,
                                 as_rgb_uint8(self.viewer.layers[name].data),
-                                labels_to_label_map(lesions.data, self._types), pred.probability if pred else None,
-                                pred.fuzzy if pred else None, self._mm(), pred.anatomy if pred else None)
+                                labels_to_label_map(lesions.data, types), pred.probability if pred else None,
+                                pred.fuzzy if pred else None, self._mm(),
+                                pred.anatomy if pred else self._stored_anatomy(photo))
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
         return files
 

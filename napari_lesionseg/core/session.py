@@ -33,7 +33,7 @@ from .image_io import read_image
 from .inference import Prediction, Progress, TypeMaps, predict
 from .lesion_types import HE, LESION_TYPES, TYPE_VALUE, lesion_outputs
 from .lesions import threshold_mask
-from .model_folder import LoadedModel, load_model_folder
+from .model_folder import LoadedModel, load_model_config, load_model_folder
 from .registry import Registry
 from .review import settings_metadata
 from .segment_layers import labels_to_label_map as to_label_map
@@ -191,10 +191,33 @@ class AnnotationSession:
     def lesion_types(self) -> list[str]:
         """The lesion types the current model outputs (hemorrhages only for today's default):
         the values a label map holds (core/lesion_types.py TYPE_VALUE)."""
-        return lesion_outputs(self.model().config.network.outputs)
+        path = self.model_path()
+        if self._model is not None and self._model.path == path:
+            return lesion_outputs(self._model.config.network.outputs)
+        return lesion_outputs(load_model_config(path).network.outputs)  # its config: no weights loaded for this
 
-    def _label_map(self, label: NDArray) -> NDArray[np.uint8]:
-        return to_label_map(label, self.lesion_types())
+    def photo_types(self, name: str) -> list[str]:
+        """The lesion types whose values photo ``name``'s label map holds: the model's, those of
+        the photo's prediction (run here, else stored in the project) and any its saved
+        correction or shown mask holds. A photo segmented with the five-output model keeps its
+        microaneurysms and exudates under a hemorrhage-only model (they were saved as
+        hemorrhages); a label value of none of them (napari's "new label") is a hemorrhage."""
+        types = set(self.lesion_types())
+        photo = self.photos.get(name)
+        if photo is not None:
+            proj = self.project
+            if photo.prediction is not None:
+                types |= set(photo.prediction.others)
+            elif photo.image_id is not None and proj is not None:
+                stored = proj.prediction_settings(photo.image_id).get("types")
+                types |= set(stored) if isinstance(stored, dict) else set()
+            for ref in (photo.saved, photo.auto_mask):
+                if ref is not None:
+                    types |= {t for t in LESION_TYPES if t not in types and bool((ref == TYPE_VALUE[t]).any())}
+        return [t for t in LESION_TYPES if t in types]
+
+    def _label_map(self, label: NDArray, name: str) -> NDArray[np.uint8]:
+        return to_label_map(label, self.photo_types(name))
 
     def set_reviewed(self, name: str, types: list[str] | set[str]) -> None:
         """The lesion types the annotator has reviewed on photo ``name`` (saved with its next
@@ -207,7 +230,7 @@ class AnnotationSession:
         here (e.g. a stored prediction's mask): edits are measured against it."""
         photo = self.photos.get(name) or self.open_photo(name)
         if photo.saved is None and photo.auto_mask is None:
-            photo.auto_mask = self._label_map(label)
+            photo.auto_mask = self._label_map(label, name)
 
     def close_photo(self, name: str) -> None:
         self.photos.pop(name, None)
@@ -227,7 +250,7 @@ class AnnotationSession:
         ref = None if photo is None else photo.reference
         if ref is None:
             return False
-        return not np.array_equal(self._label_map(label), ref)
+        return not np.array_equal(self._label_map(label, name), ref)
 
     # ---- running the model ---------------------------------------------------------------------
     def run(self, name: str, rgb: NDArray[np.uint8] | None = None, *, threshold: float | None = None,
@@ -252,7 +275,7 @@ class AnnotationSession:
         photo.prediction = pred
         photo.auto_mask = prediction_label(pred)
         if edited and not replace_edits:
-            return Accepted(self._label_map(label), True)
+            return Accepted(self._label_map(label, name), True)
         if photo.saved is not None and not replace_edits:
             return Accepted(photo.saved.copy(), False)  # a saved correction outranks the model's new guess
         return Accepted(photo.auto_mask.copy(), False)
@@ -312,13 +335,13 @@ class AnnotationSession:
         the annotator changed. With ``only_if_edited`` nothing is written when it equals what
         was last saved."""
         photo = self.photos.get(name) or self.open_photo(name)
-        lab = self._label_map(label)
+        lab = self._label_map(label, name)
         if only_if_edited and not self.is_edited(name, lab):
             return None
         proj, iid = self._registered(photo)
         pred = photo.prediction
         ref = photo.reference
-        touched = {t for t in self.lesion_types()
+        touched = {t for t in self.photo_types(name)
                    if ref is not None and not np.array_equal(lab == TYPE_VALUE[t], ref == TYPE_VALUE[t])}
         photo.reviewed |= touched
         v = proj.save_label(iid, lab, model_version=pred.model_version if pred else None,
