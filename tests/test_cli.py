@@ -241,6 +241,21 @@ def test_train_and_evaluate_refuse_an_inverted_mask_naming_it(tmp_path: Path, sm
     assert "on 1 images" in r.stdout  # the other photo is scored
 
 
+def test_an_inverted_mask_of_another_type_is_refused_naming_it(tmp_path: Path, small_typed_pairs: Path,
+                                                               multi_model_dir: Path) -> None:
+    """The inverted-mask check covered the hemorrhage masks only: an inverted exudate or disc
+    mask was scored against (and trained on) as the truth."""
+    masks = tmp_path / "masks"
+    shutil.copytree(small_typed_pairs / "masks", masks)
+    m = read_mask(masks / "IDRiD_16_OD.png")
+    Image.fromarray(np.where(m == 1, 0, 255).astype(np.uint8)).save(masks / "IDRiD_16_OD.png")
+    r = lesionseg("evaluate", "--images", small_typed_pairs / "images", "--masks", masks, "--model", multi_model_dir,
+                  "--lesions", "EX,OD", "--keep-going", "--quiet")
+    assert r.returncode == 1, r.stderr
+    assert "IDRiD_16_OD.png: marks" in r.stderr and "as optic disc: is the mask inverted" in r.stderr, r.stderr
+    assert "on 1 images" in r.stdout
+
+
 def test_train_refuses_bad_config(tmp_path: Path) -> None:
     r = lesionseg("train", "--config", "tiny", "--set", "data.batch_size=0", "--images", tmp_path, "--out", tmp_path / "r")
     assert r.returncode == 2 and "data.batch_size" in r.stderr

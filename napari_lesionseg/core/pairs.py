@@ -10,7 +10,7 @@ from numpy.typing import NDArray
 
 from .errors import LesionsegInputError
 from .image_io import list_images, read_label, read_mask
-from .lesion_types import HE, OUTPUT_TYPES, TYPE_VALUE
+from .lesion_types import HE, LONG_NAMES, OUTPUT_TYPES, TYPE_VALUE
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 MASK_TAGS = ("HE", "mask", "label", "gt", "seg")  # <stem>_<tag> names a photo's mask
@@ -43,12 +43,7 @@ class Pair:
         inverted mask (lesions black on white) trained a model to call the whole fundus a
         lesion, without a word, and scored a model against it as if it were the truth (used by
         training, fine-tuning and ``evaluate``)."""
-        mask = self.read_mask(shape)
-        share = float(np.count_nonzero(mask == 1)) / max(mask.size, 1)
-        if share > INVERTED_SHARE:
-            raise LesionsegInputError(self.mask, f"marks {share:.0%} of the photo as lesion: is the mask inverted "
-                                                 "(lesions must be white or 1 on black)?")
-        return mask
+        return _not_inverted(self.read_mask(shape), self.mask)
 
     def read_type(self, name: str, shape: tuple[int, int]) -> NDArray[np.uint8] | None:
         """This photo's labels of type ``name`` (0/1/255), or None when the type is unknown
@@ -70,7 +65,7 @@ class Pair:
         f = self.type_mask(name)
         if f is None:
             return None
-        return read_mask(f, shape=shape) if f.exists() else np.zeros(shape, np.uint8)
+        return _not_inverted(read_mask(f, shape=shape), f, LONG_NAMES[name]) if f.exists() else np.zeros(shape, np.uint8)
 
     def type_mask(self, name: str) -> Path | None:
         """Where this photo's mask of type ``name`` (MA, EX, SE, OD) lives, if the type is known
@@ -94,6 +89,17 @@ class Pair:
                 if f.exists():
                     return f
         return folders[-1] / f"{self.id}_{name}.tif" if idrid else None
+
+
+def _not_inverted(mask: NDArray[np.uint8], path: Path, what: str = "lesion") -> NDArray[np.uint8]:
+    """``mask``, unless it marks most of its photo (an inverted mask: lesions black on white;
+    on IDRiD's 54 training photos the largest masks mark 14.9 % (hemorrhages), 6.6 % (hard
+    exudates), 2.8 % (optic disc), 1.3 % (soft exudates) and 0.3 % (microaneurysms))."""
+    share = float(np.count_nonzero(mask == 1)) / max(mask.size, 1)
+    if share > INVERTED_SHARE:
+        raise LesionsegInputError(path, f"marks {share:.0%} of the photo as {what}: is the mask inverted "
+                                        f"({what}s must be white or 1 on black)?")
+    return mask
 
 
 def type_view(label: NDArray[np.uint8], name: str, reviewed: tuple[str, ...] | list[str]) -> NDArray[np.uint8]:
