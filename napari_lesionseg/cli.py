@@ -1,4 +1,4 @@
-"""``lesionseg``: predict / evaluate / train / finetune from the command line.
+"""``lesionseg``: predict / evaluate / train / finetune from the command line (and ``models``: a project's versions).
 
 User errors (bad files, bad configs, missing folders, files that cannot be written: a
 read-only or full disk, ``--out`` below a file) print one line ``error: ...`` naming the file
@@ -81,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "masks or IDRiD's masks_<T>/ folders")
     _add_prob_bits(p, "score the probabilities as predict's PNGs of this depth hold them")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="a project's model versions: list them, make one active, discard one",
+                       description="A plugin project's model versions (what the Fine-tune dock lists): with no "
+                                   "option, list them with their before/after scores; the active one (marked *) is "
+                                   "what the plugin and predict/finetune --project use.")
+    p.add_argument("--project", type=Path, required=True, help="the plugin project folder")
+    act = p.add_mutually_exclusive_group()
+    act.add_argument("--promote", metavar="VERSION", help="make VERSION the project's active model (the dock's Promote)")
+    act.add_argument("--use-default", action="store_true", help="make the shipped default model active again")
+    act.add_argument("--discard", metavar="VERSION",
+                     help="move VERSION to models/.discarded/ (the dock's Discard; never the active one)")
+    p.set_defaults(func=cmd_models)
 
     from lesionseg_training.cli import add_finetune_parser, add_train_parser
 
@@ -254,6 +266,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                             "types": s["types"]})
         print("wrote " + ", ".join(str(f) for f in files))
     return _report_failures(res.failures)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List, promote or discard a project's model versions (the Fine-tune dock's headless twin)."""
+    from .core.errors import LesionsegInputError
+    from .core.registry import Registry
+
+    folder = args.project.expanduser()
+    if not folder.is_dir():
+        raise LesionsegInputError(folder, "is not a project folder")
+    reg = Registry(folder)
+    if args.promote:
+        reg.promote(args.promote)
+    elif args.use_default:
+        reg.use_default()
+    elif args.discard:
+        print(f"discarded: {args.discard} -> {reg.discard(args.discard)}")
+    active = reg.active()
+    rows = [_version_row(reg.dir / v, reg.dir / v == active) for v in reg.versions()]
+    print(f"{'  ' if active.parent == reg.dir else '* '}shipped default model")
+    for row in rows:
+        print(row)
+    print(f"active: {active.name if active.parent == reg.dir else 'the shipped default model'}")
+    return EXIT_OK
+
+
+def _version_row(path: Path, active: bool) -> str:
+    """One version: its name, parent, and the fine-tune's old -> new scores and what they rest on."""
+    from .core.errors import LesionsegInputError
+    from .core.jsonfile import read_json
+
+    def part(name: str) -> dict:
+        try:
+            return read_json(path / name)
+        except (LesionsegInputError, OSError):
+            return {}
+
+    metrics, lineage = part("metrics.json"), part("lineage.json")
+    parent = lineage.get("parent")
+    text = f"{'* ' if active else '  '}{path.name}"
+    if isinstance(parent, dict) and parent.get("version"):
+        text += f"  (from {parent['version']})"
+    old, new = metrics.get("old"), metrics.get("new")
+    if isinstance(old, dict) and isinstance(new, dict):
+        scores = [f"{label} {old[k]:.3f} -> {new[k]:.3f}" for k, label in (("dice_ds", "Dice"), ("aupr", "AUPR"))
+                  if isinstance(old.get(k), (int, float)) and isinstance(new.get(k), (int, float))]
+        text += f"  {', '.join(scores)}" + (f" ({metrics['validation']})" if metrics.get("validation") else "")
+    return text
 
 
 def error_line(err: BaseException) -> str:

@@ -487,3 +487,40 @@ def test_predict_needs_an_output_folder_or_a_project(tmp_path: Path, small_pairs
     afile.write_text("x")
     _one_clear_line(lesionseg("predict", small_pairs / "images", "--project", afile), str(afile), "folder")
     assert afile.read_text() == "x"
+
+
+def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Path, small_pairs: Path,
+                                                                   tiny_model_dir: Path) -> None:
+    """The plugin's loop without a window: ``finetune --project`` starts from the project's
+    active model and makes a new version in the project (as the dock's button), and ``models``
+    lists, promotes and discards versions (as the dock's Promote and Discard)."""
+    from napari_lesionseg.core.registry import Registry
+    from napari_lesionseg.core.store import Project
+
+    proj = tmp_path / "proj"
+    shutil.copytree(tiny_model_dir, proj / "models" / "tiny")
+    reg = Registry(proj)
+    reg.promote("tiny")
+    project = Project(proj)
+    for img in sorted((small_pairs / "images").iterdir()):
+        iid = project.add_image(img)
+        project.save_label(iid, read_mask(small_pairs / "masks" / f"{img.stem}_HE.png"))
+    r = lesionseg("finetune", "--project", proj, "--steps", "2", timeout=600)
+    assert r.returncode == 0, r.stderr
+    new = [v for v in reg.versions() if v != "tiny"]
+    assert len(new) == 1 and f"--promote {new[0]}" in r.stdout
+    lineage = json.loads((reg.dir / new[0] / "lineage.json").read_text())
+    assert lineage["parent"]["version"] == load_model_folder(tiny_model_dir).version  # the active model, not the default
+
+    r = lesionseg("models", "--project", proj)
+    assert r.returncode == 0, r.stderr
+    assert "* tiny" in r.stdout and f"  {new[0]}" in r.stdout and "Dice" in r.stdout and "active: tiny" in r.stdout
+    r = lesionseg("models", "--project", proj, "--promote", new[0])
+    assert r.returncode == 0 and reg.active() == reg.dir / new[0] and f"* {new[0]}" in r.stdout, r.stderr
+    _one_clear_line(lesionseg("models", "--project", proj, "--discard", new[0]), new[0], "active")
+    _one_clear_line(lesionseg("models", "--project", proj, "--promote", "nope"), "nope", "no such model version")
+    r = lesionseg("models", "--project", proj, "--discard", "tiny")
+    assert r.returncode == 0 and (reg.dir / ".discarded" / "tiny").is_dir(), r.stderr
+    r = lesionseg("models", "--project", proj, "--use-default")
+    assert r.returncode == 0 and "* shipped default model" in r.stdout and "active: the shipped" in r.stdout
+    _one_clear_line(lesionseg("models", "--project", tmp_path / "none"), "none", "not a project folder")

@@ -35,8 +35,11 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--project", type=Path, help="a plugin project folder: its latest saved corrections")
     p.add_argument("--masks", type=Path, default=None)
     p.add_argument("--model", type=Path, default=None,
-                   help="base model folder or bundled model name (default: the shipped default model)")
-    p.add_argument("--out", type=Path, required=True, help="the new model folder (must not exist)")
+                   help="base model folder or bundled model name (default: with --project the project's active "
+                        "model, as the plugin's button; else the shipped default model)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the new model folder (must not exist; default with --project: a new version in the "
+                        "project's models/, as the plugin's button makes)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, default=None)
     g.add_argument("--steps", type=int, default=None)
@@ -162,26 +165,35 @@ def budget_from_args(args: argparse.Namespace):
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_lesionseg.core.bundled import resolve_model
+    from napari_lesionseg.core.errors import LesionsegInputError
     from napari_lesionseg.core.pairs import match_pairs
     from napari_lesionseg.core.progress import run_to_end
 
     from .finetune import fine_tune
 
+    model, out_dir = args.model, args.out
     if args.project is not None:
+        from napari_lesionseg.core.registry import Registry
         from napari_lesionseg.core.store import Project
 
-        pairs = Project(args.project).corrected_pairs()
+        project = Project(args.project.expanduser())
+        pairs = project.corrected_pairs()
+        reg = Registry(project.root)
+        model = reg.active() if model is None else model  # what the plugin's button fine-tunes
+        out_dir = reg.new_version_path() if out_dir is None else out_dir
     else:
         if args.masks is None:
-            from napari_lesionseg.core.errors import LesionsegInputError
-
             raise LesionsegInputError(args.images, "--masks is required with --images")
+        if out_dir is None:
+            raise LesionsegInputError(args.images, "--out (the new model folder) is required with --images")
         pairs = match_pairs(args.images, args.masks)
     budget = budget_from_args(args)
-    out = run_to_end(fine_tune(resolve_model(args.model), pairs, budget, args.out),
+    out = run_to_end(fine_tune(resolve_model(model), pairs, budget, out_dir),
                      lambda ev: _emit(ev, args.events))
     if args.events == "text":
         print(f"new model: {out}")
+        if args.project is not None and Path(out).parent == reg.dir:
+            print(f"to use it in this project: lesionseg models --project {project.root} --promote {Path(out).name}")
     return 0
 
 
