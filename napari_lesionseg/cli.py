@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gui", help="open napari with photos (default: the bundled sample) and the Segment dock",
                        description="Open napari with photos (default: the bundled sample) and the Segment dock.")
     p.add_argument("photos", nargs="*", help="photos to open (default: the bundled IDRiD sample)")
-    p.add_argument("--project", type=Path, default=None, help="project folder for corrections")
+    p.add_argument("--project", type=Path, default=None,
+                   help="project folder for corrections; without photos, a project that holds photos (e.g. filled "
+                        "by predict --project) opens at its most uncertain photo, with Review lesions docked")
     p.set_defaults(func=cmd_gui)
 
     p = sub.add_parser("predict", help="segment photographs; writes masks, probabilities, fuzzy maps, CSVs")

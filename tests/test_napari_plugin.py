@@ -148,6 +148,34 @@ def test_the_main_job_opens_the_sample_with_the_segment_dock(make_napari_viewer,
 
 
 @pytest.mark.gui
+def test_gui_on_a_filled_project_opens_its_most_uncertain_photo_for_review(make_napari_viewer, qtbot, tmp_path,
+                                                                          small_pairs) -> None:
+    """``lesionseg gui --project P`` after ``predict --project P`` opened the bundled sample, not
+    the project's photos: the annotator had to find Review lesions and press Open next image."""
+    from PIL import Image
+
+    from napari_lesionseg._qt.launch import open_segment_window
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    for img, level in zip(sorted((small_pairs / "images").iterdir()), (0.2, 0.6)):
+        iid = proj.add_image(img)
+        h, w = np.asarray(Image.open(img)).shape[:2]
+        proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
+                             np.full((h, w), level, np.float32))
+    viewer = make_napari_viewer()
+    seg = open_segment_window(viewer, project=proj.root)
+    review = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Review lesions"))
+    qtbot.waitUntil(lambda: "IDRiD_16 lesions" in viewer.layers and not review.turns.busy, timeout=30_000)
+    assert "IDRiD_04" not in viewer.layers  # neither the sample nor the less uncertain photo
+    assert seg.image_picker.name == "IDRiD_16" and "image 1 of 2" in review.info.text()
+    # an empty project still opens the sample
+    viewer2 = make_napari_viewer()
+    open_segment_window(viewer2, project=tmp_path / "empty")
+    assert "IDRiD_04" in viewer2.layers
+
+
+@pytest.mark.gui
 def test_every_form_field_of_the_three_docks_is_a_magicgui_widget(make_napari_viewer) -> None:
     """Issue 16: the forms are magicgui's (pickers, slider, spin boxes, switches, buttons); plain
     Qt is left only to what magicgui does not offer (the tables, the live plot, status text)."""

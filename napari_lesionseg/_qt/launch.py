@@ -12,11 +12,15 @@ PLUGIN = "napari-lesionseg"
 
 def open_segment_window(viewer: Any, photos: Sequence[str | Path] = (), project: str | Path | None = None) -> Any:
     """Open ``photos`` (else the bundled IDRiD sample) in ``viewer`` and dock *Segment lesions*
-    (with ``project`` as the project folder); returns the dock's widget."""
+    (with ``project`` as the project folder); returns the dock's widget. A project that holds
+    photos and no ``photos`` given (``lesionseg predict --project`` filled it): its most
+    uncertain photo instead of the sample, with *Review lesions* docked beside, as *Open next
+    image* opens it."""
+    review_project = not photos and project is not None and _holds_photos(Path(project).expanduser())
     if photos:
         for p in photos:
             viewer.open(str(p))
-    else:
+    elif not review_project:
         viewer.open_sample(PLUGIN, "idrid_04")
         for layer in viewer.layers:
             if layer.name.endswith("ground truth"):
@@ -25,4 +29,13 @@ def open_segment_window(viewer: Any, photos: Sequence[str | Path] = (), project:
     if project is not None:
         widget.project_edit.setText(str(project))
         widget.load_project_models()
+    if review_project:
+        _, review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review lesions", tabify=True)
+        review.open_next_image()
     return widget
+
+
+def _holds_photos(folder: Path) -> bool:
+    """True when ``folder`` is a project with photos in it (nothing is created to find out)."""
+    images = folder / "images"
+    return images.is_dir() and any(not f.name.startswith(".") for f in images.iterdir())
