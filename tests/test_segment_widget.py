@@ -585,6 +585,10 @@ def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_vi
     assert areas == [200, 600]
     assert not seg.table.isColumnHidden(3) and not seg.table.isColumnHidden(4)  # located by the stored disc
     assert "stored prediction" in seg.status.text() and "2 lesion(s)" in seg.status.text()
+    shown = np.asarray(viewer.layers[f"{iid} lesions"].data).copy()
+    seg.threshold.value = 0.05  # nothing to re-threshold here: said, and the mask stays
+    assert "threshold 0.500" in seg.status.text() and "press Run" in seg.status.text()
+    np.testing.assert_array_equal(viewer.layers[f"{iid} lesions"].data, shown)
 
 
 def test_a_five_output_photo_keeps_its_types_under_a_hemorrhage_model(make_napari_viewer, qtbot, tmp_path: Path,

@@ -557,6 +557,15 @@ class SegmentWidget(DockWidget):
         name = self.image_picker.name
         lesions = self._lesions(name)
         photo = self.session.photos.get(name)
+        if lesions is not None and photo is not None and photo.prediction is None:
+            # a mask from the project (a stored prediction or a correction): no probability of this
+            # dock's model to re-threshold; moving the slider once did nothing, without a word
+            stored = lesions.metadata.get("threshold")
+            what = (f"the project's stored prediction (threshold {stored:.3f})" if isinstance(stored, (int, float))
+                    and photo.saved is None else "from the project")
+            self.status.setText(f"{name}: the mask shown is {what}; press Run to segment the photo here, then "
+                                "the threshold re-thresholds it at once")
+            return False
         if lesions is None or photo is None or photo.prediction is None:
             return False
         try:
