@@ -503,3 +503,30 @@ def test_the_project_folder_is_chosen_with_a_magicgui_folder_field(make_napari_v
     assert seg.session.project_dir == folder
     assert seg.project_edit.text() == rev.project_edit.text() == ft.project_edit.text() == str(folder)
     assert "no saved corrections in this project yet" in ft.preflight_label.text()  # preflight ran on it
+
+
+@pytest.mark.gui
+def test_a_damaged_project_photo_is_said_and_passed_over(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
+    """A project photo whose file was damaged raised in the event loop at every click of Open
+    next image, and the queue, most uncertain first, never got past it to the others."""
+    from PIL import Image
+
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    for img, level in zip(sorted((small_pairs / "images").iterdir()), (0.2, 0.6)):
+        iid = proj.add_image(img)
+        h, w = np.asarray(Image.open(img)).shape[:2]
+        proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
+                             np.full((h, w), level, np.float32))
+    damaged = proj.image_path("IDRiD_16")  # the most uncertain
+    damaged.write_bytes(b"not a photo any more")
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, w) == "IDRiD_16"
+    assert "IDRiD_16 cannot be opened" in w.info.text() and damaged.name in w.info.text()
+    assert len(viewer.layers) == 0 and w.next_image_button.enabled
+    assert _open_next(qtbot, w) == "IDRiD_04" and "IDRiD_04 lesions" in viewer.layers
+    assert "image 2 of 2" in w.info.text()
+    assert _open_next(qtbot, w) == "IDRiD_04"  # round again: the damaged one stays passed over

@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from ..core.errors import LesionsegInputError
 from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
@@ -103,6 +104,7 @@ class ReviewWidget(DockWidget):
         self.turns.when_idle.append(lambda: setattr(self.next_image_button, "enabled", True))
         self._image_order: list[str] = []
         self._opened: str | None = None  # the image "Open next image" showed last
+        self._unreadable: dict[str, str] = {}  # project photos that could not be opened, why: passed over
         self.info = QLabel("run 'Segment lesions' first, then Refresh")
         self.info.setWordWrap(True)
         top = panel(self.image_picker.widget, self.type_combo, refresh)
@@ -356,9 +358,10 @@ class ReviewWidget(DockWidget):
         # no stored prediction has no lesions layer to review, and was never closed: each click
         # kept another full-size photo open)
         current = self.image_picker.name or (self._opened if self._opened in self.viewer.layers else "")
-        found = self.session.next_image(current or None)
+        found = self.session.next_image(current or None, skip=self._unreadable)
         if found is None:
-            self.info.setText("the project holds no images yet")
+            self.info.setText(f"none of the project's photos can be opened ({len(self._unreadable)} could not be "
+                              "read)" if self._unreadable else "the project holds no images yet")
             return None
         nxt, place, count = found
         steps: list[Callable[[], object]] = []
@@ -373,14 +376,31 @@ class ReviewWidget(DockWidget):
         self.turns.run(steps)
         return nxt
 
+    def _error(self, message: str) -> None:
+        """In the dock's info line (this dock's ``status`` holds the rows' statuses) and as a
+        napari notification."""
+        from napari.utils.notifications import show_error
+
+        if not self._released:
+            self.info.setText(message)
+            show_error(message)
+
     def _remove_layer(self, name: str) -> None:
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
 
     def _load_layers(self, proj: Any, image_id: str) -> None:
-        """Read the image's layers from the project; add them in the next turns."""
-        self.turns.run_next([partial(self._add_layer, data, kwargs, kind)
-                             for data, kwargs, kind in project_image_layers(proj, image_id)])
+        """Read the image's layers from the project; add them in the next turns. A photo that
+        cannot be read (a damaged or missing file) is said, and passed over from then on: it
+        once raised in the event loop at every click, and the queue never got past it."""
+        try:
+            layers = project_image_layers(proj, image_id)
+        except (LesionsegInputError, OSError) as err:
+            self.turns.clear()
+            self._unreadable[image_id] = str(err)
+            self._error(f"{image_id} cannot be opened, passed over ({err}); 'Open next image' opens the next photo")
+            return
+        self.turns.run_next([partial(self._add_layer, data, kwargs, kind) for data, kwargs, kind in layers])
 
     def _add_layer(self, data: Any, kwargs: dict[str, Any], kind: str) -> None:
         if kwargs["name"] not in self.viewer.layers:

@@ -19,7 +19,7 @@ Rules an annotator can rely on:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -350,16 +350,19 @@ class AnnotationSession:
         photo.saved, photo.saved_version = lab, v.version
         return v
 
-    def next_image(self, current: str | None = None) -> tuple[str, int, int] | None:
+    def next_image(self, current: str | None = None, skip: Collection[str] = ()) -> tuple[str, int, int] | None:
         """The project's next image to review, most uncertain first, after ``current`` (wrapping
-        round): ``(image id, its 1-based place, how many)``."""
+        round), passing over the ids in ``skip`` (photos that could not be opened): ``(image id,
+        its 1-based place, how many)``; None when there is none to open."""
         proj = self.project
         if proj is None:
             return None
         order = [iid for iid, _ in proj.images_by_uncertainty()]
-        if not order:
-            return None
         photo = self.photos.get(current) if current else None
         cur = photo.image_id if photo is not None and photo.image_id else current
-        i = (order.index(cur) + 1) % len(order) if cur in order else 0
-        return order[i], i + 1, len(order)
+        start = order.index(cur) + 1 if cur in order else 0
+        for k in range(len(order)):
+            i = (start + k) % len(order)
+            if order[i] not in skip:
+                return order[i], i + 1, len(order)
+        return None
