@@ -71,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a model on images with ground-truth masks")
-    p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--masks", type=Path, required=True)
+    p.add_argument("--images", type=Path, default=None, help="images folder (with --masks)")
+    p.add_argument("--masks", type=Path, default=None, help="ground-truth masks folder, matched to images by stem")
+    p.add_argument("--project", type=Path, default=None,
+                   help="instead of --images/--masks: a plugin project's latest saved corrections (the model "
+                        "defaults to the project's active one; corrections began as a model's own masks, so "
+                        "they favour the model that made them)")
     _add_model_args(p)
     p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
     p.add_argument("--out", type=Path, default=None, help="metrics JSON (a PR-curve PNG and per-image CSV go beside it)")
@@ -223,11 +227,15 @@ def _report_failures(failures) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .core.batch import evaluate_pairs, find_eval_pairs
+    from .core.batch import evaluate_pairs
     from .core.report import write_report
 
-    pairs = find_eval_pairs(args.images, args.masks)
-    model, dev = _load_model(args.model, args.device, args.extra_grids)
+    pairs, model_arg = _evaluation_pairs(args), args.model
+    if model_arg is None and args.project is not None:
+        from .core.registry import Registry
+
+        model_arg = Registry(args.project.expanduser()).active()  # what the plugin runs in this project
+    model, dev = _load_model(model_arg, args.device, args.extra_grids)
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
                                         threshold=args.threshold, precision=args.precision,
@@ -260,7 +268,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
     if args.out is not None:
         files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
-                                            "images": str(args.images), "masks": str(args.masks),
+                                            **({"project": str(args.project)} if args.project is not None else
+                                               {"images": str(args.images), "masks": str(args.masks)}),
                                             **{k: s[k] for k in ("tta", "grids", "precision", "prob_bits") if k in s},
                                             **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
                                             **{k: s[k] for k in ("lesion_precision", "lesion_recall", "gt_lesions",
@@ -316,6 +325,29 @@ def _version_row(path: Path, active: bool) -> str:
                   if isinstance(old.get(k), (int, float)) and isinstance(new.get(k), (int, float))]
         text += f"  {', '.join(scores)}" + (f" ({metrics['validation']})" if metrics.get("validation") else "")
     return text
+
+
+def _evaluation_pairs(args: argparse.Namespace) -> list:
+    """evaluate's photos and truths: ``--images``/``--masks`` matched by stem, or a project's
+    latest saved corrections."""
+    from .core.batch import find_eval_pairs
+    from .core.errors import LesionsegInputError
+
+    if args.project is not None:
+        if args.images is not None or args.masks is not None:
+            raise LesionsegInputError(None, "evaluate: give --project or --images with --masks, not both")
+        folder = args.project.expanduser()
+        if not (folder / "labels").is_dir():
+            raise LesionsegInputError(folder, "is not a plugin project folder (no labels/ in it)")
+        from .core.store import Project
+
+        pairs = Project(folder).corrected_pairs()
+        if not pairs:
+            raise LesionsegInputError(folder, "holds no saved corrections to score against")
+        return pairs
+    if args.images is None or args.masks is None:
+        raise LesionsegInputError(None, "evaluate: give --images and --masks (or --project)")
+    return find_eval_pairs(args.images, args.masks)
 
 
 def error_line(err: BaseException) -> str:

@@ -524,3 +524,32 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     r = lesionseg("models", "--project", proj, "--use-default")
     assert r.returncode == 0 and "* shipped default model" in r.stdout and "active: the shipped" in r.stdout
     _one_clear_line(lesionseg("models", "--project", tmp_path / "none"), "none", "not a project folder")
+
+
+def test_evaluate_scores_a_projects_models_against_its_saved_corrections(tmp_path: Path, small_pairs: Path,
+                                                                          tiny_model_dir: Path) -> None:
+    """How good is the model on our own corrected photos? ``evaluate --project`` scores the
+    project's active model (or any ``--model``) against its latest saved corrections."""
+    from napari_lesionseg.core.registry import Registry
+    from napari_lesionseg.core.store import Project
+
+    proj = tmp_path / "proj"
+    _one_clear_line(lesionseg("evaluate", "--project", proj), str(proj), "not a plugin project folder")
+    project = Project(proj)
+    _one_clear_line(lesionseg("evaluate", "--project", proj), "no saved corrections")
+    shutil.copytree(tiny_model_dir, proj / "models" / "tiny")
+    Registry(proj).promote("tiny")
+    for img in sorted((small_pairs / "images").iterdir()):
+        project.save_label(project.add_image(img), read_mask(small_pairs / "masks" / f"{img.stem}_HE.png"))
+    out = tmp_path / "report.json"
+    r = lesionseg("evaluate", "--project", proj, "--out", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "model 'tiny-test'" in r.stdout and "on 2 images" in r.stdout  # the active model, not the default
+    report = json.loads(out.read_text())
+    assert report["project"] == str(proj)
+    # the same photos and masks as folders score the same
+    r2 = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks", "--model",
+                   tiny_model_dir, "--quiet")
+    aupr = [re.search(r"aupr\s+([\d.]+)", x.stdout).group(1) for x in (r, r2)]
+    assert aupr[0] == aupr[1]
+    _one_clear_line(lesionseg("evaluate", "--project", proj, "--images", small_pairs / "images"), "not both")
