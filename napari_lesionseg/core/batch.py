@@ -164,7 +164,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     if out_dir is not None:
                         write_prediction(out_dir, path.stem, pred, types, prob_bits)
                     if project is not None:
-                        store_prediction(project, project.add_image(path), pred)
+                        store_prediction(project, project.add_image(path, readable=True), pred)
                 except OSError as err:
                     stopped = "stopped"
                     raise _write_error(err, out_dir or project.root, result) from None  # type: ignore[union-attr]

@@ -134,15 +134,18 @@ class Project:
         return sorted(f.name for f in d.iterdir() if f.is_dir() and not f.name.startswith(".")) if d.is_dir() else []
 
     # ---- images ----------------------------------------------------------------------------
-    def add_image(self, path: str | os.PathLike[str], *, copy: bool = True, image_id: str | None = None) -> str:
+    def add_image(self, path: str | os.PathLike[str], *, copy: bool = True, image_id: str | None = None,
+                  readable: bool = False) -> str:
         """Register a photo; returns its image id. Adding the same photo again returns the same
         id. Without ``image_id`` the id is the file stem, or, when a different photo already
         holds that stem (``IMG_0001.JPG`` from two cameras), the first of ``<stem>-2``,
         ``<stem>-3``, ... that is free or holds this photo; a given ``image_id`` that holds a
         different photo is refused. The check and the write happen under the project's lock, so
-        two processes adding different photos cannot take one id."""
+        two processes adding different photos cannot take one id. ``readable``: the caller has
+        just read the photo (a batch that segmented it), so it is not decoded again."""
         src = Path(path)
-        read_image(src)  # refuse bad files before anything is written
+        if not readable:
+            read_image(src)  # refuse bad files before anything is written
         sha = _sha256_file(src)
         with self.lock():
             if image_id is not None:
