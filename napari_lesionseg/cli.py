@@ -184,8 +184,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}'{_grids_note(model)} "
           f"-> {where}")
     if project is not None and res.done:
-        print("review them in napari: Plugins > Lesion Segmentation > Review lesions, set this project, then "
-              "'Open next image' (most uncertain first)")
+        print(f"review them, most uncertain first: lesionseg gui --project {project.root} (or in napari: Review "
+              "lesions, this project, 'Open next image')")
     return _report_failures(res.failures)
 
 

@@ -116,7 +116,7 @@ def test_a_folder_predicted_headless_is_reviewed_in_the_viewer(make_napari_viewe
     project = tmp_path / "proj"
     r = lesionseg("predict", small_pairs / "images", "--project", project, "--model", tiny_model_dir, "--quiet")
     assert r.returncode == 0, r.stderr
-    assert "Open next image" in r.stdout
+    assert f"lesionseg gui --project {project}" in r.stdout and "Open next image" in r.stdout
     order = [iid for iid, score in Project(project).images_by_uncertainty() if score is not None]
     assert sorted(order) == ["IDRiD_04", "IDRiD_16"]
 
