@@ -530,3 +530,27 @@ def test_a_damaged_project_photo_is_said_and_passed_over(make_napari_viewer, qtb
     assert _open_next(qtbot, w) == "IDRiD_04" and "IDRiD_04 lesions" in viewer.layers
     assert "image 2 of 2" in w.info.text()
     assert _open_next(qtbot, w) == "IDRiD_04"  # round again: the damaged one stays passed over
+
+
+@pytest.mark.gui
+def test_a_prediction_by_another_model_than_the_current_is_said(make_napari_viewer, qtbot, tmp_path,
+                                                                  small_pairs) -> None:
+    """After a fine-tuned version was promoted mid-queue, Open next image kept showing the old
+    model's stored predictions as if they were the current model's."""
+    from PIL import Image
+
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    for img, model, level in zip(sorted((small_pairs / "images").iterdir()), ("default", "old-model"), (0.2, 0.6)):
+        iid = proj.add_image(img)
+        h, w = np.asarray(Image.open(img)).shape[:2]
+        proj.save_prediction(iid, model, np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
+                             np.full((h, w), level, np.float32))
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.project_edit.setText(str(proj.root))  # no version promoted: the shipped default is current
+    assert _open_next(qtbot, w) == "IDRiD_16"
+    assert "Segmented by 'old-model', not by the current model 'default'" in w.info.text()
+    assert _open_next(qtbot, w) == "IDRiD_04"
+    assert "Segmented by" not in w.info.text()

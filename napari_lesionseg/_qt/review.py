@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 from ..core.errors import LesionsegInputError
 from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
+from ..core.model_folder import load_model_config
 from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
 from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
 from ..core.segment_layers import UNSURE, all_layer_names, layer_names, project_image_layers
@@ -416,9 +417,24 @@ class ReviewWidget(DockWidget):
         if self.image_picker.choose(nxt):
             self.refresh()
             text += f". {self.info.text()}"  # the list's summary: how many are likely mistakes, where to stop
+            text += self._older_model_note(proj, nxt)
         else:
             text += "; no prediction stored for it: run 'Segment lesions' on it to review it"
         self.info.setText(text)
+
+    def _older_model_note(self, proj: Any, image_id: str) -> str:
+        """A word when the stored prediction shown was made by another model than the one the
+        docks now use (a version promoted since, mid-queue) and no correction replaces it."""
+        photo = self.session.photos.get(image_id)
+        stored = proj.prediction_settings(image_id).get("model_version")
+        if not stored or photo is None or photo.saved is not None:
+            return ""
+        try:
+            current = load_model_config(self.session.model_path()).name
+        except (LesionsegInputError, OSError):
+            return ""
+        return ("" if stored == current else f". Segmented by '{stored}', not by the current model '{current}': Run "
+                                             "in Segment lesions segments it with the current one")
 
     def _save_if_edited(self, name: str) -> None:
         """Before an image's layers go away, keep its hand edits as a new label version (the

@@ -425,15 +425,15 @@ class Project:
         return out
 
     def prediction_settings(self, image_id: str) -> dict[str, Any]:
-        """The threshold, review config, disc/fovea (``anatomy``) and the other outputs' thresholds
-        by type (``types``) saved with the image's latest prediction (each absent for predictions
-        saved before it was, or without other outputs)."""
+        """The model that made the image's latest prediction (``model_version``), its threshold,
+        review config, disc/fovea (``anatomy``) and the other outputs' thresholds by type
+        (``types``) (each absent for predictions saved before it was, or without other outputs)."""
         d = self.latest_prediction(image_id)
         if d is None:
             return {}
         with contextlib.suppress(LesionsegInputError, TypeError, ValueError, OSError):
             raw = read_json(d / f"{image_id}.json")
-            return {k: raw[k] for k in ("threshold", "review", "anatomy", "types") if k in raw}
+            return {k: raw[k] for k in ("model_version", "threshold", "review", "anatomy", "types") if k in raw}
         return {}
 
     def latest_prediction(self, image_id: str) -> Path | None:
