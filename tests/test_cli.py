@@ -553,3 +553,10 @@ def test_evaluate_scores_a_projects_models_against_its_saved_corrections(tmp_pat
     aupr = [re.search(r"aupr\s+([\d.]+)", x.stdout).group(1) for x in (r, r2)]
     assert aupr[0] == aupr[1]
     _one_clear_line(lesionseg("evaluate", "--project", proj, "--images", small_pairs / "images"), "not both")
+    # a correction saved without reviewing hemorrhages has no hemorrhage score to give (it counted as
+    # a photo with none found and none missed: Dice 1)
+    only_ma = np.zeros_like(read_mask(small_pairs / "masks" / "IDRiD_04_HE.png"))
+    only_ma[50:60, 50:60] = 2
+    project.save_label("IDRiD_04", only_ma, types=["MA"])
+    r = lesionseg("evaluate", "--project", proj, "--quiet")
+    assert r.returncode == 0 and "on 1 images" in r.stdout, r.stdout + r.stderr

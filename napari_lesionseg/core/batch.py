@@ -257,20 +257,7 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
             continue
         ran = {"tta": pred.tta, "grids": list(pred.grids)}  # the same for every photo
         precisions.add(pred.precision)
-        valid = gt != 255
-        # score on the probability as written to disk so figures match the files
-        pq = as_written(pred.probability, prob_bits)
-        row = ds.add(pair.id, pq, gt == 1, valid)
-        row.update(found.add(pq > thr, gt == 1, valid))  # lesion level: found / right lesions
-        # is the fuzzy map useful? the share of wrong pixels it holds vs the share of the disc it covers
-        fov = pred.geometry.input_fov_mask() & valid
-        wrong = (pred.mask == 1) != (gt == 1)
-        fuzzy = pred.fuzzy > 0.5
-        fz["errors"] += int(np.count_nonzero(wrong & fov))
-        fz["errors_in_fuzzy"] += int(np.count_nonzero(wrong & fuzzy & fov))
-        fz["fuzzy_px"] += int(np.count_nonzero(fuzzy & fov))
-        fz["fov_px"] += int(np.count_nonzero(fov))
-        tally.add(*_review_figures(pred, gt, fov, wrong))
+        row = _score_hemorrhages(pair, pred, gt, prob_bits, thr, ds, found, fz, tally) if pair.knows(HE) else {}
         for t, tg in type_gt.items():
             if tg is not None:  # a type unknown for this photo is not scored on it
                 maps = pred.others[t]
@@ -290,6 +277,27 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
     result.scores = {HE: ds, **{t: d for t, d in per_type.items() if d.per_image}}
     result.lesions = found
     return ds, result
+
+
+def _score_hemorrhages(pair: Pair, pred: Prediction, gt: np.ndarray, prob_bits: int, thr: float,
+                       ds: DatasetScores, found: LesionCounts, fz: dict[str, int], tally: ReviewTally) -> dict[str, Any]:
+    """Add one photo's hemorrhage scores (pixels, lesions, the fuzzy map and the review queue);
+    returns its row."""
+    valid = gt != 255
+    # score on the probability as written to disk so figures match the files
+    pq = as_written(pred.probability, prob_bits)
+    row = ds.add(pair.id, pq, gt == 1, valid)
+    row.update(found.add(pq > thr, gt == 1, valid))  # lesion level: found / right lesions
+    # is the fuzzy map useful? the share of wrong pixels it holds vs the share of the disc it covers
+    fov = pred.geometry.input_fov_mask() & valid
+    wrong = (pred.mask == 1) != (gt == 1)
+    fuzzy = pred.fuzzy > 0.5
+    fz["errors"] += int(np.count_nonzero(wrong & fov))
+    fz["errors_in_fuzzy"] += int(np.count_nonzero(wrong & fuzzy & fov))
+    fz["fuzzy_px"] += int(np.count_nonzero(fuzzy & fov))
+    fz["fov_px"] += int(np.count_nonzero(fov))
+    tally.add(*_review_figures(pred, gt, fov, wrong))
+    return row
 
 
 def _type_truth(pair: Pair, name: str, shape: tuple[int, int]) -> np.ndarray | None:

@@ -38,6 +38,13 @@ class Pair:
             return read_mask(self.mask, shape=shape)
         return type_view(read_label(self.mask, shape=shape), HE, self.label_types)
 
+    def knows(self, name: str) -> bool:
+        """Whether this pair says anything about type ``name`` (a correction saved without
+        reviewing hemorrhages is all 'unsure' for them: it has no hemorrhage score to give)."""
+        if self.label_map:
+            return name in self.label_types
+        return name == HE or self.type_mask(name) is not None
+
     def read_checked_mask(self, shape: tuple[int, int] | None = None) -> NDArray[np.uint8]:
         """:meth:`read_mask`, refusing a mask that marks most of its photo as lesion: an
         inverted mask (lesions black on white) trained a model to call the whole fundus a
