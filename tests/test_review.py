@@ -554,3 +554,59 @@ def test_a_prediction_by_another_model_than_the_current_is_said(make_napari_view
     assert "Segmented by 'old-model', not by the current model 'default'" in w.info.text()
     assert _open_next(qtbot, w) == "IDRiD_04"
     assert "Segmented by" not in w.info.text()
+
+
+def test_the_annotators_decisions_are_not_listed_as_mistakes_again() -> None:
+    """After Accept and Delete, Refresh listed the accepted miss as a likely false alarm (its
+    probability is low) and the deleted false alarm as a likely miss (its probability is above
+    the model's floor): every decision came back to be made again."""
+    mask, prob, fuzzy = _scene()
+    before = review_regions(mask, prob, fuzzy)
+    edited = mask.copy()
+    edited[100:160, 200:290] = 0  # the unsure lesion deleted
+    edited[250:260, 300:320] = 1  # the candidate miss accepted
+    decided = edited != mask
+    after = review_regions(edited, prob, fuzzy, decided=decided)
+    assert [r.decided for r in after.regions] == [False, True, True]
+    assert after.regions[0].area_px == 100  # the confident lesion: the only region left to look at
+    assert all(r.score == 0 for r in after.regions[1:])
+    undecided = review_regions(edited, prob, fuzzy)
+    assert not any(r.decided for r in undecided.regions) and len(undecided.regions) == len(after.regions)
+    assert len(before.regions) == 3
+
+
+@pytest.mark.gui
+def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
+    from PIL import Image
+
+    from napari_lesionseg.core.model_config import ReviewConfig
+    from napari_lesionseg.core.review import settings_metadata
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    img = small_pairs / "images" / "IDRiD_04.jpg"
+    iid = proj.add_image(img)
+    h, w = np.asarray(Image.open(img)).shape[:2]
+    mask = np.zeros((h, w), np.uint8)
+    prob = np.zeros((h, w), np.float32)
+    mask[40:50, 40:60], prob[40:50, 40:60] = 1, 0.4  # a doubtful lesion
+    mask[100:110, 100:120], prob[100:110, 100:120] = 1, 0.95  # a sure one
+    prob[200:220, 200:230] = 0.3  # a possible miss
+    proj.save_prediction(iid, "m1", prob, mask, np.clip(prob * (1 - prob) * 4, 0, 1),
+                         settings_metadata(0.5, ReviewConfig()))
+    viewer = make_napari_viewer()
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, rev) == iid
+    rev.hide_below.value = 0  # list every region
+    first = [(r.kind, r.area_px) for r in rev.review.regions]
+    assert ("fuzzy", 600) in first and ("lesion", 200) in first
+    rev.go(first.index(("lesion", 200)))
+    rev.delete()
+    rev.go(first.index(("fuzzy", 600)))
+    rev.accept()
+    rev.refresh()
+    rows = [(r.kind, r.area_px, r.decided) for r in rev.review.regions]
+    assert rows[0] == ("lesion", 200, False)  # the sure lesion: the one left to look at
+    assert all(d for _k, _a, d in rows[1:]) and len(rows) == 3, rows
+    assert rev.table.item(1, 4).text() == rev.table.item(2, 4).text() == "edited"

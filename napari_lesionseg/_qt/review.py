@@ -181,17 +181,35 @@ class ReviewWidget(DockWidget):
         self._sync_types()
         lab, prob, fuzzy = layers
         kind, others = self.kind(), self.session.type_maps(self.image_picker.name)
+        decided = self._decided(lab, kind)
         if kind != HE and kind in others:
             maps = others[kind]
             mine = (lab.data == TYPE_VALUE[kind]).view(np.uint8)
             self.review = review_regions(mine, maps.probability, binary_entropy(maps.probability),
-                                         threshold=maps.threshold)
+                                         threshold=maps.threshold, decided=decided)
         else:
             threshold, review = review_settings(prob.metadata)
-            self.review = review_regions(lab.data, prob.data, fuzzy.data, threshold=threshold, review=review)
+            self.review = review_regions(lab.data, prob.data, fuzzy.data, threshold=threshold, review=review,
+                                         decided=decided)
         self.status = {}
         self._undo = []
         return self._fill_table()
+
+    def _decided(self, lab: Any, kind: str) -> np.ndarray | None:
+        """The pixels of type ``kind`` the annotator changed from the model's mask (None: no model
+        mask to compare with)."""
+        name = self.image_picker.name
+        try:
+            if name not in self.session.photos and name in self.viewer.layers:
+                self.session.open_photo(name, photo_source(self.viewer.layers[name]) or None)
+            model = self.session.model_mask(name)
+        except (LesionsegInputError, OSError):
+            return None
+        data = np.asarray(lab.data)
+        if model is None or model.shape != data.shape:
+            return None
+        value = TYPE_VALUE[kind]
+        return (data == value) != (model == value)
 
     def _fill_table(self) -> ReviewSet | None:
         """List the regions at or above the 'list p(wrong) from' setting (every region without
@@ -209,7 +227,7 @@ class ReviewWidget(DockWidget):
         self.table.setHorizontalHeaderItem(SCORE_COLUMN, item)
         for row, r in enumerate(self.review.regions):
             for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}",
-                                        self.status.get(_key(r), "")]):
+                                        self.status.get(_key(r), "") or ("edited" if r.decided else "")]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
         everything = self.review.regions + self.review.hidden
         n_les = sum(r.kind == "lesion" for r in everything)

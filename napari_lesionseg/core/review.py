@@ -44,6 +44,7 @@ class Region:
     fuzziness: float
     max_prob: float = 0.0
     score: float = 0.0
+    decided: bool = False  # the annotator changed pixels of it (painted, accepted, deleted): not a mistake to find
 
 
 @dataclass
@@ -113,9 +114,13 @@ def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: N
 
 def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32],
                    min_fuzzy_area: int = 20, *, threshold: float | None = None,
-                   review: ReviewConfig | None = None) -> ReviewSet:
+                   review: ReviewConfig | None = None, decided: NDArray[np.bool_] | None = None) -> ReviewSet:
     """Lesions (``mask == 1`` components) and candidate misses, likeliest mistakes first
-    (module text). ``threshold``: the model's; ``review``: its ``inference.review``."""
+    (module text). ``threshold``: the model's; ``review``: its ``inference.review``.
+    ``decided``: the pixels where ``mask`` differs from the model's own mask (the annotator's
+    edits); a region holding any is the annotator's decision, not a mistake to look for:
+    score 0, listed last (an accepted miss came back at the top as a likely false alarm, a
+    deleted false alarm as a likely miss)."""
     review = review or ReviewConfig()
     lesion = np.asarray(mask) == 1
     les_comp, n_les = label_runs(lesion)[:2]  # 8-connected, as the lesion table labels
@@ -127,14 +132,20 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
     rated = threshold is not None and review.missed_rate is not None and review.false_alarm_rate is not None
     regions = (_regions("lesion", les_comp, n_les, prob, fuzzy, 1, review.false_alarm_rate if rated else None)
                + _regions("fuzzy", fz_comp, n_fz, prob, fuzzy, min_fuzzy_area, review.missed_rate if rated else None))
+    if decided is not None and np.shape(decided) == lesion.shape and np.any(decided):
+        d = np.asarray(decided, bool)
+        touched = {"lesion": np.bincount(les_comp[d], minlength=n_les + 1) > 0,
+                   "fuzzy": np.bincount(fz_comp[d], minlength=n_fz + 1) > 0}
+        regions = [replace(r, score=0.0, decided=True) if touched[r.kind][r.label] else r for r in regions]
     regions.sort(key=_order)
     return ReviewSet(regions, les_comp, fz_comp, rated)
 
 
-def _order(r: Region) -> tuple[bool, float, int]:
+def _order(r: Region) -> tuple[bool, bool, float, int]:
     """The list's order: likeliest mistakes first, larger first among equals; specks (a few
-    pixels) last whatever their score: the list must not open on a 4-px dot."""
-    return (r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px)
+    pixels) last whatever their score: the list must not open on a 4-px dot; the annotator's
+    own decisions after everything."""
+    return (r.decided, r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px)
 
 
 def candidate_misses(prob: NDArray, lesion: NDArray[np.bool_], floor: float) -> NDArray[np.bool_]:

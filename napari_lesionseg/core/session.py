@@ -36,8 +36,8 @@ from .lesions import threshold_mask
 from .model_folder import LoadedModel, load_model_config, load_model_folder
 from .registry import Registry
 from .review import settings_metadata
+from .segment_layers import composite_mask, prediction_label
 from .segment_layers import labels_to_label_map as to_label_map
-from .segment_layers import prediction_label
 from .store import LabelVersion, Project
 
 
@@ -231,6 +231,25 @@ class AnnotationSession:
         photo = self.photos.get(name) or self.open_photo(name)
         if photo.saved is None and photo.auto_mask is None:
             photo.auto_mask = self._label_map(label, name)
+
+    def model_mask(self, name: str) -> NDArray[np.uint8] | None:
+        """The label map the model made for photo ``name`` (before any hand edit): this
+        session's run at its threshold, else the mask shown from the project's stored
+        prediction, else that prediction read back (a saved correction is shown instead); None
+        when there is no model mask to tell the annotator's edits by."""
+        photo = self.photos.get(name)
+        if photo is None:
+            return None
+        if photo.auto_mask is not None:
+            return photo.auto_mask
+        proj = self.project
+        if proj is None or photo.image_id is None:
+            return None
+        he = proj.prediction_map(photo.image_id, "mask")
+        if he is None:
+            return None
+        others = {t: m for t, (_p, m, _thr) in proj.prediction_types(photo.image_id, probabilities=False).items()}
+        return composite_mask(he > 0.5, others)
 
     def close_photo(self, name: str) -> None:
         self.photos.pop(name, None)
