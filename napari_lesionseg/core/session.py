@@ -248,8 +248,10 @@ class AnnotationSession:
         he = proj.prediction_map(photo.image_id, "mask")
         if he is None:
             return None
-        others = {t: m for t, (_p, m, _thr) in proj.prediction_types(photo.image_id, probabilities=False).items()}
-        return composite_mask(he > 0.5, others)
+        iid = photo.image_id
+        others = {t: m for t, (_p, m, _thr) in proj.prediction_types(iid, probabilities=False).items()}
+        # overlaps settled as when the prediction was shown (segment_layers.project_image_layers)
+        return composite_mask(he > 0.5, others, lambda t: proj.prediction_map(iid, "prob" if t == HE else f"{t}_prob"))
 
     def close_photo(self, name: str) -> None:
         self.photos.pop(name, None)
