@@ -281,13 +281,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     """List, promote or discard a project's model versions (the Fine-tune dock's headless twin)."""
-    from .core.errors import LesionsegInputError
     from .core.registry import Registry
 
-    folder = args.project.expanduser()
-    if not folder.is_dir():
-        raise LesionsegInputError(folder, "is not a project folder")
-    reg = Registry(folder)
+    reg = Registry(existing_project(args.project))
     if args.promote:
         reg.promote(args.promote)
     elif args.use_default:
@@ -327,6 +323,17 @@ def _version_row(path: Path, active: bool) -> str:
     return text
 
 
+def existing_project(folder: Path) -> Path:
+    """``folder`` (``~`` expanded) if it is a plugin project already, else a clear error: a
+    mistyped ``--project`` of a command that reads a project made no empty project there."""
+    from .core.errors import LesionsegInputError
+
+    folder = folder.expanduser()
+    if not (folder / "labels").is_dir():
+        raise LesionsegInputError(folder, "is not a plugin project folder (no labels/ in it)")
+    return folder
+
+
 def _evaluation_pairs(args: argparse.Namespace) -> list:
     """evaluate's photos and truths: ``--images``/``--masks`` matched by stem, or a project's
     latest saved corrections."""
@@ -336,11 +343,9 @@ def _evaluation_pairs(args: argparse.Namespace) -> list:
     if args.project is not None:
         if args.images is not None or args.masks is not None:
             raise LesionsegInputError(None, "evaluate: give --project or --images with --masks, not both")
-        folder = args.project.expanduser()
-        if not (folder / "labels").is_dir():
-            raise LesionsegInputError(folder, "is not a plugin project folder (no labels/ in it)")
         from .core.store import Project
 
+        folder = existing_project(args.project)
         pairs = Project(folder).corrected_pairs()
         if not pairs:
             raise LesionsegInputError(folder, "holds no saved corrections to score against")

@@ -523,7 +523,10 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     assert r.returncode == 0 and (reg.dir / ".discarded" / "tiny").is_dir(), r.stderr
     r = lesionseg("models", "--project", proj, "--use-default")
     assert r.returncode == 0 and "* shipped default model" in r.stdout and "active: the shipped" in r.stdout
-    _one_clear_line(lesionseg("models", "--project", tmp_path / "none"), "none", "not a project folder")
+    _one_clear_line(lesionseg("models", "--project", tmp_path / "none"), "none", "not a plugin project folder")
+    # a mistyped project of a command that reads one makes no empty project there
+    _one_clear_line(lesionseg("finetune", "--project", tmp_path / "typo", "--steps", "2"), "typo", "not a plugin project")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_evaluate_scores_a_projects_models_against_its_saved_corrections(tmp_path: Path, small_pairs: Path,

@@ -173,10 +173,11 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     model, out_dir = args.model, args.out
     if args.project is not None:
+        from napari_lesionseg.cli import existing_project
         from napari_lesionseg.core.registry import Registry
         from napari_lesionseg.core.store import Project
 
-        project = Project(args.project.expanduser())
+        project = Project(existing_project(args.project))
         pairs = project.corrected_pairs()
         reg = Registry(project.root)
         model = reg.active() if model is None else model  # what the plugin's button fine-tunes
