@@ -585,10 +585,17 @@ def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_vi
     assert areas == [200, 600]
     assert not seg.table.isColumnHidden(3) and not seg.table.isColumnHidden(4)  # located by the stored disc
     assert "stored prediction" in seg.status.text() and "2 lesion(s)" in seg.status.text()
+    # the threshold re-thresholds the stored probability (it did nothing, without a word)
     shown = np.asarray(viewer.layers[f"{iid} lesions"].data).copy()
-    seg.threshold.value = 0.05  # nothing to re-threshold here: said, and the mask stays
-    assert "threshold 0.500" in seg.status.text() and "press Run" in seg.status.text()
+    seg.threshold.value = 0.95  # above the stored 0.9
+    assert not np.asarray(viewer.layers[f"{iid} lesions"].data).any() and seg.table.rowCount() == 0
+    assert "0 lesion(s)" in seg.status.text() and "stored prediction" in seg.status.text()
+    seg.threshold.value = 0.5
     np.testing.assert_array_equal(viewer.layers[f"{iid} lesions"].data, shown)
+    assert seg.table.rowCount() == 2
+    viewer.layers[f"{iid} lesions"].paint((300, 300), 1)  # a hand edit: the slider leaves it alone
+    seg.threshold.value = 0.95
+    assert viewer.layers[f"{iid} lesions"].data[300, 300] == 1 and "edited by hand" in seg.status.text()
 
 
 def test_a_five_output_photo_keeps_its_types_under_a_hemorrhage_model(make_napari_viewer, qtbot, tmp_path: Path,
@@ -619,6 +626,9 @@ def test_a_five_output_photo_keeps_its_types_under_a_hemorrhage_model(make_napar
     qtbot.waitUntil(lambda: not rev.turns.busy and rev.next_image_button.enabled, timeout=30_000)
     assert all(word in seg.legend.value for word in ("microaneurysm", "hard exudate", "soft exudate"))
     lab = viewer.layers[f"{iid} lesions"]
+    seg.threshold.value = 0.3  # re-thresholds the stored hemorrhage probability; the other types stay
+    assert {2, 3, 4} <= set(np.unique(lab.data).tolist())
+    seg.threshold.value = 0.5
     lab.paint((600, 600), 1)
     edited = np.asarray(lab.data).copy()
     seg.save_correction()

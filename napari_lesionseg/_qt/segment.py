@@ -517,16 +517,20 @@ class SegmentWidget(DockWidget):
     def _show_counts(self, name: str) -> None:
         photo = self.session.photos.get(name)
         lesions = self._lesions(name)
-        if photo is None or photo.prediction is None or lesions is None:
+        if photo is None or lesions is None:
             return
         lab = np.asarray(lesions.data)
         from ..core.lesions import label_runs
 
         n = label_runs(lab == 1)[1]
+        others = ", ".join(f"{label_runs(lab == TYPE_VALUE[t])[1]} {t}" for t in self._shown_types if t != HE)
+        text = (f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}"
+                f"{'; also ' + others if others else ''}")
+        if photo.prediction is None:  # re-thresholded from the project's stored prediction
+            self.status.setText(f"{text} (the project's stored prediction)")
+            return
         fuzzy = float((photo.prediction.fuzzy > 0.5).mean() * 100)
-        others = ", ".join(f"{label_runs(lab == TYPE_VALUE[t])[1]} {t}" for t in self._types if t != HE)
-        self.status.setText(f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}"
-                            f"{'; also ' + others if others else ''}; fuzzy > 0.5 on {fuzzy:.1f}% of the image")
+        self.status.setText(f"{text}; fuzzy > 0.5 on {fuzzy:.1f}% of the image")
         # what the prediction warned of (not a fundus photo, too small, an out-of-memory retry; the
         # disc's side for a model with one) stays in the line, not only in a passing notification
         pred = photo.prediction
@@ -557,19 +561,18 @@ class SegmentWidget(DockWidget):
         name = self.image_picker.name
         lesions = self._lesions(name)
         photo = self.session.photos.get(name)
-        if lesions is not None and photo is not None and photo.prediction is None:
-            # a mask from the project (a stored prediction or a correction): no probability of this
-            # dock's model to re-threshold; moving the slider once did nothing, without a word
-            stored = lesions.metadata.get("threshold")
-            what = (f"the project's stored prediction (threshold {stored:.3f})" if isinstance(stored, (int, float))
-                    and photo.saved is None else "from the project")
-            self.status.setText(f"{name}: the mask shown is {what}; press Run to segment the photo here, then "
-                                "the threshold re-thresholds it at once")
+        if lesions is None or photo is None:
             return False
-        if lesions is None or photo is None or photo.prediction is None:
-            return False
+        stored = None  # the probability of a prediction stored in the project (nothing run here)
+        if photo.prediction is None:
+            pname = layer_names(name)["probability"]
+            if pname not in self.viewer.layers:  # a correction brought back without its prediction
+                self.status.setText(f"{name}: the mask shown is from the project, without the model's probability; "
+                                    "press Run to segment the photo here, then the threshold re-thresholds it")
+                return False
+            stored = np.asarray(self.viewer.layers[pname].data)
         try:
-            mask = self.session.rethreshold(name, self._threshold(), lesions.data, force=force)
+            mask = self.session.rethreshold(name, self._threshold(), lesions.data, force=force, probability=stored)
         except EditsWouldBeLost:
             self.rethreshold_button.enabled = True
             self.status.setText("the mask was edited by hand: press 'Re-threshold' to replace it (edits are lost)")
@@ -577,6 +580,8 @@ class SegmentWidget(DockWidget):
         lesions.data = mask
         self.rethreshold_button.enabled = False
         self._show_counts(name)
+        if stored is not None:
+            self.fill_table(name)  # the table lists the mask shown (a run's lists the run's lesions)
         return True
 
     # ---- saving ------------------------------------------------------------------------------

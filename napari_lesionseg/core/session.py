@@ -302,17 +302,26 @@ class AnnotationSession:
         return Accepted(photo.auto_mask.copy(), False)
 
     def rethreshold(self, name: str, threshold: float, label: NDArray | None = None, *,
-                    force: bool = False) -> NDArray[np.uint8]:
-        """The model's mask at ``threshold`` from the stored probability (no model run).
-        Raises :class:`EditsWouldBeLost` when ``label`` is edited, unless ``force``."""
+                    force: bool = False, probability: NDArray | None = None) -> NDArray[np.uint8]:
+        """The model's mask at ``threshold`` from the stored probability (no model run): this
+        session's run, else ``probability`` (a prediction stored in the project, shown with the
+        photo; its other types keep their stored masks). Raises :class:`EditsWouldBeLost` when
+        ``label`` is edited, unless ``force``."""
         photo = self.photos.get(name)
-        if photo is None or photo.prediction is None:
+        if photo is None or (photo.prediction is None and probability is None):
             raise LesionsegInputError(None, f"{name}: run the segmentation first")
         if label is not None and not force and self.is_edited(name, label):
             raise EditsWouldBeLost(name, "re-thresholding")
         pred = photo.prediction
-        mask = threshold_mask(pred.probability, threshold, self.model().config.inference.min_lesion_area)
-        photo.auto_mask = prediction_label(pred, mask)
+        min_area = load_model_config(self.model_path()).inference.min_lesion_area  # its config, not its weights
+        if pred is not None:
+            photo.auto_mask = prediction_label(pred, threshold_mask(pred.probability, threshold, min_area))
+        else:
+            assert probability is not None
+            others = self.type_maps(name)
+            photo.auto_mask = composite_mask(threshold_mask(probability, threshold, min_area),
+                                             {t: m.mask for t, m in others.items()},
+                                             lambda t: probability if t == HE else others[t].probability)
         return photo.auto_mask.copy()
 
     # ---- disk ----------------------------------------------------------------------------------
