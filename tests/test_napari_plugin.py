@@ -152,17 +152,10 @@ def test_gui_on_a_filled_project_opens_its_most_uncertain_photo_for_review(make_
                                                                           small_pairs) -> None:
     """``lesionseg gui --project P`` after ``predict --project P`` opened the bundled sample, not
     the project's photos: the annotator had to find Review lesions and press Open next image."""
-    from PIL import Image
-
+    from helpers import project_with_predictions
     from napari_lesionseg._qt.launch import open_segment_window
-    from napari_lesionseg.core.store import Project
 
-    proj = Project(tmp_path / "proj")
-    for img, level in zip(sorted((small_pairs / "images").iterdir()), (0.2, 0.6)):
-        iid = proj.add_image(img)
-        h, w = np.asarray(Image.open(img)).shape[:2]
-        proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
-                             np.full((h, w), level, np.float32))
+    proj = project_with_predictions(tmp_path / "proj", small_pairs / "images")
     viewer = make_napari_viewer()
     seg = open_segment_window(viewer, project=proj.root)
     review = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Review lesions"))

@@ -509,16 +509,9 @@ def test_the_project_folder_is_chosen_with_a_magicgui_folder_field(make_napari_v
 def test_a_damaged_project_photo_is_said_and_passed_over(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
     """A project photo whose file was damaged raised in the event loop at every click of Open
     next image, and the queue, most uncertain first, never got past it to the others."""
-    from PIL import Image
+    from helpers import project_with_predictions
 
-    from napari_lesionseg.core.store import Project
-
-    proj = Project(tmp_path / "proj")
-    for img, level in zip(sorted((small_pairs / "images").iterdir()), (0.2, 0.6)):
-        iid = proj.add_image(img)
-        h, w = np.asarray(Image.open(img)).shape[:2]
-        proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
-                             np.full((h, w), level, np.float32))
+    proj = project_with_predictions(tmp_path / "proj", small_pairs / "images")
     damaged = proj.image_path("IDRiD_16")  # the most uncertain
     damaged.write_bytes(b"not a photo any more")
     viewer = make_napari_viewer()
@@ -537,16 +530,9 @@ def test_a_prediction_by_another_model_than_the_current_is_said(make_napari_view
                                                                   small_pairs) -> None:
     """After a fine-tuned version was promoted mid-queue, Open next image kept showing the old
     model's stored predictions as if they were the current model's."""
-    from PIL import Image
+    from helpers import project_with_predictions
 
-    from napari_lesionseg.core.store import Project
-
-    proj = Project(tmp_path / "proj")
-    for img, model, level in zip(sorted((small_pairs / "images").iterdir()), ("default", "old-model"), (0.2, 0.6)):
-        iid = proj.add_image(img)
-        h, w = np.asarray(Image.open(img)).shape[:2]
-        proj.save_prediction(iid, model, np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
-                             np.full((h, w), level, np.float32))
+    proj = project_with_predictions(tmp_path / "proj", small_pairs / "images", ("default", "old-model"))
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     w.project_edit.setText(str(proj.root))  # no version promoted: the shipped default is current
