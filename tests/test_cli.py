@@ -478,6 +478,10 @@ def test_predict_into_a_project_uses_its_active_model_and_keeps_its_corrections(
     assert (out / "IDRiD_16_mask.png").exists() and (out / "summary.csv").exists()
     assert [v.version for v in project.versions("IDRiD_16")] == [1]
     assert np.array_equal(project.latest_label("IDRiD_16"), label)
+    # the project's own photos segmented again (after a promotion): the same ids, nothing copied twice
+    r = lesionseg("predict", proj / "images", "--project", proj, "--quiet")
+    assert r.returncode == 0 and "1 of 1 images" in r.stdout, r.stderr
+    assert project.image_ids() == ["IDRiD_16"] and len(list((proj / "images").iterdir())) == 1
 
 
 def test_predict_needs_an_output_folder_or_a_project(tmp_path: Path, small_pairs: Path) -> None:
