@@ -578,8 +578,9 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
     mask[40:50, 40:60], prob[40:50, 40:60] = 1, 0.4  # a doubtful lesion
     mask[100:110, 100:120], prob[100:110, 100:120] = 1, 0.95  # a sure one
     prob[200:220, 200:230] = 0.3  # a possible miss
+    rates = [[0.0, 1.0], [0.5, 0.5]]  # every region a 50 % chance of a mistake
     proj.save_prediction(iid, "m1", prob, mask, np.clip(prob * (1 - prob) * 4, 0, 1),
-                         settings_metadata(0.5, ReviewConfig()))
+                         settings_metadata(0.5, ReviewConfig(missed_rate=rates, false_alarm_rate=rates)))
     viewer = make_napari_viewer()
     _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     rev.project_edit.setText(str(proj.root))
@@ -596,3 +597,7 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
     assert rows[0] == ("lesion", 200, False)  # the sure lesion: the one left to look at
     assert all(d for _k, _a, d in rows[1:]) and len(rows) == 3, rows
     assert rev.table.item(1, 4).text() == rev.table.item(2, 4).text() == "edited"
+    assert "2 edited by you (listed last)" in rev.info.text()
+    rev.hide_below.value = 0.05  # the edited ones are no likely mistakes: set aside, and said apart
+    assert [(r.kind, r.area_px) for r in rev.review.regions] == [("lesion", 200)]
+    assert "2 edited by you" in rev.info.text() and "not listed" not in rev.info.text(), rev.info.text()

@@ -240,9 +240,12 @@ class ReviewWidget(DockWidget):
                      "(the model's rates)")
         elif total is not None and self.review.hidden:
             text += f"; about {total:.1f} of the {len(self.review.regions)} listed are likely mistakes"
-        if self.review.hidden:
-            text += (f"; {len(self.review.hidden)} less likely than {self.hide_below.value:.2f} not listed "
+        undecided = [r for r in self.review.hidden if not r.decided]
+        if undecided:
+            text += (f"; {len(undecided)} less likely than {self.hide_below.value:.2f} not listed "
                      f"(about {self.review.expected_hidden():.1f} mistakes among them)")
+        if n_edited := sum(r.decided for r in everything):
+            text += f"; {n_edited} edited by you{'' if self.review.hidden else ' (listed last)'}"
         self.info.setText(text)
         return self.review
 
