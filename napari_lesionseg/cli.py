@@ -168,12 +168,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                         "project folder) or both")
     paths = collect_images(args.inputs)
     project = _project(args.project)
-    model_arg = args.model
-    if model_arg is None and project is not None:
-        from .core.registry import Registry
-
-        model_arg = Registry(project.root).active()  # what the plugin would run in this project
-    model, dev = _load_model(model_arg, args.device, args.extra_grids)
+    model, dev = _load_model(project_model(args.model, project.root if project is not None else None), args.device, args.extra_grids)
     types = _lesion_types(args.lesions, model)
     with _bar(len(paths), args.quiet, "img") as bar:
         res = _drive(predict_files(model, paths, args.out, keep_going=args.keep_going, mm_per_px=args.mm_per_px,
@@ -230,12 +225,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.batch import evaluate_pairs
     from .core.report import write_report
 
-    pairs, model_arg = _evaluation_pairs(args), args.model
-    if model_arg is None and args.project is not None:
-        from .core.registry import Registry
-
-        model_arg = Registry(args.project.expanduser()).active()  # what the plugin runs in this project
-    model, dev = _load_model(model_arg, args.device, args.extra_grids)
+    pairs = _evaluation_pairs(args)
+    root = args.project.expanduser() if args.project is not None else None
+    model, dev = _load_model(project_model(args.model, root), args.device, args.extra_grids)
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
                                         threshold=args.threshold, precision=args.precision,
@@ -321,6 +313,16 @@ def _version_row(path: Path, active: bool) -> str:
                   if isinstance(old.get(k), (int, float)) and isinstance(new.get(k), (int, float))]
         text += f"  {', '.join(scores)}" + (f" ({metrics['validation']})" if metrics.get("validation") else "")
     return text
+
+
+def project_model(model: Path | None, project_root: Path | None) -> Path | None:
+    """``--model`` as given, else with a project its active model (what the plugin runs and
+    fine-tunes there), else None (the shipped default)."""
+    if model is not None or project_root is None:
+        return model
+    from .core.registry import Registry
+
+    return Registry(project_root).active()
 
 
 def existing_project(folder: Path) -> Path:

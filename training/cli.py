@@ -173,14 +173,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     model, out_dir = args.model, args.out
     if args.project is not None:
-        from napari_lesionseg.cli import existing_project
+        from napari_lesionseg.cli import existing_project, project_model
         from napari_lesionseg.core.registry import Registry
         from napari_lesionseg.core.store import Project
 
         project = Project(existing_project(args.project))
         pairs = project.corrected_pairs()
         reg = Registry(project.root)
-        model = reg.active() if model is None else model  # what the plugin's button fine-tunes
+        model = project_model(model, project.root)  # what the plugin's button fine-tunes
         out_dir = reg.new_version_path() if out_dir is None else out_dir
     else:
         if args.masks is None:

@@ -24,7 +24,6 @@ from qtpy.QtWidgets import (
 from ..core.errors import LesionsegInputError
 from ..core.fuzzy import binary_entropy
 from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
-from ..core.model_folder import load_model_config
 from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
 from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
 from ..core.segment_layers import UNSURE, all_layer_names, layer_names, project_image_layers
@@ -451,7 +450,7 @@ class ReviewWidget(DockWidget):
         if not stored or photo is None or photo.saved is not None:
             return ""
         try:
-            current = load_model_config(self.session.model_path()).name
+            current = self.session.model_config().name
         except (LesionsegInputError, OSError):
             return ""
         return ("" if stored == current else f". Segmented by '{stored}', not by the current model '{current}': Run "

@@ -180,10 +180,24 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
                            "visible": False, "metadata": meta}, "image"))
         out.append((fuzzy, {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta}, "image"))
     if mask is None:
-        predicted = project.prediction_map(image_id, "mask")
-        others = {t: m for t, (_p, m, _thr) in project.prediction_types(image_id, probabilities=False).items()}
-        mask = None if predicted is None else composite_mask(
-            predicted > 0.5, others, lambda t: prob if t == HE else project.prediction_map(image_id, f"{t}_prob"))
+        mask = stored_label_map(project, image_id, prob)
     if mask is not None:
         out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": meta}, "labels"))
     return out
+
+
+def stored_label_map(project, image_id: str, prob: NDArray | None = None) -> NDArray[np.uint8] | None:
+    """The label map of the image's latest stored prediction (None: none stored): its
+    hemorrhage mask and every other type's, overlaps settled by probability as a run's are
+    (``prob``: the stored hemorrhage probability, when already read)."""
+    predicted = project.prediction_map(image_id, "mask")
+    if predicted is None:
+        return None
+    others = {t: m for t, (_p, m, _thr) in project.prediction_types(image_id, probabilities=False).items()}
+
+    def probability(t: str) -> NDArray | None:
+        if t == HE:
+            return prob if prob is not None else project.prediction_map(image_id, "prob")
+        return project.prediction_map(image_id, f"{t}_prob")
+
+    return composite_mask(predicted > 0.5, others, probability)

@@ -33,10 +33,11 @@ from .image_io import read_image
 from .inference import Prediction, Progress, TypeMaps, predict
 from .lesion_types import HE, LESION_TYPES, TYPE_VALUE, lesion_outputs
 from .lesions import threshold_mask
+from .model_config import ModelConfig
 from .model_folder import LoadedModel, load_model_config, load_model_folder
 from .registry import Registry
 from .review import settings_metadata
-from .segment_layers import composite_mask, prediction_label
+from .segment_layers import composite_mask, prediction_label, stored_label_map
 from .segment_layers import labels_to_label_map as to_label_map
 from .store import LabelVersion, Project
 
@@ -191,10 +192,15 @@ class AnnotationSession:
     def lesion_types(self) -> list[str]:
         """The lesion types the current model outputs (hemorrhages only for today's default):
         the values a label map holds (core/lesion_types.py TYPE_VALUE)."""
+        return lesion_outputs(self.model_config().network.outputs)
+
+    def model_config(self) -> ModelConfig:
+        """The current model's config: the loaded model's, else read from its folder (no weights
+        loaded to learn its outputs, threshold or name)."""
         path = self.model_path()
         if self._model is not None and self._model.path == path:
-            return lesion_outputs(self._model.config.network.outputs)
-        return lesion_outputs(load_model_config(path).network.outputs)  # its config: no weights loaded for this
+            return self._model.config
+        return load_model_config(path)
 
     def photo_types(self, name: str) -> list[str]:
         """The lesion types whose values photo ``name``'s label map holds: the model's, those of
@@ -245,13 +251,7 @@ class AnnotationSession:
         proj = self.project
         if proj is None or photo.image_id is None:
             return None
-        he = proj.prediction_map(photo.image_id, "mask")
-        if he is None:
-            return None
-        iid = photo.image_id
-        others = {t: m for t, (_p, m, _thr) in proj.prediction_types(iid, probabilities=False).items()}
-        # overlaps settled as when the prediction was shown (segment_layers.project_image_layers)
-        return composite_mask(he > 0.5, others, lambda t: proj.prediction_map(iid, "prob" if t == HE else f"{t}_prob"))
+        return stored_label_map(proj, photo.image_id)
 
     def close_photo(self, name: str) -> None:
         self.photos.pop(name, None)
@@ -313,7 +313,7 @@ class AnnotationSession:
         if label is not None and not force and self.is_edited(name, label):
             raise EditsWouldBeLost(name, "re-thresholding")
         pred = photo.prediction
-        min_area = load_model_config(self.model_path()).inference.min_lesion_area  # its config, not its weights
+        min_area = self.model_config().inference.min_lesion_area
         if pred is not None:
             photo.auto_mask = prediction_label(pred, threshold_mask(pred.probability, threshold, min_area))
         else:
@@ -365,13 +365,14 @@ class AnnotationSession:
         the annotator changed. With ``only_if_edited`` nothing is written when it equals what
         was last saved."""
         photo = self.photos.get(name) or self.open_photo(name)
-        lab = self._label_map(label, name)
-        if only_if_edited and not self.is_edited(name, lab):
+        types = self.photo_types(name)
+        lab = to_label_map(label, types)
+        ref = photo.reference
+        if only_if_edited and (ref is None or np.array_equal(lab, ref)):  # is_edited, the types read once
             return None
         proj, iid = self._registered(photo)
         pred = photo.prediction
-        ref = photo.reference
-        touched = {t for t in self.photo_types(name)
+        touched = {t for t in types
                    if ref is not None and not np.array_equal(lab == TYPE_VALUE[t], ref == TYPE_VALUE[t])}
         photo.reviewed |= touched
         v = proj.save_label(iid, lab, model_version=pred.model_version if pred else None,
