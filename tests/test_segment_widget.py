@@ -636,3 +636,42 @@ def test_a_five_output_photo_keeps_its_types_under_a_hemorrhage_model(make_napar
     files = seg.export()
     label_png = next(f for f in files if f.name.endswith("_label.png"))
     np.testing.assert_array_equal(read_label(label_png), edited)
+
+
+def test_photos_without_a_file_we_read_are_corrected_and_kept(make_napari_viewer, qtbot, tiny_model_dir: Path,
+                                                              small_pairs: Path, tmp_path: Path) -> None:
+    """A photo opened from a WebP (napari reads it; the project listed no .webp and answered
+    "no image with id 'x'; add it first") and a photo layer made in memory (a script, another
+    plugin's reader such as DICOM: "has no source file; open the photo from disk") could be
+    segmented but their corrections could not be saved, so they were lost with the viewer."""
+    from PIL import Image
+
+    from napari_lesionseg.core.image_io import read_image, read_label
+
+    rgb = read_image(small_pairs / "images" / "IDRiD_04.jpg")[0]
+    Image.fromarray(rgb).save(tmp_path / "clinic.webp", lossless=True)
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "clinic.webp"))
+    viewer.add_image(rgb[::-1].copy(), name="from a script", rgb=True)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    widget.set_model_folder(tiny_model_dir)
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    for name in ("clinic", "from a script"):
+        widget.image_picker.choose(name)
+        _run(qtbot, widget)
+        lab = viewer.layers[f"{name} lesions"]
+        lab.data[10:20, 30:40] = 1
+        lab.refresh()
+        saved = widget.save_correction()
+        assert saved is not None, widget.status.text()
+        assert (read_label(saved)[10:20, 30:40] == 1).all()
+    proj = tmp_path / "proj"
+    assert sorted(f.name for f in (proj / "images").iterdir() if f.suffix == ".png") == ["clinic.png",
+                                                                                         "from_a_script.png"]
+    # napari opened anew with the same pixels: the correction comes back
+    viewer2 = make_napari_viewer()
+    viewer2.add_image(rgb[::-1].copy(), name="from a script", rgb=True)
+    _, w2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    w2.project_edit.setText(str(proj))
+    assert "brought back" in w2.status.text()
+    assert (viewer2.layers["from a script lesions"].data[10:20, 30:40] == 1).all()

@@ -85,6 +85,31 @@ def test_saves_only_real_edits_and_reopening_brings_them_back(session: Annotatio
     np.testing.assert_array_equal(shown, label)
 
 
+def test_a_photo_without_a_file_is_corrected_saved_and_brought_back(session: AnnotationSession, small_pairs: Path,
+                                                                    tmp_path: Path) -> None:
+    """A layer with no file our reader decodes (made in memory, or read by another plugin):
+    "has no source file; open the photo from disk" refused its correction. Its pixels are
+    kept in the project, with its prediction, and bring the correction back."""
+    from napari_lesionseg.core.image_io import read_image
+
+    rgb = read_image(_photo(small_pairs))[0]
+    asked = []
+    session.open_photo("scan", None, pixels=lambda: asked.append(1) or rgb)
+    session.open_photo("scan", None, pixels=lambda: asked.append(1) or rgb)
+    assert len(asked) == 1  # the pixels are asked for once
+    label = session.accept_run("scan", run_to_end(session.run("scan"))).label.copy()
+    assert session.store("scan") is not None
+    label[5:9, 5:9] = 1
+    v = session.save_correction("scan", label)
+    assert v is not None and v.image_id == "scan"
+    proj = session.project
+    assert proj.image_ids() == ["scan"] and proj.prediction_settings("scan")
+    again = AnnotationSession(project_dir=tmp_path / "proj", model_dir=session.model_dir)
+    np.testing.assert_array_equal(again.open_photo("scan", None, pixels=lambda: rgb.copy()).saved, label)
+    other = AnnotationSession(project_dir=tmp_path / "proj", model_dir=session.model_dir)
+    assert other.open_photo("scan", None, pixels=lambda: rgb[::-1].copy()).saved is None  # other pixels
+
+
 def test_layer_data_is_copied_not_aliased(session: AnnotationSession, small_pairs: Path) -> None:
     """napari paints into the layer's array in place: the session must keep its own copy."""
     session.open_photo("a", _photo(small_pairs))

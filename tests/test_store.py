@@ -75,6 +75,51 @@ def test_adding_images(project, tmp_path: Path) -> None:
     assert proj.image_ids() == ["IDRiD_04", "IDRiD_16", "IDRiD_16-2"]
 
 
+def test_a_photo_in_a_format_the_project_does_not_list_is_kept_as_its_pixels(project, tmp_path: Path) -> None:
+    """A WebP napari opens was copied as ``images/<id>.webp``, which the project does not list:
+    the correction could not be saved ("no image with id ...; add it first") and the copy was
+    left behind. It is kept as a lossless PNG, identified by the WebP's own bytes."""
+    from PIL import Image
+
+    from napari_lesionseg.core.image_io import read_image
+
+    proj, _ = project
+    rgb = read_image(sample_paths("idrid_04")[0])[0][::8, ::8]
+    webp = tmp_path / "photo.webp"
+    Image.fromarray(rgb).save(webp, lossless=True)
+    iid = proj.add_image(webp)
+    assert iid == "photo" and proj.image_path(iid) == proj.root / "images" / "photo.png"
+    np.testing.assert_array_equal(read_image(proj.image_path(iid))[0], rgb)
+    assert proj.add_image(webp) == iid and proj.find_image(webp) == iid  # found again by the WebP
+    proj.save_label(iid, np.zeros(rgb.shape[:2], np.uint8))
+    assert proj.manifest()[-1]["image_sha256"] == hashlib.sha256(webp.read_bytes()).hexdigest()
+    assert proj.image_ids() == ["IDRiD_16", "photo"]
+
+
+def test_pixels_with_no_file_are_kept_and_found_again(project) -> None:
+    """A napari layer made in memory, or read by another plugin (DICOM): its pixels are what
+    the project keeps; the same pixels under the same name give the same id, others a new one."""
+    from napari_lesionseg.core.image_io import read_image
+
+    proj, _ = project
+    rgb = np.ascontiguousarray(read_image(sample_paths("idrid_04")[0])[0][::8, ::8])
+    assert proj.find_pixels(rgb, "scan 1") is None
+    iid = proj.add_pixels(rgb, "scan 1")
+    assert iid == "scan_1" and proj.add_pixels(rgb.copy(), "scan 1") == iid
+    assert proj.find_pixels(rgb.copy(), "scan 1") == iid
+    np.testing.assert_array_equal(read_image(proj.image_path(iid))[0], rgb)
+    other = rgb.copy()
+    other[0, 0] ^= 1
+    assert proj.find_pixels(other, "scan 1") is None and proj.add_pixels(other, "scan 1") == "scan_1-2"
+    assert proj.add_pixels(rgb[:, :-1], "scan 1") == "scan_1-3"  # same bytes' prefix, another size
+    with pytest.raises(LesionsegInputError, match="RGB uint8"):
+        proj.add_pixels(rgb[..., 0], "gray")
+    # an interrupted add left the identity without the PNG: a later photo of that name is itself
+    (proj.root / "images" / "IDRiD_04.origin.json").write_text(json.dumps({"origin": "x", "sha256": "0" * 64}))
+    assert proj.add_image(sample_paths("idrid_04")[0]) == "IDRiD_04"
+    assert proj.find_image(sample_paths("idrid_04")[0]) == "IDRiD_04"
+
+
 def test_bad_labels_refused(project) -> None:
     proj, iid = project
     with pytest.raises(LesionsegInputError, match="label values must be 0"):

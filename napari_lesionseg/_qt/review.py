@@ -33,8 +33,8 @@ from .shared import (
     ProjectField,
     StepQueue,
     button,
+    open_layer_photo,
     panel,
-    photo_source,
     segmented_photo_name,
     session_for,
 )
@@ -200,7 +200,7 @@ class ReviewWidget(DockWidget):
         name = self.image_picker.name
         try:
             if name not in self.session.photos and name in self.viewer.layers:
-                self.session.open_photo(name, photo_source(self.viewer.layers[name]) or None)
+                open_layer_photo(self.session, self.viewer.layers[name])
             model = self.session.model_mask(name)
         except (LesionsegInputError, OSError):
             return None
@@ -462,10 +462,7 @@ class ReviewWidget(DockWidget):
         lname = layer_names(name)["lesions"]
         if lname not in self.viewer.layers or name not in self.viewer.layers:
             return
-        src = photo_source(self.viewer.layers[name])
-        if not src:
-            return
-        self.session.open_photo(name, src)
+        open_layer_photo(self.session, self.viewer.layers[name])
         self.session.save_correction(name, self.viewer.layers[lname].data, only_if_edited=True)
 
     def toggle_fuzzy(self) -> None:

@@ -52,8 +52,8 @@ from .shared import (
     ProjectField,
     StepQueue,
     button,
+    open_layer_photo,
     panel,
-    photo_source,
     segmented_photo_name,
     session_for,
 )
@@ -373,7 +373,7 @@ class SegmentWidget(DockWidget):
         if not name or layer.name != layer_names(name)["lesions"] or self.turns.busy:
             return  # not this photo's, or this dock's own run showing its result
         try:
-            photo = self.session.open_photo(name, self._source(name))
+            photo = open_layer_photo(self.session, self.viewer.layers[name])
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
             return
@@ -410,10 +410,6 @@ class SegmentWidget(DockWidget):
     def _threshold(self) -> float:
         return float(self.threshold.value)
 
-    def _source(self, name: str) -> str | None:
-        layer = self.viewer.layers[name]
-        return photo_source(layer)
-
     def _lesions(self, name: str) -> Any:
         lname = layer_names(name)["lesions"]
         return self.viewer.layers[lname] if lname in self.viewer.layers else None
@@ -431,7 +427,7 @@ class SegmentWidget(DockWidget):
         try:
             model = self.model()
             rgb = as_rgb_uint8(layer.data)
-            self.session.open_photo(name, self._source(name))
+            open_layer_photo(self.session, layer, rgb)
         except (LesionsegInputError, ValueError) as err:
             self._error(str(err))
             return None
@@ -541,7 +537,7 @@ class SegmentWidget(DockWidget):
     def _store_prediction(self, name: str) -> None:
         """With a project set, keep the prediction there (orders the review by uncertainty),
         off the GUI thread."""
-        if self.session.project is None or not self._source(name):
+        if self.session.project is None:
             return
         from napari.qt.threading import create_worker
 
@@ -643,7 +639,7 @@ class SegmentWidget(DockWidget):
     def _restore_correction(self, new: str) -> None:
         """Show the project's latest correction of the photo ``new`` when none is shown."""
         try:
-            photo = self.session.open_photo(new, self._source(new))
+            photo = open_layer_photo(self.session, self.viewer.layers[new])
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
             return
@@ -670,7 +666,7 @@ class SegmentWidget(DockWidget):
             self._error(f"no '{layer_names(name)['lesions']}' layer to save: run the segmentation first")
             return None
         try:
-            self.session.open_photo(name, self._source(name))
+            open_layer_photo(self.session, self.viewer.layers[name])
             version = self.session.save_correction(name, lesions.data)
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
@@ -691,7 +687,7 @@ class SegmentWidget(DockWidget):
             return []
         pred = self.results.get(name)
         try:
-            photo = self.session.open_photo(name, self._source(name))
+            photo = open_layer_photo(self.session, self.viewer.layers[name])
             types = self.session.photo_types(name)  # a five-output photo's types, whatever the model now
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))

@@ -11,7 +11,9 @@ from typing import Any
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
 
-from ..core.session import AnnotationSession
+from ..core.image_io import decodable
+from ..core.session import AnnotationSession, Photo
+from ._arrays import as_rgb_uint8
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, AnnotationSession] = weakref.WeakKeyDictionary()
 
@@ -52,8 +54,18 @@ def segmented_photo_name(layer: object) -> str | None:
 
 def photo_source(layer: Any) -> str | None:
     """The file a photo layer was read from: what the project's Open next image recorded, else
-    what napari's reader did (None for an array with no file)."""
-    return layer.metadata.get("path") or getattr(layer.source, "path", None)
+    what napari's reader did, when our reader decodes it too (None for an array with no file,
+    or a file only another plugin reads: such a photo is kept in a project as its pixels)."""
+    path = layer.metadata.get("path") or getattr(layer.source, "path", None)
+    return path if path and decodable(path) else None
+
+
+def open_layer_photo(session: AnnotationSession, layer: Any, rgb: Any = None) -> Photo:
+    """Open the photo layer in the session: by its file, else by its pixels (``rgb``, else
+    read from the layer, only when they are needed)."""
+    src = photo_source(layer)
+    return session.open_photo(layer.name, src,
+                              pixels=None if src else (lambda: rgb if rgb is not None else as_rgb_uint8(layer.data)))
 
 
 def follow_project(edit: Any, session: AnnotationSession) -> None:

@@ -150,6 +150,17 @@ def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
     return np.ascontiguousarray(arr)
 
 
+def decodable(path: str | os.PathLike[str]) -> bool:
+    """Whether :func:`read_image` can take ``path``'s format (its header is read, not its
+    pixels): False for a missing file, a folder, or a format only another napari plugin reads
+    (DICOM, microscopy formats)."""
+    try:
+        with Image.open(path):
+            return True
+    except (OSError, ValueError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
+        return False
+
+
 def _bit_depth(im: Image.Image) -> int:
     return {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}.get(im.mode, 8)
 

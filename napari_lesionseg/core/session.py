@@ -75,8 +75,9 @@ class Photo:
     photo holds what it is compared with."""
 
     name: str
-    source: Path | None = None  # the file on disk (None: an array with no file)
+    source: Path | None = None  # the file on disk (None: an array with no file our reader decodes)
     image_id: str | None = None  # its id in the project, once registered
+    pixels: NDArray[np.uint8] | None = None  # RGB, for a photo without a source: what the project keeps
     prediction: Prediction | None = None
     auto_mask: NDArray[np.uint8] | None = None  # the model's 0/1 mask at the current threshold
     saved: NDArray[np.uint8] | None = None  # the label map as last saved (or read from the project)
@@ -170,17 +171,22 @@ class AnnotationSession:
         return self._model
 
     # ---- photos ------------------------------------------------------------------------------
-    def open_photo(self, name: str, source: str | os.PathLike[str] | None = None) -> Photo:
-        """Register an open photo; with a project that holds it (same file content), its
-        latest correction becomes the saved label map, to be shown."""
+    def open_photo(self, name: str, source: str | os.PathLike[str] | None = None,
+                   pixels: Callable[[], NDArray[np.uint8]] | None = None) -> Photo:
+        """Register an open photo; with a project that holds it (same file content; for a photo
+        without a ``source``, the same ``pixels()``: its RGB, asked for once), its latest
+        correction becomes the saved label map, to be shown."""
         photo = self.photos.get(name)
         if photo is None:
             photo = self.photos[name] = Photo(name, Path(source) if source else None)
         elif source and photo.source is None:
             photo.source = Path(source)
+        if photo.source is None and photo.pixels is None and pixels is not None:
+            photo.pixels = pixels()
         proj = self.project
-        if proj is not None and photo.source is not None and photo.saved is None:
-            iid = proj.find_image(photo.source)
+        if proj is not None and photo.saved is None and (photo.source is not None or photo.pixels is not None):
+            iid = (proj.find_image(photo.source) if photo.source is not None
+                   else proj.find_pixels(photo.pixels, name))  # type: ignore[arg-type]
             if iid is not None:
                 photo.image_id = iid
                 hit = proj.latest_with_label(iid)
@@ -281,9 +287,12 @@ class AnnotationSession:
         is applied by :meth:`accept_run`."""
         photo = self.photos.get(name) or self.open_photo(name)
         if rgb is None:
-            if photo.source is None:
+            if photo.source is not None:
+                rgb, _ = read_image(photo.source)
+            elif photo.pixels is not None:
+                rgb = photo.pixels
+            else:
                 raise LesionsegInputError(None, f"{name}: no pixels and no source file to segment")
-            rgb, _ = read_image(photo.source)
         pred = yield from predict(self.model(), rgb, device=self.device, threshold=threshold, precision=precision)
         return pred
 
@@ -329,17 +338,20 @@ class AnnotationSession:
         proj = self.project
         if proj is None:
             raise LesionsegInputError(None, self.no_project_reason)
-        if photo.source is None:
-            raise LesionsegInputError(None, f"'{photo.name}' has no source file; open the photo from disk")
         if photo.image_id is None:
-            photo.image_id = proj.add_image(photo.source)
+            if photo.source is not None:
+                photo.image_id = proj.add_image(photo.source)
+            elif photo.pixels is not None:
+                photo.image_id = proj.add_pixels(photo.pixels, photo.name)
+            else:
+                raise LesionsegInputError(None, f"'{photo.name}' has no source file and no pixels to keep")
         return proj, photo.image_id
 
     def store(self, name: str) -> Path | None:
         """Keep the photo's prediction in the project (orders the review by uncertainty)."""
         photo = self.photos[name]
         pred = photo.prediction
-        if pred is None or self.project is None or photo.source is None:
+        if pred is None or self.project is None or (photo.source is None and photo.pixels is None):
             return None
         proj, iid = self._registered(photo)
         return store_prediction(proj, iid, pred)

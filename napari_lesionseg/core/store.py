@@ -3,6 +3,11 @@
 ```
 <project>/images/<image_id>.<ext>          copied source photo (or <image_id>.ref.json: path + sha256);
                                            the id is the file stem, or <stem>-2, -3 ... for another photo of that name
+<project>/images/<image_id>.png + <image_id>.origin.json
+                                           a photo kept as its pixels: a file in a format the project does not list
+                                           (WebP, GIF, ...), or a napari layer with no file our reader decodes (made in
+                                           memory, read by another plugin); the json names where it came from and
+                                           holds the sha256 that identifies it (of that file, or of the pixels)
 <project>/labels/<image_id>/v0001.png ...  append-only label versions (0 bg, 1 HE, 2 MA, 3 EX, 4 SE, 255 unsure)
 <project>/labels/<image_id>/v0001.json     the lesion types that version was reviewed for (absent: HE only)
 <project>/labels/<image_id>/latest.json    which version is current
@@ -38,7 +43,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from .atomic import atomic_copy, atomic_write_text, create_new, file_lock, is_temp_file, remove_stale_temp
+from .atomic import (
+    atomic_copy,
+    atomic_write_bytes,
+    atomic_write_text,
+    create_new,
+    file_lock,
+    is_temp_file,
+    remove_stale_temp,
+)
 from .errors import LesionsegInputError
 from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_image, read_label, read_unit_map
 from .jsonfile import parse_json, read_json
@@ -49,6 +62,7 @@ from .pairs import Pair
 
 VERSION_RE = re.compile(r"^v(\d{4,})\.png$")
 MANIFEST = "manifest.jsonl"
+ORIGIN = ".origin.json"  # beside a photo kept as its pixels: where it came from, and its identity
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,14 @@ def _sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def pixels_sha256(rgb: NDArray[np.uint8]) -> str:
+    """The identity of a photo kept as its pixels: sha256 of its size and RGB bytes."""
+    a = np.ascontiguousarray(rgb)
+    h = hashlib.sha256(f"{a.shape[0]}x{a.shape[1]}x{a.shape[2]}:".encode())
+    h.update(memoryview(a).cast("B"))
     return h.hexdigest()
 
 
@@ -144,20 +166,17 @@ class Project:
         two processes adding different photos cannot take one id. ``readable``: the caller has
         just read the photo (a batch that segmented it), so it is not decoded again."""
         src = Path(path)
-        if not readable:
-            read_image(src)  # refuse bad files before anything is written
+        listed = src.suffix.lower() in IMAGE_SUFFIXES
+        rgb = None if readable and listed else read_image(src)[0]  # refuse bad files before anything is written
         sha = _sha256_file(src)
+        if copy and not listed:  # a format the project does not list (WebP, GIF, ...): kept as its pixels
+            assert rgb is not None
+            return self._add_png(rgb, src.stem, sha, src.name, image_id, src)
         with self.lock():
-            if image_id is not None:
-                iid = _safe_id(image_id)
-                if self.image_path(iid) is not None and self.image_sha256(iid) != sha:
-                    raise LesionsegInputError(src, f"the project already holds a different image with id {iid!r}")
-            else:
-                iid, held = self._id_for(src, sha)
-                if held:
-                    return iid
-            if self.image_path(iid) is not None:
+            iid, held = self._claim(src.stem, sha, image_id, src)
+            if held:
                 return iid
+            (self.root / "images" / f"{iid}{ORIGIN}").unlink(missing_ok=True)  # left by an interrupted add
             if copy:
                 atomic_copy(src, self.root / "images" / f"{iid}{src.suffix.lower()}")
             else:
@@ -165,10 +184,53 @@ class Project:
                                   json.dumps({"path": str(src.resolve()), "sha256": sha}))
         return iid
 
-    def _id_for(self, src: Path, sha: str) -> tuple[str, bool]:
+    def add_pixels(self, rgb: NDArray[np.uint8], name: str, *, image_id: str | None = None) -> str:
+        """Register a photo the annotator sees in napari but no file of ours holds (a layer made
+        in memory, or read by another plugin from a format we do not decode, e.g. DICOM): its
+        pixels, as a lossless PNG. ``name`` gives the id as a file's stem does; the same pixels
+        again give the same id (see :meth:`find_pixels`)."""
+        a = np.asarray(rgb)
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            raise LesionsegInputError(None, f"{name}: a photo's pixels must be RGB uint8, got {a.dtype} {a.shape}")
+        return self._add_png(a, name, pixels_sha256(a), f"napari layer {name!r}", image_id)
+
+    def find_pixels(self, rgb: NDArray[np.uint8], name: str) -> str | None:
+        """The id under which :meth:`add_pixels` kept these pixels with this ``name``, or None."""
+        try:
+            iid, held = self._id_for(name, pixels_sha256(np.asarray(rgb)))
+        except (OSError, LesionsegInputError):
+            return None
+        return iid if held else None
+
+    def _add_png(self, rgb: NDArray[np.uint8], stem: str, sha: str, origin: str, image_id: str | None,
+                 src: Path | None = None) -> str:
+        png = encode_png(np.ascontiguousarray(rgb))
+        with self.lock():
+            iid, held = self._claim(stem, sha, image_id, src)
+            if held:
+                return iid
+            d = self.root / "images"
+            # the identity first: a PNG without it would be identified by its own bytes
+            atomic_write_text(d / f"{iid}{ORIGIN}", json.dumps({"origin": origin, "sha256": sha}))
+            atomic_write_bytes(d / f"{iid}.png", png)
+        return iid
+
+    def _claim(self, stem: str, sha: str, image_id: str | None, src: Path | None) -> tuple[str, bool]:
+        """(under the lock) The id for content ``sha``: the given ``image_id`` (refused when it
+        holds other content), else as :meth:`_id_for`; True when it already holds this content."""
+        if image_id is None:
+            return self._id_for(stem, sha)
+        iid = _safe_id(image_id)
+        if self.image_path(iid) is None:
+            return iid, False
+        if self.image_sha256(iid) != sha:
+            raise LesionsegInputError(src, f"the project already holds a different image with id {iid!r}")
+        return iid, True
+
+    def _id_for(self, name: str, sha: str) -> tuple[str, bool]:
         """The id that holds this content among ``<stem>``, ``<stem>-2``, ... (True), else the
         first free one of them (False)."""
-        stem = _safe_id(src.stem)
+        stem = _safe_id(name)
         for k in itertools.count(1):
             iid = stem if k == 1 else f"{stem}-{k}"
             if self.image_path(iid) is None:
@@ -185,7 +247,7 @@ class Project:
         the project, or None."""
         src = Path(path)
         try:
-            iid, held = self._id_for(src, _sha256_file(src))
+            iid, held = self._id_for(src.stem, _sha256_file(src))
         except (OSError, LesionsegInputError):
             return None
         return iid if held else None
@@ -213,9 +275,17 @@ class Project:
         return None
 
     def image_sha256(self, image_id: str) -> str:
+        """What identifies the photo: its file's sha256 (a reference's recorded one; for a photo
+        kept as its pixels, the sha256 its ``.origin.json`` holds)."""
         ref = self.root / "images" / f"{image_id}.ref.json"
         if ref.exists():
             return self._ref(ref)["sha256"]
+        origin = self.root / "images" / f"{image_id}{ORIGIN}"
+        if origin.exists() and (self.root / "images" / f"{image_id}.png").exists():
+            raw = read_json(origin)
+            if not isinstance(raw.get("sha256"), str):
+                raise LesionsegInputError(origin, "lacks the sha256 that identifies the photo")
+            return raw["sha256"]
         p = self.image_path(image_id)
         if p is None:
             raise LesionsegInputError(self.root / "images", f"no image with id {image_id!r}")
