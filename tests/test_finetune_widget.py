@@ -248,3 +248,46 @@ def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) ->
     assert widget.promote_button.enabled
     widget.promote_button.native.click()
     assert Registry(project).active().name == version.name
+
+
+def test_the_dock_follows_the_project_as_it_changes(make_napari_viewer, qtbot, small_pairs: Path,
+                                                    tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The project set in Segment lesions left Fine-tune's count blank until its own field was
+    edited or Fine-tune pressed; corrections saved afterwards, and versions made or promoted
+    by `lesionseg finetune/models` in a terminal, were not shown until then either."""
+    import subprocess
+    import sys
+
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
+    proj.save_label(iid, read_mask(small_pairs / "masks" / "IDRiD_04_HE.png"))
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    seg.project_edit.setText(str(proj.root))
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Fine-tune model")
+    assert "1 corrected image(s)" in w.preflight_label.text()
+    iid = proj.add_image(small_pairs / "images" / "IDRiD_16.jpg")  # saved by another dock or napari
+    proj.save_label(iid, read_mask(small_pairs / "masks" / "IDRiD_16_HE.png"))
+    qtbot.waitUntil(lambda: "2 corrected image(s)" in w.preflight_label.text(), timeout=5000)
+    for name in ("v1", "v2"):  # versions a terminal's `lesionseg finetune --project` made
+        shutil.copytree(tiny_model_dir, proj.root / "models" / name)
+    qtbot.waitUntil(lambda: w.versions.choices == ("default (shipped)", "v1", "v2"), timeout=5000)
+    assert w.versions.value == "default (shipped)" and w.session.model_path() != proj.root / "models" / "v1"
+
+    def models(*args: str) -> None:
+        r = subprocess.run([sys.executable, "-m", "napari_lesionseg.cli", "models", "--project", str(proj.root), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+
+    models("--promote", "v1")  # the list and the session follow the active model they showed
+    qtbot.waitUntil(lambda: w.versions.value == "v1" and "base model: v1" in w.preflight_label.text(), timeout=5000)
+    assert w.session.model_path() == proj.root / "models" / "v1"
+    w.versions.value = "v2"  # the annotator's pick stays while it exists
+    proj.save_label(iid, read_mask(small_pairs / "masks" / "IDRiD_16_HE.png"))
+    qtbot.wait(600)
+    assert w.versions.value == "v2"
+    models("--use-default")
+    models("--discard", "v2")
+    qtbot.waitUntil(lambda: w.versions.choices == ("default (shipped)", "v1"), timeout=5000)
+    assert w.versions.value == "default (shipped)"
+    assert w.session.model_path() != proj.root / "models" / "v1"  # followed back to the default

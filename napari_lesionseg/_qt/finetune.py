@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, FloatSpinBox
-from qtpy.QtCore import QProcess, QProcessEnvironment, QTimer
+from qtpy.QtCore import QFileSystemWatcher, QProcess, QProcessEnvironment, QTimer
 from qtpy.QtWidgets import (
     QLabel,
     QVBoxLayout,
@@ -91,19 +91,71 @@ class FinetuneWidget(DockWidget):
         lay.addWidget(versions.native)
         lay.addStretch(1)
 
+        # what the dock says follows the project: set in another dock, corrections saved there,
+        # versions made, promoted or discarded by `lesionseg finetune/models` in a terminal
+        self._watcher = QFileSystemWatcher(self)
+        self._watcher.directoryChanged.connect(self._schedule_refresh)
+        self._watcher.fileChanged.connect(self._schedule_refresh)
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(250)  # a save or a new version is several file events
+        self._refresh_timer.timeout.connect(self.refresh)
+        self._active_seen: Path | None = None
+        self._listed_active: str | None = None
+        self.session.project_listeners.append(self._on_project_changed)
+        if self.session.project_dir is not None:
+            self._on_project_changed(self.session.project_dir)
+
     # ---- preflight -------------------------------------------------------------------------
-    def preflight(self) -> dict[str, Any]:
-        """How many corrected images, which base model, and the time it will take."""
+    def _on_project_changed(self, folder: Path | None) -> None:
+        paths = self._watcher.files() + self._watcher.directories()
+        if paths:
+            self._watcher.removePaths(paths)
+        self._active_seen = None
+        self.refresh()
+
+    def _schedule_refresh(self, _path: str = "") -> None:
+        self._refresh_timer.start()
+
+    def refresh(self) -> None:
+        """Say the project as it is now (also when another dock or a terminal changed it); the
+        version chosen in the list stays chosen while it exists. When the project's active
+        model changed and the session followed the old one, the session follows the new one."""
+        proj = self.session.project
+        if proj is not None:
+            root = proj.root
+            want = [str(root), str(root / "models")] + [str(f) for f in (root / "manifest.jsonl",) if f.exists()]
+            missing = [w for w in want if w not in self._watcher.files() + self._watcher.directories()]
+            if missing:
+                self._watcher.addPaths(missing)
+            active = Registry(root).active()
+            if self._active_seen is not None and active != self._active_seen \
+                    and self.session.model_path() == self._active_seen:
+                self.session.activated(active)
+            self._active_seen = active
+        if self.process is not None and self.process.state() != QProcess.NotRunning:
+            return  # the plan being carried out stays said until it ends
+        self.preflight(keep_choice=True, quick=True)
+
+    def preflight(self, keep_choice: bool = False, quick: bool = False) -> dict[str, Any]:
+        """How many corrected images, which base model, and the time it will take.
+        ``keep_choice``: the version chosen in the list stays chosen while it exists;
+        ``quick``: the corrections are counted without reading them (a refresh on every save
+        of a large project; Fine-tune counts them exactly)."""
         proj = self.session.project
         if proj is None:
             self.preflight_label.setText("choose the project folder your corrections are saved in"
                                          if self.session.project_dir is None else self.session.no_project_reason)
             return {}
-        pairs = proj.corrected_pairs()
+        pairs = proj.corrected_pairs(read=not quick)
         reg = Registry(proj.root)
         base = reg.active()
+        chosen, active = self.versions.value, base.name if base.parent == reg.dir else DEFAULT_VERSION
         self.versions.choices = [DEFAULT_VERSION, *reg.versions()]
-        self.versions.value = base.name if base.parent == reg.dir else DEFAULT_VERSION
+        # another version the annotator picked stays picked; one that showed the active follows it
+        keep = keep_choice and chosen in self.versions.choices and chosen != self._listed_active
+        self.versions.value = chosen if keep else active
+        self._listed_active = active
         minutes = self.minutes.value
         if len(pairs) >= 3:
             n_val = max(1, len(pairs) // 4)
@@ -212,6 +264,12 @@ class FinetuneWidget(DockWidget):
         """The dock was closed: a running fine-tune is stopped and writes no new version (its
         process cleans up its run folder on SIGTERM; it is killed if it has not ended in 3 s)."""
         self.project.release()
+        if self._on_project_changed in self.session.project_listeners:
+            self.session.project_listeners.remove(self._on_project_changed)
+        self._refresh_timer.stop()
+        paths = self._watcher.files() + self._watcher.directories()
+        if paths:
+            self._watcher.removePaths(paths)
         proc = self.process
         if proc is None or proc.state() == QProcess.NotRunning:
             return
@@ -238,6 +296,7 @@ class FinetuneWidget(DockWidget):
     def _on_finished(self, code: int, status: object) -> None:
         self._read_stdout()
         self._collect_stderr()
+        self._schedule_refresh()  # the list shows the new version
         self.start_button.enabled = True
         self.cancel_button.enabled = False
         cancelled = getattr(self, "_cancelled", False)

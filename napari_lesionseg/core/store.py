@@ -424,11 +424,13 @@ class Project:
         return out
 
     # ---- for fine-tuning ---------------------------------------------------------------------
-    def corrected_pairs(self) -> list[Pair]:
-        """``(image, latest label)`` for every image with at least one saved correction."""
+    def corrected_pairs(self, read: bool = True) -> list[Pair]:
+        """``(image, latest label)`` for every image with at least one saved correction.
+        ``read=False``: the highest version is taken as the latest without reading it (a
+        count for display: a damaged highest version is passed over only when read)."""
         pairs = []
         for iid in self.image_ids():
-            v = self.latest(iid)
+            v = self.latest(iid) if read else next(reversed(self.versions(iid)), None)
             img = self.image_path(iid)
             if v is not None and img is not None:
                 pairs.append(Pair(iid, img, v.path, label_map=True, label_types=self.label_types(v)))
