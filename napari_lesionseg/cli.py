@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep each photo and its prediction in this plugin project folder (created if "
                         "needed): napari's Review lesions > Open next image then walks them most uncertain first, "
                         "with nothing to run; --model defaults to the project's active model")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="also the photos in the folders' subfolders, at any depth (a clinic's patient folders); "
+                        "the outputs mirror the subfolders (p1/OD.jpg -> OUT/p1/OD_mask.png ...) and the tables "
+                        "name each photo by its path below the folder given")
     _add_model_args(p)
     p.add_argument("--mm-per-px", type=float, default=None, help="calibration for lesion areas in mm2")
     p.add_argument("--keep-going", action="store_true", help="continue past bad files; exit 1 at the end if any failed")
@@ -160,20 +164,20 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .core.batch import collect_images, predict_files
+    from .core.batch import collect_named, predict_files
     from .core.errors import LesionsegInputError
 
     if args.out is None and args.project is None:
         raise LesionsegInputError(None, "predict: give --out (a folder for the output files), --project (a plugin "
                                         "project folder) or both")
-    paths = collect_images(args.inputs)
+    paths, names = collect_named(args.inputs, recursive=args.recursive, exclude=[args.out, args.project])
     project = _project(args.project)
     model, dev = _load_model(project_model(args.model, project.root if project is not None else None), args.device, args.extra_grids)
     types = _lesion_types(args.lesions, model)
     with _bar(len(paths), args.quiet, "img") as bar:
         res = _drive(predict_files(model, paths, args.out, keep_going=args.keep_going, mm_per_px=args.mm_per_px,
                                    device=str(dev), tta=args.tta, precision=args.precision, types=types,
-                                   prob_bits=args.prob_bits, project=project), bar)
+                                   prob_bits=args.prob_bits, project=project, names=names), bar)
     where = " and ".join([*([str(args.out)] if args.out is not None else []),
                           *([f"project {project.root}"] if project is not None else [])])
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}'{_grids_note(model)} "

@@ -567,3 +567,33 @@ def test_evaluate_scores_a_projects_models_against_its_saved_corrections(tmp_pat
     project.save_label("IDRiD_04", only_ma, types=["MA"])
     r = lesionseg("evaluate", "--project", proj, "--quiet")
     assert r.returncode == 0 and "on 1 images" in r.stdout, r.stdout + r.stderr
+
+
+def test_a_clinics_patient_folders_are_segmented_with_recursive(tmp_path: Path, small_pairs: Path,
+                                                                tiny_model_dir: Path) -> None:
+    """Photos exported as <patient>/OD.jpg could not be segmented: the folder was "not an image
+    file", and the photos given one by one "would collide" (also with only --project, where
+    nothing collides). With --recursive the outputs mirror the subfolders."""
+    clinic = tmp_path / "clinic"
+    for rel in ("p1/OD.jpg", "p2/OD.jpg", "p2/visit 2/OD.jpg", ".cache/OD.jpg"):
+        (clinic / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(small_pairs / "images" / ("IDRiD_16.jpg" if rel == "p2/OD.jpg" else "IDRiD_04.jpg"), clinic / rel)
+    out = clinic / "out"  # inside the folder given: never taken for photos on the next run
+    r = lesionseg("predict", clinic, "--out", out, "--model", tiny_model_dir, "--quiet")
+    _one_clear_line(r, "clinic", "--recursive")
+    r = lesionseg("predict", clinic / "p1" / "OD.jpg", clinic / "p2" / "OD.jpg", "--out", out, "--model",
+                  tiny_model_dir, "--quiet")
+    _one_clear_line(r, "OD.jpg", "outputs would collide")
+    assert not out.exists()
+    for _ in range(2):  # the second run finds the same three photos, not the first run's outputs
+        r = lesionseg("predict", clinic, "-r", "--out", out, "--model", tiny_model_dir, "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert "3 of 3 images" in r.stdout
+    for rel in ("p1/OD", "p2/OD", "p2/visit 2/OD"):
+        assert read_mask(out / f"{rel}_mask.png").shape[0] == 356
+    with open(out / "summary.csv", newline="") as fh:
+        assert [row["image"] for row in csv.DictReader(fh)] == ["p1/OD.jpg", "p2/OD.jpg", "p2/visit 2/OD.jpg"]
+    r = lesionseg("predict", clinic / "p1" / "OD.jpg", clinic / "p2" / "OD.jpg", "--project", tmp_path / "proj",
+                  "--model", tiny_model_dir, "--quiet")  # no output files: nothing collides
+    assert r.returncode == 0, r.stderr
+    assert sorted(f.name for f in (tmp_path / "proj" / "images").iterdir()) == ["OD-2.jpg", "OD.jpg"]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 import numpy as np
@@ -66,23 +66,77 @@ class BatchResult:
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (their images, not recursive) into a list of image paths.
-    Paths that do not exist are kept, so that they fail with a clear message in order."""
-    out: list[Path] = []
+    """Expand files and folders (their images, not recursive) into a list of image paths."""
+    return collect_named(inputs)[0]
+
+
+def collect_named(inputs: Iterable[str | Path], *, recursive: bool = False,
+                  exclude: Iterable[Path | None] = ()) -> tuple[list[Path], list[str]]:
+    """Expand files and folders into image paths and their names in a batch's outputs: a file's
+    name, or with ``recursive`` a photo's path below the folder given (``p1/OD.jpg``: a clinic's
+    patient folders, each with an ``OD.jpg``, keep apart in the outputs, which mirror the
+    subfolders). Folders in ``exclude`` (the run's own output and project folders) and hidden
+    ones are not entered. Paths that do not exist are kept, so that they fail with a clear
+    message in order; a folder with photos only in its subfolders is refused at once without
+    ``recursive``."""
+    skip = [Path(e).resolve() for e in exclude if e is not None]
+    paths: list[Path] = []
+    names: list[str] = []
     for item in inputs:
         p = Path(item)
-        if p.is_dir():
-            found = without_masks(list_images(p))
-            # a folder without images stays in the list and fails in turn ("is a directory")
-            out.extend(found or [p])
-        else:
-            out.append(p)
-    stems: dict[str, Path] = {}
-    for p in out:
-        if p.stem in stems and stems[p.stem] != p:
-            raise LesionsegInputError(p, f"has the same name stem as {stems[p.stem]}; outputs would collide")
-        stems[p.stem] = p
+        if not p.is_dir():
+            paths.append(p)
+            names.append(p.name)
+            continue
+        found = without_masks(list_images(p))
+        below = _photos_below(p, skip, None if recursive else _BELOW_ENOUGH) if recursive or not found else []
+        if below and not recursive:
+            raise LesionsegInputError(p, f"holds no photos itself but its subfolders hold {len(below)}"
+                                         f"{'+' if len(below) >= _BELOW_ENOUGH else ''}: add --recursive "
+                                         "(the outputs mirror the subfolders)")
+        for f in found + below:
+            paths.append(f)
+            names.append(f.relative_to(p).as_posix())
+        if not found and not below:
+            paths.append(p)  # fails in turn ("is a directory")
+            names.append(p.name)
+    return paths, names
+
+
+_BELOW_ENOUGH = 1000  # a folder's subfolders are searched no further when only asking whether they hold photos
+
+
+def _photos_below(folder: Path, skip: list[Path], limit: int | None = None) -> list[Path]:
+    """The photos in ``folder``'s subfolders, at any depth (sorted by path; hidden folders and
+    those in ``skip`` not entered); with ``limit``, the first ``limit`` or so."""
+    out: list[Path] = []
+    for dirpath, dirnames, _files in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip)
+        if here != folder:
+            out.extend(without_masks(list_images(here)))
+        if limit is not None and len(out) >= limit:
+            break
     return out
+
+
+def output_key(name: str) -> str:
+    """A photo's name in a batch's outputs without its suffix: its output files' stem
+    (``p1/OD.jpg`` -> ``p1/OD``, written as ``p1/OD_mask.png`` ...)."""
+    return PurePosixPath(name).with_suffix("").as_posix()
+
+
+def colliding_outputs(paths: list[Path], names: list[str]) -> None:
+    """Refuse two photos whose outputs would be written to the same files (``OD.jpg`` and
+    ``OD.png``, or two folders' ``OD.jpg`` given without ``--recursive``)."""
+    keys: dict[str, Path] = {}
+    for p, name in zip(paths, names):
+        key = output_key(name)
+        if key in keys and keys[key] != p:
+            raise LesionsegInputError(p, f"has the same name stem as {keys[key]}; outputs would collide"
+                                         + (" (give their folder with --recursive: the outputs then mirror its "
+                                            "subfolders)" if keys[key].parent != p.parent else ""))
+        keys[key] = p
 
 
 def writable_folder(out_dir: Path) -> Path:
@@ -111,12 +165,15 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                   mm_per_px: float | None = None, device: str | None = None,
                   tta: str | None = None, precision: str = "auto",
                   types: list[str] | None = None, prob_bits: int = 8,
-                  project: Project | None = None) -> Generator[dict[str, Any], None, BatchResult]:
+                  project: Project | None = None,
+                  names: list[str] | None = None) -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
     every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16). With a
     ``project`` each photo is also registered there and its prediction kept as the plugin keeps
     it (``session.store_prediction``): *Review lesions* > *Open next image* then walks the batch
-    most uncertain first, with nothing to run; ``out_dir`` None writes nothing else. Events:
+    most uncertain first, with nothing to run; ``out_dir`` None writes nothing else. ``names``:
+    each photo's name in the outputs (``collect_named``: ``p1/OD.jpg`` writes ``p1/OD_mask.png``
+    ...; default: the file's name). Events:
     ``{"event": "tile", ...}`` per tile (``"stage"`` when a photo's inference is past its
     tiles), ``"image"`` per finished image, ``"failed"`` per bad file (``"stops"``: without
     ``keep_going`` the error is raised next). The next image is read in a background thread
@@ -130,7 +187,9 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
     if out_dir is None and project is None:
         raise ValueError("predict_files needs an output folder, a project or both")
     check_prob_bits(prob_bits)  # before any work
+    names = [p.name for p in paths] if names is None else names
     if out_dir is not None:
+        colliding_outputs(paths, names)
         writable_folder(out_dir)
     if project is not None:
         writable_folder(project.root / "predictions")
@@ -139,10 +198,11 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
     summary_rows: list[dict[str, Any]] = []
     lesion_rows_all: list[dict[str, Any]] = []
     stopped = "interrupted"
+    written: set[str] = set()  # the output keys of the photos whose outputs were written
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             nxt: Future | None = pool.submit(read_image, paths[0]) if paths else None
-            for i, path in enumerate(paths):
+            for i, (path, name) in enumerate(zip(paths, names)):
                 fut = nxt
                 nxt = pool.submit(read_image, paths[i + 1]) if i + 1 < len(paths) else None
                 t0 = time.perf_counter()
@@ -151,10 +211,10 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     rgb, meta = fut.result()
                     pred: Prediction = yield from _tile_events(
                         predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision,
-                                types=types), path.name, i)
+                                types=types), name, i)
                 except LesionsegInputError as err:
                     result.failures.append(Failure(str(path), str(err)))
-                    summary_rows.append({"image": path.name, "status": "failed", "error": err.problem})
+                    summary_rows.append({"image": name, "status": "failed", "error": err.problem})
                     yield {"event": "failed", "image": str(path), "message": str(err), "stops": not keep_going}
                     if not keep_going:
                         stopped = "stopped"
@@ -162,7 +222,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     continue
                 try:
                     if out_dir is not None:
-                        write_prediction(out_dir, path.stem, pred, types, prob_bits)
+                        write_prediction(out_dir, output_key(name), pred, types, prob_bits)
                     if project is not None:
                         store_prediction(project, project.add_image(path, readable=True), pred)
                 except OSError as err:
@@ -170,12 +230,12 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     raise _write_error(err, out_dir or project.root, result) from None  # type: ignore[union-attr]
                 notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and OD in outputs else [])
                 for note in notes:
-                    yield {"event": "note", "image": path.name, "message": note}
+                    yield {"event": "note", "image": name, "message": note}
                 secs = time.perf_counter() - t0
-                rows = lesion_rows(path.name, pred, types)
+                rows = lesion_rows(name, pred, types)
                 lesion_rows_all.extend(rows)
                 summary_rows.append({
-                    "image": path.name, "status": "ok", "width": meta.width, "height": meta.height,
+                    "image": name, "status": "ok", "width": meta.width, "height": meta.height,
                     "lesions": len(rows), "lesion_px": int(pred.mask.sum()),
                     "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
                     "threshold": pred.threshold, "tta": pred.tta, "grids": "+".join(map(str, pred.grids)),
@@ -183,23 +243,24 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     "notes": NOTES_SEPARATOR.join(notes),
                 })
                 result.done.append(str(path))
-                yield {"event": "image", "image": path.name, "index": i, "seconds": secs, "lesions": len(rows)}
+                written.add(output_key(name))
+                yield {"event": "image", "image": name, "index": i, "seconds": secs, "lesions": len(rows)}
         stopped = ""
     finally:
         if out_dir is not None:
-            _write_tables(out_dir, paths, summary_rows, lesion_rows_all, result, stopped)
+            _write_tables(out_dir, names, summary_rows, lesion_rows_all, written, stopped, result)
     return result
 
 
-def _write_tables(out_dir: Path, paths: list[Path], summary_rows: list[dict[str, Any]],
-                  lesion_rows_all: list[dict[str, Any]], result: BatchResult, stopped: str) -> None:
+def _write_tables(out_dir: Path, names: list[str], summary_rows: list[dict[str, Any]],
+                  lesion_rows_all: list[dict[str, Any]], written: set[str], stopped: str,
+                  result: BatchResult) -> None:
     """``summary.csv`` and ``lesions.csv`` of a run however it ended (``stopped``: why it
     ended early, "" when it finished); photos not reached are marked ``not run``."""
     seen = {r["image"] for r in summary_rows}
-    summary_rows = summary_rows + [{"image": p.name, "status": f"not run ({stopped})", "error": ""}
-                                   for p in paths if stopped and p.name not in seen]
+    summary_rows = summary_rows + [{"image": n, "status": f"not run ({stopped})", "error": ""}
+                                   for n in names if stopped and n not in seen]
     try:
-        written = {Path(p).stem for p in result.done}
         write_folder_csv(out_dir / "lesions.csv", lesion_rows_all, LESION_CSV_COLUMNS, written)
         write_folder_csv(out_dir / "summary.csv", summary_rows, SUMMARY_COLUMNS, written)
     except OSError as err:

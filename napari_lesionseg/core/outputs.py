@@ -6,7 +6,7 @@ import csv
 import io
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,10 +181,10 @@ def write_folder_csv(path: Path, rows: list[dict[str, Any]], columns: list[str],
 
 
 def _names(row: dict[str, Any]) -> set[str]:
-    """A row's photo as written (a file name in ``predict``'s tables, a stem in an export's) and
-    as a name stem."""
+    """A row's photo as written (a file name in ``predict``'s tables, ``p1/OD.jpg`` below a
+    folder given with ``--recursive``; a stem in an export's) and without its suffix."""
     image = str(row.get("image") or "")
-    return {image, Path(image).stem}
+    return {image, PurePosixPath(image).with_suffix("").as_posix() if image else ""}
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
