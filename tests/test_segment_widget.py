@@ -675,3 +675,17 @@ def test_photos_without_a_file_we_read_are_corrected_and_kept(make_napari_viewer
     w2.project_edit.setText(str(proj))
     assert "brought back" in w2.status.text()
     assert (viewer2.layers["from a script lesions"].data[10:20, 30:40] == 1).all()
+
+
+def test_painting_with_no_project_says_the_edits_are_not_kept(qtbot, segment, tmp_path: Path) -> None:
+    """Hand edits made with no project folder set were lost on closing napari without a word."""
+    viewer, widget = segment
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.paint((100, 500), 1)  # a brush stroke, as napari's paint tool makes one
+    assert "kept only in a project folder" in widget.status.text()
+    widget.status.setText("")
+    lab.paint((120, 520), 1)
+    assert widget.status.text() == ""  # said once, not at every stroke
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    assert widget.save_correction() is not None  # the edits made before are saved with the project

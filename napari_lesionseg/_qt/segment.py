@@ -194,6 +194,9 @@ class SegmentWidget(DockWidget):
         self.image_picker.on_renamed.append(self._on_photo_renamed)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
+        for layer in self.viewer.layers:  # lesions layers shown before the dock opened
+            if segmented_photo_name(layer) is not None:
+                layer.events.paint.connect(self._on_painted)
         self._on_image_switched(self.image_picker.name)
         self._on_model_changed(self.model_picker.path)
 
@@ -367,9 +370,12 @@ class SegmentWidget(DockWidget):
 
     def _on_layer_inserted(self, event: Any) -> None:
         """The current photo's lesions layer came from the project (*Open next image* adds it a
-        turn after the photo): list its lesions and say what it is."""
+        turn after the photo): list its lesions and say what it is. Every lesions layer of ours
+        is watched for hand edits made with no project to keep them (:meth:`_on_painted`)."""
         name = self.image_picker.name
         layer = event.value
+        if segmented_photo_name(layer) is not None:
+            layer.events.paint.connect(self._on_painted)
         if not name or layer.name != layer_names(name)["lesions"] or self.turns.busy:
             return  # not this photo's, or this dock's own run showing its result
         try:
@@ -386,6 +392,21 @@ class SegmentWidget(DockWidget):
             n = sum(1 for les in self._photo_lesions(photo) if les.type == HE)
             self.status.setText(f"{name}: the project's stored prediction (model '{layer.metadata['model_version']}'): "
                                 f"{n} lesion(s); press Run to segment it again")
+
+    def _on_painted(self, event: Any) -> None:
+        """A hand edit with no project folder set: nothing can keep it (closing napari lost
+        such edits without a word). Said once per viewer, in the status line and as a napari
+        notification (the dock may be a hidden tab)."""
+        if self._released or self.session.project is not None or self.session.warned_unkept:
+            return
+        self.session.warned_unkept = True
+        name = segmented_photo_name(event.source) or "this photo"
+        text = (f"{name}: hand edits are kept only in a project folder; choose one in 'project' to keep them "
+                "(then Save correction; switching photos or closing napari saves them too)")
+        self.status.setText(text)
+        from napari.utils.notifications import show_warning
+
+        show_warning(text)
 
     def centre_on_row(self, row: int, _col: int = 0) -> None:
         """Centre the viewer on the lesion of table row ``row`` (as sorted now)."""

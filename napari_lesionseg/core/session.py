@@ -101,6 +101,7 @@ class AnnotationSession:
     photos: dict[str, Photo] = field(default_factory=dict)
     project_listeners: list[Callable[[Path | None], object]] = field(default_factory=list, repr=False)
     active_model_listeners: list[Callable[[Path], object]] = field(default_factory=list, repr=False)
+    warned_unkept: bool = False  # the annotator was told that edits with no project are not kept
     _model: LoadedModel | None = field(default=None, repr=False)
     _model_device: str = field(default="", repr=False)
     _project: Project | None = field(default=None, repr=False)
