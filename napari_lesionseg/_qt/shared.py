@@ -8,9 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
 
+from ..core.errors import LesionsegInputError
 from ..core.image_io import decodable
 from ..core.session import AnnotationSession, Photo
 from ._arrays import as_rgb_uint8
@@ -52,12 +54,43 @@ def segmented_photo_name(layer: object) -> str | None:
     return None
 
 
+_SOURCES: weakref.WeakKeyDictionary[Any, tuple[str, str | None]] = weakref.WeakKeyDictionary()
+
+
 def photo_source(layer: Any) -> str | None:
     """The file a photo layer was read from: what the project's Open next image recorded, else
-    what napari's reader did, when our reader decodes it too (None for an array with no file,
-    or a file only another plugin reads: such a photo is kept in a project as its pixels)."""
+    what napari's reader did, when our reader decodes it to the pixels the layer shows (None
+    for an array with no file, a file only another plugin reads, or a photo napari shows
+    otherwise than the file says: such a photo is kept in a project as its pixels)."""
     path = layer.metadata.get("path") or getattr(layer.source, "path", None)
-    return path if path and decodable(path) else None
+    if not path:
+        return None
+    known = _SOURCES.get(layer)
+    if known is None or known[0] != path:
+        known = _SOURCES[layer] = (path, path if decodable(path) and _shows_file(layer, path) else None)
+    return known[1]
+
+
+def _shows_file(layer: Any, path: str) -> bool:
+    """Whether the layer shows the file's pixels as our reader gives them. Only a file with an
+    EXIF orientation is decoded to compare: napari's own reader does not apply the tag, so a
+    photo taken turned (a phone on a fundus adapter) is shown as stored while our reader, the
+    command line and the project turn it; a correction drawn on the one is then saved against
+    the other (rotated by 90 or 180 degrees, or mirrored)."""
+    from ..core.image_io import exif_orientation, read_image
+
+    if exif_orientation(path) == 1:
+        return True
+    try:
+        rgb = read_image(path)[0]
+        shown = as_rgb_uint8(layer.data)
+    except (LesionsegInputError, ValueError):
+        return False
+    if rgb.shape != shown.shape:
+        return False
+    step = max(1, rgb.shape[0] // 256)
+    diff = np.abs(rgb[::step, ::step].astype(np.int16) - shown[::step, ::step].astype(np.int16))
+    return float(diff.mean()) < 2.0  # one decoder's rounding, not a turned or mirrored photo
 
 
 def open_layer_photo(session: AnnotationSession, layer: Any, rgb: Any = None) -> Photo:

@@ -161,6 +161,17 @@ def decodable(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def exif_orientation(path: str | os.PathLike[str]) -> int:
+    """The EXIF orientation of an image file (1: as stored; 2-8: :func:`read_image` flips or
+    turns the pixels as the tag says), from its header; 1 when it has none or cannot be read."""
+    try:
+        with Image.open(path) as im:
+            value = int(im.getexif().get(0x0112, 1) or 1)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
 def _bit_depth(im: Image.Image) -> int:
     return {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}.get(im.mode, 8)
 
