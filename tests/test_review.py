@@ -601,3 +601,58 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
     rev.hide_below.value = 0.05  # the edited ones are no likely mistakes: set aside, and said apart
     assert [(r.kind, r.area_px) for r in rev.review.regions] == [("lesion", 200)]
     assert "2 edited by you" in rev.info.text() and "not listed" not in rev.info.text(), rev.info.text()
+
+
+@pytest.mark.gui
+def test_a_photo_kept_as_its_pixels_is_walked_and_saved_under_its_own_id(make_napari_viewer, qtbot, tmp_path,
+                                                                        small_pairs) -> None:
+    """A photo the project keeps as its pixels (a WebP, a DICOM layer, a turned JPEG) is
+    identified by them, not by its PNG's bytes: Open next image did not bring its correction
+    back into the session, an edit was then saved as a new photo 'scan-2', and
+    `lesionseg predict proj/images --project proj` made it a second photo too. And a saved
+    correction opened by Open next image (any photo's) could not be painted on: read-only."""
+    from napari_lesionseg.core.image_io import read_image, read_label
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    rgb = read_image(small_pairs / "images" / "IDRiD_04.jpg")[0]
+    iid = proj.add_pixels(rgb, "scan")
+    h, w_ = rgb.shape[:2]
+    proj.save_prediction(iid, "m1", np.full((h, w_), 0.1, np.float32), np.zeros((h, w_), np.uint8),
+                         np.ones((h, w_), np.float32))
+    first = np.zeros((h, w_), np.uint8)
+    first[5:9, 5:9] = 1
+    proj.save_label(iid, first)
+    assert proj.add_image(proj.image_path(iid)) == iid == proj.find_image(proj.image_path(iid))
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, w) == "scan"
+    assert w.session.photos["scan"].saved_version == 1  # the correction is the session's, not only shown
+    lab = viewer.layers["scan lesions"]
+    lab.paint((25, 25), 1)  # a brush stroke on the brought-back correction (it raised: read-only)
+    w._save_if_edited("scan")
+    assert proj.image_ids() == ["scan"] and proj.latest("scan").version == 2
+    assert read_label(proj.latest("scan").path)[25, 25] == 1
+
+
+@pytest.mark.gui
+def test_a_brought_back_correction_can_be_painted_on(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
+    """Open next image showed a photo's saved correction as a read-only array (Pillow's view
+    of the PNG): every brush stroke on it raised "assignment destination is read-only", so a
+    photo corrected once could not be corrected again from the review queue."""
+    from napari_lesionseg.core.image_io import read_label, read_mask
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
+    proj.save_label(iid, read_mask(small_pairs / "masks" / "IDRiD_04_HE.png"))
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, w) == iid
+    lab = viewer.layers[f"{iid} lesions"]
+    lab.paint((30, 40), 1)
+    lab.fill((200, 300), 1)
+    w._save_if_edited(iid)
+    assert proj.latest(iid).version == 2 and read_label(proj.latest(iid).path)[30, 40] == 1

@@ -255,7 +255,9 @@ def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArr
             p,
             f"mask is {arr.shape[1]}x{arr.shape[0]} but its image is {shape[1]}x{shape[0]}",
         )
-    return arr
+    # Pillow's array view is read-only: shown as a napari Labels layer (a saved correction
+    # opened by Open next image), every brush stroke failed ("assignment destination is read-only")
+    return arr if arr.flags.writeable else arr.copy()
 
 
 def read_gray_u8(path: str | os.PathLike[str]) -> NDArray[np.uint8]:

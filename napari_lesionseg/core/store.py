@@ -166,6 +166,9 @@ class Project:
         two processes adding different photos cannot take one id. ``readable``: the caller has
         just read the photo (a batch that segmented it), so it is not decoded again."""
         src = Path(path)
+        own = self._own_image(src)
+        if own is not None and image_id in (None, own):
+            return own  # the project's own photo (`predict proj/images`): one kept as its pixels has their identity
         listed = src.suffix.lower() in IMAGE_SUFFIXES
         rgb = None if readable and listed else read_image(src)[0]  # refuse bad files before anything is written
         sha = _sha256_file(src)
@@ -183,6 +186,15 @@ class Project:
                 atomic_write_text(self.root / "images" / f"{iid}.ref.json",
                                   json.dumps({"path": str(src.resolve()), "sha256": sha}))
         return iid
+
+    def _own_image(self, src: Path) -> str | None:
+        """The id of ``src`` when it is the file the project holds for that id (its own copy, or
+        the file a reference names), else None."""
+        held = self.image_path(src.stem)
+        try:
+            return src.stem if held is not None and held.resolve() == src.resolve() else None
+        except OSError:
+            return None
 
     def add_pixels(self, rgb: NDArray[np.uint8], name: str, *, image_id: str | None = None) -> str:
         """Register a photo the annotator sees in napari but no file of ours holds (a layer made
@@ -246,6 +258,9 @@ class Project:
         """The id under which this photo (same content, its name stem or ``<stem>-<k>``) is in
         the project, or None."""
         src = Path(path)
+        own = self._own_image(src)
+        if own is not None:
+            return own
         try:
             iid, held = self._id_for(src.stem, _sha256_file(src))
         except (OSError, LesionsegInputError):
