@@ -125,9 +125,9 @@ def test_next_image_follows_uncertainty_and_model_follows_promotion(session: Ann
         session.open_photo(stem, _photo(small_pairs, stem))
         session.accept_run(stem, run_to_end(session.run(stem)))
         assert session.store(stem) is not None
-    first, place, count = session.next_image()
-    assert first in ("IDRiD_04", "IDRiD_16") and (place, count) == (1, 2)
-    second, place, _ = session.next_image(first)
+    first, place, count, uncorrected = session.next_image()
+    assert first in ("IDRiD_04", "IDRiD_16") and (place, count, uncorrected) == (1, 2, 2)
+    second, place, *_ = session.next_image(first)
     assert second != first and place == 2
     assert session.next_image(second)[0] == first  # wraps round
     # the model is the project's active version, asked for each time (no stale model after Promote)
@@ -188,3 +188,30 @@ def test_other_lesion_types_survive_a_session_on_a_hemorrhage_model(session: Ann
     again.save_correction(iid, odd)
     saved = proj.latest_label(iid)
     assert (saved[100:105, 100:105] == 1).all() and (saved[30:40, 30:40] == 2).all()
+
+
+def test_the_queue_passes_over_photos_already_corrected(tmp_path: Path, small_pairs: Path) -> None:
+    """A batch reviewed over several days opened each day at the most uncertain photo, corrected
+    the day before, and Open next image walked every corrected photo again."""
+    from napari_lesionseg.core.image_io import read_image
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    rgb = read_image(_photo(small_pairs))[0]
+    h, w = rgb.shape[:2]
+    for k, name in enumerate(("c", "b", "a")):  # a is the most uncertain, then b, then c
+        iid = proj.add_pixels(np.roll(rgb, k, axis=1), name)
+        fuzzy = np.zeros((h, w), np.float32)
+        fuzzy[: 20 * (k + 1)] = 1.0
+        proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8), fuzzy)
+    session = AnnotationSession(project_dir=proj.root)
+    assert session.next_image() == ("a", 1, 3, 3)
+    proj.save_label("a", np.zeros((h, w), np.uint8))  # corrected yesterday
+    session = AnnotationSession(project_dir=proj.root)
+    assert session.next_image() == ("b", 2, 3, 2)  # today's first photo is the first not corrected
+    assert session.next_image("b") == ("c", 3, 3, 2)
+    assert session.next_image("c")[0] == "b"  # round the ones without a correction, not through a
+    assert session.next_image("c", skip={"b"})[0] == "a"  # none other left: every photo again
+    proj.save_label("b", np.zeros((h, w), np.uint8))
+    proj.save_label("c", np.zeros((h, w), np.uint8))
+    assert session.next_image("a") == ("b", 2, 3, 0)  # all corrected: the plain order

@@ -379,20 +379,25 @@ class ReviewWidget(DockWidget):
         # no stored prediction has no lesions layer to review, and was never closed: each click
         # kept another full-size photo open)
         current = self.image_picker.name or (self._opened if self._opened in self.viewer.layers else "")
+        if current:
+            try:
+                self._save_if_edited(current)  # first: a photo just corrected is passed over by the queue
+            except (LesionsegInputError, OSError) as err:
+                self._error(f"{current}: its edits could not be saved ({err}); it stays open")
+                return None
         found = self.session.next_image(current or None, skip=self._unreadable)
         if found is None:
             self.info.setText(f"none of the project's photos can be opened ({len(self._unreadable)} could not be "
                               "read)" if self._unreadable else "the project holds no images yet")
             return None
-        nxt, place, count = found
+        nxt, place, count, uncorrected = found
         steps: list[Callable[[], object]] = []
         if current and current != nxt:
-            self._save_if_edited(current)
             steps += [partial(self._remove_layer, name) for name in [*all_layer_names(current), current]]
             steps.append(partial(self.session.close_photo, current))
         if nxt not in self.viewer.layers:
             steps.append(partial(self._load_layers, proj, nxt))
-        steps.append(partial(self._show_opened, proj, nxt, place, count))
+        steps.append(partial(self._show_opened, proj, nxt, place, count, uncorrected))
         self.next_image_button.enabled = False
         self.turns.run(steps)
         return nxt
@@ -427,13 +432,15 @@ class ReviewWidget(DockWidget):
         if kwargs["name"] not in self.viewer.layers:
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
 
-    def _show_opened(self, proj: Any, nxt: str, place: int, count: int) -> None:
+    def _show_opened(self, proj: Any, nxt: str, place: int, count: int, uncorrected: int) -> None:
         lname = layer_names(nxt)["lesions"]
         if lname in self.viewer.layers:
             self.session.open_photo(nxt, proj.image_path(nxt))
             self.session.shown(nxt, self.viewer.layers[lname].data)
         self._opened = nxt
-        text = f"{nxt}: image {place} of {count} by uncertainty"
+        text = f"{nxt}: image {place} of {count} by uncertainty, " + (
+            f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
+            if uncorrected else "every photo has a saved correction")
         if self.image_picker.choose(nxt):
             self.refresh()
             text += f". {self.info.text()}"  # the list's summary: how many are likely mistakes, where to stop

@@ -50,6 +50,17 @@ class Accepted(NamedTuple):
     edits_kept: bool
 
 
+class NextImage(NamedTuple):
+    """What :meth:`AnnotationSession.next_image` gives: the image id, its 1-based place in the
+    order of uncertainty, how many images the project holds, and how many of them have no
+    saved correction (not counting unreadable ones)."""
+
+    image_id: str
+    place: int
+    count: int
+    uncorrected: int
+
+
 class EditsWouldBeLost(LesionsegInputError):
     """The label map was edited by hand and the call would replace it."""
 
@@ -394,13 +405,26 @@ class AnnotationSession:
         photo.saved, photo.saved_version = lab, v.version
         return v
 
-    def next_image(self, current: str | None = None, skip: Collection[str] = ()) -> tuple[str, int, int] | None:
-        """The project's next image to review, most uncertain first, after ``current`` (wrapping
-        round), passing over the ids in ``skip`` (photos that could not be opened): ``(image id,
-        its 1-based place, how many)``; None when there is none to open."""
+    def next_image(self, current: str | None = None, skip: Collection[str] = ()) -> NextImage | None:
+        """The project's next image to review after ``current``, in the order of uncertainty
+        (most uncertain first, wrapping round), passing over the ids in ``skip`` (photos that
+        could not be opened) and, while another photo has none, photos with a saved correction (a
+        batch reviewed over several days opened at the photos done the day before; to pass a
+        photo found right, save it unchanged); None when there is none to open."""
         proj = self.project
         if proj is None:
             return None
+        order = [iid for iid, _ in proj.images_by_uncertainty()]
+        photo = self.photos.get(current) if current else None
+        cur = photo.image_id if photo is not None and photo.image_id else current
+        open_ = [iid for iid in order if iid not in skip and not proj.versions(iid)]
+        wanted = (set(open_) - {cur}) or set(order) - set(skip)
+        start = order.index(cur) + 1 if cur in order else 0
+        for k in range(len(order)):
+            i = (start + k) % len(order)
+            if order[i] in wanted:
+                return NextImage(order[i], i + 1, len(order), len(open_))
+        return None
         order = [iid for iid, _ in proj.images_by_uncertainty()]
         photo = self.photos.get(current) if current else None
         cur = photo.image_id if photo is not None and photo.image_id else current
