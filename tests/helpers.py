@@ -64,3 +64,16 @@ def project_with_predictions(root: Path, images: Path, models: tuple[str, ...] =
         proj.save_prediction(iid, model, np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8),
                              np.full((h, w), 0.2 + 0.4 * k, np.float32))
     return proj
+
+
+def corrected_project(root: Path, pairs: Path, stems: tuple[str, ...] = ("IDRiD_04",)):
+    """A plugin project holding the photos ``stems`` of ``pairs`` (``images/``, ``masks/``), each
+    with its hemorrhage mask saved as a correction."""
+    from napari_lesionseg.core.image_io import read_mask
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(root)
+    for stem in stems:
+        iid = proj.add_image(pairs / "images" / f"{stem}.jpg")
+        proj.save_label(iid, read_mask(pairs / "masks" / f"{stem}_HE.png"))
+    return proj

@@ -258,9 +258,9 @@ def test_the_dock_follows_the_project_as_it_changes(make_napari_viewer, qtbot, s
     import subprocess
     import sys
 
-    proj = Project(tmp_path / "proj")
-    iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
-    proj.save_label(iid, read_mask(small_pairs / "masks" / "IDRiD_04_HE.png"))
+    from helpers import corrected_project
+
+    proj = corrected_project(tmp_path / "proj", small_pairs)
     viewer = make_napari_viewer()
     _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
     seg.project_edit.setText(str(proj.root))

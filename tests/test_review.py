@@ -641,12 +641,11 @@ def test_a_brought_back_correction_can_be_painted_on(make_napari_viewer, qtbot, 
     """Open next image showed a photo's saved correction as a read-only array (Pillow's view
     of the PNG): every brush stroke on it raised "assignment destination is read-only", so a
     photo corrected once could not be corrected again from the review queue."""
-    from napari_lesionseg.core.image_io import read_label, read_mask
-    from napari_lesionseg.core.store import Project
+    from helpers import corrected_project
+    from napari_lesionseg.core.image_io import read_label
 
-    proj = Project(tmp_path / "proj")
-    iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
-    proj.save_label(iid, read_mask(small_pairs / "masks" / "IDRiD_04_HE.png"))
+    proj = corrected_project(tmp_path / "proj", small_pairs)
+    iid = "IDRiD_04"
     viewer = make_napari_viewer()
     _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     w.project_edit.setText(str(proj.root))
