@@ -291,3 +291,6 @@ def test_the_dock_follows_the_project_as_it_changes(make_napari_viewer, qtbot, s
     qtbot.waitUntil(lambda: w.versions.choices == ("default (shipped)", "v1"), timeout=5000)
     assert w.versions.value == "default (shipped)"
     assert w.session.model_path() != proj.root / "models" / "v1"  # followed back to the default
+    proj.root.rename(tmp_path / "moved")  # in a file manager: at the next refresh said, and not made again
+    w.refresh()
+    assert "no longer there" in w.preflight_label.text() and not proj.root.exists()

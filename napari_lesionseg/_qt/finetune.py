@@ -124,6 +124,9 @@ class FinetuneWidget(DockWidget):
         proj = self.session.project
         if proj is not None:
             root = proj.root
+            if not (root / "models").is_dir():  # moved or deleted meanwhile: nothing is made again
+                self.preflight_label.setText(f"the project folder {root} is no longer there")
+                return
             want = [str(root), str(root / "models")] + [str(f) for f in (root / "manifest.jsonl",) if f.exists()]
             missing = [w for w in want if w not in self._watcher.files() + self._watcher.directories()]
             if missing:

@@ -425,12 +425,3 @@ class AnnotationSession:
             if order[i] in wanted:
                 return NextImage(order[i], i + 1, len(order), len(open_))
         return None
-        order = [iid for iid, _ in proj.images_by_uncertainty()]
-        photo = self.photos.get(current) if current else None
-        cur = photo.image_id if photo is not None and photo.image_id else current
-        start = order.index(cur) + 1 if cur in order else 0
-        for k in range(len(order)):
-            i = (start + k) % len(order)
-            if order[i] not in skip:
-                return order[i], i + 1, len(order)
-        return None
