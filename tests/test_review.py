@@ -655,3 +655,25 @@ def test_a_brought_back_correction_can_be_painted_on(make_napari_viewer, qtbot, 
     lab.fill((200, 300), 1)
     w._save_if_edited(iid)
     assert proj.latest(iid).version == 2 and read_label(proj.latest(iid).path)[30, 40] == 1
+
+
+@pytest.mark.gui
+def test_a_photo_found_right_is_saved_from_review_and_passed_over(make_napari_viewer, qtbot, tmp_path,
+                                                                 small_pairs) -> None:
+    """The queue passes over corrected photos; a photo the annotator found right needed the
+    Segment dock's Save (another tab) to count as done."""
+    from helpers import project_with_predictions
+
+    proj = project_with_predictions(tmp_path / "proj", small_pairs / "images")
+    viewer = make_napari_viewer()
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, w) == "IDRiD_16"  # the most uncertain
+    assert "2 without a saved correction" in w.info.text()
+    version = w.save_correction()  # unchanged: vouched for
+    assert version is not None and proj.latest("IDRiD_16").version == 1 and "passes over" in w.info.text()
+    assert _open_next(qtbot, w) == "IDRiD_04" and "1 without a saved correction" in w.info.text()
+    viewer2 = make_napari_viewer()  # the next day
+    _, w2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w2.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, w2) == "IDRiD_04"

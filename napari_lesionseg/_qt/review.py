@@ -100,6 +100,9 @@ class ReviewWidget(DockWidget):
         self.project_edit = self.project.line_edit
         self.next_image_button = button("Open next image", self.open_next_image,
                                         tooltip="save this photo's edits, open the project's next most uncertain one")
+        self.save_button = button("Save correction", self.save_correction,
+                                  tooltip="keep the mask as this photo's correction, also when unchanged (a photo "
+                                          "found right): Open next image passes over corrected photos")
         self.turns = StepQueue()  # closing one image and opening the next, a layer per turn
         self.turns.when_idle.append(lambda: setattr(self.next_image_button, "enabled", True))
         self._image_order: list[str] = []
@@ -119,7 +122,7 @@ class ReviewWidget(DockWidget):
         lay.addWidget(nav.native)
         lay.addWidget(act.native)
         lay.addWidget(self.project.native)
-        lay.addWidget(self.next_image_button.native)
+        lay.addWidget(panel(self.save_button, self.next_image_button).native)
         lay.addWidget(self.info)
         for key, action in KEYS.items():
             self.viewer.bind_key(key, lambda _v, a=action: getattr(self, a)(), overwrite=True)
@@ -462,6 +465,23 @@ class ReviewWidget(DockWidget):
             return ""
         return ("" if stored == current else f". Segmented by '{stored}', not by the current model '{current}': Run "
                                              "in Segment lesions segments it with the current one")
+
+    def save_correction(self) -> Any:
+        """Keep the photo's mask as a new version, edited or not (the annotator vouches for it:
+        the queue passes over it from now on); returns the version."""
+        name = self.image_picker.name
+        lname = layer_names(name)["lesions"] if name else ""
+        if not name or lname not in self.viewer.layers:
+            self.info.setText("no lesions layer to save: open a photo with a prediction first")
+            return None
+        try:
+            open_layer_photo(self.session, self.viewer.layers[name])
+            version = self.session.save_correction(name, self.viewer.layers[lname].data)
+        except (LesionsegInputError, OSError) as err:
+            self._error(f"{name}: could not be saved ({err})")
+            return None
+        self.info.setText(f"{name}: saved as version {version.version}; Open next image passes over it from now on")
+        return version
 
     def _save_if_edited(self, name: str) -> None:
         """Before an image's layers go away, keep its hand edits as a new label version (the
