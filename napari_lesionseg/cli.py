@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gui", help="open napari with photos (default: the bundled sample) and the Segment dock",
                        description="Open napari with photos (default: the bundled sample) and the Segment dock.")
-    p.add_argument("photos", nargs="*", help="photos to open (default: the bundled IDRiD sample)")
+    p.add_argument("photos", nargs="*", help="photos or folders of photos to open, each photo its own layer, at most 20 "
+                                             "(default: the bundled IDRiD sample)")
     p.add_argument("--project", type=Path, default=None,
                    help="project folder for corrections; without photos, a project that holds photos (e.g. filled "
                         "by predict --project) opens at its most uncertain photo, with Review lesions docked")
@@ -155,10 +156,11 @@ def cmd_gui(args: argparse.Namespace) -> int:
         import napari
     except ImportError:
         raise LesionsegInputError(None, "the plugin needs napari and a Qt binding: pip install -e '.[pyqt5]'") from None
-    from ._qt.launch import open_segment_window
+    from ._qt.launch import open_segment_window, photo_files
 
+    photos = photo_files(args.photos) if args.photos else []  # refused before a window opens
     viewer = napari.Viewer(title="napari-lesionseg")
-    open_segment_window(viewer, args.photos, args.project)
+    open_segment_window(viewer, photos, args.project)
     napari.run()
     return EXIT_OK
 

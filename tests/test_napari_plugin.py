@@ -221,3 +221,29 @@ def test_gui_command_is_there() -> None:
 
     r = lesionseg("gui", "--help")
     assert r.returncode == 0 and "--project" in r.stdout and "photos" in r.stdout
+
+
+@pytest.mark.gui
+def test_gui_on_a_folder_opens_each_photo(make_napari_viewer, qtbot, small_pairs, tmp_path) -> None:
+    """``lesionseg gui photos/`` raised a traceback: napari opened the folder as one stack, no
+    photo to segment ("expected a 2-D RGB photograph"), and a folder of photos of different
+    sizes could not be opened at all. Each photo is now its own layer (their masks beside them
+    are not photos); a folder too large to open at once is refused before any window, with the
+    way to review a batch."""
+    import shutil
+
+    from test_cli import _one_clear_line, lesionseg
+
+    from napari_lesionseg._qt.launch import MAX_PHOTOS, open_segment_window
+
+    shutil.copytree(small_pairs / "images", tmp_path / "photos")
+    shutil.copytree(small_pairs / "masks", tmp_path / "photos", dirs_exist_ok=True)  # IDRiD_04_HE.png ...
+    viewer = make_napari_viewer()
+    widget = open_segment_window(viewer, [tmp_path / "photos"])
+    assert [ly.name for ly in viewer.layers] == ["IDRiD_04", "IDRiD_16"]
+    assert sorted(widget.image_picker.names) == ["IDRiD_04", "IDRiD_16"]
+    many = tmp_path / "many"
+    many.mkdir()
+    for k in range(MAX_PHOTOS + 1):
+        (many / f"p{k:02d}.jpg").write_bytes((small_pairs / "images" / "IDRiD_04.jpg").read_bytes())
+    _one_clear_line(lesionseg("gui", many), "too many to open at once", "--project")

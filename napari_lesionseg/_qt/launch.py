@@ -18,7 +18,7 @@ def open_segment_window(viewer: Any, photos: Sequence[str | Path] = (), project:
     image* opens it."""
     review_project = not photos and project is not None and _holds_photos(Path(project).expanduser())
     if photos:
-        for p in photos:
+        for p in photo_files(photos):
             viewer.open(str(p))
     elif not review_project:
         viewer.open_sample(PLUGIN, "idrid_04")
@@ -33,6 +33,26 @@ def open_segment_window(viewer: Any, photos: Sequence[str | Path] = (), project:
         _, review = viewer.window.add_plugin_dock_widget(PLUGIN, "Review lesions", tabify=True)
         review.open_next_image()
     return widget
+
+
+MAX_PHOTOS = 20  # more at once: a project, one photo at a time
+
+
+def photo_files(photos: Sequence[str | Path]) -> list[Path]:
+    """The photos to open: files as given, a folder's photos each as its own layer (napari made
+    a folder one stack, which is no photo to segment, and a folder of photos of different sizes
+    failed to open). More than :data:`MAX_PHOTOS` are refused with the way to review a batch."""
+    from ..core.batch import collect_images
+    from ..core.errors import LesionsegInputError
+
+    files = collect_images(photos)
+    if len(files) > MAX_PHOTOS:
+        first = Path(photos[0])
+        raise LesionsegInputError(first, f"{len(files)} photos are too many to open at once (at most {MAX_PHOTOS}): "
+                                         f"segment them into a project, 'lesionseg predict {first} --project proj', "
+                                         "then 'lesionseg gui --project proj' opens them one at a time, most "
+                                         "uncertain first")
+    return files
 
 
 def _holds_photos(folder: Path) -> bool:

@@ -95,10 +95,17 @@ def _shows_file(layer: Any, path: str) -> bool:
 
 def open_layer_photo(session: AnnotationSession, layer: Any, rgb: Any = None) -> Photo:
     """Open the photo layer in the session: by its file, else by its pixels (``rgb``, else
-    read from the layer, only when they are needed)."""
+    read from the layer, only when they are needed; a layer that is no photo, such as a stack
+    napari made of a folder, is a :class:`LesionsegInputError`)."""
     src = photo_source(layer)
-    return session.open_photo(layer.name, src,
-                              pixels=None if src else (lambda: rgb if rgb is not None else as_rgb_uint8(layer.data)))
+
+    def pixels() -> Any:
+        try:
+            return rgb if rgb is not None else as_rgb_uint8(layer.data)
+        except ValueError as err:
+            raise LesionsegInputError(None, f"{layer.name}: {err}") from None
+
+    return session.open_photo(layer.name, src, pixels=None if src else pixels)
 
 
 def follow_project(edit: Any, session: AnnotationSession) -> None:
