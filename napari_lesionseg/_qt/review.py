@@ -470,27 +470,30 @@ class ReviewWidget(DockWidget):
         """Keep the photo's mask as a new version, edited or not (the annotator vouches for it:
         the queue passes over it from now on); returns the version."""
         name = self.image_picker.name
-        lname = layer_names(name)["lesions"] if name else ""
-        if not name or lname not in self.viewer.layers:
+        if not name or layer_names(name)["lesions"] not in self.viewer.layers:
             self.info.setText("no lesions layer to save: open a photo with a prediction first")
             return None
         try:
-            open_layer_photo(self.session, self.viewer.layers[name])
-            version = self.session.save_correction(name, self.viewer.layers[lname].data)
+            version = self._save(name, only_if_edited=False)
         except (LesionsegInputError, OSError) as err:
             self._error(f"{name}: could not be saved ({err})")
             return None
+        assert version is not None
         self.info.setText(f"{name}: saved as version {version.version}; Open next image passes over it from now on")
         return version
 
     def _save_if_edited(self, name: str) -> None:
         """Before an image's layers go away, keep its hand edits as a new label version (the
         session's one rule: only when it differs from what was saved or shown)."""
+        self._save(name, only_if_edited=True)
+
+    def _save(self, name: str, *, only_if_edited: bool) -> Any:
+        """The photo's lesions layer as a new version (None: no such layer, or nothing to save)."""
         lname = layer_names(name)["lesions"]
         if lname not in self.viewer.layers or name not in self.viewer.layers:
-            return
+            return None
         open_layer_photo(self.session, self.viewer.layers[name])
-        self.session.save_correction(name, self.viewer.layers[lname].data, only_if_edited=True)
+        return self.session.save_correction(name, self.viewer.layers[lname].data, only_if_edited=only_if_edited)
 
     def toggle_fuzzy(self) -> None:
         layers = self._layers()

@@ -401,8 +401,8 @@ class SegmentWidget(DockWidget):
             return
         self.session.warned_unkept = True
         name = segmented_photo_name(event.source) or "this photo"
-        text = (f"{name}: hand edits are kept only in a project folder; choose one in 'project' to keep them "
-                "(then Save correction; switching photos or closing napari saves them too)")
+        text = (f"{name}: hand edits are kept only in a project folder: choose one in the field above Save "
+                "correction, then save (switching photos or closing napari saves them too)")
         self.status.setText(text)
         from napari.utils.notifications import show_warning
 

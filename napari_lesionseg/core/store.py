@@ -216,15 +216,14 @@ class Project:
 
     def _add_png(self, rgb: NDArray[np.uint8], stem: str, sha: str, origin: str, image_id: str | None,
                  src: Path | None = None) -> str:
-        png = encode_png(np.ascontiguousarray(rgb))
         with self.lock():
             iid, held = self._claim(stem, sha, image_id, src)
             if held:
-                return iid
+                return iid  # nothing encoded for a photo the project holds already
             d = self.root / "images"
             # the identity first: a PNG without it would be identified by its own bytes
             atomic_write_text(d / f"{iid}{ORIGIN}", json.dumps({"origin": origin, "sha256": sha}))
-            atomic_write_bytes(d / f"{iid}.png", png)
+            atomic_write_bytes(d / f"{iid}.png", encode_png(np.ascontiguousarray(rgb)))
         return iid
 
     def _claim(self, stem: str, sha: str, image_id: str | None, src: Path | None) -> tuple[str, bool]:
