@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .core.errors import LesionsegInputError
-from .core.image_io import read_image, read_mask, write_label
-from .core.segment_layers import lesion_style
+from .core.image_io import read_mask, write_label
+from .core.segment_layers import OPENED_FROM, project_image_layers
 from .core.store import MANIFEST, Project
 
 IDRID_MASK_SUFFIXES = ("_HE", "_MA", "_EX", "_SE", "_OD")
@@ -16,8 +16,13 @@ LayerData = list[tuple[Any, dict[str, Any], str]]
 
 
 def _is_project(p: Path) -> bool:
-    return p.is_dir() and (p / "images").is_dir() and (p / "labels").is_dir() and (
-        (p / MANIFEST).exists() or any((p / "labels").iterdir()))
+    """A folder :class:`Project` made: its manifest, its lock, or the four folders it makes
+    (``lesionseg predict --project`` writes no manifest: only a correction does). A dataset's
+    ``images/`` and ``labels/`` alone are not a project."""
+    if not (p.is_dir() and (p / "images").is_dir() and (p / "labels").is_dir()):
+        return False
+    return (p / MANIFEST).exists() or (p / ".lock").exists() or (
+        (p / "predictions").is_dir() and (p / "models").is_dir())
 
 
 def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
@@ -39,21 +44,37 @@ def read_idrid_mask(path: str) -> LayerData:
 
 
 def read_project(path: str) -> LayerData:
-    """Each photo of the project with its latest correction."""
+    """The photo a review of the project starts at, as *Open next image* and ``lesionseg gui
+    --project`` open it (the most uncertain one without a saved correction), with its stored
+    prediction and latest correction as the docks show them: ``<id> lesions`` is the editable
+    layer the docks save, and every layer names the project (:data:`OPENED_FROM`), which the
+    docks then use. Opening every photo at once, as this reader did, took 49 MB per full-size
+    photo and showed the corrections as layers no dock knew: edits made in them were lost."""
+    from napari.utils.notifications import show_info
+
+    from .core.session import AnnotationSession  # torch: imported only when a project is opened
+
     proj = Project(path)
-    out: LayerData = []
-    for iid in proj.image_ids():
-        img = proj.image_path(iid)
-        if img is None:
-            continue
+    session = AnnotationSession()
+    session.set_project(proj.root)
+    unreadable: dict[str, str] = {}
+    while (found := session.next_image(skip=unreadable)) is not None:
         try:
-            rgb, _ = read_image(img)
-        except LesionsegInputError:
+            layers = project_image_layers(proj, found.image_id)
+        except (LesionsegInputError, OSError) as err:
+            unreadable[found.image_id] = str(err)
             continue
-        out.append((rgb, {"name": iid, "rgb": True, "metadata": {"path": str(img)}}, "image"))
-        lab = proj.latest_label(iid)
-        if lab is not None:
-            out.append((lab, {"name": f"{iid} correction", **lesion_style()}, "labels"))
+        break
+    else:
+        why = f"none of its {len(unreadable)} photos can be read" if unreadable else "it holds no photos yet"
+        raise LesionsegInputError(proj.root, f"nothing to open: {why} ('lesionseg predict PHOTOS --project "
+                                             f"{proj.root}' segments photos into it)")
+    out: LayerData = [(data, {**kwargs, "metadata": {**kwargs.get("metadata", {}), OPENED_FROM: str(proj.root)}}, kind)
+                      for data, kwargs, kind in layers]
+    iid, place, count, uncorrected = found
+    show_info(f"{iid}: photo {place} of {count} of the project by uncertainty, {uncorrected} without a saved "
+              "correction; the lesion docks keep corrections in this project, and *Review lesions* > "
+              "Open next image goes on to the next photo")
     return out
 
 

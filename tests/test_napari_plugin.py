@@ -50,12 +50,13 @@ def test_reader_writer_and_export(make_napari_viewer, tmp_path, small_pairs) -> 
     # the labels writer is lossless and refuses nothing it offers
     viewer.layers[-1].save(str(tmp_path / "out.png"), plugin="napari-lesionseg")
     np.testing.assert_array_equal(read_mask(tmp_path / "out.png"), mask)
-    # a project opens through its manifest: photo + latest correction
+    # a project opens through its manifest: photo + latest correction as the editable lesions layer
     proj = Project(tmp_path / "proj")
     iid = proj.add_image(small_pairs / "images" / "IDRiD_04.jpg")
     proj.save_label(iid, mask)
     viewer.open(str(proj.root / "manifest.jsonl"), plugin="napari-lesionseg")
-    assert [ly.name for ly in viewer.layers][-1] == "IDRiD_04 correction"
+    assert viewer.layers[-1].name == "IDRiD_04 lesions"  # its photo's layer: 'IDRiD_04 [1]' (one is open)
+    np.testing.assert_array_equal(viewer.layers[-1].data, mask)
     n = len(viewer.layers)
     viewer.open(str(proj.root), plugin="napari-lesionseg")  # the folder itself, with our reader chosen
     assert len(viewer.layers) == n + 2
@@ -247,3 +248,54 @@ def test_gui_on_a_folder_opens_each_photo(make_napari_viewer, qtbot, small_pairs
     for k in range(MAX_PHOTOS + 1):
         (many / f"p{k:02d}.jpg").write_bytes((small_pairs / "images" / "IDRiD_04.jpg").read_bytes())
     _one_clear_line(lesionseg("gui", many), "too many to open at once", "--project")
+
+
+@pytest.mark.gui
+def test_a_project_opened_with_file_open_is_reviewed_and_its_edits_kept(make_napari_viewer, qtbot, tmp_path,
+                                                                        small_pairs) -> None:
+    """File > Open on a project folder ``lesionseg predict --project`` filled (no manifest yet:
+    our reader refused it) opens the photo the review starts at, its stored mask as the docks'
+    editable lesions layer; the docks take the project from it, so an edit is kept when the
+    annotator goes on. The reader used to open every photo with its correction as a layer no
+    dock knew: edits made in it were lost on closing napari."""
+    from helpers import project_with_predictions
+    from napari_lesionseg._io import get_reader
+
+    proj = project_with_predictions(tmp_path / "proj", small_pairs / "images")
+    assert not (proj.root / "manifest.jsonl").exists()
+    dataset = tmp_path / "dataset"
+    for sub in ("images", "labels"):
+        (dataset / sub).mkdir(parents=True)
+    assert get_reader(str(dataset)) is None  # a dataset's images/ and labels/ are no project
+    viewer = make_napari_viewer()
+    viewer.open(str(proj.root), plugin="napari-lesionseg")
+    assert [ly.name for ly in viewer.layers] == ["IDRiD_16", "IDRiD_16 probability", "IDRiD_16 fuzzy",
+                                                 "IDRiD_16 lesions"]  # the most uncertain photo only
+    lesions = viewer.layers["IDRiD_16 lesions"]
+    edited = lesions.data.copy()
+    edited[10:20, 10:20] = 1
+    lesions.data = edited  # edited before any dock is open
+    _, review = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    assert review.session.project_dir == proj.root and review.project.line_edit.text() == str(proj.root)
+    review.open_next_image()  # saves the edit, goes on to the next photo
+    qtbot.waitUntil(lambda: not review.turns.busy, timeout=10000)
+    assert "IDRiD_04 lesions" in viewer.layers and "IDRiD_16" not in viewer.layers
+    np.testing.assert_array_equal(proj.latest_label("IDRiD_16"), edited)
+    # a photo of another project does not move the docks to it
+    other = project_with_predictions(tmp_path / "other", small_pairs / "images")
+    viewer.layers.clear()
+    viewer.open(str(other.root), plugin="napari-lesionseg")
+    assert review.session.project_dir == proj.root
+
+
+def test_an_empty_project_says_how_to_fill_it(tmp_path) -> None:
+    from napari_lesionseg._io import get_reader
+    from napari_lesionseg.core.errors import LesionsegInputError
+    from napari_lesionseg.core.store import Project
+
+    root = Project(tmp_path / "proj").root
+    reader = get_reader(str(root))
+    assert reader is not None
+    with pytest.raises(LesionsegInputError, match="holds no photos yet.*lesionseg predict") as err:
+        reader(str(root))
+    assert str(root) in str(err.value)

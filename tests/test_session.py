@@ -215,3 +215,26 @@ def test_the_queue_passes_over_photos_already_corrected(tmp_path: Path, small_pa
     proj.save_label("b", np.zeros((h, w), np.uint8))
     proj.save_label("c", np.zeros((h, w), np.uint8))
     assert session.next_image("a") == ("b", 2, 3, 0)  # all corrected: the plain order
+
+
+def test_edits_on_a_stored_prediction_count_without_being_told_what_was_shown(tmp_path: Path,
+                                                                               small_pairs: Path) -> None:
+    """A photo the project segmented, shown with its stored mask by another way than Open next
+    image (which says what it showed): edits made on that mask counted as none, so switching
+    away or closing napari did not keep them; the unchanged mask is still no edit."""
+    from helpers import project_with_predictions
+    from napari_lesionseg.core.segment_layers import stored_label_map
+
+    proj = project_with_predictions(tmp_path / "proj", small_pairs / "images")
+    iid = proj.image_ids()[0]
+    session = AnnotationSession(project_dir=proj.root)
+    session.open_photo(iid, proj.image_path(iid))
+    shown = stored_label_map(proj, iid)
+    assert not session.is_edited(iid, shown)
+    assert session.save_correction(iid, shown, only_if_edited=True) is None
+    edited = shown.copy()
+    edited[10:20, 10:20] = 1
+    assert session.is_edited(iid, edited)
+    v = session.save_correction(iid, edited, only_if_edited=True)
+    assert v is not None and proj.label_types(v) == ("HE",)  # the type touched counts as reviewed
+    np.testing.assert_array_equal(proj.latest_label(iid), edited)

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
 
 from ..core.errors import LesionsegInputError
 from ..core.image_io import decodable
+from ..core.segment_layers import OPENED_FROM
 from ..core.session import AnnotationSession, Photo
 from ._arrays import as_rgb_uint8
 
@@ -26,7 +27,31 @@ def session_for(viewer: Any) -> AnnotationSession:
     if session is None:
         session = _SESSIONS[viewer] = AnnotationSession()
         settle_garbage_collector()
+        follow_opened_projects(viewer, session)
     return session
+
+
+def follow_opened_projects(viewer: Any, session: AnnotationSession) -> None:
+    """A photo opened from a project (File > Open on it: the layers name it, ``OPENED_FROM``)
+    makes that project the docks' one when none is set, so that its edits are kept there: the
+    layers in the viewer now, and any added later. With another project set, the annotator is
+    told where the photo's corrections will go."""
+    from napari.utils.notifications import show_info, show_warning
+
+    def adopt(layers: Any) -> None:
+        for layer in layers:
+            folder = getattr(layer, "metadata", {}).get(OPENED_FROM)
+            if not folder or segmented_photo_name(layer) is None:
+                continue  # the lesions layer speaks for the photo's layers
+            if session.project_dir is None:
+                session.set_project(folder)
+                show_info(f"project folder: {folder} (the project '{layer.name}' was opened from)")
+            elif Path(folder).resolve() != session.project_dir.resolve():
+                show_warning(f"'{layer.name}' was opened from the project {folder}, but the lesion docks keep "
+                             f"corrections in {session.project_dir}: set the project folder to keep them there")
+
+    adopt(list(viewer.layers))
+    viewer.layers.events.inserted.connect(lambda event: adopt([event.value]))
 
 
 _GC_SETTLED = False

@@ -31,6 +31,9 @@ DISC_RGBA = "#ffffff"
 MACULA_RGBA = "#ffd600"
 PAINT_ORDER = ("EX", "SE", "MA", "HE")  # where types overlap and no probability decides, the later one shows
 OUTLINES = " disc and macula"  # the disc and macula outlines layer: the photo's name, then this
+# the metadata key naming the project folder a layer was opened from (File > Open on a project):
+# the docks take it as their project folder, so that edits made in it are kept there
+OPENED_FROM = "lesionseg_project"
 
 
 def lesion_style() -> dict[str, Any]:

@@ -285,11 +285,23 @@ class AnnotationSession:
     def is_edited(self, name: str, label: NDArray) -> bool:
         """True when ``label`` differs from the photo's saved label map (or, never saved, from
         the model's mask). A photo with neither has no edits to lose."""
-        photo = self.photos.get(name)
-        ref = None if photo is None else photo.reference
+        ref = self._reference(name)
         if ref is None:
             return False
         return not np.array_equal(self._label_map(label, name), ref)
+
+    def _reference(self, name: str) -> NDArray[np.uint8] | None:
+        """What the edits of photo ``name`` are measured against: its saved label map, else
+        the model's mask, else (a photo the project opened, no run here) the mask of its stored
+        prediction, read once. Without that last, edits made on a stored prediction shown by
+        another way than *Open next image* (File > Open on the project) counted as none, and
+        switching away or closing napari did not keep them."""
+        photo = self.photos.get(name)
+        if photo is None:
+            return None
+        if photo.reference is None and photo.image_id is not None:
+            photo.auto_mask = self.model_mask(name)
+        return photo.reference
 
     # ---- running the model ---------------------------------------------------------------------
     def run(self, name: str, rgb: NDArray[np.uint8] | None = None, *, threshold: float | None = None,
@@ -391,7 +403,7 @@ class AnnotationSession:
         photo = self.photos.get(name) or self.open_photo(name)
         types = self.photo_types(name)
         lab = to_label_map(label, types)
-        ref = photo.reference
+        ref = self._reference(name)
         if only_if_edited and (ref is None or np.array_equal(lab, ref)):  # is_edited, the types read once
             return None
         proj, iid = self._registered(photo)
