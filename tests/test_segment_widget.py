@@ -721,3 +721,35 @@ def test_a_photo_napari_shows_unturned_is_kept_as_shown(make_napari_viewer, qtbo
     (pair,) = Project(tmp_path / "proj").corrected_pairs()
     np.testing.assert_array_equal(read_image(pair.image)[0], shown)  # the photo the mask was drawn on
     assert (read_label(pair.mask)[10:20, 30:40] == 1).all()
+
+
+@pytest.mark.parametrize("how", ["review field, Segment opened after", "review field, Segment open", "File > Open"])
+def test_segment_uses_the_project_model_whichever_way_the_project_was_set(make_napari_viewer, tmp_path: Path,
+                                                                          small_pairs: Path, tiny_model_dir: Path,
+                                                                          how: str) -> None:
+    """The project's promoted version is the model Run uses however the project was set: set in
+    *Review lesions* or by File > Open on the project, Segment kept the bundled default (only
+    its own field listed the project's versions), while Fine-tune and ``predict --project`` used
+    the promoted one."""
+    import shutil
+
+    from helpers import project_with_predictions
+    from napari_lesionseg.core.registry import Registry
+
+    proj = project_with_predictions(tmp_path / "proj", small_pairs / "images")
+    tiny = shutil.copytree(tiny_model_dir, proj.root / "models" / "tiny")
+    Registry(proj.root).promote("tiny")
+    viewer = make_napari_viewer()
+    seg = None
+    if how == "review field, Segment open":
+        _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    if how == "File > Open":
+        viewer.open(str(proj.root), plugin="napari-lesionseg")
+    else:
+        _, review = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+        review.project.line_edit.setText(str(proj.root))
+        review.project.line_edit.editingFinished.emit()
+    if seg is None:
+        _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    assert seg.model_picker.path == tiny and seg.session.model_path() == tiny
+    assert seg.model().config.name == "tiny-test"

@@ -198,6 +198,7 @@ class SegmentWidget(DockWidget):
             if segmented_photo_name(layer) is not None:
                 layer.events.paint.connect(self._on_painted)
         self._on_image_switched(self.image_picker.name)
+        self.load_project_models()  # a project another dock (or File > Open on it) set before this one opened
         self._on_model_changed(self.model_picker.path)
 
     def release(self) -> None:
@@ -252,24 +253,32 @@ class SegmentWidget(DockWidget):
         self.model_picker.choose(folder)
 
     def _on_project_changed(self, folder: Path | None) -> None:
-        """One project for all docks; the open photo's correction comes back from it. A folder
-        that cannot be a project (a file, say) is said at once."""
+        """One project for all docks, whichever set it: its model versions are listed and its
+        active one is used (set in *Review lesions* or by File > Open on a project, the Run here
+        used the bundled default, not the version the annotator had promoted); the open photo's
+        correction comes back from it. A folder that cannot be a project (a file, say) is said
+        at once."""
         if folder and self.session.project is None:
             self._error(self.session.no_project_reason)
             return
+        self.load_project_models()
         name = self.image_picker.name
         if folder and name and name in self.viewer.layers and self._lesions(name) is None:
             self._restore_correction(name)
 
     def load_project_models(self) -> None:
-        """List the project's model versions and select its active one."""
+        """List the project's model versions and select the one it promoted; a project that
+        promoted none leaves the model chosen here as it is (it once put the bundled default in
+        place of the annotator's choice)."""
         proj = self.session.project
         if proj is None:
             return
         reg = Registry(proj.root)
         for version in reg.versions():
             self.model_picker.add(reg.dir / version)
-        self.model_picker.choose(reg.active())
+        promoted = reg.promoted()
+        if promoted is not None:
+            self.model_picker.choose(promoted)
 
     def model(self) -> LoadedModel:
         self.session.device = str(pick_device(self.device_picker.value))

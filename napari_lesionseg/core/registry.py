@@ -48,6 +48,10 @@ class Registry:
 
     def active(self) -> Path:
         """The active model folder (the shipped default when none was promoted)."""
+        return self.promoted() or default_model_dir()
+
+    def promoted(self) -> Path | None:
+        """The version promoted to active, None when none was (or it is gone)."""
         f = self.dir / ACTIVE
         if f.exists():
             try:
@@ -56,7 +60,7 @@ class Registry:
                     return self.dir / name
             except (ValueError, KeyError, OSError):
                 pass
-        return default_model_dir()
+        return None
 
     def promote(self, version: str) -> Path:
         p = self.path(version)
