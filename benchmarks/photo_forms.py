@@ -1,0 +1,176 @@
+"""Photos in other forms than a full colour fundus photograph, scored against IDRiD's hemorrhage
+masks: crops inside the retina (no dark surround; a region of interest, a camera with a
+rectangular field) and gray copies (the green channel, as a red-free photo shows it).
+
+For each annotated photo, three crops (60 % of the height and width round the centre of its
+field of view; 50 % left and right of it) are segmented with the field of view the detector
+finds now (a crop: the whole crop) and with the one it found before 2026-12-05 (a circle fitted
+round some bright region inside the retina, which set the working scale and masked out the
+rest); only crops where the two differ are scored. ``--gray`` also scores each whole photo and
+its gray copy.
+
+    python benchmarks/photo_forms.py [--model default] [--gray] [--limit N]
+    python benchmarks/photo_forms.py --surround
+
+``--surround`` runs no model: the share of lit pixels outside the circle the detector fits without
+its dark-outside rule, on every IDRiD photo (annotated and not) and on four crops of every fifth,
+which is what ``fov.MAX_LIT_OUTSIDE`` is set between.
+
+The photos are those the bundled models were trained on (both arms alike: the comparison, not the
+level, is the finding). Prints pooled and mean per-photo Dice, recall and precision per arm;
+writes ``results/photo_forms.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
+CROPS = ((0.6, 0.5), (0.5, 0.35), (0.5, 0.65))  # (share of height and width, share of the width left of the centre)
+
+
+def _counts(mask: np.ndarray, gt: np.ndarray) -> list[int]:
+    return [int((mask & gt).sum()), int(mask.sum()), int(gt.sum())]
+
+
+def _summary(rows: list[dict], arm: str) -> dict[str, float]:
+    tp, pp, gg = (sum(r[arm][k] for r in rows) for k in range(3))
+    per = [2 * r[arm][0] / (r[arm][1] + r[arm][2]) for r in rows if r[arm][1] + r[arm][2]]
+    return {"pooled_dice": 2 * tp / max(pp + gg, 1), "recall": tp / max(gg, 1), "precision": tp / max(pp, 1),
+            "mean_dice": float(np.mean(per)) if per else float("nan"), "n": len(rows)}
+
+
+def surround() -> dict:
+    """The lit share outside the fitted circle on real photos and on crops of them."""
+    import math
+
+    from PIL import Image
+
+    from napari_lesionseg.core import fov as F
+
+    def lit_outside(rgb: np.ndarray) -> tuple[float | None, float]:
+        kept, F.MAX_LIT_OUTSIDE = F.MAX_LIT_OUTSIDE, float("inf")
+        try:
+            f = F.detect_fov(rgb)
+        finally:
+            F.MAX_LIT_OUTSIDE = kept
+        h, w = rgb.shape[:2]
+        step = max(1, int(math.ceil(max(h, w) / F._WORK_SIDE)))
+        small = rgb[::step, ::step].max(axis=2)
+        t = F._otsu(small)
+        dark, bright = np.percentile(small, 2), np.percentile(small, 98)
+        t = min(max(t, int(dark) + 8), int(dark + 0.15 * (bright - dark)))
+        off = (step - 1) / 2.0
+        share = f.radius / max(h, w)
+        if f.covers_whole((h, w)):
+            return None, share
+        return F._lit_outside(small > t, (f.cx - off) / step, (f.cy - off) / step, f.radius / step - 0.5), share
+
+    files = sorted((DATA / "images").glob("*.jpg")) + sorted((DATA.parent.parent / "idrid_unlabeled" / "images").glob("*"))
+    real, crops = [], []
+    for k, path in enumerate(files):
+        im = Image.open(path)
+        im.draft("RGB", (im.width // 4, im.height // 4))  # the detector works at 512 px anyway
+        rgb = np.asarray(im.convert("RGB"))
+        real.append(lit_outside(rgb)[0])
+        if k % 5 == 0:
+            f = F.detect_fov(rgb)
+            h, w = rgb.shape[:2]
+            for frac, left in ((0.6, 0.5), (0.5, 0.35), (0.5, 0.65), (0.45, 0.5)):
+                ch, cw = int(h * frac), int(w * frac)
+                y0, x0 = max(0, int(f.cy - ch / 2)), max(0, int(f.cx - cw * left))
+                v, share = lit_outside(np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw]))
+                if v is not None:
+                    crops.append((v, share))
+    small = [v for v, share in crops if share < 0.5]
+    out = {"photos": len(real), "photos_lit_outside_max": max(v for v in real if v is not None),
+           "crops_fitted": len(crops), "crops_under_half": len(small), "crops_under_half_min": min(small),
+           "crops_min": min(v for v, _ in crops), "threshold": F.MAX_LIT_OUTSIDE}
+    print(f"{out['photos']} photos: lit share outside their field of view at most {out['photos_lit_outside_max']:.4f}")
+    print(f"{len(crops)} crops fitted a circle; the {len(small)} under half the crop's longest side: lit share at "
+          f"least {out['crops_under_half_min']:.3f} (all fitted crops: {out['crops_min']:.3f}); threshold {F.MAX_LIT_OUTSIDE}")
+    return out
+
+
+def main() -> None:
+    from napari_lesionseg.core import fov as fov_module
+    from napari_lesionseg.core.bundled import resolve_model
+    from napari_lesionseg.core.image_io import read_image, read_mask
+    from napari_lesionseg.core.inference import predict
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.progress import run_to_end
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--gray", action="store_true", help="also whole photos against their gray copies")
+    ap.add_argument("--limit", type=int, default=0, help="the first N annotated photos only")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "photo_forms.json")
+    ap.add_argument("--surround", action="store_true", help="no model: the lit share outside fitted circles")
+    args = ap.parse_args()
+    if not (DATA / "masks_HE").is_dir():
+        raise SystemExit(f"{DATA}: IDRiD's training set not found (see ../shared/data/MANIFEST.md)")
+    if args.surround:
+        out = surround()
+        dest = args.out.with_name("photo_forms_surround.json") if args.out.name == "photo_forms.json" else args.out
+        dest.write_text(json.dumps(out, indent=2))
+        print(f"wrote {dest}")
+        return
+    model = load_model_folder(resolve_model(args.model), "cpu")
+
+    def before(rgb: np.ndarray):  # the detector without its dark-outside rule
+        kept, fov_module.MAX_LIT_OUTSIDE = fov_module.MAX_LIT_OUTSIDE, float("inf")
+        try:
+            return fov_module.detect_fov(rgb)
+        finally:
+            fov_module.MAX_LIT_OUTSIDE = kept
+
+    def mask(rgb: np.ndarray, fov=None) -> np.ndarray:
+        return run_to_end(predict(model, rgb, fov=fov)).mask > 0
+
+    crops: list[dict] = []
+    gray: list[dict] = []
+    photos = [p for p in sorted((DATA / "images").glob("*.jpg")) if (DATA / "masks_HE" / f"{p.stem}_HE.tif").exists()]
+    t0 = time.time()
+    for photo in photos[: args.limit or None]:
+        rgb, _ = read_image(photo)
+        gt = read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
+        fov = fov_module.detect_fov(rgb)
+        h, w = gt.shape
+        for frac, left in CROPS:
+            ch, cw = int(h * frac), int(w * frac)
+            y0, x0 = max(0, int(fov.cy - ch / 2)), max(0, int(fov.cx - cw * left))
+            crop = np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw])
+            g = gt[y0:y0 + ch, x0:x0 + cw]
+            old, new = before(crop), fov_module.detect_fov(crop)
+            if old == new:
+                continue
+            crops.append({"photo": photo.stem, "crop": [frac, left], "old_radius_share": old.radius / max(crop.shape[:2]),
+                          "before": _counts(mask(crop, old), g), "now": _counts(mask(crop, new), g)})
+        if args.gray:
+            g3 = np.repeat(rgb[..., 1:2], 3, axis=2)
+            gray.append({"photo": photo.stem, "colour": _counts(mask(rgb), gt), "gray": _counts(mask(g3), gt)})
+        print(f"{photo.stem}: {len(crops)} crops scored", flush=True)
+    out = {"model": args.model, "machine": platform.processor() or platform.machine(), "seconds": time.time() - t0,
+           "crops": {"before": _summary(crops, "before"), "now": _summary(crops, "now"), "rows": crops}}
+    if gray:
+        out["gray"] = {"colour": _summary(gray, "colour"), "gray": _summary(gray, "gray"), "rows": gray}
+    print(f"\n{'photos':<34}{'n':>5}{'pooled Dice':>13}{'recall':>8}{'precision':>10}{'mean Dice':>10}")
+    table = [("crops, field of view before", out["crops"]["before"]), ("crops, field of view now", out["crops"]["now"])]
+    if gray:
+        table += [("whole photos, colour", out["gray"]["colour"]), ("whole photos, gray copy", out["gray"]["gray"])]
+    for name, s in table:
+        print(f"{name:<34}{s['n']:>5}{s['pooled_dice']:>13.3f}{s['recall']:>8.3f}{s['precision']:>10.3f}{s['mean_dice']:>10.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
