@@ -18,3 +18,21 @@ def test_core_and_training_import_without_qt_or_napari() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_reader_and_the_project_store_import_without_torch() -> None:
+    """napari imports the npe2 reader to ask it about every folder it opens (the reader accepts
+    directories) and every file its patterns match: through the lesion table's annotations and
+    the model package's factory it imported torch, 1.7 s added to opening any folder in napari
+    (0.3 s now; benchmarks/README.md "Figures behind design choices")."""
+    code = (
+        "import sys\n"
+        "import napari_lesionseg._io, napari_lesionseg.core.store, napari_lesionseg.core.segment_layers\n"
+        "import napari_lesionseg.core.model_config, napari_lesionseg.core.models\n"
+        "sys.exit(1 if 'torch' in sys.modules else 0)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-c", "from napari_lesionseg.core.models import build_model, SegOutput"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr  # the factory still comes when asked for

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import ndimage
 
-from .preprocess import Geometry
+if TYPE_CHECKING:  # annotations only: the lesion table and the project store stay free of torch
+    from .preprocess import Geometry
 
 MACULA_DD = 1.0
 POSTERIOR_POLE_DD = 3.0
