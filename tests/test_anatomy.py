@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_lesionseg.core.anatomy import CENTRED_DISC_FOUND, CENTRED_DISC_GUESS, Anatomy, locate, locate_region
+from napari_lesionseg.core.anatomy import (
+    CENTRED_DISC_FOUND,
+    CENTRED_DISC_GUESS,
+    CROP_FOUND,
+    CROP_GUESS,
+    Anatomy,
+    locate,
+    locate_region,
+)
 from napari_lesionseg.core.bundled import sample_paths
 from napari_lesionseg.core.image_io import read_image, read_mask
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
@@ -55,6 +63,27 @@ def test_a_disc_at_the_centre_finds_the_macula_on_either_side() -> None:
     assert flat.fovea_method == "estimated from the disc" and flat.note == CENTRED_DISC_GUESS
     far = locate_region(np.roll(od > 0.5, -30, axis=1), x[1], disc, geom)  # 0.5 DD off centre: its side decides
     assert far.note == "" and far.fovea[1] > far.disc_centre[1]
+
+
+def test_in_a_crop_the_disc_place_does_not_decide_the_macula_side() -> None:
+    """IDRiD 04 cropped inside the retina with its disc right of the crop's centre: the disc's
+    side of the photo sent the fovea 2.5 disc diameters to the left (nasal), with no word that it
+    was a guess. Both sides are searched now, and a guess says so."""
+    img, _ = sample_paths("idrid_04")
+    rgb, _ = read_image(img)
+    od_full = read_mask(img.parent / f"{img.stem}_OD.png", shape=rgb.shape[:2])
+    h, w = rgb.shape[:2]
+    crop = (slice(int(0.25 * h), int(0.75 * h)), slice(int(0.15 * w), int(0.65 * w)))  # the disc at x 979 of 2144
+    x, geom, disc = prepare(np.ascontiguousarray(rgb[crop]), 512, 24.0)
+    assert geom.fov.covers_whole(geom.input_shape)  # no round field of view in a crop
+    od = mask_to_work(np.ascontiguousarray(od_full[crop]), geom).astype(np.float32)
+    a = locate(od, 0.5, x[1], disc, geom)
+    assert a.disc_centre is not None and a.disc_centre[1] > geom.input_shape[1] / 2 + 0.5 * a.disc_diameter
+    assert (a.fovea_method, a.note) in (("found in the photo", CROP_FOUND), ("estimated from the disc", CROP_GUESS))
+    if a.fovea_method == "found in the photo":
+        assert a.fovea[1] > a.disc_centre[1]  # the dark macula lies right of the disc (as on the whole photo)
+    flat = locate(od, 0.5, np.zeros_like(x[1]), disc, geom)
+    assert flat.fovea_method == "estimated from the disc" and flat.note == CROP_GUESS
 
 
 def test_a_flat_photo_gets_the_fovea_estimated_from_the_disc(sample_16) -> None:

@@ -43,6 +43,11 @@ DISC_DIAMETER_RANGE = (0.06, 0.35)  # plausible disc diameter as a fraction of t
 JOIN_FRACTION = 0.015  # fragments of one disc closer than this share of the fundus diameter are joined
 CENTRED_DISC_FOUND = "the disc lies near the photo's centre: the macula's side is the one with the clearer dark spot"
 CENTRED_DISC_GUESS = "the disc lies near the photo's centre and no macula was found: the temporal side is a guess"
+# a photo with no round field of view (cropped inside the retina): where the disc lies in it says
+# nothing of the side the macula is on (a crop of IDRiD 04 with its disc right of the centre got
+# its fovea estimated 2.5 disc diameters to the left, on the nasal side)
+CROP_FOUND = "no round field of view (a crop?): the macula's side is the one with the clearer dark spot"
+CROP_GUESS = "no round field of view (a crop?) and no macula found: the temporal side is a guess"
 
 
 @dataclass(frozen=True)
@@ -180,11 +185,14 @@ def _fovea(green: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: f
            geom: Geometry) -> tuple[float, float, str, str]:
     """``(y, x)`` of the fovea on the working grid, how it was placed, and a note. The fovea is
     temporal to the disc: away from the disc's side of the photo. A disc within 0.5 DD of the
-    photo's centre (a disc-centred photo) does not say which side that is: then both sides are
-    searched and the clearer dark spot wins; only if neither has one is the side a guess."""
+    photo's centre (a disc-centred photo) does not say which side that is, nor does the disc's
+    place in a photo cropped inside the retina: then both sides are searched and the clearer
+    dark spot wins; only if neither has one is the side a guess."""
     fundus_cx = (geom.fov.cx - geom.box[2] + 0.5) * geom.scale[1] - 0.5
     away = 1.0 if fundus_cx >= cx else -1.0
-    sides = (away, -away) if abs(fundus_cx - cx) < 0.5 * dd else (away,)
+    crop = geom.fov.covers_whole(geom.input_shape)  # the detector found no round field of view
+    sides = (away, -away) if crop or abs(fundus_cx - cx) < 0.5 * dd else (away,)
+    found_note, guess_note = (CROP_FOUND, CROP_GUESS) if crop else (CENTRED_DISC_FOUND, CENTRED_DISC_GUESS)
     # a blob detector at the fovea's scale: the green channel smoothed over 0.3 DD minus its
     # background over 1.5 DD (both normalised by the fundus disc, so the dark surround of the
     # photo and the vignetting towards the rim do not pull the minimum outwards)
@@ -192,9 +200,9 @@ def _fovea(green: NDArray[np.float32], disc: NDArray[np.bool_], cy: float, cx: f
     found = [f for f in (_dark_spot(smooth, disc, cy, cx, dd, side) for side in sides) if f is not None]
     if found:
         fy, fx, _ = max(found, key=lambda f: f[2])
-        note = "" if len(sides) == 1 else CENTRED_DISC_FOUND
+        note = "" if len(sides) == 1 else found_note
         return fy, fx, "found in the photo", note
-    note = "" if len(sides) == 1 else CENTRED_DISC_GUESS
+    note = "" if len(sides) == 1 else guess_note
     return cy + FOVEA_BELOW_DD * dd, cx + away * FOVEA_DD * dd, "estimated from the disc", note
 
 
