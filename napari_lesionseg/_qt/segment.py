@@ -253,11 +253,11 @@ class SegmentWidget(DockWidget):
         self.model_picker.choose(folder)
 
     def _on_project_changed(self, folder: Path | None) -> None:
-        """One project for all docks, whichever set it: its model versions are listed and its
-        active one is used (set in *Review lesions* or by File > Open on a project, the Run here
-        used the bundled default, not the version the annotator had promoted); the open photo's
-        correction comes back from it. A folder that cannot be a project (a file, say) is said
-        at once."""
+        """One project for all docks, whichever set it: its model versions are listed and the
+        one it promoted is used (set in *Review lesions* or by File > Open on a project, the Run
+        here used the bundled default, not the version the annotator had promoted); the open
+        photo's correction comes back from it. A folder that cannot be a project (a file, say)
+        is said at once."""
         if folder and self.session.project is None:
             self._error(self.session.no_project_reason)
             return

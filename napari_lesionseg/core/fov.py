@@ -212,7 +212,7 @@ def fundus_doubts(rgb: NDArray[np.uint8], fov: FieldOfView) -> str | None:
     if float(np.abs(px - px.mean(axis=1, keepdims=True)).mean()) < 2.0:
         return GRAY_DOUBT
     red = float((px[:, 0] / (px.sum(axis=1) + 1e-3)).mean())
-    if red < 0.5:  # a red-dominant photo without surround: a crop
+    if red < 0.5:  # not clearly red: only a dark surround still says fundus (a red-dominant photo without one: a crop)
         if outside.mean() < 0.02:  # no round field of view was found (the detector's whole image)
             return ("does not look like a fundus photograph: it has no dark surround of a round field of view "
                     f"and is not clearly red (red share {red:.2f}); results may be meaningless")
