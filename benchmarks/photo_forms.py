@@ -6,7 +6,8 @@ For each annotated photo, three crops (60 % of the height and width round the ce
 field of view; 50 % left and right of it) are segmented with the field of view the detector
 finds now (a crop: the whole crop) and with the one it found before 2026-12-05 (a circle fitted
 round some bright region inside the retina, which set the working scale and masked out the
-rest); only crops where the two differ are scored. ``--gray`` also scores each whole photo and
+rest), beside the whole photo's mask over the crop's region; only crops where the two fields
+of view differ are scored. ``--gray`` also scores each whole photo and
 its gray copy.
 
     python benchmarks/photo_forms.py [--model default] [--gray] [--limit N]
@@ -142,6 +143,7 @@ def main() -> None:
         rgb, _ = read_image(photo)
         gt = read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
         fov = fov_module.detect_fov(rgb)
+        whole = mask(rgb)  # the whole photo's mask: what the crops' regions get in a full photo
         h, w = gt.shape
         for frac, left in CROPS:
             ch, cw = int(h * frac), int(w * frac)
@@ -152,17 +154,20 @@ def main() -> None:
             if old == new:
                 continue
             crops.append({"photo": photo.stem, "crop": [frac, left], "old_radius_share": old.radius / max(crop.shape[:2]),
-                          "before": _counts(mask(crop, old), g), "now": _counts(mask(crop, new), g)})
+                          "before": _counts(mask(crop, old), g), "now": _counts(mask(crop, new), g),
+                          "whole_photo": _counts(whole[y0:y0 + ch, x0:x0 + cw], g)})
         if args.gray:
             g3 = np.repeat(rgb[..., 1:2], 3, axis=2)
-            gray.append({"photo": photo.stem, "colour": _counts(mask(rgb), gt), "gray": _counts(mask(g3), gt)})
+            gray.append({"photo": photo.stem, "colour": _counts(whole, gt), "gray": _counts(mask(g3), gt)})
         print(f"{photo.stem}: {len(crops)} crops scored", flush=True)
     out = {"model": args.model, "machine": platform.processor() or platform.machine(), "seconds": time.time() - t0,
-           "crops": {"before": _summary(crops, "before"), "now": _summary(crops, "now"), "rows": crops}}
+           "crops": {"before": _summary(crops, "before"), "now": _summary(crops, "now"),
+                     "whole_photo": _summary(crops, "whole_photo"), "rows": crops}}
     if gray:
         out["gray"] = {"colour": _summary(gray, "colour"), "gray": _summary(gray, "gray"), "rows": gray}
     print(f"\n{'photos':<34}{'n':>5}{'pooled Dice':>13}{'recall':>8}{'precision':>10}{'mean Dice':>10}")
-    table = [("crops, field of view before", out["crops"]["before"]), ("crops, field of view now", out["crops"]["now"])]
+    table = [("crops, field of view before", out["crops"]["before"]), ("crops, field of view now", out["crops"]["now"]),
+             ("crops' regions in the whole photo", out["crops"]["whole_photo"])]
     if gray:
         table += [("whole photos, colour", out["gray"]["colour"]), ("whole photos, gray copy", out["gray"]["gray"])]
     for name, s in table:
