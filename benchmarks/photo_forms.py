@@ -7,8 +7,10 @@ field of view; 50 % left and right of it) are segmented with the field of view t
 finds now (a crop: the whole crop) and with the one it found before 2026-12-05 (a circle fitted
 round some bright region inside the retina, which set the working scale and masked out the
 rest), beside the whole photo's mask over the crop's region; only crops where the two fields
-of view differ are scored. ``--gray`` also scores each whole photo and
-its gray copy.
+of view differ are scored. ``--gray`` also scores each whole photo and its gray copy, fed as
+the network sees a gray photo now (a red channel of zeros) and as before 2026-12-05 (the gray
+copied into red). How to feed gray was chosen on the 26 photos of odd place (the second, the
+fourth, ...); the other 27 report it apart.
 
     python benchmarks/photo_forms.py [--model default] [--gray] [--limit N]
     python benchmarks/photo_forms.py --surround
@@ -102,6 +104,7 @@ def surround() -> dict:
 
 def main() -> None:
     from napari_lesionseg.core import fov as fov_module
+    from napari_lesionseg.core import preprocess
     from napari_lesionseg.core.bundled import resolve_model
     from napari_lesionseg.core.image_io import read_image, read_mask
     from napari_lesionseg.core.inference import predict
@@ -158,18 +161,30 @@ def main() -> None:
                           "whole_photo": _counts(whole[y0:y0 + ch, x0:x0 + cw], g)})
         if args.gray:
             g3 = np.repeat(rgb[..., 1:2], 3, axis=2)
-            gray.append({"photo": photo.stem, "colour": _counts(whole, gt), "gray": _counts(mask(g3), gt)})
+            kept, preprocess.is_gray = preprocess.is_gray, lambda _px: False  # the gray copied into red, as before
+            try:
+                replicated = _counts(mask(g3), gt)
+            finally:
+                preprocess.is_gray = kept
+            gray.append({"photo": photo.stem, "colour": _counts(whole, gt), "gray": _counts(mask(g3), gt),
+                         "gray_red_copied": replicated, "chosen_on": len(gray) % 2 == 1})
         print(f"{photo.stem}: {len(crops)} crops scored", flush=True)
     out = {"model": args.model, "machine": platform.processor() or platform.machine(), "seconds": time.time() - t0,
            "crops": {"before": _summary(crops, "before"), "now": _summary(crops, "now"),
                      "whole_photo": _summary(crops, "whole_photo"), "rows": crops}}
     if gray:
-        out["gray"] = {"colour": _summary(gray, "colour"), "gray": _summary(gray, "gray"), "rows": gray}
+        held = [r for r in gray if not r["chosen_on"]]
+        out["gray"] = {"colour": _summary(gray, "colour"), "gray": _summary(gray, "gray"),
+                       "gray_red_copied": _summary(gray, "gray_red_copied"),
+                       "not_chosen_on": {a: _summary(held, a) for a in ("colour", "gray", "gray_red_copied")}, "rows": gray}
     print(f"\n{'photos':<34}{'n':>5}{'pooled Dice':>13}{'recall':>8}{'precision':>10}{'mean Dice':>10}")
     table = [("crops, field of view before", out["crops"]["before"]), ("crops, field of view now", out["crops"]["now"]),
              ("crops' regions in the whole photo", out["crops"]["whole_photo"])]
     if gray:
-        table += [("whole photos, colour", out["gray"]["colour"]), ("whole photos, gray copy", out["gray"]["gray"])]
+        g, h = out["gray"], out["gray"]["not_chosen_on"]
+        table += [("whole photos, colour", g["colour"]), ("whole photos, gray copy", g["gray"]),
+                  ("  gray, as fed before (red = gray)", g["gray_red_copied"]), ("27 photos not chosen on, colour", h["colour"]),
+                  ("  gray copy", h["gray"]), ("  gray, as fed before", h["gray_red_copied"])]
     for name, s in table:
         print(f"{name:<34}{s['n']:>5}{s['pooled_dice']:>13.3f}{s['recall']:>8.3f}{s['precision']:>10.3f}{s['mean_dice']:>10.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

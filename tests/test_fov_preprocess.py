@@ -111,6 +111,27 @@ def test_network_input_is_standardised_inside_disc(sample_rgb: np.ndarray) -> No
     assert x3.shape[0] == 3
 
 
+def test_a_gray_photo_reaches_the_network_with_a_red_channel_of_zeros(sample_rgb: np.ndarray) -> None:
+    """The gray copied into the red channel showed the network dark vessels and lesions where a
+    colour photo's red shows little of them: the shipped default found 30 % of the hemorrhage
+    pixels of gray copies where it finds 52 % with red at zero (27 IDRiD photos)."""
+    import io
+
+    from PIL import Image
+
+    gray = np.repeat(sample_rgb[..., 1:2], 3, axis=2)
+    buf = io.BytesIO()
+    Image.fromarray(gray).save(buf, "JPEG", quality=90)  # a gray photo saved as RGB: a JPEG's chroma noise
+    for rgb in (gray, np.asarray(Image.open(buf).convert("RGB"))):
+        x, geom, disc = prepare(rgb, 256, 8.0)
+        assert np.all(x[0] == 0)
+        for c in (1, 2):
+            v = x[c][disc]
+            assert abs(v.mean()) < 1e-3 and abs(v.std() - 1) < 1e-2
+    x, _, _ = prepare(sample_rgb, 256, 8.0)
+    assert x[0].std() > 0.5  # a colour photo keeps its red
+
+
 def test_several_contrast_scales_give_one_channel_each(sample_rgb: np.ndarray) -> None:
     """``preprocess.green_contrast_sigma = [8, 32]``: the RGB channels and the 8-px channel are
     exactly the single-scale input's, the 32-px one is that scale's own channel; the config
@@ -193,8 +214,8 @@ def test_non_fundus_photos_get_a_warning_fundus_photos_do_not(tmp_path) -> None:
 
 def test_a_gray_photo_is_said_to_be_one() -> None:
     """A red-free photo (gray) was said to be "not red-dominant ... may not be a fundus
-    photograph", though it is one, only one the model reads far worse (34 % of the hemorrhage
-    pixels against 77 % in colour, on gray copies of its training photos)."""
+    photograph", though it is one, only one the model reads worse (52 % of the hemorrhage
+    pixels against 77 % in colour, on gray copies of 27 of its training photos)."""
     from napari_lesionseg.core.fov import GRAY_DOUBT, fundus_doubts
 
     rgb, _ = read_image(sample_paths("idrid_04")[0])
