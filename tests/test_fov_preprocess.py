@@ -247,3 +247,20 @@ def test_a_photo_too_small_for_fine_lesions_gets_a_note() -> None:
         assert (2 * fov.radius < SMALL_FUNDUS_PX) == small
         note = size_doubt(fov, 832)
         assert (note is not None and f"only {2 * fov.radius:.0f} px across" in note) if small else note is None
+
+
+def test_network_inputs_cached_under_another_input_version_are_made_again(tmp_path, small_pairs, monkeypatch) -> None:
+    """The training module caches network inputs by photo, mask and preprocess config: a gray
+    photo prepared before its red channel became zeros would have been trained on as before."""
+    from lesionseg_training.data import prepare_pair
+    from napari_lesionseg.core import preprocess
+    from napari_lesionseg.core.pairs import match_pairs
+
+    pair = match_pairs(small_pairs / "images", small_pairs / "masks")[0]
+    pre = PreprocessConfig(fov_diameter=128, green_contrast_sigma=4.0)
+    prepare_pair(pair, pre, tmp_path)
+    prepare_pair(pair, pre, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 1  # reused
+    monkeypatch.setattr(preprocess, "INPUT_VERSION", preprocess.INPUT_VERSION + 1)
+    prepare_pair(pair, pre, tmp_path)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # made again

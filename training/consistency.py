@@ -32,6 +32,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from napari_lesionseg.core import preprocess
 from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.model_config import PreprocessConfig
 from napari_lesionseg.core.preprocess import prepare
@@ -63,7 +64,8 @@ def prepare_unlabelled(folder: Path, pre: PreprocessConfig, cache_dir: Path | No
 
 def _prepared(path: Path, pre: PreprocessConfig, cache_dir: Path | None) -> Prepared:
     st = path.stat()
-    key = hashlib.sha256(json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, asdict(pre)]).encode())
+    key = hashlib.sha256(json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, asdict(pre),
+                                     preprocess.INPUT_VERSION]).encode())
     cf = cache_dir / f"unlabelled-{path.stem}-{key.hexdigest()[:16]}.npz" if cache_dir is not None else None
     if cf is not None and cf.exists():
         z = np.load(cf)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
+from napari_lesionseg.core import preprocess
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.fov import detect_fov
 from napari_lesionseg.core.image_io import read_image
@@ -148,6 +149,7 @@ def _cache_key(pair: Pair, pre: PreprocessConfig, others: tuple[str, ...] = ()) 
         st = f.stat()
         h.update(f"{f.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
     h.update(json.dumps(asdict(pre), sort_keys=True).encode())
+    h.update(f"input:{preprocess.INPUT_VERSION}".encode())  # inputs cached before network_input changed
     h.update(b"label_map" if pair.label_map else b"mask")
     if pair.label_map:
         h.update(",".join(pair.label_types).encode())

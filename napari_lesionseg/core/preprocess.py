@@ -172,6 +172,11 @@ def green_contrast(green: NDArray[np.float32], fov_mask: NDArray[np.bool_], sigm
     return ((green - bg) * m).astype(np.float32)
 
 
+#: what :func:`network_input` gives; network inputs cached by the training module under another
+#: version are made again (2, 2026-12-05: a gray photo's red channel is zeros)
+INPUT_VERSION = 2
+
+
 def network_input(work_rgb: NDArray[np.uint8], fov_mask: NDArray[np.bool_],
                   green_contrast_sigma: float | list[float] | None) -> NDArray[np.float32]:
     """The network's input ``float32 (C, h, w)``: RGB standardised inside the disc (C = 3),
