@@ -9,7 +9,7 @@ from typing import Any
 from .core.errors import LesionsegInputError
 from .core.image_io import read_mask, write_label
 from .core.segment_layers import OPENED_FROM, project_image_layers
-from .core.store import MANIFEST, Project
+from .core.store import MANIFEST
 
 IDRID_MASK_SUFFIXES = ("_HE", "_MA", "_EX", "_SE", "_OD")
 LayerData = list[tuple[Any, dict[str, Any], str]]
@@ -54,9 +54,11 @@ def read_project(path: str) -> LayerData:
 
     from .core.session import AnnotationSession  # torch: imported only when a project is opened
 
-    proj = Project(path)
     session = AnnotationSession()
-    session.set_project(proj.root)
+    session.set_project(path)
+    proj = session.project  # the session's own: a project is opened (and repaired) once
+    if proj is None:
+        raise LesionsegInputError(path, session.no_project_reason)
     unreadable: dict[str, str] = {}
     while (found := session.next_image(skip=unreadable)) is not None:
         try:
