@@ -677,3 +677,44 @@ def test_a_photo_found_right_is_saved_from_review_and_passed_over(make_napari_vi
     _, w2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     w2.project_edit.setText(str(proj.root))
     assert _open_next(qtbot, w2) == "IDRiD_04"
+
+
+def _segmented(viewer, name: str, corners: list[tuple[int, int]]) -> None:
+    """Layers as Segment adds them for a 300x300 photo ``name`` with a 20-pixel lesion at each
+    of ``corners``."""
+    from napari_lesionseg.core.inference import Prediction
+    from napari_lesionseg.core.segment_layers import prediction_layers
+
+    prob = np.zeros((300, 300), np.float32)
+    mask = np.zeros((300, 300), np.uint8)
+    for y, x in corners:
+        mask[y:y + 20, x:x + 20], prob[y:y + 20, x:x + 20] = 1, 0.9
+    pred = Prediction(prob, mask, np.zeros_like(prob), np.zeros_like(mask, np.int32), [], None,  # type: ignore[arg-type]
+                      "m1", 0.5)
+    for data, kwargs, kind in prediction_layers(name, pred):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+
+
+@pytest.mark.gui
+def test_the_table_lists_the_photo_chosen_and_acts_on_it(make_napari_viewer) -> None:
+    """The table once went on listing the photo reviewed before when another was chosen: Next
+    framed, and Delete painted, the first photo's regions on the second. A dock opened after a
+    photo was segmented showed nothing until Refresh."""
+    viewer = make_napari_viewer()
+    _segmented(viewer, "a", [(10, 10), (100, 100)])
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    assert w.image_picker.name == "a" and w.table.rowCount() == 2  # listed without Refresh
+    _segmented(viewer, "b", [(200, 200)])
+    assert w.image_picker.name == "a" and w.table.rowCount() == 2  # a photo added elsewhere is no switch
+    w.image_picker.choose("b")
+    assert [r.bbox for r in w.review.regions] == [(200, 200, 220, 220)]
+    w.next()
+    w.delete()
+    assert not viewer.layers["b lesions"].data.any()
+    assert viewer.layers["a lesions"].data.sum() == 800  # untouched
+    for layer in [ly for ly in viewer.layers if ly.name.startswith("b ")]:
+        viewer.layers.remove(layer)
+    assert w.image_picker.name == "a" and len(w.review.regions) == 2  # the photo left is listed
+    for layer in [ly for ly in viewer.layers if ly.name.startswith("a ")]:
+        viewer.layers.remove(layer)
+    assert w.table.rowCount() == 0 and w.review is None and w.next() is None

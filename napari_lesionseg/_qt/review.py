@@ -64,6 +64,7 @@ class ReviewWidget(DockWidget):
         self.status: dict[tuple[str, int], str] = {}  # by region (kind, label): kept when the list is cut anew
         self.current = -1
         self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
+        self.image_picker.changed.connect(self._on_photo_switched)
         self.type_combo = ComboBox(choices=[HE], value=HE, tooltip="review one lesion type at a time",
                                    visible=False)  # which lesion type's regions the table lists
         self.type_combo.changed.connect(lambda _t: self.refresh())
@@ -108,7 +109,7 @@ class ReviewWidget(DockWidget):
         self._image_order: list[str] = []
         self._opened: str | None = None  # the image "Open next image" showed last
         self._unreadable: dict[str, str] = {}  # project photos that could not be opened, why: passed over
-        self.info = QLabel("run 'Segment lesions' first, then Refresh")
+        self.info = QLabel("run 'Segment lesions' on a photo: its regions are listed here")
         self.info.setWordWrap(True)
         top = panel(self.image_picker.widget, self.type_combo, refresh)
         nav = panel(*(buttons[t] for t in ("Previous", "Next")))
@@ -126,6 +127,8 @@ class ReviewWidget(DockWidget):
         lay.addWidget(self.info)
         for key, action in KEYS.items():
             self.viewer.bind_key(key, lambda _v, a=action: getattr(self, a)(), overwrite=True)
+        if self.image_picker.name:
+            self.refresh()  # a photo segmented before the dock was opened is listed at once
 
     def release(self) -> None:
         """The dock was closed: its key bindings and layer-list connections go with it."""
@@ -178,6 +181,8 @@ class ReviewWidget(DockWidget):
         probability and its entropy)."""
         layers = self._layers()
         if layers is None:
+            self.review, self.current, self._undo = None, -1, []
+            self.table.setRowCount(0)  # no rows of a photo no longer under review
             self.info.setText("no segmentation for this image yet: run 'Segment lesions' first")
             return None
         self._sync_types()
@@ -196,6 +201,12 @@ class ReviewWidget(DockWidget):
         self.status = {}
         self._undo = []
         return self._fill_table()
+
+    def _on_photo_switched(self, _name: object = None) -> None:
+        """Another photo chosen (in the box, by Open next image, or by the one under review
+        going): its regions are listed at once. The table once went on listing the photo before,
+        and Next then framed, and Delete or Accept painted, those regions on the new photo."""
+        self.refresh()
 
     def _decided(self, lab: Any, kind: str) -> np.ndarray | None:
         """The pixels of type ``kind`` the annotator changed from the model's mask (None: no model
@@ -444,8 +455,10 @@ class ReviewWidget(DockWidget):
         text = f"{nxt}: image {place} of {count} by uncertainty, " + (
             f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
             if uncorrected else "every photo has a saved correction")
-        if self.image_picker.choose(nxt):
-            self.refresh()
+        already = self.image_picker.name == nxt
+        if already or self.image_picker.choose(nxt):  # choosing another photo lists it (_on_photo_switched)
+            if already:
+                self.refresh()
             text += f". {self.info.text()}"  # the list's summary: how many are likely mistakes, where to stop
             text += self._older_model_note(proj, nxt)
         else:
