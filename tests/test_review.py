@@ -718,3 +718,31 @@ def test_the_table_lists_the_photo_chosen_and_acts_on_it(make_napari_viewer) -> 
     for layer in [ly for ly in viewer.layers if ly.name.startswith("a ")]:
         viewer.layers.remove(layer)
     assert w.table.rowCount() == 0 and w.review is None and w.next() is None
+
+
+@pytest.mark.gui
+def test_the_table_follows_a_mask_replaced_by_segment(make_napari_viewer, qtbot) -> None:
+    """Segment's threshold replaces the mask; the table once went on listing the mask before
+    (the bundled default: the tiny test model finds no lesion here)."""
+    from napari_lesionseg.core.lesions import label_runs
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lesionseg", "idrid_16")
+    _, s = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    s.run()
+    qtbot.waitUntil(lambda: s.run_button.enabled and "lesion(s)" in s.status.text(), timeout=120_000)
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    lab = viewer.layers["IDRiD_16 lesions"]
+
+    def listed() -> int:
+        return sum(r.kind == "lesion" for r in w.review.regions + w.review.hidden)
+
+    assert listed() == label_runs(lab.data == 1)[1]
+    w.hide_below.value = 0.0
+    w.next()
+    w.mark_unsure()  # painting is no replacement: the row keeps its status
+    assert w.table.item(0, 4).text() == "unsure"
+    s.threshold.value = s.threshold.value / 2  # asks first: the mask was edited by hand
+    s.apply_threshold(force=True)
+    n = label_runs(lab.data == 1)[1]
+    assert n > 0 and listed() == n and w.table.item(0, 4).text() != "unsure"

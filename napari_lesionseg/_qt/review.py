@@ -6,6 +6,7 @@ the fuzzy overlay."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -65,6 +66,7 @@ class ReviewWidget(DockWidget):
         self.current = -1
         self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
         self.image_picker.changed.connect(self._on_photo_switched)
+        self._listed_mask: weakref.ref[Any] | None = None  # the lesions layer listed: its mask replaced, listed again
         self.type_combo = ComboBox(choices=[HE], value=HE, tooltip="review one lesion type at a time",
                                    visible=False)  # which lesion type's regions the table lists
         self.type_combo.changed.connect(lambda _t: self.refresh())
@@ -139,6 +141,7 @@ class ReviewWidget(DockWidget):
             self.viewer.layers.remove(layer)
         self.project.release()
         self.image_picker.release()
+        self._follow_mask(None)
 
     def _layers(self):
         names = layer_names(self.image_picker.name)
@@ -187,6 +190,7 @@ class ReviewWidget(DockWidget):
             return None
         self._sync_types()
         lab, prob, fuzzy = layers
+        self._follow_mask(lab)
         kind, others = self.kind(), self.session.type_maps(self.image_picker.name)
         decided = self._decided(lab, kind)
         if kind != HE and kind in others:
@@ -207,6 +211,23 @@ class ReviewWidget(DockWidget):
         going): its regions are listed at once. The table once went on listing the photo before,
         and Next then framed, and Delete or Accept painted, those regions on the new photo."""
         self.refresh()
+
+    def _follow_mask(self, lab: Any) -> None:
+        """List again when the mask of the photo under review is replaced as a whole (Segment's
+        threshold, Run, Re-threshold; painting is not a replacement): the rows listed the mask
+        before, and Delete left the new mask's pixels of a grown lesion."""
+        old = self._listed_mask() if self._listed_mask is not None else None
+        if old is lab:
+            return
+        if old is not None:
+            old.events.data.disconnect(self._on_mask_replaced)
+        self._listed_mask = None if lab is None else weakref.ref(lab)
+        if lab is not None:
+            lab.events.data.connect(self._on_mask_replaced)
+
+    def _on_mask_replaced(self, _event: object = None) -> None:
+        if not self._released:
+            self.refresh()
 
     def _decided(self, lab: Any, kind: str) -> np.ndarray | None:
         """The pixels of type ``kind`` the annotator changed from the model's mask (None: no model
