@@ -552,6 +552,27 @@ def test_the_lesion_table_follows_the_saved_correction(qtbot, segment, tmp_path:
     np.testing.assert_allclose(camera(viewer).center[-2:], (404.5, 609.5), atol=1.0)  # the kept lesion's centroid
 
 
+def test_the_lesion_table_lists_the_mask_shown_as_it_changes(qtbot, segment) -> None:
+    """The table went on listing the model's lesions: 10 rows beside a status of 21 lesions
+    once the threshold was halved (the bundled default on IDRiD 16), lesions painted or
+    deleted in Review still listed until a save."""
+    from napari_lesionseg.core.bundled import default_model_dir
+    from napari_lesionseg.core.lesions import label_runs
+
+    viewer, widget = segment
+    widget.set_model_folder(default_model_dir())  # the tiny test model finds no lesion here
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    n = widget.table.rowCount()
+    assert n == label_runs(lab.data == 1)[1] > 1
+    lab.data_setitem(np.nonzero(np.pad(np.ones((10, 20), bool), ((400, 1014), (600, 1524)))), 1)  # a painted lesion
+    qtbot.waitUntil(lambda: widget.table.rowCount() == n + 1, timeout=5000)
+    widget.threshold.value = widget.threshold.value / 2  # refused: the mask was edited by hand
+    assert widget.table.rowCount() == n + 1
+    widget.apply_threshold(force=True)
+    qtbot.waitUntil(lambda: widget.table.rowCount() == label_runs(lab.data == 1)[1] > n + 1, timeout=5000)
+
+
 def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """A photo opened by *Open next image* (a stored prediction, nothing run in this viewer)
     showed an empty lesion table in the Segment dock, while its lesions layer held lesions;

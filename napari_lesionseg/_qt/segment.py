@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 DEFAULT_LABEL = "default (shipped)"
 TABLE_COLUMNS = ["type", "area px", "area mm2", "DD from disc", "zone"]
 MAX_TABLE_ROWS = 2000
+TABLE_SETTLE_MS = 300  # the lesion table is listed again this long after the mask's last change
 
 
 def legend_html(types: list[str]) -> str:
@@ -163,10 +164,17 @@ class SegmentWidget(DockWidget):
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.AscendingOrder)  # hemorrhages first (Qt starts descending)
         self.table.setMaximumHeight(170)
-        self.table.setToolTip("the model's lesions: click a row to centre the view on it; click a header to sort")
+        self.table.setToolTip("the lesions of the mask shown: click a row to centre the view on it; click a header to sort")
         self.table.cellClicked.connect(self.centre_on_row)
         self._table_lesions: list = []
         self._saved_lesions: tuple[tuple | None, list] = (None, [])  # (photo, version, map), its lesions
+        # photos whose mask shown changed since their run or save (painted, re-thresholded, edited
+        # in Review): the table lists that mask, labelled again a moment after the last change
+        self._changed: dict[str, int] = {}  # name: changes counted
+        self._table_timer = QTimer(self)
+        self._table_timer.setSingleShot(True)
+        self._table_timer.setInterval(TABLE_SETTLE_MS)
+        self._table_timer.timeout.connect(lambda: self.fill_table(self.image_picker.name))
         self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
         for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
@@ -196,7 +204,7 @@ class SegmentWidget(DockWidget):
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         for layer in self.viewer.layers:  # lesions layers shown before the dock opened
             if segmented_photo_name(layer) is not None:
-                layer.events.paint.connect(self._on_painted)
+                self._follow_mask(layer)
         self._on_image_switched(self.image_picker.name)
         self.load_project_models()  # a project another dock (or File > Open on it) set before this one opened
         self._on_model_changed(self.model_picker.path)
@@ -346,18 +354,22 @@ class SegmentWidget(DockWidget):
         self.table.setColumnHidden(4, not located)
 
     def _photo_lesions(self, photo: Any) -> list:
-        """The saved correction's lesions, else the prediction run here, else those of the label
-        map shown for a prediction stored in the project (*Open next image*: nothing was run)."""
+        """The lesions of the mask shown when it changed since its run or save; else the saved
+        correction's, else the prediction run here, else those of the label map shown for a
+        prediction stored in the project (*Open next image*: nothing was run)."""
         pred = photo.prediction
-        if photo.saved is not None:
+        shown = self._lesions(photo.name)
+        if shown is not None and photo.name in self._changed:
+            label = np.asarray(shown.data)
+            key: tuple = (photo.name, "changed", id(shown.data), self._changed[photo.name])
+        elif photo.saved is not None:
             label, key = photo.saved, (photo.name, photo.saved_version, id(photo.saved))
         elif pred is not None:
             return pred.all_lesions()
         else:
-            layer = self._lesions(photo.name)
-            if layer is None:
+            if shown is None:
                 return []
-            label, key = np.asarray(layer.data), (photo.name, "shown", id(layer.data))
+            label, key = np.asarray(shown.data), (photo.name, "shown", id(shown.data))
         if self._saved_lesions[0] != key:  # labelled once per saved version (or map shown)
             from ..core.export import label_lesions
 
@@ -384,7 +396,7 @@ class SegmentWidget(DockWidget):
         name = self.image_picker.name
         layer = event.value
         if segmented_photo_name(layer) is not None:
-            layer.events.paint.connect(self._on_painted)
+            self._follow_mask(layer)
         if not name or layer.name != layer_names(name)["lesions"] or self.turns.busy:
             return  # not this photo's, or this dock's own run showing its result
         try:
@@ -402,10 +414,26 @@ class SegmentWidget(DockWidget):
             self.status.setText(f"{name}: the project's stored prediction (model '{layer.metadata['model_version']}'): "
                                 f"{n} lesion(s); press Run to segment it again")
 
+    def _follow_mask(self, layer: Any) -> None:
+        layer.events.paint.connect(self._on_painted)
+        layer.events.data.connect(self._on_mask_changed)
+
+    def _on_mask_changed(self, event: Any) -> None:
+        """A photo's mask was painted or replaced: its lesion table is listed again once the
+        changes settle (it once went on listing the model's lesions: 10 rows beside a status of
+        21 lesions after the threshold was halved, lesions deleted in Review still listed)."""
+        name = segmented_photo_name(event.source)
+        if self._released or name is None:
+            return
+        self._changed[name] = self._changed.get(name, 0) + 1
+        if name == self.image_picker.name:
+            self._table_timer.start()
+
     def _on_painted(self, event: Any) -> None:
-        """A hand edit with no project folder set: nothing can keep it (closing napari lost
-        such edits without a word). Said once per viewer, in the status line and as a napari
-        notification (the dock may be a hidden tab)."""
+        """A hand edit: the table follows it (:meth:`_on_mask_changed`). With no project folder
+        set nothing can keep it (closing napari lost such edits without a word): said once per
+        viewer, in the status line and as a napari notification (the dock may be a hidden tab)."""
+        self._on_mask_changed(event)
         if self._released or self.session.project is not None or self.session.warned_unkept:
             return
         self.session.warned_unkept = True
@@ -522,6 +550,8 @@ class SegmentWidget(DockWidget):
     def _show_result(self, name: str, pred: Prediction, edited: bool) -> None:
         if name not in self.viewer.layers:
             return
+        if not edited:
+            self._changed.pop(name, None)  # the mask shown is the run's: its lesions are the prediction's
         self.viewer.layers.selection.active = self._lesions(name)
         self._on_outlines(self.outlines.value)
         self._apply_type_visibility()
@@ -643,6 +673,8 @@ class SegmentWidget(DockWidget):
         follow (an edited photo renamed once raised in the event loop, and Save then looked for
         '<new name> lesions')."""
         self.session.rename_photo(old, new)
+        if old in self._changed:
+            self._changed[new] = self._changed.pop(old)
         if self._current_image == old:
             self._current_image = new
         for was, now in zip(all_layer_names(old), all_layer_names(new)):
@@ -655,6 +687,7 @@ class SegmentWidget(DockWidget):
         the versions before it stay, so nothing saved is lost either."""
         layer = event.value
         name = segmented_photo_name(layer)
+        self._changed.pop(name, None)
         if name is None or self.session.project is None or name not in self.session.photos:
             return
         try:
@@ -702,6 +735,7 @@ class SegmentWidget(DockWidget):
             self._error(str(err))
             return None
         assert version is not None
+        self._changed.pop(name, None)  # the mask shown is the one saved
         self.fill_table(name)
         self.status.setText(f"saved {version.path.relative_to(self.session.project.root)}")
         return version.path
