@@ -15,9 +15,11 @@ fourth, ...); the other 27 report it apart.
     python benchmarks/photo_forms.py [--model default] [--gray] [--limit N]
     python benchmarks/photo_forms.py --surround
 
-``--surround`` runs no model: the share of lit pixels outside the circle the detector fits without
-its dark-outside rule, on every IDRiD photo (annotated and not) and on four crops of every fifth,
-which is what ``fov.MAX_LIT_OUTSIDE`` is set between.
+``--surround`` runs no model: the shares of lit and of lit retina-like pixels outside the circle
+the detector fits (``fov.fit_circle``), on every IDRiD photo (annotated and not), on four crops
+of every fifth and on copies of every fifth with a camera's text or panel in the surround
+(``_banners``): what ``fov.MAX_LIT_OUTSIDE`` is set between. ``--banners`` scores the default on
+the annotated photos' banner copies beside the photos themselves.
 
 The photos are those the bundled models were trained on (both arms alike: the comparison, not the
 level, is the finding). Prints pooled and mean per-photo Dice, recall and precision per arm;
@@ -50,55 +52,103 @@ def _summary(rows: list[dict], arm: str) -> dict[str, float]:
             "mean_dice": float(np.mean(per)) if per else float("nan"), "n": len(rows)}
 
 
-def surround() -> dict:
-    """The lit share outside the fitted circle on real photos and on crops of them."""
-    import math
+def _banners(rgb: np.ndarray, fov) -> dict[str, np.ndarray]:
+    """Copies of a photo with what some cameras print in the dark surround: a light-gray info
+    panel left of the fundus, white blocks of text in the four corners, a blue title bar over
+    the top 5 % of the photo (over the fundus where it reaches the top, as in IDRiD)."""
+    from PIL import Image, ImageDraw
 
+    h, w = rgb.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    panel = rgb.copy()
+    panel[((xx - fov.cx) ** 2 + (yy - fov.cy) ** 2 > (1.03 * fov.radius) ** 2) & (xx < fov.cx - 0.5 * fov.radius)] = 200
+    im = Image.fromarray(rgb.copy())
+    draw, bw, bh = ImageDraw.Draw(im), w // 8, h // 8
+    for x, y in ((5, 5), (5, h - bh - 5), (w - bw - 5, 5), (w - bw - 5, h - bh - 5)):
+        for k in range(6):
+            draw.rectangle([x, y + bh * k // 6, x + bw, y + bh * k // 6 + bh // 10], fill=(255, 255, 255))
+    bar = rgb.copy()
+    bar[: h // 20] = (40, 60, 160)
+    return {"gray panel": panel, "text blocks": np.asarray(im), "blue bar": bar}
+
+
+def surround() -> dict:
+    """The shares of lit and of lit retina-like pixels outside the fitted circle on real photos,
+    on crops of them and on copies with a camera's text or panel in the surround."""
     from PIL import Image
 
     from napari_lesionseg.core import fov as F
 
-    def lit_outside(rgb: np.ndarray) -> tuple[float | None, float]:
-        kept, F.MAX_LIT_OUTSIDE = F.MAX_LIT_OUTSIDE, float("inf")
-        try:
-            f = F.detect_fov(rgb)
-        finally:
-            F.MAX_LIT_OUTSIDE = kept
-        h, w = rgb.shape[:2]
-        step = max(1, int(math.ceil(max(h, w) / F._WORK_SIDE)))
-        small = rgb[::step, ::step].max(axis=2)
-        t = F._otsu(small)
-        dark, bright = np.percentile(small, 2), np.percentile(small, 98)
-        t = min(max(t, int(dark) + 8), int(dark + 0.15 * (bright - dark)))
-        off = (step - 1) / 2.0
-        share = f.radius / max(h, w)
-        if f.covers_whole((h, w)):
-            return None, share
-        return F._lit_outside(small > t, (f.cx - off) / step, (f.cy - off) / step, f.radius / step - 0.5), share
-
     files = sorted((DATA / "images").glob("*.jpg")) + sorted((DATA.parent.parent / "idrid_unlabeled" / "images").glob("*"))
-    real, crops = [], []
+    groups: dict[str, list] = {"photos": [], "crops": [], "gray panel": [], "text blocks": [], "blue bar": []}
     for k, path in enumerate(files):
         im = Image.open(path)
         im.draft("RGB", (im.width // 4, im.height // 4))  # the detector works at 512 px anyway
         rgb = np.asarray(im.convert("RGB"))
-        real.append(lit_outside(rgb)[0])
+        groups["photos"].append(F.fit_circle(rgb))
         if k % 5 == 0:
             f = F.detect_fov(rgb)
             h, w = rgb.shape[:2]
             for frac, left in ((0.6, 0.5), (0.5, 0.35), (0.5, 0.65), (0.45, 0.5)):
                 ch, cw = int(h * frac), int(w * frac)
                 y0, x0 = max(0, int(f.cy - ch / 2)), max(0, int(f.cx - cw * left))
-                v, share = lit_outside(np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw]))
-                if v is not None:
-                    crops.append((v, share))
-    small = [v for v, share in crops if share < 0.5]
-    out = {"photos": len(real), "photos_lit_outside_max": max(v for v in real if v is not None),
-           "crops_fitted": len(crops), "crops_under_half": len(small), "crops_under_half_min": min(small),
-           "crops_min": min(v for v, _ in crops), "threshold": F.MAX_LIT_OUTSIDE}
-    print(f"{out['photos']} photos: lit share outside their field of view at most {out['photos_lit_outside_max']:.4f}")
-    print(f"{len(crops)} crops fitted a circle; the {len(small)} under half the crop's longest side: lit share at "
-          f"least {out['crops_under_half_min']:.3f} (all fitted crops: {out['crops_min']:.3f}); threshold {F.MAX_LIT_OUTSIDE}")
+                crop = np.ascontiguousarray(rgb[y0:y0 + ch, x0:x0 + cw])
+                fit = F.fit_circle(crop)
+                if fit is not None and fit.fov.radius < 0.5 * max(crop.shape[:2]):
+                    groups["crops"].append(fit)  # a circle under half the crop: round a bright region inside it
+            for name, copy in _banners(rgb, f).items():
+                groups[name].append(F.fit_circle(copy))
+    out: dict = {"threshold": F.MAX_LIT_OUTSIDE, "n_files": len(files)}
+    print(f"{'':<14}{'n':>5}{'lit outside':>20}{'retina-like outside':>22}   whole image now (lit / retina-like rule)")
+    for name, fits in groups.items():
+        fits = [f for f in fits if f is not None]
+        row = {"n": len(fits)}
+        for rule in ("lit_outside", "retina_outside"):
+            v = [getattr(f, rule) for f in fits]
+            row[rule] = {"min": min(v), "max": max(v), "over_threshold": sum(x > F.MAX_LIT_OUTSIDE for x in v)}
+        out[name] = row
+        lit, ret = row["lit_outside"], row["retina_outside"]
+        print(f"{name:<14}{row['n']:>5}{lit['min']:>10.4f}..{lit['max']:.4f}{ret['min']:>12.4f}..{ret['max']:.4f}"
+              f"   {lit['over_threshold']} / {ret['over_threshold']}")
+    return out
+
+
+def banners(model, limit: int = 0) -> dict:
+    """Hemorrhage Dice of ``model`` on each annotated photo and on its copies with a gray panel
+    or text blocks in the surround: with the field of view found now, and with the whole image
+    (what the detector took for them when any lit pixel outside counted). The blue bar lies
+    over the retina in IDRiD's photos (their fundus reaches the top): not scored."""
+    from napari_lesionseg.core import fov as F
+    from napari_lesionseg.core.image_io import read_image, read_mask
+    from napari_lesionseg.core.inference import predict
+    from napari_lesionseg.core.progress import run_to_end
+
+    rows: list[dict] = []
+    photos = [p for p in sorted((DATA / "images").glob("*.jpg")) if (DATA / "masks_HE" / f"{p.stem}_HE.tif").exists()]
+    t0 = time.time()
+    for photo in photos[: limit or None]:
+        rgb, _ = read_image(photo)
+        gt = read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
+        fov = F.detect_fov(rgb)
+        row = {"photo": photo.stem, "photo_itself": _counts(run_to_end(predict(model, rgb)).mask > 0, gt)}
+        for name, copy in _banners(rgb, fov).items():
+            if name == "blue bar":
+                continue
+            now = F.detect_fov(copy)
+            row[f"{name}, now"] = _counts(run_to_end(predict(model, copy, fov=now)).mask > 0, gt)
+            row[f"{name}, before"] = _counts(run_to_end(predict(model, copy, fov=F.whole_image(copy.shape[:2]))).mask > 0, gt)
+            row[f"{name}, same circle"] = max(abs(now.cx - fov.cx), abs(now.cy - fov.cy), abs(now.radius - fov.radius)) < 0.01 * fov.radius
+        rows.append(row)
+        print(f"{photo.stem} done", flush=True)
+    arms = ["photo_itself"] + [f"{n}, {w}" for n in ("gray panel", "text blocks") for w in ("now", "before")]
+    out = {"machine": platform.processor() or platform.machine(), "seconds": time.time() - t0,
+           "same_circle": {n: sum(r[f"{n}, same circle"] for r in rows) for n in ("gray panel", "text blocks")},
+           "summary": {a: _summary(rows, a) for a in arms}, "rows": rows}
+    print(f"\n{'photos':<26}{'n':>5}{'pooled Dice':>13}{'recall':>8}{'precision':>10}{'mean Dice':>10}")
+    for a in arms:
+        s = out["summary"][a]
+        print(f"{a:<26}{s['n']:>5}{s['pooled_dice']:>13.3f}{s['recall']:>8.3f}{s['precision']:>10.3f}{s['mean_dice']:>10.3f}")
+    print(f"the photo's own circle found again (within 1 % of its radius): {out['same_circle']} of {len(rows)}")
     return out
 
 
@@ -117,6 +167,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="the first N annotated photos only")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "photo_forms.json")
     ap.add_argument("--surround", action="store_true", help="no model: the lit share outside fitted circles")
+    ap.add_argument("--banners", action="store_true",
+                    help="the annotated photos with a camera's panel or text in the surround, field of view found now "
+                         "and as before 2026-12-05 evening (the whole image)")
     args = ap.parse_args()
     if not (DATA / "masks_HE").is_dir():
         raise SystemExit(f"{DATA}: IDRiD's training set not found (see ../shared/data/MANIFEST.md)")
@@ -127,6 +180,12 @@ def main() -> None:
         print(f"wrote {dest}")
         return
     model = load_model_folder(resolve_model(args.model), "cpu")
+    if args.banners:
+        out = banners(model, args.limit)
+        dest = args.out.with_name("photo_forms_banners.json") if args.out.name == "photo_forms.json" else args.out
+        dest.write_text(json.dumps(out, indent=2))
+        print(f"wrote {dest}")
+        return
 
     def before(rgb: np.ndarray):  # the detector without its dark-outside rule
         kept, fov_module.MAX_LIT_OUTSIDE = fov_module.MAX_LIT_OUTSIDE, float("inf")
