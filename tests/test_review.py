@@ -746,3 +746,17 @@ def test_the_table_follows_a_mask_replaced_by_segment(make_napari_viewer, qtbot)
     s.apply_threshold(force=True)
     n = label_runs(lab.data == 1)[1]
     assert n > 0 and listed() == n and w.table.item(0, 4).text() != "unsure"
+
+
+@pytest.mark.gui
+def test_a_lesion_painted_with_a_new_label_is_reviewed_as_the_save_keeps_it(make_napari_viewer) -> None:
+    """napari's "new label" (M) paints 2, 3, ...: a save keeps any value of none of the photo's
+    types as a hemorrhage, but Review listed only label 1 (the painted lesion was not listed,
+    or came up as a possible miss)."""
+    viewer = make_napari_viewer()
+    _segmented(viewer, "a", [(10, 10)])
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    viewer.layers["a lesions"].data_setitem(np.nonzero(np.pad(np.ones((20, 20), bool), ((200, 80), (200, 80)))), 7)
+    w.refresh()
+    lesions = [r for r in w.review.regions + w.review.hidden if r.kind == "lesion"]
+    assert sorted(r.bbox for r in lesions) == [(10, 10, 30, 30), (200, 200, 220, 220)]

@@ -565,8 +565,10 @@ def test_the_lesion_table_lists_the_mask_shown_as_it_changes(qtbot, segment) -> 
     lab = viewer.layers["IDRiD_16 lesions"]
     n = widget.table.rowCount()
     assert n == label_runs(lab.data == 1)[1] > 1
-    lab.data_setitem(np.nonzero(np.pad(np.ones((10, 20), bool), ((400, 1014), (600, 1524)))), 1)  # a painted lesion
+    # a lesion painted with napari's "new label" (7): a save keeps it as a hemorrhage, and so does the table
+    lab.data_setitem(np.nonzero(np.pad(np.ones((10, 20), bool), ((400, 1014), (600, 1524)))), 7)
     qtbot.waitUntil(lambda: widget.table.rowCount() == n + 1, timeout=5000)
+    assert {widget.table.item(r, 0).text() for r in range(n + 1)} == {"HE"}
     widget.threshold.value = widget.threshold.value / 2  # refused: the mask was edited by hand
     assert widget.table.rowCount() == n + 1
     widget.apply_threshold(force=True)

@@ -6,6 +6,7 @@ the fuzzy overlay."""
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -191,16 +192,21 @@ class ReviewWidget(DockWidget):
         self._sync_types()
         lab, prob, fuzzy = layers
         self._follow_mask(lab)
-        kind, others = self.kind(), self.session.type_maps(self.image_picker.name)
-        decided = self._decided(lab, kind)
+        name = self.image_picker.name
+        if name not in self.session.photos and name in self.viewer.layers:
+            with contextlib.suppress(LesionsegInputError, OSError):  # said where it matters: Save, Segment
+                open_layer_photo(self.session, self.viewer.layers[name])
+        kind, others = self.kind(), self.session.type_maps(name)
+        data = self.session.label_map(lab.data, name)  # as a save keeps it: a "new label" 7 is a hemorrhage
+        decided = self._decided(data, kind)
         if kind != HE and kind in others:
             maps = others[kind]
-            mine = (lab.data == TYPE_VALUE[kind]).view(np.uint8)
+            mine = (data == TYPE_VALUE[kind]).view(np.uint8)
             self.review = review_regions(mine, maps.probability, binary_entropy(maps.probability),
                                          threshold=maps.threshold, decided=decided)
         else:
             threshold, review = review_settings(prob.metadata)
-            self.review = review_regions(lab.data, prob.data, fuzzy.data, threshold=threshold, review=review,
+            self.review = review_regions(data, prob.data, fuzzy.data, threshold=threshold, review=review,
                                          decided=decided)
         self.status = {}
         self._undo = []
@@ -229,17 +235,13 @@ class ReviewWidget(DockWidget):
         if not self._released:
             self.refresh()
 
-    def _decided(self, lab: Any, kind: str) -> np.ndarray | None:
-        """The pixels of type ``kind`` the annotator changed from the model's mask (None: no model
-        mask to compare with)."""
-        name = self.image_picker.name
+    def _decided(self, data: np.ndarray, kind: str) -> np.ndarray | None:
+        """The pixels of type ``kind`` the annotator changed in the label map ``data`` from the
+        model's mask (None: no model mask to compare with)."""
         try:
-            if name not in self.session.photos and name in self.viewer.layers:
-                open_layer_photo(self.session, self.viewer.layers[name])
-            model = self.session.model_mask(name)
+            model = self.session.model_mask(self.image_picker.name)
         except (LesionsegInputError, OSError):
             return None
-        data = np.asarray(lab.data)
         if model is None or model.shape != data.shape:
             return None
         value = TYPE_VALUE[kind]

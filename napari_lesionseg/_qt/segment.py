@@ -360,7 +360,7 @@ class SegmentWidget(DockWidget):
         pred = photo.prediction
         shown = self._lesions(photo.name)
         if shown is not None and photo.name in self._changed:
-            label = np.asarray(shown.data)
+            label = self.session.label_map(shown.data, photo.name)  # as a save keeps it: "new label" 7 is a hemorrhage
             key: tuple = (photo.name, "changed", id(shown.data), self._changed[photo.name])
         elif photo.saved is not None:
             label, key = photo.saved, (photo.name, photo.saved_version, id(photo.saved))

@@ -240,7 +240,9 @@ class AnnotationSession:
                     types |= {t for t in LESION_TYPES if t not in types and bool((ref == TYPE_VALUE[t]).any())}
         return [t for t in LESION_TYPES if t in types]
 
-    def _label_map(self, label: NDArray, name: str) -> NDArray[np.uint8]:
+    def label_map(self, label: NDArray, name: str) -> NDArray[np.uint8]:
+        """The label map a save of ``label`` (the lesions layer's data) for photo ``name`` keeps:
+        a value of none of the photo's types is a hemorrhage (:meth:`photo_types`)."""
         return to_label_map(label, self.photo_types(name))
 
     def set_reviewed(self, name: str, types: list[str] | set[str]) -> None:
@@ -254,7 +256,7 @@ class AnnotationSession:
         here (e.g. a stored prediction's mask): edits are measured against it."""
         photo = self.photos.get(name) or self.open_photo(name)
         if photo.saved is None and photo.auto_mask is None:
-            photo.auto_mask = self._label_map(label, name)
+            photo.auto_mask = self.label_map(label, name)
 
     def model_mask(self, name: str) -> NDArray[np.uint8] | None:
         """The label map the model made for photo ``name`` (before any hand edit): this
@@ -288,7 +290,7 @@ class AnnotationSession:
         ref = self._reference(name)
         if ref is None:
             return False
-        return not np.array_equal(self._label_map(label, name), ref)
+        return not np.array_equal(self.label_map(label, name), ref)
 
     def _reference(self, name: str) -> NDArray[np.uint8] | None:
         """What the edits of photo ``name`` are measured against: its saved label map, else
@@ -329,7 +331,7 @@ class AnnotationSession:
         photo.prediction = pred
         photo.auto_mask = prediction_label(pred)
         if edited and not replace_edits:
-            return Accepted(self._label_map(label, name), True)
+            return Accepted(self.label_map(label, name), True)
         if photo.saved is not None and not replace_edits:
             return Accepted(photo.saved.copy(), False)  # a saved correction outranks the model's new guess
         return Accepted(photo.auto_mask.copy(), False)
