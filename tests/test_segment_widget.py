@@ -569,10 +569,15 @@ def test_the_lesion_table_lists_the_mask_shown_as_it_changes(qtbot, segment) -> 
     lab.data_setitem(np.nonzero(np.pad(np.ones((10, 20), bool), ((400, 1014), (600, 1524)))), 7)
     qtbot.waitUntil(lambda: widget.table.rowCount() == n + 1, timeout=5000)
     assert {widget.table.item(r, 0).text() for r in range(n + 1)} == {"HE"}
+    assert "kept only in a project folder" in widget.status.text()  # a message is not written over
     widget.threshold.value = widget.threshold.value / 2  # refused: the mask was edited by hand
     assert widget.table.rowCount() == n + 1
     widget.apply_threshold(force=True)
-    qtbot.waitUntil(lambda: widget.table.rowCount() == label_runs(lab.data == 1)[1] > n + 1, timeout=5000)
+    m = label_runs(lab.data == 1)[1]
+    qtbot.waitUntil(lambda: widget.table.rowCount() == m > n + 1, timeout=5000)
+    assert widget.status.text().startswith(f"{m} lesion(s)")
+    lab.data_setitem(np.nonzero(np.pad(np.ones((10, 20), bool), ((40, 1374), (600, 1524)))), 1)
+    qtbot.waitUntil(lambda: widget.status.text().startswith(f"{m + 1} lesion(s)"), timeout=5000)  # the counts follow
 
 
 def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_viewer, qtbot, tmp_path: Path) -> None:

@@ -174,7 +174,8 @@ class SegmentWidget(DockWidget):
         self._table_timer = QTimer(self)
         self._table_timer.setSingleShot(True)
         self._table_timer.setInterval(TABLE_SETTLE_MS)
-        self._table_timer.timeout.connect(lambda: self.fill_table(self.image_picker.name))
+        self._table_timer.timeout.connect(self._on_mask_settled)
+        self._counts_text = ""  # the status line as _show_counts last wrote it
         self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
         for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
@@ -429,6 +430,14 @@ class SegmentWidget(DockWidget):
         if name == self.image_picker.name:
             self._table_timer.start()
 
+    def _on_mask_settled(self) -> None:
+        """The lesion table, and the counts when the status line still shows them (not a
+        message written since, such as a save or a warning), follow the mask shown."""
+        name = self.image_picker.name
+        if self.status.text() == self._counts_text:
+            self._show_counts(name)
+        self.fill_table(name)
+
     def _on_painted(self, event: Any) -> None:
         """A hand edit: the table follows it (:meth:`_on_mask_changed`). With no project folder
         set nothing can keep it (closing napari lost such edits without a word): said once per
@@ -571,28 +580,30 @@ class SegmentWidget(DockWidget):
                 show_warning(note)
 
     def _show_counts(self, name: str) -> None:
+        """The mask's lesion counts in the status line (the mask as a save keeps it)."""
         photo = self.session.photos.get(name)
         lesions = self._lesions(name)
         if photo is None or lesions is None:
             return
-        lab = np.asarray(lesions.data)
+        lab = self.session.label_map(lesions.data, name)
         from ..core.lesions import label_runs
 
         n = label_runs(lab == 1)[1]
         others = ", ".join(f"{label_runs(lab == TYPE_VALUE[t])[1]} {t}" for t in self._shown_types if t != HE)
         text = (f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}"
                 f"{'; also ' + others if others else ''}")
-        if photo.prediction is None:  # re-thresholded from the project's stored prediction
-            self.status.setText(f"{text} (the project's stored prediction)")
-            return
-        fuzzy = float((photo.prediction.fuzzy > 0.5).mean() * 100)
-        self.status.setText(f"{text}; fuzzy > 0.5 on {fuzzy:.1f}% of the image")
-        # what the prediction warned of (not a fundus photo, too small, an out-of-memory retry; the
-        # disc's side for a model with one) stays in the line, not only in a passing notification
         pred = photo.prediction
-        notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and len(self._types) > 1 else [])
-        if notes:
-            self.status.setText(self.status.text() + "; " + "; ".join(notes))
+        if pred is None:  # re-thresholded from the project's stored prediction
+            text += " (the project's stored prediction)"
+        else:
+            text += f"; fuzzy > 0.5 on {float((pred.fuzzy > 0.5).mean() * 100):.1f}% of the image"
+            # what the prediction warned of (not a fundus photo, too small, an out-of-memory retry;
+            # the disc's side for a model with one) stays in the line, not only in a passing notification
+            notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and len(self._types) > 1 else [])
+            if notes:
+                text += "; " + "; ".join(notes)
+        self.status.setText(text)
+        self._counts_text = text
 
     def _store_prediction(self, name: str) -> None:
         """With a project set, keep the prediction there (orders the review by uncertainty),
