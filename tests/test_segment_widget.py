@@ -580,6 +580,27 @@ def test_the_lesion_table_lists_the_mask_shown_as_it_changes(qtbot, segment) -> 
     qtbot.waitUntil(lambda: widget.status.text().startswith(f"{m + 1} lesion(s)"), timeout=5000)  # the counts follow
 
 
+def test_a_segment_tab_behind_review_lists_the_mask_when_its_tab_is_chosen(make_napari_viewer, qtbot) -> None:
+    """Labelling a full photo's lesions takes a tenth of a second or more: a Segment dock in
+    a tab behind Review (the docks open as tabs of one another) waits until it is shown."""
+    from napari_lesionseg.core.bundled import default_model_dir
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-lesionseg", "idrid_16")
+    dock, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    widget.set_model_folder(default_model_dir())
+    _run(qtbot, widget)
+    viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    qtbot.waitUntil(lambda: widget.visibleRegion().isEmpty(), timeout=5000)  # Review's tab in front
+    n = widget.table.rowCount()
+    viewer.layers["IDRiD_16 lesions"].data_setitem(
+        np.nonzero(np.pad(np.ones((10, 20), bool), ((400, 1014), (600, 1524)))), 1)
+    qtbot.waitUntil(lambda: widget._settle_when_shown is dock, timeout=5000)
+    assert widget.table.rowCount() == n
+    dock.raise_()
+    qtbot.waitUntil(lambda: widget.table.rowCount() == n + 1, timeout=5000)
+
+
 def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """A photo opened by *Open next image* (a stored prediction, nothing run in this viewer)
     showed an empty lesion table in the Segment dock, while its lesions layer held lesions;
