@@ -744,8 +744,14 @@ def test_the_table_follows_a_mask_replaced_by_segment(make_napari_viewer, qtbot)
     assert w.table.item(0, 4).text() == "unsure"
     s.threshold.value = s.threshold.value / 2  # asks first: the mask was edited by hand
     s.apply_threshold(force=True)
+    assert w.review is None and w.table.rowCount() == 0  # no action on the mask before
     n = label_runs(lab.data == 1)[1]
+    qtbot.waitUntil(lambda: w.review is not None, timeout=5000)  # once the mask settles
     assert n > 0 and listed() == n and w.table.item(0, 4).text() != "unsure"
+    s.threshold.value = s.threshold.value * 2
+    assert w.review is None
+    w.next()  # Next lists the mask at once
+    assert listed() == label_runs(lab.data == 1)[1] < n
 
 
 @pytest.mark.gui

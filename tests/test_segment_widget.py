@@ -595,7 +595,7 @@ def test_a_segment_tab_behind_review_lists_the_mask_when_its_tab_is_chosen(make_
     n = widget.table.rowCount()
     viewer.layers["IDRiD_16 lesions"].data_setitem(
         np.nonzero(np.pad(np.ones((10, 20), bool), ((400, 1014), (600, 1524)))), 1)
-    qtbot.waitUntil(lambda: widget._settle_when_shown is dock, timeout=5000)
+    qtbot.waitUntil(lambda: widget._settle.waiting is dock, timeout=5000)
     assert widget.table.rowCount() == n
     dock.raise_()
     qtbot.waitUntil(lambda: widget.table.rowCount() == n + 1, timeout=5000)

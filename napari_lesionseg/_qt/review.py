@@ -34,6 +34,7 @@ from .shared import (
     LayerPicker,
     ProjectField,
     StepQueue,
+    WhenSettled,
     button,
     open_layer_photo,
     panel,
@@ -55,6 +56,7 @@ SCORE_HEADERS = {
 }
 KIND_TEXT = {"lesion": "lesion", "fuzzy": "possible miss"}
 KEYS = {"Alt-Right": "next", "Alt-Left": "previous", "Alt-F": "toggle_fuzzy"}
+RELIST_MS = 300  # a replaced mask is listed again this long after its last replacement
 VIEW_PX = 500.0  # a region is shown about this many screen pixels across (with its margin)
 
 
@@ -68,6 +70,8 @@ class ReviewWidget(DockWidget):
         self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
         self.image_picker.changed.connect(self._on_photo_switched)
         self._listed_mask: weakref.ref[Any] | None = None  # the lesions layer listed: its mask replaced, listed again
+        # listed again once a replaced mask settles (a threshold slider's steps each replace it)
+        self._relist = WhenSettled(self, self.refresh, RELIST_MS)
         self.type_combo = ComboBox(choices=[HE], value=HE, tooltip="review one lesion type at a time",
                                    visible=False)  # which lesion type's regions the table lists
         self.type_combo.changed.connect(lambda _t: self.refresh())
@@ -232,8 +236,14 @@ class ReviewWidget(DockWidget):
             lab.events.data.connect(self._on_mask_replaced)
 
     def _on_mask_replaced(self, _event: object = None) -> None:
-        if not self._released:
-            self.refresh()
+        """The rows go at once (an action must not act on the mask before) and come back once the
+        mask settles; Next lists them at once."""
+        if self._released:
+            return
+        self.review, self.current, self._undo = None, -1, []
+        self.table.setRowCount(0)
+        self.info.setText("the mask was replaced: listing its regions again")
+        self._relist.poke()
 
     def _decided(self, data: np.ndarray, kind: str) -> np.ndarray | None:
         """The pixels of type ``kind`` the annotator changed in the label map ``data`` from the

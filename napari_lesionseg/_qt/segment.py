@@ -15,10 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, FloatSlider, FloatSpinBox, Label
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QDockWidget,
     QFileDialog,
     QHeaderView,
     QLabel,
@@ -52,6 +51,7 @@ from .shared import (
     ModelPicker,
     ProjectField,
     StepQueue,
+    WhenSettled,
     button,
     open_layer_photo,
     panel,
@@ -172,12 +172,10 @@ class SegmentWidget(DockWidget):
         # photos whose mask shown changed since their run or save (painted, re-thresholded, edited
         # in Review): the table lists that mask, labelled again a moment after the last change
         self._changed: dict[str, int] = {}  # name: changes counted
-        self._table_timer = QTimer(self)
-        self._table_timer.setSingleShot(True)
-        self._table_timer.setInterval(TABLE_SETTLE_MS)
-        self._table_timer.timeout.connect(self._on_mask_settled)
+        # labelling a 4288x2848 photo's four types takes 0.1-0.17 s (IDRiD 05 and 10, idle Zen 4):
+        # not after every paint stroke, nor in a tab behind Review
+        self._settle = WhenSettled(self, self._on_mask_settled, TABLE_SETTLE_MS)
         self._counts_text = ""  # the status line as _show_counts last wrote it
-        self._settle_when_shown: QDockWidget | None = None  # the tab behind: list again when it is chosen
         self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
         for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
@@ -430,32 +428,15 @@ class SegmentWidget(DockWidget):
             return
         self._changed[name] = self._changed.get(name, 0) + 1
         if name == self.image_picker.name:
-            self._table_timer.start()
+            self._settle.poke()
 
     def _on_mask_settled(self) -> None:
         """The lesion table, and the counts when the status line still shows them (not a
-        message written since, such as a save or a warning), follow the mask shown. Labelling a
-        4288x2848 photo's four types takes 0.1-0.17 s (IDRiD 05 and 10): a dock not shown (a tab
-        behind Review, say: Qt leaves it "visible" with nothing of it on screen) does it when its
-        tab is chosen."""
-        dock = self.parentWidget()
-        if self.window().isVisible() and self.visibleRegion().isEmpty() and isinstance(dock, QDockWidget):
-            if self._settle_when_shown is None:
-                self._settle_when_shown = dock
-                dock.visibilityChanged.connect(self._on_dock_shown)
-            return
+        message written since, such as a save or a warning), follow the mask shown."""
         name = self.image_picker.name
         if self.status.text() == self._counts_text:
             self._show_counts(name)
         self.fill_table(name)
-
-    def _on_dock_shown(self, visible: bool) -> None:
-        dock = self._settle_when_shown
-        if visible and dock is not None:
-            self._settle_when_shown = None
-            with contextlib.suppress(TypeError, RuntimeError):
-                dock.visibilityChanged.disconnect(self._on_dock_shown)
-            self._table_timer.start()
 
     def _on_painted(self, event: Any) -> None:
         """A hand edit: the table follows it (:meth:`_on_mask_changed`). With no project folder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import weakref
 from collections.abc import Callable
@@ -478,6 +479,42 @@ class StepQueue:
             else:
                 for callback in list(self.when_idle):
                     callback()
+
+
+class WhenSettled:
+    """Runs ``action`` once changes settle, ``ms`` after the last :meth:`poke`; for a dock in a
+    tab behind another (Qt leaves it "visible" with nothing of it on screen), when its tab is
+    chosen instead (``waiting`` holds that dock meanwhile). For work too slow to redo on every
+    paint stroke or slider step that only a dock on screen shows."""
+
+    def __init__(self, widget: QWidget, action: Callable[[], object], ms: int) -> None:
+        self.widget = widget
+        self.action = action
+        self.waiting: QDockWidget | None = None
+        self.timer = QTimer(widget)
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(ms)
+        self.timer.timeout.connect(self._fire)
+
+    def poke(self) -> None:
+        self.timer.start()
+
+    def _fire(self) -> None:
+        dock = self.widget.parentWidget()
+        if self.widget.window().isVisible() and self.widget.visibleRegion().isEmpty() and isinstance(dock, QDockWidget):
+            if self.waiting is None:
+                self.waiting = dock
+                dock.visibilityChanged.connect(self._on_shown)
+            return
+        self.action()
+
+    def _on_shown(self, visible: bool) -> None:
+        dock = self.waiting
+        if visible and dock is not None:
+            self.waiting = None
+            with contextlib.suppress(TypeError, RuntimeError):
+                dock.visibilityChanged.disconnect(self._on_shown)
+            self.timer.start()
 
 
 class ProjectField:
