@@ -500,6 +500,8 @@ class WhenSettled:
         self.timer.start()
 
     def _fire(self) -> None:
+        if getattr(self.widget, "_released", False):  # the dock was closed meanwhile
+            return
         dock = self.widget.parentWidget()
         if self.widget.window().isVisible() and self.widget.visibleRegion().isEmpty() and isinstance(dock, QDockWidget):
             if self.waiting is None:
