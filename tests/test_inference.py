@@ -279,6 +279,20 @@ def _random_masks():
             yield rng.random(shape) < density
 
 
+def test_lesion_counts_of_a_label_map_equal_scipys_per_value() -> None:
+    from scipy import ndimage
+
+    from napari_lesionseg.core.lesions import lesion_counts
+
+    rng = np.random.default_rng(3)
+    for mask in _random_masks():
+        label = mask.astype(np.uint8) * rng.integers(1, 5, mask.shape).astype(np.uint8)
+        counts = lesion_counts(label, [1, 2, 3, 4, 9])
+        for v in (1, 2, 3, 4, 9):
+            n = ndimage.label(label == v, structure=np.ones((3, 3), bool))[1]
+            assert counts[v] == (n, int((label == v).sum())), (v, mask.shape)
+
+
 def test_run_labelling_equals_scipy_label_and_find_objects() -> None:
     """The run-based labelling and the pixel-list statistics against scipy's pixel-wise ones."""
     from scipy import ndimage

@@ -176,6 +176,7 @@ class SegmentWidget(DockWidget):
         # not after every paint stroke, nor in a tab behind Review
         self._settle = WhenSettled(self, self._on_mask_settled, TABLE_SETTLE_MS)
         self._counts_text = ""  # the status line as _show_counts last wrote it
+        self._fuzzy_share: tuple[Any, float] = (None, 0.0)  # (prediction, % of its fuzzy map over 0.5)
         self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
         for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
@@ -585,18 +586,20 @@ class SegmentWidget(DockWidget):
         lesions = self._lesions(name)
         if photo is None or lesions is None:
             return
-        lab = self.session.label_map(lesions.data, name)
-        from ..core.lesions import label_runs
+        from ..core.lesions import lesion_counts
 
-        n = label_runs(lab == 1)[1]
-        others = ", ".join(f"{label_runs(lab == TYPE_VALUE[t])[1]} {t}" for t in self._shown_types if t != HE)
-        text = (f"{n} lesion(s), {int((lab == 1).sum())} px at threshold {self._threshold():.3f}"
-                f"{'; also ' + others if others else ''}")
+        others = [t for t in self._shown_types if t != HE]
+        counts = lesion_counts(self.session.label_map(lesions.data, name), [TYPE_VALUE[t] for t in [HE, *others]])
+        n, px = counts[TYPE_VALUE[HE]]
+        also = ", ".join(f"{counts[TYPE_VALUE[t]][0]} {t}" for t in others)
+        text = f"{n} lesion(s), {px} px at threshold {self._threshold():.3f}{'; also ' + also if also else ''}"
         pred = photo.prediction
         if pred is None:  # re-thresholded from the project's stored prediction
             text += " (the project's stored prediction)"
         else:
-            text += f"; fuzzy > 0.5 on {float((pred.fuzzy > 0.5).mean() * 100):.1f}% of the image"
+            if self._fuzzy_share[0] is not pred:  # the same at every threshold: once per run
+                self._fuzzy_share = (pred, float((pred.fuzzy > 0.5).mean() * 100))
+            text += f"; fuzzy > 0.5 on {self._fuzzy_share[1]:.1f}% of the image"
             # what the prediction warned of (not a fundus photo, too small, an out-of-memory retry;
             # the disc's side for a model with one) stays in the line, not only in a passing notification
             notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and len(self._types) > 1 else [])

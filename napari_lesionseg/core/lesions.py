@@ -76,10 +76,18 @@ def label_runs(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int, NDArray
     """
     h, w = mask.shape
     labels = np.zeros((h, w), np.int32)
-    flat = np.ascontiguousarray(mask, dtype=bool)
-    idx = np.flatnonzero(flat)
+    idx = np.flatnonzero(np.ascontiguousarray(mask, dtype=bool))
+    n, ids = run_components(idx, w)
+    labels.ravel()[idx] = ids
+    return labels, n, idx, ids
+
+
+def run_components(idx: NDArray[np.intp], w: int) -> tuple[int, NDArray[np.int32]]:
+    """The 8-connected components of the pixels at flat indices ``idx`` (ascending) of an image
+    ``w`` px wide: ``(n, ids)``, ids numbered in raster order of each component's first pixel
+    (:func:`label_runs` without its label image: a count costs the lesion pixels, not the photo)."""
     if idx.size == 0:
-        return labels, 0, idx, np.zeros(0, np.int32)
+        return 0, np.zeros(0, np.int32)
     # A run starts at a pixel whose left neighbour (in the same row) is off; it ends likewise.
     y, x = np.divmod(idx, w)
     gap = np.empty(idx.size, bool)
@@ -103,9 +111,22 @@ def label_runs(mask: NDArray[np.bool_]) -> tuple[NDArray[np.int32], int, NDArray
     _, first_run = np.unique(comp, return_index=True)
     order = np.empty(n, np.int32)
     order[np.argsort(first_run, kind="stable")] = np.arange(1, n + 1, dtype=np.int32)
-    ids = np.repeat(order[comp], last - first + 1)
-    labels.ravel()[idx] = ids
-    return labels, int(n), idx, ids
+    return int(n), np.repeat(order[comp], last - first + 1)
+
+
+def lesion_counts(label: NDArray, values: list[int] | tuple[int, ...]) -> dict[int, tuple[int, int]]:
+    """``{value: (lesions, pixels)}`` of a label map for each of ``values``: one pass over the
+    map, then only its lesion pixels (a 4288x2848 map's counts cost a few ms, not a label image
+    per type: the Segment dock counts at every step of its threshold slider)."""
+    flat = np.ascontiguousarray(label).ravel()
+    nz = np.flatnonzero(flat != 0)  # on a bool array: 4x faster than on the uint8 map itself
+    at = flat[nz]
+    w = np.shape(label)[1]
+    out = {}
+    for v in values:
+        idx = nz[at == v]
+        out[v] = (run_components(idx, w)[0], int(idx.size))
+    return out
 
 
 def labelled_mask(prob: NDArray[np.float32], threshold: float, min_area: int
