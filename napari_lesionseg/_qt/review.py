@@ -488,9 +488,9 @@ class ReviewWidget(DockWidget):
         text = f"{nxt}: image {place} of {count} by uncertainty, " + (
             f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
             if uncorrected else "every photo has a saved correction")
-        already = self.image_picker.name == nxt
+        already = self.image_picker.name == nxt  # chosen when its layer came (an empty box): listed then
         if already or self.image_picker.choose(nxt):  # choosing another photo lists it (_on_photo_switched)
-            if already:
+            if already and self.review is None:
                 self.refresh()
             text += f". {self.info.text()}"  # the list's summary: how many are likely mistakes, where to stop
             text += self._older_model_note(proj, nxt)
