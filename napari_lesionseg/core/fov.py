@@ -5,7 +5,9 @@ then a circle is fitted algebraically (Kasa fit) to the disc's boundary points t
 on the image border, so discs cut off at the top and bottom (as in IDRiD) are measured right.
 A circle whose outside is lit retina (a photo cropped inside the retina, where the bright region
 is only part of it) is no field of view: the whole image is taken instead. A camera's text or
-info panel in the dark surround is lit but no retina, and leaves the circle as it is.
+info panel in the dark surround is lit but no retina, and leaves the circle as it is. A frame of
+one lit colour round the photo (a scan's white border) is left out before the disc is looked
+for, and stays out of the field of view (``FieldOfView.within``).
 """
 
 from __future__ import annotations
@@ -22,19 +24,24 @@ _WORK_SIDE = 512  # longest side of the copy the disc is found on
 
 @dataclass(frozen=True)
 class FieldOfView:
-    """A circle in input-pixel coordinates (x to the right, y down, pixel centres at integers)."""
+    """A circle in input-pixel coordinates (x to the right, y down, pixel centres at integers);
+    ``within`` ``(y0, y1, x0, x1)``: the part of the image the photo fills, when a frame round it
+    is left out (a fundus cut at the top and bottom reaches into the frame), else None."""
 
     cx: float
     cy: float
     radius: float
+    within: tuple[int, int, int, int] | None = None
 
     def box(self, shape: tuple[int, int]) -> tuple[int, int, int, int]:
-        """``(y0, y1, x0, x1)``: the circle's bounding box clipped to an image of ``shape``."""
+        """``(y0, y1, x0, x1)``: the circle's bounding box clipped to an image of ``shape`` (and
+        to ``within``)."""
         h, w = shape[:2]
-        y0 = max(0, int(math.floor(self.cy - self.radius)))
-        y1 = min(h, int(math.ceil(self.cy + self.radius)) + 1)
-        x0 = max(0, int(math.floor(self.cx - self.radius)))
-        x1 = min(w, int(math.ceil(self.cx + self.radius)) + 1)
+        fy0, fy1, fx0, fx1 = self.within or (0, h, 0, w)
+        y0 = max(0, fy0, int(math.floor(self.cy - self.radius)))
+        y1 = min(h, fy1, int(math.ceil(self.cy + self.radius)) + 1)
+        x0 = max(0, fx0, int(math.floor(self.cx - self.radius)))
+        x1 = min(w, fx1, int(math.ceil(self.cx + self.radius)) + 1)
         if y1 <= y0 or x1 <= x0:
             return 0, h, 0, w
         return y0, y1, x0, x1
@@ -55,7 +62,17 @@ class FieldOfView:
         out = np.empty((h, w), bool)
         for r in range(0, h, 256):  # in row blocks: no full-size float64 temporary (96 MB for IDRiD)
             np.less_equal(dy2[r:r + 256, None] + dx2[None, :], self.radius**2, out=out[r:r + 256])
+        if self.within is not None:
+            out &= self.within_mask(ys, xs)
         return out
+
+    def within_mask(self, ys: NDArray, xs: NDArray) -> NDArray[np.bool_]:
+        """Which of the grid points ``(ys, xs)`` (input coordinates of rows and columns) lie in
+        ``within`` (all when it is None)."""
+        if self.within is None:
+            return np.ones((len(ys), len(xs)), bool)
+        y0, y1, x0, x1 = self.within
+        return (((ys >= y0 - 0.5) & (ys < y1 - 0.5))[:, None]) & (((xs >= x0 - 0.5) & (xs < x1 - 0.5))[None, :])
 
     @property
     def diameter(self) -> float:
@@ -123,7 +140,17 @@ class CircleFit:
 def fit_circle(rgb: NDArray[np.uint8]) -> CircleFit | None:
     """The circle round the largest lit region of ``rgb`` (bright pixels on a copy at most
     ``_WORK_SIDE`` px across, holes filled; a Kasa fit to its boundary off the image's border,
-    refitted once without outliers), or None when there is no such region."""
+    refitted once without outliers), or None when there is no such region. A frame of one lit
+    colour round the photo (a scan's or an export's white border) is left out first."""
+    y0, y1, x0, x1 = _inside_frame(rgb)
+    if (y0, x0) != (0, 0) or (y1, x1) != rgb.shape[:2]:
+        fit = fit_circle(rgb[y0:y1, x0:x1])
+        if fit is None:
+            return None
+        f = fit.fov
+        iy0, iy1, ix0, ix1 = f.within or (0, y1 - y0, 0, x1 - x0)
+        return CircleFit(FieldOfView(f.cx + x0, f.cy + y0, f.radius, (y0 + iy0, y0 + iy1, x0 + ix0, x0 + ix1)),
+                         fit.lit_outside, fit.retina_outside)
     h, w = rgb.shape[:2]
     step = max(1, int(math.ceil(max(h, w) / _WORK_SIDE)))
     sub = rgb[::step, ::step]
@@ -163,6 +190,28 @@ def fit_circle(rgb: NDArray[np.uint8]) -> CircleFit | None:
     off = (step - 1) / 2.0
     fov = FieldOfView(cx * step + off, cy * step + off, (r + 0.5) * step)
     return CircleFit(fov, _lit_outside(lit, cx, cy, r), _lit_outside(_retina_like(sub, lit), cx, cy, r))
+
+
+def _inside_frame(rgb: NDArray[np.uint8]) -> tuple[int, int, int, int]:
+    """``(y0, y1, x0, x1)``: the image without the outermost rows and columns that are one lit
+    colour edge to edge (every pixel within 12 levels, brighter than 60: a white or coloured
+    frame; a camera's black surround is no frame), at most a fifth of each side."""
+    h, w = rgb.shape[:2]
+
+    def plain(line: NDArray) -> bool:
+        lo, hi = line.min(axis=0).astype(int), line.max(axis=0).astype(int)
+        return bool((hi - lo).max() <= 12 and lo.min() > 60)
+
+    y0, y1, x0, x1 = 0, h, 0, w
+    while y0 < h // 5 and plain(rgb[y0, ::4]):
+        y0 += 1
+    while h - y1 < h // 5 and plain(rgb[y1 - 1, ::4]):
+        y1 -= 1
+    while x0 < w // 5 and plain(rgb[y0:y1:4, x0]):
+        x0 += 1
+    while w - x1 < w // 5 and plain(rgb[y0:y1:4, x1 - 1]):
+        x1 -= 1
+    return y0, y1, x0, x1
 
 
 #: the largest share of lit, retina-like pixels (:func:`_retina_like`) outside a field of view
@@ -255,6 +304,10 @@ def fundus_doubts(rgb: NDArray[np.uint8], fov: FieldOfView) -> str | None:
     d2 = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2
     inside = d2 <= (0.9 * fov.radius) ** 2
     outside = d2 >= (1.05 * fov.radius) ** 2
+    if fov.within is not None:  # a frame round the photo is neither
+        frame = ~fov.within_mask(np.arange(s.shape[0]) * step, np.arange(s.shape[1]) * step)
+        inside &= ~frame
+        outside &= ~frame
     if not inside.any():
         return None
     px = s[inside].astype(np.float32)

@@ -53,8 +53,8 @@ class Geometry:
         """The disc on the working grid."""
         h, w = self.work_shape
         ys, xs = self.to_input(np.arange(h), np.arange(w))
-        return ((ys[:, None] - self.fov.cy) ** 2 + (xs[None, :] - self.fov.cx) ** 2
-                ) <= self.fov.radius**2
+        disc = ((ys[:, None] - self.fov.cy) ** 2 + (xs[None, :] - self.fov.cx) ** 2) <= self.fov.radius**2
+        return disc & self.fov.within_mask(ys, xs) if self.fov.within is not None else disc
 
     def input_fov_mask(self) -> NDArray[np.bool_]:
         """The disc on the input grid."""
@@ -174,8 +174,9 @@ def green_contrast(green: NDArray[np.float32], fov_mask: NDArray[np.bool_], sigm
 
 #: what :func:`network_input` gives; network inputs cached by the training module under another
 #: version are made again (2, 2026-12-05: a gray photo's red channel is zeros; 3, that evening:
-#: a camera's text or panel in the dark surround no longer makes the whole photo the field of view)
-INPUT_VERSION = 3
+#: a camera's text or panel in the dark surround no longer makes the whole photo the field of view;
+#: 4: a frame of one lit colour round the photo is left out of the field of view)
+INPUT_VERSION = 4
 
 
 def network_input(work_rgb: NDArray[np.uint8], fov_mask: NDArray[np.bool_],
