@@ -96,6 +96,13 @@ def test_a_cameras_info_panel_or_text_blocks_in_the_surround_are_no_retina(key: 
     assert a[1].work_shape == b[1].work_shape
     np.testing.assert_array_equal(a[2], b[2])
     np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+    crop = np.ascontiguousarray(rgb[int(cy - 0.3 * h):int(cy + 0.3 * h), int(cx - 0.3 * w):int(cx + 0.3 * w)])
+    framed_crop = np.pad(crop, ((15, 25), (30, 10), (0, 0)), constant_values=255)  # a crop has its frame left out too
+    fa, fb = detect_fov(crop), detect_fov(framed_crop)
+    assert fb.covers_whole(framed_crop.shape) and fb.within == (15, 15 + crop.shape[0], 30, 30 + crop.shape[1])
+    a, b = prepare(crop, 512, 24.0, fa), prepare(framed_crop, 512, 24.0, fb)
+    np.testing.assert_array_equal(a[2], b[2])
+    np.testing.assert_allclose(a[0], b[0], atol=1e-5)
     gray = np.repeat(rgb[..., 1:2], 3, axis=2)  # a gray photo's crop: every lit pixel may be retina
     crop = np.ascontiguousarray(gray[int(cy - 0.3 * h):int(cy + 0.3 * h), int(cx - 0.3 * w):int(cx + 0.3 * w)])
     assert detect_fov(crop).covers_whole(crop.shape)

@@ -79,8 +79,10 @@ class FieldOfView:
         return 2.0 * self.radius
 
     def covers_whole(self, shape: tuple[int, int]) -> bool:
-        h, w = shape[:2]
-        corners = [(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)]
+        """Whether the circle covers the whole image (of ``shape``; inside its frame, if any): no
+        round field of view was found."""
+        y0, y1, x0, x1 = self.within or (0, shape[0], 0, shape[1])
+        corners = [(y0, x0), (y0, x1 - 1), (y1 - 1, x0), (y1 - 1, x1 - 1)]
         return all((y - self.cy) ** 2 + (x - self.cx) ** 2 <= self.radius**2 for y, x in corners)
 
 
@@ -119,10 +121,14 @@ def detect_fov(rgb: NDArray[np.uint8]) -> FieldOfView:
     """
     h, w = rgb.shape[:2]
     fit = fit_circle(rgb)
-    if fit is None or fit.retina_outside > MAX_LIT_OUTSIDE:
-        return whole_image((h, w))  # no disc; or a crop of the retina, the circle round some bright region in it
-    if not (0.1 * min(h, w) < fit.fov.radius < 2.0 * max(h, w)):
-        return whole_image((h, w))
+    if fit is None or fit.retina_outside > MAX_LIT_OUTSIDE or not (0.1 * min(h, w) < fit.fov.radius < 2.0 * max(h, w)):
+        # no disc; or a crop of the retina, the circle round some bright region in it: the whole
+        # image, but for a frame round it
+        y0, y1, x0, x1 = _inside_frame(rgb)
+        whole = whole_image((y1 - y0, x1 - x0))
+        if (y0, x0, y1, x1) == (0, 0, h, w):
+            return whole
+        return FieldOfView(whole.cx + x0, whole.cy + y0, whole.radius, (y0, y1, x0, x1))
     return fit.fov
 
 
@@ -194,8 +200,9 @@ def fit_circle(rgb: NDArray[np.uint8]) -> CircleFit | None:
 
 def _inside_frame(rgb: NDArray[np.uint8]) -> tuple[int, int, int, int]:
     """``(y0, y1, x0, x1)``: the image without the outermost rows and columns that are one lit
-    colour edge to edge (every pixel within 12 levels, brighter than 60: a white or coloured
-    frame; a camera's black surround is no frame), at most a fifth of each side."""
+    colour edge to edge (every pixel within 12 levels, every channel over 60: a white or light
+    frame; a camera's black surround is no frame), less than a fifth of each side (plain that far
+    in, the image is of one colour: no frame)."""
     h, w = rgb.shape[:2]
 
     def plain(line: NDArray) -> bool:
@@ -211,6 +218,8 @@ def _inside_frame(rgb: NDArray[np.uint8]) -> tuple[int, int, int, int]:
         x0 += 1
     while w - x1 < w // 5 and plain(rgb[y0:y1:4, x1 - 1]):
         x1 -= 1
+    if y0 >= max(1, h // 5) or h - y1 >= max(1, h // 5) or x0 >= max(1, w // 5) or w - x1 >= max(1, w // 5):
+        return 0, h, 0, w  # plain up to a fifth in: an image of one colour, no frame round a photo
     return y0, y1, x0, x1
 
 

@@ -175,8 +175,8 @@ def green_contrast(green: NDArray[np.float32], fov_mask: NDArray[np.bool_], sigm
 #: what :func:`network_input` gives; network inputs cached by the training module under another
 #: version are made again (2, 2026-12-05: a gray photo's red channel is zeros; 3, that evening:
 #: a camera's text or panel in the dark surround no longer makes the whole photo the field of view;
-#: 4: a frame of one lit colour round the photo is left out of the field of view)
-INPUT_VERSION = 4
+#: 4: a frame of one lit colour round the photo is left out of the field of view; 5: round a crop too)
+INPUT_VERSION = 5
 
 
 def network_input(work_rgb: NDArray[np.uint8], fov_mask: NDArray[np.bool_],
