@@ -120,15 +120,14 @@ def detect_fov(rgb: NDArray[np.uint8]) -> FieldOfView:
     or not a fundus photograph), so downstream code never loses pixels.
     """
     h, w = rgb.shape[:2]
-    fit = fit_circle(rgb)
+    frame = _inside_frame(rgb)
+    fit = _fit_circle(rgb, frame)
     if fit is None or fit.retina_outside > MAX_LIT_OUTSIDE or not (0.1 * min(h, w) < fit.fov.radius < 2.0 * max(h, w)):
         # no disc; or a crop of the retina, the circle round some bright region in it: the whole
         # image, but for a frame round it
-        y0, y1, x0, x1 = _inside_frame(rgb)
+        y0, y1, x0, x1 = frame
         whole = whole_image((y1 - y0, x1 - x0))
-        if (y0, x0, y1, x1) == (0, 0, h, w):
-            return whole
-        return FieldOfView(whole.cx + x0, whole.cy + y0, whole.radius, (y0, y1, x0, x1))
+        return FieldOfView(whole.cx + x0, whole.cy + y0, whole.radius, _within(frame, (h, w)))
     return fit.fov
 
 
@@ -148,15 +147,19 @@ def fit_circle(rgb: NDArray[np.uint8]) -> CircleFit | None:
     ``_WORK_SIDE`` px across, holes filled; a Kasa fit to its boundary off the image's border,
     refitted once without outliers), or None when there is no such region. A frame of one lit
     colour round the photo (a scan's or an export's white border) is left out first."""
-    y0, y1, x0, x1 = _inside_frame(rgb)
-    if (y0, x0) != (0, 0) or (y1, x1) != rgb.shape[:2]:
-        fit = fit_circle(rgb[y0:y1, x0:x1])
-        if fit is None:
-            return None
-        f = fit.fov
-        iy0, iy1, ix0, ix1 = f.within or (0, y1 - y0, 0, x1 - x0)
-        return CircleFit(FieldOfView(f.cx + x0, f.cy + y0, f.radius, (y0 + iy0, y0 + iy1, x0 + ix0, x0 + ix1)),
-                         fit.lit_outside, fit.retina_outside)
+    return _fit_circle(rgb, _inside_frame(rgb))
+
+
+def _within(frame: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """``FieldOfView.within`` for the part ``frame`` of an image of ``shape``: None when it is all."""
+    return None if frame == (0, shape[0], 0, shape[1]) else frame
+
+
+def _fit_circle(rgb: NDArray[np.uint8], frame: tuple[int, int, int, int]) -> CircleFit | None:
+    """:func:`fit_circle` inside ``frame`` (``(y0, y1, x0, x1)``, from :func:`_inside_frame`)."""
+    fy0, fy1, fx0, fx1 = frame
+    within = _within(frame, rgb.shape[:2])
+    rgb = rgb[fy0:fy1, fx0:fx1]
     h, w = rgb.shape[:2]
     step = max(1, int(math.ceil(max(h, w) / _WORK_SIDE)))
     sub = rgb[::step, ::step]
@@ -194,7 +197,7 @@ def fit_circle(rgb: NDArray[np.uint8]) -> CircleFit | None:
         cx, cy, r = _kasa_fit(xs[keep].astype(np.float64), ys[keep].astype(np.float64))
     # back to input pixels: small pixel k covers input pixels k*step .. k*step+step-1
     off = (step - 1) / 2.0
-    fov = FieldOfView(cx * step + off, cy * step + off, (r + 0.5) * step)
+    fov = FieldOfView(cx * step + off + fx0, cy * step + off + fy0, (r + 0.5) * step, within)
     return CircleFit(fov, _lit_outside(lit, cx, cy, r), _lit_outside(_retina_like(sub, lit), cx, cy, r))
 
 
