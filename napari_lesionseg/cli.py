@@ -184,6 +184,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           *([f"project {project.root}"] if project is not None else [])])
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}'{_grids_note(model)} "
           f"-> {where}")
+    if args.out is not None and res.done and "OD" not in model.config.network.outputs:
+        print(f"lesions.csv: od_distance_dd and zone are empty: model '{model.version}' has no optic-disc output "
+              "(--model multi places lesions relative to the disc and the macula)")
     if project is not None and res.done:
         print(f"review them, most uncertain first: lesionseg gui --project {project.root} (or in napari: Review "
               "lesions, this project, 'Open next image')")

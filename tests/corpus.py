@@ -1,6 +1,7 @@
 """A corpus of broken and odd input files, generated deterministically (no binary blobs in
 git). ``build(folder)`` writes it and returns ``{name: expectation}``: ``None`` for files that
-must be processed, else a phrase the error message must contain."""
+must be read, else a phrase the reader's error message must contain. The files in :data:`BLANK`
+read well but show nothing to segment: ``predict`` refuses them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import tifffile
 from PIL import Image
 
 from napari_lesionseg.core.bundled import sample_paths
+
+#: read well, refused by predict: a one-colour image, a failed (black) capture
+BLANK = ("one_pixel.png", "black_capture.jpg")
 
 
 def _photo(scale: int = 8) -> Image.Image:
@@ -53,6 +57,7 @@ def build(folder: Path) -> dict[str, str | None]:
     put("rgba.png", enc(photo.convert("RGBA"), "PNG"), None)
     put("palette.png", enc(photo.convert("P"), "PNG"), None)
     put("one_pixel.png", enc(Image.new("RGB", (1, 1), (120, 40, 20)), "PNG"), None)
+    put("black_capture.jpg", enc(Image.new("RGB", photo.size, (0, 0, 0)), "JPEG", quality=90), None)
     put("wide_strip.png", enc(Image.fromarray(np.tile(rgb[rgb.shape[0] // 2: rgb.shape[0] // 2 + 8], (1, 6, 1))), "PNG"),
         None)
     bomb = bytearray(enc(Image.new("L", (1, 1)), "PNG"))

@@ -62,11 +62,14 @@ def test_corpus_through_the_cli_keeps_going(corpus_dir, tiny_model_dir: Path, tm
                         "--model", str(tiny_model_dir), "--keep-going", "--quiet", "--tta", "none"],
                        capture_output=True, text=True, timeout=600, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    bad = {n for n, p in expect.items() if p is not None}
+    bad = {n for n, p in expect.items() if p is not None or n in corpus.BLANK}
     summary = {row["image"]: row for row in csv.DictReader(open(out / "summary.csv"))}
     for name, problem in expect.items():
         row = summary[name]
-        if problem is None:
+        if name in corpus.BLANK:  # read well, shows nothing: an empty mask would read as "no lesions"
+            assert row["status"] == "failed" and "the image is blank" in row["error"], (name, row)
+            assert f"{name}: shows no fundus" in r.stderr and not (out / f"{Path(name).stem}_mask.png").exists()
+        elif problem is None:
             assert row["status"] == "ok", (name, row)
             assert (out / f"{Path(name).stem}_mask.png").exists()
             # a warning that did not stop the photo is in its row, not only on the console
@@ -93,3 +96,16 @@ def test_bad_layer_in_the_plugin_is_a_notification(make_napari_viewer, tiny_mode
     w.set_model_folder(tiny_model_dir.parent / "nope")
     assert w.run() is None and "does not exist" in w.status.text()
     assert len(viewer.layers) == 2
+
+
+@pytest.mark.gui
+def test_a_blank_capture_in_the_plugin_is_said_to_be_one(make_napari_viewer, qtbot, tiny_model_dir: Path) -> None:
+    """A black frame segmented to an empty mask (0 lesions) read as a healthy eye."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((400, 600, 3), np.uint8), name="capture 7", rgb=True)
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    w.set_model_folder(tiny_model_dir)
+    assert w.run() is not None
+    qtbot.waitUntil(lambda: w.run_button.enabled, timeout=30_000)
+    assert w.status.text().startswith("segmentation failed: capture 7: shows no fundus: the image is blank (black")
+    assert [ly.name for ly in viewer.layers] == ["capture 7"]

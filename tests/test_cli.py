@@ -99,6 +99,7 @@ def test_predicting_a_folder_into_itself_again_predicts_its_photos_only(tmp_path
     for _ in range(2):
         r = lesionseg("predict", folder, "--out", folder, "--model", multi_model_dir, "--quiet", "--tta", "none")
         assert r.returncode == 0 and "1 of 1 images" in r.stdout, r.stdout + r.stderr
+        assert "no optic-disc output" not in r.stdout  # the five-output model has one
     assert (folder / "IDRiD_04_EX_prob.png").exists() and (folder / "IDRiD_04_OD_mask.png").exists()
     assert not list(folder.glob("*_prob_*")) and not list(folder.glob("*_fuzzy_*"))
     assert [r["image"] for r in csv.DictReader(open(folder / "summary.csv"))] == ["IDRiD_04.jpg"]
@@ -112,6 +113,30 @@ def test_bad_file_without_keep_going_is_one_clear_line(tmp_path: Path, tiny_mode
     assert r.stderr.strip().splitlines() == [f"error: {bad}: file is empty (0 bytes)"]  # once, not twice
     r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tmp_path / "no-model", "--quiet")
     assert r.returncode == 2 and "model folder does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_run_that_goes_on_tells_why_a_photo_the_stopped_run_left_failed(tmp_path: Path, small_pairs: Path,
+                                                                        tiny_model_dir: Path) -> None:
+    """A run stopped at a bad file marks the photos after it ``not run (stopped)``; run again with
+    --keep-going, the table kept that line instead of saying why the photo failed (a blank
+    capture) or that it is now done."""
+    from PIL import Image
+
+    imgs, out = tmp_path / "in", tmp_path / "out"
+    imgs.mkdir()
+    (imgs / "a_empty.jpg").write_bytes(b"")
+    Image.new("RGB", (600, 400)).save(imgs / "b_black.jpg")  # a failed capture
+    shutil.copy(small_pairs / "images" / "IDRiD_04.jpg", imgs / "c_photo.jpg")
+    r = lesionseg("predict", imgs, "--out", out, "--model", tiny_model_dir, "--quiet", "--tta", "none")
+    assert r.returncode == 2
+    status = {r["image"]: r["status"] for r in csv.DictReader(open(out / "summary.csv"))}
+    assert status == {"a_empty.jpg": "failed", "b_black.jpg": "not run (stopped)", "c_photo.jpg": "not run (stopped)"}
+    r = lesionseg("predict", imgs, "--out", out, "--model", tiny_model_dir, "--quiet", "--tta", "none", "--keep-going")
+    assert r.returncode == 1 and f"error: {imgs / 'b_black.jpg'}: shows no fundus: the image is blank (black" in r.stderr
+    rows = {r["image"]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert {k: v["status"] for k, v in rows.items()} == {"a_empty.jpg": "failed", "b_black.jpg": "failed",
+                                                         "c_photo.jpg": "ok"}
+    assert "the image is blank" in rows["b_black.jpg"]["error"] and not (out / "b_black_mask.png").exists()
 
 
 def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
@@ -271,6 +296,7 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
     r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", tmp_path, "--quiet", "--tta", "none")
     assert r.returncode == 0, r.stderr
     assert "model 'default'" in r.stdout
+    assert "od_distance_dd and zone are empty: model 'default' has no optic-disc output" in r.stdout  # said once
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert rows[0]["model"] == "default" and rows[0]["status"] == "ok"
 

@@ -7,6 +7,7 @@ import pytest
 
 from napari_lesionseg.core.bundled import sample_paths
 from napari_lesionseg.core.dataclass_io import ConfigError
+from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.fov import FieldOfView, detect_fov, fundus_doubts
 from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.model_config import ModelConfig, PreprocessConfig
@@ -270,6 +271,28 @@ def test_a_gray_photo_is_said_to_be_one() -> None:
     gray = np.repeat(rgb[..., 1:2], 3, axis=2)
     assert fundus_doubts(gray, detect_fov(gray)) == GRAY_DOUBT
     assert fundus_doubts(rgb, detect_fov(rgb)) is None
+
+
+def test_a_blank_capture_is_refused_a_dark_photo_is_not(tiny_model_dir) -> None:
+    """A black frame (a failed capture), a blown-out white one or one flat colour was segmented
+    as "a gray photo (red-free?)" with 0 lesions and status ok: a blank read as a healthy eye."""
+    from napari_lesionseg.core.fov import blank_problem
+    from napari_lesionseg.core.inference import predict, run_to_end
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    rng = np.random.default_rng(0)
+    for level, what in (((0, 0, 0), "black"), ((255, 255, 254), "white"), ((120, 40, 20), "one flat colour")):
+        rgb = np.clip(np.full((700, 1000, 3), level, np.int16) + rng.integers(-2, 3, (700, 1000, 3)), 0, 255)
+        problem = blank_problem(rgb.astype(np.uint8))
+        assert problem is not None and f"blank ({what}," in problem, (level, problem)
+    rgb, _ = read_image(sample_paths("idrid_16")[0])
+    for dim in (1.0, 0.1):  # a photo at a tenth of its brightness still shows a fundus
+        assert blank_problem((rgb * dim).astype(np.uint8)) is None
+    black = np.zeros((300, 400, 3), np.uint8)
+    black[150, 200] = 255  # one hot pixel is no photo
+    with pytest.raises(LesionsegInputError, match="shows no fundus: the image is blank") as info:
+        run_to_end(predict(load_model_folder(tiny_model_dir), black))
+    assert info.value.path is None and info.value.naming("a.jpg").path == "a.jpg"  # the caller names the file
 
 
 def test_the_warning_reaches_the_prediction_notes(tiny_model_dir) -> None:

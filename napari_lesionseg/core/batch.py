@@ -212,13 +212,14 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     pred: Prediction = yield from _tile_events(
                         predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision,
                                 types=types), name, i)
-                except LesionsegInputError as err:
+                except LesionsegInputError as raised:
+                    err = raised.naming(path)
                     result.failures.append(Failure(str(path), str(err)))
                     summary_rows.append({"image": name, "status": "failed", "error": err.problem})
                     yield {"event": "failed", "image": str(path), "message": str(err), "stops": not keep_going}
                     if not keep_going:
                         stopped = "stopped"
-                        raise
+                        raise err from None
                     continue
                 try:
                     if out_dir is not None:
@@ -310,11 +311,12 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
             type_gt = {t: _type_truth(pair, t, rgb.shape[:2]) for t in others}
             pred = yield from _tile_events(predict(model, rgb, device=device, tta=tta, threshold=thr,
                                                    precision=precision, types=others), pair.image.name, i)
-        except LesionsegInputError as err:
+        except LesionsegInputError as raised:
+            err = raised.naming(pair.image)
             result.failures.append(Failure(str(pair.image), str(err)))
             yield {"event": "failed", "image": str(pair.image), "message": str(err), "stops": not keep_going}
             if not keep_going:
-                raise
+                raise err from None
             continue
         ran = {"tta": pred.tta, "grids": list(pred.grids)}  # the same for every photo
         precisions.add(pred.precision)

@@ -17,6 +17,10 @@ class LesionsegInputError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
 
+    def naming(self, path: str | os.PathLike[str]) -> LesionsegInputError:
+        """This error, naming ``path`` when it named no file (a problem found in a photo's pixels)."""
+        return self if self.path is not None else LesionsegInputError(path, self.problem)
+
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite before any model was saved."""

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from .anatomy import NO_OD_OUTPUT, Anatomy, disc_region, locate_region
 from .errors import LesionsegInputError
-from .fov import FieldOfView, detect_fov, fundus_doubts, size_doubt
+from .fov import FieldOfView, blank_problem, detect_fov, fundus_doubts, size_doubt
 from .fuzzy import binary_entropy, fuzzy_map
 from .lesion_types import OD
 from .lesions import Lesion, labelled_mask, lesion_table
@@ -234,6 +234,8 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     dev = torch.device(device) if device is not None else next(model.net.parameters()).device
     tta = tta or cfg.tta
     thr = cfg.threshold if threshold is None else threshold
+    if problem := blank_problem(rgb):
+        raise LesionsegInputError(None, problem)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     fov = fov or detect_fov(rgb)

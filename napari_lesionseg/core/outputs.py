@@ -171,8 +171,13 @@ def write_folder_csv(path: Path, rows: list[dict[str, Any]], columns: list[str],
     the photos whose outputs this run wrote, whose earlier rows this run's replace. This run's
     rows of photos it did not write (failed, not run) go in only for photos the earlier table does
     not name: that photo's earlier outputs are still in the folder, and its earlier row says what
-    they are. An earlier table that cannot be read is kept beside, renamed, never overwritten."""
+    they are; an earlier row with no outputs behind it (failed, not run) gives way to this run's
+    row of its photo. An earlier table that cannot be read is kept beside, renamed, never
+    overwritten."""
     earlier = _read_rows(path)
+    if earlier and rows:
+        mine = set().union(*(_names(r) for r in rows))
+        earlier = [r for r in earlier if r.get("status") in (None, "", "ok") or not _names(r) & mine]
     if earlier:
         named = set().union(*(_names(r) for r in earlier))
         rows = ([r for r in earlier if not _names(r) & written]

@@ -319,7 +319,10 @@ class AnnotationSession:
                 rgb = photo.pixels
             else:
                 raise LesionsegInputError(None, f"{name}: no pixels and no source file to segment")
-        pred = yield from predict(self.model(), rgb, device=self.device, threshold=threshold, precision=precision)
+        try:
+            pred = yield from predict(self.model(), rgb, device=self.device, threshold=threshold, precision=precision)
+        except LesionsegInputError as err:
+            raise err.naming(name) from None  # a problem in the photo's pixels (a blank capture) names it
         return pred
 
     def accept_run(self, name: str, pred: Prediction, label: NDArray | None = None, *,
