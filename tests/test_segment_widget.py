@@ -459,6 +459,48 @@ def test_deleting_an_edited_lesions_layer_saves_its_edits_first(qtbot, segment, 
     assert "saved as version 1" in widget.status.text()
 
 
+def test_a_photo_whose_layers_are_all_removed_is_forgotten_with_its_maps(qtbot, segment, tmp_path: Path) -> None:
+    """The session kept every segmented photo's prediction (full-size maps: 130 MB a 2144x1424
+    photo with the bundled five-output model) after its layers were removed, until napari closed. A lesions
+    layer left alone keeps its photo, so its edits are still saved when it goes."""
+    import gc
+    import weakref
+
+    from napari_lesionseg.core.image_io import read_mask
+
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    session = widget.session
+    maps = weakref.ref(session.photos["IDRiD_16"].prediction)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    lab.refresh()
+    for name in ("IDRiD_16", "IDRiD_16 probability", "IDRiD_16 fuzzy"):
+        viewer.layers.remove(name)
+    qtbot.wait(50)
+    assert "IDRiD_16" in session.photos  # its edited lesions layer is still open
+    viewer.layers.remove(lab)
+    assert (read_mask(tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png")[300:310, 300:310] == 1).all()
+    del lab
+    qtbot.waitUntil(lambda: "IDRiD_16" not in session.photos, timeout=5_000)
+    gc.collect()
+    assert maps() is None
+    viewer.open_sample("napari-lesionseg", "idrid_16")  # opened again: its correction comes back
+    qtbot.waitUntil(lambda: "IDRiD_16 lesions" in viewer.layers, timeout=10_000)
+    assert (viewer.layers["IDRiD_16 lesions"].data[300:310, 300:310] == 1).all()
+
+
+def test_a_run_whose_photo_was_removed_meanwhile_leaves_nothing(qtbot, segment) -> None:
+    viewer, widget = segment
+    assert widget.run() is not None
+    viewer.layers.remove("IDRiD_16")
+    qtbot.waitUntil(lambda: widget.run_button.enabled, timeout=120_000)
+    qtbot.wait(50)
+    assert "IDRiD_16" not in widget.session.photos
+    assert [ly.name for ly in viewer.layers] == ["IDRiD_16 ground truth"]  # the sample's, no result layer
+
+
 def test_renaming_an_edited_photo_keeps_its_layers_and_its_correction(qtbot, segment, tmp_path: Path) -> None:
     """Renaming the photo's layer after editing its mask raised in the event loop (the switch
     it was taken for looked up the old name), and Save then asked for a segmentation."""

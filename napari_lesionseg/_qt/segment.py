@@ -8,6 +8,7 @@ The state lives in the viewer's :class:`~napari_lesionseg.core.session.Annotatio
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -176,7 +177,8 @@ class SegmentWidget(DockWidget):
         # not after every paint stroke, nor in a tab behind Review
         self._settle = WhenSettled(self, self._on_mask_settled, TABLE_SETTLE_MS)
         self._counts_text = ""  # the status line as _show_counts last wrote it
-        self._fuzzy_share: tuple[Any, float] = (None, 0.0)  # (prediction, % of its fuzzy map over 0.5)
+        # (the prediction, weakly: a closed photo's maps go; % of its fuzzy map over 0.5)
+        self._fuzzy_share: tuple[Callable[[], Any], float] = (lambda: None, 0.0)
         self.mm_per_px.changed.connect(lambda _v: self.fill_table(self.image_picker.name))
 
         for widget, label in ((self.image_picker.widget, "image"), (self.model_picker.widget, "model"),
@@ -531,7 +533,11 @@ class SegmentWidget(DockWidget):
     def _on_result(self, name: str, layer: Any, pred: Prediction) -> None:
         """Show a finished run: one layer per turn of the event loop (napari takes 0.1-0.35 s of
         the GUI thread to create each, benchmarks/gui_pauses.py; the viewer repaints and takes
-        input between them), then the counts and the table; Run is enabled again at the end."""
+        input between them), then the counts and the table; Run is enabled again at the end.
+        Nothing for a photo whose layer was removed while it ran (its session entry, forgotten,
+        would have come back with the prediction's maps)."""
+        if name not in self.viewer.layers:
+            return
         lesions = self._lesions(name)
         label, edited = self.session.accept_run(name, pred, None if lesions is None else lesions.data)
         steps: list[Callable[[], None]] = [
@@ -597,8 +603,8 @@ class SegmentWidget(DockWidget):
         if pred is None:  # re-thresholded from the project's stored prediction
             text += " (the project's stored prediction)"
         else:
-            if self._fuzzy_share[0] is not pred:  # the same at every threshold: once per run
-                self._fuzzy_share = (pred, float((pred.fuzzy > 0.5).mean() * 100))
+            if self._fuzzy_share[0]() is not pred:  # the same at every threshold: once per run
+                self._fuzzy_share = (weakref.ref(pred), float((pred.fuzzy > 0.5).mean() * 100))
             text += f"; fuzzy > 0.5 on {self._fuzzy_share[1]:.1f}% of the image"
             # what the prediction warned of (not a fundus photo, too small, an out-of-memory retry;
             # the disc's side for a model with one) stays in the line, not only in a passing notification
@@ -743,7 +749,8 @@ class SegmentWidget(DockWidget):
             self._error(f"no '{layer_names(name)['lesions']}' layer to save: run the segmentation first")
             return None
         try:
-            open_layer_photo(self.session, self.viewer.layers[name])
+            if name in self.viewer.layers:  # else removed, its edits saved as it goes: the session has it
+                open_layer_photo(self.session, self.viewer.layers[name])
             version = self.session.save_correction(name, lesions.data)
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))

@@ -29,7 +29,18 @@ def session_for(viewer: Any) -> AnnotationSession:
         session = _SESSIONS[viewer] = AnnotationSession()
         settle_garbage_collector()
         follow_opened_projects(viewer, session)
+        forget_closed_photos(viewer, session)
     return session
+
+
+def forget_closed_photos(viewer: Any, session: AnnotationSession) -> None:
+    """A photo whose layers are all removed is forgotten by the session (its prediction's maps
+    go with it): a turn after the removal, when the docks have saved what the removal would lose."""
+    def forget() -> None:
+        with contextlib.suppress(RuntimeError):  # the viewer closed meanwhile
+            session.forget_closed({layer.name for layer in viewer.layers})
+
+    viewer.layers.events.removed.connect(lambda _event: QTimer.singleShot(0, forget))
 
 
 def follow_opened_projects(viewer: Any, session: AnnotationSession) -> None:
