@@ -100,6 +100,56 @@ def _faint_blobs_in_review(make_napari_viewer, missed_top: float):
 
 
 @pytest.mark.gui
+def test_decisions_outlive_a_new_list_and_a_photo_switch(make_napari_viewer) -> None:
+    """Accept on a lesion paints nothing: a new list (Refresh, a replaced mask, another photo
+    chosen and this one again) listed the accepted lesion at the top again as a likely false
+    alarm, and every row's status went. A decision holds while its pixels hold what it left."""
+    viewer, w = _faint_blobs_in_review(make_napari_viewer, 0.1)
+    _segmented(viewer, "other", [(10, 10)])
+    w.hide_below.value = 0.0
+    first = w.refresh()
+    assert first is not None and first.regions[0].kind == "lesion"
+    w.go(0)
+    w.accept()  # the lesion is right
+    w.go(1)
+    w.mark_unsure()  # the likeliest blob
+    w.go(2)
+    w.accept()  # the next blob is a lesion the mask missed
+    w.go(3)
+    w.delete()  # and the next is nothing: deleting a possible miss paints 0 where 0 was
+    said = {r.bbox: w.table.item(i, 4).text() for i, r in enumerate(w.review.regions) if w.table.item(i, 4).text()}
+    assert sorted(said.values()) == ["accepted", "accepted", "deleted", "unsure"]
+    for again in (w.refresh, lambda: (w.image_picker.choose("other"), w.image_picker.choose("photo"))):
+        again()
+        now = {r.bbox: w.table.item(i, 4).text() for i, r in enumerate(w.review.regions) if w.table.item(i, 4).text()}
+        assert now == said, now
+        assert w.review.regions[0].kind == "fuzzy" and not w.review.regions[0].decided  # a blob left to look at
+        assert all(r.decided for r in w.review.regions if r.bbox in said)  # listed last
+    viewer.layers["photo lesions"].undo()  # napari's own Undo of the last change: the blob accepted
+    w.refresh()
+    now = {r.bbox: w.table.item(i, 4).text() for i, r in enumerate(w.review.regions) if w.table.item(i, 4).text()}
+    assert now == {b: t for b, t in said.items() if b != (50, 100, 60, 110)}, now
+    assert sorted(now.values()) == ["accepted", "deleted", "unsure"]  # the lesion's, the two other blobs'
+
+
+@pytest.mark.gui
+def test_the_status_column_is_in_view_in_a_dock_opened_alone(make_napari_viewer, qtbot) -> None:
+    """Opened alone (not tabbed beside Segment), the dock was narrower than its table: the
+    status column, where Accept, Delete and Mark unsure show, lay behind a horizontal scroll bar."""
+    viewer, w = _faint_blobs_in_review(lambda: make_napari_viewer(show=True), 0.1)
+    viewer.window._qt_window.resize(1600, 1000)
+    w.hide_below.value = 0.0
+    w.refresh()
+    w.go(1)
+    w.mark_unsure()
+    qtbot.wait(100)  # the layout settles a turn later
+    assert w.table.item(1, 4).text() == "unsure"
+    assert w.table.horizontalScrollBar().maximum() == 0
+    rect = w.table.visualItemRect(w.table.item(1, 4))
+    assert w.table.viewport().rect().contains(rect)
+
+
+@pytest.mark.gui
 def test_review_dock_says_how_many_mistakes_the_rates_expect(make_napari_viewer) -> None:
     """A long list (here 26 regions) is daunting; with the model's rates the dock says how many of
     them are likely mistakes and how many of those the first 20 rows hold; without rates (scores
@@ -596,11 +646,13 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
     rows = [(r.kind, r.area_px, r.decided) for r in rev.review.regions]
     assert rows[0] == ("lesion", 200, False)  # the sure lesion: the one left to look at
     assert all(d for _k, _a, d in rows[1:]) and len(rows) == 3, rows
-    assert rev.table.item(1, 4).text() == rev.table.item(2, 4).text() == "edited"
-    assert "2 edited by you (listed last)" in rev.info.text()
+    # what was done stays said (the miss accepted is a lesion now, the lesion deleted a possible miss)
+    assert [(rows[i][:2], rev.table.item(i, 4).text()) for i in (1, 2)] == [(("lesion", 600), "accepted"),
+                                                                         (("fuzzy", 200), "deleted")]
+    assert "2 decided by you (listed last)" in rev.info.text()
     rev.hide_below.value = 0.05  # the edited ones are no likely mistakes: set aside, and said apart
     assert [(r.kind, r.area_px) for r in rev.review.regions] == [("lesion", 200)]
-    assert "2 edited by you" in rev.info.text() and "not listed" not in rev.info.text(), rev.info.text()
+    assert "2 decided by you" in rev.info.text() and "not listed" not in rev.info.text(), rev.info.text()
 
 
 @pytest.mark.gui

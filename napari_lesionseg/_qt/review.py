@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,8 @@ class ReviewWidget(DockWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.review: ReviewSet | None = None  # the regions listed (the rest in ``review.hidden``)
-        self.status: dict[tuple[str, int], str] = {}  # by region (kind, label): kept when the list is cut anew
+        # decisions on photos the session does not hold (their marks are kept in the session's photo)
+        self._loose_marks: dict[str, dict[tuple[str, int, int], str]] = {}
         self.current = -1
         self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
         self.image_picker.changed.connect(self._on_photo_switched)
@@ -97,9 +99,8 @@ class ReviewWidget(DockWidget):
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.cellClicked.connect(lambda row, _c: self.go(row, keep_selection=True))
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        # each action: the regions' keys and statuses before it, and whether it painted pixels
-        self._undo: list[tuple[list[tuple[tuple[str, int], str]], bool]] = []
+        # each action: the marks it set with what they were before, and whether it painted pixels
+        self._undo: list[tuple[list[tuple[tuple[str, int, int], str]], bool]] = []
         buttons = {text: button(text, slot) for text, slot in [
             ("Previous", self.previous), ("Next", self.next), ("Accept", self.accept), ("Delete", self.delete),
             ("Mark unsure", self.mark_unsure), ("Toggle fuzzy", self.toggle_fuzzy), ("Undo", self.undo)]}
@@ -212,7 +213,9 @@ class ReviewWidget(DockWidget):
             threshold, review = review_settings(prob.metadata)
             self.review = review_regions(data, prob.data, fuzzy.data, threshold=threshold, review=review,
                                          decided=decided)
-        self.status = {}
+        held = self._statuses()  # decided before (Accept on a lesion paints nothing): not a mistake to find
+        self.review.regions = [replace(r, score=0.0, decided=True) if _key(r) in held else r
+                               for r in self.review.regions]
         self._undo = []
         return self._fill_table()
 
@@ -272,9 +275,9 @@ class ReviewWidget(DockWidget):
         item.setToolTip(tip)
         self.table.setHorizontalHeaderItem(SCORE_COLUMN, item)
         for row, r in enumerate(self.review.regions):
-            for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}",
-                                        self.status.get(_key(r), "") or ("edited" if r.decided else "")]):
+            for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}"]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
+        self._show_statuses()
         everything = self.review.regions + self.review.hidden
         n_les = sum(r.kind == "lesion" for r in everything)
         what = "" if self.kind() == HE else f" ({LONG_NAMES[self.kind()]})"
@@ -291,9 +294,63 @@ class ReviewWidget(DockWidget):
             text += (f"; {len(undecided)} less likely than {self.hide_below.value:.2f} not listed "
                      f"(about {self.review.expected_hidden():.1f} mistakes among them)")
         if n_edited := sum(r.decided for r in everything):
-            text += f"; {n_edited} edited by you{'' if self.review.hidden else ' (listed last)'}"
+            text += f"; {n_edited} decided by you{'' if self.review.hidden else ' (listed last)'}"
         self.info.setText(text)
         return self.review
+
+    def _fit_columns(self) -> None:
+        """The dock as wide as the table's columns: opened alone, it hid the status column behind
+        a horizontal scroll bar."""
+        header = self.table.horizontalHeader()
+        columns = sum(max(self.table.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(len(COLUMNS)))
+        width = (self.table.verticalHeader().sizeHint().width() + columns + 2 * self.table.frameWidth()
+                 + self.table.verticalScrollBar().sizeHint().width() + 4)  # + rounding, grid lines
+        self.table.setMinimumWidth(min(width, 600))
+
+    def _marks(self) -> dict[tuple[str, int, int], str]:
+        """The decisions on the photo under review, by pixel (``Photo.review_marks``): they
+        outlive a new list (Refresh, a replaced mask, another photo chosen and this one again),
+        where the rows' statuses once went, and an accepted lesion came back at the top."""
+        name = self.image_picker.name
+        photo = self.session.photos.get(name)
+        return photo.review_marks if photo is not None else self._loose_marks.setdefault(name, {})
+
+    def _statuses(self) -> dict[tuple[str, int], str]:
+        """The listed regions' statuses, by region (kind, label): the marks of this lesion type
+        whose pixel still holds what the decision left (a mask replaced, or napari's own Undo,
+        takes a decision back), on the region that pixel lies in now."""
+        layers = self._layers()
+        if self.review is None or layers is None:
+            return {}
+        data, value = layers[0].data, TYPE_VALUE[self.kind()]
+        left = {"accepted": value, "deleted": 0, "unsure": UNSURE}
+        out: dict[tuple[str, int], str] = {}
+        for (kind, y, x), status in self._marks().items():
+            if kind != self.kind() or not (0 <= y < data.shape[0] and 0 <= x < data.shape[1]) \
+                    or data[y, x] != left[status]:
+                continue
+            lesion, miss = int(self.review.lesion_components[y, x]), int(self.review.fuzzy_components[y, x])
+            if lesion or miss:
+                out[("lesion", lesion) if lesion else ("fuzzy", miss)] = status
+        return out
+
+    def _show_statuses(self) -> None:
+        if self.review is None:
+            return
+        held = self._statuses()
+        for row, r in enumerate(self.review.regions):
+            self.table.setItem(row, 4, QTableWidgetItem(held.get(_key(r), "") or ("edited" if r.decided else "")))
+        self._fit_columns()
+
+    def _anchor(self, r: Region, prob: np.ndarray) -> tuple[str, int, int]:
+        """Where a decision on ``r`` is kept: the lesion type and the region's most probable
+        pixel (inside the core that accepting a possible miss paints)."""
+        assert self.review is not None
+        y0, x0, y1, x1 = r.bbox
+        comp = (self.review.lesion_components if r.kind == "lesion" else self.review.fuzzy_components)[y0:y1, x0:x1]
+        p = np.where(comp == r.label, np.asarray(prob[y0:y1, x0:x1], np.float32), -1.0)
+        iy, ix = np.unravel_index(int(np.argmax(p)), p.shape)
+        return self.kind(), y0 + int(iy), x0 + int(ix)
 
     def region(self) -> Region | None:
         if self.review is None or not (0 <= self.current < len(self.review.regions)):
@@ -365,7 +422,8 @@ class ReviewWidget(DockWidget):
         lab, prob, _ = self._layers()
         others = self.session.type_maps(self.image_picker.name)
         p = others[self.kind()].probability if self.kind() in others else prob.data
-        step: list[tuple[tuple[str, int], str]] = []
+        marks = self._marks()
+        step: list[tuple[tuple[str, int, int], str]] = []
         painted = False
         with lab.block_history():  # through napari's edit history, all the rows as one edit
             for row in rows:
@@ -375,9 +433,10 @@ class ReviewWidget(DockWidget):
                     pix = self.review.lesion_pixels(r, p) if core else self.review.pixels(r)
                     lab.data_setitem(np.nonzero(pix), value)
                     painted = True
-                step.append((_key(r), self.status.get(_key(r), "")))
-                self.status[_key(r)] = status
-                self.table.setItem(row, 4, QTableWidgetItem(status))
+                anchor = self._anchor(r, p)
+                step.append((anchor, marks.get(anchor, "")))
+                marks[anchor] = status
+        self._show_statuses()
         self._undo.append((step, painted))
         if len(rows) > 1:
             self.info.setText(f"{status} {len(rows)} regions (Undo takes them back together)")
@@ -391,11 +450,13 @@ class ReviewWidget(DockWidget):
         layers = self._layers()
         if painted and layers is not None:
             layers[0].undo()
-        for key, old_status in step:
-            self.status[key] = old_status
-            rows = [i for i, r in enumerate(self.review.regions) if _key(r) == key] if self.review is not None else []
-            for row in rows:  # none when the region is no longer listed
-                self.table.setItem(row, 4, QTableWidgetItem(old_status))
+        marks = self._marks()
+        for anchor, old_status in reversed(step):
+            if old_status:
+                marks[anchor] = old_status
+            else:
+                marks.pop(anchor, None)
+        self._show_statuses()
 
     def accept(self) -> None:
         """Keep the region(s) as they are (a possible miss becomes a lesion: its core, see
@@ -450,8 +511,7 @@ class ReviewWidget(DockWidget):
         return nxt
 
     def _error(self, message: str) -> None:
-        """In the dock's info line (this dock's ``status`` holds the rows' statuses) and as a
-        napari notification."""
+        """In the dock's info line and as a napari notification."""
         from napari.utils.notifications import show_error
 
         if not self._released:

@@ -95,6 +95,9 @@ class Photo:
     saved_version: int | None = None
     reviewed: set[str] = field(default_factory=lambda: {HE})  # lesion types the annotator vouches for
     stored_types: dict[str, TypeMaps] | None = None  # other outputs read from the project's prediction
+    # Review's decisions, kept at a pixel of each region decided: (lesion type, y, x) -> "accepted",
+    # "deleted" or "unsure"; shown while the pixel holds what the decision left there
+    review_marks: dict[tuple[str, int, int], str] = field(default_factory=dict)
 
     @property
     def reference(self) -> NDArray[np.uint8] | None:
