@@ -155,7 +155,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     try:
         import napari
     except ImportError:
-        raise LesionsegInputError(None, "the plugin needs napari and a Qt binding: pip install -e '.[pyqt5]'") from None
+        raise LesionsegInputError(None, "the plugin needs napari and a Qt binding: pip install -e '.[pyqt6]'") from None
     from ._qt.launch import open_segment_window, photo_files
 
     photos = photo_files(args.photos) if args.photos else []  # refused before a window opens
