@@ -125,6 +125,12 @@ def test_decisions_outlive_a_new_list_and_a_photo_switch(make_napari_viewer) -> 
         assert now == said, now
         assert w.review.regions[0].kind == "fuzzy" and not w.review.regions[0].decided  # a blob left to look at
         assert all(r.decided for r in w.review.regions if r.bbox in said)  # listed last
+    lab = viewer.layers["photo lesions"]
+    lab.data[10:30, 10:30] = 7  # the accepted lesion painted over with napari's "new label": still a lesion
+    w.refresh()
+    assert {r.bbox: w.table.item(i, 4).text() for i, r in enumerate(w.review.regions)
+            if w.table.item(i, 4).text()} == said
+    lab.data[10:30, 10:30] = 1
     viewer.layers["photo lesions"].undo()  # napari's own Undo of the last change: the blob accepted
     w.refresh()
     now = {r.bbox: w.table.item(i, 4).text() for i, r in enumerate(w.review.regions) if w.table.item(i, 4).text()}

@@ -322,12 +322,18 @@ class ReviewWidget(DockWidget):
         layers = self._layers()
         if self.review is None or layers is None:
             return {}
-        data, value = layers[0].data, TYPE_VALUE[self.kind()]
-        left = {"accepted": value, "deleted": 0, "unsure": UNSURE}
+        data = layers[0].data
+        marks = [(y, x, status) for (kind, y, x), status in self._marks().items()
+                 if kind == self.kind() and 0 <= y < data.shape[0] and 0 <= x < data.shape[1]]
+        if not marks:
+            return {}
+        ys, xs = np.array([m[0] for m in marks]), np.array([m[1] for m in marks])
+        # as a save keeps them: a pixel painted over with napari's "new label" (7) is a hemorrhage
+        values = self.session.label_map(np.asarray(data[ys, xs]), self.image_picker.name)
+        left = {"accepted": TYPE_VALUE[self.kind()], "deleted": 0, "unsure": UNSURE}
         out: dict[tuple[str, int], str] = {}
-        for (kind, y, x), status in self._marks().items():
-            if kind != self.kind() or not (0 <= y < data.shape[0] and 0 <= x < data.shape[1]) \
-                    or data[y, x] != left[status]:
+        for (y, x, status), v in zip(marks, values):
+            if v != left[status]:
                 continue
             lesion, miss = int(self.review.lesion_components[y, x]), int(self.review.fuzzy_components[y, x])
             if lesion or miss:
