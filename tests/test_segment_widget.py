@@ -459,6 +459,17 @@ def test_deleting_an_edited_lesions_layer_saves_its_edits_first(qtbot, segment, 
     assert "saved as version 1" in widget.status.text()
 
 
+@pytest.mark.gui
+def test_the_lesion_table_takes_the_docks_free_height(make_napari_viewer, qtbot) -> None:
+    """The table was capped at 170 px: five rows of the five-output model's 32 lesions on
+    IDRiD_04, above some 200 px of empty dock."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+    _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    qtbot.wait(100)  # the layout settles a turn later
+    assert widget.table.height() > 300, widget.table.height()
+
+
 def test_a_photo_whose_layers_are_all_removed_is_forgotten_with_its_maps(qtbot, segment, tmp_path: Path) -> None:
     """The session kept every segmented photo's prediction (full-size maps: 130 MB a 2144x1424
     photo with the bundled five-output model) after its layers were removed, until napari closed. A lesions

@@ -165,7 +165,7 @@ class SegmentWidget(DockWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.AscendingOrder)  # hemorrhages first (Qt starts descending)
-        self.table.setMaximumHeight(170)
+        self.table.setMinimumHeight(120)  # about four rows; the dock's free height goes to it
         self.table.setToolTip("the lesions of the mask shown: click a row to centre the view on it; click a header to sort")
         self.table.cellClicked.connect(self.centre_on_row)
         self._table_lesions: list = []
@@ -194,13 +194,12 @@ class SegmentWidget(DockWidget):
         lay.addWidget(buttons.native)
         lay.addWidget(self.progress)
         lay.addWidget(self.rethreshold_button.native)
-        lay.addWidget(self.table)
+        lay.addWidget(self.table, 1)
         lay.addWidget(self.project.native)
         lay.addWidget(self.save_button.native)
         lay.addWidget(self.export_button.native)
         lay.addWidget(self.export_project_button.native)
         lay.addWidget(self.status)
-        lay.addStretch(1)
 
         self.image_picker.changed.connect(lambda name: self._on_image_switched(name or ""))
         self.image_picker.on_renamed.append(self._on_photo_renamed)
