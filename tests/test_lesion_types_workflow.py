@@ -162,7 +162,7 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     _, ft = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Fine-tune model", tabify=True)
     seg.project_edit.setText(str(project))
     seg.load_project_models()
-    assert "hard exudate (EX) = 3" in seg.legend.value and not seg.type_row.native.isHidden()
+    assert "hard exudate (EX) = 3" in seg.legend.value.replace("&nbsp;", " ") and not seg.type_row.native.isHidden()
     assert seg.run() is not None
     qtbot.waitUntil(lambda: seg.run_button.enabled and "lesion(s)" in seg.status.text(), timeout=120_000)
     lab = viewer.layers["IDRiD_16 lesions"]

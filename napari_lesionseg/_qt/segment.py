@@ -71,8 +71,10 @@ TABLE_SETTLE_MS = 300  # the lesion table is listed again this long after the ma
 
 def legend_html(types: list[str]) -> str:
     """The dock's legend: each lesion type's colour, name and the label value that paints it."""
-    parts = [f'<span style="color:{c}">&#9632;</span> {name} = {v}' for c, name, v in legend(types)]
-    return " &nbsp; ".join(parts + ['<span style="color:#ff00d9">&#9632;</span> fuzzy: the mask may be wrong'])
+    parts = [(c, f"{name} = {v}") for c, name, v in legend(types)] + [("#ff00d9", "fuzzy: the mask may be wrong")]
+    # an entry is never broken across lines (its square once ended one line, its name began the next)
+    return " &nbsp; ".join(f'<span style="color:{c}">&#9632;</span>&nbsp;{text.replace(" ", "&nbsp;")}'
+                           for c, text in parts)
 
 
 def photo_layer_name(layer: Any) -> str | None:
