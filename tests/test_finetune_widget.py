@@ -47,11 +47,14 @@ def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     from qtpy.QtCore import QTimer
 
     widget.extra_args = ["--steps", "3"]
+    # before a run the plot's place says what will be drawn there (it was bare axes from 0 to 1)
+    assert "drawn here" in widget.ax.texts[0].get_text() and not widget.ax.axison and not widget.ax.lines
     ticks = []
     timer = QTimer()
     timer.timeout.connect(lambda: ticks.append(1))
     timer.start(20)
     proc = widget.start()
+    assert "the old model is scored first" in widget.ax.texts[0].get_text()
     with qtbot.waitSignal(proc.finished, timeout=240_000):
         pass
     timer.stop()

@@ -72,6 +72,8 @@ class FinetuneWidget(DockWidget):
         self.canvas = FigureCanvasQTAgg(self.figure)
         self.canvas.setToolTip(LIVE_DICE_TIP)
         self.ax = self.figure.add_subplot(1, 1, 1)
+        self._placeholder("the training loss and the Dice on the scored photos\nare drawn here, step by step, "
+                          "as a fine-tune runs")
 
         self.project.widget.label = "project"
         self.minutes.label = "time budget"
@@ -201,8 +203,7 @@ class FinetuneWidget(DockWidget):
         proc.finished.connect(self._on_finished)
         self.process = proc
         self._target = out
-        self.ax.clear()
-        self.canvas.draw_idle()
+        self._placeholder("starting: the old model is scored first,\nthen the training steps are drawn here")
         self.start_button.enabled = False
         self.cancel_button.enabled = True
         self.promote_button.enabled = False
@@ -240,6 +241,15 @@ class FinetuneWidget(DockWidget):
                 self.status.setText(f"step {ev['step']}: validation Dice {ev['val_dice']:.3f}, AUPR {ev['val_aupr']:.3f}")
         elif kind == "finished":
             self.new_version = Path(ev["model"])
+
+    def _placeholder(self, text: str) -> None:
+        """The plot's place before a run's first step: a line saying what will be drawn there
+        (bare axes from 0 to 1 said nothing)."""
+        self.figure.clear()
+        self.ax = self.figure.add_subplot(1, 1, 1)
+        self.ax.set_axis_off()
+        self.ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, color="0.4", transform=self.ax.transAxes)
+        self.canvas.draw_idle()
 
     def _plot(self) -> None:
         """Training loss (red) and Dice on the scored photos (blue, right axis, named held-out or
