@@ -148,9 +148,8 @@ def test_the_status_column_is_in_view_in_a_dock_opened_alone(make_napari_viewer,
     w.refresh()
     w.go(1)
     w.mark_unsure()
-    qtbot.wait(100)  # the layout settles a turn later
     assert w.table.item(1, 4).text() == "unsure"
-    assert w.table.horizontalScrollBar().maximum() == 0
+    qtbot.waitUntil(lambda: w.table.horizontalScrollBar().maximum() == 0, timeout=5_000)  # the layout settles later
     rect = w.table.visualItemRect(w.table.item(1, 4))
     assert w.table.viewport().rect().contains(rect)
 

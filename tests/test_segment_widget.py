@@ -470,8 +470,7 @@ def test_the_lesion_table_takes_the_docks_free_height(make_napari_viewer, qtbot)
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1600, 1000)
     _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
-    qtbot.wait(100)  # the layout settles a turn later
-    assert widget.table.height() > 300, widget.table.height()
+    qtbot.waitUntil(lambda: widget.table.height() > 300, timeout=5_000)  # the layout settles a turn later
 
 
 def test_a_photo_whose_layers_are_all_removed_is_forgotten_with_its_maps(qtbot, segment, tmp_path: Path) -> None:
