@@ -513,6 +513,7 @@ def test_a_run_whose_photo_was_removed_meanwhile_leaves_nothing(qtbot, segment) 
     qtbot.wait(50)
     assert "IDRiD_16" not in widget.session.photos
     assert [ly.name for ly in viewer.layers] == ["IDRiD_16 ground truth"]  # the sample's, no result layer
+    assert widget.status.text() == "IDRiD_16 was closed while it was segmented: its result was dropped"
 
 
 def test_renaming_an_edited_photo_keeps_its_layers_and_its_correction(qtbot, segment, tmp_path: Path) -> None:

@@ -538,6 +538,7 @@ class SegmentWidget(DockWidget):
         Nothing for a photo whose layer was removed while it ran (its session entry, forgotten,
         would have come back with the prediction's maps)."""
         if name not in self.viewer.layers:
+            self.status.setText(f"{name} was closed while it was segmented: its result was dropped")
             return
         lesions = self._lesions(name)
         label, edited = self.session.accept_run(name, pred, None if lesions is None else lesions.data)
