@@ -102,6 +102,10 @@ def test_paint_and_save_correction(qtbot, segment, tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_mask(files[0]), stored == 1)  # 0/255: lesion only
     everything = widget.export_project()
     assert (tmp_path / "proj" / "exports" / "lesions.csv") in everything
+    viewer.layers["IDRiD_16"].name = "../../left eye"  # a layer's name is anything: the files stay in exports/
+    files = widget.export()
+    assert [f.name for f in files][0] == ".._.._left eye_mask.png"
+    assert all(f.parent == tmp_path / "proj" / "exports" for f in files)
 
 
 def test_cancel_stops_without_adding_layers(qtbot, segment) -> None:
