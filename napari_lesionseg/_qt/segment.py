@@ -779,8 +779,7 @@ class SegmentWidget(DockWidget):
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
             return []
-        stem = name.replace("/", "_").replace("\\", "_")  # a layer renamed "../x" once wrote beside exports/
-        files, _ = export_image(self.session.project.root / "exports", stem,
+        files, _ = export_image(self.session.project.root / "exports", name,
                                 as_rgb_uint8(self.viewer.layers[name].data),
                                 labels_to_label_map(lesions.data, types), pred.probability if pred else None,
                                 pred.fuzzy if pred else None, self._mm(),

@@ -83,7 +83,10 @@ def export_image(out_dir: Path, stem: str, rgb: NDArray[np.uint8], label: NDArra
                  mm_per_px: float | None = None, anatomy: Anatomy | None = None) -> tuple[list[Path], list[dict]]:
     """``<stem>_mask.png`` (0/255 lesion mask, as ``lesionseg predict`` writes, legible in any
     viewer), ``<stem>_label.png`` (the exact 0/1/255 label map, 255 = unsure, for re-import),
-    ``<stem>_lesions.csv`` and ``<stem>_overlay.png``. Returns the files and the lesion rows."""
+    ``<stem>_lesions.csv`` and ``<stem>_overlay.png``, in ``out_dir`` whatever ``stem`` holds (a
+    path separator becomes ``_``: the Segment dock's stem is the photo's layer name, and a layer
+    renamed "../../left eye" once wrote two folders above it). Returns the files and the lesion rows."""
+    stem = stem.replace("/", "_").replace("\\", "_")
     out_dir.mkdir(parents=True, exist_ok=True)
     lab = check_label_values(label)
     rows = lesion_rows(stem, lab, prob, fuzzy, mm_per_px, anatomy)

@@ -294,7 +294,7 @@ def blank_problem(rgb: NDArray[np.uint8]) -> str | None:
     0.1 % of the pixels at either end. Its empty mask would read as "no lesions"."""
     h, w = rgb.shape[:2]
     step = max(1, max(h, w) // 512)
-    px = rgb[::step, ::step].reshape(-1, rgb.shape[2] if rgb.ndim == 3 else 1)
+    px = rgb[::step, ::step].reshape(-1, 3)
     lo, hi = np.percentile(px, [0.1, 99.9], axis=0)
     if float((hi - lo).max()) > BLANK_SPREAD:
         return None
