@@ -616,8 +616,10 @@ def test_the_annotators_decisions_are_not_listed_as_mistakes_again() -> None:
     assert len(before.regions) == 3
 
 
-@pytest.mark.gui
-def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
+def _three_region_project(tmp_path, small_pairs):
+    """A project holding IDRiD_04 (small) with a stored prediction of three regions: a doubtful
+    lesion (200 px), a sure one (200 px) and a possible miss (600 px); every region a 50 %
+    chance of a mistake."""
     from PIL import Image
 
     from napari_lesionseg.core.model_config import ReviewConfig
@@ -636,6 +638,12 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
     rates = [[0.0, 1.0], [0.5, 0.5]]  # every region a 50 % chance of a mistake
     proj.save_prediction(iid, "m1", prob, mask, np.clip(prob * (1 - prob) * 4, 0, 1),
                          settings_metadata(0.5, ReviewConfig(missed_rate=rates, false_alarm_rate=rates)))
+    return proj, iid
+
+
+@pytest.mark.gui
+def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
+    proj, iid = _three_region_project(tmp_path, small_pairs)
     viewer = make_napari_viewer()
     _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     rev.project_edit.setText(str(proj.root))
@@ -658,6 +666,47 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
     rev.hide_below.value = 0.05  # the edited ones are no likely mistakes: set aside, and said apart
     assert [(r.kind, r.area_px) for r in rev.review.regions] == [("lesion", 200)]
     assert "2 decided by you" in rev.info.text() and "not listed" not in rev.info.text(), rev.info.text()
+
+
+@pytest.mark.gui
+def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_napari_viewer, qtbot, tmp_path,
+                                                                          small_pairs) -> None:
+    """With Review opened alone, closing napari lost the hand edits (only Segment saved them on
+    closing); and the decisions lived in the session only: opened again the next day, a photo
+    listed its accepted lesion (Accept paints nothing) as undecided, at the top again."""
+    from napari_lesionseg.core.image_io import read_label
+
+    proj, iid = _three_region_project(tmp_path, small_pairs)
+    viewer = make_napari_viewer()
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, rev) == iid
+    rev.hide_below.value = 0
+    first = [(r.kind, r.area_px, r.mean_prob > 0.9) for r in rev.review.regions]
+    rev.go(first.index(("lesion", 200, True)))
+    rev.accept()  # the sure lesion is right: nothing painted
+    rev.go(first.index(("fuzzy", 600, False)))
+    rev.mark_unsure()  # the possible miss: who knows
+    viewer.close()  # napari closed without pressing Save (its window closes: the docks release)
+    assert [v.version for v in proj.versions(iid)] == [1]
+    assert (read_label(proj.versions(iid)[0].path)[200:220, 200:230] == 255).all()
+
+    viewer2 = make_napari_viewer()  # the next day
+    _, rev2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev2.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, rev2) == iid
+    rev2.hide_below.value = 0
+    rows = [((r.kind, r.area_px, r.mean_prob > 0.9), rev2.table.item(i, 4).text(), r.decided)
+            for i, r in enumerate(rev2.review.regions)]
+    assert rows[0] == (("lesion", 200, False), "", False), rows  # the doubtful lesion: left to look at
+    assert sorted(rows[1:]) == [(("fuzzy", 600, False), "unsure", True), (("lesion", 200, True), "accepted", True)]
+    assert "2 decided by you (listed last)" in rev2.info.text()
+    rev2.go(0)
+    rev2.delete()
+    viewer2.layers.remove(f"{iid} lesions")  # napari's trash button: the work is saved first, with Review alone
+    assert [v.version for v in proj.versions(iid)] == [1, 2]
+    assert len(proj.review_marks(proj.versions(iid)[1])) == 3
+    assert "saved as version 2" in rev2.info.text()
 
 
 @pytest.mark.gui

@@ -85,6 +85,23 @@ def test_saves_only_real_edits_and_reopening_brings_them_back(session: Annotatio
     np.testing.assert_array_equal(shown, label)
 
 
+def test_review_decisions_alone_are_saved_and_come_back(session: AnnotationSession, small_pairs: Path,
+                                                       tmp_path: Path) -> None:
+    """Accepting a lesion in Review paints nothing: a save "only if edited" (switching photos,
+    closing napari) kept no trace of it, and napari restarted listed it as undecided again."""
+    session.open_photo("a", _photo(small_pairs))
+    label = session.accept_run("a", run_to_end(session.run("a"))).label
+    assert not session.unsaved("a", label)
+    session.photos["a"].review_marks[("HE", 5, 6)] = "accepted"
+    assert session.unsaved("a", label) and not session.is_edited("a", label)
+    v = session.save_correction("a", label, only_if_edited=True)
+    assert v is not None and not session.unsaved("a", label)
+    assert session.save_correction("a", label, only_if_edited=True) is None  # saved once
+    again = AnnotationSession(project_dir=tmp_path / "proj", model_dir=session.model_dir)
+    photo = again.open_photo("IDRiD_04", _photo(small_pairs))
+    assert photo.review_marks == {("HE", 5, 6): "accepted"} and not again.unsaved("IDRiD_04", label)
+
+
 def test_a_photo_without_a_file_is_corrected_saved_and_brought_back(session: AnnotationSession, small_pairs: Path,
                                                                     tmp_path: Path) -> None:
     """A layer with no file our reader decodes (made in memory, or read by another plugin):

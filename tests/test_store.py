@@ -54,6 +54,24 @@ def test_versions_append_and_latest_reloads(project) -> None:
     assert [(p.id, p.mask.name) for p in pairs] == [(iid, "v0002.png")]
 
 
+def test_review_decisions_are_kept_with_their_version(project) -> None:
+    """The Review dock's decisions (an accepted lesion paints nothing) are saved with the
+    version, read back with it; a decision outside the map or with an unknown status is not
+    kept, a damaged one read back is passed over with a warning, not an error."""
+    proj, iid = project
+    plain = proj.save_label(iid, _label(1))
+    assert not plain.path.with_suffix(".json").exists() and proj.review_marks(plain) == {}  # as before
+    marks = {("HE", 3, 4): "accepted", ("HE", 10, 70): "deleted", ("MA", 59, 0): "unsure",
+             ("HE", 60, 0): "accepted", ("HE", 1, 1): "maybe"}  # off the 60x80 map; no such status
+    v = proj.save_label(iid, _label(2), marks=marks)
+    assert proj.review_marks(v) == {k: marks[k] for k in [("HE", 3, 4), ("HE", 10, 70), ("MA", 59, 0)]}
+    assert proj.label_types(v) == ("HE",) and proj.manifest()[-1]["review_decisions"] == 3
+    f = v.path.with_suffix(".json")
+    f.write_text(json.dumps({"types": ["HE"], "review": [["HE", 3, 4, "accepted"], ["HE", -1, "x", "deleted"]]}))
+    with pytest.warns(UserWarning, match="review decision"):
+        assert proj.review_marks(v) == {("HE", 3, 4): "accepted"}
+
+
 def test_adding_images(project, tmp_path: Path) -> None:
     proj, iid = project
     assert proj.add_image(sample_paths("idrid_16")[0]) == iid  # same photo: same id

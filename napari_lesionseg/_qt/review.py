@@ -39,6 +39,8 @@ from .shared import (
     button,
     open_layer_photo,
     panel,
+    save_open_work,
+    save_removed_work,
     segmented_photo_name,
     session_for,
 )
@@ -135,11 +137,15 @@ class ReviewWidget(DockWidget):
         lay.addWidget(self.info)
         for key, action in KEYS.items():
             self.viewer.bind_key(key, lambda _v, a=action: getattr(self, a)(), overwrite=True)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
         if self.image_picker.name:
             self.refresh()  # a photo segmented before the dock was opened is listed at once
 
     def release(self) -> None:
-        """The dock was closed: its key bindings and layer-list connections go with it."""
+        """The dock (or napari) was closed: the open photos' unsaved work is saved (a project
+        set), its key bindings and layer-list connections go."""
+        save_open_work(self.viewer, self.session)
+        self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
         for key in KEYS:
             self.viewer.bind_key(key, None)
         for layer in [ly for ly in self.viewer.layers if ly.name.endswith(" current region")
@@ -515,6 +521,19 @@ class ReviewWidget(DockWidget):
         self.next_image_button.enabled = False
         self.turns.run(steps)
         return nxt
+
+    def _on_layer_removed(self, event: Any) -> None:
+        """A photo's lesions layer was deleted: its unsaved work is saved first, as Segment does
+        (``save_removed_work``), also with this dock opened alone."""
+        layer = event.value
+        try:
+            version = save_removed_work(self.session, layer)
+        except (LesionsegInputError, OSError) as err:
+            self._error(f"the removed '{layer.name}' layer's edits could not be saved: {err}")
+            return
+        if version is not None:
+            self.info.setText(f"the removed '{layer.name}' layer's work was saved as version {version.version} "
+                              f"of {version.image_id}")
 
     def _error(self, message: str) -> None:
         """In the dock's info line and as a napari notification."""

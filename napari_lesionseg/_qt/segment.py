@@ -56,6 +56,8 @@ from .shared import (
     button,
     open_layer_photo,
     panel,
+    save_open_work,
+    save_removed_work,
     segmented_photo_name,
     session_for,
 )
@@ -218,7 +220,7 @@ class SegmentWidget(DockWidget):
         """The dock (or napari) was closed: save the open photos' hand edits when a project is
         set (closing napari without pressing Save lost them), stop the run, stop following the
         layer list (the session and its results stay with the viewer for a reopened dock)."""
-        self._save_open_edits()
+        save_open_work(self.viewer, self.session)
         if self.worker is not None:
             self.worker.quit()
         self.viewer.layers.events.removed.disconnect(self._on_layer_removed)
@@ -664,31 +666,16 @@ class SegmentWidget(DockWidget):
 
     # ---- saving ------------------------------------------------------------------------------
     def _on_image_switched(self, new: str) -> None:
-        """Switching images saves the previous image's hand edits (when a project is set) and
-        brings back the new image's latest correction from the project."""
+        """Switching images saves the previous image's hand edits and Review decisions (when a
+        project is set) and brings back the new image's latest correction from the project."""
         old, self._current_image = self._current_image, new
-        if old and old != new and self.session.project is not None and self.is_edited(old):
+        lesions = self._lesions(old) if old and old != new else None
+        if lesions is not None and self.session.project is not None and self.session.unsaved(old, lesions.data):
             self.save_correction(old)
         if new and new in self.viewer.layers:
             self._restore_correction(new)
         self._show_types(new)
         self.fill_table(new)
-
-    def _save_open_edits(self) -> None:
-        """Each open photo's edited lesions layer as a new version (nothing when unedited or
-        without a project); a failure is a warning, as the dock may be gone by then."""
-        import warnings
-
-        if self.session.project is None:
-            return
-        for name in list(self.session.photos):
-            lesions = self._lesions(name)
-            if lesions is None:
-                continue
-            try:
-                self.session.save_correction(name, np.asarray(lesions.data), only_if_edited=True)
-            except (LesionsegInputError, OSError) as err:
-                warnings.warn(f"{name}: its hand edits could not be saved on closing: {err}", stacklevel=2)
 
     def _on_photo_renamed(self, old: str, new: str) -> None:
         """The chosen photo's layer was renamed: its result layers and its place in the session
@@ -704,21 +691,16 @@ class SegmentWidget(DockWidget):
                 self.viewer.layers[was].name = now
 
     def _on_layer_removed(self, event: Any) -> None:
-        """A photo's lesions layer was deleted (napari's trash button asks nothing): with a
-        project set, its hand edits are saved first as a new version, as switching away does;
-        the versions before it stay, so nothing saved is lost either."""
+        """A photo's lesions layer was deleted: its unsaved work is saved first (``save_removed_work``)."""
         layer = event.value
-        name = segmented_photo_name(layer)
-        self._changed.pop(name, None)
-        if name is None or self.session.project is None or name not in self.session.photos:
-            return
+        self._changed.pop(segmented_photo_name(layer), None)
         try:
-            version = self.session.save_correction(name, np.asarray(layer.data), only_if_edited=True)
+            version = save_removed_work(self.session, layer)
         except (LesionsegInputError, OSError) as err:
             self._error(f"the removed '{layer.name}' layer's edits could not be saved: {err}")
             return
         if version is not None:
-            self.status.setText(f"the removed '{layer.name}' layer's edits were saved as version {version.version} "
+            self.status.setText(f"the removed '{layer.name}' layer's work was saved as version {version.version} "
                                 f"of {version.image_id}")
 
     def _restore_correction(self, new: str) -> None:

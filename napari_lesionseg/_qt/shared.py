@@ -15,8 +15,9 @@ from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
 
 from ..core.errors import LesionsegInputError
 from ..core.image_io import decodable
-from ..core.segment_layers import OPENED_FROM
+from ..core.segment_layers import OPENED_FROM, layer_names
 from ..core.session import AnnotationSession, Photo
+from ..core.store import LabelVersion
 from ._arrays import as_rgb_uint8
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, AnnotationSession] = weakref.WeakKeyDictionary()
@@ -41,6 +42,35 @@ def forget_closed_photos(viewer: Any, session: AnnotationSession) -> None:
             session.forget_closed({layer.name for layer in viewer.layers})
 
     viewer.layers.events.removed.connect(lambda _event: QTimer.singleShot(0, forget))
+
+
+def save_open_work(viewer: Any, session: AnnotationSession) -> None:
+    """Each open photo's lesions layer as a new version when it holds unsaved work (hand
+    edits, or Review decisions made since its last save; nothing without a project): what a
+    dock does as it or napari closes, whichever dock it is (Review opened alone lost its edits
+    on closing napari). A failure is a warning, as the docks may be gone by then."""
+    import warnings
+
+    if session.project is None:
+        return
+    for name in list(session.photos):
+        lname = layer_names(name)["lesions"]
+        if lname not in viewer.layers:
+            continue
+        try:
+            session.save_correction(name, np.asarray(viewer.layers[lname].data), only_if_edited=True)
+        except (LesionsegInputError, OSError) as err:
+            warnings.warn(f"{name}: its hand edits could not be saved on closing: {err}", stacklevel=2)
+
+
+def save_removed_work(session: AnnotationSession, layer: Any) -> LabelVersion | None:
+    """A photo's lesions layer was deleted (napari's trash button asks nothing): with a project
+    set, its unsaved work becomes a new version first (None: nothing to save, or not ours);
+    the versions before it stay, so nothing saved is lost either."""
+    name = segmented_photo_name(layer)
+    if name is None or session.project is None or name not in session.photos:
+        return None
+    return session.save_correction(name, np.asarray(layer.data), only_if_edited=True)
 
 
 def follow_opened_projects(viewer: Any, session: AnnotationSession) -> None:

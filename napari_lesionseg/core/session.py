@@ -98,6 +98,7 @@ class Photo:
     # Review's decisions, kept at a pixel of each region decided: (lesion type, y, x) -> "accepted",
     # "deleted" or "unsure"; shown while the pixel holds what the decision left there
     review_marks: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    saved_marks: dict[tuple[str, int, int], str] = field(default_factory=dict)  # as the saved version holds them
 
     @property
     def reference(self) -> NDArray[np.uint8] | None:
@@ -208,6 +209,8 @@ class AnnotationSession:
                 if hit is not None:
                     photo.saved_version, photo.saved = hit[0].version, hit[1]
                     photo.reviewed = set(proj.label_types(hit[0]))
+                    photo.saved_marks = proj.review_marks(hit[0])
+                    photo.review_marks = {**photo.saved_marks, **photo.review_marks}
         return photo
 
     def lesion_types(self) -> list[str]:
@@ -306,6 +309,12 @@ class AnnotationSession:
         if ref is None:
             return False
         return not np.array_equal(self.label_map(label, name), ref)
+
+    def unsaved(self, name: str, label: NDArray) -> bool:
+        """True when photo ``name`` holds work its saved version does not: ``label`` edited
+        (:meth:`is_edited`), or Review decisions made since (an accepted lesion paints nothing)."""
+        photo = self.photos.get(name)
+        return self.is_edited(name, label) or (photo is not None and photo.review_marks != photo.saved_marks)
 
     def _reference(self, name: str) -> NDArray[np.uint8] | None:
         """What the edits of photo ``name`` are measured against: its saved label map, else
@@ -417,14 +426,16 @@ class AnnotationSession:
 
     def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
         """Append ``label`` as the photo's new version (with the model's hemorrhage mask for
-        provenance), reviewed for the photo's ``reviewed`` types plus every type whose pixels
-        the annotator changed. With ``only_if_edited`` nothing is written when it equals what
-        was last saved."""
+        provenance) and the Review dock's decisions, reviewed for the photo's ``reviewed``
+        types plus every type whose pixels the annotator changed. With ``only_if_edited``
+        nothing is written when it equals what was last saved and no decision was made since
+        (:meth:`unsaved`)."""
         photo = self.photos.get(name) or self.open_photo(name)
         types = self.photo_types(name)
         lab = to_label_map(label, types)
         ref = self._reference(name)
-        if only_if_edited and (ref is None or np.array_equal(lab, ref)):  # is_edited, the types read once
+        if only_if_edited and (ref is None or (np.array_equal(lab, ref)  # is_edited, the types read once
+                                               and photo.review_marks == photo.saved_marks)):
             return None
         proj, iid = self._registered(photo)
         pred = photo.prediction
@@ -433,8 +444,8 @@ class AnnotationSession:
         photo.reviewed |= touched
         v = proj.save_label(iid, lab, model_version=pred.model_version if pred else None,
                             model_mask=None if photo.auto_mask is None else photo.auto_mask == TYPE_VALUE[HE],
-                            types=sorted(photo.reviewed, key=LESION_TYPES.index))
-        photo.saved, photo.saved_version = lab, v.version
+                            types=sorted(photo.reviewed, key=LESION_TYPES.index), marks=photo.review_marks)
+        photo.saved, photo.saved_version, photo.saved_marks = lab, v.version, dict(photo.review_marks)
         return v
 
     def next_image(self, current: str | None = None, skip: Collection[str] = ()) -> NextImage | None:

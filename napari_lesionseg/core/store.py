@@ -9,7 +9,8 @@
                                            memory, read by another plugin); the json names where it came from and
                                            holds the sha256 that identifies it (of that file, or of the pixels)
 <project>/labels/<image_id>/v0001.png ...  append-only label versions (0 bg, 1 HE, 2 MA, 3 EX, 4 SE, 255 unsure)
-<project>/labels/<image_id>/v0001.json     the lesion types that version was reviewed for (absent: HE only)
+<project>/labels/<image_id>/v0001.json     the lesion types that version was reviewed for (absent: HE only) and
+                                           the Review dock's decisions on its regions (``review``)
 <project>/labels/<image_id>/latest.json    which version is current
 <project>/manifest.jsonl                   one line per save (provenance)
 <project>/predictions/<model>/<image_id>_{prob,mask,fuzzy}.png
@@ -35,6 +36,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +64,7 @@ from .pairs import Pair
 
 VERSION_RE = re.compile(r"^v(\d{4,})\.png$")
 MANIFEST = "manifest.jsonl"
+REVIEW_STATUSES = ("accepted", "deleted", "unsure")  # the Review dock's decisions on a region
 ORIGIN = ".origin.json"  # beside a photo kept as its pixels: where it came from, and its identity
 
 
@@ -345,12 +348,16 @@ class Project:
 
     def save_label(self, image_id: str, label: NDArray, *, model_version: str | None = None,
                    model_mask: NDArray | None = None, note: str = "",
-                   types: list[str] | tuple[str, ...] = (HE,)) -> LabelVersion:
+                   types: list[str] | tuple[str, ...] = (HE,),
+                   marks: Mapping[tuple[str, int, int], str] | None = None) -> LabelVersion:
         """Append a new label version (never overwriting one) and its manifest line. Values
         must be exactly 0, a lesion type's value or 255 (checked before any conversion).
         ``types``: the lesion types the annotator reviewed on this photo; for the others the
-        version says nothing (fine-tuning treats them as unknown, never as "none")."""
+        version says nothing (fine-tuning treats them as unknown, never as "none"). ``marks``:
+        the Review dock's decisions, (lesion type, y, x) -> status (:meth:`review_marks`)."""
         lab = check_label_values(label)
+        review = sorted([t, int(y), int(x), s] for (t, y, x), s in (marks or {}).items()
+                        if t in TYPE_VALUE and s in REVIEW_STATUSES and 0 <= y < lab.shape[0] and 0 <= x < lab.shape[1])
         types = tuple(t for t in LESION_TYPES if t in set(types))
         if not types:
             raise LesionsegInputError(None, "a correction must be reviewed for at least one lesion type")
@@ -363,12 +370,16 @@ class Project:
             prev = self.versions(image_id)
             version = (prev[-1].version + 1) if prev else 1
             target = d / f"v{version:04d}.png"
-            if types != (HE,):  # written first: a version never exists without its types
-                atomic_write_text(target.with_suffix(".json"), json.dumps({"types": list(types)}))
+            if types != (HE,) or review:  # written first: a version never exists without its types
+                extra = {"review": review} if review else {}
+                atomic_write_text(target.with_suffix(".json"), json.dumps({"types": list(types), **extra}))
             create_new(target, data)  # fails if target exists: never overwrite a version
             atomic_write_text(d / "latest.json", json.dumps({"version": version, "file": target.name}))
             v = LabelVersion(image_id, version, target)
-            self._append_manifest(self._record(v, lab, data, model_mask, note, model_version, types=types))
+            record = self._record(v, lab, data, model_mask, note, model_version, types=types)
+            if review:
+                record["review_decisions"] = len(review)
+            self._append_manifest(record)
         return v
 
     def label_types(self, v: LabelVersion) -> tuple[str, ...]:
@@ -382,6 +393,26 @@ class Project:
         if not isinstance(types, list) or not types or not set(types) <= set(LESION_TYPES):
             raise LesionsegInputError(f, f"must hold {{\"types\": [...]}} naming lesion types of {list(LESION_TYPES)}")
         return tuple(types)
+
+    def review_marks(self, v: LabelVersion) -> dict[tuple[str, int, int], str]:
+        """The Review dock's decisions saved with version ``v``: (lesion type, y, x) -> "accepted",
+        "deleted" or "unsure", kept at a pixel of each region decided (the dock shows one while
+        that pixel still holds what the decision left), so a photo reviewed yesterday lists the
+        regions decided then as decided. A damaged entry is passed over with a warning: the
+        decisions are a guide to the review, the label map is the correction."""
+        f = v.path.with_suffix(".json")
+        if not f.exists():
+            return {}
+        raw = read_json(f)
+        entries = raw.get("review", []) if isinstance(raw, dict) else []
+        out: dict[tuple[str, int, int], str] = {}
+        for e in entries if isinstance(entries, list) else [entries]:
+            if (isinstance(e, list) and len(e) == 4 and e[0] in TYPE_VALUE and e[3] in REVIEW_STATUSES
+                    and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in e[1:3])):
+                out[(e[0], e[1], e[2])] = e[3]
+            else:
+                warnings.warn(f"{f}: review decision {e!r} is not [type, y, x, status]; passed over", stacklevel=2)
+        return out
 
     def _record(self, v: LabelVersion, lab: NDArray[np.uint8], data: bytes, model_mask: NDArray | None,
                 note: str, model_version: str | None = None, recovered: bool = False,
