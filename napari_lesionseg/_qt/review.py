@@ -37,10 +37,10 @@ from .shared import (
     StepQueue,
     WhenSettled,
     button,
+    keep_removed_work,
     open_layer_photo,
     panel,
     save_open_work,
-    save_removed_work,
     segmented_photo_name,
     session_for,
 )
@@ -524,16 +524,8 @@ class ReviewWidget(DockWidget):
 
     def _on_layer_removed(self, event: Any) -> None:
         """A photo's lesions layer was deleted: its unsaved work is saved first, as Segment does
-        (``save_removed_work``), also with this dock opened alone."""
-        layer = event.value
-        try:
-            version = save_removed_work(self.session, layer)
-        except (LesionsegInputError, OSError) as err:
-            self._error(f"the removed '{layer.name}' layer's edits could not be saved: {err}")
-            return
-        if version is not None:
-            self.info.setText(f"the removed '{layer.name}' layer's work was saved as version {version.version} "
-                              f"of {version.image_id}")
+        (``keep_removed_work``), also with this dock opened alone."""
+        keep_removed_work(self.session, event.value, self.info.setText, self._error)
 
     def _error(self, message: str) -> None:
         """In the dock's info line and as a napari notification."""

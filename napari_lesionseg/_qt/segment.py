@@ -54,10 +54,10 @@ from .shared import (
     StepQueue,
     WhenSettled,
     button,
+    keep_removed_work,
     open_layer_photo,
     panel,
     save_open_work,
-    save_removed_work,
     segmented_photo_name,
     session_for,
 )
@@ -691,17 +691,9 @@ class SegmentWidget(DockWidget):
                 self.viewer.layers[was].name = now
 
     def _on_layer_removed(self, event: Any) -> None:
-        """A photo's lesions layer was deleted: its unsaved work is saved first (``save_removed_work``)."""
-        layer = event.value
-        self._changed.pop(segmented_photo_name(layer), None)
-        try:
-            version = save_removed_work(self.session, layer)
-        except (LesionsegInputError, OSError) as err:
-            self._error(f"the removed '{layer.name}' layer's edits could not be saved: {err}")
-            return
-        if version is not None:
-            self.status.setText(f"the removed '{layer.name}' layer's work was saved as version {version.version} "
-                                f"of {version.image_id}")
+        """A photo's lesions layer was deleted: its unsaved work is saved first (``keep_removed_work``)."""
+        self._changed.pop(segmented_photo_name(event.value), None)
+        keep_removed_work(self.session, event.value, self.status.setText, self._error)
 
     def _restore_correction(self, new: str) -> None:
         """Show the project's latest correction of the photo ``new`` when none is shown."""

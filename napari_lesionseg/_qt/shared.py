@@ -17,7 +17,6 @@ from ..core.errors import LesionsegInputError
 from ..core.image_io import decodable
 from ..core.segment_layers import OPENED_FROM, layer_names
 from ..core.session import AnnotationSession, Photo
-from ..core.store import LabelVersion
 from ._arrays import as_rgb_uint8
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, AnnotationSession] = weakref.WeakKeyDictionary()
@@ -63,14 +62,21 @@ def save_open_work(viewer: Any, session: AnnotationSession) -> None:
             warnings.warn(f"{name}: its hand edits could not be saved on closing: {err}", stacklevel=2)
 
 
-def save_removed_work(session: AnnotationSession, layer: Any) -> LabelVersion | None:
+def keep_removed_work(session: AnnotationSession, layer: Any, say: Callable[[str], object],
+                      error: Callable[[str], object]) -> None:
     """A photo's lesions layer was deleted (napari's trash button asks nothing): with a project
-    set, its unsaved work becomes a new version first (None: nothing to save, or not ours);
-    the versions before it stay, so nothing saved is lost either."""
+    set, its unsaved work becomes a new version first, and ``say`` tells which (``error``: why
+    not); the versions before it stay, so nothing saved is lost either. Other layers: nothing."""
     name = segmented_photo_name(layer)
     if name is None or session.project is None or name not in session.photos:
-        return None
-    return session.save_correction(name, np.asarray(layer.data), only_if_edited=True)
+        return
+    try:
+        version = session.save_correction(name, np.asarray(layer.data), only_if_edited=True)
+    except (LesionsegInputError, OSError) as err:
+        error(f"the removed '{layer.name}' layer's edits could not be saved: {err}")
+        return
+    if version is not None:
+        say(f"the removed '{layer.name}' layer's work was saved as version {version.version} of {version.image_id}")
 
 
 def follow_opened_projects(viewer: Any, session: AnnotationSession) -> None:
