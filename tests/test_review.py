@@ -690,6 +690,7 @@ def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_nap
     viewer.close()  # napari closed without pressing Save (its window closes: the docks release)
     assert [v.version for v in proj.versions(iid)] == [1]
     assert (read_label(proj.versions(iid)[0].path)[200:220, 200:230] == 255).all()
+    assert proj.resume_ids() == [iid]  # where the review stands
 
     viewer2 = make_napari_viewer()  # the next day
     _, rev2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")

@@ -234,6 +234,38 @@ def test_the_queue_passes_over_photos_already_corrected(tmp_path: Path, small_pa
     assert session.next_image("a") == ("b", 2, 3, 0)  # all corrected: the plain order
 
 
+def test_a_review_resumes_at_the_photo_it_opened_last(tmp_path: Path, small_pairs: Path) -> None:
+    """A photo left half-reviewed had its edits saved on closing napari, and so counted as
+    corrected: the next day's review started elsewhere and passed over it until every other
+    photo was done."""
+    from napari_lesionseg.core.image_io import read_image
+    from napari_lesionseg.core.store import RESUME, Project
+
+    proj = Project(tmp_path / "proj")
+    rgb = read_image(_photo(small_pairs))[0]
+    h, w = rgb.shape[:2]
+    for k, name in enumerate(("c", "b", "a")):  # a is the most uncertain, then b, then c
+        iid = proj.add_pixels(np.roll(rgb, k, axis=1), name)
+        fuzzy = np.zeros((h, w), np.float32)
+        fuzzy[: 20 * (k + 1)] = 1.0
+        proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8), fuzzy)
+    day1 = AnnotationSession(project_dir=proj.root)
+    assert day1.next_image() == ("a", 1, 3, 3)
+    day1.open_photo("a", pixels=lambda: np.roll(rgb, 2, axis=1))
+    half = np.zeros((h, w), np.uint8)
+    half[5:9, 5:9] = 1
+    day1.photos["a"].auto_mask = np.zeros((h, w), np.uint8)
+    assert day1.save_correction("a", half, only_if_edited=True) is not None  # saved as napari closes
+    proj.set_resume(["a", "not a project photo"])  # as Open next image remembers the photo it opened
+    day2 = AnnotationSession(project_dir=proj.root)
+    assert day2.next_image() == ("a", 1, 3, 2)  # where the review stood, corrected or not
+    assert day2.next_image("a") == ("b", 2, 3, 2)  # then on as before
+    assert day2.next_image(skip={"a"}) == ("b", 2, 3, 2)  # a photo that cannot be opened: passed over
+    for damaged in ("{", '{"open": "a"}', '[1]'):
+        (proj.root / RESUME).write_text(damaged)
+        assert AnnotationSession(project_dir=proj.root).next_image() == ("b", 2, 3, 2)  # no error
+
+
 def test_edits_on_a_stored_prediction_count_without_being_told_what_was_shown(tmp_path: Path,
                                                                                small_pairs: Path) -> None:
     """A photo the project segmented, shown with its stored mask by another way than Open next

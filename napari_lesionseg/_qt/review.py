@@ -562,6 +562,8 @@ class ReviewWidget(DockWidget):
             self.session.open_photo(nxt, proj.image_path(nxt))
             self.session.shown(nxt, self.viewer.layers[lname].data)
         self._opened = nxt
+        with contextlib.suppress(OSError):  # a read-only project: the next review starts at the queue's head
+            proj.set_resume([nxt])  # a review opened again resumes here, corrected or not
         text = f"{nxt}: image {place} of {count} by uncertainty, " + (
             f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
             if uncorrected else "every photo has a saved correction")

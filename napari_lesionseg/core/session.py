@@ -453,7 +453,10 @@ class AnnotationSession:
         (most uncertain first, wrapping round), passing over the ids in ``skip`` (photos that
         could not be opened) and, while another photo has none, photos with a saved correction (a
         batch reviewed over several days opened at the photos done the day before; to pass a
-        photo found right, save it unchanged); None when there is none to open."""
+        photo found right, save it unchanged); None when there is none to open. With nothing
+        ``current`` (a review starting), the photo the review last opened comes first
+        (``Project.set_resume``): one left half-reviewed, its edits saved on closing napari, was
+        passed over as corrected."""
         proj = self.project
         if proj is None:
             return None
@@ -461,6 +464,10 @@ class AnnotationSession:
         photo = self.photos.get(current) if current else None
         cur = photo.image_id if photo is not None and photo.image_id else current
         open_ = [iid for iid in order if iid not in skip and not proj.versions(iid)]
+        if cur is None:
+            resume = [iid for iid in proj.resume_ids() if iid in order and iid not in skip]
+            if resume:
+                return NextImage(resume[0], order.index(resume[0]) + 1, len(order), len(open_))
         wanted = (set(open_) - {cur}) or set(order) - set(skip)
         start = order.index(cur) + 1 if cur in order else 0
         for k in range(len(order)):

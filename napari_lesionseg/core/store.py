@@ -13,6 +13,7 @@
                                            the Review dock's decisions on its regions (``review``)
 <project>/labels/<image_id>/latest.json    which version is current
 <project>/manifest.jsonl                   one line per save (provenance)
+<project>/resume.json                      the photo the review last opened (where a review resumes)
 <project>/predictions/<model>/<image_id>_{prob,mask,fuzzy}.png
 <project>/predictions/<model>/<image_id>_<T>_{prob,mask}.png   each other output T (MA, EX, SE, OD)
 <project>/models/<version>/                model folders (see model_folder.py)
@@ -64,6 +65,7 @@ from .pairs import Pair
 
 VERSION_RE = re.compile(r"^v(\d{4,})\.png$")
 MANIFEST = "manifest.jsonl"
+RESUME = "resume.json"  # the photo the review last opened: a review opened again resumes at it
 REVIEW_STATUSES = ("accepted", "deleted", "unsure")  # the Review dock's decisions on a region
 ORIGIN = ".origin.json"  # beside a photo kept as its pixels: where it came from, and its identity
 
@@ -467,6 +469,25 @@ class Project:
             except (LesionsegInputError, UnicodeDecodeError):
                 warnings.warn(f"{path}: line {i} is damaged (interrupted write?) and was skipped", stacklevel=2)
         return out
+
+    # ---- where a review resumes ----------------------------------------------------------------
+    def set_resume(self, image_ids: list[str]) -> None:
+        """Remember the photos under review (``resume.json``, written as *Open next image* opens
+        one): a review opened again starts at them, not at the most uncertain photo without a
+        correction, which passed over a photo left half-reviewed (its edits saved on closing
+        napari) until every other was done."""
+        atomic_write_text(self.root / RESUME, json.dumps({"open": list(image_ids)}))
+
+    def resume_ids(self) -> list[str]:
+        """The photos :meth:`set_resume` remembered that the project still holds (none when the
+        file is missing or damaged: it is a convenience, never an error)."""
+        with contextlib.suppress(LesionsegInputError, OSError):
+            raw = read_json(self.root / RESUME)
+            ids = raw.get("open") if isinstance(raw, dict) else None
+            if isinstance(ids, list):
+                held = set(self.image_ids())
+                return [i for i in ids if isinstance(i, str) and i in held]
+        return []
 
     # ---- for fine-tuning ---------------------------------------------------------------------
     def corrected_pairs(self, read: bool = True) -> list[Pair]:
