@@ -117,6 +117,7 @@ class AnnotationSession:
     project_listeners: list[Callable[[Path | None], object]] = field(default_factory=list, repr=False)
     active_model_listeners: list[Callable[[Path], object]] = field(default_factory=list, repr=False)
     warned_unkept: bool = False  # the annotator was told that edits with no project are not kept
+    resumed: bool = False  # the review started where the last one stood (next_image)
     _model: LoadedModel | None = field(default=None, repr=False)
     _model_device: str = field(default="", repr=False)
     _project: Project | None = field(default=None, repr=False)
@@ -454,9 +455,9 @@ class AnnotationSession:
         could not be opened) and, while another photo has none, photos with a saved correction (a
         batch reviewed over several days opened at the photos done the day before; to pass a
         photo found right, save it unchanged); None when there is none to open. With nothing
-        ``current`` (a review starting), the photo the review last opened comes first
-        (``Project.set_resume``): one left half-reviewed, its edits saved on closing napari, was
-        passed over as corrected."""
+        ``current`` the first time (a review starting), the photo the review last opened comes
+        first (``Project.set_resume``): one left half-reviewed, its edits saved on closing
+        napari, was passed over as corrected."""
         proj = self.project
         if proj is None:
             return None
@@ -464,7 +465,8 @@ class AnnotationSession:
         photo = self.photos.get(current) if current else None
         cur = photo.image_id if photo is not None and photo.image_id else current
         open_ = [iid for iid in order if iid not in skip and not proj.versions(iid)]
-        if cur is None:
+        if cur is None and not self.resumed:  # once: a photo closed by hand later is not opened again
+            self.resumed = True
             resume = [iid for iid in proj.resume_ids() if iid in order and iid not in skip]
             if resume:
                 return NextImage(resume[0], order.index(resume[0]) + 1, len(order), len(open_))
