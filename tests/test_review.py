@@ -73,6 +73,11 @@ def test_review_widget_walks_and_edits(make_napari_viewer) -> None:
     visible = viewer.layers["photo fuzzy"].visible
     w.toggle_fuzzy()
     assert viewer.layers["photo fuzzy"].visible is not visible
+    assert len(viewer.layers["photo current region"].data) == 1
+    w.refresh()  # a new list, no region current: the frame goes (it stayed, framing the region before)
+    assert w.current == -1 and len(viewer.layers["photo current region"].data) == 0
+    w.next()
+    assert w.current == 0 and len(viewer.layers["photo current region"].data) == 1
 
 
 def _faint_blobs_in_review(make_napari_viewer, missed_top: float):

@@ -274,6 +274,9 @@ class ReviewWidget(DockWidget):
         self.review = self.review.cut(self.hide_below.value)
         self.hide_row.visible = self.review.rated
         self.current = -1
+        frame = f"{self.image_picker.name} current region"
+        if frame in self.viewer.layers and len(self.viewer.layers[frame].data):
+            self.viewer.layers[frame].data = []  # no region is current: the frame left on one looked current
         self.table.clearSelection()
         self.table.setRowCount(len(self.review.regions))
         header, tip = SCORE_HEADERS[self.review.rated]
