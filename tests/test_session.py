@@ -87,8 +87,9 @@ def test_saves_only_real_edits_and_reopening_brings_them_back(session: Annotatio
 
 def test_review_decisions_alone_are_saved_and_come_back(session: AnnotationSession, small_pairs: Path,
                                                        tmp_path: Path) -> None:
-    """Accepting a lesion in Review paints nothing: a save "only if edited" (switching photos,
-    closing napari) kept no trace of it, and napari restarted listed it as undecided again."""
+    """Accepting a lesion in Review paints nothing, nor does ticking a lesion type as checked: a
+    save "only if edited" (switching photos, closing napari) kept no trace of either, and napari
+    restarted listed the accepted lesion as undecided again."""
     session.open_photo("a", _photo(small_pairs))
     label = session.accept_run("a", run_to_end(session.run("a"))).label
     assert not session.unsaved("a", label)
@@ -97,6 +98,12 @@ def test_review_decisions_alone_are_saved_and_come_back(session: AnnotationSessi
     v = session.save_correction("a", label, only_if_edited=True)
     assert v is not None and not session.unsaved("a", label)
     assert session.save_correction("a", label, only_if_edited=True) is None  # saved once
+    session.set_reviewed("a", ["HE", "MA"])  # microaneurysms checked, none found: a decision too
+    assert session.unsaved("a", label)
+    v = session.save_correction("a", label, only_if_edited=True)
+    assert v is not None and session.project.label_types(v) == ("HE", "MA")
+    session.set_reviewed("a", [])  # every box unticked: nothing a correction could be saved as
+    assert not session.unsaved("a", label) and session.save_correction("a", label, only_if_edited=True) is None
     again = AnnotationSession(project_dir=tmp_path / "proj", model_dir=session.model_dir)
     photo = again.open_photo("IDRiD_04", _photo(small_pairs))
     assert photo.review_marks == {("HE", 5, 6): "accepted"} and not again.unsaved("IDRiD_04", label)

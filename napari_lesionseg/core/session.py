@@ -99,6 +99,13 @@ class Photo:
     # "deleted" or "unsure"; shown while the pixel holds what the decision left there
     review_marks: dict[tuple[str, int, int], str] = field(default_factory=dict)
     saved_marks: dict[tuple[str, int, int], str] = field(default_factory=dict)  # as the saved version holds them
+    saved_reviewed: set[str] = field(default_factory=lambda: {HE})  # the types the saved version was reviewed for
+
+    @property
+    def decided_since_saved(self) -> bool:
+        """Review decisions (marks, or a type ticked as checked) the saved version does not hold
+        (every type unticked is no decision to save: a correction is reviewed for one at least)."""
+        return self.review_marks != self.saved_marks or (bool(self.reviewed) and self.reviewed != self.saved_reviewed)
 
     @property
     def reference(self) -> NDArray[np.uint8] | None:
@@ -210,6 +217,7 @@ class AnnotationSession:
                 if hit is not None:
                     photo.saved_version, photo.saved = hit[0].version, hit[1]
                     photo.reviewed = set(proj.label_types(hit[0]))
+                    photo.saved_reviewed = set(photo.reviewed)
                     photo.saved_marks = proj.review_marks(hit[0])
                     photo.review_marks = {**photo.saved_marks, **photo.review_marks}
         return photo
@@ -313,9 +321,10 @@ class AnnotationSession:
 
     def unsaved(self, name: str, label: NDArray) -> bool:
         """True when photo ``name`` holds work its saved version does not: ``label`` edited
-        (:meth:`is_edited`), or Review decisions made since (an accepted lesion paints nothing)."""
+        (:meth:`is_edited`), or Review decisions made since (an accepted lesion paints nothing; a
+        lesion type ticked as checked, none found)."""
         photo = self.photos.get(name)
-        return self.is_edited(name, label) or (photo is not None and photo.review_marks != photo.saved_marks)
+        return self.is_edited(name, label) or (photo is not None and photo.decided_since_saved)
 
     def _reference(self, name: str) -> NDArray[np.uint8] | None:
         """What the edits of photo ``name`` are measured against: its saved label map, else
@@ -436,7 +445,7 @@ class AnnotationSession:
         lab = to_label_map(label, types)
         ref = self._reference(name)
         if only_if_edited and (ref is None or (np.array_equal(lab, ref)  # is_edited, the types read once
-                                               and photo.review_marks == photo.saved_marks)):
+                                               and not photo.decided_since_saved)):
             return None
         proj, iid = self._registered(photo)
         pred = photo.prediction
@@ -447,6 +456,7 @@ class AnnotationSession:
                             model_mask=None if photo.auto_mask is None else photo.auto_mask == TYPE_VALUE[HE],
                             types=sorted(photo.reviewed, key=LESION_TYPES.index), marks=photo.review_marks)
         photo.saved, photo.saved_version, photo.saved_marks = lab, v.version, dict(photo.review_marks)
+        photo.saved_reviewed = set(photo.reviewed)
         return v
 
     def next_image(self, current: str | None = None, skip: Collection[str] = ()) -> NextImage | None:
