@@ -73,8 +73,9 @@ def read_project(path: str) -> LayerData:
                                              f"{proj.root}' segments photos into it)")
     out: LayerData = [(data, {**kwargs, "metadata": {**kwargs.get("metadata", {}), OPENED_FROM: str(proj.root)}}, kind)
                       for data, kwargs, kind in layers]
-    iid, place, count, uncorrected = found
-    show_info(f"{iid}: photo {place} of {count} of the project by uncertainty, {uncorrected} without a saved "
+    iid, place, count, uncorrected, resumed = found
+    where = " (where the last review stood)" if resumed else ""
+    show_info(f"{iid}: photo {place} of {count} of the project by uncertainty{where}, {uncorrected} without a saved "
               "correction; the lesion docks keep corrections in this project, and *Review lesions* > "
               "Open next image goes on to the next photo")
     return out

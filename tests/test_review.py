@@ -701,6 +701,7 @@ def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_nap
     _, rev2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     rev2.project_edit.setText(str(proj.root))
     assert _open_next(qtbot, rev2) == iid
+    assert rev2.info.text().startswith(f"{iid}: image 1 of 1 by uncertainty, where the last review stood;")
     rev2.hide_below.value = 0
     rows = [((r.kind, r.area_px, r.mean_prob > 0.9), rev2.table.item(i, 4).text(), r.decided)
             for i, r in enumerate(rev2.review.regions)]

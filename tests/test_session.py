@@ -149,7 +149,7 @@ def test_next_image_follows_uncertainty_and_model_follows_promotion(session: Ann
         session.open_photo(stem, _photo(small_pairs, stem))
         session.accept_run(stem, run_to_end(session.run(stem)))
         assert session.store(stem) is not None
-    first, place, count, uncorrected = session.next_image()
+    first, place, count, uncorrected, _resumed = session.next_image()
     assert first in ("IDRiD_04", "IDRiD_16") and (place, count, uncorrected) == (1, 2, 2)
     second, place, *_ = session.next_image(first)
     assert second != first and place == 2
@@ -229,16 +229,16 @@ def test_the_queue_passes_over_photos_already_corrected(tmp_path: Path, small_pa
         fuzzy[: 20 * (k + 1)] = 1.0
         proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8), fuzzy)
     session = AnnotationSession(project_dir=proj.root)
-    assert session.next_image() == ("a", 1, 3, 3)
+    assert session.next_image() == ("a", 1, 3, 3, False)
     proj.save_label("a", np.zeros((h, w), np.uint8))  # corrected yesterday
     session = AnnotationSession(project_dir=proj.root)
-    assert session.next_image() == ("b", 2, 3, 2)  # today's first photo is the first not corrected
-    assert session.next_image("b") == ("c", 3, 3, 2)
+    assert session.next_image() == ("b", 2, 3, 2, False)  # today's first photo is the first not corrected
+    assert session.next_image("b") == ("c", 3, 3, 2, False)
     assert session.next_image("c")[0] == "b"  # round the ones without a correction, not through a
     assert session.next_image("c", skip={"b"})[0] == "a"  # none other left: every photo again
     proj.save_label("b", np.zeros((h, w), np.uint8))
     proj.save_label("c", np.zeros((h, w), np.uint8))
-    assert session.next_image("a") == ("b", 2, 3, 0)  # all corrected: the plain order
+    assert session.next_image("a") == ("b", 2, 3, 0, False)  # all corrected: the plain order
 
 
 def test_a_review_resumes_at_the_photo_it_opened_last(tmp_path: Path, small_pairs: Path) -> None:
@@ -257,7 +257,7 @@ def test_a_review_resumes_at_the_photo_it_opened_last(tmp_path: Path, small_pair
         fuzzy[: 20 * (k + 1)] = 1.0
         proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8), fuzzy)
     day1 = AnnotationSession(project_dir=proj.root)
-    assert day1.next_image() == ("a", 1, 3, 3)
+    assert day1.next_image() == ("a", 1, 3, 3, False)
     day1.open_photo("a", pixels=lambda: np.roll(rgb, 2, axis=1))
     half = np.zeros((h, w), np.uint8)
     half[5:9, 5:9] = 1
@@ -265,13 +265,13 @@ def test_a_review_resumes_at_the_photo_it_opened_last(tmp_path: Path, small_pair
     assert day1.save_correction("a", half, only_if_edited=True) is not None  # saved as napari closes
     proj.set_resume(["a", "not a project photo"])  # as Open next image remembers the photo it opened
     day2 = AnnotationSession(project_dir=proj.root)
-    assert day2.next_image() == ("a", 1, 3, 2)  # where the review stood, corrected or not
-    assert day2.next_image("a") == ("b", 2, 3, 2)  # then on as before
-    assert day2.next_image() == ("b", 2, 3, 2)  # once: a photo closed by hand is not opened again
-    assert AnnotationSession(project_dir=proj.root).next_image(skip={"a"}) == ("b", 2, 3, 2)  # unreadable
+    assert day2.next_image() == ("a", 1, 3, 2, True)  # where the review stood, corrected or not
+    assert day2.next_image("a") == ("b", 2, 3, 2, False)  # then on as before
+    assert day2.next_image() == ("b", 2, 3, 2, False)  # once: a photo closed by hand is not opened again
+    assert AnnotationSession(project_dir=proj.root).next_image(skip={"a"}) == ("b", 2, 3, 2, False)  # unreadable
     for damaged in ("{", '{"open": "a"}', '[1]'):
         (proj.root / RESUME).write_text(damaged)
-        assert AnnotationSession(project_dir=proj.root).next_image() == ("b", 2, 3, 2)  # no error
+        assert AnnotationSession(project_dir=proj.root).next_image() == ("b", 2, 3, 2, False)  # no error
 
 
 def test_edits_on_a_stored_prediction_count_without_being_told_what_was_shown(tmp_path: Path,

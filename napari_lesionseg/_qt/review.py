@@ -513,14 +513,14 @@ class ReviewWidget(DockWidget):
             self.info.setText(f"none of the project's photos can be opened ({len(self._unreadable)} could not be "
                               "read)" if self._unreadable else "the project holds no images yet")
             return None
-        nxt, place, count, uncorrected = found
+        nxt, place, count, uncorrected, resumed = found
         steps: list[Callable[[], object]] = []
         if current and current != nxt:
             steps += [partial(self._remove_layer, name) for name in [*all_layer_names(current), current]]
             steps.append(partial(self.session.close_photo, current))
         if nxt not in self.viewer.layers:
             steps.append(partial(self._load_layers, proj, nxt))
-        steps.append(partial(self._show_opened, proj, nxt, place, count, uncorrected))
+        steps.append(partial(self._show_opened, proj, nxt, place, count, uncorrected, resumed))
         self.next_image_button.enabled = False
         self.turns.run(steps)
         return nxt
@@ -559,7 +559,7 @@ class ReviewWidget(DockWidget):
         if kwargs["name"] not in self.viewer.layers:
             getattr(self.viewer, f"add_{kind}")(data, **kwargs)
 
-    def _show_opened(self, proj: Any, nxt: str, place: int, count: int, uncorrected: int) -> None:
+    def _show_opened(self, proj: Any, nxt: str, place: int, count: int, uncorrected: int, resumed: bool) -> None:
         lname = layer_names(nxt)["lesions"]
         if lname in self.viewer.layers:
             self.session.open_photo(nxt, proj.image_path(nxt))
@@ -567,9 +567,9 @@ class ReviewWidget(DockWidget):
         self._opened = nxt
         with contextlib.suppress(OSError):  # a read-only project: the next review starts at the queue's head
             proj.set_resume([nxt])  # a review opened again resumes here, corrected or not
-        text = f"{nxt}: image {place} of {count} by uncertainty, " + (
-            f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
-            if uncorrected else "every photo has a saved correction")
+        text = f"{nxt}: image {place} of {count} by uncertainty, " + ("where the last review stood; " if resumed else "")
+        text += (f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
+                 if uncorrected else "every photo has a saved correction")
         already = self.image_picker.name == nxt  # chosen when its layer came (an empty box): listed then
         if already or self.image_picker.choose(nxt):  # choosing another photo lists it (_on_photo_switched)
             if already and self.review is None:

@@ -59,6 +59,7 @@ class NextImage(NamedTuple):
     place: int
     count: int
     uncorrected: int
+    resumed: bool = False  # the photo the review last opened (Project.set_resume), not the queue's next
 
 
 class EditsWouldBeLost(LesionsegInputError):
@@ -479,7 +480,7 @@ class AnnotationSession:
             self.resumed = True
             resume = [iid for iid in proj.resume_ids() if iid in order and iid not in skip]
             if resume:
-                return NextImage(resume[0], order.index(resume[0]) + 1, len(order), len(open_))
+                return NextImage(resume[0], order.index(resume[0]) + 1, len(order), len(open_), True)
         wanted = (set(open_) - {cur}) or set(order) - set(skip)
         start = order.index(cur) + 1 if cur in order else 0
         for k in range(len(order)):
