@@ -519,6 +519,22 @@ def test_predict_needs_an_output_folder_or_a_project(tmp_path: Path, small_pairs
     assert afile.read_text() == "x"
 
 
+def test_predict_on_nothing_to_segment_makes_nothing(tmp_path: Path, small_pairs: Path) -> None:
+    """A mistyped folder (or an empty one) ran: it made the output folder, with a summary of one
+    failed row named after the folder and an empty lesion table, behind a progress bar."""
+    out = tmp_path / "out"
+    _one_clear_line(lesionseg("predict", tmp_path / "photos", "--out", out), str(tmp_path / "photos"),
+                    "no such file", "nothing to segment")
+    (tmp_path / "empty").mkdir()
+    _one_clear_line(lesionseg("predict", tmp_path / "empty", tmp_path / "nope.jpg", "--out", out),
+                    str(tmp_path / "empty"), "holds no .jpg", "nor is the other input a photo")
+    assert not out.exists()
+    r = lesionseg("predict", tmp_path / "empty", small_pairs / "images" / "IDRiD_04.jpg", "--out", out, "--quiet",
+                  "--keep-going")  # one photo among them: the batch runs, the folder its failed row
+    assert r.returncode == 1 and "1 of 2 images" in r.stdout, r.stderr  # some failed
+    assert "empty,failed" in (out / "summary.csv").read_text()
+
+
 def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Path, small_pairs: Path,
                                                                    tiny_model_dir: Path) -> None:
     """The plugin's loop without a window: ``finetune --project`` starts from the project's

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import LesionsegInputError
 from .fuzzy import binary_entropy
-from .image_io import list_images, read_image
+from .image_io import list_images, path_problem, read_image
 from .inference import Prediction, Progress, predict
 from .lesion_types import HE, OD
 from .metrics import DatasetScores, LesionCounts
@@ -77,8 +77,10 @@ def collect_named(inputs: Iterable[str | Path], *, recursive: bool = False,
     patient folders, each with an ``OD.jpg``, keep apart in the outputs, which mirror the
     subfolders). Folders in ``exclude`` (the run's own output and project folders) and hidden
     ones are not entered. Paths that do not exist are kept, so that they fail with a clear
-    message in order; a folder with photos only in its subfolders is refused at once without
-    ``recursive``."""
+    message in order; when no input is a file at all (a mistyped folder, an empty one) the
+    first is refused at once, before a model is loaded or an output folder made (a run wrote
+    a summary of one failed row named after the folder); a folder with photos only in its
+    subfolders is refused at once without ``recursive``."""
     skip = [Path(e).resolve() for e in exclude if e is not None]
     paths: list[Path] = []
     names: list[str] = []
@@ -100,6 +102,10 @@ def collect_named(inputs: Iterable[str | Path], *, recursive: bool = False,
         if not found and not below:
             paths.append(p)  # fails in turn ("is a directory")
             names.append(p.name)
+    problems = [path_problem(p) for p in paths]
+    if paths and all(problems):
+        more = f"; nor is the other input{'s' if len(paths) > 2 else ''} a photo" if len(paths) > 1 else ""
+        raise LesionsegInputError(paths[0], f"{problems[0]}{more}: nothing to segment")
     return paths, names
 
 

@@ -52,13 +52,21 @@ class ImageMeta:
     sha256: str
 
 
-def _read_bytes(path: Path) -> bytes:
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` is no image file to read at all (missing, a folder), else None."""
     if not path.exists():
-        raise LesionsegInputError(path, "no such file")
+        return "no such file"
     if path.is_dir():
-        raise LesionsegInputError(path, f"is a directory, not an image file (it holds no {'/'.join(IMAGE_SUFFIXES)} files)"
-                                  if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir())
-                                  else "is a directory, not an image file")
+        return (f"is a directory, not an image file (it holds no {'/'.join(IMAGE_SUFFIXES)} files)"
+                if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir())
+                else "is a directory, not an image file")
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    problem = path_problem(path)
+    if problem is not None:
+        raise LesionsegInputError(path, problem)
     try:
         data = path.read_bytes()
     except PermissionError:
