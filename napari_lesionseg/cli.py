@@ -246,22 +246,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           f"probabilities scored as {args.prob_bits}-bit PNGs):")
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
               "fuzzy_error_capture", "fuzzy_area_fraction"):
-        print(f"  {k:20s} {s[k]:.4f}")
+        print(f"  {k:20s} {s[k]:.4f}" + ("   (in pixels, the mean over the images)" if k == "hd95" else ""))
     print(f"  {'lesion_precision':20s} {s['lesion_precision']:.4f}   (of {int(s['pred_lesions'])} predicted lesions, the "
           "share touching an annotated one)")
     print(f"  {'lesion_recall':20s} {s['lesion_recall']:.4f}   (of {int(s['gt_lesions'])} annotated lesions, the share "
           "the mask touches)")
     print(f"  does the fuzzy map lead to the mask's mistakes? ({model.config.inference.fuzzy.map} map; entropy of "
           "the same probability beside it)")
-    print(f"  {'':36s} {'fuzzy':>8s} {'entropy':>8s}")
+    print(f"  {'':42s} {'fuzzy':>8s} {'entropy':>8s}")
     for pct in (1, 5, 10):
         k = f"top{pct}pct_error_capture"
-        print(f"  {'wrong pixels in the top ' + str(pct) + ' % of the disc':36s} {s['fuzzy_' + k]:8.3f} {s['entropy_' + k]:8.3f}")
+        print(f"  {'wrong pixels in the top ' + str(pct) + ' % of the disc':42s} {s['fuzzy_' + k]:8.3f} {s['entropy_' + k]:8.3f}")
     n = int(s["fuzzy_queue_missed_lesions"])
-    print(f"  {f'missed lesions ({n}) in the first 20 regions':36s} {s['fuzzy_queue_missed_reached']:8.3f} "
+    print(f"  {f'missed lesions ({n}) in the first 20 regions':42s} {s['fuzzy_queue_missed_reached']:8.3f} "
           f"{s['entropy_queue_missed_reached']:8.3f}")
     n = int(s["fuzzy_queue_false_alarms"])
-    print(f"  {f'false alarms ({n}) in the first 20 regions':36s} {s['fuzzy_queue_false_alarms_shown']:8.3f} "
+    print(f"  {f'false alarms ({n}) in the first 20 regions':42s} {s['fuzzy_queue_false_alarms_shown']:8.3f} "
           f"{s['entropy_queue_false_alarms_shown']:8.3f}")
     if s["types"]:
         print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
