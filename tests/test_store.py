@@ -70,6 +70,11 @@ def test_review_decisions_are_kept_with_their_version(project) -> None:
     f.write_text(json.dumps({"types": ["HE"], "review": [["HE", 3, 4, "accepted"], ["HE", -1, "x", "deleted"]]}))
     with pytest.warns(UserWarning, match="review decision"):
         assert proj.review_marks(v) == {("HE", 3, 4): "accepted"}
+    # a save killed between its json and its png left v0003.json: the next save (hemorrhages
+    # only, no decisions: no json of its own) took that save's types and decisions as its own
+    (v.path.parent / "v0003.json").write_text(json.dumps({"types": ["HE", "MA"], "review": [["HE", 1, 1, "deleted"]]}))
+    v3 = proj.save_label(iid, _label(3))
+    assert v3.version == 3 and proj.label_types(v3) == ("HE",) and proj.review_marks(v3) == {}
 
 
 def test_adding_images(project, tmp_path: Path) -> None:

@@ -375,6 +375,8 @@ class Project:
             if types != (HE,) or review:  # written first: a version never exists without its types
                 extra = {"review": review} if review else {}
                 atomic_write_text(target.with_suffix(".json"), json.dumps({"types": list(types), **extra}))
+            else:  # a save killed between its json and its png left the json: not this version's
+                target.with_suffix(".json").unlink(missing_ok=True)
             create_new(target, data)  # fails if target exists: never overwrite a version
             atomic_write_text(d / "latest.json", json.dumps({"version": version, "file": target.name}))
             v = LabelVersion(image_id, version, target)
