@@ -98,15 +98,24 @@ def test_review_decisions_alone_are_saved_and_come_back(session: AnnotationSessi
     v = session.save_correction("a", label, only_if_edited=True)
     assert v is not None and not session.unsaved("a", label)
     assert session.save_correction("a", label, only_if_edited=True) is None  # saved once
-    session.set_reviewed("a", ["HE", "MA"])  # microaneurysms checked, none found: a decision too
+    session.set_reviewed("a", ["HE", "EX"])  # exudates checked, none found: a decision too
     assert session.unsaved("a", label)
     v = session.save_correction("a", label, only_if_edited=True)
-    assert v is not None and session.project.label_types(v) == ("HE", "MA")
+    assert v is not None and session.project.label_types(v) == ("HE", "EX")
+    session.set_reviewed("a", ["HE"])
+    photo = session.photos["a"]
+    photo.auto_mask[:3, :3] = 2  # the model's microaneurysm (the five-output model's value)
+    label[:3, :3] = 2
+    photo.saved = None  # measured against the model's mask again
+    photo.review_marks[("MA", 1, 1)] = "accepted"  # decided on, nothing painted, the box not ticked
+    v = session.save_correction("a", label, only_if_edited=True)
+    assert session.project.label_types(v) == ("HE", "MA")  # as a Delete (pixels changed) says it
     session.set_reviewed("a", [])  # every box unticked: nothing a correction could be saved as
     assert not session.unsaved("a", label) and session.save_correction("a", label, only_if_edited=True) is None
     again = AnnotationSession(project_dir=tmp_path / "proj", model_dir=session.model_dir)
     photo = again.open_photo("IDRiD_04", _photo(small_pairs))
-    assert photo.review_marks == {("HE", 5, 6): "accepted"} and not again.unsaved("IDRiD_04", label)
+    assert photo.review_marks == {("HE", 5, 6): "accepted", ("MA", 1, 1): "accepted"}
+    assert not again.unsaved("IDRiD_04", label)
 
 
 def test_a_photo_without_a_file_is_corrected_saved_and_brought_back(session: AnnotationSession, small_pairs: Path,

@@ -438,7 +438,7 @@ class AnnotationSession:
     def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
         """Append ``label`` as the photo's new version (with the model's hemorrhage mask for
         provenance) and the Review dock's decisions, reviewed for the photo's ``reviewed``
-        types plus every type whose pixels the annotator changed. With ``only_if_edited``
+        types plus every type whose pixels the annotator changed or decided on. With ``only_if_edited``
         nothing is written when it equals what was last saved and no decision was made since
         (:meth:`unsaved`)."""
         photo = self.photos.get(name) or self.open_photo(name)
@@ -452,7 +452,8 @@ class AnnotationSession:
         pred = photo.prediction
         touched = {t for t in types
                    if ref is not None and not np.array_equal(lab == TYPE_VALUE[t], ref == TYPE_VALUE[t])}
-        photo.reviewed |= touched
+        decided = {t for t, _y, _x in photo.review_marks if t in types}  # an Accept paints nothing, a Delete does
+        photo.reviewed |= touched | decided
         v = proj.save_label(iid, lab, model_version=pred.model_version if pred else None,
                             model_mask=None if photo.auto_mask is None else photo.auto_mask == TYPE_VALUE[HE],
                             types=sorted(photo.reviewed, key=LESION_TYPES.index), marks=photo.review_marks)
