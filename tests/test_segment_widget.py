@@ -564,6 +564,35 @@ def test_closing_napari_saves_unsaved_hand_edits(qtbot, segment, tmp_path: Path)
     assert (read_mask(saved[0])[300:310, 300:310] == 1).all()
 
 
+def test_switching_the_project_keeps_each_projects_work_apart(qtbot, segment, tmp_path: Path) -> None:
+    """Hand edits made with one project set, then another project chosen: the edits were not
+    saved into the first (nor was anything else done with them), and went into the second one
+    under the first one's photo id. Now they are saved where they were made, and a photo the
+    second project holds a correction of shows that correction."""
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.image_io import read_mask
+    from napari_lesionseg.core.store import Project
+
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "a"))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    lab.refresh()
+    b = Project(tmp_path / "b")
+    iid = b.add_image(sample_paths("idrid_16")[0])
+    theirs = np.zeros(lab.data.shape, np.uint8)
+    theirs[500:520, 500:520] = 1
+    b.save_label(iid, theirs)
+    widget.project_edit.setText(str(tmp_path / "b"))
+    saved = tmp_path / "a" / "labels" / "IDRiD_16" / "v0001.png"
+    assert saved.exists() and (read_mask(saved)[300:310, 300:310] == 1).all()  # where it was made
+    assert np.array_equal(viewer.layers["IDRiD_16 lesions"].data, theirs)  # b's correction shown
+    assert not widget.is_edited("IDRiD_16") and [v.version for v in b.versions(iid)] == [1]
+    viewer.window._qt_window.close()
+    assert [v.version for v in b.versions(iid)] == [1]  # nothing unedited written on closing
+
+
 def test_typing_a_project_folder_creates_only_that_folder(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """The project followed the field at every keystroke, and a project creates its folder:
     typing .../myproject made m, my, myp, ... myproject (and a project in the parent)."""

@@ -118,6 +118,38 @@ def test_review_decisions_alone_are_saved_and_come_back(session: AnnotationSessi
     assert not again.unsaved("IDRiD_04", label)
 
 
+def test_switching_projects_saves_into_the_new_one_by_content(session: AnnotationSession, small_pairs: Path,
+                                                              tmp_path: Path) -> None:
+    """After the project folder changed, a photo kept the old project's id: its correction was
+    saved onto whichever photo held that id in the new project (another camera's IMG_0001.JPG),
+    or refused ("no image with id 'IDRiD_04'; add it first") in a new project."""
+    import shutil
+
+    from napari_lesionseg.core.store import Project
+
+    session.open_photo("IDRiD_04", _photo(small_pairs))
+    label = session.accept_run("IDRiD_04", run_to_end(session.run("IDRiD_04"))).label
+    label[10:20, 10:20] = 1
+    session.save_correction("IDRiD_04", label)  # in proj
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(_photo(small_pairs, "IDRiD_16"), other / "IDRiD_04.jpg")  # another photo, the same name
+    b = Project(tmp_path / "b")
+    assert b.add_image(other / "IDRiD_04.jpg") == "IDRiD_04"
+    session.set_project(b.root)
+    assert not session.unsaved("IDRiD_04", label)  # what was shown is no edit in the new project
+    assert session.save_correction("IDRiD_04", label, only_if_edited=True) is None
+    label[30:40, 30:40] = 1
+    v = session.save_correction("IDRiD_04", label, only_if_edited=True)
+    assert v is not None and v.image_id == "IDRiD_04-2" and b.versions("IDRiD_04") == []
+    assert b.image_sha256("IDRiD_04-2") == Project(tmp_path / "proj").image_sha256("IDRiD_04")
+    session.set_project(tmp_path / "c")  # a new project: the photo is added to it
+    v = session.save_correction("IDRiD_04", label)
+    assert v is not None and v.image_id == "IDRiD_04" and Project(tmp_path / "c").image_ids() == ["IDRiD_04"]
+    session.set_project(tmp_path / "proj")  # back: that project's own correction is what is saved
+    assert session.photos["IDRiD_04"].saved_version == 1 and session.is_edited("IDRiD_04", label)
+
+
 def test_a_photo_without_a_file_is_corrected_saved_and_brought_back(session: AnnotationSession, small_pairs: Path,
                                                                     tmp_path: Path) -> None:
     """A layer with no file our reader decodes (made in memory, or read by another plugin):

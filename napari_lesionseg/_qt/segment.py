@@ -707,7 +707,9 @@ class SegmentWidget(DockWidget):
             self.viewer.add_labels(photo.saved.copy(), name=layer_names(new)["lesions"], scale=tuple(layer.scale),
                                    translate=tuple(layer.translate),
                                    metadata={"lesionseg": True, "model_version": None}, **lesion_style())
-            self.status.setText(f"{new}: brought back correction v{photo.saved_version:04d} from the project")
+            self.status.setText(f"{new}: brought back correction v{photo.saved_version:04d} from the project"
+                                if photo.saved_version is not None else
+                                f"{new}: brought back its correction (from the project set before)")
 
     def is_edited(self, name: str) -> bool:
         """True when the mask of ``name`` differs from what was last saved or segmented."""

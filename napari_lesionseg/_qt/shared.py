@@ -30,7 +30,35 @@ def session_for(viewer: Any) -> AnnotationSession:
         settle_garbage_collector()
         follow_opened_projects(viewer, session)
         forget_closed_photos(viewer, session)
+        follow_project_switches(viewer, session)
     return session
+
+
+def follow_project_switches(viewer: Any, session: AnnotationSession) -> None:
+    """When the project folder changes, the open photos' unsaved work goes into the project it
+    was done in (it went into the new one, under the old one's photo id), and a photo the new
+    project holds a correction of shows that correction (when nothing unsaved is shown)."""
+    clean: list[str] = []
+
+    def leaving() -> None:
+        with contextlib.suppress(RuntimeError):  # the viewer closed meanwhile
+            save_open_work(viewer, session)
+            clean[:] = [n for n in session.photos if layer_names(n)["lesions"] in viewer.layers
+                        and not session.unsaved(n, viewer.layers[layer_names(n)["lesions"]].data)]
+
+    def arrived(_folder: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            for name in clean:
+                photo, lname = session.photos.get(name), layer_names(name)["lesions"]
+                if photo is None or photo.saved_version is None or lname not in viewer.layers:
+                    continue
+                layer = viewer.layers[lname]
+                if not np.array_equal(session.label_map(layer.data, name), photo.saved):
+                    layer.data = photo.saved.copy()
+        clean.clear()
+
+    session.project_leaving_listeners.append(leaving)
+    session.project_listeners.append(arrived)
 
 
 def forget_closed_photos(viewer: Any, session: AnnotationSession) -> None:

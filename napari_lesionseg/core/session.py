@@ -123,6 +123,8 @@ class AnnotationSession:
     device: str = "cpu"
     photos: dict[str, Photo] = field(default_factory=dict)
     project_listeners: list[Callable[[Path | None], object]] = field(default_factory=list, repr=False)
+    # called before the project changes, the old one still set (the docks save unsaved work into it)
+    project_leaving_listeners: list[Callable[[], object]] = field(default_factory=list, repr=False)
     active_model_listeners: list[Callable[[Path], object]] = field(default_factory=list, repr=False)
     warned_unkept: bool = False  # the annotator was told that edits with no project are not kept
     resumed: bool = False  # the review started where the last one stood (next_image)
@@ -161,11 +163,33 @@ class AnnotationSession:
         new = Path(folder).expanduser() if folder else None
         if new == self.project_dir:
             return
+        for leaving in list(self.project_leaving_listeners):
+            leaving()
         self.project_dir = new
         self._project = None
         self._model = None if self.model_dir is None else self._model
+        for photo in self.photos.values():
+            self._rebind(photo)
         for listener in list(self.project_listeners):
             listener(new)
+
+    def _rebind(self, photo: Photo) -> None:
+        """Photo ``photo`` as the project now set sees it: its id there (found by content, as on
+        opening), and that project's latest correction if it holds one; else what was shown
+        stays what "unedited" means (the correction of the project before, not saved in this
+        one). The id of the project before was kept: a save went to whichever photo held that
+        id in the new project (another photo of the same file name), or failed ("no image with
+        id ...; add it first")."""
+        shown, marks, reviewed = photo.reference, photo.review_marks, photo.reviewed
+        photo.image_id, photo.saved, photo.saved_version, photo.stored_types = None, None, None, None
+        photo.review_marks, photo.saved_marks, photo.reviewed, photo.saved_reviewed = {}, {}, {HE}, {HE}
+        if self.project is not None:
+            self.open_photo(photo.name)
+        if photo.saved is None:  # not corrected in this project: what was shown is no edit
+            if shown is not None and shown is not photo.auto_mask:
+                photo.saved = shown  # with no version here (saved_version None)
+            photo.review_marks, photo.saved_marks = marks, dict(marks)
+            photo.reviewed, photo.saved_reviewed = reviewed, set(reviewed)
 
     def set_model(self, folder: str | os.PathLike[str] | None) -> None:
         """Use the model folder ``folder`` (None: the project's active one, else the default)."""
