@@ -309,6 +309,9 @@ def test_a_review_resumes_at_the_photo_it_opened_last(tmp_path: Path, small_pair
     assert day2.next_image() == ("a", 1, 3, 2, True)  # where the review stood, corrected or not
     assert day2.next_image("a") == ("b", 2, 3, 2, False)  # then on as before
     assert day2.next_image() == ("b", 2, 3, 2, False)  # once: a photo closed by hand is not opened again
+    day2.set_project(tmp_path / "other")
+    day2.set_project(proj.root)
+    assert day2.next_image() == ("a", 1, 3, 2, True)  # a project set again resumes again
     assert AnnotationSession(project_dir=proj.root).next_image(skip={"a"}) == ("b", 2, 3, 2, False)  # unreadable
     for damaged in ("{", '{"open": "a"}', '[1]'):
         (proj.root / RESUME).write_text(damaged)

@@ -127,7 +127,7 @@ class AnnotationSession:
     project_leaving_listeners: list[Callable[[], object]] = field(default_factory=list, repr=False)
     active_model_listeners: list[Callable[[Path], object]] = field(default_factory=list, repr=False)
     warned_unkept: bool = False  # the annotator was told that edits with no project are not kept
-    resumed: bool = False  # the review started where the last one stood (next_image)
+    resumed: bool = False  # the project's review started where the last one stood (next_image)
     _model: LoadedModel | None = field(default=None, repr=False)
     _model_device: str = field(default="", repr=False)
     _project: Project | None = field(default=None, repr=False)
@@ -168,6 +168,7 @@ class AnnotationSession:
         self.project_dir = new
         self._project = None
         self._model = None if self.model_dir is None else self._model
+        self.resumed = False  # the new project's review resumes where it stood
         for photo in self.photos.values():
             self._rebind(photo)
         for listener in list(self.project_listeners):
