@@ -593,6 +593,25 @@ def test_switching_the_project_keeps_each_projects_work_apart(qtbot, segment, tm
     assert [v.version for v in b.versions(iid)] == [1]  # nothing unedited written on closing
 
 
+def test_a_renamed_lesions_layer_takes_its_name_back_and_its_edits_are_kept(qtbot, segment, tmp_path: Path) -> None:
+    """The lesions layer renamed ('my edits'): the docks find it by its name, so closing napari
+    saved nothing and Save said "run the segmentation first": the edits were lost."""
+    viewer, widget = segment
+    widget.project_edit.setText(str(tmp_path / "proj"))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    lab.refresh()
+    lab.name = "my edits"
+    assert lab.name == "IDRiD_16 lesions"
+    viewer.layers["IDRiD_16 fuzzy"].name = "IDRiD_16 lesions fuzzy"  # a result layer's name is no free text either
+    assert "IDRiD_16 fuzzy" in viewer.layers
+    viewer.layers["IDRiD_16"].name = "left eye"  # the photo renamed: its results follow it
+    assert {"left eye lesions", "left eye probability", "left eye fuzzy"} <= {ly.name for ly in viewer.layers}
+    viewer.window._qt_window.close()
+    assert (tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png").exists()
+
+
 def test_typing_a_project_folder_creates_only_that_folder(make_napari_viewer, qtbot, tmp_path: Path) -> None:
     """The project followed the field at every keystroke, and a project creates its folder:
     typing .../myproject made m, my, myp, ... myproject (and a project in the parent)."""

@@ -31,7 +31,47 @@ def session_for(viewer: Any) -> AnnotationSession:
         follow_opened_projects(viewer, session)
         forget_closed_photos(viewer, session)
         follow_project_switches(viewer, session)
+        keep_result_layer_names(viewer)
     return session
+
+
+def keep_result_layer_names(viewer: Any) -> None:
+    """A photo's result layers (``<photo> lesions``, ``probability``, ``fuzzy``) keep their names:
+    the docks find them by name, and a lesions layer renamed ('my edits') was no longer saved,
+    on closing napari or by Save ("run the segmentation first"): its edits were lost. A rename
+    is taken back, with a word on what to rename instead; the photo's own rename, which its
+    result layers follow (Segment renames them), stands."""
+    from napari.utils.notifications import show_info
+
+    suffixes = [f" {kind}" for kind in layer_names("")]  # " probability", " lesions", " fuzzy"
+
+    def is_result(layer: Any) -> bool:
+        return bool(getattr(layer, "metadata", {}).get("lesionseg")) and layer.name.endswith(tuple(suffixes))
+
+    def watch(layer: Any) -> None:
+        if not is_result(layer):
+            return
+        suffix = next(x for x in suffixes if layer.name.endswith(x))
+        held = [layer.name]
+
+        def renamed(_event: object = None) -> None:
+            new, old = layer.name, held[0]
+            if new == old:
+                return
+            photo = new[: -len(suffix)] if new.endswith(suffix) else None
+            if photo in viewer.layers and not is_result(viewer.layers[photo]):  # its photo renamed: it follows
+                held[0] = new
+                return
+            layer.name = old
+            show_info(f"'{old}' keeps its name: the lesion docks find a photo's results by it (renamed "
+                      f"'{new}', its edits were no longer saved); rename the photo's layer "
+                      f"'{old[: -len(suffix)]}' instead, and its results follow")
+
+        layer.events.name.connect(renamed)
+
+    for layer in list(viewer.layers):
+        watch(layer)
+    viewer.layers.events.inserted.connect(lambda event: watch(event.value))
 
 
 def follow_project_switches(viewer: Any, session: AnnotationSession) -> None:
