@@ -717,6 +717,27 @@ def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_nap
 
 
 @pytest.mark.gui
+def test_a_photo_renamed_with_review_alone_keeps_its_results_and_saves(make_napari_viewer, qtbot, tmp_path,
+                                                                       small_pairs) -> None:
+    """Only Segment made a photo's result layers follow its renamed layer (and only the photo
+    chosen in it): with Review alone, Save then raised in the event loop (the photo's layer
+    was gone under its old name)."""
+    proj, iid = _three_region_project(tmp_path, small_pairs)
+    viewer = make_napari_viewer()
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, rev) == iid
+    viewer.layers[iid].name = "left eye"
+    assert {"left eye lesions", "left eye probability", "left eye fuzzy"} <= {ly.name for ly in viewer.layers}
+    assert rev.image_picker.name == "left eye" and "left eye" in rev.session.photos
+    rev.hide_below.value = 0
+    rev.go(0)
+    rev.delete()
+    version = rev.save_correction()
+    assert version is not None and version.image_id == iid and [v.version for v in proj.versions(iid)] == [1]
+
+
+@pytest.mark.gui
 def test_a_photo_kept_as_its_pixels_is_walked_and_saved_under_its_own_id(make_napari_viewer, qtbot, tmp_path,
                                                                         small_pairs) -> None:
     """A photo the project keeps as its pixels (a WebP, a DICOM layer, a turned JPEG) is

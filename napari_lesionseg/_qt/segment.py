@@ -37,7 +37,6 @@ from ..core.model_folder import LoadedModel, load_model_config
 from ..core.registry import Registry
 from ..core.runtime import pick_device
 from ..core.segment_layers import (
-    all_layer_names,
     labels_to_label_map,
     layer_names,
     legend,
@@ -678,17 +677,14 @@ class SegmentWidget(DockWidget):
         self.fill_table(new)
 
     def _on_photo_renamed(self, old: str, new: str) -> None:
-        """The chosen photo's layer was renamed: its result layers and its place in the session
-        follow (an edited photo renamed once raised in the event loop, and Save then looked for
-        '<new name> lesions')."""
+        """The chosen photo's layer was renamed: this dock's own records follow (its result layers
+        and its place in the session follow by ``follow_layer_names``, for any photo; an edited
+        photo renamed once raised in the event loop, and Save then looked for '<new name> lesions')."""
         self.session.rename_photo(old, new)
         if old in self._changed:
             self._changed[new] = self._changed.pop(old)
         if self._current_image == old:
             self._current_image = new
-        for was, now in zip(all_layer_names(old), all_layer_names(new)):
-            if was in self.viewer.layers and now not in self.viewer.layers:
-                self.viewer.layers[was].name = now
 
     def _on_layer_removed(self, event: Any) -> None:
         """A photo's lesions layer was deleted: its unsaved work is saved first (``keep_removed_work``)."""

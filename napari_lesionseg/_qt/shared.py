@@ -15,7 +15,7 @@ from qtpy.QtWidgets import QDockWidget, QMainWindow, QWidget
 
 from ..core.errors import LesionsegInputError
 from ..core.image_io import decodable
-from ..core.segment_layers import OPENED_FROM, layer_names
+from ..core.segment_layers import OPENED_FROM, all_layer_names, layer_names
 from ..core.session import AnnotationSession, Photo
 from ._arrays import as_rgb_uint8
 
@@ -31,41 +31,55 @@ def session_for(viewer: Any) -> AnnotationSession:
         follow_opened_projects(viewer, session)
         forget_closed_photos(viewer, session)
         follow_project_switches(viewer, session)
-        keep_result_layer_names(viewer)
+        follow_layer_names(viewer, session)
     return session
 
 
-def keep_result_layer_names(viewer: Any) -> None:
-    """A photo's result layers (``<photo> lesions``, ``probability``, ``fuzzy``) keep their names:
-    the docks find them by name, and a lesions layer renamed ('my edits') was no longer saved,
-    on closing napari or by Save ("run the segmentation first"): its edits were lost. A rename
-    is taken back, with a word on what to rename instead; the photo's own rename, which its
-    result layers follow (Segment renames them), stands."""
+def follow_layer_names(viewer: Any, session: AnnotationSession) -> None:
+    """Layer names as the docks find a photo's results by them. A photo's layer renamed: its
+    result layers (``<photo> lesions``, ``probability``, ``fuzzy``, the outlines, Review's frame)
+    and its place in the session follow, whichever photo it is and whichever dock is open (only
+    the photo chosen in Segment followed, and with Review alone none: Save then failed). A
+    result layer renamed ('my edits') takes its name back, with a word on renaming the photo's
+    layer instead: found by no dock, its edits were no longer saved, on closing napari or by
+    Save ("run the segmentation first")."""
     from napari.utils.notifications import show_info
 
-    suffixes = [f" {kind}" for kind in layer_names("")]  # " probability", " lesions", " fuzzy"
+    suffixes = tuple(f" {kind}" for kind in layer_names(""))  # " probability", " lesions", " fuzzy"
+    # result layers being renamed after their photo, new name -> old (not by id: a dock's viewer is
+    # napari's proxy, whose layers are new proxy objects at each lookup)
+    following: dict[str, str] = {}
 
-    def is_result(layer: Any) -> bool:
-        return bool(getattr(layer, "metadata", {}).get("lesionseg")) and layer.name.endswith(tuple(suffixes))
+    def is_result(layer: Any, name: str) -> bool:
+        return bool(getattr(layer, "metadata", {}).get("lesionseg")) and name.endswith(suffixes)
+
+    def follow(old: str, new: str) -> None:
+        session.rename_photo(old, new)
+        for was, now in zip(all_layer_names(old), all_layer_names(new)):
+            if was in viewer.layers and now not in viewer.layers:
+                following[now] = was
+                viewer.layers[was].name = now
 
     def watch(layer: Any) -> None:
-        if not is_result(layer):
-            return
-        suffix = next(x for x in suffixes if layer.name.endswith(x))
         held = [layer.name]
 
         def renamed(_event: object = None) -> None:
             new, old = layer.name, held[0]
             if new == old:
                 return
-            photo = new[: -len(suffix)] if new.endswith(suffix) else None
-            if photo in viewer.layers and not is_result(viewer.layers[photo]):  # its photo renamed: it follows
+            if following.get(new) == old:  # after its photo
+                del following[new]
                 held[0] = new
                 return
+            if not is_result(layer, old):  # a photo (or any other layer): its results follow
+                held[0] = new
+                follow(old, new)
+                return
             layer.name = old
+            photo = old[: -len(next(x for x in suffixes if old.endswith(x)))]
             show_info(f"'{old}' keeps its name: the lesion docks find a photo's results by it (renamed "
-                      f"'{new}', its edits were no longer saved); rename the photo's layer "
-                      f"'{old[: -len(suffix)]}' instead, and its results follow")
+                      f"'{new}', its edits were no longer saved); rename the photo's layer '{photo}' "
+                      "instead, and its results follow")
 
         layer.events.name.connect(renamed)
 
