@@ -144,6 +144,26 @@ def test_decisions_outlive_a_new_list_and_a_photo_switch(make_napari_viewer) -> 
 
 
 @pytest.mark.gui
+def test_another_photos_mask_replaced_leaves_the_review_as_it_is(make_napari_viewer) -> None:
+    """Review listed photo a, then b; a's mask replaced (Segment's run on it ending) emptied
+    b's list and took b's Undo history and place in the list with it: the old photo's mask was
+    still followed (by a weak reference to napari's proxy layer, gone at once: never let go)."""
+    viewer = make_napari_viewer()
+    _segmented(viewer, "a", [(10, 10)])
+    _segmented(viewer, "b", [(10, 10), (100, 100)])
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    w.image_picker.choose("a")
+    w.image_picker.choose("b")
+    w.hide_below.value = 0
+    w.go(1)
+    w.delete()
+    viewer.layers["a lesions"].data = np.zeros((300, 300), np.uint8)
+    assert w.table.rowCount() == 2 and w.current == 1 and len(w._undo) == 1
+    viewer.layers["b lesions"].data = np.zeros((300, 300), np.uint8)  # its own: listed again
+    assert w.table.rowCount() == 0 and w._undo == []
+
+
+@pytest.mark.gui
 def test_the_status_column_is_in_view_in_a_dock_opened_alone(make_napari_viewer, qtbot) -> None:
     """Opened alone (not tabbed beside Segment), the dock was narrower than its table: the
     status column, where Accept, Delete and Mark unsure show, lay behind a horizontal scroll bar."""

@@ -7,7 +7,6 @@ the fuzzy overlay."""
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -73,7 +72,7 @@ class ReviewWidget(DockWidget):
         self.current = -1
         self.image_picker = LayerPicker(napari_viewer, segmented_photo_name, tooltip="a segmented photo to review")
         self.image_picker.changed.connect(self._on_photo_switched)
-        self._listed_mask: weakref.ref[Any] | None = None  # the lesions layer listed: its mask replaced, listed again
+        self._listed_mask: str | None = None  # the lesions layer listed: its mask replaced, listed again
         # listed again once a replaced mask settles (a threshold slider's steps each replace it)
         self._relist = WhenSettled(self, self.refresh, RELIST_MS)
         self.type_combo = ComboBox(choices=[HE], value=HE, tooltip="review one lesion type at a time",
@@ -235,19 +234,25 @@ class ReviewWidget(DockWidget):
         """List again when the mask of the photo under review is replaced as a whole (Segment's
         threshold, Run, Re-threshold; painting is not a replacement): the rows listed the mask
         before, and Delete left the new mask's pixels of a grown lesion."""
-        old = self._listed_mask() if self._listed_mask is not None else None
-        if old is lab:
+        name = None if lab is None else lab.name
+        if name == self._listed_mask:
             return
-        if old is not None:
-            old.events.data.disconnect(self._on_mask_replaced)
-        self._listed_mask = None if lab is None else weakref.ref(lab)
+        old = self._listed_mask
+        if old is not None and old in self.viewer.layers:
+            with contextlib.suppress(TypeError, ValueError):
+                self.viewer.layers[old].events.data.disconnect(self._on_mask_replaced)
+        self._listed_mask = name  # by name: a dock's viewer is napari's proxy, a new object at each lookup
         if lab is not None:
             lab.events.data.connect(self._on_mask_replaced)
 
-    def _on_mask_replaced(self, _event: object = None) -> None:
+    def _on_mask_replaced(self, event: object = None) -> None:
         """The rows go at once (an action must not act on the mask before) and come back once the
-        mask settles; Next lists them at once."""
+        mask settles; Next lists them at once. Another photo's mask replaced (Segment's run on it
+        ending) leaves the list, the place in it and Undo as they are: they went."""
         if self._released:
+            return
+        source = getattr(event, "source", None)
+        if source is not None and getattr(source, "name", None) != layer_names(self.image_picker.name)["lesions"]:
             return
         self.review, self.current, self._undo = None, -1, []
         self.table.setRowCount(0)
