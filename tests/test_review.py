@@ -694,6 +694,35 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
 
 
 @pytest.mark.gui
+def test_open_next_image_offers_the_stored_lesion_types_at_once(make_napari_viewer, qtbot, tmp_path,
+                                                                small_pairs) -> None:
+    """A photo the five-output model segmented into the project (lesionseg predict --model
+    multi --project): Open next image listed it for hemorrhages only, the type filter offering
+    nothing else until Refresh (the list was made as its layer came, before the photo was
+    known to the project)."""
+    from PIL import Image
+
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    img = small_pairs / "images" / "IDRiD_04.jpg"
+    iid = proj.add_image(img)
+    h, w = np.asarray(Image.open(img)).shape[:2]
+    prob, mask = np.zeros((h, w), np.float32), np.zeros((h, w), np.uint8)
+    ex_prob, ex_mask = np.zeros((h, w), np.float32), np.zeros((h, w), np.uint8)
+    ex_prob[50:60, 50:60], ex_mask[50:60, 50:60] = 0.9, 1
+    proj.save_prediction(iid, "multi", prob, mask, np.zeros((h, w), np.float32),
+                         others={"EX": (ex_prob, ex_mask, 0.5), "OD": (prob, mask, 0.5)})
+    viewer = make_napari_viewer()
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, rev) == iid
+    assert list(rev.type_combo.choices) == ["HE", "EX"] and rev.type_combo.native.isVisibleTo(rev)
+    rev.type_combo.value = "EX"
+    assert [(r.kind, r.area_px) for r in rev.review.regions] == [("lesion", 100)]
+
+
+@pytest.mark.gui
 def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_napari_viewer, qtbot, tmp_path,
                                                                           small_pairs) -> None:
     """With Review opened alone, closing napari lost the hand edits (only Segment saved them on

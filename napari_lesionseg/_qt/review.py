@@ -579,6 +579,8 @@ class ReviewWidget(DockWidget):
         if already or self.image_picker.choose(nxt):  # choosing another photo lists it (_on_photo_switched)
             if already and self.review is None:
                 self.refresh()
+            elif already:  # listed as its layer came, before the project's other outputs were known
+                self._sync_types()
             text += f". {self.info.text()}"  # the list's summary: how many are likely mistakes, where to stop
             text += self._older_model_note(proj, nxt)
         else:
