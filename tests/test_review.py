@@ -699,7 +699,7 @@ def test_open_next_image_offers_the_stored_lesion_types_at_once(make_napari_view
     """A photo the five-output model segmented into the project (lesionseg predict --model
     multi --project): Open next image listed it for hemorrhages only, the type filter offering
     nothing else until Refresh (the list was made as its layer came, before the photo was
-    known to the project)."""
+    known to the project), and without the disc and macula outlines a run shows."""
     from PIL import Image
 
     from napari_lesionseg.core.store import Project
@@ -711,13 +711,16 @@ def test_open_next_image_offers_the_stored_lesion_types_at_once(make_napari_view
     prob, mask = np.zeros((h, w), np.float32), np.zeros((h, w), np.uint8)
     ex_prob, ex_mask = np.zeros((h, w), np.float32), np.zeros((h, w), np.uint8)
     ex_prob[50:60, 50:60], ex_mask[50:60, 50:60] = 0.9, 1
-    proj.save_prediction(iid, "multi", prob, mask, np.zeros((h, w), np.float32),
+    anatomy = {"disc_centre": [150, 120], "disc_diameter": 50.0, "fovea": [160, 250], "fovea_method": "found"}
+    proj.save_prediction(iid, "multi", prob, mask, np.zeros((h, w), np.float32), {"anatomy": anatomy},
                          others={"EX": (ex_prob, ex_mask, 0.5), "OD": (prob, mask, 0.5)})
     viewer = make_napari_viewer()
     _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     rev.project_edit.setText(str(proj.root))
     assert _open_next(qtbot, rev) == iid
     assert list(rev.type_combo.choices) == ["HE", "EX"] and rev.type_combo.native.isVisibleTo(rev)
+    assert f"{iid} disc and macula" in viewer.layers  # the outlines, as a run shows them (there were none)
+    assert viewer.layers.selection.active.name == f"{iid} lesions"  # painting goes to the mask
     rev.type_combo.value = "EX"
     assert [(r.kind, r.area_px) for r in rev.review.regions] == [("lesion", 100)]
 

@@ -165,7 +165,10 @@ def labels_to_label_map(data: NDArray, types: list[str] | tuple[str, ...] = (HE,
 
 def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, Any], str]]:
     """The photo of ``image_id`` with its latest prediction (probability, fuzzy) and its latest
-    correction (or the predicted mask) as the editable lesions layer."""
+    correction (or the predicted mask) as the editable lesions layer, and the disc and macula
+    outlines when the prediction placed them (a model with an optic-disc output), as a run
+    shows them (a photo opened from the project had none)."""
+    from .anatomy import Anatomy
     from .image_io import read_image
 
     path = project.image_path(image_id)
@@ -184,7 +187,10 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
         out.append((fuzzy, {"name": names["fuzzy"], **fuzzy_style(), "metadata": meta}, "image"))
     if mask is None:
         mask = stored_label_map(project, image_id, prob)
-    if mask is not None:
+    outline = anatomy_layer(image_id, Anatomy.from_dict(meta.get("anatomy"))) if d is not None else None
+    if outline is not None:
+        out.append(outline)
+    if mask is not None:  # last: the layer napari selects, the one painting goes to
         out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": meta}, "labels"))
     return out
 
