@@ -851,13 +851,15 @@ def test_painting_with_no_project_says_the_edits_are_not_kept(qtbot, segment, tm
 
 @pytest.mark.parametrize("orientation", [6, 3])
 def test_a_photo_napari_shows_unturned_is_kept_as_shown(make_napari_viewer, qtbot, tiny_model_dir: Path,
-                                                         small_pairs: Path, tmp_path: Path, orientation: int) -> None:
+                                                         small_pairs: Path, tmp_path: Path, orientation: int,
+                                                         monkeypatch) -> None:
     """napari's reader does not apply a JPEG's EXIF orientation (a phone on a fundus adapter
     tags its photos turned), ours does: a correction drawn on the photo as napari shows it was
     saved against the project's copy, which reads turned by 90 degrees (6) or by 180 (3): fine-
     tuning then learned from a mask that did not lie on its photo."""
     from PIL import Image
 
+    from napari_lesionseg._qt import shared
     from napari_lesionseg.core.image_io import read_image, read_label
     from napari_lesionseg.core.store import Project
 
@@ -868,6 +870,9 @@ def test_a_photo_napari_shows_unturned_is_kept_as_shown(make_napari_viewer, qtbo
     viewer = make_napari_viewer()
     viewer.open(str(tmp_path / "phone.jpg"))
     shown = np.asarray(viewer.layers["phone"].data)
+    decoded = []  # the photo decoded to compare it with the layer: once, not at every look-up
+    monkeypatch.setattr(shared, "_shows_file", lambda layer, path, f=shared._shows_file: decoded.append(path)
+                        or f(layer, path))
     _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
     widget.set_model_folder(tiny_model_dir)
     widget.project_edit.setText(str(tmp_path / "proj"))
@@ -876,9 +881,11 @@ def test_a_photo_napari_shows_unturned_is_kept_as_shown(make_napari_viewer, qtbo
     lab.data[10:20, 30:40] = 1
     lab.refresh()
     assert widget.save_correction() is not None
+    assert widget.save_correction() is not None
     (pair,) = Project(tmp_path / "proj").corrected_pairs()
     np.testing.assert_array_equal(read_image(pair.image)[0], shown)  # the photo the mask was drawn on
     assert (read_label(pair.mask)[10:20, 30:40] == 1).all()
+    assert len(decoded) == 1, decoded  # a dock's layers are proxies, new at each look-up: the cache missed
 
 
 @pytest.mark.parametrize("how", ["review field, Segment opened after", "review field, Segment open", "File > Open"])

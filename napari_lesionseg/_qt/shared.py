@@ -220,9 +220,10 @@ def photo_source(layer: Any) -> str | None:
     path = layer.metadata.get("path") or getattr(layer.source, "path", None)
     if not path:
         return None
-    known = _SOURCES.get(layer)
+    key = getattr(layer, "__wrapped__", layer)  # a dock's layers are napari's proxies, new at each lookup
+    known = _SOURCES.get(key)
     if known is None or known[0] != path:
-        known = _SOURCES[layer] = (path, path if decodable(path) and _shows_file(layer, path) else None)
+        known = _SOURCES[key] = (path, path if decodable(path) and _shows_file(layer, path) else None)
     return known[1]
 
 
