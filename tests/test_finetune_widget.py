@@ -227,6 +227,9 @@ def test_promote_goes_to_the_project_the_version_was_made_in(widget, project: Pa
     widget.promote_button.native.click()
     assert Registry(project).active().name == version.name
     assert not (other / "models" / "active.json").exists()
+    # nor do the docks take it up in the other project (Segment ran it there, said "of this project")
+    assert widget.session.model_path() != Registry(project).active()
+    assert "of the project" in widget.status.text() and "not of the project set now" in widget.status.text()
 
 
 def test_a_fine_tune_that_kept_the_old_weights_says_so(widget, project: Path) -> None:

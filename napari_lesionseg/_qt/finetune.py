@@ -420,10 +420,16 @@ class FinetuneWidget(DockWidget):
                                 "click 'Promote anyway' to use it all the same")
             return None
         self.promote_button.text = "Promote"
-        path = self._own_registry().promote(self.new_version.name)
-        self.session.activated(path)  # Segment uses it at once (it once needed Enter in its project field)
+        reg = self._own_registry()
+        path = reg.promote(self.new_version.name)
+        proj = self.session.project
+        if proj is not None and proj.root.resolve() == reg.dir.parent.resolve():
+            self.session.activated(path)  # Segment uses it at once (it once needed Enter in its project field)
+            self.status.setText(f"{path.name} is now the active model of this project")
+        else:  # the project field changed while it trained: the docks keep the model of the project set now
+            self.status.setText(f"{path.name} is now the active model of the project {reg.dir.parent} it was made in "
+                                "(not of the project set now)")
         self.preflight()
-        self.status.setText(f"{path.name} is now the active model of this project")
         self.promote_button.enabled = False
         self.discard_button.enabled = False
         return path
