@@ -148,6 +148,11 @@ def test_switching_projects_saves_into_the_new_one_by_content(session: Annotatio
     assert v is not None and v.image_id == "IDRiD_04" and Project(tmp_path / "c").image_ids() == ["IDRiD_04"]
     session.set_project(tmp_path / "proj")  # back: that project's own correction is what is saved
     assert session.photos["IDRiD_04"].saved_version == 1 and session.is_edited("IDRiD_04", label)
+    d = Project(tmp_path / "d")
+    v = d.save_label(d.add_image(_photo(small_pairs)), label, types=("HE", "MA"))
+    v.path.with_suffix(".json").write_text("{")  # damaged: said where it matters (Save, Open), not here
+    session.set_project(d.root)  # it raised out of the project field's handler, the docks not told
+    assert session.project_dir == d.root
 
 
 def test_a_photo_without_a_file_is_corrected_saved_and_brought_back(session: AnnotationSession, small_pairs: Path,

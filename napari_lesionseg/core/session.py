@@ -18,6 +18,7 @@ Rules an annotator can rely on:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Collection, Generator
 from dataclasses import dataclass, field
@@ -185,7 +186,8 @@ class AnnotationSession:
         photo.image_id, photo.saved, photo.saved_version, photo.stored_types = None, None, None, None
         photo.review_marks, photo.saved_marks, photo.reviewed, photo.saved_reviewed = {}, {}, {HE}, {HE}
         if self.project is not None:
-            self.open_photo(photo.name)
+            with contextlib.suppress(LesionsegInputError, OSError):  # said where it matters: Save, Open
+                self.open_photo(photo.name)
         if photo.saved is None:  # not corrected in this project: what was shown is no edit
             if shown is not None and shown is not photo.auto_mask:
                 photo.saved = shown  # with no version here (saved_version None)
