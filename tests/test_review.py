@@ -694,6 +694,27 @@ def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtb
 
 
 @pytest.mark.gui
+def test_save_in_review_after_the_photos_own_layer_was_closed(make_napari_viewer, qtbot, tmp_path,
+                                                              small_pairs) -> None:
+    """The photo's image layer closed, its lesions layer left (still listed in Review): Save
+    raised an AssertionError in the event loop and kept nothing."""
+    proj, iid = _three_region_project(tmp_path, small_pairs)
+    viewer = make_napari_viewer()
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, rev) == iid
+    rev.hide_below.value = 0
+    rev.go(0)
+    rev.delete()
+    viewer.layers.remove(iid)
+    qtbot.wait(50)
+    assert rev.image_picker.name == iid
+    version = rev.save_correction()
+    assert version is not None and [v.version for v in proj.versions(iid)] == [1]
+    assert rev.save_correction().version == 2  # saved unchanged on asking (a photo found right)
+
+
+@pytest.mark.gui
 def test_open_next_image_offers_the_stored_lesion_types_at_once(make_napari_viewer, qtbot, tmp_path,
                                                                 small_pairs) -> None:
     """A photo the five-output model segmented into the project (lesionseg predict --model

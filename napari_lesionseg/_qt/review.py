@@ -614,7 +614,9 @@ class ReviewWidget(DockWidget):
         except (LesionsegInputError, OSError) as err:
             self._error(f"{name}: could not be saved ({err})")
             return None
-        assert version is not None
+        if version is None:
+            self.info.setText(f"{name}: nothing to save")
+            return None
         self.info.setText(f"{name}: saved as version {version.version}; Open next image passes over it from now on")
         return version
 
@@ -626,9 +628,13 @@ class ReviewWidget(DockWidget):
     def _save(self, name: str, *, only_if_edited: bool) -> Any:
         """The photo's lesions layer as a new version (None: no such layer, or nothing to save)."""
         lname = layer_names(name)["lesions"]
-        if lname not in self.viewer.layers or name not in self.viewer.layers:
+        if lname not in self.viewer.layers:
             return None
-        open_layer_photo(self.session, self.viewer.layers[name])
+        if name in self.viewer.layers:
+            open_layer_photo(self.session, self.viewer.layers[name])
+        elif name not in self.session.photos:  # its photo's layer closed, and forgotten: nothing to save it against
+            raise LesionsegInputError(None, "the photo's own layer is closed: open the photo again to save its mask")
+        # else the session still holds the photo (its layer closed, its mask left): Save raised in the event loop
         return self.session.save_correction(name, self.viewer.layers[lname].data, only_if_edited=only_if_edited)
 
     def toggle_fuzzy(self) -> None:
