@@ -14,12 +14,15 @@ fourth, ...); the other 27 report it apart.
 
     python benchmarks/photo_forms.py [--model default] [--gray] [--limit N]
     python benchmarks/photo_forms.py --surround
+    python benchmarks/photo_forms.py --dark [--limit N]
 
 ``--surround`` runs no model: the shares of lit and of lit retina-like pixels outside the circle
 the detector fits (``fov.fit_circle``), on every IDRiD photo (annotated and not), on four crops
 of every fifth and on copies of every fifth with a camera's text or panel in the surround
 (``_banners``): what ``fov.MAX_LIT_OUTSIDE`` is set between. ``--banners`` scores the default on
-the annotated photos' banner copies beside the photos themselves.
+the annotated photos' banner copies beside the photos themselves. ``--dark`` darkens each
+annotated photo (an underexposed capture) and says where its mask degrades and whether
+``fov.dark_doubt`` warns (``dark``).
 
 The photos are those the bundled models were trained on (both arms alike: the comparison, not the
 level, is the finding). Prints pooled and mean per-photo Dice, recall and precision per arm;
@@ -160,6 +163,85 @@ def banners(model, limit: int = 0) -> dict:
     return out
 
 
+DARKEN = (1, 4, 6, 8, 10, 12)  # each photo's brightness divided by these
+
+
+def retina_median(rgb: np.ndarray) -> float:
+    """The statistic ``fov.dark_doubt`` reads: the median of each pixel's brightest channel
+    inside the field of view."""
+    from napari_lesionseg.core import fov as F
+
+    fov = F.detect_fov(rgb)
+    step = max(1, max(rgb.shape[:2]) // 512)
+    s = rgb[::step, ::step]
+    yy, xx = np.mgrid[0:s.shape[0], 0:s.shape[1]]
+    inside = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2 <= (0.9 * fov.radius) ** 2
+    return float(np.median(s[inside].max(axis=1)))
+
+
+def dark(model, limit: int = 0) -> dict:
+    """Each annotated photo darkened (its pixels divided by each of ``DARKEN``, as an
+    underexposed capture): hemorrhage Dice against IDRiD's mask and against the mask on the
+    photo as it is, the retina's median brightness, and whether ``fov.dark_doubt`` warns; and
+    that median over every IDRiD photo (annotated and not), as they are: where
+    ``fov.DARK_MEDIAN`` is set."""
+    from PIL import Image
+
+    from napari_lesionseg.core import fov as F
+    from napari_lesionseg.core.image_io import read_image, read_mask
+    from napari_lesionseg.core.inference import predict
+    from napari_lesionseg.core.progress import run_to_end
+
+    every = sorted((DATA / "images").glob("*.jpg")) + sorted((DATA.parent.parent / "idrid_unlabeled").rglob("*.jpg"))
+    medians = []
+    for p in every:
+        im = Image.open(p)
+        im.draft("RGB", (im.width // 8, im.height // 8))
+        medians.append(retina_median(np.asarray(im.convert("RGB"))))
+    rows: list[dict] = []
+    photos = [p for p in sorted((DATA / "images").glob("*.jpg")) if (DATA / "masks_HE" / f"{p.stem}_HE.tif").exists()]
+    t0 = time.time()
+    for photo in photos[: limit or None]:
+        rgb, _ = read_image(photo)
+        gt = read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
+        row: dict = {"photo": photo.stem}
+        for f in DARKEN:
+            dim = np.clip(np.round(rgb.astype(np.float32) / f), 0, 255).astype(np.uint8)
+            pred = run_to_end(predict(model, dim))
+            m = pred.mask > 0
+            if f == 1:
+                itself = m
+            row[str(f)] = {"gt": _counts(m, gt), "as_is": _counts(m, itself), "median": retina_median(dim),
+                           "warned": F.dark_doubt(dim, F.detect_fov(dim)) is not None}
+        rows.append(row)
+        print(f"{photo.stem} done", flush=True)
+    summary = {}
+    for f in DARKEN:
+        k = str(f)
+        agree = [2 * r[k]["as_is"][0] / max(r[k]["as_is"][1] + r[k]["as_is"][2], 1) for r in rows]
+        meds = [r[k]["median"] for r in rows]
+        summary[k] = {**_summary([{"a": r[k]["gt"]} for r in rows], "a"),
+                      "dice_vs_as_is_min": min(agree), "dice_vs_as_is_median": float(np.median(agree)),
+                      "median_low": min(meds), "median_high": max(meds), "warned": sum(r[k]["warned"] for r in rows)}
+    out = {"machine": platform.processor() or platform.machine(), "seconds": time.time() - t0,
+           "dark_median": F.DARK_MEDIAN,
+           "idrid_retina_median": {"photos": len(medians), "lowest": min(medians),
+                                   "p5": float(np.percentile(medians, 5)), "median": float(np.median(medians)),
+                                   "warned": sum(m < F.DARK_MEDIAN for m in medians)},
+           "summary": summary, "rows": rows}
+    print(f"\n{'darkened':<10}{'retina median':>15}{'warned':>8}{'pooled Dice':>13}{'mean Dice':>10}"
+          f"{'vs as is: min':>15}{'median':>8}")
+    for f in DARKEN:
+        s = summary[str(f)]
+        print(f"{'1/' + str(f):<10}{s['median_low']:>7.0f} - {s['median_high']:<5.0f}{s['warned']:>5}/{s['n']:<2}"
+              f"{s['pooled_dice']:>13.3f}{s['mean_dice']:>10.3f}{s['dice_vs_as_is_min']:>15.3f}"
+              f"{s['dice_vs_as_is_median']:>8.3f}")
+    i = out["idrid_retina_median"]
+    print(f"IDRiD's {i['photos']} photos as they are: retina median lowest {i['lowest']:.0f}, 5 % below "
+          f"{i['p5']:.0f}, median {i['median']:.0f}; warned (below {F.DARK_MEDIAN}): {i['warned']}")
+    return out
+
+
 def main() -> None:
     from napari_lesionseg.core import fov as fov_module
     from napari_lesionseg.core import preprocess
@@ -175,6 +257,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="the first N annotated photos only")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "photo_forms.json")
     ap.add_argument("--surround", action="store_true", help="no model: the lit share outside fitted circles")
+    ap.add_argument("--dark", action="store_true",
+                    help="the annotated photos darkened (an underexposed capture): Dice and the dark-photo warning")
     ap.add_argument("--banners", action="store_true",
                     help="the annotated photos with a camera's panel or text in the surround, field of view found now "
                          "and as before 2026-12-05 evening (the whole image)")
@@ -188,9 +272,10 @@ def main() -> None:
         print(f"wrote {dest}")
         return
     model = load_model_folder(resolve_model(args.model), "cpu")
-    if args.banners:
-        out = banners(model, args.limit)
-        dest = args.out.with_name("photo_forms_banners.json") if args.out.name == "photo_forms.json" else args.out
+    if args.banners or args.dark:
+        out = banners(model, args.limit) if args.banners else dark(model, args.limit)
+        suffix = "banners" if args.banners else "dark"
+        dest = args.out.with_name(f"photo_forms_{suffix}.json") if args.out.name == "photo_forms.json" else args.out
         dest.write_text(json.dumps(out, indent=2))
         print(f"wrote {dest}")
         return

@@ -282,6 +282,34 @@ def size_doubt(fov: FieldOfView, work_px: int) -> str | None:
             "told apart at this size; masks are coarse and may miss or merge lesions")
 
 
+#: below this median brightness of the retina (the brightest channel of each pixel inside the field
+#: of view, 0-255) a photo is said to be too dark to trust. IDRiD's 553 photos: the darkest 61, 5 %
+#: below 111, median 164. The shipped default on 6 of its annotated photos darkened (benchmark-free
+#: check, /work/cv/s53/dark.py, 2026-12-06): the mask against the one on the photo as it is, Dice
+#: 0.69-0.93 at medians 22-32 (a sixth of the brightness), 0.19-0.87 at 16-24 (an eighth), 0.00-0.80
+#: at 12-19 (a tenth), 0.00-0.65 at 9-16 (a twelfth)
+DARK_MEDIAN = 30
+
+
+def dark_doubt(rgb: NDArray[np.uint8], fov: FieldOfView) -> str | None:
+    """A note when the retina is very dark (an underexposed capture: the flash too weak, the
+    pupil too small), or None. A warning, never a refusal: the mask degrades, then collapses,
+    as a photo darkens (:data:`DARK_MEDIAN`), and an empty mask would read as "no lesions"."""
+    h, w = rgb.shape[:2]
+    step = max(1, max(h, w) // 512)
+    s = rgb[::step, ::step]
+    yy, xx = np.mgrid[0:s.shape[0], 0:s.shape[1]]
+    inside = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2 <= (0.9 * fov.radius) ** 2
+    if not inside.any():
+        return None
+    median = float(np.median(s[inside].max(axis=1)))
+    if median >= DARK_MEDIAN:
+        return None
+    return (f"a very dark photo (the retina's median brightness is {median:.0f} of 255; the darkest of IDRiD's 553 "
+            f"photos: 61): the model's masks degrade on dark photos and miss lesions; brighten the capture, or "
+            "review the whole photo, not only the mask")
+
+
 #: the most a photo's channels may spread (levels, between the 0.1th and 99.9th percentile) and
 #: still be blank: on IDRiD's 553 photos the widest channel spread was at least 144 levels, 36 at a
 #: quarter and 14 at a tenth of their brightness (2026-12-05)

@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 
 from .anatomy import NO_OD_OUTPUT, Anatomy, disc_region, locate_region
 from .errors import LesionsegInputError
-from .fov import FieldOfView, blank_problem, detect_fov, fundus_doubts, size_doubt
+from .fov import FieldOfView, blank_problem, dark_doubt, detect_fov, fundus_doubts, size_doubt
 from .fuzzy import binary_entropy, fuzzy_map
 from .lesion_types import OD
 from .lesions import Lesion, labelled_mask, lesion_table
@@ -242,7 +242,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
     extra = [prepare(rgb, g, pre.green_contrast_sigma, fov)[0] for g in cfg.extra_grids]
     # doubts about the photo; out-of-memory retries below add theirs
-    notes = [d for d in (fundus_doubts(rgb, fov), size_doubt(fov, pre.fov_diameter)) if d]
+    notes = [d for d in (fundus_doubts(rgb, fov), dark_doubt(rgb, fov), size_doubt(fov, pre.fov_diameter)) if d]
     timings["preprocess"] = time.perf_counter() - t0
     h, w = geom.work_shape
     ts = cfg.tile_size
