@@ -94,11 +94,17 @@ def follow_project_switches(viewer: Any, session: AnnotationSession) -> None:
     project holds a correction of shows that correction (when nothing unsaved is shown)."""
     clean: list[str] = []
 
+    def unchanged(name: str) -> bool:
+        lname = layer_names(name)["lesions"]
+        try:
+            return lname in viewer.layers and not session.unsaved(name, viewer.layers[lname].data)
+        except (LesionsegInputError, OSError):  # its stored prediction unreadable: left as shown
+            return False
+
     def leaving() -> None:
         with contextlib.suppress(RuntimeError):  # the viewer closed meanwhile
             save_open_work(viewer, session)
-            clean[:] = [n for n in session.photos if layer_names(n)["lesions"] in viewer.layers
-                        and not session.unsaved(n, viewer.layers[layer_names(n)["lesions"]].data)]
+            clean[:] = [n for n in session.photos if unchanged(n)]
 
     def arrived(_folder: Any) -> None:
         with contextlib.suppress(RuntimeError):
