@@ -744,6 +744,9 @@ def test_open_next_image_offers_the_stored_lesion_types_at_once(make_napari_view
     assert viewer.layers.selection.active.name == f"{iid} lesions"  # painting goes to the mask
     rev.type_combo.value = "EX"
     assert [(r.kind, r.area_px) for r in rev.review.regions] == [("lesion", 100)]
+    rev.project_edit.setText(str(tmp_path / "another"))  # the maps shown stay the photo's, whatever the project
+    rev.refresh()
+    assert list(rev.type_combo.choices) == ["HE", "EX"] and len(rev.review.regions) == 1
 
 
 @pytest.mark.gui

@@ -183,7 +183,7 @@ class AnnotationSession:
         id in the new project (another photo of the same file name), or failed ("no image with
         id ...; add it first")."""
         shown, marks, reviewed = photo.reference, photo.review_marks, photo.reviewed
-        photo.image_id, photo.saved, photo.saved_version, photo.stored_types = None, None, None, None
+        photo.image_id, photo.saved, photo.saved_version = None, None, None  # its maps (stored_types) are the ones shown
         photo.review_marks, photo.saved_marks, photo.reviewed, photo.saved_reviewed = {}, {}, {HE}, {HE}
         if self.project is not None:
             with contextlib.suppress(LesionsegInputError, OSError):  # said where it matters: Save, Open
