@@ -308,8 +308,8 @@ def dark_doubt(rgb: NDArray[np.uint8], fov: FieldOfView) -> str | None:
     if median >= DARK_MEDIAN:
         return None
     return (f"a very dark photo (the retina's median brightness is {median:.0f} of 255; the darkest of IDRiD's 553 "
-            f"photos: 61): the model's masks degrade on dark photos and miss lesions; brighten the capture, or "
-            "review the whole photo, not only the mask")
+            f"photos: 61): the model's masks degrade on dark photos (lesions missed, or false ones found); brighten "
+            "the capture, or review the whole photo, not only the mask")
 
 
 #: the most a photo's channels may spread (levels, between the 0.1th and 99.9th percentile) and
