@@ -44,6 +44,15 @@ DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
 CROPS = ((0.6, 0.5), (0.5, 0.35), (0.5, 0.65))  # (share of height and width, share of the width left of the centre)
 
 
+def _annotated(limit: int = 0):
+    """The annotated photos (the first ``limit``; 0: all): each one's path, RGB and hemorrhage mask."""
+    from napari_lesionseg.core.image_io import read_image, read_mask
+
+    photos = [p for p in sorted((DATA / "images").glob("*.jpg")) if (DATA / "masks_HE" / f"{p.stem}_HE.tif").exists()]
+    for photo in photos[: limit or None]:
+        yield photo, read_image(photo)[0], read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
+
+
 def _counts(mask: np.ndarray, gt: np.ndarray) -> list[int]:
     return [int((mask & gt).sum()), int(mask.sum()), int(gt.sum())]
 
@@ -126,16 +135,12 @@ def banners(model, limit: int = 0) -> dict:
     (what the detector took for them when any lit pixel outside counted). The blue bar lies
     over the retina in IDRiD's photos (their fundus reaches the top): not scored."""
     from napari_lesionseg.core import fov as F
-    from napari_lesionseg.core.image_io import read_image, read_mask
     from napari_lesionseg.core.inference import predict
     from napari_lesionseg.core.progress import run_to_end
 
     rows: list[dict] = []
-    photos = [p for p in sorted((DATA / "images").glob("*.jpg")) if (DATA / "masks_HE" / f"{p.stem}_HE.tif").exists()]
     t0 = time.time()
-    for photo in photos[: limit or None]:
-        rgb, _ = read_image(photo)
-        gt = read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
+    for photo, rgb, gt in _annotated(limit):
         fov = F.detect_fov(rgb)
         row = {"photo": photo.stem, "photo_itself": _counts(run_to_end(predict(model, rgb)).mask > 0, gt)}
         for name, copy in _banners(rgb, fov).items():
@@ -210,7 +215,6 @@ def dark(model, limit: int = 0) -> dict:
     from PIL import Image
 
     from napari_lesionseg.core import fov as F
-    from napari_lesionseg.core.image_io import read_image, read_mask
     from napari_lesionseg.core.inference import predict
     from napari_lesionseg.core.progress import run_to_end
 
@@ -221,11 +225,8 @@ def dark(model, limit: int = 0) -> dict:
         im.draft("RGB", (im.width // 8, im.height // 8))
         medians.append(retina_median(np.asarray(im.convert("RGB"))))
     rows: list[dict] = []
-    photos = [p for p in sorted((DATA / "images").glob("*.jpg")) if (DATA / "masks_HE" / f"{p.stem}_HE.tif").exists()]
     t0 = time.time()
-    for photo in photos[: limit or None]:
-        rgb, _ = read_image(photo)
-        gt = read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
+    for photo, rgb, gt in _annotated(limit):
         row: dict = {"photo": photo.stem}
         for f in DARKEN:
             dim = np.clip(np.round(rgb.astype(np.float32) / f), 0, 255).astype(np.uint8)
@@ -273,7 +274,6 @@ def main() -> None:
     from napari_lesionseg.core import fov as fov_module
     from napari_lesionseg.core import preprocess
     from napari_lesionseg.core.bundled import resolve_model
-    from napari_lesionseg.core.image_io import read_image, read_mask
     from napari_lesionseg.core.inference import predict
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.progress import run_to_end
@@ -319,11 +319,8 @@ def main() -> None:
 
     crops: list[dict] = []
     gray: list[dict] = []
-    photos = [p for p in sorted((DATA / "images").glob("*.jpg")) if (DATA / "masks_HE" / f"{p.stem}_HE.tif").exists()]
     t0 = time.time()
-    for photo in photos[: args.limit or None]:
-        rgb, _ = read_image(photo)
-        gt = read_mask(DATA / "masks_HE" / f"{photo.stem}_HE.tif") > 0
+    for photo, rgb, gt in _annotated(args.limit):
         fov = fov_module.detect_fov(rgb)
         whole = mask(rgb)  # the whole photo's mask: what the crops' regions get in a full photo
         h, w = gt.shape

@@ -666,13 +666,19 @@ def _three_region_project(tmp_path, small_pairs):
     return proj, iid
 
 
-@pytest.mark.gui
-def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
-    proj, iid = _three_region_project(tmp_path, small_pairs)
+def _reviewing(make_napari_viewer, qtbot, proj, iid: str):
+    """A viewer with Review alone on project ``proj``, *Open next image* pressed: ``iid`` shown."""
     viewer = make_napari_viewer()
     _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
     rev.project_edit.setText(str(proj.root))
     assert _open_next(qtbot, rev) == iid
+    return viewer, rev
+
+
+@pytest.mark.gui
+def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
+    proj, iid = _three_region_project(tmp_path, small_pairs)
+    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
     rev.hide_below.value = 0  # list every region
     first = [(r.kind, r.area_px) for r in rev.review.regions]
     assert ("fuzzy", 600) in first and ("lesion", 200) in first
@@ -699,10 +705,7 @@ def test_save_in_review_after_the_photos_own_layer_was_closed(make_napari_viewer
     """The photo's image layer closed, its lesions layer left (still listed in Review): Save
     raised an AssertionError in the event loop and kept nothing."""
     proj, iid = _three_region_project(tmp_path, small_pairs)
-    viewer = make_napari_viewer()
-    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
-    rev.project_edit.setText(str(proj.root))
-    assert _open_next(qtbot, rev) == iid
+    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
     rev.hide_below.value = 0
     rev.go(0)
     rev.delete()
@@ -735,10 +738,7 @@ def test_open_next_image_offers_the_stored_lesion_types_at_once(make_napari_view
     anatomy = {"disc_centre": [150, 120], "disc_diameter": 50.0, "fovea": [160, 250], "fovea_method": "found"}
     proj.save_prediction(iid, "multi", prob, mask, np.zeros((h, w), np.float32), {"anatomy": anatomy},
                          others={"EX": (ex_prob, ex_mask, 0.5), "OD": (prob, mask, 0.5)})
-    viewer = make_napari_viewer()
-    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
-    rev.project_edit.setText(str(proj.root))
-    assert _open_next(qtbot, rev) == iid
+    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
     assert list(rev.type_combo.choices) == ["HE", "EX"] and rev.type_combo.native.isVisibleTo(rev)
     assert f"{iid} disc and macula" in viewer.layers  # the outlines, as a run shows them (there were none)
     assert viewer.layers.selection.active.name == f"{iid} lesions"  # painting goes to the mask
@@ -758,10 +758,7 @@ def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_nap
     from napari_lesionseg.core.image_io import read_label
 
     proj, iid = _three_region_project(tmp_path, small_pairs)
-    viewer = make_napari_viewer()
-    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
-    rev.project_edit.setText(str(proj.root))
-    assert _open_next(qtbot, rev) == iid
+    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
     rev.hide_below.value = 0
     first = [(r.kind, r.area_px, r.mean_prob > 0.9) for r in rev.review.regions]
     rev.go(first.index(("lesion", 200, True)))
@@ -773,10 +770,7 @@ def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_nap
     assert (read_label(proj.versions(iid)[0].path)[200:220, 200:230] == 255).all()
     assert proj.resume_ids() == [iid]  # where the review stands
 
-    viewer2 = make_napari_viewer()  # the next day
-    _, rev2 = viewer2.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
-    rev2.project_edit.setText(str(proj.root))
-    assert _open_next(qtbot, rev2) == iid
+    viewer2, rev2 = _reviewing(make_napari_viewer, qtbot, proj, iid)  # the next day
     assert rev2.info.text().startswith(f"{iid}: image 1 of 1 by uncertainty, where the last review stood;")
     rev2.hide_below.value = 0
     rows = [((r.kind, r.area_px, r.mean_prob > 0.9), rev2.table.item(i, 4).text(), r.decided)
@@ -799,10 +793,7 @@ def test_a_photo_renamed_with_review_alone_keeps_its_results_and_saves(make_napa
     chosen in it): with Review alone, Save then raised in the event loop (the photo's layer
     was gone under its old name)."""
     proj, iid = _three_region_project(tmp_path, small_pairs)
-    viewer = make_napari_viewer()
-    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
-    rev.project_edit.setText(str(proj.root))
-    assert _open_next(qtbot, rev) == iid
+    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
     viewer.layers[iid].name = "left eye"
     assert {"left eye lesions", "left eye probability", "left eye fuzzy"} <= {ly.name for ly in viewer.layers}
     assert rev.image_picker.name == "left eye" and "left eye" in rev.session.photos

@@ -447,6 +447,18 @@ def test_a_failing_run_is_reported_once_in_the_dock(qtbot, segment, monkeypatch)
     assert "IDRiD_16 lesions" not in [ly.name for ly in viewer.layers]
 
 
+def _edited(qtbot, segment, project: Path):
+    """The segment fixture with ``project`` set, IDRiD_16 segmented and a square painted on its
+    mask (rows and columns 300-309): the viewer, the dock and the lesions layer."""
+    viewer, widget = segment
+    widget.project_edit.setText(str(project))
+    _run(qtbot, widget)
+    lab = viewer.layers["IDRiD_16 lesions"]
+    lab.data[300:310, 300:310] = 1
+    lab.refresh()
+    return viewer, widget, lab
+
+
 def test_deleting_an_edited_lesions_layer_saves_its_edits_first(qtbot, segment, tmp_path: Path) -> None:
     """napari's trash button deletes a layer without asking: hand edits on the lesions layer
     were lost with it. With a project set they are saved first, as switching images does."""
@@ -525,12 +537,7 @@ def test_renaming_an_edited_photo_keeps_its_layers_and_its_correction(qtbot, seg
     it was taken for looked up the old name), and Save then asked for a segmentation."""
     from napari_lesionseg.core.image_io import read_mask
 
-    viewer, widget = segment
-    widget.project_edit.setText(str(tmp_path / "proj"))
-    _run(qtbot, widget)
-    lab = viewer.layers["IDRiD_16 lesions"]
-    lab.data[300:310, 300:310] = 1
-    lab.refresh()
+    viewer, widget, lab = _edited(qtbot, segment, tmp_path / "proj")
     viewer.add_shapes(name="IDRiD_16 disc and macula", metadata={"lesionseg": True})  # a model with a disc output's
     viewer.layers["IDRiD_16"].name = "left eye"
     names = [ly.name for ly in viewer.layers]
@@ -573,12 +580,7 @@ def test_switching_the_project_keeps_each_projects_work_apart(qtbot, segment, tm
     from napari_lesionseg.core.image_io import read_mask
     from napari_lesionseg.core.store import Project
 
-    viewer, widget = segment
-    widget.project_edit.setText(str(tmp_path / "a"))
-    _run(qtbot, widget)
-    lab = viewer.layers["IDRiD_16 lesions"]
-    lab.data[300:310, 300:310] = 1
-    lab.refresh()
+    viewer, widget, lab = _edited(qtbot, segment, tmp_path / "a")
     b = Project(tmp_path / "b")
     iid = b.add_image(sample_paths("idrid_16")[0])
     theirs = np.zeros(lab.data.shape, np.uint8)
@@ -596,12 +598,7 @@ def test_switching_the_project_keeps_each_projects_work_apart(qtbot, segment, tm
 def test_a_renamed_lesions_layer_takes_its_name_back_and_its_edits_are_kept(qtbot, segment, tmp_path: Path) -> None:
     """The lesions layer renamed ('my edits'): the docks find it by its name, so closing napari
     saved nothing and Save said "run the segmentation first": the edits were lost."""
-    viewer, widget = segment
-    widget.project_edit.setText(str(tmp_path / "proj"))
-    _run(qtbot, widget)
-    lab = viewer.layers["IDRiD_16 lesions"]
-    lab.data[300:310, 300:310] = 1
-    lab.refresh()
+    viewer, widget, lab = _edited(qtbot, segment, tmp_path / "proj")
     lab.name = "my edits"
     assert lab.name == "IDRiD_16 lesions"
     viewer.layers["IDRiD_16 fuzzy"].name = "IDRiD_16 lesions fuzzy"  # a result layer's name is no free text either

@@ -260,20 +260,28 @@ def test_other_lesion_types_survive_a_session_on_a_hemorrhage_model(session: Ann
     assert (saved[100:105, 100:105] == 1).all() and (saved[30:40, 30:40] == 2).all()
 
 
-def test_the_queue_passes_over_photos_already_corrected(tmp_path: Path, small_pairs: Path) -> None:
-    """A batch reviewed over several days opened each day at the most uncertain photo, corrected
-    the day before, and Open next image walked every corrected photo again."""
+def _three_photo_queue(tmp_path: Path, small_pairs: Path):
+    """A project of three photos kept as pixels, 'a' the most uncertain, then 'b', then 'c'
+    (their stored fuzzy maps), none corrected; and the RGB they were made from."""
     from napari_lesionseg.core.image_io import read_image
     from napari_lesionseg.core.store import Project
 
     proj = Project(tmp_path / "proj")
     rgb = read_image(_photo(small_pairs))[0]
     h, w = rgb.shape[:2]
-    for k, name in enumerate(("c", "b", "a")):  # a is the most uncertain, then b, then c
+    for k, name in enumerate(("c", "b", "a")):
         iid = proj.add_pixels(np.roll(rgb, k, axis=1), name)
         fuzzy = np.zeros((h, w), np.float32)
         fuzzy[: 20 * (k + 1)] = 1.0
         proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8), fuzzy)
+    return proj, rgb
+
+
+def test_the_queue_passes_over_photos_already_corrected(tmp_path: Path, small_pairs: Path) -> None:
+    """A batch reviewed over several days opened each day at the most uncertain photo, corrected
+    the day before, and Open next image walked every corrected photo again."""
+    proj, rgb = _three_photo_queue(tmp_path, small_pairs)
+    h, w = rgb.shape[:2]
     session = AnnotationSession(project_dir=proj.root)
     assert session.next_image() == ("a", 1, 3, 3, False)
     proj.save_label("a", np.zeros((h, w), np.uint8))  # corrected yesterday
@@ -291,17 +299,10 @@ def test_a_review_resumes_at_the_photo_it_opened_last(tmp_path: Path, small_pair
     """A photo left half-reviewed had its edits saved on closing napari, and so counted as
     corrected: the next day's review started elsewhere and passed over it until every other
     photo was done."""
-    from napari_lesionseg.core.image_io import read_image
-    from napari_lesionseg.core.store import RESUME, Project
+    from napari_lesionseg.core.store import RESUME
 
-    proj = Project(tmp_path / "proj")
-    rgb = read_image(_photo(small_pairs))[0]
+    proj, rgb = _three_photo_queue(tmp_path, small_pairs)
     h, w = rgb.shape[:2]
-    for k, name in enumerate(("c", "b", "a")):  # a is the most uncertain, then b, then c
-        iid = proj.add_pixels(np.roll(rgb, k, axis=1), name)
-        fuzzy = np.zeros((h, w), np.float32)
-        fuzzy[: 20 * (k + 1)] = 1.0
-        proj.save_prediction(iid, "m1", np.full((h, w), 0.1, np.float32), np.zeros((h, w), np.uint8), fuzzy)
     day1 = AnnotationSession(project_dir=proj.root)
     assert day1.next_image() == ("a", 1, 3, 3, False)
     day1.open_photo("a", pixels=lambda: np.roll(rgb, 2, axis=1))
