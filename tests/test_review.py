@@ -718,6 +718,24 @@ def test_save_in_review_after_the_photos_own_layer_was_closed(make_napari_viewer
 
 
 @pytest.mark.gui
+def test_a_corrected_photo_opened_beside_segment_shows_its_mask_on_top(make_napari_viewer, qtbot, tmp_path,
+                                                                       small_pairs) -> None:
+    """With Segment open, a photo with a saved correction got its correction back from Segment
+    as its image came, before Review added the maps: the mask lay under the fuzzy overlay, and
+    the fuzzy layer was the one selected (``lesionseg gui --project``)."""
+    proj, iid = _three_region_project(tmp_path, small_pairs)
+    label = proj.prediction_map(iid, "mask").astype(np.uint8)
+    proj.save_label(iid, label)
+    viewer = make_napari_viewer()
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    _, rev = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions")
+    rev.project_edit.setText(str(proj.root))
+    assert _open_next(qtbot, rev) == iid
+    assert [ly.name for ly in viewer.layers][-1] == f"{iid} lesions"
+    assert viewer.layers.selection.active.name == f"{iid} lesions"
+
+
+@pytest.mark.gui
 def test_open_next_image_offers_the_stored_lesion_types_at_once(make_napari_viewer, qtbot, tmp_path,
                                                                 small_pairs) -> None:
     """A photo the five-output model segmented into the project (lesionseg predict --model

@@ -569,7 +569,10 @@ class ReviewWidget(DockWidget):
         if lname in self.viewer.layers:
             self.session.open_photo(nxt, proj.image_path(nxt))
             self.session.shown(nxt, self.viewer.layers[lname].data)
-            self.viewer.layers.selection.active = self.viewer.layers[lname]  # painting goes to it
+            layers = self.viewer.layers
+            if layers.index(lname) < len(layers) - 1:  # Segment brought the correction back first: the
+                layers.move(layers.index(lname), len(layers))  # maps came over it (the mask under the fuzzy overlay)
+            layers.selection.active = layers[lname]  # painting goes to it
         self._opened = nxt
         with contextlib.suppress(OSError):  # a read-only project: the next review starts at the queue's head
             proj.set_resume([nxt])  # a review opened again resumes here, corrected or not
