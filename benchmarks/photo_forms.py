@@ -172,16 +172,10 @@ DARKEN = (1, 4, 6, 8, 10, 12)  # each photo's brightness divided by these
 
 
 def retina_median(rgb: np.ndarray) -> float:
-    """The statistic ``fov.dark_doubt`` reads: the median of each pixel's brightest channel
-    inside the field of view."""
+    """What ``fov.dark_doubt`` reads, on the field of view the detector finds."""
     from napari_lesionseg.core import fov as F
 
-    fov = F.detect_fov(rgb)
-    step = max(1, max(rgb.shape[:2]) // 512)
-    s = rgb[::step, ::step]
-    yy, xx = np.mgrid[0:s.shape[0], 0:s.shape[1]]
-    inside = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2 <= (0.9 * fov.radius) ** 2
-    return float(np.median(s[inside].max(axis=1)))
+    return F.retina_median(rgb, F.detect_fov(rgb)) or 0.0
 
 
 def _dark_split(rows: list[dict]) -> dict:

@@ -293,19 +293,36 @@ def size_doubt(fov: FieldOfView, work_px: int) -> str | None:
 DARK_MEDIAN = 24
 
 
+def _sampled(rgb: NDArray[np.uint8], fov: FieldOfView) -> tuple[NDArray[np.uint8], NDArray[np.bool_], NDArray[np.bool_]]:
+    """``rgb`` subsampled to about 512 px, and which of its pixels lie inside 0.9 of the field of
+    view's radius (the retina) and outside 1.05 of it (the surround); a frame round the photo is
+    neither."""
+    step = max(1, max(rgb.shape[:2]) // 512)
+    s = rgb[::step, ::step]
+    yy, xx = np.mgrid[0:s.shape[0], 0:s.shape[1]]
+    d2 = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2
+    inside = d2 <= (0.9 * fov.radius) ** 2
+    outside = d2 >= (1.05 * fov.radius) ** 2
+    if fov.within is not None:
+        frame = ~fov.within_mask(np.arange(s.shape[0]) * step, np.arange(s.shape[1]) * step)
+        inside &= ~frame
+        outside &= ~frame
+    return s, inside, outside
+
+
+def retina_median(rgb: NDArray[np.uint8], fov: FieldOfView) -> float | None:
+    """The retina's median brightness: each pixel's brightest channel inside the field of view
+    (on a subsample), 0-255; None when the field of view holds no pixel."""
+    s, inside, _ = _sampled(rgb, fov)
+    return float(np.median(s[inside].max(axis=1))) if inside.any() else None
+
+
 def dark_doubt(rgb: NDArray[np.uint8], fov: FieldOfView) -> str | None:
     """A note when the retina is very dark (an underexposed capture: the flash too weak, the
     pupil too small), or None. A warning, never a refusal: the mask degrades, then collapses,
     as a photo darkens (:data:`DARK_MEDIAN`), and an empty mask would read as "no lesions"."""
-    h, w = rgb.shape[:2]
-    step = max(1, max(h, w) // 512)
-    s = rgb[::step, ::step]
-    yy, xx = np.mgrid[0:s.shape[0], 0:s.shape[1]]
-    inside = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2 <= (0.9 * fov.radius) ** 2
-    if not inside.any():
-        return None
-    median = float(np.median(s[inside].max(axis=1)))
-    if median >= DARK_MEDIAN:
+    median = retina_median(rgb, fov)
+    if median is None or median >= DARK_MEDIAN:
         return None
     return (f"a very dark photo (the retina's median brightness is {median:.0f} of 255; the darkest of IDRiD's 553 "
             f"photos: 61): the model's masks degrade on dark photos (lesions missed, or false ones found); brighten "
@@ -361,17 +378,7 @@ def fundus_doubts(rgb: NDArray[np.uint8], fov: FieldOfView) -> str | None:
     (red share of R+G+B inside the field: IDRiD 0.47 and more, median 0.63). A photo with no
     dark surround but a red share of 0.5 or more passes as a cropped fundus photo: so
     scikit-image's astronaut, cat and rocket are flagged, its (brown) coffee cup is not."""
-    h, w = rgb.shape[:2]
-    step = max(1, max(h, w) // 512)
-    s = rgb[::step, ::step]
-    yy, xx = np.mgrid[0:s.shape[0], 0:s.shape[1]]
-    d2 = (xx * step - fov.cx) ** 2 + (yy * step - fov.cy) ** 2
-    inside = d2 <= (0.9 * fov.radius) ** 2
-    outside = d2 >= (1.05 * fov.radius) ** 2
-    if fov.within is not None:  # a frame round the photo is neither
-        frame = ~fov.within_mask(np.arange(s.shape[0]) * step, np.arange(s.shape[1]) * step)
-        inside &= ~frame
-        outside &= ~frame
+    s, inside, outside = _sampled(rgb, fov)
     if not inside.any():
         return None
     px = s[inside].astype(np.float32)
