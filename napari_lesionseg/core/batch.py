@@ -102,10 +102,9 @@ def collect_named(inputs: Iterable[str | Path], *, recursive: bool = False,
         if not found and not below:
             paths.append(p)  # fails in turn ("is a directory")
             names.append(p.name)
-    problems = [path_problem(p) for p in paths]
-    if paths and all(problems):
+    if paths and all(path_problem(p) for p in paths):  # stops at the first file (a folder's photos: its first)
         more = f"; nor is the other input{'s' if len(paths) > 2 else ''} a photo" if len(paths) > 1 else ""
-        raise LesionsegInputError(paths[0], f"{problems[0]}{more}: nothing to segment")
+        raise LesionsegInputError(paths[0], f"{path_problem(paths[0])}{more}: nothing to segment")
     return paths, names
 
 
