@@ -543,7 +543,7 @@ def test_renaming_an_edited_photo_keeps_its_layers_and_its_correction(qtbot, seg
     names = [ly.name for ly in viewer.layers]
     assert {"left eye probability", "left eye fuzzy", "left eye lesions", "left eye disc and macula"} <= set(names), names
     assert widget.image_picker.name == "left eye" and viewer.layers["left eye lesions"] is lab
-    assert widget.is_edited("left eye")
+    assert widget.session.unsaved("left eye", lab.data)
     saved = widget.save_correction()
     assert saved == tmp_path / "proj" / "labels" / "IDRiD_16" / "v0001.png"  # the id is the file's
     assert (read_mask(saved)[300:310, 300:310] == 1).all()
@@ -590,7 +590,8 @@ def test_switching_the_project_keeps_each_projects_work_apart(qtbot, segment, tm
     saved = tmp_path / "a" / "labels" / "IDRiD_16" / "v0001.png"
     assert saved.exists() and (read_mask(saved)[300:310, 300:310] == 1).all()  # where it was made
     assert np.array_equal(viewer.layers["IDRiD_16 lesions"].data, theirs)  # b's correction shown
-    assert not widget.is_edited("IDRiD_16") and [v.version for v in b.versions(iid)] == [1]
+    assert not widget.session.unsaved("IDRiD_16", viewer.layers["IDRiD_16 lesions"].data)
+    assert [v.version for v in b.versions(iid)] == [1]
     viewer.window._qt_window.close()
     assert [v.version for v in b.versions(iid)] == [1]  # nothing unedited written on closing
 

@@ -707,11 +707,6 @@ class SegmentWidget(DockWidget):
                                 if photo.saved_version is not None else
                                 f"{new}: brought back its correction (from the project set before)")
 
-    def is_edited(self, name: str) -> bool:
-        """True when the mask of ``name`` differs from what was last saved or segmented."""
-        lesions = self._lesions(name)
-        return lesions is not None and self.session.is_edited(name, lesions.data)
-
     def save_correction(self, name: str | None = None) -> Path | None:
         """Append the current mask as a new label version in the project folder."""
         name = name or self.image_picker.name
