@@ -236,6 +236,36 @@ def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs
     assert len(model.lineage["data"]) == 1  # without --final one of the two photos validates
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_folder_is_never_trained_over_and_resumes_with_its_own_recipe(tmp_path: Path, small_pairs: Path) -> None:
+    """A researcher who forgets --resume, or resumes with another config, loses nothing: the run's
+    folder is left byte for byte; --resume alone continues it with the recipe it started with."""
+    run, data = tmp_path / "run", ["--images", small_pairs / "images", "--masks", small_pairs / "masks"]
+    r = lesionseg("train", "--config", "tiny", *data, "--steps", "3", "--set", "optim.lr=0.002", "--out", run, "--quiet")
+    assert r.returncode == 0, r.stderr
+    before = _files(run)
+    _one_clear_line(lesionseg("train", "--config", "tiny", *data, "--steps", "6", "--out", run, "--quiet"),
+                    str(run), "holds a training run (its log reaches step 3)", "--resume continues it")
+    _one_clear_line(lesionseg("train", "--config", "tiny", *data, "--steps", "6", "--out", run, "--resume", "--quiet"),
+                    str(run / "config.json"), "differs in optim.lr;", "leave out --config")
+    _one_clear_line(lesionseg("train", "--config", "default", *data, "--steps", "6", "--out", run, "--resume"),
+                    "model.network.widths")
+    _one_clear_line(lesionseg("train", "--steps", "6", "--out", tmp_path / "typo", "--resume"),
+                    str(tmp_path / "typo"), "holds no training run to resume")
+    _one_clear_line(lesionseg("train", *data, "--steps", "6", "--out", tmp_path / "new"), "--config is required")
+    assert _files(run) == before and not (tmp_path / "typo").exists() and not (tmp_path / "new").exists()
+
+    r = lesionseg("train", "--out", run, "--resume", "--steps", "6", "--set", "run.threads=1")
+    assert r.returncode == 0, r.stderr
+    assert "resumed: step=3" in r.stdout and "done: step=6" in r.stdout
+    assert load_model_folder(run / "last").metrics["step"] == 6
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["optim"]["lr"] == 0.002 and saved["run"]["steps"] == 6 and saved["run"]["threads"] == 1
+
+
 def test_train_init_refuses_a_different_network(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
                   "--steps", "2", "--init", tiny_model_dir, "--out", tmp_path / "run", "--quiet")

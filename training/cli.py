@@ -10,14 +10,16 @@ from pathlib import Path
 
 def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a model from a config (a preset name or a TOML file)")
-    p.add_argument("--config", required=True, help="TOML file, or a preset: default, tiny, ...")
+    p.add_argument("--config", default=None,
+                   help="TOML file, or a preset: default, tiny, ... (with --resume: the run's own, unless given)")
     p.add_argument("--images", default=None, help="IDRiD-layout root, or an images folder (with --masks)")
     p.add_argument("--masks", default=None)
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--out", type=Path, required=True, help="run folder (best model ends in OUT/best)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its own recipe (--steps / --minutes may extend it)")
     p.add_argument("--final", action="store_true",
                    help="every photo trains (a final model, after cross-validation chose the recipe): the last "
                         "model is kept, calibrated on 12 of its training photos as the folds' models were "
@@ -115,6 +117,9 @@ def warm_start(folder: Path | str, cfg) -> tuple:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from napari_lesionseg.core.dataclass_io import ConfigError
+
+    from .run_folder import check_run_folder, saved_config
     from .train_config import load_config
     from .trainer import train_maybe_distributed
 
@@ -129,7 +134,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"run.steps={args.steps}")
     if args.final:
         overrides.append("data.final=true")
-    cfg = load_config(args.config, overrides)
+    if args.config is None and not args.resume:
+        raise ConfigError("--config is required (a preset or a TOML file) unless --resume continues a run")
+    cfg = load_config(args.config, overrides,
+                      start=saved_config(args.out) if args.config is None else None)
+    check_run_folder(args.out, cfg, args.resume)
     init_net, lineage = warm_start(args.init, cfg) if args.init is not None else (None, None)
     best = None
     for ev in train_maybe_distributed(cfg, args.out, resume=args.resume, init_from=init_net, lineage=lineage):

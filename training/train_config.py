@@ -386,10 +386,12 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a TOML config (a name like ``tiny`` means ``training/configs/tiny.toml``), apply
-    ``key=value`` overrides (values parsed as JSON, else kept as strings), validate."""
-    data: dict[str, Any] = {}
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                start: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a TOML config (a name like ``tiny`` means ``training/configs/tiny.toml``; without
+    ``path``, ``start``: e.g. a run's saved ``config.json``), apply ``key=value`` overrides
+    (values parsed as JSON, else kept as strings), validate."""
+    data: dict[str, Any] = dict(start or {})
     if path is not None:
         p = Path(path)
         if not p.exists() and (CONFIG_DIR / f"{path}.toml").exists():
