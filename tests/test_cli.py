@@ -264,6 +264,9 @@ def test_a_run_folder_is_never_trained_over_and_resumes_with_its_own_recipe(tmp_
     assert load_model_folder(run / "last").metrics["step"] == 6
     saved = json.loads((run / "config.json").read_text())
     assert saved["optim"]["lr"] == 0.002 and saved["run"]["steps"] == 6 and saved["run"]["threads"] == 1
+    # the run folder given as the model: where its model is, not a file it does not expect
+    _one_clear_line(lesionseg("predict", small_pairs / "images", "--model", run, "--out", tmp_path / "o"),
+                    f"{run}: is a training run's folder, not a model folder: its model is {run / 'best'}")
 
 
 def test_train_init_refuses_a_different_network(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:

@@ -151,6 +151,9 @@ def check_folder_files(folder: Path) -> None:
         entries = list(folder.iterdir())
     except (OSError, RuntimeError) as err:
         raise LesionsegInputError(folder, f"model folder cannot be read ({err})") from None
+    if (folder / "best").is_dir() and (folder / "events.jsonl").exists():
+        raise LesionsegInputError(folder, f"is a training run's folder, not a model folder: its model is "
+                                          f"{folder / 'best'} (the best checkpoint; {folder / 'last'}: the last)")
     for entry in entries:
         if entry.is_symlink():
             try:
