@@ -260,7 +260,7 @@ def test_a_run_folder_is_never_trained_over_and_resumes_with_its_own_recipe(tmp_
 
     r = lesionseg("train", "--out", run, "--resume", "--steps", "6", "--set", "run.threads=1")
     assert r.returncode == 0, r.stderr
-    assert "resumed: step=3" in r.stdout and "done: step=6" in r.stdout
+    assert "resumed: step=3" in r.stdout and re.search(r"done: step=6, .*elapsed=\d+s,", r.stdout), r.stdout
     assert load_model_folder(run / "last").metrics["step"] == 6
     saved = json.loads((run / "config.json").read_text())
     assert saved["optim"]["lr"] == 0.002 and saved["run"]["steps"] == 6 and saved["run"]["threads"] == 1

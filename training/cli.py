@@ -91,8 +91,15 @@ def _emit(ev: dict, mode: str) -> None:
     if kind == "step":
         print(f"step {ev['step']:6d}  loss {ev['loss']:.4f}  lr {ev['lr']:.2e}  {ev['elapsed']:.0f}s", flush=True)
     elif kind in ("eval", "baseline", "finished", "plan", "error", "done", "data", "resumed"):
-        print(kind + ": " + ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                                      for k, v in ev.items() if k != "event"), flush=True)
+        print(kind + ": " + ", ".join(_field(k, v) for k, v in ev.items() if k != "event"), flush=True)
+
+
+def _field(key: str, value: object) -> str:
+    """One ``key=value`` of an event line: times in whole seconds with their unit, other
+    numbers to four decimals."""
+    if key in ("elapsed", "seconds") and isinstance(value, (int, float)):
+        return f"{key}={value:.0f}s"
+    return f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}"
 
 
 def warm_start(folder: Path | str, cfg) -> tuple:
