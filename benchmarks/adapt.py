@@ -106,6 +106,59 @@ def _write_set(root: Path, ids: list[str], camera: tuple | None) -> tuple[Path, 
     return root / "images", root / "masks"
 
 
+def queue_corrected(pred, truth: np.ndarray, regions: int, unsure_rest: bool = False) -> np.ndarray:
+    """A label map (0 / 1 lesion / 255 unsure) as an annotator who walks the first ``regions``
+    regions of the *Review lesions* queue leaves it: the model's mask, set to the truth round
+    each region shown (its box and a margin of half its size, at least 16 px: what the dock's
+    view shows of it), the rest as the model drew it. ``unsure_rest``: the model's lesions that no
+    region shown touched are 'unsure' (255) instead: not vouched for by anyone."""
+    from napari_lesionseg.core.lesions import label_runs
+    from napari_lesionseg.core.review import HIDE_BELOW, review_regions
+
+    queue = review_regions(pred.mask, pred.probability, pred.fuzzy, threshold=pred.threshold,
+                           review=pred.review).cut(HIDE_BELOW)
+    lab = (np.asarray(pred.mask) == 1).astype(np.uint8)
+    seen = np.zeros(lab.shape, bool)
+    for r in queue.regions[:regions]:
+        y0, x0, y1, x1 = r.bbox
+        m = max(16, (y1 - y0) // 2, (x1 - x0) // 2)
+        box = slice(max(0, y0 - m), y1 + m), slice(max(0, x0 - m), x1 + m)
+        lab[box] = truth[box]
+        seen[box] = True
+    if unsure_rest:
+        comp, n = label_runs(np.asarray(pred.mask) == 1)[:2]
+        shown = np.bincount(comp[seen], minlength=n + 1) > 0
+        lab[(comp > 0) & ~shown[comp] & ~seen] = 255
+    return lab
+
+
+def _queue_pairs(model_dir: Path, pool: tuple[Path, Path], ids: list[str], out: Path, regions: int,
+                 unsure_rest: bool) -> tuple[list, dict[str, float]]:
+    """The pool's photos ``ids`` as pairs whose masks are :func:`queue_corrected` label maps of the
+    base model's own predictions (written under ``out``), and how much of the truth they hold."""
+    from PIL import Image
+
+    from napari_lesionseg.core.image_io import read_image, read_mask
+    from napari_lesionseg.core.inference import predict
+    from napari_lesionseg.core.model_folder import load_model_folder
+    from napari_lesionseg.core.pairs import Pair
+
+    model = load_model_folder(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pairs, agree = [], {"lesion_px_truth": 0, "lesion_px_kept": 0, "false_px_kept": 0, "unsure_px": 0}
+    for iid in ids:
+        rgb, _ = read_image(pool[0] / f"{iid}.png")
+        truth = (read_mask(pool[1] / f"{iid}.png", shape=rgb.shape[:2]) == 1).astype(np.uint8)
+        lab = queue_corrected(predict(model, rgb), truth, regions, unsure_rest)
+        Image.fromarray(lab).save(out / f"{iid}.png")
+        pairs.append(Pair(iid, pool[0] / f"{iid}.png", out / f"{iid}.png", label_map=True))
+        agree["lesion_px_truth"] += int(truth.sum())
+        agree["lesion_px_kept"] += int(((lab == 1) & (truth == 1)).sum())
+        agree["false_px_kept"] += int(((lab == 1) & (truth == 0)).sum())
+        agree["unsure_px"] += int((lab == 255).sum())
+    return pairs, agree
+
+
 def _score(model, images: Path, masks: Path) -> dict[str, float]:
     from napari_lesionseg.core.batch import evaluate_pairs, find_eval_pairs
     from napari_lesionseg.core.progress import run_to_end
@@ -174,6 +227,10 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
     from napari_lesionseg.core.pairs import match_pairs
 
     pairs = [p for p in match_pairs(*pool) if p.id in set(ids)]
+    agree = None
+    if args.corrections != "full":  # what a review through the queue leaves, not the whole truth
+        pairs, agree = _queue_pairs(args.model, pool, ids, out.with_name(f"{out.name}_labels"), args.queue_regions,
+                                    args.corrections == "queue_unsure")
     extra = {k: v for k, v in (("replay_share", args.replay_share), ("calibration", args.calibration),
                                ("lr", args.lr), ("freeze_batchnorm", args.freeze_batchnorm),
                                ("max_steps", args.max_steps), ("guard_margin", args.guard_margin),
@@ -188,7 +245,7 @@ def _finetuned(pool: tuple[Path, Path], ids: list[str], out: Path, minutes: floa
             scores["recovery"] = _recovery(scores["dice_ds"], shifted, lost)
         runs.append({"seed": seed, **got})
     mean = {k: float(np.mean([r[k] for r in runs])) for k in runs[0] if k not in ("seed", "steps", "best_step", "blends")}
-    return {**mean, "runs": runs}
+    return {**mean, "runs": runs, **({"corrections": agree} if agree is not None else {})}
 
 
 def _ceiling(model_dir: Path, cam: str, root: Path, ids: list[str], steps: int, scored: tuple[Path, Path],
@@ -239,6 +296,12 @@ def main() -> None:
                     help="also score the base model through each part of each camera alone and the camera without it")
     ap.add_argument("--ceiling", type=int, default=0, metavar="STEPS",
                     help="also fine-tune on the base model's training photos through each camera for STEPS steps")
+    ap.add_argument("--corrections", default="full", choices=["full", "queue", "queue_unsure"],
+                    help="what the fine-tune's photos are corrected to: their whole IDRiD masks (full), or the "
+                         "base model's masks set right round the first --queue-regions regions of the review "
+                         "queue only, the rest as the model drew it (queue) or its untouched lesions unsure "
+                         "(queue_unsure): an annotator who walked the queue (queue_corrected)")
+    ap.add_argument("--queue-regions", type=int, default=20, help="regions of the queue walked per photo")
     ap.add_argument("--model", type=Path, default=None,
                     help="the base model folder (default: the shipped default); it must name 6 or more annotated "
                          "photos it never trained on, e.g. a cross-validation fold model when the shipped one "
@@ -326,6 +389,7 @@ def main() -> None:
                                "train_only": args.train_only, "members": list(args.members), "lr": args.lr,
                                "seeds": args.seeds,
                                "keep_base_if_better": not args.no_keep_base, "steps": args.steps, "max_steps": args.max_steps,
+                               "corrections": args.corrections, "queue_regions": args.queue_regions,
                                "replay_share": args.replay_share, "guard_margin": args.guard_margin, "blend": args.blend, "blends": list(args.blends), "calibration": args.calibration, "unshifted": unshifted, "cameras": rows,
                                "camera_settings": CAMERAS}, indent=2))
     print(f"wrote {out}")

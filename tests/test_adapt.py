@@ -229,3 +229,36 @@ def test_a_time_budget_stops_at_max_steps(tmp_path, tiny_model_dir, small_pairs)
     budget = Budget(minutes=5.0, max_steps=3, replay_share=0.0)
     run_to_end(fine_tune(tiny_model_dir, pairs, budget, tmp_path / "capped"))
     assert load_model_folder(tmp_path / "capped").metrics["steps"] == 3
+
+
+def test_a_queue_walk_corrects_round_the_regions_shown_only() -> None:
+    """benchmarks/adapt.py's simulated annotator: the first region of the queue is set to the
+    truth round it, a region further down stays as the model drew it (or unsure)."""
+    from types import SimpleNamespace
+
+    from helpers import benchmark_module
+    from napari_lesionseg.core.model_config import ReviewConfig
+
+    adapt = benchmark_module("adapt")
+    h, w = 200, 300
+    prob = np.zeros((h, w), np.float32)
+    mask = np.zeros((h, w), np.uint8)
+    truth = np.zeros((h, w), np.uint8)
+    mask[20:40, 20:40] = 1  # a false alarm, the likelier mistake (lower probability)
+    prob[20:40, 20:40] = 0.55
+    mask[150:170, 220:240] = 1  # a lesion found, the mask one pixel row too tall
+    prob[150:170, 220:240] = 0.95
+    truth[151:170, 220:240] = 1
+    truth[100:110, 100:110] = 1  # a miss with no probability: no region shows it
+    pred = SimpleNamespace(mask=mask, probability=prob, fuzzy=np.zeros((h, w), np.float32), threshold=0.5,
+                           review=ReviewConfig(false_alarm_rate=[[0.5, 1.0], [0.9, 0.1]],
+                                               missed_rate=[[0.0, 0.5], [0.1, 0.1]]))
+    one = adapt.queue_corrected(pred, truth, 1)
+    assert not one[20:40, 20:40].any()  # deleted: shown first
+    assert one[150, 220:240].all() and one[151:170, 220:240].all()  # not shown: as the model drew it
+    assert not one[100:110, 100:110].any()  # never shown, never painted
+    both = adapt.queue_corrected(pred, truth, 2)
+    assert not both[150].any() and both[151:170, 220:240].all()  # shown: set to the truth round it
+    unsure = adapt.queue_corrected(pred, truth, 1, unsure_rest=True)
+    assert (unsure[150:170, 220:240] == 255).all() and not unsure[20:40, 20:40].any()
+    assert set(np.unique(unsure)) == {0, 255}
