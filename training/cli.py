@@ -14,8 +14,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                    help="TOML file, or a preset: default, tiny, ... (with --resume: the run's own, unless given)")
     p.add_argument("--images", default=None, help="IDRiD-layout root, or an images folder (with --masks)")
     p.add_argument("--masks", default=None)
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock budget (a resumed run's earlier sittings count towards it)")
+    p.add_argument("--steps", type=int, default=None, help="step budget (the whole run's, as --minutes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--out", type=Path, required=True, help="run folder (best model ends in OUT/best)")
     p.add_argument("--resume", action="store_true",
