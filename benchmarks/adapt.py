@@ -142,6 +142,7 @@ def _queue_pairs(model_dir: Path, pool: tuple[Path, Path], ids: list[str], out: 
     from napari_lesionseg.core.inference import predict
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.pairs import Pair
+    from napari_lesionseg.core.progress import run_to_end
 
     model = load_model_folder(model_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +150,7 @@ def _queue_pairs(model_dir: Path, pool: tuple[Path, Path], ids: list[str], out: 
     for iid in ids:
         rgb, _ = read_image(pool[0] / f"{iid}.png")
         truth = (read_mask(pool[1] / f"{iid}.png", shape=rgb.shape[:2]) == 1).astype(np.uint8)
-        lab = queue_corrected(predict(model, rgb), truth, regions, unsure_rest)
+        lab = queue_corrected(run_to_end(predict(model, rgb)), truth, regions, unsure_rest)
         Image.fromarray(lab).save(out / f"{iid}.png")
         pairs.append(Pair(iid, pool[0] / f"{iid}.png", out / f"{iid}.png", label_map=True))
         agree["lesion_px_truth"] += int(truth.sum())

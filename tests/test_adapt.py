@@ -262,3 +262,31 @@ def test_a_queue_walk_corrects_round_the_regions_shown_only() -> None:
     unsure = adapt.queue_corrected(pred, truth, 1, unsure_rest=True)
     assert (unsure[150:170, 220:240] == 255).all() and not unsure[20:40, 20:40].any()
     assert set(np.unique(unsure)) == {0, 255}
+
+
+def test_queue_corrections_are_label_maps_of_the_base_models_own_masks(tmp_path, tiny_model_dir, small_pairs) -> None:
+    """adapt.py --corrections queue: each photo's base-model prediction walked, written as a
+    label map the fine-tune reads (0 / 1 / 255) at the photo's size."""
+    from PIL import Image
+
+    from helpers import benchmark_module
+    from napari_lesionseg.core.image_io import read_image
+    from napari_lesionseg.core.pairs import match_pairs
+
+    adapt = benchmark_module("adapt")
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir()
+    masks.mkdir()
+    truth_px, shapes = 0, {}
+    for p in match_pairs(small_pairs / "images", small_pairs / "masks"):
+        rgb, _ = read_image(p.image)
+        m = p.read_mask(rgb.shape[:2])
+        Image.fromarray(rgb).save(images / f"{p.id}.png")
+        Image.fromarray(np.where(m == 1, 255, 0).astype(np.uint8)).save(masks / f"{p.id}.png")
+        truth_px, shapes[p.id] = truth_px + int((m == 1).sum()), rgb.shape[:2]
+    pairs, agree = adapt._queue_pairs(tiny_model_dir, (images, masks), sorted(shapes), tmp_path / "labels", 20, True)
+    assert [p.id for p in pairs] == sorted(shapes) and all(p.label_map for p in pairs)
+    for p in pairs:
+        lab = p.read_mask()
+        assert lab.shape == shapes[p.id] and set(np.unique(lab).tolist()) <= {0, 1, 255}
+    assert agree["lesion_px_truth"] == truth_px and agree["lesion_px_kept"] <= truth_px
