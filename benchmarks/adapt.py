@@ -1,7 +1,9 @@
 """Benchmark: adapting a model (the shipped one unless told) to simulated cameras: without labels
 (BatchNorm statistics re-estimated on the new camera's photos, ``training/adapt.py``) and with
 them (``fine_tune`` on N corrected photos with the Fine-tune button's defaults: 2 minutes, as
-``lesionseg finetune --images --masks --minutes 2`` runs it; "corrected" = their IDRiD masks).
+``lesionseg finetune --images --masks --minutes 2`` runs it; "corrected" = their IDRiD masks, or
+with ``--corrections queue`` what an annotator who walked the review queue's first
+``--queue-regions`` regions leaves: :func:`queue_corrected`).
 
 Photos: the annotated photos the base model (``--model``, default the shipped one) never
 trained on (``LoadedModel.unseen_photos``: ``metrics.json``'s ``held_out``, or its
@@ -20,6 +22,7 @@ adapting costs the old camera). Prints a table, writes results/adapt.json.
                                [--freeze-batchnorm] [--train-only all|decoder|early|norm] [--members I,J]
                                [--lr LR]
                                [--seeds 0,1,2] [--n 1,3,5 --keep 0.0] [--out adapt.json]
+                               [--corrections full|queue|queue_unsure] [--queue-regions 20]
 
 ``--seeds``: each fine-tune once per seed (crops, augmentation); the table gives their mean and
 range, the JSON each run (one run is noisy: the seed alone moves Dice by up to 0.06).
