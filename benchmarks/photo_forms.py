@@ -228,8 +228,9 @@ def dark(model, limit: int = 0) -> dict:
             m = pred.mask > 0
             if f == 1:
                 itself = m
-            row[str(f)] = {"gt": _counts(m, gt), "as_is": _counts(m, itself), "median": retina_median(dim),
-                           "warned": F.dark_doubt(dim, F.detect_fov(dim)) is not None}
+            fov = F.detect_fov(dim)  # what predict found too: once for the median and the warning
+            row[str(f)] = {"gt": _counts(m, gt), "as_is": _counts(m, itself),
+                           "median": F.retina_median(dim, fov) or 0.0, "warned": F.dark_doubt(dim, fov) is not None}
         rows.append(row)
         print(f"{photo.stem} done", flush=True)
     summary = {}
