@@ -321,6 +321,8 @@ def _version_row(path: Path, active: bool) -> str:
         scores = [f"{label} {old[k]:.3f} -> {new[k]:.3f}" for k, label in (("dice_ds", "Dice"), ("aupr", "AUPR"))
                   if isinstance(old.get(k), (int, float)) and isinstance(new.get(k), (int, float))]
         text += f"  {', '.join(scores)}" + (f" ({metrics['validation']})" if metrics.get("validation") else "")
+    if metrics.get("best_step") == 0:  # no fine-tuned checkpoint beat its parent (finetune_outcome.outcome)
+        text += "  [its parent's weights: no fine-tuned checkpoint scored better]"
     return text
 
 

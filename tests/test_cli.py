@@ -256,6 +256,9 @@ def test_a_run_folder_is_never_trained_over_and_resumes_with_its_own_recipe(tmp_
     _one_clear_line(lesionseg("train", "--steps", "6", "--out", tmp_path / "typo", "--resume"),
                     str(tmp_path / "typo"), "holds no training run to resume")
     _one_clear_line(lesionseg("train", *data, "--steps", "6", "--out", tmp_path / "new"), "--config is required")
+    # no time at all is a typo, not a run (it once trained a step and wrote a "best model")
+    _one_clear_line(lesionseg("train", "--config", "tiny", *data, "--minutes", "0", "--out", tmp_path / "new"),
+                    "run.minutes", "more than 0")
     assert _files(run) == before and not (tmp_path / "typo").exists() and not (tmp_path / "new").exists()
 
     r = lesionseg("train", "--out", run, "--resume", "--steps", "6", "--set", "run.threads=1")
@@ -588,6 +591,21 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     new = [v for v in reg.versions() if v != "tiny"]
     assert len(new) == 1 and f"--promote {new[0]}" in r.stdout
+    # the verdict the dock shows, here too: when a forgetting check no checkpoint can pass (margin -1)
+    # keeps the old model, the version holds its weights and nothing suggests promoting it
+    from lesionseg_training.replay import write_replay
+    from napari_lesionseg.core.pairs import match_pairs
+
+    write_replay(reg.dir / "tiny", match_pairs(small_pairs / "images", small_pairs / "masks"),
+                 load_model_folder(reg.dir / "tiny").config.preprocess)
+    r = lesionseg("finetune", "--project", proj, "--steps", "2", "--guard-margin", "-1", timeout=600)
+    kept = [v for v in reg.versions() if v not in ("tiny", new[0])]
+    assert r.returncode == 0 and len(kept) == 1, r.stderr
+    assert f"new version {kept[0]} keeps the old weights, so using it changes nothing" in r.stdout
+    assert "on the 2 photo(s) it trained on" in r.stdout and "--promote" not in r.stdout
+    rows = {ln.split()[0]: ln for ln in lesionseg("models", "--project", proj).stdout.splitlines()}
+    assert "its parent's weights" in rows[kept[0]] and "its parent's weights" not in rows[new[0]]
+    reg.discard(kept[0])
     lineage = json.loads((reg.dir / new[0] / "lineage.json").read_text())
     assert lineage["parent"]["version"] == load_model_folder(tiny_model_dir).version  # the active model, not the default
 
@@ -606,6 +624,18 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     # a mistyped project of a command that reads one makes no empty project there
     _one_clear_line(lesionseg("finetune", "--project", tmp_path / "typo", "--steps", "2"), "typo", "not a plugin project")
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_finetune_option_out_of_range_is_one_clear_line_and_nothing_is_made(tmp_path: Path,
+                                                                               small_pairs: Path) -> None:
+    """A budget the fine-tune cannot run (a blend share of 2 once raised a traceback; no minutes
+    at all, or a replay share above 1, once trained anyway) is refused naming the option, before
+    a photo is read or a folder made."""
+    base = ("finetune", "--images", small_pairs / "images", "--masks", small_pairs / "masks", "--out", tmp_path / "v")
+    for option, value in (("--blend", "2"), ("--minutes", "0"), ("--replay-share", "1.5"), ("--lr", "0")):
+        line = _one_clear_line(lesionseg(*base, option, value), option, "must be")
+        assert value in line
+    assert not (tmp_path / "v").exists()
 
 
 def test_evaluate_scores_a_projects_models_against_its_saved_corrections(tmp_path: Path, small_pairs: Path,

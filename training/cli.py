@@ -183,11 +183,13 @@ def budget_from_args(args: argparse.Namespace):
 def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_lesionseg.core.bundled import resolve_model
     from napari_lesionseg.core.errors import LesionsegInputError
+    from napari_lesionseg.core.finetune_outcome import outcome, verdict
     from napari_lesionseg.core.pairs import match_pairs
     from napari_lesionseg.core.progress import run_to_end
 
     from .finetune import fine_tune
 
+    budget = budget_from_args(args)  # an out-of-range option is refused before anything is read
     model, out_dir = args.model, args.out
     if args.project is not None:
         from napari_lesionseg.cli import existing_project, project_model
@@ -205,13 +207,25 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if out_dir is None:
             raise LesionsegInputError(args.images, "--out (the new model folder) is required with --images")
         pairs = match_pairs(args.images, args.masks)
-    budget = budget_from_args(args)
-    out = run_to_end(fine_tune(resolve_model(model), pairs, budget, out_dir),
-                     lambda ev: _emit(ev, args.events))
+    events: list[dict] = []
+
+    def emit(ev: dict) -> None:
+        events.append(ev)
+        _emit(ev, args.events)
+
+    out = run_to_end(fine_tune(resolve_model(model), pairs, budget, out_dir), emit)
     if args.events == "text":
+        done = next((e for e in reversed(events) if e.get("event") == "finished"), {})
+        plan = next((e for e in events if e.get("event") == "plan"), {})
+        kind = outcome(done)
         print(f"new model: {out}")
-        if args.project is not None and Path(out).parent == reg.dir:
-            print(f"to use it in this project: lesionseg models --project {project.root} --promote {Path(out).name}")
+        print(verdict(done, plan, Path(out).name) + {
+            "worse": ": keep using the old model, or use this one knowing that",
+            "kept": ", so using it changes nothing; correct more photos and fine-tune again",
+            "new": ""}[kind])
+        if args.project is not None and Path(out).parent == reg.dir and kind != "kept":
+            print(f"to use it in this project{' anyway' if kind == 'worse' else ''}: "
+                  f"lesionseg models --project {project.root} --promote {Path(out).name}")
     return 0
 
 

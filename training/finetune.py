@@ -19,6 +19,7 @@ import torch
 
 from napari_lesionseg.core.atomic import TMP_SUFFIX
 from napari_lesionseg.core.batch import evaluate_pairs
+from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
 from napari_lesionseg.core.pairs import Pair
@@ -81,6 +82,36 @@ class Budget:
     # folds where the checkpoint alone did in 10, at some of a harsh camera's recovery
     # (benchmarks/README.md "Blending"). None or 0: the checkpoint as trained
     blend: float | None = 0.5
+
+    def __post_init__(self) -> None:
+        """Refuse an out-of-range budget before anything is read, trained or written, naming
+        the field and ``lesionseg finetune``'s option for it."""
+        def bad(name: str, what: str) -> None:
+            raise ConfigError(f"--{name.replace('_', '-')} (Budget.{name}): must be {what}, "
+                              f"not {getattr(self, name)!r}")
+
+        for name in ("steps", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                bad(name, "a whole number of at least 1")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 0):
+            bad("max_steps", "a whole number of at least 0 (0: train until the time is up)")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            bad("minutes", "more than 0")
+        if not (math.isfinite(self.lr) and 0 < self.lr < 1):
+            bad("lr", "between 0 and 1 (the default is 2e-4)")
+        if not 0.0 <= self.replay_share <= 1.0:
+            bad("replay_share", "within 0-1 (a share of the crops)")
+        if self.blend is not None and not 0.0 <= self.blend <= 1.0:
+            bad("blend", "within 0-1 (the base model's share of the weights)")
+        if self.guard_margin is not None and not math.isfinite(self.guard_margin):
+            bad("guard_margin", "a finite AUPR margin")
+        if self.calibration not in ("held_out", "all", "keep"):
+            bad("calibration", "held_out, all or keep")
+        if self.train_only not in ("all", "decoder", "early", "norm"):
+            bad("train_only", "all, decoder, early or norm")
+        if any(not isinstance(i, int) or i < 0 for i in self.members):
+            bad("members", "member indices of 0 or more")
 
 
 def check_blend_share(base_share: float) -> None:

@@ -7,6 +7,7 @@ would need a writer; we write ``config.json``).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -319,7 +320,9 @@ class RunConfig:
     snapshots: bool = False
 
     def __post_init__(self) -> None:
-        require(1 <= self.steps <= 10_000_000, "run.steps", "out of range")
+        require(1 <= self.steps <= 10_000_000, "run.steps", "out of range 1..10000000")
+        require(self.minutes is None or (math.isfinite(self.minutes) and self.minutes > 0), "run.minutes",
+                f"must be more than 0 minutes (or unset: no time limit), not {self.minutes}")
         require(self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"), "run.device",
                 f"{self.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
         require(self.eval_every >= 1 and self.log_every >= 1, "run", "eval_every/log_every must be >= 1")

@@ -22,13 +22,20 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.errors import LesionsegInputError
+from ..core.finetune_outcome import (
+    SCORE_KEYS,
+    outcome,
+    scored_in_sample,
+    scored_on,
+    scores_worse,
+    verdict,
+)
 from ..core.registry import Registry
 from .shared import DockWidget, ProjectField, button, panel, session_for
 
 if TYPE_CHECKING:
     import napari
 
-SCORE_KEYS = ("aupr", "dice_ds", "recall_ds", "precision_ds")
 DEFAULT_VERSION = "default (shipped)"
 
 
@@ -331,18 +338,14 @@ class FinetuneWidget(DockWidget):
         rows = [f"{k}: {done.get('old_' + k, float('nan')):.3f} -> {done.get('new_' + k, float('nan')):.3f}"
                 for k in SCORE_KEYS]
         self.scores.setText(f"old -> new {scored_on(plan)}\n" + "\n".join(rows))
-        self.worse = scores_worse(done)
-        self.kept_base = done.get("best_step") == 0
+        kind = outcome(done)
+        self.worse = scores_worse(done) if kind == "worse" else ""
+        self.kept_base = kind == "kept"
         self.promote_button.text = "Promote"
-        if self.worse:
-            self.status.setText(f"new version {self.new_version.name} scores WORSE than the old model "
-                                f"({self.worse}): discard it, or promote it anyway")
-        elif self.kept_base:
-            self.status.setText(f"no fine-tuned checkpoint scored better than the old model {scored_on(plan)}: "
-                                f"new version {self.new_version.name} keeps the old weights, so there is nothing "
-                                "to promote; correct more photos and fine-tune again, or discard it")
-        else:
-            self.status.setText(f"new version {self.new_version.name}: promote it to use it, or discard it")
+        advice = {"worse": ": discard it, or promote it anyway",
+                  "kept": ", so there is nothing to promote; correct more photos and fine-tune again, or discard it",
+                  "new": ": promote it to use it, or discard it"}[kind]
+        self.status.setText(verdict(done, plan, self.new_version.name) + advice)
         # a version that kept the old weights would change nothing but the version's name
         self.promote_button.enabled = not self.kept_base
         self.discard_button.enabled = True
@@ -450,21 +453,8 @@ class FinetuneWidget(DockWidget):
 
 
 
-def scored_in_sample(plan: dict[str, Any]) -> bool:
-    """The fine-tune's plan scored old and new on photos it also trained on (too few to hold out)."""
-    val = plan.get("val", [])
-    return bool(val) and set(val) <= set(plan.get("train", []))
 
 
-def scored_on(plan: dict[str, Any]) -> str:
-    """Which photos the old -> new scores rest on, from the fine-tune's plan event."""
-    val = plan.get("val", [])
-    if not val:
-        return "(no validation photos)"
-    if scored_in_sample(plan):
-        return (f"on the {len(val)} photo(s) it trained on (too few corrections to hold any out: "
-                "optimistic)")
-    return f"on {len(val)} held-out photo(s) ({', '.join(val)})"
 
 
 # The live Dice is the training loop's check: the network alone (one view, no calibration) on
@@ -483,14 +473,6 @@ def dice_axis_label(plan: dict[str, Any]) -> str:
     if scored_in_sample(plan):  # short: the label runs along the plot's height
         return "quick Dice, in-sample"
     return f"quick Dice, {len(val)} held-out" if val else "quick Dice"
-
-
-def scores_worse(done: dict[str, Any]) -> str:
-    """What the new model scores worse on (Dice or AUPR by more than 0.005), or ''."""
-    worse = [f"{k} {done['old_' + k]:.3f} -> {done['new_' + k]:.3f}" for k in ("dice_ds", "aupr")
-             if done.get("old_" + k) is not None and done.get("new_" + k) is not None
-             and done["new_" + k] < done["old_" + k] - 0.005]
-    return "; ".join(worse)
 
 
 def _compare_job(old_dir: Path, new_dir: Path, data: Any) -> Any:
