@@ -75,6 +75,22 @@ def test_float_tiff_and_nan(tmp_path: Path) -> None:
         read_image(tmp_path / "nan.tif")
 
 
+
+def test_a_colour_float_tiff_pillow_cannot_open_reads(tmp_path: Path) -> None:
+    """An RGB float32 TIFF (a scientific pipeline's export) is TIFF all the same: Pillow cannot
+    open it, tifffile can; it once read as "not a recognised image file". A sample type that is
+    no picture (complex) is a clear error naming the file."""
+    from napari_lesionseg.core.image_io import decodable
+
+    tifffile.imwrite(tmp_path / "rgbf.tif", _rgb().astype(np.float32) / 255.0, photometric="rgb")
+    rgb, meta = read_image(tmp_path / "rgbf.tif")
+    np.testing.assert_array_equal(rgb, _rgb())
+    assert meta.format == "TIFF" and meta.bit_depth == 32 and decodable(tmp_path / "rgbf.tif")
+    tifffile.imwrite(tmp_path / "c.tif", _rgb().astype(np.complex64), photometric="rgb")
+    with pytest.raises(LesionsegInputError, match=r"c\.tif.*sample type complex64"):
+        read_image(tmp_path / "c.tif")
+
+
 def test_exif_orientation_applied(tmp_path: Path) -> None:
     a = np.zeros((10, 20, 3), np.uint8)
     a[:, :5] = 255  # white band on the left

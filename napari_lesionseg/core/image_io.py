@@ -125,6 +125,35 @@ def _tiff_array(path: Path, data: bytes) -> NDArray | None:
         raise LesionsegInputError(path, f"TIFF cannot be decoded ({err})") from None
 
 
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # classic and BigTIFF, either byte order
+
+
+def _pillow_opens(data: bytes) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)):
+                return True
+        except Exception:  # noqa: BLE001 - any failure: Pillow cannot take it
+            return False
+
+
+def _read_tiff_only(p: Path, data: bytes, max_pixels: int) -> tuple[NDArray[np.uint8], ImageMeta]:
+    """A TIFF that Pillow cannot open (float32 or other sample formats it lacks), by tifffile."""
+    arr = _tiff_array(p, data)
+    if arr is None:  # pragma: no cover - tifffile is a dependency
+        raise LesionsegInputError(p, "not a recognised image file (expected JPEG, PNG, TIFF or BMP)")
+    planar = arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (1, 2, 3, 4)
+    h, w = arr.shape[-2:] if planar else arr.shape[:2]
+    if h * w > max_pixels:
+        raise LesionsegInputError(p, f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
+                                     "(a possible decompression bomb; raise max_pixels if the image is genuine)")
+    rgb = to_rgb_uint8(arr, p)
+    return rgb, ImageMeta(path=str(p), width=rgb.shape[1], height=rgb.shape[0], mode=str(arr.dtype), format="TIFF",
+                          bit_depth=arr.dtype.itemsize * 8, exif_orientation=1,
+                          sha256=hashlib.sha256(data).hexdigest())
+
+
 def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
     """Turn a decoded array or a napari layer's data (gray, gray+alpha, RGB, RGBA; any numeric
     dtype) into RGB uint8: the one rule for files and layers (16-bit scaled by 65535, 8-bit
@@ -135,6 +164,8 @@ def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[-1] not in (1, 2, 3, 4):
         raise LesionsegInputError(path, f"unsupported image layout with shape {arr.shape}")
+    if arr.dtype.kind not in "fuib":
+        raise LesionsegInputError(path, f"unsupported sample type {arr.dtype} (expected integers or floats)")
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise LesionsegInputError(path, "image contains NaN or infinite values")
@@ -166,6 +197,11 @@ def decodable(path: str | os.PathLike[str]) -> bool:
         with Image.open(path):
             return True
     except (OSError, ValueError, Image.DecompressionBombError):  # UnidentifiedImageError is an OSError
+        pass
+    try:  # a TIFF Pillow cannot open (float32): read_image decodes it with tifffile
+        with open(path, "rb") as f:
+            return f.read(4) in TIFF_MAGIC
+    except OSError:
         return False
 
 
@@ -195,6 +231,8 @@ def read_image(
     """
     p = Path(path)
     data = _read_bytes(p)
+    if data[:4] in TIFF_MAGIC and not _pillow_opens(data):  # e.g. a float32 RGB TIFF
+        return _read_tiff_only(p, data, max_pixels)
     im = _open(p, data, max_pixels)
     fmt = im.format or "?"
     bit_depth = _bit_depth(im)
