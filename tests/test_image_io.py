@@ -175,8 +175,12 @@ def test_idrid_style_palette_mask_from_sample() -> None:
 def test_bad_masks(tmp_path: Path) -> None:
     m = np.zeros((8, 9), np.uint8)
     m[1, 1] = 7
+    Image.fromarray(m).save(tmp_path / "odd.png")  # one value besides 0: says what to save instead
+    with pytest.raises(LesionsegInputError, match="only 0 and 7; lesions must be 255 or 1.*save the mask with 7 as 255"):
+        read_mask(tmp_path / "odd.png")
+    m[2, 2] = 1
     Image.fromarray(m).save(tmp_path / "odd.png")
-    with pytest.raises(LesionsegInputError, match="0/1/255"):
+    with pytest.raises(LesionsegInputError, match=r"values other than 0/1/255 \(0, 1, 7\)"):
         read_mask(tmp_path / "odd.png")
     Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "m.png")
     with pytest.raises(LesionsegInputError, match="mask is 9x8 but its image is 10x8"):

@@ -355,6 +355,12 @@ def read_mask(
         out = (arr > 0).astype(np.uint8)
     elif vals <= {0, 1, 255}:
         out = arr.astype(np.uint8)
+    elif len(vals) == 2 and 0 in vals:  # one other value: lesion, or one class of a class-index mask?
+        v = max(vals)
+        raise LesionsegInputError(
+            p, f"mask holds only 0 and {v}; lesions must be 255 or 1 (it may be one class of a mask with several): "
+               f"if {v} marks the lesion, save the mask with {v} as 255"
+        )
     else:
         raise LesionsegInputError(
             p, f"mask has values other than 0/1/255 ({_values_text(vals)}); cannot tell lesion from background"
