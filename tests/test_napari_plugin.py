@@ -250,6 +250,37 @@ def test_gui_on_a_folder_opens_each_photo(make_napari_viewer, qtbot, small_pairs
     _one_clear_line(lesionseg("gui", many), "too many to open at once", "--project")
 
 
+
+def test_photos_napari_reads_wrongly_are_shown_as_the_photo(make_napari_viewer, qtbot, small_pairs, tmp_path) -> None:
+    """napari's own reader showed a CMYK JPEG as RGBA (the inks as colours, the black ink as
+    opacity: a black, see-through photo that the dock segmented as inverted colours, "does not
+    look like a fundus photograph") and a planar TIFF as three gray slices (not offered to
+    segment). With a dock open both are shown, and segmented, as the photo our reader (the
+    command line's) decodes, under their own names and in their places."""
+    import tifffile
+    from PIL import Image
+
+    from napari_lesionseg._qt.launch import open_segment_window
+    from napari_lesionseg.core.image_io import read_image
+
+    photo = np.asarray(Image.open(small_pairs / "images" / "IDRiD_16.jpg").reduce(4))
+    Image.fromarray(photo).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(photo, -1, 0), photometric="rgb", planarconfig="separate")
+    Image.fromarray(photo).save(tmp_path / "plain.png")
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "cmyk.jpg"))
+    assert viewer.layers["cmyk"].data.shape[-1] == 4  # napari's reading, before a dock opens
+    widget = open_segment_window(viewer, [tmp_path / "planar.tif", tmp_path / "plain.png"])
+    qtbot.waitUntil(lambda: viewer.layers["planar"].rgb and viewer.layers["cmyk"].data.shape[-1] == 3, timeout=5000)
+    assert [ly.name for ly in viewer.layers] == ["cmyk", "planar", "plain"]
+    for name, file in (("cmyk", "cmyk.jpg"), ("planar", "planar.tif")):
+        np.testing.assert_array_equal(viewer.layers[name].data, read_image(tmp_path / file)[0])
+    np.testing.assert_array_equal(viewer.layers["planar"].data, photo)
+    assert viewer.layers["cmyk"].contrast_limits == [0, 255]
+    assert sorted(widget.image_picker.names) == ["cmyk", "plain", "planar"]
+    assert viewer.layers["plain"].data.shape == photo.shape  # a photo napari reads right is left as it is
+
+
 @pytest.mark.gui
 def test_a_project_opened_with_file_open_is_reviewed_and_its_edits_kept(make_napari_viewer, qtbot, tmp_path,
                                                                         small_pairs) -> None:

@@ -32,7 +32,51 @@ def session_for(viewer: Any) -> AnnotationSession:
         forget_closed_photos(viewer, session)
         follow_project_switches(viewer, session)
         follow_layer_names(viewer, session)
+        mend_misread_photos(viewer)
     return session
+
+
+def mend_misread_photos(viewer: Any) -> None:
+    """Photo layers napari's own reader got wrong (``image_io.napari_misread``: a CMYK JPEG,
+    a planar TIFF) get the photo as our reader decodes it, which is what ``lesionseg predict``
+    segments: the layers in the viewer now, and any added later (a turn later, outside the
+    layer list's own event)."""
+    from napari.layers import Image
+    from napari.utils.notifications import show_info
+
+    from ..core.image_io import napari_misread, read_image
+
+    def mend(layer: Any) -> None:
+        if layer not in viewer.layers:
+            return
+        path = layer.metadata.get("path") or getattr(layer.source, "path", None)
+        reason = napari_misread(path, layer.data.shape, layer.rgb) if path else None
+        if reason is None:
+            return
+        name = layer.name
+        try:
+            rgb, _ = read_image(path)
+        except LesionsegInputError as err:
+            show_info(f"'{name}' is {reason}, and it cannot be read as a photo: {err}")
+            return
+        if layer.rgb:
+            layer.data = rgb
+            layer.contrast_limits = (0, 255)
+        else:  # the layer's dimensions change: a new layer in its place, under its name
+            index = viewer.layers.index(layer)
+            viewer.layers.remove(layer)
+            viewer.add_image(rgb, name=name, rgb=True, metadata={**layer.metadata, "path": str(path)})
+            viewer.layers.move(len(viewer.layers) - 1, index)
+        show_info(f"'{name}': {Path(path).name} is {reason}; it is shown as the colour photo it holds "
+                  "(what lesionseg predict segments)")
+
+    def check(layers: Any) -> None:
+        for layer in layers:
+            if isinstance(layer, Image) and not layer.metadata.get("lesionseg"):
+                QTimer.singleShot(0, lambda ly=layer: mend(ly))
+
+    check(list(viewer.layers))
+    viewer.layers.events.inserted.connect(lambda event: check([event.value]))
 
 
 def follow_layer_names(viewer: Any, session: AnnotationSession) -> None:

@@ -205,6 +205,27 @@ def decodable(path: str | os.PathLike[str]) -> bool:
         return False
 
 
+def napari_misread(path: str | os.PathLike[str], shape: tuple[int, ...], rgb: bool) -> str | None:
+    """What napari's own reader got wrong in a photo layer of ``shape`` (``rgb``: shown as
+    colour) read from ``path``, or None: a CMYK JPEG arrives as RGBA (the inks as colours,
+    the black ink as opacity: a mostly transparent, inverted photo) and a planar TIFF, colour
+    stored plane by plane, as three gray slices. :func:`read_image` reads both as the RGB
+    photo; only the file's header is read here."""
+    if not ((rgb and len(shape) == 3 and shape[-1] == 4)
+            or (not rgb and len(shape) == 3 and shape[0] in (3, 4) and shape[-1] > 4)):
+        return None
+    try:
+        with Image.open(path) as im:
+            fmt, mode = im.format, im.mode
+    except (OSError, ValueError, Image.DecompressionBombError):
+        fmt, mode = "TIFF" if decodable(path) else None, None  # a TIFF only tifffile opens
+    if rgb and mode == "CMYK":
+        return "a CMYK JPEG, which napari shows as RGBA (inverted colours, mostly transparent)"
+    if not rgb and fmt == "TIFF":
+        return "a TIFF with its colours stored plane by plane, which napari shows as three gray slices"
+    return None
+
+
 def exif_orientation(path: str | os.PathLike[str]) -> int:
     """The EXIF orientation of an image file (1: as stored; 2-8: :func:`read_image` flips or
     turns the pixels as the tag says), from its header; 1 when it has none or cannot be read."""
