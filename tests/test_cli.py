@@ -702,3 +702,9 @@ def test_a_clinics_patient_folders_are_segmented_with_recursive(tmp_path: Path, 
                   "--model", tiny_model_dir, "--quiet")  # no output files: nothing collides
     assert r.returncode == 0, r.stderr
     assert sorted(f.name for f in (tmp_path / "proj" / "images").iterdir()) == ["OD-2.jpg", "OD.jpg"]
+    # into a project, the patient folders name the photos (the review queue once listed OD, OD-2, OD-3);
+    # the earlier run's outputs in clinic/out are no photos (they were taken for photos: "the image is blank")
+    r = lesionseg("predict", clinic, "-r", "--project", tmp_path / "clinic_proj", "--model", tiny_model_dir, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(f.name for f in (tmp_path / "clinic_proj" / "images").iterdir()) == [
+        "p1_OD.jpg", "p2_OD.jpg", "p2_visit_2_OD.jpg"]

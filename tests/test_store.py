@@ -352,6 +352,28 @@ def _add_in_child(root: Path, photo: Path, go: float) -> int:
     return pid
 
 
+def test_photos_from_patient_folders_are_named_by_their_folders(tmp_path: Path) -> None:
+    """A clinic's folders hold one OD.jpg (right eye) and OS.jpg per patient: a batch over
+    them (``folder``) names them ``p1_OD``, ``p2_OD``, ``p2_visit_2_OD``, not ``OD``, ``OD-2``,
+    ``OD-3`` (which patient?). The same photo opened on its own later (the plugin: no batch)
+    is found under that id, and a photo a project already holds under its stem keeps it."""
+    photos = {}
+    for rel, sample in (("p1", "idrid_04"), ("p2", "idrid_16"), ("p2/visit 2", "idrid_04")):
+        (tmp_path / "clinic" / rel).mkdir(parents=True)
+        photos[rel] = tmp_path / "clinic" / rel / "OD.jpg"
+        photos[rel].write_bytes(sample_paths(sample)[0].read_bytes())
+    photos["p2/visit 2"].write_bytes(photos["p2/visit 2"].read_bytes() + b"\0")  # another photo
+    proj = Project(tmp_path / "proj")
+    assert [proj.add_image(photos[k], folder=k) for k in photos] == ["p1_OD", "p2_OD", "p2_visit_2_OD"]
+    assert [proj.add_image(photos[k]) for k in photos] == ["p1_OD", "p2_OD", "p2_visit_2_OD"]
+    assert [proj.find_image(photos[k]) for k in photos] == ["p1_OD", "p2_OD", "p2_visit_2_OD"]
+    assert proj.image_ids() == ["p1_OD", "p2_OD", "p2_visit_2_OD"]
+    older = Project(tmp_path / "older")  # photos added by their stem before (the plugin, or an earlier batch)
+    assert [older.add_image(photos[k]) for k in photos] == ["OD", "OD-2", "OD-3"]
+    assert [older.add_image(photos[k], folder=k) for k in photos] == ["OD", "OD-2", "OD-3"]
+    assert older.image_ids() == ["OD", "OD-2", "OD-3"]
+
+
 def test_concurrent_add_image_of_two_photos_with_one_id(tmp_path: Path) -> None:
     """Two processes adding different photos with the same stem: both are kept, under two ids
     (before the lock, in 16 of 20 trials one photo silently replaced the other)."""

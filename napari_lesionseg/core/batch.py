@@ -230,7 +230,9 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     if out_dir is not None:
                         write_prediction(out_dir, output_key(name), pred, types, prob_bits)
                     if project is not None:
-                        store_prediction(project, project.add_image(path, readable=True), pred)
+                        # a photo from a subfolder (p1/OD.jpg, p2/OD.jpg) is told apart by its folder: p1_OD
+                        iid = project.add_image(path, readable=True, folder=str(PurePosixPath(name).parent))
+                        store_prediction(project, iid, pred)
                 except OSError as err:
                     stopped = "stopped"
                     raise _write_error(err, out_dir or project.root, result) from None  # type: ignore[union-attr]

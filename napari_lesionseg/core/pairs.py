@@ -124,8 +124,12 @@ def without_masks(files: list[Path]) -> list[Path]:
     ``<stem>`` (``_HE``, ``_mask``, ``_MA``, ``_OD`` ...) is that photo's mask, not a photo; nor
     is what ``lesionseg predict`` wrote for it (``_prob``, ``_fuzzy``, ``_overlay``,
     ``_<T>_prob``, ``_<T>_mask``), so predicting a folder again into itself predicts its photos
-    only."""
+    only. Nor are a photo's outputs without it (``<stem>_mask.png`` beside ``<stem>_prob.png``:
+    an earlier run's output folder inside the folder now given)."""
     stems = {f.stem for f in files}
+    outputs = {f.stem[: -len("_prob")] for f in files if f.stem.endswith("_prob") and f.suffix.lower() == ".png"}
+    outputs &= {f.stem[: -len("_mask")] for f in files if f.stem.endswith("_mask") and f.suffix.lower() == ".png"}
+    stems |= outputs  # the photo these were written for, elsewhere
 
     def is_mask(f: Path) -> bool:
         base, _, tag = f.stem.rpartition("_")

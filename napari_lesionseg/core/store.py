@@ -100,6 +100,16 @@ def _safe_id(name: str) -> str:
     return s
 
 
+FOLDER_ID_DEPTH = 4  # a batch's subfolders an id may name (patient / visit / eye ...)
+
+
+def _id_names(src: Path) -> list[str]:
+    """The names a photo may have been given an id from: its stem, then a batch's
+    ``<folders>_<stem>`` for the last one to ``FOLDER_ID_DEPTH`` folders above it."""
+    parts = [q for q in src.parent.parts if q not in ("", ".", "..", src.anchor)]
+    return [src.stem] + ["_".join([*parts[-k:], src.stem]) for k in range(1, min(len(parts), FOLDER_ID_DEPTH) + 1)]
+
+
 class Project:
     """A project folder; created on first use, repaired on opening (see the module's text)."""
 
@@ -162,14 +172,19 @@ class Project:
 
     # ---- images ----------------------------------------------------------------------------
     def add_image(self, path: str | os.PathLike[str], *, copy: bool = True, image_id: str | None = None,
-                  readable: bool = False) -> str:
+                  readable: bool = False, folder: str | None = None) -> str:
         """Register a photo; returns its image id. Adding the same photo again returns the same
         id. Without ``image_id`` the id is the file stem, or, when a different photo already
         holds that stem (``IMG_0001.JPG`` from two cameras), the first of ``<stem>-2``,
         ``<stem>-3``, ... that is free or holds this photo; a given ``image_id`` that holds a
-        different photo is refused. The check and the write happen under the project's lock, so
-        two processes adding different photos cannot take one id. ``readable``: the caller has
-        just read the photo (a batch that segmented it), so it is not decoded again."""
+        different photo is refused. ``folder``: the subfolder of a batch the photo came from (a
+        clinic's patient folders, ``p1/OD.jpg``, ``p2/OD.jpg``, ``p2/visit 2/OD.jpg``): the id
+        is then the folder and stem (``p1_OD``, ``p2_OD``, ``p2_visit_2_OD``), not ``OD``,
+        ``OD-2``, ``OD-3`` (which patient?). Either way a photo the project holds under the
+        other form of its name keeps that id (:meth:`find_image`). The check and the write happen
+        under the project's lock, so two processes adding different photos cannot take one id.
+        ``readable``: the caller has just read the photo (a batch that segmented it), so it is
+        not decoded again."""
         src = Path(path)
         own = self._own_image(src)
         if own is not None and image_id in (None, own):
@@ -181,7 +196,11 @@ class Project:
             assert rgb is not None
             return self._add_png(rgb, src.stem, sha, src.name, image_id, src)
         with self.lock():
-            iid, held = self._claim(src.stem, sha, image_id, src)
+            held_id = None if image_id is not None else self._held_under_any(src, sha)
+            if held_id is not None:
+                return held_id
+            base = f"{folder}/{src.stem}".replace("/", "_") if folder not in (None, "", ".") else src.stem
+            iid, held = self._claim(base, sha, image_id, src)
             if held:
                 return iid
             (self.root / "images" / f"{iid}{ORIGIN}").unlink(missing_ok=True)  # left by an interrupted add
@@ -258,18 +277,34 @@ class Project:
                 continue
         raise AssertionError("unreachable")
 
+    def _held_as(self, name: str, sha: str) -> str | None:
+        """The id among ``<name>``, ``<name>-2``, ... that holds content ``sha``, or None."""
+        try:
+            iid, held = self._id_for(name, sha)
+        except LesionsegInputError:  # a name no id can be made of
+            return None
+        return iid if held else None
+
     def find_image(self, path: str | os.PathLike[str]) -> str | None:
-        """The id under which this photo (same content, its name stem or ``<stem>-<k>``) is in
-        the project, or None."""
+        """The id under which this photo (same content, its name stem or ``<stem>-<k>``, or as
+        a batch from its folder names it, ``<folder>_<stem>``) is in the project, or None."""
         src = Path(path)
         own = self._own_image(src)
         if own is not None:
             return own
         try:
-            iid, held = self._id_for(src.stem, _sha256_file(src))
-        except (OSError, LesionsegInputError):
+            return self._held_under_any(src, _sha256_file(src))
+        except OSError:
             return None
-        return iid if held else None
+
+    def _held_under_any(self, src: Path, sha: str) -> str | None:
+        """The id holding content ``sha`` under any name ``src`` may have been given: its stem
+        (and ``<stem>-<k>``), or a batch's folder-and-stem for up to the last four folders above
+        it (``p2_OD``, ``p2_visit_2_OD``)."""
+        for name in _id_names(src):
+            if (held := self._held_as(name, sha)) is not None:
+                return held
+        return None
 
     def image_ids(self) -> list[str]:
         ids = set()
