@@ -237,13 +237,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     pairs = _evaluation_pairs(args)
     root = args.project.expanduser() if args.project is not None else None
     model, dev = _load_model(project_model(args.model, root), args.device, args.extra_grids)
+    types = _lesion_types(args.lesions, model)
+    _require_scorable(pairs, model, types, root / "labels" if root is not None else args.masks)
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
                                         threshold=args.threshold, precision=args.precision,
-                                        types=_lesion_types(args.lesions, model), prob_bits=args.prob_bits), bar)
+                                        types=types, prob_bits=args.prob_bits), bar)
     s = res.summary
-    print(f"model '{model.version}'{_grids_note(model)} on {int(s['images'])} images (threshold {ds.threshold:.3f}, "
-          f"probabilities scored as {args.prob_bits}-bit PNGs):")
+    if not s["images"]:  # the photos were reviewed for other types only (scored below)
+        print(f"model '{model.version}': hemorrhages not scored: none of the {len(pairs)} photo(s) was reviewed "
+              "for them")
+    else:
+        _print_hemorrhage_scores(s, model, ds.threshold, args.prob_bits)
+    if s["types"]:
+        print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
+        for t, ts in s["types"].items():
+            print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
+    if args.out is not None:
+        files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
+                                            **({"project": str(args.project)} if args.project is not None else
+                                               {"images": str(args.images), "masks": str(args.masks)}),
+                                            **{k: s[k] for k in ("tta", "grids", "precision", "prob_bits") if k in s},
+                                            **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
+                                            **{k: s[k] for k in ("lesion_precision", "lesion_recall", "gt_lesions",
+                                                                 "pred_lesions")},
+                                            "types": s["types"]})
+        print("wrote " + ", ".join(str(f) for f in files))
+    return _report_failures(res.failures)
+
+
+def _require_scorable(pairs: list, model, types: list[str] | None, where: Path | None) -> None:
+    """Refuse, before any photo is segmented, photos none of which was reviewed for a type
+    this evaluation scores, saying how to score the types they were reviewed for."""
+    from .core.lesion_types import HE, OUTPUT_TYPES
+    from .core.pairs import require_known_types
+
+    scored = [HE, *[t for t in types or [] if t != HE]]
+    spoken = [t for t in OUTPUT_TYPES if any(p.knows(t) for p in pairs)]
+    has = [t for t in spoken if t in model.config.network.outputs]
+    hint = (f"score them with --lesions {','.join(has)}" if has else
+            f"model '{model.version}' has no {', '.join(spoken)} output: a model that has (the bundled multi: "
+            f"--model multi) with --lesions {','.join(spoken)}" if spoken else "")
+    require_known_types(pairs, scored, where, "nothing to score", hint)
+
+
+def _print_hemorrhage_scores(s: dict, model, threshold: float, prob_bits: int) -> None:
+    print(f"model '{model.version}'{_grids_note(model)} on {int(s['images'])} images (threshold {threshold:.3f}, "
+          f"probabilities scored as {prob_bits}-bit PNGs):")
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
               "fuzzy_error_capture", "fuzzy_area_fraction"):
         print(f"  {k:20s} {s[k]:.4f}" + ("   (in pixels, the mean over the images)" if k == "hd95" else ""))
@@ -263,21 +303,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n = int(s["fuzzy_queue_false_alarms"])
     print(f"  {f'false alarms ({n}) in the first 20 regions':42s} {s['fuzzy_queue_false_alarms_shown']:8.3f} "
           f"{s['entropy_queue_false_alarms_shown']:8.3f}")
-    if s["types"]:
-        print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
-        for t, ts in s["types"].items():
-            print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
-    if args.out is not None:
-        files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
-                                            **({"project": str(args.project)} if args.project is not None else
-                                               {"images": str(args.images), "masks": str(args.masks)}),
-                                            **{k: s[k] for k in ("tta", "grids", "precision", "prob_bits") if k in s},
-                                            **{k: v for k, v in s.items() if k.startswith(("fuzzy_", "entropy_"))},
-                                            **{k: s[k] for k in ("lesion_precision", "lesion_recall", "gt_lesions",
-                                                                 "pred_lesions")},
-                                            "types": s["types"]})
-        print("wrote " + ", ".join(str(f) for f in files))
-    return _report_failures(res.failures)
 
 
 def cmd_models(args: argparse.Namespace) -> int:

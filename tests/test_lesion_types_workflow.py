@@ -5,6 +5,7 @@ fine-tune data made from them, and the export's lesion table by type."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -252,3 +253,45 @@ def test_fine_tune_teaches_only_the_types_a_correction_was_reviewed_for(tmp_path
     assert float(moved[outputs.index("HE")]) > 0 and float(moved[outputs.index("EX")]) > 0
     for t in ("MA", "SE", "OD"):  # never reviewed: no gradient, no Adam step
         assert float(moved[outputs.index(t)]) == 0.0, t
+
+
+def test_corrections_reviewed_for_one_other_type_fine_tune_and_score_that_type(tmp_path: Path, multi_model_dir: Path,
+                                                                                tiny_model_dir: Path,
+                                                                                small_pairs: Path) -> None:
+    """A microaneurysm study reviews MA only. Fine-tuning the hemorrhage model on it said "none
+    of the corrected masks marks any lesion" and scoring it crashed (a traceback after "0
+    images"); with the five-output model the fine-tune never chose a checkpoint (hemorrhage
+    AUPR NaN at every check) and reported hemorrhage Dice 1.0 -> 1.0. Now the hemorrhage model
+    is refused naming the types, and the five-output model is fine-tuned, checkpoints chosen
+    and old / new scored on microaneurysms, saying so."""
+    from test_cli import _one_clear_line, lesionseg
+
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.errors import LesionsegInputError
+    from napari_lesionseg.core.finetune_outcome import verdict
+    from napari_lesionseg.core.lesion_types import TYPE_VALUE
+
+    proj = Project(tmp_path / "proj")
+    for stem in ("IDRiD_04", "IDRiD_16"):
+        iid = proj.add_image(small_pairs / "images" / f"{stem}.jpg")
+        he = read_mask(small_pairs / "masks" / f"{stem}_HE.png")
+        proj.save_label(iid, np.where(he == 1, TYPE_VALUE["MA"], 0).astype(np.uint8), types=["MA"])
+    pairs = proj.corrected_pairs()
+    with pytest.raises(LesionsegInputError, match="reviewed for HE; they speak for MA only"):
+        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(steps=1), tmp_path / "no"))
+    assert not (tmp_path / "no").exists()
+    events: list[dict] = []
+    run_to_end(fine_tune(multi_model_dir, pairs, Budget(steps=2, replay_share=0.0), tmp_path / "v2"), events.append)
+    evals = [e for e in events if e["event"] == "eval"]
+    assert evals and all(np.isfinite(e["val_aupr_MA"]) for e in evals)
+    done = next(e for e in events if e["event"] == "finished")
+    assert done["old_type"] == "MA" and np.isfinite(done["old_aupr"]) and np.isfinite(done["new_aupr"])
+    plan = next(e for e in events if e["event"] == "plan")
+    assert "(microaneurysm scores)" in verdict(done, plan, "v2")
+
+    _one_clear_line(lesionseg("evaluate", "--project", proj.root, "--model", tiny_model_dir),
+                    "reviewed for HE; they speak for MA only", "--model multi")
+    _one_clear_line(lesionseg("evaluate", "--project", proj.root, "--model", multi_model_dir), "--lesions MA")
+    r = lesionseg("evaluate", "--project", proj.root, "--model", multi_model_dir, "--lesions", "MA")
+    assert r.returncode == 0 and "hemorrhages not scored" in r.stdout, r.stderr
+    assert re.search(r"^\s+MA\s+2\s", r.stdout, re.M), r.stdout

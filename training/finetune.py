@@ -21,8 +21,9 @@ from napari_lesionseg.core.atomic import TMP_SUFFIX
 from napari_lesionseg.core.batch import evaluate_pairs
 from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
-from napari_lesionseg.core.pairs import Pair
+from napari_lesionseg.core.pairs import Pair, require_known_types
 from napari_lesionseg.core.progress import run_to_end
 
 from .data import pair_digests
@@ -131,10 +132,19 @@ def blend_states(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
             for k, v in tuned.items()}
 
 
-def lesion_pairs(pairs: list[Pair]) -> set[str]:
-    """Ids of the pairs whose mask marks at least one lesion pixel (an inverted mask refused:
-    ``Pair.read_checked_mask``)."""
-    return {p.id for p in pairs if (p.read_checked_mask() == 1).any()}
+def lesion_pairs(pairs: list[Pair], outputs: list[str] | tuple[str, ...] = (HE,)) -> set[str]:
+    """Ids of the pairs that mark at least one lesion pixel of a type among ``outputs`` they
+    were reviewed for (an inverted mask refused: ``Pair.read_checked_mask``)."""
+    def marks(p: Pair) -> bool:
+        if p.knows(HE) and HE in outputs and (p.read_checked_mask() == 1).any():
+            return True
+        others = [t for t in outputs if t != HE and p.knows(t)]
+        if not others:
+            return False
+        shape = p.read_checked_mask().shape  # the photo's size, as its mask has it
+        return any(m is not None and (m == 1).any() for m in p.read_types(others, shape).values())
+
+    return {p.id for p in pairs if marks(p)}
 
 
 def check_has_lesions(pairs: list[Pair], with_lesions: set[str]) -> None:
@@ -165,10 +175,23 @@ def split_for_finetune(pairs: list[Pair], with_lesions: set[str] | None = None) 
                               "training images themselves (scores are optimistic)")
 
 
-def _score(model_dir: Path, pairs: list[Pair]) -> dict[str, float]:
-    ds, _ = run_to_end(evaluate_pairs(load_model_folder(model_dir), pairs, tta="none"))
-    s = ds.summary()
-    return {k: s[k] for k in ("aupr", "dice_ds", "dice_img", "recall_ds", "precision_ds")}
+SCORED = ("aupr", "dice_ds", "dice_img", "recall_ds", "precision_ds")
+
+
+def _score(model_dir: Path, pairs: list[Pair]) -> dict[str, Any]:
+    """The model's scores on ``pairs``: hemorrhages' when a pair was reviewed for them, else
+    those of the first other output they were reviewed for (``"type"`` says which)."""
+    model = load_model_folder(model_dir)
+    if any(p.knows(HE) for p in pairs):
+        ds, _ = run_to_end(evaluate_pairs(model, pairs, tta="none"))
+        s = ds.summary()
+        return {k: s[k] for k in SCORED}
+    t = next((t for t in model.config.network.outputs if any(p.knows(t) for p in pairs)), None)
+    if t is None:  # (require_known_types keeps this from happening)
+        return dict.fromkeys(SCORED, float("nan"))
+    _, res = run_to_end(evaluate_pairs(model, pairs, tta="none", types=[t]))
+    s = res.scores[t].summary()
+    return {**{k: s[k] for k in SCORED}, "type": t}
 
 
 def _final_model(best: Path, base, pairs: list[Pair], cfg: TrainConfig, how: str, out: Path,
@@ -206,10 +229,15 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         raise FileExistsError(f"{out}: already exists; fine-tuning never overwrites a model")
     if not pairs:
         raise LesionsegInputError(None, "no corrected images to fine-tune on: save at least one correction first")
-    with_lesions = lesion_pairs(pairs)
-    check_has_lesions(pairs, with_lesions)
     t0 = time.time()
     base = load_model_folder(base_model_dir)
+    outputs = base.config.network.outputs
+    where = pairs[0].mask.parent.parent if pairs[0].label_map else pairs[0].mask.parent  # a project's labels/
+    require_known_types(pairs, outputs, where, f"model '{base.version}' has nothing to learn from them",
+                        "fine-tune a model with those outputs (the bundled multi), or review these photos for "
+                        f"{', '.join(outputs)} too")
+    with_lesions = lesion_pairs(pairs, outputs)
+    check_has_lesions(pairs, with_lesions)
     if replay is None and budget.replay_share:
         from .replay import load_replay
 

@@ -487,14 +487,28 @@ def _validate_and_save(r: _Run) -> Generator[Event, None, None]:
             meta["held_out"] = {"photos": r.held_out, "why": "data.exclude_ids: annotated photos this model "
                                                               "neither trained nor was calibrated on"}
     r.last_good = _save(r.dir / "last", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
-    score = metrics["val_aupr"] if math.isfinite(metrics["val_aupr"]) else metrics["val_dice"]
-    if (score > r.best and kept.get("guard_ok", True)) or r.cfg.data.final:  # a final model keeps the last
-        r.best = score
+    score = checkpoint_score(metrics)
+    # no score at all (validation photos with nothing to find in their field of view): the first
+    # checkpoint is kept (a fine-tune's: the starting weights) rather than none, which failed the run
+    unscored = not math.isfinite(score) and not (r.dir / "best").exists()
+    if (score > r.best and kept.get("guard_ok", True)) or unscored or r.cfg.data.final:  # a final model keeps the last
+        r.best = score if math.isfinite(score) else r.best
         _save(r.dir / "best", r.saved_net, r.cfg, meta, r.lineage, metrics["val_best_threshold"])
     if r.cfg.run.snapshots:  # the weights being trained, as they stand at this step
         _save(r.dir / "snapshots" / f"step_{r.step}", r.net, r.cfg, {"step": r.step, "snapshot": True}, r.lineage,
               metrics["val_best_threshold"])
     _save_state(r)
+
+
+def checkpoint_score(metrics: dict[str, float]) -> float:
+    """What chooses the best checkpoint: the validation photos' hemorrhage AUPR, else their
+    hemorrhage Dice; when none of them speaks for hemorrhages (a fine-tune on corrections
+    reviewed for microaneurysms only, say) the mean AUPR of the outputs they do speak for."""
+    for key in ("val_aupr", "val_dice"):
+        if math.isfinite(metrics.get(key, float("nan"))):
+            return metrics[key]
+    others = [v for k, v in metrics.items() if k.startswith("val_aupr_") and math.isfinite(v)]
+    return float(np.mean(others)) if others else float("nan")
 
 
 def _guard_check(r: _Run) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from ..core.finetune_outcome import (
     outcome,
     scored_in_sample,
     scored_on,
+    scored_type,
     scores_worse,
     verdict,
 )
@@ -337,7 +338,7 @@ class FinetuneWidget(DockWidget):
         plan = next((e for e in self.events if e.get("event") == "plan"), {})
         rows = [f"{k}: {done.get('old_' + k, float('nan')):.3f} -> {done.get('new_' + k, float('nan')):.3f}"
                 for k in SCORE_KEYS]
-        self.scores.setText(f"old -> new {scored_on(plan)}\n" + "\n".join(rows))
+        self.scores.setText(f"old -> new{scored_type(done)} {scored_on(plan)}\n" + "\n".join(rows))
         kind = outcome(done)
         self.worse = scores_worse(done) if kind == "worse" else ""
         self.kept_base = kind == "kept"

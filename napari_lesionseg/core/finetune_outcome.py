@@ -46,17 +46,27 @@ def outcome(done: dict[str, Any]) -> str:
     return "kept" if done.get("best_step") == 0 else "new"
 
 
+def scored_type(done: dict[str, Any]) -> str:
+    """'' when the scores are the hemorrhages' (as usual), else `` (microaneurysm scores)``:
+    the photos scored were reviewed for that type, not for hemorrhages."""
+    from .lesion_types import LONG_NAMES
+
+    t = done.get("old_type")
+    return f" ({LONG_NAMES.get(t, t)} scores)" if t else ""
+
+
 def verdict(done: dict[str, Any], plan: dict[str, Any], name: str) -> str:
     """One sentence on the new version ``name`` (see ``outcome``), with the photos its scores
     rest on. Says nothing of buttons or commands: each door adds how to act on it."""
     kind = outcome(done)
     if kind == "worse":
-        return f"new version {name} scores WORSE than the old model {scored_on(plan)} ({scores_worse(done)})"
+        return (f"new version {name} scores WORSE than the old model{scored_type(done)} {scored_on(plan)} "
+                f"({scores_worse(done)})")
     if kind == "kept":
-        return (f"no fine-tuned checkpoint scored better than the old model {scored_on(plan)}: "
+        return (f"no fine-tuned checkpoint scored better than the old model{scored_type(done)} {scored_on(plan)}: "
                 f"new version {name} keeps the old weights")
     scores = [f"{k} {done['old_' + k]:.3f} -> {done['new_' + k]:.3f}" for k in ("dice_ds", "aupr")
               if done.get("old_" + k) is not None and done.get("new_" + k) is not None]
     if not scores:
         return f"new version {name} {scored_on(plan)}"
-    return f"new version {name}, scored {scored_on(plan)}: " + ", ".join(scores)
+    return f"new version {name}, scored{scored_type(done)} {scored_on(plan)}: " + ", ".join(scores)

@@ -119,6 +119,22 @@ def type_view(label: NDArray[np.uint8], name: str, reviewed: tuple[str, ...] | l
     return out
 
 
+def require_known_types(pairs: list[Pair], types: list[str] | tuple[str, ...], where: Path | None,
+                        what: str, hint: str = "") -> list[str]:
+    """The types among ``types`` that at least one pair says anything about (``Pair.knows``);
+    none: a clear error at ``where``, saying which types the corrections do speak for (a
+    project whose photos were reviewed for microaneurysms only has no hemorrhage to score a
+    hemorrhage model by, nor to fine-tune it on). ``what``: what cannot be done ("nothing to
+    score"); ``hint``: how to go on."""
+    known = [t for t in types if any(p.knows(t) for p in pairs)]
+    if known:
+        return known
+    spoken = sorted({t for p in pairs for t in OUTPUT_TYPES if p.knows(t)}, key=OUTPUT_TYPES.index)
+    raise LesionsegInputError(where, f"none of the {len(pairs)} corrected photo(s) was reviewed for "
+                                     f"{', '.join(types)}; they speak for {', '.join(spoken) or 'no lesion type'} "
+                                     f"only: {what}" + (f"; {hint}" if hint else ""))
+
+
 def without_masks(files: list[Path]) -> list[Path]:
     """Photos among ``files`` (one folder's): a file named ``<stem>_<tag>`` beside a photo
     ``<stem>`` (``_HE``, ``_mask``, ``_MA``, ``_OD`` ...) is that photo's mask, not a photo; nor
