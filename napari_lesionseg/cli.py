@@ -11,6 +11,7 @@ bare traceback for a user error. :func:`run_command` is the one error policy, sh
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the outputs mirror the subfolders (p1/OD.jpg -> OUT/p1/OD_mask.png ...) and the tables "
                         "name each photo by its path below the folder given")
     _add_model_args(p)
-    p.add_argument("--mm-per-px", type=float, default=None, help="calibration for lesion areas in mm2")
+    p.add_argument("--mm-per-px", type=mm_per_px, default=None,
+                   help="the size of one pixel in mm, for lesion areas in mm2 (some 0.004 for a 4288-px IDRiD photo)")
     p.add_argument("--keep-going", action="store_true", help="continue past bad files; exit 1 at the end if any failed")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--lesions", default=None, metavar="TYPES",
@@ -146,6 +148,21 @@ def _drive(gen, bar) -> object:
                 bar.write(f"error: {ev['message']}", file=sys.stderr)
 
     return run_to_end(gen, show)
+
+
+def mm_per_px(text: str) -> float:
+    """``--mm-per-px``: one pixel's size in mm, in (0, 1] as the Segment dock's field allows (a
+    negative one gave positive areas, 0 areas of 0; more than 1 mm a pixel is no fundus photo,
+    likely pixels per mm given instead)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        hint = f"; {value:g} looks like pixels per mm: give {1 / value:.5f}" if value > 1 and math.isfinite(value) else ""
+        raise argparse.ArgumentTypeError(f"{text}: must be one pixel's size in mm, more than 0 and at most 1 "
+                                         f"(some 0.004 for a 4288-px IDRiD photo){hint}")
+    return value
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
