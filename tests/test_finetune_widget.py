@@ -41,6 +41,23 @@ def test_preflight_counts_corrections(widget) -> None:
     assert info["pairs"] == 2 and info["base"].name == "tiny"
     assert "2 corrected image(s)" in widget.preflight_label.text()
     assert f"at most {widget.minutes.value:.1f} min in all" in widget.preflight_label.text()
+    assert "nothing to learn" not in widget.preflight_label.text()
+
+
+def test_preflight_says_when_the_model_has_nothing_to_learn_from_the_corrections(widget, project: Path) -> None:
+    """Corrections reviewed for microaneurysms only, and a hemorrhage model: said before the
+    click, not only by the fine-tune's error after it."""
+    import numpy as np
+
+    from napari_lesionseg.core.lesion_types import TYPE_VALUE
+
+    proj = Project(project)
+    for iid in proj.image_ids():
+        he = proj.latest_label(iid)
+        proj.save_label(iid, np.where(he == 1, TYPE_VALUE["MA"], 0).astype(np.uint8), types=["MA"])
+    widget.preflight()
+    text = widget.preflight_label.text()
+    assert "reviewed for MA on 2" in text and "The base model has HE only: it has nothing to learn" in text
 
 
 def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:

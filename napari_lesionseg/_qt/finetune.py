@@ -182,6 +182,10 @@ class FinetuneWidget(DockWidget):
         if set(reviewed) - {"HE"}:  # say which of the model's outputs will learn
             text += "; reviewed for " + ", ".join(f"{t} on {n}" for t, n in reviewed.items()) + \
                 " (each type learns from the photos reviewed for it only)"
+            outputs = _outputs(base)
+            if outputs is not None and not set(reviewed) & set(outputs):
+                text += (f". The base model has {', '.join(outputs)} only: it has nothing to learn from these "
+                         "corrections; choose a model with those outputs (the bundled multi)")
         if not pairs:
             text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
         self.preflight_label.setText(text)
@@ -456,6 +460,17 @@ class FinetuneWidget(DockWidget):
 
 
 
+
+
+def _outputs(model_dir: Path) -> list[str] | None:
+    """A model folder's outputs from its config alone (None when it cannot be read: the
+    fine-tune then says what is wrong)."""
+    from ..core.model_folder import load_model_config
+
+    try:
+        return list(load_model_config(model_dir).network.outputs)
+    except (LesionsegInputError, OSError, ValueError):
+        return None
 
 
 # The live Dice is the training loop's check: the network alone (one view, no calibration) on
