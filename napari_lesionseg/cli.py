@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="score a model on images with ground-truth masks")
-    p.add_argument("--images", type=Path, default=None, help="images folder (with --masks)")
+    p.add_argument("--images", type=Path, default=None,
+                   help="images folder (with --masks), or an IDRiD-layout folder (images/ beside masks_HE/, "
+                        "masks_MA/ ...)")
     p.add_argument("--masks", type=Path, default=None, help="ground-truth masks folder, matched to images by stem")
     p.add_argument("--project", type=Path, default=None,
                    help="instead of --images/--masks: a plugin project's latest saved corrections (the model "
@@ -405,7 +407,7 @@ def _evaluation_pairs(args: argparse.Namespace) -> list:
         if not pairs:
             raise LesionsegInputError(folder, "holds no saved corrections to score against")
         return pairs
-    if args.images is None or args.masks is None:
+    if args.images is None:
         raise LesionsegInputError(None, "evaluate: give --images and --masks (or --project)")
     return find_eval_pairs(args.images, args.masks)
 

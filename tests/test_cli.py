@@ -211,6 +211,24 @@ def test_evaluate_unmatched_masks_listed(tmp_path: Path, small_pairs: Path, tiny
     assert r.returncode == 2 and "one photo, two masks: IDRiD_04_HE.png and IDRiD_04_HE.tif; keep one" in r.stderr
 
 
+def test_an_idrid_layout_folder_is_scored_and_fine_tuned_without_masks(tmp_path: Path, small_pairs: Path,
+                                                                      tiny_model_dir: Path) -> None:
+    """``train --images`` took IDRiD's folder as IDRiD ships it (images/ beside masks_HE/, ...);
+    ``evaluate`` and ``finetune`` said "give --images and --masks" / "--masks is required". All
+    three take it now; a plain folder without --masks says what to give."""
+    root = tmp_path / "idrid"
+    shutil.copytree(small_pairs / "images", root / "images")
+    shutil.copytree(small_pairs / "masks", root / "masks_HE")
+    (root / "images" / "IDRiD_43.jpg").write_bytes((small_pairs / "images" / "IDRiD_04.jpg").read_bytes())  # no mask
+    r = lesionseg("evaluate", "--images", root, "--model", tiny_model_dir, "--quiet")
+    assert r.returncode == 0 and "on 2 images" in r.stdout, r.stderr
+    r = lesionseg("finetune", "--images", root, "--model", tiny_model_dir, "--steps", "1", "--out", tmp_path / "v2",
+                  timeout=600)
+    assert r.returncode == 0 and (tmp_path / "v2" / "weights.safetensors").is_file(), r.stderr
+    _one_clear_line(lesionseg("evaluate", "--images", small_pairs / "images", "--model", tiny_model_dir),
+                    "images", "give --masks too", "IDRiD-layout")
+
+
 def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs: Path) -> None:
     run = tmp_path / "run"
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",

@@ -34,7 +34,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a model folder on corrected image/mask pairs")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", type=Path, help="images folder (with --masks)")
+    src.add_argument("--images", type=Path, help="images folder (with --masks), or an IDRiD-layout folder")
     src.add_argument("--project", type=Path, help="a plugin project folder: its latest saved corrections")
     p.add_argument("--masks", type=Path, default=None)
     p.add_argument("--model", type=Path, default=None,
@@ -184,7 +184,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from napari_lesionseg.core.bundled import resolve_model
     from napari_lesionseg.core.errors import LesionsegInputError
     from napari_lesionseg.core.finetune_outcome import outcome, verdict
-    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.pairs import pairs_of
     from napari_lesionseg.core.progress import run_to_end
 
     from .finetune import fine_tune
@@ -202,11 +202,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         model = project_model(model, project.root)  # what the plugin's button fine-tunes
         out_dir = reg.new_version_path() if out_dir is None else out_dir
     else:
-        if args.masks is None:
-            raise LesionsegInputError(args.images, "--masks is required with --images")
         if out_dir is None:
             raise LesionsegInputError(args.images, "--out (the new model folder) is required with --images")
-        pairs = match_pairs(args.images, args.masks)
+        pairs = pairs_of(args.images, args.masks)
     events: list[dict] = []
 
     def emit(ev: dict) -> None:

@@ -30,7 +30,7 @@ from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.lesions import label_runs
 from napari_lesionseg.core.model_config import PreprocessConfig
-from napari_lesionseg.core.pairs import Pair, match_pairs
+from napari_lesionseg.core.pairs import Pair, idrid_layout, match_pairs
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
 
 from .cameras import Camera, random_camera, shoot_at_size
@@ -56,7 +56,7 @@ def _all_pairs(cfg: DataConfig) -> list[Pair]:
     root = Path(cfg.images)
     layout = cfg.layout
     if layout == "auto":
-        layout = "idrid" if (root / "images").is_dir() and (root / "masks_HE").is_dir() else "pairs"
+        layout = "idrid" if idrid_layout(root) else "pairs"
     if layout == "idrid":
         pairs = match_pairs(root / "images", root / "masks_HE", allow_unmatched_images=True)
     elif layout == "corrections":  # a plugin project folder: its photos and latest corrections

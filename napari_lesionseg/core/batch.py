@@ -33,7 +33,7 @@ from .outputs import (
     write_folder_csv,
     write_prediction,
 )
-from .pairs import Pair, match_pairs, without_masks
+from .pairs import Pair, pairs_of, without_masks
 from .progress import relay
 from .review import review_regions
 from .review_metrics import QueueReach, ReviewTally, queue_reach, top_capture
@@ -390,5 +390,6 @@ def _review_figures(pred: Prediction, gt: np.ndarray, fov: np.ndarray, wrong: np
     return int(np.count_nonzero(wrong_in)), captured, queues
 
 
-def find_eval_pairs(images: Path, masks: Path) -> list[Pair]:
-    return match_pairs(images, masks)
+def find_eval_pairs(images: Path, masks: Path | None) -> list[Pair]:
+    """``evaluate``'s pairs: ``images`` with ``masks``, or an IDRiD-layout root (``pairs_of``)."""
+    return pairs_of(images, masks)

@@ -166,6 +166,25 @@ def _mask_index(mask_dir: Path) -> dict[str, list[Path]]:
     return out
 
 
+def idrid_layout(root: str | Path) -> bool:
+    """Whether ``root`` is laid out as IDRiD ships its segmentation set: ``images/`` beside
+    ``masks_HE/`` (and ``masks_MA/``, ``masks_EX/`` ...)."""
+    root = Path(root)
+    return (root / "images").is_dir() and (root / f"masks_{HE}").is_dir()
+
+
+def pairs_of(images: str | Path, masks: str | Path | None) -> list[Pair]:
+    """The photos and masks a command is given: ``images`` with ``masks`` matched by stem, or,
+    without ``masks``, an IDRiD-layout root (its photos without a hemorrhage mask, such as
+    IDRiD_43, left out)."""
+    if masks is not None:
+        return match_pairs(Path(images), Path(masks))
+    if not idrid_layout(images):
+        raise LesionsegInputError(images, "give --masks too (the masks' folder), unless this is an IDRiD-layout "
+                                          "folder (images/ beside masks_HE/)")
+    return match_pairs(Path(images) / "images", Path(images) / f"masks_{HE}", allow_unmatched_images=True)
+
+
 def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = False) -> list[Pair]:
     """Pair each image in ``images`` with its mask in ``masks`` by file stem.
 
