@@ -229,6 +229,29 @@ def test_an_idrid_layout_folder_is_scored_and_fine_tuned_without_masks(tmp_path:
                     "images", "give --masks too", "IDRiD-layout")
 
 
+def test_a_project_folder_trains_as_its_corrections(tmp_path: Path, small_pairs: Path) -> None:
+    """``train --images PROJECT`` asked for --masks; it now trains on the project's latest
+    corrections, as ``data.layout = "corrections"`` did, and refuses corrections that speak for
+    none of the network's outputs before a run folder is made (it trained on nothing)."""
+    import numpy as np
+
+    from napari_lesionseg.core.lesion_types import TYPE_VALUE
+    from napari_lesionseg.core.store import Project
+
+    proj = Project(tmp_path / "proj")
+    for img in sorted((small_pairs / "images").iterdir()):
+        proj.save_label(proj.add_image(img), read_mask(small_pairs / "masks" / f"{img.stem}_HE.png"))
+    r = lesionseg("train", "--config", "tiny", "--images", proj.root, "--steps", "2", "--out", tmp_path / "r1",
+                  "--quiet", timeout=600)
+    assert r.returncode == 0 and (tmp_path / "r1" / "best" / "weights.safetensors").is_file(), r.stderr
+    for iid in proj.image_ids():
+        he = proj.latest_label(iid)
+        proj.save_label(iid, np.where(he == 1, TYPE_VALUE["MA"], 0).astype(np.uint8), types=["MA"])
+    _one_clear_line(lesionseg("train", "--config", "tiny", "--images", proj.root, "--steps", "2", "--out",
+                              tmp_path / "r2"), "reviewed for HE; they speak for MA only", "nothing to train on")
+    assert not (tmp_path / "r2").exists()
+
+
 def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs: Path) -> None:
     run = tmp_path / "run"
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",

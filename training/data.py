@@ -56,7 +56,9 @@ def _all_pairs(cfg: DataConfig) -> list[Pair]:
     root = Path(cfg.images)
     layout = cfg.layout
     if layout == "auto":
-        layout = "idrid" if idrid_layout(root) else "pairs"
+        layout = ("idrid" if idrid_layout(root) else
+                  "corrections" if (root / "labels").is_dir() and (root / "images").is_dir() and cfg.masks is None
+                  else "pairs")
     if layout == "idrid":
         pairs = match_pairs(root / "images", root / "masks_HE", allow_unmatched_images=True)
     elif layout == "corrections":  # a plugin project folder: its photos and latest corrections

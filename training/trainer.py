@@ -22,7 +22,7 @@ from napari_lesionseg.core.errors import TrainingDiverged
 from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models import build_model
-from napari_lesionseg.core.pairs import Pair
+from napari_lesionseg.core.pairs import Pair, require_known_types
 from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_threads, pick_device
 
 from .adapt import freeze_batchnorm, trainable
@@ -363,10 +363,14 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
     dev = ctx.device
     torch.set_num_threads(cfg.run.threads or max(1, default_threads() // ctx.world))
     torch.manual_seed(cfg.run.seed)
+    if pairs is None:  # a project's corrections reviewed for other types only teach this network nothing
+        found = find_pairs(cfg.data)
+        require_known_types(found, cfg.model.network.outputs, Path(str(cfg.data.images)), "nothing to train on",
+                            "train a network with those outputs (model.network.outputs)")
+    train_pairs, val_pairs = pairs if pairs is not None else split_pairs(found, cfg.data)
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
-    train_pairs, val_pairs = pairs if pairs is not None else split_pairs(find_pairs(cfg.data), cfg.data)
     yield {"event": "data", "train": [p.id for p in train_pairs], "val": [p.id for p in val_pairs]}
     t0 = time.time()
     train_items = prepare_items(train_pairs, cfg, cameras=True)
