@@ -40,7 +40,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -199,7 +199,8 @@ class Project:
             held_id = None if image_id is not None else self._held_under_any(src, sha)
             if held_id is not None:
                 return held_id
-            base = f"{folder}/{src.stem}".replace("/", "_") if folder not in (None, "", ".") else src.stem
+            parts = [q for q in PurePosixPath(folder or ".").parts if q not in (".", "..")][-FOLDER_ID_DEPTH:]
+            base = "_".join([*parts, src.stem])  # as find_image looks for it
             iid, held = self._claim(base, sha, image_id, src)
             if held:
                 return iid
