@@ -248,6 +248,12 @@ def test_gui_on_a_folder_opens_each_photo(make_napari_viewer, qtbot, small_pairs
     for k in range(MAX_PHOTOS + 1):
         (many / f"p{k:02d}.jpg").write_bytes((small_pairs / "images" / "IDRiD_04.jpg").read_bytes())
     _one_clear_line(lesionseg("gui", many), "too many to open at once", "--project")
+    # a clinic's folder of patient folders: gui has no --recursive, which it once told to add
+    (tmp_path / "clinic" / "p1").mkdir(parents=True)
+    (tmp_path / "clinic" / "p1" / "OD.jpg").write_bytes((small_pairs / "images" / "IDRiD_04.jpg").read_bytes())
+    line = _one_clear_line(lesionseg("gui", tmp_path / "clinic"), "its subfolders hold 1", "-r --project proj",
+                           "lesionseg gui --project proj")
+    assert "add --recursive" not in line
 
 
 

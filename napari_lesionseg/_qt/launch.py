@@ -45,9 +45,11 @@ def photo_files(photos: Sequence[str | Path]) -> list[Path]:
     from ..core.batch import collect_images
     from ..core.errors import LesionsegInputError
 
-    files = collect_images(photos)
+    first = Path(photos[0]) if photos else Path(".")
+    files = collect_images(photos, subfolders_hint=f"open photos by name, or segment them all into a project, "
+                                                   f"'lesionseg predict {first} -r --project proj', then 'lesionseg gui "
+                                                   "--project proj' opens them one at a time, most uncertain first")
     if len(files) > MAX_PHOTOS:
-        first = Path(photos[0])
         raise LesionsegInputError(first, f"{len(files)} photos are too many to open at once (at most {MAX_PHOTOS}): "
                                          f"segment them into a project, 'lesionseg predict {first} --project proj', "
                                          "then 'lesionseg gui --project proj' opens them one at a time, most "

@@ -65,13 +65,15 @@ class BatchResult:
                 "lesions": None if self.lesions is None else asdict(self.lesions)}
 
 
-def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (their images, not recursive) into a list of image paths."""
-    return collect_named(inputs)[0]
+def collect_images(inputs: Iterable[str | Path], subfolders_hint: str = "") -> list[Path]:
+    """Expand files and folders (their images, not recursive) into a list of image paths.
+    ``subfolders_hint``: what to do with a folder whose photos are all in subfolders (default:
+    add ``--recursive``, as ``predict`` takes)."""
+    return collect_named(inputs, subfolders_hint=subfolders_hint)[0]
 
 
 def collect_named(inputs: Iterable[str | Path], *, recursive: bool = False,
-                  exclude: Iterable[Path | None] = ()) -> tuple[list[Path], list[str]]:
+                  exclude: Iterable[Path | None] = (), subfolders_hint: str = "") -> tuple[list[Path], list[str]]:
     """Expand files and folders into image paths and their names in a batch's outputs: a file's
     name, or with ``recursive`` a photo's path below the folder given (``p1/OD.jpg``: a clinic's
     patient folders, each with an ``OD.jpg``, keep apart in the outputs, which mirror the
@@ -94,8 +96,8 @@ def collect_named(inputs: Iterable[str | Path], *, recursive: bool = False,
         below = _photos_below(p, skip, None if recursive else _BELOW_ENOUGH) if recursive or not found else []
         if below and not recursive:
             raise LesionsegInputError(p, f"holds no photos itself but its subfolders hold {len(below)}"
-                                         f"{'+' if len(below) >= _BELOW_ENOUGH else ''}: add --recursive "
-                                         "(the outputs mirror the subfolders)")
+                                         f"{'+' if len(below) >= _BELOW_ENOUGH else ''}: "
+                                         f"{subfolders_hint or 'add --recursive (the outputs mirror the subfolders)'}")
         for f in found + below:
             paths.append(f)
             names.append(f.relative_to(p).as_posix())
