@@ -362,7 +362,8 @@ def _version_row(path: Path, active: bool) -> str:
         text += f"  (from {parent['version']})"
     old, new = metrics.get("old"), metrics.get("new")
     if isinstance(old, dict) and isinstance(new, dict):
-        scores = [f"{label} {old[k]:.3f} -> {new[k]:.3f}" for k, label in (("dice_ds", "Dice"), ("aupr", "AUPR"))
+        kind = f"{old['type']} " if isinstance(old.get("type"), str) else ""  # scored on another type than HE
+        scores = [f"{kind}{label} {old[k]:.3f} -> {new[k]:.3f}" for k, label in (("dice_ds", "Dice"), ("aupr", "AUPR"))
                   if isinstance(old.get(k), (int, float)) and isinstance(new.get(k), (int, float))]
         text += f"  {', '.join(scores)}" + (f" ({metrics['validation']})" if metrics.get("validation") else "")
     if metrics.get("best_step") == 0:  # no fine-tuned checkpoint beat its parent (finetune_outcome.outcome)

@@ -288,6 +288,9 @@ def test_corrections_reviewed_for_one_other_type_fine_tune_and_score_that_type(t
     assert done["old_type"] == "MA" and np.isfinite(done["old_aupr"]) and np.isfinite(done["new_aupr"])
     plan = next(e for e in events if e["event"] == "plan")
     assert "(microaneurysm scores)" in verdict(done, plan, "v2")
+    from napari_lesionseg.cli import _version_row
+
+    assert "MA Dice" in _version_row(tmp_path / "v2", False)  # lesionseg models' row says what was scored
 
     _one_clear_line(lesionseg("evaluate", "--project", proj.root, "--model", tiny_model_dir),
                     "reviewed for HE; they speak for MA only", "--model multi")
