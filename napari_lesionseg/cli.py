@@ -341,6 +341,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         print(row)
     print(f"active: {active.name if active.parent == reg.dir else 'the shipped default model'}")
+    if reg.missing_note():
+        print(f"note: {reg.missing_note()}")
     return EXIT_OK
 
 
@@ -378,7 +380,10 @@ def project_model(model: Path | None, project_root: Path | None) -> Path | None:
         return model
     from .core.registry import Registry
 
-    return Registry(project_root).active()
+    reg = Registry(project_root)
+    if reg.missing_note():
+        print(f"note: {reg.missing_note()}", file=sys.stderr)
+    return reg.active()
 
 
 def existing_project(folder: Path) -> Path:

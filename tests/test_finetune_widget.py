@@ -44,6 +44,21 @@ def test_preflight_counts_corrections(widget) -> None:
     assert "nothing to learn" not in widget.preflight_label.text()
 
 
+def test_an_active_version_moved_away_is_said_not_silently_replaced(widget, project: Path, tmp_path: Path) -> None:
+    """The project's active version moved out of models/ by hand: the project runs the shipped
+    default, which the dock, ``predict --project`` and ``models`` now say (it went unsaid)."""
+    from test_cli import lesionseg
+
+    shutil.move(project / "models" / "tiny", tmp_path / "tiny elsewhere")
+    widget.preflight()
+    assert "base model: default" in widget.preflight_label.text()
+    assert "active model 'tiny' is no longer in" in widget.preflight_label.text()
+    r = lesionseg("models", "--project", project)
+    assert r.returncode == 0 and "active: the shipped default model" in r.stdout and "'tiny' is no longer in" in r.stdout
+    r = lesionseg("predict", project / "images" / "IDRiD_16.jpg", "--project", project, "--quiet")
+    assert r.returncode == 0 and "'tiny' is no longer in" in r.stderr, r.stderr
+
+
 def test_preflight_says_when_the_model_has_nothing_to_learn_from_the_corrections(widget, project: Path) -> None:
     """Corrections reviewed for microaneurysms only, and a hemorrhage model: said before the
     click, not only by the fine-tune's error after it."""

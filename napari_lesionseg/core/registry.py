@@ -62,6 +62,22 @@ class Registry:
                 pass
         return None
 
+    def missing_promoted(self) -> str | None:
+        """The version ``active.json`` names when its folder is gone from ``models/`` (moved or
+        deleted by hand): the project then runs the shipped default, which is worth saying."""
+        f = self.dir / ACTIVE
+        try:
+            name = json.loads(f.read_text())["version"] if f.exists() else None
+        except (ValueError, KeyError, OSError, TypeError):
+            return None
+        return name if isinstance(name, str) and name not in self.versions() else None
+
+    def missing_note(self) -> str:
+        """A sentence for a missing promoted version (``missing_promoted``), or ''."""
+        name = self.missing_promoted()
+        return (f"the project's active model '{name}' is no longer in {self.dir} (moved or deleted?): the shipped "
+                "default model is used instead; put it back, or make another version active") if name else ""
+
     def promote(self, version: str) -> Path:
         p = self.path(version)
         atomic_write_text(self.dir / ACTIVE, json.dumps({"version": version, "time": time.time()}))
