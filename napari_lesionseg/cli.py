@@ -251,13 +251,14 @@ def _report_failures(failures) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.batch import evaluate_pairs
-    from .core.report import write_report
+    from .core.report import report_path, write_report
 
     pairs = _evaluation_pairs(args)
     root = args.project.expanduser() if args.project is not None else None
     model, dev = _load_model(project_model(args.model, root), args.device, args.extra_grids)
     types = _lesion_types(args.lesions, model)
     _require_scorable(pairs, model, types, root / "labels" if root is not None else args.masks)
+    out = report_path(args.out) if args.out is not None else None
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
                                         threshold=args.threshold, precision=args.precision,
@@ -272,8 +273,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
         for t, ts in s["types"].items():
             print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
-    if args.out is not None:
-        files = write_report(args.out, ds, {"model": model.version, "model_path": str(model.path),
+    if out is not None:
+        files = write_report(out, ds, {"model": model.version, "model_path": str(model.path),
                                             **({"project": str(args.project)} if args.project is not None else
                                                {"images": str(args.images), "masks": str(args.masks)}),
                                             **{k: s[k] for k in ("tta", "grids", "precision", "prob_bits") if k in s},

@@ -161,6 +161,17 @@ def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, ti
         assert rep[f"{name}_queue_missed_lesions"] >= 0 and f"{name}_queue_false_alarms_shown" in rep
     assert (out.parent / "metrics_pr.png").stat().st_size > 1000
     assert len((out.parent / "metrics_per_image.csv").read_text().splitlines()) == 3
+    # a folder as --out holds metrics.json and its two companions (it failed after the whole
+    # evaluation, "<temp file> -> rep2: Is a directory"); a place no file can go fails first
+    (tmp_path / "rep2").mkdir()
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--model", tiny_model_dir, "--out", tmp_path / "rep2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(f.name for f in (tmp_path / "rep2").iterdir()) == ["metrics.json", "metrics_per_image.csv",
+                                                                      "metrics_pr.png"]
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--model", tiny_model_dir, "--out", out / "x.json")
+    assert "is a file, not a folder" in _one_clear_line(r, str(out)) and "%|" not in r.stderr  # before any photo
 
 
 def test_sixteen_bit_probabilities_and_evaluate_scores_what_the_files_hold(tmp_path: Path, small_pairs: Path,

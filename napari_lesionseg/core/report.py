@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,19 @@ def _json_safe(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_json_safe(x) for x in v]
     return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def report_path(out: str | Path) -> Path:
+    """Where ``evaluate --out`` writes its JSON: ``out`` itself, or ``out/metrics.json`` when
+    ``out`` is a folder (there already, or given with a trailing slash), checked writable
+    before any photo is segmented (a folder once failed after the whole evaluation, naming a
+    temporary file)."""
+    from .batch import writable_folder
+
+    folder = Path(out).is_dir() or str(out).endswith(("/", os.sep))
+    path = Path(out) / "metrics.json" if folder else Path(out)
+    writable_folder(path.parent)
+    return path
 
 
 def write_report(out_json: Path, ds: DatasetScores, extra: dict[str, Any]) -> list[Path]:
