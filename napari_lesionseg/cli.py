@@ -87,8 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "defaults to the project's active one; corrections began as a model's own masks, so "
                         "they favour the model that made them)")
     _add_model_args(p)
-    p.add_argument("--threshold", type=float, default=None, help="override the model's threshold")
-    p.add_argument("--out", type=Path, default=None, help="metrics JSON (a PR-curve PNG and per-image CSV go beside it)")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help="override the model's threshold (a probability between 0 and 1)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="metrics JSON, or a folder for metrics.json (a PR-curve PNG and per-image CSV go beside it)")
     p.add_argument("--keep-going", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--lesions", default=None, metavar="TYPES",
@@ -150,6 +152,19 @@ def _drive(gen, bar) -> object:
                 bar.write(f"error: {ev['message']}", file=sys.stderr)
 
     return run_to_end(gen, show)
+
+
+def probability(text: str) -> float:
+    """``--threshold``: a probability strictly between 0 and 1 (5 scored every photo Dice 0;
+    50 was likely meant as 0.5)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        hint = f"; {value:g} % is {value / 100:g}" if 1 < value < 100 else ""
+        raise argparse.ArgumentTypeError(f"{text}: must be a probability between 0 and 1{hint}")
+    return value
 
 
 def mm_per_px(text: str) -> float:

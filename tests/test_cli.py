@@ -680,11 +680,15 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
 
 def test_a_pixel_size_that_is_no_pixel_size_is_refused(tmp_path: Path, small_pairs: Path) -> None:
     """``--mm-per-px -1`` gave positive lesion areas, 0 areas of 0, and 250 (pixels per mm given
-    instead) areas 60,000 times too large: each is refused before any work, saying why."""
+    instead) areas 60,000 times too large: each is refused before any work, saying why; so is
+    an evaluation threshold that is no probability."""
     for value, needle in (("-1", "more than 0"), ("0", "more than 0"), ("250", "looks like pixels per mm: give 0.00400")):
         r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", tmp_path / "o", "--mm-per-px", value)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+    # evaluate's threshold is a probability: 5 scored every photo Dice 0, 50 was likely 0.5
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks", "--threshold", "50")
+    assert r.returncode == 2 and "must be a probability between 0 and 1; 50 % is 0.5" in r.stderr, r.stderr
 
 
 def test_a_finetune_option_out_of_range_is_one_clear_line_and_nothing_is_made(tmp_path: Path,
