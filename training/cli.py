@@ -36,7 +36,8 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", type=Path, help="images folder (with --masks), or an IDRiD-layout folder")
     src.add_argument("--project", type=Path, help="a plugin project folder: its latest saved corrections")
-    p.add_argument("--masks", type=Path, default=None)
+    p.add_argument("--masks", type=Path, default=None,
+                   help="the masks' folder, matched to --images by stem (not needed for an IDRiD-layout folder)")
     p.add_argument("--model", type=Path, default=None,
                    help="base model folder or bundled model name (default: with --project the project's active "
                         "model, as the plugin's button; else the shipped default model)")
@@ -44,12 +45,13 @@ def add_finetune_parser(sub: argparse._SubParsersAction) -> None:
                    help="the new model folder (must not exist; default with --project: a new version in the "
                         "project's models/, as the plugin's button makes)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--steps", type=int, default=None)
+    g.add_argument("--epochs", type=int, default=None,
+                   help="passes over the corrected photos, 8 crops a photo each (with --minutes: whichever ends first)")
+    g.add_argument("--steps", type=int, default=None, help="training steps (with --minutes: whichever ends first)")
     p.add_argument("--minutes", type=float, default=None,
                    help="wall-clock budget of the whole fine-tune (scoring old and new, training, writing); "
                         "without --steps/--epochs the training fills what scoring leaves")
-    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default: 2e-4, the button's)")
     p.add_argument("--max-steps", type=int, default=None,
                    help="with --minutes only: stop after this many steps even if time is left (default: the "
                         "button's, 120; 0: train until the time is up)")
