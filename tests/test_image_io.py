@@ -188,6 +188,15 @@ def test_bad_masks(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 9), np.uint8)).save(tmp_path / "m.jpg")
     with pytest.raises(LesionsegInputError, match="lossless"):
         read_mask(tmp_path / "m.jpg")
+    red = np.zeros((8, 9, 3), np.uint8)
+    red[1:3, 2:4] = (255, 0, 0)  # lesions drawn in red: how to save it, not a guess
+    Image.fromarray(red).save(tmp_path / "red.png")
+    with pytest.raises(LesionsegInputError, match=r"black and one colour \(255, 0, 0\).*one channel \(gray\) with lesions 255"):
+        read_mask(tmp_path / "red.png")
+    red[5, 5] = (0, 255, 0)
+    Image.fromarray(red).save(tmp_path / "red.png")
+    with pytest.raises(LesionsegInputError, match="colour image with differing channels"):
+        read_mask(tmp_path / "red.png")
 
 
 def test_write_label_lossless_only(tmp_path: Path) -> None:

@@ -290,6 +290,19 @@ def read_image(
     return rgb, meta
 
 
+def _colour_mask_problem(rgb: NDArray) -> str:
+    """What is wrong with a colour mask, and, for black with one colour (lesions drawn in red,
+    an annotation tool's class colour), how to save it: the colour is not guessed to be a
+    lesion, as a several-class mask could hold one class only on this photo."""
+    c8 = rgb.astype(np.uint32)
+    colours = np.unique((c8[..., 0] << 16) | (c8[..., 1] << 8) | c8[..., 2])  # one number a colour: fast
+    if len(colours) == 2 and colours[0] == 0:
+        c = (int(colours[1]) >> 16, (int(colours[1]) >> 8) & 255, int(colours[1]) & 255)
+        return (f"mask is a colour image, black and one colour {c}; expected one channel: if {c} marks the lesion, "
+                "save the mask as one channel (gray) with lesions 255 and the rest 0")
+    return "mask is a colour image with differing channels; expected one channel"
+
+
 def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArray:
     """One-channel array of a lossless mask or label file, size-checked against ``shape``."""
     if p.suffix.lower() in (".jpg", ".jpeg"):
@@ -313,9 +326,7 @@ def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArr
             if arr.shape[-1] == 4:
                 arr = arr[..., :3]
             if not (arr == arr[..., :1]).all():
-                raise LesionsegInputError(
-                    p, "mask is a colour image with differing channels; expected one channel"
-                )
+                raise LesionsegInputError(p, _colour_mask_problem(arr))
             arr = arr[..., 0]
     if shape is not None and tuple(arr.shape) != tuple(shape):
         raise LesionsegInputError(
