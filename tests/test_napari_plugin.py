@@ -262,7 +262,8 @@ def test_photos_napari_reads_wrongly_are_shown_as_the_photo(make_napari_viewer, 
     opacity: a black, see-through photo that the dock segmented as inverted colours, "does not
     look like a fundus photograph") and a planar TIFF as three gray slices (not offered to
     segment). With a dock open both are shown, and segmented, as the photo our reader (the
-    command line's) decodes, under their own names and in their places."""
+    command line's) decodes, under their own names and in their places; a stack of gray slices
+    is left as it is."""
     import tifffile
     from PIL import Image
 
@@ -285,6 +286,11 @@ def test_photos_napari_reads_wrongly_are_shown_as_the_photo(make_napari_viewer, 
     assert viewer.layers["cmyk"].contrast_limits == [0, 255]
     assert sorted(widget.image_picker.names) == ["cmyk", "plain", "planar"]
     assert viewer.layers["plain"].data.shape == photo.shape  # a photo napari reads right is left as it is
+    # three gray slices that are slices (a stack, not a colour photo stored by planes) stay slices
+    tifffile.imwrite(tmp_path / "stack.tif", np.moveaxis(photo, -1, 0), photometric="minisblack")
+    viewer.open(str(tmp_path / "stack.tif"))
+    qtbot.wait(100)
+    assert viewer.layers["stack"].data.shape == (3, *photo.shape[:2]) and not viewer.layers["stack"].rgb
 
 
 @pytest.mark.gui

@@ -218,12 +218,23 @@ def napari_misread(path: str | os.PathLike[str], shape: tuple[int, ...], rgb: bo
         with Image.open(path) as im:
             fmt, mode = im.format, im.mode
     except (OSError, ValueError, Image.DecompressionBombError):
-        fmt, mode = "TIFF" if decodable(path) else None, None  # a TIFF only tifffile opens
+        fmt, mode = ("TIFF", _tiff_photometric(path)) if decodable(path) else (None, None)  # tifffile's only
     if rgb and mode == "CMYK":
         return "a CMYK JPEG, which napari shows as RGBA (inverted colours, mostly transparent)"
-    if not rgb and fmt == "TIFF":
+    if not rgb and fmt == "TIFF" and mode in ("RGB", "RGBA"):  # not a stack of gray slices
         return "a TIFF with its colours stored plane by plane, which napari shows as three gray slices"
     return None
+
+
+def _tiff_photometric(path: str | os.PathLike[str]) -> str | None:
+    """"RGB" when a TIFF's first page holds colour (tifffile's reading), else None."""
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            return "RGB" if tif.pages[0].photometric == tifffile.PHOTOMETRIC.RGB else None
+    except Exception:  # noqa: BLE001 - any failure: not a colour TIFF we can tell
+        return None
 
 
 def exif_orientation(path: str | os.PathLike[str]) -> int:
