@@ -170,6 +170,9 @@ def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, ti
     assert sorted(f.name for f in (tmp_path / "rep2").iterdir()) == ["metrics.json", "metrics_per_image.csv",
                                                                       "metrics_pr.png"]
     r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
+                  "--model", tiny_model_dir, "--out", tmp_path / "new" / "results", "--quiet")  # no suffix: a folder
+    assert r.returncode == 0 and (tmp_path / "new" / "results" / "metrics.json").is_file(), r.stderr
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
                   "--model", tiny_model_dir, "--out", out / "x.json")
     assert "is a file, not a folder" in _one_clear_line(r, str(out)) and "%|" not in r.stderr  # before any photo
 

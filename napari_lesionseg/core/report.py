@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +45,16 @@ def _json_safe(v: Any) -> Any:
 
 
 def report_path(out: str | Path) -> Path:
-    """Where ``evaluate --out`` writes its JSON: ``out`` itself, or ``out/metrics.json`` when
-    ``out`` is a folder (there already, or given with a trailing slash), checked writable
-    before any photo is segmented (a folder once failed after the whole evaluation, naming a
-    temporary file)."""
+    """Where ``evaluate --out`` writes its JSON: ``out`` itself when it names a file
+    (``report.json``), else ``out/metrics.json``: a folder there already, or a name without a
+    suffix (``results``, ``results/``, which once became a JSON file called ``results``);
+    checked writable before any photo is segmented (a folder once failed after the whole
+    evaluation, naming a temporary file)."""
     from .batch import writable_folder
 
-    folder = Path(out).is_dir() or str(out).endswith(("/", os.sep))
-    path = Path(out) / "metrics.json" if folder else Path(out)
+    out = Path(out)
+    folder = out.is_dir() or (not out.suffix and not out.exists())
+    path = out / "metrics.json" if folder else out
     writable_folder(path.parent)
     return path
 
