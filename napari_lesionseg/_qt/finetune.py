@@ -459,11 +459,6 @@ class FinetuneWidget(DockWidget):
         return dest
 
 
-
-
-
-
-
 def _outputs(model_dir: Path) -> list[str] | None:
     """A model folder's outputs from its config alone (None when it cannot be read: the
     fine-tune then says what is wrong)."""
