@@ -288,6 +288,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
         for t, ts in s["types"].items():
             print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
+    unscored = [t for t in types or [] if t != "HE" and t not in s["types"]]
+    if unscored:  # asked for, and no photo has a truth of that type (they were left out without a word)
+        print(f"  not scored: {', '.join(unscored)}: no photo has a mask of that type ("
+              + ("none was reviewed for it" if args.project is not None else
+                 "<stem>_<T> files beside the hemorrhage masks, or IDRiD's masks_<T>/ folders") + ")")
     if out is not None:
         files = write_report(out, ds, {"model": model.version, "model_path": str(model.path),
                                             **({"project": str(args.project)} if args.project is not None else

@@ -360,9 +360,13 @@ def test_train_and_evaluate_refuse_an_inverted_mask_naming_it(tmp_path: Path, sm
 def test_an_inverted_mask_of_another_type_is_refused_naming_it(tmp_path: Path, small_typed_pairs: Path,
                                                                multi_model_dir: Path) -> None:
     """The inverted-mask check covered the hemorrhage masks only: an inverted exudate or disc
-    mask was scored against (and trained on) as the truth."""
+    mask was scored against (and trained on) as the truth. A type asked for with no masks at all
+    is said not scored."""
     masks = tmp_path / "masks"
     shutil.copytree(small_typed_pairs / "masks", masks)
+    (tmp_path / "he_only").mkdir()
+    for f in masks.glob("*_HE.png"):
+        shutil.copy(f, tmp_path / "he_only" / f.name)
     m = read_mask(masks / "IDRiD_16_OD.png")
     Image.fromarray(np.where(m == 1, 0, 255).astype(np.uint8)).save(masks / "IDRiD_16_OD.png")
     r = lesionseg("evaluate", "--images", small_typed_pairs / "images", "--masks", masks, "--model", multi_model_dir,
@@ -370,6 +374,13 @@ def test_an_inverted_mask_of_another_type_is_refused_naming_it(tmp_path: Path, s
     assert r.returncode == 1, r.stderr
     assert "IDRiD_16_OD.png: marks" in r.stderr and "as optic disc: is the mask inverted" in r.stderr, r.stderr
     assert "on 1 images" in r.stdout
+    # a type asked for whose masks are not there is said not scored (it was left out without a word)
+    r = lesionseg("evaluate", "--images", small_typed_pairs / "images", "--masks", small_typed_pairs / "masks",
+                  "--model", multi_model_dir, "--lesions", "EX,SE", "--quiet")
+    assert r.returncode == 0 and "not scored" not in r.stdout, r.stderr
+    r = lesionseg("evaluate", "--images", small_typed_pairs / "images", "--masks", tmp_path / "he_only",
+                  "--model", multi_model_dir, "--lesions", "EX,SE", "--quiet")
+    assert r.returncode == 0 and "not scored: EX, SE: no photo has a mask of that type" in r.stdout, r.stderr
 
 
 def test_train_refuses_bad_config(tmp_path: Path) -> None:
