@@ -558,7 +558,10 @@ def test_predict_and_evaluate_on_extra_grids(tmp_path: Path, small_pairs: Path, 
     r = lesionseg("predict", photo, "--model", tiny_model_dir, "--out", tmp_path / "three", "--quiet",
                   "--extra-grids", "96,176")
     assert r.returncode == 0, r.stderr
-    assert "also on grids of 96, 176 px, averaged" in r.stdout
+    assert "also on grids of 96, 176 px, averaged" in r.stdout and "far from the grid" not in r.stderr
+    r = lesionseg("predict", photo, "--model", tiny_model_dir, "--out", tmp_path / "far", "--quiet",
+                  "--extra-grids", "40")  # a third of the model's 128 px: said (100 against 832 lost 24 of 25 lesions)
+    assert r.returncode == 0 and "--extra-grids 40: far from the grid the model learned at (128 px" in r.stderr
     one, three = (np.asarray(Image.open(tmp_path / d / "IDRiD_16_prob.png")) for d in ("one", "three"))
     assert one.shape == three.shape and not np.array_equal(one, three)
     own = json.loads((tiny_model_dir / "config.json").read_text())["preprocess"]["fov_diameter"]
