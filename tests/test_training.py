@@ -34,6 +34,9 @@ def test_presets_load_and_validate() -> None:
         assert cfg.model.network.in_channels == cfg.model.preprocess.channels
     with pytest.raises(ConfigError, match="data.crop_size"):
         load_config("tiny", ["data.crop_size=3"])
+    # a crop larger than the photo's working grid trained on padding without a word
+    with pytest.raises(ConfigError, match=r"data.crop_size: 256 px is larger than the working grid .*\(128 px"):
+        load_config("tiny", ["data.crop_size=256"])
     with pytest.raises(ConfigError, match="optim.colour: unknown key"):
         load_config("tiny", ["optim.colour=1"])
     with pytest.raises(ConfigError, match="network.in_channels"):

@@ -31,6 +31,7 @@ from .train_config import DataConfig, OptimConfig, RunConfig, TrainConfig
 from .trainer import train
 
 CROPS_PER_IMAGE_EPOCH = 8
+FINETUNE_CROP = 256  # px, on the model's working grid
 MAX_TIME_BOUND_STEPS = 100_000  # with only a time budget, the clock ends the training
 TIME_BOUND_EVAL_EVERY = 15
 WRITE_SECONDS = 8.0  # calibration, writing the model folder and slack: 4.0 overshot 2 min by up to 2 s (benchmarks/adapt.py)
@@ -264,7 +265,9 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
     cfg = TrainConfig(
         model=replace(base.config, name=f"{base.version}-ft-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
                       weights_sha256=None),
-        data=DataConfig(batch_size=budget.batch_size, crop_size=256),
+        # 256-px crops, or the whole working grid of a model that works at less (a crop larger than
+        # the photo is mostly padding)
+        data=DataConfig(batch_size=budget.batch_size, crop_size=min(FINETUNE_CROP, base.config.preprocess.fov_diameter)),
         optim=OptimConfig(lr=budget.lr, warmup_steps=5 if time_bound else min(20, steps // 5)),
         run=RunConfig(steps=steps, minutes=budget.minutes, eval_every=TIME_BOUND_EVAL_EVERY if time_bound
                       else max(1, steps // 4), log_every=1, threads=threads, seed=budget.seed,

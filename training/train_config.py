@@ -373,6 +373,10 @@ class TrainConfig:
                     "an ensemble trains with the standard paradigm only (DALE aligns one network's features)")
         require(self.loss.bce_weight > 0 or self.loss.dice_weight > 0 or self.adversary.type != "none",
                 "loss", "nothing to learn from: no supervised term and no adversary")
+        fov = self.model.preprocess.fov_diameter
+        require(self.data.crop_size <= fov, "data.crop_size",
+                f"{self.data.crop_size} px is larger than the working grid the photos are brought to ({fov} px "
+                "across the fundus: model.preprocess.fov_diameter): the crops would be mostly padding")
         require((self.loss.consistency_weight > 0) == (self.data.unlabelled is not None), "loss.consistency_weight",
                 "set loss.consistency_weight > 0 and data.unlabelled (a folder of unannotated photos) together")
         if self.loss.consistency_weight > 0:
