@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--lesions", default=None, metavar="TYPES",
                    help="also score these outputs, e.g. MA,EX,SE,OD, against <stem>_<T> masks beside the hemorrhage "
-                        "masks or IDRiD's masks_<T>/ folders")
+                        "masks or IDRiD's masks_<T>/ folders (default: every other output of the model that the "
+                        "masks or the project's corrections speak for)")
     _add_prob_bits(p, "score the probabilities as predict's PNGs of this depth hold them")
     p.set_defaults(func=cmd_evaluate)
 
@@ -280,6 +281,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     root = args.project.expanduser() if args.project is not None else None
     model, dev = _load_model(project_model(args.model, root), args.device, args.extra_grids)
     types = _lesion_types(args.lesions, model)
+    if types is None:  # the model's other outputs that the truth speaks for (a corrected MA was left unscored)
+        from .core.lesion_types import HE
+
+        types = [t for t in model.config.network.outputs if t != HE and any(p.knows(t) for p in pairs)] or None
     _require_scorable(pairs, model, types, root / "labels" if root is not None else args.masks)
     out = report_path(args.out) if args.out is not None else None
     with _bar(len(pairs), args.quiet, "img") as bar:

@@ -294,7 +294,8 @@ def test_corrections_reviewed_for_one_other_type_fine_tune_and_score_that_type(t
 
     _one_clear_line(lesionseg("evaluate", "--project", proj.root, "--model", tiny_model_dir),
                     "reviewed for HE; they speak for MA only", "--model multi")
-    _one_clear_line(lesionseg("evaluate", "--project", proj.root, "--model", multi_model_dir), "--lesions MA")
-    r = lesionseg("evaluate", "--project", proj.root, "--model", multi_model_dir, "--lesions", "MA")
+    _one_clear_line(lesionseg("evaluate", "--project", proj.root, "--model", multi_model_dir, "--lesions", "EX"),
+                    "reviewed for HE, EX", "score them with --lesions MA")
+    r = lesionseg("evaluate", "--project", proj.root, "--model", multi_model_dir)  # by default: the types reviewed
     assert r.returncode == 0 and "hemorrhages not scored" in r.stdout, r.stderr
     assert re.search(r"^\s+MA\s+2\s", r.stdout, re.M), r.stdout
