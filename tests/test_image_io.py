@@ -44,6 +44,12 @@ def test_gray_rgba_palette_and_cmyk(tmp_path: Path) -> None:
     rgba = np.dstack([a, np.full(a.shape[:2], 7, np.uint8)])
     Image.fromarray(rgba).save(tmp_path / "a.png")
     np.testing.assert_array_equal(read_image(tmp_path / "a.png")[0], a)
+    # a fundus cut out with a transparent surround, white under it: the surround reads black (the
+    # white was taken for retina: 15 of a photo's 25 lesions found), the rest as it is
+    rgba[:5, :, :3], rgba[:5, :, 3] = 255, 0
+    Image.fromarray(rgba).save(tmp_path / "cut.png")
+    cut = read_image(tmp_path / "cut.png")[0]
+    assert (cut[:5] == 0).all() and np.array_equal(cut[5:], a[5:])
     Image.fromarray(a).convert("P").save(tmp_path / "p.png")
     p, _ = read_image(tmp_path / "p.png")
     assert p.shape == (20, 30, 3)

@@ -157,7 +157,7 @@ def _read_tiff_only(p: Path, data: bytes, max_pixels: int) -> tuple[NDArray[np.u
 def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
     """Turn a decoded array or a napari layer's data (gray, gray+alpha, RGB, RGBA; any numeric
     dtype) into RGB uint8: the one rule for files and layers (16-bit scaled by 65535, 8-bit
-    values kept, floats by their maximum when it is over 1)."""
+    values kept, floats by their maximum when it is over 1; fully transparent pixels black)."""
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (1, 2, 3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar TIFF
     if arr.ndim == 2:
@@ -182,6 +182,12 @@ def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
     else:
         arr = arr.astype(np.uint8, copy=False)
     channels = arr.shape[-1]
+    if channels in (2, 4) and (clear := arr[..., -1] == 0).any():
+        # fully transparent pixels are black, the fundus's own surround: a photo cut out with a
+        # transparent surround kept whatever colour lay under it (white: 15 of a photo's 25
+        # lesions were found); partly transparent ones keep their colour, as napari shows them
+        arr = arr.copy()
+        arr[clear] = 0
     if channels in (1, 2):
         arr = np.repeat(arr[..., :1], 3, axis=-1)
     elif channels == 4:
