@@ -50,6 +50,8 @@ def test_gray_rgba_palette_and_cmyk(tmp_path: Path) -> None:
     Image.fromarray(rgba).save(tmp_path / "cut.png")
     cut = read_image(tmp_path / "cut.png")[0]
     assert (cut[:5] == 0).all() and np.array_equal(cut[5:], a[5:])
+    Image.fromarray(np.dstack([a, np.zeros(a.shape[:2], np.uint8)])).save(tmp_path / "unused.png")
+    np.testing.assert_array_equal(read_image(tmp_path / "unused.png")[0], a)  # alpha 0 throughout: unused
     Image.fromarray(a).convert("P").save(tmp_path / "p.png")
     p, _ = read_image(tmp_path / "p.png")
     assert p.shape == (20, 30, 3)

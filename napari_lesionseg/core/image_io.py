@@ -182,10 +182,11 @@ def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
     else:
         arr = arr.astype(np.uint8, copy=False)
     channels = arr.shape[-1]
-    if channels in (2, 4) and (clear := arr[..., -1] == 0).any():
+    if channels in (2, 4) and (clear := arr[..., -1] == 0).any() and not clear.all():
         # fully transparent pixels are black, the fundus's own surround: a photo cut out with a
         # transparent surround kept whatever colour lay under it (white: 15 of a photo's 25
-        # lesions were found); partly transparent ones keep their colour, as napari shows them
+        # lesions were found); partly transparent ones keep their colour, as napari shows them.
+        # An alpha of 0 everywhere is an unused channel (some writers leave it so), not a cut-out
         arr = arr.copy()
         arr[clear] = 0
     if channels in (1, 2):
