@@ -695,6 +695,17 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     assert not (tmp_path / "typo").exists()
 
 
+def test_a_photo_given_twice_is_segmented_once(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
+    """``predict a.jpg a.jpg`` (or a folder and a photo in it) segmented the photo twice and
+    listed it twice in summary.csv and lesions.csv, doubling its lesions in any count."""
+    photo = small_pairs / "images" / "IDRiD_16.jpg"
+    r = lesionseg("predict", small_pairs / "images", photo, photo, "--model", tiny_model_dir, "--out", tmp_path / "o",
+                  "--quiet")
+    assert r.returncode == 0 and "2 of 2 images" in r.stdout, r.stderr
+    with open(tmp_path / "o" / "summary.csv", newline="") as fh:
+        assert [row["image"] for row in csv.DictReader(fh)] == ["IDRiD_04.jpg", "IDRiD_16.jpg"]
+
+
 def test_a_pixel_size_that_is_no_pixel_size_is_refused(tmp_path: Path, small_pairs: Path) -> None:
     """``--mm-per-px -1`` gave positive lesion areas, 0 areas of 0, and 250 (pixels per mm given
     instead) areas 60,000 times too large: each is refused before any work, saying why; so is

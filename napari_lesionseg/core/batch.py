@@ -104,10 +104,28 @@ def collect_named(inputs: Iterable[str | Path], *, recursive: bool = False,
         if not found and not below:
             paths.append(p)  # fails in turn ("is a directory")
             names.append(p.name)
+    paths, names = _once(paths, names)
     if paths and all(path_problem(p) for p in paths):  # stops at the first file (a folder's photos: its first)
         more = f"; nor is the other input{'s' if len(paths) > 2 else ''} a photo" if len(paths) > 1 else ""
         raise LesionsegInputError(paths[0], f"{path_problem(paths[0])}{more}: nothing to segment")
     return paths, names
+
+
+def _once(paths: list[Path], names: list[str]) -> tuple[list[Path], list[str]]:
+    """Each photo once, at its first place: one given twice (``predict a.jpg a.jpg``, or a
+    folder and a photo in it) was segmented twice and listed twice in the tables, doubling its
+    lesions in any count made from them."""
+    seen: set[Path] = set()
+    kept = []
+    for p, name in zip(paths, names):
+        try:
+            key = p.resolve()
+        except OSError:
+            key = p
+        if key not in seen:
+            seen.add(key)
+            kept.append((p, name))
+    return [p for p, _ in kept], [n for _, n in kept]
 
 
 _BELOW_ENOUGH = 1000  # a folder's subfolders are searched no further when only asking whether they hold photos
