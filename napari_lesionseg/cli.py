@@ -163,13 +163,17 @@ def _drive(gen, bar) -> object:
     return run_to_end(gen, show)
 
 
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
 def probability(text: str) -> float:
     """``--threshold``: a probability strictly between 0 and 1 (5 scored every photo Dice 0;
     50 was likely meant as 0.5)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not 0 < value < 1:
         hint = f"; {value:g} % is {value / 100:g}" if 1 < value < 100 else ""
         raise argparse.ArgumentTypeError(f"{text}: must be a probability between 0 and 1{hint}")
@@ -180,10 +184,7 @@ def mm_per_px(text: str) -> float:
     """``--mm-per-px``: one pixel's size in mm, in (0, 1] as the Segment dock's field allows (a
     negative one gave positive areas, 0 areas of 0; more than 1 mm a pixel is no fundus photo,
     likely pixels per mm given instead)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    value = _number(text)
     if not (math.isfinite(value) and 0 < value <= 1):
         hint = f"; {value:g} looks like pixels per mm: give {1 / value:.5f}" if value > 1 and math.isfinite(value) else ""
         raise argparse.ArgumentTypeError(f"{text}: must be one pixel's size in mm, more than 0 and at most 1 "
@@ -275,17 +276,17 @@ def _report_failures(failures) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .core.batch import evaluate_pairs
+    from .core.lesion_types import HE, OUTPUT_TYPES
     from .core.report import report_path, write_report
 
     pairs = _evaluation_pairs(args)
     root = args.project.expanduser() if args.project is not None else None
     model, dev = _load_model(project_model(args.model, root), args.device, args.extra_grids)
+    spoken = [t for t in OUTPUT_TYPES if any(p.knows(t) for p in pairs)]  # the types the truth speaks for
     types = _lesion_types(args.lesions, model)
     if types is None:  # the model's other outputs that the truth speaks for (a corrected MA was left unscored)
-        from .core.lesion_types import HE
-
-        types = [t for t in model.config.network.outputs if t != HE and any(p.knows(t) for p in pairs)] or None
-    _require_scorable(pairs, model, types, root / "labels" if root is not None else args.masks)
+        types = [t for t in spoken if t != HE and t in model.config.network.outputs] or None
+    _require_scorable(pairs, model, types, spoken, root / "labels" if root is not None else args.masks)
     out = report_path(args.out) if args.out is not None else None
     with _bar(len(pairs), args.quiet, "img") as bar:
         ds, res = _drive(evaluate_pairs(model, pairs, keep_going=args.keep_going, device=str(dev), tta=args.tta,
@@ -301,7 +302,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
         for t, ts in s["types"].items():
             print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
-    unscored = [t for t in types or [] if t != "HE" and t not in s["types"]]
+    unscored = [t for t in types or [] if t != HE and t not in spoken]
     if unscored:  # asked for, and no photo has a truth of that type (they were left out without a word)
         print(f"  not scored: {', '.join(unscored)}: no photo has a mask of that type ("
               + ("none was reviewed for it" if args.project is not None else
@@ -319,14 +320,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return _report_failures(res.failures)
 
 
-def _require_scorable(pairs: list, model, types: list[str] | None, where: Path | None) -> None:
+def _require_scorable(pairs: list, model, types: list[str] | None, spoken: list[str], where: Path | None) -> None:
     """Refuse, before any photo is segmented, photos none of which was reviewed for a type
-    this evaluation scores, saying how to score the types they were reviewed for."""
-    from .core.lesion_types import HE, OUTPUT_TYPES
+    this evaluation scores, saying how to score the types they were (``spoken``) reviewed for."""
+    from .core.lesion_types import HE
     from .core.pairs import require_known_types
 
     scored = [HE, *[t for t in types or [] if t != HE]]
-    spoken = [t for t in OUTPUT_TYPES if any(p.knows(t) for p in pairs)]
     has = [t for t in spoken if t in model.config.network.outputs]
     hint = (f"score them with --lesions {','.join(has)}" if has else
             f"model '{model.version}' has no {', '.join(spoken)} output: a model that has (the bundled multi: "
@@ -375,8 +375,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for row in rows:
         print(row)
     print(f"active: {active.name if active.parent == reg.dir else 'the shipped default model'}")
-    if reg.missing_note():
-        print(f"note: {reg.missing_note()}")
+    if note := reg.missing_note():
+        print(f"note: {note}")
     return EXIT_OK
 
 
@@ -415,8 +415,8 @@ def project_model(model: Path | None, project_root: Path | None) -> Path | None:
     from .core.registry import Registry
 
     reg = Registry(project_root)
-    if reg.missing_note():
-        print(f"note: {reg.missing_note()}", file=sys.stderr)
+    if note := reg.missing_note():
+        print(f"note: {note}", file=sys.stderr)
     return reg.active()
 
 

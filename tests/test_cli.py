@@ -708,8 +708,8 @@ def test_a_photo_given_twice_is_segmented_once(tmp_path: Path, small_pairs: Path
 
 def test_a_pixel_size_that_is_no_pixel_size_is_refused(tmp_path: Path, small_pairs: Path) -> None:
     """``--mm-per-px -1`` gave positive lesion areas, 0 areas of 0, and 250 (pixels per mm given
-    instead) areas 60,000 times too large: each is refused before any work, saying why; so is
-    an evaluation threshold that is no probability."""
+    instead of 0.004 mm per pixel) areas 62,500 squared, some 4 billion times, too large: each is
+    refused before any work, saying why; so is an evaluation threshold that is no probability."""
     for value, needle in (("-1", "more than 0"), ("0", "more than 0"), ("250", "looks like pixels per mm: give 0.00400")):
         r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", tmp_path / "o", "--mm-per-px", value)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr

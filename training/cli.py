@@ -207,16 +207,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if out_dir is None:
             raise LesionsegInputError(args.images, "--out (the new model folder) is required with --images")
         pairs = pairs_of(args.images, args.masks)
-    events: list[dict] = []
+    seen: dict[str, dict] = {}  # the plan and the finish, each sent once, for the verdict
 
     def emit(ev: dict) -> None:
-        events.append(ev)
+        seen[ev.get("event", "")] = ev
         _emit(ev, args.events)
 
     out = run_to_end(fine_tune(resolve_model(model), pairs, budget, out_dir), emit)
     if args.events == "text":
-        done = next((e for e in reversed(events) if e.get("event") == "finished"), {})
-        plan = next((e for e in events if e.get("event") == "plan"), {})
+        done, plan = seen.get("finished", {}), seen.get("plan", {})
         kind = outcome(done)
         print(f"new model: {out}")
         print(verdict(done, plan, Path(out).name) + {

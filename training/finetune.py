@@ -117,7 +117,7 @@ class Budget:
 
 
 def check_blend_share(base_share: float) -> None:
-    """Refuse a blend share outside 0-1 (``Budget.blend``, ``blend_states``)."""
+    """Refuse a blend share outside 0-1 (``blend_states``; a ``Budget`` refuses one when made)."""
     if not 0.0 <= base_share <= 1.0:
         raise ValueError(f"blend: the base's share must be within 0-1, not {base_share}")
 
@@ -137,13 +137,14 @@ def lesion_pairs(pairs: list[Pair], outputs: list[str] | tuple[str, ...] = (HE,)
     """Ids of the pairs that mark at least one lesion pixel of a type among ``outputs`` they
     were reviewed for (an inverted mask refused: ``Pair.read_checked_mask``)."""
     def marks(p: Pair) -> bool:
-        if p.knows(HE) and HE in outputs and (p.read_checked_mask() == 1).any():
-            return True
+        he = HE in outputs and p.knows(HE)
         others = [t for t in outputs if t != HE and p.knows(t)]
-        if not others:
+        if not (he or others):
             return False
-        shape = p.read_checked_mask().shape  # the photo's size, as its mask has it
-        return any(m is not None and (m == 1).any() for m in p.read_types(others, shape).values())
+        mask = p.read_checked_mask()  # read once: its hemorrhages, and the photo's size for the others
+        if he and (mask == 1).any():
+            return True
+        return any(m is not None and (m == 1).any() for m in p.read_types(others, mask.shape).values())
 
     return {p.id for p in pairs if marks(p)}
 
@@ -243,10 +244,6 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         from .replay import load_replay
 
         replay = load_replay(base_model_dir, base.config.preprocess, base.config.network.outputs)
-    if budget.blend is not None:
-        check_blend_share(budget.blend)  # before anything is trained or written
-    if budget.calibration not in ("held_out", "all", "keep"):
-        raise ValueError(f"calibration must be held_out, all or keep, not {budget.calibration!r}")
     if budget.hold_out:
         train_pairs, val_pairs, how = split_for_finetune(pairs, with_lesions)
     else:

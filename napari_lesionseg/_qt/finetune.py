@@ -186,8 +186,8 @@ class FinetuneWidget(DockWidget):
             if outputs is not None and not set(reviewed) & set(outputs):
                 text += (f". The base model has {', '.join(outputs)} only: it has nothing to learn from these "
                          "corrections; choose a model with those outputs (the bundled multi)")
-        if reg.missing_note():
-            text += f". Note: {reg.missing_note()}"
+        if note := reg.missing_note():
+            text += f". Note: {note}"
         if not pairs:
             text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
         self.preflight_label.setText(text)

@@ -293,8 +293,8 @@ class SegmentWidget(DockWidget):
         promoted = reg.promoted()
         if promoted is not None:
             self.model_picker.choose(promoted)
-        elif reg.missing_note():
-            self.status.setText(reg.missing_note())
+        elif note := reg.missing_note():
+            self.status.setText(note)
 
     def model(self) -> LoadedModel:
         self.session.device = str(pick_device(self.device_picker.value))

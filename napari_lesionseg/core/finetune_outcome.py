@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .lesion_types import LONG_NAMES
+
 SCORE_KEYS = ("aupr", "dice_ds", "recall_ds", "precision_ds")
 WORSE_BY = 0.005  # a new score this much below the old one is "worse" (Dice or AUPR)
 
@@ -31,10 +33,13 @@ def scored_on(plan: dict[str, Any]) -> str:
 def scores_worse(done: dict[str, Any]) -> str:
     """What the new model scores worse on (Dice or AUPR by more than ``WORSE_BY``), or ''.
     ``done``: the finished event (``old_dice_ds``, ``new_dice_ds``, ...)."""
-    worse = [f"{k} {done['old_' + k]:.3f} -> {done['new_' + k]:.3f}" for k in ("dice_ds", "aupr")
-             if done.get("old_" + k) is not None and done.get("new_" + k) is not None
-             and done["new_" + k] < done["old_" + k] - WORSE_BY]
-    return "; ".join(worse)
+    return "; ".join(f"{k} {old:.3f} -> {new:.3f}" for k, old, new in _headline(done) if new < old - WORSE_BY)
+
+
+def _headline(done: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """``(key, old, new)`` for Dice (dataset) and AUPR, those the finished event holds."""
+    return [(k, done["old_" + k], done["new_" + k]) for k in ("dice_ds", "aupr")
+            if done.get("old_" + k) is not None and done.get("new_" + k) is not None]
 
 
 def outcome(done: dict[str, Any]) -> str:
@@ -49,8 +54,6 @@ def outcome(done: dict[str, Any]) -> str:
 def scored_type(done: dict[str, Any]) -> str:
     """'' when the scores are the hemorrhages' (as usual), else `` (microaneurysm scores)``:
     the photos scored were reviewed for that type, not for hemorrhages."""
-    from .lesion_types import LONG_NAMES
-
     t = done.get("old_type")
     return f" ({LONG_NAMES.get(t, t)} scores)" if t else ""
 
@@ -65,8 +68,7 @@ def verdict(done: dict[str, Any], plan: dict[str, Any], name: str) -> str:
     if kind == "kept":
         return (f"no fine-tuned checkpoint scored better than the old model{scored_type(done)} {scored_on(plan)}: "
                 f"new version {name} keeps the old weights")
-    scores = [f"{k} {done['old_' + k]:.3f} -> {done['new_' + k]:.3f}" for k in ("dice_ds", "aupr")
-              if done.get("old_" + k) is not None and done.get("new_" + k) is not None]
+    scores = [f"{k} {old:.3f} -> {new:.3f}" for k, old, new in _headline(done)]
     if not scores:
         return f"new version {name} {scored_on(plan)}"
     return f"new version {name}, scored{scored_type(done)} {scored_on(plan)}: " + ", ".join(scores)

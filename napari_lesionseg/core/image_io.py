@@ -94,13 +94,17 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
     w, h = im.size
     if w < 1 or h < 1:
         raise LesionsegInputError(path, f"image has no pixels ({w}x{h})")
+    _check_pixels(path, w, h, max_pixels)
+    return im
+
+
+def _check_pixels(path: Path, w: int, h: int, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise LesionsegInputError(
             path,
             f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
             "(a possible decompression bomb; raise max_pixels if the image is genuine)",
         )
-    return im
 
 
 def _load(path: Path, im: Image.Image) -> Image.Image:
@@ -143,12 +147,8 @@ def _read_tiff_only(p: Path, data: bytes, max_pixels: int) -> tuple[NDArray[np.u
     arr = _tiff_array(p, data)
     if arr is None:  # pragma: no cover - tifffile is a dependency
         raise LesionsegInputError(p, "not a recognised image file (expected JPEG, PNG, TIFF or BMP)")
-    planar = arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (1, 2, 3, 4)
-    h, w = arr.shape[-2:] if planar else arr.shape[:2]
-    if h * w > max_pixels:
-        raise LesionsegInputError(p, f"image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} "
-                                     "(a possible decompression bomb; raise max_pixels if the image is genuine)")
-    rgb = to_rgb_uint8(arr, p)
+    rgb = to_rgb_uint8(arr, p)  # (tifffile has decoded it already: the limit is checked on what it gave)
+    _check_pixels(p, rgb.shape[1], rgb.shape[0], max_pixels)
     return rgb, ImageMeta(path=str(p), width=rgb.shape[1], height=rgb.shape[0], mode=str(arr.dtype), format="TIFF",
                           bit_depth=arr.dtype.itemsize * 8, exif_orientation=1,
                           sha256=hashlib.sha256(data).hexdigest())

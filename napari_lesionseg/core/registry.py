@@ -52,31 +52,26 @@ class Registry:
 
     def promoted(self) -> Path | None:
         """The version promoted to active, None when none was (or it is gone)."""
-        f = self.dir / ACTIVE
-        if f.exists():
-            try:
-                name = json.loads(f.read_text())["version"]
-                if name in self.versions():
-                    return self.dir / name
-            except (ValueError, KeyError, OSError):
-                pass
-        return None
+        name = self._named_active()
+        return self.dir / name if name is not None and name in self.versions() else None
 
-    def missing_promoted(self) -> str | None:
-        """The version ``active.json`` names when its folder is gone from ``models/`` (moved or
-        deleted by hand): the project then runs the shipped default, which is worth saying."""
+    def _named_active(self) -> str | None:
+        """The version ``active.json`` names (None: no file, none promoted, or unreadable)."""
         f = self.dir / ACTIVE
         try:
             name = json.loads(f.read_text())["version"] if f.exists() else None
         except (ValueError, KeyError, OSError, TypeError):
             return None
-        return name if isinstance(name, str) and name not in self.versions() else None
+        return name if isinstance(name, str) else None
 
     def missing_note(self) -> str:
-        """A sentence for a missing promoted version (``missing_promoted``), or ''."""
-        name = self.missing_promoted()
+        """A sentence when the version ``active.json`` names is gone from ``models/`` (moved or
+        deleted by hand: the project then runs the shipped default, which is worth saying), else ''."""
+        name = self._named_active()
+        if name is None or name in self.versions():
+            return ""
         return (f"the project's active model '{name}' is no longer in {self.dir} (moved or deleted?): the shipped "
-                "default model is used instead; put it back, or make another version active") if name else ""
+                "default model is used instead; put it back, or make another version active")
 
     def promote(self, version: str) -> Path:
         p = self.path(version)

@@ -103,11 +103,17 @@ def _safe_id(name: str) -> str:
 FOLDER_ID_DEPTH = 4  # a batch's subfolders an id may name (patient / visit / eye ...)
 
 
+def _folder_name(folders: tuple[str, ...], stem: str, depth: int = FOLDER_ID_DEPTH) -> str:
+    """``<folders>_<stem>`` from the last ``depth`` named folders (``p2/visit 2`` + ``OD``:
+    ``p2_visit 2_OD``, made an id by ``_safe_id``); the stem alone when there are none."""
+    named = [q for q in folders if q not in ("", ".", "..") and q != Path(q).anchor]
+    return "_".join([*(named[-depth:] if depth else []), stem])
+
+
 def _id_names(src: Path) -> list[str]:
     """The names a photo may have been given an id from: its stem, then a batch's
     ``<folders>_<stem>`` for the last one to ``FOLDER_ID_DEPTH`` folders above it."""
-    parts = [q for q in src.parent.parts if q not in ("", ".", "..", src.anchor)]
-    return [src.stem] + ["_".join([*parts[-k:], src.stem]) for k in range(1, min(len(parts), FOLDER_ID_DEPTH) + 1)]
+    return list(dict.fromkeys(_folder_name(src.parent.parts, src.stem, k) for k in range(FOLDER_ID_DEPTH + 1)))
 
 
 class Project:
@@ -199,8 +205,7 @@ class Project:
             held_id = None if image_id is not None else self._held_under_any(src, sha)
             if held_id is not None:
                 return held_id
-            parts = [q for q in PurePosixPath(folder or ".").parts if q not in (".", "..")][-FOLDER_ID_DEPTH:]
-            base = "_".join([*parts, src.stem])  # as find_image looks for it
+            base = _folder_name(PurePosixPath(folder or ".").parts, src.stem)  # as find_image looks for it
             iid, held = self._claim(base, sha, image_id, src)
             if held:
                 return iid
