@@ -297,11 +297,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"model '{model.version}': hemorrhages not scored: none of the {len(pairs)} photo(s) was reviewed "
               "for them")
     else:
-        _print_hemorrhage_scores(s, model, ds.threshold, args.prob_bits)
+        _print_hemorrhage_scores(s, model, ds, args.prob_bits)
     if s["types"]:
         print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
+        absent = []
         for t, ts in s["types"].items():
-            print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
+            if note := _no_truth(t, res.scores[t]):  # Dice 1.0 and AUPR nan would say nothing true
+                absent.append(note)
+                print(f"  {t:6s} {int(ts['images']):6d} {'-':>8s} {'-':>8s} {'-':>8s}")
+            else:
+                print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
+        for note in absent:
+            print(f"  {note}")
     unscored = [t for t in types or [] if t != HE and t not in spoken]
     if unscored:  # asked for, and no photo has a truth of that type (they were left out without a word)
         print(f"  not scored: {', '.join(unscored)}: no photo has a mask of that type ("
@@ -334,28 +341,49 @@ def _require_scorable(pairs: list, model, types: list[str] | None, spoken: list[
     require_known_types(pairs, scored, where, "nothing to score", hint)
 
 
-def _print_hemorrhage_scores(s: dict, model, threshold: float, prob_bits: int) -> None:
-    print(f"model '{model.version}'{_grids_note(model)} on {int(s['images'])} images (threshold {threshold:.3f}, "
+def _no_truth(name: str, d, lesions: int | None = None) -> str | None:
+    """For scores over photos none of which has a lesion of the type (healthy photos, a type
+    absent from a study): what can be said (false alarms), since AUPR, Dice and recall need a
+    lesion to mean anything; None when some photo has one."""
+    c = d.total
+    if c.tp + c.fn:
+        return None
+    flagged = sum(1 for r in d.per_image if float(r["pred_pixels"]) > 0)
+    return (f"{name}: none in the masks of these {len(d.per_image)} photo(s) (AUPR, Dice and recall need one); "
+            f"false alarms: " + (f"{lesions} lesion(s), " if lesions is not None else "")
+            + f"{c.fp} px, on {flagged} of the photos")
+
+
+def _print_hemorrhage_scores(s: dict, model, ds, prob_bits: int) -> None:
+    print(f"model '{model.version}'{_grids_note(model)} on {int(s['images'])} images (threshold {ds.threshold:.3f}, "
           f"probabilities scored as {prob_bits}-bit PNGs):")
+    absent = _no_truth("hemorrhages", ds, int(s["pred_lesions"]))
+    if absent:
+        print(f"  {absent}")
     for k in ("aupr", "dice_ds", "dice_img", "iou_ds", "iou_img", "precision_ds", "recall_ds", "accuracy_ds", "hd95",
               "fuzzy_error_capture", "fuzzy_area_fraction"):
-        print(f"  {k:20s} {s[k]:.4f}" + ("   (in pixels, the mean over the images)" if k == "hd95" else ""))
-    print(f"  {'lesion_precision':20s} {s['lesion_precision']:.4f}   (of {int(s['pred_lesions'])} predicted lesions, the "
-          "share touching an annotated one)")
-    print(f"  {'lesion_recall':20s} {s['lesion_recall']:.4f}   (of {int(s['gt_lesions'])} annotated lesions, the share "
-          "the mask touches)")
+        if absent and k not in ("accuracy_ds", "fuzzy_error_capture", "fuzzy_area_fraction"):
+            continue
+        value = f"{s[k]:.4f}" if math.isfinite(s[k]) else "-"  # e.g. the fuzzy map's share of no mistakes
+        print(f"  {k:20s} {value}" + ("   (in pixels, the mean over the images)" if k == "hd95" else ""))
+    if not absent:
+        print(f"  {'lesion_precision':20s} {s['lesion_precision']:.4f}   (of {int(s['pred_lesions'])} predicted lesions, "
+              "the share touching an annotated one)")
+        print(f"  {'lesion_recall':20s} {s['lesion_recall']:.4f}   (of {int(s['gt_lesions'])} annotated lesions, the "
+              "share the mask touches)")
     print(f"  does the fuzzy map lead to the mask's mistakes? ({model.config.inference.fuzzy.map} map; entropy of "
           "the same probability beside it)")
     print(f"  {'':42s} {'fuzzy':>8s} {'entropy':>8s}")
     for pct in (1, 5, 10):
         k = f"top{pct}pct_error_capture"
-        print(f"  {'wrong pixels in the top ' + str(pct) + ' % of the disc':42s} {s['fuzzy_' + k]:8.3f} {s['entropy_' + k]:8.3f}")
-    n = int(s["fuzzy_queue_missed_lesions"])
-    print(f"  {f'missed lesions ({n}) in the first 20 regions':42s} {s['fuzzy_queue_missed_reached']:8.3f} "
-          f"{s['entropy_queue_missed_reached']:8.3f}")
-    n = int(s["fuzzy_queue_false_alarms"])
-    print(f"  {f'false alarms ({n}) in the first 20 regions':42s} {s['fuzzy_queue_false_alarms_shown']:8.3f} "
-          f"{s['entropy_queue_false_alarms_shown']:8.3f}")
+        print(f"  {'wrong pixels in the top ' + str(pct) + ' % of the disc':42s} "  # '-': no wrong pixel
+              + " ".join(f"{s[m + '_' + k]:8.3f}" if math.isfinite(s[m + "_" + k]) else f"{'-':>8s}"
+                         for m in ("fuzzy", "entropy")))
+    for what, count, share in (("missed lesions", "missed_lesions", "missed_reached"),
+                               ("false alarms", "false_alarms", "false_alarms_shown")):
+        n = int(s[f"fuzzy_queue_{count}"])  # none to reach: a share of nothing is shown as '-'
+        print(f"  {f'{what} ({n}) in the first 20 regions':42s} "
+              + " ".join(f"{s[f'{m}_queue_{share}']:8.3f}" if n else f"{'-':>8s}" for m in ("fuzzy", "entropy")))
 
 
 def cmd_models(args: argparse.Namespace) -> int:

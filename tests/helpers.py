@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -77,3 +78,40 @@ def corrected_project(root: Path, pairs: Path, stems: tuple[str, ...] = ("IDRiD_
         iid = proj.add_image(pairs / "images" / f"{stem}.jpg")
         proj.save_label(iid, read_mask(pairs / "masks" / f"{stem}_HE.png"))
     return proj
+
+
+def run_here(cmd: list[str], **_subprocess_options: object) -> subprocess.CompletedProcess[str]:
+    """``[sys.executable, "-m", MODULE, *ARGS]`` run as ``MODULE.main(ARGS)`` in this process,
+    its stdout and stderr captured as ``subprocess.run(cmd, capture_output=True, text=True)``
+    would capture them (some 4 s less a call: no new interpreter importing torch). An
+    exception the command's error policy does not catch (a subprocess's traceback) is raised
+    into the test. The process-wide settings a command makes for its own process (the malloc
+    setting, the SIGTERM handler) are left out or undone. Tests of the process itself (the
+    entry point, signals, a hang under a timeout) run the subprocess."""
+    import contextlib
+    import io
+    import signal
+
+    from napari_lesionseg.core import runtime
+
+    assert list(cmd[:2]) == [sys.executable, "-m"], cmd
+    module = {"lesionseg_training": "lesionseg_training.cli"}.get(cmd[2], cmd[2])
+    main = importlib.import_module(module).main
+    argv = [str(a) for a in cmd[3:]]
+    out, err = io.StringIO(), io.StringIO()
+    sigterm = signal.getsignal(signal.SIGTERM)
+    tune = runtime.tune_allocator
+    runtime.tune_allocator = lambda: False
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as ended:  # argparse's usage errors, --help
+                code = ended.code
+                if isinstance(code, str):
+                    print(code, file=sys.stderr)
+                code = code if isinstance(code, int) else (0 if code is None else 1)
+    finally:
+        runtime.tune_allocator = tune
+        signal.signal(signal.SIGTERM, sigterm)
+    return subprocess.CompletedProcess(list(cmd), int(code or 0), out.getvalue(), err.getvalue())

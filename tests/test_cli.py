@@ -1,4 +1,6 @@
-"""The real ``lesionseg`` command in a subprocess, on real (downscaled) photos."""
+"""The real ``lesionseg`` command on real (downscaled) photos: its ``main`` (argument parsing,
+error policy, output) in this process, and as the installed console script in a subprocess
+where the process is what is tested (the entry point, exit codes, signals, a whole flow)."""
 
 from __future__ import annotations
 
@@ -16,20 +18,25 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import run_here
 from napari_lesionseg.core.image_io import read_mask
 from napari_lesionseg.core.model_folder import load_model_folder
 
 ENV = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "2"}
 
 
-def lesionseg(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("lesionseg", path=str(Path(sys.executable).parent)) or shutil.which("lesionseg")
-    cmd = [exe] if exe else [sys.executable, "-m", "napari_lesionseg.cli"]
-    return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+def lesionseg(*args: str | Path, timeout: float = 300, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run ``lesionseg ARGS``: ``process``, the console script in a subprocess; otherwise its
+    ``main`` in this process (``helpers.run_here``)."""
+    if process:
+        exe = shutil.which("lesionseg", path=str(Path(sys.executable).parent)) or shutil.which("lesionseg")
+        cmd = [exe] if exe else [sys.executable, "-m", "napari_lesionseg.cli"]
+        return subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
+    return run_here([sys.executable, "-m", "napari_lesionseg.cli", *map(str, args)])
 
 
 def test_console_script_is_installed() -> None:
-    r = lesionseg("--help")
+    r = lesionseg("--help", process=True)
     assert r.returncode == 0 and "predict" in r.stdout and "finetune" in r.stdout
 
 
@@ -39,7 +46,7 @@ def test_predict_writes_outputs_at_input_size_and_keeps_going(tmp_path: Path, sm
     shutil.copytree(small_pairs / "images", imgs)
     (imgs / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path / "out"
-    r = lesionseg("predict", imgs, "--out", out, "--model", tiny_model_dir, "--keep-going", "--quiet")
+    r = lesionseg("predict", imgs, "--out", out, "--model", tiny_model_dir, "--keep-going", "--quiet", process=True)
     assert r.returncode == 1, r.stderr
     assert "broken.jpg" in r.stderr and "Traceback" not in r.stderr
     for stem in ("IDRiD_04", "IDRiD_16"):
@@ -108,7 +115,7 @@ def test_predicting_a_folder_into_itself_again_predicts_its_photos_only(tmp_path
 def test_bad_file_without_keep_going_is_one_clear_line(tmp_path: Path, tiny_model_dir: Path) -> None:
     bad = tmp_path / "empty.png"
     bad.write_bytes(b"")
-    r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tiny_model_dir, "--quiet")
+    r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tiny_model_dir, "--quiet", process=True)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"error: {bad}: file is empty (0 bytes)"]  # once, not twice
     r = lesionseg("predict", bad, "--out", tmp_path / "o", "--model", tmp_path / "no-model", "--quiet")
@@ -137,6 +144,36 @@ def test_a_run_that_goes_on_tells_why_a_photo_the_stopped_run_left_failed(tmp_pa
     assert {k: v["status"] for k, v in rows.items()} == {"a_empty.jpg": "failed", "b_black.jpg": "failed",
                                                          "c_photo.jpg": "ok"}
     assert "the image is blank" in rows["b_black.jpg"]["error"] and not (out / "b_black_mask.png").exists()
+
+
+def test_evaluate_on_photos_without_lesions_counts_the_false_alarms(tmp_path: Path, small_pairs: Path,
+                                                                    multi_model_dir: Path) -> None:
+    """Healthy photos (masks without a lesion) were scored AUPR nan, recall 0.0000 and Dice 0
+    or 1, and a type absent from every photo Dice 1.0000 beside AUPR nan: figures that say
+    nothing true. Now the scores say there is nothing to find and count the false alarms,
+    as many pixels as the masks ``predict`` writes hold."""
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for f in (small_pairs / "masks").iterdir():  # IDRiD_04_HE.png ...: no hemorrhage, no hard exudate
+        blank = Image.fromarray(np.zeros_like(np.asarray(Image.open(f))))
+        blank.save(masks / f.name)
+        blank.save(masks / f.name.replace("_HE", "_EX"))
+    r = lesionseg("evaluate", "--images", small_pairs / "images", "--masks", masks, "--model", multi_model_dir,
+                  "--lesions", "HE,EX", "--quiet", "--out", tmp_path / "rep")
+    assert r.returncode == 0, r.stderr
+    firsts = {ln.split()[0] for ln in r.stdout.splitlines() if ln.strip()}
+    assert "nan" not in r.stdout and not firsts & {"aupr", "dice_ds", "recall_ds", "hd95"}, r.stdout
+    assert ("hemorrhages: none in the masks of these 2 photo(s) (AUPR, Dice and recall need one); false alarms: "
+            "0 lesion(s), 0 px, on 0 of the photos") in r.stdout
+    r2 = lesionseg("predict", small_pairs / "images", "--out", tmp_path / "o", "--model", multi_model_dir, "--quiet")
+    assert r2.returncode == 0, r2.stderr
+    marked = sum(int(np.count_nonzero(read_mask(f))) for f in (tmp_path / "o").glob("*_EX_mask.png"))
+    assert marked > 0  # the model's hard exudate covers the disc
+    row = next(ln.split() for ln in r.stdout.splitlines() if ln.split()[:1] == ["EX"])
+    assert row == ["EX", "2", "-", "-", "-"], r.stdout
+    assert f"EX: none in the masks of these 2 photo(s) (AUPR, Dice and recall need one); false alarms: {marked} px, " \
+           "on 2 of the photos" in r.stdout
+    assert "missed lesions (0) in the first 20 regions" in r.stdout  # nothing to reach: '-', not nan
 
 
 def test_evaluate_prints_and_writes_report(tmp_path: Path, small_pairs: Path, tiny_model_dir: Path) -> None:
@@ -269,7 +306,7 @@ def test_a_project_folder_trains_as_its_corrections(tmp_path: Path, small_pairs:
 def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs: Path) -> None:
     run = tmp_path / "run"
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
-                  "--steps", "4", "--out", run, "--quiet")
+                  "--steps", "4", "--out", run, "--quiet", process=True)
     assert r.returncode == 0, r.stderr
     model = load_model_folder(run / "best")
     assert model.metrics["step"] in (3, 4) and "val_aupr" in model.metrics  # evaluated at 3 and at the end
@@ -656,7 +693,7 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     for img in sorted((small_pairs / "images").iterdir()):
         iid = project.add_image(img)
         project.save_label(iid, read_mask(small_pairs / "masks" / f"{img.stem}_HE.png"))
-    r = lesionseg("finetune", "--project", proj, "--steps", "2", timeout=600)
+    r = lesionseg("finetune", "--project", proj, "--steps", "2", timeout=600, process=True)
     assert r.returncode == 0, r.stderr
     new = [v for v in reg.versions() if v != "tiny"]
     assert len(new) == 1 and f"--promote {new[0]}" in r.stdout

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import run_here
 from lesionseg_training.data import PatchSampler, Prepared, prepare_pair
 from lesionseg_training.losses import multi_output_loss, supervised_loss
 from lesionseg_training.train_config import AugmentConfig, DataConfig, LossConfig, load_config
@@ -177,8 +178,7 @@ def test_predict_cli_writes_each_type_and_locates_lesions(tmp_path: Path, small_
     photo = small_typed_pairs / "images" / "IDRiD_16.jpg"
 
     def lesionseg(*args: object) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "napari_lesionseg.cli", *map(str, args)],
-                              capture_output=True, text=True, timeout=300)
+        return run_here([sys.executable, "-m", "napari_lesionseg.cli", *map(str, args)])
 
     out = tmp_path / "out"
     r = lesionseg("predict", photo, "--out", out, "--model", model, "--quiet", "--lesions", "he,ex,od")
@@ -199,14 +199,13 @@ def test_predict_cli_writes_each_type_and_locates_lesions(tmp_path: Path, small_
 
 def test_evaluate_scores_each_type_asked_for(tmp_path: Path, small_typed_pairs: Path) -> None:
     import json
-    import subprocess
     import sys
 
     cfg = load_config("tiny", [f'data.images="{small_typed_pairs / "images"}"',
                                f'data.masks="{small_typed_pairs / "masks"}"', "data.val_every=2",
                                'model.network.outputs=["HE","SE","OD"]', "run.steps=2", "run.eval_every=2"])
     list(train(cfg, tmp_path / "run"))
-    r = subprocess.run([sys.executable, "-m", "napari_lesionseg.cli", "evaluate", "--images",
+    r = run_here([sys.executable, "-m", "napari_lesionseg.cli", "evaluate", "--images",
                         str(small_typed_pairs / "images"), "--masks", str(small_typed_pairs / "masks"),
                         "--model", str(tmp_path / "run" / "best"), "--lesions", "SE,OD", "--quiet",
                         "--out", str(tmp_path / "ev.json")], capture_output=True, text=True, timeout=300)
@@ -216,6 +215,7 @@ def test_evaluate_scores_each_type_asked_for(tmp_path: Path, small_typed_pairs: 
     assert 0.0 <= types["OD"]["dice_img"] <= 1.0 and types["OD"]["aupr"] is not None
     assert types["SE"]["empty_gt_images"] == 2  # no soft exudates on either photo: scored as known absent
     assert "OD" in r.stdout and "dice_img" in r.stdout
+    assert "SE: none in the masks of these 2 photo(s)" in r.stdout and "nan" not in r.stdout  # not Dice 1.0, AUPR nan
 
 
 def test_a_folder_of_photos_and_their_masks_yields_the_photos_only(tmp_path: Path) -> None:

@@ -220,7 +220,7 @@ def test_the_three_docks_open_as_tabs_and_the_window_keeps_its_height(make_napar
 def test_gui_command_is_there() -> None:
     from test_cli import lesionseg
 
-    r = lesionseg("gui", "--help")
+    r = lesionseg("gui", "--help", process=True)
     assert r.returncode == 0 and "--project" in r.stdout and "photos" in r.stdout
 
 
@@ -247,11 +247,11 @@ def test_gui_on_a_folder_opens_each_photo(make_napari_viewer, qtbot, small_pairs
     many.mkdir()
     for k in range(MAX_PHOTOS + 1):
         (many / f"p{k:02d}.jpg").write_bytes((small_pairs / "images" / "IDRiD_04.jpg").read_bytes())
-    _one_clear_line(lesionseg("gui", many), "too many to open at once", "--project")
+    _one_clear_line(lesionseg("gui", many, process=True), "too many to open at once", "--project")
     # a clinic's folder of patient folders: gui has no --recursive, which it once told to add
     (tmp_path / "clinic" / "p1").mkdir(parents=True)
     (tmp_path / "clinic" / "p1" / "OD.jpg").write_bytes((small_pairs / "images" / "IDRiD_04.jpg").read_bytes())
-    line = _one_clear_line(lesionseg("gui", tmp_path / "clinic"), "its subfolders hold 1", "-r --project proj",
+    line = _one_clear_line(lesionseg("gui", tmp_path / "clinic", process=True), "its subfolders hold 1", "-r --project proj",
                            "lesionseg gui --project proj")
     assert "add --recursive" not in line
 

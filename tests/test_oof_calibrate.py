@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import tiny_config
+from helpers import run_here, tiny_config
 from lesionseg_training.calibrate import calibrate, calibrate_pooled
 from lesionseg_training.data import Prepared, find_pairs
 from lesionseg_training.fit_review import fit_review_pooled
@@ -139,7 +138,7 @@ def test_cli_writes_an_out_of_fold_calibrated_folder(tmp_path: Path, twelve_pair
     out = tmp_path / "calibrated"
     cmd = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final), "--folds", *map(str, folds),
            "--images", str(twelve_pairs / "images"), "--masks", str(twelve_pairs / "masks"), "--out", str(out)]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = run_here(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "fitted on 10 photos" in r.stdout
     model = load_model_folder(out)
@@ -155,12 +154,12 @@ def test_cli_writes_an_out_of_fold_calibrated_folder(tmp_path: Path, twelve_pair
     # a fold model that is no fold model: the file and the problem, no traceback, nothing written
     bad = [*cmd[: cmd.index("--folds") + 1], str(final), *cmd[cmd.index("--images"):]]
     bad[bad.index("--out") + 1] = str(tmp_path / "never")
-    r = subprocess.run(bad, capture_output=True, text=True, timeout=300)
+    r = run_here(bad, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "not a fold model" in r.stderr and str(final) in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "never").exists()
     # the folder is never replaced
     before = (out / "config.json").read_bytes()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = run_here(cmd, capture_output=True, text=True, timeout=300)
     assert r.returncode != 0 and "already exists" in r.stderr and (out / "config.json").read_bytes() == before
 
 
@@ -170,7 +169,7 @@ def _from_folds_and_from_stored(tmp_path: Path, final: Path, folds: list[Path], 
     predictions (``b``), checked to fit the same; the command's start and the two folders."""
     calibrate = [sys.executable, "-m", "lesionseg_training.oof_calibrate", "--model", str(final), *options]
     for source, out in ((["--folds", *map(str, folds), *images], "a"), (["--predictions", *map(str, stored)], "b")):
-        r = subprocess.run([*calibrate, *source, "--out", str(tmp_path / out)], capture_output=True, text=True,
+        r = run_here([*calibrate, *source, "--out", str(tmp_path / out)], capture_output=True, text=True,
                            timeout=300)
         assert r.returncode == 0, r.stderr
         assert "fitted on 10 photos" in r.stdout
@@ -189,7 +188,7 @@ def test_cli_calibrates_from_stored_predictions_as_from_the_fold_models(tmp_path
     stored = []
     for i, fold in enumerate(folds):
         f = tmp_path / "stored" / f"f{i}.npz"
-        r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(fold), *images,
+        r = run_here([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(fold), *images,
                             "--note", "tiny", "--out", str(f)], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         assert f"4 held-out photos of {fold}" in r.stdout
@@ -203,13 +202,13 @@ def test_cli_calibrates_from_stored_predictions_as_from_the_fold_models(tmp_path
     (tmp_path / "junk.npz").write_bytes(b"junk")
     for bad, problem in (([str(tmp_path / "junk.npz")], "not a stored-predictions file"),
                          ([str(stored[0]), str(stored[0])], "p00 is also held out")):
-        r = subprocess.run([*calibrate, "--predictions", *bad, "--out", str(tmp_path / "never")],
+        r = run_here([*calibrate, "--predictions", *bad, "--out", str(tmp_path / "never")],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and problem in r.stderr and bad[0] in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "never").exists()
     # a stored file is never replaced
     before = stored[0].read_bytes()
-    r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
+    r = run_here([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
                         "--out", str(stored[0])], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "already exists" in r.stderr and stored[0].read_bytes() == before
 
@@ -302,16 +301,16 @@ def test_stored_predictions_on_extra_grids_calibrate_a_folder_that_runs_them(tmp
     stored, plain = [], tmp_path / "plain.npz"
     for i, fold in enumerate(folds):
         f = tmp_path / "stored" / f"f{i}.npz"
-        r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(fold), *images,
+        r = run_here([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(fold), *images,
                             "--extra-grids", "96,176", "--out", str(f)], capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr
         stored.append(f)
-    r = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
+    r = run_here([sys.executable, "-m", "lesionseg_training.oof_predictions", "--fold", str(folds[0]), *images,
                         "--out", str(plain)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     calibrate, a, b = _from_folds_and_from_stored(tmp_path, final, folds, stored, images, "--extra-grids", "96,176")
     assert a.config.inference.extra_grids == b.config.inference.extra_grids == [96, 176]
-    r = subprocess.run([*calibrate, "--predictions", str(plain), *map(str, stored[1:]), "--out", str(tmp_path / "never")],
+    r = run_here([*calibrate, "--predictions", str(plain), *map(str, stored[1:]), "--out", str(tmp_path / "never")],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and str(plain) in r.stderr and "extra grids []" in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "never").exists()

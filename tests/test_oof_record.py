@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import benchmark_module
+from helpers import benchmark_module, run_here
 from lesionseg_training.oof_record import record_out_of_fold
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.model_folder import load_model_folder
@@ -23,7 +23,7 @@ def test_the_recipes_out_of_fold_figures_go_into_metrics_and_nothing_else_change
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
     before = json.loads((folder / "metrics.json").read_text())
     report = json.loads(REPORT.read_text())
-    out = subprocess.run([sys.executable, "-m", "lesionseg_training.oof_record", "--model", str(folder),
+    out = run_here([sys.executable, "-m", "lesionseg_training.oof_record", "--model", str(folder),
                           "--report", str(REPORT), "--variant", "multi_he_crops", "--note", "longer run"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -4,7 +4,6 @@ folder keeps the learnt weights with a fresh segmentation head, and training sta
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import run_here
 from lesionseg_training.pretrain import blank_blocks, inpainting_loss, pretrain
 
 
@@ -99,11 +99,11 @@ def test_copies_of_annotated_photos_are_left_out_and_none_left_is_an_error(small
 def test_training_starts_from_the_pretrained_folder(small_pairs: Path, tmp_path: Path) -> None:
     """The real CLIs: the pretraining's folder is a warm start for ``lesionseg train --init``."""
     pre = tmp_path / "pre"
-    r = subprocess.run([sys.executable, "-m", "lesionseg_training.pretrain", "--unlabelled",
+    r = run_here([sys.executable, "-m", "lesionseg_training.pretrain", "--unlabelled",
                         str(small_pairs / "images"), "--out", str(pre), "--config", "tiny", "--steps", "4"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    r = subprocess.run([sys.executable, "-m", "napari_lesionseg.cli", "train", "--config", "tiny", "--images",
+    r = run_here([sys.executable, "-m", "napari_lesionseg.cli", "train", "--config", "tiny", "--images",
                         str(small_pairs / "images"), "--masks", str(small_pairs / "masks"), "--steps", "2",
                         "--init", str(pre / "pretrained"), "--out", str(tmp_path / "run"), "--quiet"],
                        capture_output=True, text=True, timeout=300)

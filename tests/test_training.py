@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import run_here
 from lesionseg_training.data import PatchSampler, Prepared, augment, split_pairs
 from lesionseg_training.losses import soft_dice, supervised_loss
 from lesionseg_training.train_config import AugmentConfig, DataConfig, LossConfig, OptimConfig, load_config, presets
@@ -260,7 +261,7 @@ def test_finetune_makes_a_new_version_with_lineage_and_scores(tmp_path: Path, sm
     out = tmp_path / "v2"
     cmd = [sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(imgs), "--masks", str(masks),
            "--model", str(tiny_model_dir), "--out", str(out), "--steps", "3", "--events", "jsonl"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    r = run_here(cmd)
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]
     kinds = [e["event"] for e in events]
@@ -275,7 +276,7 @@ def test_finetune_makes_a_new_version_with_lineage_and_scores(tmp_path: Path, sm
     assert new.config.weights_sha256 != base.config.weights_sha256
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".") or p.name.endswith(".run")]  # no run left
     # never overwrites
-    r2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    r2 = run_here(cmd)
     assert r2.returncode == 2 and "already exists" in r2.stderr
 
 
@@ -425,9 +426,8 @@ def test_finetune_on_a_model_that_outputs_nan_fails_clearly(tmp_path: Path, smal
         net.head.bias.fill_(float("nan"))
     broken = save_model_folder(tmp_path / "broken", net, cfg)
     imgs, masks = _three_pairs(tmp_path / "data", small_pairs)
-    r = subprocess.run([sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(imgs), "--masks",
-                        str(masks), "--model", str(broken), "--out", str(tmp_path / "v2"), "--steps", "2"],
-                       capture_output=True, text=True, timeout=300, env=ENV)
+    r = run_here([sys.executable, "-m", "lesionseg_training", "finetune", "--images", str(imgs), "--masks",
+                  str(masks), "--model", str(broken), "--out", str(tmp_path / "v2"), "--steps", "2"])
     assert r.returncode == 2 and "NaN" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "v2").exists()
 
