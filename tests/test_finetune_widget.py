@@ -73,6 +73,10 @@ def test_preflight_says_when_the_model_has_nothing_to_learn_from_the_corrections
     widget.preflight()
     text = widget.preflight_label.text()
     assert "reviewed for MA on 2" in text and "The base model has HE only: it has nothing to learn" in text
+    # a click starts nothing (a fine-tune process ran only to fail on the corrections' types) and says why
+    versions = Registry(project).versions()
+    assert widget.start() is None and widget.process is None
+    assert "nothing to learn" in widget.status.text() and Registry(project).versions() == versions
 
 
 def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:

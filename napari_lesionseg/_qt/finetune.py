@@ -179,25 +179,30 @@ class FinetuneWidget(DockWidget):
                 f"scoring the old model on {scored}, training (it stops on time or after a fixed number of "
                 "steps, whichever comes first: sooner on a fast computer), then scoring the new one")
         reviewed = Counter(t for p in pairs for t in p.label_types)
+        blocked = ""  # why a click could only fail
         if set(reviewed) - {"HE"}:  # say which of the model's outputs will learn
             text += "; reviewed for " + ", ".join(f"{t} on {n}" for t, n in reviewed.items()) + \
                 " (each type learns from the photos reviewed for it only)"
             outputs = _outputs(base)
             if outputs is not None and not set(reviewed) & set(outputs):
-                text += (f". The base model has {', '.join(outputs)} only: it has nothing to learn from these "
-                         "corrections; choose a model with those outputs (the bundled multi)")
+                blocked = (f"The base model has {', '.join(outputs)} only: it has nothing to learn from these "
+                           "corrections; choose a model with those outputs (the bundled multi)")
+                text += ". " + blocked
         if note := reg.missing_note():
             text += f". Note: {note}"
         if not pairs:
             text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
         self.preflight_label.setText(text)
-        return {"pairs": len(pairs), "base": base, "minutes": minutes, "project": proj.root}
+        return {"pairs": len(pairs), "base": base, "minutes": minutes, "project": proj.root, "blocked": blocked}
 
     # ---- the subprocess ----------------------------------------------------------------------
     def start(self) -> QProcess | None:
         info = self.preflight()
         if not info.get("pairs"):
             self._error(self.preflight_label.text() or "choose a project folder first")
+            return None
+        if info["blocked"]:  # said before any process starts (it ran to fail on the corrections' types)
+            self._error(info["blocked"])
             return None
         root = info["project"]
         reg = Registry(root)
