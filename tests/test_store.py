@@ -98,6 +98,40 @@ def test_adding_images(project, tmp_path: Path) -> None:
     assert proj.image_ids() == ["IDRiD_04", "IDRiD_16", "IDRiD_16-2"]
 
 
+def test_names_in_any_script_name_the_photos_and_a_project_made_before_keeps_its_ids(tmp_path: Path) -> None:
+    """Ids kept ASCII letters only: a clinic's 患者一/OD.jpg and 患者二/OD.jpg became OD and
+    OD-2 (which patient?), Müller/OD.jpg M_ller_OD. Letters of any script are kept now (NFC,
+    so a name typed decomposed is the same id); a project made under the old rule still finds
+    its photos and their corrections under the old ids, and adds none of them again."""
+    import shutil
+    import unicodedata
+
+    photos = [sample_paths("idrid_04")[0], sample_paths("idrid_16")[0]]
+    clinic = tmp_path / "clinic"
+    for folder, photo in zip(("患者一", "患者二"), photos):
+        (clinic / folder).mkdir(parents=True)
+        shutil.copy(photo, clinic / folder / "OD.jpg")
+    proj = Project(tmp_path / "new")
+    assert [proj.add_image(clinic / f / "OD.jpg", folder=f) for f in ("患者一", "患者二")] == ["患者一_OD", "患者二_OD"]
+    assert proj.image_ids() == ["患者一_OD", "患者二_OD"]
+    decomposed = unicodedata.normalize("NFD", "Müller")  # as macOS's HFS+ gives folder names
+    (clinic / decomposed).mkdir()
+    shutil.copy(photos[0], clinic / decomposed / "OS.jpg")
+    assert proj.add_image(clinic / decomposed / "OS.jpg", folder=decomposed) == unicodedata.normalize("NFC", "Müller_OS")
+    # a project made before: the ids the ASCII rule made, a correction saved under one
+    old = Project(tmp_path / "old")
+    assert old.add_image(clinic / "患者一" / "OD.jpg", image_id="OD") == "OD"
+    assert old.add_image(clinic / "患者二" / "OD.jpg", image_id="OD-2") == "OD-2"
+    old.save_label("OD-2", _label(3))
+    for folder, iid in (("患者一", "OD"), ("患者二", "OD-2")):
+        assert old.find_image(clinic / folder / "OD.jpg") == iid
+        assert old.add_image(clinic / folder / "OD.jpg", folder=folder) == iid  # not added again
+    assert old.image_ids() == ["OD", "OD-2"] and np.array_equal(old.latest_label("OD-2"), _label(3))
+    legacy = old.add_pixels(np.zeros((8, 8, 3), np.uint8), "M_ller", image_id="M_ller")
+    assert old.find_pixels(np.zeros((8, 8, 3), np.uint8), "Müller") == legacy == "M_ller"
+    assert old.add_pixels(np.zeros((8, 8, 3), np.uint8), "Müller") == "M_ller"
+
+
 def test_a_photo_in_a_format_the_project_does_not_list_is_kept_as_its_pixels(project, tmp_path: Path) -> None:
     """A WebP napari opens was copied as ``images/<id>.webp``, which the project does not list:
     the correction could not be saved ("no image with id ...; add it first") and the copy was

@@ -36,6 +36,7 @@ import itertools
 import json
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,8 +94,13 @@ def pixels_sha256(rgb: NDArray[np.uint8]) -> str:
     return h.hexdigest()
 
 
-def _safe_id(name: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
+def _safe_id(name: str, legacy: bool = False) -> str:
+    """A file-name-safe id from a name: letters and digits of any script (NFC), ``.``, ``-``;
+    every other run of characters one ``_``. ``legacy``: the rule before 2026-12-06, ASCII
+    letters and digits only (a clinic's ``患者一/OD.jpg`` and ``患者二/OD.jpg`` became ``OD`` and
+    ``OD-2``), which lookups also try so that a project made then finds its photos; the two
+    rules agree on ASCII names."""
+    s = re.sub(r"[^A-Za-z0-9._-]+" if legacy else r"[^\w.-]+", "_", unicodedata.normalize("NFC", name)).strip("._")
     if not s:
         raise LesionsegInputError(name, "cannot make an image id from this name")
     return s
@@ -238,11 +244,7 @@ class Project:
 
     def find_pixels(self, rgb: NDArray[np.uint8], name: str) -> str | None:
         """The id under which :meth:`add_pixels` kept these pixels with this ``name``, or None."""
-        try:
-            iid, held = self._id_for(name, pixels_sha256(np.asarray(rgb)))
-        except (OSError, LesionsegInputError):
-            return None
-        return iid if held else None
+        return self._held_as(name, pixels_sha256(np.asarray(rgb)))
 
     def _add_png(self, rgb: NDArray[np.uint8], stem: str, sha: str, origin: str, image_id: str | None,
                  src: Path | None = None) -> str:
@@ -260,7 +262,8 @@ class Project:
         """(under the lock) The id for content ``sha``: the given ``image_id`` (refused when it
         holds other content), else as :meth:`_id_for`; True when it already holds this content."""
         if image_id is None:
-            return self._id_for(stem, sha)
+            held = self._held_as(stem, sha)  # also under the id an older rule made of the name
+            return (held, True) if held is not None else self._id_for(stem, sha)
         iid = _safe_id(image_id)
         if self.image_path(iid) is None:
             return iid, False
@@ -268,10 +271,10 @@ class Project:
             raise LesionsegInputError(src, f"the project already holds a different image with id {iid!r}")
         return iid, True
 
-    def _id_for(self, name: str, sha: str) -> tuple[str, bool]:
+    def _id_for(self, name: str, sha: str, legacy: bool = False) -> tuple[str, bool]:
         """The id that holds this content among ``<stem>``, ``<stem>-2``, ... (True), else the
-        first free one of them (False)."""
-        stem = _safe_id(name)
+        first free one of them (False); ``legacy``: the stem by the old ASCII rule (``_safe_id``)."""
+        stem = _safe_id(name, legacy)
         for k in itertools.count(1):
             iid = stem if k == 1 else f"{stem}-{k}"
             if self.image_path(iid) is None:
@@ -284,12 +287,20 @@ class Project:
         raise AssertionError("unreachable")
 
     def _held_as(self, name: str, sha: str) -> str | None:
-        """The id among ``<name>``, ``<name>-2``, ... that holds content ``sha``, or None."""
-        try:
-            iid, held = self._id_for(name, sha)
-        except LesionsegInputError:  # a name no id can be made of
-            return None
-        return iid if held else None
+        """The id among ``<name>``, ``<name>-2``, ... that holds content ``sha``, or None: by
+        today's rule, then by the old ASCII one (a project made before, ``_safe_id``)."""
+        tried = set()
+        for legacy in (False, True):
+            try:
+                stem = _safe_id(name, legacy)
+                if stem not in tried:
+                    tried.add(stem)
+                    iid, held = self._id_for(name, sha, legacy)
+                    if held:
+                        return iid
+            except (OSError, LesionsegInputError):  # a name no id can be made of
+                continue
+        return None
 
     def find_image(self, path: str | os.PathLike[str]) -> str | None:
         """The id under which this photo (same content, its name stem or ``<stem>-<k>``, or as
