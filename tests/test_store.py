@@ -101,8 +101,9 @@ def test_adding_images(project, tmp_path: Path) -> None:
 def test_names_in_any_script_name_the_photos_and_a_project_made_before_keeps_its_ids(tmp_path: Path) -> None:
     """Ids kept ASCII letters only: a clinic's 患者一/OD.jpg and 患者二/OD.jpg became OD and
     OD-2 (which patient?), Müller/OD.jpg M_ller_OD. Letters of any script are kept now (NFC,
-    so a name typed decomposed is the same id); a project made under the old rule still finds
-    its photos and their corrections under the old ids, and adds none of them again."""
+    so a name typed decomposed is the same id), at most 120 bytes (long folder names could
+    not be written); a project made under the old rule still finds its photos and their
+    corrections under the old ids, and adds none of them again."""
     import shutil
     import unicodedata
 
@@ -127,6 +128,17 @@ def test_names_in_any_script_name_the_photos_and_a_project_made_before_keeps_its
         assert old.find_image(clinic / folder / "OD.jpg") == iid
         assert old.add_image(clinic / folder / "OD.jpg", folder=folder) == iid  # not added again
     assert old.image_ids() == ["OD", "OD-2"] and np.array_equal(old.latest_label("OD-2"), _label(3))
+    # folder names too long for a file name (3 bytes a CJK letter): "File name too long" at the first write
+    deep = clinic / ("患" * 80) / ("visit " * 30) / ("ab" * 100)
+    deep.mkdir(parents=True)
+    shutil.copy(photos[1], deep / "OD.jpg")
+    iid = proj.add_image(deep / "OD.jpg", folder=str(deep.relative_to(clinic)))
+    assert len(iid.encode()) <= 120 and iid.startswith("患患") and iid.endswith("abab_OD")
+    assert proj.find_image(deep / "OD.jpg") == iid and proj.image_path(iid).is_file()
+    long_ascii = tmp_path / ("x" * 150 + ".jpg")  # an id the old rule made longer than today's limit
+    shutil.copy(photos[1], long_ascii)
+    shutil.copy(long_ascii, old.root / "images" / long_ascii.name)  # as the old rule kept it
+    assert old.find_image(long_ascii) == old.add_image(long_ascii) == "x" * 150
     legacy = old.add_pixels(np.zeros((8, 8, 3), np.uint8), "M_ller", image_id="M_ller")
     assert old.find_pixels(np.zeros((8, 8, 3), np.uint8), "Müller") == legacy == "M_ller"
     assert old.add_pixels(np.zeros((8, 8, 3), np.uint8), "Müller") == "M_ller"

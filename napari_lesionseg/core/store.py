@@ -96,14 +96,38 @@ def pixels_sha256(rgb: NDArray[np.uint8]) -> str:
 
 def _safe_id(name: str, legacy: bool = False) -> str:
     """A file-name-safe id from a name: letters and digits of any script (NFC), ``.``, ``-``;
-    every other run of characters one ``_``. ``legacy``: the rule before 2026-12-06, ASCII
-    letters and digits only (a clinic's ``患者一/OD.jpg`` and ``患者二/OD.jpg`` became ``OD`` and
-    ``OD-2``), which lookups also try so that a project made then finds its photos; the two
-    rules agree on ASCII names."""
+    every other run of characters one ``_``; at most ``MAX_ID_BYTES``. ``legacy``: the rule
+    before 2026-12-06, ASCII letters and digits only (a clinic's ``患者一/OD.jpg`` and
+    ``患者二/OD.jpg`` became ``OD`` and ``OD-2``) and no limit, which lookups also try so that a
+    project made then finds its photos; the two rules agree on ASCII names of up to
+    ``MAX_ID_BYTES``."""
     s = re.sub(r"[^A-Za-z0-9._-]+" if legacy else r"[^\w.-]+", "_", unicodedata.normalize("NFC", name)).strip("._")
     if not s:
         raise LesionsegInputError(name, "cannot make an image id from this name")
-    return s
+    return s if legacy else _within_id_bytes(s)  # the old rule had no length limit either
+
+
+MAX_ID_BYTES = 120  # in UTF-8; file names hold 255 bytes, and an id gets suffixes (-2, _fuzzy.png, .origin.json)
+
+
+def _within_id_bytes(s: str) -> str:
+    """``s``, or when longer than ``MAX_ID_BYTES`` (a clinic's long folder names, 3 bytes a
+    CJK letter: "File name too long" at the first write) its start, a digest of the whole and
+    its end (the photo's own name): the same name gives the same id, two names two ids."""
+    if len(s.encode()) <= MAX_ID_BYTES:
+        return s
+
+    def fit(text: str, nbytes: int) -> str:
+        out, used = [], 0
+        for ch in text:
+            used += len(ch.encode())
+            if used > nbytes:
+                break
+            out.append(ch)
+        return "".join(out)
+
+    tail = fit(s[::-1], 40)[::-1]
+    return f"{fit(s, MAX_ID_BYTES - 40 - 10)}_{hashlib.sha256(s.encode()).hexdigest()[:8]}_{tail}"
 
 
 FOLDER_ID_DEPTH = 4  # a batch's subfolders an id may name (patient / visit / eye ...)
