@@ -420,11 +420,21 @@ def test_an_inverted_mask_of_another_type_is_refused_naming_it(tmp_path: Path, s
     assert r.returncode == 0 and "not scored: EX, SE: no photo has a mask of that type" in r.stdout, r.stderr
 
 
-def test_train_refuses_bad_config(tmp_path: Path) -> None:
+def test_train_refuses_bad_config(tmp_path: Path, small_pairs: Path) -> None:
     r = lesionseg("train", "--config", "tiny", "--set", "data.batch_size=0", "--images", tmp_path, "--out", tmp_path / "r")
     assert r.returncode == 2 and "data.batch_size" in r.stderr
     r = lesionseg("train", "--config", "no-such-preset", "--out", tmp_path / "r")
     assert r.returncode == 2 and "config file not found" in r.stderr
+    # masks without any lesion (healthy photos): a run trained on them, its validation Dice 1.0 and AUPR NaN
+    # (written as NaN into metrics.json), and a "best model" that finds nothing
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for f in (small_pairs / "masks").iterdir():
+        Image.fromarray(np.zeros_like(np.asarray(Image.open(f)))).save(blank / f.name)
+    line = _one_clear_line(lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", blank,
+                                     "--steps", "2", "--out", tmp_path / "healthy"), str(blank),
+                           "none of the 2 masks marks a lesion of a type this network learns (HE)")
+    assert "add photos with lesions" in line and not (tmp_path / "healthy").exists()
 
 
 def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pairs: Path) -> None:

@@ -23,7 +23,7 @@ from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
-from napari_lesionseg.core.pairs import Pair, require_known_types
+from napari_lesionseg.core.pairs import Pair, marks_a_lesion, require_known_types
 from napari_lesionseg.core.progress import run_to_end
 
 from .data import pair_digests
@@ -135,18 +135,8 @@ def blend_states(base: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor],
 
 def lesion_pairs(pairs: list[Pair], outputs: list[str] | tuple[str, ...] = (HE,)) -> set[str]:
     """Ids of the pairs that mark at least one lesion pixel of a type among ``outputs`` they
-    were reviewed for (an inverted mask refused: ``Pair.read_checked_mask``)."""
-    def marks(p: Pair) -> bool:
-        he = HE in outputs and p.knows(HE)
-        others = [t for t in outputs if t != HE and p.knows(t)]
-        if not (he or others):
-            return False
-        mask = p.read_checked_mask()  # read once: its hemorrhages, and the photo's size for the others
-        if he and (mask == 1).any():
-            return True
-        return any(m is not None and (m == 1).any() for m in p.read_types(others, mask.shape).values())
-
-    return {p.id for p in pairs if marks(p)}
+    were reviewed for (``marks_a_lesion``)."""
+    return {p.id for p in pairs if marks_a_lesion(p, outputs)}
 
 
 def check_has_lesions(pairs: list[Pair], with_lesions: set[str]) -> None:

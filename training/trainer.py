@@ -18,11 +18,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from napari_lesionseg.core.dataclass_io import to_dict
-from napari_lesionseg.core.errors import TrainingDiverged
+from napari_lesionseg.core.errors import LesionsegInputError, TrainingDiverged
 from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models import build_model
-from napari_lesionseg.core.pairs import Pair, require_known_types
+from napari_lesionseg.core.pairs import Pair, marks_a_lesion, require_known_types
 from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_threads, pick_device
 
 from .adapt import freeze_batchnorm, trainable
@@ -367,6 +367,12 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         found = find_pairs(cfg.data)
         require_known_types(found, cfg.model.network.outputs, Path(str(cfg.data.images)), "nothing to train on",
                             "train a network with those outputs (model.network.outputs)")
+        if not any(marks_a_lesion(p, cfg.model.network.outputs) for p in found):  # stops at the first that does
+            raise LesionsegInputError(
+                Path(str(cfg.data.masks or cfg.data.images)),
+                f"none of the {len(found)} masks marks a lesion of a type this network learns "
+                f"({', '.join(cfg.model.network.outputs)}): trained on them it would learn to find nothing (and "
+                "score that perfect on their empty validation masks); add photos with lesions")
     train_pairs, val_pairs = pairs if pairs is not None else split_pairs(found, cfg.data)
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)

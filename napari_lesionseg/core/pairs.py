@@ -135,6 +135,19 @@ def require_known_types(pairs: list[Pair], types: list[str] | tuple[str, ...], w
                                      f"only: {what}" + (f"; {hint}" if hint else ""))
 
 
+def marks_a_lesion(pair: Pair, outputs: list[str] | tuple[str, ...] = (HE,)) -> bool:
+    """Whether ``pair`` marks at least one lesion pixel of a type among ``outputs`` that it
+    was reviewed for (an inverted mask refused: ``Pair.read_checked_mask``)."""
+    he = HE in outputs and pair.knows(HE)
+    others = [t for t in outputs if t != HE and pair.knows(t)]
+    if not (he or others):
+        return False
+    mask = pair.read_checked_mask()  # read once: its hemorrhages, and the photo's size for the others
+    if he and (mask == 1).any():
+        return True
+    return any(m is not None and (m == 1).any() for m in pair.read_types(others, mask.shape).values())
+
+
 def without_masks(files: list[Path]) -> list[Path]:
     """Photos among ``files`` (one folder's): a file named ``<stem>_<tag>`` beside a photo
     ``<stem>`` (``_HE``, ``_mask``, ``_MA``, ``_OD`` ...) is that photo's mask, not a photo; nor
