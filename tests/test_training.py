@@ -157,6 +157,38 @@ def test_split_is_deterministic_and_never_empty(small_pairs: Path) -> None:
     assert tr1 == va1 == pairs[:1]
 
 
+def test_a_validation_set_of_healthy_photos_takes_a_photo_with_lesions(tmp_path: Path, small_pairs: Path) -> None:
+    """Healthy photos validating by chance of their names scored a network that finds nothing
+    perfect (Dice 1.0, AUPR NaN) and the run kept that checkpoint as its best."""
+    import shutil
+
+    from PIL import Image
+
+    from lesionseg_training.data import validation_with_lesions
+
+    imgs, masks = tmp_path / "images", tmp_path / "masks"
+    shutil.copytree(small_pairs / "images", imgs)
+    shutil.copytree(small_pairs / "masks", masks)
+    for name in ("A_healthy", "B_healthy"):
+        shutil.copy(imgs / "IDRiD_04.jpg", imgs / f"{name}.jpg")
+        Image.fromarray(np.zeros((356, 536), np.uint8)).save(masks / f"{name}.png")
+    pairs = {p.id: p for p in match_pairs(imgs, masks)}
+    healthy, sick = [pairs["A_healthy"], pairs["B_healthy"]], [pairs["IDRiD_04"], pairs["IDRiD_16"]]
+    tr, va = validation_with_lesions([healthy[1], *sick], healthy[:1])
+    assert [p.id for p in va] == ["A_healthy", "IDRiD_16"] and [p.id for p in tr] == ["B_healthy", "IDRiD_04"]
+    tr, va = validation_with_lesions([healthy[1], sick[0]], healthy[:1])  # the only one validates and trains
+    assert [p.id for p in va] == ["A_healthy", "IDRiD_04"] and [p.id for p in tr] == ["B_healthy", "IDRiD_04"]
+    assert validation_with_lesions(healthy, sick[:1]) == (healthy, sick[:1])  # a set with a lesion stays
+    tr, va = split_pairs(list(pairs.values()), DataConfig(val_every=4, val_offset=0))  # reads nothing: by names
+    assert [p.id for p in va] == ["A_healthy"]
+    from lesionseg_training.trainer import train
+
+    cfg = load_config("tiny", [f'data.images="{imgs}"', f'data.masks="{masks}"', "data.val_every=4",
+                               "data.val_offset=0", "run.steps=1"])
+    data = next(e for e in train(cfg, tmp_path / "run") if e["event"] == "data")
+    assert data["val"] == ["A_healthy", "IDRiD_16"] and "IDRiD_16" not in data["train"]
+
+
 def test_a_final_model_trains_on_every_photo_and_calibrates_on_some_of_them() -> None:
     from lesionseg_training.data import FINAL_CALIBRATION_PHOTOS, calibration_subset
     from napari_lesionseg.core.pairs import Pair

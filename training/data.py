@@ -30,7 +30,7 @@ from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.lesion_types import HE
 from napari_lesionseg.core.lesions import label_runs
 from napari_lesionseg.core.model_config import PreprocessConfig
-from napari_lesionseg.core.pairs import Pair, idrid_layout, match_pairs
+from napari_lesionseg.core.pairs import Pair, idrid_layout, marks_a_lesion, match_pairs
 from napari_lesionseg.core.preprocess import mask_to_work, prepare
 
 from .cameras import Camera, random_camera, shoot_at_size
@@ -99,7 +99,8 @@ def calibration_subset(train: list[Pair], n: int = FINAL_CALIBRATION_PHOTOS) -> 
 def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[Pair], list[Pair]]:
     """Deterministic train/validation split; validation is never empty (with one pair, that
     pair validates and trains). ``cfg.final``: every pair trains and the validation photos are
-    some of them (``val_ids``, or :func:`calibration_subset`)."""
+    some of them (``val_ids``, or :func:`calibration_subset`). Reads no file (the benchmarks
+    rebuild the folds' splits from names); a run then applies :func:`validation_with_lesions`."""
     ordered = sorted(pairs, key=lambda p: p.id)
     if cfg.final:
         if cfg.val_ids is not None:
@@ -116,6 +117,24 @@ def split_pairs(pairs: list[Pair], cfg: DataConfig) -> tuple[list[Pair], list[Pa
     if not train:
         train = list(val)
     return train, val
+
+
+def validation_with_lesions(train: list[Pair], val: list[Pair],
+                            outputs: list[str] | tuple[str, ...] = (HE,)) -> tuple[list[Pair], list[Pair]]:
+    """A validation set that marks no lesion of the ``outputs`` (healthy photos, by chance of
+    their names) scores a network that finds nothing perfect (Dice 1.0, AUPR undefined), and
+    the run keeps that checkpoint as its best. Then the last training photo with a lesion
+    validates instead of training (the only one: it validates and trains, in-sample, as the
+    run's ``data`` event shows). Reads the masks until one marks a lesion; IDRiD's folds,
+    every photo of which has hemorrhages, are unchanged."""
+    if any(marks_a_lesion(p, outputs) for p in val):
+        return train, val
+    marked = [p for p in train if marks_a_lesion(p, outputs)]
+    if not marked:
+        return train, val
+    if len(marked) >= 2:
+        train = [p for p in train if p is not marked[-1]]
+    return train, sorted([*val, marked[-1]], key=lambda p: p.id)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from .data import (
     pair_digests,
     prepare_pair,
     split_pairs,
+    validation_with_lesions,
 )
 from .distributed import DistContext, average_, init_from_env, leave_process_group
 from .events import EventLog
@@ -373,7 +374,12 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
                 f"none of the {len(found)} masks marks a lesion of a type this network learns "
                 f"({', '.join(cfg.model.network.outputs)}): trained on them it would learn to find nothing (and "
                 "score that perfect on their empty validation masks); add photos with lesions")
-    train_pairs, val_pairs = pairs if pairs is not None else split_pairs(found, cfg.data)
+    if pairs is not None:
+        train_pairs, val_pairs = pairs
+    else:
+        train_pairs, val_pairs = split_pairs(found, cfg.data)
+        if cfg.data.val_ids is None and not cfg.data.final:  # the photos asked for validate, as they are
+            train_pairs, val_pairs = validation_with_lesions(train_pairs, val_pairs, cfg.model.network.outputs)
     if ctx.is_main:
         run.mkdir(parents=True, exist_ok=True)
         (run / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
