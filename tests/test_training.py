@@ -382,11 +382,13 @@ def test_finetune_with_no_pairs_says_what_to_do(tmp_path: Path, tiny_model_dir: 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset, extra", [("tiny", []), ("dynsegnet_small", []),  # PatchGAN + dynamic gates
-                                           ("tiny", ["--set", 'run.train_only="early"'])])  # a frozen part under DDP
+                                           ("tiny", ["--set", 'run.train_only="early"']),  # a frozen part under DDP
+                                           ("tiny", ["--steps", "100000", "--minutes", "0.05"])])  # time: the lr follows it
 def test_torchrun_two_cpu_ranks_end_identical(tmp_path: Path, small_pairs: Path, preset: str, extra: list) -> None:
     """Ranks see different crops; the generator, the dynamic gates and the one discriminator
     must still end bit-identical on every rank (``ranks_identical`` covers the adversary), also
-    when part of the network is frozen (``run.train_only``: set before DDP registers it)."""
+    when part of the network is frozen (``run.train_only``: set before DDP registers it), and
+    under a time budget (each rank set its learning rate from its own clock: they drifted)."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     cmd = ([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]) + [
         "--standalone", "--nproc_per_node", "2", "-m", "lesionseg_training", "train", "--config", preset,

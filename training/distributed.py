@@ -44,6 +44,16 @@ class DistContext:
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def agreed(self, value: float) -> float:
+        """The largest of the ranks' ``value``, on every rank: one clock for a time budget (each
+        rank's own differs by milliseconds, and the learning rate set from it made the ranks'
+        weights drift apart)."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
     def weights_identical(self, net: torch.nn.Module) -> bool:
         """True when every rank holds bit-identical parameters. (BatchNorm running statistics
         are rank 0's: DDP broadcasts them from rank 0 before every forward, and rank 0 saves.)"""

@@ -290,6 +290,13 @@ class _Run:
     def elapsed(self) -> float:
         return time.time() - self.t_start + self.elapsed0
 
+    def budget_used(self) -> float:
+        """``budget_progress`` now, on one clock for every rank (``DistContext.agreed``): the
+        learning rate, DALE's phase and the consistency ramp follow it."""
+        minutes = self.cfg.run.minutes
+        elapsed = self.ctx.agreed(self.elapsed) if minutes else self.elapsed
+        return budget_progress(self.step, self.cfg.run.steps, elapsed, minutes)
+
     def out_of_time(self) -> bool:
         minutes = self.cfg.run.minutes
         return self.ctx.any_flag(minutes is not None and self.elapsed > 60 * minutes)
@@ -323,11 +330,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
     if cfg.run.validate_start and r.step == 0 and r.ctx.is_main:
         yield from _validate_and_save(r)  # the starting weights compete with the run's checkpoints
     while r.step < cfg.run.steps:
-        yield from _follow_schedule(r)
+        progress = r.budget_used()
+        yield from _follow_schedule(r, progress)
         try:
             logs = train_one_step(r.model, r.opt, *r.sampler.batch(), cfg, r.adv, r.dale, r.sampler.last_fuzzy,
-                                  r.sampler.last_idx, r.step, r.sampler.last_where, r.consistency,
-                                  budget_progress(r.step, cfg.run.steps, r.elapsed, cfg.run.minutes),
+                                  r.sampler.last_idx, r.step, r.sampler.last_where, r.consistency, progress,
                                   r.sampler.false_alarms)
         except TrainingDiverged as err:
             yield from r.emit({"event": "error", "step": r.step, "message": f"training stopped at step {r.step}: "
@@ -476,9 +483,9 @@ def _weight_average(net: nn.Module, decay: float) -> AveragedModel | None:
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def _follow_schedule(r: _Run) -> Generator[Event, None, None]:
-    """The learning rate and DALE's phase for this step; DALE's partition passes when due."""
-    progress = budget_progress(r.step, r.cfg.run.steps, r.elapsed, r.cfg.run.minutes)
+def _follow_schedule(r: _Run, progress: float) -> Generator[Event, None, None]:
+    """The learning rate and DALE's phase for this step (``progress``: ``_Run.budget_used``);
+    DALE's partition passes when due."""
     for g in r.opt.param_groups:
         g["lr"] = lr_at(r.step, progress, r.cfg.optim)
     if r.dale is None:
