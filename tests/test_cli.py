@@ -308,6 +308,7 @@ def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
                   "--steps", "4", "--out", run, "--quiet", process=True)
     assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"best model: {run / 'best'}"  # one photo of two held out
     model = load_model_folder(run / "best")
     assert model.metrics["step"] in (3, 4) and "val_aupr" in model.metrics  # evaluated at 3 and at the end
     assert load_model_folder(run / "last").metrics["step"] == 4
@@ -317,10 +318,20 @@ def test_train_tiny_then_predict_with_its_best_model(tmp_path: Path, small_pairs
                   run / "best", "--quiet")
     assert r.returncode == 0, r.stderr
     assert read_mask(tmp_path / "o" / "IDRiD_16_mask.png").shape == (356, 536)
+    # one photo: it validates and trains, and the last line says so (it was only in the data event)
+    one = tmp_path / "one"
+    for sub in ("images", "masks"):
+        shutil.copytree(small_pairs / sub, one / sub, ignore=shutil.ignore_patterns("IDRiD_04*"))
+    r = lesionseg("train", "--config", "tiny", "--images", one / "images", "--masks", one / "masks",
+                  "--steps", "1", "--out", tmp_path / "run1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("(chosen on photos it also trained on, too few to hold one out: its validation "
+                                     "scores are optimistic)"), r.stdout
     # a warm start from that model folder records where it came from; --final trains on both photos
     r = lesionseg("train", "--config", "tiny", "--images", small_pairs / "images", "--masks", small_pairs / "masks",
                   "--steps", "2", "--init", run / "best", "--out", tmp_path / "run2", "--quiet", "--final")
     assert r.returncode == 0, r.stderr
+    assert "optimistic" not in r.stdout  # a final model validates on its training photos by design
     final = load_model_folder(tmp_path / "run2" / "best")
     lineage = final.lineage
     assert lineage["parent_path"] == str(run / "best") and lineage["parent_weights_sha256"] == model.config.weights_sha256

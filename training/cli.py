@@ -150,14 +150,17 @@ def cmd_train(args: argparse.Namespace) -> int:
                       start=saved_config(args.out) if args.config is None else None)
     check_run_folder(args.out, cfg, args.resume)
     init_net, lineage = warm_start(args.init, cfg) if args.init is not None else (None, None)
-    best = None
+    best, in_sample = None, False
     for ev in train_maybe_distributed(cfg, args.out, resume=args.resume, init_from=init_net, lineage=lineage):
         if not args.quiet:
             _emit(ev, "text")
+        if ev.get("event") == "data":  # a final model validates on its training photos by design
+            in_sample = not cfg.data.final and bool(set(ev["val"]) & set(ev["train"]))
         if ev.get("event") == "done":
             best = ev["best"]
     if best:
-        print(f"best model: {best}")
+        print(f"best model: {best}" + (" (chosen on photos it also trained on, too few to hold one out: its "
+                                       "validation scores are optimistic)" if in_sample else ""))
     return 0
 
 
