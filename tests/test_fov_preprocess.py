@@ -339,6 +339,35 @@ def test_a_photo_too_small_for_fine_lesions_gets_a_note() -> None:
         assert (note is not None and f"only {2 * fov.radius:.0f} px across" in note) if small else note is None
 
 
+def test_a_thumbnail_is_refused_not_segmented_into_false_alarms(tmp_path, tiny_model_dir) -> None:
+    """A fundus under 96 px across (a thumbnail or preview in a clinic's folder) was segmented,
+    with a note, into masks of mostly false alarms (the samples at 75 px: 28 and 23 lesions
+    against 4 and 3) counted in every table; it is refused now, naming the size, and a batch
+    with --keep-going goes on with the full-size photos."""
+    from PIL import Image
+    from test_cli import lesionseg
+
+    from napari_lesionseg.core.bundled import sample_paths
+    from napari_lesionseg.core.errors import LesionsegInputError
+    from napari_lesionseg.core.fov import MIN_FUNDUS_PX, detect_fov, too_small_problem
+    from napari_lesionseg.core.inference import predict, run_to_end
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    im = Image.open(sample_paths("idrid_16")[0])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for scale in (16, 32):  # the fundus about 107 and 53 px across
+        im.resize((im.width // scale, im.height // scale), Image.Resampling.BOX).save(photos / f"s{scale}.png")
+    big, thumb = (np.asarray(Image.open(photos / f"s{k}.png")) for k in (16, 32))
+    assert 2 * detect_fov(big).radius >= MIN_FUNDUS_PX and too_small_problem(detect_fov(big)) is None
+    model = load_model_folder(tiny_model_dir)
+    with pytest.raises(LesionsegInputError, match=r"only \d+ px across: too small to segment"):
+        run_to_end(predict(model, thumb))
+    r = lesionseg("predict", photos, "--out", tmp_path / "out", "--model", tiny_model_dir, "--keep-going", "--quiet")
+    assert r.returncode == 1 and "s32.png: the fundus is only" in r.stderr and "1 of 2 images segmented" in r.stdout
+    assert (tmp_path / "out" / "s16_mask.png").is_file() and not (tmp_path / "out" / "s32_mask.png").exists()
+
+
 def test_network_inputs_cached_under_another_input_version_are_made_again(tmp_path, small_pairs, monkeypatch) -> None:
     """The training module caches network inputs by photo, mask and preprocess config: a gray
     photo prepared before its red channel became zeros would have been trained on as before."""

@@ -282,6 +282,24 @@ def size_doubt(fov: FieldOfView, work_px: int) -> str | None:
             "told apart at this size; masks are coarse and may miss or merge lesions")
 
 
+#: below this many px across the fundus a photo is refused (a thumbnail, a preview): the bundled
+#: default on the two sample photos shrunk so the fundus is D px across (2026-12-06): IDRiD_04 Dice
+#: 0.53 at 100 px (19 lesions found against 8), 0.21 at 75 (28 against 4), 0.15 at 50; IDRiD_16
+#: 0.16 at 150 (30 against 3), 0.06 at 100, 0.02 at 75 (23 against 3): mostly false alarms, counted
+#: as lesions in every table
+MIN_FUNDUS_PX = 96
+
+
+def too_small_problem(fov: FieldOfView) -> str | None:
+    """Why the fundus is too small to segment (under ``MIN_FUNDUS_PX`` across), or None."""
+    d = 2.0 * fov.radius
+    if d >= MIN_FUNDUS_PX:
+        return None
+    return (f"the fundus is only {d:.0f} px across: too small to segment (under {MIN_FUNDUS_PX} px the masks are "
+            "mostly false alarms: the sample photos shrunk to 75 px across gave 28 and 23 lesions against 4 and 3); "
+            "a thumbnail or preview? segment the full-size photo")
+
+
 #: below this median brightness of the retina (the brightest channel of each pixel inside the field
 #: of view, 0-255) a photo is said to be too dark to trust. IDRiD's 553 photos: the darkest 61, 5 %
 #: below 112, median 164. The 53 annotated ones darkened to 1/4 ... 1/12 of their brightness

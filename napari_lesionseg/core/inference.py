@@ -24,7 +24,15 @@ from numpy.typing import NDArray
 
 from .anatomy import NO_OD_OUTPUT, Anatomy, disc_region, locate_region
 from .errors import LesionsegInputError
-from .fov import FieldOfView, blank_problem, dark_doubt, detect_fov, fundus_doubts, size_doubt
+from .fov import (
+    FieldOfView,
+    blank_problem,
+    dark_doubt,
+    detect_fov,
+    fundus_doubts,
+    size_doubt,
+    too_small_problem,
+)
 from .fuzzy import binary_entropy, fuzzy_map
 from .lesion_types import OD
 from .lesions import Lesion, labelled_mask, lesion_table
@@ -239,6 +247,8 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     fov = fov or detect_fov(rgb)
+    if problem := too_small_problem(fov):
+        raise LesionsegInputError(None, problem)
     x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
     extra = [prepare(rgb, g, pre.green_contrast_sigma, fov)[0] for g in cfg.extra_grids]
     # doubts about the photo; out-of-memory retries below add theirs
