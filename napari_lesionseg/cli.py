@@ -402,6 +402,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     print(f"{'  ' if active.parent == reg.dir else '* '}shipped default model")
     for row in rows:
         print(row)
+    for name, missing in reg.incomplete().items():  # a folder copied in part was left out without a word
+        print(f"  {name}: not a model version (no {' or '.join(missing)})")
     print(f"active: {active.name if active.parent == reg.dir else 'the shipped default model'}")
     if note := reg.missing_note():
         print(f"note: {note}")

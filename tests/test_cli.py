@@ -743,6 +743,12 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     assert r.returncode == 0 and reg.active() == reg.dir / new[0] and f"* {new[0]}" in r.stdout, r.stderr
     _one_clear_line(lesionseg("models", "--project", proj, "--discard", new[0]), new[0], "active")
     _one_clear_line(lesionseg("models", "--project", proj, "--promote", "nope"), "nope", "no such model version")
+    # a model folder copied in by hand without its weights: listed as what it is, not promoted as "no such version"
+    shutil.copytree(tiny_model_dir, reg.dir / "copied", ignore=shutil.ignore_patterns("weights.safetensors"))
+    _one_clear_line(lesionseg("models", "--project", proj, "--promote", "copied"), "copied",
+                    "not a complete model folder (no weights.safetensors)")
+    assert "  copied: not a model version (no weights.safetensors)" in lesionseg("models", "--project", proj).stdout
+    shutil.rmtree(reg.dir / "copied")
     r = lesionseg("models", "--project", proj, "--discard", "tiny")
     assert r.returncode == 0 and (reg.dir / ".discarded" / "tiny").is_dir(), r.stderr
     r = lesionseg("models", "--project", proj, "--use-default")

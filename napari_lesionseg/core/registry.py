@@ -30,9 +30,23 @@ class Registry:
                and not p.name.endswith(".run") and (p / CONFIG).exists() and (p / WEIGHTS).exists()]
         return [p.name for p in sorted(out, key=lambda p: (p.stat().st_mtime, p.name))]
 
+    def incomplete(self) -> dict[str, list[str]]:
+        """Folders in ``models/`` that are no version (a model folder copied in part): name ->
+        the files missing (a fine-tune's run folder, hidden or ``.run``, is not listed)."""
+        out = {}
+        for p in sorted(self.dir.iterdir()):
+            if p.is_dir() and not p.name.startswith(".") and not p.name.endswith(".run"):
+                missing = [f for f in (CONFIG, WEIGHTS) if not (p / f).exists()]
+                if missing:
+                    out[p.name] = missing
+        return out
+
     def path(self, version: str) -> Path:
         p = self.dir / version
         if version not in self.versions():
+            if missing := self.incomplete().get(version):
+                raise LesionsegInputError(p, f"not a complete model folder (no {' or '.join(missing)}): copy the "
+                                             "whole folder a training or fine-tune wrote")
             raise LesionsegInputError(p, "no such model version in this project")
         return p
 
