@@ -42,6 +42,12 @@ def test_preflight_counts_corrections(widget) -> None:
     assert "2 corrected image(s)" in widget.preflight_label.text()
     assert f"at most {widget.minutes.value:.1f} min in all" in widget.preflight_label.text()
     assert "nothing to learn" not in widget.preflight_label.text()
+    # a model folder copied in without its weights is said, not silently left out of the list
+    shutil.copytree(widget.session.project.root / "models" / "tiny", widget.session.project.root / "models" / "copied",
+                    ignore=shutil.ignore_patterns("weights.safetensors"))
+    widget.preflight()
+    assert "models/copied is not a model version (no weights.safetensors)" in widget.preflight_label.text()
+    assert "copied" not in widget.versions.choices
 
 
 def test_an_active_version_moved_away_is_said_not_silently_replaced(widget, project: Path, tmp_path: Path) -> None:

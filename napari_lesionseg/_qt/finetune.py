@@ -190,6 +190,8 @@ class FinetuneWidget(DockWidget):
                 text += ". " + blocked
         if note := reg.missing_note():
             text += f". Note: {note}"
+        for name, missing in reg.incomplete().items():  # a folder copied in by hand, in part
+            text += f". Note: models/{name} is not a model version (no {' or '.join(missing)})"
         if not pairs:
             text = "no saved corrections in this project yet: segment, correct and 'Save correction' first"
         self.preflight_label.setText(text)
