@@ -431,11 +431,16 @@ def test_an_inverted_mask_of_another_type_is_refused_naming_it(tmp_path: Path, s
     assert r.returncode == 0 and "not scored: EX, SE: no photo has a mask of that type" in r.stdout, r.stderr
 
 
-def test_train_refuses_bad_config(tmp_path: Path, small_pairs: Path) -> None:
+def test_train_refuses_bad_config(tmp_path: Path, small_pairs: Path, monkeypatch) -> None:
     r = lesionseg("train", "--config", "tiny", "--set", "data.batch_size=0", "--images", tmp_path, "--out", tmp_path / "r")
     assert r.returncode == 2 and "data.batch_size" in r.stderr
     r = lesionseg("train", "--config", "no-such-preset", "--out", tmp_path / "r")
     assert r.returncode == 2 and "config file not found" in r.stderr
+    # a folder named like a preset where the command runs ('tiny: Is a directory'): the preset is meant
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    _one_clear_line(lesionseg("train", "--config", str(small_pairs), "--out", tmp_path / "r"), str(small_pairs),
+                    "a folder, not a TOML config file (presets: ")
     # masks without any lesion (healthy photos): a run trained on them, its validation Dice 1.0 and AUPR NaN
     # (written as NaN into metrics.json), and a "best model" that finds nothing
     blank = tmp_path / "blank"

@@ -401,8 +401,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = dict(start or {})
     if path is not None:
         p = Path(path)
-        if not p.exists() and (CONFIG_DIR / f"{path}.toml").exists():
+        # a preset's name, unless a file of that name is here (a folder named 'default' is not a config)
+        if not p.is_file() and (CONFIG_DIR / f"{path}.toml").exists():
             p = CONFIG_DIR / f"{path}.toml"
+        if p.is_dir():
+            raise ConfigError(f"{p}: a folder, not a TOML config file (presets: {', '.join(presets())})")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
