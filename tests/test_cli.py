@@ -476,7 +476,11 @@ def test_model_is_a_folder_or_a_bundled_name(tmp_path: Path, small_pairs: Path, 
     assert resolve_model(None) == default_model_dir() == resolve_model("default")
     assert resolve_model(tiny_model_dir) == tiny_model_dir
     (tmp_path / "default").mkdir()  # a folder the user named "default" wins over the bundled name
+    shutil.copy(tiny_model_dir / "config.json", tmp_path / "default")
     assert resolve_model("default") == Path("default")
+    (tmp_path / "default" / "config.json").unlink()  # one that holds no model: both are said ("config.json is missing")
+    with pytest.raises(LesionsegInputError, match="named like the bundled model 'default' holds no model"):
+        resolve_model("default")
     assert list(bundled_models())[0] == "default"
     with pytest.raises(LesionsegInputError, match=r"nor is it a bundled model \(default"):
         resolve_model("no-such-model")

@@ -38,9 +38,13 @@ def resolve_model(folder_or_name: str | os.PathLike[str] | None) -> Path:
     if folder_or_name is None:
         return default_model_dir()
     path = Path(folder_or_name)
-    if path.exists():
-        return path
     bundled = bundled_models()
+    if path.exists():
+        if str(folder_or_name) in bundled and not (path / "config.json").is_file():  # which was meant? say both
+            raise LesionsegInputError(path, f"a folder here named like the bundled model '{folder_or_name}' holds no "
+                                            "model (no config.json), and a folder given wins over a bundled name: "
+                                            "run from another folder to use the bundled one, or rename this one")
+        return path
     if str(folder_or_name) in bundled:
         return bundled[str(folder_or_name)]
     names = ", ".join(bundled)
