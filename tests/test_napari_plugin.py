@@ -225,6 +225,36 @@ def test_gui_command_is_there() -> None:
 
 
 @pytest.mark.gui
+def test_photos_napari_cannot_read_are_opened_by_ours_or_said(make_napari_viewer, small_pairs, tmp_path) -> None:
+    """Folders listed JPEG/PNG/TIFF/BMP only: a WebP, AVIF, JPEG 2000 or .jfif photo was passed
+    over in silence (given by name it was segmented). Listed now, an AVIF made `lesionseg gui`
+    raise a traceback (napari has no reader for it): such a photo opens through our reader, and
+    a HEIC one (no reader here) is said while the others open; only unreadable photos: one line."""
+    from PIL import Image
+
+    from napari_lesionseg._qt.launch import open_segment_window
+    from napari_lesionseg._qt.shared import photo_source
+    from napari_lesionseg.core.errors import LesionsegInputError
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    im = Image.open(small_pairs / "images" / "IDRiD_04.jpg")
+    im.save(photos / "a.jpg")
+    im.save(photos / "b.avif")
+    im.save(photos / "c.webp")
+    (photos / "d.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    viewer = make_napari_viewer()
+    widget = open_segment_window(viewer, [photos])
+    assert sorted(widget.image_picker.names) == ["a", "b", "c"]
+    assert photo_source(viewer.layers["b"]) == str(photos / "b.avif")  # kept by its file, as napari's layers are
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "d.heic").write_bytes((photos / "d.heic").read_bytes())
+    with pytest.raises(LesionsegInputError, match="a HEIC/HEIF photo"):
+        open_segment_window(make_napari_viewer(), [only])
+
+
+@pytest.mark.gui
 def test_gui_on_a_folder_opens_each_photo(make_napari_viewer, qtbot, small_pairs, tmp_path) -> None:
     """``lesionseg gui photos/`` raised a traceback: napari opened the folder as one stack, no
     photo to segment ("expected a 2-D RGB photograph"), and a folder of photos of different

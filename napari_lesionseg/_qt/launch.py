@@ -17,15 +17,22 @@ def open_segment_window(viewer: Any, photos: Sequence[str | Path] = (), project:
     uncertain photo instead of the sample, with *Review lesions* docked beside, as *Open next
     image* opens it."""
     review_project = not photos and project is not None and _holds_photos(Path(project).expanduser())
-    if photos:
-        for p in photo_files(photos):
-            viewer.open(str(p))
-    elif not review_project:
+    files = photo_files(photos) if photos else []
+    unread = [problem for f in files if (problem := open_photo(viewer, f))]
+    if files and len(unread) == len(files):
+        from ..core.errors import LesionsegInputError
+
+        raise LesionsegInputError(None, "; ".join(unread))
+    if not photos and not review_project:
         viewer.open_sample(PLUGIN, "idrid_04")
         for layer in viewer.layers:
             if layer.name.endswith("ground truth"):
                 layer.visible = False
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Segment lesions")
+    if unread:  # the others are open: said, not a traceback that closed the window before it opened
+        from napari.utils.notifications import show_warning
+
+        show_warning("not opened: " + "; ".join(unread))
     if project is not None:
         widget.project_edit.setText(str(project))
         widget.load_project_models()
@@ -36,6 +43,26 @@ def open_segment_window(viewer: Any, photos: Sequence[str | Path] = (), project:
 
 
 MAX_PHOTOS = 20  # more at once: a project, one photo at a time
+
+
+def open_photo(viewer: Any, path: Path) -> str | None:
+    """Open one photo as napari opens a file; one napari has no reader for (AVIF, a JPEG named
+    .jfif ...) through our reader, with its path in the layer's metadata (the project keeps it
+    by its file). Returns why it could not be opened (a HEIC photo, a broken file), else None."""
+    from ..core.errors import LesionsegInputError
+    from ..core.image_io import read_image
+
+    try:
+        viewer.open(str(path))
+        return None
+    except Exception:  # noqa: BLE001 - napari has no reader for it, or its reader failed: ours decides
+        pass
+    try:
+        rgb, _ = read_image(path)
+    except LesionsegInputError as err:
+        return str(err)
+    viewer.add_image(rgb, name=path.stem, rgb=True, metadata={"path": str(path)})
+    return None
 
 
 def photo_files(photos: Sequence[str | Path]) -> list[Path]:

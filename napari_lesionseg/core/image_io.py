@@ -36,6 +36,12 @@ LABEL_VALUES = (0, 1, 2, 3, 4, IGNORE_LABEL)  # background, HE, MA, EX, SE (core
 LABEL_VALUES_TEXT = "label values must be 0 (background), 1 (HE), 2 (MA), 3 (EX), 4 (SE) or 255 (unsure)"
 LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+#: what a folder's photos are: ``IMAGE_SUFFIXES`` (a project keeps such a file as it is) and the
+#: other photo formats Pillow reads (a project keeps their pixels); HEIC/HEIF (a phone's photos),
+#: which it does not read without a plugin, are listed too, so that they fail with a word instead
+#: of being passed over in silence
+PHOTO_SUFFIXES = IMAGE_SUFFIXES + (".jpe", ".jfif", ".webp", ".jp2", ".j2k", ".avif", ".heic", ".heif")
+NOT_READ = ("not a recognised image file (expected JPEG, PNG, TIFF, BMP, WebP, JPEG 2000 or AVIF)")
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ def path_problem(path: Path) -> str | None:
         return "no such file"
     if path.is_dir():
         return (f"is a directory, not an image file (it holds no {'/'.join(IMAGE_SUFFIXES)} files)"
-                if not any(f.suffix.lower() in IMAGE_SUFFIXES for f in path.iterdir())
+                if not any(f.suffix.lower() in PHOTO_SUFFIXES for f in path.iterdir())
                 else "is a directory, not an image file")
     return None
 
@@ -86,9 +92,10 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
         except Image.DecompressionBombError as err:
             raise LesionsegInputError(path, f"image is too large to decode safely ({err})") from None
         except UnidentifiedImageError:
-            raise LesionsegInputError(
-                path, "not a recognised image file (expected JPEG, PNG, TIFF or BMP)"
-            ) from None
+            if path.suffix.lower() in (".heic", ".heif"):
+                raise LesionsegInputError(path, "a HEIC/HEIF photo (a phone's format), which is not read here: "
+                                                "export it as JPEG or PNG") from None
+            raise LesionsegInputError(path, NOT_READ) from None
         except OSError as err:
             raise LesionsegInputError(path, f"cannot be decoded: {err}") from None
     w, h = im.size
@@ -146,7 +153,7 @@ def _read_tiff_only(p: Path, data: bytes, max_pixels: int) -> tuple[NDArray[np.u
     """A TIFF that Pillow cannot open (float32 or other sample formats it lacks), by tifffile."""
     arr = _tiff_array(p, data)
     if arr is None:  # pragma: no cover - tifffile is a dependency
-        raise LesionsegInputError(p, "not a recognised image file (expected JPEG, PNG, TIFF or BMP)")
+        raise LesionsegInputError(p, NOT_READ)
     rgb = to_rgb_uint8(arr, p)  # (tifffile has decoded it already: the limit is checked on what it gave)
     _check_pixels(p, rgb.shape[1], rgb.shape[0], max_pixels)
     return rgb, ImageMeta(path=str(p), width=rgb.shape[1], height=rgb.shape[0], mode=str(arr.dtype), format="TIFF",
@@ -521,9 +528,9 @@ def write_label(path: str | os.PathLike[str], label: NDArray) -> None:
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files directly in ``folder`` (sorted, hidden and temp files skipped)."""
+    """Image files directly in ``folder`` (``PHOTO_SUFFIXES``; sorted, hidden and temp files skipped)."""
     d = Path(folder)
     return sorted(
         f for f in d.iterdir()
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in PHOTO_SUFFIXES
     )
