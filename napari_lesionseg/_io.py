@@ -35,7 +35,23 @@ def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
         return read_project
     if p.suffix.lower() in (".tif", ".tiff") and p.stem.upper().endswith(IDRID_MASK_SUFFIXES):
         return read_idrid_mask
+    if p.suffix.lower() in OWN_PHOTO_SUFFIXES:
+        return read_photo
     return None
+
+
+#: photo formats napari's own reader does not open (File > Open said "no compatible readers")
+#: and ours does (Pillow); napari.yaml's reader patterns name them
+OWN_PHOTO_SUFFIXES = (".avif",)
+
+
+def read_photo(path: str) -> LayerData:
+    """A photo napari does not read, through ours: RGB, its path in the layer's metadata (the
+    project keeps it by its file, as a photo napari opened)."""
+    from .core.image_io import read_image
+
+    rgb, _ = read_image(path)
+    return [(rgb, {"name": Path(path).stem, "rgb": True, "metadata": {"path": str(path)}}, "image")]
 
 
 def read_idrid_mask(path: str) -> LayerData:

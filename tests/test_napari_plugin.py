@@ -247,6 +247,11 @@ def test_photos_napari_cannot_read_are_opened_by_ours_or_said(make_napari_viewer
     widget = open_segment_window(viewer, [photos])
     assert sorted(widget.image_picker.names) == ["a", "b", "c"]
     assert photo_source(viewer.layers["b"]) == str(photos / "b.avif")  # kept by its file, as napari's layers are
+    # File > Open (any reader that takes the file): napari had none for AVIF; ours takes it
+    other = make_napari_viewer()
+    other.open(str(photos / "b.avif"), plugin=None)
+    assert [ly.name for ly in other.layers] == ["b"] and other.layers["b"].rgb
+    assert photo_source(other.layers["b"]) == str(photos / "b.avif")
     only = tmp_path / "only"
     only.mkdir()
     (only / "d.heic").write_bytes((photos / "d.heic").read_bytes())
