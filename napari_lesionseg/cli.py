@@ -302,11 +302,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"  {'type':6s} {'images':>6s} {'aupr':>8s} {'dice_ds':>8s} {'dice_img':>8s}")
         absent = []
         for t, ts in s["types"].items():
-            if note := _no_truth(t, res.scores[t]):  # Dice 1.0 and AUPR nan would say nothing true
-                absent.append(note)
-                print(f"  {t:6s} {int(ts['images']):6d} {'-':>8s} {'-':>8s} {'-':>8s}")
-            else:
-                print(f"  {t:6s} {int(ts['images']):6d} {ts['aupr']:8.4f} {ts['dice_ds']:8.4f} {ts['dice_img']:8.4f}")
+            note = _no_truth(t, res.scores[t])  # Dice 1.0 and AUPR nan would say nothing true
+            absent += [note] if note else []
+            print(f"  {t:6s} {int(ts['images']):6d} "
+                  + " ".join(_cell(float("nan") if note else ts[k], 8, 4) for k in ("aupr", "dice_ds", "dice_img")))
         for note in absent:
             print(f"  {note}")
     unscored = [t for t in types or [] if t != HE and t not in spoken]
@@ -374,16 +373,17 @@ def _print_hemorrhage_scores(s: dict, model, ds, prob_bits: int) -> None:
     print(f"  does the fuzzy map lead to the mask's mistakes? ({model.config.inference.fuzzy.map} map; entropy of "
           "the same probability beside it)")
     print(f"  {'':42s} {'fuzzy':>8s} {'entropy':>8s}")
-    for pct in (1, 5, 10):
-        k = f"top{pct}pct_error_capture"
-        print(f"  {'wrong pixels in the top ' + str(pct) + ' % of the disc':42s} "  # '-': no wrong pixel
-              + " ".join(f"{s[m + '_' + k]:8.3f}" if math.isfinite(s[m + "_" + k]) else f"{'-':>8s}"
-                         for m in ("fuzzy", "entropy")))
-    for what, count, share in (("missed lesions", "missed_lesions", "missed_reached"),
-                               ("false alarms", "false_alarms", "false_alarms_shown")):
-        n = int(s[f"fuzzy_queue_{count}"])  # none to reach: a share of nothing is shown as '-'
-        print(f"  {f'{what} ({n}) in the first 20 regions':42s} "
-              + " ".join(f"{s[f'{m}_queue_{share}']:8.3f}" if n else f"{'-':>8s}" for m in ("fuzzy", "entropy")))
+    rows = [(f"wrong pixels in the top {pct} % of the disc", f"top{pct}pct_error_capture") for pct in (1, 5, 10)]
+    rows += [(f"{what} ({int(s[f'fuzzy_queue_{count}'])}) in the first 20 regions", f"queue_{share}")
+             for what, count, share in (("missed lesions", "missed_lesions", "missed_reached"),
+                                        ("false alarms", "false_alarms", "false_alarms_shown"))]
+    for label, key in rows:  # a share of nothing (no wrong pixel, no missed lesion) is nan: shown as '-'
+        print(f"  {label:42s} " + " ".join(_cell(s[f"{m}_{key}"], 8, 3) for m in ("fuzzy", "entropy")))
+
+
+def _cell(value: float, width: int, digits: int) -> str:
+    """``value`` in a table column, or '-' when there is nothing it could be a share of (nan)."""
+    return f"{value:{width}.{digits}f}" if math.isfinite(value) else f"{'-':>{width}s}"
 
 
 def cmd_models(args: argparse.Namespace) -> int:

@@ -286,8 +286,7 @@ class Project:
         """(under the lock) The id for content ``sha``: the given ``image_id`` (refused when it
         holds other content), else as :meth:`_id_for`; True when it already holds this content."""
         if image_id is None:
-            held = self._held_as(stem, sha)  # also under the id an older rule made of the name
-            return (held, True) if held is not None else self._id_for(stem, sha)
+            return self._id_for(stem, sha)
         iid = _safe_id(image_id)
         if self.image_path(iid) is None:
             return iid, False
@@ -295,10 +294,25 @@ class Project:
             raise LesionsegInputError(src, f"the project already holds a different image with id {iid!r}")
         return iid, True
 
-    def _id_for(self, name: str, sha: str, legacy: bool = False) -> tuple[str, bool]:
-        """The id that holds this content among ``<stem>``, ``<stem>-2``, ... (True), else the
-        first free one of them (False); ``legacy``: the stem by the old ASCII rule (``_safe_id``)."""
-        stem = _safe_id(name, legacy)
+    def _id_for(self, name: str, sha: str) -> tuple[str, bool]:
+        """The id that holds this content among ``<stem>``, ``<stem>-2``, ... (True), by today's
+        rule or, in a project made before, by the old ASCII one (``_safe_id``); else the first
+        free one of today's (False)."""
+        stem = _safe_id(name)
+        iid, held = self._scan(stem, sha)
+        if not held:
+            try:
+                old = _safe_id(name, legacy=True)
+                found = self._scan(old, sha) if old != stem else (iid, False)
+            except (LesionsegInputError, OSError):  # no ASCII letter in it, or too long for a file: never held
+                found = (iid, False)
+            if found[1]:
+                return found
+        return iid, held
+
+    def _scan(self, stem: str, sha: str) -> tuple[str, bool]:
+        """The id among ``<stem>``, ``<stem>-2``, ... holding content ``sha`` (True), else the
+        first free one (False)."""
         for k in itertools.count(1):
             iid = stem if k == 1 else f"{stem}-{k}"
             if self.image_path(iid) is None:
@@ -311,20 +325,12 @@ class Project:
         raise AssertionError("unreachable")
 
     def _held_as(self, name: str, sha: str) -> str | None:
-        """The id among ``<name>``, ``<name>-2``, ... that holds content ``sha``, or None: by
-        today's rule, then by the old ASCII one (a project made before, ``_safe_id``)."""
-        tried = set()
-        for legacy in (False, True):
-            try:
-                stem = _safe_id(name, legacy)
-                if stem not in tried:
-                    tried.add(stem)
-                    iid, held = self._id_for(name, sha, legacy)
-                    if held:
-                        return iid
-            except (OSError, LesionsegInputError):  # a name no id can be made of
-                continue
-        return None
+        """The id among ``<name>``, ``<name>-2``, ... that holds content ``sha`` (``_id_for``), or None."""
+        try:
+            iid, held = self._id_for(name, sha)
+        except (OSError, LesionsegInputError):  # a name no id can be made of
+            return None
+        return iid if held else None
 
     def find_image(self, path: str | os.PathLike[str]) -> str | None:
         """The id under which this photo (same content, its name stem or ``<stem>-<k>``, or as
