@@ -37,6 +37,25 @@ def test_roundtrip_rebuilds_identical_network(tmp_path: Path) -> None:
     assert len(loaded.config.weights_sha256 or "") == 64
 
 
+def _strict(text: str) -> object:
+    def refuse(word: str) -> None:
+        raise ValueError(f"not strict JSON: {word}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_scores_of_nothing_are_written_as_strict_json(tmp_path: Path) -> None:
+    """A fine-tune scored on a held-out photo without a lesion has AUPR NaN: metrics.json held the
+    bare word NaN, which strict JSON readers (jq, a browser, another language) refuse."""
+    cfg = tiny_config()
+    scores = {"old": {"aupr": float("nan"), "dice_ds": 1.0}, "new": {"aupr": float("nan"), "dice_ds": 1.0},
+              "curve": [0.5, float("inf")]}
+    folder = save_model_folder(tmp_path / "m", build_model(cfg.network), cfg, scores, {"parent": None})
+    written = _strict((folder / "metrics.json").read_text(encoding="utf-8"))
+    assert written == {"old": {"aupr": None, "dice_ds": 1.0}, "new": {"aupr": None, "dice_ds": 1.0},
+                       "curve": [0.5, None]}
+    assert load_model_folder(folder).metrics["old"]["aupr"] is None
+
+
 def test_never_overwrites(tmp_path: Path) -> None:
     folder = _save(tmp_path)
     before = (folder / "weights.safetensors").read_bytes()

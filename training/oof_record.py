@@ -22,6 +22,7 @@ from typing import Any
 
 from napari_lesionseg.core.atomic import atomic_write_text
 from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.jsonfile import json_text
 from napari_lesionseg.core.model_folder import METRICS
 
 IN_SAMPLE = ("the validation photos that also chose this model's checkpoint, calibration and threshold "
@@ -97,7 +98,7 @@ def record_out_of_fold(model_dir: Path, report_path: Path, variant: str, note: s
         raise LesionsegInputError(report_path, f"has no recipe '{variant}' (it has: {known})")
     metrics["out_of_fold"] = out_of_fold_block(report, variant, Path(report_path).as_posix(), note)
     metrics["figures"] = figures_note(metrics)
-    atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+    atomic_write_text(metrics_path, json_text(metrics, indent=2))
     return metrics
 
 

@@ -40,6 +40,7 @@ from torch import nn
 from napari_lesionseg.core.atomic import atomic_open
 from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.errors import LesionsegInputError
+from napari_lesionseg.core.jsonfile import json_text
 from napari_lesionseg.core.model_folder import save_model_folder
 from napari_lesionseg.core.models.factory import build_model
 from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_threads
@@ -165,7 +166,7 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
                               "left_out": sorted(left_out),
                               "loss_first_last_100": [float(np.mean(losses[:100])), float(np.mean(losses[-100:]))]}}
     folder = save_model_folder(out / MODEL, net.eval(), cfg.model, metrics={}, lineage=lineage)
-    (out / "losses.json").write_text(json.dumps(losses), encoding="utf-8")
+    (out / "losses.json").write_text(json_text(losses), encoding="utf-8")
     yield {"event": "done", "model": str(folder), "step": step,
            "loss_first_last_100": lineage["pretrained"]["loss_first_last_100"]}
 

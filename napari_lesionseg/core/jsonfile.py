@@ -1,4 +1,5 @@
-"""Reading JSON files we did not write ourselves (model folders, project files), with limits.
+"""Reading JSON files we did not write ourselves (model folders, project files), with limits;
+writing ours as strict JSON.
 
 Every problem is a :class:`LesionsegInputError` naming the file: a missing file, a folder or
 a FIFO where a file should be (opened without blocking, so a FIFO can never hang the
@@ -10,6 +11,7 @@ an object.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
 from pathlib import Path
@@ -106,3 +108,18 @@ def read_json(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES, 
     if not isinstance(obj, dict):
         raise LesionsegInputError(path, "must hold a JSON object")
     return obj
+
+
+def json_safe(v: Any) -> Any:
+    """NaN and infinities as null, through nested dicts, lists and tuples (a score of an empty set
+    is NaN; Python writes it as the bare word ``NaN``, which strict JSON readers reject)."""
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``obj`` as strict JSON text (:func:`json_safe` first); ``kwargs`` go to ``json.dumps``."""
+    return json.dumps(json_safe(obj), allow_nan=False, **kwargs)

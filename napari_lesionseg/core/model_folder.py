@@ -34,7 +34,7 @@ from torch import nn
 from .atomic import atomic_folder
 from .dataclass_io import ConfigError, from_dict, to_dict
 from .errors import LesionsegInputError
-from .jsonfile import read_json, read_regular_file
+from .jsonfile import json_text, read_json, read_regular_file
 from .model_config import ModelConfig, upgrade_config
 from .models import build_model
 
@@ -124,8 +124,8 @@ def save_model_folder(
     def fill(tmp: Path) -> None:
         (tmp / WEIGHTS).write_bytes(weights)
         (tmp / CONFIG).write_text(json.dumps(to_dict(cfg), indent=2), encoding="utf-8")
-        (tmp / METRICS).write_text(json.dumps(metrics or {}, indent=2), encoding="utf-8")
-        (tmp / LINEAGE).write_text(json.dumps(lineage or {}, indent=2), encoding="utf-8")
+        (tmp / METRICS).write_text(json_text(metrics or {}, indent=2), encoding="utf-8")
+        (tmp / LINEAGE).write_text(json_text(lineage or {}, indent=2), encoding="utf-8")
         if fill_more is not None:
             fill_more(tmp)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_bytes, atomic_write_text
+from .jsonfile import json_text
 from .metrics import DatasetScores
 from .outputs import csv_text
 
@@ -35,15 +34,6 @@ def pr_curve_png(ds: DatasetScores, title: str) -> bytes:
     return buf.getvalue()
 
 
-def _json_safe(v: Any) -> Any:
-    """NaN and infinities as null (strict JSON), through nested dicts and lists."""
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return None if isinstance(v, float) and not math.isfinite(v) else v
-
-
 def report_path(out: str | Path) -> Path:
     """Where ``evaluate --out`` writes its JSON: ``out`` itself when it names a file
     (``report.json``), else ``out/metrics.json``: a folder there already, or a name without a
@@ -62,10 +52,9 @@ def report_path(out: str | Path) -> Path:
 def write_report(out_json: Path, ds: DatasetScores, extra: dict[str, Any]) -> list[Path]:
     """``out_json`` (summary + per image), ``<stem>_per_image.csv`` and ``<stem>_pr.png``."""
     summary = ds.summary()
-    payload = {**_json_safe(extra), "summary": {k: _json_safe(v) for k, v in summary.items()},
-               "per_image": [{k: _json_safe(v) for k, v in r.items()} for r in ds.per_image]}
+    payload = {**extra, "summary": summary, "per_image": ds.per_image}
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_json, json.dumps(payload, indent=2))
+    atomic_write_text(out_json, json_text(payload, indent=2))
     csv_path = out_json.with_name(out_json.stem + "_per_image.csv")
     cols = ["image", "dice", "iou", "precision", "recall", "accuracy", "hd95", "gt_pixels", "pred_pixels"]
     atomic_write_text(csv_path, csv_text(ds.per_image, cols))

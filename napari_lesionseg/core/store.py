@@ -58,7 +58,7 @@ from .atomic import (
 )
 from .errors import LesionsegInputError
 from .image_io import IMAGE_SUFFIXES, check_label_values, encode_png, read_image, read_label, read_unit_map
-from .jsonfile import parse_json, read_json
+from .jsonfile import json_text, parse_json, read_json
 from .lesion_types import HE, LESION_TYPES, OUTPUT_TYPES, TYPE_VALUE
 from .metrics import confusion, scores
 from .outputs import write_maps
@@ -456,7 +456,7 @@ class Project:
             target = d / f"v{version:04d}.png"
             if types != (HE,) or review:  # written first: a version never exists without its types
                 extra = {"review": review} if review else {}
-                atomic_write_text(target.with_suffix(".json"), json.dumps({"types": list(types), **extra}))
+                atomic_write_text(target.with_suffix(".json"), json_text({"types": list(types), **extra}))
             else:  # a save killed between its json and its png left the json: not this version's
                 target.with_suffix(".json").unlink(missing_ok=True)
             create_new(target, data)  # fails if target exists: never overwrite a version
@@ -524,7 +524,7 @@ class Project:
     # ---- manifest --------------------------------------------------------------------------
     def _append_manifest(self, record: dict[str, Any]) -> None:
         path = self.root / MANIFEST
-        line = (json.dumps(record) + "\n").encode()
+        line = (json_text(record) + "\n").encode()
         with open(path, "ab") as fh:
             # a torn previous line (crash mid-append) must not swallow this record
             if fh.tell() > 0:
@@ -610,7 +610,7 @@ class Project:
                    "lesion_px": int((np.asarray(mask) > 0).sum()), **(settings or {})}
         if others:
             summary["types"] = {name: float(thr) for name, (_p, _m, thr) in others.items()}
-        atomic_write_text(d / f"{image_id}.json", json.dumps(summary))
+        atomic_write_text(d / f"{image_id}.json", json_text(summary))
         return d
 
     def prediction_map(self, image_id: str, kind: str) -> NDArray[np.float32] | None:
