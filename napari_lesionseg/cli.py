@@ -79,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="score a model on images with ground-truth masks")
     p.add_argument("--images", type=Path, default=None,
-                   help="images folder (with --masks), or an IDRiD-layout folder (images/ beside masks_HE/, "
-                        "masks_MA/ ...)")
-    p.add_argument("--masks", type=Path, default=None, help="ground-truth masks folder, matched to images by stem")
+                   help="images folder (with --masks; its subfolders' photos when it holds none itself: a "
+                        "clinic's patient folders), or an IDRiD-layout folder (images/ beside masks_HE/, masks_MA/ ...)")
+    p.add_argument("--masks", type=Path, default=None, help="ground-truth masks folder (or its subfolders, when it holds none itself), "
+                                                                 "matched to images by name stem (<stem>.png or <stem>_HE.png ...)")
     p.add_argument("--project", type=Path, default=None,
                    help="instead of --images/--masks: a plugin project's latest saved corrections (the model "
                         "defaults to the project's active one; corrections began as a model's own masks, so "

@@ -840,6 +840,30 @@ def test_evaluate_scores_a_projects_models_against_its_saved_corrections(tmp_pat
     assert r.returncode == 0 and "on 1 images" in r.stdout, r.stdout + r.stderr
 
 
+def test_a_clinics_patient_folders_are_evaluated_against_their_masks(tmp_path: Path, small_pairs: Path,
+                                                                   tiny_model_dir: Path) -> None:
+    """Photos in patient folders (clinic/p1/IDRiD_04.jpg), masks in one folder: evaluate said "masks
+    without an image: IDRiD_04_HE, IDRiD_16_HE", as if the photos were not there. A folder of
+    photos with none in itself is searched below, the masks too when they are kept in patient
+    folders as well; two photos of one name are refused, naming both."""
+    clinic, masks = tmp_path / "clinic", tmp_path / "mask_tree"
+    for patient, name in (("p1", "IDRiD_04"), ("p2/visit 2", "IDRiD_16")):
+        for root, src, suffix in ((clinic, small_pairs / "images", ".jpg"), (masks, small_pairs / "masks", "_HE.png")):
+            (root / patient).mkdir(parents=True)
+            shutil.copy(src / f"{name}{suffix}", root / patient / f"{name}{suffix}")
+    for mask_folder in (small_pairs / "masks", masks):
+        r = lesionseg("evaluate", "--images", clinic, "--masks", mask_folder, "--model", tiny_model_dir,
+                      "--out", tmp_path / mask_folder.name, "--quiet")
+        assert r.returncode == 0, r.stderr
+        assert "on 2 images" in r.stdout
+        rows = json.loads((tmp_path / mask_folder.name / "metrics.json").read_text())["per_image"]
+        assert sorted(row["image"] for row in rows) == ["IDRiD_04", "IDRiD_16"]
+    shutil.copy(clinic / "p1" / "IDRiD_04.jpg", clinic / "p2" / "IDRiD_04.jpg")
+    r = lesionseg("evaluate", "--images", clinic, "--masks", small_pairs / "masks", "--model", tiny_model_dir,
+                  "--out", tmp_path / "twice", "--quiet")
+    _one_clear_line(r, "clinic", "two photos named IDRiD_04", "p1/IDRiD_04.jpg and p2/IDRiD_04.jpg")
+
+
 def test_a_clinics_patient_folders_are_segmented_with_recursive(tmp_path: Path, small_pairs: Path,
                                                                 tiny_model_dir: Path) -> None:
     """Photos exported as <patient>/OD.jpg could not be segmented: the folder was "not an image

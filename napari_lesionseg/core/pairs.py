@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,13 +171,54 @@ def without_masks(files: list[Path]) -> list[Path]:
     return [f for f in files if not is_mask(f)]
 
 
-def _mask_index(mask_dir: Path) -> dict[str, list[Path]]:
-    """The folder's mask files by name stem (more than one when only the suffix differs)."""
-    out: dict[str, list[Path]] = {}
-    for f in sorted(mask_dir.iterdir()):
-        if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in MASK_SUFFIXES + (".jpg", ".jpeg"):
-            out.setdefault(f.stem, []).append(f)
+def _mask_files(folder: Path) -> list[Path]:
+    return [f for f in sorted(folder.iterdir())
+            if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in MASK_SUFFIXES + (".jpg", ".jpeg")]
+
+
+def _subfolders(folder: Path, skip: Path | None = None) -> list[Path]:
+    """``folder``'s subfolders at any depth, sorted (hidden ones and ``skip`` not entered)."""
+    out: list[Path] = []
+    for dirpath, dirnames, _files in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and (skip is None or (here / d).resolve() != skip))
+        if here != folder:
+            out.append(here)
     return out
+
+
+def _mask_index(mask_dir: Path, below: bool = False) -> dict[str, list[Path]]:
+    """The folder's mask files by name stem (more than one when only the suffix differs); with
+    ``below`` and none in the folder itself, those in its subfolders (masks kept in patient
+    folders as the photos are)."""
+    files = _mask_files(mask_dir)
+    if below and not files:
+        files = [f for d in _subfolders(mask_dir) for f in _mask_files(d)]
+    out: dict[str, list[Path]] = {}
+    for f in files:
+        out.setdefault(f.stem, []).append(f)
+    return out
+
+
+def _photos(images: Path, masks: Path) -> tuple[list[Path], bool]:
+    """The photos in ``images``, or, when it holds none itself, those in its subfolders (a
+    clinic's patient folders; a masks folder inside it is not searched); and whether they came
+    from the subfolders. Photos are paired with masks by name, so two of one name are refused."""
+    photos = list_images(images)
+    if photos:
+        return photos, False
+    photos = [f for d in _subfolders(images, masks.resolve() if masks.resolve() != images.resolve() else None)
+              for f in list_images(d)]
+    seen: dict[str, Path] = {}
+    for f in photos:
+        if f.stem in seen:
+            a, b = (x.relative_to(images).as_posix() for x in (seen[f.stem], f))
+            raise LesionsegInputError(images, f"holds two photos named {f.stem} in its subfolders ({a} and {b}): "
+                                              "photos are paired with their masks by name; give each subfolder "
+                                              "on its own, or rename one")
+        seen[f.stem] = f
+    return photos, True
 
 
 def idrid_layout(root: str | Path) -> bool:
@@ -199,7 +241,9 @@ def pairs_of(images: str | Path, masks: str | Path | None) -> list[Pair]:
 
 
 def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = False) -> list[Pair]:
-    """Pair each image in ``images`` with its mask in ``masks`` by file stem.
+    """Pair each image in ``images`` with its mask in ``masks`` by file stem. A folder of
+    photos with none in itself is searched below (a clinic's patient folders), as is then a
+    masks folder with none in itself.
 
     Raises LesionsegInputError listing the unmatched files (images without masks are allowed
     with ``allow_unmatched_images``, e.g. IDRiD_43 which has no hemorrhage mask).
@@ -207,8 +251,8 @@ def match_pairs(images: Path, masks: Path, *, allow_unmatched_images: bool = Fal
     for d in (images, masks):
         if not d.is_dir():
             raise LesionsegInputError(d, "is not a folder")
-    idx = _mask_index(masks)
-    photos = list_images(images)
+    photos, below = _photos(images, masks)
+    idx = _mask_index(masks, below)
     # other types' masks (<stem>_MA ...) are not hemorrhage masks, nor photos, nor orphans
     type_names = {f"{img.stem}_{t}" for img in photos for t in OTHER_TAGS}
     photos = [img for img in photos if img.stem not in type_names]
