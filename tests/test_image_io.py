@@ -174,6 +174,21 @@ def test_masks_encodings(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_mask(tmp_path / "lab.png"), lab)
 
 
+def test_masks_with_an_alpha_channel(tmp_path: Path) -> None:
+    """A gray mask saved with alpha (an image editor's LA PNG) was a traceback (IndexError in the
+    colour check); lesions painted white on a transparent layer over white were read as all
+    lesion (the inverted-mask refusal). Clear pixels are background."""
+    m = np.zeros((8, 9), np.uint8)
+    m[2:4, 3:6] = 1
+    la = np.stack([m * 255, np.full_like(m, 255)], axis=-1)
+    Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
+    layer = np.full((8, 9, 4), 255, np.uint8)
+    layer[..., 3] = m * 255  # white everywhere; only the lesions opaque
+    Image.fromarray(layer, mode="RGBA").save(tmp_path / "layer.png")
+    for name in ("la.png", "layer.png"):
+        np.testing.assert_array_equal(read_mask(tmp_path / name), m, err_msg=name)
+
+
 def test_idrid_style_palette_mask_from_sample() -> None:
     img, mask = sample_paths("idrid_04")
     m = read_mask(mask, shape=(1424, 2144))

@@ -348,8 +348,12 @@ def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArr
     else:
         arr = np.asarray(im)
         if arr.ndim == 3:
-            if arr.shape[-1] == 4:
-                arr = arr[..., :3]
+            if arr.shape[-1] in (2, 4):  # gray or colour with alpha (a gray+alpha mask was a traceback)
+                clear = arr[..., -1] == 0
+                arr = arr[..., :-1]
+                if clear.any() and not clear.all():  # lesions painted on a transparent layer: the
+                    arr = arr.copy()                 # clear pixels are background, whatever colour
+                    arr[clear] = 0                   # they kept (an alpha of 0 everywhere is unused)
             if not (arr == arr[..., :1]).all():
                 raise LesionsegInputError(p, _colour_mask_problem(arr))
             arr = arr[..., 0]
