@@ -189,6 +189,20 @@ def test_masks_with_an_alpha_channel(tmp_path: Path) -> None:
         np.testing.assert_array_equal(read_mask(tmp_path / name), m, err_msg=name)
 
 
+def test_cmyk_and_reordered_palette_masks(tmp_path: Path) -> None:
+    """A CMYK mask (C, M and Y all 0, the mask in K) was read as empty: evaluate scored its photo as
+    healthy. A palette mask whose editor put the lesion colour at index 0 and black at 1 was
+    refused as inverted. Black is background, whatever its index."""
+    m = np.zeros((8, 9), np.uint8)
+    m[2:4, 3:6] = 1
+    Image.fromarray(m * 255).convert("CMYK").save(tmp_path / "cmyk.tif")
+    pal = Image.fromarray(1 - m, mode="L").convert("P")
+    pal.putpalette([200, 10, 10, 0, 0, 0])
+    pal.save(tmp_path / "red_first.png")
+    for name in ("cmyk.tif", "red_first.png"):
+        np.testing.assert_array_equal(read_mask(tmp_path / name), m, err_msg=name)
+
+
 def test_idrid_style_palette_mask_from_sample() -> None:
     img, mask = sample_paths("idrid_04")
     m = read_mask(mask, shape=(1424, 2144))

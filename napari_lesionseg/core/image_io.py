@@ -328,6 +328,20 @@ def _colour_mask_problem(rgb: NDArray) -> str:
     return "mask is a colour image with differing channels; expected one channel"
 
 
+def _palette_indices(im: Image.Image) -> NDArray:
+    """A palette mask's indices, as IDRiD stores its masks (0 black, 1 red). With two indices in
+    use and black the higher one (an editor's palette: lesion red at 0, black at 1), black is
+    read as 0 and the other colour as 1: the indices' order was refused as an inverted mask."""
+    arr = np.asarray(im)
+    used = np.unique(arr)
+    pal = im.getpalette() or []
+    if len(used) == 2 and len(pal) >= 3 * (int(used[1]) + 1):
+        black = [int(i) for i in used if pal[3 * int(i):3 * int(i) + 3] == [0, 0, 0]]
+        if black == [int(used[1])]:
+            return (arr != used[1]).astype(np.uint8)
+    return arr
+
+
 def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArray:
     """One-channel array of a lossless mask or label file, size-checked against ``shape``."""
     if p.suffix.lower() in (".jpg", ".jpeg"):
@@ -341,8 +355,10 @@ def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArr
             p, "file holds JPEG data; masks must be lossless (PNG, TIFF or BMP)"
         )
     im = _load(p, im)
+    if im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):  # a CMYK mask's C, M and Y are 0: read as empty
+        im = im.convert("RGB")
     if im.mode == "P":
-        arr = np.asarray(im)  # palette indices, as IDRiD stores them
+        arr = _palette_indices(im)
     elif im.mode == "1":
         arr = np.asarray(im).astype(np.uint8)
     else:
