@@ -727,6 +727,7 @@ def test_the_headless_loop_finetunes_the_active_model_and_promotes(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     new = [v for v in reg.versions() if v != "tiny"]
     assert len(new) == 1 and f"--promote {new[0]}" in r.stdout
+    assert ".tmp" not in r.stdout, r.stdout  # its "done" line named the run's best checkpoint, in a folder since removed
     # the verdict the dock shows, here too: when a forgetting check no checkpoint can pass (margin -1)
     # keeps the old model, the version holds its weights and nothing suggests promoting it
     from lesionseg_training.replay import write_replay

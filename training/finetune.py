@@ -297,7 +297,9 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
             except StopIteration as done:
                 best = done.value
                 break
-            steps = ev["step"] if ev.get("event") == "done" else steps
+            if ev.get("event") == "done":  # its best checkpoint is in the run folder removed below
+                steps = ev["step"]
+                ev = {k: v for k, v in ev.items() if k != "best"}
             yield ev
         best = _final_model(best, base, pairs, cfg, budget.calibration, run_dir / "final",
                             (base_state, budget.blend) if budget.blend else None)
