@@ -590,3 +590,33 @@ def test_a_rank_leaves_the_group_without_waiting_for_peers_when_its_run_failed(t
         leave_process_group(DistContext(rank=0, world=2), finished)  # world 2: as a rank of two sees itself
         assert not dist.is_initialized()
         assert met == ([1] if finished else [])
+
+
+def test_a_run_says_how_long_it_has_left(tmp_path: Path, small_pairs: Path, monkeypatch) -> None:
+    """A 4000-step training runs for hours on two cores and its step lines said only the seconds
+    spent: each now says the time left at the pace so far, within a time budget its rest."""
+    from lesionseg_training import trainer
+    from lesionseg_training.cli import duration_text
+    from napari_lesionseg.core.progress import run_to_end
+
+    clock = [1000.0]
+
+    def tick() -> float:  # every call ten seconds later: a step is a call or two
+        clock[0] += 10.0
+        return clock[0]
+
+    monkeypatch.setattr(trainer.time, "time", tick)
+    data = [f'data.images="{small_pairs / "images"}"', f'data.masks="{small_pairs / "masks"}"']
+    events: list[dict] = []
+    run_to_end(trainer.train(load_config("tiny", [*data, "run.steps=12", "run.log_every=1", "run.eval_every=100"]),
+                             tmp_path / "steps"), events.append)
+    left = {e["step"]: e.get("left") for e in events if e.get("event") == "step"}
+    assert all(left[s] is None for s in (1, 4, 12)), left  # no pace yet; nothing left at the end
+    paced = [left[s] for s in range(5, 12)]
+    assert all(isinstance(v, int) and v > 0 for v in paced) and paced == sorted(paced, reverse=True), left
+    events.clear()
+    run_to_end(trainer.train(load_config("tiny", [*data, "run.steps=100000", "run.minutes=10", "run.log_every=1",
+                                                  "run.eval_every=100000"]), tmp_path / "minutes"), events.append)
+    left = [e["left"] for e in events if e.get("event") == "step" and "left" in e]
+    assert left and all(v <= 600 for v in left), left  # the budget's rest, not 100000 steps' worth
+    assert [duration_text(s) for s in (4, 89, 720, 6720)] == ["4 s", "89 s", "12 min", "1 h 52 min"]

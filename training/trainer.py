@@ -269,7 +269,8 @@ class _Run:
     step: int = 0
     best: float = -1.0
     elapsed0: float = 0.0  # seconds spent before a resume
-    t_start: float = field(default_factory=time.time)
+    t_start: float = field(default_factory=lambda: time.time())
+    step0: int = 0  # the step this sitting started from (a resumed run's)
     last_good: Path | None = None
     train_pairs: list[Pair] = field(default_factory=list)
     ema: AveragedModel | None = None  # optim.ema > 0: the averaged weights, validated and saved
@@ -296,6 +297,18 @@ class _Run:
         minutes = self.cfg.run.minutes
         elapsed = self.ctx.agreed(self.elapsed) if minutes else self.elapsed
         return budget_progress(self.step, self.cfg.run.steps, elapsed, minutes)
+
+    def seconds_left(self) -> float | None:
+        """The budget's remaining wall time, from this sitting's pace (validations included):
+        the steps left at the seconds a step has taken so far, or the time budget's rest when
+        that comes first; None before a few steps have set the pace."""
+        done = self.step - self.step0
+        if done < 5 or self.step >= self.cfg.run.steps:
+            return None
+        left = (self.cfg.run.steps - self.step) * (time.time() - self.t_start) / done
+        if self.cfg.run.minutes is not None:
+            left = min(left, 60.0 * self.cfg.run.minutes - self.elapsed)
+        return max(0.0, left)
 
     def out_of_time(self) -> bool:
         minutes = self.cfg.run.minutes
@@ -346,8 +359,10 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         if r.ema is not None:
             r.ema.update_parameters(r.net)
         if r.step % cfg.run.log_every == 0 or r.step == 1:
+            left = r.seconds_left()
             yield from r.emit({"event": "step", "step": r.step, "lr": r.opt.param_groups[0]["lr"],
-                               "elapsed": round(r.elapsed, 2), **logs})
+                               "elapsed": round(r.elapsed, 2), **({} if left is None else {"left": round(left)}),
+                               **logs})
         out_of_time = r.out_of_time()
         if r.ctx.is_main and (r.step % cfg.run.eval_every == 0 or r.step == cfg.run.steps or out_of_time):
             yield from _validate_and_save(r)
@@ -451,7 +466,7 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
         yield {"event": "unlabelled", "photos": len(unl), "left_out": len(left_out),
                "seconds": round(time.time() - t0, 1)}
     r = _Run(cfg, ctx, run, EventLog(run), net, model, opt, adv, dale, sampler, val_items,
-             [p.id for p in val_pairs], _lineage(train_pairs, lineage, ctx, cfg), step=start,
+             [p.id for p in val_pairs], _lineage(train_pairs, lineage, ctx, cfg), step=start, step0=start,
              train_pairs=list(train_pairs), ema=_weight_average(net, cfg.optim.ema),
              held_out=[p.id for p in held_out_pairs(cfg.data)] if cfg.data.final and pairs is None else [],
              consistency=consistency)
