@@ -231,6 +231,37 @@ def test_a_time_budget_stops_at_max_steps(tmp_path, tiny_model_dir, small_pairs)
     assert load_model_folder(tmp_path / "capped").metrics["steps"] == 3
 
 
+def test_the_clicks_budget_counts_from_the_click(tmp_path, tiny_model_dir, small_pairs) -> None:
+    """The button's minutes are the whole click's, but they were counted from when the fine-tune
+    began, after its process had started and imported torch (1.5-4 s on two cores: one click took
+    118 s of its 120 on an AVX2 VM): training now gets what is left counted from ``started_at``,
+    which ``finetune`` sets to its process's start."""
+    import time
+
+    from lesionseg_training.cli import process_started
+    from lesionseg_training.finetune import Budget, fine_tune
+    from napari_lesionseg.core.pairs import match_pairs
+    from napari_lesionseg.core.progress import run_to_end
+
+    pairs = match_pairs(small_pairs / "images", small_pairs / "masks")
+    given = {}
+    for name, started in (("now", None), ("earlier", time.time() - 30.0)):
+        events: list[dict] = []
+        run_to_end(fine_tune(tiny_model_dir, pairs, Budget(minutes=1.0, steps=1, replay_share=0.0, started_at=started),
+                             tmp_path / name), events.append)
+        given[name] = next(e["seconds"] for e in events if e.get("event") == "training_budget")
+    assert 25.0 <= given["now"] - given["earlier"] <= 35.0, given
+    if process_started(max_age=1e9) is None:
+        pytest.skip("no /proc: the process's start is not known here")
+    import subprocess
+    import sys
+
+    age = subprocess.run([sys.executable, "-c", "import time; from lesionseg_training.cli import process_started; "
+                          "time.sleep(1.5); print(time.time() - process_started())"],
+                         capture_output=True, text=True, check=True).stdout
+    assert 1.5 <= float(age) < 20.0, age  # the sleep and the imports: counted from the process's start
+
+
 def test_a_queue_walk_corrects_round_the_regions_shown_only() -> None:
     """benchmarks/adapt.py's simulated annotator: the first region of the queue is set to the
     truth round it, a region further down stays as the model drew it (or unsure)."""

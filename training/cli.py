@@ -181,6 +181,22 @@ def _member_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected member indices such as 1 or 0,1") from None
 
 
+def process_started(max_age: float = 120.0) -> float | None:
+    """When this process started (``time.time()``), read from Linux's ``/proc``; None elsewhere
+    or when it looks wrong (more than ``max_age`` seconds ago)."""
+    import os
+    import time
+
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime, after "(comm)"
+        with open("/proc/uptime", encoding="ascii") as fh:
+            age = float(fh.read().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    return time.time() - age if 0.0 <= age <= max_age else None
+
+
 def budget_from_args(args: argparse.Namespace):
     """The fine-tune's ``Budget`` from ``finetune``'s options (with none given: ``Budget()``'s
     defaults, which is what the plugin's button runs)."""
@@ -196,6 +212,8 @@ def budget_from_args(args: argparse.Namespace):
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from napari_lesionseg.core.bundled import resolve_model
     from napari_lesionseg.core.errors import LesionsegInputError
     from napari_lesionseg.core.finetune_outcome import outcome, verdict
@@ -205,6 +223,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune import fine_tune
 
     budget = budget_from_args(args)  # an out-of-range option is refused before anything is read
+    budget = replace(budget, started_at=process_started())  # the click's budget counts the process's start
     model, out_dir = args.model, args.out
     if args.project is not None:
         from napari_lesionseg.cli import existing_project, project_model

@@ -84,6 +84,9 @@ class Budget:
     # folds where the checkpoint alone did in 10, at some of a harsh camera's recovery
     # (benchmarks/README.md "Blending"). None or 0: the checkpoint as trained
     blend: float | None = 0.5
+    # when the click was (time.time()): ``minutes`` counts from there, so a process's start
+    # (importing torch: 1.5-4 s) is inside the budget; None: from when fine_tune is called
+    started_at: float | None = None
 
     def __post_init__(self) -> None:
         """Refuse an out-of-range budget before anything is read, trained or written, naming
@@ -221,7 +224,7 @@ def fine_tune(base_model_dir: str | Path, pairs: list[Pair], budget: Budget, out
         raise FileExistsError(f"{out}: already exists; fine-tuning never overwrites a model")
     if not pairs:
         raise LesionsegInputError(None, "no corrected images to fine-tune on: save at least one correction first")
-    t0 = time.time()
+    t0 = time.time() if budget.started_at is None else min(time.time(), budget.started_at)
     base = load_model_folder(base_model_dir)
     outputs = base.config.network.outputs
     where = pairs[0].mask.parent.parent if pairs[0].label_map else pairs[0].mask.parent  # a project's labels/
