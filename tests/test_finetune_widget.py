@@ -85,6 +85,18 @@ def test_preflight_says_when_the_model_has_nothing_to_learn_from_the_corrections
     assert "nothing to learn" in widget.status.text() and Registry(project).versions() == versions
 
 
+def test_the_status_says_how_long_the_training_has_left(widget) -> None:
+    """The status said "old model scored; training..." until the first validation: on a CPU
+    without bf16 that is a minute and a half with nothing said. Each step the trainer paces says
+    the step and the training time left."""
+    for step, left in ((5, None), (40, 80)):
+        ev = {"event": "step", "step": step, "loss": 0.5, "lr": 1e-4, "elapsed": 30.0,
+              **({} if left is None else {"left": left})}
+        widget.events.append(ev)
+        widget._on_event(ev)
+    assert widget.status.text() == "training: step 40, about 80 s of training left, then the new model is scored"
+
+
 def test_finetune_promote_and_live_events(qtbot, widget, project: Path) -> None:
     from qtpy.QtCore import QTimer
 

@@ -596,8 +596,7 @@ def test_a_run_says_how_long_it_has_left(tmp_path: Path, small_pairs: Path, monk
     """A 4000-step training runs for hours on two cores and its step lines said only the seconds
     spent: each now says the time left at the pace so far, within a time budget its rest."""
     from lesionseg_training import trainer
-    from lesionseg_training.cli import duration_text
-    from napari_lesionseg.core.progress import run_to_end
+    from napari_lesionseg.core.progress import duration_text, run_to_end
 
     clock = [1000.0]
 

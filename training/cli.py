@@ -92,19 +92,12 @@ def _emit(ev: dict, mode: str) -> None:
         return
     kind = ev.get("event")
     if kind == "step":
+        from napari_lesionseg.core.progress import duration_text
+
         left = f"  (about {duration_text(ev['left'])} of training left)" if isinstance(ev.get("left"), (int, float)) else ""
         print(f"step {ev['step']:6d}  loss {ev['loss']:.4f}  lr {ev['lr']:.2e}  {ev['elapsed']:.0f}s{left}", flush=True)
     elif kind in ("eval", "baseline", "finished", "plan", "error", "done", "data", "resumed"):
         print(kind + ": " + ", ".join(_field(k, v) for k, v in ev.items() if k != "event"), flush=True)
-
-
-def duration_text(seconds: float) -> str:
-    """``45 s``, ``12 min``, ``1 h 52 min``."""
-    s = max(0, int(round(seconds)))
-    if s < 90:
-        return f"{s} s"
-    m = int(round(s / 60))
-    return f"{m} min" if m < 60 else f"{m // 60} h {m % 60} min"
 
 
 def _field(key: str, value: object) -> str:

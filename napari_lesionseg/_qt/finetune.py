@@ -31,6 +31,7 @@ from ..core.finetune_outcome import (
     scores_worse,
     verdict,
 )
+from ..core.progress import duration_text
 from ..core.registry import Registry
 from .shared import DockWidget, ProjectField, button, panel, session_for
 
@@ -258,6 +259,9 @@ class FinetuneWidget(DockWidget):
             self.status.setText("old model scored; training...")
         elif kind in ("step", "eval"):
             self._plot()
+            if kind == "step" and isinstance(ev.get("left"), (int, float)):  # the trainer's pace so far
+                self.status.setText(f"training: step {ev['step']}, about {duration_text(ev['left'])} of training "
+                                    "left, then the new model is scored")
             if kind == "eval":
                 self.status.setText(f"step {ev['step']}: validation Dice {ev['val_dice']:.3f}, AUPR {ev['val_aupr']:.3f}")
         elif kind == "finished":

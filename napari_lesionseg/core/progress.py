@@ -38,3 +38,12 @@ def relay(gen: Generator[Any, Any, T], wrap: Callable[[Any], E]) -> Generator[E,
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         yield wrap(ev)
+
+
+def duration_text(seconds: float) -> str:
+    """A time left as people say it: ``45 s``, ``12 min``, ``1 h 52 min``."""
+    s = max(0, int(round(seconds)))
+    if s < 90:
+        return f"{s} s"
+    m = int(round(s / 60))
+    return f"{m} min" if m < 60 else f"{m // 60} h {m % 60} min"
