@@ -416,8 +416,10 @@ def read_mask(
 ) -> NDArray[np.uint8]:
     """Read a lesion mask someone made, as ``uint8 (H, W)`` with values in {0, 1, 255}.
 
-    Accepted encodings: 1-bit / palette TIFF with indices {0, 1} (IDRiD), 0/1 or 0/255 PNG
-    (255 then means lesion), and label maps holding 0, 1 and 255 (255 = unsure, ignored).
+    Accepted encodings: 1-bit / palette TIFF with indices {0, 1} (IDRiD; a two-colour palette
+    with black at the higher index is read by colour, black the background), 0/1 or 0/255 PNG
+    (255 then means lesion), and label maps holding 0, 1 and 255 (255 = unsure, ignored); gray
+    stored as RGB, CMYK or with alpha (fully clear pixels are background), 16-bit or float.
     A file holding only 0 and 255 is read as a 0/255 *lesion* mask: label maps this package
     wrote itself (where 255 is "unsure") are read with :func:`read_label`, which never guesses.
     JPEG is refused: its compression invents values along every edge. ``shape`` is the
