@@ -269,7 +269,7 @@ class _Run:
     step: int = 0
     best: float = -1.0
     elapsed0: float = 0.0  # seconds spent before a resume
-    t_start: float = field(default_factory=lambda: time.time())
+    t_start: float = field(default_factory=lambda: time.time())  # looked up when made: a test may set the clock
     step0: int = 0  # the step this sitting started from (a resumed run's)
     last_good: Path | None = None
     train_pairs: list[Pair] = field(default_factory=list)

@@ -18,7 +18,7 @@ import numpy as np
 
 from .errors import LesionsegInputError
 from .fuzzy import binary_entropy
-from .image_io import list_images, path_problem, read_image
+from .image_io import list_images, path_problem, read_image, subfolders
 from .inference import Prediction, Progress, predict
 from .lesion_types import HE, OD
 from .metrics import DatasetScores, LesionCounts
@@ -135,11 +135,8 @@ def _photos_below(folder: Path, skip: list[Path], limit: int | None = None) -> l
     """The photos in ``folder``'s subfolders, at any depth (sorted by path; hidden folders and
     those in ``skip`` not entered); with ``limit``, the first ``limit`` or so."""
     out: list[Path] = []
-    for dirpath, dirnames, _files in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip)
-        if here != folder:
-            out.extend(without_masks(list_images(here)))
+    for here in subfolders(folder, skip):
+        out.extend(without_masks(list_images(here)))
         if limit is not None and len(out) >= limit:
             break
     return out

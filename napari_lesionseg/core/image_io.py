@@ -14,6 +14,7 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,18 +190,25 @@ def to_rgb_uint8(arr: NDArray, path: Path | None = None) -> NDArray[np.uint8]:
     else:
         arr = arr.astype(np.uint8, copy=False)
     channels = arr.shape[-1]
-    if channels in (2, 4) and (clear := arr[..., -1] == 0).any() and not clear.all():
-        # fully transparent pixels are black, the fundus's own surround: a photo cut out with a
-        # transparent surround kept whatever colour lay under it (white: 15 of a photo's 25
-        # lesions were found); partly transparent ones keep their colour, as napari shows them.
-        # An alpha of 0 everywhere is an unused channel (some writers leave it so), not a cut-out
-        arr = arr.copy()
-        arr[clear] = 0
+    # fully transparent pixels are black, the fundus's own surround: a photo cut out with a
+    # transparent surround kept whatever colour lay under it (white: 15 of a photo's 25 lesions
+    # were found); partly transparent ones keep their colour, as napari shows them
+    arr = clear_as_black(arr)
     if channels in (1, 2):
         arr = np.repeat(arr[..., :1], 3, axis=-1)
     elif channels == 4:
         arr = arr[..., :3]
     return np.ascontiguousarray(arr)
+
+
+def clear_as_black(arr: NDArray) -> NDArray:
+    """``arr`` (H, W, C) with its fully transparent pixels 0 in every channel when its last
+    channel is an alpha (C = 2 or 4) that is 0 somewhere but not everywhere (an alpha of 0
+    everywhere is an unused channel some writers leave, not a cut-out); else ``arr`` itself."""
+    if arr.shape[-1] in (2, 4) and (clear := arr[..., -1] == 0).any() and not clear.all():
+        arr = arr.copy()
+        arr[clear] = 0
+    return arr
 
 
 def decodable(path: str | os.PathLike[str]) -> bool:
@@ -364,12 +372,8 @@ def _read_gray(p: Path, shape: tuple[int, int] | None, max_pixels: int) -> NDArr
     else:
         arr = np.asarray(im)
         if arr.ndim == 3:
-            if arr.shape[-1] in (2, 4):  # gray or colour with alpha (a gray+alpha mask was a traceback)
-                clear = arr[..., -1] == 0
-                arr = arr[..., :-1]
-                if clear.any() and not clear.all():  # lesions painted on a transparent layer: the
-                    arr = arr.copy()                 # clear pixels are background, whatever colour
-                    arr[clear] = 0                   # they kept (an alpha of 0 everywhere is unused)
+            if arr.shape[-1] in (2, 4):  # gray or colour with alpha (a gray+alpha mask was a traceback);
+                arr = clear_as_black(arr)[..., :-1]  # lesions painted on a transparent layer: clear is background
             if not (arr == arr[..., :1]).all():
                 raise LesionsegInputError(p, _colour_mask_problem(arr))
             arr = arr[..., 0]
@@ -547,6 +551,16 @@ def write_label(path: str | os.PathLike[str], label: NDArray) -> None:
     Image.fromarray(np.ascontiguousarray(arr)).save(buf, format=fmt)
     with atomic_open(p) as fh:
         fh.write(buf.getvalue())
+
+
+def subfolders(folder: Path, skip: Collection[Path] = ()) -> Iterator[Path]:
+    """``folder``'s subfolders at any depth, in sorted order, lazily (hidden ones and those in
+    ``skip``, resolved paths, not entered)."""
+    for dirpath, dirnames, _files in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() not in skip)
+        if here != folder:
+            yield here
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:

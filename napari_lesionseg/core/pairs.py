@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .errors import LesionsegInputError
-from .image_io import list_images, read_label, read_mask
+from .image_io import list_images, read_label, read_mask, subfolders
 from .lesion_types import HE, LONG_NAMES, OUTPUT_TYPES, TYPE_VALUE
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
@@ -176,25 +175,13 @@ def _mask_files(folder: Path) -> list[Path]:
             if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in MASK_SUFFIXES + (".jpg", ".jpeg")]
 
 
-def _subfolders(folder: Path, skip: Path | None = None) -> list[Path]:
-    """``folder``'s subfolders at any depth, sorted (hidden ones and ``skip`` not entered)."""
-    out: list[Path] = []
-    for dirpath, dirnames, _files in os.walk(folder):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and (skip is None or (here / d).resolve() != skip))
-        if here != folder:
-            out.append(here)
-    return out
-
-
 def _mask_index(mask_dir: Path, below: bool = False) -> dict[str, list[Path]]:
     """The folder's mask files by name stem (more than one when only the suffix differs); with
     ``below`` and none in the folder itself, those in its subfolders (masks kept in patient
     folders as the photos are)."""
     files = _mask_files(mask_dir)
     if below and not files:
-        files = [f for d in _subfolders(mask_dir) for f in _mask_files(d)]
+        files = [f for d in subfolders(mask_dir) for f in _mask_files(d)]
     out: dict[str, list[Path]] = {}
     for f in files:
         out.setdefault(f.stem, []).append(f)
@@ -208,8 +195,7 @@ def _photos(images: Path, masks: Path) -> tuple[list[Path], bool]:
     photos = list_images(images)
     if photos:
         return photos, False
-    photos = [f for d in _subfolders(images, masks.resolve() if masks.resolve() != images.resolve() else None)
-              for f in list_images(d)]
+    photos = [f for d in subfolders(images, {masks.resolve()}) for f in list_images(d)]
     seen: dict[str, Path] = {}
     for f in photos:
         if f.stem in seen:
