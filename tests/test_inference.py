@@ -346,6 +346,42 @@ def test_conv_relu_fusion_keeps_results() -> None:
     # bf16 fuses only where oneDNN runs it (AVX-512 BW/VL/DQ or AVX-NE-CONVERT), else the plain pair ran above
 
 
+def test_decoder_joins_without_concatenation_keep_results(monkeypatch) -> None:
+    """Each U-Net decoder block of the tuned copy takes the upsampled features and the skip apart
+    (the convolution split along its inputs, the sum and ReLU as oneDNN post-ops): the same
+    logits as the concatenation, in fp32 and under bf16 autocast, for a single network and for
+    each member of an ensemble; where the op cannot run, the concatenation."""
+    from napari_lesionseg.core.inference import inference_net
+    from napari_lesionseg.core.models import fuse
+    from napari_lesionseg.core.models.ensemble import MeanEnsemble
+
+    single = build_model(tiny_config().network).eval()
+    pair = MeanEnsemble([build_model(tiny_config().network), build_model(tiny_config().network)]).eval()
+    for net in (single, pair):
+        for m in net.modules():  # BatchNorm statistics other than the initial ones: folding is not a no-op
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+        plain = fuse.fold_batchnorm(net)[0]  # BatchNorm folded, nothing else
+        tuned = inference_net(net).to(memory_format=torch.channels_last)
+        joins = [m for m in tuned.modules() if isinstance(m, fuse.JoinBlock)]
+        unets = [m for m in tuned.modules() if hasattr(m, "skip_widths")]
+        assert len(joins) == sum(len(u.up) for u in unets) > 0
+        x = torch.randn(1, net_in(net), 64, 48).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            ref = plain(x).logits
+            torch.testing.assert_close(tuned(x).logits, ref, atol=1e-4, rtol=1e-4)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                got = tuned(x).logits.float()
+            torch.testing.assert_close(got, ref, atol=5e-2, rtol=5e-2)
+            calls: list[object] = []
+            monkeypatch.setattr(fuse, "binary_works", lambda dtype=None, calls=calls: calls.append(dtype) or False)
+            torch.testing.assert_close(tuned(x).logits, ref, atol=1e-4, rtol=1e-4)
+            assert calls  # the fallback (the concatenation) is what ran
+            monkeypatch.undo()
+    assert fuse.binary_works()  # the CPU build we ship against has the op: the fast path was tested
+
+
 def net_in(net: torch.nn.Module) -> int:
     return next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
 

@@ -39,7 +39,7 @@ from .lesions import Lesion, labelled_mask, lesion_table
 from .model_config import InferenceConfig, ReviewConfig
 from .model_folder import LoadedModel
 from .models.ensemble import members
-from .models.fuse import fold_batchnorm, fuse_conv_relu
+from .models.fuse import fold_batchnorm, fuse_conv_relu, fuse_decoder_joins
 from .models.network_config import NetworkConfig
 from .preprocess import Geometry, from_work, prepare
 from .progress import relay, run_to_end  # noqa: F401 - run_to_end re-exported for callers of inference
@@ -398,14 +398,15 @@ _FUSED: weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple[int, ...], torch.
 
 
 def inference_net(net: torch.nn.Module) -> torch.nn.Module:
-    """``net`` with its BatchNorms folded into the convolutions and conv+ReLU pairs fused (a
-    cached copy; rebuilt when any parameter or buffer of ``net`` has changed in place since,
-    e.g. by training)."""
+    """``net`` with its BatchNorms folded into the convolutions, conv+ReLU pairs fused and the
+    U-Net decoders' concatenations left out (a cached copy; rebuilt when any parameter or
+    buffer of ``net`` has changed in place since, e.g. by training)."""
     key = tuple(t._version for t in itertools.chain(net.parameters(), net.buffers()))
     hit = _FUSED.get(net)
     if hit is None or hit[0] != key:
         fused = fold_batchnorm(net)[0]
         fuse_conv_relu(fused)
+        fuse_decoder_joins(fused)
         hit = (key, fused)
         _FUSED[net] = hit
     return hit[1]

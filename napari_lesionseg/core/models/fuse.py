@@ -2,7 +2,9 @@
 same ``nn.Sequential``) folded into one convolution: BatchNorm in eval mode is an affine map
 per channel, so ``bn(conv(x)) = conv'(x)`` with rescaled weights and a bias. Saves one pass
 over every activation (about 9 % of the shipped model's CPU time); results equal within
-float rounding."""
+float rounding. Then, on the CPU through oneDNN post-ops: each conv+ReLU as one operation
+(:class:`ConvReLU`), and each U-Net decoder block's concatenation left out
+(:class:`JoinConvReLU`)."""
 
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ def _cpu_autocast_dtype() -> torch.dtype | None:
 
 
 _POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+_BINARY = getattr(_POINTWISE, "binary", None)
 
 
 @functools.cache
@@ -107,4 +110,102 @@ def fuse_conv_relu(net: nn.Module) -> int:
                 seq[i] = ConvReLU(seq[i])
                 seq[j] = nn.Identity()
                 n += 1
+    return n
+
+
+@functools.cache
+def binary_works(dtype: torch.dtype = torch.float32) -> bool:
+    """oneDNN's convolution with an added tensor and a ReLU as post-ops,
+    ``relu(conv(x) + other)``, exists in this PyTorch build, runs in ``dtype`` on this CPU and
+    agrees with the plain ops on a tiny case (checked once per dtype)."""
+    if _BINARY is None or not pointwise_works(dtype):
+        return False
+    try:
+        conv = nn.Conv2d(2, 3, 3, padding=1)
+        x = torch.randn(1, 2, 5, 5).contiguous(memory_format=torch.channels_last)
+        other = torch.randn(1, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+        w = conv.weight.detach().contiguous(memory_format=torch.channels_last)
+        with torch.no_grad(), torch.autocast("cpu", enabled=False):
+            got = _BINARY(x.to(dtype), other.to(dtype), w.to(dtype), conv.bias.detach().to(dtype), [1, 1], [1, 1],
+                          [1, 1], 1, "add", None, "relu", [], None)
+            tol = 1e-5 if dtype == torch.float32 else 5e-2
+            return bool(torch.allclose(got.float(), F.relu(conv(x) + other), atol=tol, rtol=tol))
+    except (RuntimeError, TypeError):
+        return False
+
+
+class JoinConvReLU(nn.Module):
+    """``relu(conv(cat([h, s], 1)))`` of a U-Net decoder without the concatenation: the
+    convolution split along its input channels, ``relu(conv_h(h) + conv_s(s))``, the sum and the
+    ReLU as oneDNN post-ops of the second convolution. The concatenated tensor (48 channels
+    at the tile's full size for the shipped networks) is never written: 10-14 % of a network's
+    time in fp32 on an AVX2 CPU (benchmarks/README.md). The same arithmetic, summed in another
+    order (results within float rounding); the plain concatenation wherever
+    :class:`ConvReLU` would take the plain pair."""
+
+    def __init__(self, conv_relu: ConvReLU, h_channels: int) -> None:
+        super().__init__()
+        c = conv_relu.conv
+        if c.groups != 1 or not 0 < h_channels < c.in_channels:
+            raise ValueError(f"cannot split a convolution of {c.in_channels} input channels (groups {c.groups}) "
+                             f"after {h_channels}")
+        self.conv_relu = conv_relu
+        self.h_channels = h_channels
+        self._cast: tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
+
+    def _weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        w, b = self.conv_relu.conv.weight, self.conv_relu.conv.bias
+        key = (dtype, w.data_ptr(), w._version, None if b is None else b._version)
+        if self._cast is None or self._cast[0] != key:
+            wh, ws = (part.detach().to(dtype).contiguous(memory_format=torch.channels_last)
+                      for part in (w[:, :self.h_channels], w[:, self.h_channels:]))
+            self._cast = (key, wh, ws, None if b is None else b.detach().to(dtype))
+        return self._cast[1], self._cast[2], self._cast[3]
+
+    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        dtype = _cpu_autocast_dtype() or h.dtype
+        if h.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not binary_works(dtype):
+            return self.conv_relu(torch.cat([h, s], 1))
+        wh, ws, b = self._weights(dtype)
+        c = self.conv_relu.conv
+        geometry = (list(c.padding), list(c.stride), list(c.dilation), 1)
+        other = _POINTWISE(s.to(dtype), ws, b, *geometry, "none", [None], "")
+        return _BINARY(h.to(dtype), other, wh, None, *geometry, "add", None, "relu", [], None)
+
+
+class JoinBlock(nn.Module):
+    """A decoder block that takes the upsampled features and the skip apart (``takes_pair``):
+    its first conv+ReLU a :class:`JoinConvReLU`, then the rest of the block."""
+
+    takes_pair = True
+
+    def __init__(self, first: JoinConvReLU, rest: nn.Module) -> None:
+        super().__init__()
+        self.first, self.rest = first, rest
+
+    def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.rest(self.first(h, s))
+
+
+def fuse_decoder_joins(net: nn.Module) -> int:
+    """Replace, in place, each decoder block of every U-Net in ``net`` (``up`` blocks with
+    ``skip_widths``) whose first layer is a fused :class:`ConvReLU` (run :func:`fuse_conv_relu`
+    first) by a :class:`JoinBlock`. Returns how many were replaced."""
+    n = 0
+    for unet in list(net.modules()):  # listed first: blocks are replaced on the way
+        widths = getattr(unet, "skip_widths", None)
+        if widths is None:
+            continue
+        for j, blk in enumerate(unet.up):
+            body = getattr(blk, "body", None)
+            if not (isinstance(body, nn.Sequential) and len(body) == 2 and isinstance(body[0], nn.Sequential)):
+                continue
+            first = body[0]
+            if type(first[0]) is not ConvReLU or not all(type(m) is nn.Identity for m in first[1:]):
+                continue
+            conv = first[0].conv
+            if conv.groups != 1 or conv.in_channels <= widths[j]:
+                continue
+            unet.up[j] = JoinBlock(JoinConvReLU(first[0], conv.in_channels - widths[j]), body[1])
+            n += 1
     return n

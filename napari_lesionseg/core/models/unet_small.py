@@ -26,6 +26,8 @@ class UNetSmall(nn.Module):
         block = (lambda a, b: ResBlock(a, b)) if cfg.residual_decoder else DoubleConv
         self.down = nn.ModuleList([block(cfg.in_channels, w[0])] + [block(w[i - 1], w[i]) for i in range(1, len(w))])
         self.up = nn.ModuleList([block(w[i + 1] + w[i], w[i]) for i in reversed(range(len(w) - 1))])
+        #: the skip's channels at each decoder block (its input: the upsampled features, then the skip)
+        self.skip_widths = [w[i] for i in reversed(range(len(w) - 1))]
         self.gates = (
             nn.ModuleList([AttentionGate(w[i + 1], w[i]) for i in reversed(range(len(w) - 1))])
             if cfg.attention_gates else None
@@ -49,6 +51,7 @@ class UNetSmall(nn.Module):
             if self.gates is not None:
                 s = self.gates[j](h, s)
             h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
-            h = blk(torch.cat([h, s], dim=1))
+            # an inference copy's blocks may take the two apart (models.fuse.JoinBlock: no concatenation)
+            h = blk(h, s) if getattr(blk, "takes_pair", False) else blk(torch.cat([h, s], dim=1))
         err = self.error_head(h) if self.error_head is not None else None
         return SegOutput(logits=self.head(h), features=h, error_logits=err)
