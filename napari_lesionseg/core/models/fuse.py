@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .blocks import DoubleConv
+
 
 def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
     """A fused deep copy of ``net`` in eval mode and the number of BatchNorms folded. The
@@ -188,24 +190,23 @@ class JoinBlock(nn.Module):
 
 
 def fuse_decoder_joins(net: nn.Module) -> int:
-    """Replace, in place, each decoder block of every U-Net in ``net`` (``up`` blocks with
-    ``skip_widths``) whose first layer is a fused :class:`ConvReLU` (run :func:`fuse_conv_relu`
-    first) by a :class:`JoinBlock`. Returns how many were replaced."""
+    """Replace, in place, each plain decoder block (``DoubleConv``) of every U-Net in ``net``
+    (``up`` blocks with ``skip_widths``) whose first layer is a fused :class:`ConvReLU` (run
+    :func:`fuse_conv_relu` first) by a :class:`JoinBlock`. Returns how many were replaced."""
     n = 0
     for unet in list(net.modules()):  # listed first: blocks are replaced on the way
         widths = getattr(unet, "skip_widths", None)
         if widths is None:
             continue
         for j, blk in enumerate(unet.up):
-            body = getattr(blk, "body", None)
-            if not (isinstance(body, nn.Sequential) and len(body) == 2 and isinstance(body[0], nn.Sequential)):
+            if type(blk) is not DoubleConv:  # a ResBlock's shortcut reads the concatenation too
                 continue
-            first = body[0]
+            first = blk.body[0]
             if type(first[0]) is not ConvReLU or not all(type(m) is nn.Identity for m in first[1:]):
                 continue
             conv = first[0].conv
             if conv.groups != 1 or conv.in_channels <= widths[j]:
                 continue
-            unet.up[j] = JoinBlock(JoinConvReLU(first[0], conv.in_channels - widths[j]), body[1])
+            unet.up[j] = JoinBlock(JoinConvReLU(first[0], conv.in_channels - widths[j]), blk.body[1])
             n += 1
     return n
