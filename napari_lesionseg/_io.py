@@ -41,8 +41,9 @@ def get_reader(path: str | list[str]) -> Callable[[Any], LayerData] | None:
 
 
 #: photo formats napari's own reader does not open (File > Open said "no compatible readers")
-#: and ours does (Pillow); napari.yaml's reader patterns name them
-OWN_PHOTO_SUFFIXES = (".avif",)
+#: and ours does (Pillow; HEIC/HEIF with the optional pillow-heif, else a message saying how);
+#: napari.yaml's reader patterns name them
+OWN_PHOTO_SUFFIXES = (".avif", ".heic", ".heif")
 
 
 def read_photo(path: str) -> LayerData:

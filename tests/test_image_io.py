@@ -113,6 +113,34 @@ def test_exif_orientation_applied(tmp_path: Path) -> None:
     assert b[:5].mean() > 200 and b[-5:].mean() < 50  # the left band is now on top
 
 
+def test_a_phones_heic_photo_reads_and_without_the_plugin_is_said(tmp_path: Path, monkeypatch) -> None:
+    """A HEIC photo (an iPhone's default) was refused ("not read here"): read through the
+    optional pillow-heif (the ``heic`` extra, installed with ``testing``), turned upright as a
+    JPEG with the same EXIF orientation; a broken one is a line naming it; without the plugin
+    the line says how to get it."""
+    import pillow_heif  # noqa: F401 - the testing extra installs it: this test must not skip
+
+    from napari_lesionseg.core import image_io
+
+    photo = Image.open(sample_paths("idrid_04")[0]).convert("RGB").resize((268, 178))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise
+    image_io.heif_ready()  # registers the plugin with Pillow, so Pillow can write one here
+    photo.save(tmp_path / "eye.heic", quality=95, exif=exif.tobytes())
+    photo.save(tmp_path / "eye.jpg", quality=95, exif=exif.tobytes())
+    rgb, meta = read_image(tmp_path / "eye.heic")
+    ref, _ = read_image(tmp_path / "eye.jpg")
+    assert meta.format == "HEIF" and rgb.shape == ref.shape == (268, 178, 3)
+    assert np.abs(rgb.astype(int) - ref.astype(int)).mean() < 4  # two lossy codecs of one photo
+    data = (tmp_path / "eye.heic").read_bytes()
+    (tmp_path / "cut.heic").write_bytes(data[: len(data) // 2])
+    with pytest.raises(LesionsegInputError, match=r"cut\.heic: image data is truncated or corrupt"):
+        read_image(tmp_path / "cut.heic")
+    monkeypatch.setattr(image_io, "heif_ready", lambda: False)
+    with pytest.raises(LesionsegInputError, match=r'eye\.heic: a HEIC/HEIF photo .*pip install "napari-lesionseg\[heic\]"'):
+        read_image(tmp_path / "eye.heic")
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

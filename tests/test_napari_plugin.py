@@ -229,12 +229,14 @@ def test_photos_napari_cannot_read_are_opened_by_ours_or_said(make_napari_viewer
     """Folders listed JPEG/PNG/TIFF/BMP only: a WebP, AVIF, JPEG 2000 or .jfif photo was passed
     over in silence (given by name it was segmented). Listed now, an AVIF made `lesionseg gui`
     raise a traceback (napari has no reader for it): such a photo opens through our reader, and
-    a HEIC one (no reader here) is said while the others open; only unreadable photos: one line."""
+    a broken HEIC one is said while the others open (a phone's HEIC photo opens, through
+    pillow-heif); only unreadable photos: one line."""
     from PIL import Image
 
     from napari_lesionseg._qt.launch import open_segment_window
     from napari_lesionseg._qt.shared import photo_source
     from napari_lesionseg.core.errors import LesionsegInputError
+    from napari_lesionseg.core.image_io import heif_ready
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -243,15 +245,19 @@ def test_photos_napari_cannot_read_are_opened_by_ours_or_said(make_napari_viewer
     im.save(photos / "b.avif")
     im.save(photos / "c.webp")
     (photos / "d.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    assert heif_ready()  # the testing extra installs pillow-heif (the heic extra)
+    im.save(photos / "e.heic")
     viewer = make_napari_viewer()
     widget = open_segment_window(viewer, [photos])
-    assert sorted(widget.image_picker.names) == ["a", "b", "c"]
+    assert sorted(widget.image_picker.names) == ["a", "b", "c", "e"]
     assert photo_source(viewer.layers["b"]) == str(photos / "b.avif")  # kept by its file, as napari's layers are
-    # File > Open (any reader that takes the file): napari had none for AVIF; ours takes it
+    # File > Open (any reader that takes the file): napari had none for AVIF or HEIC; ours takes them
     other = make_napari_viewer()
     other.open(str(photos / "b.avif"), plugin=None)
-    assert [ly.name for ly in other.layers] == ["b"] and other.layers["b"].rgb
+    other.open(str(photos / "e.heic"), plugin=None)
+    assert [ly.name for ly in other.layers] == ["b", "e"] and other.layers["b"].rgb and other.layers["e"].rgb
     assert photo_source(other.layers["b"]) == str(photos / "b.avif")
+    assert photo_source(other.layers["e"]) == str(photos / "e.heic")
     only = tmp_path / "only"
     only.mkdir()
     (only / "d.heic").write_bytes((photos / "d.heic").read_bytes())

@@ -8,6 +8,7 @@ masks as ``uint8`` arrays of shape ``(H, W)`` with 0 = background, 1 = lesion,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -37,12 +38,28 @@ LABEL_VALUES = (0, 1, 2, 3, 4, IGNORE_LABEL)  # background, HE, MA, EX, SE (core
 LABEL_VALUES_TEXT = "label values must be 0 (background), 1 (HE), 2 (MA), 3 (EX), 4 (SE) or 255 (unsure)"
 LOSSLESS_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+#: a phone's photos: Pillow reads them through the optional pillow-heif plugin (:func:`heif_ready`)
+HEIF_SUFFIXES = (".heic", ".heif")
 #: what a folder's photos are: ``IMAGE_SUFFIXES`` (a project keeps such a file as it is) and the
-#: other photo formats Pillow reads (a project keeps their pixels); HEIC/HEIF (a phone's photos),
-#: which it does not read without a plugin, are listed too, so that they fail with a word instead
-#: of being passed over in silence
-PHOTO_SUFFIXES = IMAGE_SUFFIXES + (".jpe", ".jfif", ".webp", ".jp2", ".j2k", ".avif", ".heic", ".heif")
-NOT_READ = ("not a recognised image file (expected JPEG, PNG, TIFF, BMP, WebP, JPEG 2000 or AVIF)")
+#: other photo formats Pillow reads (a project keeps their pixels); HEIC/HEIF are listed whether
+#: or not the plugin is installed, so that without it they fail with a word instead of being
+#: passed over in silence
+PHOTO_SUFFIXES = IMAGE_SUFFIXES + (".jpe", ".jfif", ".webp", ".jp2", ".j2k", ".avif") + HEIF_SUFFIXES
+NOT_READ = ("not a recognised image file (expected JPEG, PNG, TIFF, BMP, WebP, JPEG 2000, AVIF or HEIC)")
+HEIF_MISSING = ("a HEIC/HEIF photo (a phone's format): reading it needs pillow-heif "
+                "(pip install \"napari-lesionseg[heic]\"), or export it as JPEG or PNG")
+
+
+@functools.cache
+def heif_ready() -> bool:
+    """Can Pillow open HEIC/HEIF here? The optional pillow-heif plugin (the ``heic`` extra) is
+    registered with Pillow on first need; False when it is not installed."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 @dataclass(frozen=True)
@@ -86,6 +103,9 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
+    heif = path.suffix.lower() in HEIF_SUFFIXES
+    if heif and not heif_ready():
+        raise LesionsegInputError(path, HEIF_MISSING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -93,11 +113,8 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
         except Image.DecompressionBombError as err:
             raise LesionsegInputError(path, f"image is too large to decode safely ({err})") from None
         except UnidentifiedImageError:
-            if path.suffix.lower() in (".heic", ".heif"):
-                raise LesionsegInputError(path, "a HEIC/HEIF photo (a phone's format), which is not read here: "
-                                                "export it as JPEG or PNG") from None
-            raise LesionsegInputError(path, NOT_READ) from None
-        except OSError as err:
+            raise LesionsegInputError(path, "a HEIC/HEIF photo that cannot be decoded" if heif else NOT_READ) from None
+        except (OSError, ValueError, RuntimeError) as err:  # pillow-heif raises ValueError / RuntimeError too
             raise LesionsegInputError(path, f"cannot be decoded: {err}") from None
     w, h = im.size
     if w < 1 or h < 1:
@@ -121,7 +138,7 @@ def _load(path: Path, im: Image.Image) -> Image.Image:
         try:
             im.load()
         except (OSError, SyntaxError, ValueError) as err:
-            raise LesionsegInputError(path, f"image data is truncated or corrupt ({err})") from None
+            raise LesionsegInputError(path, f"image data is truncated or corrupt ({str(err).strip()})") from None
     return im
 
 
