@@ -1,6 +1,7 @@
-"""Benchmark: the tuned networks with the U-Net decoders' concatenations left out
-(``models.fuse.JoinBlock``, what ``lesionseg predict`` runs since 2026-12-06) against the same
-tuned networks with them (BatchNorm folded and conv+ReLU fused either way).
+"""Benchmark: the tuned networks with the U-Net decoders' joins rewritten
+(``models.fuse.JoinBlock``, what ``lesionseg predict`` runs since 2026-12-06: the upsampling as a
+transposed convolution, no concatenation) against the same tuned networks with PyTorch's
+upsampling and the concatenation (BatchNorm folded and conv+ReLU fused either way).
 
 For each bundled model (or ``--model`` folders), one full IDRiD photo is brought onto the
 working grid as ``predict`` does, and each network of the model runs on it (one tile, the

@@ -355,6 +355,7 @@ def test_decoder_joins_without_concatenation_keep_results(monkeypatch) -> None:
     from napari_lesionseg.core.models import fuse
     from napari_lesionseg.core.models.ensemble import MeanEnsemble
 
+    real_upsample = fuse.upsample2x
     single = build_model(tiny_config().network).eval()
     pair = MeanEnsemble([build_model(tiny_config().network), build_model(tiny_config().network)]).eval()
     residual_cfg = tiny_config().network
@@ -371,9 +372,12 @@ def test_decoder_joins_without_concatenation_keep_results(monkeypatch) -> None:
         unets = [m for m in tuned.modules() if hasattr(m, "skip_widths")]
         assert len(joins) == (0 if net is residual else sum(len(u.up) for u in unets)) and unets
         x = torch.randn(1, net_in(net), 64, 48).contiguous(memory_format=torch.channels_last)
+        ups: list[object] = []
+        monkeypatch.setattr(fuse, "upsample2x", lambda h, ups=ups: ups.append(h.shape) or real_upsample(h))
         with torch.inference_mode():
             ref = plain(x).logits
             torch.testing.assert_close(tuned(x).logits, ref, atol=1e-4, rtol=1e-4)
+            assert len(ups) == len(joins)  # each join upsampled by its transposed convolution
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 got = tuned(x).logits.float()
             torch.testing.assert_close(got, ref, atol=5e-2, rtol=5e-2)
@@ -383,6 +387,21 @@ def test_decoder_joins_without_concatenation_keep_results(monkeypatch) -> None:
             assert bool(calls) == bool(joins)  # the fallback (the concatenation) is what ran
             monkeypatch.undo()
     assert fuse.binary_works()  # the CPU build we ship against has the op: the fast path was tested
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 32, 44, 52), (1, 4, 1, 1), (1, 2, 1, 6)])
+def test_upsampling_by_two_as_a_transposed_convolution_equals_interpolate(shape: tuple[int, ...]) -> None:
+    """The decoders' upsampling in the tuned copy (a depthwise transposed convolution of the map
+    with its edges repeated) gives PyTorch's bilinear upsampling, edges included, in either
+    memory format."""
+    from napari_lesionseg.core.models.fuse import upsample2x
+
+    x = torch.randn(shape)
+    ref = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        got = upsample2x(x.contiguous(memory_format=fmt))
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, atol=1e-6, rtol=1e-6)
 
 
 def net_in(net: torch.nn.Module) -> int:

@@ -50,8 +50,10 @@ class UNetSmall(nn.Module):
             s = skips.pop()
             if self.gates is not None:
                 s = self.gates[j](h, s)
-            h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
-            # an inference copy's blocks may take the two apart (models.fuse.JoinBlock: no concatenation)
-            h = blk(h, s) if getattr(blk, "takes_pair", False) else blk(torch.cat([h, s], dim=1))
+            if getattr(blk, "takes_pair", False):  # an inference copy's (models.fuse.JoinBlock): it upsamples
+                h = blk(h, s)                           # and joins the two without a concatenation
+            else:
+                h = F.interpolate(h, size=s.shape[-2:], mode="bilinear", align_corners=False)
+                h = blk(torch.cat([h, s], dim=1))
         err = self.error_head(h) if self.error_head is not None else None
         return SegOutput(logits=self.head(h), features=h, error_logits=err)
