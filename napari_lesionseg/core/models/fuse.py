@@ -3,8 +3,8 @@ same ``nn.Sequential``) folded into one convolution: BatchNorm in eval mode is a
 per channel, so ``bn(conv(x)) = conv'(x)`` with rescaled weights and a bias. Saves one pass
 over every activation (about 9 % of the shipped model's CPU time); results equal within
 float rounding. Then, on the CPU through oneDNN post-ops: each conv+ReLU as one operation
-(:class:`ConvReLU`), and each U-Net decoder block's concatenation left out
-(:class:`JoinConvReLU`)."""
+(:class:`ConvReLU`), and each U-Net decoder block's join rewritten (:class:`JoinBlock`: the
+upsampling as a transposed convolution, no concatenation)."""
 
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ class JoinConvReLU(nn.Module):
     """``relu(conv(cat([h, s], 1)))`` of a U-Net decoder without the concatenation: the
     convolution split along its input channels, ``relu(conv_h(h) + conv_s(s))``, the sum and the
     ReLU as oneDNN post-ops of the second convolution. The concatenated tensor (48 channels
-    at the tile's full size for the shipped networks) is never written: 10-14 % of a network's
+    at the tile's full size for the shipped networks) is never written: 9-12 % of a network's
     time in fp32 on an AVX2 CPU (benchmarks/README.md). The same arithmetic, summed in another
     order (results within float rounding); the plain concatenation wherever
     :class:`ConvReLU` would take the plain pair."""
