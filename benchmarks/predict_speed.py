@@ -208,7 +208,9 @@ def main() -> None:
     default = bundled and args.tta == own_tta and args.precision == "auto"
     name = "predict_speed.json" if default else f"predict_speed_{tag}{args.tta}_{args.precision}.json"
     dest = Path(args.results) if args.results else HERE / "results" / name
-    dest.write_text(json.dumps(out, indent=2))
+    from napari_lesionseg.core.jsonfile import json_text
+
+    dest.write_text(json_text(out, indent=2))  # strict JSON: an unmeasured bf16 rate is null, not NaN
     print(f"wrote {dest}")
 
 
