@@ -114,7 +114,7 @@ def _open(path: Path, data: bytes, max_pixels: int) -> Image.Image:
             raise LesionsegInputError(path, f"image is too large to decode safely ({err})") from None
         except UnidentifiedImageError:
             raise LesionsegInputError(path, "a HEIC/HEIF photo that cannot be decoded" if heif else NOT_READ) from None
-        except (OSError, ValueError, RuntimeError) as err:  # pillow-heif raises ValueError / RuntimeError too
+        except OSError as err:
             raise LesionsegInputError(path, f"cannot be decoded: {err}") from None
     w, h = im.size
     if w < 1 or h < 1:

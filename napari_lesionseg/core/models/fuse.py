@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -58,8 +59,8 @@ class ConvReLU(nn.Module):
         return self._cast[1], self._cast[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = _cpu_autocast_dtype() or x.dtype
-        if x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not pointwise_works(dtype):
+        dtype = _onednn_dtype(x, pointwise_works)
+        if dtype is None:
             return F.relu(self.conv(x))
         w, b = self._weights(dtype)
         c = self.conv
@@ -71,6 +72,16 @@ def _cpu_autocast_dtype() -> torch.dtype | None:
     if not torch.is_autocast_enabled("cpu"):
         return None
     return torch.get_autocast_dtype("cpu")
+
+
+def _onednn_dtype(x: torch.Tensor, works: Callable[[torch.dtype], bool]) -> torch.dtype | None:
+    """The dtype a fused oneDNN op would run ``x`` in (CPU autocast's, else ``x``'s own), or None
+    where it cannot: off the CPU, in a dtype other than fp32 or bf16, or where ``works`` (the
+    op's one-time check) says no in that dtype."""
+    dtype = _cpu_autocast_dtype() or x.dtype
+    if x.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not works(dtype):
+        return None
+    return dtype
 
 
 _POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
@@ -165,8 +176,8 @@ class JoinConvReLU(nn.Module):
         return self._cast[1], self._cast[2], self._cast[3]
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        dtype = _cpu_autocast_dtype() or h.dtype
-        if h.device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16) or not binary_works(dtype):
+        dtype = _onednn_dtype(h, binary_works)
+        if dtype is None:
             return self.conv_relu(torch.cat([h, s], 1))
         wh, ws, b = self._weights(dtype)
         c = self.conv_relu.conv
@@ -202,10 +213,8 @@ class JoinBlock(nn.Module):
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         size = tuple(s.shape[-2:])
-        dtype = _cpu_autocast_dtype() or h.dtype
         # fp32 only: measured there; oneDNN's depthwise transposed convolution in bf16 is not
-        if (size == (2 * h.shape[-2], 2 * h.shape[-1]) and h.device.type == "cpu"
-                and dtype == torch.float32 and binary_works(dtype)):
+        if size == (2 * h.shape[-2], 2 * h.shape[-1]) and _onednn_dtype(h, binary_works) == torch.float32:
             up = upsample2x(h)
         else:
             up = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
