@@ -6,7 +6,9 @@ upsampling and the concatenation (BatchNorm folded and conv+ReLU fused either wa
 For each bundled model (or ``--model`` folders), one full IDRiD photo is brought onto the
 working grid as ``predict`` does, and each network of the model runs on it (one tile, the
 default's none-TTA view) both ways in turn, A B A B ..., in one process on all cores, in the
-precision ``predict`` would choose here (``--precision``). Prints per network the median time of
+precision ``predict`` would choose here (``--precision``); in bf16 the joins are turned on for
+this run (``fuse.JOIN_DTYPES``: ``predict`` keeps the concatenation in bf16 until this benchmark
+has measured the rewrite on a CPU with native bf16). Prints per network the median time of
 each way and the median of the pair ratios (joins / concatenation), the largest difference in
 logits, and writes JSON (results/decoder_joins.json unless ``--results``).
 
@@ -31,7 +33,7 @@ from napari_lesionseg.core.bundled import bundled_model_dir
 from napari_lesionseg.core.inference import inference_net
 from napari_lesionseg.core.model_folder import load_model_folder
 from napari_lesionseg.core.models.ensemble import members
-from napari_lesionseg.core.models.fuse import fold_batchnorm, fuse_conv_relu
+from napari_lesionseg.core.models.fuse import JOIN_DTYPES, fold_batchnorm, fuse_conv_relu
 from napari_lesionseg.core.preprocess import prepare
 from napari_lesionseg.core.runtime import autocast, autocast_dtype, default_threads
 
@@ -87,6 +89,7 @@ def main() -> None:
     ap.add_argument("--results", default=str(HERE / "results" / "decoder_joins.json"))
     args = ap.parse_args()
     torch.set_num_threads(default_threads())
+    JOIN_DTYPES.update({torch.float32, torch.bfloat16})  # measure the rewrite in either precision
     rgb = np.asarray(Image.open(args.image).convert("RGB"))
     folders = [Path(m) for m in args.model] if args.model else [bundled_model_dir("default"), bundled_model_dir("multi")]
     rows = [r for f in folders for r in one_model(f, rgb, args.pairs, args.precision)]

@@ -389,6 +389,44 @@ def test_decoder_joins_without_concatenation_keep_results(monkeypatch) -> None:
     assert fuse.binary_works()  # the CPU build we ship against has the op: the fast path was tested
 
 
+def test_decoder_joins_keep_the_concatenation_in_an_unmeasured_precision(monkeypatch) -> None:
+    """Where oneDNN's joined op would run in bf16 (a CPU with native bf16), the decoder still
+    concatenates: the rewrite is taken only in the precisions measured faster (fp32); a
+    benchmark that adds bf16 to ``JOIN_DTYPES`` gets the joined op."""
+    from napari_lesionseg.core.models import fuse
+
+    conv = torch.nn.Conv2d(6, 4, 3, padding=1)
+    join = fuse.JoinConvReLU(fuse.ConvReLU(conv), 2)
+    h = torch.randn(1, 2, 8, 8).contiguous(memory_format=torch.channels_last)
+    s = torch.randn(1, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    ref = torch.relu(conv(torch.cat([h, s], 1)))
+    joined: list[torch.dtype] = []
+    real_binary, real_pointwise = fuse._BINARY, fuse._POINTWISE
+
+    def in_fp32(op):  # runs a oneDNN op in fp32 whatever it is given (no bf16 kernels on every CPU)
+        return lambda *args: op(*[a.float() if isinstance(a, torch.Tensor) else a for a in args])
+
+    def spy(x, *args):
+        joined.append(x.dtype)
+        return in_fp32(real_binary)(x, *args)
+
+    monkeypatch.setattr(fuse, "_BINARY", spy)
+    with torch.inference_mode():
+        torch.testing.assert_close(join(h, s), ref, atol=1e-5, rtol=1e-5)
+        assert joined == [torch.float32]  # fp32: measured, joined
+        # as on a CPU with native bf16: the joined op would run there in bf16
+        monkeypatch.setattr(fuse, "_onednn_dtype",
+                            lambda x, works: torch.bfloat16 if works is fuse.binary_works else None)
+        joined.clear()
+        torch.testing.assert_close(join(h, s), ref, atol=1e-5, rtol=1e-5)
+        assert joined == []  # the concatenation ran (the plain conv + ReLU here)
+        monkeypatch.setattr(fuse, "JOIN_DTYPES", {torch.float32, torch.bfloat16})
+        monkeypatch.setattr(fuse, "_POINTWISE", in_fp32(real_pointwise))
+        out = join(h, s)
+        assert joined == [torch.bfloat16]  # turned on (as decoder_joins.py does): the joined op
+        torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 32, 44, 52), (1, 4, 1, 1), (1, 2, 1, 6)])
 def test_upsampling_by_two_as_a_transposed_convolution_equals_interpolate(shape: tuple[int, ...]) -> None:
     """The decoders' upsampling in the tuned copy (a depthwise transposed convolution of the map

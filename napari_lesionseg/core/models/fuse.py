@@ -3,8 +3,8 @@ same ``nn.Sequential``) folded into one convolution: BatchNorm in eval mode is a
 per channel, so ``bn(conv(x)) = conv'(x)`` with rescaled weights and a bias. Saves one pass
 over every activation (about 9 % of the shipped model's CPU time); results equal within
 float rounding. Then, on the CPU through oneDNN post-ops: each conv+ReLU as one operation
-(:class:`ConvReLU`), and each U-Net decoder block's join rewritten (:class:`JoinBlock`: the
-upsampling as a transposed convolution, no concatenation)."""
+(:class:`ConvReLU`), and in fp32 each U-Net decoder block's join rewritten (:class:`JoinBlock`:
+the upsampling as a transposed convolution, no concatenation; ``JOIN_DTYPES``)."""
 
 from __future__ import annotations
 
@@ -147,6 +147,13 @@ def binary_works(dtype: torch.dtype = torch.float32) -> bool:
         return False
 
 
+# The precisions in which JoinConvReLU takes the concatenation out: where it was measured faster
+# (benchmarks/decoder_joins.py: fp32 on an AVX2 CPU, 2026-12-06). In bf16 the join keeps the
+# concatenation until a CPU with native bf16 has measured the rewrite (that benchmark turns it on
+# for its own run): oneDNN's tiny-case check in binary_works says the op runs, not how fast.
+JOIN_DTYPES: set[torch.dtype] = {torch.float32}
+
+
 class JoinConvReLU(nn.Module):
     """``relu(conv(cat([h, s], 1)))`` of a U-Net decoder without the concatenation: the
     convolution split along its input channels, ``relu(conv_h(h) + conv_s(s))``, the sum and the
@@ -154,7 +161,7 @@ class JoinConvReLU(nn.Module):
     at the tile's full size for the shipped networks) is never written: 9-12 % of a network's
     time in fp32 on an AVX2 CPU (benchmarks/README.md). The same arithmetic, summed in another
     order (results within float rounding); the plain concatenation wherever
-    :class:`ConvReLU` would take the plain pair."""
+    :class:`ConvReLU` would take the plain pair, and in precisions not in ``JOIN_DTYPES``."""
 
     def __init__(self, conv_relu: ConvReLU, h_channels: int) -> None:
         super().__init__()
@@ -177,7 +184,7 @@ class JoinConvReLU(nn.Module):
 
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         dtype = _onednn_dtype(h, binary_works)
-        if dtype is None:
+        if dtype is None or dtype not in JOIN_DTYPES:
             return self.conv_relu(torch.cat([h, s], 1))
         wh, ws, b = self._weights(dtype)
         c = self.conv_relu.conv
