@@ -6,7 +6,8 @@ Variants: the recipe shipped until 2026-12-02 (``default``: no simulated cameras
 one since (``default_cameras``), the former with DALE (``default_dale``; doubting annotated
 lesion pixels too: ``default_dale_doubt``), in fp32
 (``default_fp32``), with weight averaging (``default_ema``), self-trained on pseudo-labelled
-unlabelled photos (``default_pseudo``: ``--pseudo-teacher``), with a mean teacher on them
+unlabelled photos (``default_pseudo``: ``--pseudo-teacher``; at the shipped recipe
+``default_pseudo_cameras``), with a mean teacher on them
 (``default_meanteacher``: ``--unlabeled``), with larger crops
 (``default_crop384``), with a fuzzy head trained with it and shown as the fuzzy map
 (``default_errhead``), with four more outputs
@@ -101,6 +102,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # self-training: a third of the crops from the unlabelled photos, pseudo-labelled by the fold's
     # own model of the same recipe (--pseudo-teacher), copies of annotated photos left out
     "default_pseudo": ("default", ["data.pseudo_share=0.3"]),
+    # the same at the shipped recipe (simulated cameras on the annotated crops; the pseudo-labelled
+    # ones stay clean), for the long budget with a 4000-step teacher: what the 1000-step probe of
+    # default_pseudo left untried (training/README.md "Self-training on the unlabelled photos")
+    "default_pseudo_cameras": ("default", ["data.cameras.share=0.5", "data.pseudo_share=0.3"]),
     # the same photos another way: a mean teacher (the weights' moving average) predicts crops of the
     # unlabelled photos, and the network, seeing them turned and jittered again, is pulled towards it
     # (loss.consistency_weight; lesionseg_training.consistency); copies of annotated photos left out
@@ -337,7 +342,7 @@ def fold_pseudo_labels(fold: int, args: argparse.Namespace, annotated: Path) -> 
     """The fold's pseudo-label folder under ``--work``, labelled (once; an interrupted labelling
     continues) by ``--pseudo-teacher`` with ``{fold}`` filled in: a model that never trained on
     this fold's photos. Unlabelled photos that are one of the annotated photographs are left out."""
-    from lesionseg_training.pseudo_labels import list_photos, pseudo_label, same_photographs
+    from lesionseg_training.pseudo_labels import MANIFEST, list_photos, pseudo_label, same_photographs
     from napari_lesionseg.core.model_folder import load_model_folder
     from napari_lesionseg.core.progress import run_to_end
 
@@ -348,6 +353,9 @@ def fold_pseudo_labels(fold: int, args: argparse.Namespace, annotated: Path) -> 
         raise SystemExit(f"{teacher.path} may have trained on fold {fold}'s photos: it must name them as unseen")
     out = Path(args.work) / f"pseudo-f{fold}"
     if (out / "done").exists():
+        made_by = json.loads((out / MANIFEST).read_text()).get("teacher_weights_sha256")
+        if made_by != teacher.config.weights_sha256:  # labelling refuses it too; a finished folder is not relabelled
+            raise SystemExit(f"{out} holds another teacher's pseudo-labels: give another --work")
         return out
     photos = list_photos(Path(args.unlabeled))
     same = same_photographs(photos, list_photos(annotated / "images"))

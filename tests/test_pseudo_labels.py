@@ -128,3 +128,36 @@ def test_work_probability_is_what_predict_brings_to_full_size(small_pairs: Path,
     full = run_to_end(predict(model, rgb))
     assert work.shape == geom.work_shape and (work[~disc] == 0).all()
     np.testing.assert_allclose(from_work(work, geom, geom.box_fov_mask()), full.probability, atol=1e-5)
+
+
+def test_a_folds_finished_pseudo_labels_are_used_only_for_the_teacher_that_made_them(tmp_path: Path,
+                                                                                    tiny_model_dir: Path) -> None:
+    """``compare_presets.py``'s fold pseudo-label folder, once finished, is not relabelled; a run
+    naming another teacher (a longer-trained fold model) with the same ``--work`` is refused
+    instead of training on the first teacher's labels."""
+    import argparse
+    import shutil
+
+    from helpers import benchmark_module
+
+    cp = benchmark_module("compare_presets")
+    annotated = tmp_path / "train"
+    for sub in ("images", "masks_HE"):
+        (annotated / sub).mkdir(parents=True)
+    for k in range(1, 11):
+        (annotated / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
+        (annotated / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+    teacher = tmp_path / "teacher"
+    shutil.copytree(tiny_model_dir, teacher)
+    metrics = json.loads((teacher / "metrics.json").read_text())
+    (teacher / "metrics.json").write_text(json.dumps({**metrics, "held_out": {"photos": ["IDRiD_02", "IDRiD_07"]}}))
+    args = argparse.Namespace(pseudo_teacher=str(teacher), work=str(tmp_path / "work"), unlabeled=str(tmp_path))
+    out = tmp_path / "work" / "pseudo-f1"
+    out.mkdir(parents=True)
+    (out / "done").write_text("ok")
+    sha = load_model_folder(teacher).config.weights_sha256
+    (out / MANIFEST).write_text(json.dumps({"teacher_weights_sha256": sha}))
+    assert cp.fold_pseudo_labels(1, args, annotated) == out  # its own labels: taken as they are
+    (out / MANIFEST).write_text(json.dumps({"teacher_weights_sha256": "0" * 64}))
+    with pytest.raises(SystemExit, match="another teacher"):
+        cp.fold_pseudo_labels(1, args, annotated)
