@@ -11,7 +11,8 @@ at 1429x949 listed one of 1 px). Is a minimum lesion area worth a rule? Two meas
    (``results/oof_predictions/ensemble_cameras_multi-f*-s4000.npz``: every photo scored by the
    fold pair that never trained on it, on the working grid), thresholded where the shipped
    default's threshold lies before its calibration: the predicted components' areas, how many
-   touch an annotated hemorrhage, and lesion-level recall and precision with the components of
+   touch an annotated hemorrhage (the fold pairs were calibrated each on their own photos: the
+   final model's mapping stands in for theirs), and lesion-level recall and precision with the components of
    at most 0-4 working-grid pixels left out. A hemorrhage pixel the fold model gave a raw
    probability under 2e-4 is not stored where it was, so the annotated components here are
    those of the stored pixels (a lesion's faint pixels can split it): read the rows against each
