@@ -60,16 +60,17 @@ def annotated_sizes(data: Path) -> dict:
 def predicted_specks(limits: list[int]) -> dict:
     from lesionseg_training.oof_predictions import load
     from napari_lesionseg.core.bundled import bundled_model_dir
+    from napari_lesionseg.core.metrics import LesionCounts
     from napari_lesionseg.core.model_folder import load_model_config
 
     inf = load_model_config(bundled_model_dir("default")).inference
     kx, ky = (np.asarray(k) for k in inf.calibration)
     t_raw = float(np.interp(inf.threshold, ky, kx))  # the threshold before calibration
-    comps, lesion = [], {lim: [0, 0, 0, 0] for lim in limits}  # found, predicted true, predicted false, annotated
+    comps: list[tuple[int, bool]] = []
+    lesion = {lim: LesionCounts() for lim in limits}
     for fold in range(5):
         for pr in load(Path(str(STORED).format(fold=fold))):
             p, g = pr.probs[0], pr.labels[0] == 1
-            gcc, gn = ndimage.label(g, structure=EIGHT)
             cc, n = ndimage.label(p > t_raw, structure=EIGHT)
             area = np.bincount(cc.ravel(), minlength=n + 1)
             if n:
@@ -78,23 +79,17 @@ def predicted_specks(limits: list[int]) -> dict:
             for lim in limits:
                 keep = area > lim
                 keep[0] = False
-                found = np.unique(gcc[keep[cc] & g])
-                idx = np.flatnonzero(keep)
-                t = ndimage.maximum(g, cc, index=idx).astype(bool) if len(idx) else np.zeros(0, bool)
-                row = lesion[lim]
-                row[0] += int((found > 0).sum())
-                row[1] += int(t.sum())
-                row[2] += int((~t).sum())
-                row[3] += gn
+                lesion[lim].add(keep[cc], g)
     a = np.array([c[0] for c in comps])
     tt = np.array([c[1] for c in comps])
     small = {str(lim): {"components": int((a <= lim).sum()), "touching_a_hemorrhage": int(tt[a <= lim].sum())}
              for lim in limits if lim > 0}
     rows = []
-    for lim, (found, tp, fp, total) in lesion.items():
-        rec, prec = found / total, tp / max(tp + fp, 1)
-        rows.append({"drop_at_most_px": lim, "annotated_found": found, "annotated": total, "recall": rec,
-                     "predicted": tp + fp, "false": fp, "precision": prec, "f1": 2 * rec * prec / (rec + prec)})
+    for lim, c in lesion.items():
+        rec, prec = c.gt_found / c.gt, c.pred_right / max(c.pred, 1)
+        rows.append({"drop_at_most_px": lim, "annotated_found": c.gt_found, "annotated": c.gt, "recall": rec,
+                     "predicted": c.pred, "false": c.pred - c.pred_right, "precision": prec,
+                     "f1": 2 * rec * prec / (rec + prec)})
     return {"threshold": inf.threshold, "threshold_raw": t_raw, "components": len(a),
             "touching_share": float(tt.mean()), "small": small, "lesion_level": rows,
             "working_px_at_1000px_fov": (1000.0 / 832) ** 2}
