@@ -50,7 +50,6 @@ and JPEG keep the camera's size (their strength is in its pixels). No training.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -59,6 +58,7 @@ from pathlib import Path
 import numpy as np
 
 from lesionseg_training.cameras import IDENTITY, Camera, shoot
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -387,7 +387,7 @@ def main() -> None:
                                                           for n, f in row["finetune"].items()) + " of the way to it"
                          if row["finetune"] else ""), flush=True)
     out = HERE / "results" / args.out
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+    out.write_text(json_text({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
                                "model": str(args.model), "photos": {"adapt": adapt_pool, "scored": scored},
                                "keep": args.keep, "freeze_batchnorm": args.freeze_batchnorm,
                                "train_only": args.train_only, "members": list(args.members), "lr": args.lr,

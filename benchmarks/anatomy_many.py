@@ -20,7 +20,6 @@ circle of 1 DD, solid when found, dashed when estimated, the field's centre as a
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid_unlabeled" / "images"
@@ -157,7 +158,7 @@ def main() -> None:
                "rule_error_within_half_dd": round(float((err <= 0.5).mean()), 3) if err.size else None,
                "disc_share_of_fundus_min_q50_max": q(shares, [0, 50, 100])}
     out = Path(args.out)
-    out.write_text(json.dumps({"summary": summary, "photos": rows}, indent=1))
+    out.write_text(json_text({"summary": summary, "photos": rows}, indent=1))
     contact_sheet({p.name: p for p in paths}, rows, out.with_name(out.stem + "_sheet.jpg"))
     print(f"\n{n} photos in {seconds:.0f} s, model {args.model}")
     print("| check | photos | share |\n|---|---|---|")

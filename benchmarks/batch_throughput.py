@@ -11,12 +11,13 @@ table and writes results/batch_throughput.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid_unlabeled" / "images"
@@ -77,7 +78,7 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     out = {"images": args.images, "n": len(paths), "tta": tta, "cpu": cpu, "rows": rows,
            "date": time.strftime("%Y-%m-%d %H:%M")}
-    (HERE / "results" / "batch_throughput.json").write_text(json.dumps(out, indent=2))
+    (HERE / "results" / "batch_throughput.json").write_text(json_text(out, indent=2))
     print(f"wrote {HERE / 'results' / 'batch_throughput.json'}")
 
 

@@ -53,6 +53,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_lesionseg.core.jsonfile import json_text
+
 if TYPE_CHECKING:
     import torch
 
@@ -307,7 +309,7 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
         curve = [{"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))}}
                  for ev in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines())
                  if ev.get("event") == "eval"]
-    last = curve[-1] if curve else {"step": 0, "val_aupr": float("nan"), "val_dice": float("nan")}
+    last = curve[-1] if curve else {"step": 0, "val_aupr": None, "val_dice": None}  # no validation: null in the results
     if args.full_res:
         last = {**last, **full_resolution_report(run_dir, train_pairs, val_pairs, args.cache, ["MA", "EX", "SE", "OD"])}
     if args.store_predictions:
@@ -430,7 +432,7 @@ def score_ensemble(variant: str, fold: int, args: argparse.Namespace, images: Pa
     if args.store_predictions:
         store_predictions(run_dir, val_pairs, args, variant, fold)
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": args.steps,
-            "val_aupr": float("nan"), "val_dice": float("nan"), **scores,
+            "val_aupr": None, "val_dice": None, **scores,  # composed, never validated: null in the results
             "minutes": round((time.time() - t0) / 60, 1), "val_ids": [p.id for p in val_pairs], "curve": [],
             "members": ENSEMBLES[variant]}
 
@@ -559,7 +561,12 @@ def summarise(rows: list[dict]) -> list[dict]:
     for variant in dict.fromkeys(r["variant"] for r in rows):
         rs = [r for r in rows if r["variant"] == variant]
 
-        def ms(vals: list[float]) -> str:
+        def ms(vals: list[float | None]) -> str:
+            """Mean ± sd of the values there (a composed ensemble has no validation: None, or NaN in
+            results files written before 2026-12-06); "-" when there are none."""
+            vals = [v for v in vals if v is not None and v == v]
+            if not vals:
+                return "-"
             return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
         eqs = [eq[(variant, r["fold"])] for r in rs if (variant, r["fold"]) in eq]
@@ -570,6 +577,11 @@ def summarise(rows: list[dict]) -> list[dict]:
                       "eq_aupr": ms([e["val_aupr"] for e in eqs]) if eqs else "-",
                       "eq_dice": ms([e["val_dice"] for e in eqs]) if eqs else "-"})
     return table
+
+
+def _cell(v: float | None) -> str:
+    """A validation score for the log, "-" for none (a composed ensemble)."""
+    return "-" if v is None or v != v else f"{v:.3f}"
 
 
 def print_tables(rows: list[dict], budget: str, noise: str | None) -> None:
@@ -590,7 +602,7 @@ def print_tables(rows: list[dict], budget: str, noise: str | None) -> None:
             rs = [r for r in rows if r["variant"] == variant and "fr_aupr" in r]
             cells = []
             for k in keys:
-                vals = [float(r[k]) for r in rs if k in r and r[k] == r[k]]
+                vals = [float(r[k]) for r in rs if r.get(k) is not None and r[k] == r[k]]
                 if vals:
                     sd = f" ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else ""
                     cells.append(f"{k[3:]} {statistics.mean(vals):.3f}{sd}")
@@ -608,7 +620,7 @@ def report(files: list[str], out: str | None) -> None:
                 (noise, steps, minutes)]
         print_tables(same, f"{steps} steps" if steps else f"{minutes} min", None if noise == "none" else noise)
     if out:
-        Path(out).write_text(json.dumps({"runs": rows}, indent=1))
+        Path(out).write_text(json_text({"runs": rows}, indent=1))
 
 
 def main() -> None:
@@ -680,7 +692,7 @@ def main() -> None:
         else:
             rows += [run_one(variant, fold, args, images, clean) for variant in args.variants.split(",")]
         for r in rows[-len(args.variants.split(",")):]:
-            print(f"{r['variant']:15s} fold {fold}  AUPR {r['val_aupr']:.3f}  Dice {r['val_dice']:.3f}  "
+            print(f"{r['variant']:15s} fold {fold}  AUPR {_cell(r['val_aupr'])}  Dice {_cell(r['val_dice'])}  "
                   f"steps {r['steps']}  {r['minutes']} min", flush=True)
     print_tables(rows, f"{args.steps} steps" if args.steps else f"{args.minutes} min", args.noise)
     results = Path(args.results)
@@ -691,7 +703,7 @@ def main() -> None:
     runs += [{**r, "minutes_budget": None if args.steps else args.minutes, "steps_budget": args.steps,
               "date": time.strftime("%Y-%m-%d")} for r in rows]
     results.parent.mkdir(exist_ok=True)
-    results.write_text(json.dumps({"runs": runs}, indent=1))
+    results.write_text(json_text({"runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

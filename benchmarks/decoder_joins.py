@@ -18,7 +18,6 @@ logits, and writes JSON (results/decoder_joins.json unless ``--results``).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ from predict_speed import DEFAULT_IMAGE, cpu_description
 
 from napari_lesionseg.core.bundled import bundled_model_dir
 from napari_lesionseg.core.inference import inference_net
+from napari_lesionseg.core.jsonfile import json_text
 from napari_lesionseg.core.model_folder import load_model_folder
 from napari_lesionseg.core.models.ensemble import members
 from napari_lesionseg.core.models.fuse import JOIN_DTYPES, fold_batchnorm, fuse_conv_relu
@@ -103,7 +103,7 @@ def main() -> None:
               f"{r['ratio_min']:6.3f} {r['ratio_max']:6.3f} {r['max_abs_logit_diff']:12.2e}")
     dest = Path(args.results)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps({"image": args.image, "cpu": cpu, "threads": default_threads(), "pairs": args.pairs,
+    dest.write_text(json_text({"image": args.image, "cpu": cpu, "threads": default_threads(), "pairs": args.pairs,
                                 "torch": torch.__version__, "rows": rows}, indent=2))
     print(f"wrote {dest}")
 

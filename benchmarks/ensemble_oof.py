@@ -22,7 +22,6 @@ Reads ``../shared/data`` (the folds' photos); prints a table and writes JSON
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -30,6 +29,8 @@ from pathlib import Path
 import compare_presets as cp
 import numpy as np
 from numpy.typing import NDArray
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -134,7 +135,7 @@ def main() -> None:
                   f"better on {d['photos_b_better_dice']} of {d['photos']} photos")
     tag = "".join(map(str, plan))
     out = args.out or HERE / "results" / f"ensemble_oof_f{tag}.json"
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "folds": list(plan),
+    out.write_text(json_text({"date": time.strftime("%Y-%m-%d %H:%M"), "folds": list(plan),
                                "runs": {str(k): [r.name for r in v] for k, v in plan.items()},
                                "tta": args.tta, "baseline_tta": args.baseline_tta,
                                "threshold_of_mean": "mean of the models' thresholds", "scores": rows, "paired_vs_baseline": paired,

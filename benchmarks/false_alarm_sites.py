@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
+from napari_lesionseg.core.jsonfile import json_text
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -172,7 +174,7 @@ def main() -> None:
                   + ", ".join(f"{t}: {c['share_above'][str(t)]:.2f}" for t in THRESHOLDS)
                   + f"; above 0.9, near MA: {c['sites_above']['0.9']['MA']:.2f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    args.out.write_text(json_text(result, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from napari_lesionseg.core.jsonfile import json_text
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
 
@@ -81,7 +83,7 @@ def main() -> None:
           f"{row['steps']:6d} {row['s_per_step']:7.2f} {row['crops_per_s']:8.2f} {row['best_step']!s:>6s} "
           f"{row['blend'] or '-'!s:>5s}  {row['old_dice']:.3f} -> {row['new_dice']:.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**row, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
+    args.out.write_text(json_text({**row, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ writes ``results/fundus_size.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from napari_lesionseg.core import fov as fov_module
 from napari_lesionseg.core.bundled import SAMPLES, resolve_model, sample_paths
 from napari_lesionseg.core.image_io import read_image, read_mask
 from napari_lesionseg.core.inference import predict, run_to_end
+from napari_lesionseg.core.jsonfile import json_text
 from napari_lesionseg.core.lesions import label_runs
 from napari_lesionseg.core.model_folder import load_model_folder
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key:10s} {row['fundus_px']:6d} {size[0]:>4d}x{size[1]:<5d} {dice:6.3f} {row['lesions_found']:6d} "
                   f"{row['lesions_annotated']:9d}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": model.version, "machine": platform.processor() or platform.machine(),
+    args.out.write_text(json_text({"model": model.version, "machine": platform.processor() or platform.machine(),
                                     "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2))
     print(f"wrote {args.out}")
     return 0

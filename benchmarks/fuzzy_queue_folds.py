@@ -25,11 +25,12 @@ Several ``--runs`` patterns (one per recipe) may be given. Reads ``../shared/dat
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             for pattern in args.runs for f in args.folds.split(",")]
     print(table(rows))
     if args.out:
-        args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
+        args.out.write_text(json_text({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
                                         platform.machine(), "minutes": round((time.time() - t0) / 60, 1),
                                         "how": __doc__.split("\n\n")[1:3], "rows": rows}, indent=1))
         print(f"wrote {args.out}")

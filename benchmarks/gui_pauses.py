@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from napari_lesionseg.core.jsonfile import json_text
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -216,7 +218,7 @@ def main() -> None:
               f"{r['stalled_s']:14.3f} {r['run_s']:8.2f}")
     out = HERE / "results" / "gui_pauses.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
+    out.write_text(json_text({"machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
                                "rows": rows}, indent=2))
     print(f"wrote {out}")
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_lesionseg.core.jsonfile import json_text
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -116,7 +118,7 @@ def photo_stats(run_dir: Path, variant: str, fold: int, images: str, cache: Path
         print(f"  {run_dir.name} {pair.id}: {len(photos[-1]['area'])} lesions, {time.perf_counter() - t0:.1f} s",
               flush=True)
     cache.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"model_sha256": sha, "photos": photos}))
+    out.write_text(json_text({"model_sha256": sha, "photos": photos}))
     return photos
 
 
@@ -168,7 +170,7 @@ def main() -> None:
                   f"per image {per_fold[fold]['none']['dice_img']:.3f} -> {per_fold[fold]['filtered']['dice_img']:.3f}")
         report["variants"][variant] = {"pooled": pooled, "per_fold": {str(k): v for k, v in per_fold.items()}}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    Path(args.out).write_text(json_text(report, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -10,12 +10,13 @@ hemorrhage masks. Both must give the same table; the faster stays in the hot pat
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MASKS = HERE.parent.parent / "shared" / "data" / "idrid" / "train" / "masks_HE"
@@ -88,7 +89,7 @@ def main() -> None:
     print(f"median over masks: ours {med['ours_ms']:.1f} ms, scikit-image {med['skimage_ms']:.1f} ms, "
           f"scipy label alone {med['scipy_label_only_ms']:.1f} ms")
     out = HERE / "results" / "lesion_table_speed.json"
-    out.write_text(json.dumps({"rows": rows, "median": med, "date": time.strftime("%Y-%m-%d")}, indent=2))
+    out.write_text(json_text({"rows": rows, "median": med, "date": time.strftime("%Y-%m-%d")}, indent=2))
     print(f"wrote {out}")
 
 

@@ -20,12 +20,13 @@ Reads ``../shared/data`` (the folds' photos); prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import compare_presets as cp
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 MAPS = ("entropy", "disagreement", "entropy + disagreement", "max(entropy, 2 disagreement)", "shipped fuzzy map")
@@ -75,7 +76,7 @@ def main() -> None:
     for m in MAPS:
         print(f"| {m} | {' / '.join(f'{v:.3f}' for v in pooled[m])} | "
               f"{' / '.join(f'{per_fold[f][m][0]:.3f}' for f in per_fold)} |")
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "ensembles": args.ensembles,
+    args.out.write_text(json_text({"date": time.strftime("%Y-%m-%d %H:%M"), "ensembles": args.ensembles,
                                     "members": args.members, "folds": list(per_fold), "pooled": pooled,
                                     "per_fold": per_fold, "wrong_pixels": wrong_total}, indent=1))
     print(f"wrote {args.out}")

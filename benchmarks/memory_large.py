@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from napari_lesionseg.core.jsonfile import json_text
+
 HERE = Path(__file__).resolve().parent
 DEFAULT_IMAGE = HERE.parent.parent / "shared" / "data" / "idrid" / "train" / "images" / "IDRiD_10.jpg"
 
@@ -73,7 +75,7 @@ def main() -> None:
         print(f"{'x'.join(map(str, r['shape'])):>13s} {'x'.join(map(str, r['work_shape'])):>10s} {r['seconds']:8.1f} "
               f"{r['rss_after_model_load_mb']:8.0f} {r['peak_rss_mb']:8.0f} {r['bytes_per_input_px']:10.1f}")
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "memory_large.json").write_text(json.dumps(
+    (HERE / "results" / "memory_large.json").write_text(json_text(
         {"image": args.image, "side": args.side, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
     print(f"wrote {HERE / 'results' / 'memory_large.json'}")
 

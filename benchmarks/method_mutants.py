@@ -21,7 +21,6 @@ never run it beside a training (it slowed one from 0.55 to 2.1 s a step, 2026-12
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -30,6 +29,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -217,7 +218,7 @@ def main() -> int:
             print(f"{row['verdict']:<12} {row['seconds']:>7.1f} s  {row['mutant']}  [{row['summary']}]", flush=True)
     survived = [r["mutant"] for r in rows if r["verdict"] != "killed"]
     print(f"\n{len(rows) - len(survived)} of {len(rows)} mutants killed" + (f"; not killed: {survived}" if survived else ""))
-    Path(args.out).write_text(json.dumps({"mutants": rows, "killed": len(rows) - len(survived), "of": len(rows)}, indent=1))
+    Path(args.out).write_text(json_text({"mutants": rows, "killed": len(rows) - len(survived), "of": len(rows)}, indent=1))
     return 1 if survived else 0
 
 

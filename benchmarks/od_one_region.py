@@ -17,6 +17,8 @@ import json
 import sys
 from pathlib import Path
 
+from napari_lesionseg.core.jsonfile import json_text
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -58,7 +60,7 @@ def main() -> None:
     for k, v in summary.items():
         print(f"{k:6s} dataset Dice {v['dice_ds']:.3f}, per image {v['dice_img']:.3f}, lowest {v['dice_min']:.3f}")
     out = HERE / "results" / f"od_one_region_{args.variant}_s{args.steps}.json"
-    out.write_text(json.dumps({"summary": summary, "photos": photos}, indent=1))
+    out.write_text(json_text({"summary": summary, "photos": photos}, indent=1))
     print(f"wrote {out}")
 
 

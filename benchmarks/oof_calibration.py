@@ -20,12 +20,13 @@ and writes JSON. Reads ``../shared/data``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -105,7 +106,7 @@ def main() -> None:
     n = sum(len(a["per_image"]) for a, _ in pairs_img)
     print(f"out_of_fold better per-image Dice on {better} of {n} photos")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor(),
+    Path(args.out).write_text(json_text({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor(),
                                           "variant": args.variant, "steps": args.steps, "rows": rows,
                                           "summary": summary, "out_of_fold_better_photos": [better, n]}, indent=1))
     print(f"wrote {args.out}")

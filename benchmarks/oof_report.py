@@ -39,6 +39,8 @@ import sys
 import time
 from pathlib import Path
 
+from napari_lesionseg.core.jsonfile import json_text
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -371,7 +373,7 @@ def main() -> None:
             print(f"{vb} minus {va}, {t} {d['figure']} per fold: " + ", ".join(f"{x:+.3f}" for x in d["per_fold"])
                   + f"; mean {d['mean']:+.3f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    Path(args.out).write_text(json_text(report, indent=1))
     print(f"wrote {args.out}")
 
 

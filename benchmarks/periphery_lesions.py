@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 RINGS = [(0.0, 0.5), (0.5, 0.8), (0.8, 0.9), (0.9, 0.95), (0.95, 1.0)]
@@ -69,7 +70,7 @@ def main() -> None:
     print(f"\nmost lesions beyond {args.outer} of the radius:\n| photo | beyond | all |\n|---|---|---|")
     for p in photos[: args.top]:
         print(f"| {p['image']} | {p['outer']} | {p['lesions']} |")
-    args.out.write_text(json.dumps({"predictions": str(args.predictions), "type": args.type, "outer": args.outer,
+    args.out.write_text(json_text({"predictions": str(args.predictions), "type": args.type, "outer": args.outer,
                                     "rings": rings, "photos": photos}, indent=1))
     print(f"-> {args.out}")
 

@@ -32,12 +32,13 @@ writes ``results/photo_forms.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -290,7 +291,7 @@ def main() -> None:
     if args.surround:
         out = surround()
         dest = args.out.with_name("photo_forms_surround.json") if args.out.name == "photo_forms.json" else args.out
-        dest.write_text(json.dumps(out, indent=2))
+        dest.write_text(json_text(out, indent=2))
         print(f"wrote {dest}")
         return
     model = load_model_folder(resolve_model(args.model), "cpu")
@@ -298,7 +299,7 @@ def main() -> None:
         out = banners(model, args.limit) if args.banners else dark(model, args.limit)
         suffix = "banners" if args.banners else "dark"
         dest = args.out.with_name(f"photo_forms_{suffix}.json") if args.out.name == "photo_forms.json" else args.out
-        dest.write_text(json.dumps(out, indent=2))
+        dest.write_text(json_text(out, indent=2))
         print(f"wrote {dest}")
         return
 
@@ -359,7 +360,7 @@ def main() -> None:
     for name, s in table:
         print(f"{name:<34}{s['n']:>5}{s['pooled_dice']:>13.3f}{s['recall']:>8.3f}{s['precision']:>10.3f}{s['mean_dice']:>10.3f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    args.out.write_text(json_text(out, indent=2))
     print(f"wrote {args.out}")
 
 

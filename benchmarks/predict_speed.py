@@ -94,6 +94,7 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
     from torch.utils.flop_counter import FlopCounterMode
 
     from napari_lesionseg.core.inference import _views, n_views, tile_starts
+    from napari_lesionseg.core.jsonfile import json_text
     from napari_lesionseg.core.preprocess import prepare
 
     pre, inf = model.config.preprocess, model.config.inference
@@ -111,7 +112,7 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
         flops += fc.get_total_flops() * tiles * len(_views(tta))  # an ensemble's forward counts every member
     np.save(out_json + ".prob.npy", pred.probability)
     np.save(out_json + ".mask.npy", pred.mask)
-    Path(out_json).write_text(json.dumps({
+    Path(out_json).write_text(json_text({
         "variant": variant, "times": times[1:], "network_times": net_times[1:], "flops": flops,
         "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": n_views(model.net, tta),
         "extra_grids": inf.extra_grids,

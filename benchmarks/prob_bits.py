@@ -17,12 +17,13 @@ Reads ``../shared/data`` (the folds' photos); prints a table and writes JSON
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import compare_presets as cp
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DEPTHS = (8, 16)
@@ -90,7 +91,7 @@ def main() -> None:
             a8, a16 = r["8"]["aupr"], r["16"]["aupr"]
             per = ", ".join(f"{x:.3f} -> {y:.3f}" for x, y in zip(r["8"]["aupr_per_fold"], r["16"]["aupr_per_fold"]))
             print(f"| {v} | {t} | {a8:.3f} | {a16:.3f} | {a16 - a8:+.3f} | {per} |")
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.uname().machine,
+    args.out.write_text(json_text({"date": time.strftime("%Y-%m-%d %H:%M"), "machine": os.uname().machine,
                                     "runs": str(args.runs), "steps": args.steps, "folds": folds, "tta": args.tta,
                                     "types": types,
                                     "variants": rows, "wall_s": round(time.time() - started)}, indent=1))

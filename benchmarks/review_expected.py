@@ -20,7 +20,6 @@ Reads ``../shared/data`` (the photos and their hemorrhage masks).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import replace
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_lesionseg.core.jsonfile import json_text
 from napari_lesionseg.core.review_metrics import QUEUE_FIRST as FIRST  # the dock's "first rows"
 
 HERE = Path(__file__).resolve().parent
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
           f"r {s['corr']:.2f}, median |diff| {s['median_abs_diff']:.1f}); in the first {FIRST} rows expected "
           f"{s['expected_first']:.0f}, actual {s['actual_first']} (r {s['corr_first']:.2f}, median |diff| "
           f"{s['median_abs_diff_first']:.1f})")
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
+    args.out.write_text(json_text({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or
                                     platform.machine(), "models": [str(m) for m in args.models],
                                     "summary": s, "rows": rows}, indent=1))
     print(f"wrote {args.out}")

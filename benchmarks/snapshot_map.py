@@ -31,13 +31,14 @@ Reads ``../shared/data`` (the folds' photos).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -140,7 +141,7 @@ def main() -> None:
         print(f"\nwithout {args.without} (a sensitivity check, not a score):")
         for m in MAPS:
             print(f"{m:<18}{'/'.join(f'{v:.3f}' for v in without['capture'][m]):>22}")
-    Path(args.out).write_text(json.dumps({
+    Path(args.out).write_text(json_text({
         "variant": args.variant, "steps": args.steps, "folds": per_fold, "pooled": pooled, "without": without,
         "fractions": list(TOP_FRACTIONS), "grid": "working", "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - t0, 1)}, indent=1))

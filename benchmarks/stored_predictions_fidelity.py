@@ -12,12 +12,13 @@ model and every third IDRiD training photo, in-sample for it). Prints a table, w
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -83,7 +84,7 @@ def main() -> None:
     for k, c in curves.items():
         print(f"{k} | {c['max_abs_difference']:.4f} ({c['at']:.3f}) | {c['mean_abs_difference']:.4f}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    args.out.write_text(json_text(report, indent=1))
     print(f"wrote {args.out}")
 
 

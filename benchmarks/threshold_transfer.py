@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{summary[t]['mean_loss']:.3f} ({summary[t]['max_loss']:.3f})")
         report["fit_sizes"][str(n)] = summary
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1))
+    args.out.write_text(json_text(report, indent=1))
     print(f"wrote {args.out}")
     return 0
 

@@ -18,13 +18,14 @@ gave a pixel two types (masks only, no model).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from napari_lesionseg.core.jsonfile import json_text
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data" / "idrid" / "train"
@@ -154,7 +155,7 @@ def main() -> None:
         print("\nannotations, all photos: share of each type's pixels that another type has too: "
               + ", ".join(f"{t} {v['overlap_share']:.4%}" for t, v in out["annotations"].items()))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    Path(args.out).write_text(json_text(out, indent=1))
 
 
 if __name__ == "__main__":
