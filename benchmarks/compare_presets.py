@@ -108,6 +108,12 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     # ones stay clean), for the long budget with a 4000-step teacher: what the 1000-step probe of
     # default_pseudo left untried (training/README.md "Self-training on the unlabelled photos")
     "default_pseudo_cameras": ("default", ["data.cameras.share=0.5", "data.pseudo_share=0.3"]),
+    # distillation (issue 13 item 4: one network where the default runs two): the same, the
+    # pseudo-labelled crops' target the teacher's probability itself on every pixel of the disc
+    # (data.pseudo_soft); --pseudo-teacher the pair's fold model (ensemble_cameras_multi's oof/),
+    # in its own --work (a folder labelled since 2026-12-06 keeps the probabilities)
+    "default_distil_cameras": ("default", ["data.cameras.share=0.5", "data.pseudo_share=0.3",
+                                           "data.pseudo_soft=true"]),
     # the same photos another way: a mean teacher (the weights' moving average) predicts crops of the
     # unlabelled photos, and the network, seeing them turned and jittered again, is pulled towards it
     # (loss.consistency_weight; lesionseg_training.consistency); copies of annotated photos left out
@@ -439,11 +445,11 @@ def score_ensemble(variant: str, fold: int, args: argparse.Namespace, images: Pa
 
 def photo_recipe(variant: str) -> tuple[str, list[str]]:
     """The variant's base config and the overrides that decide its photos and their preparation:
-    without a pseudo-label share or a consistency weight, which are the run's (they need the
+    without the pseudo-label settings or a consistency weight, which are the run's (they need the
     fold's pseudo-label folder or the unlabelled photos, named only when the run starts). An
     ensemble's are its first member's."""
     base, overrides = VARIANTS[ENSEMBLES[variant][0] if variant in ENSEMBLES else variant]
-    return base, [o for o in overrides if not o.startswith(("data.pseudo_share", UNLABELLED_WEIGHT))]
+    return base, [o for o in overrides if not o.startswith(("data.pseudo_", UNLABELLED_WEIGHT))]
 
 
 def _fold_pairs(images: Path, fold: int) -> list:

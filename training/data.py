@@ -143,7 +143,9 @@ class Prepared:
     hemorrhages), ``fov (h, w) bool``; ``aux (T-1, h, w) uint8`` the other outputs' labels
     (``network.outputs[1:]``, 255 where unknown), or None for an HE-only model. ``views``: the
     same photo through simulated cameras (``data.cameras``), network inputs on the same grid as
-    ``x`` (float16 to halve their memory), so labels and disc are shared."""
+    ``x`` (float16 to halve their memory), so labels and disc are shared. ``soft``: a teacher's
+    probability as ``round(255 p)`` (a pseudo-labelled photo under ``data.pseudo_soft``: the
+    target on every pixel of the disc, ``y`` then only says where lesion crops centre)."""
 
     id: str
     x: NDArray[np.float32]
@@ -151,6 +153,7 @@ class Prepared:
     fov: NDArray[np.bool_]
     aux: NDArray[np.uint8] | None = None
     views: tuple[NDArray[np.float16], ...] = ()
+    soft: NDArray[np.uint8] | None = None
 
     def lesion_pixels(self) -> NDArray[np.int64]:
         return np.flatnonzero(self.y == 1)
@@ -268,7 +271,10 @@ class PatchSampler:
     ``data.hard_negatives``, a share of them on a false alarm the network raised there before:
     ``false_alarms``, fed by the trainer); augmented with flips, 90-degree rotations,
     brightness/contrast jitter and Gaussian noise. Returns ``x (B, C, s, s) float32``,
-    ``y (B, s, s) uint8`` (``(B, T, s, s)`` for a model with several outputs)."""
+    ``y (B, s, s) uint8`` (``(B, T, s, s)`` for a model with several outputs). When a replay
+    photo carries a teacher's probabilities (``Prepared.soft``), every crop also has a soft
+    target in ``last_soft (B, s, s) float32``: those probabilities on such a photo's crops
+    (where ``y`` then ignores nothing inside the disc), ``y == 1`` on an annotated photo's."""
 
     def __init__(self, items: list[Prepared], cfg: DataConfig, seed: int,
                  replay: list[Prepared] | None = None, replay_share: float = 0.0,
@@ -295,6 +301,8 @@ class PatchSampler:
         self.last_idx = np.zeros(0, np.int64)
         self.last_fuzzy = np.zeros((0,), np.float32)
         self.last_where = np.zeros((0,), np.int64)  # (B, s, s) flat image index of each crop pixel, -1 outside
+        self.soft = any(it.soft is not None for it in self.replay)
+        self.last_soft: NDArray[np.float32] | None = None
         hard = cfg.hard_negatives
         self.false_alarms = FalseAlarms(len(items), hard) if hard.share > 0 else None
 
@@ -377,6 +385,13 @@ class PatchSampler:
             y[self._unknown(i, lab)] = 255
         f = (_crop(self.fuzzy[i], y0, x0, m) if self.fuzzy is not None and i < len(self.items)
              else np.zeros((m, m), np.float32))
+        if self.soft:  # the soft target rides with the fuzzy map (nearest-neighbour zoom, the same flips)
+            if it.soft is not None:
+                soft = _crop(it.soft, y0, x0, m).astype(np.float32) / 255.0
+                y = np.where(y == 255, np.uint8(0), y)  # the teacher's probability is the target on every pixel
+            else:
+                soft = (y == 1).astype(np.float32)
+            f = np.stack([f, soft])
         # where each crop pixel comes from (flat index into the image, -1 outside it), carried
         # through the same geometric transforms: DALE's online statistics map predictions back
         h = it.y.shape[-2]
@@ -385,7 +400,8 @@ class PatchSampler:
         where = np.where(inside, rows[:, None] * w + cols[None, :], -1).astype(np.float32)  # exact below 2**24
         if m != s:
             x, y, f, where = zoom_crop(x, y, f, where, s)
-        x, y, fw = augment(x, y, self.cfg.augment, self.rng, np.stack([f, where]))
+        maps = [f[0], where, f[1]] if f.ndim == 3 else [f, where]
+        x, y, fw = augment(x, y, self.cfg.augment, self.rng, np.stack(maps))
         return x, y, i, fw
 
     def batch(self) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
@@ -396,15 +412,16 @@ class PatchSampler:
         self.last_idx = np.asarray(idx, np.int64)
         self.last_fuzzy = fw[:, 0].astype(np.float32)
         self.last_where = fw[:, 1].astype(np.int64)
+        self.last_soft = fw[:, 2].astype(np.float32) if self.soft else None
         return np.stack(xs), np.stack(ys)
 
 
 def zoom_crop(x: NDArray[np.float32], y: NDArray[np.uint8], f: NDArray[np.float32], where: NDArray[np.float32],
               s: int) -> tuple[NDArray[np.float32], NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
     """An ``(m, m)`` crop resampled to ``(s, s)``: the image bilinearly (antialiased when it
-    shrinks; pixels outside the disc stay 0), the labels, the fuzzy map and the source pixels by
-    nearest neighbour, so every label is one the annotator drew and DALE's statistics still map
-    each pixel back to a pixel of the photo."""
+    shrinks; pixels outside the disc stay 0), the labels, the fuzzy map (``(m, m)``, or ``(k, m,
+    m)`` maps) and the source pixels by nearest neighbour, so every label is one the annotator
+    drew and DALE's statistics still map each pixel back to a pixel of the photo."""
     import torch
     import torch.nn.functional as F
 
@@ -415,7 +432,7 @@ def zoom_crop(x: NDArray[np.float32], y: NDArray[np.uint8], f: NDArray[np.float3
     pick = np.ix_(near, near)
     yz = y[(..., *pick)] if y.ndim == 3 else y[pick]
     inside = np.any(x != 0, axis=0)[pick]
-    return (xs * inside).astype(np.float32), np.ascontiguousarray(yz), f[pick], where[pick]
+    return (xs * inside).astype(np.float32), np.ascontiguousarray(yz), f[(..., *pick)], where[pick]
 
 
 def augment(x: NDArray[np.float32], y: NDArray[np.uint8], cfg: AugmentConfig,

@@ -7,9 +7,13 @@ calibration, and each working pixel inside the disc is labelled lesion where the
 probability is at least ``hi``, background where it is at most ``lo``, and 255 ("unsure":
 ignored by the loss) between. Outside the disc is background, as in an annotated mask. The
 folder holds one ``<stem>.npz`` per photo (the trainer's cache format: ``x`` float16, ``y``,
-``fov``) and ``pseudo_labels.json`` (teacher, thresholds, preprocessing, each photo's label
-shares, what was left out and why). A run draws them for ``data.pseudo_share`` of its crops
-(``data.pseudo_labels`` names the folder)::
+``fov``; and ``p``, the teacher's calibrated probability as ``round(255 p)``, 0 outside the disc,
+in folders labelled since 2026-12-06) and ``pseudo_labels.json`` (teacher, thresholds,
+preprocessing, each photo's label shares, what was left out and why). A run draws them for
+``data.pseudo_share`` of its crops (``data.pseudo_labels`` names the folder); with
+``data.pseudo_soft`` the crops' target is ``p`` itself on every pixel of the disc (distillation:
+the student learns the teacher's probabilities, the ranking between ``lo`` and ``hi`` too)
+instead of the hard labels ``y``::
 
     python -m lesionseg_training.pseudo_labels --teacher runs/r1/best \\
         --images ../shared/data/idrid_unlabeled/images --not-like ../shared/data/idrid/train/images \\
@@ -136,7 +140,8 @@ def pseudo_label(teacher: LoadedModel, photos: list[Path], out: Path, *, lo: flo
             prob = run_to_end(work_probability(teacher, x, disc))
             y = label_from_probability(prob, disc, lo, hi)
             tmp = out / f".{path.stem}.tmp.npz"
-            np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc)
+            p8 = np.where(disc, np.round(np.clip(prob, 0.0, 1.0) * 255.0), 0).astype(np.uint8)
+            np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc, p=p8)
             tmp.replace(out / f"{path.stem}.npz")
             inside = max(int(disc.sum()), 1)
             done[path.stem] = {"id": path.stem, "source": str(path.resolve()),
@@ -160,10 +165,12 @@ def _read_manifest(folder: Path) -> dict:
         raise LesionsegInputError(folder / MANIFEST, f"is not a readable pseudo-label manifest ({err})") from None
 
 
-def load_pseudo_labels(folder: Path, pre: PreprocessConfig) -> list[Prepared]:
+def load_pseudo_labels(folder: Path, pre: PreprocessConfig, soft: bool = False) -> list[Prepared]:
     """The pseudo-labelled photos of ``folder`` as training items (``x`` stays float16 in
-    memory: crops are cast when drawn). Refuses a folder prepared with another preprocessing
-    than the student's (the crops would not be what the model sees)."""
+    memory: crops are cast when drawn); ``soft``: with the teacher's probabilities
+    (``Prepared.soft``), refusing a photo labelled before they were kept. Refuses a folder
+    prepared with another preprocessing than the student's (the crops would not be what the
+    model sees)."""
     if not (folder / MANIFEST).exists():
         raise LesionsegInputError(folder, f"is not a pseudo-label folder (no {MANIFEST}): make one with "
                                           "python -m lesionseg_training.pseudo_labels")
@@ -177,7 +184,10 @@ def load_pseudo_labels(folder: Path, pre: PreprocessConfig) -> list[Prepared]:
         if not f.exists():
             raise LesionsegInputError(f, "is listed in the manifest but missing")
         z = np.load(f)
-        items.append(Prepared(f"pseudo:{ph['id']}", z["x"], z["y"], z["fov"]))
+        if soft and "p" not in z.files:
+            raise LesionsegInputError(f, "holds hard labels only (labelled before the teacher's probabilities were "
+                                         "kept): label the photos again into a new folder for data.pseudo_soft")
+        items.append(Prepared(f"pseudo:{ph['id']}", z["x"], z["y"], z["fov"], soft=z["p"] if soft else None))
     if not items:
         raise LesionsegInputError(folder, "holds no pseudo-labelled photo")
     return items

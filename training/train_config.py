@@ -136,6 +136,10 @@ class DataConfig:
     #: drawn for ``pseudo_share`` of the crops besides the annotated photos
     pseudo_labels: str | None = None
     pseudo_share: float = 0.0
+    #: the pseudo-labelled crops' target: the teacher's calibrated probability on every pixel of the
+    #: disc (distillation; a folder labelled since 2026-12-06) instead of its hard labels with the
+    #: band between ``lo`` and ``hi`` ignored; annotated crops keep their masks. HE-only models
+    pseudo_soft: bool = False
     #: mean-teacher consistency (``loss.consistency_weight``): a folder of photos nobody annotated,
     #: those that are the same photograph as one in ``unlabelled_not_like`` left out (a fold's own
     #: photos must not come back unlabelled); ``unlabelled_limit`` > 0: the first N only
@@ -148,6 +152,8 @@ class DataConfig:
         require(0.0 <= self.pseudo_share <= 0.9, "data.pseudo_share", "must lie in [0, 0.9]")
         require((self.pseudo_labels is None) == (self.pseudo_share == 0.0), "data.pseudo_labels",
                 "set data.pseudo_labels (a pseudo-label folder) and data.pseudo_share > 0 together")
+        require(not self.pseudo_soft or self.pseudo_labels is not None, "data.pseudo_soft",
+                "needs data.pseudo_labels (soft targets are a teacher's probabilities on those photos)")
         require(1 <= self.batch_size <= 1024, "data.batch_size", "out of range 1..1024")
         require(0.0 <= self.lesion_crop_fraction <= 1.0, "data.lesion_crop_fraction", "must lie in [0, 1]")
         require(self.val_every >= 2, "data.val_every", "must be at least 2")

@@ -85,7 +85,8 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
                    cfg: TrainConfig, adv: Adversary | None = None, dale: Dale | None = None,
                    fuzzy: np.ndarray | None = None, idx: np.ndarray | None = None, step: int = 0,
                    where: np.ndarray | None = None, consistency: Consistency | None = None,
-                   progress: float = 0.0, false_alarms: FalseAlarms | None = None) -> dict[str, float]:
+                   progress: float = 0.0, false_alarms: FalseAlarms | None = None,
+                   soft: np.ndarray | None = None) -> dict[str, float]:
     """One iteration (METHODS.md 6.3): discriminator first on the detached prediction, then
     the generator on supervised + SGDC edge + adversarial terms, then the dynamic adaptation
     (gates, or the literal step on the decoder) from the same forward pass. ``net`` may be
@@ -93,7 +94,8 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
     ``consistency``, the student's unlabelled crops ride in the same forward pass (one batch,
     as DDP wants one forward per backward) and the teacher follows after the step. With
     ``false_alarms`` (``data.hard_negatives``), the crops' false alarms are remembered on their
-    photos (``idx``, ``where``) for later crops."""
+    photos (``idx``, ``where``) for later crops. ``soft (B, s, s)``: the crops' targets in [0, 1]
+    (``data.pseudo_soft``: a teacher's probabilities), ``y`` then only saying what is ignored."""
     raw = getattr(net, "module", net)
     dev = next(net.parameters()).device
     xt = torch.from_numpy(x).to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -120,8 +122,11 @@ def train_one_step(net: nn.Module, opt: torch.optim.Optimizer, x: np.ndarray, y:
             total, sup_logs = dale.loss(out, yt, torch.from_numpy(fuzzy).to(dev), idx, step, x=xt)
     elif yt.ndim == 4:  # several outputs (network.outputs)
         total, sup_logs = multi_output_loss(out.logits, yt, cfg.loss, cfg.model.network.outputs)
-    else:
+    elif soft is None:
         total, sup_logs = supervised_loss(out.logits, yt, cfg.loss)
+    else:  # data.pseudo_soft: every crop's target in [0, 1], yt only says what is ignored
+        total, sup_logs = supervised_loss(out.logits, yt, cfg.loss,
+                                          soft_target=torch.from_numpy(soft).to(dev, non_blocking=True))
     logs.update(sup_logs)
     if consistency is not None:
         lc, w = consistency.loss(both.logits[len(xt):], target, turned, progress)
@@ -348,7 +353,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         try:
             logs = train_one_step(r.model, r.opt, *r.sampler.batch(), cfg, r.adv, r.dale, r.sampler.last_fuzzy,
                                   r.sampler.last_idx, r.step, r.sampler.last_where, r.consistency, progress,
-                                  r.sampler.false_alarms)
+                                  r.sampler.false_alarms, soft=r.sampler.last_soft)
         except TrainingDiverged as err:
             yield from r.emit({"event": "error", "step": r.step, "message": f"training stopped at step {r.step}: "
                                f"{err}; the last good model is kept"}, every_rank=True)
@@ -440,8 +445,13 @@ def _start(cfg: TrainConfig, run: Path, resume: bool, init_from: nn.Module | Non
 
         if replay is not None:
             raise ValueError("data.pseudo_labels cannot be combined with a fine-tune's replay photos")
-        replay = (load_pseudo_labels(Path(cfg.data.pseudo_labels), cfg.model.preprocess), cfg.data.pseudo_share)
-        lineage = {**(lineage or {}), "pseudo_labels": pseudo_label_summary(Path(cfg.data.pseudo_labels))}
+        if cfg.data.pseudo_soft and len(cfg.model.network.outputs) > 1:
+            raise ValueError("data.pseudo_soft is for a hemorrhage-only network (the teacher's probabilities are "
+                             f"its hemorrhages'); this one has outputs {cfg.model.network.outputs}")
+        replay = (load_pseudo_labels(Path(cfg.data.pseudo_labels), cfg.model.preprocess, soft=cfg.data.pseudo_soft),
+                  cfg.data.pseudo_share)
+        lineage = {**(lineage or {}), "pseudo_labels": {**pseudo_label_summary(Path(cfg.data.pseudo_labels)),
+                                                        "target": "soft" if cfg.data.pseudo_soft else "hard"}}
         yield {"event": "pseudo_labels", "photos": len(replay[0]), "share": cfg.data.pseudo_share}
     if replay is not None and cfg.paradigm.type == "dale":
         raise ValueError("replay and pseudo-labels are not supported with DALE (its statistics index the "
