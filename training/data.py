@@ -385,23 +385,23 @@ class PatchSampler:
             y[self._unknown(i, lab)] = 255
         f = (_crop(self.fuzzy[i], y0, x0, m) if self.fuzzy is not None and i < len(self.items)
              else np.zeros((m, m), np.float32))
-        if self.soft:  # the soft target rides with the fuzzy map (nearest-neighbour zoom, the same flips)
-            if it.soft is not None:
-                soft = _crop(it.soft, y0, x0, m).astype(np.float32) / 255.0
-                y = np.where(y == 255, np.uint8(0), y)  # the teacher's probability is the target on every pixel
-            else:
-                soft = (y == 1).astype(np.float32)
-            f = np.stack([f, soft])
         # where each crop pixel comes from (flat index into the image, -1 outside it), carried
         # through the same geometric transforms: DALE's online statistics map predictions back
         h = it.y.shape[-2]
         rows, cols = np.arange(y0, y0 + m), np.arange(x0, x0 + m)
         inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
         where = np.where(inside, rows[:, None] * w + cols[None, :], -1).astype(np.float32)  # exact below 2**24
+        maps = [f, where]
+        if self.soft:  # the soft target rides with the fuzzy map and the source pixels
+            if it.soft is not None:
+                maps.append(_crop(it.soft, y0, x0, m).astype(np.float32) / 255.0)
+                y = np.where(y == 255, np.uint8(0), y)  # the teacher's probability is the target on every pixel
+            else:
+                maps.append((y == 1).astype(np.float32))
+        fw = np.stack(maps)
         if m != s:
-            x, y, f, where = zoom_crop(x, y, f, where, s)
-        maps = [f[0], where, f[1]] if f.ndim == 3 else [f, where]
-        x, y, fw = augment(x, y, self.cfg.augment, self.rng, np.stack(maps))
+            x, y, fw = zoom_crop(x, y, fw, s)
+        x, y, fw = augment(x, y, self.cfg.augment, self.rng, fw)
         return x, y, i, fw
 
     def batch(self) -> tuple[NDArray[np.float32], NDArray[np.uint8]]:
@@ -416,12 +416,12 @@ class PatchSampler:
         return np.stack(xs), np.stack(ys)
 
 
-def zoom_crop(x: NDArray[np.float32], y: NDArray[np.uint8], f: NDArray[np.float32], where: NDArray[np.float32],
-              s: int) -> tuple[NDArray[np.float32], NDArray[np.uint8], NDArray[np.float32], NDArray[np.float32]]:
+def zoom_crop(x: NDArray[np.float32], y: NDArray[np.uint8], maps: NDArray[np.float32],
+              s: int) -> tuple[NDArray[np.float32], NDArray[np.uint8], NDArray[np.float32]]:
     """An ``(m, m)`` crop resampled to ``(s, s)``: the image bilinearly (antialiased when it
-    shrinks; pixels outside the disc stay 0), the labels, the fuzzy map (``(m, m)``, or ``(k, m,
-    m)`` maps) and the source pixels by nearest neighbour, so every label is one the annotator
-    drew and DALE's statistics still map each pixel back to a pixel of the photo."""
+    shrinks; pixels outside the disc stay 0), the labels and the ``(k, m, m)`` maps (the fuzzy
+    map, the source pixels, a soft target) by nearest neighbour, so every label is one the
+    annotator drew and DALE's statistics still map each pixel back to a pixel of the photo."""
     import torch
     import torch.nn.functional as F
 
@@ -432,7 +432,7 @@ def zoom_crop(x: NDArray[np.float32], y: NDArray[np.uint8], f: NDArray[np.float3
     pick = np.ix_(near, near)
     yz = y[(..., *pick)] if y.ndim == 3 else y[pick]
     inside = np.any(x != 0, axis=0)[pick]
-    return (xs * inside).astype(np.float32), np.ascontiguousarray(yz), f[(..., *pick)], where[pick]
+    return (xs * inside).astype(np.float32), np.ascontiguousarray(yz), maps[(..., *pick)]
 
 
 def augment(x: NDArray[np.float32], y: NDArray[np.uint8], cfg: AugmentConfig,

@@ -140,7 +140,7 @@ def pseudo_label(teacher: LoadedModel, photos: list[Path], out: Path, *, lo: flo
             prob = run_to_end(work_probability(teacher, x, disc))
             y = label_from_probability(prob, disc, lo, hi)
             tmp = out / f".{path.stem}.tmp.npz"
-            p8 = np.where(disc, np.round(np.clip(prob, 0.0, 1.0) * 255.0), 0).astype(np.uint8)
+            p8 = np.round(prob * 255.0).astype(np.uint8)  # 0 outside the disc, as work_probability leaves it
             np.savez(tmp, x=x.astype(np.float16), y=y, fov=disc, p=p8)
             tmp.replace(out / f"{path.stem}.npz")
             inside = max(int(disc.sum()), 1)
