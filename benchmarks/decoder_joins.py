@@ -6,11 +6,13 @@ upsampling and the concatenation (BatchNorm folded and conv+ReLU fused either wa
 For each bundled model (or ``--model`` folders), one full IDRiD photo is brought onto the
 working grid as ``predict`` does, and each network of the model runs on it (one tile, the
 default's none-TTA view) both ways in turn, A B A B ..., in one process on all cores, in the
-precision ``predict`` would choose here (``--precision``); in bf16 the joins are turned on for
-this run (``fuse.JOIN_DTYPES``: ``predict`` keeps the concatenation in bf16 until this benchmark
-has measured the rewrite on a CPU with native bf16). Prints per network the median time of
-each way and the median of the pair ratios (joins / concatenation), the largest difference in
-logits, and writes JSON (results/decoder_joins.json unless ``--results``).
+precision ``predict`` would choose here (``--precision``); the joins are turned on for this run
+in fp32 and bf16 whatever ``fuse.JOIN_DTYPES`` holds (``predict`` joins in the precisions this
+benchmark measured faster: fp32 on an AVX2 CPU, bf16 on a Xeon with AMX). Prints per network the
+median time of each way and the median of the pair ratios (joins / concatenation), the largest
+difference in logits between the two, and in bf16 each way's difference from the fp32 logits
+(is the joins' difference bf16's own?); writes JSON (results/decoder_joins.json unless
+``--results``).
 
     python benchmarks/decoder_joins.py [--image PATH] [--pairs 9] [--model DIR ...]
 """
@@ -65,6 +67,14 @@ def one_model(folder: Path, rgb: np.ndarray, pairs: int, precision: str) -> list
         with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
             for name, net in (("joins", joins), ("concatenation", concat)):
                 outs[name] = net(t).logits.float()  # warm-up, and the logits compared
+        if dtype is not None:  # each way against the fp32 logits: is the joins' difference bf16's own?
+            with torch.inference_mode():
+                ref = concat(t).logits.float()
+            drift = {name: {"max_abs_logit_diff": float((o - ref).abs().max()),
+                            "max_abs_prob_diff": float((o.sigmoid() - ref.sigmoid()).abs().max()),
+                            "mean_abs_prob_diff": float((o.sigmoid() - ref.sigmoid()).abs().mean())}
+                     for name, o in outs.items()}
+        with torch.inference_mode(), autocast(torch.device("cpu"), dtype):
             for _ in range(pairs):
                 for name, net in (("joins", joins), ("concatenation", concat)):
                     t0 = time.perf_counter()
@@ -76,7 +86,8 @@ def one_model(folder: Path, rgb: np.ndarray, pairs: int, precision: str) -> list
                      "joins_median_s": statistics.median(times["joins"]),
                      "concatenation_median_s": statistics.median(times["concatenation"]),
                      "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-                     "max_abs_logit_diff": float((outs["joins"] - outs["concatenation"]).abs().max())})
+                     "max_abs_logit_diff": float((outs["joins"] - outs["concatenation"]).abs().max()),
+                     **({"vs_fp32": drift} if dtype is not None else {})})
     return rows
 
 
@@ -101,6 +112,13 @@ def main() -> None:
         print(f"{Path(r['model']).name:>10} {r['network']:>3} {r['precision']:>5} {r['joins']:>5} "
               f"{r['joins_median_s']:8.3f} {r['concatenation_median_s']:9.3f} {r['ratio_median']:6.3f} "
               f"{r['ratio_min']:6.3f} {r['ratio_max']:6.3f} {r['max_abs_logit_diff']:12.2e}")
+    drifts = [r for r in rows if "vs_fp32" in r]
+    if drifts:
+        print("each way against the fp32 concatenation (max |dlogit|, max |dp|, mean |dp|):")
+        for r in drifts:
+            cells = "  ".join(f"{name} {d['max_abs_logit_diff']:.2e} {d['max_abs_prob_diff']:.2e} {d['mean_abs_prob_diff']:.1e}"
+                              for name, d in r["vs_fp32"].items())
+            print(f"{Path(r['model']).name:>10} {r['network']:>3}  {cells}")
     dest = Path(args.results)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json_text({"image": args.image, "cpu": cpu, "threads": default_threads(), "pairs": args.pairs,

@@ -390,11 +390,12 @@ def test_decoder_joins_without_concatenation_keep_results(monkeypatch) -> None:
 
 
 def test_decoder_joins_keep_the_concatenation_in_an_unmeasured_precision(monkeypatch) -> None:
-    """Where oneDNN's joined op would run in bf16 (a CPU with native bf16), the decoder still
-    concatenates: the rewrite is taken only in the precisions measured faster (fp32); a
-    benchmark that adds bf16 to ``JOIN_DTYPES`` gets the joined op."""
+    """The rewrite is taken only in the precisions measured faster (``JOIN_DTYPES``: fp32, and
+    bf16 on a CPU with native bf16); where oneDNN's joined op would run in another precision
+    (fp16), the decoder still concatenates."""
     from napari_lesionseg.core.models import fuse
 
+    assert fuse.JOIN_DTYPES == {torch.float32, torch.bfloat16}
     conv = torch.nn.Conv2d(6, 4, 3, padding=1)
     join = fuse.JoinConvReLU(fuse.ConvReLU(conv), 2)
     h = torch.randn(1, 2, 8, 8).contiguous(memory_format=torch.channels_last)
@@ -411,20 +412,17 @@ def test_decoder_joins_keep_the_concatenation_in_an_unmeasured_precision(monkeyp
         return in_fp32(real_binary)(x, *args)
 
     monkeypatch.setattr(fuse, "_BINARY", spy)
+    monkeypatch.setattr(fuse, "_POINTWISE", in_fp32(real_pointwise))
     with torch.inference_mode():
         torch.testing.assert_close(join(h, s), ref, atol=1e-5, rtol=1e-5)
         assert joined == [torch.float32]  # fp32: measured, joined
-        # as on a CPU with native bf16: the joined op would run there in bf16
-        monkeypatch.setattr(fuse, "_onednn_dtype",
-                            lambda x, works: torch.bfloat16 if works is fuse.binary_works else None)
-        joined.clear()
-        torch.testing.assert_close(join(h, s), ref, atol=1e-5, rtol=1e-5)
-        assert joined == []  # the concatenation ran (the plain conv + ReLU here)
-        monkeypatch.setattr(fuse, "JOIN_DTYPES", {torch.float32, torch.bfloat16})
-        monkeypatch.setattr(fuse, "_POINTWISE", in_fp32(real_pointwise))
-        out = join(h, s)
-        assert joined == [torch.bfloat16]  # turned on (as decoder_joins.py does): the joined op
-        torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+        for dtype, takes_join in ((torch.bfloat16, True), (torch.float16, False)):
+            # as on a CPU where the joined op would run in that precision
+            monkeypatch.setattr(fuse, "_onednn_dtype", lambda x, works, d=dtype: d if works is fuse.binary_works else None)
+            joined.clear()
+            out = join(h, s)
+            assert joined == ([dtype] if takes_join else [])  # bf16 measured: joined; fp16 not: the concatenation
+            torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 32, 44, 52), (1, 4, 1, 1), (1, 2, 1, 6)])

@@ -3,8 +3,9 @@ same ``nn.Sequential``) folded into one convolution: BatchNorm in eval mode is a
 per channel, so ``bn(conv(x)) = conv'(x)`` with rescaled weights and a bias. Saves one pass
 over every activation (about 9 % of the shipped model's CPU time); results equal within
 float rounding. Then, on the CPU through oneDNN post-ops: each conv+ReLU as one operation
-(:class:`ConvReLU`), and in fp32 each U-Net decoder block's join rewritten (:class:`JoinBlock`:
-the upsampling as a transposed convolution, no concatenation; ``JOIN_DTYPES``)."""
+(:class:`ConvReLU`), and each U-Net decoder block's join rewritten (:class:`JoinBlock`: no
+concatenation, in the precisions of ``JOIN_DTYPES``; in fp32 the upsampling as a transposed
+convolution too)."""
 
 from __future__ import annotations
 
@@ -148,10 +149,11 @@ def binary_works(dtype: torch.dtype = torch.float32) -> bool:
 
 
 # The precisions in which JoinConvReLU takes the concatenation out: where it was measured faster
-# (benchmarks/decoder_joins.py: fp32 on an AVX2 CPU, 2026-12-06). In bf16 the join keeps the
-# concatenation until a CPU with native bf16 has measured the rewrite (that benchmark turns it on
-# for its own run): oneDNN's tiny-case check in binary_works says the op runs, not how fast.
-JOIN_DTYPES: set[torch.dtype] = {torch.float32}
+# (benchmarks/decoder_joins.py: fp32 on an AVX2 CPU, 2026-12-06; bf16 on a Xeon with AMX,
+# 2026-12-07, the four bundled networks at 0.90-0.95 of their time, each as far from fp32 as the
+# concatenation in bf16). Any other precision (fp16) keeps the concatenation: oneDNN's tiny-case
+# check in binary_works says the op runs, not how fast.
+JOIN_DTYPES: set[torch.dtype] = {torch.float32, torch.bfloat16}
 
 
 class JoinConvReLU(nn.Module):
