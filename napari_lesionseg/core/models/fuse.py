@@ -223,7 +223,7 @@ class JoinBlock(nn.Module):
     def forward(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         size = tuple(s.shape[-2:])
         # fp32 only: oneDNN's depthwise transposed convolution in bf16 is 2-14 times slower than
-        # PyTorch's upsampling (Xeon with AMX, 2026-12-07; in fp32 0.64-0.93 of its time there)
+        # PyTorch's upsampling (benchmarks/upsample2x.py, Xeon with AMX; fp32: 0.65-1.11 of its time)
         if size == (2 * h.shape[-2], 2 * h.shape[-1]) and _onednn_dtype(h, binary_works) == torch.float32:
             up = upsample2x(h)
         else:
