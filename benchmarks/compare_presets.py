@@ -311,6 +311,11 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
                                                  and not k.startswith("val_dice_best")}})
         if ev.get("event") == "done":
             done = ev
+    # the training's own clock (``elapsed``: carried across resumes in state.pt), not this
+    # invocation's: a resumed run's minutes were those of its last part only (a finished
+    # 4000-step run rerun with --resume read 3.8 minutes, 0.06 s a step)
+    trained_s = float(done["elapsed"]) if "elapsed" in done else time.time() - t0
+    t_trained = time.time()
     if args.resume:  # the whole curve, from before the interruption too (a finished run adds none)
         curve = [{"step": ev["step"], **{k: v for k, v in ev.items() if k.startswith(("val_aupr", "val_dice"))}}
                  for ev in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines())
@@ -321,7 +326,7 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
     if args.store_predictions:
         store_predictions(run_dir, val_pairs, args, variant, fold)
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
-            **{k: v for k, v in last.items() if k != "step"}, "minutes": round((time.time() - t0) / 60, 1),
+            **{k: v for k, v in last.items() if k != "step"}, "minutes": round((trained_s + time.time() - t_trained) / 60, 1),
             "val_ids": [p.id for p in val_pairs], "curve": curve}
 
 

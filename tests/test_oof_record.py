@@ -161,6 +161,36 @@ def test_every_variant_is_scored_with_four_flips_whatever_the_shipped_config_run
         assert (cfg.data.cameras.share > 0) == variant.endswith(("cameras", "camB")), variant
 
 
+def test_a_resumed_runs_minutes_are_its_trainings_not_the_last_parts(tmp_path: Path, monkeypatch) -> None:
+    """``compare_presets.py --resume``: a run interrupted and finished in a later sitting (or a
+    finished one rerun) reports the minutes its training took, from the trainer's clock carried
+    across resumes, not those of the last invocation (a finished 4000-step run read 3.8 minutes)."""
+    import argparse
+
+    import lesionseg_training.trainer as trainer
+
+    cp = benchmark_module("compare_presets")
+    for sub in ("images", "masks_HE"):
+        (tmp_path / sub).mkdir()
+    for k in range(1, 11):
+        (tmp_path / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
+        (tmp_path / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+
+    def finished_run(cfg, run_dir, pairs, resume, init_from):  # what a finished run's resume yields
+        ev = {"event": "eval", "step": 4000, "elapsed": 2950.0, "val_aupr": 0.7, "val_dice": 0.6}
+        run_dir.mkdir(parents=True)
+        (run_dir / "events.jsonl").write_text(json.dumps(ev) + "\n")
+        yield ev
+        yield {"event": "done", "step": 4000, "elapsed": 3000.0}
+
+    monkeypatch.setattr(trainer, "train", finished_run)
+    args = argparse.Namespace(steps=4000, minutes=None, eval_every=250, seed=0, threads=None, cache=None,
+                              snapshots=False, out=str(tmp_path / "runs"), noise=None, resume=True, full_res=False,
+                              store_predictions=None, init=None)
+    row = cp.run_one("default", 1, args, tmp_path, tmp_path)
+    assert row["steps"] == 4000 and row["minutes"] == 50.0 and row["val_aupr"] == 0.7
+
+
 def test_report_merges_runs_made_apart_and_compares_at_equal_steps(tmp_path: Path, capsys) -> None:
     """``compare_presets.py --report``: runs made two at a time into separate results files are
     tabled together, each fold's variants compared at the largest step all of them validated,
