@@ -3,6 +3,8 @@ model's own mistakes on annotated photos."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -92,3 +94,18 @@ def test_training_fits_the_review_rates_on_its_training_photos(tmp_path, small_p
     best = load_model_folder(run_to_end(trainer.train(cfg, tmp_path / "run2")))
     assert best.config.inference.fuzzy.map == "entropy" and "review_fit" not in best.metrics
     assert replay_ids(best.path) == []
+
+
+def test_the_fit_review_command_names_a_folder_that_is_no_model(tmp_path: Path, small_pairs: Path) -> None:
+    """``python -m lesionseg_training.fit_review`` with ``--model`` a folder that holds no model:
+    the folder and the problem in one line, exit code 2, no traceback, nothing written."""
+    import sys
+
+    from helpers import run_here
+
+    (tmp_path / "not_a_model").mkdir()
+    r = run_here([sys.executable, "-m", "lesionseg_training.fit_review", "--model", str(tmp_path / "not_a_model"),
+                  "--images", str(small_pairs / "images"), "--masks", str(small_pairs / "masks"),
+                  "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "not_a_model" in r.stderr
+    assert not (tmp_path / "out").exists()

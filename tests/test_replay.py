@@ -179,3 +179,32 @@ def test_the_forgetting_guard_keeps_the_base_when_every_checkpoint_fell(model_wi
     loose, plain = load_model_folder(runs["loose"][0]), load_model_folder(runs["none"][0])
     assert loose.metrics["best_step"] == plain.metrics["best_step"] > 0  # unguarded, a trained checkpoint won
     assert loose.config.weights_sha256 == plain.config.weights_sha256
+
+
+def test_the_replay_command_adds_the_models_own_photos_with_lesions(tmp_path: Path, tiny_model_dir: Path,
+                                                                    small_pairs: Path) -> None:
+    """``python -m lesionseg_training.replay``: photos with lesions among the folder's training
+    photos go into its replay set; when none has a lesion, the error names the folder and the
+    problem (no traceback) and nothing is written."""
+    import sys
+
+    from PIL import Image
+
+    from helpers import run_here
+
+    def replay(model: Path, pairs: Path, *more: str):
+        return run_here([sys.executable, "-m", "lesionseg_training.replay", "--model", str(model),
+                         "--images", str(pairs / "images"), "--masks", str(pairs / "masks"), *more],
+                        capture_output=True, text=True, timeout=300)
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "tiny")
+    r = replay(model, small_pairs, "--n", "1")
+    assert r.returncode == 0, r.stderr
+    assert len(replay_ids(model)) == 1 and r.stdout.startswith("1 replay photos in")
+    empty = shutil.copytree(small_pairs, tmp_path / "empty")
+    for m in (empty / "masks").iterdir():
+        Image.new("L", Image.open(m).size).save(m)
+    other = shutil.copytree(tiny_model_dir, tmp_path / "other")
+    r = replay(other, empty)
+    assert r.returncode == 2 and "no photo with lesions" in r.stderr and str(empty / "images") in r.stderr
+    assert replay_ids(other) == [] and not (other / "replay").exists()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from napari_lesionseg.core.fov import detect_fov
 from napari_lesionseg.core.image_io import read_gray_u8, read_image, read_label, write_label
 from napari_lesionseg.core.lesion_types import HE, OUTPUT_TYPES
 from napari_lesionseg.core.model_config import PreprocessConfig
-from napari_lesionseg.core.pairs import Pair
+from napari_lesionseg.core.pairs import Pair, marks_a_lesion
 from napari_lesionseg.core.preprocess import mask_to_work, network_input, plan_geometry, to_work
 
 from .data import Prepared
@@ -157,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     from napari_lesionseg.core.model_folder import load_model_folder
 
     from .data import find_pairs
-    from .finetune import lesion_pairs
     from .train_config import DataConfig
 
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.replay", description=__doc__.split("\n\n")[0])
@@ -166,16 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masks", default=None)
     ap.add_argument("--n", type=int, default=8, help="how many photos (spread evenly over the training photos)")
     args = ap.parse_args(argv)
-    model = load_model_folder(args.model)
-    trained_on = list(model.lineage.get("data", {}))
-    pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks))
-             if not trained_on or p.id in trained_on]  # never a photo the model was validated on
-    ids = lesion_pairs(pairs)
-    with_lesions = [p for p in pairs if p.id in ids]
-    if not with_lesions:
-        raise LesionsegInputError(Path(args.images), "no photo with lesions among the model's training photos")
-    pick = pick_replay(with_lesions, args.n)
-    out = write_replay(args.model, pick, model.config.preprocess, model.config.network.outputs)
+    try:
+        model = load_model_folder(args.model)
+        trained_on = list(model.lineage.get("data", {}))
+        pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks))
+                 if not trained_on or p.id in trained_on]  # never a photo the model was validated on
+        with_lesions = [p for p in pairs if marks_a_lesion(p, (HE,))]
+        if not with_lesions:
+            raise LesionsegInputError(Path(args.images), "no photo with lesions among the model's training photos")
+        pick = pick_replay(with_lesions, args.n)
+        out = write_replay(args.model, pick, model.config.preprocess, model.config.network.outputs)
+    except LesionsegInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"{len(pick)} replay photos in {out}: {', '.join(p.id for p in pick)}")
     return 0
 
