@@ -234,7 +234,7 @@ def test_photos_napari_cannot_read_are_opened_by_ours_or_said(make_napari_viewer
     from PIL import Image
 
     from napari_lesionseg._qt.launch import open_segment_window
-    from napari_lesionseg._qt.shared import photo_source
+    from napari_lesionseg._qt.viewer_session import photo_source
     from napari_lesionseg.core.errors import LesionsegInputError
     from napari_lesionseg.core.image_io import heif_ready
 

@@ -303,7 +303,7 @@ def test_the_model_list_loads_a_folder_or_keeps_the_model_on_cancel(qtbot, segme
     cancelling the dialog keeps the model chosen before (it once fell back to the default)."""
     from qtpy.QtWidgets import QFileDialog
 
-    from napari_lesionseg._qt.shared import LOAD_MODEL_LABEL
+    from napari_lesionseg._qt.dock_parts import LOAD_MODEL_LABEL
     from napari_lesionseg.core.bundled import bundled_models
 
     viewer, widget = segment
@@ -857,7 +857,7 @@ def test_a_photo_napari_shows_unturned_is_kept_as_shown(make_napari_viewer, qtbo
     tuning then learned from a mask that did not lie on its photo."""
     from PIL import Image
 
-    from napari_lesionseg._qt import shared
+    from napari_lesionseg._qt import viewer_session
     from napari_lesionseg.core.image_io import read_image, read_label
     from napari_lesionseg.core.store import Project
 
@@ -869,7 +869,7 @@ def test_a_photo_napari_shows_unturned_is_kept_as_shown(make_napari_viewer, qtbo
     viewer.open(str(tmp_path / "phone.jpg"))
     shown = np.asarray(viewer.layers["phone"].data)
     decoded = []  # the photo decoded to compare it with the layer: once, not at every look-up
-    monkeypatch.setattr(shared, "_shows_file", lambda layer, path, f=shared._shows_file: decoded.append(path)
+    monkeypatch.setattr(viewer_session, "_shows_file", lambda layer, path, f=viewer_session._shows_file: decoded.append(path)
                         or f(layer, path))
     _, widget = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
     widget.set_model_folder(tiny_model_dir)

@@ -33,7 +33,8 @@ from ..core.finetune_outcome import (
 )
 from ..core.progress import duration_text
 from ..core.registry import Registry
-from .shared import DockWidget, ProjectField, button, panel, session_for
+from .dock_parts import DockWidget, ProjectField, button, panel
+from .viewer_session import session_for
 
 if TYPE_CHECKING:
     import napari

@@ -29,20 +29,8 @@ from ..core.lesion_types import HE, LESION_TYPES, LONG_NAMES, TYPE_VALUE
 from ..core.review import HIDE_BELOW, Region, ReviewSet, review_regions, review_settings
 from ..core.review_metrics import QUEUE_FIRST as FIRST_ROWS  # the rows evaluate's queue figures count
 from ..core.segment_layers import UNSURE, all_layer_names, layer_names, project_image_layers
-from .shared import (
-    DockWidget,
-    LayerPicker,
-    ProjectField,
-    StepQueue,
-    WhenSettled,
-    button,
-    keep_removed_work,
-    open_layer_photo,
-    panel,
-    save_open_work,
-    segmented_photo_name,
-    session_for,
-)
+from .dock_parts import DockWidget, LayerPicker, ProjectField, StepQueue, WhenSettled, button, panel
+from .viewer_session import keep_removed_work, open_layer_photo, save_open_work, segmented_photo_name, session_for
 
 if TYPE_CHECKING:
     import napari

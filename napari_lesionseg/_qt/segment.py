@@ -45,21 +45,8 @@ from ..core.segment_layers import (
 )
 from ..core.session import EditsWouldBeLost
 from ._arrays import as_rgb_uint8
-from .shared import (
-    DockWidget,
-    LayerPicker,
-    ModelPicker,
-    ProjectField,
-    StepQueue,
-    WhenSettled,
-    button,
-    keep_removed_work,
-    open_layer_photo,
-    panel,
-    save_open_work,
-    segmented_photo_name,
-    session_for,
-)
+from .dock_parts import DockWidget, LayerPicker, ModelPicker, ProjectField, StepQueue, WhenSettled, button, panel
+from .viewer_session import keep_removed_work, open_layer_photo, save_open_work, segmented_photo_name, session_for
 
 if TYPE_CHECKING:
     import napari
