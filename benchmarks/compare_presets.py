@@ -322,7 +322,9 @@ def run_one(variant: str, fold: int, args: argparse.Namespace, images: Path, cle
                  if ev.get("event") == "eval"]
     last = curve[-1] if curve else {"step": 0, "val_aupr": None, "val_dice": None}  # no validation: null in the results
     if args.full_res:
-        last = {**last, **full_resolution_report(run_dir, train_pairs, val_pairs, args.cache, ["MA", "EX", "SE", "OD"])}
+        scored = kept_full_resolution(run_dir) if args.resume else None
+        last = {**last, **(scored or full_resolution_report(run_dir, train_pairs, val_pairs, args.cache,
+                                                             ["MA", "EX", "SE", "OD"]))}
     if args.store_predictions:
         store_predictions(run_dir, val_pairs, args, variant, fold)
     return {"variant": variant, "fold": fold, "noise": args.noise or "none", "steps": done.get("step", last["step"]),
@@ -472,6 +474,31 @@ def weights_sha256(folder: Path) -> str:
     import hashlib
 
     return hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest()
+
+
+def kept_full_resolution(run_dir: Path) -> dict | None:
+    """A finished run's full-resolution figures as its ``oof_scores.json`` keeps them, when they
+    are its last model's (the same weights) and its ``oof/`` folder is there; else None. A fold
+    pipeline resumed in a later sitting calibrated and scored its finished teacher again (some
+    three minutes of the CPU a training needs) and rewrote the ``oof/`` folder its student's
+    pseudo-labels came from."""
+    from napari_lesionseg.core.metrics import DatasetScores
+    from napari_lesionseg.core.model_folder import load_model_config
+
+    kept, oof = run_dir / OOF_SCORES, run_dir / "oof"
+    if not (kept.is_file() and (oof / "config.json").is_file() and (run_dir / "last" / "weights.safetensors").is_file()):
+        return None
+    state = json.loads(kept.read_text())
+    if state.get("model_sha256") != weights_sha256(run_dir / "last") or weights_sha256(oof) != state["model_sha256"]:
+        return None
+    scores = {t: DatasetScores.from_state(d).summary() for t, d in state["scores"].items()}
+    he = scores.pop("HE")
+    out = {"fr_aupr": he["aupr"], "fr_dice_ds": he["dice_ds"], "fr_dice_img": he["dice_img"],
+           "fr_threshold": load_model_config(oof).inference.threshold}
+    for t, ts in scores.items():
+        out.update({f"fr_aupr_{t}": ts["aupr"], f"fr_dice_ds_{t}": ts["dice_ds"], f"fr_dice_img_{t}": ts["dice_img"]})
+    print(f"{run_dir.name}: finished and scored before, its kept full-resolution scores ({OOF_SCORES}) reported")
+    return out
 
 
 def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, cache: str | None,

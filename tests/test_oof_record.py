@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import benchmark_module, run_here
@@ -189,6 +190,51 @@ def test_a_resumed_runs_minutes_are_its_trainings_not_the_last_parts(tmp_path: P
                               store_predictions=None, init=None)
     row = cp.run_one("default", 1, args, tmp_path, tmp_path)
     assert row["steps"] == 4000 and row["minutes"] == 50.0 and row["val_aupr"] == 0.7
+
+
+def test_a_finished_runs_kept_scores_are_reported_on_resume_not_made_again(tmp_path: Path, tiny_model_dir: Path,
+                                                                           monkeypatch) -> None:
+    """``compare_presets.py --resume --full-res`` on a finished run whose ``oof_scores.json``
+    holds its last model's scores: those are reported, nothing calibrated or scored again (its
+    ``oof/`` folder, a student's teacher, is left as it is); scores of other weights are not."""
+    import argparse
+
+    import lesionseg_training.trainer as trainer
+    from napari_lesionseg.core.metrics import Counts, DatasetScores, PooledPR
+
+    cp = benchmark_module("compare_presets")
+    for sub in ("images", "masks_HE"):
+        (tmp_path / sub).mkdir()
+    for k in range(1, 11):
+        (tmp_path / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
+        (tmp_path / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+    run = tmp_path / "runs" / cp.run_name("default", 1, None, 4000)
+    shutil.copytree(tiny_model_dir, run / "last")
+    shutil.copytree(tiny_model_dir, run / "oof")
+    he = DatasetScores(threshold=0.3, total=Counts(tp=60, fp=20, fn=20, tn=900), pr=PooledPR())
+    he.pr.add(np.array([0.9, 0.8, 0.2, 0.1], np.float32), np.array([True, False, True, False]))
+    state = {"model_sha256": cp.weights_sha256(run / "last"), "scores": {"HE": he.state()}, "lesions": None}
+    (run / cp.OOF_SCORES).write_text(json.dumps(state))
+
+    def finished_run(cfg, run_dir, pairs, resume, init_from):
+        (run_dir / "events.jsonl").write_text(json.dumps({"event": "eval", "step": 4000, "val_aupr": 0.7}) + "\n")
+        yield {"event": "done", "step": 4000, "elapsed": 3000.0}
+
+    def scored_again(*_a, **_k):
+        return {"fr_aupr": -1.0}
+
+    monkeypatch.setattr(trainer, "train", finished_run)
+    monkeypatch.setattr(cp, "full_resolution_report", scored_again)
+    args = argparse.Namespace(steps=4000, minutes=None, eval_every=250, seed=0, threads=None, cache=None,
+                              snapshots=False, out=str(tmp_path / "runs"), noise=None, resume=True, full_res=True,
+                              store_predictions=None, init=None)
+    before = (run / "oof" / "config.json").read_text()
+    row = cp.run_one("default", 1, args, tmp_path, tmp_path)
+    assert row["fr_aupr"] == pytest.approx(he.summary()["aupr"]) and row["fr_dice_ds"] == pytest.approx(0.75)
+    assert row["fr_threshold"] == load_model_folder(run / "oof").config.inference.threshold
+    assert (run / "oof" / "config.json").read_text() == before
+    (run / cp.OOF_SCORES).write_text(json.dumps({**state, "model_sha256": "0" * 64}))  # another model's scores
+    assert cp.run_one("default", 1, args, tmp_path, tmp_path)["fr_aupr"] == -1.0
 
 
 def test_report_merges_runs_made_apart_and_compares_at_equal_steps(tmp_path: Path, capsys) -> None:
