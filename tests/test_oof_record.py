@@ -19,6 +19,15 @@ from napari_lesionseg.core.model_folder import load_model_folder
 REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "oof_folds012.json"
 
 
+def idrid_names(root: Path) -> None:
+    """An IDRiD-layout folder of ten photos (IDRiD_01-10) and their hemorrhage masks, empty files:
+    enough for the folds to split them by name."""
+    for sub in ("images", "masks_HE"):
+        (root / sub).mkdir()
+    for k in range(1, 11):
+        (root / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
+        (root / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+
 def test_the_recipes_out_of_fold_figures_go_into_metrics_and_nothing_else_changes(tmp_path: Path,
                                                                                   tiny_model_dir: Path) -> None:
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")
@@ -136,11 +145,7 @@ def test_every_variants_fold_split_loads_and_is_the_defaults(tmp_path: Path) -> 
     variant whose run needs more than the recipe names (a pseudo-label share needs the fold's
     pseudo-label folder) still splits, and every variant splits the photos as ``default`` does."""
     cp, oof_report = benchmark_module("compare_presets"), benchmark_module("oof_report")
-    (tmp_path / "images").mkdir()
-    (tmp_path / "masks_HE").mkdir()
-    for k in range(1, 11):
-        (tmp_path / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
-        (tmp_path / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+    idrid_names(tmp_path)
     want = [p.id for p in oof_report.fold_pairs("default", 1, str(tmp_path))[1]]
     assert want == ["IDRiD_02", "IDRiD_07"]
     for variant in cp.VARIANTS:
@@ -171,11 +176,7 @@ def test_a_resumed_runs_minutes_are_its_trainings_not_the_last_parts(tmp_path: P
     import lesionseg_training.trainer as trainer
 
     cp = benchmark_module("compare_presets")
-    for sub in ("images", "masks_HE"):
-        (tmp_path / sub).mkdir()
-    for k in range(1, 11):
-        (tmp_path / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
-        (tmp_path / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+    idrid_names(tmp_path)
 
     def finished_run(cfg, run_dir, pairs, resume, init_from):  # what a finished run's resume yields
         ev = {"event": "eval", "step": 4000, "elapsed": 2950.0, "val_aupr": 0.7, "val_dice": 0.6}
@@ -203,11 +204,7 @@ def test_a_finished_runs_kept_scores_are_reported_on_resume_not_made_again(tmp_p
     from napari_lesionseg.core.metrics import Counts, DatasetScores, PooledPR
 
     cp = benchmark_module("compare_presets")
-    for sub in ("images", "masks_HE"):
-        (tmp_path / sub).mkdir()
-    for k in range(1, 11):
-        (tmp_path / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
-        (tmp_path / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
+    idrid_names(tmp_path)
     run = tmp_path / "runs" / cp.run_name("default", 1, None, 4000)
     shutil.copytree(tiny_model_dir, run / "last")
     shutil.copytree(tiny_model_dir, run / "oof")
