@@ -485,19 +485,22 @@ def kept_full_resolution(run_dir: Path) -> dict | None:
     from napari_lesionseg.core.metrics import DatasetScores
     from napari_lesionseg.core.model_folder import load_model_config
 
-    kept, oof = run_dir / OOF_SCORES, run_dir / "oof"
-    if not (kept.is_file() and (oof / "config.json").is_file() and (run_dir / "last" / "weights.safetensors").is_file()):
+    kept, oof, last = run_dir / OOF_SCORES, run_dir / "oof", run_dir / "last"
+    if not all(f.is_file() for f in (kept, oof / "config.json", oof / "weights.safetensors", last / "weights.safetensors")):
         return None
     state = json.loads(kept.read_text())
-    if state.get("model_sha256") != weights_sha256(run_dir / "last") or weights_sha256(oof) != state["model_sha256"]:
+    if not state.get("model_sha256") == weights_sha256(last) == weights_sha256(oof):
         return None
     scores = {t: DatasetScores.from_state(d).summary() for t, d in state["scores"].items()}
-    he = scores.pop("HE")
-    out = {"fr_aupr": he["aupr"], "fr_dice_ds": he["dice_ds"], "fr_dice_img": he["dice_img"],
-           "fr_threshold": load_model_config(oof).inference.threshold}
-    for t, ts in scores.items():
-        out.update({f"fr_aupr_{t}": ts["aupr"], f"fr_dice_ds_{t}": ts["dice_ds"], f"fr_dice_img_{t}": ts["dice_img"]})
     print(f"{run_dir.name}: finished and scored before, its kept full-resolution scores ({OOF_SCORES}) reported")
+    return full_resolution_row(scores.pop("HE"), scores, load_model_config(oof).inference.threshold)
+
+
+def full_resolution_row(he: dict, others: dict[str, dict], threshold: float) -> dict:
+    """A run's ``fr_*`` results fields from its hemorrhage summary and each other output's."""
+    out = {"fr_aupr": he["aupr"], "fr_dice_ds": he["dice_ds"], "fr_dice_img": he["dice_img"], "fr_threshold": threshold}
+    for t, ts in others.items():
+        out.update({f"fr_aupr_{t}": ts["aupr"], f"fr_dice_ds_{t}": ts["dice_ds"], f"fr_dice_img_{t}": ts["dice_img"]})
     return out
 
 
@@ -528,12 +531,7 @@ def full_resolution_report(run_dir: Path, train_pairs: list, val_pairs: list, ca
     others = [t for t in (types or []) if t in scored.config.network.outputs]
     ds, res = run_to_end(evaluate_pairs(scored, val_pairs, types=others))
     atomic_write_text(run_dir / OOF_SCORES, json.dumps({"model_sha256": weights_sha256(folder), **res.score_state()}))
-    s = res.summary
-    out = {"fr_aupr": s["aupr"], "fr_dice_ds": s["dice_ds"], "fr_dice_img": s["dice_img"],
-           "fr_threshold": scored.config.inference.threshold}
-    for t, ts in s.get("types", {}).items():
-        out.update({f"fr_aupr_{t}": ts["aupr"], f"fr_dice_ds_{t}": ts["dice_ds"], f"fr_dice_img_{t}": ts["dice_img"]})
-    return out
+    return full_resolution_row(res.summary, res.summary.get("types", {}), scored.config.inference.threshold)
 
 
 def store_predictions(run_dir: Path, val_pairs: list, args: argparse.Namespace, variant: str, fold: int) -> None:

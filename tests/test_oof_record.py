@@ -28,6 +28,7 @@ def idrid_names(root: Path) -> None:
         (root / "images" / f"IDRiD_{k:02d}.jpg").write_bytes(b"")
         (root / "masks_HE" / f"IDRiD_{k:02d}_HE.tif").write_bytes(b"")
 
+
 def test_the_recipes_out_of_fold_figures_go_into_metrics_and_nothing_else_changes(tmp_path: Path,
                                                                                   tiny_model_dir: Path) -> None:
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m")

@@ -19,7 +19,6 @@ after calibration.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +27,6 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.inference import apply_calibration
 from napari_lesionseg.core.model_config import ModelConfig
 from napari_lesionseg.core.review import candidate_misses
@@ -161,10 +159,7 @@ def fit_review_pooled(config: ModelConfig, predicted: Iterable[Predicted]) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
-
-    from .data import find_pairs, prepare_pair
-    from .train_config import DataConfig
+    from napari_lesionseg.cli import run_command
 
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.fit_review", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True)
@@ -174,19 +169,22 @@ def main(argv: list[str] | None = None) -> int:
                     help="photos not to count (default: the model's validation photos from metrics.json)")
     ap.add_argument("--cache", type=Path, default=None, help="prepared-data cache folder")
     ap.add_argument("--out", type=Path, required=True, help="where to write the model folder (may be --model)")
-    args = ap.parse_args(argv)
-    try:
-        model = load_model_folder(args.model)
-        exclude = args.exclude_ids if args.exclude_ids is not None else list(model.metrics.get("val_images", []))
-        pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks)) if p.id not in set(exclude)]
-        items = (prepare_pair(p, model.config.preprocess, args.cache) for p in pairs)
-        cfg, figures = fit_review(model.net, model.config, items)
-        metrics = {**model.metrics, "review_fit": {**figures, "excluded": exclude}}
-        save_model_folder(args.out, model.net, cfg, metrics, model.lineage,
-                          overwrite=args.out.resolve() == args.model.resolve())
-    except LesionsegInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_fit, ap.parse_args(argv))
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from napari_lesionseg.core.model_folder import load_model_folder, save_model_folder
+
+    from .data import find_pairs, prepare_pair
+    from .train_config import DataConfig
+
+    model = load_model_folder(args.model)
+    exclude = args.exclude_ids if args.exclude_ids is not None else list(model.metrics.get("val_images", []))
+    pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks)) if p.id not in set(exclude)]
+    items = (prepare_pair(p, model.config.preprocess, args.cache) for p in pairs)
+    cfg, figures = fit_review(model.net, model.config, items)
+    metrics = {**model.metrics, "review_fit": {**figures, "excluded": exclude}}
+    save_model_folder(args.out, model.net, cfg, metrics, model.lineage, overwrite=args.out.resolve() == args.model.resolve())
     print(f"fitted on {int(figures['fit_images'])} photos ({len(exclude)} excluded) -> {args.out}")
     for k, v in figures.items():
         print(f"  {k:28s} {v:.4f}")

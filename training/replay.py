@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
@@ -155,30 +154,31 @@ def guard_crops(items: list[Prepared], size: int = 256, per_photo: int = 3, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_lesionseg.core.model_folder import load_model_folder
-
-    from .data import find_pairs
-    from .train_config import DataConfig
+    from napari_lesionseg.cli import run_command
 
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.replay", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="model folder to add the replay photos to")
     ap.add_argument("--images", required=True, help="IDRiD-layout root, or an images folder (with --masks)")
     ap.add_argument("--masks", default=None)
     ap.add_argument("--n", type=int, default=8, help="how many photos (spread evenly over the training photos)")
-    args = ap.parse_args(argv)
-    try:
-        model = load_model_folder(args.model)
-        trained_on = list(model.lineage.get("data", {}))
-        pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks))
-                 if not trained_on or p.id in trained_on]  # never a photo the model was validated on
-        with_lesions = [p for p in pairs if marks_a_lesion(p, (HE,))]
-        if not with_lesions:
-            raise LesionsegInputError(Path(args.images), "no photo with lesions among the model's training photos")
-        pick = pick_replay(with_lesions, args.n)
-        out = write_replay(args.model, pick, model.config.preprocess, model.config.network.outputs)
-    except LesionsegInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_add_replay, ap.parse_args(argv))
+
+
+def _add_replay(args: argparse.Namespace) -> int:
+    from napari_lesionseg.core.model_folder import load_model_folder
+
+    from .data import find_pairs
+    from .train_config import DataConfig
+
+    model = load_model_folder(args.model)
+    trained_on = list(model.lineage.get("data", {}))
+    pairs = [p for p in find_pairs(DataConfig(images=args.images, masks=args.masks))
+             if not trained_on or p.id in trained_on]  # never a photo the model was validated on
+    with_lesions = [p for p in pairs if marks_a_lesion(p, (HE,))]
+    if not with_lesions:
+        raise LesionsegInputError(Path(args.images), "no photo with lesions among the model's training photos")
+    pick = pick_replay(with_lesions, args.n)
+    out = write_replay(args.model, pick, model.config.preprocess, model.config.network.outputs)
     print(f"{len(pick)} replay photos in {out}: {', '.join(p.id for p in pick)}")
     return 0
 
