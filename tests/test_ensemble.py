@@ -101,8 +101,9 @@ def test_compose_refuses_what_cannot_be_averaged(tmp_path: Path) -> None:
     assert main(["--members", str(a), str(b), "--outputs", "HE", "--out", str(ens)]) == 0
     assert main(["--members", str(ens), str(b), "--outputs", "HE", "--out", str(tmp_path / "z")]) == 2  # nested
     assert not any((tmp_path / n).exists() for n in "xyz")
-    with pytest.raises(SystemExit):  # an existing folder is never overwritten
-        main(["--members", str(a), str(b), "--outputs", "HE", "--out", str(ens)])
+    before = sorted(p.name for p in ens.iterdir())  # an existing folder is never overwritten
+    assert main(["--members", str(a), str(b), "--outputs", "HE", "--out", str(ens)]) == 2
+    assert sorted(p.name for p in ens.iterdir()) == before
 
 
 def test_an_ensemble_fine_tunes_every_member(tmp_path: Path, small_pairs: Path) -> None:

@@ -81,7 +81,7 @@ def compose(models: list[LoadedModel], outputs: list[str] | None = None, name: s
     """``(net, config, metrics, lineage)`` of the mean of ``models`` (``command``: how it was
     made, for the lineage)."""
     if len(models) < 2:
-        raise ValueError("an ensemble needs at least two members")
+        raise LesionsegInputError(None, "an ensemble needs at least two members")
     first = models[0]
     for m in models:
         if m.config.network.members != 1:
@@ -91,7 +91,7 @@ def compose(models: list[LoadedModel], outputs: list[str] | None = None, name: s
                                                            "members must share them (but for their outputs)")
     outputs = list(outputs or first.config.network.outputs)
     if not outputs or outputs[0] != HE or not set(outputs) <= set(OUTPUT_TYPES):
-        raise ValueError(f"outputs {outputs}: must start with HE and name types of {list(OUTPUT_TYPES)}")
+        raise LesionsegInputError(None, f"outputs {outputs}: must start with HE and name types of {list(OUTPUT_TYPES)}")
     net_cfg = replace(first.config.network, outputs=outputs, members=len(models))
     net = build_model(net_cfg)
     assert isinstance(net, MeanEnsemble)
@@ -127,6 +127,8 @@ def compose(models: list[LoadedModel], outputs: list[str] | None = None, name: s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_lesionseg.cli import run_command
+
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.ensemble", description=__doc__.split("\n\n")[0])
     ap.add_argument("--members", type=Path, nargs="+", required=True, help="two or more model folders")
     ap.add_argument("--outputs", default=None, help="comma-separated, e.g. HE (default: the first member's)")
@@ -137,16 +139,16 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(args.members) < 2:
         ap.error("--members needs at least two model folders")
+    args.command = " ".join(["python -m lesionseg_training.ensemble", *(argv if argv is not None else sys.argv[1:])])
+    return run_command(_compose_folder, args)
+
+
+def _compose_folder(args: argparse.Namespace) -> int:
     if args.out.exists():
-        raise SystemExit(f"{args.out}: already exists; choose a new folder (nothing was written)")
-    try:
-        models = [load_model_folder(p) for p in args.members]
-        outputs = [t.strip() for t in args.outputs.split(",")] if args.outputs else None
-        command = " ".join(["python -m lesionseg_training.ensemble", *(argv if argv is not None else sys.argv[1:])])
-        net, config, metrics, lineage = compose(models, outputs, args.name, args.tta, command)
-    except (LesionsegInputError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise LesionsegInputError(args.out, "already exists; choose a new folder (nothing was written)")
+    models = [load_model_folder(p) for p in args.members]
+    outputs = [t.strip() for t in args.outputs.split(",")] if args.outputs else None
+    net, config, metrics, lineage = compose(models, outputs, args.name, args.tta, args.command)
     first = Path(args.members[0])
     save_model_folder(args.out, net, config, metrics, lineage,
                       fill_more=(lambda tmp: copy_replay(first, tmp)) if (first / "replay").is_dir() else None)

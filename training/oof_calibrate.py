@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +145,8 @@ def calibrate_out_of_fold(final: LoadedModel, groups: list[FoldGroup], cache: Pa
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_lesionseg.cli import run_command
+
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.oof_calibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="the final model folder (e.g. RUN/best of --final)")
     src = ap.add_mutually_exclusive_group(required=True)
@@ -162,21 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.folds and not args.images:
         ap.error("--folds needs --images (the photos the fold models predict)")
+    return run_command(_calibrate_folder, args)
+
+
+def _calibrate_folder(args: argparse.Namespace) -> int:
     if args.out.exists():
-        raise SystemExit(f"{args.out}: already exists; choose a new folder (nothing was written)")
-    try:
-        final = load_model_folder(args.model)
-        grids = parse_grids(args.extra_grids)
-        if grids is not None:
-            final = final.with_extra_grids(grids)
-        if args.folds:
-            groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
-        else:
-            groups = stored_groups(final, args.predictions)
-        config, figures, review = calibrate_out_of_fold(final, groups, args.cache)
-    except LesionsegInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        raise LesionsegInputError(args.out, "already exists; choose a new folder (nothing was written)")
+    final = load_model_folder(args.model)
+    grids = parse_grids(args.extra_grids)
+    if grids is not None:
+        final = final.with_extra_grids(grids)
+    if args.folds:
+        groups = fold_groups(final, args.folds, find_pairs(DataConfig(images=args.images, masks=args.masks)))
+    else:
+        groups = stored_groups(final, args.predictions)
+    config, figures, review = calibrate_out_of_fold(final, groups, args.cache)
     photos = sorted(pid for g in groups for pid in g.ids)
     source = {"fitted_on": "out_of_fold", "photos": photos,
               "fold_models": {str(g.source): g.ids for g in groups}}

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -264,7 +263,7 @@ def store_fold(folder: Path, pairs: Iterable[Pair], out: Path, cache: Path | Non
 
 def parse_grids(text: str | None) -> list[int] | None:
     """``--extra-grids``: ``"704,1024"`` -> [704, 1024]; ``""`` -> [] (the model's grid only);
-    None stays None (the model's own); a bad list ends the command with what is wrong."""
+    None stays None (the model's own); a bad list is a ``LesionsegInputError`` that says what is wrong."""
     from napari_lesionseg.core.dataclass_io import ConfigError
     from napari_lesionseg.core.model_config import parse_grids as parse
 
@@ -273,12 +272,11 @@ def parse_grids(text: str | None) -> list[int] | None:
     try:
         return parse(text)
     except ConfigError as err:
-        raise SystemExit(f"--extra-grids: {err}") from None
+        raise LesionsegInputError(None, f"--extra-grids: {err}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import find_pairs
-    from .train_config import DataConfig
+    from napari_lesionseg.cli import run_command
 
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.oof_predictions", description=__doc__.split("\n\n")[0])
     ap.add_argument("--fold", type=Path, required=True, help="the fold model's folder (RUN/last)")
@@ -289,13 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="the new .npz (must not exist)")
     ap.add_argument("--extra-grids", default=None, metavar="PX,PX",
                     help="predict on these working grids too, averaged (default: the model's inference.extra_grids)")
-    args = ap.parse_args(argv)
-    try:
-        ids = store_fold(args.fold, find_pairs(DataConfig(images=args.images, masks=args.masks)), args.out,
-                         args.cache, args.note, parse_grids(args.extra_grids))
-    except LesionsegInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_store, ap.parse_args(argv))
+
+
+def _store(args: argparse.Namespace) -> int:
+    from .data import find_pairs
+    from .train_config import DataConfig
+
+    ids = store_fold(args.fold, find_pairs(DataConfig(images=args.images, masks=args.masks)), args.out,
+                     args.cache, args.note, parse_grids(args.extra_grids))
     print(f"{len(ids)} held-out photos of {args.fold} -> {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -103,17 +102,18 @@ def record_out_of_fold(model_dir: Path, report_path: Path, variant: str, note: s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_lesionseg.cli import run_command
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="the model folder whose metrics.json to update")
     ap.add_argument("--report", type=Path, required=True, help="an oof_report.py JSON")
     ap.add_argument("--variant", required=True, help="the recipe of the report this model was trained with")
     ap.add_argument("--note", default="", help="how this folder's training differs from the folds', if it does")
-    args = ap.parse_args(argv)
-    try:
-        m = record_out_of_fold(args.model, args.report, args.variant, args.note)
-    except LesionsegInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_record, ap.parse_args(argv))
+
+
+def _record(args: argparse.Namespace) -> int:
+    m = record_out_of_fold(args.model, args.report, args.variant, args.note)
     he = m["out_of_fold"]["outputs"].get("HE", {})
     print(f"{args.model / METRICS}: out-of-fold HE AUPR {he.get('aupr', float('nan')):.3f} over "
           f"{he.get('photos', 0)} photos (folds {m['out_of_fold']['folds']})")

@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from napari_lesionseg.core.atomic import atomic_open
-from napari_lesionseg.core.dataclass_io import ConfigError
 from napari_lesionseg.core.errors import LesionsegInputError
 from napari_lesionseg.core.jsonfile import json_text
 from napari_lesionseg.core.model_folder import save_model_folder
@@ -95,13 +94,12 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
     events and ends with ``{"event": "done", "model": <folder>}``."""
     out = Path(out)
     if cfg.model.network.arch != "unet_small":
-        raise ValueError(f"model.network.arch {cfg.model.network.arch!r}: in-painting pretraining is built for "
-                         "'unet_small' (its last features are widths[0] channels wide)")
+        raise LesionsegInputError(None, f"model.network.arch {cfg.model.network.arch!r}: in-painting pretraining "
+                                        "is built for 'unet_small' (its last features are widths[0] channels wide)")
     if (out / MODEL).exists():
         raise FileExistsError(f"{out / MODEL}: this run has finished already; choose a new --out")
     if not resume and (out / STATE).exists():
         raise FileExistsError(f"{out}: a pretraining run is there; --resume continues it")
-    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.run.seed)
     torch.set_num_threads(cfg.run.threads or default_threads())
     dev = torch.device("cpu")
@@ -110,8 +108,9 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
     cache = Path(cfg.data.cache_dir) if cfg.data.cache_dir else None
     items, left_out = prepare_unlabelled(Path(unlabelled), pre, cache, not_like=not_like, limit=limit)
     if not items:
-        raise ValueError(f"{unlabelled}: no photos to pretrain on"
-                         + (f" ({len(left_out)} left out as copies of {not_like}'s)" if left_out else ""))
+        raise LesionsegInputError(unlabelled, "no photos to pretrain on"
+                                  + (f" ({len(left_out)} left out as copies of {not_like}'s)" if left_out else ""))
+    out.mkdir(parents=True, exist_ok=True)  # only once there is something to pretrain on
     yield {"event": "photos", "photos": len(items), "left_out": len(left_out)}
     data = replace(cfg.data, lesion_crop_fraction=0.0, cameras=replace(cfg.data.cameras, share=0.0))
     sampler = PatchSampler(items, data, seed=cfg.run.seed)
@@ -125,12 +124,13 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
     if resume and (out / STATE).exists():
         st = torch.load(out / STATE, weights_only=False)
         if st["task"] != task:  # checked before any state is loaded: the message names what differs
-            raise ValueError(f"{out / STATE}: a run of {st['task']}, not of {task}: resume it with its own settings")
+            raise LesionsegInputError(out / STATE, f"a run of {st['task']}, not of {task}: resume it with its own "
+                                                   "settings")
         try:
             model.load_state_dict(st["model"])
         except RuntimeError as e:  # another network (widths, channels): not torch's size list
-            raise ValueError(f"{out / STATE}: its network is not model.network {netcfg}: "
-                             "resume it with its own settings") from e
+            raise LesionsegInputError(out / STATE, f"its network is not model.network {netcfg}: "
+                                                   "resume it with its own settings") from e
         opt.load_state_dict(st["opt"])
         sampler.rng.bit_generator.state = st["sampler"]
         rng.bit_generator.state = st["rng"]
@@ -172,6 +172,8 @@ def pretrain(cfg: TrainConfig, unlabelled: Path, out: Path, *, not_like: Path | 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_lesionseg.cli import run_command
+
     p = argparse.ArgumentParser(prog="python -m lesionseg_training.pretrain", description=__doc__.split("\n\n")[0])
     p.add_argument("--unlabelled", type=Path, required=True, help="a folder of photos without masks")
     p.add_argument("--not-like", type=Path, default=None, help="leave out photos that are one of this folder's")
@@ -185,19 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 0.0 < args.mask_share < 1.0:
         p.error("--mask-share must lie between 0 and 1")
-    try:
-        cfg = load_config(args.config, [*args.set, f"run.steps={args.steps}"])
-        for ev in pretrain(cfg, args.unlabelled, args.out, not_like=args.not_like, mask_share=args.mask_share,
-                           resume=args.resume, limit=args.limit):
-            if ev["event"] == "step":
-                rate = ev["s_per_step"]
-                print(f"step {ev['step']}/{ev['steps']}  loss {ev['loss']:.4f}  {rate:.2f} s/step, "
-                      f"{math.ceil(rate * (ev['steps'] - ev['step']) / 60)} min left", flush=True)
-            else:
-                print(json.dumps(ev), flush=True)
-    except (LesionsegInputError, ConfigError, ValueError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(_pretrain, args)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, [*args.set, f"run.steps={args.steps}"])
+    for ev in pretrain(cfg, args.unlabelled, args.out, not_like=args.not_like, mask_share=args.mask_share,
+                       resume=args.resume, limit=args.limit):
+        if ev["event"] == "step":
+            rate = ev["s_per_step"]
+            print(f"step {ev['step']}/{ev['steps']}  loss {ev['loss']:.4f}  {rate:.2f} s/step, "
+                  f"{math.ceil(rate * (ev['steps'] - ev['step']) / 60)} min left", flush=True)
+        else:
+            print(json.dumps(ev), flush=True)
     return 0
 
 

@@ -203,6 +203,8 @@ def pseudo_label_summary(folder: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from napari_lesionseg.cli import run_command
+
     ap = argparse.ArgumentParser(prog="python -m lesionseg_training.pseudo_labels", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", required=True, help="model folder that labels the photos")
@@ -214,24 +216,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hi", type=float, default=0.5, help="calibrated probability at or above which: lesion")
     ap.add_argument("--limit", type=int, default=0, help="label only the first N photos (sorted by name)")
     args = ap.parse_args(argv)
-    try:
-        teacher = load_model_folder(Path(args.teacher))
-        photos = list_photos(Path(args.images))
-        photos = photos[:args.limit] if args.limit else photos
-        refs = [p for folder in args.not_like for p in list_photos(Path(folder))]
-        same = same_photographs(photos, refs)
-        print(f"{len(photos)} photos, {len(same)} left out as annotated photographs", flush=True)
-        out = run_to_end(pseudo_label(teacher, photos, Path(args.out), lo=args.lo, hi=args.hi, left_out=same),
-                         lambda ev: print(f"{ev['done']}/{ev['total']} {ev['photo']}", flush=True)
-                         if ev["done"] % 25 == 0 or ev["done"] == ev["total"] else None)
-    except LesionsegInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    if not 0.0 <= args.lo < args.hi <= 1.0:
+        ap.error(f"need 0 <= --lo < --hi <= 1 (got --lo {args.lo}, --hi {args.hi})")
+    return run_command(_label, args)
+
+
+def _label(args: argparse.Namespace) -> int:
+    teacher = load_model_folder(Path(args.teacher))
+    photos = list_photos(Path(args.images))
+    photos = photos[:args.limit] if args.limit else photos
+    refs = [p for folder in args.not_like for p in list_photos(Path(folder))]
+    same = same_photographs(photos, refs)
+    print(f"{len(photos)} photos, {len(same)} left out as annotated photographs", flush=True)
+    out = run_to_end(pseudo_label(teacher, photos, Path(args.out), lo=args.lo, hi=args.hi, left_out=same),
+                     lambda ev: print(f"{ev['done']}/{ev['total']} {ev['photo']}", flush=True)
+                     if ev["done"] % 25 == 0 or ev["done"] == ev["total"] else None)
     meta = _read_manifest(out)
+    unreadable = {stem: why for stem, why in meta.get("left_out", {}).items() if why.startswith("unreadable")}
+    for stem, why in unreadable.items():
+        print(f"left out {stem}: {why}", file=sys.stderr)
+    if not meta["photos"]:
+        raise LesionsegInputError(Path(args.images), f"no photo was labelled ({len(unreadable)} unreadable, "
+                                                     f"{len(same)} annotated photographs left out)")
     shares = [ph["lesion"] for ph in meta["photos"]]
     unsure = [ph["unsure"] for ph in meta["photos"]]
     print(f"{len(shares)} photos labelled in {out}: lesion {np.mean(shares):.4f}, unsure {np.mean(unsure):.4f} "
-          "of the disc on average")
+          "of the disc on average" + (f"; {len(unreadable)} unreadable left out" if unreadable else ""))
     return 0
 
 
