@@ -183,3 +183,35 @@ def test_the_disc_mask_keeps_the_one_disc_the_distances_use() -> None:
     oy, ox = np.nonzero(one)
     assert (oy.mean(), ox.mean()) == pytest.approx(a.disc_centre, abs=0.05 * a.disc_diameter)  # the same disc
     assert not _one_disc(mask, lab, None, geom).any()
+
+
+def test_every_lesion_is_placed_in_the_round_field_of_view() -> None:
+    """``field_r``: 0 at the fundus's centre, 1 on its rim, on IDRiD 04's own field (whatever
+    the model, a disc or none); empty in a photo cropped inside the retina, whose circle is the
+    crop's; kept through the project's JSON, and a project saved before it reads as no field."""
+    from napari_lesionseg.core.lesions import lesion_table
+
+    img, _ = sample_paths("idrid_04")
+    rgb, _ = read_image(img)
+    _, geom, _ = prepare(rgb, 512, 24.0)
+    a = Anatomy(note="no optic-disc output").with_field(geom)
+    fov = geom.fov
+    assert a.field == (fov.cy, fov.cx, fov.radius) and a.field_r(fov.cy, fov.cx) == 0.0
+    assert a.field_r(fov.cy, fov.cx + fov.radius) == pytest.approx(1.0)
+    assert a.field_r(fov.cy - 0.5 * fov.radius, fov.cx) == pytest.approx(0.5)
+    assert a.od_distance_dd(fov.cy, fov.cx) is None  # a field is no disc
+    assert Anatomy.from_dict(a.to_dict()) == a
+    old = {k: v for k, v in a.to_dict().items() if k != "field"}
+    assert Anatomy.from_dict(old).field is None and Anatomy.from_dict({**old, "field": [1, 2, -3]}).field is None
+
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    cy, cx, r = int(fov.cy), int(fov.cx), int(fov.radius)
+    mask[cy - 2:cy + 3, cx - 2:cx + 3] = 1  # at the centre
+    mask[cy - 2:cy + 3, cx + int(0.9 * r) - 2:cx + int(0.9 * r) + 3] = 1  # 0.9 of the way to the rim
+    lesions, _ = lesion_table(mask, mask.astype(np.float32), None, None)
+    assert sorted(les.located(a).field_r for les in lesions) == pytest.approx([0.0, 0.9], abs=0.002)
+    assert {les.field_r for les in lesions} == {None}  # not located: no place
+
+    h, w = rgb.shape[:2]
+    _, crop_geom, _ = prepare(np.ascontiguousarray(rgb[h // 4:3 * h // 4, w // 4:3 * w // 4]), 512, 24.0)
+    assert Anatomy().with_field(crop_geom).field is None and Anatomy().with_field(crop_geom).field_r(5, 5) is None

@@ -59,6 +59,7 @@ def test_predict_writes_outputs_at_input_size_and_keeps_going(tmp_path: Path, sm
     assert {r["image"]: r["status"] for r in rows} == {"IDRiD_04.jpg": "ok", "IDRiD_16.jpg": "ok", "broken.jpg": "failed"}
     header = open(out / "lesions.csv").readline().strip().split(",")
     assert header[:4] == ["image", "id", "area_px", "area_mm2"]
+    assert header[-1] == "field_r"  # for every model: a lesion's place in the round field of view
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files
 
 
@@ -95,6 +96,7 @@ def test_a_second_run_into_the_same_folder_adds_to_its_tables(tmp_path: Path, sm
     lesions = table("lesions.csv")
     assert [r for r in lesions if r["image"] == "IDRiD_16.jpg"] == sixteen
     assert [r for r in lesions if r["image"] == "IDRiD_04.jpg"] == first  # the same photo, the same model
+    assert all(0.0 <= float(r["field_r"]) <= 1.05 for r in lesions)  # placed in the field, disc or none
 
 
 def test_predicting_a_folder_into_itself_again_predicts_its_photos_only(tmp_path: Path, small_pairs: Path,

@@ -151,6 +151,7 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     import shutil
 
     pytest.importorskip("napari")
+    from napari_lesionseg._qt.segment import TABLE_COLUMNS
     from napari_lesionseg.core.registry import Registry
 
     project = tmp_path / "proj"
@@ -188,6 +189,12 @@ def test_segment_review_by_type_correct_one_type_save_and_fine_tune(make_napari_
     seg.fill_table("IDRiD_16")
     seg.table.sortItems(1)  # by area: as numbers, not as text
     assert [seg.table.item(r, 1).text() for r in range(3)] == ["17", "1155", "3374"]
+    field_r = TABLE_COLUMNS.index("field r")  # each lesion's place in the round field, without a disc too
+    assert not seg.table.isColumnHidden(field_r) and 0 <= float(seg.table.item(0, field_r).text()) <= 1.05
+    pred.others["EX"].lesions = [replace(les, field_r=r) for les, r in zip(pred.others["EX"].lesions, (0.95, 0.1, 0.5))]
+    seg.fill_table("IDRiD_16")
+    seg.table.sortItems(field_r, Qt.DescendingOrder)  # the rim first: where tessellated fundi raise false alarms
+    assert [seg.table.item(r, field_r).text() for r in range(3)] == ["0.95", "0.5", "0.1"]
     pred.others["MA"].lesions = [replace(pred.others["EX"].lesions[0], type="MA")]
     pred.lesions = [replace(pred.others["EX"].lesions[0], type="HE")]
     seg.table.sortItems(0)  # by type, as the table starts: in the legend's order, hemorrhages first

@@ -187,7 +187,7 @@ def test_predict_cli_writes_each_type_and_locates_lesions(tmp_path: Path, small_
     assert names == ["IDRiD_16_EX_mask.png", "IDRiD_16_EX_prob.png", "IDRiD_16_OD_mask.png", "IDRiD_16_fuzzy.png",
                      "IDRiD_16_mask.png", "IDRiD_16_prob.png", "lesions.csv", "summary.csv"]
     header = (out / "lesions.csv").read_text().splitlines()[0].split(",")
-    assert header[-3:] == ["type", "od_distance_dd", "zone"]
+    assert header[-4:] == ["type", "od_distance_dd", "zone", "field_r"]
     rows = list(csv.DictReader(open(out / "lesions.csv")))
     assert {r["type"] for r in rows} <= {"HE", "EX"}
     r = lesionseg("predict", photo, "--out", tmp_path / "o2", "--model", model, "--quiet", "--lesions", "HE,MA")

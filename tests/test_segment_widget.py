@@ -740,6 +740,7 @@ def test_a_photo_opened_from_the_project_lists_its_stored_lesions(make_napari_vi
     areas = sorted(int(seg.table.item(r, 1).text()) for r in range(seg.table.rowCount()))
     assert areas == [200, 600]
     assert not seg.table.isColumnHidden(3) and not seg.table.isColumnHidden(4)  # located by the stored disc
+    assert seg.table.isColumnHidden(5)  # stored before predictions kept the round field: no place in it
     assert "stored prediction" in seg.status.text() and "2 lesion(s)" in seg.status.text()
     # the threshold re-thresholds the stored probability (it did nothing, without a word)
     shown = np.asarray(viewer.layers[f"{iid} lesions"].data).copy()

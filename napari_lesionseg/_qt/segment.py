@@ -52,7 +52,9 @@ if TYPE_CHECKING:
     import napari
 
 DEFAULT_LABEL = "default (shipped)"
-TABLE_COLUMNS = ["type", "area px", "area mm2", "DD from disc", "zone"]
+TABLE_COLUMNS = ["type", "area px", "area mm2", "DD from disc", "zone", "field r"]
+FIELD_R_TIP = ("distance from the centre of the photo's round field of view, as a share of its radius "
+               "(0 centre, 1 rim): sort by it to find the lesions at the periphery")
 MAX_TABLE_ROWS = 2000
 TABLE_SETTLE_MS = 300  # the lesion table is listed again this long after the mask's last change
 
@@ -149,6 +151,7 @@ class SegmentWidget(DockWidget):
         self.type_row = panel(*self.type_boxes.values(), label="show", visible=False)
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels(TABLE_COLUMNS)
+        self.table.horizontalHeaderItem(TABLE_COLUMNS.index("field r")).setToolTip(FIELD_R_TIP)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
@@ -341,12 +344,16 @@ class SegmentWidget(DockWidget):
             d = les.od_distance_dd
             self.table.setItem(row, 3, _number_item(None if d is None else round(d, 2)))
             self.table.setItem(row, 4, QTableWidgetItem(les.zone or ""))
+            r = les.field_r
+            self.table.setItem(row, 5, _number_item(None if r is None else round(r, 2)))
         self.table.setSortingEnabled(True)
-        # columns with nothing to say stay hidden: mm2 without a scale, place without a disc
+        # columns with nothing to say stay hidden: mm2 without a scale, place without a disc,
+        # place in the field without a round field of view
         self.table.setColumnHidden(2, not mm)
         located = any(les.od_distance_dd is not None for les in self._table_lesions)
         self.table.setColumnHidden(3, not located)
         self.table.setColumnHidden(4, not located)
+        self.table.setColumnHidden(5, all(les.field_r is None for les in self._table_lesions))
 
     def _photo_lesions(self, photo: Any) -> list:
         """The lesions of the mask shown when it changed since its run or save; else the saved

@@ -17,12 +17,18 @@ the fovea: ``macula`` (at most 1 DD), ``posterior pole`` (at most 3 DD), ``perip
 Everything is computed on the model's working grid (a few milliseconds) and reported in
 input pixels. Without a disc (an HE-only model, or no plausible disc region) every distance
 and zone is empty and ``note`` says why.
+
+Every model, with a disc or without, also places a lesion in the photo's round field of view:
+``field_r``, the distance of its centroid from the field's centre as a share of the field's
+radius (0 at the centre, 1 at the rim), from the circle the preprocessing fits round the fundus;
+empty for a photo with no round field (cropped inside the retina), where the circle is the
+crop's and says nothing of the fundus.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -59,6 +65,20 @@ class Anatomy:
     fovea: tuple[float, float] | None = None
     fovea_method: str = ""  # "found in the photo", "estimated from the disc" or ""
     note: str = ""  # why something is missing, or what is uncertain
+    field: tuple[float, float, float] | None = None  # the round field of view: centre y, x and radius (px)
+
+    def with_field(self, geom: Geometry) -> Anatomy:
+        """This anatomy with the round field of view of ``geom`` (none for a photo without one)."""
+        fov = geom.fov
+        crop = fov.covers_whole(geom.input_shape)
+        return replace(self, field=None if crop or fov.radius <= 0 else (fov.cy, fov.cx, fov.radius))
+
+    def field_r(self, y: float, x: float) -> float | None:
+        """Distance of input pixel ``(y, x)`` from the field of view's centre, as a share of its radius."""
+        if self.field is None:
+            return None
+        cy, cx, radius = self.field
+        return math.hypot(y - cy, x - cx) / radius
 
     def od_distance_dd(self, y: float, x: float) -> float | None:
         """Distance of input pixel ``(y, x)`` from the disc centre, in disc diameters."""
@@ -74,7 +94,8 @@ class Anatomy:
     def to_dict(self) -> dict:
         return {"disc_centre": list(self.disc_centre) if self.disc_centre else None,
                 "disc_diameter": self.disc_diameter, "fovea": list(self.fovea) if self.fovea else None,
-                "fovea_method": self.fovea_method, "note": self.note}
+                "fovea_method": self.fovea_method, "note": self.note,
+                "field": list(self.field) if self.field else None}
 
     @classmethod
     def from_dict(cls, raw: object) -> Anatomy:
@@ -84,8 +105,11 @@ class Anatomy:
         try:
             pt = lambda v: (float(v[0]), float(v[1])) if isinstance(v, list) and len(v) == 2 else None  # noqa: E731
             d = raw.get("disc_diameter")
+            f = raw.get("field")  # absent in projects saved before 2026-12-07
+            field = (float(f[0]), float(f[1]), float(f[2])) if isinstance(f, list) and len(f) == 3 and f[2] > 0 \
+                else None
             return cls(pt(raw.get("disc_centre")), float(d) if isinstance(d, (int, float)) and d > 0 else None,
-                       pt(raw.get("fovea")), str(raw.get("fovea_method", "")), str(raw.get("note", "")))
+                       pt(raw.get("fovea")), str(raw.get("fovea_method", "")), str(raw.get("note", "")), field)
         except (TypeError, ValueError):
             return cls()
 

@@ -356,7 +356,7 @@ def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, di
             fz[on] = binary_entropy(p[on])  # only lesion pixels count towards fuzzy_fraction
             les = lesion_table(m, p, fz, mm_per_px, labels=lab, kind=name)[0]
         others[name] = TypeMaps(p, m, thr, les)
-    anatomy = locate_region(region, x[1], disc, geom) if has_od else Anatomy(note=NO_OD_OUTPUT)
+    anatomy = (locate_region(region, x[1], disc, geom) if has_od else Anatomy(note=NO_OD_OUTPUT)).with_field(geom)
     for maps in others.values():
         maps.lesions = [les.located(anatomy) for les in maps.lesions]
     return others, anatomy

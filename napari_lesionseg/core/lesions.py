@@ -20,7 +20,8 @@ class Lesion:
     ``[y0, y1) x [x0, x1)``. ``area_mm2`` is None without a calibration. ``type`` is the
     lesion type (core/lesion_types.py); ``od_distance_dd`` (distance of the centroid from the
     optic-disc centre in disc diameters) and ``zone`` (core/anatomy.py) are None when the disc
-    is not known."""
+    is not known; ``field_r`` (the centroid's distance from the centre of the photo's round field
+    of view as a share of its radius, core/anatomy.py) is None for a photo without one."""
 
     id: int
     area_px: int
@@ -37,12 +38,14 @@ class Lesion:
     type: str = "HE"
     od_distance_dd: float | None = None
     zone: str | None = None
+    field_r: float | None = None
 
     def located(self, anatomy: Anatomy) -> Lesion:
-        """This lesion with its disc-relative distance and zone."""
+        """This lesion with its disc-relative distance, zone and place in the field of view."""
         d = anatomy.od_distance_dd(self.centroid_y, self.centroid_x)
+        r = anatomy.field_r(self.centroid_y, self.centroid_x)
         return replace(self, od_distance_dd=None if d is None else round(d, 3),
-                       zone=anatomy.zone(self.centroid_y, self.centroid_x))
+                       zone=anatomy.zone(self.centroid_y, self.centroid_x), field_r=None if r is None else round(r, 3))
 
     def row(self) -> dict[str, float | int | None]:
         return asdict(self)
