@@ -415,6 +415,37 @@ def test_review_actions_can_be_undone_and_the_region_is_framed(make_napari_viewe
     np.testing.assert_array_equal(viewer.layers["photo lesions"].data, before)
 
 
+def test_the_list_can_run_from_the_rim_of_the_field_inwards() -> None:
+    """With the photo's round field known, every region has its place in it (``field_r``) and
+    the list can run from the rim inwards, the annotator's decisions still last, through a cut
+    and back; without the field there is no place and the order is the mistakes' own."""
+    from dataclasses import replace
+
+    from napari_lesionseg.core.anatomy import Anatomy
+    from napari_lesionseg.core.model_config import ReviewConfig
+
+    mask, prob, fuzzy = _scene()
+    review = ReviewConfig(missed_rate=[[0.0, 1.0], [0.0, 0.4]], false_alarm_rate=[[0.0, 1.0], [0.9, 0.1]])
+    field = Anatomy(field=(150.0, 200.0, 200.0))  # centred on the scene, radius 200 px
+    rs = review_regions(mask, prob, fuzzy, threshold=0.5, review=review, anatomy=field)
+    assert rs.placed and rs.order == "mistakes"
+    by_box = {r.bbox[:2]: r.field_r for r in rs.regions}
+    assert by_box[(50, 50)] == pytest.approx(np.hypot(54.5 - 150, 54.5 - 200) / 200, abs=1e-3)
+    assert by_box[(100, 200)] == pytest.approx(np.hypot(129.5 - 150, 244.5 - 200) / 200, abs=1e-3)
+    rs.order = "rim"
+    rim = rs.cut(0.0).regions
+    assert [r.field_r for r in rim] == sorted(by_box.values(), reverse=True)
+    decided = replace(rim[0], decided=True, score=0.0)  # the annotator's own: after everything, in any order
+    rs.regions = [decided, *rim[1:]]
+    assert rs.cut(0.0).regions[-1] == decided and rs.cut(0.0).regions[:-1] == rim[1:]
+    assert rs.cut(0.3).order == "rim" and [r.field_r for r in rs.cut(0.3).regions] == sorted(
+        (r.field_r for r in rs.cut(0.3).regions), reverse=True)
+    plain = review_regions(mask, prob, fuzzy, threshold=0.5, review=review)
+    assert not plain.placed and {r.field_r for r in plain.regions} == {None}
+    plain.order = "rim"  # nothing placed: the regions keep the mistakes' order among themselves
+    assert plain.cut(0.0).regions == review_regions(mask, prob, fuzzy, threshold=0.5, review=review).regions
+
+
 @pytest.mark.gui
 def test_several_rows_deleted_at_once_and_undone_as_one(make_napari_viewer, qtbot) -> None:
     """Clearing many false alarms (a tessellated fundus: 54-74 in the periphery) took a Delete
@@ -985,3 +1016,45 @@ def test_a_lesion_painted_with_a_new_label_is_reviewed_as_the_save_keeps_it(make
     w.refresh()
     lesions = [r for r in w.review.regions + w.review.hidden if r.kind == "lesion"]
     assert sorted(r.bbox for r in lesions) == [(10, 10, 30, 30), (200, 200, 220, 220)]
+
+
+@pytest.mark.gui
+def test_a_fundus_periphery_is_listed_together_and_cleared_at_once(make_napari_viewer, qtbot) -> None:
+    """The shipped default on the bundled sample, as an annotator clears peripheral false alarms
+    (on tessellated fundi they crowd the rim): the list from the rim inwards, the rows of the
+    regions beyond 0.7 of the field's radius Shift-selected and deleted at once, and no lesion
+    is left there, while the lesions further in stay."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-lesionseg", "idrid_04")
+    _, seg = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Segment lesions")
+    _, w = viewer.window.add_plugin_dock_widget("napari-lesionseg", "Review lesions", tabify=True)
+    assert seg.run() is not None
+    qtbot.waitUntil(lambda: seg.run_button.enabled and "lesion(s)" in seg.status.text(), timeout=120_000)
+    w.image_picker.choose("IDRiD_04")
+    w.refresh()
+    assert w.review.placed and not w.order_row.native.isHidden()  # the field is known: the order offered
+    inner_before = sum(r.kind == "lesion" and r.field_r < 0.7 for r in w.review.regions + w.review.hidden)
+    w.order_combo.value = "rim"
+    listed = w.review.regions
+    places = [r.field_r for r in listed]
+    assert places == sorted(places, reverse=True) and places[0] <= 1.05
+    outer = [i for i, r in enumerate(listed) if r.field_r >= 0.7]
+    assert outer == list(range(len(outer))) and any(listed[i].kind == "lesion" for i in outer)
+    w.show()
+
+    def click(row: int, mods=Qt.NoModifier) -> None:
+        w.table.scrollToItem(w.table.item(row, 0))
+        rect = w.table.visualRect(w.table.model().index(row, 0))
+        qtbot.mouseClick(w.table.viewport(), Qt.LeftButton, mods, rect.center())
+
+    click(0)
+    click(outer[-1], Qt.ShiftModifier)
+    assert w.target_rows() == outer
+    w.delete()
+    w.order_combo.value = "mistakes"
+    w.refresh()
+    lesions = [r for r in w.review.regions + w.review.hidden if r.kind == "lesion"]
+    assert all(r.field_r < 0.7 for r in lesions)
+    assert sum(r.field_r < 0.7 for r in lesions) == inner_before  # the lesions further in stay

@@ -81,6 +81,13 @@ class ReviewWidget(DockWidget):
                     "(0: list every region); only with the model's rates")
         self.hide_below.changed.connect(lambda _v: self._fill_table())
         self.hide_row = panel(self.hide_below, form=True, visible=False)
+        self.order_combo = ComboBox(
+            choices=[("likely mistakes first", "mistakes"), ("from the rim inwards", "rim")], value="mistakes",
+            label="order", tooltip="the list's order; from the rim of the photo's round field inwards: the "
+                                   "periphery's regions together (a tessellated fundus's false alarms crowd there): "
+                                   "Shift-click to select them, then Delete")
+        self.order_combo.changed.connect(self._on_order)
+        self.order_row = panel(self.order_combo, form=True, visible=False)  # only for regions placed in the field
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
@@ -116,6 +123,7 @@ class ReviewWidget(DockWidget):
         lay.addWidget(top.native)
         lay.addWidget(checked.native)
         lay.addWidget(self.hide_row.native)
+        lay.addWidget(self.order_row.native)
         lay.addWidget(self.table, 1)
         lay.addWidget(nav.native)
         lay.addWidget(act.native)
@@ -197,15 +205,17 @@ class ReviewWidget(DockWidget):
         kind, others = self.kind(), self.session.type_maps(name)
         data = self.session.label_map(lab.data, name)  # as a save keeps it: a "new label" 7 is a hemorrhage
         decided = self._decided(data, kind)
+        anatomy = self.session.anatomy(name)  # each region's place in the round field
         if kind != HE and kind in others:
             maps = others[kind]
             mine = (data == TYPE_VALUE[kind]).view(np.uint8)
             self.review = review_regions(mine, maps.probability, binary_entropy(maps.probability),
-                                         threshold=maps.threshold, decided=decided)
+                                         threshold=maps.threshold, decided=decided, anatomy=anatomy)
         else:
             threshold, review = review_settings(prob.metadata)
             self.review = review_regions(data, prob.data, fuzzy.data, threshold=threshold, review=review,
-                                         decided=decided)
+                                         decided=decided, anatomy=anatomy)
+        self.review.order = self.order_combo.value
         held = self._statuses()  # decided before (Accept on a lesion paints nothing): not a mistake to find
         self.review.regions = [replace(r, score=0.0, decided=True) if _key(r) in held else r
                                for r in self.review.regions]
@@ -266,6 +276,7 @@ class ReviewWidget(DockWidget):
             return None
         self.review = self.review.cut(self.hide_below.value)
         self.hide_row.visible = self.review.rated
+        self.order_row.visible = self.review.placed
         self.current = -1
         frame = f"{self.image_picker.name} current region"
         if frame in self.viewer.layers and len(self.viewer.layers[frame].data):
@@ -299,6 +310,12 @@ class ReviewWidget(DockWidget):
             text += f"; {n_edited} decided by you{'' if self.review.hidden else ' (listed last)'}"
         self.info.setText(text)
         return self.review
+
+    def _on_order(self, order: str) -> None:
+        """The list in the order chosen; the regions' statuses and the decisions stay with them."""
+        if self.review is not None:
+            self.review.order = order
+            self._fill_table()
 
     def _fit_columns(self) -> None:
         """The dock as wide as the table's columns: opened alone, it hid the status column behind

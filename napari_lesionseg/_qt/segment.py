@@ -375,21 +375,10 @@ class SegmentWidget(DockWidget):
         if self._saved_lesions[0] != key:  # labelled once per saved version (or map shown)
             from ..core.export import label_lesions
 
-            anatomy = pred.anatomy if pred is not None else self._stored_anatomy(photo)
+            anatomy = self.session.anatomy(photo.name)
             self._saved_lesions = (key, label_lesions(label, None if pred is None else pred.probability, None,
                                                       None, anatomy))
         return self._saved_lesions[1]
-
-    def _stored_anatomy(self, photo: Any) -> Any:
-        """The disc and fovea stored with the photo's latest prediction in the project (None:
-        none stored), so a photo not run here still has its lesions located."""
-        from ..core.anatomy import Anatomy
-
-        proj = self.session.project
-        if proj is None or photo.image_id is None:
-            return None
-        raw = proj.prediction_settings(photo.image_id).get("anatomy")
-        return Anatomy.from_dict(raw) if raw is not None else None
 
     def _on_layer_inserted(self, event: Any) -> None:
         """The current photo's lesions layer came from the project (*Open next image* adds it a
@@ -746,7 +735,7 @@ class SegmentWidget(DockWidget):
                                 as_rgb_uint8(self.viewer.layers[name].data),
                                 labels_to_label_map(lesions.data, types), pred.probability if pred else None,
                                 pred.fuzzy if pred else None, self._mm(),
-                                pred.anatomy if pred else self._stored_anatomy(photo))
+                                pred.anatomy if pred else self.session.anatomy(photo.name))
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
         return files
 

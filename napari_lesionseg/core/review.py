@@ -11,6 +11,10 @@ score is the estimated chance that it is a mistake, read from the model's
 photos by ``training/fit_review.py``); models without the rates order regions by their mean
 fuzzy value. Without a threshold (layers of unknown origin) the candidates are the regions
 where the fuzzy map exceeds ``FUZZY_CUTOFF``. Specks come last either way.
+
+The list can also run from the rim of the photo's round field of view inwards (``order =
+"rim"``, each region's ``field_r`` from the photo's ``Anatomy``): a tessellated fundus's false
+alarms crowd its periphery, and listed together they are selected and deleted at once.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 from numpy.typing import NDArray
 
+from .anatomy import Anatomy
 from .lesions import FUZZY_CUTOFF, component_stats, label_runs
 from .model_config import ReviewConfig
 
@@ -45,6 +50,7 @@ class Region:
     max_prob: float = 0.0
     score: float = 0.0
     decided: bool = False  # the annotator changed pixels of it (painted, accepted, deleted): not a mistake to find
+    field_r: float | None = None  # the centroid's place in the round field of view (0 centre, 1 rim; None: unknown)
 
 
 @dataclass
@@ -54,6 +60,12 @@ class ReviewSet:
     fuzzy_components: NDArray[np.int32]
     rated: bool = False  # scores are the model's mistake rates (else fuzziness, no chance)
     hidden: list[Region] = field(default_factory=list)  # set aside by :meth:`cut`, in list order
+    order: str = "mistakes"  # the list's order: a key of ORDERS
+
+    @property
+    def placed(self) -> bool:
+        """Whether the regions have their place in the field of view (the rim order means something)."""
+        return any(r.field_r is not None for r in self.regions + self.hidden)
 
     def expected_mistakes(self, first: int | None = None) -> float | None:
         """How many of the (``first``) regions are expected to be mistakes: the sum of their
@@ -72,7 +84,7 @@ class ReviewSet:
         """The same set with the regions whose chance of being a mistake is under ``below`` moved
         from ``regions`` to ``hidden`` (both in list order); ``below = 0`` lists every region
         again. Without rates (scores that are no chances) nothing is set aside."""
-        everything = sorted(self.regions + self.hidden, key=_order)
+        everything = sorted(self.regions + self.hidden, key=ORDERS[self.order])
         if not self.rated or below <= 0:
             return replace(self, regions=everything, hidden=[])
         return replace(self, regions=[r for r in everything if r.score >= below],
@@ -114,13 +126,15 @@ def _regions(kind: str, comp: NDArray[np.int32], n: int, prob: NDArray, fuzzy: N
 
 def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.float32],
                    min_fuzzy_area: int = 20, *, threshold: float | None = None,
-                   review: ReviewConfig | None = None, decided: NDArray[np.bool_] | None = None) -> ReviewSet:
+                   review: ReviewConfig | None = None, decided: NDArray[np.bool_] | None = None,
+                   anatomy: Anatomy | None = None) -> ReviewSet:
     """Lesions (``mask == 1`` components) and candidate misses, likeliest mistakes first
     (module text). ``threshold``: the model's; ``review``: its ``inference.review``.
     ``decided``: the pixels where ``mask`` differs from the model's own mask (the annotator's
     edits); a region holding any is the annotator's decision, not a mistake to look for:
     score 0, listed last (an accepted miss came back at the top as a likely false alarm, a
-    deleted false alarm as a likely miss)."""
+    deleted false alarm as a likely miss). ``anatomy``: the photo's, for each region's place
+    in the round field of view (``field_r``)."""
     review = review or ReviewConfig()
     lesion = np.asarray(mask) == 1
     les_comp, n_les = label_runs(lesion)[:2]  # 8-connected, as the lesion table labels
@@ -137,6 +151,8 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
         touched = {"lesion": np.bincount(les_comp[d], minlength=n_les + 1) > 0,
                    "fuzzy": np.bincount(fz_comp[d], minlength=n_fz + 1) > 0}
         regions = [replace(r, score=0.0, decided=True) if touched[r.kind][r.label] else r for r in regions]
+    if anatomy is not None and anatomy.field is not None:
+        regions = [replace(r, field_r=round(anatomy.field_r(*r.centroid), 3)) for r in regions]
     regions.sort(key=_order)
     return ReviewSet(regions, les_comp, fz_comp, rated)
 
@@ -146,6 +162,16 @@ def _order(r: Region) -> tuple[bool, bool, float, int]:
     pixels) last whatever their score: the list must not open on a 4-px dot; the annotator's
     own decisions after everything."""
     return (r.decided, r.area_px < MIN_FIRST_AREA, -r.score, -r.area_px)
+
+
+def _rim_order(r: Region) -> tuple[bool, bool, float, float, int]:
+    """From the rim of the field inwards (regions without a place after those with one), the
+    likelier mistake first among equals; the annotator's own decisions after everything."""
+    return (r.decided, r.field_r is None, -(r.field_r or 0.0), -r.score, -r.area_px)
+
+
+#: the orders a review list can take: likeliest mistakes first, or from the field's rim inwards
+ORDERS = {"mistakes": _order, "rim": _rim_order}
 
 
 def candidate_misses(prob: NDArray, lesion: NDArray[np.bool_], floor: float) -> NDArray[np.bool_]:

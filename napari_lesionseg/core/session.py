@@ -28,6 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import NDArray
 
+from .anatomy import Anatomy
 from .bundled import default_model_dir
 from .errors import LesionsegInputError
 from .image_io import read_image
@@ -461,6 +462,21 @@ class AnnotationSession:
             stored = proj.prediction_types(photo.image_id) if proj is not None and photo.image_id else {}
             photo.stored_types = {t: TypeMaps(p, m, thr, []) for t, (p, m, thr) in stored.items()}
         return photo.stored_types
+
+    def anatomy(self, name: str) -> Anatomy | None:
+        """The disc, fovea and round field of the photo's prediction: from this session's run,
+        else as stored with its latest prediction in the project (None: neither), so a photo
+        not run here still has its lesions placed."""
+        photo = self.photos.get(name)
+        if photo is None:
+            return None
+        if photo.prediction is not None:
+            return photo.prediction.anatomy
+        proj = self.project
+        if proj is None or photo.image_id is None:
+            return None
+        raw = proj.prediction_settings(photo.image_id).get("anatomy")
+        return Anatomy.from_dict(raw) if raw is not None else None
 
     def save_correction(self, name: str, label: NDArray, *, only_if_edited: bool = False) -> LabelVersion | None:
         """Append ``label`` as the photo's new version (with the model's hemorrhage mask for
