@@ -462,6 +462,9 @@ def test_several_rows_deleted_at_once_and_undone_as_one(make_napari_viewer, qtbo
         rect = w.table.visualRect(w.table.model().index(row, 0))
         qtbot.mouseClick(w.table.viewport(), Qt.LeftButton, mods, rect.center())
 
+    from napari_lesionseg._qt.review import FIELD_COLUMN
+
+    assert w.table.isColumnHidden(FIELD_COLUMN) and w.order_row.native.isHidden()  # no field known: no place
     click(0)
     click(2, Qt.ShiftModifier)
     assert w.target_rows() == [0, 1, 2] and w.current == 2
@@ -1040,6 +1043,9 @@ def test_a_fundus_periphery_is_listed_together_and_cleared_at_once(make_napari_v
     listed = w.review.regions
     places = [r.field_r for r in listed]
     assert places == sorted(places, reverse=True) and places[0] <= 1.05
+    from napari_lesionseg._qt.review import FIELD_COLUMN
+
+    assert not w.table.isColumnHidden(FIELD_COLUMN) and w.table.item(0, FIELD_COLUMN).text() == f"{places[0]:.2f}"
     outer = [i for i, r in enumerate(listed) if r.field_r >= 0.7]
     assert outer == list(range(len(outer))) and any(listed[i].kind == "lesion" for i in outer)
     w.show()

@@ -35,8 +35,9 @@ from .viewer_session import keep_removed_work, open_layer_photo, save_open_work,
 if TYPE_CHECKING:
     import napari
 
-COLUMNS = ["kind", "area px", "mean p", "score", "status"]
+COLUMNS = ["kind", "area px", "mean p", "score", "status", "field r"]
 SCORE_COLUMN = COLUMNS.index("score")
+FIELD_COLUMN = COLUMNS.index("field r")  # shown when the regions have their place in the round field
 # what the score column holds: the model's estimated chance that the region is a mistake, or
 # (without the model's rates) the region's mean fuzzy value
 SCORE_HEADERS = {
@@ -90,6 +91,9 @@ class ReviewWidget(DockWidget):
         self.order_row = panel(self.order_combo, form=True, visible=False)  # only for regions placed in the field
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.horizontalHeaderItem(FIELD_COLUMN).setToolTip(
+            "distance from the centre of the photo's round field of view, as a share of its radius (0 centre, 1 rim)")
+        self.table.setColumnHidden(FIELD_COLUMN, True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)  # Delete etc. on several rows at once
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -290,6 +294,8 @@ class ReviewWidget(DockWidget):
         for row, r in enumerate(self.review.regions):
             for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}"]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
+            self.table.setItem(row, FIELD_COLUMN, QTableWidgetItem("" if r.field_r is None else f"{r.field_r:.2f}"))
+        self.table.setColumnHidden(FIELD_COLUMN, not self.review.placed)
         self._show_statuses()
         everything = self.review.regions + self.review.hidden
         n_les = sum(r.kind == "lesion" for r in everything)
@@ -321,7 +327,8 @@ class ReviewWidget(DockWidget):
         """The dock as wide as the table's columns: opened alone, it hid the status column behind
         a horizontal scroll bar."""
         header = self.table.horizontalHeader()
-        columns = sum(max(self.table.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(len(COLUMNS)))
+        columns = sum(max(self.table.sizeHintForColumn(c), header.sectionSizeHint(c)) for c in range(len(COLUMNS))
+                      if not self.table.isColumnHidden(c))
         width = (self.table.verticalHeader().sizeHint().width() + columns + 2 * self.table.frameWidth()
                  + self.table.verticalScrollBar().sizeHint().width() + 4)  # + rounding, grid lines
         self.table.setMinimumWidth(min(width, 600))
