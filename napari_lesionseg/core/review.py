@@ -10,7 +10,7 @@ score is the estimated chance that it is a mistake, read from the model's
 ``inference.review`` rates at the region's highest probability (counted on its training
 photos by ``training/fit_review.py``); models without the rates order regions by their mean
 fuzzy value. Without a threshold (layers of unknown origin) the candidates are the regions
-where the fuzzy map exceeds ``FUZZY_CUTOFF``. Specks come last either way.
+where the fuzzy map exceeds ``FUZZY_CUTOFF``. Specks come last either way (in this order).
 
 The list can also run from the rim of the photo's round field of view inwards (``order =
 "rim"``, each region's ``field_r`` from the photo's ``Anatomy``): a tessellated fundus's false
@@ -166,7 +166,8 @@ def _order(r: Region) -> tuple[bool, bool, float, int]:
 
 def _rim_order(r: Region) -> tuple[bool, bool, float, float, int]:
     """From the rim of the field inwards (regions without a place after those with one), the
-    likelier mistake first among equals; the annotator's own decisions after everything."""
+    likelier mistake first among equals; the annotator's own decisions after everything. Specks
+    keep their place here: at the rim they are what a tessellated fundus raises."""
     return (r.decided, r.field_r is None, -(r.field_r or 0.0), -r.score, -r.area_px)
 
 
