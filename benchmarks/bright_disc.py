@@ -1,8 +1,8 @@
 """Benchmark: could a classical detector place the optic disc for a model without a disc output
 (the HE-only default, whose lesions then have no disc-relative distance or zone)? The detector:
-the brightest blob of the network input's three standardised colour channels summed (4x block
-means of the working grid, the mean within the fundus over 0.04 of the fundus diameter minus
-that over 0.25, inside the fundus less a 3 % rim). Measured two ways:
+the brightest blob of the network input's three standardised colour channels summed (the mean
+within the fundus over 0.04 of the fundus diameter minus that over 0.25, with the fovea
+finder's masked blur, inside the fundus less a 3 % rim). Measured two ways:
 
 - ``--annotated``: IDRiD's annotated photos with their disc masks, the distance of the found
   centre from the annotated disc's in disc diameters (DD); odd-numbered photos chose the
@@ -31,31 +31,21 @@ import numpy as np
 from scipy import ndimage
 
 HERE = Path(__file__).resolve().parent
-BLOCK = 4  # px of the working grid per block
 SMALL, LARGE, RIM = 0.04, 0.25, 0.03  # shares of the fundus diameter: the blob, its background, the rim left out
-
-
-def _masked_mean(a: np.ndarray, m: np.ndarray, sigma: float) -> np.ndarray:
-    num = ndimage.gaussian_filter(a * m, sigma)
-    den = ndimage.gaussian_filter(m.astype(np.float32), sigma)
-    return num / np.maximum(den, 1e-6)
 
 
 def bright_disc(x: np.ndarray, disc: np.ndarray, fundus_diameter: float, channels: str = "sum"
                 ) -> tuple[float, float]:
     """``(y, x)`` on the working grid of the brightest disc-sized blob of ``x`` (the network
     input, ``(C, h, w)``) inside the fundus ``disc``; ``channels``: ``sum`` (the three colour
-    channels summed) or ``green``."""
-    k = BLOCK
-    fd = fundus_diameter / k
-    ch = x[:3].sum(0) if channels == "sum" else x[1]
-    h, w = (ch.shape[0] // k) * k, (ch.shape[1] // k) * k
-    ch = ch[:h, :w].reshape(h // k, k, w // k, k).mean((1, 3))
-    m = disc[:h, :w].reshape(h // k, k, w // k, k).mean((1, 3)) > 0.5
-    inner = ndimage.binary_erosion(m, iterations=max(1, int(RIM * fd)))
-    v = _masked_mean(ch, m, SMALL * fd) - _masked_mean(ch, m, LARGE * fd)
+    channels summed) or ``green``. The blurs are the fovea finder's (``anatomy._masked_blur``)."""
+    from napari_lesionseg.core.anatomy import _masked_blur
+
+    ch = (x[:3].sum(0) if channels == "sum" else x[1]).astype(np.float32)
+    v = _masked_blur(ch, disc, SMALL * fundus_diameter) - _masked_blur(ch, disc, LARGE * fundus_diameter)
+    inner = ndimage.binary_erosion(disc, iterations=max(1, int(RIM * fundus_diameter)))
     y, x_ = np.unravel_index(np.argmax(np.where(inner, v, -np.inf)), v.shape)
-    return y * k + (k - 1) / 2, x_ * k + (k - 1) / 2
+    return float(y), float(x_)
 
 
 def annotated(root: Path) -> dict:
