@@ -15,7 +15,6 @@ Each model folder must name its held-out photos (``metrics.json`` ``held_out``: 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -46,7 +45,7 @@ def main() -> None:
     unplaced, photos, t0 = 0, [], time.perf_counter()
     for folder in args.models:
         model = load_model_folder(folder)
-        held = json.loads((folder / "metrics.json").read_text())["held_out"]["photos"]
+        held = model.metrics["held_out"]["photos"]
         for pid in held:
             mask_path = args.images / "masks_HE" / f"{pid}_HE.tif"
             if not mask_path.is_file():

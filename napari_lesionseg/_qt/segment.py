@@ -726,7 +726,7 @@ class SegmentWidget(DockWidget):
             return []
         pred = self.results.get(name)
         try:
-            photo = open_layer_photo(self.session, self.viewer.layers[name])
+            open_layer_photo(self.session, self.viewer.layers[name])
             types = self.session.photo_types(name)  # a five-output photo's types, whatever the model now
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
@@ -735,7 +735,7 @@ class SegmentWidget(DockWidget):
                                 as_rgb_uint8(self.viewer.layers[name].data),
                                 labels_to_label_map(lesions.data, types), pred.probability if pred else None,
                                 pred.fuzzy if pred else None, self._mm(),
-                                pred.anatomy if pred else self.session.anatomy(photo.name))
+                                self.session.anatomy(name))
         self.status.setText(f"exported {len(files)} files to {files[0].parent}")
         return files
 
