@@ -501,6 +501,13 @@ def test_a_photo_whose_layers_are_all_removed_is_forgotten_with_its_maps(qtbot, 
     viewer, widget = segment
     widget.project_edit.setText(str(tmp_path / "proj"))
     _run(qtbot, widget)
+    # the prediction is being kept in the project off the GUI thread, which holds it until written
+    # (the test raced that write: the prediction still held in 3 of 8 runs alone); the worker may
+    # not have started yet, so wait for the thread pool, not for the worker's running flag
+    from qtpy.QtCore import QThreadPool
+
+    assert QThreadPool.globalInstance().waitForDone(30_000)
+    qtbot.wait(50)  # the worker's queued finished signal
     session = widget.session
     maps = weakref.ref(session.photos["IDRiD_16"].prediction)
     lab = viewer.layers["IDRiD_16 lesions"]
