@@ -502,7 +502,7 @@ def test_a_photo_whose_layers_are_all_removed_is_forgotten_with_its_maps(qtbot, 
     widget.project_edit.setText(str(tmp_path / "proj"))
     _run(qtbot, widget)
     # the prediction is being kept in the project off the GUI thread, which holds it until written
-    # (the test raced that write: the prediction still held in 3 of 8 runs alone); the worker may
+    # (the test raced that write: the prediction still held in 4 of 10 runs alone); the worker may
     # not have started yet, so wait for the thread pool, not for the worker's running flag
     from qtpy.QtCore import QThreadPool
 
