@@ -68,7 +68,8 @@ def gemm_gflops(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_json: str, model_dir: str) -> None:
+def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_json: str, model_dir: str,
+           locate_disc: bool = True) -> None:
     import resource
 
     import numpy as np
@@ -81,16 +82,18 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     model = load_model_folder(model_dir)
-    times, net_times = [], []
+    times, net_times, disc_times = [], [], []
     pred = None
     out_dir = Path(tempfile.mkdtemp())
     for _ in range(runs + 1):  # the first run warms up and is not counted
         t0 = time.perf_counter()
         rgb, _ = read_image(image)
-        pred = run_to_end(predict(model, rgb, tta=tta, precision=precision, speedups=variant != "plain"))
+        pred = run_to_end(predict(model, rgb, tta=tta, precision=precision, speedups=variant != "plain",
+                                  locate_disc=locate_disc))
         write_prediction(out_dir, "bench", pred)
         times.append(time.perf_counter() - t0)
         net_times.append(pred.timings["network"])
+        disc_times.append(pred.timings.get("disc", 0.0))  # placing the disc for a model without a disc output
     from torch.utils.flop_counter import FlopCounterMode
 
     from napari_lesionseg.core.inference import _views, n_views, tile_starts
@@ -113,7 +116,8 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
     np.save(out_json + ".prob.npy", pred.probability)
     np.save(out_json + ".mask.npy", pred.mask)
     Path(out_json).write_text(json_text({
-        "variant": variant, "times": times[1:], "network_times": net_times[1:], "flops": flops,
+        "variant": variant, "times": times[1:], "network_times": net_times[1:], "disc_times": disc_times[1:],
+        "flops": flops,
         "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": n_views(model.net, tta),
         "extra_grids": inf.extra_grids,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -138,6 +142,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="a model folder (default: the bundled default model)")
     ap.add_argument("--results", default=None,
                     help="the JSON to write (default: results/predict_speed*.json named after the settings)")
+    ap.add_argument("--no-disc", action="store_true",
+                    help="a model without a disc output: leave its disc unplaced (core/disc_locator.py), to time that part")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -149,7 +155,7 @@ def main() -> None:
     if args.tta is None:
         args.tta = own_tta
     if args.worker:
-        worker(args.worker, args.image, args.runs, args.tta, args.precision, args.out, args.model)
+        worker(args.worker, args.image, args.runs, args.tta, args.precision, args.out, args.model, not args.no_disc)
         return
     import numpy as np
 
@@ -165,7 +171,7 @@ def main() -> None:
         out = tmp / f"{variant}.json"
         subprocess.run([sys.executable, __file__, "--worker", variant, "--image", args.image, "--runs",
                         str(args.runs), "--tta", args.tta, "--precision", args.precision, "--out", str(out),
-                        "--model", args.model],
+                        "--model", args.model, *(["--no-disc"] if args.no_disc else [])],
                        check=True)
         res[variant] = json.loads(out.read_text())
     p_plain, p_tuned = np.load(tmp / "plain.json.prob.npy"), np.load(tmp / "tuned.json.prob.npy")
@@ -180,7 +186,8 @@ def main() -> None:
         prec = "bf16" if r["precision"] == "bf16" else "fp32"
         rate = r["flops"] / 1e9 / net_med
         rows.append({"variant": v, "precision": r["precision"], "median_s": med, "min_s": min(r["times"]),
-                     "max_s": max(r["times"]), "network_median_s": net_med, "gflop": r["flops"] / 1e9,
+                     "max_s": max(r["times"]), "network_median_s": net_med,
+                     "disc_median_s": statistics.median(r["disc_times"]), "gflop": r["flops"] / 1e9,
                      "gflops_per_s": rate, "pct_of_nominal_peak": 100 * rate / nominal[prec],
                      "pct_of_gemm": 100 * rate / gemm[prec], "peak_rss_mb": r["peak_rss_mb"],
                      "timings_last": r["timings_last"]})
@@ -188,17 +195,18 @@ def main() -> None:
     print(f"model {args.model}\nimage {args.image} (tta {args.tta}, {args.runs} runs each)\nCPU: {cpu}; nominal peak fp32 "
           f"{nominal['fp32']:.0f} / bf16 {nominal['bf16']:.0f} GFLOP/s; 4096^2 matmul here: fp32 {gemm['fp32']:.0f} / "
           f"bf16 {gemm['bf16']:.0f} GFLOP/s")
-    print(f"{'variant':8s} {'prec':>5s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'net s':>7s} {'GFLOP':>6s} "
+    print(f"{'variant':8s} {'prec':>5s} {'median s':>9s} {'min s':>7s} {'max s':>7s} {'net s':>7s} {'disc s':>7s} "
+          f"{'GFLOP':>6s} "
           f"{'GFLOP/s':>8s} {'%nominal':>9s} {'%matmul':>8s} {'RSS MB':>7s}")
     for r in rows:
         print(f"{r['variant']:8s} {r['precision']:>5s} {r['median_s']:9.3f} {r['min_s']:7.3f} {r['max_s']:7.3f} "
-              f"{r['network_median_s']:7.3f} {r['gflop']:6.1f} {r['gflops_per_s']:8.1f} {r['pct_of_nominal_peak']:9.1f} "
+              f"{r['network_median_s']:7.3f} {r['disc_median_s']:7.3f} {r['gflop']:6.1f} {r['gflops_per_s']:8.1f} {r['pct_of_nominal_peak']:9.1f} "
               f"{r['pct_of_gemm']:8.1f} {r['peak_rss_mb']:7.0f}")
     print(f"end-to-end speed-up tuned vs plain: {speedup:.2f}x; probability max |diff| "
           f"{float(np.abs(p_plain - p_tuned).max()):.2e}; mask Dice {dice:.5f}")
     out = {"image": args.image, "model": args.model, "tta": args.tta, "runs": args.runs, "cpu": cpu,
            "nominal_peak_gflops": nominal,
-           "matmul_gflops": gemm, "precision_requested": args.precision,
+           "matmul_gflops": gemm, "precision_requested": args.precision, "disc_placed": not args.no_disc,
            "python": platform.python_version(), "rows": rows, "speedup": speedup,
            "prob_max_abs_diff": float(np.abs(p_plain - p_tuned).max()), "mask_dice": dice,
            "work_shape": res["tuned"]["work_shape"], "tiles": res["tuned"]["tiles"],

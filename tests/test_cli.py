@@ -463,9 +463,12 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
     r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", tmp_path, "--quiet", "--tta", "none")
     assert r.returncode == 0, r.stderr
     assert "model 'default'" in r.stdout
-    assert "od_distance_dd and zone are empty: model 'default' has no optic-disc output" in r.stdout  # said once
+    assert r.stdout.count("model 'default' has no optic-disc output; od_distance_dd and zone are measured from "
+                          "the disc the bundled 'multi' model") == 1
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert rows[0]["model"] == "default" and rows[0]["status"] == "ok"
+    lesions = list(csv.DictReader(open(tmp_path / "lesions.csv")))
+    assert lesions and all(float(row["od_distance_dd"]) > 0 and row["zone"] for row in lesions)  # every lesion placed
 
 
 

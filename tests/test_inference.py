@@ -155,7 +155,8 @@ def test_out_of_memory_retries_smaller_tiles_then_falls_back_to_cpu(monkeypatch,
     seen = []
 
     def fake_run(net, tile, stride, tta, device, dtype=None, speedups=True):
-        seen.append((device.type, tile.shape[-1]))
+        if net is model.net:  # not the bundled model that places this model's disc (it has none)
+            seen.append((device.type, tile.shape[-1]))
         if device.type == "cuda" and (always_oom or max(tile.shape[-2:]) > 150):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return (yield from real_run(net, tile, stride, tta, torch.device("cpu")))
@@ -174,6 +175,7 @@ def test_out_of_memory_retries_smaller_tiles_then_falls_back_to_cpu(monkeypatch,
     pred = run_to_end(predict(model, small_rgb, device=torch.device("cuda")))
     assert pred.notes[-1] == "cuda ran out of memory even with 128-px tiles: finished on the CPU"
     assert seen[-1][0] == "cpu"
+    assert pred.anatomy.disc_source  # the disc placed on the CPU too
 
 
 def test_batchnorm_folding_keeps_results_and_follows_weight_changes() -> None:
@@ -465,6 +467,8 @@ def test_cpu_out_of_memory_retries_smaller_tiles_then_is_a_clear_error(monkeypat
     pred = run_to_end(predict(model, small_rgb, device=torch.device("cpu")))
     assert pred.notes == ["cpu ran out of memory: retrying with 256-px tiles",
                           "cpu ran out of memory: retrying with 128-px tiles"]
+    # the bundled model that places this disc-less model's disc ran out too: no disc, said, no failure
+    assert pred.anatomy.disc_centre is None and "not enough memory to place the disc" in pred.anatomy.note
     always_oom = True
     with pytest.raises(LesionsegInputError, match="not enough memory .* even with 128-px tiles"):
         run_to_end(predict(model, small_rgb, device=torch.device("cpu")))

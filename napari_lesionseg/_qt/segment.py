@@ -595,8 +595,8 @@ class SegmentWidget(DockWidget):
                 self._fuzzy_share = (weakref.ref(pred), float((pred.fuzzy > 0.5).mean() * 100))
             text += f"; fuzzy > 0.5 on {self._fuzzy_share[1]:.1f}% of the image"
             # what the prediction warned of (not a fundus photo, too small, an out-of-memory retry;
-            # the disc's side for a model with one) stays in the line, not only in a passing notification
-            notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and len(self._types) > 1 else [])
+            # where the disc or the fovea is uncertain) stays in the line, not only in a passing notification
+            notes = pred.notes + pred.anatomy.notes()
             if notes:
                 text += "; " + "; ".join(notes)
         self.status.setText(text)

@@ -66,6 +66,7 @@ class Anatomy:
     fovea_method: str = ""  # "found in the photo", "estimated from the disc" or ""
     note: str = ""  # why something is missing, or what is uncertain
     field: tuple[float, float, float] | None = None  # the round field of view: centre y, x and radius (px)
+    disc_source: str = ""  # where the disc came from when not the model's own output (core/disc_locator.py)
 
     def with_field(self, geom: Geometry) -> Anatomy:
         """This anatomy with the round field of view of ``geom`` (none for a photo without one)."""
@@ -95,7 +96,7 @@ class Anatomy:
         return {"disc_centre": list(self.disc_centre) if self.disc_centre else None,
                 "disc_diameter": self.disc_diameter, "fovea": list(self.fovea) if self.fovea else None,
                 "fovea_method": self.fovea_method, "note": self.note,
-                "field": list(self.field) if self.field else None}
+                "field": list(self.field) if self.field else None, "disc_source": self.disc_source}
 
     @classmethod
     def from_dict(cls, raw: object) -> Anatomy:
@@ -109,9 +110,15 @@ class Anatomy:
             field = (float(f[0]), float(f[1]), float(f[2])) if isinstance(f, list) and len(f) == 3 and f[2] > 0 \
                 else None
             return cls(pt(raw.get("disc_centre")), float(d) if isinstance(d, (int, float)) and d > 0 else None,
-                       pt(raw.get("fovea")), str(raw.get("fovea_method", "")), str(raw.get("note", "")), field)
+                       pt(raw.get("fovea")), str(raw.get("fovea_method", "")), str(raw.get("note", "")), field,
+                       str(raw.get("disc_source", "")))
         except (TypeError, ValueError):
             return cls()
+
+    def notes(self) -> list[str]:
+        """The note, as a photo's notes list it: none when it only says that the model has no
+        disc output (``predict(..., locate_disc=False)``: nothing was looked for)."""
+        return [self.note] if self.note and self.note != NO_OD_OUTPUT else []
 
     def zone(self, y: float, x: float) -> str | None:
         """``macula``, ``posterior pole`` or ``periphery`` (see the module's docstring)."""

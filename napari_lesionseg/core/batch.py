@@ -215,7 +215,6 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
         writable_folder(out_dir)
     if project is not None:
         writable_folder(project.root / "predictions")
-    outputs = model.config.network.outputs
     result = BatchResult()
     summary_rows: list[dict[str, Any]] = []
     lesion_rows_all: list[dict[str, Any]] = []
@@ -253,7 +252,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                 except OSError as err:
                     stopped = "stopped"
                     raise _write_error(err, out_dir or project.root, result) from None  # type: ignore[union-attr]
-                notes = pred.notes + ([pred.anatomy.note] if pred.anatomy.note and OD in outputs else [])
+                notes = pred.notes + pred.anatomy.notes()
                 for note in notes:
                     yield {"event": "note", "image": name, "message": note}
                 secs = time.perf_counter() - t0

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from numpy.typing import NDArray
 
+from . import disc_locator
 from .anatomy import NO_OD_OUTPUT, Anatomy, disc_region, locate_region
 from .errors import LesionsegInputError
 from .fov import (
@@ -41,7 +42,7 @@ from .model_folder import LoadedModel
 from .models.ensemble import members
 from .models.fuse import fold_batchnorm, fuse_conv_relu, fuse_decoder_joins
 from .models.network_config import NetworkConfig
-from .preprocess import Geometry, from_work, prepare
+from .preprocess import Geometry, from_work, prepare, prepare_with_work
 from .progress import relay, run_to_end  # noqa: F401 - run_to_end re-exported for callers of inference
 from .runtime import autocast, autocast_dtype, cpu_pool, default_threads, row_blocks
 
@@ -228,11 +229,14 @@ def apply_calibration(prob: NDArray[np.float32], knots: list[list[float]] | None
 def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device | str | None = None,
             tta: str | None = None, threshold: float | None = None, mm_per_px: float | None = None,
             fov: FieldOfView | None = None, precision: str = "auto",
-            speedups: bool = True, types: list[str] | None = None) -> Generator[Progress, None, Prediction]:
+            speedups: bool = True, types: list[str] | None = None,
+            locate_disc: bool = True) -> Generator[Progress, None, Prediction]:
     """Segment one RGB ``uint8 (H, W, 3)`` photo. Yields Progress; returns Prediction.
 
     Hemorrhages always; ``types``: which of the model's other outputs to bring to full size
-    (None: all; ``Prediction.others``).
+    (None: all; ``Prediction.others``). The optic disc and fovea (``Prediction.anatomy``) come
+    from the model's disc output, or for a model without one, when ``locate_disc``, from the
+    bundled ``multi`` model's (core/disc_locator.py).
 
     ``precision``: ``auto`` computes the network in bfloat16 on a CPU with native bf16 and in
     bfloat16 or float16 on CUDA (fp32 elsewhere); ``fp32`` or ``bf16`` force one (see runtime.autocast_dtype).
@@ -249,7 +253,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     fov = fov or detect_fov(rgb)
     if problem := too_small_problem(fov):
         raise LesionsegInputError(None, problem)
-    x, geom, disc = prepare(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
+    x, geom, disc, work = prepare_with_work(rgb, pre.fov_diameter, pre.green_contrast_sigma, fov)
     extra = [prepare(rgb, g, pre.green_contrast_sigma, fov)[0] for g in cfg.extra_grids]
     # doubts about the photo; out-of-memory retries below add theirs
     notes = [d for d in (fundus_doubts(rgb, fov), dark_doubt(rgb, fov), size_doubt(fov, pre.fov_diameter)) if d]
@@ -299,8 +303,11 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
     mask, labels = labelled_mask(prob, thr, cfg.min_lesion_area)
     lesions, labels = lesion_table(mask, prob, fuzzy, mm_per_px, labels=labels)
     others, anatomy = _other_outputs(model, acc, wacc, disc, box_disc, x, geom, types, mm_per_px)
-    lesions = [les.located(anatomy) for les in lesions]
     timings["postprocess"] = time.perf_counter() - t2
+    if locate_disc and OD not in model.config.network.outputs:
+        located, timings["disc"] = disc_locator.locate_disc(rgb, fov, dev, dtype, work)
+        anatomy = located.with_field(geom)
+    lesions = [les.located(anatomy) for les in lesions]
     yield Progress("done", 1, 1)
     precision_used = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     return Prediction(prob, mask, fuzzy, labels, lesions, geom, model.version, thr, timings, notes, precision_used,

@@ -213,8 +213,31 @@ def network_input(work_rgb: NDArray[np.uint8], fov_mask: NDArray[np.bool_],
 def prepare(rgb: NDArray[np.uint8], fov_diameter: int, green_contrast_sigma: float | list[float] | None,
             fov: FieldOfView | None = None) -> tuple[NDArray[np.float32], Geometry, NDArray[np.bool_]]:
     """Input photograph to ``(network input (C, h, w), geometry, working-grid disc mask)``."""
+    return prepare_with_work(rgb, fov_diameter, green_contrast_sigma, fov)[:3]
+
+
+def prepare_with_work(rgb: NDArray[np.uint8], fov_diameter: int, green_contrast_sigma: float | list[float] | None,
+                      fov: FieldOfView | None = None
+                      ) -> tuple[NDArray[np.float32], Geometry, NDArray[np.bool_], NDArray[np.uint8]]:
+    """:func:`prepare`, and the working image ``uint8 (h, w, 3)`` the input was made from (a
+    coarser grid of the same photo can be made from it without reading the photo again:
+    :func:`coarser`)."""
     fov = fov or detect_fov(rgb)
     geom = plan_geometry(rgb.shape[:2], fov, fov_diameter)
     work = to_work(rgb, geom)
     disc = geom.work_fov_mask()
-    return network_input(work, disc, green_contrast_sigma), geom, disc
+    return network_input(work, disc, green_contrast_sigma), geom, disc, work
+
+
+def coarser(rgb: NDArray[np.uint8], work: NDArray[np.uint8] | None, fov: FieldOfView, fov_diameter: int,
+            green_contrast_sigma: float | list[float] | None
+            ) -> tuple[NDArray[np.float32], Geometry, NDArray[np.bool_]]:
+    """:func:`prepare` on a grid of ``fov_diameter``, from ``work`` (a finer working image of the
+    same photo and field of view, :func:`prepare_with_work`) when it is finer, box-downscaled:
+    a fraction of the time of reading the whole photo again; else from ``rgb``."""
+    geom = plan_geometry(rgb.shape[:2], fov, fov_diameter)
+    h, w = geom.work_shape
+    img = box_downscale(work, h, w) if work is not None and work.shape[0] > h and work.shape[1] > w \
+        else to_work(rgb, geom)
+    disc = geom.work_fov_mask()
+    return network_input(img, disc, green_contrast_sigma), geom, disc
