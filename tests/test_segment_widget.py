@@ -679,6 +679,13 @@ def test_the_lesion_table_lists_the_mask_shown_as_it_changes(qtbot, segment) -> 
     lab = viewer.layers["IDRiD_16 lesions"]
     n = widget.table.rowCount()
     assert n == label_runs(lab.data == 1)[1] > 1
+    # the hemorrhage-only default has no disc output: the bundled multi model's places the disc, so the
+    # outlines are drawn and every lesion has its distance and zone (core/disc_locator.py)
+    outlines = viewer.layers["IDRiD_16 disc and macula"]
+    assert outlines.metadata["disc_source"] and len(outlines.data) == 2
+    assert not widget.table.isColumnHidden(3) and not widget.table.isColumnHidden(4)
+    assert {widget.table.item(r, 4).text() for r in range(n)} <= {"macula", "posterior pole", "periphery"}
+    assert all(float(widget.table.item(r, 3).text()) > 0 for r in range(n))
     # a lesion painted with napari's "new label" (7): a save keeps it as a hemorrhage, and so does the table
     lab.data_setitem(np.nonzero(np.pad(np.ones((10, 20), bool), ((400, 1014), (600, 1524)))), 7)
     qtbot.waitUntil(lambda: widget.table.rowCount() == n + 1, timeout=5000)

@@ -509,6 +509,6 @@ def _compare_job(old_dir: Path, new_dir: Path, data: Any) -> Any:
     rgb = as_rgb_uint8(data)
     results = []
     for folder in (old_dir, new_dir):
-        pred = yield from predict(load_model_folder(folder), rgb)
+        pred = yield from predict(load_model_folder(folder), rgb, locate_disc=False)  # masks shown, not places
         results.append(pred)
     return tuple(results)

@@ -332,8 +332,9 @@ def evaluate_pairs(model: LoadedModel, pairs: list[Pair], *, keep_going: bool = 
             rgb, _ = read_image(pair.image)
             gt = pair.read_checked_mask(shape=rgb.shape[:2])
             type_gt = {t: _type_truth(pair, t, rgb.shape[:2]) for t in others}
-            pred = yield from _tile_events(predict(model, rgb, device=device, tta=tta, threshold=thr,
-                                                   precision=precision, types=others), pair.image.name, i)
+            pred = yield from _tile_events(predict(model, rgb, device=device, tta=tta, threshold=thr, precision=precision,
+                                                   types=others, locate_disc=False),  # scores need no places
+                                           pair.image.name, i)
         except LesionsegInputError as raised:
             err = raised.naming(pair.image)
             result.failures.append(Failure(str(pair.image), str(err)))

@@ -107,7 +107,7 @@ def anatomy_layer(image_name: str, anatomy, scale: tuple[float, float] = (1.0, 1
     return (shapes, {"name": image_name + OUTLINES, "shape_type": "ellipse", "edge_color": colours,
                      "face_color": "transparent", "edge_width": widths, "scale": scale, "translate": translate,
                      "metadata": {"lesionseg": True, "fovea_method": anatomy.fovea_method,
-                                  "note": anatomy.note}}, "shapes")
+                                  "note": anatomy.note, "disc_source": anatomy.disc_source}}, "shapes")
 
 
 def _ellipse(centre: tuple[float, float], radius: float) -> NDArray[np.float64]:
