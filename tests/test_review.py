@@ -446,6 +446,36 @@ def test_the_list_can_run_from_the_rim_of_the_field_inwards() -> None:
     assert plain.cut(0.0).regions == review_regions(mask, prob, fuzzy, threshold=0.5, review=review).regions
 
 
+def test_the_list_can_run_from_the_fovea_outwards() -> None:
+    """With the photo's fovea known, every region has its distance from it in disc diameters
+    (``fovea_dd``) and the list can run from the fovea outwards, the annotator's decisions still
+    last; the orders offered are those that mean something for the photo."""
+    from dataclasses import replace
+
+    from napari_lesionseg.core.anatomy import Anatomy
+    from napari_lesionseg.core.model_config import ReviewConfig
+
+    mask, prob, fuzzy = _scene()
+    review = ReviewConfig(missed_rate=[[0.0, 1.0], [0.0, 0.4]], false_alarm_rate=[[0.0, 1.0], [0.9, 0.1]])
+    eye = Anatomy(disc_centre=(150.0, 40.0), disc_diameter=50.0, fovea=(160.0, 165.0))
+    rs = review_regions(mask, prob, fuzzy, threshold=0.5, review=review, anatomy=eye)
+    assert rs.near_fovea and not rs.placed and rs.orders() == ["mistakes", "macula"]
+    by_box = {r.bbox[:2]: r.fovea_dd for r in rs.regions}
+    assert by_box[(50, 50)] == pytest.approx(np.hypot(54.5 - 160, 54.5 - 165) / 50, abs=1e-3)
+    rs.order = "macula"
+    near = rs.cut(0.0).regions
+    assert [r.fovea_dd for r in near] == sorted(by_box.values())
+    decided = replace(near[0], decided=True, score=0.0)  # the annotator's own: after everything
+    rs.regions = [decided, *near[1:]]
+    assert rs.cut(0.0).regions[-1] == decided and rs.cut(0.0).regions[:-1] == near[1:]
+    both = review_regions(mask, prob, fuzzy, threshold=0.5, review=review,
+                          anatomy=replace(eye, field=(150.0, 200.0, 200.0)))
+    assert both.orders() == ["mistakes", "rim", "macula"]
+    assert review_regions(mask, prob, fuzzy, threshold=0.5, review=review).orders() == ["mistakes"]
+    no_fovea = review_regions(mask, prob, fuzzy, threshold=0.5, review=review, anatomy=replace(eye, fovea=None))
+    assert not no_fovea.near_fovea and {r.fovea_dd for r in no_fovea.regions} == {None}
+
+
 @pytest.mark.gui
 def test_several_rows_deleted_at_once_and_undone_as_one(make_napari_viewer, qtbot) -> None:
     """Clearing many false alarms (a tessellated fundus: 54-74 in the periphery) took a Delete
@@ -465,6 +495,7 @@ def test_several_rows_deleted_at_once_and_undone_as_one(make_napari_viewer, qtbo
     from napari_lesionseg._qt.review import FIELD_COLUMN
 
     assert w.table.isColumnHidden(FIELD_COLUMN) and w.order_row.native.isHidden()  # no field known: no place
+    assert w.order_combo.choices == ("mistakes",)
     click(0)
     click(2, Qt.ShiftModifier)
     assert w.target_rows() == [0, 1, 2] and w.current == 2
@@ -1038,6 +1069,14 @@ def test_a_fundus_periphery_is_listed_together_and_cleared_at_once(make_napari_v
     w.image_picker.choose("IDRiD_04")
     w.refresh()
     assert w.review.placed and not w.order_row.native.isHidden()  # the field is known: the order offered
+    # the default has no disc output; the disc placed for it gives the fovea, so the macula's order is offered too
+    assert w.order_combo.choices == ("mistakes", "rim", "macula")
+    w.order_combo.value = "macula"
+    from napari_lesionseg._qt.review import FOVEA_COLUMN
+
+    near = [r.fovea_dd for r in w.review.regions]
+    assert near == sorted(near) and not w.table.isColumnHidden(FOVEA_COLUMN)
+    assert w.table.item(0, FOVEA_COLUMN).text() == f"{near[0]:.2f}"
     inner_before = sum(r.kind == "lesion" and r.field_r < 0.7 for r in w.review.regions + w.review.hidden)
     w.order_combo.value = "rim"
     listed = w.review.regions

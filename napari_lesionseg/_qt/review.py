@@ -35,9 +35,12 @@ from .viewer_session import keep_removed_work, open_layer_photo, save_open_work,
 if TYPE_CHECKING:
     import napari
 
-COLUMNS = ["kind", "area px", "mean p", "score", "status", "field r"]
+COLUMNS = ["kind", "area px", "mean p", "score", "status", "field r", "DD to fovea"]
 SCORE_COLUMN = COLUMNS.index("score")
 FIELD_COLUMN = COLUMNS.index("field r")  # shown when the regions have their place in the round field
+FOVEA_COLUMN = COLUMNS.index("DD to fovea")  # shown when the photo's fovea is known
+#: the list's orders (core/review.py ORDERS), as the order box names them
+ORDER_NAMES = {"mistakes": "likely mistakes first", "rim": "from the rim inwards", "macula": "from the fovea outwards"}
 # what the score column holds: the model's estimated chance that the region is a mistake, or
 # (without the model's rates) the region's mean fuzzy value
 SCORE_HEADERS = {
@@ -83,17 +86,21 @@ class ReviewWidget(DockWidget):
         self.hide_below.changed.connect(lambda _v: self._fill_table())
         self.hide_row = panel(self.hide_below, form=True, visible=False)
         self.order_combo = ComboBox(
-            choices=[("likely mistakes first", "mistakes"), ("from the rim inwards", "rim")], value="mistakes",
+            choices=[(ORDER_NAMES["mistakes"], "mistakes")], value="mistakes",
             label="order", tooltip="the list's order; from the rim of the photo's round field inwards: the "
                                    "periphery's regions together (a tessellated fundus's false alarms crowd there): "
-                                   "Shift-click to select them, then Delete")
+                                   "Shift-click to select them, then Delete; from the fovea outwards: the macula's "
+                                   "regions first (where a lesion weighs most in grading)")
         self.order_combo.changed.connect(self._on_order)
-        self.order_row = panel(self.order_combo, form=True, visible=False)  # only for regions placed in the field
+        self.order_row = panel(self.order_combo, form=True, visible=False)  # only for regions with a place
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.horizontalHeaderItem(FIELD_COLUMN).setToolTip(
             "distance from the centre of the photo's round field of view, as a share of its radius (0 centre, 1 rim)")
+        self.table.horizontalHeaderItem(FOVEA_COLUMN).setToolTip(
+            "distance from the fovea in optic-disc diameters (the macula: within 1)")
         self.table.setColumnHidden(FIELD_COLUMN, True)
+        self.table.setColumnHidden(FOVEA_COLUMN, True)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.ExtendedSelection)  # Delete etc. on several rows at once
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
@@ -219,6 +226,7 @@ class ReviewWidget(DockWidget):
             threshold, review = review_settings(prob.metadata)
             self.review = review_regions(data, prob.data, fuzzy.data, threshold=threshold, review=review,
                                          decided=decided, anatomy=anatomy)
+        self._offer_orders(self.review.orders())
         self.review.order = self.order_combo.value
         held = self._statuses()  # decided before (Accept on a lesion paints nothing): not a mistake to find
         self.review.regions = [replace(r, score=0.0, decided=True) if _key(r) in held else r
@@ -280,7 +288,7 @@ class ReviewWidget(DockWidget):
             return None
         self.review = self.review.cut(self.hide_below.value)
         self.hide_row.visible = self.review.rated
-        self.order_row.visible = self.review.placed
+        self.order_row.visible = len(self.review.orders()) > 1
         self.current = -1
         frame = f"{self.image_picker.name} current region"
         if frame in self.viewer.layers and len(self.viewer.layers[frame].data):
@@ -295,7 +303,9 @@ class ReviewWidget(DockWidget):
             for col, text in enumerate([KIND_TEXT[r.kind], str(r.area_px), f"{r.mean_prob:.2f}", f"{r.score:.2f}"]):
                 self.table.setItem(row, col, QTableWidgetItem(text))
             self.table.setItem(row, FIELD_COLUMN, QTableWidgetItem("" if r.field_r is None else f"{r.field_r:.2f}"))
+            self.table.setItem(row, FOVEA_COLUMN, QTableWidgetItem("" if r.fovea_dd is None else f"{r.fovea_dd:.2f}"))
         self.table.setColumnHidden(FIELD_COLUMN, not self.review.placed)
+        self.table.setColumnHidden(FOVEA_COLUMN, not self.review.near_fovea)
         self._show_statuses()
         everything = self.review.regions + self.review.hidden
         n_les = sum(r.kind == "lesion" for r in everything)
@@ -316,6 +326,16 @@ class ReviewWidget(DockWidget):
             text += f"; {n_edited} decided by you{'' if self.review.hidden else ' (listed last)'}"
         self.info.setText(text)
         return self.review
+
+    def _offer_orders(self, orders: list[str]) -> None:
+        """The order box offers ``orders`` (those that mean something for the photo's regions);
+        the order chosen stays while it is offered, else the list falls back to the first."""
+        if [c for c in self.order_combo.choices] == orders:
+            return
+        keep = self.order_combo.value if self.order_combo.value in orders else orders[0]
+        with self.order_combo.changed.blocked():
+            self.order_combo.choices = [(ORDER_NAMES[o], o) for o in orders]
+            self.order_combo.value = keep
 
     def _on_order(self, order: str) -> None:
         """The list in the order chosen; the regions' statuses and the decisions stay with them."""

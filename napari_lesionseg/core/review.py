@@ -14,7 +14,10 @@ where the fuzzy map exceeds ``FUZZY_CUTOFF``. Specks come last either way (in th
 
 The list can also run from the rim of the photo's round field of view inwards (``order =
 "rim"``, each region's ``field_r`` from the photo's ``Anatomy``): a tessellated fundus's false
-alarms crowd its periphery, and listed together they are selected and deleted at once.
+alarms crowd its periphery, and listed together they are selected and deleted at once. Or from
+the fovea outwards (``order = "macula"``, each region's ``fovea_dd``, its distance from the
+fovea in disc diameters): a lesion in the macula weighs most in grading, so those are checked
+first.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Region:
     score: float = 0.0
     decided: bool = False  # the annotator changed pixels of it (painted, accepted, deleted): not a mistake to find
     field_r: float | None = None  # the centroid's place in the round field of view (0 centre, 1 rim; None: unknown)
+    fovea_dd: float | None = None  # the centroid's distance from the fovea in disc diameters (None: unknown)
 
 
 @dataclass
@@ -66,6 +70,16 @@ class ReviewSet:
     def placed(self) -> bool:
         """Whether the regions have their place in the field of view (the rim order means something)."""
         return any(r.field_r is not None for r in self.regions + self.hidden)
+
+    @property
+    def near_fovea(self) -> bool:
+        """Whether the regions have their distance from the fovea (the macula order means something)."""
+        return any(r.fovea_dd is not None for r in self.regions + self.hidden)
+
+    def orders(self) -> list[str]:
+        """The orders that mean something for these regions (ORDERS' keys, in its order)."""
+        return [o for o in ORDERS if o == "mistakes" or (o == "rim" and self.placed)
+                or (o == "macula" and self.near_fovea)]
 
     def expected_mistakes(self, first: int | None = None) -> float | None:
         """How many of the (``first``) regions are expected to be mistakes: the sum of their
@@ -134,7 +148,7 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
     edits); a region holding any is the annotator's decision, not a mistake to look for:
     score 0, listed last (an accepted miss came back at the top as a likely false alarm, a
     deleted false alarm as a likely miss). ``anatomy``: the photo's, for each region's place
-    in the round field of view (``field_r``)."""
+    in the round field of view (``field_r``) and its distance from the fovea (``fovea_dd``)."""
     review = review or ReviewConfig()
     lesion = np.asarray(mask) == 1
     les_comp, n_les = label_runs(lesion)[:2]  # 8-connected, as the lesion table labels
@@ -153,6 +167,8 @@ def review_regions(mask: NDArray, prob: NDArray[np.float32], fuzzy: NDArray[np.f
         regions = [replace(r, score=0.0, decided=True) if touched[r.kind][r.label] else r for r in regions]
     if anatomy is not None and anatomy.field is not None:
         regions = [replace(r, field_r=round(anatomy.field_r(*r.centroid), 3)) for r in regions]
+    if anatomy is not None and anatomy.fovea is not None and anatomy.disc_diameter:
+        regions = [replace(r, fovea_dd=round(anatomy.fovea_distance_dd(*r.centroid), 3)) for r in regions]
     regions.sort(key=_order)
     return ReviewSet(regions, les_comp, fz_comp, rated)
 
@@ -171,8 +187,16 @@ def _rim_order(r: Region) -> tuple[bool, bool, float, float, int]:
     return (r.decided, r.field_r is None, -(r.field_r or 0.0), -r.score, -r.area_px)
 
 
-#: the orders a review list can take: likeliest mistakes first, or from the field's rim inwards
-ORDERS = {"mistakes": _order, "rim": _rim_order}
+def _macula_order(r: Region) -> tuple[bool, bool, float, float, int]:
+    """From the fovea outwards (regions without a distance after those with one), the likelier
+    mistake first among equals; the annotator's own decisions after everything. Specks keep
+    their place: near the fovea a microaneurysm-sized spot is what matters."""
+    return (r.decided, r.fovea_dd is None, r.fovea_dd or 0.0, -r.score, -r.area_px)
+
+
+#: the orders a review list can take: likeliest mistakes first, from the field's rim inwards, or
+#: from the fovea outwards
+ORDERS = {"mistakes": _order, "rim": _rim_order, "macula": _macula_order}
 
 
 def candidate_misses(prob: NDArray, lesion: NDArray[np.bool_], floor: float) -> NDArray[np.bool_]:
