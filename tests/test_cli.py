@@ -467,6 +467,11 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
                           "the disc the bundled 'multi' model") == 1
     rows = list(csv.DictReader(open(tmp_path / "summary.csv")))
     assert rows[0]["model"] == "default" and rows[0]["status"] == "ok"
+    # where the disc and fovea are (input pixels of the 536x356 photo) and how each was placed
+    assert rows[0]["disc_from"] == "bundled multi model"
+    assert rows[0]["fovea_method"] in ("found in the photo", "estimated from the disc")
+    disc = [float(rows[0][k]) for k in ("disc_y", "disc_x", "disc_diameter_px", "fovea_y", "fovea_x")]
+    assert 0 < disc[0] < 356 and 0 < disc[1] < 536 and 20 < disc[2] < 120 and abs(disc[4] - disc[1]) > disc[2]
     lesions = list(csv.DictReader(open(tmp_path / "lesions.csv")))
     assert lesions and all(float(row["od_distance_dd"]) > 0 and row["zone"] for row in lesions)  # every lesion placed
 

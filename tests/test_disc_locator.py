@@ -77,3 +77,19 @@ def test_without_the_bundled_model_the_prediction_says_why_it_has_no_distances(d
     assert all(les.od_distance_dd is None and les.zone is None for les in pred.lesions)
     (note,) = pred.anatomy.notes()
     assert note.startswith(NO_OD_OUTPUT) and "could not be loaded" in note and "sha256 does not match" in note
+
+
+def test_summary_csv_says_where_the_disc_and_fovea_are_and_whose_disc_it_is() -> None:
+    from types import SimpleNamespace
+
+    from napari_lesionseg.core.outputs import SUMMARY_COLUMNS, anatomy_row
+
+    own = Anatomy((100.04, 200.0), 50.0, (110.0, 325.0), "found in the photo")
+    row = anatomy_row(SimpleNamespace(anatomy=own))
+    assert row == {"disc_y": 100.0, "disc_x": 200.0, "disc_diameter_px": 50.0, "disc_from": "the model",
+                   "fovea_method": "found in the photo", "fovea_y": 110.0, "fovea_x": 325.0}
+    assert set(row) <= set(SUMMARY_COLUMNS)
+    lent = Anatomy((100.0, 200.0), 50.0, None, "", disc_source=disc_locator.SOURCE)
+    assert anatomy_row(SimpleNamespace(anatomy=lent))["disc_from"] == "bundled multi model"
+    assert "fovea_y" not in anatomy_row(SimpleNamespace(anatomy=lent))
+    assert anatomy_row(SimpleNamespace(anatomy=Anatomy(note=NO_OD_OUTPUT))) == {}  # no disc: the columns empty

@@ -27,6 +27,7 @@ from .outputs import (
     LESION_CSV_COLUMNS,
     NOTES_SEPARATOR,
     SUMMARY_COLUMNS,
+    anatomy_row,
     as_written,
     check_prob_bits,
     lesion_rows,
@@ -264,7 +265,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     "fuzzy_px": int((pred.fuzzy > 0.5).sum()), "model": pred.model_version,
                     "threshold": pred.threshold, "tta": pred.tta, "grids": "+".join(map(str, pred.grids)),
                     "precision": pred.precision, "prob_bits": prob_bits, "seconds": round(secs, 3), "error": "",
-                    "notes": NOTES_SEPARATOR.join(notes),
+                    "notes": NOTES_SEPARATOR.join(notes), **anatomy_row(pred),
                 })
                 result.done.append(str(path))
                 written.add(output_key(name))

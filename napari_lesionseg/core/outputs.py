@@ -155,7 +155,24 @@ def lesion_rows(image: str, pred: Prediction, types: list[str] | None = None) ->
 
 LESION_CSV_COLUMNS = ["image"] + LESION_COLUMNS
 SUMMARY_COLUMNS = ["image", "status", "width", "height", "lesions", "lesion_px", "fuzzy_px",
-                   "model", "threshold", "tta", "grids", "precision", "prob_bits", "seconds", "error", "notes"]
+                   "model", "threshold", "tta", "grids", "precision", "prob_bits", "seconds", "error", "notes",
+                   "disc_y", "disc_x", "disc_diameter_px", "disc_from", "fovea_y", "fovea_x", "fovea_method"]
+
+
+def anatomy_row(pred: Prediction) -> dict[str, Any]:
+    """A photo's optic disc and fovea for ``summary.csv`` (input pixels; empty where not known):
+    ``disc_from`` says whose disc output placed the disc (the model's own, or for a model without
+    one the bundled ``multi`` model's: core/disc_locator.py), ``fovea_method`` whether the fovea
+    was found in the photo or estimated from the disc."""
+    a = pred.anatomy
+    if a.disc_centre is None or not a.disc_diameter:
+        return {}
+    row = {"disc_y": round(a.disc_centre[0], 1), "disc_x": round(a.disc_centre[1], 1),
+           "disc_diameter_px": round(a.disc_diameter, 1),
+           "disc_from": "bundled multi model" if a.disc_source else "the model", "fovea_method": a.fovea_method}
+    if a.fovea is not None:
+        row.update(fovea_y=round(a.fovea[0], 1), fovea_x=round(a.fovea[1], 1))
+    return row
 #: how a photo's notes (warnings that did not stop it) are joined in ``summary.csv``'s ``notes``
 NOTES_SEPARATOR = " | "
 
