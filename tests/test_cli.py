@@ -474,6 +474,14 @@ def test_predict_without_model_uses_the_shipped_default(tmp_path: Path, small_pa
     assert 0 < disc[0] < 356 and 0 < disc[1] < 536 and 20 < disc[2] < 120 and abs(disc[4] - disc[1]) > disc[2]
     lesions = list(csv.DictReader(open(tmp_path / "lesions.csv")))
     assert lesions and all(float(row["od_distance_dd"]) > 0 and row["zone"] for row in lesions)  # every lesion placed
+    plain = tmp_path / "no_disc"
+    r = lesionseg("predict", small_pairs / "images" / "IDRiD_16.jpg", "--out", plain, "--quiet", "--tta", "none",
+                  "--no-disc")
+    assert r.returncode == 0 and "--no-disc left its disc unplaced" in r.stdout, r.stdout + r.stderr
+    unplaced = list(csv.DictReader(open(plain / "lesions.csv")))
+    assert [row["area_px"] for row in unplaced] == [row["area_px"] for row in lesions]  # the same lesions
+    assert all(row["od_distance_dd"] == row["zone"] == "" for row in unplaced)
+    assert list(csv.DictReader(open(plain / "summary.csv")))[0]["disc_x"] == ""
 
 
 

@@ -189,9 +189,12 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                   tta: str | None = None, precision: str = "auto",
                   types: list[str] | None = None, prob_bits: int = 8,
                   project: Project | None = None,
-                  names: list[str] | None = None) -> Generator[dict[str, Any], None, BatchResult]:
+                  names: list[str] | None = None, locate_disc: bool = True
+                  ) -> Generator[dict[str, Any], None, BatchResult]:
     """Predict every path into ``out_dir``; ``types`` the lesion types (and OD) to write (None:
-    every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16). With a
+    every output of the model); ``prob_bits`` the probability PNGs' depth (8 or 16);
+    ``locate_disc``: for a model without a disc output, place the disc with the bundled model's
+    (``inference.predict``). With a
     ``project`` each photo is also registered there and its prediction kept as the plugin keeps
     it (``session.store_prediction``): *Review lesions* > *Open next image* then walks the batch
     most uncertain first, with nothing to run; ``out_dir`` None writes nothing else. ``names``:
@@ -233,7 +236,7 @@ def predict_files(model: LoadedModel, paths: list[Path], out_dir: Path | None, *
                     rgb, meta = fut.result()
                     pred: Prediction = yield from _tile_events(
                         predict(model, rgb, device=device, tta=tta, mm_per_px=mm_per_px, precision=precision,
-                                types=types), name, i)
+                                types=types, locate_disc=locate_disc), name, i)
                 except LesionsegInputError as raised:
                     err = raised.naming(path)
                     result.failures.append(Failure(str(path), str(err)))
