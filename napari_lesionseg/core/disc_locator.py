@@ -33,6 +33,7 @@ from .anatomy import NO_OD_OUTPUT, Anatomy, disc_region, locate_region
 from .bundled import bundled_model_dir
 from .errors import LesionsegInputError
 from .lesion_types import OD
+from .progress import run_to_end
 from .runtime import autocast_dtype
 
 if TYPE_CHECKING:
@@ -81,14 +82,9 @@ def disc_probability(rgb: NDArray[np.uint8], fov: FieldOfView, dev: torch.device
     net, cfg = _locator(dev)
     k, knots = cfg.network.outputs.index(OD), cfg.inference.for_type(OD)[1]
     x, geom, disc = coarser(rgb, work, fov, GRID, cfg.preprocess.green_contrast_sigma)
-    gen = _blend_tiles(net, torch.from_numpy(x), cfg.inference.tile_size, cfg.inference.tile_overlap,
-                       cfg.network.stride, "none", dev, dtype, True, n_channels(cfg.network))
-    while True:
-        try:
-            next(gen)
-        except StopIteration as done:
-            acc, _, wacc = done.value
-            break
+    acc, _, wacc = run_to_end(_blend_tiles(net, torch.from_numpy(x), cfg.inference.tile_size,
+                                           cfg.inference.tile_overlap, cfg.network.stride, "none", dev, dtype, True,
+                                           n_channels(cfg.network)))
     p = apply_calibration(((acc[k] / wacc).numpy() * disc).astype(np.float32), knots) * disc
     return p, x, geom, disc
 
