@@ -233,13 +233,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
                           *([f"project {project.root}"] if project is not None else [])])
     print(f"{len(res.done)} of {len(paths)} images segmented with model '{model.version}'{_grids_note(model)} "
           f"-> {where}")
-    if args.out is not None and res.done and "OD" not in model.config.network.outputs and args.no_disc:
+    if args.out is not None and res.done and "OD" not in model.config.network.outputs:
         print(f"lesions.csv: od_distance_dd and zone are empty: model '{model.version}' has no optic-disc output "
-              "and --no-disc left its disc unplaced")
-    elif args.out is not None and res.done and "OD" not in model.config.network.outputs:
-        print(f"lesions.csv: model '{model.version}' has no optic-disc output; od_distance_dd and zone are measured "
-              f"from the disc the bundled 'multi' model's disc output finds (--model multi also segments the disc "
-              f"and three more lesion types)")
+              "and --no-disc left its disc unplaced" if args.no_disc else
+              f"lesions.csv: model '{model.version}' has no optic-disc output; od_distance_dd and zone are measured "
+              "from the disc the bundled 'multi' model's disc output finds (--model multi also segments the disc "
+              "and three more lesion types)")
     if project is not None and res.done:
         print(f"review them, most uncertain first: lesionseg gui --project {project.root} (or in napari: Review "
               "lesions, this project, 'Open next image')")

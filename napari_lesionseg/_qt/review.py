@@ -330,7 +330,7 @@ class ReviewWidget(DockWidget):
     def _offer_orders(self, orders: list[str]) -> None:
         """The order box offers ``orders`` (those that mean something for the photo's regions);
         the order chosen stays while it is offered, else the list falls back to the first."""
-        if [c for c in self.order_combo.choices] == orders:
+        if list(self.order_combo.choices) == orders:
             return
         keep = self.order_combo.value if self.order_combo.value in orders else orders[0]
         with self.order_combo.changed.blocked():

@@ -76,7 +76,7 @@ def disc_probability(rgb: NDArray[np.uint8], fov: FieldOfView, dev: torch.device
     input, geometry and fundus mask (``preprocess.coarser``: from ``work``, the predicting
     model's finer working image of the photo, when given). Raises what loading the bundled
     model raises."""
-    from .inference import _blend_tiles, apply_calibration, n_channels
+    from .inference import _blend_tiles, calibrated_output, n_channels
     from .preprocess import coarser
 
     net, cfg = _locator(dev)
@@ -85,8 +85,7 @@ def disc_probability(rgb: NDArray[np.uint8], fov: FieldOfView, dev: torch.device
     acc, _, wacc = run_to_end(_blend_tiles(net, torch.from_numpy(x), cfg.inference.tile_size,
                                            cfg.inference.tile_overlap, cfg.network.stride, "none", dev, dtype, True,
                                            n_channels(cfg.network)))
-    p = apply_calibration(((acc[k] / wacc).numpy() * disc).astype(np.float32), knots) * disc
-    return p, x, geom, disc
+    return calibrated_output(acc, wacc, k, disc, knots), x, geom, disc
 
 
 def locate_disc(rgb: NDArray[np.uint8], fov: FieldOfView, dev: torch.device, dtype: torch.dtype | None,

@@ -226,6 +226,13 @@ def apply_calibration(prob: NDArray[np.float32], knots: list[list[float]] | None
     return out
 
 
+def calibrated_output(acc: torch.Tensor, wacc: torch.Tensor, k: int, disc: NDArray[np.bool_],
+                      knots: list[list[float]] | None) -> NDArray[np.float32]:
+    """Output ``k``'s calibrated probability on the working grid from the blended tiles' sums
+    (:func:`_blend_tiles`), 0 outside the fundus ``disc``."""
+    return apply_calibration(((acc[k] / wacc).numpy() * disc).astype(np.float32), knots) * disc
+
+
 def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device | str | None = None,
             tta: str | None = None, threshold: float | None = None, mm_per_px: float | None = None,
             fov: FieldOfView | None = None, precision: str = "auto",
@@ -289,8 +296,7 @@ def predict(model: LoadedModel, rgb: NDArray[np.uint8], *, device: torch.device 
                                               "broken (choose another model version)")
     timings["network"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    prob_w = (acc[0] / wacc).numpy() * disc
-    prob_w = apply_calibration(prob_w.astype(np.float32), cfg.calibration) * disc
+    prob_w = calibrated_output(acc, wacc, 0, disc, cfg.calibration)
     dis_w = (dacc / wacc).numpy() * disc if n_views(model.net, tta) > 1 else None
     head_w = (acc[-1] / wacc).numpy() if model.config.network.error_head else None
     fz_w = fuzzy_map(prob_w, dis_w, cfg.fuzzy, head_w) * disc
@@ -328,8 +334,7 @@ def work_probability(model: LoadedModel, x: NDArray[np.float32], disc: NDArray[n
     acc, _, wacc = yield from _blend_tiles(_place(model.net, dev), torch.from_numpy(x), cfg.tile_size,
                                            cfg.tile_overlap, model.config.network.stride, tta, dev,
                                            autocast_dtype(precision, dev), True, n_channels(model.config.network))
-    prob = (acc[0] / wacc).numpy() * disc
-    return apply_calibration(prob.astype(np.float32), cfg.calibration) * disc
+    return calibrated_output(acc, wacc, 0, disc, cfg.calibration)
 
 
 def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, disc: NDArray[np.bool_],
@@ -347,7 +352,7 @@ def _other_outputs(model: LoadedModel, acc: torch.Tensor, wacc: torch.Tensor, di
         if not wanted and name != OD:
             continue
         thr, knots = cfg.for_type(name)
-        p_w = apply_calibration(((acc[k] / wacc).numpy() * disc).astype(np.float32), knots) * disc
+        p_w = calibrated_output(acc, wacc, k, disc, knots)
         if name == OD:
             has_od, region = True, disc_region(p_w, thr, disc, geom)
         if not wanted:
