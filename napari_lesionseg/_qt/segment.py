@@ -528,6 +528,14 @@ class SegmentWidget(DockWidget):
             return
         lesions = self._lesions(name)
         label, edited = self.session.accept_run(name, pred, None if lesions is None else lesions.data)
+        photo = self.session.photos[name]
+        if photo.draft_restored:
+            from napari.utils.notifications import show_info
+
+            photo.draft_restored = False
+            show_info(f"{name}: hand edits kept at {photo.draft_kept_at or 'an earlier sitting'} and never saved "
+                      "(napari closed before) are shown: save them, or press 'Re-threshold (discard edits)' to "
+                      "take the model's mask")
         steps: list[Callable[[], None]] = [
             partial(self._put_layer, name, label if kind == "labels" else data, kwargs, kind, edited)
             for data, kwargs, kind in prediction_layers(name, pred, tuple(layer.scale), tuple(layer.translate))]
@@ -677,20 +685,28 @@ class SegmentWidget(DockWidget):
         keep_removed_work(self.session, event.value, self.status.setText, self._error)
 
     def _restore_correction(self, new: str) -> None:
-        """Show the project's latest correction of the photo ``new`` when none is shown."""
+        """Show the project's latest correction of the photo ``new`` when none is shown, or the
+        hand edits made on it and never saved (its draft)."""
         try:
             photo = open_layer_photo(self.session, self.viewer.layers[new])
         except (LesionsegInputError, OSError) as err:
             self._error(str(err))
             return
-        if photo.saved is not None and self._lesions(new) is None:
-            layer = self.viewer.layers[new]
-            self.viewer.add_labels(photo.saved.copy(), name=layer_names(new)["lesions"], scale=tuple(layer.scale),
-                                   translate=tuple(layer.translate),
-                                   metadata={"lesionseg": True, "model_version": None}, **lesion_style())
-            self.status.setText(f"{new}: brought back correction v{photo.saved_version:04d} from the project"
-                                if photo.saved_version is not None else
-                                f"{new}: brought back its correction (from the project set before)")
+        if self._lesions(new) is not None or (photo.saved is None and photo.draft is None):
+            return
+        layer = self.viewer.layers[new]
+        shown = photo.saved if photo.draft is None else photo.draft
+        self.viewer.add_labels(shown.copy(), name=layer_names(new)["lesions"], scale=tuple(layer.scale),
+                               translate=tuple(layer.translate),
+                               metadata={"lesionseg": True, "model_version": None}, **lesion_style())
+        if photo.draft is not None:  # hand edits kept as a draft (napari closed before they were saved)
+            photo.draft = None
+            self.status.setText(f"{new}: brought back hand edits kept at {photo.draft_kept_at or 'an earlier sitting'}"
+                                " and never saved (napari closed before): save them to keep them")
+        elif photo.saved_version is not None:
+            self.status.setText(f"{new}: brought back correction v{photo.saved_version:04d} from the project")
+        else:
+            self.status.setText(f"{new}: brought back its correction (from the project set before)")
 
     def save_correction(self, name: str | None = None) -> Path | None:
         """Append the current mask as a new label version in the project folder."""

@@ -34,7 +34,61 @@ def session_for(viewer: Any) -> AnnotationSession:
         follow_project_switches(viewer, session)
         follow_layer_names(viewer, session)
         mend_misread_photos(viewer)
+        keep_drafts(viewer, session)
     return session
+
+
+DRAFT_MS = 2000  # hand edits are kept as a draft once they have settled this long
+
+
+def keep_drafts(viewer: Any, session: AnnotationSession) -> None:
+    """Hand edits kept against a crash: once a photo's lesions layer has been painted and left
+    alone for :data:`DRAFT_MS`, each open photo's unsaved edits are written as the project's
+    draft of it (``Project.save_draft``; its edits undone, the draft goes), on a thread of their
+    own: napari killed or crashing (it can: a segmentation fault in software OpenGL, seen under
+    Mesa 22.3) then loses at most the last two seconds of painting, where it lost everything
+    since the last save. A photo opened again shows its draft as unsaved edits (the session's
+    ``Photo.draft``). Nothing without a project folder (nowhere to keep them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="lesionseg-draft")  # one at a time, in order
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.setInterval(DRAFT_MS)
+
+    def keep() -> None:
+        if session.project is None:
+            return
+        for name in list(session.photos):
+            lname = layer_names(name)["lesions"]
+            with contextlib.suppress(RuntimeError, KeyError):  # the viewer closed, the layer went meanwhile
+                if lname in viewer.layers and (job := session.draft_job(name, viewer.layers[lname].data)):
+                    pool.submit(_warn_on_failure(job, name))
+
+    def watch(layer: Any) -> None:
+        if segmented_photo_name(layer) is not None:  # painted (or undone), or replaced
+            layer.events.paint.connect(lambda _event: timer.start())
+            layer.events.data.connect(lambda _event: timer.start())
+
+    timer.timeout.connect(keep)
+    _DRAFT_KEEPERS[viewer] = (timer, pool)
+    for layer in list(viewer.layers):
+        watch(layer)
+    viewer.layers.events.inserted.connect(lambda event: watch(event.value))
+
+
+_DRAFT_KEEPERS: weakref.WeakKeyDictionary[Any, tuple[QTimer, Any]] = weakref.WeakKeyDictionary()
+
+
+def _warn_on_failure(job: Callable[[], None], name: str) -> Callable[[], None]:
+    def run() -> None:
+        import warnings
+
+        try:
+            job()
+        except (LesionsegInputError, OSError) as err:  # a full disk, a read-only project: saving still says so
+            warnings.warn(f"{name}: its unsaved edits could not be kept as a draft: {err}", stacklevel=1)
+    return run
 
 
 def mend_misread_photos(viewer: Any) -> None:

@@ -165,7 +165,8 @@ def labels_to_label_map(data: NDArray, types: list[str] | tuple[str, ...] = (HE,
 
 def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, Any], str]]:
     """The photo of ``image_id`` with its latest prediction (probability, fuzzy) and its latest
-    correction (or the predicted mask) as the editable lesions layer, and the disc and macula
+    correction (or the predicted mask; or the draft of hand edits made on it and never saved,
+    its metadata's ``restored_draft`` saying when they were kept) as the editable lesions layer, and the disc and macula
     outlines when the prediction placed them (a model with an optic-disc output), as a run
     shows them (a photo opened from the project had none)."""
     from .anatomy import Anatomy
@@ -179,7 +180,13 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
     d = project.latest_prediction(image_id)
     meta = {"lesionseg": True, "model_version": d.name if d is not None else None,
             **(project.prediction_settings(image_id) if d is not None else {})}
-    mask = project.latest_label(image_id)
+    latest = project.latest_with_label(image_id)
+    mask = None if latest is None else latest[1]
+    draft = project.draft(image_id)  # hand edits napari closed (or crashed) before they were saved
+    lesions_meta = dict(meta)
+    if draft is not None and draft[1] == (None if latest is None else latest[0].version) \
+            and draft[0].shape == rgb.shape[:2]:
+        mask, lesions_meta["restored_draft"] = draft[0], draft[2] or "earlier"
     prob, fuzzy = project.prediction_map(image_id, "prob"), project.prediction_map(image_id, "fuzzy")
     if prob is not None and fuzzy is not None:
         out.append((prob, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),
@@ -191,7 +198,7 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
     if outline is not None:
         out.append(outline)
     if mask is not None:  # last: the layer napari selects, the one painting goes to
-        out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": meta}, "labels"))
+        out.append((mask, {"name": names["lesions"], **lesion_style(), "metadata": lesions_meta}, "labels"))
     return out
 
 

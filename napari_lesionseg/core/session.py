@@ -103,6 +103,11 @@ class Photo:
     review_marks: dict[tuple[str, int, int], str] = field(default_factory=dict)
     saved_marks: dict[tuple[str, int, int], str] = field(default_factory=dict)  # as the saved version holds them
     saved_reviewed: set[str] = field(default_factory=lambda: {HE})  # the types the saved version was reviewed for
+    # hand edits kept by the project as a draft (napari closed or crashed before they were saved),
+    # made on the saved version: shown instead of it once, as unsaved edits
+    draft: NDArray[np.uint8] | None = None
+    draft_kept_at: str = ""
+    draft_restored: bool = False  # a run showed the draft (accept_run): the dock says so once
 
     @property
     def decided_since_saved(self) -> bool:
@@ -249,6 +254,11 @@ class AnnotationSession:
                     photo.saved_reviewed = set(photo.reviewed)
                     photo.saved_marks = proj.review_marks(hit[0])
                     photo.review_marks = {**photo.saved_marks, **photo.review_marks}
+                draft = proj.draft(iid)
+                if draft is not None and draft[1] == photo.saved_version:
+                    photo.draft, photo.draft_kept_at = draft[0], draft[2]
+                elif draft is not None:  # made on a version since replaced: those edits were saved, or given up
+                    proj.drop_draft(iid)
         return photo
 
     def lesion_types(self) -> list[str]:
@@ -299,8 +309,12 @@ class AnnotationSession:
         """``label`` is what is shown for a photo that has neither a saved correction nor a run
         here (e.g. a stored prediction's mask): edits are measured against it."""
         photo = self.photos.get(name) or self.open_photo(name)
+        lab = self.label_map(label, name)
+        if photo.draft is not None and np.array_equal(lab, photo.draft):
+            photo.draft = None  # the draft is shown (project_image_layers): unsaved edits, not the reference
+            return
         if photo.saved is None and photo.auto_mask is None:
-            photo.auto_mask = self.label_map(label, name)
+            photo.auto_mask = lab
 
     def model_mask(self, name: str) -> NDArray[np.uint8] | None:
         """The label map the model made for photo ``name`` (before any hand edit): this
@@ -398,6 +412,10 @@ class AnnotationSession:
         photo.auto_mask = prediction_label(pred)
         if edited and not replace_edits:
             return Accepted(self.label_map(label, name), True)
+        if photo.draft is not None and not replace_edits and photo.draft.shape == photo.auto_mask.shape:
+            draft, photo.draft = photo.draft, None  # edits not saved before napari closed: shown as such
+            photo.draft_restored = True
+            return Accepted(draft.copy(), True)
         if photo.saved is not None and not replace_edits:
             return Accepted(photo.saved.copy(), False)  # a saved correction outranks the model's new guess
         return Accepted(photo.auto_mask.copy(), False)
@@ -502,7 +520,24 @@ class AnnotationSession:
                             types=sorted(photo.reviewed, key=LESION_TYPES.index), marks=photo.review_marks)
         photo.saved, photo.saved_version, photo.saved_marks = lab, v.version, dict(photo.review_marks)
         photo.saved_reviewed = set(photo.reviewed)
+        photo.draft = None
+        proj.drop_draft(iid)
         return v
+
+    def draft_job(self, name: str, label: NDArray) -> Callable[[], None] | None:
+        """What keeps photo ``name``'s hand edits (``label``, the lesions layer's data) against a
+        crash: a call that writes them as the project's draft of the photo when they differ from
+        its saved version (or the model's mask), or removes its draft when they do not; None
+        without a project that holds the photo. The label map is copied here; the call may run
+        on another thread. Review's decisions are not kept in a draft (they go with a save)."""
+        photo, proj = self.photos.get(name), self.project
+        if photo is None or proj is None or photo.image_id is None:
+            return None
+        iid, base = photo.image_id, photo.saved_version
+        lab, ref = self.label_map(label, name), self._reference(name)  # is_edited, the label map made once
+        if ref is not None and not np.array_equal(lab, ref):
+            return lambda: proj.save_draft(iid, lab, base)
+        return lambda: proj.drop_draft(iid)
 
     def next_image(self, current: str | None = None, skip: Collection[str] = ()) -> NextImage | None:
         """The project's next image to review after ``current``, in the order of uncertainty

@@ -14,6 +14,9 @@
 <project>/labels/<image_id>/latest.json    which version is current
 <project>/manifest.jsonl                   one line per save (provenance)
 <project>/resume.json                      the photo the review last opened (where a review resumes)
+<project>/drafts/<image_id>.png + .json     hand edits not yet saved as a version, kept as they settle: napari
+                                           crashing or killed loses none of them (the json: the version they
+                                           were made on, when); gone once a version is saved
 <project>/predictions/<model>/<image_id>_{prob,mask,fuzzy}.png
 <project>/predictions/<model>/<image_id>_<T>_{prob,mask}.png   each other output T (MA, EX, SE, OD)
 <project>/models/<version>/                model folders (see model_folder.py)
@@ -67,6 +70,7 @@ from .pairs import Pair
 VERSION_RE = re.compile(r"^v(\d{4,})\.png$")
 MANIFEST = "manifest.jsonl"
 RESUME = "resume.json"  # the photo the review last opened: a review opened again resumes at it
+DRAFTS = "drafts"  # unsaved hand edits, one draft per photo (Project.save_draft)
 REVIEW_STATUSES = ("accepted", "deleted", "unsure")  # the Review dock's decisions on a region
 ORIGIN = ".origin.json"  # beside a photo kept as its pixels: where it came from, and its identity
 
@@ -429,6 +433,44 @@ class Project:
         """The current version's label map, exactly as saved (0, 1, 255)."""
         hit = self.latest_with_label(image_id)
         return None if hit is None else hit[1]
+
+    # ---- drafts: unsaved hand edits, kept against a crash -------------------------------------
+    def _draft_paths(self, image_id: str) -> tuple[Path, Path]:
+        d = self.root / DRAFTS
+        return d / f"{image_id}.png", d / f"{image_id}.json"
+
+    def save_draft(self, image_id: str, label: NDArray, base_version: int | None) -> None:
+        """Keep ``label`` (a label map as :meth:`save_label` takes it), the photo's hand edits not
+        yet saved, made on version ``base_version`` (None: on no version); one draft per photo,
+        replaced by the next. Not a version: the queue and fine-tuning never see it."""
+        lab = check_label_values(label)
+        png, meta = self._draft_paths(image_id)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(png, encode_png(lab))
+        atomic_write_text(meta, json_text({"base_version": base_version, "shape": list(lab.shape),
+                                           "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+
+    def draft(self, image_id: str) -> tuple[NDArray[np.uint8], int | None, str] | None:
+        """``(label map, the version it was made on, when it was kept)`` of the photo's draft,
+        or None (none, or unreadable: a warning; it is left on disk for a person to look at)."""
+        png, meta = self._draft_paths(image_id)
+        if not png.is_file() or not meta.is_file():
+            return None
+        try:
+            info = read_json(meta)
+            lab = read_label(png)
+            base = info.get("base_version")
+            if (base is not None and not isinstance(base, int)) or list(lab.shape) != info.get("shape"):
+                raise LesionsegInputError(png, "the draft does not match its record")
+            return lab, base, str(info.get("saved_at", ""))
+        except (LesionsegInputError, OSError, AttributeError) as err:
+            warnings.warn(f"{png}: an unreadable draft of unsaved edits was not restored ({err})", stacklevel=2)
+            return None
+
+    def drop_draft(self, image_id: str) -> None:
+        """Remove the photo's draft (its edits were saved as a version, or undone)."""
+        for path in self._draft_paths(image_id):
+            path.unlink(missing_ok=True)
 
     def save_label(self, image_id: str, label: NDArray, *, model_version: str | None = None,
                    model_mask: NDArray | None = None, note: str = "",
