@@ -118,6 +118,10 @@ def test_edits_painted_in_the_viewer_come_back_in_the_next_napari(make_napari_vi
     lab.data_setitem(stroke, 1)  # as a brush stroke records it (undoable, a paint event)
     drafts = tmp_path / "proj" / "drafts"
     qtbot.waitUntil(lambda: any(drafts.glob("*.json")) if drafts.is_dir() else False, timeout=10_000)
+    lab.undo()  # back to the model's mask: nothing to keep
+    qtbot.waitUntil(lambda: not any(drafts.glob("*.json")), timeout=10_000)
+    lab.redo()
+    qtbot.waitUntil(lambda: any(drafts.glob("*.json")), timeout=10_000)
     painted = np.asarray(lab.data).copy()
     # a new napari with the same project (the first never saved: as if it had crashed)
     viewer2 = make_napari_viewer()

@@ -66,9 +66,9 @@ def keep_drafts(viewer: Any, session: AnnotationSession) -> None:
                     pool.submit(_warn_on_failure(job, name))
 
     def watch(layer: Any) -> None:
-        if segmented_photo_name(layer) is not None:  # painted (or undone), or replaced
-            layer.events.paint.connect(lambda _event: timer.start())
-            layer.events.data.connect(lambda _event: timer.start())
+        if segmented_photo_name(layer) is not None:  # painted, replaced, or refreshed (napari's undo says only that)
+            for emitter in (layer.events.paint, layer.events.data, layer.events.set_data):
+                emitter.connect(lambda _event: timer.start())
 
     timer.timeout.connect(keep)
     _DRAFT_KEEPERS[viewer] = (timer, pool)
