@@ -19,6 +19,7 @@ from ..core.image_io import decodable
 from ..core.segment_layers import OPENED_FROM, all_layer_names, layer_names
 from ..core.session import AnnotationSession, Photo
 from ._arrays import as_rgb_uint8
+from .gl_workaround import keep_gl_programs
 
 _SESSIONS: weakref.WeakKeyDictionary[Any, AnnotationSession] = weakref.WeakKeyDictionary()
 
@@ -27,6 +28,7 @@ def session_for(viewer: Any) -> AnnotationSession:
     """The viewer's session, made on first use; it goes with the viewer."""
     session = _SESSIONS.get(viewer)
     if session is None:
+        keep_gl_programs()  # before any layer of ours comes and goes: removing one crashed napari
         session = _SESSIONS[viewer] = AnnotationSession()
         settle_garbage_collector()
         follow_opened_projects(viewer, session)
