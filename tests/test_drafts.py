@@ -4,6 +4,7 @@ they settle, brought back when the photo is opened again, gone once a version is
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ def test_a_draft_is_kept_read_back_and_dropped(tmp_path: Path, small_pairs: Path
     proj.save_draft(iid, lab, None)
     back, base, when = proj.draft(iid)
     np.testing.assert_array_equal(back, lab)
-    assert base is None and when
+    assert base is None and re.fullmatch(r"\d\d:\d\d on \d{4}-\d\d-\d\d", when), when  # as a person reads it
     proj.save_draft(iid, lab * 0, 3)  # the next replaces it
     assert proj.draft(iid)[1] == 3 and not proj.draft(iid)[0].any()
     assert proj.versions(iid) == [] and proj.corrected_pairs() == []  # no version: the queue and fine-tunes never see it
@@ -98,6 +99,13 @@ def test_a_draft_older_than_the_saved_version_is_dropped(tmp_path: Path, tiny_mo
     proj.save_label(iid, np.zeros((h, w), np.uint8))
     proj.save_draft(iid, np.ones((h, w), np.uint8), 1)
     proj.save_label(iid, np.full((h, w), 255, np.uint8))
+    def read_only(_self: Project, _iid: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    with pytest.MonkeyPatch.context() as mp:  # a project on a read-only share: opened all the same
+        mp.setattr(Project, "drop_draft", read_only)
+        photo = AnnotationSession(project_dir=proj.root, model_dir=tiny_model_dir).open_photo("p", _photo(small_pairs))
+        assert photo.saved_version == 2 and photo.draft is None and proj.draft(iid) is not None
     session = AnnotationSession(project_dir=proj.root, model_dir=tiny_model_dir)
     photo = session.open_photo("p", _photo(small_pairs))
     assert photo.saved_version == 2 and photo.draft is None and proj.draft(iid) is None

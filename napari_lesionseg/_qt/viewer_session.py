@@ -63,7 +63,8 @@ def keep_drafts(viewer: Any, session: AnnotationSession) -> None:
             return
         for name in list(session.photos):
             lname = layer_names(name)["lesions"]
-            with contextlib.suppress(RuntimeError, KeyError):  # the viewer closed, the layer went meanwhile
+            # the viewer closed or the layer went meanwhile; the model's folder unreadable (its types)
+            with contextlib.suppress(RuntimeError, KeyError, LesionsegInputError, OSError):
                 if lname in viewer.layers and (job := session.draft_job(name, viewer.layers[lname].data)):
                     pool.submit(_warn_on_failure(job, name))
 

@@ -258,7 +258,8 @@ class AnnotationSession:
                 if draft is not None and draft[1] == photo.saved_version:
                     photo.draft, photo.draft_kept_at = draft[0], draft[2]
                 elif draft is not None:  # made on a version since replaced: those edits were saved, or given up
-                    proj.drop_draft(iid)
+                    with contextlib.suppress(OSError):  # a read-only project: left, and passed over again
+                        proj.drop_draft(iid)
         return photo
 
     def lesion_types(self) -> list[str]:
@@ -521,7 +522,8 @@ class AnnotationSession:
         photo.saved, photo.saved_version, photo.saved_marks = lab, v.version, dict(photo.review_marks)
         photo.saved_reviewed = set(photo.reviewed)
         photo.draft = None
-        proj.drop_draft(iid)
+        with contextlib.suppress(OSError):  # the version is saved; a draft left is older than it, dropped when read
+            proj.drop_draft(iid)
         return v
 
     def draft_job(self, name: str, label: NDArray) -> Callable[[], None] | None:

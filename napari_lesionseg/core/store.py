@@ -75,6 +75,14 @@ REVIEW_STATUSES = ("accepted", "deleted", "unsure")  # the Review dock's decisio
 ORIGIN = ".origin.json"  # beside a photo kept as its pixels: where it came from, and its identity
 
 
+def _local_time(iso: str) -> str:
+    """An ISO time as a person reads it, in local time ("" when it is none)."""
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%H:%M on %Y-%m-%d")
+    except ValueError:
+        return iso
+
+
 @dataclass(frozen=True)
 class LabelVersion:
     image_id: str
@@ -451,7 +459,8 @@ class Project:
                                            "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
 
     def draft(self, image_id: str) -> tuple[NDArray[np.uint8], int | None, str] | None:
-        """``(label map, the version it was made on, when it was kept)`` of the photo's draft,
+        """``(label map, the version it was made on, when it was kept: "HH:MM on YYYY-MM-DD",
+        local time)`` of the photo's draft,
         or None (none, or unreadable: a warning; it is left on disk for a person to look at)."""
         png, meta = self._draft_paths(image_id)
         if not png.is_file() or not meta.is_file():
@@ -462,7 +471,7 @@ class Project:
             base = info.get("base_version")
             if (base is not None and not isinstance(base, int)) or list(lab.shape) != info.get("shape"):
                 raise LesionsegInputError(png, "the draft does not match its record")
-            return lab, base, str(info.get("saved_at", ""))
+            return lab, base, _local_time(str(info.get("saved_at", "")))
         except (LesionsegInputError, OSError, AttributeError) as err:
             warnings.warn(f"{png}: an unreadable draft of unsaved edits was not restored ({err})", stacklevel=2)
             return None
