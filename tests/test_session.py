@@ -210,6 +210,13 @@ def test_next_image_follows_uncertainty_and_model_follows_promotion(session: Ann
 def test_to_label_map() -> None:
     data = np.array([[0, 1, 2], [255, 7, 0]], np.int32)
     np.testing.assert_array_equal(to_label_map(data), [[0, 1, 1], [255, 1, 0]])
+    # a uint8 layer (the docks' own) goes through a lookup table: the same map for every value
+    every = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for types in (["HE"], ["HE", "MA", "EX", "SE"], ["HE", "EX"]):
+        kept = [0, 255] + [{"HE": 1, "MA": 2, "EX": 3, "SE": 4}[t] for t in types]
+        out = to_label_map(every, types)
+        assert out.dtype == np.uint8 and out is not every
+        np.testing.assert_array_equal(out, np.where(np.isin(every, kept), every, 1))
 
 
 def test_a_project_under_home_is_found_not_made_beside(tmp_path: Path, monkeypatch) -> None:

@@ -159,8 +159,12 @@ def labels_to_label_map(data: NDArray, types: list[str] | tuple[str, ...] = (HE,
     top = max(TYPE_VALUE[t] for t in types)
     if arr.dtype == np.uint8 and (not arr.size or int(arr.max()) <= top) and top == len(types):
         return arr.copy()  # a copy, never the layer's own array: napari paints it in place
-    keep = np.isin(arr, [0, UNSURE] + [TYPE_VALUE[t] for t in types])
-    return np.where(keep, arr, LESION).astype(np.uint8)
+    kept = [0, UNSURE] + [TYPE_VALUE[t] for t in types]
+    if arr.dtype == np.uint8:  # one table lookup: isin and where took 0.15 s for an IDRiD photo
+        table = np.full(256, LESION, np.uint8)
+        table[kept] = kept
+        return table[arr]
+    return np.where(np.isin(arr, kept), arr, LESION).astype(np.uint8)
 
 
 def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, Any], str]]:

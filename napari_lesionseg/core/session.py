@@ -530,16 +530,25 @@ class AnnotationSession:
         """What keeps photo ``name``'s hand edits (``label``, the lesions layer's data) against a
         crash: a call that writes them as the project's draft of the photo when they differ from
         its saved version (or the model's mask), or removes its draft when they do not; None
-        without a project that holds the photo. The label map is copied here; the call may run
-        on another thread. Review's decisions are not kept in a draft (they go with a save)."""
+        without a project that holds the photo. Here only ``label`` is copied (the layer's array:
+        napari paints it in place) and what it is measured against looked up; the label map is
+        made, compared and written by the call, on another thread (made here, it held the GUI
+        thread 150 ms for an IDRiD photo with an "unsure" pixel: benchmarks/draft_keep.py).
+        Review's decisions are not kept in a draft (they go with a save)."""
         photo, proj = self.photos.get(name), self.project
         if photo is None or proj is None or photo.image_id is None:
             return None
-        iid, base = photo.image_id, photo.saved_version
-        lab, ref = self.label_map(label, name), self._reference(name)  # is_edited, the label map made once
-        if ref is not None and not np.array_equal(lab, ref):
-            return lambda: proj.save_draft(iid, lab, base)
-        return lambda: proj.drop_draft(iid)
+        iid, base, ref = photo.image_id, photo.saved_version, self._reference(name)
+        data = np.array(label, copy=True)
+
+        def keep() -> None:
+            lab = self.label_map(data, name)
+            if ref is not None and not np.array_equal(lab, ref):  # is_edited
+                proj.save_draft(iid, lab, base)
+            else:
+                proj.drop_draft(iid)
+
+        return keep
 
     def next_image(self, current: str | None = None, skip: Collection[str] = ()) -> NextImage | None:
         """The project's next image to review after ``current``, in the order of uncertainty
