@@ -160,7 +160,7 @@ def labels_to_label_map(data: NDArray, types: list[str] | tuple[str, ...] = (HE,
     if arr.dtype == np.uint8 and (not arr.size or int(arr.max()) <= top) and top == len(types):
         return arr.copy()  # a copy, never the layer's own array: napari paints it in place
     kept = [0, UNSURE] + [TYPE_VALUE[t] for t in types]
-    if arr.dtype == np.uint8:  # one table lookup: isin and where took 0.15 s for an IDRiD photo
+    if arr.dtype == np.uint8:  # one table lookup (32 ms for an IDRiD photo; isin and where took 120-170)
         table = np.full(256, LESION, np.uint8)
         table[kept] = kept
         return table[arr]
@@ -186,11 +186,11 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
             **(project.prediction_settings(image_id) if d is not None else {})}
     latest = project.latest_with_label(image_id)
     mask = None if latest is None else latest[1]
-    draft = project.draft(image_id)  # hand edits napari closed (or crashed) before they were saved
+    # hand edits napari closed (or crashed) before they were saved
+    draft = project.current_draft(image_id, None if latest is None else latest[0].version)
     lesions_meta = dict(meta)
-    if draft is not None and draft[1] == (None if latest is None else latest[0].version) \
-            and draft[0].shape == rgb.shape[:2]:
-        mask, lesions_meta["restored_draft"] = draft[0], draft[2] or "earlier"
+    if draft is not None and draft[0].shape == rgb.shape[:2]:
+        mask, lesions_meta["restored_draft"] = draft
     prob, fuzzy = project.prediction_map(image_id, "prob"), project.prediction_map(image_id, "fuzzy")
     if prob is not None and fuzzy is not None:
         out.append((prob, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),

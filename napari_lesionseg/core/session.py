@@ -254,12 +254,9 @@ class AnnotationSession:
                     photo.saved_reviewed = set(photo.reviewed)
                     photo.saved_marks = proj.review_marks(hit[0])
                     photo.review_marks = {**photo.saved_marks, **photo.review_marks}
-                draft = proj.draft(iid)
-                if draft is not None and draft[1] == photo.saved_version:
-                    photo.draft, photo.draft_kept_at = draft[0], draft[2]
-                elif draft is not None:  # made on a version since replaced: those edits were saved, or given up
-                    with contextlib.suppress(OSError):  # a read-only project: left, and passed over again
-                        proj.drop_draft(iid)
+                found = proj.current_draft(iid, photo.saved_version)
+                if found is not None:
+                    photo.draft, photo.draft_kept_at = found
         return photo
 
     def lesion_types(self) -> list[str]:

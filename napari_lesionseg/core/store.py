@@ -476,6 +476,21 @@ class Project:
             warnings.warn(f"{png}: an unreadable draft of unsaved edits was not restored ({err})", stacklevel=2)
             return None
 
+    def current_draft(self, image_id: str, version: int | None) -> tuple[NDArray[np.uint8], str] | None:
+        """The photo's draft if it was made on ``version`` (the photo's current one; None: none
+        saved): ``(label map, when it was kept)``. One made on another version is stale (those
+        edits were saved, or given up) and is dropped (left, and passed over again, where the
+        project is read-only)."""
+        found = self.draft(image_id)
+        if found is None:
+            return None
+        lab, base, when = found
+        if base == version:
+            return lab, when or "an earlier sitting"
+        with contextlib.suppress(OSError):
+            self.drop_draft(image_id)
+        return None
+
     def drop_draft(self, image_id: str) -> None:
         """Remove the photo's draft (its edits were saved as a version, or undone)."""
         for path in self._draft_paths(image_id):
