@@ -68,6 +68,16 @@ def gemm_gflops(dtype_name: str, n: int = 4096, reps: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
+def process_setup(variant: str) -> bool:
+    """The worker process set up as ``variant`` runs: ``tuned`` as `lesionseg predict` does first
+    (``cli.run_command``: the glibc allocator tuned), ``plain`` with the default allocator.
+    Returns whether the allocator was tuned. Left out from 2026-11-29 to 2026-12-08: the tuned
+    figures of those days are those of a process without it (benchmarks/README.md)."""
+    from napari_lesionseg.core.runtime import tune_allocator
+
+    return tune_allocator() if variant == "tuned" else False
+
+
 def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_json: str, model_dir: str,
            locate_disc: bool = True) -> None:
     import resource
@@ -81,6 +91,7 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
     from napari_lesionseg.core.outputs import write_prediction
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
+    allocator_tuned = process_setup(variant)
     model = load_model_folder(model_dir)
     times, net_times, disc_times = [], [], []
     pred = None
@@ -116,7 +127,7 @@ def worker(variant: str, image: str, runs: int, tta: str, precision: str, out_js
     np.save(out_json + ".prob.npy", pred.probability)
     np.save(out_json + ".mask.npy", pred.mask)
     Path(out_json).write_text(json_text({
-        "variant": variant, "times": times[1:], "network_times": net_times[1:], "disc_times": disc_times[1:],
+        "variant": variant, "allocator_tuned": allocator_tuned, "times": times[1:], "network_times": net_times[1:], "disc_times": disc_times[1:],
         "flops": flops,
         "work_shape": list(geom.work_shape), "tiles": n_tiles, "views": n_views(model.net, tta),
         "extra_grids": inf.extra_grids,

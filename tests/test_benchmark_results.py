@@ -56,3 +56,20 @@ def test_the_tables_show_a_composed_ensemble_without_validation(tmp_path: Path, 
     assert "aupr 0.660 ± 0.028" in pair[1], out  # full resolution: 0.68 and 0.64
     assert any(line.startswith("default") and "0.600 ± 0.028" in line for line in out.splitlines()), out
     assert [r["val_aupr"] for r in _strict(merged.read_text())["runs"]] == [0.62, 0.58, None, None]
+
+
+def test_the_speed_benchmarks_tuned_process_is_set_up_as_lesionseg_predicts(monkeypatch) -> None:
+    """predict_speed's "tuned" worker sets up its process as `lesionseg predict` does (the glibc
+    allocator tuned by cli.run_command); for nine days it did not, and its figures were 0.2 s
+    slower than the command's. "plain" keeps the default allocator."""
+    from napari_lesionseg import cli
+    from napari_lesionseg.core import runtime
+
+    calls: list[str] = []
+    monkeypatch.setattr(runtime, "tune_allocator", lambda: calls.append("tuned") or True)
+    monkeypatch.setattr(cli, "_interrupt_on_sigterm", lambda: None)
+    cli.run_command(lambda args: 0, None)
+    assert calls == ["tuned"]  # what the command does, seen the same way as the benchmark below
+    ps = benchmark_module("predict_speed")
+    assert ps.process_setup("plain") is False and calls == ["tuned"]
+    assert ps.process_setup("tuned") is True and calls == ["tuned", "tuned"]

@@ -318,7 +318,7 @@ def read_image(
         arr = _tiff_array(p, data)  # type: ignore[assignment]
     else:
         try:
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # a copy of a 12-MP photo (30 ms) when it has no turn
         except Exception:  # noqa: BLE001 - a broken EXIF block should not lose the image
             pass
         if im.mode not in ("L", "RGB"):
