@@ -31,17 +31,44 @@ def test_a_draft_is_kept_read_back_and_dropped(tmp_path: Path, small_pairs: Path
     lab[5:9, 5:9], lab[20:22, 30:40] = 1, 255
     assert proj.draft(iid) is None
     proj.save_draft(iid, lab, None)
-    back, base, when = proj.draft(iid)
-    np.testing.assert_array_equal(back, lab)
-    assert base is None and re.fullmatch(r"\d\d:\d\d on \d{4}-\d\d-\d\d", when), when  # as a person reads it
+    d = proj.draft(iid)
+    np.testing.assert_array_equal(d.label, lab)
+    assert d.base_version is None and re.fullmatch(r"\d\d:\d\d on \d{4}-\d\d-\d\d", d.kept_at), d.kept_at
+    assert d.edited and d.marks is None and d.types is None and d.what == "hand edits"
     proj.save_draft(iid, lab * 0, 3)  # the next replaces it
-    assert proj.draft(iid)[1] == 3 and not proj.draft(iid)[0].any()
+    assert proj.draft(iid).base_version == 3 and not proj.draft(iid).label.any()
     assert proj.versions(iid) == [] and proj.corrected_pairs() == []  # no version: the queue and fine-tunes never see it
     with pytest.raises(Exception, match="label values"):
         proj.save_draft(iid, np.full((4, 4), 7, np.uint8), None)
     proj.drop_draft(iid)
     assert proj.draft(iid) is None
     proj.drop_draft(iid)  # nothing to drop: no error
+
+
+def test_a_draft_keeps_review_decisions_and_reviewed_types(tmp_path: Path, small_pairs: Path) -> None:
+    """Review's decisions (an Accept paints nothing) and the lesion types ticked as reviewed are
+    kept with the pixels, or alone; a damaged decision is passed over, said; a draft written
+    before decisions were kept reads as one that says nothing of them."""
+    proj = Project(tmp_path / "proj")
+    iid = proj.add_image(_photo(small_pairs))
+    lab = np.zeros((40, 60), np.uint8)
+    marks = {("HE", 5, 6): "accepted", ("HE", 30, 31): "unsure", ("HE", 99, 0): "deleted", ("XX", 1, 1): "accepted"}
+    proj.save_draft(iid, lab, 2, edited=False, marks=marks, types={"MA", "HE"})
+    d = proj.draft(iid)
+    assert d.marks == {("HE", 5, 6): "accepted", ("HE", 30, 31): "unsure"}  # off the picture, unknown type: not kept
+    assert d.types == ("HE", "MA") and not d.edited and d.what == "2 review decisions"
+    proj.save_draft(iid, lab, 2, edited=True, marks={("HE", 5, 6): "deleted"})
+    assert proj.draft(iid).what == "hand edits and 1 review decision"
+    proj.save_draft(iid, lab, 2, edited=False, marks={}, types=["HE", "EX"])
+    assert proj.draft(iid).what == "the lesion types ticked as reviewed" and proj.draft(iid).marks == {}
+    meta = proj.root / "drafts" / f"{iid}.json"
+    meta.write_text('{"base_version": 2, "shape": [40, 60], "review": [["HE", 1, 2, "accepted"], ["HE", -1, 2, "x"]]}')
+    with pytest.warns(UserWarning, match=r"review decision \['HE', -1, 2, 'x'\] is not"):
+        d = proj.draft(iid)
+    assert d.marks == {("HE", 1, 2): "accepted"} and d.edited  # "edited" missing: an older draft, pixels
+    meta.write_text('{"base_version": 2, "shape": [40, 60], "types": ["HE", "??"]}')
+    with pytest.warns(UserWarning, match="unreadable draft"):
+        assert proj.draft(iid) is None
 
 
 def test_a_damaged_draft_is_said_and_left_alone(tmp_path: Path, small_pairs: Path) -> None:
@@ -69,7 +96,7 @@ def test_unsaved_edits_come_back_after_napari_died(tmp_path: Path, tiny_model_di
     edited = label.copy()
     edited[10:20, 10:20], edited[30:34, 30:34] = 1, 255
     session.draft_job("a", edited)()
-    assert session.project.draft(iid)[1] is None  # made on no saved version
+    assert session.project.draft(iid).base_version is None  # made on no saved version
     # napari killed: nothing saved; a new session opens the photo again and runs the model again
     again = AnnotationSession(project_dir=tmp_path / "proj", model_dir=tiny_model_dir)
     again.open_photo("IDRiD_04", _photo(small_pairs))
@@ -84,9 +111,45 @@ def test_unsaved_edits_come_back_after_napari_died(tmp_path: Path, tiny_model_di
     assert v is not None and v.version == 1 and again.project.draft(iid) is None  # saved: the draft goes
     # edits undone back to the saved version: the draft goes too
     again.draft_job("IDRiD_04", edited * 0)()
-    assert again.project.draft(iid)[1] == 1
+    assert again.project.draft(iid).base_version == 1
     again.draft_job("IDRiD_04", shown)()
     assert again.project.draft(iid) is None
+
+
+def test_review_decisions_alone_come_back_after_napari_died(tmp_path: Path, tiny_model_dir: Path,
+                                                           small_pairs: Path) -> None:
+    """A lesion accepted in Review (no pixel painted), a type ticked as reviewed, napari killed:
+    the next session lists the lesion as accepted, the type as reviewed, and the correction is
+    the one saved (no pixel edit shown); taking the decision back keeps that too; a save drops it."""
+    session = AnnotationSession(project_dir=tmp_path / "proj", model_dir=tiny_model_dir)
+    session.open_photo("a", _photo(small_pairs))
+    label = session.accept_run("a", run_to_end(session.run("a"))).label
+    v1 = session.save_correction("a", label)
+    iid = session.photos["a"].image_id
+    heard: list[str] = []
+    session.decision_listeners.append(heard.append)
+    session.photos["a"].review_marks[("HE", 3, 4)] = "accepted"  # as the Review dock's Accept leaves it
+    session.decided("a")
+    session.set_reviewed("a", ["HE", "MA"])
+    assert heard == ["a", "a"]
+    session.draft_job("a", label)()  # the pixels as saved: kept for the decisions
+    d = session.project.draft(iid)
+    assert d is not None and not d.edited and d.base_version == v1.version and d.types == ("HE", "MA")
+    again = AnnotationSession(project_dir=tmp_path / "proj", model_dir=tiny_model_dir)
+    photo = again.open_photo("IDRiD_04", _photo(small_pairs))
+    assert photo.review_marks == {("HE", 3, 4): "accepted"} and photo.reviewed == {"HE", "MA"}
+    assert photo.draft is None and photo.draft_what == "1 review decision" and photo.decided_since_saved
+    np.testing.assert_array_equal(photo.saved, label)
+    photo.review_marks.clear()  # the decision taken back: as saved again, nothing to keep but the tick
+    again.draft_job("IDRiD_04", label)()
+    assert again.project.draft(iid).marks == {}
+    again.set_reviewed("IDRiD_04", ["HE"])
+    again.draft_job("IDRiD_04", label)()
+    assert again.project.draft(iid) is None
+    photo.review_marks[("HE", 3, 4)] = "deleted"
+    again.draft_job("IDRiD_04", label)()
+    v2 = again.save_correction("IDRiD_04", label)
+    assert again.project.draft(iid) is None and again.project.review_marks(v2) == {("HE", 3, 4): "deleted"}
 
 
 def test_a_draft_older_than_the_saved_version_is_dropped(tmp_path: Path, tiny_model_dir: Path,

@@ -870,6 +870,38 @@ def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_nap
 
 
 @pytest.mark.gui
+def test_a_decision_made_in_review_survives_napari_dying(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
+    """An Accept paints nothing, so the drafts that keep hand edits against a crash never saw it:
+    napari dying lost it, and the lesion came back undecided at the top of the list. It is kept
+    in the photo's draft two seconds after it is made, and a review opened on the project as the
+    crash left it lists it as accepted, said in the info line."""
+    import shutil
+
+    from napari_lesionseg.core.store import Project
+
+    proj, iid = _three_region_project(tmp_path, small_pairs)
+    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
+    rev.hide_below.value = 0
+    first = [(r.kind, r.area_px, r.mean_prob > 0.9) for r in rev.review.regions]
+    rev.go(first.index(("lesion", 200, True)))
+    rev.accept()  # the sure lesion is right: nothing painted
+    qtbot.waitUntil(lambda: (d := proj.draft(iid)) is not None and list((d.marks or {}).values()) == ["accepted"],
+                    timeout=10_000)
+    assert not proj.draft(iid).edited and proj.versions(iid) == []
+    crashed = tmp_path / "as_the_crash_left_it"
+    shutil.copytree(proj.root, crashed)  # napari killed here: nothing more is written
+    viewer2, rev2 = _reviewing(make_napari_viewer, qtbot, Project(crashed), iid)
+    assert "1 review decision kept at" in rev2.info.text() and "never saved" in rev2.info.text()
+    rev2.hide_below.value = 0
+    rows = [((r.kind, r.area_px, r.mean_prob > 0.9), rev2.table.item(i, 4).text()) for i, r in enumerate(rev2.review.regions)]
+    assert rows[-1] == (("lesion", 200, True), "accepted"), rows  # decided: listed last, as before the crash
+    assert [row[1] for row in rows[:-1]] == ["", ""]
+    rev2.save_correction()
+    saved = Project(crashed)
+    assert saved.review_marks(saved.versions(iid)[-1]) == proj.draft(iid).marks and saved.draft(iid) is None
+
+
+@pytest.mark.gui
 def test_a_photo_renamed_with_review_alone_keeps_its_results_and_saves(make_napari_viewer, qtbot, tmp_path,
                                                                        small_pairs) -> None:
     """Only Segment made a photo's result layers follow its renamed layer (and only the photo

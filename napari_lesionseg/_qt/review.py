@@ -490,6 +490,7 @@ class ReviewWidget(DockWidget):
                 marks[anchor] = status
         self._show_statuses()
         self._undo.append((step, painted))
+        self.session.decided(self.image_picker.name)
         if len(rows) > 1:
             self.info.setText(f"{status} {len(rows)} regions (Undo takes them back together)")
 
@@ -509,6 +510,7 @@ class ReviewWidget(DockWidget):
             else:
                 marks.pop(anchor, None)
         self._show_statuses()
+        self.session.decided(self.image_picker.name)
 
     def accept(self) -> None:
         """Keep the region(s) as they are (a possible miss becomes a lesion: its core, see
@@ -606,12 +608,13 @@ class ReviewWidget(DockWidget):
                 layers.move(layers.index(lname), len(layers))  # maps came over it (the mask under the fuzzy overlay)
             layers.selection.active = layers[lname]  # painting goes to it
         self._opened = nxt
-        restored = self.viewer.layers[lname].metadata.get("restored_draft") if lname in self.viewer.layers else None
+        meta = self.viewer.layers[lname].metadata if lname in self.viewer.layers else {}
+        restored, what = meta.get("restored_draft"), meta.get("restored_what", "hand edits")
         with contextlib.suppress(OSError):  # a read-only project: the next review starts at the queue's head
             proj.set_resume([nxt])  # a review opened again resumes here, corrected or not
         text = f"{nxt}: image {place} of {count} by uncertainty, " + ("where the last review stood; " if resumed else "")
         if restored:
-            text += f"hand edits kept at {restored} and never saved (napari closed before) are shown; "
+            text += f"{what} kept at {restored} and never saved (napari closed before) are shown; "
         text += (f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
                  if uncorrected else "every photo has a saved correction")
         already = self.image_picker.name == nxt  # chosen when its layer came (an empty box): listed then

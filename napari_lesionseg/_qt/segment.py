@@ -533,7 +533,7 @@ class SegmentWidget(DockWidget):
             from napari.utils.notifications import show_info
 
             photo.draft_restored = False
-            show_info(f"{name}: hand edits kept at {photo.draft_kept_at} and never saved "
+            show_info(f"{name}: {photo.draft_what} kept at {photo.draft_kept_at} and never saved "
                       "(napari closed before) are shown: save them, or press 'Re-threshold (discard edits)' to "
                       "take the model's mask")
         steps: list[Callable[[], None]] = [
@@ -701,7 +701,7 @@ class SegmentWidget(DockWidget):
                                metadata={"lesionseg": True, "model_version": None}, **lesion_style())
         if photo.draft is not None:  # hand edits kept as a draft (napari closed before they were saved)
             photo.draft = None
-            self.status.setText(f"{new}: brought back hand edits kept at {photo.draft_kept_at}"
+            self.status.setText(f"{new}: brought back {photo.draft_what} kept at {photo.draft_kept_at}"
                                 " and never saved (napari closed before): save them to keep them")
         elif photo.saved_version is not None:
             self.status.setText(f"{new}: brought back correction v{photo.saved_version:04d} from the project")

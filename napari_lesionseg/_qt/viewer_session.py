@@ -44,9 +44,9 @@ DRAFT_MS = 2000  # hand edits are kept as a draft once they have settled this lo
 
 
 def keep_drafts(viewer: Any, session: AnnotationSession) -> None:
-    """Hand edits kept against a crash: once a photo's lesions layer has been painted and left
-    alone for :data:`DRAFT_MS`, each open photo's unsaved edits are written as the project's
-    draft of it (``Project.save_draft``; its edits undone, the draft goes), on a thread of their
+    """Hand edits kept against a crash: once a photo's lesions layer has been painted (or a Review
+    decision made, a lesion type ticked as reviewed) and left alone for :data:`DRAFT_MS`, each
+    open photo's unsaved edits and decisions are written as the project's draft of it (``Project.save_draft``; its edits undone, the draft goes), on a thread of their
     own: napari killed or crashing (it can: a segmentation fault in software OpenGL, seen under
     Mesa 22.3) then loses at most the last two seconds of painting, where it lost everything
     since the last save. A photo opened again shows its draft as unsaved edits (the session's
@@ -74,6 +74,7 @@ def keep_drafts(viewer: Any, session: AnnotationSession) -> None:
                 emitter.connect(lambda _event: timer.start())
 
     timer.timeout.connect(keep)
+    session.decision_listeners.append(lambda _name: timer.start())  # Accept paints nothing, a tick neither
     _DRAFT_KEEPERS[viewer] = (timer, pool)
     for layer in list(viewer.layers):
         watch(layer)

@@ -170,7 +170,8 @@ def labels_to_label_map(data: NDArray, types: list[str] | tuple[str, ...] = (HE,
 def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, Any], str]]:
     """The photo of ``image_id`` with its latest prediction (probability, fuzzy) and its latest
     correction (or the predicted mask; or the draft of hand edits made on it and never saved,
-    its metadata's ``restored_draft`` saying when they were kept) as the editable lesions layer, and the disc and macula
+    its metadata's ``restored_draft`` saying when they were kept, ``restored_what`` what: a draft
+    of Review decisions alone keeps the correction) as the editable lesions layer, and the disc and macula
     outlines when the prediction placed them (a model with an optic-disc output), as a run
     shows them (a photo opened from the project had none)."""
     from .anatomy import Anatomy
@@ -189,8 +190,10 @@ def project_image_layers(project, image_id: str) -> list[tuple[Any, dict[str, An
     # hand edits napari closed (or crashed) before they were saved
     draft = project.current_draft(image_id, None if latest is None else latest[0].version)
     lesions_meta = dict(meta)
-    if draft is not None and draft[0].shape == rgb.shape[:2]:
-        mask, lesions_meta["restored_draft"] = draft
+    if draft is not None and draft.label.shape == rgb.shape[:2]:
+        if draft.edited:
+            mask = draft.label
+        lesions_meta["restored_draft"], lesions_meta["restored_what"] = draft.kept_at, draft.what
     prob, fuzzy = project.prediction_map(image_id, "prob"), project.prediction_map(image_id, "fuzzy")
     if prob is not None and fuzzy is not None:
         out.append((prob, {"name": names["probability"], "colormap": "magma", "contrast_limits": (0.0, 1.0),

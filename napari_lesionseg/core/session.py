@@ -107,6 +107,7 @@ class Photo:
     # made on the saved version: shown instead of it once, as unsaved edits
     draft: NDArray[np.uint8] | None = None
     draft_kept_at: str = ""
+    draft_what: str = "hand edits"  # what the draft brought back (Draft.what): the docks say it
     draft_restored: bool = False  # a run showed the draft (accept_run): the dock says so once
 
     @property
@@ -133,6 +134,9 @@ class AnnotationSession:
     # called before the project changes, the old one still set (the docks save unsaved work into it)
     project_leaving_listeners: list[Callable[[], object]] = field(default_factory=list, repr=False)
     active_model_listeners: list[Callable[[Path], object]] = field(default_factory=list, repr=False)
+    # called with a photo's name when its Review decisions or reviewed types changed (no pixel
+    # need change: an Accept paints nothing): the viewer keeps them in the draft (keep_drafts)
+    decision_listeners: list[Callable[[str], object]] = field(default_factory=list, repr=False)
     warned_unkept: bool = False  # the annotator was told that edits with no project are not kept
     resumed: bool = False  # the project's review started where the last one stood (next_image)
     _model: LoadedModel | None = field(default=None, repr=False)
@@ -247,16 +251,23 @@ class AnnotationSession:
                    else proj.find_pixels(photo.pixels, name))  # type: ignore[arg-type]
             if iid is not None:
                 photo.image_id = iid
+                fresh = photo.review_marks  # decided in this session before the project knew the photo
                 hit = proj.latest_with_label(iid)
                 if hit is not None:
                     photo.saved_version, photo.saved = hit[0].version, hit[1]
                     photo.reviewed = set(proj.label_types(hit[0]))
                     photo.saved_reviewed = set(photo.reviewed)
                     photo.saved_marks = proj.review_marks(hit[0])
-                    photo.review_marks = {**photo.saved_marks, **photo.review_marks}
+                    photo.review_marks = {**photo.saved_marks, **fresh}
                 found = proj.current_draft(iid, photo.saved_version)
-                if found is not None:
-                    photo.draft, photo.draft_kept_at = found
+                if found is not None:  # work napari closed (or crashed) before it was saved
+                    photo.draft_kept_at, photo.draft_what = found.kept_at, found.what
+                    if found.edited:
+                        photo.draft = found.label
+                    if found.marks is not None:  # every decision then, saved ones and undone ones included
+                        photo.review_marks = {**found.marks, **fresh}
+                    if found.types:
+                        photo.reviewed = set(found.types)
         return photo
 
     def lesion_types(self) -> list[str]:
@@ -302,6 +313,13 @@ class AnnotationSession:
         correction; a type not reviewed teaches a fine-tune nothing about the photo)."""
         photo = self.photos.get(name) or self.open_photo(name)
         photo.reviewed = set(types) & set(LESION_TYPES)
+        self.decided(name)
+
+    def decided(self, name: str) -> None:
+        """Photo ``name``'s Review decisions (``Photo.review_marks``) or reviewed types changed:
+        the listeners hear it (the viewer keeps unsaved decisions in the photo's draft)."""
+        for listener in list(self.decision_listeners):
+            listener(name)
 
     def shown(self, name: str, label: NDArray) -> None:
         """``label`` is what is shown for a photo that has neither a saved correction nor a run
@@ -531,17 +549,20 @@ class AnnotationSession:
         napari paints it in place) and what it is measured against looked up; the label map is
         made, compared and written by the call, on another thread (made here, it held the GUI
         thread 150 ms for an IDRiD photo with an "unsure" pixel: benchmarks/draft_keep.py).
-        Review's decisions are not kept in a draft (they go with a save)."""
+        Review's decisions and the types ticked as reviewed go into the draft with the pixels
+        (an Accept paints nothing): kept too when they are all there is to keep."""
         photo, proj = self.photos.get(name), self.project
         if photo is None or proj is None or photo.image_id is None:
             return None
         iid, base, ref = photo.image_id, photo.saved_version, self._reference(name)
         data = np.array(label, copy=True)
+        marks, reviewed, decided = dict(photo.review_marks), set(photo.reviewed), photo.decided_since_saved
 
         def keep() -> None:
             lab = self.label_map(data, name)
-            if ref is not None and not np.array_equal(lab, ref):  # is_edited
-                proj.save_draft(iid, lab, base)
+            edited = ref is not None and not np.array_equal(lab, ref)  # is_edited
+            if edited or decided:
+                proj.save_draft(iid, lab, base, edited=edited, marks=marks, types=reviewed)
             else:
                 proj.drop_draft(iid)
 

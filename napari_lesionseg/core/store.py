@@ -14,9 +14,10 @@
 <project>/labels/<image_id>/latest.json    which version is current
 <project>/manifest.jsonl                   one line per save (provenance)
 <project>/resume.json                      the photo the review last opened (where a review resumes)
-<project>/drafts/<image_id>.png + .json     hand edits not yet saved as a version, kept as they settle: napari
-                                           crashing or killed loses none of them (the json: the version they
-                                           were made on, when); gone once a version is saved
+<project>/drafts/<image_id>.png + .json     hand edits and Review decisions not yet saved as a version, kept as
+                                           they settle: napari crashing or killed loses none of them (the json:
+                                           the version they were made on, when, the decisions, the types
+                                           ticked as reviewed); gone once a version is saved
 <project>/predictions/<model>/<image_id>_{prob,mask,fuzzy}.png
 <project>/predictions/<model>/<image_id>_<T>_{prob,mask}.png   each other output T (MA, EX, SE, OD)
 <project>/models/<version>/                model folders (see model_folder.py)
@@ -41,8 +42,8 @@ import os
 import re
 import unicodedata
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -88,6 +89,48 @@ class LabelVersion:
     image_id: str
     version: int
     path: Path
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A photo's work kept against a crash and never saved (:meth:`Project.save_draft`)."""
+
+    label: NDArray[np.uint8]  # the lesions layer's label map as it was
+    base_version: int | None  # the version it was made on (None: none saved)
+    kept_at: str  # when, as a person reads it: "HH:MM on YYYY-MM-DD", local time
+    edited: bool = True  # the label map differs from what it was made on (else decisions only)
+    # Review's decisions and the lesion types ticked as reviewed (None: not kept, a draft written
+    # before 2026-12-08 held the label map only)
+    marks: dict[tuple[str, int, int], str] | None = None
+    types: tuple[str, ...] | None = None
+
+    @property
+    def what(self) -> str:
+        """What it holds, in the docks' words ("hand edits and 3 review decisions")."""
+        parts = ["hand edits"] if self.edited else []
+        if n := len(self.marks or {}):
+            parts.append(f"{n} review decision{'s' if n != 1 else ''}")
+        return " and ".join(parts) or "the lesion types ticked as reviewed"
+
+
+def _review_entries(marks: Mapping[tuple[str, int, int], str] | None, shape: tuple[int, ...]) -> list[list]:
+    """Review decisions as a version's or a draft's JSON keeps them: sorted [type, y, x, status],
+    those of a known type and status at a pixel of the picture."""
+    return sorted([t, int(y), int(x), s] for (t, y, x), s in (marks or {}).items()
+                  if t in TYPE_VALUE and s in REVIEW_STATUSES and 0 <= y < shape[0] and 0 <= x < shape[1])
+
+
+def _parse_review(entries: object, f: Path) -> dict[tuple[str, int, int], str]:
+    """The decisions of a version's or a draft's JSON file ``f``; a damaged entry is passed over
+    with a warning (the decisions are a guide to the review, the label map is the correction)."""
+    out: dict[tuple[str, int, int], str] = {}
+    for e in entries if isinstance(entries, list) else [entries]:
+        if (isinstance(e, list) and len(e) == 4 and e[0] in TYPE_VALUE and e[3] in REVIEW_STATUSES
+                and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in e[1:3])):
+            out[(e[0], e[1], e[2])] = e[3]
+        else:
+            warnings.warn(f"{f}: review decision {e!r} is not [type, y, x, status]; passed over", stacklevel=2)
+    return out
 
 
 def _sha256_file(path: Path) -> str:
@@ -447,21 +490,31 @@ class Project:
         d = self.root / DRAFTS
         return d / f"{image_id}.png", d / f"{image_id}.json"
 
-    def save_draft(self, image_id: str, label: NDArray, base_version: int | None) -> None:
+    def save_draft(self, image_id: str, label: NDArray, base_version: int | None, *, edited: bool = True,
+                   marks: Mapping[tuple[str, int, int], str] | None = None,
+                   types: Collection[str] | None = None) -> None:
         """Keep ``label`` (a label map as :meth:`save_label` takes it), the photo's hand edits not
         yet saved, made on version ``base_version`` (None: on no version); one draft per photo,
-        replaced by the next. Not a version: the queue and fine-tuning never see it."""
+        replaced by the next. Not a version: the queue and fine-tuning never see it. With it the
+        Review dock's decisions not yet saved (``marks``, as :meth:`save_label` takes them; an
+        Accept paints nothing, so they are kept apart from the pixels) and the lesion types
+        ticked as reviewed (``types``); ``edited``: whether ``label`` differs from what it was
+        made on (False: a draft of decisions only)."""
         lab = check_label_values(label)
         png, meta = self._draft_paths(image_id)
         png.parent.mkdir(parents=True, exist_ok=True)
+        record: dict[str, Any] = {"base_version": base_version, "shape": list(lab.shape), "edited": bool(edited),
+                                  "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if marks is not None:
+            record["review"] = _review_entries(marks, lab.shape)
+        if types is not None:
+            record["types"] = [t for t in LESION_TYPES if t in set(types)]
         atomic_write_bytes(png, encode_png(lab))
-        atomic_write_text(meta, json_text({"base_version": base_version, "shape": list(lab.shape),
-                                           "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}))
+        atomic_write_text(meta, json_text(record))
 
-    def draft(self, image_id: str) -> tuple[NDArray[np.uint8], int | None, str] | None:
-        """``(label map, the version it was made on, when it was kept: "HH:MM on YYYY-MM-DD",
-        local time)`` of the photo's draft,
-        or None (none, or unreadable: a warning; it is left on disk for a person to look at)."""
+    def draft(self, image_id: str) -> Draft | None:
+        """The photo's draft (:class:`Draft`), or None (none, or unreadable: a warning; it is left
+        on disk for a person to look at)."""
         png, meta = self._draft_paths(image_id)
         if not png.is_file() or not meta.is_file():
             return None
@@ -471,22 +524,26 @@ class Project:
             base = info.get("base_version")
             if (base is not None and not isinstance(base, int)) or list(lab.shape) != info.get("shape"):
                 raise LesionsegInputError(png, "the draft does not match its record")
-            return lab, base, _local_time(str(info.get("saved_at", "")))
+            types = info.get("types")
+            if types is not None and (not isinstance(types, list) or not set(types) <= set(LESION_TYPES)):
+                raise LesionsegInputError(meta, f"its types {types!r} are not lesion types of {list(LESION_TYPES)}")
+            return Draft(lab, base, _local_time(str(info.get("saved_at", ""))), bool(info.get("edited", True)),
+                         None if "review" not in info else _parse_review(info["review"], meta),
+                         None if types is None else tuple(types))
         except (LesionsegInputError, OSError, AttributeError) as err:
             warnings.warn(f"{png}: an unreadable draft of unsaved edits was not restored ({err})", stacklevel=2)
             return None
 
-    def current_draft(self, image_id: str, version: int | None) -> tuple[NDArray[np.uint8], str] | None:
+    def current_draft(self, image_id: str, version: int | None) -> Draft | None:
         """The photo's draft if it was made on ``version`` (the photo's current one; None: none
-        saved): ``(label map, when it was kept)``. One made on another version is stale (those
-        edits were saved, or given up) and is dropped (left, and passed over again, where the
-        project is read-only)."""
+        saved; its ``kept_at`` never empty). One made on another version is stale (those edits
+        were saved, or given up) and is dropped (left, and passed over again, where the project
+        is read-only)."""
         found = self.draft(image_id)
         if found is None:
             return None
-        lab, base, when = found
-        if base == version:
-            return lab, when or "an earlier sitting"
+        if found.base_version == version:
+            return found if found.kept_at else replace(found, kept_at="an earlier sitting")
         with contextlib.suppress(OSError):
             self.drop_draft(image_id)
         return None
@@ -506,8 +563,7 @@ class Project:
         version says nothing (fine-tuning treats them as unknown, never as "none"). ``marks``:
         the Review dock's decisions, (lesion type, y, x) -> status (:meth:`review_marks`)."""
         lab = check_label_values(label)
-        review = sorted([t, int(y), int(x), s] for (t, y, x), s in (marks or {}).items()
-                        if t in TYPE_VALUE and s in REVIEW_STATUSES and 0 <= y < lab.shape[0] and 0 <= x < lab.shape[1])
+        review = _review_entries(marks, lab.shape)
         types = tuple(t for t in LESION_TYPES if t in set(types))
         if not types:
             raise LesionsegInputError(None, "a correction must be reviewed for at least one lesion type")
@@ -556,15 +612,7 @@ class Project:
         if not f.exists():
             return {}
         raw = read_json(f)
-        entries = raw.get("review", []) if isinstance(raw, dict) else []
-        out: dict[tuple[str, int, int], str] = {}
-        for e in entries if isinstance(entries, list) else [entries]:
-            if (isinstance(e, list) and len(e) == 4 and e[0] in TYPE_VALUE and e[3] in REVIEW_STATUSES
-                    and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in e[1:3])):
-                out[(e[0], e[1], e[2])] = e[3]
-            else:
-                warnings.warn(f"{f}: review decision {e!r} is not [type, y, x, status]; passed over", stacklevel=2)
-        return out
+        return _parse_review(raw.get("review", []) if isinstance(raw, dict) else [], f)
 
     def _record(self, v: LabelVersion, lab: NDArray[np.uint8], data: bytes, model_mask: NDArray | None,
                 note: str, model_version: str | None = None, recovered: bool = False,
