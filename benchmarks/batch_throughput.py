@@ -32,6 +32,9 @@ def main() -> None:
 
     import torch
 
+    from napari_lesionseg.core.runtime import tune_allocator
+
+    tune_allocator()  # as `lesionseg predict` sets its process up (cli.run_command); missing before 2026-12-08
     from napari_lesionseg.core.batch import collect_images, predict_files
     from napari_lesionseg.core.bundled import default_model_dir
     from napari_lesionseg.core.image_io import read_image

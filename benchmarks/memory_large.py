@@ -30,6 +30,8 @@ from napari_lesionseg.core.image_io import read_image
 from napari_lesionseg.core.inference import predict, run_to_end
 from napari_lesionseg.core.model_folder import load_model_folder
 from napari_lesionseg.core.outputs import write_prediction
+from napari_lesionseg.core.runtime import tune_allocator
+tune_allocator()  # as `lesionseg predict` sets its process up (cli.run_command); missing before 2026-12-08
 model = load_model_folder(default_model_dir())
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
