@@ -28,7 +28,8 @@ def tune_allocator() -> bool:
     go back to the kernel when freed, and at most 512 MB of free heap is kept. One malloc arena
     for all threads: the TTA views and the output writers run in worker threads, and with an
     arena per thread each kept its own free memory. Figures: benchmarks/README.md. A setting of
-    the whole process: called by our command-line entry points only, never inside napari.
+    the whole process: called by our command-line entry points only (``cli.run_command``, so
+    ``lesionseg gui``'s napari has it too), never by the plugin inside a napari started otherwise.
     Returns True when applied; a no-op on non-glibc platforms.
     """
     global _tuned
