@@ -312,6 +312,9 @@ def main() -> None:
                          "trained on every photo")
     ap.add_argument("--out", default="adapt.json", help="file name under results/")
     args = ap.parse_args()
+    from napari_lesionseg.core.runtime import tune_allocator
+
+    tune_allocator()  # as the button's `lesionseg_training finetune` process is set up (cli.run_command); not before 2026-12-08
     args.seeds = [int(v) for v in args.seeds.split(",") if v]
     args.blends = tuple(float(v) for v in args.blends.split(",") if v)
     args.members = tuple(int(v) for v in args.members.split(",") if v)

@@ -614,7 +614,7 @@ class ReviewWidget(DockWidget):
             proj.set_resume([nxt])  # a review opened again resumes here, corrected or not
         text = f"{nxt}: image {place} of {count} by uncertainty, " + ("where the last review stood; " if resumed else "")
         if restored:
-            text += f"{what} kept at {restored} and never saved (napari closed before) are shown; "
+            text += f"brought back {what} kept at {restored} and never saved (napari closed before); "
         text += (f"{uncorrected} without a saved correction (photos with one are passed over until none is left)"
                  if uncorrected else "every photo has a saved correction")
         already = self.image_picker.name == nxt  # chosen when its layer came (an empty box): listed then

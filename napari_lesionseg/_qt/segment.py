@@ -533,8 +533,8 @@ class SegmentWidget(DockWidget):
             from napari.utils.notifications import show_info
 
             photo.draft_restored = False
-            show_info(f"{name}: {photo.draft_what} kept at {photo.draft_kept_at} and never saved "
-                      "(napari closed before) are shown: save them, or press 'Re-threshold (discard edits)' to "
+            show_info(f"{name}: brought back {photo.draft_what} kept at {photo.draft_kept_at} and never saved "
+                      "(napari closed before): save them, or press 'Re-threshold (discard edits)' to "
                       "take the model's mask")
         steps: list[Callable[[], None]] = [
             partial(self._put_layer, name, label if kind == "labels" else data, kwargs, kind, edited)
