@@ -91,7 +91,7 @@ class LabelVersion:
     path: Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds an array: compared by identity, never element by element
 class Draft:
     """A photo's work kept against a crash and never saved (:meth:`Project.save_draft`)."""
 
