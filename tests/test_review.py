@@ -740,6 +740,19 @@ def _reviewing(make_napari_viewer, qtbot, proj, iid: str):
     return viewer, rev
 
 
+def _sure_lesion_accepted(make_napari_viewer, qtbot, tmp_path, small_pairs):
+    """Review alone on :func:`_three_region_project` with every region listed, the sure lesion
+    accepted (nothing painted). Returns the project, the photo's id, the viewer, the dock and the
+    regions as first listed: (kind, area, sure)."""
+    proj, iid = _three_region_project(tmp_path, small_pairs)
+    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
+    rev.hide_below.value = 0
+    first = [(r.kind, r.area_px, r.mean_prob > 0.9) for r in rev.review.regions]
+    rev.go(first.index(("lesion", 200, True)))
+    rev.accept()
+    return proj, iid, viewer, rev, first
+
+
 @pytest.mark.gui
 def test_review_marks_edited_regions_and_lists_them_last(make_napari_viewer, qtbot, tmp_path, small_pairs) -> None:
     proj, iid = _three_region_project(tmp_path, small_pairs)
@@ -840,12 +853,7 @@ def test_review_alone_keeps_edits_and_decisions_across_a_napari_restart(make_nap
     listed its accepted lesion (Accept paints nothing) as undecided, at the top again."""
     from napari_lesionseg.core.image_io import read_label
 
-    proj, iid = _three_region_project(tmp_path, small_pairs)
-    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
-    rev.hide_below.value = 0
-    first = [(r.kind, r.area_px, r.mean_prob > 0.9) for r in rev.review.regions]
-    rev.go(first.index(("lesion", 200, True)))
-    rev.accept()  # the sure lesion is right: nothing painted
+    proj, iid, viewer, rev, first = _sure_lesion_accepted(make_napari_viewer, qtbot, tmp_path, small_pairs)
     rev.go(first.index(("fuzzy", 600, False)))
     rev.mark_unsure()  # the possible miss: who knows
     viewer.close()  # napari closed without pressing Save (its window closes: the docks release)
@@ -879,12 +887,7 @@ def test_a_decision_made_in_review_survives_napari_dying(make_napari_viewer, qtb
 
     from napari_lesionseg.core.store import Project
 
-    proj, iid = _three_region_project(tmp_path, small_pairs)
-    viewer, rev = _reviewing(make_napari_viewer, qtbot, proj, iid)
-    rev.hide_below.value = 0
-    first = [(r.kind, r.area_px, r.mean_prob > 0.9) for r in rev.review.regions]
-    rev.go(first.index(("lesion", 200, True)))
-    rev.accept()  # the sure lesion is right: nothing painted
+    proj, iid, viewer, rev, first = _sure_lesion_accepted(make_napari_viewer, qtbot, tmp_path, small_pairs)
     qtbot.waitUntil(lambda: (d := proj.draft(iid)) is not None and list((d.marks or {}).values()) == ["accepted"],
                     timeout=10_000)
     assert not proj.draft(iid).edited and proj.versions(iid) == []

@@ -46,10 +46,11 @@ DRAFT_MS = 2000  # hand edits are kept as a draft once they have settled this lo
 def keep_drafts(viewer: Any, session: AnnotationSession) -> None:
     """Hand edits kept against a crash: once a photo's lesions layer has been painted (or a Review
     decision made, a lesion type ticked as reviewed) and left alone for :data:`DRAFT_MS`, each
-    open photo's unsaved edits and decisions are written as the project's draft of it (``Project.save_draft``; its edits undone, the draft goes), on a thread of their
-    own: napari killed or crashing (it can: a segmentation fault in software OpenGL, seen under
-    Mesa 22.3) then loses at most the last two seconds of painting, where it lost everything
-    since the last save. A photo opened again shows its draft as unsaved edits (the session's
+    open photo's unsaved edits and decisions are written as the project's draft of it
+    (``Project.save_draft``; its edits undone, the draft goes), on a thread of their own: napari
+    killed or crashing (it can: a segmentation fault in software OpenGL, seen under Mesa 22.3)
+    then loses at most the last two seconds of work, where it lost everything since the last
+    save. A photo opened again shows its draft as unsaved edits (the session's
     ``Photo.draft``). Nothing without a project folder (nowhere to keep them)."""
     from concurrent.futures import ThreadPoolExecutor
 
